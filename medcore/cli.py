@@ -1,0 +1,105 @@
+"""The `medcore` command: the same stage functions the DAG calls, without Airflow."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import sys
+from pathlib import Path
+
+from medcore.errors import MedcoreError
+
+__all__ = ["main"]
+
+
+def _quiet_tensorflow() -> None:
+    # TensorFlow's C++ start-up chatter buries the one line a user needs to read.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _cmd_demo_data(args: argparse.Namespace) -> int:
+    from medcore.synthetic import write_demo_data
+
+    counts = write_demo_data(Path(args.dir), per_class=args.per_class, size=args.size, seed=args.seed)
+    for name, n in counts.items():
+        print(f"{name}: {n} images")
+    print(f"demo data written to {Path(args.dir).resolve()}")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from medcore.config import load_config
+    from medcore.jsonio import atomic_write_text, write_json
+    from medcore.validation import validate_condition
+
+    config = load_config(args.config)
+    if args.condition not in config.conditions:
+        raise MedcoreError(f"{config.path}: unknown condition {args.condition!r} (known: {', '.join(config.conditions)})")
+    result = validate_condition(config, config.conditions[args.condition])
+    out = Path(args.out)
+    write_json(out / "validation.json", result.to_dict())
+    atomic_write_text(out / "validation.txt", result.summary())
+    print(result.summary(), end="")
+    if not result.ok:
+        print(f"medcore: {args.condition}: not trainable: {result.reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from medcore.pipeline import run_all
+
+    run_id = args.run_id or "cli__" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    summary = run_all(args.config, run_id, args.condition or (), args.profile or (), args.epochs)
+    for failure in summary["failures"]:
+        print(f"FAILED {failure['condition']}/{failure['profile']} at {failure['stage']}: {failure['error']}")
+    print(f"{summary['succeeded']}/{summary['planned']} models succeeded")
+    print(f"report: {summary['report']}")
+    return 0 if summary["failed"] == 0 else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medcore", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo-data", help="write small synthetic datasets in every supported layout")
+    demo.add_argument("dir")
+    demo.add_argument("--per-class", type=int, default=60)
+    demo.add_argument("--size", type=int, default=64, help="image side in pixels")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(func=_cmd_demo_data)
+
+    validate = commands.add_parser("validate", help="check one condition's dataset")
+    validate.add_argument("--config", default=None, help="YAML config (default: $MEDCORE_CONFIG or conditions.yaml)")
+    validate.add_argument("--condition", required=True)
+    validate.add_argument("--out", required=True, help="folder for validation.json and validation.txt")
+    validate.set_defaults(func=_cmd_validate)
+
+    run = commands.add_parser("run", help="validate, train, evaluate and explain every model, then report")
+    run.add_argument("--config", default=None)
+    run.add_argument("--condition", action="append", help="repeat to pick several (default: all)")
+    run.add_argument("--profile", action="append", help="repeat to pick several (default: all)")
+    run.add_argument("--epochs", type=int, default=None, help="override every profile's epochs")
+    run.add_argument("--run-id", default=None)
+    run.set_defaults(func=_cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; user mistakes print one line and exit 2, never a traceback."""
+    _quiet_tensorflow()
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except MedcoreError as exc:
+        print(f"medcore: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""Exceptions that carry a user-facing, one-line explanation."""
+
+from __future__ import annotations
+
+__all__ = ["MedcoreError", "ConfigError", "DataError", "StageError"]
+
+
+class MedcoreError(Exception):
+    """Base class: the message is meant to be shown to a user as it is, without a traceback."""
+
+
+class ConfigError(MedcoreError):
+    """The configuration file is malformed; the message names the file and the key."""
+
+
+class DataError(MedcoreError):
+    """A dataset cannot be used for training; the message names the file or row."""
+
+
+class StageError(MedcoreError):
+    """A pipeline stage cannot run because an earlier stage left nothing to build on."""

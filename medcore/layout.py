@@ -1,0 +1,108 @@
+"""Where every artefact lives. Nothing else in medcore builds an artefact path by hand."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["RunLayout", "ModelLayout", "safe_run_id"]
+
+
+def safe_run_id(run_id: str) -> str:
+    """Return `run_id` as a folder name: Airflow ids hold ':' and '+', which some tools mishandle."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("._")
+    if not cleaned:
+        raise ValueError(f"run id {run_id!r} has no usable characters")
+    return cleaned
+
+
+@dataclass(frozen=True)
+class ModelLayout:
+    """Artefacts of one (condition, profile) chain inside a run."""
+
+    root: Path
+    condition: str
+    profile: str
+
+    @property
+    def validation_json(self) -> Path:
+        return self.root / "validation.json"
+
+    @property
+    def validation_summary(self) -> Path:
+        return self.root / "validation.txt"
+
+    @property
+    def split_csv(self) -> Path:
+        return self.root / "split.csv"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model.keras"
+
+    @property
+    def model_contract(self) -> Path:
+        return self.root / "model.json"
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.root / "backup"
+
+    @property
+    def history_csv(self) -> Path:
+        return self.root / "history.csv"
+
+    @property
+    def training_json(self) -> Path:
+        return self.root / "training.json"
+
+    @property
+    def metrics_json(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def predictions_csv(self) -> Path:
+        return self.root / "predictions.csv"
+
+    @property
+    def gradcam_dir(self) -> Path:
+        return self.root / "gradcam"
+
+    @property
+    def gradcam_json(self) -> Path:
+        return self.root / "gradcam.json"
+
+    @property
+    def failure_json(self) -> Path:
+        return self.root / "failure.json"
+
+    def gradcam_overlay(self, kind: str, rank: int) -> Path:
+        return self.gradcam_dir / f"{kind}_{rank:02d}.png"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Artefacts of one run: `<runs_root>/<run id>/`."""
+
+    runs_root: Path
+    run_id: str
+
+    @property
+    def root(self) -> Path:
+        return Path(self.runs_root) / safe_run_id(self.run_id)
+
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def summary_json(self) -> Path:
+        return self.root / "summary.json"
+
+    def model(self, condition: str, profile: str) -> ModelLayout:
+        return ModelLayout(self.root / condition / profile, condition, profile)

@@ -1,0 +1,134 @@
+"""Synthetic X-ray-like phantoms with a learnable finding, in the three forms the real sets take.
+
+The finding is a bright, blurred disc in a fixed region (lower right of the image, jittered), so
+a working model can learn it and a working Grad-CAM should point there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medcore.jsonio import atomic_write_bytes, atomic_write_text
+
+__all__ = ["phantom", "write_demo_data", "FINDING_CENTRE"]
+
+FINDING_CENTRE = (0.68, 0.66)  # (x, y) as fractions of the image size
+
+
+def phantom(rng: np.random.Generator, size: int = 64, finding: bool = False) -> np.ndarray:
+    """Return one grayscale uint8 image: a body outline, rib-like bands, noise, and maybe the finding."""
+    import cv2
+
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    body = ((xx - 0.5) / 0.42) ** 2 + ((yy - 0.52) / 0.46) ** 2 < 1.0
+    image = np.where(body, 0.35, 0.05).astype(np.float32)
+    image += 0.08 * np.sin(yy * rng.uniform(18, 26) + rng.uniform(0, np.pi)) * body
+    image += rng.normal(0.0, 0.04, size=image.shape).astype(np.float32)
+    if finding:
+        cx = FINDING_CENTRE[0] + rng.uniform(-0.05, 0.05)
+        cy = FINDING_CENTRE[1] + rng.uniform(-0.05, 0.05)
+        radius = rng.uniform(0.09, 0.13)
+        disc = np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2) / (radius**2)))
+        image += 0.5 * disc
+    image = cv2.GaussianBlur(image, (3, 3), 0)
+    return np.clip(image * 255.0, 0, 255).astype(np.uint8)
+
+
+def _encode(image: np.ndarray, suffix: str) -> bytes:
+    import cv2
+
+    ok, data = cv2.imencode(suffix, image)
+    if not ok:
+        raise RuntimeError(f"cannot encode {suffix}")
+    return data.tobytes()
+
+
+@dataclass(frozen=True)
+class _Sample:
+    relpath: str
+    positive: bool
+
+
+def _write(root: Path, samples: list[_Sample], rng: np.random.Generator, size: int) -> None:
+    for sample in samples:
+        image = phantom(rng, size, sample.positive)
+        if sample.relpath.endswith((".jpg", ".jpeg")) and rng.random() < 0.3:
+            image = np.dstack([image] * 3)  # some real files are RGB copies of grayscale films
+        atomic_write_bytes(root / sample.relpath, _encode(image, Path(sample.relpath).suffix))
+
+
+def write_demo_data(out: Path, per_class: int = 40, size: int = 64, seed: int = 7) -> dict[str, int]:
+    """Write five small datasets under `out` matching `conditions.yaml`; return images per dataset.
+
+    - pneumonia: `train|test/NORMAL|PNEUMONIA/personN_*.jpeg` (folders with splits, patient ids)
+    - knee_oa: `train|val|test/0..4/*.jpg` (folders with all splits, five grades)
+    - knee_osteoporosis: `normal|osteopenia|osteoporosis/*` (folders, no splits, an excluded class)
+    - cardiomegaly: `labels.csv` with float-coded labels `1.0`/`0.0` and a train/test split column
+    - limb: `labels.csv` with string labels, patient and study ids, a train/valid split column
+    """
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    written: dict[str, int] = {}
+
+    samples = []
+    for split, share in (("train", 0.8), ("test", 0.2)):
+        for label, positive in (("NORMAL", False), ("PNEUMONIA", True)):
+            for i in range(int(per_class * share)):
+                patient = f"person{len(samples) // 2}"
+                kind = "bacteria" if positive else "normal"
+                samples.append(_Sample(f"{split}/{label}/{patient}_{kind}_{i}.jpeg", positive))
+    _write(out / "pneumonia", samples, rng, size)
+    written["pneumonia"] = len(samples)
+
+    samples = []
+    for split, share in (("train", 0.7), ("val", 0.15), ("test", 0.15)):
+        for grade in range(5):
+            for i in range(max(2, int(per_class * share * 2 / 5))):
+                samples.append(_Sample(f"{split}/{grade}/{9000000 + len(samples) // 2:07d}{'LR'[i % 2]}.jpg", grade >= 2))
+    _write(out / "knee_oa", samples, rng, size)
+    written["knee_oa"] = len(samples)
+
+    samples = []
+    for label, prefix, positive, count in (("normal", "N", False, per_class), ("osteopenia", "OP", False, per_class // 4),
+                                           ("osteoporosis", "OS", True, per_class)):
+        for i in range(count):
+            samples.append(_Sample(f"{label}/{prefix}{i + 1}.{'JPEG' if i % 3 == 0 else 'jpg'}", positive))
+    _write(out / "knee_osteoporosis", samples, rng, size)
+    written["knee_osteoporosis"] = len(samples)
+
+    rows, samples = [], []
+    for split, share in (("train", 0.8), ("test", 0.2)):
+        for label, positive in (("true", True), ("false", False)):
+            for i in range(int(per_class * share)):
+                relpath = f"images/{split}/{label}/{i + 1}.jpg"  # same names in every folder, as in the real set
+                samples.append(_Sample(relpath, positive))
+                rows.append({"image": relpath, "cardiomegaly": 1.0 if positive else 0.0, "split": split})
+    _write(out / "cardiomegaly", samples, rng, size)
+    _write_csv(out / "cardiomegaly" / "labels.csv", rows)
+    written["cardiomegaly"] = len(samples)
+
+    rows, samples = [], []
+    for split, share in (("train", 0.8), ("valid", 0.2)):
+        for finding, positive in (("positive", True), ("negative", False)):
+            for study in range(int(per_class * share / 2)):
+                patient = f"patient{len(rows) // 2 + 1:05d}"
+                study_id = f"{patient}/study1_{finding}"
+                for image in (1, 2):
+                    relpath = f"images/{split}/{study_id}/image{image}.png"
+                    samples.append(_Sample(relpath, positive))
+                    rows.append({"image": relpath, "finding": finding, "study_id": study_id, "patient_id": patient,
+                                 "split": split, "body_part": "XR_HUMERUS"})
+    _write(out / "limb", samples, rng, size)
+    _write_csv(out / "limb" / "labels.csv", rows)
+    written["limb"] = len(samples)
+    return written
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    table = pd.DataFrame(rows)
+    # Written as pandas writes a float column, which is what broke the seed's loader.
+    atomic_write_text(path, table.to_csv(index=False, float_format="%.1f"))
