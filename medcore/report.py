@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from medcore.jsonio import atomic_write_text, read_json, write_json
+from medcore.jsonio import atomic_write_text, read_json, to_jsonable, write_json
 from medcore.layout import ModelLayout, RunLayout
 
 __all__ = ["gather_run", "render_report", "write_report", "TEMPLATES_DIR"]
@@ -117,4 +117,4 @@ def write_report(run: RunLayout) -> dict[str, Any]:
                "failures": [{"condition": m["condition"], "profile": m["profile"], **m["failure"]}
                             for m in context["models"] if m["status"] != "succeeded"]}
     write_json(run.summary_json, summary)
-    return summary
+    return to_jsonable(summary)  # XCom and callers get plain JSON types

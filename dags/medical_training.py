@@ -1,0 +1,127 @@
+"""
+### Nightly X-ray classifier retraining
+
+One chain per (condition, profile), mapped at run time: **validate → train → evaluate → gradcam**.
+The report task runs whatever happened upstream and writes `runs/<run id>/report.md`; the final
+`verdict` task then fails the run if any model failed, so a red run always has a report.
+
+Trigger with parameters to train a subset, or to override every profile's epochs.
+Configuration: `$MEDCORE_CONFIG` (default: `conditions.yaml` beside `dags/`).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+from airflow.sdk import Param, dag, task, task_group
+
+CONFIG = os.environ.get("MEDCORE_CONFIG") or str(Path(__file__).resolve().parent.parent / "conditions.yaml")
+
+
+def _names(kind: str) -> list[str]:
+    """Condition or profile names for the trigger form; empty (free text) if the config is unreadable."""
+    from medcore.config import load_config
+    from medcore.errors import MedcoreError
+
+    try:
+        return list(getattr(load_config(CONFIG), kind))
+    except MedcoreError:
+        return []  # the plan task reports the config error with file and key; parsing must not fail
+
+
+def _choices(kind: str) -> dict:
+    names = _names(kind)
+    return {"type": "string", "enum": names} if names else {"type": "string"}
+
+
+@dag(
+    dag_id=Path(__file__).stem,
+    doc_md=__doc__,
+    schedule="0 1 * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["medcore", "training"],
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
+    params={
+        "conditions": Param([], type="array", items=_choices("conditions"), title="Conditions",
+                            description="Conditions to train; empty trains all of them."),
+        "profiles": Param([], type="array", items=_choices("profiles"), title="Profiles",
+                          description="Training profiles; empty uses all of them."),
+        "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=1000, title="Epochs override",
+                        description="Train every model for this many epochs instead of its profile's."),
+    },
+)
+def medical_training():
+    @task
+    def plan(params=None, run_id=None) -> list[dict]:
+        """Expand the run parameters into one job per (condition, profile)."""
+        from medcore.airflow_adapter import call_stage
+        from medcore.pipeline import plan_run
+
+        return call_stage(plan_run, CONFIG, run_id, params["conditions"], params["profiles"], params["epochs"],
+                          params=dict(params))
+
+    @task
+    def validate(job: dict) -> dict:
+        """Check the dataset and save the split manifest."""
+        from medcore import pipeline
+        from medcore.airflow_adapter import call_stage
+
+        return call_stage(pipeline.validate, job)
+
+    @task
+    def train(job: dict) -> dict:
+        """Train DenseNet121 and save model.keras."""
+        from medcore import pipeline
+        from medcore.airflow_adapter import call_stage
+
+        return call_stage(pipeline.train, job)
+
+    @task
+    def evaluate(job: dict) -> dict:
+        """Measure the model on the held-out test split."""
+        from medcore import pipeline
+        from medcore.airflow_adapter import call_stage
+
+        return call_stage(pipeline.evaluate, job)
+
+    @task
+    def gradcam(job: dict) -> dict:
+        """Write Grad-CAM overlays of confident hits and misses."""
+        from medcore import pipeline
+        from medcore.airflow_adapter import call_stage
+
+        return call_stage(pipeline.gradcam, job)
+
+    @task_group
+    def model_chain(job: dict):
+        return gradcam(evaluate(train(validate(job))))
+
+    @task(trigger_rule="all_done", retries=0)
+    def report(jobs: list[dict]) -> dict:
+        """Render the status report from whatever the chains left behind."""
+        from medcore.pipeline import report as write_report
+
+        return write_report(jobs[0]["run_id"], jobs[0]["runs_root"])
+
+    @task(retries=0)
+    def verdict(summary: dict) -> None:
+        """Fail the run, after the report exists, if any model failed."""
+        from airflow.exceptions import AirflowFailException
+
+        if summary["failed"]:
+            names = ", ".join(f"{f['condition']}/{f['profile']} ({f['stage']})" for f in summary["failures"])
+            raise AirflowFailException(f"{summary['failed']} of {summary['planned']} models failed: {names}")
+
+    jobs = plan()
+    chains = model_chain.expand(job=jobs)
+    summary = report(jobs)
+    chains >> summary
+    verdict(summary)
+
+
+medical_training()
