@@ -9,6 +9,7 @@ A manifest is a pandas DataFrame with one row per image and these columns:
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -128,8 +129,17 @@ def _pick_fold(frame: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
     n_splits = max(2, min(int(round(1 / fraction)), n_groups))
     if n_groups < 2:
         raise DataError("cannot split a dataset with fewer than two images or groups")
+    labels = frame["label"].to_numpy()
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    _, held = next(folds.split(np.zeros(len(frame)), frame["label"].to_numpy(), groups))
+    overall = labels.mean()
+
+    def badness(held: np.ndarray) -> tuple[bool, float]:
+        # With few groups a fold can miss a class entirely; prefer the fold that is most like the whole.
+        return len(np.unique(labels[held])) < 2, abs(labels[held].mean() - overall)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class" on small sets: handled above
+        held = min((held for _, held in folds.split(np.zeros(len(frame)), labels, groups)), key=badness)
     mask = np.zeros(len(frame), dtype=bool)
     mask[held] = True
     return mask

@@ -1,0 +1,57 @@
+# medcore's manual: every target documents itself (`make help`) and CI runs exactly `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+STAMP := $(VENV)/.medcore-installed
+UV_VERSION := 0.13.9
+DEMO_DATA := data/demo
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: help install lock demo test test-fast run airflow-ui clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+# Reinstalls only when the dependency pins change, so a second `make test` starts at once.
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV) pip install --python $(PY) -q -r requirements.lock
+	$(UV) pip install --python $(PY) -q --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the locked dependencies
+
+lock: ## re-resolve requirements.lock after changing pyproject.toml
+	$(UV) pip compile pyproject.toml --extra test --python-version 3.11 -q -o requirements.lock
+
+demo: install ## synthetic data -> embedded Airflow -> all 10 models -> report (MEDCORE_DATA_ROOT=... for real data)
+	@if [ -z "$$MEDCORE_DATA_ROOT" ] && [ ! -f $(DEMO_DATA)/limb/labels.csv ]; then \
+		$(VENV)/bin/medcore demo-data $(DEMO_DATA); fi
+	@bin/airflow-local airflow db migrate > /dev/null
+	@echo "running DAG medical_training (log: runs/demo-airflow.log)"
+	@mkdir -p runs; rc=0; \
+	MEDCORE_CONFIG=configs/demo.yaml bin/airflow-local airflow dags test medical_training > runs/demo-airflow.log 2>&1 || rc=$$?; \
+	report=$$(ls -t runs/*/report.md 2>/dev/null | head -1); \
+	grep -E '^\| (models planned|succeeded|failed) ' "$$report" || true; \
+	echo "report: $$(pwd)/$$report"; exit $$rc
+
+test: install ## run the whole test suite (what CI runs)
+	$(PY) -m pytest -q
+
+test-fast: install ## skip the tests that train real models
+	$(PY) -m pytest -q -m "not slow"
+
+run: install ## train for real with conditions.yaml, without Airflow (MEDCORE_DATA_ROOT=../shared/datasets)
+	$(VENV)/bin/medcore run
+
+airflow-ui: install ## start the embedded Airflow (scheduler, dag-processor, api-server) on 127.0.0.1:8080
+	@bin/airflow-local airflow db migrate > /dev/null
+	bin/airflow-local airflow standalone
+
+clean: ## remove runs, demo data and the embedded Airflow state (keeps .venv)
+	rm -rf runs $(DEMO_DATA) airflow_home

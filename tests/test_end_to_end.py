@@ -1,0 +1,111 @@
+"""End to end on tiny synthetic images: the real DAG under `airflow dags test`, and `medcore run`.
+
+These train real DenseNet121 models (32 px, one epoch), so they take about a minute each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from medcore.jsonio import read_json
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _break_cardiomegaly(data: Path) -> str:
+    """Rename the image column so the manifest no longer matches the config; return the expected error."""
+    manifest = data / "cardiomegaly" / "labels.csv"
+    table = pd.read_csv(manifest, dtype=str).rename(columns={"image": "filename"})
+    table.to_csv(manifest, index=False)
+    return "column 'image' not found"
+
+
+def _airflow(args: list[str], env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ROOT / "bin" / "airflow-local"), *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def test_dag_run_with_one_broken_dataset(tmp_path, demo_data, tiny_config):
+    """The healthy condition trains; the broken one fails at validate; the report says so; the run fails."""
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    expected_error = _break_cardiomegaly(data)
+    runs = tmp_path / "runs"
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "MEDCORE_CONFIG": str(tiny_config),
+           "MEDCORE_DATA_ROOT": str(data), "MEDCORE_RUNS_ROOT": str(runs)}
+    migrated = _airflow(["airflow", "db", "migrate"], env)
+    assert migrated.returncode == 0, migrated.stderr[-2000:]
+
+    conf = {"conditions": ["pneumonia", "cardiomegaly"], "profiles": ["standard"], "epochs": 1}
+    done = _airflow(["airflow", "dags", "test", "medical_training", "-c", json.dumps(conf)], env)
+    log = done.stdout + done.stderr
+    assert done.returncode != 0, "a run with a failed model must end failed"
+    assert "DagRun Finished" in log and "state=failed" in log
+
+    [run_dir] = [p for p in runs.iterdir() if p.is_dir()]
+    summary = read_json(run_dir / "summary.json")
+    assert (summary["planned"], summary["succeeded"], summary["failed"]) == (2, 1, 1)
+    [failure] = summary["failures"]
+    assert (failure["condition"], failure["stage"]) == ("cardiomegaly", "validate")
+    assert expected_error in failure["error"]
+
+    report = (run_dir / "report.md").read_text()
+    assert "| pneumonia | standard | ✅ succeeded |" in report
+    assert "| cardiomegaly | standard | ❌ failed at validate |" in report
+    assert expected_error in report
+
+    good = run_dir / "pneumonia" / "standard"
+    metrics = read_json(good / "metrics.json")
+    assert metrics["evaluated_split"] == "test" and metrics["threshold_split"] == "val"
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["n"] > 0
+    overlays = read_json(good / "gradcam.json")["overlays"]
+    assert overlays and all(Path(o["file"]).stat().st_size > 0 for o in overlays)
+    assert all(Path(o["file"]).name in report for o in overlays)
+    assert not (run_dir / "cardiomegaly" / "standard" / "model.keras").exists()
+
+
+def test_medcore_run_writes_every_artefact(tmp_path, tiny_config):
+    """`medcore run` uses the same stages: model, contract, metrics, predictions, overlays, report."""
+    done = subprocess.run([sys.executable, "-m", "medcore.cli", "run", "--config", str(tiny_config),
+                           "--condition", "knee_osteoporosis", "--profile", "intensive", "--run-id", "cli-test"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "1/1 models succeeded" in done.stdout
+    model_dir = tmp_path / "runs" / "cli-test" / "knee_osteoporosis" / "intensive"
+    for name in ("validation.json", "split.csv", "model.keras", "model.json", "training.json", "history.csv",
+                 "metrics.json", "predictions.csv", "gradcam.json"):
+        assert (model_dir / name).is_file(), name
+    assert list((model_dir / "gradcam").glob("*.png"))
+    split = pd.read_csv(model_dir / "split.csv")
+    predictions = pd.read_csv(model_dir / "predictions.csv")
+    assert set(predictions["relpath"]) == set(split.loc[split["split"] == "test", "relpath"])
+    training = read_json(model_dir / "training.json")
+    assert training["epochs_run"] == 1 and training["dataset_fingerprint"]
+    assert not list(model_dir.glob(".*tmp*")), "no temporary files may be left behind"
+
+    import keras
+
+    model = keras.models.load_model(model_dir / "model.keras", safe_mode=True)
+    assert model.get_layer("relu").output.shape[-1] == 1024
+
+
+def test_cli_user_mistakes_are_one_line(tmp_path):
+    """A bad config or unknown condition exits 2 with one line on stderr and no traceback."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("conditions: {x: {dataset: x, layout: tiles, positive: [a], negative: [b]}}\nprofiles: {s: {}}\n")
+    for args in (["run", "--config", str(bad)],
+                 ["run", "--config", str(ROOT / "conditions.yaml"), "--condition", "flu"]):
+        done = subprocess.run([sys.executable, "-m", "medcore.cli", *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("medcore: error:"), done.stderr
+        assert "Traceback" not in done.stderr
