@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 DEMO_DATA := data/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help install lock demo test test-fast run airflow-ui clean
+.PHONY: help install lock airflow-init demo test test-fast test-integration run airflow-ui resend clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -29,13 +29,16 @@ install: $(STAMP) ## create .venv and install the locked dependencies
 lock: ## re-resolve requirements.lock after changing pyproject.toml
 	$(UV) pip compile pyproject.toml --extra test --python-version 3.11 -q -o requirements.lock
 
-demo: install ## synthetic data -> embedded Airflow -> all 10 models -> report (MEDCORE_DATA_ROOT=... for real data)
+airflow-init: install ## create or migrate the embedded Airflow's database and the training pool
+	@bin/airflow-local airflow db migrate > /dev/null
+	@bin/airflow-local airflow pools set training $$(nproc) "DenseNet training: one slot per core" > /dev/null
+
+demo: airflow-init ## synthetic data -> embedded Airflow -> all 10 models -> report (MEDCORE_DATA_ROOT=... for real data)
 	@if [ -z "$$MEDCORE_DATA_ROOT" ] && [ ! -f $(DEMO_DATA)/limb/labels.csv ]; then \
 		$(VENV)/bin/medcore demo-data $(DEMO_DATA); fi
-	@bin/airflow-local airflow db migrate > /dev/null
 	@echo "running DAG medical_training (log: runs/demo-airflow.log)"
 	@mkdir -p runs; rc=0; \
-	MEDCORE_CONFIG=configs/demo.yaml bin/airflow-local airflow dags test medical_training > runs/demo-airflow.log 2>&1 || rc=$$?; \
+	MEDCORE_THREADS=0 MEDCORE_CONFIG=configs/demo.yaml bin/airflow-local airflow dags test medical_training > runs/demo-airflow.log 2>&1 || rc=$$?; \
 	report=$$(ls -t runs/*/report.md 2>/dev/null | head -1); \
 	grep -E '^\| (models planned|succeeded|failed) ' "$$report" || true; \
 	echo "report: $$(pwd)/$$report"; exit $$rc
@@ -46,12 +49,20 @@ test: install ## run the whole test suite (what CI runs)
 test-fast: install ## skip the tests that train real models
 	$(PY) -m pytest -q -m "not slow"
 
+test-integration: install ## CeleryExecutor on this machine's PostgreSQL and Redis, for real (skips without them)
+	$(PY) -m pytest -q tests/integration
+
 run: install ## train for real with conditions.yaml, without Airflow (MEDCORE_DATA_ROOT=../shared/datasets)
 	$(VENV)/bin/medcore run
 
-airflow-ui: install ## start the embedded Airflow (scheduler, dag-processor, api-server) on 127.0.0.1:8080
-	@bin/airflow-local airflow db migrate > /dev/null
+airflow-ui: airflow-init ## start the embedded Airflow (scheduler, dag-processor, api-server) on 127.0.0.1:8080
 	bin/airflow-local airflow standalone
+
+resend: install ## e-mail a run's report again: make resend RUN=<run id> (SMTP connection of the embedded Airflow)
+	@test -n "$(RUN)" || { echo "usage: make resend RUN=<run id>  (a folder name under runs/)"; exit 2; }
+	@bin/airflow-local $(PY) -c 'import sys; from medcore.config import load_config; from medcore.pipeline import notify; \
+	r = notify(sys.argv[1], load_config().runs_root); print(r["status"], r.get("error") or r.get("reason") or r.get("subject")); \
+	sys.exit(r["status"] == "failed")' "$(RUN)"
 
 clean: ## remove runs, demo data and the embedded Airflow state (keeps .venv)
 	rm -rf runs $(DEMO_DATA) airflow_home

@@ -2,8 +2,11 @@
 ### Nightly X-ray classifier retraining
 
 One chain per (condition, profile), mapped at run time: **validate → train → evaluate → gradcam**.
-The report task runs whatever happened upstream and writes `runs/<run id>/report.md`; the final
-`verdict` task then fails the run if any model failed, so a red run always has a report.
+Then, whatever the chains did: **promote** decides once per condition whether the run's best model
+becomes the champion (registry), **report** writes `runs/<run id>/report.md`, **notify** e-mails it
+(HTML, report.md and Grad-CAM images attached) and turns red if sending fails, and the final
+**verdict** fails the run if any model or the e-mail failed, so a red run always has its report.
+Reports are browsable under *Training reports* in this UI.
 
 Trigger with parameters to train a subset, or to override every profile's epochs.
 Configuration: `$MEDCORE_CONFIG` (default: `conditions.yaml` beside `dags/`).
@@ -45,7 +48,8 @@ def _choices(kind: str) -> dict:
     catchup=False,
     max_active_runs=1,
     tags=["medcore", "training"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
+    default_args={"retries": 2, "retry_exponential_backoff": True,  # MEDCORE_RETRY_DELAY_SECONDS: tests shorten it
+                  "retry_delay": timedelta(seconds=int(os.environ.get("MEDCORE_RETRY_DELAY_SECONDS") or 60))},
     params={
         "conditions": Param([], type="array", items=_choices("conditions"), title="Conditions",
                             description="Conditions to train; empty trains all of them."),
@@ -53,6 +57,11 @@ def _choices(kind: str) -> dict:
                           description="Training profiles; empty uses all of them."),
         "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=1000, title="Epochs override",
                         description="Train every model for this many epochs instead of its profile's."),
+        "recipients": Param([], type="array", items={"type": "string", "pattern": "^[^@\\s]+@[^@\\s]+$"},
+                            title="Report recipients",
+                            description="E-mail the report to these addresses; empty uses the config's notify.recipients."),
+        "smtp_conn_id": Param(None, type=["null", "string"], minLength=1, title="SMTP connection",
+                              description="Airflow connection to send the report through; empty uses the config's."),
     },
 )
 def medical_training():
@@ -73,13 +82,13 @@ def medical_training():
 
         return call_stage(pipeline.validate, job)
 
-    @task
-    def train(job: dict) -> dict:
-        """Train DenseNet121 and save model.keras."""
+    @task(pool="training", pool_slots=1, queue="training")
+    def train(job: dict, task=None) -> dict:
+        """Train DenseNet121 and save model.keras (one pool slot per core; resumes on retry)."""
         from medcore import pipeline
-        from medcore.airflow_adapter import call_stage
+        from medcore.airflow_adapter import call_training
 
-        return call_stage(pipeline.train, job)
+        return call_training(pipeline.train, job, task.pool_slots)
 
     @task
     def evaluate(job: dict) -> dict:
@@ -102,6 +111,14 @@ def medical_training():
         return gradcam(evaluate(train(validate(job))))
 
     @task(trigger_rule="all_done", retries=0)
+    def promote(jobs: list[dict]) -> dict:
+        """Decide per condition whether this run's best model replaces the champion (gates, same-split AUC)."""
+        from medcore.airflow_adapter import call_stage
+        from medcore.pipeline import promote as promote_models
+
+        return call_stage(promote_models, jobs[0]["run_id"], jobs[0]["runs_root"])
+
+    @task(trigger_rule="all_done", retries=0)
     def report(jobs: list[dict]) -> dict:
         """Render the status report from whatever the chains left behind."""
         from medcore.pipeline import report as write_report
@@ -109,19 +126,33 @@ def medical_training():
         return write_report(jobs[0]["run_id"], jobs[0]["runs_root"])
 
     @task(retries=0)
-    def verdict(summary: dict) -> None:
-        """Fail the run, after the report exists, if any model failed."""
+    def notify(jobs: list[dict]) -> dict:
+        """E-mail the written report; a failed send is recorded in notify.json and fails this task, never the report."""
         from airflow.exceptions import AirflowFailException
 
-        if summary["failed"]:
-            names = ", ".join(f"{f['condition']}/{f['profile']} ({f['stage']})" for f in summary["failures"])
-            raise AirflowFailException(f"{summary['failed']} of {summary['planned']} models failed: {names}")
+        from medcore.airflow_adapter import call_stage
+        from medcore.pipeline import notify as send_report
+
+        record = call_stage(send_report, jobs[0]["run_id"], jobs[0]["runs_root"])
+        if record["status"] == "failed":
+            raise AirflowFailException(f"report e-mail not sent via {record['conn_id']!r}: {record['error']}")
+        return record
+
+    @task(trigger_rule="all_done", retries=0)
+    def verdict(summary: dict) -> None:
+        """Fail the run, after the report exists (and was sent or not), if any model or the e-mail failed."""
+        from medcore.airflow_adapter import call_stage
+        from medcore.pipeline import verdict as judge
+
+        call_stage(judge, summary)
 
     jobs = plan()
     chains = model_chain.expand(job=jobs)
+    promoted = promote(jobs)
     summary = report(jobs)
-    chains >> summary
-    verdict(summary)
+    sent = notify(jobs)
+    chains >> promoted >> summary >> sent
+    sent >> verdict(summary)
 
 
 medical_training()

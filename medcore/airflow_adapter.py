@@ -6,11 +6,14 @@ only delay the report. Anything else (a killed worker, an out-of-memory) keeps A
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 from medcore.errors import MedcoreError
 
-__all__ = ["call_stage"]
+__all__ = ["call_stage", "call_training"]
+
+TRAINING_POOL = "training"
 
 
 def call_stage(stage: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -21,3 +24,14 @@ def call_stage(stage: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return stage(*args, **kwargs)
     except MedcoreError as exc:
         raise AirflowFailException(str(exc)) from exc
+
+
+def call_training(stage: Callable[..., Any], job: dict, pool_slots: int) -> Any:
+    """Run the training stage with as many TensorFlow threads as the task holds pool slots.
+
+    The `training` pool has one slot per core, so tasks sharing the machine never ask for more
+    threads than there are cores. `MEDCORE_THREADS` set by the operator (0 = TensorFlow's
+    default, as for the serial `airflow dags test`) wins over the pool.
+    """
+    os.environ.setdefault("MEDCORE_THREADS", str(pool_slots))
+    return call_stage(stage, job)

@@ -60,6 +60,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if summary["failed"] == 0 else 1
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from medcore.evaluation import contract_threshold, list_images, load_model, predict_files
+    from medcore.jsonio import atomic_write_text
+
+    model_path = Path(args.model)
+    if not model_path.is_file() or model_path.suffix != ".keras":
+        raise MedcoreError(f"{model_path}: no such .keras model file")
+    if args.batch_size < 1:
+        raise MedcoreError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise MedcoreError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    out = Path(args.out)
+    if out.is_dir():
+        raise MedcoreError(f"{out}: is a folder; --out names the CSV file to write")
+    files = list_images(args.images, args.column)  # before loading the model: a bad path fails in a second
+    if args.threshold is not None:
+        threshold, source = args.threshold, f"threshold {args.threshold:.4f} from --threshold"
+    else:
+        threshold, source = contract_threshold(model_path)
+    try:
+        model = load_model(model_path)
+    except (ValueError, OSError) as exc:
+        raise MedcoreError(f"{model_path}: cannot load model: {' '.join(str(exc).split())[:200]}") from None
+    probabilities = predict_files(model, files, args.batch_size)
+    table = pd.DataFrame({"path": [str(f) for f in files], "probability": probabilities,
+                          "predicted": (probabilities >= threshold).astype(int)})
+    atomic_write_text(out, table.to_csv(index=False))
+    print(source, file=sys.stderr)
+    print(f"{len(table)} images scored, {int(table['predicted'].sum())} predicted positive; written to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medcore", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int, default=None, help="override every profile's epochs")
     run.add_argument("--run-id", default=None)
     run.set_defaults(func=_cmd_run)
+
+    predict = commands.add_parser("predict", help="score new images with a trained model (path, probability, label)")
+    predict.add_argument("--model", required=True, help="a model.keras written by training")
+    predict.add_argument("--images", required=True, help="a folder of images, or a CSV with a path column")
+    predict.add_argument("--out", required=True, help="CSV to write: path, probability, predicted")
+    predict.add_argument("--column", default=None, help="the CSV's path column (default: path, image or relpath)")
+    predict.add_argument("--threshold", type=float, default=None,
+                         help="decision threshold (default: the one in model.json beside the model, else 0.5)")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.set_defaults(func=_cmd_predict)
     return parser
 
 

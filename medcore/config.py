@@ -15,12 +15,97 @@ import yaml
 
 from medcore.errors import ConfigError
 
-__all__ = ["Augmentation", "Condition", "Profile", "Config", "load_config", "DEFAULT_CONFIG"]
+__all__ = ["Augmentation", "Condition", "Profile", "Config", "load_config", "DEFAULT_CONFIG", "EvaluationSettings",
+           "GradcamSettings"]
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conditions.yaml"
 LAYOUTS = ("folders", "csv")
-WEIGHT_SOURCES = ("none",)
+PRECISIONS = ("float32", "mixed_bfloat16")
 EXECUTION_MODES = ("graph", "eager")
+
+# --- validation policy -------------------------------------------------------------------------------
+__all__ += ["CheckRule", "CHECKS", "POLICIES", "ValidationSettings"]
+POLICIES = ("error", "drop", "warn")  # stop the run / drop the offending rows and warn / keep them and warn
+LEAK_DROP_SIDES = ("heldout", "train")  # which side of a cross-split leak loses its rows under `drop`
+
+
+@dataclass(frozen=True)
+class CheckRule:
+    """How one finding code may be handled: its safe default and the policies that make sense for it."""
+
+    default: str  # one of POLICIES, or "info" for a finding that only describes the data
+    allowed: tuple[str, ...]
+    about: str
+
+
+_UNUSABLE = ("error", "drop")  # a row that cannot be trained on can be dropped or stop the run, never kept
+_FIXED = ("error",)
+
+# Every finding code validation can report, in one table (as cleanvision keeps its issue types). It lives
+# here rather than in medcore.validation because the config parser must reject unknown codes and
+# policies, and loading the config (at DAG parse time) must not import pandas.
+CHECKS: dict[str, CheckRule] = {
+    # the dataset as a whole
+    "dataset_unreadable": CheckRule("error", _FIXED, "dataset folder or manifest missing or unparsable"),
+    "no_usable_images": CheckRule("error", _FIXED, "nothing left to train on"),
+    "split_impossible": CheckRule("error", _FIXED, "val/test cannot be carved from train"),
+    "class_too_small": CheckRule("error", _FIXED, "a split has fewer images of a class than min_per_class"),
+    "class_imbalance": CheckRule("warn", ("error", "warn"), "a class is under min_class_fraction of a split"),
+    "split_unknown": CheckRule("drop", POLICIES, "split value that is not train/val/test (warn: treat as unsplit)"),
+    "group_missing": CheckRule("warn", ("error", "warn"), "blank group cell or no group_pattern match: own group"),
+    # labels
+    "label_missing": CheckRule("drop", _UNUSABLE, "blank, NaN or null label"),
+    "label_fractional": CheckRule("drop", _UNUSABLE, "numeric label that is not an integer, e.g. 0.5"),
+    "label_unknown": CheckRule("drop", _UNUSABLE, "label that is not positive, negative or excluded"),
+    "label_float_coded": CheckRule("warn", POLICIES, "integral float label such as 1.0, cast to an integer"),
+    # files
+    "path_invalid": CheckRule("drop", _UNUSABLE, "empty or unusable manifest path; never opened"),
+    "path_outside_dataset": CheckRule("drop", _UNUSABLE, "manifest path escaping the dataset; never opened"),
+    "file_missing": CheckRule("drop", _UNUSABLE, "listed file does not exist"),
+    "file_unreadable": CheckRule("drop", _UNUSABLE, "not a regular file, or reading it failed"),
+    "image_empty": CheckRule("drop", _UNUSABLE, "zero-byte file"),
+    "image_truncated": CheckRule("drop", _UNUSABLE, "JPEG/PNG cut short"),
+    "image_corrupt": CheckRule("drop", _UNUSABLE, "image header, but the decoder fails"),
+    "image_not_an_image": CheckRule("drop", _UNUSABLE, "bytes of no image format"),
+    "image_format_unsupported": CheckRule("drop", _UNUSABLE, "an image the training loader cannot read (TIFF, DICOM)"),
+    "image_too_large": CheckRule("drop", _UNUSABLE, "more pixels or bytes than validation will decode"),
+    "image_too_small": CheckRule("drop", POLICIES, "shorter side under 16 px"),
+    "image_blank": CheckRule("drop", POLICIES, "constant image with no contrast"),
+    # duplicates and leakage
+    "duplicate_conflicting_labels": CheckRule("error", POLICIES, "byte-identical files with different labels"),
+    "duplicate_across_splits": CheckRule("error", POLICIES, "byte-identical files in two splits"),
+    "duplicate_within_split": CheckRule("warn", POLICIES, "byte-identical files in one split (drop keeps one)"),
+    "near_duplicate_across_splits": CheckRule("warn", POLICIES, "perceptually identical images in two splits"),
+    "group_leakage": CheckRule("error", POLICIES, "a patient or group in two splits"),
+    # descriptions of the data: they never take a policy
+    "label_excluded": CheckRule("info", (), "class listed in `exclude`: left out of the task and counted"),
+    "file_skipped": CheckRule("info", (), "file in a class folder without an image file name (e.g. .dcm)"),
+    "image_encoding_unusual": CheckRule("info", (), "RGBA, 16-bit, palette, CMYK, very large, gray stored as colour"),
+    "groups_unknown": CheckRule("info", (), "no group ids, so patient leakage cannot be checked"),
+    "group_summary": CheckRule("info", (), "how many groups the images form"),
+    "group_mixed_labels": CheckRule("info", (), "groups holding images of both classes"),
+}
+MIN_PER_CLASS_DEFAULT = {"train": 2, "val": 1, "test": 1}
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """Dataset-check policy: what each finding code does, and the thresholds behind the checks."""
+
+    policy: Mapping[str, str] = field(default_factory=lambda: {c: r.default for c, r in CHECKS.items()})
+    min_per_class: Mapping[str, int] = field(default_factory=lambda: dict(MIN_PER_CLASS_DEFAULT))
+    min_class_fraction: float = 0.05
+    # Bits (of 256) in which two perceptual hashes may differ and still count as one image: re-encoding,
+    # resizing and brightness changes stay under ~14; distinct radiographs of the real sets differ by 36+.
+    near_duplicate_distance: int = 16
+    leak_drop_from: str = "heldout"
+
+    def for_condition(self, condition: "Condition") -> "ValidationSettings":
+        """Return these settings with `condition`'s own overrides applied."""
+        import dataclasses
+
+        return dataclasses.replace(self, policy={**self.policy, **dict(condition.validation_policy)},
+                                   leak_drop_from=condition.leak_drop_from or self.leak_drop_from)
 
 
 @dataclass(frozen=True)
@@ -48,6 +133,9 @@ class Condition:
     split_column: str | None = "split"
     group_column: str | None = None
     group_pattern: str | None = None  # regex on the file name; group 1 (or the match) is the group
+    exclude: tuple[str, ...] = ()  # known other classes: left out of the task and counted, not flagged
+    validation_policy: tuple[tuple[str, str], ...] = ()  # (code, policy) overrides; a tuple keeps this hashable
+    leak_drop_from: str | None = None  # overrides the top-level validation.leak_drop_from
 
 
 @dataclass(frozen=True)
@@ -60,10 +148,81 @@ class Profile:
     patience: int = 3
     batch_size: int = 32
     learning_rate: float = 1e-3
-    weights: str = "none"
+    weights: str = "none"  # none, imagenet, or a path to a DenseNet121 (notop) weights file
+    freeze_epochs: int = 0  # epochs with a frozen backbone before fine-tuning (for pretrained weights)
+    fine_tune_learning_rate: float | None = None  # after unfreezing; default learning_rate / 10
+    precision: str = "float32"
+    intra_op_threads: int = 0  # 0: from MEDCORE_THREADS, else TensorFlow's default
+    inter_op_threads: int = 0
     execution: str = "graph"  # eager skips the ~40 s graph trace, which only pays off on tiny runs
     max_images_per_split: int | None = None  # cap for smoke runs; None uses every image
     augmentation: Augmentation = field(default_factory=Augmentation)
+
+
+THRESHOLD_RULES = ("youden", "sensitivity")
+DELETION_BASELINES = ("blur", "mean")
+DEFAULT_TIERS = (("excellent", 0.90), ("good", 0.80), ("moderate", 0.70))  # below the last: "insufficient"
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """How test figures are measured: bootstrap intervals, threshold rule, quality tiers."""
+
+    bootstrap_resamples: int = 1000
+    confidence: float = 0.95
+    threshold_rule: str = "youden"  # or "sensitivity": the highest threshold reaching target_sensitivity on val
+    target_sensitivity: float = 0.90
+    calibration_bins: int = 10
+    # A bootstrap of a handful of patients says nothing (two patients give a zero-width interval), so
+    # below this many independent test units (patients, else images) of either class no tier is given.
+    min_per_class: int = 10
+    # Tier name -> minimum lower bound of the ROC AUC interval, best tier first. Judged on the lower
+    # bound so a lucky small test split cannot earn a tier its uncertainty does not support.
+    tiers: tuple[tuple[str, float], ...] = DEFAULT_TIERS
+
+
+@dataclass(frozen=True)
+class GradcamSettings:
+    """Grad-CAM target, overlays, and the deletion test of faithfulness."""
+
+    layer: str = "relu"
+    samples: int = 4  # overlays per kind (TP, TN, FP, FN)
+    batch_size: int = 32
+    deletion_images: int = 32  # highest-scoring test images the deletion curve is measured on
+    deletion_steps: int = 10
+    deletion_baseline: str = "blur"  # what deleted pixels become: the blurred image or its mean
+    seed: int = 0  # seeds the random-map baseline
+
+
+# --- champion registry and report e-mail -----------------------------------------------------------
+__all__ += ["RegistrySettings", "NotifySettings", "GATE_METRICS", "DEFAULT_GATES"]
+# Figures a gate may name, each "higher is better"; `<metric>_low` gates the lower bound of its interval.
+GATE_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc")
+DEFAULT_GATES = (("roc_auc", 0.70), ("recall", 0.50), ("specificity", 0.50))
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """Where the champion of each condition lives, and what a model must show to replace it."""
+
+    root: Path | None = None  # set by load_config; None (a hand-built Config) means `registry` beside the config
+    gates: tuple[tuple[str, float], ...] = DEFAULT_GATES  # (figure, minimum) on the candidate's test split
+    tolerance: float = 0.01  # how far below the champion's test ROC AUC a candidate may be, same split only
+    history: int = 20  # decisions kept per condition
+    # Lowest evaluation quality tier a champion may have. The tier also demands enough test patients, which
+    # no point-estimate gate checks; None leaves it out (tiny demo and test runs could never promote).
+    min_tier: str | None = None
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """Who gets the report by e-mail, through which Airflow SMTP connection."""
+
+    conn_id: str = "smtp_default"
+    recipients: tuple[str, ...] = ()  # none: the notify task records "skipped" and sends nothing
+    from_email: str | None = None  # default: the connection's `from_email` extra, else medcore@localhost
+    max_images: int = 8  # Grad-CAM images attached (and shown inline); report.md is always attached
+    report_url: str | None = None  # the Airflow UI's base URL, so links in the e-mail open the report page
 
 
 @dataclass(frozen=True)
@@ -80,6 +239,15 @@ class Config:
     gradcam_samples: int
     conditions: Mapping[str, Condition]
     profiles: Mapping[str, Profile]
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    gradcam: GradcamSettings = field(default_factory=GradcamSettings)
+    validation: ValidationSettings = field(default_factory=ValidationSettings)
+    registry: RegistrySettings = field(default_factory=RegistrySettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
+
+    def validation_for(self, condition: Condition) -> ValidationSettings:
+        """Return the validation settings for `condition`: the top-level ones plus its own overrides."""
+        return self.validation.for_condition(condition)
 
     def dataset_dir(self, condition: Condition) -> Path:
         """Return the folder that holds `condition`'s images."""
@@ -191,7 +359,8 @@ def _condition(r: _Reader, name: str, raw: Any) -> Condition:
     key = f"conditions.{name}"
     raw = r.mapping(raw, key)
     r.reject_unknown(raw, {"dataset", "layout", "positive", "negative", "manifest", "image_column", "label_column",
-                           "split_column", "group_column", "group_pattern"}, key)
+                           "split_column", "group_column", "group_pattern", "exclude", "validation_policy",
+                           "leak_drop_from"}, key)
     layout = r.text(raw, "layout", key, choices=LAYOUTS)
     condition = Condition(
         name=name,
@@ -205,7 +374,13 @@ def _condition(r: _Reader, name: str, raw: Any) -> Condition:
         split_column=r.text(raw, "split_column", key, default="split"),
         group_column=r.text(raw, "group_column", key, default=None),
         group_pattern=r.text(raw, "group_pattern", key, default=None),
+        exclude=r.labels(raw, "exclude", key) if raw.get("exclude") is not None else (),
+        validation_policy=tuple(_policies(r, raw.get("validation_policy"), f"{key}.validation_policy").items()),
+        leak_drop_from=r.text(raw, "leak_drop_from", key, default=None, choices=LEAK_DROP_SIDES),
     )
+    overlap = set(condition.exclude) & (set(condition.positive) | set(condition.negative))
+    if overlap:
+        raise r.fail(f"{key}.exclude", f"label {sorted(overlap)[0]!r} is also listed as positive or negative")
     both = set(condition.positive) & set(condition.negative)
     if both:
         raise r.fail(f"{key}.positive", f"label {sorted(both)[0]!r} is listed as both positive and negative")
@@ -219,11 +394,58 @@ def _condition(r: _Reader, name: str, raw: Any) -> Condition:
     return condition
 
 
+def _weights(r: _Reader, raw: Mapping[str, Any], key: str) -> str:
+    """`none`, `imagenet`, or a weights file resolved against the config file's folder."""
+    value = r.text(raw, "weights", key, default="none")
+    if value in ("none", "imagenet"):
+        return value
+    path = (r.path.parent / Path(value).expanduser()).resolve()
+    if not path.is_file():
+        raise r.fail(f"{key}.weights", f"must be none, imagenet or an existing weights file; {path} not found")
+    return str(path)
+
+
+def _policies(r: _Reader, raw: Any, key: str) -> dict[str, str]:
+    """Parse a `code: policy` mapping, rejecting unknown codes and policies a code cannot take."""
+    policies = {}
+    for code, value in r.mapping(raw, key).items():
+        rule = CHECKS.get(str(code))
+        if rule is None:
+            raise r.fail(f"{key}.{code}", f"unknown finding code (known: {', '.join(sorted(CHECKS))})")
+        if not rule.allowed:
+            raise r.fail(f"{key}.{code}", "describes the data and takes no policy")
+        policy = r.text({code: value}, code, key)
+        if policy not in rule.allowed:
+            raise r.fail(f"{key}.{code}", f"must be one of {', '.join(rule.allowed)}, got {policy!r}")
+        policies[str(code)] = policy
+    return policies
+
+
+def _validation(r: _Reader, raw: Any) -> ValidationSettings:
+    key = "validation"
+    raw = r.mapping(raw, key)
+    r.reject_unknown(raw, {"policy", "min_per_class", "min_class_fraction", "near_duplicate_distance",
+                           "leak_drop_from"}, key)
+    minimum = r.mapping(raw.get("min_per_class"), f"{key}.min_per_class")
+    r.reject_unknown(minimum, set(MIN_PER_CLASS_DEFAULT), f"{key}.min_per_class")
+    defaults = ValidationSettings()
+    return ValidationSettings(
+        policy={**defaults.policy, **_policies(r, raw.get("policy"), f"{key}.policy")},
+        min_per_class={split: r.number(minimum, split, f"{key}.min_per_class", n, int, 1, 10**6)
+                       for split, n in MIN_PER_CLASS_DEFAULT.items()},
+        min_class_fraction=r.number(raw, "min_class_fraction", key, defaults.min_class_fraction, float, 0.0, 0.5),
+        near_duplicate_distance=r.number(raw, "near_duplicate_distance", key, defaults.near_duplicate_distance,
+                                         int, 0, 128),
+        leak_drop_from=r.text(raw, "leak_drop_from", key, default=defaults.leak_drop_from, choices=LEAK_DROP_SIDES),
+    )
+
+
 def _profile(r: _Reader, name: str, raw: Any) -> Profile:
     key = f"profiles.{name}"
     raw = r.mapping(raw, key)
     r.reject_unknown(raw, {"image_size", "epochs", "patience", "batch_size", "learning_rate", "weights",
-                           "execution", "max_images_per_split", "augmentation"}, key)
+                           "freeze_epochs", "fine_tune_learning_rate", "precision", "intra_op_threads",
+                           "inter_op_threads", "execution", "max_images_per_split", "augmentation"}, key)
     aug_key = f"{key}.augmentation"
     aug_raw = r.mapping(raw.get("augmentation"), aug_key)
     r.reject_unknown(aug_raw, {"rotation", "zoom", "contrast", "horizontal_flip"}, aug_key)
@@ -237,7 +459,12 @@ def _profile(r: _Reader, name: str, raw: Any) -> Profile:
         patience=r.number(raw, "patience", key, 3, int, 0, 1000),
         batch_size=r.number(raw, "batch_size", key, 32, int, 1, 4096),
         learning_rate=r.number(raw, "learning_rate", key, 1e-3, float, 1e-8, 1.0),
-        weights=r.text(raw, "weights", key, default="none", choices=WEIGHT_SOURCES),
+        weights=_weights(r, raw, key),
+        freeze_epochs=r.number(raw, "freeze_epochs", key, 0, int, 0, 1000),
+        fine_tune_learning_rate=r.number(raw, "fine_tune_learning_rate", key, None, float, 1e-9, 1.0),
+        precision=r.text(raw, "precision", key, default="float32", choices=PRECISIONS),
+        intra_op_threads=r.number(raw, "intra_op_threads", key, 0, int, 0, 256),
+        inter_op_threads=r.number(raw, "inter_op_threads", key, 0, int, 0, 256),
         execution=r.text(raw, "execution", key, default="graph", choices=EXECUTION_MODES),
         max_images_per_split=r.number(raw, "max_images_per_split", key, None, int, 4, 10**9),
         augmentation=Augmentation(
@@ -246,6 +473,88 @@ def _profile(r: _Reader, name: str, raw: Any) -> Profile:
             contrast=r.number(aug_raw, "contrast", aug_key, 0.0, float, 0.0, 0.9),
             horizontal_flip=flip,
         ),
+    )
+
+
+def _evaluation(r: _Reader, raw: Any) -> EvaluationSettings:
+    key = "evaluation"
+    raw = r.mapping(raw, key)
+    r.reject_unknown(raw, {"bootstrap_resamples", "confidence", "threshold_rule", "target_sensitivity",
+                           "calibration_bins", "min_per_class", "tiers"}, key)
+    tiers_key = f"{key}.tiers"
+    tiers_raw = r.mapping(raw.get("tiers"), tiers_key)
+    defaults = dict(DEFAULT_TIERS)
+    r.reject_unknown(tiers_raw, set(defaults), tiers_key)
+    tiers = tuple((name, r.number(tiers_raw, name, tiers_key, low_default, float, 0.5, 1.0))
+                  for name, low_default in DEFAULT_TIERS)
+    for (better, high), (worse, low) in zip(tiers, tiers[1:]):
+        if not high > low:
+            raise r.fail(f"{tiers_key}.{better}", f"must be above {worse} ({low}), got {high}")
+    return EvaluationSettings(
+        # Fewer than 1000 resamples make the 2.5th percentile itself too noisy to report.
+        bootstrap_resamples=r.number(raw, "bootstrap_resamples", key, 1000, int, 1000, 100_000),
+        confidence=r.number(raw, "confidence", key, 0.95, float, 0.5, 0.999),
+        threshold_rule=r.text(raw, "threshold_rule", key, default="youden", choices=THRESHOLD_RULES),
+        target_sensitivity=r.number(raw, "target_sensitivity", key, 0.90, float, 0.01, 1.0),
+        calibration_bins=r.number(raw, "calibration_bins", key, 10, int, 2, 100),
+        min_per_class=r.number(raw, "min_per_class", key, 10, int, 1, 100_000),
+        tiers=tiers,
+    )
+
+
+def _gradcam(r: _Reader, raw: Any, seed: int) -> GradcamSettings:
+    key = "gradcam"
+    raw = r.mapping(raw, key)
+    r.reject_unknown(raw, {"layer", "samples", "batch_size", "deletion_images", "deletion_steps",
+                           "deletion_baseline", "seed"}, key)
+    return GradcamSettings(
+        layer=r.text(raw, "layer", key, default="relu"),
+        samples=r.number(raw, "samples", key, 4, int, 1, 64),
+        batch_size=r.number(raw, "batch_size", key, 32, int, 1, 1024),
+        deletion_images=r.number(raw, "deletion_images", key, 32, int, 1, 1024),
+        deletion_steps=r.number(raw, "deletion_steps", key, 10, int, 2, 100),
+        deletion_baseline=r.text(raw, "deletion_baseline", key, default="blur", choices=DELETION_BASELINES),
+        seed=r.number(raw, "seed", key, seed, int, 0, 2**31 - 1),
+    )
+
+
+def _registry(r: _Reader, raw: Any, root: Path) -> RegistrySettings:
+    key = "registry"
+    raw = r.mapping(raw, key)
+    r.reject_unknown(raw, {"root", "gates", "tolerance", "history", "min_tier"}, key)
+    gates_key = f"{key}.gates"
+    # A `gates` mapping replaces the defaults as a whole (a null value drops one gate inherited via
+    # `extends`), so what a model must pass is always what the file says.
+    gates_raw = r.mapping(raw["gates"], gates_key) if "gates" in raw else dict(DEFAULT_GATES)
+    allowed = set(GATE_METRICS) | {f"{m}_low" for m in GATE_METRICS}
+    r.reject_unknown(gates_raw, allowed, gates_key)
+    gates = tuple((str(name), r.number(gates_raw, name, gates_key, None, float, 0.0, 1.0))
+                  for name in gates_raw if gates_raw[name] is not None)
+    return RegistrySettings(
+        root=root,
+        gates=gates,
+        tolerance=r.number(raw, "tolerance", key, 0.01, float, 0.0, 0.5),
+        history=r.number(raw, "history", key, 20, int, 1, 10_000),
+        min_tier=r.text(raw, "min_tier", key, default=None,
+                        choices=tuple(name for name, _ in DEFAULT_TIERS) + ("insufficient",)),
+    )
+
+
+def _notify(r: _Reader, raw: Any) -> NotifySettings:
+    key = "notify"
+    raw = r.mapping(raw, key)
+    r.reject_unknown(raw, {"conn_id", "recipients", "from_email", "max_images", "report_url"}, key)
+    recipients = raw.get("recipients") or []
+    if isinstance(recipients, str):
+        recipients = [recipients]
+    if not isinstance(recipients, list) or not all(isinstance(a, str) and "@" in a for a in recipients):
+        raise r.fail(f"{key}.recipients", f"must be a list of e-mail addresses, got {recipients!r}")
+    return NotifySettings(
+        conn_id=r.text(raw, "conn_id", key, default="smtp_default"),
+        recipients=tuple(a.strip() for a in recipients),
+        from_email=r.text(raw, "from_email", key, default=None),
+        max_images=r.number(raw, "max_images", key, 8, int, 0, 100),
+        report_url=r.text(raw, "report_url", key, default=None),
     )
 
 
@@ -258,7 +567,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     path = Path(path or os.environ.get("MEDCORE_CONFIG") or DEFAULT_CONFIG).resolve()
     raw, origins = _read_yaml(path)
     r = _Reader(path)
-    r.reject_unknown(raw, {"data_root", "runs_root", "seed", "split", "gradcam", "conditions", "profiles"}, "(top level)")
+    r.reject_unknown(raw, {"data_root", "runs_root", "seed", "split", "gradcam", "evaluation", "conditions", "profiles",
+                           "validation", "registry", "notify"}, "(top level)")
 
     def resolved(key: str, default: str, env: str) -> Path:
         if os.environ.get(env):
@@ -269,7 +579,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     split = r.mapping(raw.get("split"), "split")
     r.reject_unknown(split, {"val_fraction", "test_fraction"}, "split")
     gradcam = r.mapping(raw.get("gradcam"), "gradcam")
-    r.reject_unknown(gradcam, {"layer", "samples"}, "gradcam")
+    r.reject_unknown(gradcam, {"layer", "samples", "batch_size", "deletion_images", "deletion_steps",
+                               "deletion_baseline", "seed"}, "gradcam")
     conditions = r.mapping(raw.get("conditions"), "conditions")
     profiles = r.mapping(raw.get("profiles"), "profiles")
     if not conditions:
@@ -287,5 +598,22 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         gradcam_samples=r.number(gradcam, "samples", "gradcam", 4, int, 1, 64),
         conditions={str(n): _condition(r, str(n), c) for n, c in conditions.items()},
         profiles={str(n): _profile(r, str(n), p) for n, p in profiles.items()},
+        evaluation=_evaluation(r, raw.get("evaluation")),
+        gradcam=_gradcam(r, raw.get("gradcam"), r.number(raw, "seed", "(top level)", 1337, int, 0, 2**31 - 1)),
+        validation=_validation(r, raw.get("validation")),
+        registry=_registry(r, raw.get("registry"), _registry_root(r, raw, path)),
+        notify=_notify(r, raw.get("notify")),
     )
     return config
+
+
+def _registry_root(r: _Reader, raw: Mapping[str, Any], path: Path) -> Path:
+    """`$MEDCORE_REGISTRY_ROOT`, else `registry.root` (default `registry`) relative to the loaded config file.
+
+    Relative to the file loaded, not to one it extends: configs/demo.yaml then keeps its own
+    registry (configs/registry), so a demo model never becomes the champion of a real run.
+    """
+    if os.environ.get("MEDCORE_REGISTRY_ROOT"):
+        return Path(os.environ["MEDCORE_REGISTRY_ROOT"]).expanduser().resolve()
+    section = r.mapping(raw.get("registry"), "registry")
+    return (path.parent / Path(r.text(section, "root", "registry", default="registry")).expanduser()).resolve()

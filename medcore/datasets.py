@@ -4,12 +4,20 @@ A manifest is a pandas DataFrame with one row per image and these columns:
 `path` (absolute), `relpath` (inside the dataset folder), `raw_label` (as written in the source),
 `label` (1 positive, 0 negative, -1 excluded or unusable), `split` (train/val/test or empty) and
 `group` (patient or study id; the file itself when none is known).
+
+`read_source` also returns what validation needs to name problems: `source_split` (the split as
+written), `where` (relpath, or `row N` for an empty manifest cell), `path_problem` (`invalid` or
+`outside` for manifest paths that must never be opened) and `group_known`.
 """
 
 from __future__ import annotations
 
+import csv
+import math
+import os
 import re
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +26,26 @@ import pandas as pd
 from medcore.config import Condition, Config, Profile, canonical_label
 from medcore.errors import DataError
 
-__all__ = ["IMAGE_SUFFIXES", "SPLITS", "read_manifest", "label_manifest", "assign_splits", "cap_per_split",
-           "make_dataset"]
+__all__ = ["IMAGE_SUFFIXES", "SPLITS", "COLUMNS", "SOURCE_COLUMNS", "Source", "read_source", "read_manifest",
+           "label_manifest", "classify_labels", "assign_splits", "cap_per_split", "make_dataset"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                   "test": "test", "testing": "test"}
 COLUMNS = ["path", "relpath", "raw_label", "label", "split", "group"]
+SOURCE_COLUMNS = ["source_split", "where", "path_problem", "group_known"]
+_MISSING_LABELS = {"", "nan", "none", "null", "na", "n/a"}
+_PLAIN_INT = re.compile(r"[+-]?\d+")
+_MAX_PATH_CHARS = 4096  # PATH_MAX on Linux; longer cells are garbage, not paths
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a dataset folder holds: the manifest rows, plus files the layout skipped (not image names)."""
+
+    frame: pd.DataFrame
+    skipped: tuple[str, ...] = field(default=())
 
 
 def _normalise_split(value: object) -> str:
@@ -33,79 +53,197 @@ def _normalise_split(value: object) -> str:
     return _SPLIT_ALIASES.get(text, "")
 
 
-def _read_folders(root: Path) -> pd.DataFrame:
+def _is_utf8(text: str) -> bool:
+    # File names that are not UTF-8 reach Python as surrogate escapes, which no JSON or CSV writer accepts.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable_path(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _walk(root: Path) -> list[tuple[str, tuple[str, ...]]]:
+    """Return (path, parts relative to `root`) of every entry that may be a file, sorted; hidden names skipped.
+
+    os.scandir reuses the file type the directory listing already holds, which makes this several
+    times faster than Path.rglob plus a stat per file on sets of thousands of images.
+    """
+    found: list[tuple[str, tuple[str, ...]]] = []
+    pending: list[tuple[str, tuple[str, ...], frozenset[str]]] = [(str(root), (), frozenset())]
+    while pending:
+        folder, parts, ancestors = pending.pop()
+        real = os.path.realpath(folder)
+        if real in ancestors:
+            continue  # a symlink loop; two links to one folder are both listed, so their copies get flagged
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue  # an unreadable folder holds nothing we could train on
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue  # .DS_Store, .git and friends are not data
+            here = parts + (entry.name,)
+            try:
+                # Symlinked folders are followed: datasets are often assembled from links to other disks.
+                if entry.is_dir():
+                    pending.append((entry.path, here, ancestors | {real}))
+                # A broken symlink is kept so that validation names it as missing instead of ignoring it.
+                elif entry.is_file() or entry.is_symlink():
+                    found.append((entry.path, here))
+            except OSError:
+                found.append((entry.path, here))  # let the scan name what is wrong with it
+    return sorted(found, key=lambda item: item[1])
+
+
+def _read_folders(root: Path) -> Source:
     """Class folders, optionally under split folders: `[split/]class/file`."""
-    rows = []
-    for file in sorted(root.rglob("*")):
-        if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        parts = file.relative_to(root).parts
+    entries = []
+    for path, parts in _walk(root):
         if len(parts) < 2:
-            continue  # a loose image has no class folder, so no label
-        split = _normalise_split(parts[0]) if len(parts) >= 3 else ""
-        rows.append({"path": str(file), "relpath": "/".join(parts), "raw_label": parts[-2], "split": split})
-    return pd.DataFrame(rows, columns=["path", "relpath", "raw_label", "split"])
+            continue  # a loose file at the top (README, manifest) has no class folder, so no label
+        if len(parts) == 2 and _normalise_split(parts[0]):
+            continue  # a loose file inside a split folder has no class either
+        entries.append((path, parts))
+    # Only when the set has split folders is an unrecognised top folder (e.g. `holdout/`) a split worth
+    # naming; otherwise top folders are just folders (e.g. `images/true/1.jpg`).
+    has_split_folders = any(len(parts) >= 3 and _normalise_split(parts[0]) for _, parts in entries)
+    rows, skipped = [], []
+    for path, parts in entries:
+        relpath = "/".join(parts)
+        if os.path.splitext(parts[-1])[1].lower() not in IMAGE_SUFFIXES:
+            skipped.append(_printable_path(relpath))
+            continue
+        source_split = parts[0] if len(parts) >= 3 and (has_split_folders or _normalise_split(parts[0])) else ""
+        valid = _is_utf8(relpath)
+        rows.append({"path": path if valid else "", "relpath": _printable_path(relpath), "raw_label": parts[-2],
+                     "source_split": source_split, "split": _normalise_split(source_split),
+                     "where": _printable_path(relpath), "path_problem": "" if valid else "invalid"})
+    columns = ["path", "relpath", "raw_label", "source_split", "split", "where", "path_problem"]
+    return Source(pd.DataFrame(rows, columns=columns), tuple(skipped))
 
 
-def _read_csv(root: Path, condition: Condition) -> pd.DataFrame:
+def _resolve_cell(root: Path, resolved_root: Path, image: str) -> tuple[str, str]:
+    """Return (absolute path, problem) for one manifest cell; problem is '', 'invalid' or 'outside'."""
+    if not image or "\x00" in image or len(image) > _MAX_PATH_CHARS or not _is_utf8(image):
+        return "", "invalid"
+    try:
+        candidate = (root / image).resolve()
+    except (OSError, RuntimeError, ValueError):  # symlink loops, names the OS rejects
+        return "", "invalid"
+    # A manifest must not point outside its dataset: such rows are flagged and never opened.
+    if candidate == resolved_root or not candidate.is_relative_to(resolved_root):
+        return "", "outside"
+    return str(candidate), ""
+
+
+def _read_table(manifest: Path) -> pd.DataFrame:
+    try:
+        # utf-8-sig: spreadsheets save a byte-order mark that would otherwise glue itself to the first column name.
+        return pd.read_csv(manifest, dtype=str, keep_default_na=False, na_values=[], encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error, ValueError, OSError) as exc:
+        problem = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"{manifest}: cannot parse CSV: {problem[:200]}") from None
+
+
+def _read_csv(root: Path, condition: Condition) -> Source:
     manifest = root / str(condition.manifest)
     if not manifest.is_file():
         raise DataError(f"{manifest}: manifest not found")
-    try:
-        table = pd.read_csv(manifest, dtype=str, keep_default_na=False, na_values=[])
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{manifest}: cannot parse CSV: {str(exc).splitlines()[0]}") from None
+    table = _read_table(manifest)
     for column in (condition.image_column, condition.label_column, condition.group_column):
         if column and column not in table.columns:
-            raise DataError(f"{manifest}: column {column!r} not found (columns: {', '.join(map(str, table.columns))})")
-    images = table[condition.image_column].astype(str).str.strip()
-    resolved_root = root.resolve()
-    paths = []
-    for image in images:
-        candidate = (root / image).resolve() if image else resolved_root
-        # A manifest must not point outside its dataset: such rows are kept (and flagged) but never opened.
-        inside = image and candidate.is_relative_to(resolved_root) and candidate != resolved_root
-        paths.append(str(candidate) if inside else "")
+            shown = ", ".join(_printable_path(str(c))[:40] for c in table.columns[:20])
+            raise DataError(f"{manifest}: column {column!r} not found (columns: {shown})")
+    # Manifests written on Windows use backslashes; inside the dataset they mean folders.
+    images = table[condition.image_column].astype(str).str.strip().str.replace("\\", "/", regex=False)
+    root_resolved = root.resolve()
+    resolved = [_resolve_cell(root, root_resolved, image) for image in images]
+    has_split = bool(condition.split_column) and condition.split_column in table.columns
+    source_split = (table[condition.split_column].astype(str).str.strip() if has_split
+                    else pd.Series("", index=table.index))
     frame = pd.DataFrame({
-        "path": paths,
-        "relpath": images.values,
+        "path": [path for path, _ in resolved],
+        "relpath": [_printable_path(image) for image in images],
         "raw_label": table[condition.label_column].values,
-        "split": [_normalise_split(v) for v in table[condition.split_column]]
-        if condition.split_column and condition.split_column in table.columns else "",
+        "source_split": source_split.values,
+        "split": [_normalise_split(v) for v in source_split],
+        "where": [_printable_path(image)[:300] if image else f"row {i + 1} of {manifest.name} (empty image cell)"
+                  for i, image in enumerate(images)],
+        "path_problem": [problem for _, problem in resolved],
     })
     if condition.group_column:
         frame["group"] = table[condition.group_column].astype(str).str.strip().values
-    return frame
+    return Source(frame)
+
+
+def read_source(config: Config, condition: Condition) -> Source:
+    """Return every image the dataset names, labelled and grouped, with the columns validation needs."""
+    root = config.dataset_dir(condition)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found (set MEDCORE_DATA_ROOT or data_root in {config.path.name})")
+    source = _read_folders(root) if condition.layout == "folders" else _read_csv(root, condition)
+    frame = source.frame
+    if frame.empty:
+        raise DataError(f"{root}: no images found for layout {condition.layout!r}")
+    if "group" in frame.columns:
+        frame["group_known"] = frame["group"] != ""
+        frame["group"] = frame["group"].where(frame["group_known"], frame["relpath"])
+    else:
+        frame["group"], frame["group_known"] = _groups_from_names(frame["relpath"], condition.group_pattern)
+    frame["label"] = label_manifest(frame["raw_label"], condition)
+    return Source(frame[COLUMNS + SOURCE_COLUMNS].reset_index(drop=True), source.skipped)
 
 
 def read_manifest(config: Config, condition: Condition) -> pd.DataFrame:
     """Return every image the dataset names, labelled and grouped, before any check or split."""
-    root = config.dataset_dir(condition)
-    if not root.is_dir():
-        raise DataError(f"{root}: dataset folder not found (set MEDCORE_DATA_ROOT or data_root in {config.path.name})")
-    frame = _read_folders(root) if condition.layout == "folders" else _read_csv(root, condition)
-    if frame.empty:
-        raise DataError(f"{root}: no images found for layout {condition.layout!r}")
-    if "group" not in frame.columns or frame["group"].eq("").all():
-        frame["group"] = _groups_from_names(frame["relpath"], condition.group_pattern)
-    else:
-        frame["group"] = frame["group"].where(frame["group"] != "", frame["relpath"])
-    frame["label"] = label_manifest(frame["raw_label"], condition)
-    return frame[COLUMNS].reset_index(drop=True)
+    return read_source(config, condition).frame
 
 
-def _groups_from_names(relpaths: pd.Series, pattern: str | None) -> pd.Series:
+def _groups_from_names(relpaths: pd.Series, pattern: str | None) -> tuple[pd.Series, pd.Series]:
+    """Return (group, whether a pattern matched) per row; without a match the file is its own group."""
     if not pattern:
-        return relpaths.copy()
+        return relpaths.copy(), pd.Series(False, index=relpaths.index)
     regex = re.compile(pattern)
 
-    def group(relpath: str) -> str:
-        match = regex.search(Path(relpath).name)
+    def group(relpath: str) -> str | None:
+        match = regex.search(relpath.rsplit("/", 1)[-1])
         if not match:
-            return relpath
-        return match.group(1) if match.groups() else match.group(0)
+            return None
+        found = match.group(1) if match.groups() else match.group(0)
+        return found or None  # an empty optional group says nothing about the patient
 
-    return relpaths.map(group)
+    groups = relpaths.map(group)
+    return groups.fillna(relpaths), groups.notna()
+
+
+def _label_kind(raw: object, positive: set[str], negative: set[str], excluded: set[str]) -> str:
+    if raw is None or (isinstance(raw, float) and math.isnan(raw)):
+        return "missing"
+    text = str(raw).strip()
+    if text.lower() in _MISSING_LABELS:
+        return "missing"
+    label = canonical_label(text)
+    if label in positive or label in negative:
+        return "ok" if label == text or _PLAIN_INT.fullmatch(text) else "float_coded"
+    if label in excluded:
+        return "excluded"
+    try:
+        number = float(text)
+    except ValueError:
+        return "unknown"
+    return "fractional" if math.isfinite(number) and not number.is_integer() else "unknown"
+
+
+def classify_labels(raw_labels: pd.Series, condition: Condition) -> pd.Series:
+    """Return per row: ok, float_coded (usable after a cast), excluded, missing, fractional or unknown."""
+    sets = set(condition.positive), set(condition.negative), set(condition.exclude)
+    # Labels repeat a lot, so classify each distinct value once.
+    kinds = {value: _label_kind(value, *sets) for value in pd.unique(raw_labels)}
+    return raw_labels.map(kinds)
 
 
 def label_manifest(raw_labels: pd.Series, condition: Condition) -> np.ndarray:
@@ -120,11 +258,11 @@ def label_manifest(raw_labels: pd.Series, condition: Condition) -> np.ndarray:
     return labels
 
 
-def _pick_fold(frame: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
+def _pick_fold(frame: pd.DataFrame, fraction: float, seed: int, group_column: str = "group") -> np.ndarray:
     """Return a boolean mask selecting about `fraction` of `frame`, stratified by label, whole groups only."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    groups = frame["group"].to_numpy()
+    groups = frame[group_column].to_numpy()
     n_groups = len(np.unique(groups))
     n_splits = max(2, min(int(round(1 / fraction)), n_groups))
     if n_groups < 2:
@@ -145,23 +283,24 @@ def _pick_fold(frame: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
     return mask
 
 
-def assign_splits(frame: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int) -> pd.DataFrame:
+def assign_splits(frame: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int,
+                  group_column: str = "group") -> pd.DataFrame:
     """Fill in missing val/test splits from train, seeded, stratified and group-aware.
 
     Given splits are kept. Where none is given, test is carved first, then val from the rest, so
-    a group never straddles two splits that this function made.
+    a group (`group_column`) never straddles two splits that this function made.
     """
     frame = frame.copy()
     given = set(frame["split"]) - {""}
     frame.loc[frame["split"] == "", "split"] = "train"
     if "test" not in given:
         train = frame["split"] == "train"
-        mask = _pick_fold(frame[train], test_fraction, seed)
+        mask = _pick_fold(frame[train], test_fraction, seed, group_column)
         frame.loc[frame.index[train][mask], "split"] = "test"
     if "val" not in given:
         train = frame["split"] == "train"
         remaining = 1.0 - (0.0 if "test" in given else test_fraction)
-        mask = _pick_fold(frame[train], min(0.5, val_fraction / remaining), seed + 1)
+        mask = _pick_fold(frame[train], min(0.5, val_fraction / remaining), seed + 1, group_column)
         frame.loc[frame.index[train][mask], "split"] = "val"
     return frame
 

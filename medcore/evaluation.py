@@ -1,16 +1,42 @@
-"""Held-out evaluation: a threshold chosen on val, metrics measured on test."""
+"""Held-out evaluation: a threshold chosen on val, metrics with bootstrap intervals measured on test.
+
+Contract. Scores are P(positive) in [0, 1]; labels are 1 (positive) or 0 (negative). Every figure
+is computed by one weighted routine (`weighted_metrics`): the point estimate uses weight 1 per
+image, and each bootstrap resample uses how often the resample drew the image (or its patient),
+so the point estimate and its interval can never disagree about what a metric means.
+
+The decision threshold is fixed on the validation split before the test split is scored and is
+held fixed across resamples: the intervals describe the sampling uncertainty of the test split at
+that threshold, not the uncertainty of choosing it.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import io
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from medcore.config import Profile
-from medcore.datasets import make_dataset
+from medcore.config import EvaluationSettings, Profile
+from medcore.datasets import IMAGE_SUFFIXES, make_dataset
+from medcore.errors import MedcoreError
 
-__all__ = ["load_model", "predict_probabilities", "youden_threshold", "binary_metrics", "evaluate_model"]
+__all__ = [
+    "load_model", "predict_probabilities", "youden_threshold", "sensitivity_threshold", "choose_threshold",
+    "ThresholdChoice", "weighted_metrics", "binary_metrics", "bootstrap_weights", "bootstrap_intervals",
+    "quality_tier", "units_per_class", "evaluate_scores", "evaluate_model", "render_plots", "PLOTS", "METRICS",
+    "list_images", "contract_threshold", "predict_files", "png_bytes",
+]
+
+# The figures that get a point estimate and an interval; the confusion counts get one too.
+METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "brier", "calibration_error")
+COUNTS = ("tp", "tn", "fp", "fn")
+PLOTS = ("roc", "pr", "calibration", "confusion")
+CLINICAL_NOTE = "research-grade discrimination only, not fitness for clinical use"
 
 
 def load_model(path, eager: bool = False):
@@ -23,7 +49,7 @@ def load_model(path, eager: bool = False):
 
 
 def predict_probabilities(model, frame: pd.DataFrame, profile: Profile) -> np.ndarray:
-    """Return P(positive) for every row of `frame`, in order."""
+    """Return P(positive) for every row of `frame` (columns `path`, `label`), in order."""
     import tensorflow as tf
 
     data = make_dataset(frame, profile, training=False, seed=0).map(lambda image, label: image)
@@ -34,48 +60,448 @@ def predict_probabilities(model, frame: pd.DataFrame, profile: Profile) -> np.nd
     return tf.math.sigmoid(logits.reshape(-1).astype(np.float32)).numpy()
 
 
+# --------------------------------------------------------------------------- thresholds
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """A decision threshold and what it achieved on the split it was chosen on."""
+
+    value: float
+    rule: str
+    split: str
+    n: int
+    sensitivity: float | None
+    specificity: float | None
+    target_sensitivity: float | None = None
+    note: str | None = None
+
+
+def _cuts(labels: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct scores (descending) and the TPR / FPR of predicting positive at `score >= cut`."""
+    labels = np.asarray(labels).astype(bool)
+    probabilities = np.asarray(probabilities, dtype=float)
+    order = np.argsort(-probabilities, kind="mergesort")
+    ranked, hits = probabilities[order], labels[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]
+    tpr = np.cumsum(hits)[last_of_tie] / hits.sum()
+    fpr = np.cumsum(~hits)[last_of_tie] / (~hits).sum()
+    return ranked[last_of_tie], tpr, fpr
+
+
+def _between(scores: np.ndarray, k: int) -> float:
+    # Halfway to the next lower score: the same val images fall on each side, with a margin on
+    # both sides for unseen test scores (instead of sitting exactly on one val image's score).
+    lower = scores[k + 1] if k + 1 < len(scores) else 0.0
+    return float((scores[k] + lower) / 2.0)
+
+
 def youden_threshold(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """Return the threshold maximising sensitivity + specificity - 1 (0.5 when undefined)."""
-    from sklearn.metrics import roc_curve
+    """Return the threshold maximising sensitivity + specificity - 1 (0.5 when one class is missing).
 
-    if len(np.unique(labels)) < 2:
+    Ties go to the highest threshold (fewest false positives).
+    """
+    if len(np.unique(np.asarray(labels).astype(int))) < 2:
         return 0.5
-    fpr, tpr, thresholds = roc_curve(labels, probabilities)
-    best = int(np.argmax(tpr - fpr))
-    return float(np.clip(thresholds[best], 0.0, 1.0))
+    scores, tpr, fpr = _cuts(labels, probabilities)
+    return _between(scores, int(np.argmax(tpr - fpr)))
 
 
-def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, Any]:
-    """Accuracy, precision, recall, specificity, F1, ROC AUC and the confusion matrix at `threshold`."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
+def sensitivity_threshold(labels: np.ndarray, probabilities: np.ndarray, target: float) -> float:
+    """Return the highest threshold whose sensitivity reaches `target` (0.5 when one class is missing)."""
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"target sensitivity must be in (0, 1], got {target}")
+    if len(np.unique(np.asarray(labels).astype(int))) < 2:
+        return 0.5
+    scores, tpr, _ = _cuts(labels, probabilities)
+    reached = np.flatnonzero(tpr >= target - 1e-12)  # tpr ends at 1.0, so this is never empty
+    return _between(scores, int(reached[0]))
 
+
+def choose_threshold(labels: np.ndarray, probabilities: np.ndarray, rule: str = "youden",
+                     target_sensitivity: float = 0.9, split: str = "val") -> ThresholdChoice:
+    """Pick the threshold on one split (val) by `rule` and record what it achieved there."""
     labels = np.asarray(labels).astype(int)
-    predicted = (np.asarray(probabilities) >= threshold).astype(int)
-    tn, fp, fn, tp = confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
+    if rule == "youden":
+        value = youden_threshold(labels, probabilities)
+    elif rule == "sensitivity":
+        value = sensitivity_threshold(labels, probabilities, target_sensitivity)
+    else:
+        raise ValueError(f"threshold rule must be 'youden' or 'sensitivity', got {rule!r}")
+    note = None if len(np.unique(labels)) == 2 else f"{split} split lacks a class; default threshold 0.5 used"
+    point = binary_metrics(labels, probabilities, value) if len(labels) else {}
+    return ThresholdChoice(value=value, rule=rule, split=split, n=int(len(labels)),
+                           sensitivity=point.get("recall"), specificity=point.get("specificity"),
+                           target_sensitivity=target_sensitivity if rule == "sensitivity" else None, note=note)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def weighted_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float, weights: np.ndarray,
+                     calibration_bins: int = 10) -> dict[str, np.ndarray]:
+    """Every metric for each row of `weights` (shape resamples x images); NaN where undefined.
+
+    Weights are how many times each image counts. Ratios are weighted counts; ROC AUC is the
+    weighted Mann-Whitney statistic (ties count half) and PR AUC the weighted average precision,
+    both from one sort of the scores shared by every row, so 1000 resamples cost one pass of numpy.
+    """
+    y = np.asarray(labels).astype(bool)
+    p = np.asarray(probabilities, dtype=float)
+    w = np.atleast_2d(np.asarray(weights, dtype=float))
+    if w.shape[1] != len(y) or len(p) != len(y):
+        raise ValueError(f"labels ({len(y)}), probabilities ({len(p)}) and weights ({w.shape[1]}) must align")
+    predicted = p >= threshold
+    tp, fn = w @ (y & predicted), w @ (y & ~predicted)
+    fp, tn = w @ (~y & predicted), w @ (~y & ~predicted)
+    total = w.sum(axis=1)
+
+    order = np.argsort(-p, kind="mergesort")
+    ties = np.r_[0, np.flatnonzero(np.diff(p[order])) + 1]  # first index of each distinct score, descending
+    pos = np.add.reduceat(w[:, order] * y[order], ties, axis=1)
+    neg = np.add.reduceat(w[:, order] * ~y[order], ties, axis=1)
+    pos_total, neg_total = pos.sum(axis=1), neg.sum(axis=1)
+    neg_below = neg_total[:, None] - np.cumsum(neg, axis=1)
+    tp_at, fp_at = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
+
+    bins = np.minimum((p * calibration_bins).astype(int), calibration_bins - 1)
+    gap_per_bin = (w * (p - y)) @ np.eye(calibration_bins)[bins]  # sum of (score - outcome) per bin
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision_at = np.where(pos > 0, tp_at / (tp_at + fp_at), 0.0)
+        return {
+            "accuracy": (tp + tn) / total,
+            "precision": tp / (tp + fp),
+            "recall": tp / (tp + fn),
+            "specificity": tn / (tn + fp),
+            "f1": 2 * tp / (2 * tp + fp + fn),
+            "roc_auc": (pos * (neg_below + 0.5 * neg)).sum(axis=1) / (pos_total * neg_total),
+            "pr_auc": np.where(pos_total > 0, (pos * precision_at).sum(axis=1) / pos_total, np.nan),
+            "brier": (w @ (p - y) ** 2) / total,
+            "calibration_error": np.abs(gap_per_bin).sum(axis=1) / total,
+            "tp": tp, "tn": tn, "fp": fp, "fn": fn,
+        }
+
+
+def _number(value: float) -> float | None:
+    return None if not math.isfinite(float(value)) else float(value)
+
+
+def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float,
+                   calibration_bins: int = 10) -> dict[str, Any]:
+    """Point estimates at `threshold`; a metric whose denominator is empty is None, not 0.
+
+    ROC AUC and PR AUC need both classes; calibration error is the expected calibration error
+    over `calibration_bins` equal-width bins of the score.
+    """
+    labels = np.asarray(labels).astype(int)
+    values = weighted_metrics(labels, probabilities, threshold, np.ones((1, len(labels))), calibration_bins)
     both_classes = len(np.unique(labels)) == 2
+    point = {name: _number(values[name][0]) for name in METRICS}
+    if not both_classes:
+        point["roc_auc"] = point["pr_auc"] = None
     return {
         "n": int(len(labels)),
-        "accuracy": accuracy_score(labels, predicted),
-        "precision": precision_score(labels, predicted, zero_division=0),
-        "recall": recall_score(labels, predicted, zero_division=0),
-        "specificity": tn / (tn + fp) if (tn + fp) else None,
-        "f1": f1_score(labels, predicted, zero_division=0),
-        "roc_auc": roc_auc_score(labels, probabilities) if both_classes else None,
-        "confusion_matrix": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
+        "n_positive": int(labels.sum()),
+        **point,
+        "confusion_matrix": {name: int(round(values[name][0])) for name in COUNTS},
     }
 
 
-def evaluate_model(model, split: pd.DataFrame, profile: Profile) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Pick the threshold on val, apply it to test; return metrics and per-image test predictions."""
+def _group_codes(n: int, groups: Sequence | None) -> np.ndarray:
+    if groups is None:
+        return np.arange(n)
+    if len(groups) != n:
+        raise ValueError(f"{len(groups)} groups for {n} images")
+    return np.unique(np.asarray(groups).astype(str), return_inverse=True)[1].reshape(-1)
+
+
+def bootstrap_weights(n: int, resamples: int, rng: np.random.Generator, groups: Sequence | None = None,
+                      strata: Sequence | None = None) -> np.ndarray:
+    """How often each of `n` images is drawn in each resample (resamples x n).
+
+    With `groups`, whole groups (patients) are drawn with replacement and bring all their images,
+    because images of one patient are not independent evidence. With `strata` (per image; a group
+    takes its highest value), groups are drawn within each stratum separately, so every resample
+    keeps the original number of positive and negative patients, as pROC's stratified bootstrap
+    does: sensitivity, specificity and AUC are then defined in every resample.
+    """
+    if n == 0:
+        raise ValueError("cannot bootstrap an empty sample")
+    codes = _group_codes(n, groups)
+    count = int(codes.max()) + 1
+    stratum_of_group = np.zeros(count, dtype=np.int64)
+    if strata is not None:
+        np.maximum.at(stratum_of_group, codes, np.asarray(strata).astype(np.int64))
+    drawn = np.zeros((resamples, count), dtype=np.int64)
+    for stratum in np.unique(stratum_of_group):
+        members = np.flatnonzero(stratum_of_group == stratum)
+        drawn[:, members] = rng.multinomial(len(members), np.full(len(members), 1.0 / len(members)), size=resamples)
+    return drawn[:, codes].astype(np.float64)
+
+
+def bootstrap_intervals(labels: np.ndarray, probabilities: np.ndarray, threshold: float, *,
+                        groups: Sequence | None = None, resamples: int = 1000, confidence: float = 0.95,
+                        seed: int = 0, calibration_bins: int = 10, stratified: bool = True) -> dict[str, Any]:
+    """Percentile bootstrap intervals for every metric and confusion count, seeded.
+
+    Returns `{"intervals": {metric: {"low", "high"}}, "undefined": {metric: resamples}}`; a
+    resample where a metric is undefined (e.g. no predicted positives for precision) is left out
+    of that metric only, and counted.
+    """
+    labels = np.asarray(labels).astype(int)
+    rng = np.random.default_rng(seed)
+    weights = bootstrap_weights(len(labels), resamples, rng, groups, labels if stratified else None)
+    values = weighted_metrics(labels, probabilities, threshold, weights, calibration_bins)
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    intervals, undefined = {}, {}
+    for name in (*METRICS, *COUNTS):
+        sample = values[name]
+        missing = int(np.isnan(sample).sum())
+        if missing:
+            undefined[name] = missing
+        if missing > resamples // 2:
+            intervals[name] = None  # mostly undefined: an interval from the rest would mislead
+            continue
+        low, high = np.nanpercentile(sample, [tail, 100.0 - tail])
+        intervals[name] = {"low": float(low), "high": float(high)}
+    return {"intervals": intervals, "undefined": undefined}
+
+
+def units_per_class(labels: np.ndarray, groups: Sequence | None = None) -> dict[str, int]:
+    """Independent units of evidence per class: patients with a positive / a negative image, else images."""
+    labels = np.asarray(labels).astype(int)
+    codes = _group_codes(len(labels), groups)
+    return {"positive": int(len(np.unique(codes[labels == 1]))), "negative": int(len(np.unique(codes[labels == 0])))}
+
+
+def quality_tier(auc_low: float | None, tiers: Iterable[tuple[str, float]]) -> str:
+    """The best tier whose minimum the lower bound of the AUC interval reaches; else `insufficient`."""
+    if auc_low is None:
+        return "insufficient"
+    for name, minimum in sorted(tiers, key=lambda t: -t[1]):
+        if auc_low >= minimum:
+            return name
+    return "insufficient"
+
+
+def evaluate_scores(val_labels: np.ndarray, val_probabilities: np.ndarray, test_labels: np.ndarray,
+                    test_probabilities: np.ndarray, test_groups: Sequence | None = None,
+                    settings: EvaluationSettings = EvaluationSettings(), seed: int = 0) -> dict[str, Any]:
+    """Choose the threshold on val only, then measure test at it, with intervals and a quality tier."""
+    choice = choose_threshold(val_labels, val_probabilities, settings.threshold_rule, settings.target_sensitivity)
+    metrics = binary_metrics(test_labels, test_probabilities, choice.value, settings.calibration_bins)
+    boot = bootstrap_intervals(test_labels, test_probabilities, choice.value, groups=test_groups,
+                               resamples=settings.bootstrap_resamples, confidence=settings.confidence, seed=seed,
+                               calibration_bins=settings.calibration_bins)
+    auc_interval = boot["intervals"].get("roc_auc")
+    auc_low = auc_interval["low"] if auc_interval and metrics["roc_auc"] is not None else None
+    units = units_per_class(test_labels, test_groups)
+    unit = "patient" if test_groups is not None else "image"
+    tier, reason = quality_tier(auc_low, settings.tiers), None
+    if min(units.values()) < settings.min_per_class:
+        tier = "insufficient"
+        reason = (f"only {units['positive']} positive and {units['negative']} negative test {unit}s; "
+                  f"a tier needs {settings.min_per_class} of each")
+    elif auc_low is None:
+        reason = "ROC AUC undefined"
+    metrics.update({
+        "intervals": boot["intervals"],
+        "bootstrap": {"resamples": settings.bootstrap_resamples, "confidence": settings.confidence, "seed": seed,
+                      "method": "percentile", "stratified": True, "unit": unit,
+                      "groups": len(np.unique(_group_codes(len(test_labels), test_groups))),
+                      "units_per_class": units, "undefined_resamples": boot["undefined"]},
+        "threshold": choice.value,
+        "threshold_rule": choice.rule,
+        "threshold_split": choice.split,
+        "threshold_choice": asdict(choice),
+        "evaluated_split": "test",
+        "quality": {"tier": tier, "basis": "roc_auc interval lower bound", "value": auc_low, "reason": reason,
+                    "tiers": dict(settings.tiers), "note": CLINICAL_NOTE},
+    })
+    return metrics
+
+
+def evaluate_model(model, split: pd.DataFrame, profile: Profile, settings: EvaluationSettings = EvaluationSettings(),
+                   seed: int = 0) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Score val and test, pick the threshold on val, measure test; return metrics and test predictions."""
     val = split[split["split"] == "val"]
     test = split[split["split"] == "test"].reset_index(drop=True)
-    threshold = youden_threshold(val["label"].to_numpy(), predict_probabilities(model, val, profile))
+    if val.empty or test.empty:
+        raise MedcoreError(f"evaluation needs val and test images; the split has {len(val)} val and {len(test)} test")
+    groups = test["group"].astype(str).to_numpy() if "group" in test.columns else None
     probabilities = predict_probabilities(model, test, profile)
-    metrics = binary_metrics(test["label"].to_numpy(), probabilities, threshold)
-    metrics.update({"threshold": threshold, "threshold_rule": "youden_j", "threshold_split": "val",
-                    "evaluated_split": "test"})
+    metrics = evaluate_scores(val["label"].to_numpy(), predict_probabilities(model, val, profile),
+                              test["label"].to_numpy(), probabilities, groups, settings, seed)
     predictions = pd.DataFrame({
         "relpath": test["relpath"], "path": test["path"], "label": test["label"].astype(int),
-        "probability": probabilities, "predicted": (probabilities >= threshold).astype(int),
+        "probability": probabilities, "predicted": (probabilities >= metrics["threshold"]).astype(int),
     })
+    if groups is not None:
+        predictions["group"] = groups
     return metrics, predictions
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def png_bytes(figure) -> bytes:
+    """Render a matplotlib `Figure` to PNG bytes with the Agg backend."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)  # Agg, bound to this figure only: no pyplot state, no display needed
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _interval_text(metrics: dict[str, Any], name: str) -> str:
+    value, interval = metrics.get(name), (metrics.get("intervals") or {}).get(name)
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" + (f" ({interval['low']:.3f}–{interval['high']:.3f})" if interval else "")
+
+
+def render_plots(labels: np.ndarray, probabilities: np.ndarray, metrics: dict[str, Any], title: str = "",
+                 calibration_bins: int = 10) -> dict[str, bytes]:
+    """ROC, PR, calibration and confusion-matrix plots as PNG bytes (nothing is written here)."""
+    from matplotlib.figure import Figure
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    labels = np.asarray(labels).astype(int)
+    probabilities = np.asarray(probabilities, dtype=float)
+    both = len(np.unique(labels)) == 2
+    threshold = metrics["threshold"]
+    cm = metrics["confusion_matrix"]
+    plots = {}
+
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.add_subplot()
+    if both:
+        fpr, tpr, _ = roc_curve(labels, probabilities)
+        ax.plot(fpr, tpr, label=f"AUC {_interval_text(metrics, 'roc_auc')}")
+        if metrics.get("recall") is not None and metrics.get("specificity") is not None:
+            ax.plot(1 - metrics["specificity"], metrics["recall"], "o", label=f"threshold {threshold:.3f}")
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"ROC {title}".strip(), xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="lower right", fontsize=8)
+    plots["roc"] = png_bytes(fig)
+
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.add_subplot()
+    if both:
+        precision, recall, _ = precision_recall_curve(labels, probabilities)
+        ax.step(recall, precision, where="post", label=f"AP {_interval_text(metrics, 'pr_auc')}")
+        if metrics.get("precision") is not None and metrics.get("recall") is not None:
+            ax.plot(metrics["recall"], metrics["precision"], "o", label=f"threshold {threshold:.3f}")
+    ax.axhline(labels.mean() if len(labels) else 0, ls=":", color="grey", label="prevalence")
+    ax.set(xlabel="recall (sensitivity)", ylabel="precision", title=f"Precision-recall {title}".strip(),
+           xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="lower left", fontsize=8)
+    plots["pr"] = png_bytes(fig)
+
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.add_subplot()
+    edges = np.linspace(0, 1, calibration_bins + 1)  # the bins the calibration error was measured on
+    bins = np.minimum((probabilities * calibration_bins).astype(int), calibration_bins - 1)
+    filled = [b for b in range(calibration_bins) if (bins == b).any()]
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+    ax.plot([probabilities[bins == b].mean() for b in filled], [labels[bins == b].mean() for b in filled], "o-",
+            label=f"ECE {_interval_text(metrics, 'calibration_error')}")
+    ax.bar(edges[:-1], [(bins == b).mean() for b in range(calibration_bins)], width=1 / calibration_bins,
+           align="edge", alpha=0.2,
+           color="grey", label="share of images")
+    ax.set(xlabel="predicted probability", ylabel="observed positive rate", title=f"Calibration {title}".strip(),
+           xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="upper left", fontsize=8)
+    plots["calibration"] = png_bytes(fig)
+
+    fig = Figure(figsize=(4, 3.6))
+    ax = fig.add_subplot()
+    grid = np.array([[cm["tn"], cm["fp"]], [cm["fn"], cm["tp"]]])
+    ax.imshow(grid, cmap="Blues")
+    for (row, col), count in np.ndenumerate(grid):
+        ax.text(col, row, str(count), ha="center", va="center",
+                color="white" if count > grid.max() / 2 else "black", fontsize=14)
+    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["negative", "positive"], yticklabels=["negative", "positive"],
+           xlabel="predicted", ylabel="true", title=f"Confusion at {threshold:.3f} {title}".strip())
+    plots["confusion"] = png_bytes(fig)
+    return plots
+
+
+# --------------------------------------------------------------------------- scoring new images
+
+
+def list_images(source: str | Path, column: str | None = None) -> list[Path]:
+    """The images to score: every image file under a folder, or the paths in a CSV column.
+
+    CSV paths may be relative to the CSV's folder. Raises MedcoreError naming what is missing.
+    """
+    source = Path(source)
+    if source.is_dir():
+        files = sorted(f for f in source.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise MedcoreError(f"{source}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+        return files
+    if not source.is_file():
+        raise MedcoreError(f"{source}: no such folder or CSV file")
+    try:
+        table = pd.read_csv(source, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise MedcoreError(f"{source}: cannot read as CSV: {str(exc).splitlines()[0]}") from None
+    candidates = [column] if column else ["path", "image", "relpath"]
+    found = next((c for c in candidates if c in table.columns), None)
+    if found is None:
+        raise MedcoreError(f"{source}: no column {' or '.join(repr(c) for c in candidates)} "
+                           f"(columns: {', '.join(map(str, table.columns))}); pick one with --column")
+    files = [p if p.is_absolute() else source.parent / p for p in (Path(v.strip()) for v in table[found])]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise MedcoreError(f"{source}: {len(missing)} of {len(files)} images not found, first {missing[0]}")
+    if not files:
+        raise MedcoreError(f"{source}: the CSV lists no images")
+    return files
+
+
+def contract_threshold(model_path: str | Path) -> tuple[float, str]:
+    """The decision threshold from the `model.json` beside a model, and where it came from."""
+    from medcore.jsonio import read_json
+
+    contract = Path(model_path).with_name("model.json")
+    if not contract.is_file():
+        return 0.5, f"no {contract.name} beside the model; using threshold 0.5"
+    try:
+        threshold = read_json(contract).get("threshold")
+    except ValueError as exc:
+        raise MedcoreError(f"{contract}: not valid JSON: {exc}") from None
+    if threshold is None:
+        return 0.5, f"{contract} has no threshold (the model was not evaluated); using threshold 0.5"
+    return float(threshold), f"threshold {float(threshold):.4f} from {contract}"
+
+
+def _first_undecodable(files: Sequence[Path]) -> Path | None:
+    import tensorflow as tf
+
+    for file in files:
+        try:
+            tf.io.decode_image(tf.io.read_file(str(file)), channels=3, expand_animations=False)
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+            return file
+    return None
+
+
+def predict_files(model, files: Sequence[Path], batch_size: int = 32) -> np.ndarray:
+    """P(positive) for each file, decoded and resized exactly as in training, in batches."""
+    import tensorflow as tf
+
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[1] is None or shape[1] != shape[2]:
+        raise MedcoreError(f"model input shape {shape} is not a fixed square image")
+    size = int(shape[1])
+    frame = pd.DataFrame({"path": [str(f) for f in files], "label": np.zeros(len(files), np.float32)})
+    profile = Profile("predict", image_size=size, batch_size=batch_size, execution="graph")
+    try:
+        return predict_probabilities(model, frame, profile)
+    except tf.errors.InvalidArgumentError:
+        bad = _first_undecodable(files)
+        raise MedcoreError(f"{bad or files[0]}: cannot decode image") from None

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RunLayout", "ModelLayout", "safe_run_id"]
+__all__ = ["RunLayout", "ModelLayout", "RegistryLayout", "safe_run_id"]
 
 
 def safe_run_id(run_id: str) -> str:
@@ -80,6 +80,22 @@ class ModelLayout:
     def gradcam_overlay(self, kind: str, rank: int) -> Path:
         return self.gradcam_dir / f"{kind}_{rank:02d}.png"
 
+    @property
+    def gradcam_contact_sheet(self) -> Path:
+        return self.gradcam_dir / "contact_sheet.png"
+
+    @property
+    def gradcam_deletion_png(self) -> Path:
+        return self.gradcam_dir / "deletion_curve.png"
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.root / "plots"
+
+    def plot(self, name: str) -> Path:
+        """One evaluation plot: `roc`, `pr`, `calibration` or `confusion`."""
+        return self.plots_dir / f"{name}.png"
+
 
 @dataclass(frozen=True)
 class RunLayout:
@@ -104,5 +120,40 @@ class RunLayout:
     def summary_json(self) -> Path:
         return self.root / "summary.json"
 
+    @property
+    def promotion_json(self) -> Path:
+        """The champion decision per condition, written by the promote stage before the report."""
+        return self.root / "promotion.json"
+
+    @property
+    def notify_json(self) -> Path:
+        """What happened to the report e-mail: sent, skipped or failed (with the error)."""
+        return self.root / "notify.json"
+
     def model(self, condition: str, profile: str) -> ModelLayout:
         return ModelLayout(self.root / condition / profile, condition, profile)
+
+
+@dataclass(frozen=True)
+class RegistryLayout:
+    """The champion registry: `<root>/<condition>.json` and the champions' model copies.
+
+    Models are copied in (never linked) so deleting old runs can never break a champion.
+    """
+
+    root: Path
+
+    def record(self, condition: str) -> Path:
+        return Path(self.root) / f"{condition}.json"
+
+    def lock(self, condition: str) -> Path:
+        return Path(self.root) / f".{condition}.lock"
+
+    def models_dir(self, condition: str) -> Path:
+        return Path(self.root) / condition
+
+    def model(self, condition: str, run_id: str, profile: str) -> Path:
+        return self.models_dir(condition) / f"{safe_run_id(run_id)}__{profile}.keras"
+
+    def contract(self, condition: str, run_id: str, profile: str) -> Path:
+        return self.models_dir(condition) / f"{safe_run_id(run_id)}__{profile}.json"

@@ -21,7 +21,8 @@ from medcore.errors import ConfigError, DataError, MedcoreError, StageError
 from medcore.jsonio import atomic_write_text, read_json, write_json
 from medcore.layout import ModelLayout, RunLayout
 
-__all__ = ["STAGES", "plan_run", "validate", "train", "evaluate", "gradcam", "report", "run_all", "one_line"]
+__all__ = ["STAGES", "plan_run", "validate", "train", "evaluate", "gradcam", "promote", "report", "notify", "verdict",
+           "run_all", "one_line"]
 
 log = logging.getLogger(__name__)
 STAGES = ("validate", "train", "evaluate", "gradcam")
@@ -133,45 +134,146 @@ def train(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
 
 @_stage("evaluate")
 def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
-    """Score the test split with a threshold chosen on val; write metrics.json and predictions.csv."""
-    from medcore.evaluation import evaluate_model, load_model
+    """Pick the threshold on val, measure test with bootstrap intervals; write metrics, predictions, plots.
+
+    The chosen threshold also goes into the model contract (model.json), so `medcore predict`
+    and anyone scoring new images apply the same decision rule the metrics describe.
+    """
+    from medcore.evaluation import evaluate_model, load_model, render_plots
+    from medcore.jsonio import atomic_write_bytes
 
     model = load_model(_require(paths.model, "train"), eager=profile.execution == "eager")
-    metrics, predictions = evaluate_model(model, _split(paths), profile)
+    metrics, predictions = evaluate_model(model, _split(paths), profile, config.evaluation, seed=config.seed)
+    plots = render_plots(predictions["label"].to_numpy(), predictions["probability"].to_numpy(), metrics,
+                         f"{condition.name}/{profile.name}", config.evaluation.calibration_bins)
+    for name, png in plots.items():
+        atomic_write_bytes(paths.plot(name), png)
+    metrics["plots"] = {name: paths.plot(name) for name in plots}
     metrics["model_path"] = paths.model
     atomic_write_text(paths.predictions_csv, predictions.to_csv(index=False))
     write_json(paths.metrics_json, metrics)
+
+    contract = read_json(paths.model_contract) if paths.model_contract.exists() else {}
+    contract.update({
+        "threshold": metrics["threshold"],
+        "threshold_rule": metrics["threshold_rule"],
+        "threshold_split": metrics["threshold_split"],
+        "target_sensitivity": metrics["threshold_choice"]["target_sensitivity"],
+        "test_metrics": {"n": metrics["n"], "roc_auc": metrics["roc_auc"],
+                         "roc_auc_interval": metrics["intervals"].get("roc_auc"),
+                         "confidence": metrics["bootstrap"]["confidence"],
+                         "quality_tier": metrics["quality"]["tier"], "metrics_file": paths.metrics_json},
+    })
+    write_json(paths.model_contract, contract)  # atomic: a reader sees the old contract or the new one
     return job
 
 
 @_stage("gradcam")
 def gradcam(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
-    """Write Grad-CAM overlays of the most confident TP/TN/FP/FN test images."""
+    """Overlays of the most confident TP/TN/FP/FN test images, a contact sheet, and the deletion test.
+
+    The deletion test runs on the test images the model scores most positive and compares
+    Grad-CAM with random maps; gradcam.json records both areas and flags a model whose Grad-CAM
+    does no better than chance.
+    """
+    import time
+
     import cv2
     import numpy as np
 
     from medcore.evaluation import load_model
-    from medcore.gradcam import gradcam_heatmaps, load_rgb, overlay, pick_examples
+    from medcore.gradcam import (KINDS, GradCam, contact_sheet, faithfulness, heatmap_centre, load_images, overlay,
+                                 pick_examples, render_deletion_plot)
     from medcore.jsonio import atomic_write_bytes
 
-    model = load_model(_require(paths.model, "train"), eager=True)
+    settings = config.gradcam
+    model = load_model(_require(paths.model, "train"))
+    explainer = GradCam(model, settings.layer, settings.batch_size)  # checks the layer before any work
+    size = explainer.image_shape[0]
     predictions = pd.read_csv(_require(paths.predictions_csv, "evaluate"))
-    picked = pick_examples(predictions, config.gradcam_samples)
-    images = np.stack([load_rgb(p, profile.image_size) for p in picked["path"]])
-    heatmaps = gradcam_heatmaps(model, images, config.gradcam_layer)
-    entries = []
+
+    def encode(image: np.ndarray, target: Path) -> Path:
+        ok, png = cv2.imencode(".png", image)
+        if not ok:
+            raise MedcoreError(f"{target}: cannot encode image")
+        return atomic_write_bytes(target, png.tobytes())
+
+    for stale in paths.gradcam_dir.glob("*.png"):  # a retry may pick fewer examples than the last attempt
+        stale.unlink()
+    start = time.perf_counter()
+    picked = pick_examples(predictions, settings.samples)
+    images = load_images(picked["path"].tolist(), size, settings.batch_size)
+    heatmaps, logits = explainer.heatmaps(images)
+    seconds = time.perf_counter() - start
+    # The same pipeline decoded these images for predictions.csv: a drift here means the overlays lie.
+    drift = float(np.abs(1 / (1 + np.exp(-logits)) - picked["probability"].to_numpy()).max()) if len(picked) else 0.0
+    entries, tiles = [], {kind: [] for kind in KINDS}
     for i, row in picked.iterrows():
-        rank = int((picked["kind"].iloc[:i] == row.kind).sum()) + 1
+        rank = len(tiles[row.kind]) + 1
         target = paths.gradcam_overlay(row.kind, rank)
         caption = f"{row.kind.upper()} p={row.probability:.2f} true={'pos' if row.label else 'neg'}"
-        ok, png = cv2.imencode(".png", overlay(images[i], heatmaps[i], caption))
-        if not ok:
-            raise MedcoreError(f"{target}: cannot encode overlay")
-        atomic_write_bytes(target, png.tobytes())
+        tiles[row.kind].append(overlay(images[i], heatmaps[i], caption))
+        encode(tiles[row.kind][-1], target)
         entries.append({"file": target, "image": row.relpath, "kind": row.kind, "probability": row.probability,
-                        "label": int(row.label), "heat_peak": np.unravel_index(int(heatmaps[i].argmax()), heatmaps[i].shape)})
-    write_json(paths.gradcam_json, {"layer": config.gradcam_layer, "model_path": paths.model, "overlays": entries})
+                        "label": int(row.label), "heat_centre": heatmap_centre(heatmaps[i])})
+    rows = [tiles[kind] for kind in KINDS if tiles[kind]]
+    sheet = encode(contact_sheet(rows), paths.gradcam_contact_sheet) if rows else None
+
+    start = time.perf_counter()
+    strongest = predictions.sort_values("probability", ascending=False, kind="stable").head(settings.deletion_images)
+    deletion_images = load_images(strongest["path"].tolist(), size, settings.batch_size)
+    deletion_maps, _ = explainer.heatmaps(deletion_images)
+    faithful = faithfulness(explainer, deletion_images, deletion_maps, steps=settings.deletion_steps,
+                            baseline=settings.deletion_baseline, seed=settings.seed)
+    faithful.update({"seconds": time.perf_counter() - start, "plot": paths.gradcam_deletion_png,
+                     "predicted_positive": int(strongest["predicted"].sum()),
+                     "labelled_positive": int(strongest["label"].sum())})
+    atomic_write_bytes(paths.gradcam_deletion_png, render_deletion_plot(faithful, f"{condition.name}/{profile.name}"))
+    if not faithful["better_than_random"]:
+        log.warning("%s/%s: %s", condition.name, profile.name, faithful["flag"])
+    write_json(paths.gradcam_json, {
+        "layer": settings.layer, "map_shape": explainer.map_shape, "image_size": size, "model_path": paths.model,
+        "overlays": entries, "contact_sheet": sheet, "heatmap_seconds": seconds, "max_probability_drift": drift,
+        "faithfulness": faithful,
+    })
     return job
+
+
+def promote(run_id: str, runs_root: str | os.PathLike[str]) -> dict[str, Any]:
+    """Decide, once per condition of the run, whether its best model becomes the champion; write promotion.json.
+
+    Runs after every chain, whatever they did: a condition whose models all failed gets a decision
+    too ("kept champion" or "no champion"). One condition's registry error never stops the others;
+    the stage still fails afterwards so the error is visible, and the report shows it.
+    """
+    from medcore.registry import promote_condition, registry_for
+
+    run = RunLayout(Path(runs_root), run_id)
+    info = read_json(run.run_json)
+    config = load_config(info["config"])
+    registry = registry_for(config.registry.root or config.path.parent / "registry")
+    profiles: dict[str, list[str]] = {}
+    for job in info["jobs"]:
+        profiles.setdefault(job["condition"], []).append(job["profile"])
+    now, decisions, errors = _now(), {}, []
+    for condition, names in profiles.items():
+        try:
+            decisions[condition] = promote_condition(registry, condition, [run.model(condition, p) for p in names],
+                                                     run_id, config.registry, now)
+        except Exception as exc:  # the registry of one condition must not cost the others their decision
+            log.error("promote %s: %s", condition, one_line(exc))
+            decisions[condition] = {"condition": condition, "decision": "error", "reason": one_line(exc)}
+            errors.append(f"{condition}: {one_line(exc)}")
+    write_json(run.promotion_json, {"run_id": run_id, "decided": now, "registry": registry.root,
+                                    "gates": dict(config.registry.gates), "min_tier": config.registry.min_tier,
+                                    "tolerance": config.registry.tolerance,
+                                    "conditions": decisions})
+    for condition, decision in decisions.items():
+        log.info("champion %s: %s (%s)", condition, decision["decision"], decision["reason"])
+    if errors:
+        raise StageError(f"promotion failed for {len(errors)} condition(s): {'; '.join(errors)}")
+    return {"run_id": run_id, "promotion": str(run.promotion_json),
+            "decisions": {c: d["decision"] for c, d in decisions.items()}}
 
 
 def report(run_id: str, runs_root: str | os.PathLike[str]) -> dict[str, Any]:
@@ -179,6 +281,42 @@ def report(run_id: str, runs_root: str | os.PathLike[str]) -> dict[str, Any]:
     from medcore.report import write_report
 
     return write_report(RunLayout(Path(runs_root), run_id))
+
+
+def notify(run_id: str, runs_root: str | os.PathLike[str]) -> dict[str, Any]:
+    """E-mail the written report; return what happened (also in notify.json). Never raises for a failed send.
+
+    Recipients and the SMTP connection id come from the trigger parameters (`recipients`,
+    `smtp_conn_id`) when given, else from the config's `notify` section.
+    """
+    import dataclasses
+
+    from medcore.jsonio import to_jsonable
+    from medcore.notify import send_report
+
+    run = RunLayout(Path(runs_root), run_id)
+    info = read_json(run.run_json)
+    settings = load_config(info["config"]).notify
+    params = info.get("params") or {}
+    if params.get("recipients"):
+        settings = dataclasses.replace(settings, recipients=tuple(params["recipients"]))
+    if params.get("smtp_conn_id"):
+        settings = dataclasses.replace(settings, conn_id=str(params["smtp_conn_id"]))
+    return to_jsonable(send_report(run, settings))
+
+
+def verdict(summary: dict[str, Any]) -> None:
+    """Raise StageError if any model failed or the report e-mail failed; the report exists by now either way."""
+    problems = []
+    if summary["failed"]:
+        names = ", ".join(f"{f['condition']}/{f['profile']} ({f['stage']})" for f in summary["failures"])
+        problems.append(f"{summary['failed']} of {summary['planned']} models failed: {names}")
+    run = RunLayout(Path(summary["report"]).parent.parent, summary["run_id"])
+    delivery = read_json(run.notify_json) if run.notify_json.exists() else {}
+    if delivery.get("status") == "failed":
+        problems.append(f"the report e-mail was not sent ({delivery.get('error')}); the report is at {summary['report']}")
+    if problems:
+        raise StageError("; ".join(problems))
 
 
 def run_chain(job: Job) -> bool:
@@ -199,4 +337,8 @@ def run_all(config_path: str | None, run_id: str, conditions: Iterable[str] = ()
                     params={"conditions": list(conditions), "profiles": list(profiles), "epochs": epochs})
     for job in jobs:
         run_chain(job)
+    try:
+        promote(run_id, jobs[0]["runs_root"])
+    except Exception as exc:  # as in the DAG: the report is written whatever promotion did
+        log.error("promotion failed: %s", one_line(exc))
     return report(run_id, jobs[0]["runs_root"])

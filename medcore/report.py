@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
+
+from markupsafe import Markup
 
 from medcore.jsonio import atomic_write_text, read_json, to_jsonable, write_json
 from medcore.layout import ModelLayout, RunLayout
 
-__all__ = ["gather_run", "render_report", "write_report", "TEMPLATES_DIR"]
+__all__ = ["gather_run", "render_report", "write_report", "render_html", "markdown_to_html", "next_steps",
+           "diagnose", "TEMPLATES_DIR"]
 
 TEMPLATES_DIR = Path(os.environ.get("MEDCORE_TEMPLATES", Path(__file__).resolve().parent.parent / "templates"))
 
@@ -29,7 +32,8 @@ def _model_status(paths: ModelLayout, run_root: Path) -> dict[str, Any]:
                                ("evaluate", paths.metrics_json)) if p.exists()]
         stages = ["validate", "train", "evaluate", "gradcam"]
         failure = {"stage": stages[len(done)], "error": "the stage did not finish and recorded no error"}
-    overlays = [{**o, "file": os.path.relpath(o["file"], run_root)} for o in (gradcam or {}).get("overlays", [])]
+    overlays = [{**o, "file": _relative(o["file"], run_root)} for o in (gradcam or {}).get("overlays", [])]
+    metrics = _maybe(paths.metrics_json)
     return {
         "condition": paths.condition,
         "profile": paths.profile,
@@ -37,8 +41,12 @@ def _model_status(paths: ModelLayout, run_root: Path) -> dict[str, Any]:
         "failure": failure,
         "validation": _maybe(paths.validation_json),
         "training": _maybe(paths.training_json),
-        "metrics": _maybe(paths.metrics_json),
-        "gradcam": {"layer": (gradcam or {}).get("layer"), "overlays": overlays},
+        "metrics": metrics,
+        # Every path relative to the run folder, so report.md, the e-mail and the UI page resolve them alike.
+        "gradcam": {**_relative_paths(gradcam or {}, run_root, ("contact_sheet",)),
+                    "layer": (gradcam or {}).get("layer"), "overlays": overlays,
+                    "faithfulness": _relative_paths((gradcam or {}).get("faithfulness"), run_root, ("plot",))},
+        "plots": {name: _relative(file, run_root) for name, file in ((metrics or {}).get("plots") or {}).items()},
         "model_path": paths.model if paths.model.exists() else None,
     }
 
@@ -57,7 +65,7 @@ def gather_run(run: RunLayout) -> dict[str, Any]:
         for f in (m["validation"] or {}).get("findings", []):
             if f["severity"] != "info":
                 warnings.setdefault((f["code"], f["severity"]), []).append(f"{m['condition']}/{m['profile']}: {f['message']}")
-    return {
+    context = {
         "run_id": info["run_id"],
         "generated": now.isoformat(timespec="seconds"),
         "started": info["started"],
@@ -78,6 +86,8 @@ def gather_run(run: RunLayout) -> dict[str, Any]:
         "issues": [{"code": c, "severity": s, "where": w} for (c, s), w in sorted(warnings.items())],
         "training_method": _training_method(models),
     }
+    context.update(_beyond_the_seed(run, info, models, context))
+    return context
 
 
 def _training_method(models: list[dict[str, Any]]) -> dict[str, Any]:
@@ -85,7 +95,10 @@ def _training_method(models: list[dict[str, Any]]) -> dict[str, Any]:
     if not records:
         return {}
     first = records[0]
-    return {"device": first.get("device"), "precision": first.get("precision"), "threads": first.get("threads"),
+    threads = first.get("threads") or {}
+    shown = f"{threads.get('intra_op') or 'default'} intra-op / {threads.get('inter_op') or 'default'} inter-op" \
+        if isinstance(threads, dict) else str(threads or "default")
+    return {"device": first.get("device"), "precision": first.get("precision"), "threads": shown,
             "execution": sorted({r.get("execution") for r in records}), "versions": first.get("versions", {})}
 
 
@@ -104,6 +117,7 @@ def render_report(context: dict[str, Any], template: str = "status_report.md.j2"
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["fmt"] = _fmt
+    env.filters["delta"] = lambda v, digits=3: "n/a" if v is None else f"{v:+.{digits}f}"
     env.filters["pct"] = lambda v: "n/a" if v is None else f"{100 * v:.1f} %"
     return env.get_template(template).render(**context)
 
@@ -118,3 +132,416 @@ def write_report(run: RunLayout) -> dict[str, Any]:
                             for m in context["models"] if m["status"] != "succeeded"]}
     write_json(run.summary_json, summary)
     return to_jsonable(summary)  # XCom and callers get plain JSON types
+
+
+def render_html(markdown_text: str, *, title: str, link: Callable[[str], str | None] | None = None,
+                banners: Sequence[str] = ()) -> str:
+    """The report as one HTML page (for the e-mail and the Airflow UI): report.md converted, never re-written.
+
+    Converting the very Markdown people read keeps the three renderings (file, e-mail, UI) from
+    drifting apart. `banners` are plain-text warnings shown above the report (e.g. a failed e-mail).
+    """
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), undefined=jinja2.StrictUndefined,
+                             autoescape=True)
+    body = markdown_to_html(markdown_text, link)
+    return env.get_template("status_report.html.j2").render(title=title, body=Markup(body), banners=list(banners))
+
+
+def markdown_to_html(text: str, link: Callable[[str], str | None] | None = None) -> str:
+    """CommonMark with tables to HTML. Raw HTML in the text is escaped, never passed through.
+
+    `link` maps every relative image source or link target (a path inside the run folder) to a URL
+    the reader can open; returning None shows an image's alt text, or a link's text, instead.
+    """
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+    tokens = md.parse(text)
+    for block in tokens:
+        if block.children and link is not None:
+            block.children = _relink(block.children, link)
+    return md.renderer.render(tokens, md.options, {})
+
+
+def _is_relative(url: str | None) -> bool:
+    from urllib.parse import urlsplit
+
+    if not url or url.startswith(("/", "#")):
+        return False
+    parts = urlsplit(url)
+    return not parts.scheme and not parts.netloc
+
+
+def _relink(children: list, link: Callable[[str], str | None]) -> list:
+    from markdown_it.token import Token
+
+    out, dropping = [], False
+    for token in children:
+        if token.type == "image" and _is_relative(token.attrGet("src")):
+            target = link(str(token.attrGet("src")))
+            if target is None:
+                out.append(Token("text", "", 0, content=f"[{token.content}]"))
+                continue
+            token.attrSet("src", target)
+        elif token.type == "link_open" and _is_relative(token.attrGet("href")):
+            target = link(str(token.attrGet("href")))
+            if target is None:
+                dropping = True  # keep the link's text, drop the link
+                continue
+            token.attrSet("href", target)
+        elif token.type == "link_close" and dropping:
+            dropping = False
+            continue
+        out.append(token)
+    return out
+
+
+# --------------------------------------------------------------------------- beyond the seed report
+
+
+def _relative(path: Any, run_root: Path) -> Any:
+    """`path` relative to the run folder (POSIX) when it lies inside it; anything else unchanged."""
+    if not isinstance(path, (str, Path)) or not str(path):
+        return path
+    candidate = Path(path)
+    if not candidate.is_absolute():
+        return candidate.as_posix()
+    for inside, root in ((candidate, Path(run_root)), (candidate.resolve(), Path(run_root).resolve())):
+        try:
+            return inside.relative_to(root).as_posix()
+        except ValueError:
+            continue
+    return str(path)
+
+
+def _relative_paths(record: Any, run_root: Path, keys: Sequence[str]) -> Any:
+    if not isinstance(record, dict):
+        return record
+    return {**record, **{key: _relative(record[key], run_root) for key in keys if record.get(key)}}
+
+
+def _beyond_the_seed(run: RunLayout, info: dict[str, Any], models: list[dict[str, Any]],
+                     context: dict[str, Any]) -> dict[str, Any]:
+    """Champions, change since the previous run, key figures, data fingerprints, artefacts and next steps."""
+    from medcore.registry import test_split_fingerprint
+
+    promotion = _maybe(run.promotion_json)
+    decisions = (promotion or {}).get("conditions") or {}
+    conditions = list(dict.fromkeys(m["condition"] for m in models))
+    # Without promotion.json (promote failed or never ran) the registry itself still says who the champion is.
+    fallback = {} if promotion else _registry_champions(info, conditions)
+    earlier = _earlier_runs(run, info)
+    for m in models:
+        paths = run.model(m["condition"], m["profile"])
+        m["test_split"] = test_split_fingerprint(paths.split_csv)
+        m["dataset_fingerprint"] = (m["validation"] or {}).get("fingerprint")
+        m["diagnosis"] = diagnose(m) if m["status"] != "succeeded" else None
+        m["previous"] = _versus_previous(m, earlier)
+        before = (decisions.get(m["condition"]) or {}).get("champion_before") if promotion else fallback.get(m["condition"])
+        m["versus_champion"] = _versus_champion(m, before)
+    champions = []
+    for condition in conditions:
+        decision = decisions.get(condition)
+        if decision is None:
+            decision = {"decision": "not decided", "champion": fallback.get(condition),
+                        "reason": "the promote stage did not run (or failed) for this run; the registry is unchanged"}
+        champions.append({"condition": condition, "candidate": None, "champion_before": None, **decision})
+    extra = {"champions": champions, "promotion": promotion, "key_figures": _key_figures(models, champions),
+             "artifact_tree": artifact_tree(run.root, written_now=(run.report_md.name, run.summary_json.name)),
+             "gradcam_usage": _gradcam_usage(models, champions, context)}
+    extra["issues"] = context["issues"] + _more_issues(models)
+    extra["next_steps"] = next_steps({**context, **extra, "models": models})
+    return extra
+
+
+def _registry_champions(info: dict[str, Any], conditions: Sequence[str]) -> dict[str, Any]:
+    from medcore.config import load_config
+    from medcore.errors import MedcoreError
+    from medcore.registry import champion_summary, read_record, registry_for
+
+    try:
+        config = load_config(info["config"])
+        registry = registry_for(config.registry.root or config.path.parent / "registry")
+        return {c: champion_summary(read_record(registry, c).get("champion")) for c in conditions}
+    except (MedcoreError, OSError, ValueError, KeyError):
+        return {}  # the report must render even if the config moved since the run
+
+
+def _earlier_runs(run: RunLayout, info: dict[str, Any], limit: int = 30) -> list[RunLayout]:
+    """Runs in the same runs folder that started before this one, newest first."""
+    try:
+        started = dt.datetime.fromisoformat(info["started"])
+        folders = [f for f in Path(run.runs_root).iterdir() if f.is_dir() and f != run.root]
+    except (KeyError, ValueError, OSError):
+        return []
+    found = []
+    for folder in folders:
+        try:
+            other = read_json(folder / "run.json")
+            when = dt.datetime.fromisoformat(other["started"])
+            if when < started:
+                layout = RunLayout(folder.parent, other["run_id"])
+                if layout.root == folder:
+                    found.append((when, layout))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a run folder, or a half-written one: nothing to compare with
+    return [layout for _, layout in sorted(found, key=lambda pair: pair[0], reverse=True)[:limit]]
+
+
+_COMPARED = ("roc_auc", "accuracy", "recall", "specificity")
+
+
+def _versus_previous(m: dict[str, Any], earlier: list[RunLayout]) -> dict[str, Any] | None:
+    """The latest earlier run in which this (condition, profile) succeeded, and the change since."""
+    from medcore.registry import figure, succeeded, test_split_fingerprint
+
+    for other in earlier:
+        paths = other.model(m["condition"], m["profile"])
+        if not succeeded(paths):
+            continue
+        then = read_json(paths.metrics_json)
+        now = m["metrics"] or {}
+        changes = {}
+        for name in _COMPARED:
+            old, new = figure(then, name), figure(now, name)
+            changes[name] = {"before": old, "after": new,
+                             "delta": new - old if old is not None and new is not None else None}
+        return {"run_id": other.run_id, "changes": changes, "roc_auc": figure(then, "roc_auc"),
+                "delta_roc_auc": changes["roc_auc"]["delta"],
+                "same_test_split": test_split_fingerprint(paths.split_csv) == m["test_split"]}
+    return None
+
+
+def _versus_champion(m: dict[str, Any], champion: dict[str, Any] | None) -> dict[str, Any] | None:
+    from medcore.registry import figure
+
+    if not champion:
+        return None
+    new = figure(m["metrics"] or {}, "roc_auc")
+    old = champion.get("roc_auc")
+    return {**champion, "delta_roc_auc": new - old if new is not None and old is not None else None,
+            "same_test_split": m["test_split"] is not None and m["test_split"] == champion.get("test_split_fingerprint")}
+
+
+def _key_figures(models: list[dict[str, Any]], champions: list[dict[str, Any]]) -> dict[str, Any]:
+    from medcore.registry import figure
+
+    done = [m for m in models if m["status"] == "succeeded"]
+    means = {}
+    for name in ("accuracy", "precision", "recall", "specificity", "roc_auc"):
+        values = [v for v in (figure(m["metrics"], name) for m in done) if v is not None]
+        means[name] = sum(values) / len(values) if values else None
+    ranked = [m for m in done if figure(m["metrics"], "roc_auc") is not None]
+    order = []
+    for m in done:  # tier names best first, as evaluation configured them, then whatever else appears
+        order += [t for t in ((m["metrics"].get("quality") or {}).get("tiers") or {}) if t not in order]
+    tiers = [(m["metrics"].get("quality") or {}).get("tier") or "n/a" for m in done]
+    for tier in ("insufficient", *tiers):
+        if tier not in order:
+            order.append(tier)
+    return {
+        "best": max(ranked, key=lambda m: figure(m["metrics"], "roc_auc")) if ranked else None,
+        "worst": min(ranked, key=lambda m: figure(m["metrics"], "roc_auc")) if len(ranked) > 1 else None,
+        "means": means,
+        "tiers": [(t, tiers.count(t)) for t in order if t in tiers],
+        "early_stopped": sum(1 for m in done if (m["training"] or {}).get("early_stopped")),
+        "decisions": {d: sum(1 for c in champions if c["decision"] == d)
+                      for d in dict.fromkeys(c["decision"] for c in champions)},
+    }
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n} B"
+
+
+def artifact_tree(root: Path, written_now: Sequence[str] = (), expand_depth: int = 2) -> list[str]:
+    """The run folder as tree lines; folders deeper than `expand_depth` collapse to a file count and size.
+
+    `written_now` names top-level files the caller is about to write (the report itself), so the
+    tree shows them on the report's very first rendering too.
+    """
+    root = Path(root)
+    lines = [f"{root.name}/"]
+
+    def walk(folder: Path, prefix: str, depth: int, extra: Sequence[str] = ()) -> None:
+        entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")),
+                         key=lambda p: (p.is_dir(), p.name))
+        names = {p.name for p in entries}
+        pending = [n for n in extra if n not in names]
+        items: list[tuple[str, Path | None]] = [(p.name, p) for p in entries if p.is_file()]
+        items += [(n, None) for n in pending] + [(p.name, p) for p in entries if p.is_dir()]
+        for i, (name, path) in enumerate(items):
+            last = i == len(items) - 1
+            branch, indent = ("└── ", "    ") if last else ("├── ", "│   ")
+            if path is None:
+                lines.append(f"{prefix}{branch}{name} (this report)")
+            elif path.is_file():
+                lines.append(f"{prefix}{branch}{name} ({_size(path.stat().st_size)})")
+            elif depth >= expand_depth:
+                files = [f for f in path.rglob("*") if f.is_file() and not f.name.startswith(".")]
+                lines.append(f"{prefix}{branch}{name}/ ({len(files)} files, {_size(sum(f.stat().st_size for f in files))})")
+            else:
+                lines.append(f"{prefix}{branch}{name}/")
+                walk(path, prefix + indent, depth + 1)
+
+    if root.is_dir():
+        walk(root, "", 0, written_now)
+    return lines
+
+
+def _gradcam_usage(models: list[dict[str, Any]], champions: list[dict[str, Any]],
+                   context: dict[str, Any]) -> dict[str, Any] | None:
+    """Layer, model path and input size for the report's Grad-CAM snippet: the registry copy when the best
+    model became champion (it outlives the run), else the run's own best model, else any champion."""
+    best = context.get("best")
+    if best and best.get("model_path"):
+        champion = next((c.get("champion") for c in champions
+                         if c["condition"] == best["condition"] and c["decision"] == "promoted"), None) or {}
+        same = champion.get("run_id") == context["run_id"] and champion.get("profile") == best["profile"]
+        return {"layer": best["gradcam"].get("layer") or "relu",
+                "model_path": champion["model_path"] if same else best["model_path"],
+                "image_size": (best["training"] or {}).get("image_size"),
+                "what": f"{best['condition']}/{best['profile']}" + (" (champion copy in the registry)" if same else "")}
+    for c in champions:
+        champion = c.get("champion") or {}
+        if champion.get("model_path"):
+            metrics = champion.get("metrics") or {}
+            return {"layer": "relu", "model_path": champion["model_path"], "image_size": metrics.get("image_size"),
+                    "what": f"the {c['condition']} champion ({champion['run_id']}/{champion['profile']})"}
+    return None
+
+
+def _more_issues(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Warnings beyond validation: from training (if it records any), evaluation and Grad-CAM."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for m in models:
+        where = f"{m['condition']}/{m['profile']}"
+        for text in (m["training"] or {}).get("warnings") or []:
+            found.setdefault(("training_warning", "warning"), []).append(f"{where}: {text}")
+        for text in (m["metrics"] or {}).get("warnings") or []:
+            found.setdefault(("evaluation_warning", "warning"), []).append(f"{where}: {text}")
+        undefined = ((m["metrics"] or {}).get("bootstrap") or {}).get("undefined_resamples") or {}
+        if undefined:
+            worst = max(undefined, key=undefined.get)
+            found.setdefault(("bootstrap_undefined", "warning"), []).append(
+                f"{where}: some bootstrap resamples left metrics undefined (most: {worst}, {undefined[worst]})")
+        faith = (m["gradcam"] or {}).get("faithfulness") or {}
+        if faith and faith.get("better_than_random") is False:
+            found.setdefault(("gradcam_not_faithful", "warning"), []).append(
+                f"{where}: Grad-CAM is no better than random maps in the deletion test")
+    return [{"code": c, "severity": s, "where": w} for (c, s), w in found.items()]
+
+
+# How to fix what validation found, per finding code; the default covers every other code.
+VALIDATION_FIXES = {
+    "dataset_unreadable": "check `data_root` (or MEDCORE_DATA_ROOT) and the condition's `dataset` and `manifest`",
+    "no_usable_images": "point the condition at a folder holding readable images of both classes",
+    "split_impossible": "add images, or lower `split.val_fraction` / `split.test_fraction`",
+    "class_too_small": "add images of the short class, or lower `validation.min_per_class` (smoke tests only)",
+    "class_imbalance": "collect more images of the rare class, or set the policy of `class_imbalance` to warn",
+    "group_leakage": "fix the patient ids, or set `validation_policy: {group_leakage: drop}` and `leak_drop_from`",
+    "duplicate_across_splits": "remove the copies from one split, or set the policy of this code to drop",
+    "duplicate_conflicting_labels": "correct the labels at the source, or set the policy of this code to drop",
+    "group_missing": "fill in the group column or fix `group_pattern`, or set the policy of this code to warn",
+}
+DEFAULT_VALIDATION_FIX = "fix the rows named in validation.json, or change this finding's policy in conditions.yaml"
+# (words in the error, root cause, fix) — checked in order against the lower-cased error text.
+ERROR_HINTS = (
+    (("column", "not found"), "the manifest's columns do not match the config",
+     "set `image_column` / `label_column` to the manifest's header, or rename the columns"),
+    (("out of memory",), "the process ran out of memory", "lower the profile's `batch_size` or `image_size`"),
+    (("resourceexhausted",), "TensorFlow ran out of memory", "lower the profile's `batch_size` or `image_size`"),
+    (("memoryerror",), "the process ran out of memory", "lower the profile's `batch_size` or `image_size`"),
+    (("layer",), "the Grad-CAM target layer is not in the model",
+     "set `gradcam.layer` to a layer of the model (DenseNet121's last activation is `relu`)"),
+    (("needs val and test",), "the split has no validation or no test images",
+     "give the dataset val/test images, or raise `split.val_fraction` / `split.test_fraction`"),
+    (("no such file",), "a file the stage needs is missing", "re-run the upstream stage; check the run folder"),
+)
+STAGE_FIXES = {
+    "validate": "fix the dataset as the findings say, then re-run",
+    "train": "read the train task's log; clearing the task retries it and resumes from the last saved epoch",
+    "evaluate": "read the evaluate task's log; check split.csv has val and test images of both classes",
+    "gradcam": "read the gradcam task's log; check `gradcam.layer` names a layer of the model",
+}
+
+
+def diagnose(m: dict[str, Any]) -> dict[str, str]:
+    """Root cause and suggested fix of a failed or incomplete model, from its failure record and findings."""
+    failure, stage = m["failure"] or {}, (m["failure"] or {}).get("stage", "?")
+    error = str(failure.get("error") or "")
+    if m["status"] == "incomplete":
+        return {"root_cause": f"the {stage} stage never finished and recorded no error: its worker was killed "
+                              "(often for memory) or the run was stopped",
+                "fix": f"read the {stage} task's log in Airflow, then clear the task to retry"}
+    validation = m["validation"] or {}
+    errors = [f for f in validation.get("findings", []) if f.get("severity") == "error"]
+    if stage == "validate" and errors:
+        first = errors[0]
+        return {"root_cause": "; ".join(f"`{f['code']}`: {f['message']}" for f in errors[:3]),
+                "fix": VALIDATION_FIXES.get(first["code"], DEFAULT_VALIDATION_FIX)}
+    lowered = error.lower()
+    for words, cause, fix in ERROR_HINTS:
+        if all(w in lowered for w in words):
+            return {"root_cause": cause, "fix": fix}
+    return {"root_cause": f"the {stage} stage raised an error (above)",
+            "fix": STAGE_FIXES.get(stage, "read the task's log in Airflow")}
+
+
+def next_steps(context: dict[str, Any]) -> list[str]:
+    """What to do after reading this report, derived from the results (most urgent first)."""
+    from medcore.registry import figure
+
+    steps = []
+    models = context["models"]
+    for m in models:
+        if m["status"] != "succeeded":
+            steps.append(f"Fix {m['condition']}/{m['profile']} ({m['status']} at {m['failure']['stage']}): "
+                         f"{m['diagnosis']['fix']}.")
+    if models and not any(m["status"] == "succeeded" for m in models):
+        steps.append("No model succeeded: no champion changed; fix the failures above before the next run.")
+    for c in context["champions"]:
+        if c["decision"] == "kept champion" and c.get("candidate"):
+            steps.append(f"{c['condition']}: the champion stays ({c['reason']}); look into why this run was not better.")
+        elif c["decision"] == "no champion" and c.get("candidate"):
+            steps.append(f"{c['condition']}: still no champion ({c['reason']}); more data or the intensive profile may help.")
+        elif c["decision"] == "promoted" and (c.get("champion_before") and c.get("same_test_split") is False):
+            steps.append(f"{c['condition']}: promoted on gates alone because the test split changed; "
+                         "compare the new champion with the old one on one split before relying on the change.")
+    undecided = [c["condition"] for c in context["champions"] if c["decision"] in ("error", "not decided")]
+    if undecided:
+        steps.append(f"No champion decision was recorded for {', '.join(undecided)} (the promote stage failed or "
+                     "did not run): read its log, then clear it to decide again.")
+    for m in models:
+        if m["status"] != "succeeded":
+            continue
+        where = f"{m['condition']}/{m['profile']}"
+        tier = (m["metrics"].get("quality") or {}).get("tier")
+        if tier == "insufficient":
+            steps.append(f"{where} is in the insufficient tier: add data, train longer or use the intensive profile.")
+        training = m["training"] or {}
+        if training.get("epochs_run") and training.get("epochs_run") == training.get("epochs_planned") \
+                and not training.get("early_stopped"):
+            steps.append(f"{where} used every planned epoch without early stopping: it may improve with more epochs.")
+        faith = m["gradcam"].get("faithfulness") or {}
+        if faith and faith.get("better_than_random") is False:
+            steps.append(f"{where}: do not read its Grad-CAM heatmaps as evidence (no better than random).")
+        previous = m.get("previous") or {}
+        drop = previous.get("delta_roc_auc")
+        if drop is not None and previous.get("same_test_split") and drop < -0.02:
+            steps.append(f"{where}: test ROC AUC fell {drop:+.3f} since run {previous['run_id']} on the same split; "
+                         "check the data and training records for what changed.")
+    warnings = [i for i in context["issues"] if i["severity"] == "warning"]
+    if warnings:
+        steps.append(f"Review the {len(warnings)} kind(s) of warning under Issues encountered.")
+    best = figure((context.get("best") or {}).get("metrics") or {}, "roc_auc")
+    if not steps:
+        steps.append("Nothing needs attention: every model trained and every champion decision is recorded."
+                     + (f" Best test ROC AUC {best:.3f}." if best is not None else ""))
+    return steps

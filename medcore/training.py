@@ -1,22 +1,30 @@
-"""DenseNet121 training: model building, fitting with Keras callbacks, atomic model saving."""
+"""DenseNet121 training: model building, weight sources, fitting with Keras callbacks, atomic saving.
+
+A retried task resumes from the last finished epoch (Keras BackupAndRestore), and the model file
+is only ever replaced whole, so a crash never leaves half a model where a good one was.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import resource
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 
 from medcore.config import Config, Profile
 from medcore.datasets import make_dataset
+from medcore.errors import MedcoreError
 from medcore.jsonio import write_json
 from medcore.layout import ModelLayout
 
-__all__ = ["build_model", "train_model", "configure_threads", "versions"]
+__all__ = ["build_model", "train_model", "configure_threads", "versions", "IMAGENET_WEIGHTS_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -24,30 +32,85 @@ log = logging.getLogger(__name__)
 # model takes raw 0-255 pixels and nobody downstream has to remember the recipe.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_WEIGHTS_FILE = "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
-def configure_threads() -> int | None:
-    """Apply `MEDCORE_THREADS` to TensorFlow's intra-op pool before any op runs; return it."""
+def configure_threads(profile: Profile) -> dict[str, int | None]:
+    """Size TensorFlow's thread pools from the profile, else `MEDCORE_THREADS`; return what applies.
+
+    Two training tasks sharing two cores must not each start two threads: the Airflow pool gives
+    each task one slot, and the task's environment says how many threads that slot is worth.
+    """
     import tensorflow as tf
 
-    threads = os.environ.get("MEDCORE_THREADS")
-    if not threads:
-        return None
+    intra = profile.intra_op_threads or int(os.environ.get("MEDCORE_THREADS") or 0)
+    inter = profile.inter_op_threads or int(os.environ.get("MEDCORE_INTER_THREADS") or 0)
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+        if intra:
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+        if inter:
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
     except RuntimeError:
-        pass  # already initialised in this process (e.g. an in-process Airflow test): keep what it has
-    return int(threads)
+        # TensorFlow was already initialised in this process (Airflow's in-process `dags test`):
+        # the pools keep their size, and the record below says what they are.
+        pass
+    return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads() or None,
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or None}
+
+
+def cpu_supports_bf16() -> bool:
+    """True where the CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX); else bf16 is emulated and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@contextlib.contextmanager
+def precision_policy(profile: Profile) -> Iterator[str]:
+    """Apply the profile's Keras dtype policy while building and training; yield the policy used."""
+    import keras
+
+    wanted = profile.precision
+    if wanted == "mixed_bfloat16" and not cpu_supports_bf16():
+        log.warning("profile %s asks for mixed_bfloat16 but this CPU has no bf16 support; using float32", profile.name)
+        wanted = "float32"
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(wanted)
+    try:
+        yield wanted
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _backbone(x, weights: str):
+    import keras
+
+    if weights == "none":
+        return keras.applications.DenseNet121(include_top=False, weights=None, input_tensor=x, pooling="avg")
+    if weights == "imagenet":
+        cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / IMAGENET_WEIGHTS_FILE
+        try:
+            return keras.applications.DenseNet121(include_top=False, weights="imagenet", input_tensor=x, pooling="avg")
+        except Exception as exc:  # no network here: Keras' download fails with a URL or HTTP error
+            raise MedcoreError(
+                f"ImageNet weights unavailable ({type(exc).__name__}); place {IMAGENET_WEIGHTS_FILE} at {cache} "
+                "or set the profile's weights to a local file or none") from exc
+    try:
+        return keras.applications.DenseNet121(include_top=False, weights=weights, input_tensor=x, pooling="avg")
+    except (ValueError, OSError) as exc:
+        raise MedcoreError(f"{weights}: not DenseNet121 (include_top=False) weights: {exc}") from exc
 
 
 def build_model(profile: Profile, seed: int):
-    """Return a functional DenseNet121 binary classifier emitting one logit.
+    """Return a compiled, functional DenseNet121 binary classifier emitting one float32 logit.
 
     Args:
-        profile: image size, augmentation and learning rate.
-        seed: seeds the augmentation layers.
+        profile: image size, augmentation, weight source and learning rate.
+        seed: seeds the augmentation and dropout layers.
     Returns:
-        A compiled `keras.Model` whose layer `relu` is DenseNet121's final activation.
+        A `keras.Model` whose layer `relu` is DenseNet121's final activation (the Grad-CAM target).
     """
     import keras
 
@@ -66,17 +129,32 @@ def build_model(profile: Profile, seed: int):
     x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(x)
     x = keras.layers.Normalization(mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD], name="imagenet_norm")(x)
     # input_tensor makes DenseNet's layers part of this graph, so `relu` is reachable by name.
-    backbone = keras.applications.DenseNet121(include_top=False, weights=None, input_tensor=x, pooling="avg")
+    backbone = _backbone(x, profile.weights)
     x = keras.layers.Dropout(0.2, seed=seed, name="dropout")(backbone.output)
-    logits = keras.layers.Dense(1, name="logit", dtype="float32")(x)
+    logits = keras.layers.Dense(1, name="logit", dtype="float32")(x)  # float32 logits even under bf16
     model = keras.Model(inputs, logits, name="densenet121_binary")
+    _compile(model, profile, profile.learning_rate)
+    return model
+
+
+def _compile(model, profile: Profile, learning_rate: float) -> None:
+    import keras
+
     model.compile(
-        optimizer=keras.optimizers.Adam(profile.learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.BinaryCrossentropy(from_logits=True),
-        metrics=[keras.metrics.AUC(from_logits=True, name="auc"), keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")],
+        metrics=[keras.metrics.AUC(from_logits=True, name="auc"),
+                 keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")],
         run_eagerly=profile.execution == "eager",
     )
-    return model
+
+
+def _set_backbone_trainable(model, trainable: bool) -> None:
+    # Frozen BatchNorm layers also run in inference mode in Keras 3, which is what fine-tuning needs.
+    head = {"dropout", "logit"}
+    for layer in model.layers:
+        if layer.name not in head and layer.weights:
+            layer.trainable = trainable
 
 
 def class_weights(labels: np.ndarray) -> dict[int, float]:
@@ -95,85 +173,154 @@ def versions() -> dict[str, str]:
             "pandas": pd.__version__, "scikit-learn": sklearn.__version__}
 
 
-class _ProgressLog:
-    """Builds a Keras callback that writes one readable line per epoch to the task log."""
+def _progress_callback(total_epochs: int, seconds: list[float]):
+    import keras
 
-    @staticmethod
-    def make(total_epochs: int):
-        import keras
+    class ProgressLog(keras.callbacks.Callback):
+        """One readable line per epoch in the task log."""
 
-        class ProgressLog(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self._start = time.perf_counter()
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
 
-            def on_epoch_end(self, epoch, logs=None):
-                shown = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()) if isinstance(v, (int, float)))
-                log.info("epoch %d/%d %.1fs %s", epoch + 1, total_epochs, time.perf_counter() - self._start, shown)
+        def on_epoch_end(self, epoch, logs=None):
+            took = time.perf_counter() - self._start
+            seconds.append(took)
+            shown = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()) if isinstance(v, (int, float)))
+            log.info("epoch %d/%d %.1fs %s", epoch + 1, total_epochs, took, shown)
 
-        return ProgressLog()
+    return ProgressLog()
+
+
+def _finished_epochs(backup_dir: Path) -> int:
+    """Epochs a killed earlier attempt finished, from Keras' BackupAndRestore metadata (0 if none)."""
+    for name in ("training_metadata.json", "training_metadata.json.bkp"):
+        try:
+            return int(json.loads((backup_dir / name).read_text())["epoch"])
+        except (OSError, ValueError, KeyError):
+            continue
+    return 0
+
+
+def _history_rows(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (OSError, pd.errors.EmptyDataError):
+        return pd.DataFrame()
 
 
 def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: ModelLayout,
                 epochs: int | None = None) -> dict[str, Any]:
-    """Fit a fresh DenseNet121 on the train split, select on val, save `model.keras`; return the record."""
+    """Fit DenseNet121 on the train split, select on val, save `model.keras`; return the training record."""
     import keras
     import tensorflow as tf
 
-    threads = configure_threads()
+    threads = configure_threads(profile)
     keras.utils.set_random_seed(config.seed)
     epochs = epochs or profile.epochs
     train = split[split["split"] == "train"]
     val = split[split["split"] == "val"]
     train_data = make_dataset(train, profile, training=True, seed=config.seed)
     val_data = make_dataset(val, profile, training=False, seed=config.seed)
-
-    model = build_model(profile, config.seed)
     paths.root.mkdir(parents=True, exist_ok=True)
-    stopper = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=profile.patience,
-                                            restore_best_weights=True, verbose=0)
-    callbacks = [
-        stopper,
-        keras.callbacks.BackupAndRestore(str(paths.backup_dir)),  # a retried task resumes, not restarts
-        keras.callbacks.CSVLogger(str(paths.history_csv)),
-        _ProgressLog.make(epochs),
-    ]
+
+    frozen_marker = paths.backup_dir / "frozen_phase.weights.h5"
+    resumed_from = _finished_epochs(paths.backup_dir / "fine_tune") or _finished_epochs(paths.backup_dir / "frozen")
+    if resumed_from == 0 and not frozen_marker.exists():
+        paths.history_csv.unlink(missing_ok=True)  # a fresh start must not append to an old history
+    else:
+        log.info("resuming %s/%s after %d finished epochs", paths.condition, profile.name, resumed_from)
+        # The history row of an epoch is written before its backup, so a kill between the two
+        # leaves a row for an epoch that will run again: keep only the epochs the backup holds.
+        rows = _history_rows(paths.history_csv)
+        if len(rows) > resumed_from:
+            from medcore.jsonio import atomic_write_text
+
+            atomic_write_text(paths.history_csv, rows.iloc[:resumed_from].to_csv(index=False))
+
     start = time.perf_counter()
-    history = model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks,
-                        class_weight=class_weights(train["label"].to_numpy()), verbose=0)
+    first_step: list[float] = []
+    epoch_seconds: list[float] = []
+    with precision_policy(profile) as precision:
+        model = build_model(profile, config.seed)
+        freeze = min(profile.freeze_epochs, epochs) if profile.weights != "none" else 0
+        phases = [("frozen", 0, freeze, profile.learning_rate), ("fine_tune", freeze, epochs,
+                   profile.fine_tune_learning_rate or (profile.learning_rate / 10 if freeze else profile.learning_rate))]
+        stoppers = []
+        for phase, first, last, learning_rate in phases:
+            if last <= first:
+                continue
+            if phase == "frozen" and frozen_marker.exists():
+                continue  # finished before a retry; its weights are loaded below
+            if phase == "fine_tune" and freeze:
+                if frozen_marker.exists():
+                    model.load_weights(frozen_marker)
+                _set_backbone_trainable(model, True)
+                _compile(model, profile, learning_rate)
+            elif phase == "frozen":
+                _set_backbone_trainable(model, False)
+                _compile(model, profile, learning_rate)
+            stopper = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=profile.patience,
+                                                    restore_best_weights=True, verbose=0)
+            stoppers.append(stopper)
+            callbacks = [
+                stopper,
+                keras.callbacks.CSVLogger(str(paths.history_csv), append=True),
+                keras.callbacks.ModelCheckpoint(str(paths.backup_dir / "best.keras"), monitor="val_auc", mode="max",
+                                                save_best_only=True, verbose=0),
+                # Last, so an epoch counts as finished only once everything above has been written.
+                # A retried task (killed worker, reboot) resumes after the last finished epoch.
+                keras.callbacks.BackupAndRestore(str(paths.backup_dir / phase), double_checkpoint=True),
+                _progress_callback(epochs, epoch_seconds),
+                keras.callbacks.LambdaCallback(
+                    on_train_batch_end=lambda batch, logs: first_step or first_step.append(time.perf_counter() - start)),
+            ]
+            model.fit(train_data, validation_data=val_data, initial_epoch=first, epochs=last, callbacks=callbacks,
+                      class_weight=class_weights(train["label"].to_numpy()), verbose=0)
+            if phase == "frozen":
+                model.save_weights(frozen_marker)
     wall = time.perf_counter() - start
-    epochs_run = len(history.history.get("loss", []))
 
     tmp = paths.model.with_name(f".{paths.model.stem}.tmp.keras")
     model.save(tmp)
-    os.replace(tmp, paths.model)
+    os.replace(tmp, paths.model)  # the good model is only ever replaced whole
+    for leftover in (frozen_marker, paths.backup_dir / "best.keras"):
+        leftover.unlink(missing_ok=True)
 
-    best_val_auc = max(history.history.get("val_auc", [float("nan")]))
+    history = _history_rows(paths.history_csv)
+    epochs_run = len(history)
+    epochs_this_attempt = max(epochs_run - resumed_from, 0)
     record = {
         "condition": paths.condition,
         "profile": profile.name,
         "image_size": profile.image_size,
+        "weights": profile.weights,
         "epochs_planned": epochs,
         "epochs_run": epochs_run,
-        "early_stopped": bool(stopper.stopped_epoch),
-        "best_val_auc": best_val_auc,
+        "resumed_from_epoch": resumed_from,
+        "early_stopped": any(s.stopped_epoch for s in stoppers),
+        "best_val_auc": float(history["val_auc"].max()) if "val_auc" in history else None,
         "wall_seconds": wall,
-        "images_per_second": len(train) * epochs_run / wall if wall > 0 else None,
+        "seconds_to_first_step": first_step[0] if first_step else None,
+        "epoch_seconds": epoch_seconds,
+        "images_per_second": len(train) * epochs_this_attempt / wall if wall > 0 else None,
         "train_images": len(train),
         "val_images": len(val),
         "seed": config.seed,
         "threads": threads,
         "execution": profile.execution,
-        "precision": keras.mixed_precision.global_policy().name,
+        "precision": precision,
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "device": "CPU" if not tf.config.list_physical_devices("GPU") else "GPU",
         "versions": versions(),
         "model_path": paths.model,
         "split_manifest": paths.split_csv,
-        "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+        "history": {c: history[c].tolist() for c in history.columns},
     }
     write_json(paths.model_contract, {
         "architecture": "DenseNet121", "input_shape": [profile.image_size, profile.image_size, 3],
         "input_range": [0, 255], "preprocessing": "inside the model (rescale, ImageNet normalisation)",
         "output": "one logit; sigmoid gives P(positive)", "gradcam_layer": config.gradcam_layer,
-        "seed": config.seed, "versions": record["versions"],
+        "classes": {"0": "negative", "1": "positive"}, "seed": config.seed, "precision": precision,
+        "versions": record["versions"],
     })
     return record

@@ -19,7 +19,8 @@ out = {"errors": {k: str(v)[-500:] for k, v in bag.import_errors.items()}, "dags
 if dag:
     out.update(
         tasks={t.task_id: {"down": sorted(t.downstream_task_ids), "trigger": getattr(t.trigger_rule, "value", str(t.trigger_rule)),
-                           "mapped_group": t.get_closest_mapped_task_group() is not None, "retries": t.retries}
+                           "mapped_group": t.get_closest_mapped_task_group() is not None, "retries": t.retries,
+                           "pool": t.pool, "queue": t.queue}
                for t in dag.tasks},
         schedule=str(dag.schedule), catchup=dag.catchup, params=sorted(dag.params.keys()), tags=sorted(dag.tags),
         doc=bool(dag.doc_md),
@@ -47,22 +48,28 @@ def test_dag_imports_without_errors_or_tensorflow(tmp_path):
 
 
 def test_dag_shape(tmp_path):
-    """A mapped validate->train->evaluate->gradcam chain, then report (all_done) and verdict."""
+    """A mapped validate->train->evaluate->gradcam chain, then promote and report (all_done), notify, verdict."""
     result = _parse(tmp_path)
     tasks = result["tasks"]
     chain = ["model_chain.validate", "model_chain.train", "model_chain.evaluate", "model_chain.gradcam"]
-    assert set(tasks) == {"plan", *chain, "report", "verdict"}
+    assert set(tasks) == {"plan", *chain, "promote", "report", "notify", "verdict"}
     for upstream, downstream in zip(chain, chain[1:]):
         assert tasks[upstream]["down"] == [downstream]
     assert all(tasks[t]["mapped_group"] for t in chain)
     assert not tasks["report"]["mapped_group"]
-    assert tasks["model_chain.gradcam"]["down"] == ["report"]
-    assert set(tasks["plan"]["down"]) == {"model_chain.validate", "report"}
-    assert tasks["report"]["down"] == ["verdict"]
+    assert tasks["model_chain.gradcam"]["down"] == ["promote"]
+    assert set(tasks["plan"]["down"]) == {"model_chain.validate", "promote", "report", "notify"}
+    # promote and report run whatever the chains did; the report exists before it is sent, and the
+    # verdict (the only leaf) runs after both, so a failed model or e-mail fails the run only at the end.
+    assert tasks["promote"]["down"] == ["report"] and tasks["promote"]["trigger"] == "all_done"
+    assert tasks["report"]["down"] == ["notify", "verdict"]
     assert tasks["report"]["trigger"] == "all_done"
+    assert tasks["notify"]["down"] == ["verdict"]
+    assert tasks["verdict"]["down"] == [] and tasks["verdict"]["trigger"] == "all_done"
     assert tasks["model_chain.train"]["retries"] >= 1
+    assert tasks["model_chain.train"]["pool"] == "training" and tasks["model_chain.train"]["queue"] == "training"
     assert result["schedule"] not in ("None", "") and result["catchup"] is False
-    assert result["params"] == ["conditions", "epochs", "profiles"]
+    assert result["params"] == ["conditions", "epochs", "profiles", "recipients", "smtp_conn_id"]
     assert "medcore" in result["tags"] and result["doc"]
 
 

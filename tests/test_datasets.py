@@ -72,3 +72,112 @@ def test_given_splits_are_kept_and_only_val_is_made():
     split = assign_splits(frame, 0.15, 0.15, seed=1)
     assert (split.loc[frame["split"] == "test", "split"] == "test").all()
     assert set(split.loc[frame["split"] == "train", "split"]) == {"train", "val"}
+
+
+# --- the readers on hand-made sources -------------------------------------------------------------
+
+
+def _source(tmp_path, condition: str, monkeypatch):
+    from medcore.datasets import read_source
+    from tests.conftest import write_yaml
+
+    monkeypatch.delenv("MEDCORE_DATA_ROOT", raising=False)
+    path = write_yaml(tmp_path / "c.yaml", f"data_root: {tmp_path / 'data'}\nconditions:\n  c: {condition}\n"
+                                           "profiles:\n  p: {}\n")
+    config = load_config(path)
+    return read_source(config, config.conditions["c"])
+
+
+def _touch(path, data: bytes = b"x"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_csv_reader_survives_bom_backslashes_and_garbage_cells(tmp_path, monkeypatch):
+    """A spreadsheet's BOM, Windows paths, NUL bytes, escapes and odd splits are read and marked for validation."""
+    root = tmp_path / "data" / "set"
+    _touch(root / "img" / "a.png")
+    text = ("image,label,split,patient\n"
+            "img\\a.png,1.0,Train,p1\n"
+            "img/\x00.png,0,valid,\n"
+            ",0,test,p3\n"
+            "../../etc/passwd,1,holdout,p4\n")
+    _touch(root / "labels.csv", b"\xef\xbb\xbf" + text.encode())
+    condition = ("{dataset: set, layout: csv, manifest: labels.csv, positive: ['1'], negative: ['0'], "
+                 "group_column: patient}")
+    frame = _source(tmp_path, condition, monkeypatch).frame
+    assert frame["path"][0] == str((root / "img" / "a.png").resolve()) and frame["relpath"][0] == "img/a.png"
+    assert frame["path_problem"].tolist() == ["", "invalid", "invalid", "outside"]
+    assert frame["where"][2] == "row 3 of labels.csv (empty image cell)"
+    assert frame["split"].tolist() == ["train", "val", "test", ""]
+    assert frame["source_split"].tolist() == ["Train", "valid", "test", "holdout"]
+    assert frame["group_known"].tolist() == [True, False, True, True] and frame["group"][1] == "img/\x00.png"
+    assert frame["label"].tolist() == [1, 0, 0, 1]
+
+
+@pytest.mark.parametrize("payload", [b"\x00\x01\x02binary\xff\xfe", b"", b"image,label\n\"unclosed,1\n" * 3])
+def test_unreadable_manifests_are_one_line_data_errors(tmp_path, monkeypatch, payload):
+    """Binary, empty or malformed CSV files are a DataError naming the file, never a pandas traceback."""
+    from medcore.errors import DataError
+
+    _touch(tmp_path / "data" / "set" / "labels.csv", payload)
+    with pytest.raises(DataError) as caught:
+        _source(tmp_path, "{dataset: set, layout: csv, manifest: labels.csv, positive: ['1'], negative: ['0']}",
+                monkeypatch)
+    assert "labels.csv" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_folder_reader_names_odd_splits_skips_non_images_and_follows_links(tmp_path, monkeypatch):
+    """An unknown top folder beside split folders keeps its name; .dcm files are listed as skipped; links followed."""
+    root = tmp_path / "data" / "set"
+    for relpath in ("train/pos/a.png", "train/neg/b.PNG", "test/pos/c.jpg", "holdout/neg/d.png", "train/pos/scan.dcm",
+                    "train/pos/.DS_Store", "README.md", "train/notes.txt"):
+        _touch(root / relpath)
+    _touch(tmp_path / "elsewhere" / "e.png")
+    (root / "test" / "neg").symlink_to(tmp_path / "elsewhere")
+    (root / "train" / "loop").symlink_to(root)  # must not recurse forever
+    source = _source(tmp_path, "{dataset: set, layout: folders, positive: [pos], negative: [neg]}", monkeypatch)
+    frame = source.frame.set_index("relpath")
+    assert sorted(frame.index) == ["holdout/neg/d.png", "test/neg/e.png", "test/pos/c.jpg", "train/neg/b.PNG",
+                                   "train/pos/a.png"]
+    assert frame.loc["holdout/neg/d.png", ["source_split", "split"]].tolist() == ["holdout", ""]
+    assert frame.loc["test/neg/e.png", "label"] == 0
+    assert source.skipped == ("train/pos/scan.dcm",)
+
+
+def test_group_pattern_marks_the_names_it_cannot_read(tmp_path, monkeypatch):
+    """Names that match group_pattern share a group; the others are their own group and marked unknown."""
+    root = tmp_path / "data" / "set"
+    for name in ("person1_virus_1.png", "person1_bacteria_2.png", "IM-0001.png"):
+        _touch(root / "pos" / name)
+    condition = r"{dataset: set, layout: folders, positive: [pos], negative: [neg], group_pattern: '^(person\d+)_'}"
+    frame = _source(tmp_path, condition, monkeypatch).frame.set_index("relpath")
+    assert frame.loc["pos/person1_virus_1.png", "group"] == "person1"
+    assert frame.loc["pos/person1_bacteria_2.png", "group"] == "person1"
+    assert frame.loc["pos/IM-0001.png", ["group", "group_known"]].tolist() == ["pos/IM-0001.png", False]
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind"),
+    [("1", "ok"), (" 0 ", "ok"), ("01", "ok"), ("1.0", "float_coded"), ("0.000", "float_coded"), ("1e0", "float_coded"),
+     ("", "missing"), ("NaN", "missing"), ("null", "missing"), (float("nan"), "missing"), ("0.5", "fractional"),
+     ("-1.0", "unknown"), ("2", "unknown"), ("inf", "unknown"), ("yes", "unknown"), ("3", "excluded"),
+     ("3.0", "excluded")],
+)
+def test_label_kinds(raw, kind):
+    """Each raw label value lands in exactly one kind: ok, float-coded, excluded, missing, fractional or unknown."""
+    from medcore.config import Condition
+    from medcore.datasets import classify_labels
+
+    condition = Condition("c", "d", "csv", positive=("1",), negative=("0",), manifest="m.csv", exclude=("3",))
+    assert classify_labels(pd.Series([raw], dtype=object), condition).tolist() == [kind]
+
+
+def test_splits_can_follow_a_merged_group_column():
+    """assign_splits keeps rows that share `group_column` together even when their patient groups differ."""
+    frame = _frame(120, 1)
+    frame["merged"] = frame["group"]
+    frame.loc[frame.index[:40], "merged"] = "one"  # forty single-image groups joined into one
+    split = assign_splits(frame, 0.15, 0.15, seed=2, group_column="merged")
+    assert split.loc[split["merged"] == "one", "split"].nunique() == 1

@@ -41,7 +41,8 @@ def test_dag_run_with_one_broken_dataset(tmp_path, demo_data, tiny_config):
     expected_error = _break_cardiomegaly(data)
     runs = tmp_path / "runs"
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "MEDCORE_CONFIG": str(tiny_config),
-           "MEDCORE_DATA_ROOT": str(data), "MEDCORE_RUNS_ROOT": str(runs)}
+           "MEDCORE_DATA_ROOT": str(data), "MEDCORE_RUNS_ROOT": str(runs),
+           "MEDCORE_THREADS": "0"}  # `dags test` runs tasks one at a time: let TensorFlow use every core
     migrated = _airflow(["airflow", "db", "migrate"], env)
     assert migrated.returncode == 0, migrated.stderr[-2000:]
 
@@ -72,6 +73,14 @@ def test_dag_run_with_one_broken_dataset(tmp_path, demo_data, tiny_config):
     assert all(Path(o["file"]).name in report for o in overlays)
     assert not (run_dir / "cardiomegaly" / "standard" / "model.keras").exists()
 
+    # promote ran after the chains and before the report; notify after it (no recipients: skipped).
+    decisions = read_json(run_dir / "promotion.json")["conditions"]
+    assert decisions["cardiomegaly"]["decision"] == "no champion"
+    assert decisions["pneumonia"]["decision"] in ("promoted", "no champion")
+    assert f"| pneumonia | {'**promoted**' if decisions['pneumonia']['decision'] == 'promoted' else 'no champion'} |" in report
+    assert read_json(run_dir / "notify.json")["status"] == "skipped"
+    assert "1 of 2 models failed: cardiomegaly/standard (validate)" in log
+
 
 def test_medcore_run_writes_every_artefact(tmp_path, tiny_config):
     """`medcore run` uses the same stages: model, contract, metrics, predictions, overlays, report."""
@@ -96,6 +105,39 @@ def test_medcore_run_writes_every_artefact(tmp_path, tiny_config):
 
     model = keras.models.load_model(model_dir / "model.keras", safe_mode=True)
     assert model.get_layer("relu").output.shape[-1] == 1024
+
+    # The report's Grad-CAM snippet names the real layer and model, and runs as printed.
+    report = (tmp_path / "runs" / "cli-test" / "report.md").read_text()
+    snippet = report.split("## Grad-CAM on a new image", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'layer="relu"' in snippet and (str(model_dir / "model.keras") in snippet or "registry" in snippet)
+    image, out = predictions["path"].iloc[0], tmp_path / "overlay.png"
+    exec(snippet.replace('"xray.png"', repr(image)).replace('"xray_gradcam.png"', repr(str(out))), {})
+    assert out.stat().st_size > 0
+    assert read_json(tmp_path / "runs" / "cli-test" / "promotion.json")["conditions"]["knee_osteoporosis"]["decision"]
+
+    # Evaluation: intervals, plots, and the val-chosen threshold recorded in the model contract.
+    metrics = read_json(model_dir / "metrics.json")
+    assert metrics["bootstrap"]["resamples"] >= 1000 and metrics["quality"]["tier"]
+    assert read_json(model_dir / "model.json")["threshold"] == metrics["threshold"]
+    assert all((model_dir / "plots" / f"{name}.png").stat().st_size > 0 for name in ("roc", "pr", "calibration",
+                                                                                      "confusion"))
+    # Grad-CAM: a contact sheet and the deletion AUC pair with its verdict.
+    gradcam = read_json(model_dir / "gradcam.json")
+    assert Path(gradcam["contact_sheet"]).is_file()
+    faith = gradcam["faithfulness"]
+    assert 0 <= faith["gradcam_deletion_auc"] <= 1 and 0 <= faith["random_deletion_auc"] <= 1
+    assert faith["better_than_random"] == (faith["gradcam_deletion_auc"] < faith["random_deletion_auc"])
+
+    # `medcore predict` on the test images reproduces the evaluation's scores and decisions.
+    out = tmp_path / "preds.csv"
+    done = subprocess.run([sys.executable, "-m", "medcore.cli", "predict", "--model", str(model_dir / "model.keras"),
+                           "--images", str(model_dir / "predictions.csv"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    scored = pd.read_csv(out)
+    assert list(scored["path"]) == list(predictions["path"])
+    assert (scored["probability"] - predictions["probability"]).abs().max() < 1e-5
+    assert list(scored["predicted"]) == list(predictions["predicted"])
 
 
 def test_cli_user_mistakes_are_one_line(tmp_path):

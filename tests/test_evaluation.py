@@ -1,19 +1,39 @@
-"""Metrics against values worked out by hand, and the val-only threshold."""
+"""Metrics against values worked out by hand, bootstrap intervals, the val-only threshold, plots and predict."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from medcore.evaluation import binary_metrics, youden_threshold
+from medcore import evaluation
+from medcore.config import EvaluationSettings, load_config
+from medcore.errors import ConfigError
+from medcore.evaluation import (binary_metrics, bootstrap_intervals, bootstrap_weights, choose_threshold,
+                                evaluate_scores, quality_tier, render_plots, sensitivity_threshold, weighted_metrics,
+                                youden_threshold)
+from tests.conftest import ROOT, write_yaml
+
+LABELS = np.array([1, 1, 1, 0, 0, 0, 0])
+PROBS = np.array([0.9, 0.8, 0.2, 0.7, 0.3, 0.1, 0.4])
+
+
+def _scores(rng: np.random.Generator, n: int, separation: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced labels with logistic scores whose classes overlap by `separation`."""
+    labels = np.arange(n) % 2
+    logits = rng.normal(0.0, 1.0, n) + separation * (labels - 0.5)
+    return labels, 1.0 / (1.0 + np.exp(-logits))
+
+
+# --------------------------------------------------------------------------- point estimates
 
 
 def test_metrics_match_hand_computed_values():
     """TP=2, FN=1, TN=3, FP=1 at threshold 0.5 gives the textbook ratios."""
-    labels = np.array([1, 1, 1, 0, 0, 0, 0])
-    probs = np.array([0.9, 0.8, 0.2, 0.7, 0.3, 0.1, 0.4])
-    m = binary_metrics(labels, probs, 0.5)
+    m = binary_metrics(LABELS, PROBS, 0.5)
     assert m["confusion_matrix"] == {"tp": 2, "fn": 1, "tn": 3, "fp": 1}
+    assert (m["n"], m["n_positive"]) == (7, 3)
     assert m["accuracy"] == pytest.approx(5 / 7)
     assert m["precision"] == pytest.approx(2 / 3)
     assert m["recall"] == pytest.approx(2 / 3)
@@ -21,11 +41,46 @@ def test_metrics_match_hand_computed_values():
     assert m["f1"] == pytest.approx(2 / 3)
     # AUC: of the 12 (positive, negative) pairs the positive scores higher in 9 (0.2 beats only 0.1)
     assert m["roc_auc"] == pytest.approx(9 / 12)
+    # Ranked 0.9+ 0.8+ 0.7- 0.4- 0.3- 0.2+ 0.1-: precision 1/1, 2/2, 3/6 at the three positives
+    assert m["pr_auc"] == pytest.approx((1 + 1 + 1 / 2) / 3)
+    # Brier: squared errors 0.01 0.04 0.64 0.49 0.09 0.01 0.16
+    assert m["brier"] == pytest.approx(1.44 / 7)
+    # Each image sits alone in its tenth of [0, 1], so ECE is the mean absolute error: 2.6 / 7
+    assert m["calibration_error"] == pytest.approx(2.6 / 7)
+
+
+def test_ties_count_half_in_auc():
+    """One positive and one negative with the same score: AUC 0.5, not 0 or 1."""
+    assert binary_metrics(np.array([1, 0]), np.array([0.6, 0.6]), 0.5)["roc_auc"] == pytest.approx(0.5)
 
 
 def test_single_class_has_no_auc():
     """With one class present AUC is undefined and reported as None, not a crash."""
-    assert binary_metrics(np.array([1, 1]), np.array([0.2, 0.9]), 0.5)["roc_auc"] is None
+    m = binary_metrics(np.array([1, 1]), np.array([0.2, 0.9]), 0.5)
+    assert m["roc_auc"] is None and m["pr_auc"] is None and m["specificity"] is None
+
+
+def test_empty_denominator_is_none_not_zero():
+    """No predicted positives leaves precision undefined (None) instead of a misleading 0."""
+    m = binary_metrics(np.array([1, 0, 0]), np.array([0.1, 0.2, 0.3]), 0.9)
+    assert m["precision"] is None and m["recall"] == 0.0 and m["f1"] == 0.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_weighted_metrics_agree_with_sklearn(seed):
+    """Bootstrap-style integer weights give sklearn's weighted AUC, average precision and Brier score."""
+    rng = np.random.default_rng(seed)
+    labels, probs = _scores(rng, 60)
+    probs = np.round(probs, 1)  # many ties, the hard case for rank formulas
+    weights = rng.integers(0, 3, size=(4, 60)).astype(float)
+    got = weighted_metrics(labels, probs, 0.5, weights)
+    for row, w in enumerate(weights):
+        assert got["roc_auc"][row] == pytest.approx(roc_auc_score(labels, probs, sample_weight=w))
+        assert got["pr_auc"][row] == pytest.approx(average_precision_score(labels, probs, sample_weight=w))
+        assert got["brier"][row] == pytest.approx(brier_score_loss(labels, probs, sample_weight=w))
+
+
+# --------------------------------------------------------------------------- thresholds
 
 
 def test_youden_threshold_separates_perfectly_separable_scores():
@@ -36,3 +91,259 @@ def test_youden_threshold_separates_perfectly_separable_scores():
     assert 0.35 < threshold <= 0.6
     assert binary_metrics(labels, probs, threshold)["accuracy"] == 1.0
     assert youden_threshold(np.array([1, 1]), np.array([0.3, 0.4])) == 0.5
+
+
+@pytest.mark.parametrize("target, expected_sensitivity, expected_specificity", [
+    (0.5, 0.5, 1.0),     # 0.9 and 0.8 are enough: cut between 0.8 and 0.7
+    (0.75, 0.75, 0.75),  # must also take 0.6, which lets the 0.7 negative through
+    (1.0, 1.0, 0.5),     # the 0.3 positive forces the cut below two negatives
+])
+def test_sensitivity_threshold_is_the_highest_reaching_target(target, expected_sensitivity, expected_specificity):
+    """The sensitivity rule keeps as much specificity as the target sensitivity allows."""
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    probs = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.4, 0.2, 0.1])
+    choice = choose_threshold(labels, probs, "sensitivity", target)
+    assert (choice.sensitivity, choice.specificity) == (pytest.approx(expected_sensitivity),
+                                                        pytest.approx(expected_specificity))
+    assert choice.value == sensitivity_threshold(labels, probs, target)
+    assert choice.rule == "sensitivity" and choice.target_sensitivity == target
+
+
+def test_threshold_is_never_fitted_on_test():
+    """The threshold depends on val only: changing test labels and scores never moves it."""
+    rng = np.random.default_rng(5)
+    val_labels, val_probs = _scores(rng, 80)
+    test_labels, test_probs = _scores(rng, 80)
+    first = evaluate_scores(val_labels, val_probs, test_labels, test_probs, seed=1)
+    shuffled = evaluate_scores(val_labels, val_probs, rng.permutation(test_labels), rng.random(80), seed=1)
+    assert first["threshold"] == shuffled["threshold"] == youden_threshold(val_labels, val_probs)
+    assert first["threshold_split"] == "val" and first["evaluated_split"] == "test"
+    assert first["threshold_choice"]["n"] == 80  # what it achieved on val is recorded beside it
+
+
+def test_evaluate_model_passes_only_val_to_the_threshold(monkeypatch):
+    """Through the stage entry point, the rule sees the val rows and the metrics see the test rows."""
+    split = pd.DataFrame({
+        "split": ["train"] * 4 + ["val"] * 4 + ["test"] * 6,
+        "label": [0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 1, 0],
+        "score": [.5, .5, .5, .5, .2, .9, .3, .8, .1, .7, .6, .4, .95, .05],
+    })
+    split["relpath"] = split["path"] = [f"img{i}.png" for i in range(len(split))]
+    split["group"] = ["p1", "p1", "p2", "p2", "p3", "p4", "p5", "p6", "p7", "p7", "p8", "p8", "p9", "p10"]
+    monkeypatch.setattr(evaluation, "predict_probabilities", lambda model, frame, profile: frame["score"].to_numpy())
+    seen = []
+    real = evaluation.choose_threshold
+    monkeypatch.setattr(evaluation, "choose_threshold", lambda labels, probs, *a, **k: seen.append(
+        (list(labels), list(probs))) or real(labels, probs, *a, **k))
+    metrics, predictions = evaluation.evaluate_model(None, split, None)
+    assert seen == [([0, 1, 0, 1], [.2, .9, .3, .8])]
+    assert metrics["n"] == 6 and list(predictions["relpath"]) == [f"img{i}.png" for i in range(8, 14)]
+    assert metrics["bootstrap"]["unit"] == "patient" and metrics["bootstrap"]["groups"] == 4
+
+
+# --------------------------------------------------------------------------- intervals and tiers
+
+
+def test_intervals_cover_the_point_estimate_and_are_seeded():
+    """Every interval brackets its point estimate, and the same seed gives the same interval."""
+    rng = np.random.default_rng(11)
+    labels, probs = _scores(rng, 200)
+    point = binary_metrics(labels, probs, 0.5)
+    boot = bootstrap_intervals(labels, probs, 0.5, resamples=1000, seed=3)
+    for name in evaluation.METRICS:
+        interval = boot["intervals"][name]
+        assert interval["low"] <= point[name] <= interval["high"], name
+    for name, value in point["confusion_matrix"].items():
+        assert boot["intervals"][name]["low"] <= value <= boot["intervals"][name]["high"], name
+    assert bootstrap_intervals(labels, probs, 0.5, resamples=1000, seed=3) == boot
+    assert bootstrap_intervals(labels, probs, 0.5, resamples=1000, seed=4) != boot
+
+
+def test_intervals_shrink_with_more_data():
+    """Sixteen times the images gives an AUC interval about four times narrower."""
+    rng = np.random.default_rng(12)
+    widths = []
+    for n in (60, 960):
+        labels, probs = _scores(rng, n)
+        interval = bootstrap_intervals(labels, probs, 0.5, resamples=1000, seed=0)["intervals"]["roc_auc"]
+        widths.append(interval["high"] - interval["low"])
+    assert widths[1] < widths[0] / 2.5
+
+
+def test_grouped_bootstrap_does_not_count_a_patient_twice():
+    """Four copies of each patient's image narrow an image-level interval falsely; the grouped one is not fooled."""
+    rng = np.random.default_rng(13)
+    labels, probs = _scores(rng, 80)
+    copies = np.repeat(np.arange(80), 4)
+    honest = bootstrap_intervals(labels, probs, 0.5, seed=0)["intervals"]["roc_auc"]
+    naive = bootstrap_intervals(labels[copies], probs[copies], 0.5, seed=0)["intervals"]["roc_auc"]
+    grouped = bootstrap_intervals(labels[copies], probs[copies], 0.5, groups=copies, seed=0)["intervals"]["roc_auc"]
+    width = lambda i: i["high"] - i["low"]  # noqa: E731
+    assert width(naive) < 0.7 * width(honest)
+    assert width(grouped) == pytest.approx(width(honest), rel=0.15)
+
+
+def test_bootstrap_weights_resample_whole_groups():
+    """Images of one group are always drawn the same number of times, and each resample draws every group slot once."""
+    groups = np.array(["a", "a", "b", "c", "c", "c"])
+    weights = bootstrap_weights(6, 500, np.random.default_rng(0), groups)
+    assert weights.shape == (500, 6)
+    assert np.all(weights[:, 0] == weights[:, 1]) and np.all(weights[:, 3] == weights[:, 5])
+    assert np.all(weights[:, [0, 2, 3]].sum(axis=1) == 3)
+
+
+def test_stratified_resamples_keep_both_classes():
+    """Stratified by class, every resample keeps the positive and negative patient counts, so AUC is always defined."""
+    labels = np.array([1, 1, 0, 0, 0, 1, 0, 0])
+    groups = np.array(["a", "a", "a", "b", "c", "d", "e", "f"])  # patient a has both; b, c, e, f only negatives
+    weights = bootstrap_weights(8, 300, np.random.default_rng(0), groups, strata=labels)
+    assert np.all(weights[:, [0, 5]].sum(axis=1) == 2)  # two groups with a positive (a, d): two draws
+    assert np.all(weights[:, [3, 4, 6, 7]].sum(axis=1) == 4)
+    boot = bootstrap_intervals(labels, np.linspace(0.9, 0.1, 8), 0.5, groups=groups, seed=0)
+    assert "roc_auc" not in boot["undefined"]
+
+
+def test_undefined_resamples_are_counted_not_averaged():
+    """Unstratified, one positive in ten is often missed; those resamples are counted, not turned into zeros."""
+    labels = np.array([1] + [0] * 9)
+    probs = np.linspace(0.9, 0.0, 10)
+    boot = bootstrap_intervals(labels, probs, 0.5, resamples=1000, seed=0, stratified=False)
+    assert boot["undefined"]["roc_auc"] > 200  # (9/10)^10: about 35 % of resamples draw no positive
+    assert boot["intervals"]["roc_auc"] == {"low": 1.0, "high": 1.0}
+
+
+def test_too_few_patients_earn_no_tier():
+    """Two patients give a zero-width interval; the tier is insufficient and the reason says why."""
+    labels, probs = np.array([1, 1, 0, 0]), np.array([0.9, 0.8, 0.2, 0.1])
+    metrics = evaluate_scores(labels, probs, labels, probs, test_groups=["p", "p", "q", "q"], seed=0)
+    assert metrics["roc_auc"] == 1.0 and metrics["intervals"]["roc_auc"] == {"low": 1.0, "high": 1.0}
+    assert metrics["quality"]["tier"] == "insufficient"
+    assert "only 1 positive and 1 negative test patients" in metrics["quality"]["reason"]
+
+
+@pytest.mark.parametrize("low, tier", [(0.95, "excellent"), (0.90, "excellent"), (0.85, "good"), (0.72, "moderate"),
+                                       (0.69, "insufficient"), (None, "insufficient")])
+def test_quality_tier_uses_the_interval_lower_bound(low, tier):
+    """Tiers follow the configured minimums; an undefined AUC is insufficient."""
+    assert quality_tier(low, EvaluationSettings().tiers) == tier
+
+
+def test_tier_is_decided_on_the_lower_bound_not_the_point():
+    """A point AUC above 0.9 on a tiny test split does not earn `excellent`."""
+    rng = np.random.default_rng(14)
+    labels, probs = _scores(rng, 24, separation=3.0)
+    metrics = evaluate_scores(labels, probs, labels, probs, seed=0)
+    assert metrics["roc_auc"] > 0.9
+    assert metrics["quality"]["value"] == metrics["intervals"]["roc_auc"]["low"]
+    low = metrics["intervals"]["roc_auc"]["low"]
+    assert metrics["quality"]["tier"] == quality_tier(low, EvaluationSettings().tiers)
+    assert metrics["quality"]["tier"] != "excellent"
+    assert "clinical" in metrics["quality"]["note"]
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_evaluation_section_defaults_and_overrides(tmp_path):
+    """The optional `evaluation:` section has safe defaults and takes overrides."""
+    base = f"extends: {ROOT / 'conditions.yaml'}\n"
+    assert load_config(write_yaml(tmp_path / "a.yaml", base)).evaluation == EvaluationSettings()
+    config = load_config(write_yaml(tmp_path / "b.yaml", base + "evaluation: {threshold_rule: sensitivity, "
+                                    "target_sensitivity: 0.95, bootstrap_resamples: 2000, min_per_class: 5, "
+                                    "tiers: {good: 0.85}}\n"))
+    assert config.evaluation.threshold_rule == "sensitivity" and config.evaluation.target_sensitivity == 0.95
+    assert (config.evaluation.bootstrap_resamples, config.evaluation.min_per_class) == (2000, 5)
+    assert dict(config.evaluation.tiers) == {"excellent": 0.9, "good": 0.85, "moderate": 0.7}
+
+
+@pytest.mark.parametrize("section, key", [
+    ("{threshold_rule: f1}", "evaluation.threshold_rule"),
+    ("{bootstrap_resamples: 100}", "evaluation.bootstrap_resamples"),
+    ("{confidence: 95}", "evaluation.confidence"),
+    ("{tiers: {excellent: 0.75}}", "evaluation.tiers.excellent"),
+    ("{tiers: {great: 0.99}}", "evaluation.tiers.great"),
+    ("{bootstrap: 1000}", "evaluation.bootstrap"),
+])
+def test_evaluation_section_errors_name_file_and_key(tmp_path, section, key):
+    """A bad evaluation setting is a ConfigError naming the file and the key."""
+    path = write_yaml(tmp_path / "bad.yaml", f"extends: {ROOT / 'conditions.yaml'}\nevaluation: {section}\n")
+    with pytest.raises(ConfigError, match=rf"bad\.yaml: {key}"):
+        load_config(path)
+
+
+# --------------------------------------------------------------------------- plots and predict
+
+
+def test_plots_are_png_images():
+    """ROC, PR, calibration and confusion plots render without a display, as PNG bytes."""
+    metrics = evaluate_scores(LABELS, PROBS, LABELS, PROBS, seed=0)
+    plots = render_plots(LABELS, PROBS, metrics, "t")
+    assert set(plots) == set(evaluation.PLOTS)
+    assert all(png.startswith(b"\x89PNG") and len(png) > 2000 for png in plots.values())
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """A tiny logit model saved as .keras, with three phantom images in a folder."""
+    import cv2
+    import keras
+
+    from medcore.synthetic import phantom
+
+    root = tmp_path_factory.mktemp("predict")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(keras.layers.Rescaling(1 / 255)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="logit")(keras.layers.GlobalAveragePooling2D()(x)))
+    (root / "model").mkdir()
+    model.save(root / "model" / "model.keras")
+    (root / "images").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):  # 40 px: predict must resize to the model's 32 px as training does
+        cv2.imwrite(str(root / "images" / f"x{i}.png"), phantom(rng, 40, finding=bool(i % 2)))
+    return root
+
+
+def test_predict_scores_a_folder_like_evaluation_does(saved_model, capsys):
+    """`medcore predict` writes path, probability, predicted; the threshold comes from model.json."""
+    from medcore.cli import main
+    from medcore.config import Profile
+    from medcore.jsonio import write_json
+
+    model_path = saved_model / "model" / "model.keras"
+    write_json(model_path.with_name("model.json"), {"threshold": 0.25})
+    out = saved_model / "preds.csv"
+    images = str(saved_model / "images")
+    assert main(["predict", "--model", str(model_path), "--images", images, "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["path", "probability", "predicted"] and len(table) == 3
+    assert "threshold 0.2500 from" in capsys.readouterr().err
+    assert list(table["predicted"]) == list((table["probability"] >= 0.25).astype(int))
+    frame = pd.DataFrame({"path": table["path"], "label": 0})
+    expected = evaluation.predict_probabilities(evaluation.load_model(model_path), frame,
+                                                Profile("p", image_size=32, execution="graph"))
+    np.testing.assert_allclose(table["probability"], expected, atol=1e-6)
+
+    listing = saved_model / "list.csv"
+    pd.DataFrame({"image": ["images/x0.png", "images/x2.png"]}).to_csv(listing, index=False)
+    model_path.with_name("model.json").unlink()
+    assert main(["predict", "--model", str(model_path), "--images", str(listing), "--out", str(out)]) == 0
+    assert "using threshold 0.5" in capsys.readouterr().err
+    assert len(pd.read_csv(out)) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "{root}/nope.keras", "--images", "{root}/images"], "no such .keras model file"),
+    (["--model", "{root}/model/model.keras", "--images", "{root}/missing"], "no such folder or CSV file"),
+    (["--model", "{root}/model/model.keras", "--images", "{root}/bad.csv"], "1 of 1 images not found"),
+    (["--model", "{root}/model/model.keras", "--images", "{root}/bad.csv", "--column", "file"], "no column 'file'"),
+])
+def test_predict_bad_paths_are_one_line_errors(saved_model, capsys, args, message):
+    """A wrong path exits 2 with one `medcore: error:` line naming the problem."""
+    from medcore.cli import main
+
+    (saved_model / "bad.csv").write_text("path\nimages/none.png\n")
+    argv = ["predict", *[a.format(root=saved_model) for a in args], "--out", str(saved_model / "o.csv")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("medcore: error:") and message in err[0], err

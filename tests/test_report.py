@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from medcore.jsonio import write_json
+import re
+
+import pytest
+
+from medcore import pipeline
+from medcore.jsonio import read_json, write_json
 from medcore.layout import RunLayout
-from medcore.report import write_report
+from medcore.registry import test_split_fingerprint as fingerprint  # an alias pytest does not collect
+from medcore.report import render_html, write_report
+from tests.fakes import metrics_with, write_config, write_run
 
 METRICS = {"n": 10, "accuracy": 0.8, "precision": 0.75, "recall": 0.6, "specificity": 0.9, "f1": 0.667,
-           "roc_auc": 0.8123, "threshold": 0.42, "confusion_matrix": {"tp": 3, "tn": 5, "fp": 1, "fn": 1}}
+           "roc_auc": 0.8123, "threshold": 0.42, "confusion_matrix": {"tp": 3, "tn": 5, "fp": 1, "fn": 1},
+           "threshold_rule": "youden", "threshold_split": "val", "evaluated_split": "test",
+           "intervals": {"accuracy": {"low": 0.55, "high": 0.95}, "precision": {"low": 0.333, "high": 1.0},
+                         "recall": {"low": 0.2, "high": 1.0}, "specificity": {"low": 0.667, "high": 1.0},
+                         "roc_auc": {"low": 0.62, "high": 0.96}},
+           "bootstrap": {"resamples": 1000, "confidence": 0.95, "seed": 1, "unit": "image", "groups": 10},
+           "quality": {"tier": "insufficient", "value": 0.62, "tiers": {"excellent": 0.9, "good": 0.8, "moderate": 0.7},
+                       "note": "research-grade discrimination only, not fitness for clinical use"}}
 TRAINING = {"epochs_run": 3, "epochs_planned": 5, "early_stopped": True, "wall_seconds": 120.0, "image_size": 32,
             "train_images": 50, "images_per_second": 1.25, "best_val_auc": 0.9, "dataset_fingerprint": "abc",
             "device": "CPU", "precision": "float32", "threads": None, "execution": "eager", "versions": {}}
@@ -39,7 +53,10 @@ def test_mixed_outcomes(tmp_path):
     summary = write_report(run)
     report = run.report_md.read_text()
     assert (summary["planned"], summary["succeeded"], summary["failed"]) == (4, 1, 3)
-    assert "| pneumonia | standard | ✅ succeeded | 0.800 | 0.750 | 0.600 | 0.900 | 0.812 | 0.420 | 3/5 (early stop) | 2.0 |" in report
+    # Each figure carries its interval; the tier follows the AUC interval's lower bound (0.62 < 0.70).
+    assert ("| pneumonia | standard | ✅ succeeded | 0.80 (0.55–0.95) | 0.75 (0.33–1.00) | 0.60 (0.20–1.00) "
+            "| 0.90 (0.67–1.00) | 0.81 (0.62–0.96) | insufficient | 0.420 | 3/5 (early stop) | 2.0 |") in report
+    assert "| F1 | 0.667 |" in report, "a figure without an interval is shown as it is, not dropped"
     assert "❌ failed at validate" in report and "`boom in validate`" in report
     assert "❌ failed at train" in report and "`boom in train`" in report
     assert "❌ incomplete at validate" in report and "recorded no error" in report
@@ -55,3 +72,161 @@ def test_all_failed(tmp_path):
     report = run.report_md.read_text()
     assert "**no model succeeded**" in report
     assert "best model" not in report
+
+
+# --------------------------------------------------------------------------- the full report, beyond the seed
+
+def _section(report: str, heading: str) -> str:
+    """The text under `## heading`, up to the next second-level heading."""
+    match = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", report, flags=re.S | re.M)
+    assert match, f"no section {heading!r}"
+    return match.group(1)
+
+
+def _row(section: str, *first: str) -> list[str]:
+    """The cells of the table row whose first cells are `first`."""
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[:len(first)] == list(first):
+            return cells
+    raise AssertionError(f"no row {first} in:\n{section}")
+
+
+def _report(tmp_path, outcomes, run_id="run1", started="2026-11-27T01:00:00+00:00", promote=True, **config):
+    config_path = write_config(tmp_path, **config)
+    run = write_run(tmp_path / "runs", run_id, outcomes, config_path, started=started)
+    if promote:
+        pipeline.promote(run.run_id, run.runs_root)
+    summary = write_report(run)
+    return run, summary, run.report_md.read_text()
+
+
+@pytest.fixture(autouse=True)
+def _private_registry(monkeypatch):
+    monkeypatch.delenv("MEDCORE_REGISTRY_ROOT", raising=False)  # each test's registry sits beside its config
+
+
+def test_all_succeeded(tmp_path):
+    """Every model succeeded: no failure section, key figures from the metrics files, a first champion each."""
+    aucs = {("pneumonia", "standard"): 0.81, ("pneumonia", "intensive"): 0.93, ("limb", "standard"): 0.74,
+            ("limb", "intensive"): 0.77}
+    tiers = {0.81: "moderate", 0.93: "excellent", 0.74: "insufficient", 0.77: "insufficient"}
+    outcomes = {key: {"metrics": metrics_with(auc, quality={**metrics_with(auc)["quality"], "tier": tiers[auc]}),
+                      "seed": i} for i, (key, auc) in enumerate(aucs.items())}
+    run, summary, report = _report(tmp_path, outcomes)
+    assert (summary["planned"], summary["succeeded"], summary["failed"]) == (4, 4, 0)
+    assert "**all models succeeded**" in report and "## Failed models" not in report
+    assert "success rate | 100.0 %" in report
+    key = _section(report, "Key figures")
+    assert "Best model: **pneumonia/intensive**, test ROC AUC 0.930; weakest: limb/standard, 0.740" in key
+    assert f"ROC AUC {sum(aucs.values()) / 4:.3f}" in key
+    assert "Models per quality tier: excellent 1, moderate 1, insufficient 2" in key
+    champions = _section(report, "Champion per condition")
+    assert _row(champions, "pneumonia")[1] == "**promoted**" and "first champion" in _row(champions, "pneumonia")[4]
+    assert _row(champions, "pneumonia")[2].startswith("intensive, ROC AUC 0.930")
+    assert _row(champions, "limb")[1] == "**promoted**"
+    usage = _section(report, "Grad-CAM on a new image")
+    champion_copy = read_json(tmp_path / "registry" / "pneumonia.json")["champion"]["model_path"]
+    assert f'load_model("{champion_copy}")' in usage and 'layer="relu"' in usage and "size=32" in usage
+    tree = _section(report, "Artifacts of this run")
+    assert "promotion.json" in tree and "report.md (this report)" in tree and "gradcam/ (3 files" in tree
+    assert report.startswith("# medcore training status report") and report.rstrip().endswith("clinical decision.")
+
+
+@pytest.mark.parametrize(("outcome", "stage", "cause", "fix"), [
+    ("validate", "validate", "`class_too_small`: test split has 0 positive images", "add images of the short class"),
+    ("train", "train", "the train stage raised an error", "resumes from the last saved epoch"),
+    ("evaluate", "evaluate", "the evaluate stage raised an error", "split.csv has val and test images"),
+    ("gradcam", "gradcam", "the Grad-CAM target layer is not in the model", "set `gradcam.layer`"),
+    ("killed", "train", "the train stage never finished and recorded no error", "clear the task to retry"),
+])
+def test_failure_at_each_stage(tmp_path, outcome, stage, cause, fix):
+    """A model failing at any stage is named with stage, error, root cause and fix, and never becomes champion."""
+    run, summary, report = _report(tmp_path, {("pneumonia", "standard"): "ok", ("cardiomegaly", "standard"): outcome})
+    [failure] = summary["failures"]
+    assert (failure["condition"], failure["stage"]) == ("cardiomegaly", stage)
+    failed = _section(report, "Failed models")
+    assert f"### cardiomegaly / standard: failed at `{stage}`" in failed
+    assert f"- Root cause: {cause}" in failed and fix in failed
+    assert "**some models failed**" in report
+    row = _row(_section(report, "Champion per condition"), "cardiomegaly")
+    assert row[1] == "no champion" and row[2] == "none" and "no model of this run succeeded (standard failed)" in row[4]
+    assert not (tmp_path / "registry" / "cardiomegaly").exists()
+    assert any(line.startswith("1. Fix cardiomegaly/standard") for line in _section(report, "Next steps").splitlines())
+
+
+def test_all_failed_keeps_the_champion(tmp_path):
+    """A run where everything failed renders, names no best model, and leaves the champion in place."""
+    config = write_config(tmp_path)
+    first = write_run(tmp_path / "runs", "good", {("pneumonia", "standard"): {"metrics": metrics_with(0.9)}}, config)
+    pipeline.promote(first.run_id, first.runs_root)
+    run, summary, report = _report(tmp_path, {("pneumonia", "standard"): "train", ("pneumonia", "intensive"): "validate"},
+                                   run_id="bad", started="2026-11-28T01:00:00+00:00")
+    assert summary["succeeded"] == 0 and "**no model succeeded**" in report and "best model" not in report
+    row = _row(_section(report, "Champion per condition"), "pneumonia")
+    assert row[1] == "kept champion" and row[3].startswith("`good` standard, ROC AUC 0.900")
+    assert "no model of this run succeeded (standard, intensive failed); the champion stays" in row[4]
+    assert "No model succeeded: no champion changed" in _section(report, "Next steps")
+    assert "the pneumonia champion (good/standard)" in _section(report, "Grad-CAM on a new image")
+
+
+def test_first_run_has_no_previous_run_or_champion(tmp_path):
+    """The very first run says so instead of inventing a comparison."""
+    run, _, report = _report(tmp_path, {("knee", "standard"): "ok", ("knee", "intensive"): "evaluate"})
+    change = _section(report, "Change against the previous run and the champion")
+    assert _row(change, "knee", "standard")[3:] == ["first run", "—", "no champion", "—"]
+    assert _row(change, "knee", "intensive")[2] == "❌ failed"
+    assert "first champion" in _row(_section(report, "Champion per condition"), "knee")[4]
+
+
+def test_report_without_promotion_still_renders(tmp_path):
+    """If promote never ran, the report says no decision was recorded and reads champions from the registry."""
+    run, _, report = _report(tmp_path, {("limb", "standard"): "ok"}, promote=False)
+    assert "did not record a decision for this run" in report
+    assert _row(_section(report, "Champion per condition"), "limb")[1] == "not decided"
+    assert "No champion decision was recorded for limb" in _section(report, "Next steps")
+
+
+def test_values_equal_the_metrics_files(tmp_path):
+    """Every figure in the comparison, data and model tables is the one in the run's files."""
+    config = write_config(tmp_path)
+    before = write_run(tmp_path / "runs", "monday", {("pneumonia", "standard"): {"metrics": metrics_with(0.83)}}, config)
+    pipeline.promote(before.run_id, before.runs_root)
+    run, _, report = _report(tmp_path, {("pneumonia", "standard"): {"metrics": metrics_with(0.8567, accuracy=0.7321),
+                                                                      "seed": 7}},
+                             run_id="tuesday", started="2026-11-28T01:00:00+00:00")
+    now = read_json(run.model("pneumonia", "standard").metrics_json)
+    then = read_json(before.model("pneumonia", "standard").metrics_json)
+    champion = read_json(tmp_path / "registry" / "pneumonia.json")["history"][-1]["decision_record"]["champion"]
+    change = _row(_section(report, "Change against the previous run and the champion"), "pneumonia", "standard")
+    assert change[2] == f"{now['roc_auc']:.3f}"
+    assert change[3] == f"{then['roc_auc']:.3f} (`monday`)" and change[4] == f"{now['roc_auc'] - then['roc_auc']:+.3f}"
+    assert change[5] == f"{champion['roc_auc']:.3f} (`monday` standard)"
+    assert change[6] == f"{now['roc_auc'] - champion['roc_auc']:+.3f}"
+    model = _row(_section(report, "Models"), "pneumonia", "standard")
+    low, high = now["intervals"]["roc_auc"]["low"], now["intervals"]["roc_auc"]["high"]
+    assert model[3] == f"{now['accuracy']:.2f} (0.55–0.95)" and model[7] == f"{now['roc_auc']:.2f} ({low:.2f}–{high:.2f})"
+    data = _row(_section(report, "Data"), "pneumonia", "standard")
+    paths = run.model("pneumonia", "standard")
+    assert data[2] == f"`{read_json(paths.validation_json)['fingerprint']}`"
+    assert data[3] == f"`{fingerprint(paths.split_csv)}`"
+    assert data[4:] == ["42 (20 pos)", "8 (4 pos)", "10 (5 pos)"]
+    decision = _row(_section(report, "Champion per condition"), "pneumonia")
+    assert decision[1] == "**promoted**" and f"({now['roc_auc'] - then['roc_auc']:+.3f})" in decision[4]
+
+
+def test_html_rendering_is_the_markdown_escaped(tmp_path):
+    """The HTML version has real tables, rewritten image links, and escapes any HTML in error text."""
+    config = write_config(tmp_path)
+    run = write_run(tmp_path / "runs", "r", {("pneumonia", "standard"): "ok", ("limb", "standard"): "train"}, config)
+    write_json(run.model("limb", "standard").failure_json, {"stage": "train", "error": "<script>alert(1)</script>"})
+    write_report(run)
+    page = render_html(run.report_md.read_text(), title="t <b>", link=lambda url: f"files/{url}",
+                       banners=["mail <failed>"])
+    assert "<table>" in page and '<img src="files/pneumonia/standard/gradcam/tp_01.png"' in page
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "<title>t &lt;b&gt;</title>" in page and "mail &lt;failed&gt;" in page
+    dropped = render_html("![x](a.png) and [a link](b.txt) and [web](https://example.org)", title="t",
+                          link=lambda url: None)
+    assert "<img" not in dropped and "[x]" in dropped and "a link" in dropped and 'href="b.txt"' not in dropped
+    assert 'href="https://example.org"' in dropped

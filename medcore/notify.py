@@ -1,0 +1,160 @@
+"""E-mail the status report: report.md converted to HTML, with report.md and key Grad-CAM images attached.
+
+The report is written before this runs, and sending only reads it. Whatever happens (sent, skipped
+because nobody is configured, or failed) is recorded in `notify.json` in the run folder, and a
+failed send returns instead of raising, so nothing here can cost the report. The DAG's notify task
+turns a failed record into a failed task (red in the grid, error in its log), the run's verdict
+names it, and the Airflow UI's report page shows it as a banner.
+
+Airflow is imported only inside `deliver`, so this module loads without it (tests, `medcore run`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from medcore.config import NotifySettings
+from medcore.jsonio import read_json, write_json
+from medcore.layout import RunLayout
+
+__all__ = ["Email", "build_email", "key_images", "deliver", "send_report", "report_page_url", "UI_PREFIX"]
+
+log = logging.getLogger(__name__)
+UI_PREFIX = "/medcore-reports"  # where plugins/medcore_reports.py mounts the report pages in the API server
+DEFAULT_SENDER = "medcore@localhost"
+
+
+@dataclass(frozen=True)
+class Email:
+    """One message, ready for the SMTP hook: attachments are files with unique names (the hook names parts by basename)."""
+
+    subject: str
+    html: str
+    files: tuple[Path, ...]
+
+
+def report_page_url(base_url: str, run_id: str, path: str = "") -> str:
+    """The Airflow UI address of a run's report page, or of a file inside the run folder."""
+    from medcore.layout import safe_run_id
+
+    page = f"{base_url.rstrip('/')}{UI_PREFIX}/runs/{quote(safe_run_id(run_id))}/"
+    return page + (f"files/{quote(path)}" if path else "")
+
+
+def key_images(run: RunLayout, limit: int) -> list[tuple[str, Path, str]]:
+    """Up to `limit` (attachment name, file, model) triples: per successful model, best test ROC AUC first, its
+    contact sheet (or else its first overlay). Names are `<condition>-<profile>-<file>`, unique across models."""
+    from medcore.registry import figure, succeeded
+
+    info = read_json(run.run_json)
+    found = []
+    for job in info["jobs"]:
+        paths = run.model(job["condition"], job["profile"])
+        if not succeeded(paths):
+            continue
+        gradcam = read_json(paths.gradcam_json)
+        chosen = gradcam.get("contact_sheet") or next((o["file"] for o in gradcam.get("overlays", [])), None)
+        if chosen and Path(chosen).is_file():
+            auc = figure(read_json(paths.metrics_json), "roc_auc")
+            found.append((-(auc if auc is not None else -1.0), f"{paths.condition}-{paths.profile}-{Path(chosen).name}",
+                          Path(chosen), f"{paths.condition}/{paths.profile}"))
+    found.sort(key=lambda item: item[0])  # stable: plan order among equal AUCs
+    return [(name, path, model) for _, name, path, model in found[:limit]]
+
+
+def _subject(run: RunLayout) -> str:
+    summary = read_json(run.summary_json) if run.summary_json.exists() else {}
+    promotion = read_json(run.promotion_json) if run.promotion_json.exists() else {}
+    planned, succeeded = summary.get("planned", 0), summary.get("succeeded", 0)
+    state = "OK" if planned and succeeded == planned else "FAILED" if not succeeded else "PARTIAL"
+    promoted = [c for c, d in (promotion.get("conditions") or {}).items() if d.get("decision") == "promoted"]
+    parts = [f"[medcore] {state}: {succeeded}/{planned} models succeeded"]
+    if promoted:
+        parts.append(f"new champion: {', '.join(promoted)}")
+    parts.append(f"run {run.run_id}")
+    return " · ".join(parts)
+
+
+def build_email(run: RunLayout, settings: NotifySettings, workdir: Path) -> Email:
+    """The subject, the HTML body and the attachments (copied into `workdir` under unique names)."""
+    from medcore.errors import StageError
+    from medcore.report import render_html
+
+    if not run.report_md.is_file():
+        raise StageError(f"{run.report_md}: no report to send; the report stage has not succeeded")
+    markdown = run.report_md.read_text(encoding="utf-8")
+    attached, shown = {}, []
+    files = [run.report_md]
+    for name, source, model in key_images(run, settings.max_images):
+        target = Path(workdir) / name
+        shutil.copyfile(source, target)
+        files.append(target)
+        attached[source.resolve()] = name
+        if source.resolve().is_relative_to(run.root.resolve()):
+            shown.append(f"**{model}**\n\n![{name}]({source.resolve().relative_to(run.root.resolve()).as_posix()})")
+
+    def link(relative: str) -> str | None:
+        # Attached images show inline (cid: the hook's Content-ID is the file name); anything else links to
+        # the UI page when its address is configured, and otherwise shows as text: a relative link in an
+        # e-mail would point nowhere.
+        source = (run.root / relative).resolve()
+        if source in attached:
+            return f"cid:{attached[source]}"
+        return report_page_url(settings.report_url, run.run_id, relative) if settings.report_url else None
+
+    if settings.report_url:
+        markdown = f"[Open this report in Airflow]({report_page_url(settings.report_url, run.run_id)})\n\n{markdown}"
+    if shown:
+        # The report links each contact sheet; the e-mail shows them, since it cannot reach the run folder.
+        markdown += "\n\n## Grad-CAM images (attached)\n\n" + "\n\n".join(shown) + "\n"
+    subject = _subject(run)
+    return Email(subject=subject, html=render_html(markdown, title=subject, link=link), files=tuple(files))
+
+
+def deliver(email: Email, conn_id: str, recipients: tuple[str, ...], from_email: str | None = None) -> None:
+    """Send through Airflow's SMTP provider and the connection `conn_id` (host, port, TLS and login live there)."""
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+    with SmtpHook(smtp_conn_id=conn_id) as hook:
+        hook.send_email_smtp(to=list(recipients), subject=email.subject, html_content=email.html,
+                             files=[str(f) for f in email.files],
+                             from_email=from_email or hook.from_email or DEFAULT_SENDER)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or "(no message)"
+    return f"{type(exc).__name__}: {text}"
+
+
+def send_report(run: RunLayout, settings: NotifySettings) -> dict[str, Any]:
+    """E-mail the run's report to `settings.recipients`; record and return what happened. Never raises for a
+    failed send: the record says `failed` with the error instead."""
+    record: dict[str, Any] = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                              "conn_id": settings.conn_id, "recipients": list(settings.recipients),
+                              "report": run.report_md}
+    if not settings.recipients:
+        record.update(status="skipped", reason="no recipients: set notify.recipients in the config, "
+                                               "or the recipients parameter when triggering")
+        log.info("report e-mail skipped: no recipients configured")
+    else:
+        try:
+            with tempfile.TemporaryDirectory(prefix="medcore-mail-") as workdir:
+                email = build_email(run, settings, Path(workdir))
+                record.update(subject=email.subject, attachments=[f.name for f in email.files])
+                deliver(email, settings.conn_id, settings.recipients, settings.from_email)
+            record["status"] = "sent"
+            log.info("report e-mailed to %s via %s: %s", ", ".join(settings.recipients), settings.conn_id,
+                     email.subject)
+        except Exception as exc:  # an SMTP, connection or rendering error must never cost the report
+            record.update(status="failed", error=_one_line(exc))
+            log.error("report e-mail NOT sent via connection %r: %s (the report is safe at %s)",
+                      settings.conn_id, record["error"], run.report_md, exc_info=True)
+    write_json(run.notify_json, record)
+    return record

@@ -1,0 +1,319 @@
+"""The champion per condition: the model the project stands behind until a better one is proven.
+
+`<registry>/<condition>.json` holds the champion (run id, profile, a copy of its model inside the
+registry, its test metrics with intervals, the fingerprints of its test split and dataset, when it
+was promoted and why) and a short history of decisions. The promote stage makes one decision per
+condition per run. The candidate is the run's best successful model of that condition, and it
+replaces the champion only if
+
+1. it reaches every absolute gate of `registry.gates` on its own test split, and
+2. its test ROC AUC is at most `registry.tolerance` below the champion's, *on the same test split*
+   (the same images and labels, compared by fingerprint). On a different split the two AUCs say
+   nothing about each other, so the decision rests on the gates alone, and the reason says so.
+
+A run whose models all failed, or whose candidate fails a gate or is worse, never touches the champion.
+Every change to a registry file is atomic and made under a per-condition file lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from medcore.config import DEFAULT_TIERS, RegistrySettings, canonical_label
+from medcore.errors import StageError
+from medcore.jsonio import atomic_write_bytes, read_json, write_json
+from medcore.layout import ModelLayout, RegistryLayout
+
+__all__ = ["PROMOTED", "KEPT", "NO_CHAMPION", "TIER_ORDER", "test_split_fingerprint", "figure", "interval",
+           "check_gates", "succeeded", "candidate_from", "pick_candidate", "decide", "read_record", "promote_condition",
+           "champion_summary", "registry_for"]
+
+PROMOTED, KEPT, NO_CHAMPION = "promoted", "kept champion", "no champion"
+TIER_ORDER = tuple(name for name, _ in DEFAULT_TIERS) + ("insufficient",)  # best first, as evaluation names them
+# Figures copied into the registry with the champion, so its record stands alone once old runs are deleted.
+KEPT_FIGURES = ("n", "n_positive", "accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc",
+                "brier", "calibration_error", "threshold", "threshold_rule")
+
+
+def test_split_fingerprint(split_csv: Path) -> str | None:
+    """Hash of the test rows of a split manifest (sorted relpath and label); None if there are none.
+
+    Two models are compared on "the same test split" only when these match: the same images with
+    the same labels, whatever order or extra columns the manifests have.
+    """
+    split_csv = Path(split_csv)
+    if not split_csv.is_file():
+        return None
+    with split_csv.open(newline="", encoding="utf-8") as handle:
+        rows = sorted((row["relpath"], canonical_label(row["label"]))
+                      for row in csv.DictReader(handle) if row.get("split") == "test")
+    if not rows:
+        return None
+    digest = hashlib.sha256()
+    for relpath, label in rows:
+        digest.update(f"{relpath}\0{label}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def interval(metrics: dict[str, Any], name: str) -> tuple[float, float] | None:
+    """The (low, high) interval of `name`, whether stored as {"low", "high"} or as a pair; else None."""
+    value = (metrics.get("intervals") or {}).get(name)
+    if isinstance(value, dict) and value.get("low") is not None and value.get("high") is not None:
+        return float(value["low"]), float(value["high"])
+    if isinstance(value, (list, tuple)) and len(value) == 2 and None not in value:
+        return float(value[0]), float(value[1])
+    return None
+
+
+def figure(metrics: dict[str, Any], name: str) -> float | None:
+    """A gate's figure: a metric, or `<metric>_low` for the lower bound of its interval."""
+    if name.endswith("_low"):
+        bounds = interval(metrics, name[:-4])
+        return bounds[0] if bounds else None
+    value = metrics.get(name)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def check_gates(metrics: dict[str, Any], gates: Sequence[tuple[str, float]],
+                min_tier: str | None = None) -> list[dict[str, Any]]:
+    """One row per gate: name, minimum, the candidate's value, passed. A missing figure fails its gate.
+
+    `min_tier` adds a gate on the evaluation's quality tier (best first: excellent, good, moderate,
+    insufficient), which also stands for "enough test patients to judge".
+    """
+    rows = []
+    for name, minimum in gates:
+        value = figure(metrics, name)
+        rows.append({"gate": name, "minimum": minimum, "value": value,
+                     "passed": value is not None and value >= minimum})
+    if min_tier is not None:
+        tier = metrics.get("quality_tier") or (metrics.get("quality") or {}).get("tier")
+        rows.append({"gate": "tier", "minimum": min_tier, "value": tier,
+                     "passed": tier in TIER_ORDER and TIER_ORDER.index(tier) <= TIER_ORDER.index(min_tier)})
+    return rows
+
+
+def _gate_text(rows: list[dict[str, Any]]) -> str:
+    """"recall 0.420 < 0.50, roc_auc n/a < 0.70": the gates as a reader checks them."""
+    parts = []
+    for row in rows:
+        if row["gate"] == "tier":
+            parts.append(f"tier {row['value'] or 'n/a'} {'at least' if row['passed'] else 'below'} {row['minimum']}")
+            continue
+        value = "n/a" if row["value"] is None else f"{row['value']:.3f}"
+        parts.append(f"{row['gate']} {value} {'≥' if row['passed'] else '<'} {row['minimum']:.2f}")
+    return ", ".join(parts)
+
+
+def succeeded(paths: ModelLayout) -> bool:
+    """The report's notion of success: no failure recorded and every stage, Grad-CAM included, done."""
+    return not paths.failure_json.exists() and paths.gradcam_json.exists() and paths.metrics_json.exists()
+
+
+def candidate_from(paths: ModelLayout, run_id: str) -> dict[str, Any] | None:
+    """What the registry needs to know about one successful model of a run; None if it did not succeed."""
+    if not succeeded(paths) or not paths.model.exists():
+        return None
+    metrics = read_json(paths.metrics_json)
+    kept = {name: metrics[name] for name in KEPT_FIGURES if name in metrics}
+    kept["intervals"] = {}
+    for name in metrics.get("intervals") or {}:
+        bounds = interval(metrics, name)
+        if bounds:
+            kept["intervals"][name] = {"low": bounds[0], "high": bounds[1]}
+    kept["quality_tier"] = (metrics.get("quality") or {}).get("tier")
+    validation = read_json(paths.validation_json) if paths.validation_json.exists() else {}
+    return {
+        "run_id": run_id,
+        "condition": paths.condition,
+        "profile": paths.profile,
+        "model_path": str(paths.model),
+        "contract_path": str(paths.model_contract) if paths.model_contract.exists() else None,
+        "metrics": kept,
+        "test_split_fingerprint": test_split_fingerprint(paths.split_csv),
+        "dataset_fingerprint": validation.get("fingerprint"),
+    }
+
+
+def pick_candidate(candidates: Sequence[dict[str, Any]], gates: Sequence[tuple[str, float]],
+                   min_tier: str | None = None) -> dict[str, Any] | None:
+    """The run's one candidate for a condition: gate-passing first, then highest test ROC AUC, then its lower bound.
+
+    Ties keep plan order (the first profile wins), so the choice is repeatable.
+    """
+    def rank(c: dict[str, Any]) -> tuple:
+        metrics = c["metrics"]
+        passes = all(r["passed"] for r in check_gates(metrics, gates, min_tier))
+        return passes, figure(metrics, "roc_auc") or -1.0, figure(metrics, "roc_auc_low") or -1.0
+
+    return max(candidates, key=rank) if candidates else None
+
+
+def champion_summary(champion: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The few fields of a champion the report shows."""
+    if not champion:
+        return None
+    metrics = champion.get("metrics") or {}
+    return {"run_id": champion["run_id"], "profile": champion["profile"], "roc_auc": figure(metrics, "roc_auc"),
+            "roc_auc_interval": interval(metrics, "roc_auc"), "metrics": metrics,
+            "model_path": champion.get("model_path"), "promoted": champion.get("promoted"),
+            "test_split_fingerprint": champion.get("test_split_fingerprint"),
+            "dataset_fingerprint": champion.get("dataset_fingerprint")}
+
+
+def decide(candidate: dict[str, Any] | None, champion: dict[str, Any] | None, settings: RegistrySettings,
+           no_candidate_reason: str = "no model of this run succeeded") -> dict[str, Any]:
+    """The promotion decision for one condition, as data: decision, a one-sentence reason, and the evidence.
+
+    Pure: reads and writes nothing, so every branch is a table-driven test.
+    """
+    result: dict[str, Any] = {"gates": [], "same_test_split": None, "delta_roc_auc": None,
+                              "tolerance": settings.tolerance}
+    if candidate is None:
+        if champion:
+            return {**result, "decision": KEPT, "reason": f"{no_candidate_reason}; the champion stays"}
+        return {**result, "decision": NO_CHAMPION, "reason": f"no champion yet, and {no_candidate_reason}"}
+
+    name = f"{candidate['condition']}/{candidate['profile']}"
+    gates = check_gates(candidate["metrics"], settings.gates, settings.min_tier)
+    result["gates"] = gates
+    failed = [g for g in gates if not g["passed"]]
+    if failed:
+        verdict = f"candidate {name} fails the gates: {_gate_text(failed)}"
+        return {**result, "decision": KEPT if champion else NO_CHAMPION,
+                "reason": f"{verdict}; the champion stays" if champion else f"no champion yet: {verdict}"}
+    passed = f"meets every gate ({_gate_text(gates)})" if gates else "no gates are configured"
+    if not champion:
+        return {**result, "decision": PROMOTED, "reason": f"first champion: {name} {passed}"}
+
+    same = (candidate.get("test_split_fingerprint") is not None
+            and candidate.get("test_split_fingerprint") == champion.get("test_split_fingerprint"))
+    result["same_test_split"] = same
+    new_auc, old_auc = figure(candidate["metrics"], "roc_auc"), figure(champion.get("metrics") or {}, "roc_auc")
+    if not same or new_auc is None or old_auc is None:
+        why = ("its test split differs from the champion's "
+               f"({candidate.get('test_split_fingerprint') or 'none'} vs {champion.get('test_split_fingerprint') or 'none'})"
+               if not same else "a ROC AUC is missing")
+        return {**result, "decision": PROMOTED,
+                "reason": f"{name} {passed}; {why}, so the ROC AUCs are not comparable and the gates alone decided"}
+    delta = new_auc - old_auc
+    result["delta_roc_auc"] = delta
+    versus = (f"test ROC AUC {new_auc:.3f} vs champion {old_auc:.3f} ({delta:+.3f}) on the same test split, "
+              f"tolerance {settings.tolerance:.3f}")
+    # A tiny float error must not turn "exactly at the tolerance" into "worse than it".
+    if delta >= -settings.tolerance - 1e-12:
+        return {**result, "decision": PROMOTED, "reason": f"{name}: {versus}; {passed}"}
+    return {**result, "decision": KEPT, "reason": f"{name} is worse than the champion: {versus}"}
+
+
+def read_record(registry: RegistryLayout, condition: str) -> dict[str, Any]:
+    """The registry file of `condition`, or an empty record if there is none yet."""
+    path = registry.record(condition)
+    if not path.exists():
+        return {"condition": condition, "champion": None, "history": []}
+    record = read_json(path)
+    record.setdefault("history", [])
+    return record
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path`: two runs deciding at once would each read the old champion."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _copy_in(source: Path, target: Path) -> str:
+    """Copy a file into the registry atomically (temporary file, then rename); return its SHA-256."""
+    data = Path(source).read_bytes()
+    atomic_write_bytes(target, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _prune(registry: RegistryLayout, condition: str, keep: set[Path]) -> None:
+    """Delete model copies of former champions, keeping the current one and the one it replaced (rollback)."""
+    folder = registry.models_dir(condition)
+    for path in folder.glob("*") if folder.is_dir() else ():
+        if path.is_file() and not path.name.startswith(".") and path.resolve() not in keep:
+            path.unlink(missing_ok=True)
+
+
+def promote_condition(registry: RegistryLayout, condition: str, models: Sequence[ModelLayout], run_id: str,
+                      settings: RegistrySettings, now: str) -> dict[str, Any]:
+    """Make this run's one decision for `condition` and apply it to the registry.
+
+    If this run decided before and no later run has since (its promote task was cleared and runs
+    again, e.g. after a retrain), that decision is undone and made afresh on the run's files as they
+    are now, so the registry never holds a model the run no longer has. If a later run has decided
+    since, the earlier decision stands and is returned as it was.
+    """
+    with _locked(registry.lock(condition)):
+        record = read_record(registry, condition)
+        mine = [i for i, h in enumerate(record["history"]) if h.get("run_id") == run_id]
+        if mine and mine[0] != 0:
+            return {**record["history"][mine[0]]["decision_record"], "repeated": True}
+        if mine:
+            undone = record["history"].pop(0)
+            if undone["decision"] == PROMOTED:
+                record["champion"], record["previous_champion"] = record.get("previous_champion"), None
+        champion = record.get("champion")
+
+        candidates = [c for c in (candidate_from(m, run_id) for m in models) if c is not None]
+        failed = [m.profile for m in models if not succeeded(m)]
+        candidate = pick_candidate(candidates, settings.gates, settings.min_tier)
+        why_none = f"no model of this run succeeded ({', '.join(failed)} failed)" if failed else \
+            "this run trained no model of it"
+        decision = decide(candidate, champion, settings, why_none)
+        decision.update({"condition": condition, "run_id": run_id, "decided": now,
+                         "candidate": champion_summary(candidate), "champion_before": champion_summary(champion),
+                         "other_candidates": [f"{c['profile']} (ROC AUC {figure(c['metrics'], 'roc_auc')})"
+                                              for c in candidates if c is not candidate],
+                         "failed_profiles": failed, "redecided": bool(mine)})
+        if decision["decision"] == PROMOTED:
+            model_copy = registry.model(condition, run_id, candidate["profile"])
+            sha = _copy_in(Path(candidate["model_path"]), model_copy)
+            contract_copy = None
+            if candidate.get("contract_path"):
+                contract_copy = registry.contract(condition, run_id, candidate["profile"])
+                _copy_in(Path(candidate["contract_path"]), contract_copy)
+            new = {**candidate, "source_model_path": candidate["model_path"], "model_path": str(model_copy),
+                   "contract_path": str(contract_copy) if contract_copy else None, "model_sha256": sha,
+                   "promoted": now, "reason": decision["reason"]}
+            record["champion"] = new
+            record["previous_champion"] = champion
+        decision["champion"] = champion_summary(record.get("champion"))
+        entry = {"time": now, "run_id": run_id, "decision": decision["decision"], "reason": decision["reason"],
+                 "profile": candidate["profile"] if candidate else None,
+                 "roc_auc": figure(candidate["metrics"], "roc_auc") if candidate else None,
+                 "decision_record": decision}
+        record["history"] = [entry, *record["history"]][: settings.history]
+        record["updated"] = now
+        write_json(registry.record(condition), record)  # atomic: readers see the old champion or the new one
+        if decision["decision"] == PROMOTED:
+            keep = {Path(p).resolve() for c in (record["champion"], champion) if c
+                    for p in (c.get("model_path"), c.get("contract_path")) if p}
+            _prune(registry, condition, keep)
+        elif mine:  # an undone promotion of this run leaves no copy behind
+            for profile in {m.profile for m in models}:
+                for path in (registry.model(condition, run_id, profile), registry.contract(condition, run_id, profile)):
+                    path.unlink(missing_ok=True)
+        return decision
+
+
+def registry_for(root: str | os.PathLike[str]) -> RegistryLayout:
+    """The registry at `root`, which must be a folder (or not exist yet)."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise StageError(f"{root}: the champion registry must be a folder")
+    return RegistryLayout(root)

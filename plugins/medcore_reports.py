@@ -1,0 +1,198 @@
+"""Airflow UI plugin: a "Training reports" page listing medcore runs and showing each report with its images.
+
+The API server mounts the app below at /medcore-reports; the nav entry ("Training reports") embeds
+it in the UI. Airflow does not authenticate plugin apps (a mounted app inherits none of the core
+API's dependencies), so this app requires, on every route, what reading the runs of the
+`medical_training` DAG requires: Airflow's own JWT (the Authorization header, or the UI's session
+cookie) checked by the configured auth manager. No token gives 401, a bad one 403.
+
+Runs are read from `$MEDCORE_RUNS_ROOT`, else from the config's `runs_root` (`$MEDCORE_CONFIG` or
+conditions.yaml), at each request, so new runs appear without restarting the server.
+
+Every Airflow process loads every plugin, task processes included, so this module imports nothing
+heavy: FastAPI and the API server's security code load when the first request arrives.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the route and dependency signatures at run
+# time, and their types are imported inside build_app, where string annotations could not be resolved.
+import os
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote
+
+from airflow.plugins_manager import AirflowPlugin
+
+__all__ = ["MedcoreReportsPlugin", "DAG_ID", "URL_PREFIX", "build_app"]
+
+DAG_ID = "medical_training"
+URL_PREFIX = "/medcore-reports"  # medcore.notify.UI_PREFIX builds e-mail links to these pages
+# What the file route serves, by suffix; anything else (models, hidden temporary files) is refused.
+SERVED = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".md": "text/markdown; charset=utf-8",
+          ".json": "application/json", ".csv": "text/csv; charset=utf-8", ".txt": "text/plain; charset=utf-8"}
+
+
+def _runs_root() -> Path:
+    from fastapi import HTTPException
+
+    if os.environ.get("MEDCORE_RUNS_ROOT"):
+        return Path(os.environ["MEDCORE_RUNS_ROOT"]).expanduser().resolve()
+    from medcore.config import load_config
+    from medcore.errors import MedcoreError
+
+    try:
+        return load_config().runs_root
+    except MedcoreError as exc:
+        raise HTTPException(503, f"medcore config unreadable: {exc}") from None
+
+
+def _run_folder(run_id: str) -> Path:
+    """The folder of run `run_id` (a folder name as the list shows it), or 404; never anything outside the runs root."""
+    from fastapi import HTTPException
+
+    from medcore.layout import safe_run_id
+
+    try:
+        valid = safe_run_id(run_id) == run_id
+    except ValueError:
+        valid = False
+    folder = _runs_root() / run_id
+    if not valid or not (folder / "run.json").is_file():
+        raise HTTPException(404, "no such run")
+    return folder
+
+
+def _read(path: Path) -> dict[str, Any]:
+    from medcore.jsonio import read_json
+
+    try:
+        return read_json(path) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}  # a half-written file must not take the page down
+
+
+def _run_rows() -> list[dict[str, Any]]:
+    root = _runs_root()
+    rows = []
+    for folder in root.iterdir() if root.is_dir() else ():
+        info = _read(folder / "run.json")
+        if not info:
+            continue
+        summary, promotion, mail = (_read(folder / name) for name in ("summary.json", "promotion.json", "notify.json"))
+        decisions = [f"{c}: {d.get('decision')}" for c, d in (promotion.get("conditions") or {}).items()]
+        rows.append({"folder": folder.name, "run_id": info.get("run_id", folder.name), "started": info.get("started", ""),
+                     "models": f"{summary['succeeded']}/{summary['planned']}" if summary else "running or no report",
+                     "failed": summary.get("failed"), "report": (folder / "report.md").is_file(),
+                     "champions": ", ".join(decisions) or "—", "mail": mail.get("status", "—")})
+    return sorted(rows, key=lambda r: r["started"], reverse=True)
+
+
+def _page(markdown: str, title: str, link: Callable[[str], str | None], banners: list[str] | None = None):
+    from fastapi.responses import HTMLResponse
+
+    from medcore.report import render_html
+
+    return HTMLResponse(render_html(markdown, title=title, link=link, banners=banners or []))
+
+
+def build_app():
+    """The FastAPI app: the run list, one page per report, and the files of a run; all behind Airflow's login."""
+    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi.responses import FileResponse, HTMLResponse
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+    bearer = HTTPBearer(auto_error=False)
+
+    async def require_run_access(request: Request,
+                                 credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        """Airflow's own check, made as its core routes make it: the user behind the bearer token or the UI's
+        session cookie (`get_user`: 401 without one, 403 for a bad one), allowed to read runs of DAG_ID (403)."""
+        from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+        from airflow.api_fastapi.core_api.security import get_user, requires_access_dag
+        from starlette.concurrency import run_in_threadpool
+
+        user = await get_user(request=request, _oauth_token=None, bearer_credentials=credentials)
+        # The permission check reads the metadata database: keep it off the event loop, as FastAPI would.
+        await run_in_threadpool(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=DAG_ID), request, user)
+
+    app = FastAPI(title="medcore training reports", dependencies=[Depends(require_run_access)],
+                  docs_url=None, redoc_url=None, openapi_url=None)  # no unauthenticated route listing either
+
+    @app.get("/", response_class=HTMLResponse)
+    def list_runs() -> HTMLResponse:
+        """Every run with a run.json, newest first: models succeeded, champion decisions, e-mail status."""
+        rows = _run_rows()
+        lines = ["# Training reports", "",
+                 f"Runs of `{DAG_ID}` in `{_runs_root()}`, newest first. Research use only.", "",
+                 "| run | started | models succeeded | champions | e-mail |", "|---|---|---|---|---|"]
+        for r in rows:
+            name = f"[{r['run_id']}](runs/{quote(r['folder'])}/)" if r["report"] else f"{r['run_id']} (no report yet)"
+            state = " ❌" if r["failed"] else ""
+            mail = "⚠️ failed" if r["mail"] == "failed" else r["mail"]
+            lines.append(f"| {name} | {r['started']} | {r['models']}{state} | {r['champions']} | {mail} |")
+        if not rows:
+            lines.append("| no runs yet | | | | |")
+        return _page("\n".join(lines) + "\n", "Training reports", link=lambda url: url)
+
+    @app.get("/runs/{run_id}/", response_class=HTMLResponse)
+    def show_report(run_id: str) -> HTMLResponse:
+        """One run's report.md as HTML, images served from the run folder; problems after the report as banners."""
+        folder = _run_folder(run_id)
+        report = folder / "report.md"
+        if not report.is_file():
+            raise HTTPException(404, "this run has no report yet (it may still be running)")
+        banners = []
+        mail = _read(folder / "notify.json")
+        if mail.get("status") == "failed":
+            banners.append(f"The report e-mail was not sent ({mail.get('error')}); this page and report.md are the "
+                           f"report. Connection: {mail.get('conn_id')}, {mail.get('time')}.")
+        for condition, decision in (_read(folder / "promotion.json").get("conditions") or {}).items():
+            if decision.get("decision") == "error":
+                banners.append(f"No champion decision for {condition}: {decision.get('reason')}")
+        header = "[← all training reports](../../) · [report.md](files/report.md)\n\n"
+
+        def link(url: str) -> str:
+            # Paths in report.md are relative to the run folder; this page lives at runs/<id>/.
+            return url if url.startswith(("../", "files/")) else f"files/{quote(url)}"
+
+        return _page(header + report.read_text(encoding="utf-8"), f"medcore report {run_id}", link, banners)
+
+    @app.get("/runs/{run_id}/files/{path:path}")
+    def run_file(run_id: str, path: str) -> FileResponse:
+        """A file inside the run folder (images, report.md, JSON, CSV); 404 for anything outside it or not served."""
+        folder = _run_folder(run_id).resolve()
+        target = (folder / path).resolve()
+        # Resolving first means "..", absolute paths and symlinks pointing out of the run all land outside it.
+        inside = target.is_relative_to(folder)
+        hidden = inside and any(part.startswith(".") for part in target.relative_to(folder).parts)
+        if not inside or hidden or not target.is_file() or target.suffix.lower() not in SERVED:
+            raise HTTPException(404, "no such file in this run")
+        return FileResponse(target, media_type=SERVED[target.suffix.lower()],
+                            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=60"})
+
+    return app
+
+
+class _OnFirstRequest:
+    """An ASGI app that builds the real one (`build`) when the first request arrives, then hands every request to it."""
+
+    def __init__(self, build: Callable[[], Any]):
+        self._build, self._app = build, None
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if self._app is None:
+            self._app = self._build()
+        await self._app(scope, receive, send)
+
+
+class MedcoreReportsPlugin(AirflowPlugin):
+    """Training reports in the Airflow UI: the app above, and a top-level nav entry that embeds it."""
+
+    name = "medcore_reports"
+    fastapi_apps = [{"app": _OnFirstRequest(build_app), "url_prefix": URL_PREFIX, "name": "medcore training reports"}]
+    external_views = [{
+        "name": "Training reports",
+        "href": URL_PREFIX.lstrip("/") + "/",  # relative to the UI's base URL, so a proxied sub-path works
+        "url_route": "training-reports",
+        "destination": "nav",
+        "nav_top_level": True,
+    }]

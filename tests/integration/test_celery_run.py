@@ -1,0 +1,120 @@
+"""The production path for real: the DAG on the CeleryExecutor, PostgreSQL and Redis, triggered through REST.
+
+Then idempotent reruns: clearing a finished run's tasks writes to the same run folder, and nothing is
+duplicated, lost or left half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+
+from medcore.jsonio import read_json
+from tests.integration.conftest import HAPPY_CONDITIONS
+
+CHAIN_TASKS = ("validate", "train", "evaluate", "gradcam")
+
+
+def _files(folder: Path) -> dict[str, str]:
+    """Every file under the run folder, relative path -> sha256."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _leftovers(folder: Path) -> list[str]:
+    """Temporary or backup files a finished run must not contain."""
+    return [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
+            and (".tmp" in p.name or p.name.endswith((".bkp", ".partial")) or "backup" in p.relative_to(folder).parts)]
+
+
+def test_dag_runs_on_celery_workers(cluster, happy_run):
+    """Triggered through REST API v2, every task runs on the Celery worker and the report is written."""
+    run_id, final = happy_run
+    states = cluster.states(run_id)
+    assert final["state"] == "success", states
+    assert all(s.startswith("success") for s in states.values()), states
+
+    tis = cluster.task_instances(run_id)
+    chains = [ti for ti in tis if ti["task_id"].startswith("model_chain.")]
+    assert len(chains) == len(CHAIN_TASKS) * len(HAPPY_CONDITIONS), states
+    trains = [ti for ti in tis if ti["task_id"] == "model_chain.train"]
+    assert {(ti["pool"], ti["queue"]) for ti in trains} == {("training", "training")}
+    assert {ti["queue"] for ti in tis if ti["task_id"] != "model_chain.train"} == {"default"}
+    worker_host = cluster.worker().name
+    assert all(ti["hostname"] for ti in tis), "every task instance records the worker host that ran it"
+
+    # Every task went through Celery: the result backend (in this run's PostgreSQL database) holds one
+    # successful Celery task per task instance.
+    celery_states = dict(cluster.query("SELECT status, count(*) FROM celery_taskmeta GROUP BY status"))
+    assert celery_states.get("SUCCESS", 0) >= len(tis), (celery_states, len(tis), worker_host)
+
+    run_dir = cluster.run_dir(run_id)
+    summary = read_json(run_dir / "summary.json")
+    assert (summary["planned"], summary["succeeded"], summary["failed"]) == (2, 2, 0), summary
+    report = (run_dir / "report.md").read_text()
+    for condition in HAPPY_CONDITIONS:
+        assert f"| {condition} | standard | ✅ succeeded |" in report
+        model_dir = run_dir / condition / "standard"
+        for name in ("validation.json", "split.csv", "model.keras", "model.json", "training.json", "history.csv",
+                     "metrics.json", "predictions.csv", "gradcam.json"):
+            assert (model_dir / name).is_file(), f"{condition}: {name} missing"
+        training = read_json(model_dir / "training.json")
+        # One `training` pool slot per task -> one TensorFlow thread, so two fits share two cores.
+        assert training["threads"]["intra_op"] == 1, training["threads"]
+        assert training["resumed_from_epoch"] == 0 and training["epochs_run"] == 1
+    assert not _leftovers(run_dir), _leftovers(run_dir)
+
+
+def test_cleared_tasks_rerun_into_the_same_place(cluster, happy_run):
+    """Clearing train (and all downstream) of a finished run reruns it in place: same files, nothing doubled."""
+    run_id, final = happy_run
+    assert final["state"] == "success"
+    run_dir = cluster.run_dir(run_id)
+    runs_before = sorted(p.name for p in cluster.runs_root.iterdir())
+    before = _files(run_dir)
+    registry_before = sorted(_files(cluster.registry_root))
+    started = read_json(run_dir / "run.json")["started"]
+    tries_before = {ti["map_index"]: ti["try_number"] for ti in cluster.task_instances(run_id)
+                    if ti["task_id"] == "model_chain.train"}
+
+    cleared = cluster.clear(run_id, ["model_chain.train"])
+    cleared_ids = {ti["task_id"] for ti in cleared}
+    assert {"model_chain.train", "model_chain.evaluate", "model_chain.gradcam", "report", "verdict"} <= cleared_ids
+    assert "model_chain.validate" not in cleared_ids and "plan" not in cleared_ids
+
+    rerun = cluster.wait_run(run_id, timeout=420)
+    assert rerun["state"] == "success", cluster.states(run_id)
+    for ti in cluster.task_instances(run_id):
+        if ti["task_id"] == "model_chain.train":
+            assert ti["try_number"] == tries_before[ti["map_index"]] + 1, ti
+
+    after = _files(run_dir)
+    assert sorted(p.name for p in cluster.runs_root.iterdir()) == runs_before, "a rerun must not make a new folder"
+    assert sorted(after) == sorted(before), {"new": sorted(set(after) - set(before)),
+                                             "gone": sorted(set(before) - set(after))}
+    assert not _leftovers(run_dir), _leftovers(run_dir)
+    assert read_json(run_dir / "run.json")["started"] == started
+    # validate did not run again: its outputs are byte for byte the same.
+    for condition in HAPPY_CONDITIONS:
+        for name in ("validation.json", "split.csv"):
+            key = f"{condition}/standard/{name}"
+            assert after[key] == before[key], key
+        model_dir = run_dir / condition / "standard"
+        assert after[f"{condition}/standard/model.keras"] != before[f"{condition}/standard/model.keras"], \
+            "train ran again and replaced the model"
+        history = pd.read_csv(model_dir / "history.csv")
+        assert history["epoch"].tolist() == [0], "the rerun's history replaces the old one, it does not append"
+        training = read_json(model_dir / "training.json")
+        assert training["epochs_run"] == 1 and training["resumed_from_epoch"] == 0
+        predictions = pd.read_csv(model_dir / "predictions.csv")
+        split = pd.read_csv(model_dir / "split.csv")
+        assert len(predictions) == (split["split"] == "test").sum(), "one prediction per test image"
+        overlays = read_json(model_dir / "gradcam.json")["overlays"]
+        assert sorted(Path(o["file"]).name for o in overlays) == sorted(
+            p.name for p in (model_dir / "gradcam").glob("*_[0-9][0-9].png")), overlays
+    summary = read_json(run_dir / "summary.json")
+    assert (summary["planned"], summary["succeeded"], summary["failed"]) == (2, 2, 0), summary
+    # promote ran again: the champion registry holds the same files (one copy per champion), no more.
+    assert sorted(_files(cluster.registry_root)) == registry_before

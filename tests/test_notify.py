@@ -1,0 +1,145 @@
+"""The report e-mail goes through Airflow's SMTP provider to a real SMTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import email
+import hashlib
+import socket
+from email import policy
+
+import pytest
+
+from medcore import pipeline
+from medcore.errors import StageError
+from medcore.jsonio import read_json
+from medcore.report import write_report
+from tests.fakes import metrics_with, write_config, write_run
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class _Inbox:
+    """An aiosmtpd handler that keeps every message it is given."""
+
+    def __init__(self):
+        self.envelopes = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
+        self.envelopes.append(envelope)
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture()
+def smtp_server():
+    """A real SMTP server on 127.0.0.1 and a free port, stopped after the test."""
+    from aiosmtpd.controller import Controller
+
+    inbox = _Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=_free_port())
+    controller.start()
+    try:
+        yield controller.port, inbox
+    finally:
+        controller.stop()
+
+
+@pytest.fixture()
+def airflow_env(tmp_path, monkeypatch):
+    """Airflow state in a temporary folder; connections come from AIRFLOW_CONN_* variables."""
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    monkeypatch.delenv("MEDCORE_REGISTRY_ROOT", raising=False)
+
+
+def _connection(monkeypatch, name: str, port: int) -> None:
+    # Extras as the provider's SmtpHook reads them: plain SMTP (no SSL, no STARTTLS), one attempt, short timeout.
+    monkeypatch.setenv(f"AIRFLOW_CONN_{name.upper()}",
+                       f"smtp://127.0.0.1:{port}?disable_ssl=true&disable_tls=true&retry_limit=0&timeout=10"
+                       "&from_email=medcore%40lab.example")
+
+
+def _run(tmp_path, params=None, notify=""):
+    config = write_config(tmp_path, extra=notify)
+    run = write_run(tmp_path / "runs", "manual__2026-11-27T01:00:00+00:00",
+                    {("pneumonia", "standard"): {"metrics": metrics_with(0.91), "seed": 1},
+                     ("limb", "standard"): {"metrics": metrics_with(0.78), "seed": 2},
+                     ("knee", "standard"): "train"}, config, params=params)
+    pipeline.promote(run.run_id, run.runs_root)
+    write_report(run)
+    return run
+
+
+def test_report_arrives_with_html_and_attachments(tmp_path, monkeypatch, airflow_env, smtp_server):
+    """Subject, HTML body (with inline Grad-CAM images) and attachments arrive as sent, through a real SMTP exchange."""
+    port, inbox = smtp_server
+    _connection(monkeypatch, "smtp_test", port)
+    run = _run(tmp_path, params={"recipients": ["ward@hospital.example", "lab@hospital.example"],
+                                 "smtp_conn_id": "smtp_test"},
+               notify="notify: {recipients: [config@example.org], conn_id: smtp_default, max_images: 8}\n")
+    report_before = run.report_md.read_bytes()
+
+    record = pipeline.notify(run.run_id, run.runs_root)
+    assert record["status"] == "sent", record
+    assert read_json(run.notify_json)["status"] == "sent"
+    [envelope] = inbox.envelopes
+    assert sorted(envelope.rcpt_tos) == ["lab@hospital.example", "ward@hospital.example"], "run params beat the config"
+    assert envelope.mail_from == "medcore@lab.example"
+
+    message = email.message_from_bytes(envelope.content, policy=policy.default)
+    assert message["Subject"] == record["subject"]
+    assert message["Subject"].startswith("[medcore] PARTIAL: 2/3 models succeeded")
+    assert "new champion: pneumonia, limb" in message["Subject"]
+    html = message.get_body(preferencelist=("html",)).get_content()
+    assert "<table>" in html and "0.91 (0.72–1.00)" in html, "the body is the report, metrics with intervals"
+    assert "failed at <code>train</code>" in html
+    attachments = {part.get_filename(): part for part in message.iter_attachments()}
+    assert attachments["report.md"].get_content() == report_before
+    # Key images: each successful model's contact sheet, best ROC AUC first, shown inline by Content-ID.
+    images = [name for name in attachments if name.endswith(".png")]
+    assert images == ["pneumonia-standard-contact_sheet.png", "limb-standard-contact_sheet.png"]
+    for name in images:
+        condition = name.split("-")[0]
+        source = run.model(condition, "standard").gradcam_contact_sheet
+        assert attachments[name].get_content() == source.read_bytes()
+        assert attachments[name]["Content-ID"] == f"<{name}>" and f'src="cid:{name}"' in html
+    # Overlays that are not attached have nowhere to point in an e-mail: their alt text stands in.
+    assert "gradcam/tp_01.png" not in html and "[tp p=0.90]" in html
+    assert run.report_md.read_bytes() == report_before, "sending never rewrites the report"
+
+
+def test_failed_send_is_recorded_and_keeps_the_report(tmp_path, monkeypatch, airflow_env):
+    """A server that is not there: the stage returns `failed` with the error, notify.json says so, the report
+    is untouched, and the verdict then fails the run naming the e-mail."""
+    _connection(monkeypatch, "smtp_down", _free_port())  # nothing listens there
+    run = _run(tmp_path, notify="notify: {recipients: [ward@hospital.example], conn_id: smtp_down}\n")
+    digest = hashlib.sha256(run.report_md.read_bytes()).hexdigest()
+
+    record = pipeline.notify(run.run_id, run.runs_root)
+    assert record["status"] == "failed" and "Connection refused" in record["error"]
+    saved = read_json(run.notify_json)
+    assert saved["status"] == "failed" and saved["error"] == record["error"] and saved["conn_id"] == "smtp_down"
+    assert hashlib.sha256(run.report_md.read_bytes()).hexdigest() == digest
+    with pytest.raises(StageError, match=r"1 of 3 models failed: knee/standard \(train\); the report e-mail was not sent"):
+        pipeline.verdict(read_json(run.summary_json))
+
+
+def test_unknown_connection_is_a_recorded_failure(tmp_path, monkeypatch, airflow_env):
+    """A connection id that does not exist is a failed send with the provider's message, not a crash."""
+    monkeypatch.delenv("AIRFLOW_CONN_NO_SUCH_SMTP", raising=False)
+    run = _run(tmp_path, params={"recipients": ["a@b.example"], "smtp_conn_id": "no_such_smtp"})
+    record = pipeline.notify(run.run_id, run.runs_root)
+    assert record["status"] == "failed" and "not" in record["error"].lower() and "found" in record["error"].lower()
+
+
+def test_no_recipients_skips_without_failing(tmp_path, airflow_env):
+    """Without recipients nothing is sent, notify.json says why, and the verdict only judges the models."""
+    run = _run(tmp_path)
+    record = pipeline.notify(run.run_id, run.runs_root)
+    assert record["status"] == "skipped" and "no recipients" in record["reason"]
+    with pytest.raises(StageError) as failed:
+        pipeline.verdict(read_json(run.summary_json))
+    assert "e-mail" not in str(failed.value)

@@ -1,0 +1,136 @@
+"""The "Training reports" page, served by the real Airflow API server on 127.0.0.1 behind Airflow's own login."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from medcore import pipeline
+from medcore.jsonio import read_json, write_json
+from medcore.report import write_report
+from tests.conftest import ROOT
+from tests.fakes import metrics_with, write_config, write_run
+
+RUN_ID = "manual__2026-11-27T01:00:00+00:00"
+pytestmark = pytest.mark.slow  # `airflow db migrate` and the server's start-up take ~40 s on two cores
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """Stop the server we started by its PID: SIGTERM to its own process group (start_new_session), then
+    SIGKILL to whatever of that group is left."""
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)  # uvicorn takes a few seconds to shut down cleanly
+    except subprocess.TimeoutExpired:
+        pass
+    except ProcessLookupError:
+        return
+    try:
+        os.killpg(server.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    server.wait(timeout=10)
+
+
+@pytest.fixture()
+def api_server(tmp_path, monkeypatch):
+    """`airflow api-server` on a free 127.0.0.1 port with a fresh AIRFLOW_HOME and this project's plugins folder."""
+    monkeypatch.delenv("MEDCORE_REGISTRY_ROOT", raising=False)
+    port = _free_port()
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__API__PORT": str(port),
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin", "MEDCORE_RUNS_ROOT": str(tmp_path / "runs")}
+    airflow = str(ROOT / "bin" / "airflow-local")
+    migrated = subprocess.run([airflow, "airflow", "db", "migrate"], env=env, capture_output=True, text=True,
+                              timeout=300, cwd=ROOT)
+    assert migrated.returncode == 0, migrated.stderr[-2000:]
+    log = (tmp_path / "api-server.log").open("w")
+    server = subprocess.Popen([airflow, "airflow", "api-server", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, (tmp_path / "api-server.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{base}/api/v2/monitor/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the API server did not come up in 180 s"
+            time.sleep(0.5)
+        passwords = json.loads((tmp_path / "airflow" / "simple_auth_manager_passwords.json.generated").read_text())
+        login = httpx.post(f"{base}/auth/token", json={"username": "admin", "password": passwords["admin"]}, timeout=30)
+        assert login.status_code == 201, login.text
+        yield base, login.json()["access_token"]
+    finally:
+        _stop(server)
+        log.close()
+
+
+def _runs(tmp_path):
+    config = write_config(tmp_path)
+    run = write_run(tmp_path / "runs", RUN_ID, {("pneumonia", "standard"): {"metrics": metrics_with(0.91), "seed": 1},
+                                                ("limb", "standard"): "validate"}, config)
+    pipeline.promote(run.run_id, run.runs_root)
+    write_report(run)
+    write_json(run.notify_json, {"status": "failed", "error": "ConnectionRefusedError: [Errno 111] Connection refused",
+                                 "conn_id": "smtp_default", "time": "2026-11-27T02:00:00+00:00"})
+    (tmp_path / "runs" / "secret.txt").write_text("not for the page")
+    (tmp_path / "secret.txt").write_text("not for the page either")
+    return run
+
+
+def test_reports_page_behind_airflow_login(tmp_path, api_server):
+    """Anonymous and forged callers are refused; a logged-in user lists runs, reads a report and fetches its image."""
+    run = _runs(tmp_path)
+    base, token = api_server
+    auth = {"Authorization": f"Bearer {token}"}
+    pages = f"{base}/medcore-reports"
+    folder = run.root.name
+
+    assert httpx.get(f"{pages}/", timeout=30).status_code == 401
+    assert httpx.get(f"{pages}/runs/{folder}/files/pneumonia/standard/gradcam/tp_01.png", timeout=30).status_code == 401
+    assert httpx.get(f"{pages}/", headers={"Authorization": "Bearer forged.token.value"}, timeout=30).status_code == 403
+
+    listing = httpx.get(f"{pages}/", headers=auth, timeout=30)
+    assert listing.status_code == 200 and listing.headers["content-type"].startswith("text/html")
+    assert f'href="runs/{folder}/"' in listing.text and RUN_ID in listing.text
+    assert "1/2" in listing.text and "pneumonia: promoted" in listing.text and "⚠️ failed" in listing.text
+
+    page = httpx.get(f"{pages}/runs/{folder}/", headers=auth, timeout=30)
+    assert page.status_code == 200
+    metrics = read_json(run.model("pneumonia", "standard").metrics_json)
+    low, high = metrics["intervals"]["roc_auc"]["low"], metrics["intervals"]["roc_auc"]["high"]
+    assert f"{metrics['roc_auc']:.2f} ({low:.2f}–{high:.2f})" in page.text, "the report's own figures"
+    assert '<img src="files/pneumonia/standard/gradcam/tp_01.png"' in page.text
+    assert "The report e-mail was not sent (ConnectionRefusedError" in page.text, "a failed send shows as a banner"
+
+    image = httpx.get(f"{pages}/runs/{folder}/files/pneumonia/standard/gradcam/tp_01.png", headers=auth, timeout=30)
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    assert image.content == run.model("pneumonia", "standard").gradcam_overlay("tp", 1).read_bytes()
+    cookie = httpx.get(f"{pages}/runs/{folder}/", cookies={"_token": token}, timeout=30)
+    assert cookie.status_code == 200, "the UI's session cookie works too (the page is shown in an iframe)"
+
+    for path in (f"runs/{folder}/files/..%2Fsecret.txt", f"runs/{folder}/files/..%2F..%2Fsecret.txt",
+                 f"runs/{folder}/files/%2Fetc%2Fpasswd", f"runs/{folder}/files/pneumonia/standard/model.keras",
+                 "runs/..%2Fsecret.txt/", "runs/no-such-run/"):
+        refused = httpx.get(f"{pages}/{path}", headers=auth, timeout=30)
+        assert refused.status_code == 404, (path, refused.status_code, refused.text[:200])
+
+    plugins = httpx.get(f"{base}/api/v2/plugins", headers=auth, timeout=30).json()["plugins"]
+    [plugin] = [p for p in plugins if p["name"] == "medcore_reports"]
+    assert plugin["external_views"][0]["name"] == "Training reports"
+    assert plugin["fastapi_apps"][0]["url_prefix"] == "/medcore-reports"

@@ -1,0 +1,163 @@
+"""Fuzzing: hostile image bytes and CSV cells end in findings or a one-line error, never a traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from medcore.config import load_config
+from medcore.jsonio import dumps
+from medcore.synthetic import phantom
+from medcore.validation import ValidationResult, validate_condition
+
+# Forged headers claim huge images on purpose; Pillow's warning about them is expected here.
+pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _valid_images() -> list[bytes]:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    gray = phantom(rng, 32)
+    encoded = [cv2.imencode(suffix, gray)[1].tobytes() for suffix in (".png", ".jpg", ".bmp")]
+    buffer = io.BytesIO()
+    Image.fromarray(gray).save(buffer, "GIF")
+    return encoded + [buffer.getvalue()]
+
+
+VALID = _valid_images()
+MAGIC = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"II*\x00"]
+
+
+def _flip(data: bytes, edits: list[tuple[int, int]]) -> bytes:
+    out = bytearray(data)
+    for position, value in edits:
+        out[position % len(out)] = value
+    return bytes(out)
+
+
+file_bytes = st.one_of(
+    st.binary(max_size=600),
+    st.builds(lambda data, n: data[:n], st.sampled_from(VALID), st.integers(0, 1500)),
+    st.builds(_flip, st.sampled_from(VALID),
+              st.lists(st.tuples(st.integers(0, 10**5), st.integers(0, 255)), max_size=12)),
+    st.builds(lambda magic, tail: magic + tail, st.sampled_from(MAGIC), st.binary(max_size=300)),
+    st.sampled_from(VALID),
+)
+names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"), min_size=1, max_size=12)
+
+
+def _write_config(root: Path, condition: str) -> Path:
+    path = root / "c.yaml"
+    path.write_text(f"data_root: {root / 'data'}\nruns_root: {root / 'runs'}\nconditions:\n  c: {condition}\n"
+                    "profiles:\n  p: {image_size: 32}\n")
+    return path
+
+
+def _check(result: ValidationResult) -> None:
+    """The invariants every outcome keeps: serialisable, one-line messages, every row accounted for."""
+    record = result.to_dict()
+    dumps(record)
+    result.summary().encode("utf-8")
+    assert all("\n" not in f["message"] for f in record["findings"])
+    if result.ok:
+        totals = result.totals
+        assert totals["listed"] == totals["excluded"] + totals["dropped"] + totals["usable"]
+        assert len(result.manifest) == totals["in_manifest"]
+    else:
+        assert result.reason and "\n" not in result.reason
+
+
+@pytest.fixture(autouse=True)
+def _no_env_roots(monkeypatch):
+    monkeypatch.delenv("MEDCORE_DATA_ROOT", raising=False)
+    monkeypatch.delenv("MEDCORE_RUNS_ROOT", raising=False)
+
+
+@FUZZ
+@given(files=st.lists(st.tuples(st.sampled_from(["train/pos", "train/neg", "test/pos", "test/neg", "pos", "x/y/z"]),
+                                names, st.sampled_from([".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif"]),
+                                file_bytes), max_size=8))
+def test_hostile_image_files_end_in_findings(files):
+    """Random, truncated, bit-flipped and mislabelled image files never crash validation."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        data = root / "data" / "set"
+        rng = np.random.default_rng(1)
+        for folder in ("train/pos", "train/neg", "test/pos", "test/neg"):
+            (data / folder).mkdir(parents=True)
+            for i in range(4):
+                image = phantom(rng, 32, folder.endswith("pos"))
+                (data / folder / f"ok{i}.png").write_bytes(cv2.imencode(".png", image)[1])
+        for folder, name, suffix, content in files:
+            (data / folder).mkdir(parents=True, exist_ok=True)
+            try:
+                (data / folder / f"{name}{suffix}").write_bytes(content)
+            except OSError:
+                continue  # a name the file system refuses is not a dataset anyone could have
+        config = load_config(_write_config(root, "{dataset: set, layout: folders, positive: [pos], negative: [neg]}"))
+        _check(validate_condition(config, config.conditions["c"]))
+
+
+cells = st.one_of(st.text(max_size=30), st.sampled_from(["1", "0", "1.0", "0.0", "", "nan", "-1.0", "0.5", "train",
+                                                         "valid", "test", "holdout", "../x.png", "/etc/passwd"]))
+
+
+@FUZZ
+@given(rows=st.lists(st.tuples(cells, cells, cells, cells), max_size=10), raw=st.booleans())
+def test_hostile_manifest_cells_end_in_findings_or_a_clear_error(rows, raw):
+    """Garbage in every CSV column, quoted or raw, ends in exit 0/1 with findings or exit 2 with one line."""
+    from medcore.cli import main
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        data = root / "data" / "set"
+        (data / "img").mkdir(parents=True)
+        rng = np.random.default_rng(2)
+        good = []
+        for i in range(16):
+            (data / "img" / f"{i}.png").write_bytes(cv2.imencode(".png", phantom(rng, 32, i % 2 == 0))[1])
+            good.append((f"img/{i}.png", str(i % 2), "test" if i < 4 else "train", f"p{i}"))
+        table = good + rows
+        manifest = data / "labels.csv"
+        if raw:  # cells written as they are: quotes, commas and newlines break the CSV itself
+            manifest.write_text("image,label,split,group\n" + "\n".join(",".join(r) for r in table) + "\n",
+                                encoding="utf-8", errors="surrogatepass")
+        else:
+            pd.DataFrame(table, columns=["image", "label", "split", "group"]).to_csv(manifest, index=False)
+        config = _write_config(root, "{dataset: set, layout: csv, manifest: labels.csv, positive: ['1'], "
+                                     "negative: ['0'], group_column: group}")
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["validate", "--config", str(config), "--condition", "c", "--out", str(root / "out")])
+        err = err.getvalue().strip().splitlines()
+        assert code in (0, 1, 2)
+        if code:
+            assert err and err[-1].startswith("medcore: ")
+        if code != 2:
+            assert (root / "out" / "validation.json").exists()
+
+
+@FUZZ
+@given(content=st.binary(max_size=400))
+def test_random_bytes_as_the_manifest_are_a_one_line_error(content):
+    """A manifest of random bytes is either read (and validated) or a one-line unreadable-dataset error."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "data" / "set").mkdir(parents=True)
+        (root / "data" / "set" / "labels.csv").write_bytes(content)
+        config = load_config(_write_config(root, "{dataset: set, layout: csv, manifest: labels.csv, "
+                                                 "positive: ['1'], negative: ['0']}"))
+        result = validate_condition(config, config.conditions["c"])
+        _check(result)
+        assert not result.ok  # there are no images, whatever the bytes say
