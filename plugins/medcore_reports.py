@@ -94,7 +94,7 @@ def _page(markdown: str, title: str, link: Callable[[str], str | None], banners:
     return HTMLResponse(render_html(markdown, title=title, link=link, banners=banners or []))
 
 
-def build_app():
+def build_app() -> Any:
     """The FastAPI app: the run list, one page per report, and the files of a run; all behind Airflow's login."""
     from fastapi import Depends, FastAPI, HTTPException, Request
     from fastapi.responses import FileResponse, HTMLResponse

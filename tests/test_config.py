@@ -24,7 +24,7 @@ def test_repository_configs_load():
                                           "limb_abnormalities"}
         assert set(config.profiles) == {"standard", "intensive"}
     demo = load_config(ROOT / "configs" / "demo.yaml")
-    assert demo.profiles["standard"].image_size == 32
+    assert demo.profiles["standard"].image_size == 64
     assert demo.profiles["standard"].patience == 4  # inherited from conditions.yaml
     assert demo.conditions["cardiomegaly"].positive == ("1",)
 

@@ -145,6 +145,7 @@ class Cluster:
         self.procs: dict[str, Proc] = {}
         self.stopped: list[Proc] = []
         self.workers_started = 0
+        self.run_ids: list[str] = []
         self._token: str | None = None
         self._db_created = False
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -294,7 +295,8 @@ class Cluster:
     def trigger(self, conf: dict) -> str:
         response = self.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})
         assert response.status_code == 200, f"trigger: {response.status_code} {response.text}"
-        return response.json()["dag_run_id"]
+        self.run_ids.append(response.json()["dag_run_id"])
+        return self.run_ids[-1]
 
     def run(self, run_id: str) -> dict:
         response = self.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}")
@@ -336,6 +338,25 @@ class Cluster:
         return {f"{ti['task_id']}[{ti['map_index']}]": f"{ti['state']} (try {ti['try_number']})"
                 for ti in self.task_instances(run_id)}
 
+    def timeline(self, run_id: str) -> str:
+        """One line per task instance: state, try, queue, seconds from the run's start to queued, start and end."""
+        import datetime as dt
+
+        def at(value: str | None) -> dt.datetime | None:
+            return dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+        run = self.run(run_id)
+        origin = at(run.get("start_date") or run.get("queued_at"))
+        lines = [f"run {run_id}: {run['state']}, {run.get('start_date')} .. {run.get('end_date')}"]
+        for ti in sorted(self.task_instances(run_id), key=lambda ti: ti.get("start_date") or "~"):
+            marks = [(name, at(ti.get(key))) for name, key in
+                     (("queued", "queued_when"), ("start", "start_date"), ("end", "end_date"))]
+            shown = " ".join(f"{name}={(when - origin).total_seconds():.0f}s" for name, when in marks
+                             if when and origin)
+            lines.append(f"  {ti['task_id']}[{ti['map_index']}] {ti['state']} try {ti['try_number']} "
+                         f"queue={ti.get('queue')} {shown}")
+        return "\n".join(lines)
+
     def clear(self, run_id: str, task_ids: list[str]) -> list[dict]:
         """Clear tasks of a finished run, with everything downstream of them, so they run again."""
         response = self.api("POST", f"/api/v2/dags/{DAG_ID}/clearTaskInstances", json={
@@ -359,6 +380,11 @@ class Cluster:
     def diagnostics(self, lines: int = 40, limit: int = 24000) -> str:
         """The tail of every process log and of the task logs, for a failed test's report."""
         parts = []
+        for run_id in self.run_ids:
+            try:
+                parts.append(self.timeline(run_id))
+            except Exception as exc:  # the API server may be what failed
+                parts.append(f"run {run_id}: no timeline ({exc!r})")
         for proc in [*self.stopped, *self.procs.values()]:
             state = "running" if proc.alive() else f"exited {proc.popen.returncode}"
             parts.append(f"==== {proc.name} ({state}) {proc.log}\n{_tail(proc.log, lines)}")
