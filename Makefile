@@ -34,14 +34,19 @@ airflow-init: install ## create or migrate the embedded Airflow's database and t
 	@bin/airflow-local airflow pools set training $$(nproc) "DenseNet training: one slot per core" > /dev/null
 
 demo: airflow-init ## synthetic data -> embedded Airflow -> all 10 models -> report (MEDCORE_DATA_ROOT=... for real data)
-	@if [ -z "$$MEDCORE_DATA_ROOT" ] && [ ! -f $(DEMO_DATA)/limb/labels.csv ]; then \
-		$(VENV)/bin/medcore demo-data $(DEMO_DATA); fi
+	@if [ -z "$$MEDCORE_DATA_ROOT" ]; then $(MAKE) --no-print-directory $(DEMO_DATA)/.stamp; fi
 	@echo "running DAG medical_training (log: runs/demo-airflow.log)"
 	@mkdir -p runs; rc=0; \
 	MEDCORE_THREADS=0 MEDCORE_CONFIG=configs/demo.yaml bin/airflow-local airflow dags test medical_training > runs/demo-airflow.log 2>&1 || rc=$$?; \
 	report=$$(ls -t runs/*/report.md 2>/dev/null | head -1); \
 	grep -E '^\| (models planned|succeeded|failed) ' "$$report" || true; \
 	echo "report: $$(pwd)/$$report"; exit $$rc
+
+# Regenerated whenever the phantom generator changes, so a checkout never demos stale data.
+$(DEMO_DATA)/.stamp: medcore/synthetic.py | $(STAMP)
+	rm -rf $(DEMO_DATA)
+	$(VENV)/bin/medcore demo-data $(DEMO_DATA)
+	@touch $@
 
 test: install ## run the whole test suite (what CI runs)
 	$(PY) -m pytest -q

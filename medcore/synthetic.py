@@ -84,11 +84,12 @@ def write_demo_data(out: Path, per_class: int = 40, size: int = 64, seed: int = 
     _write(out / "pneumonia", samples, rng, size)
     written["pneumonia"] = len(samples)
 
-    samples = []
+    samples, patient = [], 9000000
     for split, share in (("train", 0.7), ("val", 0.15), ("test", 0.15)):
         for grade in range(5):
             for i in range(max(2, int(per_class * share * 2 / 5))):
-                samples.append(_Sample(f"{split}/{grade}/{9000000 + len(samples) // 2:07d}{'LR'[i % 2]}.jpg", grade >= 2))
+                patient += i % 2 == 0  # both knees of a patient, never across two splits (OAI-style ids)
+                samples.append(_Sample(f"{split}/{grade}/{patient:07d}{'LR'[i % 2]}.jpg", grade >= 2))
     _write(out / "knee_oa", samples, rng, size)
     written["knee_oa"] = len(samples)
 
