@@ -75,6 +75,7 @@ def gather_run(run: RunLayout) -> dict[str, Any]:
         "data_root": info["data_root"],
         "params": info.get("params", {}),
         "models": models,
+        "models_by_tier": _by_tier(models),
         "planned": len(models),
         "succeeded": len(succeeded),
         "failed": len(models) - len(succeeded),
@@ -88,6 +89,20 @@ def gather_run(run: RunLayout) -> dict[str, Any]:
     }
     context.update(_beyond_the_seed(run, info, models, context))
     return context
+
+
+TIER_ORDER = ("excellent", "good", "moderate", "insufficient")
+
+
+def _by_tier(models: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Successful models grouped by quality tier, best tier first (as the seed report was read)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for m in models:
+        if m["status"] == "succeeded":
+            tier = ((m.get("metrics") or {}).get("quality") or {}).get("tier") or "no tier"
+            groups.setdefault(tier, []).append(m)
+    order = {t: i for i, t in enumerate(TIER_ORDER)}
+    return sorted(groups.items(), key=lambda item: order.get(item[0], len(order)))
 
 
 def _training_method(models: list[dict[str, Any]]) -> dict[str, Any]:

@@ -117,6 +117,12 @@ def test_all_succeeded(tmp_path):
     assert (summary["planned"], summary["succeeded"], summary["failed"]) == (4, 4, 0)
     assert "**all models succeeded**" in report and "## Failed models" not in report
     assert "success rate | 100.0 %" in report
+    # per-model sections come grouped by tier, best tier first, each model under its own tier
+    headings = re.findall(r"^## Quality tier: (\w+) \((\d+) models?\)", report, flags=re.M)
+    assert headings == [("excellent", "1"), ("moderate", "1"), ("insufficient", "2")]
+    insufficient = _section(report, "Quality tier: insufficient (2 models)")
+    assert "### limb / standard" in insufficient and "### limb / intensive" in insufficient
+    assert "### pneumonia" not in insufficient
     key = _section(report, "Key figures")
     assert "Best model: **pneumonia/intensive**, test ROC AUC 0.930; weakest: limb/standard, 0.740" in key
     assert f"ROC AUC {sum(aucs.values()) / 4:.3f}" in key
