@@ -148,7 +148,7 @@ class Profile:
     patience: int = 3
     batch_size: int = 32
     learning_rate: float = 1e-3
-    weights: str = "none"  # none, imagenet, or a path to a DenseNet121 (notop) weights file
+    weights: str = "none"  # none, imagenet, champion (warm start), or a DenseNet121 (notop) weights file
     freeze_epochs: int = 0  # epochs with a frozen backbone before fine-tuning (for pretrained weights)
     fine_tune_learning_rate: float | None = None  # after unfreezing; default learning_rate / 10
     precision: str = "float32"
@@ -397,11 +397,11 @@ def _condition(r: _Reader, name: str, raw: Any) -> Condition:
 def _weights(r: _Reader, raw: Mapping[str, Any], key: str) -> str:
     """`none`, `imagenet`, or a weights file resolved against the config file's folder."""
     value = r.text(raw, "weights", key, default="none")
-    if value in ("none", "imagenet"):
+    if value in ("none", "imagenet", "champion"):
         return value
     path = (r.path.parent / Path(value).expanduser()).resolve()
     if not path.is_file():
-        raise r.fail(f"{key}.weights", f"must be none, imagenet or an existing weights file; {path} not found")
+        raise r.fail(f"{key}.weights", f"must be none, imagenet, champion or an existing weights file; {path} not found")
     return str(path)
 
 

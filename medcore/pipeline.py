@@ -126,10 +126,21 @@ def train(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     """Train the model on the saved split and write model.keras and training.json."""
     from medcore.training import train_model
 
-    record = train_model(config, profile, _split(paths), paths, epochs=job.get("epochs"))
+    record = train_model(config, profile, _split(paths), paths, epochs=job.get("epochs"),
+                         warm_start=_champion_model(config, condition.name) if profile.weights == "champion" else None)
     record["dataset_fingerprint"] = read_json(paths.validation_json)["fingerprint"]
     write_json(paths.training_json, record)
     return job
+
+
+def _champion_model(config: Config, condition: str) -> Path | None:
+    """The registry's current champion model of `condition`, if there is one (the warm start of nightly runs)."""
+    from medcore.registry import read_record, registry_for
+
+    registry = registry_for(config.registry.root or config.path.parent / "registry")
+    champion = read_record(registry, condition).get("champion") or {}
+    path = champion.get("model_path")
+    return Path(path) if path and Path(path).is_file() else None
 
 
 @_stage("evaluate")

@@ -87,7 +87,7 @@ def precision_policy(profile: Profile) -> Iterator[str]:
 def _backbone(x, weights: str):
     import keras
 
-    if weights == "none":
+    if weights in ("none", "champion"):  # a champion's weights are copied in after building
         return keras.applications.DenseNet121(include_top=False, weights=None, input_tensor=x, pooling="avg")
     if weights == "imagenet":
         cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / IMAGENET_WEIGHTS_FILE
@@ -157,6 +157,30 @@ def _set_backbone_trainable(model, trainable: bool) -> None:
             layer.trainable = trainable
 
 
+def warm_start_from(model, source: Path) -> int:
+    """Copy weights from the saved model at `source` into `model`, layer by name; return layers copied.
+
+    Convolution weights do not depend on the image size, so a champion trained at another size
+    still starts the new model; layers whose shapes differ keep their fresh initialisation.
+    """
+    import keras
+
+    champion = keras.models.load_model(source, safe_mode=True, compile=False)
+    theirs = {layer.name: layer for layer in champion.layers}
+    copied = 0
+    for layer in model.layers:
+        other = theirs.get(layer.name)
+        if other is None or not layer.weights:
+            continue
+        weights = other.get_weights()
+        if [w.shape for w in weights] == [tuple(v.shape) for v in layer.weights]:
+            layer.set_weights(weights)
+            copied += 1
+    if not copied:
+        raise MedcoreError(f"{source}: no layer of the champion matches this model; cannot warm start")
+    return copied
+
+
 def class_weights(labels: np.ndarray) -> dict[int, float]:
     """Balanced class weights, so a 3:1 set does not train a model that always says "positive"."""
     counts = np.bincount(labels.astype(int), minlength=2).astype(float)
@@ -209,8 +233,11 @@ def _history_rows(path: Path) -> pd.DataFrame:
 
 
 def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: ModelLayout,
-                epochs: int | None = None) -> dict[str, Any]:
-    """Fit DenseNet121 on the train split, select on val, save `model.keras`; return the training record."""
+                epochs: int | None = None, warm_start: Path | None = None) -> dict[str, Any]:
+    """Fit DenseNet121 on the train split, select on val, save `model.keras`; return the training record.
+
+    `warm_start` (for `weights: champion`) is a saved model whose weights start this one.
+    """
     import keras
     import tensorflow as tf
 
@@ -242,7 +269,13 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
     epoch_seconds: list[float] = []
     with precision_policy(profile) as precision:
         model = build_model(profile, config.seed)
-        freeze = min(profile.freeze_epochs, epochs) if profile.weights != "none" else 0
+        weights_used = profile.weights
+        if profile.weights == "champion":
+            weights_used = "none (no champion yet)"
+            if warm_start is not None:
+                copied = warm_start_from(model, warm_start)
+                weights_used = f"champion {warm_start} ({copied} layers)"
+        freeze = min(profile.freeze_epochs, epochs) if not weights_used.startswith("none") else 0
         phases = [("frozen", 0, freeze, profile.learning_rate), ("fine_tune", freeze, epochs,
                    profile.fine_tune_learning_rate or (profile.learning_rate / 10 if freeze else profile.learning_rate))]
         stoppers = []
@@ -294,6 +327,7 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
         "profile": profile.name,
         "image_size": profile.image_size,
         "weights": profile.weights,
+        "weights_used": weights_used,
         "epochs_planned": epochs,
         "epochs_run": epochs_run,
         "resumed_from_epoch": resumed_from,

@@ -81,3 +81,57 @@ def test_failed_training_leaves_the_previous_model_untouched(tiny_config):
     assert paths.model.read_bytes() == b"the previous, good model"
     assert read_json(paths.failure_json)["stage"] == "train"
     assert not [p for p in paths.root.iterdir() if ".tmp" in p.name]
+
+
+# --------------------------------------------------------------------------- weight sources
+
+def test_imagenet_without_network_names_the_file_to_place(tmp_path, monkeypatch):
+    """Offline, `weights: imagenet` fails with one line naming the file and where to put it."""
+    import socket
+
+    from medcore.config import Profile
+    from medcore.errors import MedcoreError
+    from medcore.training import IMAGENET_WEIGHTS_FILE, build_model
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: (_ for _ in ()).throw(OSError("no network here")))
+    with pytest.raises(MedcoreError) as caught:
+        build_model(Profile("p", image_size=32, weights="imagenet"), seed=0)
+    message = str(caught.value)
+    assert IMAGENET_WEIGHTS_FILE in message and str(tmp_path / "keras" / "models") in message
+    assert "\n" not in message
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    """A DenseNet121 (notop) weights file named in the profile ends up in the model."""
+    import keras
+    import numpy as np
+
+    from medcore.config import Profile
+    from medcore.training import build_model
+
+    donor = keras.applications.DenseNet121(include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg")
+    kernel = donor.get_layer("conv1_conv")
+    kernel.set_weights([np.full_like(w, 0.125) for w in kernel.get_weights()])
+    path = tmp_path / "densenet_notop.weights.h5"
+    donor.save_weights(path)
+    model = build_model(Profile("p", image_size=32, weights=str(path)), seed=0)
+    assert np.allclose(model.get_layer("conv1_conv").get_weights()[0], 0.125)
+
+
+def test_champion_warm_start_copies_weights_across_image_sizes(tmp_path):
+    """A champion trained at 32 px starts a 64 px model: every matching layer is copied."""
+    import numpy as np
+
+    from medcore.config import Profile
+    from medcore.training import build_model, warm_start_from
+
+    champion = build_model(Profile("p", image_size=32), seed=1)
+    champion.save(tmp_path / "champion.keras")
+    fresh = build_model(Profile("p", image_size=64), seed=2)
+    assert not np.allclose(fresh.get_layer("logit").get_weights()[0], champion.get_layer("logit").get_weights()[0])
+    copied = warm_start_from(fresh, tmp_path / "champion.keras")
+    assert copied > 100
+    for name in ("conv1_conv", "conv5_block16_2_conv", "logit"):
+        for mine, theirs in zip(fresh.get_layer(name).get_weights(), champion.get_layer(name).get_weights()):
+            assert np.array_equal(mine, theirs)
