@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import textwrap
 import time
 from dataclasses import dataclass, field
@@ -35,16 +35,21 @@ DAG_ID = "medical_training"
 POSTGRES_URL = os.environ.get("MEDCORE_IT_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("MEDCORE_IT_REDIS", "redis://127.0.0.1:6379/5")
 
-# Integration profiles: the unit tests' tiny 32 px models. `standard` trains the happy path;
-# the fault test overrides epochs through the run's parameters.
+# Integration profiles: the unit tests' tiny 32 px models, from scratch, never stopping early (the
+# fault test counts epochs). `standard` trains every run; the fault test sets epochs per run.
 PROFILES = """
 profiles:
-  standard: {image_size: 32, epochs: 1, batch_size: 16, execution: eager, max_images_per_split: 40}
-  intensive: {image_size: 32, epochs: 1, batch_size: 16, execution: eager, max_images_per_split: 40}
-gradcam: {samples: 1}
+  standard: {image_size: 32, epochs: 1, batch_size: 16, execution: eager, max_images_per_split: 40,
+             weights: none, patience: 10}
+  intensive: {image_size: 32, epochs: 1, batch_size: 16, execution: eager, max_images_per_split: 40,
+              weights: none, patience: 10}
+gradcam: {samples: 1, deletion_images: 8, deletion_steps: 4}
 """
 
 TERMINAL = {"success", "failed"}
+# One file per live cluster (owner, PIDs, database, Redis prefix), so that a later run can clean up
+# after one whose pytest was killed before its teardown could run.
+STATE_DIR = Path(tempfile.gettempdir()) / "medcore-integration"
 
 
 def servers_missing() -> str | None:
@@ -68,8 +73,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def kill_tree(pid: int, sig: int = signal.SIGKILL, timeout: float = 15.0) -> list[int]:
-    """Signal `pid` and every process below it, whatever process group each is in; return their PIDs.
+def kill_tree(pid: int, sig: int = signal.SIGKILL, timeout: float = 15.0) -> list[tuple[int, float]]:
+    """Signal `pid` and every process below it, whatever process group each is in; return (PID, start time)s.
 
     Airflow 3's task supervisor puts each task process in a process group of its own, so killing the
     worker's group alone would leave a training process running as an orphan. The tree is frozen
@@ -90,9 +95,10 @@ def kill_tree(pid: int, sig: int = signal.SIGKILL, timeout: float = 15.0) -> lis
                 pass
         procs = [root, *root.children(recursive=True)]
     own_group = os.getpgrp()
-    groups = set()
+    groups, signalled = set(), []
     for proc in procs:
         try:
+            signalled.append((proc.pid, proc.create_time()))
             groups.add(os.getpgid(proc.pid))
             proc.send_signal(sig)
             if sig != signal.SIGKILL:
@@ -113,7 +119,86 @@ def kill_tree(pid: int, sig: int = signal.SIGKILL, timeout: float = 15.0) -> lis
             except psutil.Error:
                 pass
         psutil.wait_procs(alive, timeout=timeout)
-    return [p.pid for p in procs]
+    return signalled
+
+
+def _started(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def running(pid: int, started: float) -> bool:
+    """True while the process that had this PID and start time is still running (not a zombie)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return proc.create_time() == started and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def reap_abandoned() -> list[str]:
+    """End the processes and drop the databases of clusters whose pytest died without tearing them down.
+
+    Only what a state file in STATE_DIR records is touched, and a PID only while it still names the
+    process that was started (same start time), so a reused PID is never killed.
+    """
+    reaped = []
+    for path in sorted(STATE_DIR.glob("*.json")):
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if _started(state["owner"]) == state["owner_started"]:
+            continue  # its pytest is still running
+        for pid, started in state["procs"]:
+            if _started(pid) == started:
+                kill_tree(pid, signal.SIGKILL)
+        try:
+            _drop_database(state["postgres"], state["database"])
+            _delete_redis_keys(state["redis"], state["redis_prefix"])
+        except Exception as exc:  # servers down: try again next time
+            reaped.append(f"{state['database']}: {exc!r}")
+            continue
+        path.unlink(missing_ok=True)
+        reaped.append(state["database"])
+    return reaped
+
+
+def _admin_connection(postgres: str):
+    import psycopg2
+
+    conn = psycopg2.connect(f"{postgres.rstrip('/')}/postgres", connect_timeout=5)
+    conn.autocommit = True
+    return conn
+
+
+def _drop_database(postgres: str, database: str) -> None:
+    conn = _admin_connection(postgres)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    finally:
+        conn.close()
+
+
+def _redis_keys(redis_url: str, prefix: str) -> list[bytes]:
+    import redis
+
+    return list(redis.Redis.from_url(redis_url, socket_timeout=5).scan_iter(match=f"{prefix}*", count=1000))
+
+
+def _delete_redis_keys(redis_url: str, prefix: str) -> None:
+    import redis
+
+    keys = _redis_keys(redis_url, prefix)
+    if keys:
+        redis.Redis.from_url(redis_url, socket_timeout=5).delete(*keys)
 
 
 @dataclass
@@ -121,7 +206,7 @@ class Proc:
     name: str
     popen: subprocess.Popen
     log: Path
-    pids: list[int] = field(default_factory=list)  # every PID of the tree, filled in when stopped
+    killed: list[tuple[int, float]] = field(default_factory=list)  # (PID, start time) of its tree, once stopped
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -135,6 +220,7 @@ class Cluster:
         self.token_name = f"medcore_it_{secrets.token_hex(4)}"
         self.database = self.token_name
         self.redis_prefix = f"{self.token_name}:"
+        self.state_file = STATE_DIR / f"{self.token_name}.json"
         self.home = workdir / "airflow_home"
         self.logs = workdir / "process-logs"
         self.runs_root = workdir / "runs"
@@ -214,9 +300,11 @@ class Cluster:
             except Exception as exc:
                 problems.append(f"drop database {self.database}: {exc!r}")
         try:
-            self._delete_redis_keys()
+            _delete_redis_keys(REDIS_URL, self.redis_prefix)
         except Exception as exc:
             problems.append(f"delete redis keys {self.redis_prefix}*: {exc!r}")
+        if not problems:
+            self.state_file.unlink(missing_ok=True)
         return problems
 
     def airflow(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -235,15 +323,16 @@ class Cluster:
                                      stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         self.procs[name] = Proc(name, popen, log)
+        self._save_state()
         return self.procs[name]
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> Proc:
         proc = self.procs.pop(name)
-        proc.pids = kill_tree(proc.popen.pid, sig)
+        proc.killed = kill_tree(proc.popen.pid, sig)
         try:
             proc.popen.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            proc.pids += kill_tree(proc.popen.pid, signal.SIGKILL)
+            proc.killed += kill_tree(proc.popen.pid, signal.SIGKILL)
             proc.popen.wait(timeout=15)
         self.stopped.append(proc)
         return proc
@@ -365,11 +454,6 @@ class Cluster:
         assert response.status_code == 200, f"clear: {response.status_code} {response.text}"
         return response.json()["task_instances"]
 
-    def clear_run(self, run_id: str) -> None:
-        response = self.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}/clear",
-                            json={"dry_run": False, "only_failed": False})
-        assert response.status_code == 200, f"clear run: {response.status_code} {response.text}"
-
     def run_dir(self, run_id: str) -> Path:
         from medcore.layout import safe_run_id
 
@@ -425,33 +509,31 @@ class Cluster:
             raise AssertionError(f"DAG import errors: {errors['import_errors']}")
         return self.api("GET", f"/api/v2/dags/{DAG_ID}").status_code == 200
 
-    def _admin(self):
-        import psycopg2
-
-        conn = psycopg2.connect(f"{POSTGRES_URL.rstrip('/')}/postgres", connect_timeout=5)
-        conn.autocommit = True
-        return conn
-
     def _create_database(self) -> None:
-        conn = self._admin()
+        conn = _admin_connection(POSTGRES_URL)
         try:
             with conn.cursor() as cur:
                 cur.execute(f'CREATE DATABASE "{self.database}"')
             self._db_created = True
+            self._save_state()
         finally:
             conn.close()
 
     def _drop_database(self) -> None:
-        conn = self._admin()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-            self._db_created = False
-        finally:
-            conn.close()
+        _drop_database(POSTGRES_URL, self.database)
+        self._db_created = False
+
+    def _save_state(self) -> None:
+        procs = [[p.popen.pid, _started(p.popen.pid)] for p in self.procs.values()]
+        state = {"owner": os.getpid(), "owner_started": _started(os.getpid()), "postgres": POSTGRES_URL,
+                 "database": self.database, "redis": REDIS_URL, "redis_prefix": self.redis_prefix, "procs": procs}
+        STATE_DIR.mkdir(exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.state_file)
 
     def database_exists(self) -> bool:
-        conn = self._admin()
+        conn = _admin_connection(POSTGRES_URL)
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,))
@@ -471,19 +553,18 @@ class Cluster:
         finally:
             conn.close()
 
-    def _redis(self):
-        import redis
-
-        return redis.Redis.from_url(REDIS_URL, socket_timeout=5)
-
     def redis_keys(self) -> list[bytes]:
-        return list(self._redis().scan_iter(match=f"{self.redis_prefix}*", count=1000))
+        return _redis_keys(REDIS_URL, self.redis_prefix)
 
-    def _delete_redis_keys(self) -> None:
-        client = self._redis()
-        keys = self.redis_keys()
-        if keys:
-            client.delete(*keys)
+    def leftovers(self) -> list[str]:
+        """What of this cluster still exists after close(): processes, database, Redis keys (should be nothing)."""
+        found = [f"process {pid} of {proc.name}" for proc in self.stopped for pid, started in proc.killed
+                 if running(pid, started)]
+        found += [f"process {proc.popen.pid} of {proc.name}" for proc in self.procs.values() if proc.alive()]
+        if self.database_exists():
+            found.append(f"database {self.database}")
+        found += [f"redis key {key!r}" for key in self.redis_keys()]
+        return found
 
 
 def _tail(path: Path, lines: int) -> str:
@@ -492,6 +573,3 @@ def _tail(path: Path, lines: int) -> str:
     except OSError as exc:
         return f"({exc})"
 
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -5,11 +5,12 @@ Run with `make test-integration`. Plain `make test` does not collect this folder
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import pytest
 
-from tests.integration.cluster import Cluster, servers_missing
+from tests.integration.cluster import Cluster, reap_abandoned, servers_missing
 
 # Conditions of the happy-path run: two chains, so both `training` pool slots are used at once.
 HAPPY_CONDITIONS = ["pneumonia", "knee_osteoporosis"]
@@ -37,18 +38,30 @@ def cluster(tmp_path_factory, integration_data):
     except ImportError as exc:  # a missing driver is the project's fault, not the machine's: fail, loudly
         pytest.fail(f"{exc.name} is not installed: the CeleryExecutor path needs psycopg2-binary, asyncpg and "
                     "celery[redis] (pyproject.toml dependencies)", pytrace=False)
+    reaped = reap_abandoned()
+    if reaped:
+        print(f"cleaned up after killed integration runs: {reaped}", file=sys.stderr)
+    # A CI timeout or `kill` sends SIGTERM, which would end pytest without teardown and leave the
+    # servers running: turn it into an interrupt, which pytest tears down after.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     cluster = Cluster(tmp_path_factory.mktemp("cluster"), integration_data)
     try:
-        cluster.start()
-    except BaseException:
-        print(cluster.diagnostics(), file=sys.stderr)
+        try:
+            cluster.start()
+        except BaseException:
+            print(cluster.diagnostics(), file=sys.stderr)
+            raise
+        yield cluster
+    finally:
         problems = cluster.close()
-        if problems:
-            print("cleanup problems: " + "; ".join(problems), file=sys.stderr)
-        raise
-    yield cluster
-    problems = cluster.close()
+        signal.signal(signal.SIGTERM, previous)
     assert not problems, "cleanup failed: " + "; ".join(problems)
+    left = cluster.leftovers()
+    assert not left, f"the integration cluster left behind: {left}"
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @pytest.fixture(scope="session")

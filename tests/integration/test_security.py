@@ -70,6 +70,13 @@ def test_rest_api_refuses_unauthenticated_calls(cluster):
     assert bad_login.status_code == 401, "the password is generated, never the user name"
     assert cluster.http("GET", "/auth/token").status_code == 403, "all-admin mode is off"
 
+    # The tokens are signed with this installation's generated secret (not a default or a shared one).
+    import jwt
+
+    secret = (cluster.home / "jwt_secret").read_text()
+    claims = jwt.decode(cluster.token(), secret, algorithms=["HS512"], options={"verify_aud": False})
+    assert claims["sub"], claims
+
     viewer = cluster.token("viewer")
     assert cluster.http("GET", f"/api/v2/dags/{DAG_ID}", token=viewer).status_code == 200
     denied = cluster.http("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", token=viewer,
@@ -80,3 +87,41 @@ def test_rest_api_refuses_unauthenticated_calls(cluster):
     prefix = _plugin_prefix()  # Airflow does not protect plugin apps by itself: the plugin must
     if prefix is not None:
         assert cluster.http("GET", f"{prefix}/").status_code == 401, "the report pages need a token too"
+
+
+def _tracked(*patterns: str) -> list[Path]:
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", *patterns], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    return [ROOT / line for line in out.splitlines() if (ROOT / line).is_file()]
+
+
+def test_models_are_loaded_in_keras_safe_mode():
+    """Every Keras model load in the project's code asks for safe mode (no arbitrary code from a .keras file)."""
+    calls = 0
+    for path in _tracked("*.py"):
+        if path.is_relative_to(ROOT / "tests"):
+            continue
+        text = path.read_text(errors="replace")
+        assert "safe_mode=False" not in text, f"{path.relative_to(ROOT)} turns Keras safe mode off"
+        for match in re.finditer(r"keras\.(?:models|saving)\.load_model\(", text):
+            depth, end = 1, match.end()
+            while depth and end < len(text):
+                depth += {"(": 1, ")": -1}.get(text[end], 0)
+                end += 1
+            call = text[match.start():end]
+            assert "safe_mode=True" in call, f"{path.relative_to(ROOT)}: {call}"
+            calls += 1
+    assert calls, "found no Keras model load to check: the loading code moved"
+
+
+def test_no_credentials_in_the_repository():
+    """SMTP and database credentials live in Airflow connections or the environment, never in tracked config."""
+    secret_key = re.compile(r"^[ \t\"']*[\w-]*(password|passwd|secret|secret_key|token|api_key)[\"']?[ \t]*[:=][ \t]*\S.*$",
+                            re.I | re.M)
+    for path in _tracked("*.yaml", "*.yml", "*.cfg", "*.ini", "*.toml", "*.json", ".env*"):
+        if path.name == ".env.example" or path.is_relative_to(ROOT / "tests"):
+            continue  # placeholders only (tests/test_docker_compose.py checks it)
+        for match in secret_key.finditer(path.read_text(errors="replace")):
+            line = match.group(0).strip()
+            assert "${" in line or line.endswith(("''", '""', "null", "~")), f"{path.relative_to(ROOT)}: {line}"
+    assert not _tracked(".env", "airflow_home/*", "*.generated")

@@ -12,9 +12,9 @@ import json
 import time
 
 import pandas as pd
-import psutil
 
 from medcore.jsonio import read_json
+from tests.integration.cluster import running
 
 CONDITION, PROFILE, EPOCHS = "knee_osteoporosis", "standard", 3
 
@@ -24,13 +24,6 @@ def _finished_epochs(metadata) -> int:
         return int(json.loads(metadata.read_text())["epoch"])
     except (OSError, ValueError, KeyError):
         return 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def test_killed_worker_mid_training_retries_and_resumes(cluster):
@@ -46,9 +39,9 @@ def test_killed_worker_mid_training_retries_and_resumes(cluster):
     train = cluster.task_instance(run_id, "model_chain.train", 0)
     assert (train["state"], train["try_number"]) == ("running", 1), train
 
-    killed = cluster.kill_worker()
-    assert not [pid for pid in killed if _alive(pid)], "every process of the killed worker is gone"
-    assert len(killed) >= 3, f"the worker, its pool process and the training task were killed: {killed}"
+    killed = cluster.kill_worker().killed
+    assert not [pid for pid, started in killed if running(pid, started)], "every process of the worker is gone"
+    assert len(killed) >= 4, f"the worker, its pool process, the task supervisor and the training: {killed}"
     assert not (model_dir / "model.keras").exists() and not (model_dir / "training.json").exists(), \
         "training finished before the kill: the test proves nothing (make the fault run longer)"
     epochs_done_at_kill = _finished_epochs(metadata)
