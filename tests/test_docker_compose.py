@@ -196,7 +196,7 @@ def test_executor_is_celery_with_redis_and_postgres(services):
         env = svc["environment"]
         assert env.get("AIRFLOW__CORE__EXECUTOR") == "CeleryExecutor", name
         assert env.get("AIRFLOW__CELERY__BROKER_URL", "").startswith("redis://redis:6379/"), name
-        assert env.get("AIRFLOW__CELERY__RESULT_BACKEND", "").startswith("db+postgresql://"), name
+        assert env.get("AIRFLOW__CELERY__RESULT_BACKEND", "").startswith("db+postgresql+psycopg2://"), name  # SQLAlchemy 2.1 maps bare postgresql:// to psycopg 3
         assert env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "").startswith("postgresql+psycopg2://"), name
         assert env.get("AIRFLOW__CORE__LOAD_EXAMPLES") == "false", name
         assert env.get("AIRFLOW__CORE__EXECUTION_API_SERVER_URL") == "http://airflow-apiserver:8080/execution/", name
