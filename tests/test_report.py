@@ -11,20 +11,11 @@ from medcore.jsonio import read_json, write_json
 from medcore.layout import RunLayout
 from medcore.registry import test_split_fingerprint as fingerprint  # an alias pytest does not collect
 from medcore.report import render_html, write_report
-from tests.fakes import metrics_with, write_config, write_run
+from tests.fakes import BASE_METRICS, metrics_with, write_config, write_run
+from tests.fakes import TRAINING as FAKE_TRAINING
 
-METRICS = {"n": 10, "accuracy": 0.8, "precision": 0.75, "recall": 0.6, "specificity": 0.9, "f1": 0.667,
-           "roc_auc": 0.8123, "threshold": 0.42, "confusion_matrix": {"tp": 3, "tn": 5, "fp": 1, "fn": 1},
-           "threshold_rule": "youden", "threshold_split": "val", "evaluated_split": "test",
-           "intervals": {"accuracy": {"low": 0.55, "high": 0.95}, "precision": {"low": 0.333, "high": 1.0},
-                         "recall": {"low": 0.2, "high": 1.0}, "specificity": {"low": 0.667, "high": 1.0},
-                         "roc_auc": {"low": 0.62, "high": 0.96}},
-           "bootstrap": {"resamples": 1000, "confidence": 0.95, "seed": 1, "unit": "image", "groups": 10},
-           "quality": {"tier": "insufficient", "value": 0.62, "tiers": {"excellent": 0.9, "good": 0.8, "moderate": 0.7},
-                       "note": "research-grade discrimination only, not fitness for clinical use"}}
-TRAINING = {"epochs_run": 3, "epochs_planned": 5, "early_stopped": True, "wall_seconds": 120.0, "image_size": 32,
-            "train_images": 50, "images_per_second": 1.25, "best_val_auc": 0.9, "dataset_fingerprint": "abc",
-            "device": "CPU", "precision": "float32", "threads": None, "execution": "eager", "versions": {}}
+# The same figures the fake run folders carry, so a row asserted below traces to one place.
+METRICS, TRAINING = BASE_METRICS, FAKE_TRAINING
 
 
 def _run(tmp_path, outcomes: dict[str, str]) -> RunLayout:
