@@ -22,6 +22,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conditions.yaml"
 LAYOUTS = ("folders", "csv")
 PRECISIONS = ("float32", "mixed_bfloat16")
 EXECUTION_MODES = ("graph", "eager")
+LR_SCHEDULES = ("constant", "cosine")
 
 # --- validation policy -------------------------------------------------------------------------------
 __all__ += ["CheckRule", "CHECKS", "POLICIES", "ValidationSettings"]
@@ -148,6 +149,9 @@ class Profile:
     patience: int = 3
     batch_size: int = 32
     learning_rate: float = 1e-3
+    # cosine: decay each phase from learning_rate towards 5 % of it by its last epoch, which converges
+    # within a fixed nightly epoch budget instead of waiting for a plateau.
+    lr_schedule: str = "constant"
     weights: str = "none"  # none, imagenet, champion (warm start), or a DenseNet121 (notop) weights file
     freeze_epochs: int = 0  # epochs with a frozen backbone before fine-tuning (for pretrained weights)
     fine_tune_learning_rate: float | None = None  # after unfreezing; default learning_rate / 10
@@ -443,7 +447,7 @@ def _validation(r: _Reader, raw: Any) -> ValidationSettings:
 def _profile(r: _Reader, name: str, raw: Any) -> Profile:
     key = f"profiles.{name}"
     raw = r.mapping(raw, key)
-    r.reject_unknown(raw, {"image_size", "epochs", "patience", "batch_size", "learning_rate", "weights",
+    r.reject_unknown(raw, {"image_size", "epochs", "patience", "batch_size", "learning_rate", "lr_schedule", "weights",
                            "freeze_epochs", "fine_tune_learning_rate", "precision", "intra_op_threads",
                            "inter_op_threads", "execution", "max_images_per_split", "augmentation"}, key)
     aug_key = f"{key}.augmentation"
@@ -459,6 +463,7 @@ def _profile(r: _Reader, name: str, raw: Any) -> Profile:
         patience=r.number(raw, "patience", key, 3, int, 0, 1000),
         batch_size=r.number(raw, "batch_size", key, 32, int, 1, 4096),
         learning_rate=r.number(raw, "learning_rate", key, 1e-3, float, 1e-8, 1.0),
+        lr_schedule=r.text(raw, "lr_schedule", key, default="constant", choices=LR_SCHEDULES),
         weights=_weights(r, raw, key),
         freeze_epochs=r.number(raw, "freeze_epochs", key, 0, int, 0, 1000),
         fine_tune_learning_rate=r.number(raw, "fine_tune_learning_rate", key, None, float, 1e-9, 1.0),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import resource
 import time
@@ -181,6 +182,22 @@ def warm_start_from(model, source: Path) -> int:
     return copied
 
 
+def cosine_learning_rate(base: float, epoch: int, first: int, last: int, floor: float = 0.05) -> float:
+    """The learning rate for `epoch` of a phase running epochs [first, last): cosine from base to floor*base."""
+    span = max(last - first - 1, 1)
+    progress = min(max((epoch - first) / span, 0.0), 1.0)
+    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _schedule_callbacks(profile: Profile, learning_rate: float, first: int, last: int) -> list:
+    import keras
+
+    if profile.lr_schedule != "cosine":
+        return []
+    # Indexed by the absolute epoch, so a run resumed by BackupAndRestore picks up the same rate.
+    return [keras.callbacks.LearningRateScheduler(lambda epoch, _lr: cosine_learning_rate(learning_rate, epoch, first, last))]
+
+
 def class_weights(labels: np.ndarray) -> dict[int, float]:
     """Balanced class weights, so a 3:1 set does not train a model that always says "positive"."""
     counts = np.bincount(labels.astype(int), minlength=2).astype(float)
@@ -304,6 +321,7 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
                 # A retried task (killed worker, reboot) resumes after the last finished epoch.
                 keras.callbacks.BackupAndRestore(str(paths.backup_dir / phase), double_checkpoint=True),
                 _progress_callback(epochs, epoch_seconds),
+                *_schedule_callbacks(profile, learning_rate, first, last),
                 keras.callbacks.LambdaCallback(
                     on_train_batch_end=lambda batch, logs: first_step or first_step.append(time.perf_counter() - start)),
             ]
@@ -326,6 +344,7 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
         "condition": paths.condition,
         "profile": profile.name,
         "image_size": profile.image_size,
+        "lr_schedule": profile.lr_schedule,
         "weights": profile.weights,
         "weights_used": weights_used,
         "epochs_planned": epochs,

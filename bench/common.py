@@ -1,0 +1,240 @@
+"""What every benchmark records beside its figures, and how it drives a real embedded Airflow.
+
+`scheduler_run` starts the embedded Airflow the way `make airflow-ui` does (SQLite, LocalExecutor,
+the `training` pool with one slot per core) in a throw-away AIRFLOW_HOME: api-server, scheduler and
+dag-processor on 127.0.0.1, each in its own session. It triggers one run of `medical_training`,
+samples machine-wide CPU use from /proc/stat until the run ends, then stops every process it
+started, by PID. Nothing is mocked: the tasks run through the same DAG users trigger.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+AIRFLOW_LOCAL = ROOT / "bin" / "airflow-local"
+DAG_ID = "medical_training"
+
+
+def data_root_or_none() -> Path | None:
+    """The real sets ($MEDCORE_DATA_ROOT, default ../shared/datasets), or None when they are absent."""
+    root = Path(os.environ.get("MEDCORE_DATA_ROOT") or ROOT.parent / "shared" / "datasets").resolve()
+    return root if (root / "README.md").exists() and (root / "pneumonia").is_dir() else None
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, the instruction-set flags that matter to TensorFlow, memory, OS, date."""
+    cpu, flags = platform.processor() or "unknown", []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu in ("unknown", "x86_64", ""):
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = line.split(":", 1)[1].split()
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8")
+    mem_kb = 0
+    try:
+        mem_kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "flags": [f for f in wanted if f in flags],
+            "memory_gib": round(mem_kb / 2**20, 1), "os": platform.platform(), "python": platform.python_version(),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("apache-airflow", "tensorflow-cpu", "keras", "numpy", "pandas", "scikit-learn", "opencv-python-headless"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def write_result(name: str, payload: dict[str, Any]) -> Path:
+    """bench/results/<name>.json, written whole (temp file, then rename), tagged with machine and versions."""
+    from medcore.jsonio import write_json
+
+    path = RESULTS / f"{name}.json"
+    write_json(path, {"benchmark": name, "machine": machine(), "versions": versions(), **payload})
+    return path
+
+
+class CpuSampler:
+    """Machine-wide CPU busy fraction from /proc/stat, overall and per interval."""
+
+    def __init__(self) -> None:
+        self.first = self.last = self._read()
+        self.timeline: list[tuple[float, float]] = []
+        self.t0 = time.monotonic()
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle
+
+    @staticmethod
+    def _busy(a: tuple[int, int], b: tuple[int, int]) -> float:
+        total, idle = b[0] - a[0], b[1] - a[1]
+        return 1.0 - idle / total if total else 0.0
+
+    def sample(self) -> None:
+        now = self._read()
+        self.timeline.append((round(time.monotonic() - self.t0, 1), round(self._busy(self.last, now), 3)))
+        self.last = now
+
+    def busy(self) -> float:
+        return self._busy(self.first, self._read())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """End the process's whole session (its task children included): TERM, then KILL."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _query(db: Path, sql: str, *args: Any) -> list[tuple]:
+    for _ in range(20):
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
+                return conn.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:  # locked while Airflow writes, or the table not made yet
+            last = exc
+            time.sleep(0.5)
+    raise RuntimeError(f"cannot read {db}: {last}")
+
+
+def airflow_env(home: Path, medcore_env: dict[str, str]) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MEDCORE_"))}
+    port = free_port()
+    return {
+        **keep, **medcore_env,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        # Only the run triggered here: unpausing must not also start the scheduled nightly slot.
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+    }
+
+
+def airflow(env: dict[str, str], *args: str, timeout: float = 600) -> str:
+    done = subprocess.run([str(AIRFLOW_LOCAL), "airflow", *args], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+    if done.returncode:
+        raise RuntimeError(f"airflow {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return done.stdout
+
+
+def scheduler_run(workdir: Path, medcore_env: dict[str, str], conf: dict[str, Any], run_id: str,
+                  timeout: float = 4 * 3600) -> dict[str, Any]:
+    """Trigger one DAG run under a real scheduler (LocalExecutor, SQLite); wall time and CPU use of the run."""
+    home = workdir / "airflow_home"
+    logs = workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = airflow_env(home, medcore_env)
+    airflow(env, "db", "migrate")
+    airflow(env, "pools", "set", "training", str(os.cpu_count() or 1), "DenseNet training: one slot per core")
+    procs: list[subprocess.Popen] = []
+    try:
+        for name, args in (("api-server", ["api-server", "--host", "127.0.0.1", "--port", env["AIRFLOW__API__PORT"],
+                                           "--workers", "1"]),
+                           ("scheduler", ["scheduler"]), ("dag-processor", ["dag-processor"])):
+            log = open(logs / f"{name}.log", "ab")
+            procs.append(subprocess.Popen([str(AIRFLOW_LOCAL), "airflow", *args], env=env, cwd=ROOT, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
+        db = home / "airflow.db"
+        deadline = time.monotonic() + 300
+        while not _query(db, "select 1 from serialized_dag where dag_id = ?", DAG_ID):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"{DAG_ID} was not parsed within 300 s; see {logs}")
+            time.sleep(2)
+        airflow(env, "dags", "unpause", DAG_ID)
+        cpu = CpuSampler()
+        started = time.monotonic()
+        airflow(env, "dags", "trigger", DAG_ID, "--run-id", run_id, "--conf", json.dumps(conf))
+        state = None
+        while True:
+            rows = _query(db, "select state from dag_run where dag_id = ? and run_id = ?", DAG_ID, run_id)
+            state = rows[0][0] if rows else None
+            if state in ("success", "failed"):
+                break
+            if time.monotonic() - started > timeout:
+                state = f"timed out after {timeout:.0f} s"
+                break
+            dead = [p.args[2] for p in procs if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"{', '.join(dead)} exited during the run; see {logs}")
+            time.sleep(5)
+            cpu.sample()
+        wall = time.monotonic() - started
+        tasks = _query(db, "select task_id, map_index, state, start_date, end_date, try_number from task_instance "
+                           "where dag_id = ? and run_id = ?", DAG_ID, run_id)
+        return {"run_id": run_id, "state": state, "wall_seconds": round(wall, 1), "cpu_busy": round(cpu.busy(), 3),
+                "cpu_timeline": cpu.timeline, "executor": "LocalExecutor", "database": "sqlite",
+                "tasks": [dict(zip(("task_id", "map_index", "state", "start", "end", "tries"), t)) for t in tasks]}
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+def model_rows(runs_root: Path, run_id: str) -> list[dict[str, Any]]:
+    """Per (condition, profile): status, test figures with intervals, and training cost, from the run's own files."""
+    from medcore.layout import RunLayout
+    from medcore.report import gather_run
+
+    context = gather_run(RunLayout(runs_root, run_id))
+    rows = []
+    for m in context["models"]:
+        metrics, training = m["metrics"] or {}, m["training"] or {}
+        rows.append({
+            "condition": m["condition"], "profile": m["profile"], "status": m["status"],
+            "failure": m["failure"],
+            "test": {k: metrics.get(k) for k in ("n", "n_positive", "roc_auc", "accuracy", "recall", "specificity",
+                                                 "pr_auc", "threshold")},
+            "intervals": metrics.get("intervals", {}),
+            "bootstrap_unit": (metrics.get("bootstrap") or {}).get("unit"),
+            "tier": (metrics.get("quality") or {}).get("tier"),
+            "training": {k: training.get(k) for k in ("image_size", "epochs_run", "epochs_planned", "early_stopped",
+                                                      "wall_seconds", "images_per_second", "peak_memory_mb",
+                                                      "best_val_auc", "train_images", "threads", "precision",
+                                                      "seconds_to_first_step")},
+        })
+    return rows
+
+
+def python() -> str:
+    return sys.executable

@@ -1,0 +1,66 @@
+"""The whole nightly run on the real sets, through the DAG under a real scheduler: wall time, CPU use, figures.
+
+Usage: .venv/bin/python bench/nightly.py [--config conditions.yaml] [--condition pneumonia ...]
+       [--profile standard ...] [--epochs N] [--name nightly]
+
+Trains every (condition, profile) of the config exactly as the scheduled DAG does (embedded Airflow,
+LocalExecutor, the `training` pool sharing the cores), from an empty champion registry: the first
+night of a new installation. Writes bench/results/<name>.json with the run's wall time, the
+machine-wide CPU busy fraction while it ran, and per model the test figures with their 95 %
+intervals and the training cost, all read back from the files the stages wrote. The run folder
+stays under runs/bench/ for a closer look at its report.md.
+Skips (exit 0) when the real sets are not there ($MEDCORE_DATA_ROOT, default ../shared/datasets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import datetime as dt
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import ROOT, data_root_or_none, model_rows, scheduler_run, write_result  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=str(ROOT / "conditions.yaml"))
+    parser.add_argument("--condition", action="append", default=[])
+    parser.add_argument("--profile", action="append", default=[])
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--name", default="nightly")
+    args = parser.parse_args(argv)
+    data_root = data_root_or_none()
+    if data_root is None:
+        print("skipped: the real sets are not there (set MEDCORE_DATA_ROOT, default ../shared/datasets)")
+        return 0
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    workdir = ROOT / "runs" / "bench" / f"{args.name}-{stamp}"
+    runs_root, registry = workdir / "runs", workdir / "registry"
+    medcore_env = {"MEDCORE_CONFIG": str(Path(args.config).resolve()), "MEDCORE_DATA_ROOT": str(data_root),
+                   "MEDCORE_RUNS_ROOT": str(runs_root), "MEDCORE_REGISTRY_ROOT": str(registry),
+                   "TF_CPP_MIN_LOG_LEVEL": "2"}
+    conf = {"conditions": args.condition, "profiles": args.profile, "epochs": args.epochs}
+    print(f"{args.name}: DAG run under the scheduler, work in {workdir}", flush=True)
+    run = scheduler_run(workdir, medcore_env, conf, run_id=f"bench_{args.name}_{stamp}")
+    models = model_rows(runs_root, run["run_id"])
+    path = write_result(args.name, {"config": os.path.relpath(Path(args.config).resolve(), ROOT),
+                                    "data_root": str(data_root), "conf": conf, "run": run, "models": models,
+                                    "run_folder": str((runs_root / run["run_id"]).relative_to(ROOT))})
+    shutil.rmtree(workdir / "airflow_home", ignore_errors=True)  # keep the run folder, not a dead metadata DB
+    done = sum(m["status"] == "succeeded" for m in models)
+    print(f"{run['state']}: {done}/{len(models)} models in {run['wall_seconds'] / 60:.1f} min, "
+          f"CPU busy {run['cpu_busy']:.0%}; raw figures in {path.relative_to(ROOT)}")
+    for m in models:
+        auc = m["test"]["roc_auc"]
+        print(f"  {m['condition']:<20} {m['profile']:<10} {m['status']:<10} test AUC "
+              f"{'-' if auc is None else f'{auc:.3f}'}  {(m['training']['wall_seconds'] or 0) / 60:.1f} train min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
