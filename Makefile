@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 DEMO_DATA := data/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help install lock airflow-init demo test test-fast test-integration run airflow-ui resend clean
+.PHONY: help install lock airflow-init demo test test-fast test-integration run airflow-ui resend bench bench-report clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-17s %s\n", $$1, $$2}'
@@ -68,6 +68,23 @@ resend: install ## e-mail a run's report again: make resend RUN=<run id> (SMTP c
 	@bin/airflow-local $(PY) -c 'import sys; from medcore.config import load_config; from medcore.pipeline import notify; \
 	r = notify(sys.argv[1], load_config().runs_root); print(r["status"], r.get("error") or r.get("reason") or r.get("subject")); \
 	sys.exit(r["status"] == "failed")' "$(RUN)"
+
+# The real sets: MEDCORE_DATA_ROOT, default ../shared/datasets beside the checkout.
+BENCH_DATA ?= $(or $(MEDCORE_DATA_ROOT),$(abspath ../shared/datasets))
+
+bench: install ## measure everything in bench/ on the real sets (~2.5 h on 2 cores) and regenerate BENCHMARKS.md
+	@if [ ! -f "$(BENCH_DATA)/README.md" ]; then \
+	  echo "bench skipped: no real datasets at $(BENCH_DATA) (set MEDCORE_DATA_ROOT)"; exit 0; fi; \
+	set -e; export MEDCORE_DATA_ROOT="$(BENCH_DATA)"; \
+	$(PY) bench/validate_speed.py; \
+	$(PY) bench/gradcam_speed.py; \
+	$(PY) bench/train_throughput.py --sizes 128 224 --images 128 --epochs 3; \
+	$(PY) bench/overhead.py; \
+	$(PY) bench/nightly.py; \
+	$(PY) bench/report.py
+
+bench-report: install ## regenerate BENCHMARKS.md from bench/results/*.json without measuring anything
+	$(PY) bench/report.py
 
 clean: ## remove runs, demo data and the embedded Airflow state (keeps .venv)
 	rm -rf runs $(DEMO_DATA) airflow_home

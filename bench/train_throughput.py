@@ -186,11 +186,9 @@ def main() -> None:
             if "two_tasks_1_thread" in row:
                 print(f"{size}px: 1 task x 2 threads {row['one_task_2_threads']:.1f} img/s, 2 tasks x 1 thread "
                       f"{row['two_tasks_1_thread']:.1f} img/s (sum)")
-    out = ROOT / "bench" / "results" / "train_throughput.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from medcore.jsonio import write_json
+    from bench.common import write_result
 
-    write_json(out, results)
+    out = write_result("train_throughput", results)
     print(f"raw results: {out}")
     print(f"ratio={min(r['ratio'] for r in results['sizes'].values()):.3f}")
 

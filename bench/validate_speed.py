@@ -107,6 +107,12 @@ def main() -> None:
           f"(libraries alone {half['baseline_mb']:.0f} MB)")
     growth_full, growth_half = full["peak_mb"] - full["baseline_mb"], half["peak_mb"] - half["baseline_mb"]
     print(f"  above the libraries: full {growth_full:.0f} MB, half {growth_half:.0f} MB")
+    sys.path.insert(0, str(ROOT))
+    from bench.common import write_result
+
+    write_result("validate_speed", {"condition": args.condition, "cpus": cpus, "full": full, "half": half,
+                                    "images_per_second": full["images"] / full["seconds"],
+                                    "peak_rss_ratio": full["peak_mb"] / half["peak_mb"]})
     print(f"ratio={full['peak_mb'] / half['peak_mb']:.3f}")
 
 

@@ -48,6 +48,8 @@ def test_data_root_is_relative_to_the_file_and_env_overrides(tmp_path, monkeypat
         (MINIMAL.replace("image_size: 64", "image_size: big"), "profiles.standard.image_size: must be an integer"),
         (MINIMAL.replace("image_size: 64", "image_size: 16"), "profiles.standard.image_size: must be between"),
         (MINIMAL.replace("image_size: 64", "imagesize: 64"), "profiles.standard.imagesize: unknown key"),
+        (MINIMAL.replace("image_size: 64", "image_size: 64, lr_schedule: step"),
+         "profiles.standard.lr_schedule: must be one of"),
         (MINIMAL.replace("negative: [NORMAL]", "negative: [PNEUMONIA]"), "listed as both positive and negative"),
         (MINIMAL.replace("positive: [PNEUMONIA]", "positive: []"), "conditions.pneumonia.positive: must be a non-empty"),
         ("profiles: {standard: {}}\n", "conditions: at least one condition"),

@@ -135,3 +135,31 @@ def test_champion_warm_start_copies_weights_across_image_sizes(tmp_path):
     for name in ("conv1_conv", "conv5_block16_2_conv", "logit"):
         for mine, theirs in zip(fresh.get_layer(name).get_weights(), champion.get_layer(name).get_weights()):
             assert np.array_equal(mine, theirs)
+
+
+def test_cosine_schedule_decays_from_the_base_rate_to_its_floor():
+    """First epoch of a phase at the base rate, last at 5 % of it, never rising in between."""
+    from medcore.training import cosine_learning_rate
+
+    rates = [cosine_learning_rate(1e-3, e, 2, 8) for e in range(2, 8)]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(5e-5)
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    assert cosine_learning_rate(1e-3, 0, 0, 1) == pytest.approx(1e-3)  # a one-epoch phase trains at the base rate
+
+
+@pytest.mark.slow
+def test_cosine_profile_trains_at_the_scheduled_rates(tiny_config, tmp_path):
+    """The rates a real fit used (history.csv) follow the profile's cosine schedule epoch by epoch."""
+    from medcore.training import cosine_learning_rate
+
+    config = tmp_path / "cosine.yaml"
+    config.write_text(f"extends: {tiny_config}\nprofiles:\n  standard: {{image_size: 32, epochs: 3, patience: 10, "
+                      "batch_size: 16, execution: eager, max_images_per_split: 40, learning_rate: 0.002, "
+                      "lr_schedule: cosine}\n")
+    job = _job(config, "cosine-test")
+    pipeline.validate(job)
+    pipeline.train(job)
+    paths = RunLayout(job["runs_root"], job["run_id"]).model(job["condition"], job["profile"])
+    used = pd.read_csv(paths.history_csv)["learning_rate"].tolist()
+    assert used == pytest.approx([cosine_learning_rate(0.002, e, 0, 3) for e in range(3)], rel=1e-4)
+    assert read_json(paths.training_json)["lr_schedule"] == "cosine"

@@ -1,0 +1,93 @@
+"""bench/: BENCHMARKS.md is regenerated from raw JSON alone, and the benchmarks skip cleanly without data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import BASE_METRICS, TRAINING
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import report  # noqa: E402
+from bench.common import CpuSampler, machine  # noqa: E402
+
+
+def _model(condition: str, profile: str, auc: float | None, status: str = "succeeded") -> dict:
+    metrics = {**BASE_METRICS, "roc_auc": auc}
+    training = {k: TRAINING.get(k) for k in ("image_size", "epochs_run", "epochs_planned", "early_stopped",
+                                             "wall_seconds", "images_per_second")} | {"peak_memory_mb": 2048.0}
+    if status != "succeeded":
+        training = dict.fromkeys(training)  # as bench.common.model_rows reads a model with no training.json
+    return {"condition": condition, "profile": profile, "status": status,
+            "failure": None if status == "succeeded" else {"stage": "train", "error": "boom"},
+            "test": {k: metrics.get(k) for k in ("n", "n_positive", "roc_auc", "accuracy", "recall", "specificity")},
+            "intervals": metrics["intervals"], "bootstrap_unit": "patient", "tier": "good",
+            "training": training}
+
+
+def _write(results: Path, name: str, payload: dict) -> None:
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}.json").write_text(json.dumps({"benchmark": name, "machine": machine(),
+                                                      "versions": {"keras": "3"}, **payload}))
+
+
+def test_report_tables_come_from_the_raw_results(tmp_path):
+    """Figures, intervals, target verdicts and the wall/CPU verdicts are all read off the JSON files."""
+    results = tmp_path / "results"
+    _write(results, "nightly", {
+        "config": "conditions.yaml", "models": [_model("pneumonia", "standard", 0.9512),
+                                                _model("limb_abnormalities", "standard", 0.85),
+                                                _model("cardiomegaly", "intensive", None, status="failed")],
+        "run": {"state": "failed", "wall_seconds": 7500.0, "cpu_busy": 0.934, "executor": "LocalExecutor",
+                "database": "sqlite"}})
+    _write(results, "train_throughput", {"images": 128, "epochs": 3, "sizes": {"128": {
+        "pipeline": {"steady_images_per_second": 9.0, "seconds_to_first_step": 40.0},
+        "plain": {"steady_images_per_second": 10.0, "seconds_to_first_step": 35.0}, "ratio": 0.9,
+        "one_task_2_threads": 10.0, "two_tasks_1_thread": 12.5}}})
+    _write(results, "overhead", {"workload": "two models", "ratio": 1.05, "modes": {
+        "medcore_run": {"wall_seconds": 200.0, "cpu_busy": 0.8}, "scheduler": {"wall_seconds": 210.0, "cpu_busy": 0.9}}})
+
+    text = report.render(results)
+
+    assert "| pneumonia | standard | 32 | 0.951 (0.620–0.960) |" in text
+    assert "≥ 0.96: missed by 0.009 (its interval reaches it)" in text
+    assert "| limb_abnormalities | standard | 32 | 0.850" in text and "≥ 0.80: met" in text
+    assert "| cardiomegaly | intensive | – | failed at train |" in text
+    assert "| 2/3 succeeded | failed | 125.0 min | 93% |" in text
+    assert "wall ≤ 120 min: missed by 5 min; CPU busy ≥ 90 %: met" in text
+    assert "| 128 px | 9.0 | 10.0 | **0.900** |" in text and "Target ratio ≥ 0.90: met" in text
+    assert "| 12.5 |" in text
+    assert "| DAG run under the scheduler (LocalExecutor, SQLite) | 210 s | **1.05** | 90% |" in text
+    assert "Kermany et al. 2018" in text  # the published reference beside the condition's own figures
+    # Benchmarks not run yet say which command makes their file, rather than showing an empty table.
+    assert "bench/gradcam_speed.py` writes `bench/results/stages_speed.json`" in text
+
+
+def test_report_regenerates_without_any_results(tmp_path):
+    out = tmp_path / "BENCHMARKS.md"
+    assert report.main(["--results", str(tmp_path / "none"), "--out", str(out)]) == 0
+    # nightly.json feeds two sections (accuracy, and the whole night), each saying so
+    assert out.read_text().count("_Not measured yet") == 6
+
+
+def test_cpu_sampler_reads_a_busy_fraction():
+    sampler = CpuSampler()
+    sum(i * i for i in range(300_000))
+    sampler.sample()
+    assert 0.0 <= sampler.busy() <= 1.0 and len(sampler.timeline) == 1
+
+
+@pytest.mark.parametrize("script", ["bench/nightly.py", "bench/overhead.py"])
+def test_real_data_benchmarks_skip_cleanly_without_the_sets(tmp_path, script):
+    env = {**os.environ, "MEDCORE_DATA_ROOT": str(tmp_path / "absent")}
+    done = subprocess.run([sys.executable, str(ROOT / script)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("skipped: the real sets are not there")
+    assert not (ROOT / "bench" / "results" / "absent").exists()
