@@ -314,6 +314,8 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
             stoppers.append(stopper)
             callbacks = [
                 stopper,
+                # Before the CSV logger, so history.csv records the rate each epoch trained at.
+                *_schedule_callbacks(profile, learning_rate, first, last),
                 keras.callbacks.CSVLogger(str(paths.history_csv), append=True),
                 keras.callbacks.ModelCheckpoint(str(paths.backup_dir / "best.keras"), monitor="val_auc", mode="max",
                                                 save_best_only=True, verbose=0),
@@ -321,7 +323,6 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
                 # A retried task (killed worker, reboot) resumes after the last finished epoch.
                 keras.callbacks.BackupAndRestore(str(paths.backup_dir / phase), double_checkpoint=True),
                 _progress_callback(epochs, epoch_seconds),
-                *_schedule_callbacks(profile, learning_rate, first, last),
                 keras.callbacks.LambdaCallback(
                     on_train_batch_end=lambda batch, logs: first_step or first_step.append(time.perf_counter() - start)),
             ]
