@@ -78,7 +78,7 @@ bench: install ## measure everything in bench/ on the real sets (~2.5 h on 2 cor
 	set -e; export MEDCORE_DATA_ROOT="$(BENCH_DATA)"; \
 	$(PY) bench/validate_speed.py; \
 	$(PY) bench/gradcam_speed.py; \
-	$(PY) bench/train_throughput.py --sizes 128 224 --images 128 --epochs 3; \
+	$(PY) bench/train_throughput.py --sizes 128 224 --images 160 --epochs 3; \
 	$(PY) bench/overhead.py; \
 	$(PY) bench/nightly.py; \
 	$(PY) bench/report.py
