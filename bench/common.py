@@ -238,3 +238,43 @@ def model_rows(runs_root: Path, run_id: str) -> list[dict[str, Any]]:
 
 def python() -> str:
     return sys.executable
+
+
+def ensemble_rows(runs_root: Path, run_id: str, seed: int = 1337) -> list[dict[str, Any]]:
+    """Per condition with two or more succeeded profiles: test ROC AUC of their mean logit, with its interval.
+
+    A lever that costs no training: the run already scored the same test images with every profile.
+    Only ROC AUC is reported, since a threshold for the ensemble would need validation scores, which
+    the run does not keep.
+    """
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    from medcore.evaluation import bootstrap_intervals
+    from medcore.layout import RunLayout
+
+    run = RunLayout(runs_root, run_id)
+    info = json.loads(run.run_json.read_text())
+    by_condition: dict[str, list[str]] = {}
+    for job in info["jobs"]:
+        if run.model(job["condition"], job["profile"]).gradcam_json.exists():
+            by_condition.setdefault(job["condition"], []).append(job["profile"])
+    rows = []
+    for condition, profiles in by_condition.items():
+        if len(profiles) < 2:
+            continue
+        frames = [pd.read_csv(run.model(condition, p).predictions_csv)[["relpath", "label", "group", "probability"]]
+                  .rename(columns={"probability": p}) for p in profiles]
+        merged = frames[0]
+        for frame in frames[1:]:
+            merged = merged.merge(frame.drop(columns=["label", "group"]), on="relpath")
+        p = np.clip(merged[profiles].to_numpy(dtype=float), 1e-7, 1 - 1e-7)
+        score = 1 / (1 + np.exp(-np.log(p / (1 - p)).mean(axis=1)))
+        labels = merged["label"].to_numpy(dtype=int)
+        interval = bootstrap_intervals(labels, score, 0.5, groups=merged["group"].astype(str).tolist(),
+                                       seed=seed)["intervals"]["roc_auc"]
+        rows.append({"condition": condition, "profiles": profiles, "n": len(merged),
+                     "roc_auc": float(roc_auc_score(labels, score)), "interval": interval,
+                     "members": {prof: float(roc_auc_score(labels, merged[prof])) for prof in profiles}})
+    return rows

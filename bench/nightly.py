@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, data_root_or_none, model_rows, scheduler_run, write_result  # noqa: E402
+from bench.common import ROOT, data_root_or_none, ensemble_rows, model_rows, scheduler_run, write_result  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     models = model_rows(runs_root, run["run_id"])
     path = write_result(args.name, {"config": os.path.relpath(Path(args.config).resolve(), ROOT),
                                     "data_root": str(data_root), "conf": conf, "run": run, "models": models,
+                                    "ensembles": ensemble_rows(runs_root, run["run_id"]),
                                     "run_folder": str((runs_root / run["run_id"]).relative_to(ROOT))})
     shutil.rmtree(workdir / "airflow_home", ignore_errors=True)  # keep the run folder, not a dead metadata DB
     done = sum(m["status"] == "succeeded" for m in models)
