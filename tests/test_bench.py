@@ -91,3 +91,23 @@ def test_real_data_benchmarks_skip_cleanly_without_the_sets(tmp_path, script):
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("skipped: the real sets are not there")
     assert not (ROOT / "bench" / "results" / "absent").exists()
+
+
+def test_ensemble_averages_the_profiles_logits_on_the_same_test_images(tmp_path):
+    """A profile that ranks perfectly plus one that says 0.5 for everything still ranks perfectly;
+    a condition with only one succeeded profile has no ensemble."""
+    from bench.common import ensemble_rows
+    from tests.fakes import TEST_FILES, write_run
+
+    run = write_run(tmp_path / "runs", "r1", {("pneumonia", "standard"): "ok", ("pneumonia", "intensive"): "ok",
+                                              ("limb", "standard"): "ok", ("limb", "intensive"): "train"})
+    for profile, probability in (("standard", lambda label, i: 0.6 + 0.03 * i if label else 0.1 + 0.03 * i),
+                                 ("intensive", lambda label, i: 0.5)):
+        rows = ["relpath,path,label,probability,predicted,group"]
+        rows += [f"{rel},/data/{rel},{label},{probability(label, i)},{label},p{i}" for i, (rel, label) in enumerate(TEST_FILES)]
+        run.model("pneumonia", profile).predictions_csv.write_text("\n".join(rows) + "\n")
+
+    (row,) = ensemble_rows(run.runs_root, run.run_id)
+    assert row["condition"] == "pneumonia" and row["profiles"] == ["standard", "intensive"]
+    assert row["members"] == {"standard": 1.0, "intensive": 0.5}
+    assert row["roc_auc"] == 1.0 and row["n"] == len(TEST_FILES)
