@@ -152,6 +152,9 @@ class Profile:
     # cosine: decay each phase from learning_rate towards 5 % of it by its last epoch, which converges
     # within a fixed nightly epoch budget instead of waiting for a plateau.
     lr_schedule: str = "constant"
+    # Weight each class by the inverse of its share of the train split, so an imbalanced set (pneumonia
+    # is 3:1) does not buy accuracy by favouring the majority class.
+    class_weighting: bool = True
     weights: str = "none"  # none, imagenet, champion (warm start), or a DenseNet121 (notop) weights file
     freeze_epochs: int = 0  # epochs with a frozen backbone before fine-tuning (for pretrained weights)
     fine_tune_learning_rate: float | None = None  # after unfreezing; default learning_rate / 10
@@ -447,7 +450,7 @@ def _validation(r: _Reader, raw: Any) -> ValidationSettings:
 def _profile(r: _Reader, name: str, raw: Any) -> Profile:
     key = f"profiles.{name}"
     raw = r.mapping(raw, key)
-    r.reject_unknown(raw, {"image_size", "epochs", "patience", "batch_size", "learning_rate", "lr_schedule", "weights",
+    r.reject_unknown(raw, {"image_size", "epochs", "patience", "batch_size", "learning_rate", "lr_schedule", "class_weighting", "weights",
                            "freeze_epochs", "fine_tune_learning_rate", "precision", "intra_op_threads",
                            "inter_op_threads", "execution", "max_images_per_split", "augmentation"}, key)
     aug_key = f"{key}.augmentation"
@@ -456,6 +459,9 @@ def _profile(r: _Reader, name: str, raw: Any) -> Profile:
     flip = aug_raw.get("horizontal_flip", False)
     if not isinstance(flip, bool):
         raise r.fail(f"{aug_key}.horizontal_flip", f"must be true or false, got {flip!r}")
+    weighting = raw.get("class_weighting", True)
+    if not isinstance(weighting, bool):
+        raise r.fail(f"{key}.class_weighting", f"must be true or false, got {weighting!r}")
     return Profile(
         name=name,
         image_size=r.number(raw, "image_size", key, 128, int, 32, 1024),
@@ -464,6 +470,7 @@ def _profile(r: _Reader, name: str, raw: Any) -> Profile:
         batch_size=r.number(raw, "batch_size", key, 32, int, 1, 4096),
         learning_rate=r.number(raw, "learning_rate", key, 1e-3, float, 1e-8, 1.0),
         lr_schedule=r.text(raw, "lr_schedule", key, default="constant", choices=LR_SCHEDULES),
+        class_weighting=weighting,
         weights=_weights(r, raw, key),
         freeze_epochs=r.number(raw, "freeze_epochs", key, 0, int, 0, 1000),
         fine_tune_learning_rate=r.number(raw, "fine_tune_learning_rate", key, None, float, 1e-9, 1.0),

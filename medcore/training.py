@@ -327,7 +327,8 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
                     on_train_batch_end=lambda batch, logs: first_step or first_step.append(time.perf_counter() - start)),
             ]
             model.fit(train_data, validation_data=val_data, initial_epoch=first, epochs=last, callbacks=callbacks,
-                      class_weight=class_weights(train["label"].to_numpy()), verbose=0)
+                      class_weight=class_weights(train["label"].to_numpy()) if profile.class_weighting else None,
+                      verbose=0)
             if phase == "frozen":
                 model.save_weights(frozen_marker)
     wall = time.perf_counter() - start
@@ -346,6 +347,7 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
         "profile": profile.name,
         "image_size": profile.image_size,
         "lr_schedule": profile.lr_schedule,
+        "class_weighting": profile.class_weighting,
         "weights": profile.weights,
         "weights_used": weights_used,
         "epochs_planned": epochs,

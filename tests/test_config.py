@@ -25,7 +25,9 @@ def test_repository_configs_load():
         assert set(config.profiles) == {"standard", "intensive"}
     demo = load_config(ROOT / "configs" / "demo.yaml")
     assert demo.profiles["standard"].image_size == 64
-    assert demo.profiles["standard"].patience == 4  # inherited from conditions.yaml
+    base = load_config(ROOT / "conditions.yaml")
+    assert demo.profiles["standard"].patience == base.profiles["standard"].patience  # inherited, not restated
+    assert demo.profiles["standard"].lr_schedule == "cosine"
     assert demo.conditions["cardiomegaly"].positive == ("1",)
 
 
@@ -50,6 +52,8 @@ def test_data_root_is_relative_to_the_file_and_env_overrides(tmp_path, monkeypat
         (MINIMAL.replace("image_size: 64", "imagesize: 64"), "profiles.standard.imagesize: unknown key"),
         (MINIMAL.replace("image_size: 64", "image_size: 64, lr_schedule: step"),
          "profiles.standard.lr_schedule: must be one of"),
+        (MINIMAL.replace("image_size: 64", "image_size: 64, class_weighting: maybe"),
+         "profiles.standard.class_weighting: must be true or false"),
         (MINIMAL.replace("negative: [NORMAL]", "negative: [PNEUMONIA]"), "listed as both positive and negative"),
         (MINIMAL.replace("positive: [PNEUMONIA]", "positive: []"), "conditions.pneumonia.positive: must be a non-empty"),
         ("profiles: {standard: {}}\n", "conditions: at least one condition"),
