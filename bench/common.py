@@ -17,7 +17,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,22 @@ def data_root_or_none() -> Path | None:
     """The real sets ($MEDCORE_DATA_ROOT, default ../shared/datasets), or None when they are absent."""
     root = Path(os.environ.get("MEDCORE_DATA_ROOT") or ROOT.parent / "shared" / "datasets").resolve()
     return root if (root / "README.md").exists() and (root / "pneumonia").is_dir() else None
+
+
+NO_DATA = "skipped: the real sets are not there (set MEDCORE_DATA_ROOT, default ../shared/datasets)"
+
+
+def bench_workdir(name: str) -> tuple[Path, str]:
+    """A fresh folder under runs/bench/ for one benchmark run, and the UTC stamp in its name."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return ROOT / "runs" / "bench" / f"{name}-{stamp}", stamp
+
+
+def medcore_env(config: Path, data_root: Path, workdir: Path) -> dict[str, str]:
+    """The environment that points a run at the config, the real sets, and runs and a registry of its own."""
+    return {"MEDCORE_CONFIG": str(Path(config).resolve()), "MEDCORE_DATA_ROOT": str(data_root),
+            "MEDCORE_RUNS_ROOT": str(workdir / "runs"), "MEDCORE_REGISTRY_ROOT": str(workdir / "registry"),
+            "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def machine() -> dict[str, Any]:
@@ -234,10 +249,6 @@ def model_rows(runs_root: Path, run_id: str) -> list[dict[str, Any]]:
                                                       "seconds_to_first_step")},
         })
     return rows
-
-
-def python() -> str:
-    return sys.executable
 
 
 def ensemble_rows(runs_root: Path, run_id: str, seed: int = 1337) -> list[dict[str, Any]]:

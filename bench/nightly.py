@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import datetime as dt
 import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, data_root_or_none, ensemble_rows, model_rows, scheduler_run, write_result  # noqa: E402
+from bench.common import (NO_DATA, ROOT, bench_workdir, data_root_or_none, ensemble_rows, medcore_env,  # noqa: E402
+                          model_rows, scheduler_run, write_result)  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,17 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     data_root = data_root_or_none()
     if data_root is None:
-        print("skipped: the real sets are not there (set MEDCORE_DATA_ROOT, default ../shared/datasets)")
+        print(NO_DATA)
         return 0
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    workdir = ROOT / "runs" / "bench" / f"{args.name}-{stamp}"
-    runs_root, registry = workdir / "runs", workdir / "registry"
-    medcore_env = {"MEDCORE_CONFIG": str(Path(args.config).resolve()), "MEDCORE_DATA_ROOT": str(data_root),
-                   "MEDCORE_RUNS_ROOT": str(runs_root), "MEDCORE_REGISTRY_ROOT": str(registry),
-                   "TF_CPP_MIN_LOG_LEVEL": "2"}
+    workdir, stamp = bench_workdir(args.name)
+    runs_root = workdir / "runs"
     conf = {"conditions": args.condition, "profiles": args.profile, "epochs": args.epochs}
     print(f"{args.name}: DAG run under the scheduler, work in {workdir}", flush=True)
-    run = scheduler_run(workdir, medcore_env, conf, run_id=f"bench_{args.name}_{stamp}")
+    run = scheduler_run(workdir, medcore_env(Path(args.config), data_root, workdir), conf, run_id=f"bench_{args.name}_{stamp}")
     models = model_rows(runs_root, run["run_id"])
     path = write_result(args.name, {"config": os.path.relpath(Path(args.config).resolve(), ROOT),
                                     "data_root": str(data_root), "conf": conf, "run": run, "models": models,

@@ -15,7 +15,6 @@ last as `ratio=<value>`. Skips (exit 0) when the real sets are absent.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import shutil
 import subprocess
@@ -25,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, CpuSampler, data_root_or_none, scheduler_run, write_result  # noqa: E402
+from bench.common import (NO_DATA, ROOT, CpuSampler, bench_workdir, data_root_or_none, medcore_env,  # noqa: E402
+                          scheduler_run, write_result)
 
 
 def _medcore_run(workdir: Path, env: dict[str, str], conditions: list[str], profiles: list[str], epochs: int,
@@ -54,17 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     profiles = args.profile or ["standard"]
     data_root = data_root_or_none()
     if data_root is None:
-        print("skipped: the real sets are not there (set MEDCORE_DATA_ROOT, default ../shared/datasets)")
+        print(NO_DATA)
         return 0
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    workdir = ROOT / "runs" / "bench" / f"overhead-{stamp}"
+    workdir, stamp = bench_workdir("overhead")
     modes = {}
     for mode in ("medcore_run", "scheduler"):
         here = workdir / mode
         here.mkdir(parents=True, exist_ok=True)
-        env = {"MEDCORE_CONFIG": str(ROOT / "conditions.yaml"), "MEDCORE_DATA_ROOT": str(data_root),
-               "MEDCORE_RUNS_ROOT": str(here / "runs"), "MEDCORE_REGISTRY_ROOT": str(here / "registry"),
-               "TF_CPP_MIN_LOG_LEVEL": "2"}
+        env = medcore_env(ROOT / "conditions.yaml", data_root, here)
         run_id = f"bench_overhead_{mode}_{stamp}"
         print(f"{mode}: {len(conditions) * len(profiles)} models, {args.epochs} epochs ...", flush=True)
         if mode == "medcore_run":

@@ -447,21 +447,23 @@ def _validation(r: _Reader, raw: Any) -> ValidationSettings:
     )
 
 
+def _flag(r: _Reader, raw: dict, name: str, key: str, default: bool) -> bool:
+    value = raw.get(name, default)
+    if not isinstance(value, bool):
+        raise r.fail(f"{key}.{name}", f"must be true or false, got {value!r}")
+    return value
+
+
 def _profile(r: _Reader, name: str, raw: Any) -> Profile:
     key = f"profiles.{name}"
     raw = r.mapping(raw, key)
-    r.reject_unknown(raw, {"image_size", "epochs", "patience", "batch_size", "learning_rate", "lr_schedule", "class_weighting", "weights",
-                           "freeze_epochs", "fine_tune_learning_rate", "precision", "intra_op_threads",
+    r.reject_unknown(raw, {"image_size", "epochs", "patience", "batch_size", "learning_rate", "lr_schedule",
+                           "class_weighting", "weights", "freeze_epochs", "fine_tune_learning_rate", "precision", "intra_op_threads",
                            "inter_op_threads", "execution", "max_images_per_split", "augmentation"}, key)
     aug_key = f"{key}.augmentation"
     aug_raw = r.mapping(raw.get("augmentation"), aug_key)
     r.reject_unknown(aug_raw, {"rotation", "zoom", "contrast", "horizontal_flip"}, aug_key)
-    flip = aug_raw.get("horizontal_flip", False)
-    if not isinstance(flip, bool):
-        raise r.fail(f"{aug_key}.horizontal_flip", f"must be true or false, got {flip!r}")
-    weighting = raw.get("class_weighting", True)
-    if not isinstance(weighting, bool):
-        raise r.fail(f"{key}.class_weighting", f"must be true or false, got {weighting!r}")
+    flip = _flag(r, aug_raw, "horizontal_flip", aug_key, False)
     return Profile(
         name=name,
         image_size=r.number(raw, "image_size", key, 128, int, 32, 1024),
@@ -470,7 +472,7 @@ def _profile(r: _Reader, name: str, raw: Any) -> Profile:
         batch_size=r.number(raw, "batch_size", key, 32, int, 1, 4096),
         learning_rate=r.number(raw, "learning_rate", key, 1e-3, float, 1e-8, 1.0),
         lr_schedule=r.text(raw, "lr_schedule", key, default="constant", choices=LR_SCHEDULES),
-        class_weighting=weighting,
+        class_weighting=_flag(r, raw, "class_weighting", key, True),
         weights=_weights(r, raw, key),
         freeze_epochs=r.number(raw, "freeze_epochs", key, 0, int, 0, 1000),
         fine_tune_learning_rate=r.number(raw, "fine_tune_learning_rate", key, None, float, 1e-9, 1.0),
