@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 DEMO_DATA := data/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help install lock airflow-init demo test test-fast test-integration run airflow-ui resend bench bench-report clean
+.PHONY: help install lock airflow-init demo test test-fast test-integration run pretrain airflow-ui resend bench bench-report clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-17s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ test-integration: install ## CeleryExecutor on this machine's PostgreSQL and Red
 
 run: install ## train for real with conditions.yaml, without Airflow (MEDCORE_DATA_ROOT=../shared/datasets)
 	$(VENV)/bin/medcore run
+
+pretrain: install ## learn the shared backbone from every condition's train split into the registry (a few CPU hours; MEDCORE_DATA_ROOT)
+	$(VENV)/bin/medcore pretrain
 
 airflow-ui: airflow-init ## start the embedded Airflow (scheduler, dag-processor, api-server) on 127.0.0.1:8080
 	bin/airflow-local airflow standalone

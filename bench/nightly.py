@@ -1,14 +1,15 @@
 """The whole nightly run on the real sets, through the DAG under a real scheduler: wall time, CPU use, figures.
 
 Usage: .venv/bin/python bench/nightly.py [--config conditions.yaml] [--condition pneumonia ...]
-       [--profile standard ...] [--epochs N] [--name nightly]
+       [--profile standard ...] [--epochs N] [--name nightly] [--shared-backbone registry/shared_backbone.keras]
 
 Trains every (condition, profile) of the config exactly as the scheduled DAG does (embedded Airflow,
 LocalExecutor, the `training` pool sharing the cores), from an empty champion registry: the first
 night of a new installation. Writes bench/results/<name>.json with the run's wall time, the
 machine-wide CPU busy fraction while it ran, and per model the test figures with their 95 %
 intervals and the training cost, all read back from the files the stages wrote. The run folder
-stays under runs/bench/ for a closer look at its report.md.
+stays under runs/bench/ for a closer look at its report.md. `--shared-backbone` puts a backbone from
+`medcore pretrain` into the run's registry (with its record), for configs whose profiles say `weights: shared`.
 Skips (exit 0) when the real sets are not there ($MEDCORE_DATA_ROOT, default ../shared/datasets).
 """
 
@@ -24,6 +25,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (NO_DATA, ROOT, bench_workdir, data_root_or_none, ensemble_rows, medcore_env,  # noqa: E402
                           model_rows, scheduler_run, write_result)  # noqa: E402
+from medcore.jsonio import read_json  # noqa: E402
+from medcore.layout import RegistryLayout  # noqa: E402
+
+
+def place_shared_backbone(source: Path, registry: RegistryLayout) -> dict | None:
+    """Copy a pre-trained backbone into the run's registry; return its pre-training record (None if absent)."""
+    registry.root.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, registry.shared_backbone)
+    record = source.with_suffix(".json")
+    if not record.is_file():
+        return None
+    shutil.copyfile(record, registry.shared_backbone_record)
+    return {k: v for k, v in read_json(record).items() if k != "versions"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="append", default=[])
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--name", default="nightly")
+    parser.add_argument("--shared-backbone", type=Path, default=None,
+                        help="a shared_backbone.keras from `medcore pretrain` (its .json beside it is kept too)")
     args = parser.parse_args(argv)
+    if args.shared_backbone and not args.shared_backbone.is_file():
+        parser.error(f"{args.shared_backbone}: no such file")
     data_root = data_root_or_none()
     if data_root is None:
         print(NO_DATA)
@@ -41,11 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     workdir, stamp = bench_workdir(args.name)
     runs_root = workdir / "runs"
     conf = {"conditions": args.condition, "profiles": args.profile, "epochs": args.epochs}
+    backbone = place_shared_backbone(args.shared_backbone, RegistryLayout(workdir / "registry")) \
+        if args.shared_backbone else None
     print(f"{args.name}: DAG run under the scheduler, work in {workdir}", flush=True)
     run = scheduler_run(workdir, medcore_env(Path(args.config), data_root, workdir), conf, run_id=f"bench_{args.name}_{stamp}")
     models = model_rows(runs_root, run["run_id"])
     path = write_result(args.name, {"config": os.path.relpath(Path(args.config).resolve(), ROOT),
                                     "data_root": str(data_root), "conf": conf, "run": run, "models": models,
+                                    "shared_backbone": backbone,
                                     "ensembles": ensemble_rows(runs_root, run["run_id"]),
                                     "run_folder": str((runs_root / run["run_id"]).relative_to(ROOT))})
     shutil.rmtree(workdir / "airflow_home", ignore_errors=True)  # keep the run folder, not a dead metadata DB

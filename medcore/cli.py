@@ -60,6 +60,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if summary["failed"] == 0 else 1
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from medcore.config import load_config
+    from medcore.pretraining import pretrain_backbone
+    from medcore.registry import registry_of
+
+    config = load_config(args.config)
+    if args.profile not in config.profiles:
+        raise MedcoreError(f"{config.path}: no profile named {args.profile!r} (have {', '.join(config.profiles)})")
+    if args.epochs is not None and args.epochs < 1:
+        raise MedcoreError(f"--epochs must be at least 1, got {args.epochs}")
+    registry = registry_of(config)
+    record = pretrain_backbone(config, config.profiles[args.profile], registry, epochs=args.epochs,
+                               conditions=args.condition)
+    for name, why in record["skipped"].items():
+        print(f"SKIPPED {name}: {why}")
+    shown = ", ".join(f"{c} {a:.3f}" for c, a in record["val_auc"].items()) or f"mean {record['val_mean_auc']:.3f}"
+    print(f"shared backbone from {len(record['conditions'])} conditions, best epoch {record['best_epoch']}/"
+          f"{record['epochs']} (val AUC {shown}) in {record['wall_seconds'] / 60:.1f} min")
+    print(f"written to {record['model_path']}; profiles start from it with `weights: shared`")
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -118,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int, default=None, help="override every profile's epochs")
     run.add_argument("--run-id", default=None)
     run.set_defaults(func=_cmd_run)
+
+    pretrain = commands.add_parser("pretrain", help="learn one shared backbone from every condition's train split")
+    pretrain.add_argument("--config", default=None)
+    pretrain.add_argument("--profile", default="standard", help="image size, augmentation and rate to learn with")
+    pretrain.add_argument("--condition", action="append", help="repeat to pick several (default: all)")
+    pretrain.add_argument("--epochs", type=int, default=None, help="default: the profile's epochs")
+    pretrain.set_defaults(func=_cmd_pretrain)
 
     predict = commands.add_parser("predict", help="score new images with a trained model (path, probability, label)")
     predict.add_argument("--model", required=True, help="a model.keras written by training")

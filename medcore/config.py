@@ -155,7 +155,9 @@ class Profile:
     # Weight each class by the inverse of its share of the train split, so an imbalanced set (pneumonia
     # is 3:1) does not buy accuracy by favouring the majority class.
     class_weighting: bool = True
-    weights: str = "none"  # none, imagenet, champion (warm start), or a DenseNet121 (notop) weights file
+    # none, imagenet, champion (warm start), shared (the backbone `medcore pretrain` wrote), or a DenseNet121
+    # (notop) weights file
+    weights: str = "none"
     freeze_epochs: int = 0  # epochs with a frozen backbone before fine-tuning (for pretrained weights)
     fine_tune_learning_rate: float | None = None  # after unfreezing; default learning_rate / 10
     precision: str = "float32"
@@ -402,13 +404,14 @@ def _condition(r: _Reader, name: str, raw: Any) -> Condition:
 
 
 def _weights(r: _Reader, raw: Mapping[str, Any], key: str) -> str:
-    """`none`, `imagenet`, or a weights file resolved against the config file's folder."""
+    """`none`, `imagenet`, `champion`, `shared`, or a weights file resolved against the config file's folder."""
     value = r.text(raw, "weights", key, default="none")
-    if value in ("none", "imagenet", "champion"):
+    if value in ("none", "imagenet", "champion", "shared"):
         return value
     path = (r.path.parent / Path(value).expanduser()).resolve()
     if not path.is_file():
-        raise r.fail(f"{key}.weights", f"must be none, imagenet, champion or an existing weights file; {path} not found")
+        raise r.fail(f"{key}.weights",
+                     f"must be none, imagenet, champion, shared or an existing weights file; {path} not found")
     return str(path)
 
 

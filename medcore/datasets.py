@@ -26,7 +26,7 @@ import pandas as pd
 from medcore.config import Condition, Config, Profile, canonical_label
 from medcore.errors import DataError
 
-__all__ = ["IMAGE_SUFFIXES", "SPLITS", "COLUMNS", "SOURCE_COLUMNS", "Source", "read_source", "read_manifest",
+__all__ = ["IMAGE_SUFFIXES", "SPLITS", "COLUMNS", "SOURCE_COLUMNS", "Source", "read_source", "read_manifest", "image_dataset",
            "label_manifest", "classify_labels", "assign_splits", "cap_per_split", "make_dataset"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
@@ -325,20 +325,24 @@ def make_dataset(frame: pd.DataFrame, profile: Profile, *, training: bool, seed:
     Decodes each file once (caching the resized tensors), turns grayscale into three channels,
     and prefetches, so training does not wait on disk or JPEG decoding.
     """
+    return image_dataset(frame["path"].to_numpy(dtype=str), frame["label"].to_numpy(dtype=np.float32),
+                         profile.image_size, profile.batch_size, training=training, seed=seed)
+
+
+def image_dataset(paths: np.ndarray, targets: np.ndarray, size: int, batch_size: int, *, training: bool, seed: int,
+                  sample_weights: np.ndarray | None = None):
+    """Return batches of (image, target[, sample weight]) with images decoded once, resized to `size`, cached."""
     import tensorflow as tf
 
-    size = profile.image_size
-
-    def load(path, label):
+    def load(path, *rest):
         image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
         image = tf.image.resize(image, (size, size), antialias=True)
         image.set_shape((size, size, 3))
-        return image, label
+        return (image, *rest)
 
-    data = tf.data.Dataset.from_tensor_slices(
-        (frame["path"].to_numpy(dtype=str), frame["label"].to_numpy(dtype=np.float32))
-    )
+    columns = (paths, targets) if sample_weights is None else (paths, targets, sample_weights.astype(np.float32))
+    data = tf.data.Dataset.from_tensor_slices(columns)
     data = data.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
     if training:
-        data = data.shuffle(len(frame), seed=seed, reshuffle_each_iteration=True)
-    return data.batch(profile.batch_size).prefetch(tf.data.AUTOTUNE)
+        data = data.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -157,3 +157,18 @@ class RegistryLayout:
 
     def contract(self, condition: str, run_id: str, profile: str) -> Path:
         return self.models_dir(condition) / f"{safe_run_id(run_id)}__{profile}.json"
+
+    @property
+    def shared_backbone(self) -> Path:
+        """The backbone `medcore pretrain` learnt from every condition's train split (`weights: shared`)."""
+        return Path(self.root) / "shared_backbone.keras"
+
+    @property
+    def shared_backbone_record(self) -> Path:
+        """What the shared backbone was trained on, how long it took, and its per-condition val AUC."""
+        return Path(self.root) / "shared_backbone.json"
+
+    @property
+    def shared_backbone_work(self) -> Path:
+        """Pre-training's resumable state (BackupAndRestore, best epoch, history); removed once it succeeds."""
+        return Path(self.root) / ".shared_backbone"

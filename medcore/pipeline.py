@@ -127,17 +127,29 @@ def train(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     from medcore.training import train_model
 
     record = train_model(config, profile, _split(paths), paths, epochs=job.get("epochs"),
-                         warm_start=_champion_model(config, condition.name) if profile.weights == "champion" else None)
+                         warm_start=_warm_start(config, condition.name, profile.weights))
     record["dataset_fingerprint"] = read_json(paths.validation_json)["fingerprint"]
     write_json(paths.training_json, record)
     return job
 
 
+def _warm_start(config: Config, condition: str, weights: str) -> Path | None:
+    """The saved model a profile's `weights: champion|shared` starts from, if it exists yet."""
+    if weights == "champion":
+        return _champion_model(config, condition)
+    if weights == "shared":
+        from medcore.registry import registry_of
+
+        path = registry_of(config).shared_backbone
+        return path if path.is_file() else None
+    return None
+
+
 def _champion_model(config: Config, condition: str) -> Path | None:
     """The registry's current champion model of `condition`, if there is one (the warm start of nightly runs)."""
-    from medcore.registry import read_record, registry_for
+    from medcore.registry import read_record, registry_of
 
-    registry = registry_for(config.registry.root or config.path.parent / "registry")
+    registry = registry_of(config)
     champion = read_record(registry, condition).get("champion") or {}
     path = champion.get("model_path")
     return Path(path) if path and Path(path).is_file() else None
@@ -257,12 +269,12 @@ def promote(run_id: str, runs_root: str | os.PathLike[str]) -> dict[str, Any]:
     too ("kept champion" or "no champion"). One condition's registry error never stops the others;
     the stage still fails afterwards so the error is visible, and the report shows it.
     """
-    from medcore.registry import promote_condition, registry_for
+    from medcore.registry import promote_condition, registry_of
 
     run = RunLayout(Path(runs_root), run_id)
     info = read_json(run.run_json)
     config = load_config(info["config"])
-    registry = registry_for(config.registry.root or config.path.parent / "registry")
+    registry = registry_of(config)
     profiles: dict[str, list[str]] = {}
     for job in info["jobs"]:
         profiles.setdefault(job["condition"], []).append(job["profile"])

@@ -25,14 +25,14 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from medcore.config import DEFAULT_TIERS, RegistrySettings, canonical_label
+from medcore.config import DEFAULT_TIERS, Config, RegistrySettings, canonical_label
 from medcore.errors import StageError
 from medcore.jsonio import atomic_write_bytes, read_json, write_json
 from medcore.layout import ModelLayout, RegistryLayout
 
 __all__ = ["PROMOTED", "KEPT", "NO_CHAMPION", "TIER_ORDER", "test_split_fingerprint", "figure", "interval",
            "check_gates", "succeeded", "candidate_from", "pick_candidate", "decide", "read_record", "promote_condition",
-           "champion_summary", "registry_for"]
+           "champion_summary", "registry_for", "registry_of"]
 
 PROMOTED, KEPT, NO_CHAMPION = "promoted", "kept champion", "no champion"
 TIER_ORDER = tuple(name for name, _ in DEFAULT_TIERS) + ("insufficient",)  # best first, as evaluation names them
@@ -317,3 +317,8 @@ def registry_for(root: str | os.PathLike[str]) -> RegistryLayout:
     if root.exists() and not root.is_dir():
         raise StageError(f"{root}: the champion registry must be a folder")
     return RegistryLayout(root)
+
+
+def registry_of(config: Config) -> RegistryLayout:
+    """The registry `config` names (a hand-built Config without one uses `registry` beside its file)."""
+    return registry_for(config.registry.root or config.path.parent / "registry")

@@ -274,11 +274,11 @@ def _beyond_the_seed(run: RunLayout, info: dict[str, Any], models: list[dict[str
 def _registry_champions(info: dict[str, Any], conditions: Sequence[str]) -> dict[str, Any]:
     from medcore.config import load_config
     from medcore.errors import MedcoreError
-    from medcore.registry import champion_summary, read_record, registry_for
+    from medcore.registry import champion_summary, read_record, registry_of
 
     try:
         config = load_config(info["config"])
-        registry = registry_for(config.registry.root or config.path.parent / "registry")
+        registry = registry_of(config)
         return {c: champion_summary(read_record(registry, c).get("champion")) for c in conditions}
     except (MedcoreError, OSError, ValueError, KeyError):
         return {}  # the report must render even if the config moved since the run

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_WEIGHTS_FILE = "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"
+# Weight sources copied in from a saved model after building; what the record says when there is none yet.
+WARM_STARTS = {"champion": "none (no champion yet)", "shared": "none (no shared backbone yet; run `medcore pretrain`)"}
 
 
 def configure_threads(profile: Profile) -> dict[str, int | None]:
@@ -88,7 +90,7 @@ def precision_policy(profile: Profile) -> Iterator[str]:
 def _backbone(x, weights: str):
     import keras
 
-    if weights in ("none", "champion"):  # a champion's weights are copied in after building
+    if weights in ("none", "champion", "shared"):  # a champion's or the shared backbone's weights are copied in later
         return keras.applications.DenseNet121(include_top=False, weights=None, input_tensor=x, pooling="avg")
     if weights == "imagenet":
         cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / IMAGENET_WEIGHTS_FILE
@@ -104,14 +106,11 @@ def _backbone(x, weights: str):
         raise MedcoreError(f"{weights}: not DenseNet121 (include_top=False) weights: {exc}") from exc
 
 
-def build_model(profile: Profile, seed: int):
-    """Return a compiled, functional DenseNet121 binary classifier emitting one float32 logit.
+def build_network(profile: Profile, seed: int, outputs: int = 1, head: str = "logit"):
+    """Return an uncompiled DenseNet121 emitting `outputs` float32 logits from a Dense layer named `head`.
 
-    Args:
-        profile: image size, augmentation, weight source and learning rate.
-        seed: seeds the augmentation and dropout layers.
-    Returns:
-        A `keras.Model` whose layer `relu` is DenseNet121's final activation (the Grad-CAM target).
+    Augmentation, rescaling and ImageNet normalisation are layers of the model, so a saved model
+    takes raw 0-255 pixels. Layer `relu` is DenseNet121's final activation (the Grad-CAM target).
     """
     import keras
 
@@ -132,8 +131,20 @@ def build_model(profile: Profile, seed: int):
     # input_tensor makes DenseNet's layers part of this graph, so `relu` is reachable by name.
     backbone = _backbone(x, profile.weights)
     x = keras.layers.Dropout(0.2, seed=seed, name="dropout")(backbone.output)
-    logits = keras.layers.Dense(1, name="logit", dtype="float32")(x)  # float32 logits even under bf16
-    model = keras.Model(inputs, logits, name="densenet121_binary")
+    logits = keras.layers.Dense(outputs, name=head, dtype="float32")(x)  # float32 logits even under bf16
+    return keras.Model(inputs, logits, name="densenet121_binary" if outputs == 1 else f"densenet121_{outputs}_tasks")
+
+
+def build_model(profile: Profile, seed: int):
+    """Return a compiled, functional DenseNet121 binary classifier emitting one float32 logit.
+
+    Args:
+        profile: image size, augmentation, weight source and learning rate.
+        seed: seeds the augmentation and dropout layers.
+    Returns:
+        A `keras.Model` whose layer `relu` is DenseNet121's final activation (the Grad-CAM target).
+    """
+    model = build_network(profile, seed)
     _compile(model, profile, profile.learning_rate)
     return model
 
@@ -166,8 +177,8 @@ def warm_start_from(model, source: Path) -> int:
     """
     import keras
 
-    champion = keras.models.load_model(source, safe_mode=True, compile=False)
-    theirs = {layer.name: layer for layer in champion.layers}
+    saved = keras.models.load_model(source, safe_mode=True, compile=False)
+    theirs = {layer.name: layer for layer in saved.layers}
     copied = 0
     for layer in model.layers:
         other = theirs.get(layer.name)
@@ -178,7 +189,7 @@ def warm_start_from(model, source: Path) -> int:
             layer.set_weights(weights)
             copied += 1
     if not copied:
-        raise MedcoreError(f"{source}: no layer of the champion matches this model; cannot warm start")
+        raise MedcoreError(f"{source}: no layer of the saved model matches this model; cannot warm start")
     return copied
 
 
@@ -253,7 +264,7 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
                 epochs: int | None = None, warm_start: Path | None = None) -> dict[str, Any]:
     """Fit DenseNet121 on the train split, select on val, save `model.keras`; return the training record.
 
-    `warm_start` (for `weights: champion`) is a saved model whose weights start this one.
+    `warm_start` (for `weights: champion` or `shared`) is a saved model whose weights start this one.
     """
     import keras
     import tensorflow as tf
@@ -287,11 +298,11 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
     with precision_policy(profile) as precision:
         model = build_model(profile, config.seed)
         weights_used = profile.weights
-        if profile.weights == "champion":
-            weights_used = "none (no champion yet)"
+        if profile.weights in WARM_STARTS:
+            weights_used = WARM_STARTS[profile.weights]
             if warm_start is not None:
                 copied = warm_start_from(model, warm_start)
-                weights_used = f"champion {warm_start} ({copied} layers)"
+                weights_used = f"{profile.weights} {warm_start} ({copied} layers)"
         freeze = min(profile.freeze_epochs, epochs) if not weights_used.startswith("none") else 0
         phases = [("frozen", 0, freeze, profile.learning_rate), ("fine_tune", freeze, epochs,
                    profile.fine_tune_learning_rate or (profile.learning_rate / 10 if freeze else profile.learning_rate))]
