@@ -40,6 +40,8 @@ MAKES = {
     "stages_speed": "`.venv/bin/python bench/gradcam_speed.py`",
     "validate_speed": "`.venv/bin/python bench/validate_speed.py`",
     "overhead": "`.venv/bin/python bench/overhead.py`",
+    "nightly_shared": "`make pretrain`, then `.venv/bin/python bench/nightly.py --config configs/shared-backbone.yaml "
+                      "--shared-backbone registry/shared_backbone.keras --name nightly_shared`",
 }
 
 
@@ -196,6 +198,51 @@ def overhead_table(overhead: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pretraining_summary(record: dict[str, Any]) -> str:
+    images = record["images"]
+    train = sum(c.get("train", 0) for c in images.values())
+    val = sum(c.get("val", 0) for c in images.values())
+    dropped = sum(record.get("test_lookalikes_dropped", {}).values())
+    scores = ", ".join(f"{c} {a:.3f}" for c, a in (record.get("val_auc") or {}).items())
+    return (f"The backbone (`medcore pretrain --profile {record['profile']}`, {record['image_size']} px) learnt from "
+            f"{train:,} train images of {len(record['conditions'])} conditions, picking its best epoch "
+            f"({record['best_epoch']} of {record['epochs']}) on {val:,} val images by mean per-condition val AUC"
+            f"{f' ({scores})' if scores else ''}. It took {record['wall_seconds'] / 60:.1f} min at "
+            f"{_num(record.get('images_per_second'), 1)} img/s on {record['threads'].get('intra_op') or 'all'} "
+            f"threads. No test image of any condition was read; {dropped} train/val images that were near duplicates "
+            "of another condition's test images were left out.")
+
+
+def shared_backbone_table(scratch: dict[str, Any] | None, shared: dict[str, Any]) -> str:
+    before = {(m["condition"], m["profile"]): m["test"]["roc_auc"] for m in (scratch or {}).get("models", [])
+              if m["status"] == "succeeded"}
+    lines = []
+    if shared.get("shared_backbone"):
+        lines += [pretraining_summary(shared["shared_backbone"]), ""]
+    lines += ["| condition | profile | from scratch (table 1) | shared backbone: test AUC (95 % CI) | change "
+              "| epochs | train min | target |", "|---|---|--:|---|--:|--:|--:|---|"]
+    for m in shared["models"]:
+        t, iv, tr = m["test"], m["intervals"], m["training"]
+        old = before.get((m["condition"], m["profile"]))
+        if m["status"] != "succeeded":
+            lines.append(f"| {m['condition']} | {m['profile']} | {_num(old)} | {m['status']} | | | | |")
+            continue
+        change = "–" if old is None or t["roc_auc"] is None else f"{t['roc_auc'] - old:+.3f}"
+        lines.append(f"| {m['condition']} | {m['profile']} | {_num(old)} | "
+                     f"{_with_interval(t['roc_auc'], iv.get('roc_auc'))} | {change} | "
+                     f"{tr['epochs_run']}/{tr['epochs_planned']} | {_num((tr['wall_seconds'] or 0) / 60, 1)} | "
+                     f"{_target_verdict(m['condition'], t['roc_auc'], iv.get('roc_auc'))} |")
+    run = shared["run"]
+    done = sum(m["status"] == "succeeded" for m in shared["models"])
+    lines += ["", f"The night itself (`{shared['config']}`, same DAG under the scheduler): {done}/{len(shared['models'])} "
+              f"models in {run['wall_seconds'] / 60:.1f} min wall, CPU busy {run['cpu_busy']:.0%}."]
+    rows = shared.get("ensembles") or []
+    if rows:
+        lines += ["", "Ensembles of the two profiles (mean logit, as above): " + "; ".join(
+            f"{r['condition']} {_with_interval(r['roc_auc'], r['interval'])}" for r in rows) + "."]
+    return "\n".join(lines) + "\n"
+
+
 def render(results: Path) -> str:
     loaded = {name: _load(results, name) for name in MAKES}
     stamp = next((r for r in (loaded["nightly"], loaded["train_throughput"], loaded["overhead"],
@@ -224,6 +271,9 @@ def render(results: Path) -> str:
     out.append(overhead_table(loaded["overhead"]) if loaded["overhead"] else _missing("overhead"))
     out += ["## 4. The whole nightly run", ""]
     out.append(nightly_table(loaded["nightly"]) if loaded["nightly"] else _missing("nightly"))
+    out += ["## 5. In-domain pre-training: one shared backbone", ""]
+    out.append(shared_backbone_table(loaded["nightly"], loaded["nightly_shared"]) if loaded["nightly_shared"]
+               else _missing("nightly_shared"))
     notes = ROOT / "bench" / "notes.md"
     if notes.exists():
         out += ["## Reading these numbers", "", notes.read_text().strip(), ""]

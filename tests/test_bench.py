@@ -70,11 +70,36 @@ def test_report_tables_come_from_the_raw_results(tmp_path):
     assert "bench/gradcam_speed.py` writes `bench/results/stages_speed.json`" in text
 
 
+def test_shared_backbone_section_compares_each_model_with_its_scratch_run(tmp_path):
+    results = tmp_path / "results"
+    run = {"state": "success", "wall_seconds": 3000.0, "cpu_busy": 0.91, "executor": "LocalExecutor",
+           "database": "sqlite"}
+    _write(results, "nightly", {"config": "conditions.yaml", "run": run,
+                                "models": [_model("pneumonia", "standard", 0.950), _model("limb_abnormalities",
+                                                                                            "standard", 0.60)]})
+    _write(results, "nightly_shared", {
+        "config": "configs/shared-backbone.yaml", "run": run,
+        "models": [_model("pneumonia", "standard", 0.962), _model("limb_abnormalities", "standard", 0.55)],
+        "shared_backbone": {"profile": "standard", "image_size": 64, "conditions": ["pneumonia", "limb_abnormalities"],
+                            "images": {"pneumonia": {"train": 3000, "val": 500}, "limb_abnormalities": {"train": 1000,
+                                                                                                       "val": 100}},
+                            "test_lookalikes_dropped": {"pneumonia": 0, "limb_abnormalities": 2}, "epochs": 8,
+                            "best_epoch": 7, "val_auc": {"pneumonia": 0.99, "limb_abnormalities": 0.7},
+                            "wall_seconds": 2400.0, "images_per_second": 40.0, "threads": {"intra_op": None}}})
+
+    text = report.render(results)
+
+    assert "learnt from 4,000 train images of 2 conditions" in text and "(7 of 8) on 600 val images" in text
+    assert "2 train/val images that were near duplicates" in text
+    assert "| pneumonia | standard | 0.950 | 0.962 (0.620–0.960) | +0.012 |" in text and "≥ 0.96: met" in text
+    assert "| limb_abnormalities | standard | 0.600 | 0.550 (0.620–0.960) | -0.050 |" in text
+
+
 def test_report_regenerates_without_any_results(tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     assert report.main(["--results", str(tmp_path / "none"), "--out", str(out)]) == 0
     # nightly.json feeds two sections (accuracy, and the whole night), each saying so
-    assert out.read_text().count("_Not measured yet") == 6
+    assert out.read_text().count("_Not measured yet") == 7
 
 
 def test_cpu_sampler_reads_a_busy_fraction():
