@@ -27,7 +27,7 @@ import pandas as pd
 
 from medcore.config import Config, Profile
 from medcore.errors import DataError
-from medcore.jsonio import write_json
+from medcore.jsonio import atomic_write_text, write_json
 from medcore.layout import RegistryLayout
 
 __all__ = ["PretrainingSet", "pretraining_set", "masked_targets", "task_weights", "pretrain_backbone"]
@@ -169,8 +169,8 @@ def pretrain_backbone(config: Config, profile: Profile, registry: RegistryLayout
     import keras
 
     from medcore.datasets import image_dataset
-    from medcore.training import (_progress_callback, _schedule_callbacks, build_network, configure_threads,
-                                  versions)
+    from medcore.training import (_finished_epochs, _history_rows, _progress_callback, _schedule_callbacks,
+                                  build_network, configure_threads, versions)
 
     epochs = epochs or profile.epochs
     data = pretraining_set(config, profile, conditions)
@@ -188,7 +188,18 @@ def pretrain_backbone(config: Config, profile: Profile, registry: RegistryLayout
                              profile.image_size, profile.batch_size, training=False, seed=config.seed)
     work = registry.shared_backbone_work
     work.mkdir(parents=True, exist_ok=True)
-    best = work / "best.keras"
+    best, history_csv = work / "best.keras", work / "history.csv"
+    resumed_from = _finished_epochs(work / "backup")
+    history = _history_rows(history_csv).iloc[:resumed_from]  # rows of epochs a killed attempt finished
+    if resumed_from == 0:
+        best.unlink(missing_ok=True)
+        history_csv.unlink(missing_ok=True)
+    else:
+        log.info("resuming pre-training after %d finished epochs", resumed_from)
+        atomic_write_text(history_csv, history.to_csv(index=False))
+    # A resumed attempt must not replace the best epoch so far with a worse one of its own.
+    best_so_far = float(history["val_mean_auc"].max()) \
+        if resumed_from and best.exists() and "val_mean_auc" in history else None
 
     model = build_network(profile, config.seed, outputs=n_tasks, head="task_logits")
     model.compile(optimizer=keras.optimizers.Adam(profile.learning_rate), loss=_masked_loss,
@@ -199,13 +210,14 @@ def pretrain_backbone(config: Config, profile: Profile, registry: RegistryLayout
     model.fit(train_data, validation_data=val_data, epochs=epochs, verbose=0, callbacks=[
         _task_auc_callback(val_data, val, data.tasks, scores),  # first: the callbacks below read its figure
         *_schedule_callbacks(profile, profile.learning_rate, 0, epochs),
-        keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
-        keras.callbacks.ModelCheckpoint(str(best), monitor="val_mean_auc", mode="max", save_best_only=True),
+        keras.callbacks.CSVLogger(str(history_csv), append=True),
+        keras.callbacks.ModelCheckpoint(str(best), monitor="val_mean_auc", mode="max", save_best_only=True,
+                                        initial_value_threshold=best_so_far),
         keras.callbacks.BackupAndRestore(str(work / "backup"), double_checkpoint=True),
         _progress_callback(epochs, seconds),
     ])
     wall = time.perf_counter() - start
-    history = pd.read_csv(work / "history.csv")
+    history = pd.read_csv(history_csv)
     best_epoch = int(history["val_mean_auc"].idxmax())
     registry.root.mkdir(parents=True, exist_ok=True)
     os.replace(best, registry.shared_backbone)  # same folder tree, so the rename is atomic

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -139,3 +143,38 @@ def test_pretrain_command_rejects_an_unknown_profile_in_one_line(tmp_path, tiny_
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [f"medcore: error: {tmp_path / 'pretrain.yaml'}: no profile named "
                                                "'huge' (have standard, intensive)"]
+
+
+PRETRAIN_JOB = ("import sys; from medcore.config import load_config; from medcore.pretraining import pretrain_backbone; "
+                "from medcore.registry import registry_of; c = load_config(sys.argv[1]); "
+                "pretrain_backbone(c, c.profiles['standard'], registry_of(c), epochs=3, "
+                "conditions=['pneumonia', 'knee_osteoporosis'])")
+
+
+@pytest.mark.slow
+def test_killed_pretraining_resumes_after_its_last_finished_epoch(tmp_path, tiny_config, own_data):
+    """SIGKILL after the first epoch; the rerun trains only epochs 2 and 3 and keeps one history of 3."""
+    path = _config(tmp_path, tiny_config, own_data)
+    registry = registry_of(load_config(path))
+    metadata = registry.shared_backbone_work / "backup" / "training_metadata.json"
+    worker = subprocess.Popen([sys.executable, "-c", PRETRAIN_JOB, str(path)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and worker.poll() is None:
+            if metadata.exists() and json.loads(metadata.read_text() or "{}").get("epoch", 0) >= 1:
+                break
+            time.sleep(0.2)
+        assert worker.poll() is None, "pre-training ended before it could be killed"
+        os.kill(worker.pid, signal.SIGKILL)
+    finally:
+        worker.kill()
+        worker.wait()
+    assert not registry.shared_backbone.exists(), "a killed pre-training must not leave a backbone behind"
+
+    rerun = subprocess.run([sys.executable, "-c", PRETRAIN_JOB, str(path)], capture_output=True, text=True,
+                           timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    record = read_json(registry.shared_backbone_record)
+    assert record["epochs"] == 3 and len(record["val_auc_by_epoch"]) == 2
+    assert registry.shared_backbone.is_file() and not registry.shared_backbone_work.exists()
