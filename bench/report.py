@@ -40,8 +40,8 @@ MAKES = {
     "stages_speed": "`.venv/bin/python bench/gradcam_speed.py`",
     "validate_speed": "`.venv/bin/python bench/validate_speed.py`",
     "overhead": "`.venv/bin/python bench/overhead.py`",
-    "nightly_shared": "`make pretrain`, then `.venv/bin/python bench/nightly.py --config configs/shared-backbone.yaml "
-                      "--shared-backbone registry/shared_backbone.keras --name nightly_shared`",
+    "nightly_shared": "`make bench` (`medcore pretrain`, then `bench/nightly.py --config configs/shared-backbone.yaml "
+                      "--shared-backbone <its registry>/shared_backbone.keras --name nightly_shared`)",
 }
 
 
