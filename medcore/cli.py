@@ -72,7 +72,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         raise MedcoreError(f"--epochs must be at least 1, got {args.epochs}")
     registry = registry_of(config)
     record = pretrain_backbone(config, config.profiles[args.profile], registry, epochs=args.epochs,
-                               conditions=args.condition)
+                               conditions=args.condition, task_shares=args.task_shares)
     for name, why in record["skipped"].items():
         print(f"SKIPPED {name}: {why}")
     shown = ", ".join(f"{c} {a:.3f}" for c, a in record["val_auc"].items()) or f"mean {record['val_mean_auc']:.3f}"
@@ -146,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--profile", default="standard", help="image size, augmentation and rate to learn with")
     pretrain.add_argument("--condition", action="append", help="repeat to pick several (default: all)")
     pretrain.add_argument("--epochs", type=int, default=None, help="default: the profile's epochs")
+    pretrain.add_argument("--task-shares", choices=("equal", "by_size"), default="equal",
+                          help="each condition's share of the loss: equal, or by its number of training images")
     pretrain.set_defaults(func=_cmd_pretrain)
 
     predict = commands.add_parser("predict", help="score new images with a trained model (path, probability, label)")

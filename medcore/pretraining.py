@@ -30,7 +30,7 @@ from medcore.errors import DataError
 from medcore.jsonio import atomic_write_text, write_json
 from medcore.layout import RegistryLayout
 
-__all__ = ["PretrainingSet", "pretraining_set", "masked_targets", "task_weights", "pretrain_backbone"]
+__all__ = ["PretrainingSet", "TASK_SHARES", "pretraining_set", "masked_targets", "task_weights", "pretrain_backbone"]
 
 log = logging.getLogger(__name__)
 
@@ -109,15 +109,26 @@ def masked_targets(rows: pd.DataFrame, tasks: int) -> np.ndarray:
     return targets
 
 
-def task_weights(rows: pd.DataFrame) -> np.ndarray:
-    """Per-image loss weights giving every task, and both classes within it, an equal share.
+TASK_SHARES = ("equal", "by_size")
 
-    Without them pneumonia's 3,000 training images would drown MURA's 1,100, and the backbone
-    would learn mostly what tells a child's chest from an adult's.
+
+def task_weights(rows: pd.DataFrame, shares: str = "equal") -> np.ndarray:
+    """Per-image loss weights: both classes of a task weigh the same; tasks by `shares`, weights averaging 1.
+
+    `equal` gives every task the same share, so pneumonia's 4,000 training images do not drown
+    MURA's 1,100; but it also gives the 50 knee-osteoporosis images a fifth of every gradient, each
+    image weighing about 50. `by_size` keeps the tasks in proportion to their training images.
     """
+    if shares not in TASK_SHARES:
+        raise ValueError(f"task shares must be one of {', '.join(TASK_SHARES)}, got {shares!r}")
     per_cell = rows.groupby(["task", "label"])["path"].transform("size").to_numpy(dtype=np.float64)
-    cells = rows.groupby(["task", "label"]).ngroups
-    return (len(rows) / (cells * per_cell)).astype(np.float32)
+    if shares == "equal":
+        weights = 1.0 / (rows.groupby(["task", "label"]).ngroups * per_cell)
+    else:
+        per_task = rows.groupby("task")["path"].transform("size").to_numpy(dtype=np.float64)
+        classes = rows.groupby("task")["label"].transform("nunique").to_numpy(dtype=np.float64)
+        weights = per_task / (classes * per_cell) / len(rows)
+    return (weights * len(rows) / weights.sum()).astype(np.float32)
 
 
 def _masked_loss(y_true, y_pred):
@@ -159,7 +170,7 @@ def _scores_at(scores: list[dict[str, float]], epoch: int, epochs_run: int) -> d
 
 
 def pretrain_backbone(config: Config, profile: Profile, registry: RegistryLayout, *, epochs: int | None = None,
-                      conditions: list[str] | None = None) -> dict[str, Any]:
+                      conditions: list[str] | None = None, task_shares: str = "equal") -> dict[str, Any]:
     """Learn the shared backbone from every condition, save it to the registry; return its record.
 
     The saved model has one logit per condition (layer `task_logits`); profiles with
@@ -183,7 +194,7 @@ def pretrain_backbone(config: Config, profile: Profile, registry: RegistryLayout
     keras.utils.set_random_seed(config.seed)
     train_data = image_dataset(train["path"].to_numpy(dtype=str), masked_targets(train, n_tasks),
                                profile.image_size, profile.batch_size, training=True, seed=config.seed,
-                               sample_weights=task_weights(train))
+                               sample_weights=task_weights(train, task_shares))
     val_data = image_dataset(val["path"].to_numpy(dtype=str), masked_targets(val, n_tasks),
                              profile.image_size, profile.batch_size, training=False, seed=config.seed)
     work = registry.shared_backbone_work
@@ -226,6 +237,7 @@ def pretrain_backbone(config: Config, profile: Profile, registry: RegistryLayout
         "profile": profile.name,
         "image_size": profile.image_size,
         "conditions": data.tasks,
+        "task_shares": task_shares,
         "skipped": data.skipped,
         "images": data.counts(),
         "test_lookalikes_dropped": data.test_lookalikes,

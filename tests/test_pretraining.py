@@ -87,6 +87,17 @@ def test_task_weights_give_every_task_and_class_an_equal_share():
     assert weights.mean() == pytest.approx(1.0)
 
 
+def test_task_weights_by_size_keep_the_tasks_in_proportion():
+    """The same 8 + 2 images by size: the tasks keep 8/10 and 2/10 of the weight, split evenly by class."""
+    rows = pd.DataFrame({"task": [0] * 8 + [1] * 2, "label": [1] * 6 + [0] * 2 + [1, 0], "path": list("abcdefghij")})
+    weights = task_weights(rows, "by_size")
+    cells = pd.Series(weights).groupby([rows["task"], rows["label"]]).sum()
+    assert np.allclose(cells.to_numpy(), [4.0, 4.0, 1.0, 1.0])
+    assert weights.mean() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="equal, by_size"):
+        task_weights(rows, "random")
+
+
 def test_masked_loss_is_the_own_tasks_cross_entropy_whatever_the_other_logits():
     import keras
 
