@@ -209,8 +209,9 @@ def pretraining_summary(record: dict[str, Any]) -> str:
             f"({record['best_epoch']} of {record['epochs']}) on {val:,} val images by mean per-condition val AUC"
             f"{f' ({scores})' if scores else ''}. It took {record['wall_seconds'] / 60:.1f} min at "
             f"{_num(record.get('images_per_second'), 1)} img/s on {record['threads'].get('intra_op') or 'all'} "
-            f"threads. No test image of any condition was read; {dropped} train/val images that were near duplicates "
-            "of another condition's test images were left out.")
+            "threads. No test image of any condition was read, and "
+            + (f"{dropped} train/val images that were near duplicates of a test image were left out."
+               if dropped else "no train/val image was a near duplicate of any condition's test image."))
 
 
 def shared_backbone_table(scratch: dict[str, Any] | None, shared: dict[str, Any]) -> str:

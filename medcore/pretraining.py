@@ -30,7 +30,8 @@ from medcore.errors import DataError
 from medcore.jsonio import atomic_write_text, write_json
 from medcore.layout import RegistryLayout
 
-__all__ = ["PretrainingSet", "TASK_SHARES", "pretraining_set", "masked_targets", "task_weights", "pretrain_backbone"]
+__all__ = ["PretrainingSet", "TASK_SHARES", "pretraining_set", "masked_targets", "task_weights",
+           "pretrain_backbone"]
 
 log = logging.getLogger(__name__)
 
