@@ -60,7 +60,7 @@ test-integration: install ## CeleryExecutor on this machine's PostgreSQL and Red
 run: install ## train for real with conditions.yaml, without Airflow (MEDCORE_DATA_ROOT=../shared/datasets)
 	$(VENV)/bin/medcore run
 
-pretrain: install ## learn the shared backbone from every condition's train split into the registry (a few CPU hours; MEDCORE_DATA_ROOT)
+pretrain: install ## learn the shared backbone from every condition's train split into the registry (~40 min on 2 cores; MEDCORE_DATA_ROOT)
 	$(VENV)/bin/medcore pretrain
 
 airflow-ui: airflow-init ## start the embedded Airflow (scheduler, dag-processor, api-server) on 127.0.0.1:8080
