@@ -31,6 +31,7 @@ TRAINING: dict[str, Any] = {
     "epochs_run": 3, "epochs_planned": 5, "early_stopped": True, "wall_seconds": 120.0, "image_size": 32,
     "train_images": 50, "images_per_second": 1.25, "best_val_auc": 0.9, "dataset_fingerprint": "abc",
     "device": "CPU", "precision": "float32", "threads": None, "execution": "eager", "versions": {},
+    "weights_used": "none (no shared backbone yet; run `medcore pretrain`)",
 }
 TEST_FILES = [(f"test/{'POS' if i % 2 else 'NEG'}/{i}.png", i % 2) for i in range(10)]
 STAGES = ("validate", "train", "evaluate", "gradcam")

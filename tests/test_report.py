@@ -118,6 +118,9 @@ def test_all_succeeded(tmp_path):
     assert "Best model: **pneumonia/intensive**, test ROC AUC 0.930; weakest: limb/standard, 0.740" in key
     assert f"ROC AUC {sum(aucs.values()) / 4:.3f}" in key
     assert "Models per quality tier: excellent 1, moderate 1, insufficient 2" in key
+    # where each model's weights started, ending its own line (not run into the next bullet)
+    assert len(re.findall(r"^- Trained 3 of 5 epochs at 32 px on 50 images \(1\.2 images/s\), starting from none "
+                          r"\(no shared backbone yet; run `medcore pretrain`\)$", report, flags=re.M)) == 4
     champions = _section(report, "Champion per condition")
     assert _row(champions, "pneumonia")[1] == "**promoted**" and "first champion" in _row(champions, "pneumonia")[4]
     assert _row(champions, "pneumonia")[2].startswith("intensive, ROC AUC 0.930")
