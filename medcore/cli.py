@@ -117,6 +117,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from medcore.pretraining import TASK_SHARES
+
     parser = argparse.ArgumentParser(prog="medcore", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -146,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--profile", default="standard", help="image size, augmentation and rate to learn with")
     pretrain.add_argument("--condition", action="append", help="repeat to pick several (default: all)")
     pretrain.add_argument("--epochs", type=int, default=None, help="default: the profile's epochs")
-    pretrain.add_argument("--task-shares", choices=("equal", "by_size"), default="equal",
+    pretrain.add_argument("--task-shares", choices=TASK_SHARES, default=TASK_SHARES[0],
                           help="each condition's share of the loss: equal, or by its number of training images")
     pretrain.set_defaults(func=_cmd_pretrain)
 

@@ -26,8 +26,8 @@ import pandas as pd
 from medcore.config import Condition, Config, Profile, canonical_label
 from medcore.errors import DataError
 
-__all__ = ["IMAGE_SUFFIXES", "SPLITS", "COLUMNS", "SOURCE_COLUMNS", "Source", "read_source", "read_manifest", "image_dataset",
-           "label_manifest", "classify_labels", "assign_splits", "cap_per_split", "make_dataset"]
+__all__ = ["IMAGE_SUFFIXES", "SPLITS", "COLUMNS", "SOURCE_COLUMNS", "Source", "read_source", "read_manifest",
+           "label_manifest", "classify_labels", "assign_splits", "cap_per_split", "make_dataset", "image_dataset"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 SPLITS = ("train", "val", "test")

@@ -86,20 +86,18 @@ def pretraining_set(config: Config, profile: Profile, conditions: list[str] | No
             skipped[name] = result.reason
             log.warning("pre-training skips %s: %s", name, result.reason)
             continue
-        frames.append(result.manifest[["path", "label", "split", "sha256"]].assign(condition=name))
+        frames.append(result.manifest[["path", "label", "split"]].assign(condition=name))
     if not frames:
         raise DataError("no condition has usable data for pre-training: "
                         + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     everything = pd.concat(frames, ignore_index=True)
-    # Exact copies first (cheap, and any distance would find them), then near duplicates.
-    test_sha = set(everything.loc[everything["split"] == "test", "sha256"])
-    lookalike = (everything["split"] != "test") & everything["sha256"].isin(test_sha)
-    lookalike |= _test_lookalikes(everything, config.validation.near_duplicate_distance)
+    # Exact copies have identical hashes, so this one pass catches them along with near duplicates.
+    lookalike = _test_lookalikes(everything, config.validation.near_duplicate_distance)
     dropped = everything[lookalike].groupby("condition").size()
     rows = everything[~lookalike & (everything["split"] != "test")].copy()
     tasks = [n for n in names if n not in skipped]
     rows["task"] = rows["condition"].map({n: i for i, n in enumerate(tasks)}).astype(int)
-    return PretrainingSet(rows.drop(columns="sha256").reset_index(drop=True), tasks, skipped,
+    return PretrainingSet(rows.reset_index(drop=True), tasks, skipped,
                           {c: int(dropped.get(c, 0)) for c in tasks})
 
 
@@ -118,15 +116,15 @@ def task_weights(rows: pd.DataFrame, shares: str = "equal") -> np.ndarray:
 
     `equal` gives every task the same share, so pneumonia's 4,000 training images do not drown
     MURA's 1,100; but it also gives the 50 knee-osteoporosis images a fifth of every gradient, each
-    image weighing about 50. `by_size` keeps the tasks in proportion to their training images.
+    image weighing 44-60 on the real sets. `by_size` keeps the tasks in proportion to their training images.
     """
     if shares not in TASK_SHARES:
         raise ValueError(f"task shares must be one of {', '.join(TASK_SHARES)}, got {shares!r}")
-    per_cell = rows.groupby(["task", "label"])["path"].transform("size").to_numpy(dtype=np.float64)
+    per_cell = rows.groupby(["task", "label"])["task"].transform("size").to_numpy(dtype=np.float64)
     if shares == "equal":
         weights = 1.0 / (rows.groupby(["task", "label"]).ngroups * per_cell)
     else:
-        per_task = rows.groupby("task")["path"].transform("size").to_numpy(dtype=np.float64)
+        per_task = rows.groupby("task")["task"].transform("size").to_numpy(dtype=np.float64)
         classes = rows.groupby("task")["label"].transform("nunique").to_numpy(dtype=np.float64)
         weights = per_task / (classes * per_cell) / len(rows)
     return (weights * len(rows) / weights.sum()).astype(np.float32)

@@ -7,7 +7,13 @@ assert can be traced to the metrics.json written below.
 from __future__ import annotations
 
 import copy
+import json
+import os
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +140,20 @@ def write_run(runs_root: Path, run_id: str, outcomes: dict[tuple[str, str], Any]
         options = outcome if isinstance(outcome, dict) else {"outcome": outcome}
         write_model(run.model(condition, profile), **options)
     return run
+
+
+def kill_after_first_epoch(code: str, args: list[str], metadata: Path, timeout: float = 300) -> None:
+    """Run `python -c code *args`, SIGKILL it once Keras' BackupAndRestore `metadata` records a finished epoch."""
+    worker = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and worker.poll() is None:
+            if metadata.exists() and json.loads(metadata.read_text() or "{}").get("epoch", 0) >= 1:
+                break
+            time.sleep(0.2)
+        assert worker.poll() is None, "the job ended before it could be killed"
+        os.kill(worker.pid, signal.SIGKILL)
+    finally:
+        worker.kill()
+        worker.wait()

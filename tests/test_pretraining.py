@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -23,6 +19,7 @@ from medcore.layout import RunLayout
 from medcore.pretraining import masked_targets, pretraining_set, task_weights
 from medcore.registry import registry_of
 from medcore.validation import validate_condition
+from tests.fakes import kill_after_first_epoch
 
 
 @pytest.fixture()
@@ -168,19 +165,7 @@ def test_killed_pretraining_resumes_after_its_last_finished_epoch(tmp_path, tiny
     path = _config(tmp_path, tiny_config, own_data)
     registry = registry_of(load_config(path))
     metadata = registry.shared_backbone_work / "backup" / "training_metadata.json"
-    worker = subprocess.Popen([sys.executable, "-c", PRETRAIN_JOB, str(path)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline and worker.poll() is None:
-            if metadata.exists() and json.loads(metadata.read_text() or "{}").get("epoch", 0) >= 1:
-                break
-            time.sleep(0.2)
-        assert worker.poll() is None, "pre-training ended before it could be killed"
-        os.kill(worker.pid, signal.SIGKILL)
-    finally:
-        worker.kill()
-        worker.wait()
+    kill_after_first_epoch(PRETRAIN_JOB, [str(path)], metadata)
     assert not registry.shared_backbone.exists(), "a killed pre-training must not leave a backbone behind"
 
     rerun = subprocess.run([sys.executable, "-c", PRETRAIN_JOB, str(path)], capture_output=True, text=True,

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
@@ -17,6 +14,7 @@ from medcore.config import load_config
 from medcore.jsonio import read_json
 from medcore.layout import RunLayout
 from medcore.training import class_weights
+from tests.fakes import kill_after_first_epoch
 
 TRAIN_JOB = "import json, sys; from medcore import pipeline; pipeline.train(json.loads(sys.argv[1]))"
 
@@ -41,19 +39,7 @@ def test_killed_training_resumes_from_the_last_finished_epoch(tiny_config):
     paths = RunLayout(job["runs_root"], job["run_id"]).model(job["condition"], job["profile"])
     metadata = paths.backup_dir / "fine_tune" / "training_metadata.json"
 
-    worker = subprocess.Popen([sys.executable, "-c", TRAIN_JOB, json.dumps(job)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline and worker.poll() is None:
-            if metadata.exists() and json.loads(metadata.read_text() or "{}").get("epoch", 0) >= 1:
-                break
-            time.sleep(0.2)
-        assert worker.poll() is None, "training ended before it could be killed"
-        os.kill(worker.pid, signal.SIGKILL)
-    finally:
-        worker.kill()
-        worker.wait()
+    kill_after_first_epoch(TRAIN_JOB, [json.dumps(job)], metadata)
     assert not paths.model.exists(), "a killed run must not leave a model behind"
 
     rerun = subprocess.run([sys.executable, "-c", TRAIN_JOB, json.dumps(job)], capture_output=True, text=True,
