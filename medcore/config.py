@@ -66,9 +66,13 @@ def _problem(key: str, message: str) -> PydanticCustomError:
 
 
 # --- validation policy -------------------------------------------------------------------------------
-__all__ += ["CheckRule", "CHECKS", "POLICIES", "ValidationSettings", "SplitMinimum", "MIN_PER_CLASS_DEFAULT"]
+__all__ += ["CheckRule", "CHECKS", "DEFAULT_FIX", "POLICIES", "ValidationSettings", "SplitMinimum", "MIN_PER_CLASS_DEFAULT"]
 POLICIES = ("error", "drop", "warn")  # stop the run / drop the offending rows and warn / keep them and warn
 LeakSide = Literal["heldout", "train"]  # which side of a cross-split leak loses its rows under `drop`
+
+
+# What the report suggests for a finding whose rule names no fix of its own.
+DEFAULT_FIX = "fix the rows named in validation.json, or change this finding's policy in conditions.yaml"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +82,7 @@ class CheckRule:
     default: str  # one of POLICIES, or "info" for a finding that only describes the data
     allowed: tuple[str, ...]
     about: str
-    fix: str = "fix the rows named in validation.json, or change this finding's policy in conditions.yaml"
+    fix: str = DEFAULT_FIX  # the report's advice when this finding stops a model
 
 
 _UNUSABLE = ("error", "drop")  # a row that cannot be trained on can be dropped or stop the run, never kept
