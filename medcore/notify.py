@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from medcore.config import NotifySettings
+from medcore.errors import one_line
 from medcore.jsonio import read_json, write_json
 from medcore.layout import RunLayout
 
@@ -156,11 +157,6 @@ def deliver(email: Email, conn_id: str, recipients: tuple[str, ...], from_email:
         hook._smtp_client.send_message(email.mime(sender, recipients), from_addr=sender, to_addrs=list(recipients))
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or "(no message)"
-    return f"{type(exc).__name__}: {text}"
-
-
 def send_report(run: RunLayout, settings: NotifySettings) -> dict[str, Any]:
     """E-mail the run's report to `settings.recipients`; record and return what happened. Never raises for a
     failed send: the record says `failed` with the error instead."""
@@ -181,7 +177,7 @@ def send_report(run: RunLayout, settings: NotifySettings) -> dict[str, Any]:
             log.info("report e-mailed to %s via %s: %s", ", ".join(settings.recipients), settings.conn_id,
                      email.subject)
         except Exception as exc:  # an SMTP, connection or rendering error must never cost the report
-            record.update(status="failed", error=_one_line(exc))
+            record.update(status="failed", error=one_line(exc))
             log.error("report e-mail NOT sent via connection %r: %s (the report is safe at %s)",
                       settings.conn_id, record["error"], run.report_md, exc_info=True)
     write_json(run.notify_json, record)

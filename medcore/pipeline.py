@@ -18,23 +18,17 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from medcore.config import Config, load_config
-from medcore.errors import ConfigError, DataError, MedcoreError, StageError
+from medcore.errors import ConfigError, DataError, MedcoreError, StageError, one_line
 from medcore.jsonio import atomic_write_text, read_json, write_json
 from medcore.layout import ModelLayout, RunLayout
 
 __all__ = ["STAGES", "plan_run", "validate", "train", "evaluate", "gradcam", "promote", "report", "notify", "verdict",
-           "run_all", "one_line"]
+           "run_all"]
 
 log = logging.getLogger(__name__)
 STAGES = ("validate", "train", "evaluate", "gradcam")
 MAX_EPOCHS = 1000  # the trigger form's epochs override
 Job = dict[str, Any]
-
-
-def one_line(exc: BaseException) -> str:
-    """The error as one line a person can act on: medcore's own messages as they are, others with their type."""
-    text = " ".join(str(exc).split()) or "(no message)"
-    return text if isinstance(exc, MedcoreError) else f"{type(exc).__name__}: {text}"
 
 
 @functools.lru_cache(maxsize=8)
