@@ -147,7 +147,7 @@ def build_app() -> Any:
                  "| run | started | models succeeded | champions | e-mail |", "|---|---|---|---|---|"]
         for r in rows:
             name = f"[{r['run_id']}](runs/{quote(r['folder'])}/)" if r["report"] else f"{r['run_id']} (no report yet)"
-            state = " ❌" if r["failed"] else ""
+            state = f" ❌ {r['failed']} failed" if r["failed"] else ""  # the word too: the glyph may not render
             mail = "⚠️ failed" if r["mail"] == "failed" else r["mail"]
             lines.append(f"| {name} | {r['started']} | {r['models']}{state} | {r['champions']} | {mail} |")
         if not rows:
