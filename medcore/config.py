@@ -344,6 +344,12 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any],
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; name the YAML config file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config: {exc.strerror or type(exc).__name__}") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

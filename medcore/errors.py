@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["MedcoreError", "ConfigError", "DataError", "StageError"]
+__all__ = ["MedcoreError", "ConfigError", "DataError", "StageError", "RunIdError"]
 
 
 class MedcoreError(Exception):
@@ -19,3 +19,7 @@ class DataError(MedcoreError):
 
 class StageError(MedcoreError):
     """A pipeline stage cannot run because an earlier stage left nothing to build on."""
+
+
+class RunIdError(MedcoreError, ValueError):
+    """A run id that cannot name a run folder (empty, '..', NUL, too long)."""

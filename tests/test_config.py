@@ -85,3 +85,13 @@ def test_missing_file_and_circular_extends(tmp_path):
     write_yaml(tmp_path / "b.yaml", "extends: a.yaml\n")
     with pytest.raises(ConfigError, match="circular"):
         load_config(tmp_path / "a.yaml")
+
+
+def test_config_that_is_a_folder_or_not_utf8_is_one_line(tmp_path):
+    """A folder or a Latin-1 file given as the config is a ConfigError naming the file, not a traceback."""
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("data_root: d\xe9j\xe0\n".encode("latin-1"))
+    for path, words in ((tmp_path, "is a folder"), (latin, "not UTF-8")):
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        assert words in str(caught.value) and str(path) in str(caught.value) and "\n" not in str(caught.value)
