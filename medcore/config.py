@@ -352,6 +352,8 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any],
         raise ConfigError(f"{path}: cannot read the config: {exc.strerror or type(exc).__name__}") from None
     try:
         raw = yaml.safe_load(text)
+    except RecursionError:  # PyYAML parses nesting recursively: `[[[[...` a few thousand deep
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from medcore.errors import MedcoreError, RunIdError
 from medcore.layout import RunLayout, is_run_folder_name, safe_run_id
+from tests.fuzzing import FUZZ, count
 
 IDS = ["a/b", "a_b", "a:b", "a+b", "a b", "a__b", "manual__2026-11-30T01:00:00+00:00",
        "manual__2026-11-30T01_00_00_00_00", "scheduled__2026-11-30T01:00:00+00:00", "x-h0123456789ab",
@@ -39,3 +42,25 @@ def test_cli_run_with_an_unusable_run_id_is_one_line(tiny_config, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("medcore: error: run id '..'"), err
     assert not (tiny_config.parent / "runs").exists() or not any((tiny_config.parent / "runs").iterdir())
+
+
+ids = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40) | st.from_regex(
+    r"[a-z]{1,3}[/_:+ .-]{1,2}[a-z]{1,3}(-h[0-9a-f]{12})?", fullmatch=True)
+
+
+@FUZZ
+@given(first=ids, second=ids)
+def test_fuzzed_run_ids_are_one_folder_each_or_a_one_line_error(first, second, tmp_path_factory):
+    """Any two different ids get different folders directly under the runs root, or one refuses in one line."""
+    root = tmp_path_factory.getbasetemp() / "runs"
+    folders = []
+    for run_id in (first, second):
+        try:
+            folders.append(RunLayout(root, run_id).root)
+        except RunIdError as exc:
+            assert "\n" not in str(exc)
+            continue
+        assert folders[-1].parent == root and is_run_folder_name(folders[-1].name), run_id
+    if first != second and len(folders) == 2:
+        assert folders[0] != folders[1], (first, second)
+    count("run ids")
