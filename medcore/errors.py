@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["MedcoreError", "ConfigError", "DataError", "StageError", "RunIdError"]
+__all__ = ["MedcoreError", "ConfigError", "DataError", "StageError", "RunIdError", "one_line"]
 
 
 class MedcoreError(Exception):
@@ -23,3 +23,9 @@ class StageError(MedcoreError):
 
 class RunIdError(MedcoreError, ValueError):
     """A run id that cannot name a run folder (empty, '..', NUL, too long)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The error as one line a person can act on: medcore's own messages as they are, others with their type."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    return text if isinstance(exc, MedcoreError) else f"{type(exc).__name__}: {text}"
