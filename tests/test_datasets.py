@@ -129,10 +129,10 @@ def test_unreadable_manifests_are_one_line_data_errors(tmp_path, monkeypatch, pa
 
 
 def test_folder_reader_names_odd_splits_skips_non_images_and_follows_links(tmp_path, monkeypatch):
-    """An unknown top folder beside split folders keeps its name; .dcm files are listed as skipped; links followed."""
+    """An unknown top folder beside split folders keeps its name; DICOM is read, .nii skipped; links followed."""
     root = tmp_path / "data" / "set"
-    for relpath in ("train/pos/a.png", "train/neg/b.PNG", "test/pos/c.jpg", "holdout/neg/d.png", "train/pos/scan.dcm",
-                    "train/pos/.DS_Store", "README.md", "train/notes.txt"):
+    for relpath in ("train/pos/a.png", "train/neg/b.PNG", "test/pos/c.jpg", "holdout/neg/d.png", "train/pos/scan.nii",
+                    "train/pos/film.dcm", "train/pos/.DS_Store", "README.md", "train/notes.txt"):
         _touch(root / relpath)
     _touch(tmp_path / "elsewhere" / "e.png")
     (root / "test" / "neg").symlink_to(tmp_path / "elsewhere")
@@ -140,10 +140,10 @@ def test_folder_reader_names_odd_splits_skips_non_images_and_follows_links(tmp_p
     source = _source(tmp_path, "{dataset: set, layout: folders, positive: [pos], negative: [neg]}", monkeypatch)
     frame = source.frame.set_index("relpath")
     assert sorted(frame.index) == ["holdout/neg/d.png", "test/neg/e.png", "test/pos/c.jpg", "train/neg/b.PNG",
-                                   "train/pos/a.png"]
+                                   "train/pos/a.png", "train/pos/film.dcm"]
     assert frame.loc["holdout/neg/d.png", ["source_split", "split"]].tolist() == ["holdout", ""]
     assert frame.loc["test/neg/e.png", "label"] == 0
-    assert source.skipped == ("train/pos/scan.dcm",)
+    assert source.skipped == ("train/pos/scan.nii",)
 
 
 def test_group_pattern_marks_the_names_it_cannot_read(tmp_path, monkeypatch):
