@@ -48,6 +48,7 @@ def _model_status(paths: ModelLayout, run_root: Path) -> dict[str, Any]:
                     "faithfulness": _relative_paths((gradcam or {}).get("faithfulness"), run_root, ("plot",))},
         "plots": {name: _relative(file, run_root) for name, file in ((metrics or {}).get("plots") or {}).items()},
         "model_path": paths.model if paths.model.exists() else None,
+        "model_card": _relative(paths.model_card, run_root) if paths.model_card.exists() else None,
     }
 
 

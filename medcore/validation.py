@@ -602,8 +602,9 @@ def _check_dicom(v: _Validation, frame: pd.DataFrame) -> pd.DataFrame:
     v.result.add("dicom_summary", Severity.INFO, f"{len(dicom)} DICOM files: bits stored "
                  f"{_values(_dicom_facts(dicom, 'bits_stored'))}; photometric {_values(_dicom_facts(dicom, 'photometric'))}"
                  f"; intensity window from {_values(_dicom_facts(dicom, 'windowing'))}; "
-                 + (f"{len(compressed)} compressed ({_values(_dicom_facts(compressed, 'transfer_syntax'), 3)})"
-                    if len(compressed) else "none compressed"), policy="info")
+                 + (f"{len(compressed)} compressed (" + ", ".join(
+                     f"{name}: {n}" for name, n in _dicom_facts(compressed, "transfer_syntax").value_counts().items())
+                    + ")" if len(compressed) else "none compressed"), policy="info")
     checks = (
         ("dicom_modality_not_radiograph", lambda d: ~_dicom_facts(d, "modality").isin(RADIOGRAPH_MODALITIES),
          "are not radiographs (modality {})", "modality"),
