@@ -49,7 +49,7 @@ def _share(counts: dict[str, int]) -> float | None:
 
 def _caveats(condition: Condition, validation: dict, metrics: dict, gradcam: dict) -> list[str]:
     """What a reader must know before trusting the figures: configured facts first, then measured ones."""
-    found = list(getattr(condition, "caveats", ()) or ())
+    found = list(condition.caveats)
     counts = validation.get("counts") or {}
     train, test = _share(counts.get("train") or {}), _share(counts.get("test") or {})
     if train is not None and test is not None and abs(train - test) > PREVALENCE_SHIFT:
