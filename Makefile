@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 DEMO_DATA := data/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help install lock airflow-init demo test test-fast test-integration run pretrain airflow-ui resend bench bench-report clean
+.PHONY: help install lock airflow-init demo test test-fast test-integration test-ui run pretrain airflow-ui resend bench bench-report clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-17s %s\n", $$1, $$2}'
@@ -56,6 +56,12 @@ test-fast: install ## skip the tests that train real models
 
 test-integration: install ## CeleryExecutor on this machine's PostgreSQL and Redis, for real (skips without them)
 	$(PY) -m pytest -q tests/integration
+
+# Debian's chromium and chromium-driver (a browser download would need the internet); screenshots: artifacts/ui/.
+test-ui: install ## the browser suite: log in, trigger a tiny run, read its report and e-mail in headless Chromium
+	@command -v chromium > /dev/null && command -v chromedriver > /dev/null || \
+	  { apt-get update -q && apt-get install -y -q chromium chromium-driver; }
+	$(PY) -m pytest -q tests/ui
 
 run: install ## train for real with conditions.yaml, without Airflow (MEDCORE_DATA_ROOT=../shared/datasets)
 	$(VENV)/bin/medcore run
