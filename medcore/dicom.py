@@ -264,13 +264,18 @@ def to_unit(ds, info: DicomInfo) -> np.ndarray:
     return 1.0 - unit if info.photometric == "MONOCHROME1" else unit
 
 
-def read_dicom(data: bytes, key: bytes, pixels: bool = True) -> tuple[DicomInfo, np.ndarray | None]:
+def read_dicom(data: bytes, key: bytes, pixels: bool = True,
+               max_bytes: int | None = None) -> tuple[DicomInfo, np.ndarray | None]:
     """Parse a DICOM file's bytes: its PHI-free facts and, with `pixels`, its first frame in [0, 1].
 
-    Raises DicomProblem (code and one PHI-free line) for a file that cannot give pixels.
+    Raises DicomProblem (code and one PHI-free line) for a file that cannot give pixels, or whose
+    first frame would take more than `max_bytes` as float32 (judged from the header, before decoding).
     """
     ds = _parse(data)
     info = describe(ds, key)
+    size = _integer(ds, "Rows", 0) * _integer(ds, "Columns", 0) * max(1, _integer(ds, "SamplesPerPixel", 1)) * 4
+    if max_bytes is not None and size > max_bytes:
+        raise DicomProblem("image_too_large", f"DICOM frame decodes to over {max_bytes // 2**20} MiB")
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         if "Rows" in ds or "BitsAllocated" in ds:  # an image's header without its pixels: the file was cut short
             raise DicomProblem("image_truncated", "DICOM image header without Pixel Data")

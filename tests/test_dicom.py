@@ -278,3 +278,10 @@ def test_a_csv_manifest_of_dicom_paths_trains_through_tf_data(tmp_path):
     mono1 = manifest["relpath"].str.extract(r"(\d+)\.dcm$")[0].astype(int) % 3 == 0
     means = images.mean(axis=(1, 2, 3))
     assert abs(means[mono1.to_numpy()].mean() - means[~mono1.to_numpy()].mean()) < 10
+
+
+def test_a_huge_frame_is_refused_from_its_header_before_decoding():
+    data = _with(dicom_bytes(_ramp(), patient_id="a", study_uid="1.2.3"), Rows=60000, Columns=60000)
+    with pytest.raises(DicomProblem) as refused:
+        read_dicom(data, KEY, max_bytes=512 * 2**20)
+    assert refused.value.code == "image_too_large"
