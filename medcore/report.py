@@ -107,6 +107,7 @@ def _model_view(run: RunLayout, condition: str, profile: str) -> dict[str, Any]:
         "test_split": test_split_fingerprint(paths.split_csv),
         "dataset_fingerprint": (validation or {}).get("fingerprint"),
         "split_counts": _split_counts(validation),
+        "model_card": _relative(paths.model_card, run_root) if paths.model_card.exists() else None,
     }
     metrics = metrics or {}
     quality = metrics.get("quality") or {}
