@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from medcore.config import EvaluationSettings, Profile
+from medcore.contract import contract_threshold, file_sha256, read_contract  # re-exported for existing callers
 from medcore.datasets import IMAGE_SUFFIXES, make_dataset
 from medcore.errors import MedcoreError
 
@@ -29,7 +30,7 @@ __all__ = [
     "load_model", "predict_probabilities", "youden_threshold", "sensitivity_threshold", "choose_threshold",
     "ThresholdChoice", "weighted_metrics", "binary_metrics", "bootstrap_weights", "bootstrap_intervals",
     "quality_tier", "units_per_class", "evaluate_scores", "evaluate_model", "render_plots", "PLOTS", "METRICS",
-    "list_images", "predict_files", "png_bytes",
+    "list_images", "predict_files", "contract_threshold", "read_contract", "file_sha256", "png_bytes",
 ]
 
 # The figures that get a point estimate and an interval; the confusion counts get one too.
@@ -41,9 +42,17 @@ CLINICAL_NOTE = "research-grade discrimination only, not fitness for clinical us
 
 def load_model(path, eager: bool = False):
     """Load a `.keras` model in Keras safe mode (no arbitrary code from the file)."""
+    import zipfile
+
     import keras
 
-    model = keras.models.load_model(path, safe_mode=True, compile=False)
+    try:
+        model = keras.models.load_model(path, safe_mode=True, compile=False)
+    # What Keras raises for a file that is not a model it can build: no config.json in the zip (KeyError),
+    # a class it does not know (TypeError), not a zip at all (ValueError, BadZipFile).
+    except (KeyError, TypeError, ValueError, OSError, AttributeError, zipfile.BadZipFile) as exc:
+        problem = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise MedcoreError(f"{path}: not a loadable .keras model ({type(exc).__name__}: {problem})") from None
     model.run_eagerly = eager
     return model
 
@@ -475,10 +484,16 @@ def list_images(source: str | Path, column: str | None = None) -> list[Path]:
 def _first_undecodable(files: Sequence[Path]) -> Path | None:
     import tensorflow as tf
 
+    from medcore.datasets import _is_dicom_file
+    from medcore.dicom import load_pixels
+
     for file in files:
         try:
-            tf.io.decode_image(tf.io.read_file(str(file)), channels=3, expand_animations=False)
-        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+            if _is_dicom_file(str(file)):
+                load_pixels(str(file))
+            else:
+                tf.io.decode_image(tf.io.read_file(str(file)), channels=3, expand_animations=False)
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, ValueError, OSError):
             return file
     return None
 

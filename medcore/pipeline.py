@@ -111,6 +111,8 @@ def validate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     write_json(paths.validation_json, result.to_dict())
     atomic_write_text(paths.validation_summary, result.summary())
     if not result.ok:
+        # A split from an earlier, passing validation must not outlive this verdict: train would use it.
+        paths.split_csv.unlink(missing_ok=True)
         raise DataError(f"{condition.name}: {result.reason}")
     atomic_write_text(paths.split_csv, result.manifest.to_csv(index=False))
     return job
@@ -169,11 +171,15 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     The chosen threshold also goes into the model contract (model.json), so `medcore predict`
     and anyone scoring new images apply the same decision rule the metrics describe.
     """
-    from medcore.contract import record_evaluation
+    from medcore.contract import read_contract, record_evaluation
     from medcore.evaluation import evaluate_model, load_model, render_plots
     from medcore.jsonio import atomic_write_bytes
 
-    model = load_model(_require(paths.model, "train"), eager=profile.execution == "eager")
+    # Checked first: the threshold chosen here is written into this contract, which must be this model's.
+    contract = read_contract(_require(paths.model, "train"), paths.model_contract)
+    if contract is None:  # train renames the model before writing its contract: a crash in between
+        raise StageError(f"{paths.model_contract}: missing beside the model; the train stage did not finish")
+    model = load_model(paths.model, eager=profile.execution == "eager")
     metrics, predictions = evaluate_model(model, _split(paths), profile, config.evaluation, seed=config.seed)
     plots = render_plots(predictions["label"].to_numpy(), predictions["probability"].to_numpy(), metrics,
                          f"{condition.name}/{profile.name}", config.evaluation.calibration_bins)
@@ -184,8 +190,16 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     atomic_write_text(paths.predictions_csv, predictions.to_csv(index=False))
     write_json(paths.metrics_json, metrics)
 
-    record_evaluation(paths.model_contract, metrics, paths.metrics_json)
+    record_evaluation(paths.model_contract, contract, metrics, paths.metrics_json)
+    _write_card(config, condition, profile, paths)
     return job
+
+
+def _write_card(config: Config, condition, profile, paths: ModelLayout) -> None:
+    """model_card.md from the artefacts so far; written after evaluate and again after Grad-CAM."""
+    from medcore.model_card import write_model_card
+
+    write_model_card(config, condition, profile, paths)
 
 
 @_stage("gradcam")
@@ -196,6 +210,7 @@ def gradcam(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     _require(paths.model, "train")
     _require(paths.predictions_csv, "evaluate")
     explain_model(paths, config.gradcam, f"{condition.name}/{profile.name}")
+    _write_card(config, condition, profile, paths)
     return job
 
 

@@ -21,13 +21,14 @@ import numpy as np
 import pandas as pd
 
 from medcore.config import Config, Profile
-from medcore.contract import write_training_contract
+from medcore.contract import save_model_with_contract, training_contract
 from medcore.datasets import make_dataset
 from medcore.errors import MedcoreError
 from medcore.jsonio import atomic_write_text
 from medcore.layout import ModelLayout
 
-__all__ = ["build_model", "train_model", "configure_threads", "versions", "IMAGENET_WEIGHTS_FILE"]
+__all__ = ["build_model", "train_model", "save_model_with_contract", "configure_threads", "versions",
+           "IMAGENET_WEIGHTS_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -310,15 +311,14 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
         stoppers = [_fit_phase(model, phase, profile, paths, train_data, val_data, weights, epochs, clock)
                     for phase in _phases(profile, epochs, weights_used)]
     wall = time.perf_counter() - clock.start
-    _save_model(model, paths)
+    contract = training_contract(profile, seed=config.seed, precision=precision, gradcam_layer=config.gradcam.layer,
+                                 versions=versions())
+    _save_model(model, paths, contract)
 
     history = _history_rows(paths.history_csv)
-    record = _training_record(profile, paths, history, epochs=epochs, resumed_from=resumed_from, wall=wall,
-                              clock=clock, weights_used=weights_used, stoppers=stoppers, train=train, val=val,
-                              seed=config.seed, threads=threads, precision=precision)
-    write_training_contract(paths.model_contract, profile, seed=config.seed, precision=precision,
-                            gradcam_layer=config.gradcam.layer, versions=record["versions"])
-    return record
+    return _training_record(profile, paths, history, epochs=epochs, resumed_from=resumed_from, wall=wall,
+                            clock=clock, weights_used=weights_used, stoppers=stoppers, train=train, val=val,
+                            seed=config.seed, threads=threads, precision=precision, versions=contract["versions"])
 
 
 def _frozen_marker(paths: ModelLayout) -> Path:
@@ -400,18 +400,17 @@ def _fit_phase(model, phase: Phase, profile: Profile, paths: ModelLayout, train_
     return stopper
 
 
-def _save_model(model, paths: ModelLayout) -> None:
-    """Replace model.keras whole (temp name, then rename) and drop what only a resumed attempt needed."""
-    tmp = paths.model.with_name(f".{paths.model.stem}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, paths.model)  # the good model is only ever replaced whole
+def _save_model(model, paths: ModelLayout, contract: dict[str, Any]) -> None:
+    """Put model.keras and its contract in place, then drop what only a resumed attempt needed."""
+    save_model_with_contract(model, paths, contract)
     for leftover in (_frozen_marker(paths), paths.backup_dir / "best.keras"):
         leftover.unlink(missing_ok=True)
 
 
 def _training_record(profile: Profile, paths: ModelLayout, history: pd.DataFrame, *, epochs: int, resumed_from: int,
                      wall: float, clock: Clock, weights_used: str, stoppers: list, train: pd.DataFrame,
-                     val: pd.DataFrame, seed: int, threads: dict[str, int | None], precision: str) -> dict[str, Any]:
+                     val: pd.DataFrame, seed: int, threads: dict[str, int | None], precision: str,
+                     versions: dict[str, str]) -> dict[str, Any]:
     """training.json: what was trained, how long it took, where it ended, with which libraries."""
     import tensorflow as tf
 
@@ -442,7 +441,7 @@ def _training_record(profile: Profile, paths: ModelLayout, history: pd.DataFrame
         "precision": precision,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "device": "CPU" if not tf.config.list_physical_devices("GPU") else "GPU",
-        "versions": versions(),
+        "versions": versions,
         "model_path": paths.model,
         "split_manifest": paths.split_csv,
         "history": {c: history[c].tolist() for c in history.columns},
