@@ -331,8 +331,12 @@ class Profile:
     freeze_epochs: int = _integer(0, 0, 1000, "epochs with a frozen backbone before fine-tuning (pretrained weights)")
     fine_tune_learning_rate: float | None = _number(None, 1e-9, 1.0, "rate after unfreezing; default "
                                                                          "learning_rate / 10")
-    precision: Literal["float32", "mixed_bfloat16"] = _choice("float32", "Keras dtype policy (bf16 only where the CPU "
-                                                                       "has it)")
+    precision: Literal["auto", "float32", "mixed_bfloat16", "onednn_amp"] = _choice(
+        "auto", "`auto` picks per CPU from medcore.compute's measured table; `mixed_bfloat16` (Keras policy) and "
+                "`onednn_amp` (TF's oneDNN bf16 graph rewrite) only where the CPU has native bf16")
+    # A profile's cores become its pool slots in the DAG: 0 trains alone on the machine.
+    cores: int = _integer(1, 0, 256, "cores one training task takes (its `training` pool slots and threads); "
+                                     "0: every core")
     intra_op_threads: int = _integer(0, 0, 256, "TensorFlow intra-op threads; 0: MEDCORE_THREADS, else TF's default")
     inter_op_threads: int = _integer(0, 0, 256, "TensorFlow inter-op threads; 0: MEDCORE_INTER_THREADS, else TF's "
                                                 "default")
