@@ -421,6 +421,9 @@ class RegistrySettings:
     tolerance: float = _number(0.01, 0.0, 0.5, "how far below the champion's test ROC AUC a candidate may be "
                                                "(same test split only)")
     history: int = _integer(20, 1, 10_000, "decisions kept per condition")
+    # A promotion holds the lock for seconds; waiting minutes means the holder hangs (e.g. a dead NFS client).
+    lock_timeout: float = _number(300.0, 1.0, 86_400.0, "seconds a promotion waits for another run's registry "
+                                                        "lock before failing with the holder's name")
     # The tier also demands enough test patients, which no point-estimate gate checks; null leaves it out
     # (tiny demo and test runs could never promote).
     min_tier: Optional[Literal["excellent", "good", "moderate", "insufficient"]] = _choice(
