@@ -156,4 +156,4 @@ def test_a_model_trained_on_one_worker_is_evaluated_explained_promoted_and_repor
         assert champion["run_id"] == run_id and champion["model_sha256"] == contract["model_sha256"], champion
         assert Path(champion["model_path"]).is_file() and Path(champion["model_path"]).is_relative_to(
             cluster.registry_root), "promoted into the shared registry, a copy of the trained bytes"
-        assert condition in report
+        assert f"| {condition} | **promoted** |" in report, "the report names the new champion"
