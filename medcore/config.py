@@ -137,6 +137,7 @@ class Condition:
     exclude: tuple[str, ...] = ()  # known other classes: left out of the task and counted, not flagged
     validation_policy: tuple[tuple[str, str], ...] = ()  # (code, policy) overrides; a tuple keeps this hashable
     leak_drop_from: str | None = None  # overrides the top-level validation.leak_drop_from
+    nightly_policy: str | None = None  # overrides nightly.policy for this condition
 
 
 @dataclass(frozen=True)
@@ -216,11 +217,46 @@ class RegistrySettings:
 
     root: Path | None = None  # set by load_config; None (a hand-built Config) means `registry` beside the config
     gates: tuple[tuple[str, float], ...] = DEFAULT_GATES  # (figure, minimum) on the candidate's test split
-    tolerance: float = 0.01  # how far below the champion's test ROC AUC a candidate may be, same split only
+    # How far the lower bound of the paired interval of (challenger - best) selection ROC AUC may fall
+    # below zero, where "best" is the best figure any champion reached on the current selection images.
+    margin: float = 0.02
     history: int = 20  # decisions kept per condition
     # Lowest evaluation quality tier a champion may have. The tier also demands enough test patients, which
     # no point-estimate gate checks; None leaves it out (tiny demo and test runs could never promote).
     min_tier: str | None = None
+
+
+# --- nights that build on each other (issue 15) -------------------------------------------------------
+__all__ += ["NightlySettings", "TaskSettings", "NIGHTLY_POLICIES"]
+NIGHTLY_POLICIES = ("auto", "retrain", "continue")  # auto: continue once a champion exists, else retrain
+
+
+@dataclass(frozen=True)
+class NightlySettings:
+    """How each night starts: from scratch, or from the champion; and when it need not train at all."""
+
+    policy: str = "auto"  # one of NIGHTLY_POLICIES; a condition's `nightly_policy` overrides it
+    continue_epochs: float = 0.5  # a warm start trains this share of the profile's epochs (at least one)
+    skip_unchanged: bool = True  # no training when data, condition config and code all equal the champion's
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """Airflow task retries and timeouts: a hung task ends, is retried, and the run still reports."""
+
+    retries: int = 2
+    retry_delay_seconds: int = 60
+    validate_minutes: float = 30.0
+    train_minutes_fixed: float = 10.0  # start-up and the first step's graph trace
+    train_minutes_per_epoch: float = 15.0  # times the most epochs any profile trains
+    evaluate_minutes: float = 30.0
+    gradcam_minutes: float = 30.0
+    report_minutes: float = 15.0  # promote, report, notify and verdict each
+
+    def train_minutes(self, profiles: Mapping[str, "Profile"]) -> float:
+        """The training timeout: fixed start-up plus the per-epoch allowance for the longest profile."""
+        epochs = max((p.epochs for p in profiles.values()), default=1)
+        return self.train_minutes_fixed + self.train_minutes_per_epoch * epochs
 
 
 @dataclass(frozen=True)
@@ -253,6 +289,8 @@ class Config:
     validation: ValidationSettings = field(default_factory=ValidationSettings)
     registry: RegistrySettings = field(default_factory=RegistrySettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
+    nightly: NightlySettings = field(default_factory=NightlySettings)
+    tasks: TaskSettings = field(default_factory=TaskSettings)
 
     def validation_for(self, condition: Condition) -> ValidationSettings:
         """Return the validation settings for `condition`: the top-level ones plus its own overrides."""
@@ -369,7 +407,7 @@ def _condition(r: _Reader, name: str, raw: Any) -> Condition:
     raw = r.mapping(raw, key)
     r.reject_unknown(raw, {"dataset", "layout", "positive", "negative", "manifest", "image_column", "label_column",
                            "split_column", "group_column", "group_pattern", "exclude", "validation_policy",
-                           "leak_drop_from"}, key)
+                           "leak_drop_from", "nightly_policy"}, key)
     layout = r.text(raw, "layout", key, choices=LAYOUTS)
     condition = Condition(
         name=name,
@@ -386,6 +424,7 @@ def _condition(r: _Reader, name: str, raw: Any) -> Condition:
         exclude=r.labels(raw, "exclude", key) if raw.get("exclude") is not None else (),
         validation_policy=tuple(_policies(r, raw.get("validation_policy"), f"{key}.validation_policy").items()),
         leak_drop_from=r.text(raw, "leak_drop_from", key, default=None, choices=LEAK_DROP_SIDES),
+        nightly_policy=r.text(raw, "nightly_policy", key, default=None, choices=NIGHTLY_POLICIES),
     )
     overlap = set(condition.exclude) & (set(condition.positive) | set(condition.negative))
     if overlap:
@@ -538,7 +577,7 @@ def _gradcam(r: _Reader, raw: Any, seed: int) -> GradcamSettings:
 def _registry(r: _Reader, raw: Any, root: Path) -> RegistrySettings:
     key = "registry"
     raw = r.mapping(raw, key)
-    r.reject_unknown(raw, {"root", "gates", "tolerance", "history", "min_tier"}, key)
+    r.reject_unknown(raw, {"root", "gates", "margin", "history", "min_tier"}, key)
     gates_key = f"{key}.gates"
     # A `gates` mapping replaces the defaults as a whole (a null value drops one gate inherited via
     # `extends`), so what a model must pass is always what the file says.
@@ -550,11 +589,34 @@ def _registry(r: _Reader, raw: Any, root: Path) -> RegistrySettings:
     return RegistrySettings(
         root=root,
         gates=gates,
-        tolerance=r.number(raw, "tolerance", key, 0.01, float, 0.0, 0.5),
+        margin=r.number(raw, "margin", key, 0.02, float, 0.0, 0.5),
         history=r.number(raw, "history", key, 20, int, 1, 10_000),
         min_tier=r.text(raw, "min_tier", key, default=None,
                         choices=tuple(name for name, _ in DEFAULT_TIERS) + ("insufficient",)),
     )
+
+
+def _nightly(r: _Reader, raw: Any) -> NightlySettings:
+    key = "nightly"
+    raw = r.mapping(raw, key)
+    r.reject_unknown(raw, {"policy", "continue_epochs", "skip_unchanged"}, key)
+    return NightlySettings(policy=r.text(raw, "policy", key, default="auto", choices=NIGHTLY_POLICIES),
+                           continue_epochs=r.number(raw, "continue_epochs", key, 0.5, float, 0.01, 1.0),
+                           skip_unchanged=_flag(r, raw, "skip_unchanged", key, True))
+
+
+def _tasks(r: _Reader, raw: Any) -> TaskSettings:
+    key = "tasks"
+    raw = r.mapping(raw, key)
+    defaults = TaskSettings()
+    minutes = ("validate_minutes", "train_minutes_fixed", "train_minutes_per_epoch", "evaluate_minutes",
+               "gradcam_minutes", "report_minutes")
+    r.reject_unknown(raw, {"retries", "retry_delay_seconds", *minutes}, key)
+    return TaskSettings(retries=r.number(raw, "retries", key, defaults.retries, int, 0, 20),
+                        retry_delay_seconds=r.number(raw, "retry_delay_seconds", key, defaults.retry_delay_seconds,
+                                                     int, 0, 86_400),
+                        **{name: r.number(raw, name, key, getattr(defaults, name), float, 0.01, 24 * 60)
+                           for name in minutes})
 
 
 def _notify(r: _Reader, raw: Any) -> NotifySettings:
@@ -585,7 +647,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     raw, origins = _read_yaml(path)
     r = _Reader(path)
     r.reject_unknown(raw, {"data_root", "runs_root", "seed", "split", "gradcam", "evaluation", "conditions", "profiles",
-                           "validation", "registry", "notify"}, "(top level)")
+                           "validation", "registry", "notify", "nightly", "tasks"}, "(top level)")
 
     def resolved(key: str, default: str, env: str) -> Path:
         if os.environ.get(env):
@@ -620,6 +682,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         validation=_validation(r, raw.get("validation")),
         registry=_registry(r, raw.get("registry"), _registry_root(r, raw, path)),
         notify=_notify(r, raw.get("notify")),
+        nightly=_nightly(r, raw.get("nightly")),
+        tasks=_tasks(r, raw.get("tasks")),
     )
     return config
 

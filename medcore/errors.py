@@ -19,3 +19,7 @@ class DataError(MedcoreError):
 
 class StageError(MedcoreError):
     """A pipeline stage cannot run because an earlier stage left nothing to build on."""
+
+
+class Skipped(Exception):
+    """A stage with nothing to do tonight (e.g. data, config and code unchanged): not a failure, no retry."""

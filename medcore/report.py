@@ -25,7 +25,8 @@ def _maybe(path: Path) -> Any:
 def _model_status(paths: ModelLayout, run_root: Path) -> dict[str, Any]:
     failure = _maybe(paths.failure_json)
     gradcam = _maybe(paths.gradcam_json)
-    status = "failed" if failure else "succeeded" if gradcam else "incomplete"
+    plan = _maybe(paths.nightly_json) or {}
+    status = "failed" if failure else "succeeded" if gradcam else "skipped" if plan.get("mode") == "skip" else "incomplete"
     if status == "incomplete":
         # No failure was recorded (the worker died, or an upstream stage never ran): name where it stopped.
         done = [s for s, p in (("validate", paths.split_csv), ("train", paths.training_json),
@@ -48,6 +49,7 @@ def _model_status(paths: ModelLayout, run_root: Path) -> dict[str, Any]:
                     "faithfulness": _relative_paths((gradcam or {}).get("faithfulness"), run_root, ("plot",))},
         "plots": {name: _relative(file, run_root) for name, file in ((metrics or {}).get("plots") or {}).items()},
         "model_path": paths.model if paths.model.exists() else None,
+        "nightly": plan or None,
     }
 
 
@@ -56,6 +58,7 @@ def gather_run(run: RunLayout) -> dict[str, Any]:
     info = read_json(run.run_json)
     models = [_model_status(run.model(j["condition"], j["profile"]), run.root) for j in info["jobs"]]
     succeeded = [m for m in models if m["status"] == "succeeded"]
+    skipped = [m for m in models if m["status"] == "skipped"]  # unchanged since the champion: nothing to train
     now = dt.datetime.now(dt.timezone.utc)
     started = dt.datetime.fromisoformat(info["started"])
     aucs = [m["metrics"]["roc_auc"] for m in succeeded if m["metrics"].get("roc_auc") is not None]
@@ -78,9 +81,12 @@ def gather_run(run: RunLayout) -> dict[str, Any]:
         "models_by_tier": _by_tier(models),
         "planned": len(models),
         "succeeded": len(succeeded),
-        "failed": len(models) - len(succeeded),
-        "success_rate": len(succeeded) / len(models) if models else 0.0,
+        "failed": len(models) - len(succeeded) - len(skipped),
+        "skipped": len(skipped),
+        "success_rate": len(succeeded) / (len(models) - len(skipped)) if len(models) > len(skipped) else 1.0,
         "status": "all models succeeded" if len(succeeded) == len(models) else
+                  "nothing changed since the champions" if len(skipped) == len(models) else
+                  "every model succeeded or was skipped" if len(succeeded) + len(skipped) == len(models) else
                   "no model succeeded" if not succeeded else "some models failed",
         "best": max(succeeded, key=lambda m: m["metrics"].get("roc_auc") or 0.0) if succeeded else None,
         "mean_auc": sum(aucs) / len(aucs) if aucs else None,
@@ -142,9 +148,10 @@ def write_report(run: RunLayout) -> dict[str, Any]:
     context = gather_run(run)
     atomic_write_text(run.report_md, render_report(context))
     summary = {"run_id": context["run_id"], "report": run.report_md, "planned": context["planned"],
-               "succeeded": context["succeeded"], "failed": context["failed"],
+               "succeeded": context["succeeded"], "failed": context["failed"], "skipped": context["skipped"],
                "failures": [{"condition": m["condition"], "profile": m["profile"], **m["failure"]}
-                            for m in context["models"] if m["status"] != "succeeded"]}
+                            for m in context["models"] if m["status"] in ("failed", "incomplete")],
+               "nights": {n["condition"]: n["summary"] for n in context["nights"]}}
     write_json(run.summary_json, summary)
     return to_jsonable(summary)  # XCom and callers get plain JSON types
 
@@ -252,7 +259,7 @@ def _beyond_the_seed(run: RunLayout, info: dict[str, Any], models: list[dict[str
         paths = run.model(m["condition"], m["profile"])
         m["test_split"] = test_split_fingerprint(paths.split_csv)
         m["dataset_fingerprint"] = (m["validation"] or {}).get("fingerprint")
-        m["diagnosis"] = diagnose(m) if m["status"] != "succeeded" else None
+        m["diagnosis"] = diagnose(m) if m["status"] in ("failed", "incomplete") else None
         m["previous"] = _versus_previous(m, earlier)
         before = (decisions.get(m["condition"]) or {}).get("champion_before") if promotion else fallback.get(m["condition"])
         m["versus_champion"] = _versus_champion(m, before)
@@ -263,7 +270,10 @@ def _beyond_the_seed(run: RunLayout, info: dict[str, Any], models: list[dict[str
             decision = {"decision": "not decided", "champion": fallback.get(condition),
                         "reason": "the promote stage did not run (or failed) for this run; the registry is unchanged"}
         champions.append({"condition": condition, "candidate": None, "champion_before": None, **decision})
+    from medcore.nightly import nights_view
+
     extra = {"champions": champions, "promotion": promotion, "key_figures": _key_figures(models, champions),
+             "nights": nights_view(run, info, models, decisions),
              "artifact_tree": artifact_tree(run.root, written_now=(run.report_md.name, run.summary_json.name)),
              "gradcam_usage": _gradcam_usage(models, champions, context)}
     extra["issues"] = context["issues"] + _more_issues(models)
@@ -334,6 +344,11 @@ def _versus_champion(m: dict[str, Any], champion: dict[str, Any] | None) -> dict
 
     if not champion:
         return None
+    # Re-scored tonight on this model's own test images: the difference compares models, not data.
+    rescored = ((m["metrics"] or {}).get("versus_champion") or {}).get("test")
+    if rescored and (m["metrics"]["versus_champion"].get("champion") == f"{champion['run_id']}/{champion['profile']}"):
+        return {**champion, "roc_auc": rescored["champion_auc"], "delta_roc_auc": rescored["delta"],
+                "same_test_split": True, "rescored": True}
     new = figure(m["metrics"] or {}, "roc_auc")
     old = champion.get("roc_auc")
     return {**champion, "delta_roc_auc": new - old if new is not None and old is not None else None,
@@ -516,19 +531,16 @@ def next_steps(context: dict[str, Any]) -> list[str]:
     steps = []
     models = context["models"]
     for m in models:
-        if m["status"] != "succeeded":
+        if m["status"] in ("failed", "incomplete"):
             steps.append(f"Fix {m['condition']}/{m['profile']} ({m['status']} at {m['failure']['stage']}): "
                          f"{m['diagnosis']['fix']}.")
-    if models and not any(m["status"] == "succeeded" for m in models):
+    if models and not any(m["status"] in ("succeeded", "skipped") for m in models):
         steps.append("No model succeeded: no champion changed; fix the failures above before the next run.")
     for c in context["champions"]:
         if c["decision"] == "kept champion" and c.get("candidate"):
             steps.append(f"{c['condition']}: the champion stays ({c['reason']}); look into why this run was not better.")
         elif c["decision"] == "no champion" and c.get("candidate"):
             steps.append(f"{c['condition']}: still no champion ({c['reason']}); more data or the intensive profile may help.")
-        elif c["decision"] == "promoted" and (c.get("champion_before") and c.get("same_test_split") is False):
-            steps.append(f"{c['condition']}: promoted on gates alone because the test split changed; "
-                         "compare the new champion with the old one on one split before relying on the change.")
     undecided = [c["condition"] for c in context["champions"] if c["decision"] in ("error", "not decided")]
     if undecided:
         steps.append(f"No champion decision was recorded for {', '.join(undecided)} (the promote stage failed or "

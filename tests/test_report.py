@@ -11,7 +11,7 @@ from medcore.jsonio import read_json, write_json
 from medcore.layout import RunLayout
 from medcore.registry import test_split_fingerprint as fingerprint  # an alias pytest does not collect
 from medcore.report import render_html, write_report
-from tests.fakes import BASE_METRICS, metrics_with, write_config, write_run
+from tests.fakes import BASE_METRICS, metrics_with, paired, write_config, write_run
 from tests.fakes import TRAINING as FAKE_TRAINING
 
 # The same figures the fake run folders carry, so a row asserted below traces to one place.
@@ -192,8 +192,9 @@ def test_values_equal_the_metrics_files(tmp_path):
     config = write_config(tmp_path)
     before = write_run(tmp_path / "runs", "monday", {("pneumonia", "standard"): {"metrics": metrics_with(0.83)}}, config)
     pipeline.promote(before.run_id, before.runs_root)
-    run, _, report = _report(tmp_path, {("pneumonia", "standard"): {"metrics": metrics_with(0.8567, accuracy=0.7321),
-                                                                      "seed": 7}},
+    versus = paired("monday/standard", 0.8567, 0.83)  # the champion re-scored on tuesday's images
+    run, _, report = _report(tmp_path, {("pneumonia", "standard"): {"metrics": metrics_with(
+                                 0.8567, accuracy=0.7321, versus=versus), "seed": 7}},
                              run_id="tuesday", started="2026-11-28T01:00:00+00:00")
     now = read_json(run.model("pneumonia", "standard").metrics_json)
     then = read_json(before.model("pneumonia", "standard").metrics_json)
@@ -212,7 +213,7 @@ def test_values_equal_the_metrics_files(tmp_path):
     assert data[3] == f"`{fingerprint(paths.split_csv)}`"
     assert data[4:] == ["42 (20 pos)", "8 (4 pos)", "10 (5 pos)"]
     decision = _row(_section(report, "Champion per condition"), "pneumonia")
-    assert decision[1] == "**promoted**" and f"({now['roc_auc'] - then['roc_auc']:+.3f})" in decision[4]
+    assert decision[1] == "**promoted**" and f"({now['roc_auc'] - then['roc_auc']:+.3f}, 95% paired" in decision[4]
 
 
 def test_html_rendering_is_the_markdown_escaped(tmp_path):
