@@ -35,6 +35,25 @@ def _names(kind: str) -> list[str]:
         return []  # the plan task reports the config error with file and key; parsing must not fail
 
 
+def _task_settings():
+    """Retries and per-task timeouts from the config (its defaults if the config is unreadable at parse time)."""
+    from medcore.config import TaskSettings, load_config
+    from medcore.errors import MedcoreError
+
+    try:
+        config = load_config(CONFIG)
+        return config.tasks, config.tasks.train_minutes(config.profiles)
+    except MedcoreError:
+        return TaskSettings(), TaskSettings().train_minutes({})
+
+
+TASKS, TRAIN_MINUTES = _task_settings()
+
+
+def _minutes(value: float) -> timedelta:
+    return timedelta(minutes=value)
+
+
 def _choices(kind: str) -> dict:
     names = _names(kind)
     return {"type": "string", "enum": names} if names else {"type": "string"}
@@ -48,8 +67,12 @@ def _choices(kind: str) -> dict:
     catchup=False,
     max_active_runs=1,
     tags=["medcore", "training"],
-    default_args={"retries": 2, "retry_exponential_backoff": True,  # MEDCORE_RETRY_DELAY_SECONDS: tests shorten it
-                  "retry_delay": timedelta(seconds=int(os.environ.get("MEDCORE_RETRY_DELAY_SECONDS") or 60))},
+    # Every task ends by its execution_timeout (sized from the config's `tasks` section), so a hung
+    # night is retried and then reported instead of blocking the next one. MEDCORE_RETRY_DELAY_SECONDS: tests.
+    default_args={"retries": TASKS.retries, "retry_exponential_backoff": True,
+                  "retry_delay": timedelta(seconds=int(os.environ.get("MEDCORE_RETRY_DELAY_SECONDS")
+                                                       or TASKS.retry_delay_seconds)),
+                  "execution_timeout": _minutes(TASKS.report_minutes)},
     params={
         "conditions": Param([], type="array", items=_choices("conditions"), title="Conditions",
                             description="Conditions to train; empty trains all of them."),
@@ -65,7 +88,7 @@ def _choices(kind: str) -> dict:
     },
 )
 def medical_training():
-    @task
+    @task(execution_timeout=_minutes(TASKS.report_minutes))
     def plan(params=None, run_id=None) -> list[dict]:
         """Expand the run parameters into one job per (condition, profile)."""
         from medcore.airflow_adapter import call_stage
@@ -74,7 +97,7 @@ def medical_training():
         return call_stage(plan_run, CONFIG, run_id, params["conditions"], params["profiles"], params["epochs"],
                           params=dict(params))
 
-    @task
+    @task(execution_timeout=_minutes(TASKS.validate_minutes))
     def validate(job: dict) -> dict:
         """Check the dataset and save the split manifest."""
         from medcore import pipeline
@@ -82,7 +105,7 @@ def medical_training():
 
         return call_stage(pipeline.validate, job)
 
-    @task(pool="training", pool_slots=1, queue="training")
+    @task(pool="training", pool_slots=1, queue="training", execution_timeout=_minutes(TRAIN_MINUTES))
     def train(job: dict, task=None) -> dict:
         """Train DenseNet121 and save model.keras (one pool slot per core; resumes on retry)."""
         from medcore import pipeline
@@ -90,7 +113,7 @@ def medical_training():
 
         return call_training(pipeline.train, job, task.pool_slots)
 
-    @task
+    @task(execution_timeout=_minutes(TASKS.evaluate_minutes))
     def evaluate(job: dict) -> dict:
         """Measure the model on the held-out test split."""
         from medcore import pipeline
@@ -98,7 +121,7 @@ def medical_training():
 
         return call_stage(pipeline.evaluate, job)
 
-    @task
+    @task(execution_timeout=_minutes(TASKS.gradcam_minutes))
     def gradcam(job: dict) -> dict:
         """Write Grad-CAM overlays of confident hits and misses."""
         from medcore import pipeline

@@ -196,6 +196,7 @@ def render_trend(rows: pd.DataFrame, title: str) -> bytes:
         if i == 0 and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="lower left")
     fig.suptitle(f"{title}: ROC AUC by night (green: promoted)", fontsize=10)
+    fig.subplots_adjust(top=0.84, wspace=0.25)
     return png_bytes(fig)
 
 

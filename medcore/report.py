@@ -483,6 +483,8 @@ VALIDATION_FIXES = {
 DEFAULT_VALIDATION_FIX = "fix the rows named in validation.json, or change this finding's policy in conditions.yaml"
 # (words in the error, root cause, fix) — checked in order against the lower-cased error text.
 ERROR_HINTS = (
+    (("timeout",), "the task ran past its execution_timeout and was ended (then retried as configured)",
+     "read the task's log for where it hung; if the work is just slow, raise the `tasks` timeouts in the config"),
     (("column", "not found"), "the manifest's columns do not match the config",
      "set `image_column` / `label_column` to the manifest's header, or rename the columns"),
     (("out of memory",), "the process ran out of memory", "lower the profile's `batch_size` or `image_size`"),

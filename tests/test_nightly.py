@@ -165,3 +165,65 @@ def test_unchanged_data_config_and_code_skip_the_night(tmp_path, monkeypatch):
     assert (summary["failed"], summary["skipped"]) == (0, 1)
     report = run.report_md.read_text()
     assert "### c: skip" in report and "⏭ skipped: unchanged since 2026-11-20" in report
+
+
+# --- two real nights: the set grows, the second night continues from the first night's champion -------------
+
+
+@pytest.mark.slow
+def test_a_second_night_continues_from_the_champion_on_grown_data(tmp_path, tiny_config, demo_data):
+    """Night 1 trains from scratch on 80 % of the images and is promoted; night 2 sees all of them, moves no image
+    between splits, warm-starts from the champion with half the epochs, re-scores the champion on the same images,
+    and the report carries the changes and the trend plot."""
+    import shutil
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    held_back = tmp_path / "later"
+    held_back.mkdir()
+    for folder in sorted(p for p in (data / "knee_osteoporosis").iterdir() if p.is_dir()):
+        for image in sorted(folder.iterdir())[::5]:  # a fifth of each class arrives on night 2
+            (held_back / folder.name).mkdir(exist_ok=True)
+            shutil.move(image, held_back / folder.name / image.name)
+    config = tmp_path / "nights.yaml"
+    config.write_text(f"extends: {tiny_config}\ndata_root: {data}\nregistry: {{gates: {{roc_auc_low: null, recall: null, specificity: null}}, min_tier: null}}\n")
+
+    def night(run_id: str) -> RunLayout:
+        done = subprocess.run([sys.executable, "-m", "medcore.cli", "run", "--config", str(config), "--condition",
+                               "knee_osteoporosis", "--profile", "standard", "--epochs", "2", "--run-id", run_id],
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return RunLayout(tmp_path / "runs", run_id)
+
+    first = night("night1")
+    assert read_json(first.promotion_json)["conditions"]["knee_osteoporosis"]["decision"] == "promoted"
+    for folder in held_back.iterdir():
+        for image in folder.iterdir():
+            shutil.move(image, data / "knee_osteoporosis" / folder.name / image.name)
+    second = night("night2")
+
+    paths = second.model("knee_osteoporosis", "standard")
+    plan = read_json(paths.nightly_json)
+    assert plan["mode"] == CONTINUE and plan["changes"]["added"] > 0
+    assert plan["changes"]["moved"] == 0 and plan["changes"]["removed"] == plan["changes"]["relabelled"] == 0
+    training = read_json(paths.training_json)
+    assert training["epochs_planned"] == 1 and training["weights_used"].startswith("champion ")
+    versus = read_json(paths.metrics_json)["versus_champion"]
+    assert versus["champion"] == "night1/standard" and versus["selection"]["n"] == read_json(
+        paths.metrics_json)["selection"]["n"]
+    before = pd.read_csv(first.model("knee_osteoporosis", "standard").split_csv).set_index("sha256")["split"]
+    after = pd.read_csv(paths.split_csv).set_index("sha256")["split"]
+    assert (after[before.index] == before).all(), "no image changed split as the set grew"
+    registry = tmp_path / "registry"
+    trend = pd.read_csv(registry / "knee_osteoporosis.trend.csv")
+    assert list(trend["run_id"]) == ["night1", "night2"] and trend["mode"].tolist() == ["retrain", "continue"]
+    assert trend["champion_selection_auc"].notna().tolist() == [False, True]
+    assert second.trend_png("knee_osteoporosis").stat().st_size > 0
+    report = second.report_md.read_text()
+    assert "### knee_osteoporosis: continue (policy auto)" in report and "](trend/knee_osteoporosis.png)" in report
+    nights = 1 if plan["changes"]["added_by_split"].get("test") else 2  # new test images make a new test split
+    assert f"reported on {nights} night{'s' if nights > 1 else ''}" in report
+    summary = read_json(second.summary_json)
+    assert summary["nights"]["knee_osteoporosis"]["changes"]["moved"] == 0
