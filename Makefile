@@ -63,8 +63,15 @@ run: install ## train for real with conditions.yaml, without Airflow (MEDCORE_DA
 pretrain: install ## learn the shared backbone from every condition's train split into the registry (~40 min on 2 cores; MEDCORE_DATA_ROOT)
 	$(VENV)/bin/medcore pretrain
 
+# After `make demo`, the UI serves the demo's config and data (conditions.yaml's data folder would hold only
+# the demo sets, so a run triggered there would fail at validate); MEDCORE_CONFIG or MEDCORE_DATA_ROOT wins.
 airflow-ui: airflow-init ## start the embedded Airflow (scheduler, dag-processor, api-server) on 127.0.0.1:8080
-	bin/airflow-local airflow standalone
+	@config="$${MEDCORE_CONFIG:-$$(if [ -z "$$MEDCORE_DATA_ROOT" ] && [ -f $(DEMO_DATA)/.stamp ]; \
+	  then echo $(CURDIR)/configs/demo.yaml; else echo $(CURDIR)/conditions.yaml; fi)}"; \
+	data=$$(MEDCORE_CONFIG="$$config" $(PY) -c 'from medcore.config import load_config; print(load_config().data_root)' 2>&1 | tail -1); \
+	echo "Airflow UI: http://127.0.0.1:$${AIRFLOW__API__PORT:-8080}  user admin, password in airflow_home/simple_auth_manager_passwords.json.generated"; \
+	echo "serving config $$config (data: $$data); set MEDCORE_CONFIG=... or MEDCORE_DATA_ROOT=... to change"; \
+	MEDCORE_CONFIG="$$config" exec bin/airflow-local airflow standalone
 
 resend: install ## e-mail a run's report again: make resend RUN=<run id> (SMTP connection of the embedded Airflow)
 	@test -n "$(RUN)" || { echo "usage: make resend RUN=<run id>  (a folder name under runs/)"; exit 2; }

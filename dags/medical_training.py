@@ -1,14 +1,19 @@
 """
-### Nightly X-ray classifier retraining
+### X-ray classifier retraining
 
 One chain per (condition, profile), mapped at run time: **validate → train → evaluate → gradcam**.
 Then, whatever the chains did: **promote** decides once per condition whether the run's best model
 becomes the champion (registry), **report** writes `runs/<run id>/report.md`, **notify** e-mails it
-(HTML, report.md and Grad-CAM images attached) and turns red if sending fails, and the final
-**verdict** fails the run if any model or the e-mail failed, so a red run always has its report.
-Reports are browsable under *Training reports* in this UI.
+(HTML with its Grad-CAM images inline, report.md attached) and turns red if sending fails, and the
+final **verdict** fails the run if any model or the e-mail failed, so a red run always has its report.
+Reports are browsable under *Reports* in this UI.
 
-Trigger with parameters to train a subset, or to override every profile's epochs.
+Two DAGs share this one definition:
+- `medical_training`: the nightly schedule (01:00 UTC). Enabling it never starts a run before the
+  next 01:00, however long it was off; a manual trigger of it runs only what the form says.
+- `medical_training_manual`: no schedule, enabled from the start, so *Trigger* runs now whether or
+  not the nightly schedule is on. Use this one to train a subset or try an epoch override.
+
 Configuration: `$MEDCORE_CONFIG` (default: `conditions.yaml` beside `dags/`).
 """
 
@@ -18,32 +23,34 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-import pendulum
 from airflow.sdk import Param, dag, task, task_group
 
+from medcore.airflow_adapter import NightlyCron
+
 CONFIG = os.environ.get("MEDCORE_CONFIG") or str(Path(__file__).resolve().parent.parent / "conditions.yaml")
+# MEDCORE_SCHEDULE: a cron expression in UTC; the scheduler tests move it next to the present.
+SCHEDULE = os.environ.get("MEDCORE_SCHEDULE") or "0 1 * * *"
+MAX_EPOCHS = 1000  # the bound medcore.pipeline.plan_run checks (imported there with pandas, so restated here)
 
 
 def _names(kind: str) -> list[str]:
     """Condition or profile names for the trigger form; empty (free text) if the config is unreadable."""
     from medcore.config import load_config
-    from medcore.errors import MedcoreError
 
     try:
         return list(getattr(load_config(CONFIG), kind))
-    except MedcoreError:
-        return []  # the plan task reports the config error with file and key; parsing must not fail
+    except Exception:  # noqa: BLE001 - the plan task reports the config error with file and key; parsing must not fail
+        return []
 
 
 def _task_settings():
     """Retries and per-task timeouts from the config (its defaults if the config is unreadable at parse time)."""
     from medcore.config import TaskSettings, load_config
-    from medcore.errors import MedcoreError
 
     try:
         config = load_config(CONFIG)
         return config.tasks, config.tasks.train_minutes(config.profiles)
-    except MedcoreError:
+    except Exception:  # noqa: BLE001 - as for _names: the plan task reports the config error
         return TaskSettings(), TaskSettings().train_minutes({})
 
 
@@ -54,48 +61,53 @@ def _minutes(value: float) -> timedelta:
     return timedelta(minutes=value)
 
 
-def _choices(kind: str) -> dict:
+def _choice_list(kind: str, title: str, description: str) -> Param:
+    """An optional multi-select of the config's names: the form offers them (`examples`) and the API checks them
+    (`items.enum`); "null" in the type makes the field optional, as an empty selection means all."""
     names = _names(kind)
-    return {"type": "string", "enum": names} if names else {"type": "string"}
+    items = {"type": "string", "enum": names} if names else {"type": "string"}
+    extra = {"examples": names} if names else {}
+    return Param(None, type=["null", "array"], items=items, uniqueItems=True, title=title,
+                 description=description, **extra)
 
 
-@dag(
-    dag_id=Path(__file__).stem,
-    doc_md=__doc__,
-    schedule="0 1 * * *",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
+# Only checks the trigger form can show next to its field are in the schemas: the choices above. A bound
+# such as `minimum` would make the form's number box silently change 0 to 1, and a `pattern` failing
+# after Trigger shows as a raw schema dump; `plan` checks those and fails the run with one sentence.
+PARAMS = {
+    "conditions": _choice_list("conditions", "Conditions", "Conditions to train; none selected trains all of them."),
+    "profiles": _choice_list("profiles", "Profiles", "Training profiles; none selected uses all of them."),
+    "epochs": Param(None, type=["null", "integer"], title="Epochs override",
+                    description=f"Train every model for this many epochs (1 to {MAX_EPOCHS}) instead of its "
+                                "profile's; empty keeps each profile's."),
+    "recipients": Param(None, type=["null", "array"], items={"type": "string"}, title="Report recipients",
+                        description="E-mail the report to these addresses, one per line; empty uses the "
+                                    "config's notify.recipients."),
+    "smtp_conn_id": Param(None, type=["null", "string"], title="SMTP connection",
+                          description="Airflow connection to send the report through; empty uses the config's."),
+}
+COMMON = dict(
     max_active_runs=1,
-    tags=["medcore", "training"],
     # Every task ends by its execution_timeout (sized from the config's `tasks` section), so a hung
     # night is retried and then reported instead of blocking the next one. MEDCORE_RETRY_DELAY_SECONDS: tests.
     default_args={"retries": TASKS.retries, "retry_exponential_backoff": True,
                   "retry_delay": timedelta(seconds=int(os.environ.get("MEDCORE_RETRY_DELAY_SECONDS")
                                                        or TASKS.retry_delay_seconds)),
                   "execution_timeout": _minutes(TASKS.report_minutes)},
-    params={
-        "conditions": Param([], type="array", items=_choices("conditions"), title="Conditions",
-                            description="Conditions to train; empty trains all of them."),
-        "profiles": Param([], type="array", items=_choices("profiles"), title="Profiles",
-                          description="Training profiles; empty uses all of them."),
-        "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=1000, title="Epochs override",
-                        description="Train every model for this many epochs instead of its profile's."),
-        "recipients": Param([], type="array", items={"type": "string", "pattern": "^[^@\\s]+@[^@\\s]+$"},
-                            title="Report recipients",
-                            description="E-mail the report to these addresses; empty uses the config's notify.recipients."),
-        "smtp_conn_id": Param(None, type=["null", "string"], minLength=1, title="SMTP connection",
-                              description="Airflow connection to send the report through; empty uses the config's."),
-    },
+    params=PARAMS,
 )
-def medical_training():
+
+
+def training_pipeline() -> None:
+    """The tasks and their wiring, shared by the nightly and the manual DAG."""
     @task(execution_timeout=_minutes(TASKS.report_minutes))
     def plan(params=None, run_id=None) -> list[dict]:
         """Expand the run parameters into one job per (condition, profile)."""
         from medcore.airflow_adapter import call_stage
         from medcore.pipeline import plan_run
 
-        return call_stage(plan_run, CONFIG, run_id, params["conditions"], params["profiles"], params["epochs"],
-                          params=dict(params))
+        return call_stage(plan_run, CONFIG, run_id, params["conditions"] or (), params["profiles"] or (),
+                          params["epochs"], params=dict(params))
 
     @task(execution_timeout=_minutes(TASKS.validate_minutes))
     def validate(job: dict) -> dict:
@@ -178,4 +190,12 @@ def medical_training():
     sent >> verdict(summary)
 
 
-medical_training()
+
+# No start_date: NightlyCron's first run is the next slot after the schedule is enabled. catchup=False:
+# slots missed while it was off are never run (not even the latest, unlike Airflow's own cron timetables).
+dag(dag_id="medical_training", doc_md=__doc__, schedule=NightlyCron(SCHEDULE, timezone="UTC"), catchup=False,
+    tags=["medcore", "training", "nightly"], **COMMON)(training_pipeline)()
+# The same tasks without a schedule and enabled from the start: its Trigger runs now, and can never start
+# the nightly backlog, whatever the trigger dialog's "unpause" box says.
+dag(dag_id="medical_training_manual", doc_md=__doc__, schedule=None, is_paused_upon_creation=False,
+    tags=["medcore", "training", "manual"], **COMMON)(training_pipeline)()

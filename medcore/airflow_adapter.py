@@ -2,16 +2,23 @@
 
 A user mistake (bad data, bad config) fails the task at once; retrying cannot fix it and would
 only delay the report. Anything else (a killed worker, an out-of-memory) keeps Airflow's retries.
+
+`NightlyCron` is the nightly DAG's timetable (registered by plugins/medcore_timetables.py, which the
+scheduler needs to read it back).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from typing import Any, Callable
 
+from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction
+from airflow.timetables.trigger import CronTriggerTimetable
+
 from medcore.errors import MedcoreError, Skipped
 
-__all__ = ["call_stage", "call_training"]
+__all__ = ["call_stage", "call_training", "NightlyCron"]
 
 TRAINING_POOL = "training"
 
@@ -37,3 +44,56 @@ def call_training(stage: Callable[..., Any], job: dict, pool_slots: int) -> Any:
     """
     os.environ.setdefault("MEDCORE_THREADS", str(pool_slots))
     return call_stage(stage, job)
+
+
+class NightlyCron(CronTriggerTimetable):
+    """A cron trigger that never runs a slot from the past: enabling the schedule waits for the next slot.
+
+    With catchup=False Airflow's CronTriggerTimetable still runs the most recent past slot when a DAG
+    that has run before (or has a start_date) is enabled again, so turning the nightly schedule on at
+    09:00 would start a full night's training at once. Here the next run is the next slot after now.
+    The one exception is a slot due less than `grace` ago that has not run yet: the scheduler or the
+    DAG processor was busy at that minute, and skipping the night for it would be worse.
+    """
+
+    def __init__(self, cron: str, *, timezone: Any = "UTC", grace: dt.timedelta = dt.timedelta(minutes=5),
+                 **kwargs: Any) -> None:
+        super().__init__(cron, timezone=timezone, **kwargs)
+        self._grace = grace
+
+    @classmethod
+    def deserialize(cls, data: dict[str, Any]) -> "NightlyCron":
+        base = CronTriggerTimetable.deserialize(data)
+        timetable = cls(data["expression"], timezone=base._timezone, interval=base._interval)
+        timetable._grace = dt.timedelta(seconds=data.get("grace_seconds", 300))
+        return timetable
+
+    def serialize(self) -> dict[str, Any]:
+        return {**super().serialize(), "grace_seconds": self._grace.total_seconds()}
+
+    @property
+    def summary(self) -> str:
+        return f"{self._expression} (no catch-up)"
+
+    def next_slot(self, now: dt.datetime, last_end: dt.datetime | None) -> dt.datetime:
+        """The slot to run next, seen at `now`, when the last scheduled run ended its interval at `last_end`."""
+        due = self._align_to_prev(now)
+        window = min(self._grace, (self._get_next(due) - due) / 10)
+        if (last_end is None or last_end < due) and now - due <= window:
+            return due
+        return self._get_next(due)
+
+    def next_dagrun_info(self, *, last_automated_data_interval: DataInterval | None,
+                         restriction: TimeRestriction) -> DagRunInfo | None:
+        if restriction.catchup:
+            return super().next_dagrun_info(last_automated_data_interval=last_automated_data_interval,
+                                            restriction=restriction)
+        import pendulum
+
+        last = last_automated_data_interval.end if last_automated_data_interval else None
+        start = self.next_slot(pendulum.now("UTC"), last)
+        if restriction.earliest is not None:
+            start = max(start, self._align_to_next(restriction.earliest))
+        if restriction.latest is not None and restriction.latest < start:
+            return None
+        return DagRunInfo.interval(pendulum.instance(start - self._interval), pendulum.instance(start))

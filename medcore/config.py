@@ -1,59 +1,117 @@
 """The typed, validated configuration: conditions, profiles and run settings from one YAML file.
 
-Loaded once per process through `load_config`; every error names the file and the key, so a typo
-in `conditions.yaml` is a one-line message instead of a KeyError deep inside training.
+Every setting is declared once below, as a pydantic field with its default, bounds and a one-line
+description; the README's config reference is generated from these declarations
+(`python -m medcore.config --readme README.md`). Loaded once per process through `load_config`;
+every error is one line naming the file and the key path, so a typo in `conditions.yaml` is a
+message instead of a KeyError deep inside training.
+
+The classes are pydantic *dataclasses* (not BaseModels) so that code building a `Profile("p",
+image_size=32)` by hand, or a variant with `dataclasses.replace`, keeps working and is validated too.
 """
 
 from __future__ import annotations
 
+import collections.abc
+import dataclasses
 import os
-from dataclasses import dataclass, field
+import re
+import types
+import typing
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Iterator, Literal, Mapping, Optional
 
 import yaml
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
 
 from medcore.errors import ConfigError
 
 __all__ = ["Augmentation", "Condition", "Profile", "Config", "load_config", "DEFAULT_CONFIG", "EvaluationSettings",
-           "GradcamSettings"]
+           "GradcamSettings", "SplitSettings", "Tiers", "canonical_label", "config_reference"]
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conditions.yaml"
-LAYOUTS = ("folders", "csv")
-PRECISIONS = ("float32", "mixed_bfloat16")
-EXECUTION_MODES = ("graph", "eager")
-LR_SCHEDULES = ("constant", "cosine")
+# Unknown keys are errors (a typo must not silently fall back to a default); frozen: loaded once, shared.
+_SETTINGS = ConfigDict(extra="forbid")
+_SEED_MAX = 2**31 - 1
+
+
+def _integer(default: Any, low: int, high: int, doc: str, **extra: Any) -> Any:
+    """A whole-number setting: true/false, 64.0 and "64" are rejected, not coerced."""
+    return Field(default, ge=low, le=high, strict=True, description=doc, **extra)
+
+
+def _number(default: Any, low: float, high: float, doc: str, **extra: Any) -> Any:
+    """A real-number setting: integers are accepted, NaN and infinities are not."""
+    return Field(default, ge=low, le=high, strict=True, allow_inf_nan=False, description=doc, **extra)
+
+
+def _flag(default: bool, doc: str) -> Any:
+    return Field(default, strict=True, description=doc)
+
+
+def _text(default: Any, doc: str, **extra: Any) -> Any:
+    return Field(default, strict=True, description=doc, **extra)
+
+
+def _choice(default: Any, doc: str) -> Any:
+    """One of the `Literal` values its annotation lists."""
+    return Field(default, description=doc)
+
+
+def _problem(key: str, message: str) -> PydanticCustomError:
+    """A cross-field error pinned to `key` below the object being validated (see `_message`)."""
+    return PydanticCustomError("medcore_key", "{message}", {"key": key, "message": message})
+
 
 # --- validation policy -------------------------------------------------------------------------------
-__all__ += ["CheckRule", "CHECKS", "POLICIES", "ValidationSettings"]
+__all__ += ["CheckRule", "CHECKS", "DEFAULT_FIX", "POLICIES", "ValidationSettings", "SplitMinimum", "MIN_PER_CLASS_DEFAULT"]
 POLICIES = ("error", "drop", "warn")  # stop the run / drop the offending rows and warn / keep them and warn
-LEAK_DROP_SIDES = ("heldout", "train")  # which side of a cross-split leak loses its rows under `drop`
+LeakSide = Literal["heldout", "train"]  # which side of a cross-split leak loses its rows under `drop`
+NightlyPolicy = Literal["auto", "retrain", "continue"]  # auto: continue once a champion exists, else retrain
 
 
-@dataclass(frozen=True)
+# What the report suggests for a finding whose rule names no fix of its own.
+DEFAULT_FIX = "fix the rows named in validation.json, or change this finding's policy in conditions.yaml"
+
+
+@dataclasses.dataclass(frozen=True)
 class CheckRule:
-    """How one finding code may be handled: its safe default and the policies that make sense for it."""
+    """How one finding code may be handled: its safe default, the policies that make sense, and how to fix it."""
 
     default: str  # one of POLICIES, or "info" for a finding that only describes the data
     allowed: tuple[str, ...]
     about: str
+    fix: str = DEFAULT_FIX  # the report's advice when this finding stops a model
 
 
 _UNUSABLE = ("error", "drop")  # a row that cannot be trained on can be dropped or stop the run, never kept
 _FIXED = ("error",)
 
-# Every finding code validation can report, in one table (as cleanvision keeps its issue types). It lives
-# here rather than in medcore.validation because the config parser must reject unknown codes and
-# policies, and loading the config (at DAG parse time) must not import pandas.
+# Every finding code validation can report, in one table (as cleanvision keeps its issue types), with the
+# fix the report suggests when it stops a model. It lives here rather than in medcore.validation because
+# the config parser must reject unknown codes and policies, and loading the config (at DAG parse time)
+# must not import pandas. Adding a finding code is one row here plus the check that reports it.
 CHECKS: dict[str, CheckRule] = {
     # the dataset as a whole
-    "dataset_unreadable": CheckRule("error", _FIXED, "dataset folder or manifest missing or unparsable"),
-    "no_usable_images": CheckRule("error", _FIXED, "nothing left to train on"),
-    "split_impossible": CheckRule("error", _FIXED, "val/test cannot be carved from train"),
-    "class_too_small": CheckRule("error", _FIXED, "a split has fewer images of a class than min_per_class"),
-    "class_imbalance": CheckRule("warn", ("error", "warn"), "a class is under min_class_fraction of a split"),
+    "dataset_unreadable": CheckRule("error", _FIXED, "dataset folder or manifest missing or unparsable",
+                                    "check `data_root` (or MEDCORE_DATA_ROOT) and the condition's `dataset` and "
+                                    "`manifest`"),
+    "no_usable_images": CheckRule("error", _FIXED, "nothing left to train on",
+                                  "point the condition at a folder holding readable images of both classes"),
+    "split_impossible": CheckRule("error", _FIXED, "val/test cannot be carved from train",
+                                  "add images, or lower `split.val_fraction` / `split.test_fraction`"),
+    "class_too_small": CheckRule("error", _FIXED, "a split has fewer images of a class than min_per_class",
+                                 "add images of the short class, or lower `validation.min_per_class` (smoke tests "
+                                 "only)"),
+    "class_imbalance": CheckRule("warn", ("error", "warn"), "a class is under min_class_fraction of a split",
+                                 "collect more images of the rare class, or set the policy of `class_imbalance` to "
+                                 "warn"),
     "split_unknown": CheckRule("drop", POLICIES, "split value that is not train/val/test (warn: treat as unsplit)"),
-    "group_missing": CheckRule("warn", ("error", "warn"), "blank group cell or no group_pattern match: own group"),
+    "group_missing": CheckRule("warn", ("error", "warn"), "blank group cell or no group_pattern match: own group",
+                               "fill in the group column or fix `group_pattern`, or set the policy of this code to "
+                               "warn"),
     # labels
     "label_missing": CheckRule("drop", _UNUSABLE, "blank, NaN or null label"),
     "label_fractional": CheckRule("drop", _UNUSABLE, "numeric label that is not an integer, e.g. 0.5"),
@@ -73,11 +131,16 @@ CHECKS: dict[str, CheckRule] = {
     "image_too_small": CheckRule("drop", POLICIES, "shorter side under 16 px"),
     "image_blank": CheckRule("drop", POLICIES, "constant image with no contrast"),
     # duplicates and leakage
-    "duplicate_conflicting_labels": CheckRule("error", POLICIES, "byte-identical files with different labels"),
-    "duplicate_across_splits": CheckRule("error", POLICIES, "byte-identical files in two splits"),
+    "duplicate_conflicting_labels": CheckRule("error", POLICIES, "byte-identical files with different labels",
+                                              "correct the labels at the source, or set the policy of this code to "
+                                              "drop"),
+    "duplicate_across_splits": CheckRule("error", POLICIES, "byte-identical files in two splits",
+                                         "remove the copies from one split, or set the policy of this code to drop"),
     "duplicate_within_split": CheckRule("warn", POLICIES, "byte-identical files in one split (drop keeps one)"),
     "near_duplicate_across_splits": CheckRule("warn", POLICIES, "perceptually identical images in two splits"),
-    "group_leakage": CheckRule("error", POLICIES, "a patient or group in two splits"),
+    "group_leakage": CheckRule("error", POLICIES, "a patient or group in two splits",
+                               "fix the patient ids, or set `validation_policy: {group_leakage: drop}` and "
+                               "`leak_drop_from`"),
     # descriptions of the data: they never take a policy
     "label_excluded": CheckRule("info", (), "class listed in `exclude`: left out of the task and counted"),
     "file_skipped": CheckRule("info", (), "file in a class folder without an image file name (e.g. .dcm)"),
@@ -86,272 +149,68 @@ CHECKS: dict[str, CheckRule] = {
     "group_summary": CheckRule("info", (), "how many groups the images form"),
     "group_mixed_labels": CheckRule("info", (), "groups holding images of both classes"),
 }
-MIN_PER_CLASS_DEFAULT = {"train": 2, "val": 1, "test": 1}
 
 
-@dataclass(frozen=True)
+def _check_policies(value: Mapping[str, str]) -> dict[str, str]:
+    """Reject unknown finding codes and policies a code cannot take, naming the code."""
+    for code, policy in value.items():
+        rule = CHECKS.get(code)
+        if rule is None:
+            raise _problem(code, f"unknown finding code (known: {', '.join(sorted(CHECKS))})")
+        if not rule.allowed:
+            raise _problem(code, "describes the data and takes no policy")
+        if policy not in rule.allowed:
+            raise _problem(code, f"must be one of {', '.join(rule.allowed)}, got {policy!r}")
+    return dict(value)
+
+
+@dataclass(frozen=True, config=_SETTINGS)
+class SplitMinimum:
+    """Images of each class a split must hold; read like a mapping (`minimum["train"]`, `dict(minimum)`)."""
+
+    train: int = _integer(2, 1, 10**6, "fewest images of each class in the train split")
+    val: int = _integer(1, 1, 10**6, "fewest images of each class in the val split")
+    test: int = _integer(1, 1, 10**6, "fewest images of each class in the test split")
+
+    def __getitem__(self, split: str) -> int:
+        return getattr(self, split)
+
+    def keys(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(self))
+
+
+MIN_PER_CLASS_DEFAULT = dict(SplitMinimum())
+
+
+@dataclass(frozen=True, config=_SETTINGS)
 class ValidationSettings:
     """Dataset-check policy: what each finding code does, and the thresholds behind the checks."""
 
-    policy: Mapping[str, str] = field(default_factory=lambda: {c: r.default for c, r in CHECKS.items()})
-    min_per_class: Mapping[str, int] = field(default_factory=lambda: dict(MIN_PER_CLASS_DEFAULT))
-    min_class_fraction: float = 0.05
-    # Bits (of 256) in which two perceptual hashes may differ and still count as one image: re-encoding,
-    # resizing and brightness changes stay under ~14; distinct radiographs of the real sets differ by 36+.
-    near_duplicate_distance: int = 16
-    leak_drop_from: str = "heldout"
+    policy: Mapping[str, str] = Field(
+        default_factory=lambda: {c: r.default for c, r in CHECKS.items()},
+        description="finding code -> error, drop or warn; codes not named keep their default (README: Validation)")
+    min_per_class: SplitMinimum = Field(default_factory=SplitMinimum)
+    min_class_fraction: float = _number(0.05, 0.0, 0.5, "a class under this share of a split is `class_imbalance`")
+    # Re-encoding, resizing and brightness changes stay under ~14 bits; distinct radiographs of the real
+    # sets differ by 36+.
+    near_duplicate_distance: int = _integer(16, 0, 128, "bits (of 256) two perceptual hashes may differ by and "
+                                                        "still be one image")
+    leak_drop_from: LeakSide = _choice("heldout", "which side of a cross-split leak loses its rows under `drop`")
 
-    def for_condition(self, condition: "Condition") -> "ValidationSettings":
+    @field_validator("policy", mode="after")
+    @classmethod
+    def _policies(cls, value: Mapping[str, str]) -> dict[str, str]:
+        defaults = {c: r.default for c, r in CHECKS.items()}
+        # Validated again by dataclasses.replace, when the defaults (`info` included) are already merged in.
+        return {**defaults, **_check_policies({c: p for c, p in value.items() if defaults.get(c) != p})}
+
+    def for_condition(self, condition: Condition) -> ValidationSettings:
         """Return these settings with `condition`'s own overrides applied."""
-        import dataclasses
-
         return dataclasses.replace(self, policy={**self.policy, **dict(condition.validation_policy)},
                                    leak_drop_from=condition.leak_drop_from or self.leak_drop_from)
 
 
-@dataclass(frozen=True)
-class Augmentation:
-    """Anatomy-safe random transforms applied during training only."""
-
-    rotation: float = 0.0  # fraction of a full turn
-    zoom: float = 0.0
-    contrast: float = 0.0
-    horizontal_flip: bool = False  # never for chest films: the heart's side matters
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One binary task: which dataset folder, how it is laid out, which labels are positive."""
-
-    name: str
-    dataset: str
-    layout: str
-    positive: tuple[str, ...]
-    negative: tuple[str, ...]
-    manifest: str | None = None
-    image_column: str = "image"
-    label_column: str = "label"
-    split_column: str | None = "split"
-    group_column: str | None = None
-    group_pattern: str | None = None  # regex on the file name; group 1 (or the match) is the group
-    exclude: tuple[str, ...] = ()  # known other classes: left out of the task and counted, not flagged
-    validation_policy: tuple[tuple[str, str], ...] = ()  # (code, policy) overrides; a tuple keeps this hashable
-    leak_drop_from: str | None = None  # overrides the top-level validation.leak_drop_from
-    nightly_policy: str | None = None  # overrides nightly.policy for this condition
-
-
-@dataclass(frozen=True)
-class Profile:
-    """How hard to train: image size, schedule and augmentation."""
-
-    name: str
-    image_size: int = 128
-    epochs: int = 10
-    patience: int = 3
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    # cosine: decay each phase from learning_rate towards 5 % of it by its last epoch, which converges
-    # within a fixed nightly epoch budget instead of waiting for a plateau.
-    lr_schedule: str = "constant"
-    # Weight each class by the inverse of its share of the train split, so an imbalanced set (pneumonia
-    # is 3:1) does not buy accuracy by favouring the majority class.
-    class_weighting: bool = True
-    # none, imagenet, champion (warm start), shared (the backbone `medcore pretrain` wrote), or a DenseNet121
-    # (notop) weights file
-    weights: str = "none"
-    freeze_epochs: int = 0  # epochs with a frozen backbone before fine-tuning (for pretrained weights)
-    fine_tune_learning_rate: float | None = None  # after unfreezing; default learning_rate / 10
-    precision: str = "float32"
-    intra_op_threads: int = 0  # 0: from MEDCORE_THREADS, else TensorFlow's default
-    inter_op_threads: int = 0
-    execution: str = "graph"  # eager skips the ~40 s graph trace, which only pays off on tiny runs
-    max_images_per_split: int | None = None  # cap for smoke runs; None uses every image
-    augmentation: Augmentation = field(default_factory=Augmentation)
-
-
-THRESHOLD_RULES = ("youden", "sensitivity")
-DELETION_BASELINES = ("blur", "mean")
-DEFAULT_TIERS = (("excellent", 0.90), ("good", 0.80), ("moderate", 0.70))  # below the last: "insufficient"
-
-
-@dataclass(frozen=True)
-class EvaluationSettings:
-    """How test figures are measured: bootstrap intervals, threshold rule, quality tiers."""
-
-    bootstrap_resamples: int = 1000
-    confidence: float = 0.95
-    threshold_rule: str = "youden"  # or "sensitivity": the highest threshold reaching target_sensitivity on val
-    target_sensitivity: float = 0.90
-    calibration_bins: int = 10
-    # A bootstrap of a handful of patients says nothing (two patients give a zero-width interval), so
-    # below this many independent test units (patients, else images) of either class no tier is given.
-    min_per_class: int = 10
-    # Tier name -> minimum lower bound of the ROC AUC interval, best tier first. Judged on the lower
-    # bound so a lucky small test split cannot earn a tier its uncertainty does not support.
-    tiers: tuple[tuple[str, float], ...] = DEFAULT_TIERS
-
-
-@dataclass(frozen=True)
-class GradcamSettings:
-    """Grad-CAM target, overlays, and the deletion test of faithfulness."""
-
-    layer: str = "relu"
-    samples: int = 4  # overlays per kind (TP, TN, FP, FN)
-    batch_size: int = 32
-    deletion_images: int = 32  # highest-scoring test images the deletion curve is measured on
-    deletion_steps: int = 10
-    deletion_baseline: str = "blur"  # what deleted pixels become: the blurred image or its mean
-    seed: int = 0  # seeds the random-map baseline
-
-
-# --- champion registry and report e-mail -----------------------------------------------------------
-__all__ += ["RegistrySettings", "NotifySettings", "GATE_METRICS", "DEFAULT_GATES"]
-# Figures a gate may name, each "higher is better"; `<metric>_low` gates the lower bound of its interval.
-GATE_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc")
-DEFAULT_GATES = (("roc_auc", 0.70), ("recall", 0.50), ("specificity", 0.50))
-
-
-@dataclass(frozen=True)
-class RegistrySettings:
-    """Where the champion of each condition lives, and what a model must show to replace it."""
-
-    root: Path | None = None  # set by load_config; None (a hand-built Config) means `registry` beside the config
-    gates: tuple[tuple[str, float], ...] = DEFAULT_GATES  # (figure, minimum) on the candidate's test split
-    # How far the lower bound of the paired interval of (challenger - best) selection ROC AUC may fall
-    # below zero, where "best" is the best figure any champion reached on the current selection images.
-    margin: float = 0.02
-    history: int = 20  # decisions kept per condition
-    # Lowest evaluation quality tier a champion may have. The tier also demands enough test patients, which
-    # no point-estimate gate checks; None leaves it out (tiny demo and test runs could never promote).
-    min_tier: str | None = None
-
-
-# --- nights that build on each other (issue 15) -------------------------------------------------------
-__all__ += ["NightlySettings", "TaskSettings", "NIGHTLY_POLICIES"]
-NIGHTLY_POLICIES = ("auto", "retrain", "continue")  # auto: continue once a champion exists, else retrain
-
-
-@dataclass(frozen=True)
-class NightlySettings:
-    """How each night starts: from scratch, or from the champion; and when it need not train at all."""
-
-    policy: str = "auto"  # one of NIGHTLY_POLICIES; a condition's `nightly_policy` overrides it
-    continue_epochs: float = 0.5  # a warm start trains this share of the profile's epochs (at least one)
-    skip_unchanged: bool = True  # no training when data, condition config and code all equal the champion's
-
-
-@dataclass(frozen=True)
-class TaskSettings:
-    """Airflow task retries and timeouts: a hung task ends, is retried, and the run still reports."""
-
-    retries: int = 2
-    retry_delay_seconds: int = 60
-    validate_minutes: float = 30.0
-    train_minutes_fixed: float = 10.0  # start-up and the first step's graph trace
-    train_minutes_per_epoch: float = 15.0  # times the most epochs any profile trains
-    evaluate_minutes: float = 30.0
-    gradcam_minutes: float = 30.0
-    report_minutes: float = 15.0  # promote, report, notify and verdict each
-
-    def train_minutes(self, profiles: Mapping[str, "Profile"]) -> float:
-        """The training timeout: fixed start-up plus the per-epoch allowance for the longest profile."""
-        epochs = max((p.epochs for p in profiles.values()), default=1)
-        return self.train_minutes_fixed + self.train_minutes_per_epoch * epochs
-
-
-@dataclass(frozen=True)
-class NotifySettings:
-    """Who gets the report by e-mail, through which Airflow SMTP connection."""
-
-    conn_id: str = "smtp_default"
-    recipients: tuple[str, ...] = ()  # none: the notify task records "skipped" and sends nothing
-    from_email: str | None = None  # default: the connection's `from_email` extra, else medcore@localhost
-    max_images: int = 8  # Grad-CAM images attached (and shown inline); report.md is always attached
-    report_url: str | None = None  # the Airflow UI's base URL, so links in the e-mail open the report page
-
-
-@dataclass(frozen=True)
-class Config:
-    """Everything a run needs to know, with paths already resolved."""
-
-    path: Path
-    data_root: Path
-    runs_root: Path
-    seed: int
-    val_fraction: float
-    test_fraction: float
-    gradcam_layer: str
-    gradcam_samples: int
-    conditions: Mapping[str, Condition]
-    profiles: Mapping[str, Profile]
-    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
-    gradcam: GradcamSettings = field(default_factory=GradcamSettings)
-    validation: ValidationSettings = field(default_factory=ValidationSettings)
-    registry: RegistrySettings = field(default_factory=RegistrySettings)
-    notify: NotifySettings = field(default_factory=NotifySettings)
-    nightly: NightlySettings = field(default_factory=NightlySettings)
-    tasks: TaskSettings = field(default_factory=TaskSettings)
-
-    def validation_for(self, condition: Condition) -> ValidationSettings:
-        """Return the validation settings for `condition`: the top-level ones plus its own overrides."""
-        return self.validation.for_condition(condition)
-
-    def dataset_dir(self, condition: Condition) -> Path:
-        """Return the folder that holds `condition`'s images."""
-        return self.data_root / condition.dataset
-
-
-class _Reader:
-    """Pulls typed values out of nested YAML mappings, naming file and key in every error."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def fail(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.path}: {key}: {problem}")
-
-    def mapping(self, value: Any, key: str) -> dict[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise self.fail(key, f"must be a mapping, got {type(value).__name__}")
-        return value
-
-    def reject_unknown(self, raw: Mapping[str, Any], allowed: set[str], key: str) -> None:
-        unknown = sorted(set(raw) - allowed)
-        if unknown:
-            raise self.fail(f"{key}.{unknown[0]}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
-
-    def number(self, raw: Mapping[str, Any], name: str, key: str, default: Any, kind: type,
-               low: float | None = None, high: float | None = None) -> Any:
-        value = raw.get(name, default)
-        if value is None and default is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
-            raise self.fail(f"{key}.{name}", f"must be {'an integer' if kind is int else 'a number'}, got {value!r}")
-        value = kind(value)
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise self.fail(f"{key}.{name}", f"must be between {low} and {high}, got {value}")
-        return value
-
-    def text(self, raw: Mapping[str, Any], name: str, key: str, default: Any = ..., choices: tuple[str, ...] = ()) -> Any:
-        if name not in raw or raw[name] is None:
-            if default is ...:
-                raise self.fail(f"{key}.{name}", "is required")
-            return default
-        value = raw[name]
-        if not isinstance(value, (str, int)) or isinstance(value, bool):
-            raise self.fail(f"{key}.{name}", f"must be text, got {value!r}")
-        value = str(value)
-        if choices and value not in choices:
-            raise self.fail(f"{key}.{name}", f"must be one of {', '.join(choices)}, got {value!r}")
-        return value
-
-    def labels(self, raw: Mapping[str, Any], name: str, key: str) -> tuple[str, ...]:
-        value = raw.get(name)
-        if not isinstance(value, list) or not value:
-            raise self.fail(f"{key}.{name}", "must be a non-empty list of labels")
-        return tuple(canonical_label(v) for v in value)
+# --- conditions and profiles -------------------------------------------------------------------------
 
 
 def canonical_label(value: Any) -> str:
@@ -364,6 +223,405 @@ def canonical_label(value: Any) -> str:
     return str(int(number)) if number.is_integer() else text
 
 
+def _label_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError("must be a non-empty list of labels")
+    return tuple(canonical_label(v) for v in value)
+
+
+_Labels = Annotated[tuple[str, ...], Field(json_schema_extra={"kind": "list of labels"})]
+
+
+@dataclass(frozen=True, config=_SETTINGS)
+class Condition:
+    """One binary task: which dataset folder, how it is laid out, which labels are positive."""
+
+    name: str = Field(description="the condition's key under `conditions`")
+    dataset: str = _text(..., "folder under data_root holding the images (and manifest)")
+    layout: Literal["folders", "csv"] = _choice(..., "class folders (`folders`) or a CSV manifest (`csv`)")
+    positive: _Labels = Field(description="labels (folder names or manifest values) of the positive class")
+    negative: _Labels = Field(description="labels of the negative class")
+    manifest: Optional[str] = _text(None, "the CSV manifest inside the dataset folder (required for `csv`)")
+    image_column: str = _text("image", "manifest column holding each image's path")
+    label_column: str = _text("label", "manifest column holding each image's label")
+    split_column: Optional[str] = _text("split", "manifest column holding train/val/test, if any")
+    group_column: Optional[str] = _text(None, "manifest column holding the patient id, if any")
+    group_pattern: Optional[str] = _text(None, "regex on the file name; group 1 (or the match) is the patient")
+    exclude: _Labels = Field((), description="known other classes: left out of the task and counted, not flagged")
+    validation_policy: Mapping[str, str] = Field(default_factory=dict,
+                                                 description="finding code -> policy, over `validation.policy`")
+    leak_drop_from: Optional[LeakSide] = _choice(None, "overrides `validation.leak_drop_from` for this condition")
+    nightly_policy: Optional[NightlyPolicy] = _choice(None, "overrides `nightly.policy` for this condition")
+
+    _labels = field_validator("positive", "negative", "exclude", mode="before")(_label_list)
+    _policies = field_validator("validation_policy", mode="after")(_check_policies)
+
+    @field_validator("group_pattern", mode="after")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Condition:
+        if self.layout == "csv" and self.manifest is None:
+            raise _problem("manifest", "is required for layout csv")
+        both = set(self.positive) & set(self.negative)
+        if both:
+            raise _problem("positive", f"label {sorted(both)[0]!r} is listed as both positive and negative")
+        overlap = set(self.exclude) & (set(self.positive) | set(self.negative))
+        if overlap:
+            raise _problem("exclude", f"label {sorted(overlap)[0]!r} is also listed as positive or negative")
+        return self
+
+
+@dataclass(frozen=True, config=_SETTINGS)
+class Augmentation:
+    """Anatomy-safe random transforms applied during training only."""
+
+    rotation: float = _number(0.0, 0.0, 0.5, "random rotation, as a fraction of a full turn")
+    zoom: float = _number(0.0, 0.0, 0.9, "random zoom, as a fraction of the image")
+    contrast: float = _number(0.0, 0.0, 0.9, "random contrast change, as a fraction")
+    horizontal_flip: bool = _flag(False, "random left-right flip; never for chest films (the heart's side matters)")
+
+
+WEIGHT_SOURCES = ("none", "imagenet", "champion", "shared")
+
+
+@dataclass(frozen=True, config=_SETTINGS)
+class Profile:
+    """How hard to train: image size, schedule and augmentation."""
+
+    name: str = Field(description="the profile's key under `profiles`")
+    image_size: int = _integer(128, 32, 1024, "side in pixels images are resized to")
+    epochs: int = _integer(10, 1, 1000, "epochs to train (early stopping may end sooner)")
+    patience: int = _integer(3, 0, 1000, "epochs without a better val AUC before stopping")
+    batch_size: int = _integer(32, 1, 4096, "images per training step")
+    learning_rate: float = _number(1e-3, 1e-8, 1.0, "Adam's learning rate")
+    # cosine converges within a fixed nightly epoch budget instead of waiting for a plateau.
+    lr_schedule: Literal["constant", "cosine"] = _choice(
+        "constant", "`cosine` decays each phase from learning_rate to 5 % of it by its last epoch")
+    # So an imbalanced set (pneumonia is 3:1) does not buy accuracy by favouring the majority class.
+    class_weighting: bool = _flag(True, "weight each class by the inverse of its share of the train split")
+    weights: str = _text("none", "none, imagenet, champion (warm start), shared (`medcore pretrain`), or a "
+                                 "DenseNet121 notop weights file relative to the config")
+    freeze_epochs: int = _integer(0, 0, 1000, "epochs with a frozen backbone before fine-tuning (pretrained weights)")
+    fine_tune_learning_rate: Optional[float] = _number(None, 1e-9, 1.0, "rate after unfreezing; default "
+                                                                         "learning_rate / 10")
+    precision: Literal["float32", "mixed_bfloat16"] = _choice("float32", "Keras dtype policy (bf16 only where the CPU "
+                                                                       "has it)")
+    intra_op_threads: int = _integer(0, 0, 256, "TensorFlow intra-op threads; 0: MEDCORE_THREADS, else TF's default")
+    inter_op_threads: int = _integer(0, 0, 256, "TensorFlow inter-op threads; 0: MEDCORE_INTER_THREADS, else TF's "
+                                                "default")
+    # The graph trace costs ~40 s, which only pays off beyond tiny runs.
+    execution: Literal["graph", "eager"] = _choice("graph", "`eager` skips the graph trace (tiny runs only)")
+    max_images_per_split: Optional[int] = _integer(None, 4, 10**9, "cap per split for smoke runs; null uses every "
+                                                                    "image")
+    augmentation: Augmentation = Field(default_factory=Augmentation)
+
+    @field_validator("weights", mode="after")
+    @classmethod
+    def _weights_file(cls, value: str, info: ValidationInfo) -> str:
+        """A weights file is resolved against the loaded config file's folder and must exist."""
+        if value in WEIGHT_SOURCES:
+            return value
+        base = Path((info.context or {}).get("base", "."))
+        path = (base / Path(value).expanduser()).resolve()
+        if not path.is_file():
+            raise ValueError(f"must be {', '.join(WEIGHT_SOURCES)} or an existing weights file; {path} not found")
+        return str(path)
+
+
+# --- evaluation, Grad-CAM, registry, notify ------------------------------------------------------------
+__all__ += ["RegistrySettings", "NotifySettings", "GATE_METRICS", "DEFAULT_GATES", "DEFAULT_TIERS", "TIER_ORDER"]
+
+
+@dataclass(frozen=True, config=_SETTINGS)
+class Tiers:
+    """Quality tiers: the minimum lower bound of the test ROC AUC interval, best tier first.
+
+    Judged on the lower bound so a lucky small test split cannot earn a tier its uncertainty does not
+    support. Iterates as (name, minimum) pairs; below the last tier a model is "insufficient".
+    """
+
+    excellent: float = _number(0.90, 0.5, 1.0, "lowest AUC lower bound of the excellent tier")
+    good: float = _number(0.80, 0.5, 1.0, "lowest AUC lower bound of the good tier")
+    moderate: float = _number(0.70, 0.5, 1.0, "lowest AUC lower bound of the moderate tier")
+
+    def __iter__(self) -> Iterator[tuple[str, float]]:
+        return iter([(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)])
+
+    @model_validator(mode="after")
+    def _descending(self) -> Tiers:
+        pairs = list(self)
+        for (better, high), (worse, low) in zip(pairs, pairs[1:]):
+            if not high > low:
+                raise _problem(better, f"must be above {worse} ({low}), got {high}")
+        return self
+
+
+DEFAULT_TIERS = tuple(Tiers())
+TIER_ORDER = tuple(name for name, _ in DEFAULT_TIERS) + ("insufficient",)  # best first, as evaluation names them
+
+
+@dataclass(frozen=True, config=_SETTINGS)
+class EvaluationSettings:
+    """How test figures are measured: bootstrap intervals, threshold rule, quality tiers."""
+
+    # Fewer than 1000 resamples make the 2.5th percentile itself too noisy to report.
+    bootstrap_resamples: int = _integer(1000, 1000, 100_000, "bootstrap resamples behind every interval")
+    confidence: float = _number(0.95, 0.5, 0.999, "coverage of the bootstrap intervals")
+    threshold_rule: Literal["youden", "sensitivity"] = _choice(
+        "youden", "how the threshold is chosen on val: Youden's J, or the highest reaching target_sensitivity")
+    target_sensitivity: float = _number(0.90, 0.01, 1.0, "sensitivity the `sensitivity` rule must reach on val")
+    calibration_bins: int = _integer(10, 2, 100, "bins of the calibration curve and error")
+    # A bootstrap of a handful of patients says nothing (two patients give a zero-width interval).
+    min_per_class: int = _integer(10, 1, 100_000, "fewer test patients (else images) of a class: no tier")
+    tiers: Tiers = Field(default_factory=Tiers)
+
+
+@dataclass(frozen=True, config=_SETTINGS)
+class GradcamSettings:
+    """Grad-CAM target, overlays, and the deletion test of faithfulness."""
+
+    layer: str = _text("relu", "target layer; `relu` is DenseNet121's final activation")
+    samples: int = _integer(4, 1, 64, "overlays per kind (TP, TN, FP, FN)")
+    batch_size: int = _integer(32, 1, 1024, "images per Grad-CAM batch")
+    deletion_images: int = _integer(32, 1, 1024, "highest-scoring test images the deletion curve is measured on")
+    deletion_steps: int = _integer(10, 2, 100, "steps of the deletion curve")
+    deletion_baseline: Literal["blur", "mean"] = _choice("blur", "what deleted pixels become: the blurred image or "
+                                                               "its mean")
+    seed: Optional[int] = _integer(None, 0, _SEED_MAX, "seeds the random-map baseline; null: the top-level seed")
+
+
+# Figures a gate may name, each "higher is better"; `<metric>_low` gates the lower bound of its interval.
+GATE_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc")
+GateName = Literal["accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "accuracy_low",
+                   "precision_low", "recall_low", "specificity_low", "f1_low", "roc_auc_low", "pr_auc_low"]
+assert set(typing.get_args(GateName)) == set(GATE_METRICS) | {f"{m}_low" for m in GATE_METRICS}
+DEFAULT_GATES = (("roc_auc", 0.70), ("recall", 0.50), ("specificity", 0.50))
+_Fraction = Annotated[float, Field(ge=0.0, le=1.0, strict=True, allow_inf_nan=False)]
+
+
+@dataclass(frozen=True, config=_SETTINGS)
+class RegistrySettings:
+    """Where the champion of each condition lives, and what a model must show to replace it."""
+
+    # Relative to the file loaded, not to one it extends: configs/demo.yaml then keeps its own registry
+    # (configs/registry), so a demo model never becomes the champion of a real run.
+    root: Optional[Path] = Field(None, description="registry folder, relative to the loaded config "
+                                                   "(default `registry`); MEDCORE_REGISTRY_ROOT overrides it")
+    # A `gates` mapping replaces the defaults as a whole (a null value drops one gate inherited via
+    # `extends`), so what a model must pass is always what the file says. Stored as (figure, minimum) pairs.
+    gates: Mapping[GateName, Optional[_Fraction]] = Field(
+        DEFAULT_GATES, description="figure -> minimum (0-1) on the candidate's selection (val) split; `<figure>_low` "
+                                   "gates its interval's lower bound")
+    # Judged on the selection (val) split, paired with the champion re-scored on the same images.
+    margin: float = _number(0.02, 0.0, 0.5, "promote only if the lower bound of the paired interval of (challenger - "
+                                            "best champion figure on these val images) ROC AUC is above -margin")
+    history: int = _integer(20, 1, 10_000, "decisions kept per condition")
+    # The tier also demands enough test patients, which no point-estimate gate checks; null leaves it out
+    # (tiny demo and test runs could never promote).
+    min_tier: Optional[Literal["excellent", "good", "moderate", "insufficient"]] = _choice(
+        None, "lowest evaluation quality tier a champion may have")
+
+    @field_validator("gates", mode="before")
+    @classmethod
+    def _mapping(cls, value: Any) -> Any:
+        # (figure, minimum) pairs, as code builds them and as a loaded config holds them
+        return dict(value) if isinstance(value, tuple) else value
+
+    @field_validator("gates", mode="after")
+    @classmethod
+    def _pairs(cls, value: Mapping[str, float | None]) -> tuple[tuple[str, float], ...]:
+        return tuple((name, minimum) for name, minimum in value.items() if minimum is not None)
+
+
+def _addresses(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(a, str) and "@" in a for a in value):
+        raise ValueError(f"must be a list of e-mail addresses, got {value!r}")
+    return tuple(a.strip() for a in value)
+
+
+@dataclass(frozen=True, config=_SETTINGS)
+class NotifySettings:
+    """Who gets the report by e-mail, through which Airflow SMTP connection."""
+
+    conn_id: str = _text("smtp_default", "Airflow SMTP connection; credentials live there, never here")
+    recipients: tuple[str, ...] = Field((), description="e-mail addresses; none: the report is written, not sent")
+    from_email: Optional[str] = _text(None, "sender; default: the connection's `from_email` extra, else "
+                                            "medcore@localhost")
+    max_images: int = _integer(8, 0, 100, "Grad-CAM images attached (and shown inline); report.md always is")
+    report_url: Optional[str] = _text(None, "the Airflow UI's base URL, so links in the e-mail open the report page")
+
+    _recipients = field_validator("recipients", mode="before")(_addresses)
+
+
+# --- nights that build on each other ------------------------------------------------------------------
+__all__ += ["NightlySettings", "TaskSettings", "NIGHTLY_POLICIES"]
+NIGHTLY_POLICIES = typing.get_args(NightlyPolicy)
+
+
+@dataclass(frozen=True, config=_SETTINGS)
+class NightlySettings:
+    """How each night starts: from scratch, or from the champion; and when it need not train at all."""
+
+    policy: NightlyPolicy = _choice("auto", "`retrain` from scratch, `continue` from the champion, or `auto` "
+                                            "(continue once a champion exists)")
+    continue_epochs: float = _number(0.5, 0.01, 1.0, "share of the profile's epochs a warm start trains (at least 1)")
+    skip_unchanged: bool = _flag(True, "train nothing when data, condition config and code equal the champion's")
+
+
+@dataclass(frozen=True, config=_SETTINGS)
+class TaskSettings:
+    """Airflow retries and per-task timeouts: a hung task ends, is retried, and the run still reports."""
+
+    retries: int = _integer(2, 0, 20, "retries of each chain task (validate, train, evaluate, gradcam)")
+    retry_delay_seconds: int = _integer(60, 0, 86_400, "first retry delay; it doubles on each retry")
+    validate_minutes: float = _number(30.0, 0.01, 1440.0, "validate's execution_timeout")
+    train_minutes_fixed: float = _number(10.0, 0.01, 1440.0, "train's timeout: start-up and the first step's trace")
+    train_minutes_per_epoch: float = _number(15.0, 0.01, 1440.0, "train's timeout: plus this per epoch of the "
+                                                                  "longest profile")
+    evaluate_minutes: float = _number(30.0, 0.01, 1440.0, "evaluate's execution_timeout")
+    gradcam_minutes: float = _number(30.0, 0.01, 1440.0, "gradcam's execution_timeout")
+    report_minutes: float = _number(15.0, 0.01, 1440.0, "plan, promote, report, notify and verdict each")
+
+    def train_minutes(self, profiles: Mapping[str, Profile]) -> float:
+        """The training timeout: fixed start-up plus the per-epoch allowance for the longest profile."""
+        return self.train_minutes_fixed + self.train_minutes_per_epoch * max((p.epochs for p in profiles.values()),
+                                                                             default=1)
+
+
+@dataclass(frozen=True, config=_SETTINGS)
+class SplitSettings:
+    """How val and test are carved out where a dataset ships no split of its own."""
+
+    val_fraction: float = _number(0.15, 0.01, 0.5, "share of each unsplit dataset held out for validation")
+    test_fraction: float = _number(0.15, 0.01, 0.5, "share of each unsplit dataset held out for testing")
+
+
+def _named(kind: str) -> Any:
+    """Give each entry of `conditions` / `profiles` its key as its name (a `name:` key is not the user's to set)."""
+
+    def name_entries(cls: type, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        named = {}
+        for key, entry in value.items():
+            entry = {} if entry is None else entry
+            if isinstance(entry, dict):
+                if "name" in entry:
+                    raise _problem(f"{key}.name", f"unknown key (a {kind} is named by its key)")
+                entry = {**entry, "name": str(key)}
+            named[str(key)] = entry
+        return named
+
+    return classmethod(name_entries)
+
+
+@dataclass(frozen=True, config=_SETTINGS)
+class Config:
+    """Everything a run needs to know, with paths already resolved (by `load_config`)."""
+
+    data_root: Path = Field(Path("data"), description="folder holding the datasets, relative to the file that sets "
+                                                      "it; MEDCORE_DATA_ROOT overrides it")
+    runs_root: Path = Field(Path("runs"), description="folder runs are written to, relative to the file that sets "
+                                                      "it; MEDCORE_RUNS_ROOT overrides it")
+    seed: int = _integer(1337, 0, _SEED_MAX, "seeds splits, training, bootstrap and Grad-CAM's random baseline")
+    split: SplitSettings = Field(default_factory=SplitSettings)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    gradcam: GradcamSettings = Field(default_factory=GradcamSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    nightly: NightlySettings = Field(default_factory=NightlySettings)
+    tasks: TaskSettings = Field(default_factory=TaskSettings)
+    conditions: Mapping[str, Condition] = Field(default_factory=dict, description="one binary task per key")
+    profiles: Mapping[str, Profile] = Field(default_factory=dict, description="one training recipe per key; every "
+                                                                              "condition trains with each")
+    # The file this was loaded from; not a YAML key.
+    path: Path = dataclasses.field(init=False, default=DEFAULT_CONFIG)
+
+    _conditions = field_validator("conditions", mode="before")(_named("condition"))
+    _profiles = field_validator("profiles", mode="before")(_named("profile"))
+
+    @model_validator(mode="after")
+    def _complete(self) -> Config:
+        for key in ("conditions", "profiles"):
+            if not getattr(self, key):
+                raise _problem(key, f"at least one {key[:-1]} is required")
+        if self.gradcam.seed is None:  # the seed is parsed once: Grad-CAM's default is the run's
+            object.__setattr__(self, "gradcam", dataclasses.replace(self.gradcam, seed=self.seed))
+        return self
+
+    @property
+    def val_fraction(self) -> float:
+        return self.split.val_fraction
+
+    @property
+    def test_fraction(self) -> float:
+        return self.split.test_fraction
+
+    def validation_for(self, condition: Condition) -> ValidationSettings:
+        """Return the validation settings for `condition`: the top-level ones plus its own overrides."""
+        return self.validation.for_condition(condition)
+
+    def dataset_dir(self, condition: Condition) -> Path:
+        """Return the folder that holds `condition`'s images."""
+        return self.data_root / condition.dataset
+
+
+# --- loading -----------------------------------------------------------------------------------------
+
+_CONFIG = TypeAdapter(Config)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load and validate the YAML config at `path` (default: `$MEDCORE_CONFIG` or `conditions.yaml`).
+
+    `MEDCORE_DATA_ROOT`, `MEDCORE_RUNS_ROOT` and `MEDCORE_REGISTRY_ROOT` in the environment override
+    `data_root`, `runs_root` and `registry.root`. Raises ConfigError naming the file and key of the
+    first problem found.
+    """
+    path = Path(path or os.environ.get("MEDCORE_CONFIG") or DEFAULT_CONFIG).resolve()
+    layers = _read_layers(path)
+    raw: dict[str, Any] = {}
+    for _, layer in reversed(layers):
+        raw = _deep_merge(raw, layer)
+    try:
+        config = _CONFIG.validate_python(raw, context={"base": path.parent})
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        loc = _key_path(error)
+        raise ConfigError(f"{_origin(loc, layers)}: {'.'.join(map(str, loc)) or '(top level)'}: "
+                          f"{_message(error, loc)}") from None
+
+    def resolved(key: str, env: str) -> Path:
+        if os.environ.get(env):
+            return Path(os.environ[env]).expanduser().resolve()
+        # Relative paths are relative to the file that wrote them.
+        origin = next((p for p, layer in layers if key in layer), path)
+        return (origin.parent / getattr(config, key).expanduser()).resolve()
+
+    if os.environ.get("MEDCORE_REGISTRY_ROOT"):
+        registry_root = Path(os.environ["MEDCORE_REGISTRY_ROOT"]).expanduser().resolve()
+    else:
+        registry_root = (path.parent / (config.registry.root or Path("registry")).expanduser()).resolve()
+    config = dataclasses.replace(config, data_root=resolved("data_root", "MEDCORE_DATA_ROOT"),
+                                 runs_root=resolved("runs_root", "MEDCORE_RUNS_ROOT"),
+                                 registry=dataclasses.replace(config.registry, root=registry_root))
+    object.__setattr__(config, "path", path)
+    return config
+
+
 def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
@@ -374,14 +632,16 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
     return merged
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Read `path` and whatever it `extends`, returning the merged mapping and where each path key came from."""
+def _read_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    """`path` and every file it `extends`, nearest first, each as (file, mapping without `extends`)."""
     if path in seen:
         raise ConfigError(f"{path}: extends: circular reference")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -393,308 +653,220 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any],
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
-    # Relative paths are relative to the file that wrote them, so remember each key's origin.
-    origins = {key: path.parent for key in ("data_root", "runs_root") if key in raw}
     parent = raw.pop("extends", None)
     if parent is None:
-        return raw, origins
-    base, base_origins = _read_yaml((path.parent / str(parent)).resolve(), seen + (path,))
-    return _deep_merge(base, raw), {**base_origins, **origins}
+        return [(path, raw)]
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends: must be the path of another config file, got {parent!r}")
+    return [(path, raw), *_read_layers((path.parent / parent).resolve(), seen + (path,))]
 
 
-def _condition(r: _Reader, name: str, raw: Any) -> Condition:
-    key = f"conditions.{name}"
-    raw = r.mapping(raw, key)
-    r.reject_unknown(raw, {"dataset", "layout", "positive", "negative", "manifest", "image_column", "label_column",
-                           "split_column", "group_column", "group_pattern", "exclude", "validation_policy",
-                           "leak_drop_from", "nightly_policy"}, key)
-    layout = r.text(raw, "layout", key, choices=LAYOUTS)
-    condition = Condition(
-        name=name,
-        dataset=r.text(raw, "dataset", key),
-        layout=layout,
-        positive=r.labels(raw, "positive", key),
-        negative=r.labels(raw, "negative", key),
-        manifest=r.text(raw, "manifest", key, default=None if layout == "folders" else ...),
-        image_column=r.text(raw, "image_column", key, default="image"),
-        label_column=r.text(raw, "label_column", key, default="label"),
-        split_column=r.text(raw, "split_column", key, default="split"),
-        group_column=r.text(raw, "group_column", key, default=None),
-        group_pattern=r.text(raw, "group_pattern", key, default=None),
-        exclude=r.labels(raw, "exclude", key) if raw.get("exclude") is not None else (),
-        validation_policy=tuple(_policies(r, raw.get("validation_policy"), f"{key}.validation_policy").items()),
-        leak_drop_from=r.text(raw, "leak_drop_from", key, default=None, choices=LEAK_DROP_SIDES),
-        nightly_policy=r.text(raw, "nightly_policy", key, default=None, choices=NIGHTLY_POLICIES),
-    )
-    overlap = set(condition.exclude) & (set(condition.positive) | set(condition.negative))
-    if overlap:
-        raise r.fail(f"{key}.exclude", f"label {sorted(overlap)[0]!r} is also listed as positive or negative")
-    both = set(condition.positive) & set(condition.negative)
-    if both:
-        raise r.fail(f"{key}.positive", f"label {sorted(both)[0]!r} is listed as both positive and negative")
-    if condition.group_pattern is not None:
-        import re
-
-        try:
-            re.compile(condition.group_pattern)
-        except re.error as exc:
-            raise r.fail(f"{key}.group_pattern", f"invalid regular expression: {exc}") from None
-    return condition
+def _key_path(error: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The YAML key path of a pydantic error: pydantic's own markers dropped, a cross-field key appended."""
+    loc = tuple(part for part in error["loc"] if part != "[key]")
+    if error["type"] == "medcore_key":
+        loc += tuple(str(error["ctx"]["key"]).split("."))
+    return loc
 
 
-def _weights(r: _Reader, raw: Mapping[str, Any], key: str) -> str:
-    """`none`, `imagenet`, `champion`, `shared`, or a weights file resolved against the config file's folder."""
-    value = r.text(raw, "weights", key, default="none")
-    if value in ("none", "imagenet", "champion", "shared"):
-        return value
-    path = (r.path.parent / Path(value).expanduser()).resolve()
-    if not path.is_file():
-        raise r.fail(f"{key}.weights",
-                     f"must be none, imagenet, champion, shared or an existing weights file; {path} not found")
-    return str(path)
+def _origin(loc: tuple[Any, ...], layers: list[tuple[Path, dict[str, Any]]]) -> Path:
+    """The file that wrote the deepest part of `loc` (the nearest file wins, as in the merge)."""
+    for depth in range(len(loc), 0, -1):
+        for path, layer in layers:
+            node: Any = layer
+            for part in loc[:depth]:
+                node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+            if node is not _MISSING:
+                return path
+    return layers[0][0]
 
 
-def _policies(r: _Reader, raw: Any, key: str) -> dict[str, str]:
-    """Parse a `code: policy` mapping, rejecting unknown codes and policies a code cannot take."""
-    policies = {}
-    for code, value in r.mapping(raw, key).items():
-        rule = CHECKS.get(str(code))
-        if rule is None:
-            raise r.fail(f"{key}.{code}", f"unknown finding code (known: {', '.join(sorted(CHECKS))})")
-        if not rule.allowed:
-            raise r.fail(f"{key}.{code}", "describes the data and takes no policy")
-        policy = r.text({code: value}, code, key)
-        if policy not in rule.allowed:
-            raise r.fail(f"{key}.{code}", f"must be one of {', '.join(rule.allowed)}, got {policy!r}")
-        policies[str(code)] = policy
-    return policies
+_MISSING = object()
 
 
-def _validation(r: _Reader, raw: Any) -> ValidationSettings:
-    key = "validation"
-    raw = r.mapping(raw, key)
-    r.reject_unknown(raw, {"policy", "min_per_class", "min_class_fraction", "near_duplicate_distance",
-                           "leak_drop_from"}, key)
-    minimum = r.mapping(raw.get("min_per_class"), f"{key}.min_per_class")
-    r.reject_unknown(minimum, set(MIN_PER_CLASS_DEFAULT), f"{key}.min_per_class")
-    defaults = ValidationSettings()
-    return ValidationSettings(
-        policy={**defaults.policy, **_policies(r, raw.get("policy"), f"{key}.policy")},
-        min_per_class={split: r.number(minimum, split, f"{key}.min_per_class", n, int, 1, 10**6)
-                       for split, n in MIN_PER_CLASS_DEFAULT.items()},
-        min_class_fraction=r.number(raw, "min_class_fraction", key, defaults.min_class_fraction, float, 0.0, 0.5),
-        near_duplicate_distance=r.number(raw, "near_duplicate_distance", key, defaults.near_duplicate_distance,
-                                         int, 0, 128),
-        leak_drop_from=r.text(raw, "leak_drop_from", key, default=defaults.leak_drop_from, choices=LEAK_DROP_SIDES),
-    )
+def _declared(loc: tuple[Any, ...]) -> tuple[Any, Any]:
+    """(the settings class that declares the last key of `loc`, that key's FieldInfo); None where not declared."""
+    kind: Any = Config
+    owner, info = None, None
+    for part in loc:
+        if hasattr(kind, "__pydantic_fields__"):
+            owner, info = kind, kind.__pydantic_fields__.get(part)
+            if info is None:
+                return owner, None
+            kind = _unwrap(info.annotation)
+        elif typing.get_origin(kind) in (dict, collections.abc.Mapping):
+            owner, info, kind = None, None, _unwrap(typing.get_args(kind)[1])  # a user's key: conditions.<name>
+        else:
+            return None, None
+    return owner, info
 
 
-def _flag(r: _Reader, raw: dict, name: str, key: str, default: bool) -> bool:
-    value = raw.get(name, default)
-    if not isinstance(value, bool):
-        raise r.fail(f"{key}.{name}", f"must be true or false, got {value!r}")
-    return value
+def _unwrap(annotation: Any) -> Any:
+    """`X` from `Optional[X]`, `X | None` and `Annotated[X, ...]`."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            rest = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(rest) != 1:
+                return annotation
+            annotation = rest[0]
+        else:
+            return annotation
 
 
-def _profile(r: _Reader, name: str, raw: Any) -> Profile:
-    key = f"profiles.{name}"
-    raw = r.mapping(raw, key)
-    r.reject_unknown(raw, {"image_size", "epochs", "patience", "batch_size", "learning_rate", "lr_schedule",
-                           "class_weighting", "weights", "freeze_epochs", "fine_tune_learning_rate", "precision", "intra_op_threads",
-                           "inter_op_threads", "execution", "max_images_per_split", "augmentation"}, key)
-    aug_key = f"{key}.augmentation"
-    aug_raw = r.mapping(raw.get("augmentation"), aug_key)
-    r.reject_unknown(aug_raw, {"rotation", "zoom", "contrast", "horizontal_flip"}, aug_key)
-    flip = _flag(r, aug_raw, "horizontal_flip", aug_key, False)
-    return Profile(
-        name=name,
-        image_size=r.number(raw, "image_size", key, 128, int, 32, 1024),
-        epochs=r.number(raw, "epochs", key, 10, int, 1, 1000),
-        patience=r.number(raw, "patience", key, 3, int, 0, 1000),
-        batch_size=r.number(raw, "batch_size", key, 32, int, 1, 4096),
-        learning_rate=r.number(raw, "learning_rate", key, 1e-3, float, 1e-8, 1.0),
-        lr_schedule=r.text(raw, "lr_schedule", key, default="constant", choices=LR_SCHEDULES),
-        class_weighting=_flag(r, raw, "class_weighting", key, True),
-        weights=_weights(r, raw, key),
-        freeze_epochs=r.number(raw, "freeze_epochs", key, 0, int, 0, 1000),
-        fine_tune_learning_rate=r.number(raw, "fine_tune_learning_rate", key, None, float, 1e-9, 1.0),
-        precision=r.text(raw, "precision", key, default="float32", choices=PRECISIONS),
-        intra_op_threads=r.number(raw, "intra_op_threads", key, 0, int, 0, 256),
-        inter_op_threads=r.number(raw, "inter_op_threads", key, 0, int, 0, 256),
-        execution=r.text(raw, "execution", key, default="graph", choices=EXECUTION_MODES),
-        max_images_per_split=r.number(raw, "max_images_per_split", key, None, int, 4, 10**9),
-        augmentation=Augmentation(
-            rotation=r.number(aug_raw, "rotation", aug_key, 0.0, float, 0.0, 0.5),
-            zoom=r.number(aug_raw, "zoom", aug_key, 0.0, float, 0.0, 0.9),
-            contrast=r.number(aug_raw, "contrast", aug_key, 0.0, float, 0.0, 0.9),
-            horizontal_flip=flip,
-        ),
-    )
+def _yaml_keys(cls: Any) -> list[str]:
+    """The keys a settings class accepts in YAML (not the names filled in from the mapping's keys, nor `path`)."""
+    return [f.name for f in dataclasses.fields(cls) if f.init and f.name != "name"]
 
 
-def _evaluation(r: _Reader, raw: Any) -> EvaluationSettings:
-    key = "evaluation"
-    raw = r.mapping(raw, key)
-    r.reject_unknown(raw, {"bootstrap_resamples", "confidence", "threshold_rule", "target_sensitivity",
-                           "calibration_bins", "min_per_class", "tiers"}, key)
-    tiers_key = f"{key}.tiers"
-    tiers_raw = r.mapping(raw.get("tiers"), tiers_key)
-    defaults = dict(DEFAULT_TIERS)
-    r.reject_unknown(tiers_raw, set(defaults), tiers_key)
-    tiers = tuple((name, r.number(tiers_raw, name, tiers_key, low_default, float, 0.5, 1.0))
-                  for name, low_default in DEFAULT_TIERS)
-    for (better, high), (worse, low) in zip(tiers, tiers[1:]):
-        if not high > low:
-            raise r.fail(f"{tiers_key}.{better}", f"must be above {worse} ({low}), got {high}")
-    return EvaluationSettings(
-        # Fewer than 1000 resamples make the 2.5th percentile itself too noisy to report.
-        bootstrap_resamples=r.number(raw, "bootstrap_resamples", key, 1000, int, 1000, 100_000),
-        confidence=r.number(raw, "confidence", key, 0.95, float, 0.5, 0.999),
-        threshold_rule=r.text(raw, "threshold_rule", key, default="youden", choices=THRESHOLD_RULES),
-        target_sensitivity=r.number(raw, "target_sensitivity", key, 0.90, float, 0.01, 1.0),
-        calibration_bins=r.number(raw, "calibration_bins", key, 10, int, 2, 100),
-        min_per_class=r.number(raw, "min_per_class", key, 10, int, 1, 100_000),
-        tiers=tiers,
-    )
+def _bounds(info: Any) -> str:
+    low = next((m.ge for m in getattr(info, "metadata", ()) if hasattr(m, "ge")), None)
+    high = next((m.le for m in getattr(info, "metadata", ()) if hasattr(m, "le")), None)
+    if low is not None and high is not None:
+        return f" between {low} and {high}"
+    if low is not None:
+        return f" >= {low}"
+    return f" <= {high}" if high is not None else ""
 
 
-def _gradcam(r: _Reader, raw: Any, seed: int) -> GradcamSettings:
-    key = "gradcam"
-    raw = r.mapping(raw, key)
-    r.reject_unknown(raw, {"layer", "samples", "batch_size", "deletion_images", "deletion_steps",
-                           "deletion_baseline", "seed"}, key)
-    return GradcamSettings(
-        layer=r.text(raw, "layer", key, default="relu"),
-        samples=r.number(raw, "samples", key, 4, int, 1, 64),
-        batch_size=r.number(raw, "batch_size", key, 32, int, 1, 1024),
-        deletion_images=r.number(raw, "deletion_images", key, 32, int, 1, 1024),
-        deletion_steps=r.number(raw, "deletion_steps", key, 10, int, 2, 100),
-        deletion_baseline=r.text(raw, "deletion_baseline", key, default="blur", choices=DELETION_BASELINES),
-        seed=r.number(raw, "seed", key, seed, int, 0, 2**31 - 1),
-    )
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()  # as YAML writes it
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
 
 
-def _registry(r: _Reader, raw: Any, root: Path) -> RegistrySettings:
-    key = "registry"
-    raw = r.mapping(raw, key)
-    r.reject_unknown(raw, {"root", "gates", "margin", "history", "min_tier"}, key)
-    gates_key = f"{key}.gates"
-    # A `gates` mapping replaces the defaults as a whole (a null value drops one gate inherited via
-    # `extends`), so what a model must pass is always what the file says.
-    gates_raw = r.mapping(raw["gates"], gates_key) if "gates" in raw else dict(DEFAULT_GATES)
-    allowed = set(GATE_METRICS) | {f"{m}_low" for m in GATE_METRICS}
-    r.reject_unknown(gates_raw, allowed, gates_key)
-    gates = tuple((str(name), r.number(gates_raw, name, gates_key, None, float, 0.0, 1.0))
-                  for name in gates_raw if gates_raw[name] is not None)
-    return RegistrySettings(
-        root=root,
-        gates=gates,
-        margin=r.number(raw, "margin", key, 0.02, float, 0.0, 0.5),
-        history=r.number(raw, "history", key, 20, int, 1, 10_000),
-        min_tier=r.text(raw, "min_tier", key, default=None,
-                        choices=tuple(name for name, _ in DEFAULT_TIERS) + ("insufficient",)),
-    )
+def _message(error: Mapping[str, Any], loc: tuple[Any, ...]) -> str:
+    """What is wrong, in words a config author can act on (pydantic's own words as the last resort)."""
+    kind, got, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    owner, info = _declared(loc)
+    if kind == "medcore_key":
+        return str(ctx["message"])
+    expected = str(ctx.get("expected", "?")).replace("'", "").replace(" or ", ", ")
+    if "[key]" in error["loc"]:
+        return f"unknown key (allowed: {expected})" if kind == "literal_error" else f"key must be text, got {got!r}"
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        allowed = f" (allowed: {', '.join(_yaml_keys(owner))})" if owner is not None else ""
+        return f"unknown key{allowed}"
+    if kind in ("missing", "missing_argument"):
+        return "is required"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"must be an integer{_bounds(info)}, got {_shown(got)}"
+    if kind in ("float_type", "float_parsing", "finite_number"):
+        return f"must be a finite number{_bounds(info)}, got {_shown(got)}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return f"must be{_bounds(info) or ' ' + error['msg'].removeprefix('Input should be ')}, got {got}"
+    if kind == "bool_type":
+        return f"must be true or false, got {_shown(got)}"
+    if kind == "string_type":
+        return f"must be text, got {_shown(got)}"
+    if kind == "literal_error":
+        return f"must be one of {expected}, got {_shown(got)}"
+    if kind in ("dict_type", "dataclass_type", "model_type", "mapping_type"):
+        return f"must be a mapping of keys, got {_shown(got)}"
+    if kind in ("list_type", "tuple_type"):
+        return f"must be a list, got {_shown(got)}"
+    if kind in ("path_type",):
+        return f"must be a path, got {_shown(got)}"
+    if kind in ("value_error", "assertion_error"):
+        return str(ctx.get("error", error["msg"]))
+    return " ".join(str(error["msg"]).split()).lower()
 
 
-def _nightly(r: _Reader, raw: Any) -> NightlySettings:
-    key = "nightly"
-    raw = r.mapping(raw, key)
-    r.reject_unknown(raw, {"policy", "continue_epochs", "skip_unchanged"}, key)
-    return NightlySettings(policy=r.text(raw, "policy", key, default="auto", choices=NIGHTLY_POLICIES),
-                           continue_epochs=r.number(raw, "continue_epochs", key, 0.5, float, 0.01, 1.0),
-                           skip_unchanged=_flag(r, raw, "skip_unchanged", key, True))
+# --- the README's reference, generated from the declarations above -----------------------------------
+README_BEGIN = "<!-- config-reference: generated by `python -m medcore.config --readme README.md`; do not edit -->"
+README_END = "<!-- config-reference: end -->"
 
 
-def _tasks(r: _Reader, raw: Any) -> TaskSettings:
-    key = "tasks"
-    raw = r.mapping(raw, key)
-    defaults = TaskSettings()
-    minutes = ("validate_minutes", "train_minutes_fixed", "train_minutes_per_epoch", "evaluate_minutes",
-               "gradcam_minutes", "report_minutes")
-    r.reject_unknown(raw, {"retries", "retry_delay_seconds", *minutes}, key)
-    return TaskSettings(retries=r.number(raw, "retries", key, defaults.retries, int, 0, 20),
-                        retry_delay_seconds=r.number(raw, "retry_delay_seconds", key, defaults.retry_delay_seconds,
-                                                     int, 0, 86_400),
-                        **{name: r.number(raw, name, key, getattr(defaults, name), float, 0.01, 24 * 60)
-                           for name in minutes})
+def _allowed(annotation: Any, info: Any) -> str:
+    kind = _unwrap(annotation)
+    nullable = kind is not annotation and type(None) in typing.get_args(annotation)
+    low = next((m.ge for m in info.metadata if hasattr(m, "ge")), None)
+    high = next((m.le for m in info.metadata if hasattr(m, "le")), None)
+    span = f" {low}–{high}" if low is not None and high is not None else ""
+    if typing.get_origin(kind) is Literal:
+        shown = " / ".join(f"`{v}`" for v in typing.get_args(kind))
+    elif kind is bool:
+        shown = "`true` / `false`"
+    elif kind is int:
+        shown = f"integer{span}"
+    elif kind is float:
+        shown = f"number{span}"
+    elif kind is Path:
+        shown = "path"
+    elif kind is str:
+        shown = "text"
+    elif typing.get_origin(kind) is tuple:
+        shown = "list"
+    else:
+        shown = "mapping"
+    return shown + (", or null" if nullable else "")
 
 
-def _notify(r: _Reader, raw: Any) -> NotifySettings:
-    key = "notify"
-    raw = r.mapping(raw, key)
-    r.reject_unknown(raw, {"conn_id", "recipients", "from_email", "max_images", "report_url"}, key)
-    recipients = raw.get("recipients") or []
-    if isinstance(recipients, str):
-        recipients = [recipients]
-    if not isinstance(recipients, list) or not all(isinstance(a, str) and "@" in a for a in recipients):
-        raise r.fail(f"{key}.recipients", f"must be a list of e-mail addresses, got {recipients!r}")
-    return NotifySettings(
-        conn_id=r.text(raw, "conn_id", key, default="smtp_default"),
-        recipients=tuple(a.strip() for a in recipients),
-        from_email=r.text(raw, "from_email", key, default=None),
-        max_images=r.number(raw, "max_images", key, 8, int, 0, 100),
-        report_url=r.text(raw, "report_url", key, default=None),
-    )
+def _default(info: Any) -> str:
+    if info.is_required():
+        return "required"
+    value = info.get_default(call_default_factory=True)
+    if isinstance(value, tuple) and value and all(isinstance(p, tuple) for p in value):
+        value = dict(value)
+    if isinstance(value, dict) and len(value) > 4:
+        return "each code's default in `CHECKS`"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, dict):
+        return "`{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}`"
+    if isinstance(value, tuple):
+        return "`[" + ", ".join(map(str, value)) + "]`"
+    return f"`{value}`"
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> Config:
-    """Load and validate the YAML config at `path` (default: `$MEDCORE_CONFIG` or `conditions.yaml`).
-
-    `MEDCORE_DATA_ROOT` and `MEDCORE_RUNS_ROOT` in the environment override `data_root` and
-    `runs_root`. Raises ConfigError naming the file and key of the first problem found.
-    """
-    path = Path(path or os.environ.get("MEDCORE_CONFIG") or DEFAULT_CONFIG).resolve()
-    raw, origins = _read_yaml(path)
-    r = _Reader(path)
-    r.reject_unknown(raw, {"data_root", "runs_root", "seed", "split", "gradcam", "evaluation", "conditions", "profiles",
-                           "validation", "registry", "notify", "nightly", "tasks"}, "(top level)")
-
-    def resolved(key: str, default: str, env: str) -> Path:
-        if os.environ.get(env):
-            return Path(os.environ[env]).expanduser().resolve()
-        value = r.text(raw, key, "(top level)", default=default)
-        return (origins.get(key, path.parent) / Path(value).expanduser()).resolve()
-
-    split = r.mapping(raw.get("split"), "split")
-    r.reject_unknown(split, {"val_fraction", "test_fraction"}, "split")
-    gradcam = r.mapping(raw.get("gradcam"), "gradcam")
-    r.reject_unknown(gradcam, {"layer", "samples", "batch_size", "deletion_images", "deletion_steps",
-                               "deletion_baseline", "seed"}, "gradcam")
-    conditions = r.mapping(raw.get("conditions"), "conditions")
-    profiles = r.mapping(raw.get("profiles"), "profiles")
-    if not conditions:
-        raise r.fail("conditions", "at least one condition is required")
-    if not profiles:
-        raise r.fail("profiles", "at least one profile is required")
-    config = Config(
-        path=path,
-        data_root=resolved("data_root", "data", "MEDCORE_DATA_ROOT"),
-        runs_root=resolved("runs_root", "runs", "MEDCORE_RUNS_ROOT"),
-        seed=r.number(raw, "seed", "(top level)", 1337, int, 0, 2**31 - 1),
-        val_fraction=r.number(split, "val_fraction", "split", 0.15, float, 0.01, 0.5),
-        test_fraction=r.number(split, "test_fraction", "split", 0.15, float, 0.01, 0.5),
-        gradcam_layer=r.text(gradcam, "layer", "gradcam", default="relu"),
-        gradcam_samples=r.number(gradcam, "samples", "gradcam", 4, int, 1, 64),
-        conditions={str(n): _condition(r, str(n), c) for n, c in conditions.items()},
-        profiles={str(n): _profile(r, str(n), p) for n, p in profiles.items()},
-        evaluation=_evaluation(r, raw.get("evaluation")),
-        gradcam=_gradcam(r, raw.get("gradcam"), r.number(raw, "seed", "(top level)", 1337, int, 0, 2**31 - 1)),
-        validation=_validation(r, raw.get("validation")),
-        registry=_registry(r, raw.get("registry"), _registry_root(r, raw, path)),
-        notify=_notify(r, raw.get("notify")),
-        nightly=_nightly(r, raw.get("nightly")),
-        tasks=_tasks(r, raw.get("tasks")),
-    )
-    return config
+def _rows(cls: Any, prefix: str) -> Iterator[str]:
+    infos = cls.__pydantic_fields__
+    for field in dataclasses.fields(cls):
+        if not field.init or field.name == "name":
+            continue
+        info, key = infos[field.name], prefix + field.name
+        kind = _unwrap(info.annotation)
+        if hasattr(kind, "__pydantic_fields__"):
+            yield from _rows(kind, key + ".")
+        elif typing.get_origin(kind) in (dict, collections.abc.Mapping) and \
+                hasattr(typing.get_args(kind)[1], "__pydantic_fields__"):
+            yield f"| `{key}` | required | mapping | {info.description} |"
+            yield from _rows(typing.get_args(kind)[1], f"{key}.<name>.")
+        else:
+            yield f"| `{key}` | {_default(info)} | {_allowed(info.annotation, info)} | {info.description} |"
 
 
-def _registry_root(r: _Reader, raw: Mapping[str, Any], path: Path) -> Path:
-    """`$MEDCORE_REGISTRY_ROOT`, else `registry.root` (default `registry`) relative to the loaded config file.
+def config_reference() -> str:
+    """Every setting of the YAML config as a Markdown table: key, default, allowed values, meaning."""
+    lines = ["| key | default | allowed | meaning |", "|---|---|---|---|", *_rows(Config, "")]
+    return "\n".join(lines) + "\n"
 
-    Relative to the file loaded, not to one it extends: configs/demo.yaml then keeps its own
-    registry (configs/registry), so a demo model never becomes the champion of a real run.
-    """
-    if os.environ.get("MEDCORE_REGISTRY_ROOT"):
-        return Path(os.environ["MEDCORE_REGISTRY_ROOT"]).expanduser().resolve()
-    section = r.mapping(raw.get("registry"), "registry")
-    return (path.parent / Path(r.text(section, "root", "registry", default="registry")).expanduser()).resolve()
+
+def readme_with_reference(text: str) -> str:
+    """`text` (the README) with the block between README_BEGIN and README_END regenerated."""
+    head, begin, rest = text.partition(README_BEGIN)
+    _, end, tail = rest.partition(README_END)
+    if not begin or not end:
+        raise ConfigError(f"README: markers {README_BEGIN!r} ... {README_END!r} not found")
+    return f"{head}{README_BEGIN}\n{config_reference()}{README_END}{tail}"
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="print the config reference, or rewrite it inside a README")
+    parser.add_argument("--readme", help="rewrite the reference block of this README in place")
+    args = parser.parse_args()
+    if args.readme:
+        readme = Path(args.readme)
+        readme.write_text(readme_with_reference(readme.read_text(encoding="utf-8")), encoding="utf-8")
+    else:
+        print(config_reference(), end="")

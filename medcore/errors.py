@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["MedcoreError", "ConfigError", "DataError", "StageError"]
+__all__ = ["MedcoreError", "ConfigError", "DataError", "StageError", "one_line"]
 
 
 class MedcoreError(Exception):
@@ -23,3 +23,8 @@ class StageError(MedcoreError):
 
 class Skipped(Exception):
     """A stage with nothing to do tonight (e.g. data, config and code unchanged): not a failure, no retry."""
+
+def one_line(exc: BaseException) -> str:
+    """The error as one line a person can act on: medcore's own messages as they are, others with their type."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    return text if isinstance(exc, MedcoreError) else f"{type(exc).__name__}: {text}"

@@ -1,4 +1,8 @@
-"""E-mail the status report: report.md converted to HTML, with report.md and key Grad-CAM images attached.
+"""E-mail the status report: report.md converted to HTML with its key Grad-CAM images inline, report.md attached.
+
+The message is built here as multipart/related (HTML plus image/png parts named by Content-ID), so
+the images show in a mail client that cannot reach the server; Airflow's SMTP hook supplies the
+connection (host, TLS, login) and would attach every file as an opaque download instead.
 
 The report is written before this runs, and sending only reads it. Whatever happens (sent, skipped
 because nobody is configured, or failed) is recorded in `notify.json` in the run folder, and a
@@ -13,14 +17,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from medcore.config import NotifySettings
+from medcore.errors import one_line
 from medcore.jsonio import read_json, write_json
 from medcore.layout import RunLayout
 
@@ -33,11 +38,32 @@ DEFAULT_SENDER = "medcore@localhost"
 
 @dataclass(frozen=True)
 class Email:
-    """One message, ready for the SMTP hook: attachments are files with unique names (the hook names parts by basename)."""
+    """One message, ready to send: the HTML shows each `inline` image by its Content-ID (cid:<name>); `files`
+    are attachments. Names are unique within the message."""
 
     subject: str
     html: str
     files: tuple[Path, ...]
+    inline: tuple[tuple[str, Path], ...] = ()
+    text: str = ""
+
+    def mime(self, sender: str, recipients: tuple[str, ...]) -> EmailMessage:
+        """mixed[ related[ alternative[text, html], image/png inline parts ], attachments ]: what mail clients
+        show as one page with its pictures, and the files below it."""
+        message = EmailMessage()
+        message["Subject"], message["From"], message["To"] = self.subject, sender, ", ".join(recipients)
+        message["Date"] = formatdate(localtime=True)
+        message.set_content(self.text or "This report is HTML; open it in a mail client that shows HTML.")
+        message.add_alternative(self.html, subtype="html")
+        html_part = message.get_payload()[1]
+        for name, path in self.inline:
+            kind = "jpeg" if path.suffix.lower() in (".jpg", ".jpeg") else "png"
+            html_part.add_related(path.read_bytes(), "image", kind, cid=f"<{name}>", filename=name,
+                                  disposition="inline")
+        for path in self.files:  # as bytes (base64): the reader gets the file exactly, line endings included
+            message.add_attachment(path.read_bytes(), maintype="text",
+                                   subtype="markdown" if path.suffix == ".md" else "plain", filename=path.name)
+        return message
 
 
 def report_page_url(base_url: str, run_id: str, path: str = "") -> str:
@@ -82,55 +108,46 @@ def _subject(run: RunLayout) -> str:
     return " · ".join(parts)
 
 
-def build_email(run: RunLayout, settings: NotifySettings, workdir: Path) -> Email:
-    """The subject, the HTML body and the attachments (copied into `workdir` under unique names)."""
+def build_email(run: RunLayout, settings: NotifySettings) -> Email:
+    """The subject, the HTML body with the key Grad-CAM images inline, the plain-text report, report.md attached."""
     from medcore.errors import StageError
     from medcore.report import render_html
 
     if not run.report_md.is_file():
         raise StageError(f"{run.report_md}: no report to send; the report stage has not succeeded")
     markdown = run.report_md.read_text(encoding="utf-8")
-    attached, shown = {}, []
-    files = [run.report_md]
+    inline, shown = {}, []
     for name, source, model in key_images(run, settings.max_images):
-        target = Path(workdir) / name
-        shutil.copyfile(source, target)
-        files.append(target)
-        attached[source.resolve()] = name
+        inline[source.resolve()] = name
         if source.resolve().is_relative_to(run.root.resolve()):
             shown.append(f"**{model}**\n\n![{name}]({source.resolve().relative_to(run.root.resolve()).as_posix()})")
 
     def link(relative: str) -> str | None:
-        # Attached images show inline (cid: the hook's Content-ID is the file name); anything else links to
-        # the UI page when its address is configured, and otherwise shows as text: a relative link in an
-        # e-mail would point nowhere.
+        # Inline images show by Content-ID; anything else links to the UI page when its address is configured,
+        # and otherwise shows as text: a relative link in an e-mail would point nowhere.
         source = (run.root / relative).resolve()
-        if source in attached:
-            return f"cid:{attached[source]}"
+        if source in inline:
+            return f"cid:{inline[source]}"
         return report_page_url(settings.report_url, run.run_id, relative) if settings.report_url else None
 
     if settings.report_url:
         markdown = f"[Open this report in Airflow]({report_page_url(settings.report_url, run.run_id)})\n\n{markdown}"
     if shown:
         # The report links each contact sheet; the e-mail shows them, since it cannot reach the run folder.
-        markdown += "\n\n## Grad-CAM images (attached)\n\n" + "\n\n".join(shown) + "\n"
+        markdown += "\n\n## Grad-CAM images\n\n" + "\n\n".join(shown) + "\n"
     subject = _subject(run)
-    return Email(subject=subject, html=render_html(markdown, title=subject, link=link), files=tuple(files))
+    return Email(subject=subject, html=render_html(markdown, title=subject, link=link), files=(run.report_md,),
+                 inline=tuple((name, path) for path, name in inline.items()), text=markdown)
 
 
 def deliver(email: Email, conn_id: str, recipients: tuple[str, ...], from_email: str | None = None) -> None:
-    """Send through Airflow's SMTP provider and the connection `conn_id` (host, port, TLS and login live there)."""
+    """Send through the Airflow connection `conn_id` (host, port, TLS and login live there), opened by the SMTP
+    provider's hook; the message itself is ours (Email.mime), since the hook's own builder cannot inline images."""
     from airflow.providers.smtp.hooks.smtp import SmtpHook
 
     with SmtpHook(smtp_conn_id=conn_id) as hook:
-        hook.send_email_smtp(to=list(recipients), subject=email.subject, html_content=email.html,
-                             files=[str(f) for f in email.files],
-                             from_email=from_email or hook.from_email or DEFAULT_SENDER)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or "(no message)"
-    return f"{type(exc).__name__}: {text}"
+        sender = from_email or hook.from_email or DEFAULT_SENDER
+        hook._smtp_client.send_message(email.mime(sender, recipients), from_addr=sender, to_addrs=list(recipients))
 
 
 def send_report(run: RunLayout, settings: NotifySettings) -> dict[str, Any]:
@@ -145,15 +162,15 @@ def send_report(run: RunLayout, settings: NotifySettings) -> dict[str, Any]:
         log.info("report e-mail skipped: no recipients configured")
     else:
         try:
-            with tempfile.TemporaryDirectory(prefix="medcore-mail-") as workdir:
-                email = build_email(run, settings, Path(workdir))
-                record.update(subject=email.subject, attachments=[f.name for f in email.files])
-                deliver(email, settings.conn_id, settings.recipients, settings.from_email)
+            email = build_email(run, settings)
+            record.update(subject=email.subject, attachments=[f.name for f in email.files],
+                          inline_images=[name for name, _ in email.inline])
+            deliver(email, settings.conn_id, settings.recipients, settings.from_email)
             record["status"] = "sent"
             log.info("report e-mailed to %s via %s: %s", ", ".join(settings.recipients), settings.conn_id,
                      email.subject)
         except Exception as exc:  # an SMTP, connection or rendering error must never cost the report
-            record.update(status="failed", error=_one_line(exc))
+            record.update(status="failed", error=one_line(exc))
             log.error("report e-mail NOT sent via connection %r: %s (the report is safe at %s)",
                       settings.conn_id, record["error"], run.report_md, exc_info=True)
     write_json(run.notify_json, record)

@@ -11,28 +11,24 @@ import datetime as dt
 import functools
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import pandas as pd
 
 from medcore.config import Config, load_config
-from medcore.errors import ConfigError, DataError, MedcoreError, Skipped, StageError
+from medcore.errors import ConfigError, DataError, MedcoreError, Skipped, StageError, one_line
 from medcore.jsonio import atomic_write_text, read_json, write_json
 from medcore.layout import ModelLayout, RunLayout
 
 __all__ = ["STAGES", "plan_run", "validate", "train", "evaluate", "gradcam", "promote", "report", "notify", "verdict",
-           "run_all", "one_line"]
+           "run_all"]
 
 log = logging.getLogger(__name__)
 STAGES = ("validate", "train", "evaluate", "gradcam")
+MAX_EPOCHS = 1000  # the trigger form's epochs override
 Job = dict[str, Any]
-
-
-def one_line(exc: BaseException) -> str:
-    """The error as one line a person can act on: medcore's own messages as they are, others with their type."""
-    text = " ".join(str(exc).split()) or "(no message)"
-    return text if isinstance(exc, MedcoreError) else f"{type(exc).__name__}: {text}"
 
 
 @functools.lru_cache(maxsize=8)
@@ -75,6 +71,16 @@ def _stage(name: str) -> Callable[[Callable[..., Job]], Callable[[Job], Job]]:
     return decorate
 
 
+def recipients(given: Iterable[str] | None) -> list[str]:
+    """The trigger form's addresses without blank lines (its text box keeps a trailing newline as one);
+    ConfigError naming the first one that is not an address."""
+    addresses = [a.strip() for a in given or () if a and a.strip()]
+    for address in addresses:
+        if not re.fullmatch(r"[^@\s]+@[^@\s]+", address):
+            raise ConfigError(f"recipients: {address!r} is not an e-mail address (name@host, one per line)")
+    return addresses
+
+
 def plan_run(config_path: str | os.PathLike[str] | None, run_id: str, conditions: Iterable[str] = (),
              profiles: Iterable[str] = (), epochs: int | None = None, params: dict[str, Any] | None = None) -> list[Job]:
     """Return one job per (condition, profile) and record the plan in `run.json`.
@@ -87,14 +93,15 @@ def plan_run(config_path: str | os.PathLike[str] | None, run_id: str, conditions
         unknown = [n for n in names if n not in known]
         if unknown:
             raise ConfigError(f"{config.path}: unknown {kind} {unknown[0]!r} (known: {', '.join(known)})")
-    if epochs is not None and epochs < 1:
-        raise ConfigError(f"epochs override must be at least 1, got {epochs}")
+    if epochs is not None and not 1 <= epochs <= MAX_EPOCHS:
+        raise ConfigError(f"epochs override must be 1 to {MAX_EPOCHS} (empty keeps each profile's), got {epochs}")
+    params = {**params, "recipients": recipients(params.get("recipients"))} if params else {}
     run = RunLayout(config.runs_root, run_id)
     jobs = [{"run_id": run_id, "runs_root": str(config.runs_root), "config": str(config.path), "condition": c,
              "profile": p, "epochs": epochs} for c in conditions for p in profiles]
     started = read_json(run.run_json)["started"] if run.run_json.exists() else _now()
     write_json(run.run_json, {"run_id": run_id, "started": started, "config": config.path,
-                              "data_root": config.data_root, "params": params or {}, "jobs": jobs})
+                              "data_root": config.data_root, "params": params, "jobs": jobs})
     return jobs
 
 
@@ -411,8 +418,8 @@ def notify(run_id: str, runs_root: str | os.PathLike[str]) -> dict[str, Any]:
     info = read_json(run.run_json)
     settings = load_config(info["config"]).notify
     params = info.get("params") or {}
-    if params.get("recipients"):
-        settings = dataclasses.replace(settings, recipients=tuple(params["recipients"]))
+    if recipients(params.get("recipients")):
+        settings = dataclasses.replace(settings, recipients=tuple(recipients(params["recipients"])))
     if params.get("smtp_conn_id"):
         settings = dataclasses.replace(settings, conn_id=str(params["smtp_conn_id"]))
     return to_jsonable(send_report(run, settings))

@@ -30,7 +30,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from medcore.config import DEFAULT_TIERS, Config, RegistrySettings, canonical_label
+from medcore.config import TIER_ORDER, Config, RegistrySettings, canonical_label
 from medcore.errors import StageError
 from medcore.jsonio import atomic_write_bytes, read_json, write_json
 from medcore.layout import ModelLayout, RegistryLayout
@@ -40,7 +40,6 @@ __all__ = ["PROMOTED", "KEPT", "NO_CHAMPION", "TIER_ORDER", "test_split_fingerpr
            "promote_condition", "champion_summary", "champion_id", "next_best", "registry_for", "registry_of"]
 
 PROMOTED, KEPT, NO_CHAMPION = "promoted", "kept champion", "no champion"
-TIER_ORDER = tuple(name for name, _ in DEFAULT_TIERS) + ("insufficient",)  # best first, as evaluation names them
 # Figures copied into the registry with the champion, so its record stands alone once old runs are deleted.
 KEPT_FIGURES = ("n", "n_positive", "accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc",
                 "brier", "calibration_error", "threshold", "threshold_rule")

@@ -9,6 +9,7 @@ from typing import Any, Callable, Sequence
 
 from markupsafe import Markup
 
+from medcore.config import CHECKS, DEFAULT_FIX, TIER_ORDER
 from medcore.jsonio import atomic_write_text, read_json, to_jsonable, write_json
 from medcore.layout import ModelLayout, RunLayout
 
@@ -22,7 +23,63 @@ def _maybe(path: Path) -> Any:
     return read_json(path) if path.exists() else None
 
 
-def _model_status(paths: ModelLayout, run_root: Path) -> dict[str, Any]:
+# The report's view: `gather_run` computes every value the templates show (figures, fallbacks, rankings,
+# sentences); the templates only lay them out. To show something new, add a key to the view here (or to a
+# model's view in `_model_view`), then render it in templates/status_report.md.j2.
+
+
+def gather_run(run: RunLayout) -> dict[str, Any]:
+    """Everything the report shows, computed from the files the stages wrote."""
+    info = read_json(run.run_json)
+    models = [_model_view(run, j["condition"], j["profile"]) for j in info["jobs"]]
+    champions, promotion = _champions(run, info, models)
+    key_figures = _key_figures(models, champions)
+    succeeded = [m for m in models if m["succeeded"]]
+    skipped = [m for m in models if m["status"] == "skipped"]  # unchanged since the champion: nothing to train
+    now = dt.datetime.now(dt.timezone.utc)
+    view = {
+        "run_id": info["run_id"],
+        "generated": now.isoformat(timespec="seconds"),
+        "started": info["started"],
+        "wall_minutes": (now - dt.datetime.fromisoformat(info["started"])).total_seconds() / 60.0,
+        "train_minutes": sum(m["training"]["wall_seconds"] for m in models if m["training"]) / 60.0,
+        "config": info["config"],
+        "data_root": info["data_root"],
+        "params": info.get("params", {}),
+        "models": models,
+        "failures": [m for m in models if m["failed"]],
+        "models_by_tier": _by_tier(models),
+        "planned": len(models),
+        "succeeded": len(succeeded),
+        "failed": len(models) - len(succeeded) - len(skipped),
+        "skipped": len(skipped),
+        "success_rate": len(succeeded) / (len(models) - len(skipped)) if len(models) > len(skipped) else 1.0,
+        "status": "all models succeeded" if len(succeeded) == len(models) else
+                  "nothing changed since the champions" if len(skipped) == len(models) else
+                  "every model succeeded or was skipped" if len(succeeded) + len(skipped) == len(models) else
+                  "no model succeeded" if not succeeded else "some models failed",
+        "best": key_figures["best"],
+        "mean_auc": key_figures["means"]["roc_auc"],
+        "key_figures": key_figures,
+        "champions": champions,
+        "promotion": promotion,
+        "issues": _issues(models),
+        "training_method": _training_method(models),
+        "artifact_tree": artifact_tree(run.root, written_now=(run.report_md.name, run.summary_json.name)),
+    }
+    from medcore.nightly import nights_view
+
+    view["nights"] = nights_view(run, info, models, (promotion or {}).get("conditions") or {})
+    view["gradcam_usage"] = _gradcam_usage(models, champions, view)
+    view["next_steps"] = next_steps(view)
+    return view
+
+
+def _model_view(run: RunLayout, condition: str, profile: str) -> dict[str, Any]:
+    """One (condition, profile): its records as the stages wrote them, plus the values the report shows of them."""
+    from medcore.registry import figure, test_split_fingerprint
+
+    paths, run_root = run.model(condition, profile), run.root
     failure = _maybe(paths.failure_json)
     gradcam = _maybe(paths.gradcam_json)
     plan = _maybe(paths.nightly_json) or {}
@@ -35,13 +92,19 @@ def _model_status(paths: ModelLayout, run_root: Path) -> dict[str, Any]:
         failure = {"stage": stages[len(done)], "error": "the stage did not finish and recorded no error"}
     overlays = [{**o, "file": _relative(o["file"], run_root)} for o in (gradcam or {}).get("overlays", [])]
     metrics = _maybe(paths.metrics_json)
-    return {
-        "condition": paths.condition,
-        "profile": paths.profile,
+    training = _maybe(paths.training_json)
+    validation = _maybe(paths.validation_json)
+    m = {
+        "condition": condition,
+        "profile": profile,
+        "label": f"{condition}/{profile}",
         "status": status,
+        "succeeded": status == "succeeded",
+        "failed": status in ("failed", "incomplete"),  # a skipped chain (nothing changed) is neither
+        "nightly": plan or None,
         "failure": failure,
-        "validation": _maybe(paths.validation_json),
-        "training": _maybe(paths.training_json),
+        "validation": validation,
+        "training": training,
         "metrics": metrics,
         # Every path relative to the run folder, so report.md, the e-mail and the UI page resolve them alike.
         "gradcam": {**_relative_paths(gradcam or {}, run_root, ("contact_sheet",)),
@@ -49,64 +112,74 @@ def _model_status(paths: ModelLayout, run_root: Path) -> dict[str, Any]:
                     "faithfulness": _relative_paths((gradcam or {}).get("faithfulness"), run_root, ("plot",))},
         "plots": {name: _relative(file, run_root) for name, file in ((metrics or {}).get("plots") or {}).items()},
         "model_path": paths.model if paths.model.exists() else None,
-        "nightly": plan or None,
+        "test_split": test_split_fingerprint(paths.split_csv),
+        "dataset_fingerprint": (validation or {}).get("fingerprint"),
+        "split_counts": _split_counts(validation),
     }
+    metrics = metrics or {}
+    quality = metrics.get("quality") or {}
+    m.update({
+        "roc_auc": figure(metrics, "roc_auc") if m["succeeded"] else None,
+        "tier": quality.get("tier") or "n/a",
+        "quality": quality,
+        "figures": {name: {"value": metrics.get(name), **((metrics.get("intervals") or {}).get(name) or {})}
+                    for name in _SHOWN_FIGURES},
+        "bootstrap": _bootstrap_view(metrics.get("bootstrap") or {}),
+        "threshold": _threshold_view(metrics),
+        "faithfulness": m["gradcam"]["faithfulness"],
+        "train_minutes": training["wall_seconds"] / 60 if training else None,
+        "diagnosis": diagnose(m) if m["failed"] else None,
+    })
+    return m
 
 
-def gather_run(run: RunLayout) -> dict[str, Any]:
-    """Everything the report shows, computed from the files the stages wrote."""
-    info = read_json(run.run_json)
-    models = [_model_status(run.model(j["condition"], j["profile"]), run.root) for j in info["jobs"]]
-    succeeded = [m for m in models if m["status"] == "succeeded"]
-    skipped = [m for m in models if m["status"] == "skipped"]  # unchanged since the champion: nothing to train
-    now = dt.datetime.now(dt.timezone.utc)
-    started = dt.datetime.fromisoformat(info["started"])
-    aucs = [m["metrics"]["roc_auc"] for m in succeeded if m["metrics"].get("roc_auc") is not None]
-    train_seconds = sum(m["training"]["wall_seconds"] for m in models if m["training"])
-    warnings = {}
+# Test figures the report shows for each model, each with its bootstrap interval where one was measured.
+_SHOWN_FIGURES = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "brier",
+                  "calibration_error")
+
+
+def _bootstrap_view(boot: dict[str, Any]) -> dict[str, Any]:
+    if not boot:
+        return {}
+    return {**boot, "percent": f"{100 * boot['confidence']:g}",
+            "units": "patients" if boot.get("unit") in ("patient", "patient group") else "images"}
+
+
+def _threshold_view(metrics: dict[str, Any]) -> dict[str, Any]:
+    """How the decision threshold was chosen, in words."""
+    choice, rule = metrics.get("threshold_choice") or {}, metrics.get("threshold_rule")
+    if rule in ("youden", "youden_j"):
+        how = "Youden's J"
+    elif rule == "sensitivity":
+        how = f"target sensitivity {_fmt(choice.get('target_sensitivity'), 2)}"
+    else:
+        how = "an unrecorded rule"
+    return {"value": metrics.get("threshold"), "how": how, "choice": choice,
+            "chosen_on": metrics.get("threshold_split") or "n/a", "applied_to": metrics.get("evaluated_split") or "n/a"}
+
+
+def _split_counts(validation: dict[str, Any] | None) -> dict[str, dict[str, int] | None]:
+    counts = (validation or {}).get("counts") or {}
+    return {split: {"total": sum(counts[split].values()), "positive": counts[split].get("positive", 0)}
+            if counts.get(split) else None for split in ("train", "val", "test")}
+
+
+def _issues(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Validation warnings and errors by (code, severity), then warnings from training, evaluation and Grad-CAM."""
+    found: dict[tuple[str, str], list[str]] = {}
     for m in models:
         for f in (m["validation"] or {}).get("findings", []):
             if f["severity"] != "info":
-                warnings.setdefault((f["code"], f["severity"]), []).append(f"{m['condition']}/{m['profile']}: {f['message']}")
-    context = {
-        "run_id": info["run_id"],
-        "generated": now.isoformat(timespec="seconds"),
-        "started": info["started"],
-        "wall_minutes": (now - started).total_seconds() / 60.0,
-        "train_minutes": train_seconds / 60.0,
-        "config": info["config"],
-        "data_root": info["data_root"],
-        "params": info.get("params", {}),
-        "models": models,
-        "models_by_tier": _by_tier(models),
-        "planned": len(models),
-        "succeeded": len(succeeded),
-        "failed": len(models) - len(succeeded) - len(skipped),
-        "skipped": len(skipped),
-        "success_rate": len(succeeded) / (len(models) - len(skipped)) if len(models) > len(skipped) else 1.0,
-        "status": "all models succeeded" if len(succeeded) == len(models) else
-                  "nothing changed since the champions" if len(skipped) == len(models) else
-                  "every model succeeded or was skipped" if len(succeeded) + len(skipped) == len(models) else
-                  "no model succeeded" if not succeeded else "some models failed",
-        "best": max(succeeded, key=lambda m: m["metrics"].get("roc_auc") or 0.0) if succeeded else None,
-        "mean_auc": sum(aucs) / len(aucs) if aucs else None,
-        "issues": [{"code": c, "severity": s, "where": w} for (c, s), w in sorted(warnings.items())],
-        "training_method": _training_method(models),
-    }
-    context.update(_beyond_the_seed(run, info, models, context))
-    return context
-
-
-TIER_ORDER = ("excellent", "good", "moderate", "insufficient")
+                found.setdefault((f["code"], f["severity"]), []).append(f"{m['label']}: {f['message']}")
+    return [{"code": c, "severity": s, "where": w} for (c, s), w in sorted(found.items())] + _more_issues(models)
 
 
 def _by_tier(models: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
     """Successful models grouped by quality tier, best tier first (as the seed report was read)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for m in models:
-        if m["status"] == "succeeded":
-            tier = ((m.get("metrics") or {}).get("quality") or {}).get("tier") or "no tier"
-            groups.setdefault(tier, []).append(m)
+        if m["succeeded"]:
+            groups.setdefault(m["quality"].get("tier") or "no tier", []).append(m)
     order = {t: i for i, t in enumerate(TIER_ORDER)}
     return sorted(groups.items(), key=lambda item: order.get(item[0], len(order)))
 
@@ -131,6 +204,15 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _with_interval(shown: dict[str, Any]) -> str:
+    """A figure with its bootstrap interval, "0.91 (0.87–0.94)"; without one, three digits as it is."""
+    if shown.get("value") is None:
+        return "n/a"
+    if shown.get("low") is not None and shown.get("high") is not None:
+        return f"{shown['value']:.2f} ({shown['low']:.2f}–{shown['high']:.2f})"
+    return _fmt(shown["value"])
+
+
 def render_report(context: dict[str, Any], template: str = "status_report.md.j2") -> str:
     """Render `context` through a template in `templates/`."""
     import jinja2
@@ -138,6 +220,7 @@ def render_report(context: dict[str, Any], template: str = "status_report.md.j2"
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["fmt"] = _fmt
+    env.filters["ci"] = _with_interval
     env.filters["delta"] = lambda v, digits=3: "n/a" if v is None else f"{v:+.{digits}f}"
     env.filters["pct"] = lambda v: "n/a" if v is None else f"{100 * v:.1f} %"
     return env.get_template(template).render(**context)
@@ -150,7 +233,7 @@ def write_report(run: RunLayout) -> dict[str, Any]:
     summary = {"run_id": context["run_id"], "report": run.report_md, "planned": context["planned"],
                "succeeded": context["succeeded"], "failed": context["failed"], "skipped": context["skipped"],
                "failures": [{"condition": m["condition"], "profile": m["profile"], **m["failure"]}
-                            for m in context["models"] if m["status"] in ("failed", "incomplete")],
+                            for m in context["models"] if m["failed"]],
                "nights": {n["condition"]: n["summary"] for n in context["nights"]}}
     write_json(run.summary_json, summary)
     return to_jsonable(summary)  # XCom and callers get plain JSON types
@@ -244,11 +327,10 @@ def _relative_paths(record: Any, run_root: Path, keys: Sequence[str]) -> Any:
     return {**record, **{key: _relative(record[key], run_root) for key in keys if record.get(key)}}
 
 
-def _beyond_the_seed(run: RunLayout, info: dict[str, Any], models: list[dict[str, Any]],
-                     context: dict[str, Any]) -> dict[str, Any]:
-    """Champions, change since the previous run, key figures, data fingerprints, artefacts and next steps."""
-    from medcore.registry import test_split_fingerprint
-
+def _champions(run: RunLayout, info: dict[str, Any],
+               models: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Each condition's champion decision (from promotion.json, else the registry as it stands) and the run's
+    promotion record; each model also gets its change since the previous run and against the champion before."""
     promotion = _maybe(run.promotion_json)
     decisions = (promotion or {}).get("conditions") or {}
     conditions = list(dict.fromkeys(m["condition"] for m in models))
@@ -256,10 +338,6 @@ def _beyond_the_seed(run: RunLayout, info: dict[str, Any], models: list[dict[str
     fallback = {} if promotion else _registry_champions(info, conditions)
     earlier = _earlier_runs(run, info)
     for m in models:
-        paths = run.model(m["condition"], m["profile"])
-        m["test_split"] = test_split_fingerprint(paths.split_csv)
-        m["dataset_fingerprint"] = (m["validation"] or {}).get("fingerprint")
-        m["diagnosis"] = diagnose(m) if m["status"] in ("failed", "incomplete") else None
         m["previous"] = _versus_previous(m, earlier)
         before = (decisions.get(m["condition"]) or {}).get("champion_before") if promotion else fallback.get(m["condition"])
         m["versus_champion"] = _versus_champion(m, before)
@@ -270,15 +348,7 @@ def _beyond_the_seed(run: RunLayout, info: dict[str, Any], models: list[dict[str
             decision = {"decision": "not decided", "champion": fallback.get(condition),
                         "reason": "the promote stage did not run (or failed) for this run; the registry is unchanged"}
         champions.append({"condition": condition, "candidate": None, "champion_before": None, **decision})
-    from medcore.nightly import nights_view
-
-    extra = {"champions": champions, "promotion": promotion, "key_figures": _key_figures(models, champions),
-             "nights": nights_view(run, info, models, decisions),
-             "artifact_tree": artifact_tree(run.root, written_now=(run.report_md.name, run.summary_json.name)),
-             "gradcam_usage": _gradcam_usage(models, champions, context)}
-    extra["issues"] = context["issues"] + _more_issues(models)
-    extra["next_steps"] = next_steps({**context, **extra, "models": models})
-    return extra
+    return champions, promotion
 
 
 def _registry_champions(info: dict[str, Any], conditions: Sequence[str]) -> dict[str, Any]:
@@ -345,9 +415,9 @@ def _versus_champion(m: dict[str, Any], champion: dict[str, Any] | None) -> dict
     if not champion:
         return None
     # Re-scored tonight on this model's own test images: the difference compares models, not data.
-    rescored = ((m["metrics"] or {}).get("versus_champion") or {}).get("test")
-    if rescored and (m["metrics"]["versus_champion"].get("champion") == f"{champion['run_id']}/{champion['profile']}"):
-        return {**champion, "roc_auc": rescored["champion_auc"], "delta_roc_auc": rescored["delta"],
+    versus = (m["metrics"] or {}).get("versus_champion") or {}
+    if versus.get("test") and versus.get("champion") == f"{champion['run_id']}/{champion['profile']}":
+        return {**champion, "roc_auc": versus["test"]["champion_auc"], "delta_roc_auc": versus["test"]["delta"],
                 "same_test_split": True, "rescored": True}
     new = figure(m["metrics"] or {}, "roc_auc")
     old = champion.get("roc_auc")
@@ -356,24 +426,25 @@ def _versus_champion(m: dict[str, Any], champion: dict[str, Any] | None) -> dict
 
 
 def _key_figures(models: list[dict[str, Any]], champions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Best and weakest model, means over the successful ones, models per tier, early stops, decisions."""
     from medcore.registry import figure
 
-    done = [m for m in models if m["status"] == "succeeded"]
+    done = [m for m in models if m["succeeded"]]
     means = {}
     for name in ("accuracy", "precision", "recall", "specificity", "roc_auc"):
         values = [v for v in (figure(m["metrics"], name) for m in done) if v is not None]
         means[name] = sum(values) / len(values) if values else None
-    ranked = [m for m in done if figure(m["metrics"], "roc_auc") is not None]
+    ranked = [m for m in done if m["roc_auc"] is not None]
     order = []
     for m in done:  # tier names best first, as evaluation configured them, then whatever else appears
-        order += [t for t in ((m["metrics"].get("quality") or {}).get("tiers") or {}) if t not in order]
-    tiers = [(m["metrics"].get("quality") or {}).get("tier") or "n/a" for m in done]
+        order += [t for t in (m["quality"].get("tiers") or {}) if t not in order]
+    tiers = [m["tier"] for m in done]
     for tier in ("insufficient", *tiers):
         if tier not in order:
             order.append(tier)
     return {
-        "best": max(ranked, key=lambda m: figure(m["metrics"], "roc_auc")) if ranked else None,
-        "worst": min(ranked, key=lambda m: figure(m["metrics"], "roc_auc")) if len(ranked) > 1 else None,
+        "best": max(ranked, key=lambda m: m["roc_auc"]) if ranked else None,
+        "worst": min(ranked, key=lambda m: m["roc_auc"]) if len(ranked) > 1 else None,
         "means": means,
         "tiers": [(t, tiers.count(t)) for t in order if t in tiers],
         "early_stopped": sum(1 for m in done if (m["training"] or {}).get("early_stopped")),
@@ -468,19 +539,6 @@ def _more_issues(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"code": c, "severity": s, "where": w} for (c, s), w in found.items()]
 
 
-# How to fix what validation found, per finding code; the default covers every other code.
-VALIDATION_FIXES = {
-    "dataset_unreadable": "check `data_root` (or MEDCORE_DATA_ROOT) and the condition's `dataset` and `manifest`",
-    "no_usable_images": "point the condition at a folder holding readable images of both classes",
-    "split_impossible": "add images, or lower `split.val_fraction` / `split.test_fraction`",
-    "class_too_small": "add images of the short class, or lower `validation.min_per_class` (smoke tests only)",
-    "class_imbalance": "collect more images of the rare class, or set the policy of `class_imbalance` to warn",
-    "group_leakage": "fix the patient ids, or set `validation_policy: {group_leakage: drop}` and `leak_drop_from`",
-    "duplicate_across_splits": "remove the copies from one split, or set the policy of this code to drop",
-    "duplicate_conflicting_labels": "correct the labels at the source, or set the policy of this code to drop",
-    "group_missing": "fill in the group column or fix `group_pattern`, or set the policy of this code to warn",
-}
-DEFAULT_VALIDATION_FIX = "fix the rows named in validation.json, or change this finding's policy in conditions.yaml"
 # (words in the error, root cause, fix) — checked in order against the lower-cased error text.
 ERROR_HINTS = (
     (("timeout",), "the task ran past its execution_timeout and was ended (then retried as configured)",
@@ -517,7 +575,7 @@ def diagnose(m: dict[str, Any]) -> dict[str, str]:
     if stage == "validate" and errors:
         first = errors[0]
         return {"root_cause": "; ".join(f"`{f['code']}`: {f['message']}" for f in errors[:3]),
-                "fix": VALIDATION_FIXES.get(first["code"], DEFAULT_VALIDATION_FIX)}
+                "fix": CHECKS[first["code"]].fix if first["code"] in CHECKS else DEFAULT_FIX}
     lowered = error.lower()
     for words, cause, fix in ERROR_HINTS:
         if all(w in lowered for w in words):
@@ -533,10 +591,10 @@ def next_steps(context: dict[str, Any]) -> list[str]:
     steps = []
     models = context["models"]
     for m in models:
-        if m["status"] in ("failed", "incomplete"):
+        if m["failed"]:
             steps.append(f"Fix {m['condition']}/{m['profile']} ({m['status']} at {m['failure']['stage']}): "
                          f"{m['diagnosis']['fix']}.")
-    if models and not any(m["status"] in ("succeeded", "skipped") for m in models):
+    if models and not any(m["succeeded"] or m["status"] == "skipped" for m in models):
         steps.append("No model succeeded: no champion changed; fix the failures above before the next run.")
     for c in context["champions"]:
         if c["decision"] == "kept champion" and c.get("candidate"):
@@ -548,7 +606,7 @@ def next_steps(context: dict[str, Any]) -> list[str]:
         steps.append(f"No champion decision was recorded for {', '.join(undecided)} (the promote stage failed or "
                      "did not run): read its log, then clear it to decide again.")
     for m in models:
-        if m["status"] != "succeeded":
+        if not m["succeeded"]:
             continue
         where = f"{m['condition']}/{m['profile']}"
         tier = (m["metrics"].get("quality") or {}).get("tier")

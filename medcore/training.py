@@ -386,7 +386,7 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
     write_json(paths.model_contract, {
         "architecture": "DenseNet121", "input_shape": [profile.image_size, profile.image_size, 3],
         "input_range": [0, 255], "preprocessing": "inside the model (rescale, ImageNet normalisation)",
-        "output": "one logit; sigmoid gives P(positive)", "gradcam_layer": config.gradcam_layer,
+        "output": "one logit; sigmoid gives P(positive)", "gradcam_layer": config.gradcam.layer,
         "classes": {"0": "negative", "1": "positive"}, "seed": config.seed, "precision": precision,
         "versions": record["versions"],
     })

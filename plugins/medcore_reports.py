@@ -4,7 +4,8 @@ The API server mounts the app below at /medcore-reports; the nav entry ("Trainin
 it in the UI. Airflow does not authenticate plugin apps (a mounted app inherits none of the core
 API's dependencies), so this app requires, on every route, what reading the runs of the
 `medical_training` DAG requires: Airflow's own JWT (the Authorization header, or the UI's session
-cookie) checked by the configured auth manager. No token gives 401, a bad one 403.
+cookie) checked by the configured auth manager. No token gives 401, a bad one 403; a browser asking for a
+page without a valid session (a link in the e-mail) is sent to Airflow's login and comes back after it.
 
 Runs are read from `$MEDCORE_RUNS_ROOT`, else from the config's `runs_root` (`$MEDCORE_CONFIG` or
 conditions.yaml), at each request, so new runs appear without restarting the server.
@@ -106,6 +107,20 @@ def _page(markdown: str, title: str, link: Callable[[str], str | None], banners:
     return HTMLResponse(render_html(markdown, title=title, link=link, banners=banners or []))
 
 
+def _wants_page(request: Any) -> bool:
+    """A browser asking for a page (not a script, nor an image inside a page that will redirect anyway)."""
+    return request.method in ("GET", "HEAD") and "text/html" in request.headers.get("accept", "")
+
+
+def _login_url(request: Any) -> str:
+    """Airflow's own login entry (`/api/v2/auth/login`, whichever auth manager is configured) with `next` set to
+    the requested page; Airflow checks `next` is on its own host and sends the reader back there after login."""
+    from urllib.parse import urlencode
+
+    airflow_root = request.scope.get("root_path", "").removesuffix(URL_PREFIX)  # Airflow under a sub-path too
+    return f"{airflow_root}/api/v2/auth/login?{urlencode({'next': str(request.url)})}"
+
+
 def build_app() -> Any:
     """The FastAPI app: the run list, one page per report, and the files of a run; all behind Airflow's login."""
     from fastapi import Depends, FastAPI, HTTPException, Request
@@ -122,7 +137,13 @@ def build_app() -> Any:
         from airflow.api_fastapi.core_api.security import get_user, requires_access_dag
         from starlette.concurrency import run_in_threadpool
 
-        user = await get_user(request=request, _oauth_token=None, bearer_credentials=credentials)
+        try:
+            user = await get_user(request=request, _oauth_token=None, bearer_credentials=credentials)
+        except HTTPException as refused:
+            if refused.status_code in (401, 403) and _wants_page(request):
+                # A reader following a link from the e-mail: log in, then come back to this very page.
+                raise HTTPException(303, "log in first", headers={"Location": _login_url(request)}) from None
+            raise
         # The permission check reads the metadata database: keep it off the event loop, as FastAPI would.
         await run_in_threadpool(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=DAG_ID), request, user)
 
@@ -198,12 +219,13 @@ class _OnFirstRequest:
 
 
 class MedcoreReportsPlugin(AirflowPlugin):
-    """Training reports in the Airflow UI: the app above, and a top-level nav entry that embeds it."""
+    """Training reports in the Airflow UI: the app above, and a top-level nav entry that embeds it (named
+    "Reports": the nav's buttons are 80 px wide, which cut "Training reports" to "Training r…")."""
 
     name = "medcore_reports"
     fastapi_apps = [{"app": _OnFirstRequest(build_app), "url_prefix": URL_PREFIX, "name": "medcore training reports"}]
     external_views = [{
-        "name": "Training reports",
+        "name": "Reports",
         "href": URL_PREFIX.lstrip("/") + "/",  # relative to the UI's base URL, so a proxied sub-path works
         "url_route": "training-reports",
         "destination": "nav",

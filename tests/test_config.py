@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from medcore.config import load_config
+from medcore.config import Config, Profile, config_reference, load_config, readme_with_reference
 from medcore.errors import ConfigError
 from tests.conftest import ROOT, write_yaml
 
@@ -17,8 +17,8 @@ profiles:
 
 
 def test_repository_configs_load():
-    """conditions.yaml and the demo config describe 5 conditions and 2 profiles."""
-    for path in (ROOT / "conditions.yaml", ROOT / "configs" / "demo.yaml"):
+    """conditions.yaml and every config under configs/ describe the 5 conditions and 2 profiles."""
+    for path in (ROOT / "conditions.yaml", *sorted((ROOT / "configs").glob("*.yaml"))):
         config = load_config(path)
         assert set(config.conditions) == {"pneumonia", "cardiomegaly", "knee_osteoarthritis", "knee_osteoporosis",
                                           "limb_abnormalities"}
@@ -85,3 +85,111 @@ def test_missing_file_and_circular_extends(tmp_path):
     write_yaml(tmp_path / "b.yaml", "extends: a.yaml\n")
     with pytest.raises(ConfigError, match="circular"):
         load_config(tmp_path / "a.yaml")
+
+
+# One bad value per row: (what to change in MINIMAL, the key path named, words of the problem).
+BAD_VALUES = [
+    # NaN and infinities: YAML's .nan / .inf are floats and slip through a plain `low <= x <= high`.
+    ("learning_rate: 0.001", "learning_rate: .nan", "profiles.standard.learning_rate", "must be a finite number"),
+    ("learning_rate: 0.001", "learning_rate: .inf", "profiles.standard.learning_rate", "must be a finite number"),
+    ("learning_rate: 0.001", "learning_rate: -.inf", "profiles.standard.learning_rate", "must be a finite number"),
+    ("seed: 1", "split: {val_fraction: .nan}", "split.val_fraction", "must be a finite number between 0.01 and 0.5"),
+    ("seed: 1", "registry: {gates: {roc_auc: .nan}}", "registry.gates.roc_auc", "must be a finite number"),
+    ("seed: 1", "evaluation: {tiers: {good: .inf}}", "evaluation.tiers.good", "must be a finite number"),
+    ("seed: 1", "validation: {min_class_fraction: .nan}", "validation.min_class_fraction", "finite number"),
+    # unknown keys, at every depth
+    ("seed: 1", "sed: 1", "sed", "unknown key (allowed: data_root, runs_root, seed,"),
+    ("learning_rate: 0.001", "learning_rate: 0.001, augmentation: {spin: 0.1}", "profiles.standard.augmentation.spin",
+     "unknown key (allowed: rotation, zoom, contrast, horizontal_flip)"),
+    ("seed: 1", "evaluation: {tiers: {great: 0.99}}", "evaluation.tiers.great", "unknown key"),
+    ("seed: 1", "registry: {gates: {auc: 0.7}}", "registry.gates.auc", "unknown key (allowed: accuracy, precision"),
+    ("seed: 1", "gradcam: {samples: 4, gradcam_samples: 2}", "gradcam.gradcam_samples", "unknown key"),
+    ("negative: [NORMAL]", "negative: [NORMAL], name: other", "conditions.pneumonia.name", "named by its key"),
+    # wrong types: rejected, never coerced
+    ("learning_rate: 0.001", "learning_rate: '0.001'", "profiles.standard.learning_rate", "must be a finite number"),
+    ("learning_rate: 0.001", "learning_rate: 0.001, epochs: 2.5", "profiles.standard.epochs", "must be an integer"),
+    ("learning_rate: 0.001", "learning_rate: 0.001, epochs: true", "profiles.standard.epochs",
+     "must be an integer between 1 and 1000, got true"),
+    ("learning_rate: 0.001", "learning_rate: 0.001, class_weighting: 1", "profiles.standard.class_weighting",
+     "must be true or false, got 1"),
+    ("seed: 1", "gradcam: {layer: 7}", "gradcam.layer", "must be text, got 7"),
+    ("seed: 1", "evaluation: [1, 2]", "evaluation", "must be a mapping of keys, got a list"),
+    ("seed: 1", "notify: {recipients: 5}", "notify.recipients", "must be a list of e-mail addresses"),
+    ("seed: 1", "seed: 1.5", "seed", "must be an integer"),
+    ("learning_rate: 0.001", "learning_rate: 0.001, precision: bf16", "profiles.standard.precision",
+     "must be one of float32, mixed_bfloat16, got 'bf16'"),
+    # out of bounds
+    ("learning_rate: 0.001", "learning_rate: 0", "profiles.standard.learning_rate", "must be between 1e-08 and 1.0"),
+    ("learning_rate: 0.001", "learning_rate: 0.001, batch_size: 0", "profiles.standard.batch_size",
+     "must be between 1 and 4096, got 0"),
+    ("seed: 1", "seed: -1", "seed", "must be between 0 and 2147483647"),
+    ("seed: 1", "evaluation: {confidence: 1.5}", "evaluation.confidence", "must be between 0.5 and 0.999, got 1.5"),
+    ("seed: 1", "evaluation: {tiers: {excellent: 0.75}}", "evaluation.tiers.excellent", "must be above good"),
+    ("seed: 1", "validation: {min_per_class: {val: 0}}", "validation.min_per_class.val", "must be between 1 and"),
+]
+FULL = "seed: 1\n" + MINIMAL.replace("image_size: 64", "image_size: 64, learning_rate: 0.001")
+
+
+@pytest.mark.parametrize(("old", "new", "key", "problem"), BAD_VALUES, ids=[row[1] for row in BAD_VALUES])
+def test_bad_value_is_one_line_naming_file_and_key(tmp_path, old, new, key, problem):
+    """NaN, infinities, unknown keys, wrong types and out-of-bounds values each give `file: key: problem` on one line."""
+    assert old in FULL
+    path = write_yaml(tmp_path / "conditions.yaml", FULL.replace(old, new, 1))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: {key}: "), message
+    assert problem in message, message
+    assert "\n" not in message
+
+
+def test_error_names_the_file_that_wrote_the_key(tmp_path):
+    """With `extends`, a bad value is reported in the file that holds it, not the one that was loaded."""
+    base = write_yaml(tmp_path / "base.yaml", MINIMAL.replace("image_size: 64", "image_size: 64, epochs: .nan"))
+    child = write_yaml(tmp_path / "child.yaml", "extends: base.yaml\nprofiles: {standard: {patience: 2}}\n")
+    with pytest.raises(ConfigError, match=rf"^{base}: profiles\.standard\.epochs: must be an integer"):
+        load_config(child)
+    write_yaml(child, "extends: base.yaml\nprofiles: {standard: {epochs: 3, patience: -2}}\n")
+    with pytest.raises(ConfigError, match=rf"^{child}: profiles\.standard\.patience: must be between 0 and 1000"):
+        load_config(child)
+
+
+def test_gradcam_seed_defaults_to_the_run_seed(tmp_path):
+    """The seed is read once: Grad-CAM's random baseline uses it unless gradcam.seed says otherwise."""
+    config = load_config(write_yaml(tmp_path / "a.yaml", "seed: 42\n" + MINIMAL))
+    assert (config.seed, config.gradcam.seed) == (42, 42)
+    config = load_config(write_yaml(tmp_path / "b.yaml", "seed: 42\ngradcam: {seed: 7}\n" + MINIMAL))
+    assert (config.seed, config.gradcam.seed) == (42, 7)
+
+
+def test_settings_built_in_code_are_validated_too():
+    """A Profile made by hand goes through the same declarations as one read from YAML."""
+    from pydantic import ValidationError
+
+    assert Profile("p", image_size=32).image_size == 32
+    with pytest.raises(ValidationError):
+        Profile("p", image_size=16)
+    with pytest.raises(ValidationError):
+        Profile("p", learning_rate=float("nan"))
+
+
+def test_every_setting_has_a_description_and_the_readme_reference_is_current():
+    """Each row of the generated reference has a meaning, and README.md holds exactly the generated table."""
+    rows = [line for line in config_reference().splitlines()[2:]]
+    assert len(rows) > 60
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 4 and all(cells), row
+    assert "`profiles.<name>.learning_rate` | `0.001` | number 1e-08–1.0 |" in config_reference()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert readme_with_reference(readme) == readme, \
+        "README.md's config reference is stale: run `.venv/bin/python -m medcore.config --readme README.md`"
+
+
+def test_config_path_is_not_a_yaml_key(tmp_path):
+    """`path` is where the config was read from, set by the loader; writing it in YAML is an unknown key."""
+    path = write_yaml(tmp_path / "c.yaml", "path: /etc\n" + MINIMAL)
+    with pytest.raises(ConfigError, match="path: unknown key"):
+        load_config(path)
+    assert load_config(write_yaml(tmp_path / "d.yaml", MINIMAL)).path == (tmp_path / "d.yaml").resolve()
+    assert isinstance(load_config(tmp_path / "d.yaml"), Config)

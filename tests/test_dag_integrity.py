@@ -13,18 +13,20 @@ PROBE = r"""
 import json, sys
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder=sys.argv[1])
-dag = bag.dags.get("medical_training")
 out = {"errors": {k: str(v)[-500:] for k, v in bag.import_errors.items()}, "dags": sorted(bag.dags),
        "tensorflow": "tensorflow" in sys.modules or "keras" in sys.modules}
-if dag:
-    out.update(
+from airflow.serialization.serialized_objects import DagSerialization
+for dag_id, dag in bag.dags.items():
+    dag = DagSerialization.from_dict(DagSerialization.to_dict(dag))  # what the scheduler and the UI read back
+    out[dag_id] = dict(
         tasks={t.task_id: {"down": sorted(t.downstream_task_ids), "trigger": getattr(t.trigger_rule, "value", str(t.trigger_rule)),
                            "mapped_group": t.get_closest_mapped_task_group() is not None, "retries": t.retries,
                            "pool": t.pool, "queue": t.queue,
                            "timeout": t.execution_timeout.total_seconds() if t.execution_timeout else None}
                for t in dag.tasks},
-        schedule=str(dag.schedule), catchup=dag.catchup, params=sorted(dag.params.keys()), tags=sorted(dag.tags),
-        doc=bool(dag.doc_md),
+        timetable=type(dag.timetable).__name__, summary=dag.timetable.summary, catchup=dag.catchup,
+        paused_at_creation=dag.is_paused_upon_creation, start_date=str(dag.start_date),
+        params={k: dag.params.get_param(k).dump() for k in dag.params}, tags=sorted(dag.tags), doc=bool(dag.doc_md),
     )
 print("PROBE" + json.dumps(out))
 """
@@ -32,6 +34,7 @@ print("PROBE" + json.dumps(out))
 
 def _parse(tmp_path, **env) -> dict:
     environment = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                   "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
                    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/nothing.db", **env}
     done = subprocess.run([sys.executable, "-c", PROBE, str(ROOT / "dags")], capture_output=True, text=True,
                           env=environment, timeout=180)
@@ -44,14 +47,15 @@ def test_dag_imports_without_errors_or_tensorflow(tmp_path):
     """The DAG bag has no import errors and parsing never imports TensorFlow or Keras."""
     result = _parse(tmp_path)
     assert result["errors"] == {}
-    assert result["dags"] == ["medical_training"]
+    assert result["dags"] == ["medical_training", "medical_training_manual"]
     assert result["tensorflow"] is False
 
 
 def test_dag_shape(tmp_path):
     """A mapped validate->train->evaluate->gradcam chain, then promote and report (all_done), notify, verdict."""
     result = _parse(tmp_path)
-    tasks = result["tasks"]
+    tasks = result["medical_training"]["tasks"]
+    assert result["medical_training_manual"]["tasks"] == tasks, "the manual DAG runs the very same tasks"
     chain = ["model_chain.validate", "model_chain.train", "model_chain.evaluate", "model_chain.gradcam"]
     assert set(tasks) == {"plan", *chain, "promote", "report", "notify", "verdict"}
     for upstream, downstream in zip(chain, chain[1:]):
@@ -69,9 +73,36 @@ def test_dag_shape(tmp_path):
     assert tasks["verdict"]["down"] == [] and tasks["verdict"]["trigger"] == "all_done"
     assert tasks["model_chain.train"]["retries"] >= 1
     assert tasks["model_chain.train"]["pool"] == "training" and tasks["model_chain.train"]["queue"] == "training"
-    assert result["schedule"] not in ("None", "") and result["catchup"] is False
-    assert result["params"] == ["conditions", "epochs", "profiles", "recipients", "smtp_conn_id"]
-    assert "medcore" in result["tags"] and result["doc"]
+    for dag_id in ("medical_training", "medical_training_manual"):
+        assert sorted(result[dag_id]["params"]) == ["conditions", "epochs", "profiles", "recipients", "smtp_conn_id"]
+        assert "medcore" in result[dag_id]["tags"] and result[dag_id]["doc"]
+
+
+def test_schedule_never_catches_up(tmp_path):
+    """Nightly: NightlyCron (read back as the scheduler reads it), no catch-up, no start_date that would make
+    Airflow run the latest past slot; manual: no schedule, enabled from creation so Trigger runs now."""
+    result = _parse(tmp_path)
+    nightly, manual = result["medical_training"], result["medical_training_manual"]
+    assert nightly["timetable"] == "NightlyCron" and nightly["summary"] == "0 1 * * * (no catch-up)"
+    assert nightly["catchup"] is False and nightly["start_date"] == "None"
+    assert manual["timetable"] == "NullTimetable" and manual["paused_at_creation"] is False
+
+
+def test_trigger_form_offers_choices_and_nothing_required(tmp_path):
+    """Names are a multi-select of the config's (the form reads `examples`; the API checks `items.enum`); every
+    field accepts empty (a "null" type, which the form reads as not required); no bound the number box would
+    silently clamp."""
+    from medcore.config import load_config
+
+    config = load_config(ROOT / "conditions.yaml")
+    params = _parse(tmp_path)["medical_training_manual"]["params"]
+    for name, known in (("conditions", list(config.conditions)), ("profiles", list(config.profiles))):
+        schema = params[name]["schema"]
+        assert schema["examples"] == known and schema["items"]["enum"] == known
+        assert "array" in schema["type"]
+    assert all("null" in p["schema"]["type"] for p in params.values())
+    assert all(p["value"] is None for p in params.values())
+    assert "minimum" not in params["epochs"]["schema"] and "pattern" not in params["recipients"]["schema"]["items"]
 
 
 def test_broken_config_does_not_break_parsing(tmp_path):
@@ -79,7 +110,8 @@ def test_broken_config_does_not_break_parsing(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("conditions: [oops\n")
     result = _parse(tmp_path, MEDCORE_CONFIG=str(bad))
-    assert result["errors"] == {} and result["dags"] == ["medical_training"]
+    assert result["errors"] == {} and result["dags"] == ["medical_training", "medical_training_manual"]
+    assert "examples" not in result["medical_training"]["params"]["conditions"]["schema"]
 
 
 def test_every_task_has_a_timeout_sized_from_the_config(tmp_path):
@@ -88,7 +120,7 @@ def test_every_task_has_a_timeout_sized_from_the_config(tmp_path):
     config = tmp_path / "timeouts.yaml"
     config.write_text(f"extends: {ROOT / 'conditions.yaml'}\n"
                       "tasks: {retries: 4, train_minutes_fixed: 5, train_minutes_per_epoch: 2, validate_minutes: 7}\n")
-    tasks = _parse(tmp_path, MEDCORE_CONFIG=str(config))["tasks"]
+    tasks = _parse(tmp_path, MEDCORE_CONFIG=str(config))["medical_training"]["tasks"]
     assert all(t["timeout"] for t in tasks.values()), {k: t["timeout"] for k, t in tasks.items()}
     assert tasks["model_chain.train"]["timeout"] == (5 + 2 * 8) * 60, "fixed + per epoch x the longest profile (8)"
     assert tasks["model_chain.validate"]["timeout"] == 7 * 60

@@ -168,7 +168,7 @@ def test_gradcam_section_defaults_and_errors(tmp_path):
     base = f"extends: {ROOT / 'conditions.yaml'}\n"
     path = write_yaml(tmp_path / "a.yaml", base + "gradcam: {deletion_steps: 5, deletion_baseline: mean}\n")
     config = load_config(path)
-    assert config.gradcam.layer == config.gradcam_layer == "relu" and config.gradcam.samples == 4
+    assert config.gradcam.layer == "relu" and config.gradcam.samples == 4
     assert (config.gradcam.deletion_steps, config.gradcam.deletion_baseline) == (5, "mean")
     assert config.gradcam.seed == config.seed
     assert GradcamSettings().deletion_images == 32

@@ -97,15 +97,20 @@ def test_report_arrives_with_html_and_attachments(tmp_path, monkeypatch, airflow
     assert "<table>" in html and "0.91 (0.72–1.00)" in html, "the body is the report, metrics with intervals"
     assert "failed at <code>train</code>" in html
     attachments = {part.get_filename(): part for part in message.iter_attachments()}
-    assert attachments["report.md"].get_content() == report_before
-    # Key images: each successful model's contact sheet, best ROC AUC first, shown inline by Content-ID.
-    images = [name for name in attachments if name.endswith(".png")]
-    assert images == ["pneumonia-standard-contact_sheet.png", "limb-standard-contact_sheet.png"]
-    for name in images:
-        condition = name.split("-")[0]
-        source = run.model(condition, "standard").gradcam_contact_sheet
-        assert attachments[name].get_content() == source.read_bytes()
-        assert attachments[name]["Content-ID"] == f"<{name}>" and f'src="cid:{name}"' in html
+    assert list(attachments) == ["report.md"] and attachments["report.md"].get_payload(decode=True) == report_before
+    assert message.get_body(preferencelist=("plain",)).get_content().startswith("# medcore training status report")
+    # Key images: each successful model's contact sheet, best ROC AUC first, inline beside the HTML (one
+    # multipart/related), each named by the Content-ID the HTML shows it by: readable without the server.
+    related = next(part for part in message.walk() if part.get_content_type() == "multipart/related")
+    images = [part for part in related.iter_parts() if part.get_content_maintype() == "image"]
+    assert [part.get_filename() for part in images] == ["pneumonia-standard-contact_sheet.png",
+                                                        "limb-standard-contact_sheet.png"]
+    for part in images:
+        name = part.get_filename()
+        source = run.model(name.split("-")[0], "standard").gradcam_contact_sheet
+        assert part.get_content() == source.read_bytes() and part.get_content_type() == "image/png"
+        assert part["Content-ID"] == f"<{name}>" and part.get_content_disposition() == "inline"
+        assert f'src="cid:{name}"' in html
     # Overlays that are not attached have nowhere to point in an e-mail: their alt text stands in.
     assert "gradcam/tp_01.png" not in html and "[tp p=0.90]" in html
     assert run.report_md.read_bytes() == report_before, "sending never rewrites the report"

@@ -231,3 +231,33 @@ def test_html_rendering_is_the_markdown_escaped(tmp_path):
                           link=lambda url: None)
     assert "<img" not in dropped and "[x]" in dropped and "a link" in dropped and 'href="b.txt"' not in dropped
     assert 'href="https://example.org"' in dropped
+
+
+def test_view_is_computed_once_in_python(tmp_path):
+    """The summary's best model and mean AUC are the key figures' own, and each model hands the template its values."""
+    from medcore.report import gather_run
+
+    aucs = {("pneumonia", "standard"): 0.81, ("limb", "standard"): 0.93, ("knee", "standard"): "train"}
+    outcomes = {key: ({"metrics": metrics_with(auc), "seed": i} if isinstance(auc, float) else auc)
+                for i, (key, auc) in enumerate(aucs.items())}
+    config = write_config(tmp_path)
+    view = gather_run(write_run(tmp_path / "runs", "r", outcomes, config))
+    assert view["best"] is view["key_figures"]["best"] and view["best"]["label"] == "limb/standard"
+    assert view["mean_auc"] == view["key_figures"]["means"]["roc_auc"] == pytest.approx((0.81 + 0.93) / 2)
+    assert [m["label"] for m in view["failures"]] == ["knee/standard"]
+    pneumonia = view["models"][0]
+    assert pneumonia["roc_auc"] == 0.81 and pneumonia["tier"] == "insufficient"
+    assert pneumonia["figures"]["accuracy"] == {"value": 0.8, "low": 0.55, "high": 0.95}
+    assert pneumonia["split_counts"]["train"] == {"total": 42, "positive": 20}
+    assert view["models"][2]["roc_auc"] is None and view["models"][2]["diagnosis"]["root_cause"]
+
+
+@pytest.mark.parametrize("code", ["group_leakage", "class_too_small", "dataset_unreadable", "label_unknown"])
+def test_a_findings_fix_comes_from_its_rule(code):
+    """The fix the report suggests for a finding that stopped a model is the one written beside its rule in CHECKS."""
+    from medcore.config import CHECKS
+    from medcore.report import diagnose
+
+    model = {"status": "failed", "failure": {"stage": "validate", "error": "x"},
+             "validation": {"findings": [{"code": code, "severity": "error", "message": "m"}]}}
+    assert diagnose(model)["fix"] == CHECKS[code].fix

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -104,6 +105,13 @@ def test_reports_page_behind_airflow_login(tmp_path, api_server):
     assert httpx.get(f"{pages}/", timeout=30).status_code == 401
     assert httpx.get(f"{pages}/runs/{folder}/files/pneumonia/standard/gradcam/tp_01.png", timeout=30).status_code == 401
     assert httpx.get(f"{pages}/", headers={"Authorization": "Bearer forged.token.value"}, timeout=30).status_code == 403
+    # A browser following the e-mail's link goes to Airflow's login, which sends it back to the page afterwards.
+    for cookies in ({}, {"_token": "expired.or.forged"}):
+        sent = httpx.get(f"{pages}/runs/{folder}/", headers={"Accept": "text/html"}, cookies=cookies, timeout=30)
+        assert sent.status_code == 303
+        assert sent.headers["location"] == "/api/v2/auth/login?" + urlencode({"next": f"{pages}/runs/{folder}/"})
+        login = httpx.get(base + sent.headers["location"], timeout=30)
+        assert login.status_code == 307 and login.headers["location"].startswith("/auth/login?next=http")
 
     listing = httpx.get(f"{pages}/", headers=auth, timeout=30)
     assert listing.status_code == 200 and listing.headers["content-type"].startswith("text/html")
@@ -136,5 +144,5 @@ def test_reports_page_behind_airflow_login(tmp_path, api_server):
 
     plugins = httpx.get(f"{base}/api/v2/plugins", headers=auth, timeout=30).json()["plugins"]
     [plugin] = [p for p in plugins if p["name"] == "medcore_reports"]
-    assert plugin["external_views"][0]["name"] == "Training reports"
+    assert plugin["external_views"][0]["name"] == "Reports"
     assert plugin["fastapi_apps"][0]["url_prefix"] == "/medcore-reports"
