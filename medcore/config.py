@@ -640,10 +640,16 @@ def _read_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, di
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; name the YAML config file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+        raise ConfigError(f"{path}: cannot read the config: {exc.strerror or type(exc).__name__}") from None
     try:
         raw = yaml.safe_load(text)
+    except RecursionError:  # PyYAML parses nesting recursively: `[[[[...` a few thousand deep
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

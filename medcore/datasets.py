@@ -68,13 +68,22 @@ def _printable_path(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _walk(root: Path) -> list[tuple[str, tuple[str, ...]]]:
-    """Return (path, parts relative to `root`) of every entry that may be a file, sorted; hidden names skipped.
+def _within(path: str, root_real: str) -> bool:
+    real = os.path.realpath(path)
+    return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
 
+
+def _walk(root: Path) -> list[tuple[str, tuple[str, ...], str]]:
+    """Return (path, parts relative to `root`, kind) of every entry that may be a file, sorted; hidden names skipped.
+
+    `kind` is "file", or "outside" for a symlink (to a file or a folder) that leads out of `root`: such
+    links are listed so validation can name them, and never opened or followed, as in the CSV layout.
+    Symlinked folders inside the dataset are followed (sets are often assembled from links).
     os.scandir reuses the file type the directory listing already holds, which makes this several
     times faster than Path.rglob plus a stat per file on sets of thousands of images.
     """
-    found: list[tuple[str, tuple[str, ...]]] = []
+    root_real = os.path.realpath(root)
+    found: list[tuple[str, tuple[str, ...], str]] = []
     pending: list[tuple[str, tuple[str, ...], frozenset[str]]] = [(str(root), (), frozenset())]
     while pending:
         folder, parts, ancestors = pending.pop()
@@ -90,40 +99,48 @@ def _walk(root: Path) -> list[tuple[str, tuple[str, ...]]]:
                 continue  # .DS_Store, .git and friends are not data
             here = parts + (entry.name,)
             try:
-                # Symlinked folders are followed: datasets are often assembled from links to other disks.
-                if entry.is_dir():
+                if entry.is_symlink() and not _within(entry.path, root_real):
+                    found.append((entry.path, here, "outside"))
+                elif entry.is_dir():
                     pending.append((entry.path, here, ancestors | {real}))
                 # A broken symlink is kept so that validation names it as missing instead of ignoring it.
                 elif entry.is_file() or entry.is_symlink():
-                    found.append((entry.path, here))
+                    found.append((entry.path, here, "file"))
             except OSError:
-                found.append((entry.path, here))  # let the scan name what is wrong with it
+                found.append((entry.path, here, "file"))  # let the scan name what is wrong with it
     return sorted(found, key=lambda item: item[1])
 
 
 def _read_folders(root: Path) -> Source:
     """Class folders, optionally under split folders: `[split/]class/file`."""
-    entries = []
-    for path, parts in _walk(root):
+    entries, rows, skipped = [], [], []
+    for path, parts, kind in _walk(root):
+        if kind == "outside" and os.path.isdir(path):
+            # A folder link out of the dataset is not followed; one row names it, flagged and dropped before
+            # its label is judged (the link's name stands in as the label).
+            relpath = _printable_path("/".join(parts)) + "/"
+            rows.append({"path": "", "relpath": relpath, "raw_label": parts[-1], "source_split": "", "split": "",
+                         "where": relpath, "path_problem": "outside"})
+            continue
         if len(parts) < 2:
             continue  # a loose file at the top (README, manifest) has no class folder, so no label
         if len(parts) == 2 and _normalise_split(parts[0]):
             continue  # a loose file inside a split folder has no class either
-        entries.append((path, parts))
+        entries.append((path, parts, kind))
     # Only when the set has split folders is an unrecognised top folder (e.g. `holdout/`) a split worth
     # naming; otherwise top folders are just folders (e.g. `images/true/1.jpg`).
-    has_split_folders = any(len(parts) >= 3 and _normalise_split(parts[0]) for _, parts in entries)
-    rows, skipped = [], []
-    for path, parts in entries:
+    has_split_folders = any(len(parts) >= 3 and _normalise_split(parts[0]) for _, parts, _ in entries)
+    for path, parts, kind in entries:
         relpath = "/".join(parts)
         if os.path.splitext(parts[-1])[1].lower() not in IMAGE_SUFFIXES:
             skipped.append(_printable_path(relpath))
             continue
         source_split = parts[0] if len(parts) >= 3 and (has_split_folders or _normalise_split(parts[0])) else ""
         valid = _is_utf8(relpath)
-        rows.append({"path": path if valid else "", "relpath": _printable_path(relpath), "raw_label": parts[-2],
+        problem = "outside" if kind == "outside" else "" if valid else "invalid"
+        rows.append({"path": path if not problem else "", "relpath": _printable_path(relpath), "raw_label": parts[-2],
                      "source_split": source_split, "split": _normalise_split(source_split),
-                     "where": _printable_path(relpath), "path_problem": "" if valid else "invalid"})
+                     "where": _printable_path(relpath), "path_problem": problem})
     columns = ["path", "relpath", "raw_label", "source_split", "split", "where", "path_problem"]
     return Source(pd.DataFrame(rows, columns=columns), tuple(skipped))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["MedcoreError", "ConfigError", "DataError", "StageError", "one_line"]
+__all__ = ["MedcoreError", "ConfigError", "DataError", "StageError", "RunIdError", "one_line"]
 
 
 class MedcoreError(Exception):
@@ -21,8 +21,13 @@ class StageError(MedcoreError):
     """A pipeline stage cannot run because an earlier stage left nothing to build on."""
 
 
+class RunIdError(MedcoreError, ValueError):
+    """A run id that cannot name a run folder (empty, '..', NUL, too long)."""
+
+
 class Skipped(Exception):
     """A stage with nothing to do tonight (e.g. data, config and code unchanged): not a failure, no retry."""
+
 
 def one_line(exc: BaseException) -> str:
     """The error as one line a person can act on: medcore's own messages as they are, others with their type."""

@@ -42,9 +42,17 @@ CLINICAL_NOTE = "research-grade discrimination only, not fitness for clinical us
 
 def load_model(path, eager: bool = False):
     """Load a `.keras` model in Keras safe mode (no arbitrary code from the file)."""
+    import zipfile
+
     import keras
 
-    model = keras.models.load_model(path, safe_mode=True, compile=False)
+    try:
+        model = keras.models.load_model(path, safe_mode=True, compile=False)
+    # What Keras raises for a file that is not a model it can build: no config.json in the zip (KeyError),
+    # a class it does not know (TypeError), not a zip at all (ValueError, BadZipFile).
+    except (KeyError, TypeError, ValueError, OSError, AttributeError, zipfile.BadZipFile) as exc:
+        problem = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise MedcoreError(f"{path}: not a loadable .keras model ({type(exc).__name__}: {problem})") from None
     model.run_eagerly = eager
     return model
 
@@ -533,20 +541,52 @@ def list_images(source: str | Path, column: str | None = None) -> list[Path]:
     return files
 
 
-def contract_threshold(model_path: str | Path) -> tuple[float, str]:
-    """The decision threshold from the `model.json` beside a model, and where it came from."""
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, read in blocks (models are tens of MB)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_contract(model_path: str | Path, contract_path: str | Path | None = None) -> dict | None:
+    """The model contract (default: `model.json` beside the model), or None if there is none.
+
+    Raises MedcoreError if the contract names another model file (its `model_sha256` differs): a
+    crash between writing a model and its contract, or files copied by hand, must never pair a
+    model with another model's threshold. Contracts written before the hash existed are taken as they are.
+    """
     from medcore.jsonio import read_json
 
-    contract = Path(model_path).with_name("model.json")
-    if not contract.is_file():
-        return 0.5, f"no {contract.name} beside the model; using threshold 0.5"
+    contract_path = Path(contract_path) if contract_path else Path(model_path).with_name("model.json")
+    if not contract_path.is_file():
+        return None
     try:
-        threshold = read_json(contract).get("threshold")
-    except ValueError as exc:
-        raise MedcoreError(f"{contract}: not valid JSON: {exc}") from None
+        contract = read_json(contract_path)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MedcoreError(f"{contract_path}: not valid JSON: {' '.join(str(exc).split())[:120]}") from None
+    if not isinstance(contract, dict):
+        raise MedcoreError(f"{contract_path}: not a model contract (a JSON object)")
+    expected = contract.get("model_sha256")
+    if expected and expected != file_sha256(model_path):
+        raise MedcoreError(f"{contract_path}: describes another model than {Path(model_path).name} (SHA-256 "
+                           f"differs); train again, or pass --threshold")
+    return contract
+
+
+def contract_threshold(model_path: str | Path) -> tuple[float, str]:
+    """The decision threshold from the `model.json` beside a model, and where it came from."""
+    contract_file = Path(model_path).with_name("model.json")
+    contract = read_contract(model_path)
+    if contract is None:
+        return 0.5, f"no {contract_file.name} beside the model; using threshold 0.5"
+    threshold = contract.get("threshold")
     if threshold is None:
-        return 0.5, f"{contract} has no threshold (the model was not evaluated); using threshold 0.5"
-    return float(threshold), f"threshold {float(threshold):.4f} from {contract}"
+        return 0.5, f"{contract_file} has no threshold (the model was not evaluated); using threshold 0.5"
+    return float(threshold), f"threshold {float(threshold):.4f} from {contract_file}"
 
 
 def _first_undecodable(files: Sequence[Path]) -> Path | None:

@@ -114,6 +114,8 @@ def validate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     write_json(paths.validation_json, result.to_dict())
     atomic_write_text(paths.validation_summary, result.summary())
     if not result.ok:
+        # A split from an earlier, passing validation must not outlive this verdict: train would use it.
+        paths.split_csv.unlink(missing_ok=True)
         raise DataError(f"{condition.name}: {result.reason}")
     atomic_write_text(paths.split_csv, result.manifest.to_csv(index=False))
     write_json(paths.nightly_json, plan_condition(config, condition.name, result.manifest, result.fingerprint))
@@ -207,10 +209,14 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     The chosen threshold also goes into the model contract (model.json), so `medcore predict`
     and anyone scoring new images apply the same decision rule the metrics describe.
     """
-    from medcore.evaluation import evaluate_model_splits, load_model, render_plots
+    from medcore.evaluation import evaluate_model_splits, load_model, read_contract, render_plots
     from medcore.jsonio import atomic_write_bytes
 
-    model = load_model(_require(paths.model, "train"), eager=profile.execution == "eager")
+    # Checked first: the threshold chosen here is written into this contract, which must be this model's.
+    contract = read_contract(_require(paths.model, "train"), paths.model_contract)
+    if contract is None:  # train renames the model before writing its contract: a crash in between
+        raise StageError(f"{paths.model_contract}: missing beside the model; the train stage did not finish")
+    model = load_model(paths.model, eager=profile.execution == "eager")
     split = _split(paths)
     metrics, predictions, val_predictions = evaluate_model_splits(model, split, profile, config.evaluation,
                                                                   seed=config.seed)
@@ -225,7 +231,6 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     atomic_write_text(paths.predictions_csv, predictions.to_csv(index=False))
     write_json(paths.metrics_json, metrics)
 
-    contract = read_json(paths.model_contract) if paths.model_contract.exists() else {}
     contract.update({
         "threshold": metrics["threshold"],
         "threshold_rule": metrics["threshold_rule"],

@@ -273,13 +273,43 @@ def read_record(registry: RegistryLayout, condition: str) -> dict[str, Any]:
     return record
 
 
+LOCK_TIMEOUT_SECONDS = 300.0  # a promotion takes seconds; minutes of waiting means a stuck holder
+
+
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `path`: two runs deciding at once would each read the old champion."""
+def _locked(path: Path, timeout: float | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on `path`: two runs deciding at once would each read the old champion.
+
+    Gives up after `timeout` seconds (default LOCK_TIMEOUT_SECONDS) with an error naming the lock and
+    its holder (host, PID, since when, as the holder wrote it into the lock file), instead of waiting
+    forever on a holder that hangs. flock works across machines on NFSv4 (the kernel maps it to NFS locks).
+    """
+    import socket
+    import time
+
+    timeout = LOCK_TIMEOUT_SECONDS if timeout is None else timeout
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    with open(path, "a+") as handle:
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = " ".join(handle.read(200).split()) or "unknown"
+                    raise StageError(f"{path}: registry lock still held after {timeout:.0f} s (holder: {holder}); "
+                                     "if that process is gone, retry; nothing was changed") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
         try:
+            handle.seek(0)
+            handle.truncate()
+            since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            handle.write(f"host {socket.gethostname()} pid {os.getpid()} since {since}\n")
+            handle.flush()
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
@@ -417,6 +447,10 @@ def promote_condition(registry: RegistryLayout, condition: str, models: Sequence
                          "best": best, "test_split": test_nights})
         if decision["decision"] == PROMOTED:
             profile = candidate["profile"]
+            if candidate.get("contract_path"):
+                from medcore.evaluation import read_contract
+
+                read_contract(candidate["model_path"], candidate["contract_path"])  # never pair a model with another's
             model_copy = registry.model(condition, run_id, profile)
             sha = _copy_in(Path(candidate["model_path"]), model_copy)
             contract_copy = None

@@ -25,7 +25,7 @@ from medcore.errors import MedcoreError
 from medcore.jsonio import write_json
 from medcore.layout import ModelLayout
 
-__all__ = ["build_model", "train_model", "configure_threads", "versions", "IMAGENET_WEIGHTS_FILE"]
+__all__ = ["build_model", "train_model", "save_model_with_contract", "configure_threads", "versions", "IMAGENET_WEIGHTS_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +260,34 @@ def _history_rows(path: Path) -> pd.DataFrame:
         return pd.DataFrame()
 
 
+def save_model_with_contract(model, paths: ModelLayout, contract: dict[str, Any]) -> str:
+    """Put `model` at model.keras and `contract` (plus the model's SHA-256) at model.json; return the hash.
+
+    The two cannot be renamed in one step, so the contract names the exact model file it describes
+    and readers check it (`medcore.evaluation.read_contract`). The old contract goes first: a crash
+    part-way leaves a model with no contract, which evaluation refuses, never a new model beside the
+    old model's threshold. Every file is fsynced before its rename, and the folder after it.
+    """
+    import hashlib
+
+    from medcore.jsonio import fsync_dir, fsync_file
+
+    tmp = paths.model.with_name(f".{paths.model.stem}.tmp.keras")
+    model.save(tmp)
+    fsync_file(tmp)
+    digest = hashlib.sha256()
+    with open(tmp, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    sha = digest.hexdigest()
+    paths.model_contract.unlink(missing_ok=True)
+    fsync_dir(paths.root)
+    os.replace(tmp, paths.model)  # the good model is only ever replaced whole
+    fsync_dir(paths.root)
+    write_json(paths.model_contract, {**contract, "model_file": paths.model.name, "model_sha256": sha})
+    return sha
+
+
 def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: ModelLayout,
                 epochs: int | None = None, warm_start: Path | None = None) -> dict[str, Any]:
     """Fit DenseNet121 on the train split, select on val, save `model.keras`; return the training record.
@@ -344,9 +372,14 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
                 model.save_weights(frozen_marker)
     wall = time.perf_counter() - start
 
-    tmp = paths.model.with_name(f".{paths.model.stem}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, paths.model)  # the good model is only ever replaced whole
+    contract = {
+        "architecture": "DenseNet121", "input_shape": [profile.image_size, profile.image_size, 3],
+        "input_range": [0, 255], "preprocessing": "inside the model (rescale, ImageNet normalisation)",
+        "output": "one logit; sigmoid gives P(positive)", "gradcam_layer": config.gradcam.layer,
+        "classes": {"0": "negative", "1": "positive"}, "seed": config.seed, "precision": precision,
+        "versions": versions(),
+    }
+    save_model_with_contract(model, paths, contract)
     for leftover in (frozen_marker, paths.backup_dir / "best.keras"):
         leftover.unlink(missing_ok=True)
 
@@ -378,16 +411,9 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
         "precision": precision,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "device": "CPU" if not tf.config.list_physical_devices("GPU") else "GPU",
-        "versions": versions(),
+        "versions": contract["versions"],
         "model_path": paths.model,
         "split_manifest": paths.split_csv,
         "history": {c: history[c].tolist() for c in history.columns},
     }
-    write_json(paths.model_contract, {
-        "architecture": "DenseNet121", "input_shape": [profile.image_size, profile.image_size, 3],
-        "input_range": [0, 255], "preprocessing": "inside the model (rescale, ImageNet normalisation)",
-        "output": "one logit; sigmoid gives P(positive)", "gradcam_layer": config.gradcam.layer,
-        "classes": {"0": "negative", "1": "positive"}, "seed": config.seed, "precision": precision,
-        "versions": record["versions"],
-    })
     return record

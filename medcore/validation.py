@@ -42,7 +42,10 @@ MANIFEST_COLUMNS = ["path", "relpath", "raw_label", "label", "split", "group", "
 MAX_EXAMPLES = 5
 MAX_ROWS_NAMED = 200  # rows listed for a warning that dropped nothing; dropped or fatal rows are always all listed
 MAX_FILE_BYTES = 512 * 2**20
-MAX_PIXELS = 150_000_000  # a 12k x 12k film; beyond this one decode needs about a gigabyte
+# The bound is on what one decode allocates (width x height x channels x bytes per sample), not on
+# pixels: a 12k x 12k 16-bit RGBA PNG of 1 MB has fewer pixels than a 12k x 12k film but decodes to
+# 1.1 GB. 512 MiB still admits a 12k x 12k 8-bit RGB film; with at most 4 reading threads, 2 GiB in all.
+MAX_DECODED_BYTES = 512 * 2**20
 LARGE_PIXELS = 4096 * 4096  # counted as "very large", still used
 MIN_SIDE = 16
 HASH_SIDE = 64  # the perceptual hash is taken from the 16x16 lowest frequencies of a 64x64 DCT
@@ -221,6 +224,47 @@ def _looks_truncated(data: bytes, fmt: str | None) -> bool:
     return (fmt == "JPEG" and b"\xff\xd9" not in tail) or (fmt == "PNG" and b"IEND" not in tail)
 
 
+def _jpeg_damage(data: bytes) -> str:
+    """Why a JPEG's coded data is damaged ("" if it is not), from a strict libjpeg-turbo decode.
+
+    OpenCV (and TensorFlow in training) decode a JPEG cut short, or with zeroed bytes, without an
+    error: libjpeg only warns and fills the rest grey. simplejpeg's strict mode turns exactly those
+    warnings into errors. The decode is DCT-scaled to 1/8, which still reads every coded byte.
+    """
+    import simplejpeg
+
+    try:
+        simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True, min_height=1, min_width=1)
+    except ValueError as exc:
+        message = " ".join(str(exc).split())
+        # Only the warnings of damaged coded data; other refusals (e.g. an unsupported variant) are left to OpenCV.
+        if "premature end" in message.lower() or message.startswith("Corrupt JPEG data"):
+            return message[:120]
+    return ""
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 4, 4: 4, 6: 4}  # by colour type; palette and gray+alpha decode to 4 in OpenCV
+
+
+def _decoded_bytes(data: bytes, fmt: str, header: Any) -> int | None:
+    """What decoding will allocate, from the header alone; None if the header does not say."""
+    if fmt == "PNG" and len(data) >= 26 and data[12:16] == b"IHDR":
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        depth = 2 if data[24] == 16 else 1  # Pillow reports 16-bit RGB(A) as 8-bit modes, so read IHDR itself
+        return width * height * _PNG_CHANNELS.get(data[25], 4) * depth
+    if not isinstance(header, tuple):
+        return None
+    from PIL import Image
+
+    (width, height), mode = header[0], header[1]
+    try:
+        channels = 4 if mode in ("P", "PA", "LA") else Image.getmodebands(mode)
+    except (KeyError, ValueError):
+        channels = 4
+    depth = 2 if mode.startswith("I;16") else 4 if mode in ("I", "F") else 1
+    return width * height * channels * depth
+
+
 def _header(data: bytes, fmt: str) -> tuple[tuple[int, int], str, bool] | str | None:
     """Return ((width, height), mode, has transparency) from the header, "too large", or None if unreadable."""
     from PIL import Image
@@ -301,8 +345,13 @@ def scan_file(path: str, decode: bool = True) -> FileScan:
     if fmt is not None and fmt not in TRAINABLE_FORMATS:
         return FileScan("image_format_unsupported", fmt, sha256)
     header = _header(data, fmt) if fmt else None
-    if header == "too large" or (isinstance(header, tuple) and header[0][0] * header[0][1] > MAX_PIXELS):
-        return FileScan("image_too_large", "more than %d pixels" % MAX_PIXELS, sha256)
+    decoded = _decoded_bytes(data, fmt, header) if fmt else None
+    if header == "too large" or (decoded or 0) > MAX_DECODED_BYTES:
+        return FileScan("image_too_large", f"decodes to over {MAX_DECODED_BYTES // 2**20} MiB", sha256)
+    if fmt == "JPEG":
+        damage = _jpeg_damage(data)
+        if damage:
+            return FileScan("image_truncated", f"JPEG: {damage}", sha256)
     try:
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:
@@ -515,11 +564,11 @@ _FILE_PROBLEMS = {
     "file_missing": "image files are missing",
     "file_unreadable": "files cannot be read (not a regular file, or an I/O error)",
     "image_empty": "files are empty (zero bytes)",
-    "image_truncated": "images are truncated (no end marker)",
+    "image_truncated": "images are truncated or have damaged coded data (cut short, zeroed bytes)",
     "image_corrupt": "images have a valid header but do not decode",
     "image_not_an_image": "files are not images in any known format",
     "image_format_unsupported": "files are images the training loader cannot read",
-    "image_too_large": f"images are too large to decode safely (over {MAX_PIXELS // 10**6} MP or "
+    "image_too_large": f"images are too large to decode safely (over {MAX_DECODED_BYTES // 2**20} MiB decoded or "
                        f"{MAX_FILE_BYTES // 2**20} MiB)",
 }
 
@@ -720,9 +769,9 @@ def validate_condition(config: Config, condition: Condition, profile: Profile | 
                    f"images ({_values(pd.Series([Path(s).suffix or '(none)' for s in source.skipped]))}); not read",
                    list(source.skipped), policy="info")
 
+    frame = _check_paths(v, frame)  # first: a path that must never be opened is named for that, whatever its label
     frame, excluded = _check_labels(v, frame)
     n_excluded = len(excluded)
-    frame = _check_paths(v, frame)
     frame = _check_splits_named(v, frame)
     frame, excluded = _scan(v, frame, excluded, workers)
     if frame.empty:

@@ -50,16 +50,21 @@ def _run_folder(run_id: str) -> Path:
     """The folder of run `run_id` (a folder name as the list shows it), or 404; never anything outside the runs root."""
     from fastapi import HTTPException
 
-    from medcore.layout import safe_run_id
+    from medcore.layout import is_run_folder_name
 
-    try:
-        valid = safe_run_id(run_id) == run_id
-    except ValueError:
-        valid = False
-    folder = _runs_root() / run_id
-    if not valid or not (folder / "run.json").is_file():
+    root = _runs_root()
+    folder = root / run_id
+    if not is_run_folder_name(run_id) or not _inside(folder, root) or not (folder / "run.json").is_file():
         raise HTTPException(404, "no such run")
     return folder
+
+
+def _inside(folder: Path, root: Path) -> bool:
+    """True if `folder`, symlinks resolved, is a folder inside `root`: a link out of the runs root is no run."""
+    try:
+        return folder.resolve().parent == root.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -75,6 +80,8 @@ def _run_rows() -> list[dict[str, Any]]:
     root = _runs_root()
     rows = []
     for folder in root.iterdir() if root.is_dir() else ():
+        if not _inside(folder, root):
+            continue
         info = _read(folder / "run.json")
         if not info:
             continue

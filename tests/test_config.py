@@ -193,3 +193,13 @@ def test_config_path_is_not_a_yaml_key(tmp_path):
         load_config(path)
     assert load_config(write_yaml(tmp_path / "d.yaml", MINIMAL)).path == (tmp_path / "d.yaml").resolve()
     assert isinstance(load_config(tmp_path / "d.yaml"), Config)
+
+
+def test_config_that_is_a_folder_or_not_utf8_is_one_line(tmp_path):
+    """A folder or a Latin-1 file given as the config is a ConfigError naming the file, not a traceback."""
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("data_root: d\xe9j\xe0\n".encode("latin-1"))
+    for path, words in ((tmp_path, "is a folder"), (latin, "not UTF-8")):
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        assert words in str(caught.value) and str(path) in str(caught.value) and "\n" not in str(caught.value)
