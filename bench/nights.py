@@ -24,6 +24,7 @@ Skips (exit 0) when the real sets are not there ($MEDCORE_DATA_ROOT, default ../
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -170,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=float, nargs="+", default=list(STEPS), help="share of train groups per night")
     parser.add_argument("--policies", nargs="+", default=["retrain", "continue"], choices=["retrain", "continue"])
     parser.add_argument("--fraction", type=float, default=1.0, help="keep this share of each set's groups")
+    parser.add_argument("--image-size", type=int, default=None, help="override every profile's image size (smaller runs)")
+    parser.add_argument("--eager", action="store_true", help="profiles run eagerly: no graph trace (tiny runs only)")
     parser.add_argument("--name", default="nights")
     args = parser.parse_args(argv)
     data_root = data_root_or_none()
@@ -186,13 +189,29 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.name}: splitting the full sets of {', '.join(conditions)}", flush=True)
     splits = reference_splits(base, conditions)
     references = {c: s.drop_duplicates("sha256").set_index("sha256")["split"] for c, s in splits.items()}
-    policies = {}
+    policies: dict[str, Any] = {}
+
+    def save() -> Path:  # after every night, so an interrupted run keeps what it measured
+        return write_result(args.name, {
+            "config": os.path.relpath(Path(args.config).resolve(), ROOT), "data_root": str(data_root),
+            "conditions": conditions, "profiles": profiles, "epochs": args.epochs, "steps": args.steps,
+            "fraction": args.fraction, "image_size": args.image_size, "eager": args.eager,
+            "margin": base.registry.margin, "continue_epochs": base.nightly.continue_epochs,
+            "command": "bench/nights.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "full_split_images": {c: len(s) for c, s in splits.items()}, "policies": policies,
+            "complete": all(len(p["nights"]) == len(args.steps) for p in policies.values())
+            and len(policies) == len(args.policies)})
+
     for policy in args.policies:
         folder = workdir / policy
         config_path = folder / "nights.yaml"
         folder.mkdir(parents=True, exist_ok=True)
+        overrides = {**({"image_size": args.image_size} if args.image_size else {}),
+                     **({"execution": "eager"} if args.eager else {})}
+        shrink = "".join(f"  {p}: {json.dumps(overrides)}\n" for p in profiles) if overrides else ""
         config_path.write_text(f"extends: {Path(args.config).resolve()}\ndata_root: {folder / 'data'}\n"
-                               f"runs_root: {folder / 'runs'}\nnightly: {{policy: {policy}}}\n")
+                               f"runs_root: {folder / 'runs'}\nnightly: {{policy: {policy}}}\n"
+                               + (f"profiles:\n{shrink}" if shrink else ""))
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("MEDCORE_")},
                "MEDCORE_REGISTRY_ROOT": str(folder / "registry"), "TF_CPP_MIN_LOG_LEVEL": "2"}
         nights, previous = [], {c: None for c in conditions}
@@ -212,21 +231,17 @@ def main(argv: list[str] | None = None) -> int:
                 night["conditions"][c], split = condition_record(run, c, profiles, previous[c], references[c])
                 previous[c] = split if split is not None else previous[c]
             nights.append(night)
+            policies[policy] = {"nights": nights, "cpu_minutes": round(sum(n["cpu_minutes"] for n in nights), 2),
+                                "wall_minutes": round(sum(n["wall_seconds"] for n in nights) / 60, 2),
+                                "run_folder": str((folder / "runs").relative_to(ROOT))}
+            save()
             shown = "; ".join(f"{c} {r['mode']}/{r['decision']} test AUC champion "
                               f"{r['champion_after_test_auc'] if r['champion_after_test_auc'] is None else round(r['champion_after_test_auc'], 3)}"
                               for c, r in night["conditions"].items())
             print(f"    {night['wall_seconds'] / 60:.1f} min wall, {night['cpu_minutes']:.1f} CPU min: {shown}",
                   flush=True)
-        policies[policy] = {"nights": nights, "cpu_minutes": round(sum(n["cpu_minutes"] for n in nights), 2),
-                            "wall_minutes": round(sum(n["wall_seconds"] for n in nights) / 60, 2),
-                            "run_folder": str((folder / "runs").relative_to(ROOT))}
         shutil.rmtree(folder / "data", ignore_errors=True)  # links to the real sets; the runs stay
-    path = write_result(args.name, {
-        "config": os.path.relpath(Path(args.config).resolve(), ROOT), "data_root": str(data_root),
-        "conditions": conditions, "profiles": profiles, "epochs": args.epochs, "steps": args.steps,
-        "fraction": args.fraction, "margin": base.registry.margin, "continue_epochs": base.nightly.continue_epochs,
-        "command": "bench/nights.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "full_split_images": {c: len(s) for c, s in splits.items()}, "policies": policies})
+    path = save()
     print(f"raw figures in {path.relative_to(ROOT)}")
     return 0
 

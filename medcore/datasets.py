@@ -352,6 +352,8 @@ def split_balance(frame: pd.DataFrame, pool: pd.Series, made: Iterable[str]) -> 
     rows = {}
     for split in (s for s in SPLITS if made):
         part = frame[frame["split"] == split]
+        if part.empty:  # a split the set ships (e.g. its own test split) holds no pooled images
+            continue
         share = float(part["label"].mean()) if len(part) else 0.0
         rows[split] = {"images": int(len(part)), "positives": int(part["label"].sum()),
                        "stratified": round(overall * len(part), 1), "positive_share": share,

@@ -506,8 +506,11 @@ def test_hash_splits_report_their_distance_from_stratified(tmp_path):
         assert row["positives"] == int(part["label"].sum()) and row["images"] == len(part)
         assert row["deviation"] == pytest.approx(part["label"].mean() - 30 / 80)
     assert "if stratified" in result.summary()
-    given = _validate(tmp_path, "{dataset: set, layout: folders, positive: [pos], negative: [neg]}")
-    assert given.to_dict()["split_balance"]["splits_made"] == ["val", "test"]
+    shipped = tmp_path / "shipped"
+    _folders(shipped, {"train/pos": 20, "train/neg": 30, "test/pos": 5, "test/neg": 5})
+    given = _validate(shipped).to_dict()["split_balance"]
+    assert given["splits_made"] == ["val"] and set(given["splits"]) == {"train", "val"}, "a shipped test is not judged"
+    assert given["max_deviation"] == max(abs(r["deviation"]) for r in given["splits"].values())
 
 
 def test_a_tiny_made_split_still_gets_both_classes(tmp_path):
