@@ -126,7 +126,7 @@ CHECKS: dict[str, CheckRule] = {
     "image_truncated": CheckRule("drop", _UNUSABLE, "JPEG/PNG cut short"),
     "image_corrupt": CheckRule("drop", _UNUSABLE, "image header, but the decoder fails"),
     "image_not_an_image": CheckRule("drop", _UNUSABLE, "bytes of no image format"),
-    "image_format_unsupported": CheckRule("drop", _UNUSABLE, "an image the training loader cannot read (TIFF, DICOM)"),
+    "image_format_unsupported": CheckRule("drop", _UNUSABLE, "an image the training loader cannot read (TIFF, JPEG 2000)"),
     "image_too_large": CheckRule("drop", _UNUSABLE, "more pixels or bytes than validation will decode"),
     "image_too_small": CheckRule("drop", POLICIES, "shorter side under 16 px"),
     "image_blank": CheckRule("drop", POLICIES, "constant image with no contrast"),
@@ -141,9 +141,27 @@ CHECKS: dict[str, CheckRule] = {
     "group_leakage": CheckRule("error", POLICIES, "a patient or group in two splits",
                                "fix the patient ids, or set `validation_policy: {group_leakage: drop}` and "
                                "`leak_drop_from`"),
+    # DICOM (medcore.dicom)
+    "dicom_pixel_data_missing": CheckRule("drop", _UNUSABLE, "DICOM object without Pixel Data (a report, a state)",
+                                          "export the images of the study, not its reports or presentation states"),
+    "dicom_transfer_syntax_unsupported": CheckRule("drop", _UNUSABLE, "no installed decoder for the transfer syntax",
+                                                   "install the package the finding names, or export uncompressed"),
+    "dicom_modality_not_radiograph": CheckRule("drop", POLICIES, "modality other than CR, DX, RG, MG, IO, PX",
+                                               "remove the non-radiographs from the export, or set the policy to warn"),
+    "dicom_multiframe": CheckRule("drop", POLICIES, "more than one frame (warn: the first frame is used)",
+                                  "export single-frame images, or set the policy to warn to use each first frame"),
+    "dicom_photometric_unsupported": CheckRule("drop", POLICIES, "not MONOCHROME1/2 (warn: read as luminance)",
+                                               "export the original grayscale images, not screen captures"),
+    "dicom_burned_in_annotation": CheckRule("drop", POLICIES, "Burned In Annotation YES: identifying text in pixels",
+                                            "export images without burned-in text (de-identify the pixels first)"),
+    "dicom_mixed_views": CheckRule("warn", POLICIES, "view positions differ (drop: keep the most common only)",
+                                   "train one condition per view, or set the policy to warn or drop"),
+    "dicom_mixed_body_parts": CheckRule("warn", POLICIES, "body parts differ (drop: keep the most common only)",
+                                        "train one condition per body part, or set the policy to warn or drop"),
     # descriptions of the data: they never take a policy
     "label_excluded": CheckRule("info", (), "class listed in `exclude`: left out of the task and counted"),
-    "file_skipped": CheckRule("info", (), "file in a class folder without an image file name (e.g. .dcm)"),
+    "file_skipped": CheckRule("info", (), "file in a class folder without an image file name (e.g. .txt)"),
+    "dicom_summary": CheckRule("info", (), "DICOM bit depths, photometric interpretations, windowing, compression"),
     "image_encoding_unusual": CheckRule("info", (), "RGBA, 16-bit, palette, CMYK, very large, gray stored as colour"),
     "groups_unknown": CheckRule("info", (), "no group ids, so patient leakage cannot be checked"),
     "group_summary": CheckRule("info", (), "how many groups the images form"),
@@ -252,6 +270,8 @@ class Condition:
                                                  description="finding code -> policy, over `validation.policy`")
     leak_drop_from: Optional[LeakSide] = _choice(None, "overrides `validation.leak_drop_from` for this condition")
     nightly_policy: Optional[NightlyPolicy] = _choice(None, "overrides `nightly.policy` for this condition")
+    caveats: tuple[str, ...] = Field((), description="known limits of the data (e.g. a train/test shift), listed in "
+                                                     "every model card of this condition")
 
     _labels = field_validator("positive", "negative", "exclude", mode="before")(_label_list)
     _policies = field_validator("validation_policy", mode="after")(_check_policies)

@@ -31,7 +31,7 @@ from medcore.errors import DataError
 __all__ = ["IMAGE_SUFFIXES", "SPLITS", "COLUMNS", "SOURCE_COLUMNS", "Source", "read_source", "read_manifest",
            "label_manifest", "classify_labels", "assign_splits", "split_draw", "split_balance", "cap_per_split", "make_dataset", "image_dataset"]
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom"}
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                   "test": "test", "testing": "test"}
@@ -388,18 +388,50 @@ def make_dataset(frame: pd.DataFrame, profile: Profile, *, training: bool, seed:
                          profile.image_size, profile.batch_size, training=training, seed=seed)
 
 
+def _is_dicom_file(path: str) -> bool:
+    """Sniff the DICOM preamble (content, not the name, decides, as in validation)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False  # decode_image names the file when it fails
+
+
 def image_dataset(paths: np.ndarray, targets: np.ndarray, size: int, batch_size: int, *, training: bool, seed: int,
                   sample_weights: np.ndarray | None = None):
-    """Return batches of (image, target[, sample weight]) with images decoded once, resized to `size`, cached."""
+    """Return batches of (image, target[, sample weight]) with images decoded once, resized to `size`, cached.
+
+    DICOM files go through medcore.dicom (rescale, VOI LUT or window, MONOCHROME1 inverted) as float32
+    0-255, so their 10-16 bits are kept until this resize; other files through tf.io.decode_image.
+    The cache holds the decoded, resized tensors, so DICOM is parsed in the first epoch only.
+    """
     import tensorflow as tf
 
-    def load(path, *rest):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    dicom = np.array([_is_dicom_file(str(p)) for p in paths], dtype=bool)
+
+    def read_dicom(path):
+        from medcore.dicom import load_pixels
+
+        image = tf.numpy_function(load_pixels, [path], tf.float32, stateful=False)
+        image.set_shape((None, None, 3))
+        return image
+
+    def decode(path):
+        return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+
+    def load(path, is_dicom, *rest):
+        if not dicom.any():
+            image = decode(path)  # the JPEG/PNG path stays exactly what it was
+        elif dicom.all():
+            image = read_dicom(path)
+        else:
+            image = tf.cond(is_dicom, lambda: read_dicom(path), lambda: tf.cast(decode(path), tf.float32))
         image = tf.image.resize(image, (size, size), antialias=True)
         image.set_shape((size, size, 3))
         return (image, *rest)
 
-    columns = (paths, targets) if sample_weights is None else (paths, targets, sample_weights.astype(np.float32))
+    columns = (paths, dicom, targets) if sample_weights is None else (paths, dicom, targets,
+                                                                       sample_weights.astype(np.float32))
     data = tf.data.Dataset.from_tensor_slices(columns)
     data = data.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
     if training:

@@ -592,10 +592,16 @@ def contract_threshold(model_path: str | Path) -> tuple[float, str]:
 def _first_undecodable(files: Sequence[Path]) -> Path | None:
     import tensorflow as tf
 
+    from medcore.datasets import _is_dicom_file
+    from medcore.dicom import load_pixels
+
     for file in files:
         try:
-            tf.io.decode_image(tf.io.read_file(str(file)), channels=3, expand_animations=False)
-        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+            if _is_dicom_file(str(file)):
+                load_pixels(str(file))
+            else:
+                tf.io.decode_image(tf.io.read_file(str(file)), channels=3, expand_animations=False)
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, ValueError, OSError):
             return file
     return None
 

@@ -71,6 +71,11 @@ class ModelLayout:
         return self.root / "model.json"
 
     @property
+    def model_card(self) -> Path:
+        """What the model is for and not for, its data, figures and caveats (medcore.model_card)."""
+        return self.root / "model_card.md"
+
+    @property
     def backup_dir(self) -> Path:
         return self.root / "backup"
 
@@ -213,6 +218,10 @@ class RegistryLayout:
     def trend(self, condition: str) -> Path:
         """One row per night: champion and challenger ROC AUC with intervals, on selection and test."""
         return Path(self.root) / f"{condition}.trend.csv"
+
+    def card(self, condition: str, run_id: str, profile: str) -> Path:
+        """The champion's model card, copied with it."""
+        return self.models_dir(condition) / f"{safe_run_id(run_id)}__{profile}.md"
 
     @property
     def shared_backbone(self) -> Path:

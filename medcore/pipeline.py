@@ -242,6 +242,7 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
                          "quality_tier": metrics["quality"]["tier"], "metrics_file": paths.metrics_json},
     })
     write_json(paths.model_contract, contract)  # atomic: a reader sees the old contract or the new one
+    _write_card(config, condition, profile, paths)
     return job
 
 
@@ -291,6 +292,13 @@ def _with_size(profile, size: int):
     import dataclasses
 
     return dataclasses.replace(profile, image_size=size)
+
+
+def _write_card(config: Config, condition, profile, paths: ModelLayout) -> None:
+    """model_card.md from the artefacts so far; written after evaluate and again after Grad-CAM."""
+    from medcore.model_card import write_model_card
+
+    write_model_card(config, condition, profile, paths)
 
 
 @_stage("gradcam")
@@ -361,6 +369,7 @@ def gradcam(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
         "overlays": entries, "contact_sheet": sheet, "heatmap_seconds": seconds, "max_probability_drift": drift,
         "faithfulness": faithful,
     })
+    _write_card(config, condition, profile, paths)
     return job
 
 

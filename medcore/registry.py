@@ -462,8 +462,13 @@ def promote_condition(registry: RegistryLayout, condition: str, models: Sequence
             lineage = _lineage(candidate)
             trained_on = None if lineage is None else \
                 atomic_write_bytes(registry.trained_on(condition, run_id, profile), lineage.encode())
+            card = Path(candidate["model_path"]).with_name("model_card.md")
+            card_copy = registry.card(condition, run_id, profile) if card.is_file() else None
+            if card_copy:
+                _copy_in(card, card_copy)
             new = {**candidate, "source_model_path": candidate["model_path"], "model_path": str(model_copy),
-                   "contract_path": str(contract_copy) if contract_copy else None, "model_sha256": sha,
+                   "contract_path": str(contract_copy) if contract_copy else None,
+                   "card_path": str(card_copy) if card_copy else None, "model_sha256": sha,
                    "split_path": str(split_copy), "trained_on_path": str(trained_on) if trained_on else None,
                    "promoted": now, "reason": decision["reason"]}
             new.pop("versus_champion", None)  # tonight's comparison belongs to the decision, not the champion
@@ -482,13 +487,14 @@ def promote_condition(registry: RegistryLayout, condition: str, models: Sequence
         write_json(registry.record(condition), record)  # atomic: readers see the old champion or the new one
         if decision["decision"] == PROMOTED:
             keep = {Path(p).resolve() for c in (record["champion"], champion) if c
-                    for p in (c.get("model_path"), c.get("contract_path"), c.get("split_path"),
+                    for p in (c.get("model_path"), c.get("contract_path"), c.get("card_path"), c.get("split_path"),
                               c.get("trained_on_path")) if p}
             _prune(registry, condition, keep)
         elif mine:  # an undone promotion of this run leaves no copy behind
             for profile in {m.profile for m in models}:
                 for path in (registry.model(condition, run_id, profile), registry.contract(condition, run_id, profile),
-                             registry.split(condition, run_id, profile), registry.trained_on(condition, run_id, profile)):
+                             registry.card(condition, run_id, profile), registry.split(condition, run_id, profile),
+                             registry.trained_on(condition, run_id, profile)):
                     path.unlink(missing_ok=True)
         return decision
 
