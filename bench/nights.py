@@ -162,6 +162,23 @@ def condition_record(run: RunLayout, condition: str, profiles: list[str], previo
     return record, split
 
 
+def merge(paths: list[Path], name: str) -> int:
+    """One result from several runs of one policy each; they must have measured the same thing."""
+    parts = [read_json(p) for p in paths]
+    same = ("conditions", "profiles", "epochs", "steps", "fraction", "image_size", "eager", "margin")
+    for part in parts[1:]:
+        differs = [k for k in same if part.get(k) != parts[0].get(k)]
+        if differs:
+            raise SystemExit(f"cannot merge: the runs differ in {', '.join(differs)}")
+    merged = {k: v for k, v in parts[0].items() if k not in ("benchmark", "machine", "versions", "policies", "command")}
+    merged["policies"] = {policy: record for part in parts for policy, record in part["policies"].items()}
+    merged["command"] = " and ".join(part["command"] for part in parts) + " (side by side)"
+    merged["complete"] = all(part.get("complete") for part in parts)
+    path = write_result(name, merged)
+    print(f"merged {len(parts)} results into {path.relative_to(ROOT)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(ROOT / "conditions.yaml"))
@@ -174,7 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=None, help="override every profile's image size (smaller runs)")
     parser.add_argument("--eager", action="store_true", help="profiles run eagerly: no graph trace (tiny runs only)")
     parser.add_argument("--name", default="nights")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None,
+                        help="combine the results of runs made one policy each (e.g. side by side) into --name")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.name)
     data_root = data_root_or_none()
     if data_root is None:
         print(NO_DATA)

@@ -164,7 +164,7 @@ def test_unchanged_data_config_and_code_skip_the_night(tmp_path, monkeypatch):
     summary = pipeline.report("n2", str(tmp_path / "runs"))
     assert (summary["failed"], summary["skipped"]) == (0, 1)
     report = run.report_md.read_text()
-    assert "### c: skip" in report and "⏭ skipped: unchanged since 2026-11-20" in report
+    assert "**c: skip**" in report and "⏭ skipped: unchanged since 2026-11-20" in report
 
 
 # --- two real nights: the set grows, the second night continues from the first night's champion -------------
@@ -222,7 +222,7 @@ def test_a_second_night_continues_from_the_champion_on_grown_data(tmp_path, tiny
     assert trend["champion_selection_auc"].notna().tolist() == [False, True]
     assert second.trend_png("knee_osteoporosis").stat().st_size > 0
     report = second.report_md.read_text()
-    assert "### knee_osteoporosis: continue (policy auto)" in report and "](trend/knee_osteoporosis.png)" in report
+    assert "**knee_osteoporosis: continue** (policy auto)" in report and "](trend/knee_osteoporosis.png)" in report
     nights = 1 if plan["changes"]["added_by_split"].get("test") else 2  # new test images make a new test split
     assert f"reported on {nights} night{'s' if nights > 1 else ''}" in report
     summary = read_json(second.summary_json)
