@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import logging
 import os
 import sys
 from pathlib import Path
 
 from medcore.errors import MedcoreError
+from medcore.logs import setup_logging
 
 __all__ = ["main"]
 
@@ -103,7 +103,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from medcore.evaluation import contract_threshold, list_images, load_model, predict_files
+    from medcore.contract import contract_threshold
+    from medcore.evaluation import list_images, load_model, predict_files
     from medcore.jsonio import atomic_write_text
 
     model_path = Path(args.model)
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; user mistakes print one line and exit 2, never a traceback."""
     _quiet_tensorflow()
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         return args.func(args)
     except MedcoreError as exc:

@@ -12,14 +12,14 @@ image_size=32)` by hand, or a variant with `dataclasses.replace`, keeps working 
 
 from __future__ import annotations
 
-import collections.abc
 import dataclasses
 import os
 import re
 import types
 import typing
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Literal, Mapping, Optional
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
@@ -66,7 +66,8 @@ def _problem(key: str, message: str) -> PydanticCustomError:
 
 
 # --- validation policy -------------------------------------------------------------------------------
-__all__ += ["CheckRule", "CHECKS", "DEFAULT_FIX", "POLICIES", "ValidationSettings", "SplitMinimum", "MIN_PER_CLASS_DEFAULT"]
+__all__ += ["CheckRule", "CHECKS", "DEFAULT_FIX", "POLICIES", "ValidationSettings", "SplitMinimum",
+            "MIN_PER_CLASS_DEFAULT"]
 POLICIES = ("error", "drop", "warn")  # stop the run / drop the offending rows and warn / keep them and warn
 LeakSide = Literal["heldout", "train"]  # which side of a cross-split leak loses its rows under `drop`
 NightlyPolicy = Literal["auto", "retrain", "continue"]  # auto: continue once a champion exists, else retrain
@@ -259,17 +260,17 @@ class Condition:
     layout: Literal["folders", "csv"] = _choice(..., "class folders (`folders`) or a CSV manifest (`csv`)")
     positive: _Labels = Field(description="labels (folder names or manifest values) of the positive class")
     negative: _Labels = Field(description="labels of the negative class")
-    manifest: Optional[str] = _text(None, "the CSV manifest inside the dataset folder (required for `csv`)")
+    manifest: str | None = _text(None, "the CSV manifest inside the dataset folder (required for `csv`)")
     image_column: str = _text("image", "manifest column holding each image's path")
     label_column: str = _text("label", "manifest column holding each image's label")
-    split_column: Optional[str] = _text("split", "manifest column holding train/val/test, if any")
-    group_column: Optional[str] = _text(None, "manifest column holding the patient id, if any")
-    group_pattern: Optional[str] = _text(None, "regex on the file name; group 1 (or the match) is the patient")
+    split_column: str | None = _text("split", "manifest column holding train/val/test, if any")
+    group_column: str | None = _text(None, "manifest column holding the patient id, if any")
+    group_pattern: str | None = _text(None, "regex on the file name; group 1 (or the match) is the patient")
     exclude: _Labels = Field((), description="known other classes: left out of the task and counted, not flagged")
     validation_policy: Mapping[str, str] = Field(default_factory=dict,
                                                  description="finding code -> policy, over `validation.policy`")
-    leak_drop_from: Optional[LeakSide] = _choice(None, "overrides `validation.leak_drop_from` for this condition")
-    nightly_policy: Optional[NightlyPolicy] = _choice(None, "overrides `nightly.policy` for this condition")
+    leak_drop_from: LeakSide | None = _choice(None, "overrides `validation.leak_drop_from` for this condition")
+    nightly_policy: NightlyPolicy | None = _choice(None, "overrides `nightly.policy` for this condition")
     caveats: tuple[str, ...] = Field((), description="known limits of the data (e.g. a train/test shift), listed in "
                                                      "every model card of this condition")
 
@@ -330,7 +331,7 @@ class Profile:
     weights: str = _text("none", "none, imagenet, champion (warm start), shared (`medcore pretrain`), or a "
                                  "DenseNet121 notop weights file relative to the config")
     freeze_epochs: int = _integer(0, 0, 1000, "epochs with a frozen backbone before fine-tuning (pretrained weights)")
-    fine_tune_learning_rate: Optional[float] = _number(None, 1e-9, 1.0, "rate after unfreezing; default "
+    fine_tune_learning_rate: float | None = _number(None, 1e-9, 1.0, "rate after unfreezing; default "
                                                                          "learning_rate / 10")
     precision: Literal["float32", "mixed_bfloat16"] = _choice("float32", "Keras dtype policy (bf16 only where the CPU "
                                                                        "has it)")
@@ -339,7 +340,7 @@ class Profile:
                                                 "default")
     # The graph trace costs ~40 s, which only pays off beyond tiny runs.
     execution: Literal["graph", "eager"] = _choice("graph", "`eager` skips the graph trace (tiny runs only)")
-    max_images_per_split: Optional[int] = _integer(None, 4, 10**9, "cap per split for smoke runs; null uses every "
+    max_images_per_split: int | None = _integer(None, 4, 10**9, "cap per split for smoke runs; null uses every "
                                                                     "image")
     augmentation: Augmentation = Field(default_factory=Augmentation)
 
@@ -415,7 +416,7 @@ class GradcamSettings:
     deletion_steps: int = _integer(10, 2, 100, "steps of the deletion curve")
     deletion_baseline: Literal["blur", "mean"] = _choice("blur", "what deleted pixels become: the blurred image or "
                                                                "its mean")
-    seed: Optional[int] = _integer(None, 0, _SEED_MAX, "seeds the random-map baseline; null: the top-level seed")
+    seed: int | None = _integer(None, 0, _SEED_MAX, "seeds the random-map baseline; null: the top-level seed")
 
 
 # Figures a gate may name, each "higher is better"; `<metric>_low` gates the lower bound of its interval.
@@ -433,11 +434,11 @@ class RegistrySettings:
 
     # Relative to the file loaded, not to one it extends: configs/demo.yaml then keeps its own registry
     # (configs/registry), so a demo model never becomes the champion of a real run.
-    root: Optional[Path] = Field(None, description="registry folder, relative to the loaded config "
+    root: Path | None = Field(None, description="registry folder, relative to the loaded config "
                                                    "(default `registry`); MEDCORE_REGISTRY_ROOT overrides it")
     # A `gates` mapping replaces the defaults as a whole (a null value drops one gate inherited via
     # `extends`), so what a model must pass is always what the file says. Stored as (figure, minimum) pairs.
-    gates: Mapping[GateName, Optional[_Fraction]] = Field(
+    gates: Mapping[GateName, _Fraction | None] = Field(
         DEFAULT_GATES, description="figure -> minimum (0-1) on the candidate's selection (val) split; `<figure>_low` "
                                    "gates its interval's lower bound")
     # Judged on the selection (val) split, paired with the champion re-scored on the same images.
@@ -446,7 +447,7 @@ class RegistrySettings:
     history: int = _integer(20, 1, 10_000, "decisions kept per condition")
     # The tier also demands enough test patients, which no point-estimate gate checks; null leaves it out
     # (tiny demo and test runs could never promote).
-    min_tier: Optional[Literal["excellent", "good", "moderate", "insufficient"]] = _choice(
+    min_tier: Literal["excellent", "good", "moderate", "insufficient"] | None = _choice(
         None, "lowest evaluation quality tier a champion may have")
 
     @field_validator("gates", mode="before")
@@ -477,10 +478,10 @@ class NotifySettings:
 
     conn_id: str = _text("smtp_default", "Airflow SMTP connection; credentials live there, never here")
     recipients: tuple[str, ...] = Field((), description="e-mail addresses; none: the report is written, not sent")
-    from_email: Optional[str] = _text(None, "sender; default: the connection's `from_email` extra, else "
+    from_email: str | None = _text(None, "sender; default: the connection's `from_email` extra, else "
                                             "medcore@localhost")
     max_images: int = _integer(8, 0, 100, "Grad-CAM images attached (and shown inline); report.md always is")
-    report_url: Optional[str] = _text(None, "the Airflow UI's base URL, so links in the e-mail open the report page")
+    report_url: str | None = _text(None, "the Airflow UI's base URL, so links in the e-mail open the report page")
 
     _recipients = field_validator("recipients", mode="before")(_addresses)
 
@@ -720,7 +721,7 @@ def _declared(loc: tuple[Any, ...]) -> tuple[Any, Any]:
             if info is None:
                 return owner, None
             kind = _unwrap(info.annotation)
-        elif typing.get_origin(kind) in (dict, collections.abc.Mapping):
+        elif typing.get_origin(kind) in (dict, Mapping):
             owner, info, kind = None, None, _unwrap(typing.get_args(kind)[1])  # a user's key: conditions.<name>
         else:
             return None, None
@@ -728,7 +729,7 @@ def _declared(loc: tuple[Any, ...]) -> tuple[Any, Any]:
 
 
 def _unwrap(annotation: Any) -> Any:
-    """`X` from `Optional[X]`, `X | None` and `Annotated[X, ...]`."""
+    """`X` from `X | None`, `X | None` and `Annotated[X, ...]`."""
     while True:
         origin = typing.get_origin(annotation)
         if origin is Annotated:
@@ -862,7 +863,7 @@ def _rows(cls: Any, prefix: str) -> Iterator[str]:
         kind = _unwrap(info.annotation)
         if hasattr(kind, "__pydantic_fields__"):
             yield from _rows(kind, key + ".")
-        elif typing.get_origin(kind) in (dict, collections.abc.Mapping) and \
+        elif typing.get_origin(kind) in (dict, Mapping) and \
                 hasattr(typing.get_args(kind)[1], "__pydantic_fields__"):
             yield f"| `{key}` | required | mapping | {info.description} |"
             yield from _rows(typing.get_args(kind)[1], f"{key}.<name>.")

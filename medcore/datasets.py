@@ -29,7 +29,8 @@ from medcore.config import Condition, Config, Profile, canonical_label
 from medcore.errors import DataError
 
 __all__ = ["IMAGE_SUFFIXES", "SPLITS", "COLUMNS", "SOURCE_COLUMNS", "Source", "read_source", "read_manifest",
-           "label_manifest", "classify_labels", "assign_splits", "split_draw", "split_balance", "cap_per_split", "make_dataset", "image_dataset"]
+           "label_manifest", "classify_labels", "parse_label", "split_draw", "split_balance",
+           "assign_splits", "cap_per_split", "make_dataset", "image_dataset"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom"}
 SPLITS = ("train", "val", "test")
@@ -239,42 +240,42 @@ def _groups_from_names(relpaths: pd.Series, pattern: str | None) -> tuple[pd.Ser
     return groups.fillna(relpaths), groups.notna()
 
 
-def _label_kind(raw: object, positive: set[str], negative: set[str], excluded: set[str]) -> str:
+def parse_label(raw: object, positive: set[str], negative: set[str], excluded: set[str]) -> tuple[str, int]:
+    """One raw label value as (kind, class): kind is ok, float_coded (usable after a cast), excluded, missing,
+    fractional or unknown; class is 1 (positive), 0 (negative) or -1 (anything else)."""
     if raw is None or (isinstance(raw, float) and math.isnan(raw)):
-        return "missing"
+        return "missing", -1
     text = str(raw).strip()
-    if text.lower() in _MISSING_LABELS:
-        return "missing"
     label = canonical_label(text)
-    if label in positive or label in negative:
-        return "ok" if label == text or _PLAIN_INT.fullmatch(text) else "float_coded"
+    value = -1 if not text else 1 if label in positive else 0 if label in negative else -1
+    if text.lower() in _MISSING_LABELS:
+        return "missing", value
+    if value != -1:
+        return ("ok" if label == text or _PLAIN_INT.fullmatch(text) else "float_coded"), value
     if label in excluded:
-        return "excluded"
+        return "excluded", value
     try:
         number = float(text)
     except ValueError:
-        return "unknown"
-    return "fractional" if math.isfinite(number) and not number.is_integer() else "unknown"
+        return "unknown", value
+    return ("fractional" if math.isfinite(number) and not number.is_integer() else "unknown"), value
+
+
+def _parsed(raw_labels: pd.Series, condition: Condition, part: int) -> pd.Series:
+    sets = set(condition.positive), set(condition.negative), set(condition.exclude)
+    # Labels repeat a lot, so parse each distinct value once.
+    parsed = {value: parse_label(value, *sets)[part] for value in pd.unique(raw_labels)}
+    return raw_labels.map(parsed)
 
 
 def classify_labels(raw_labels: pd.Series, condition: Condition) -> pd.Series:
     """Return per row: ok, float_coded (usable after a cast), excluded, missing, fractional or unknown."""
-    sets = set(condition.positive), set(condition.negative), set(condition.exclude)
-    # Labels repeat a lot, so classify each distinct value once.
-    kinds = {value: _label_kind(value, *sets) for value in pd.unique(raw_labels)}
-    return raw_labels.map(kinds)
+    return _parsed(raw_labels, condition, 0)
 
 
 def label_manifest(raw_labels: pd.Series, condition: Condition) -> np.ndarray:
     """Map raw labels to 1 (positive), 0 (negative) or -1 (excluded class or unusable value)."""
-    positive, negative = set(condition.positive), set(condition.negative)
-    labels = np.full(len(raw_labels), -1, dtype=np.int8)
-    for i, raw in enumerate(raw_labels):
-        if raw is None or (isinstance(raw, float) and np.isnan(raw)) or str(raw).strip() == "":
-            continue
-        text = canonical_label(raw)
-        labels[i] = 1 if text in positive else 0 if text in negative else -1
-    return labels
+    return _parsed(raw_labels, condition, 1).to_numpy(dtype=np.int8)
 
 
 def split_draw(keys: Iterable[str], seed: int) -> np.ndarray:

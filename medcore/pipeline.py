@@ -209,7 +209,8 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     The chosen threshold also goes into the model contract (model.json), so `medcore predict`
     and anyone scoring new images apply the same decision rule the metrics describe.
     """
-    from medcore.evaluation import evaluate_model_splits, load_model, read_contract, render_plots
+    from medcore.contract import read_contract, record_evaluation
+    from medcore.evaluation import evaluate_model_splits, load_model, render_plots
     from medcore.jsonio import atomic_write_bytes
 
     # Checked first: the threshold chosen here is written into this contract, which must be this model's.
@@ -231,17 +232,7 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     atomic_write_text(paths.predictions_csv, predictions.to_csv(index=False))
     write_json(paths.metrics_json, metrics)
 
-    contract.update({
-        "threshold": metrics["threshold"],
-        "threshold_rule": metrics["threshold_rule"],
-        "threshold_split": metrics["threshold_split"],
-        "target_sensitivity": metrics["threshold_choice"]["target_sensitivity"],
-        "test_metrics": {"n": metrics["n"], "roc_auc": metrics["roc_auc"],
-                         "roc_auc_interval": metrics["intervals"].get("roc_auc"),
-                         "confidence": metrics["bootstrap"]["confidence"],
-                         "quality_tier": metrics["quality"]["tier"], "metrics_file": paths.metrics_json},
-    })
-    write_json(paths.model_contract, contract)  # atomic: a reader sees the old contract or the new one
+    record_evaluation(paths.model_contract, contract, metrics, paths.metrics_json)
     _write_card(config, condition, profile, paths)
     return job
 
@@ -303,72 +294,12 @@ def _write_card(config: Config, condition, profile, paths: ModelLayout) -> None:
 
 @_stage("gradcam")
 def gradcam(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
-    """Overlays of the most confident TP/TN/FP/FN test images, a contact sheet, and the deletion test.
+    """Overlays of the most confident TP/TN/FP/FN test images, a contact sheet, and the deletion test."""
+    from medcore.gradcam import explain_model
 
-    The deletion test runs on the test images the model scores most positive and compares
-    Grad-CAM with random maps; gradcam.json records both areas and flags a model whose Grad-CAM
-    does no better than chance.
-    """
-    import time
-
-    import cv2
-    import numpy as np
-
-    from medcore.evaluation import load_model
-    from medcore.gradcam import (KINDS, GradCam, contact_sheet, faithfulness, heatmap_centre, load_images, overlay,
-                                 pick_examples, render_deletion_plot)
-    from medcore.jsonio import atomic_write_bytes
-
-    settings = config.gradcam
-    model = load_model(_require(paths.model, "train"))
-    explainer = GradCam(model, settings.layer, settings.batch_size)  # checks the layer before any work
-    size = explainer.image_shape[0]
-    predictions = pd.read_csv(_require(paths.predictions_csv, "evaluate"))
-
-    def encode(image: np.ndarray, target: Path) -> Path:
-        ok, png = cv2.imencode(".png", image)
-        if not ok:
-            raise MedcoreError(f"{target}: cannot encode image")
-        return atomic_write_bytes(target, png.tobytes())
-
-    for stale in paths.gradcam_dir.glob("*.png"):  # a retry may pick fewer examples than the last attempt
-        stale.unlink()
-    start = time.perf_counter()
-    picked = pick_examples(predictions, settings.samples)
-    images = load_images(picked["path"].tolist(), size, settings.batch_size)
-    heatmaps, logits = explainer.heatmaps(images)
-    seconds = time.perf_counter() - start
-    # The same pipeline decoded these images for predictions.csv: a drift here means the overlays lie.
-    drift = float(np.abs(1 / (1 + np.exp(-logits)) - picked["probability"].to_numpy()).max()) if len(picked) else 0.0
-    entries, tiles = [], {kind: [] for kind in KINDS}
-    for i, row in picked.iterrows():
-        rank = len(tiles[row.kind]) + 1
-        target = paths.gradcam_overlay(row.kind, rank)
-        caption = f"{row.kind.upper()} p={row.probability:.2f} true={'pos' if row.label else 'neg'}"
-        tiles[row.kind].append(overlay(images[i], heatmaps[i], caption))
-        encode(tiles[row.kind][-1], target)
-        entries.append({"file": target, "image": row.relpath, "kind": row.kind, "probability": row.probability,
-                        "label": int(row.label), "heat_centre": heatmap_centre(heatmaps[i])})
-    rows = [tiles[kind] for kind in KINDS if tiles[kind]]
-    sheet = encode(contact_sheet(rows), paths.gradcam_contact_sheet) if rows else None
-
-    start = time.perf_counter()
-    strongest = predictions.sort_values("probability", ascending=False, kind="stable").head(settings.deletion_images)
-    deletion_images = load_images(strongest["path"].tolist(), size, settings.batch_size)
-    deletion_maps, _ = explainer.heatmaps(deletion_images)
-    faithful = faithfulness(explainer, deletion_images, deletion_maps, steps=settings.deletion_steps,
-                            baseline=settings.deletion_baseline, seed=settings.seed)
-    faithful.update({"seconds": time.perf_counter() - start, "plot": paths.gradcam_deletion_png,
-                     "predicted_positive": int(strongest["predicted"].sum()),
-                     "labelled_positive": int(strongest["label"].sum())})
-    atomic_write_bytes(paths.gradcam_deletion_png, render_deletion_plot(faithful, f"{condition.name}/{profile.name}"))
-    if not faithful["better_than_random"]:
-        log.warning("%s/%s: %s", condition.name, profile.name, faithful["flag"])
-    write_json(paths.gradcam_json, {
-        "layer": settings.layer, "map_shape": explainer.map_shape, "image_size": size, "model_path": paths.model,
-        "overlays": entries, "contact_sheet": sheet, "heatmap_seconds": seconds, "max_probability_drift": drift,
-        "faithfulness": faithful,
-    })
+    _require(paths.model, "train")
+    _require(paths.predictions_csv, "evaluate")
+    explain_model(paths, config.gradcam, f"{condition.name}/{profile.name}")
     _write_card(config, condition, profile, paths)
     return job
 

@@ -448,7 +448,7 @@ def promote_condition(registry: RegistryLayout, condition: str, models: Sequence
         if decision["decision"] == PROMOTED:
             profile = candidate["profile"]
             if candidate.get("contract_path"):
-                from medcore.evaluation import read_contract
+                from medcore.contract import read_contract
 
                 read_contract(candidate["model_path"], candidate["contract_path"])  # never pair a model with another's
             model_copy = registry.model(condition, run_id, profile)

@@ -11,7 +11,7 @@ from markupsafe import Markup
 
 from medcore.config import CHECKS, DEFAULT_FIX, TIER_ORDER
 from medcore.jsonio import atomic_write_text, read_json, to_jsonable, write_json
-from medcore.layout import ModelLayout, RunLayout
+from medcore.layout import RunLayout
 
 __all__ = ["gather_run", "render_report", "write_report", "render_html", "markdown_to_html", "next_steps",
            "diagnose", "conditions_overview", "with_contents", "anchor", "TEMPLATES_DIR"]
