@@ -165,7 +165,7 @@ def condition_record(run: RunLayout, condition: str, profiles: list[str], previo
 def merge(paths: list[Path], name: str) -> int:
     """One result from several runs of one policy each; they must have measured the same thing."""
     parts = [read_json(p) for p in paths]
-    same = ("conditions", "profiles", "epochs", "steps", "fraction", "image_size", "eager", "margin")
+    same = ("conditions", "profiles", "epochs", "steps", "fraction", "image_size", "eager", "no_gates", "margin")
     for part in parts[1:]:
         differs = [k for k in same if part.get(k) != parts[0].get(k)]
         if differs:
@@ -190,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fraction", type=float, default=1.0, help="keep this share of each set's groups")
     parser.add_argument("--image-size", type=int, default=None, help="override every profile's image size (smaller runs)")
     parser.add_argument("--eager", action="store_true", help="profiles run eagerly: no graph trace (tiny runs only)")
+    parser.add_argument("--no-gates", action="store_true",
+                        help="drop the registry's absolute gates (a reduced run's tiny val split cannot meet them)")
     parser.add_argument("--name", default="nights")
     parser.add_argument("--merge", nargs="+", type=Path, default=None,
                         help="combine the results of runs made one policy each (e.g. side by side) into --name")
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         return write_result(args.name, {
             "config": os.path.relpath(Path(args.config).resolve(), ROOT), "data_root": str(data_root),
             "conditions": conditions, "profiles": profiles, "epochs": args.epochs, "steps": args.steps,
-            "fraction": args.fraction, "image_size": args.image_size, "eager": args.eager,
+            "fraction": args.fraction, "image_size": args.image_size, "eager": args.eager, "no_gates": args.no_gates,
             "margin": base.registry.margin, "continue_epochs": base.nightly.continue_epochs,
             "command": "bench/nights.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "full_split_images": {c: len(s) for c, s in splits.items()}, "policies": policies,
@@ -232,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         shrink = "".join(f"  {p}: {json.dumps(overrides)}\n" for p in profiles) if overrides else ""
         config_path.write_text(f"extends: {Path(args.config).resolve()}\ndata_root: {folder / 'data'}\n"
                                f"runs_root: {folder / 'runs'}\nnightly: {{policy: {policy}}}\n"
-                               + (f"profiles:\n{shrink}" if shrink else ""))
+                               + (f"profiles:\n{shrink}" if shrink else "")
+                               + ("registry: {gates: {roc_auc_low: null, recall: null, specificity: null, roc_auc: null},"
+                                  " min_tier: null}\n" if args.no_gates else ""))
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("MEDCORE_")},
                "MEDCORE_REGISTRY_ROOT": str(folder / "registry"), "TF_CPP_MIN_LOG_LEVEL": "2"}
         nights, previous = [], {c: None for c in conditions}
