@@ -129,10 +129,10 @@ def test_unreadable_manifests_are_one_line_data_errors(tmp_path, monkeypatch, pa
 
 
 def test_folder_reader_names_odd_splits_skips_non_images_and_refuses_links_out(tmp_path, monkeypatch):
-    """An unknown top folder beside split folders keeps its name; .dcm files are skipped; links out are never followed."""
+    """An unknown top folder beside split folders keeps its name; DICOM is read, .nii skipped; links out never followed."""
     root = tmp_path / "data" / "set"
-    for relpath in ("train/pos/a.png", "train/neg/b.PNG", "test/pos/c.jpg", "holdout/neg/d.png", "train/pos/scan.dcm",
-                    "train/pos/.DS_Store", "README.md", "train/notes.txt", "shared/f.png"):
+    for relpath in ("train/pos/a.png", "train/neg/b.PNG", "test/pos/c.jpg", "holdout/neg/d.png", "train/pos/scan.nii",
+                    "train/pos/film.dcm", "train/pos/.DS_Store", "README.md", "train/notes.txt", "shared/f.png"):
         _touch(root / relpath)
     _touch(tmp_path / "elsewhere" / "e.png")
     (root / "test" / "neg").symlink_to(tmp_path / "elsewhere")
@@ -143,12 +143,13 @@ def test_folder_reader_names_odd_splits_skips_non_images_and_refuses_links_out(t
     source = _source(tmp_path, "{dataset: set, layout: folders, positive: [pos], negative: [neg]}", monkeypatch)
     frame = source.frame.set_index("relpath")
     assert sorted(frame.index) == ["holdout/neg/d.png", "shared/f.png", "test/neg/", "test/pos/c.jpg",
-                                   "train/neg/b.PNG", "train/pos/a.png", "train/pos/g.png", "val/pos/f.png"]
+                                   "train/neg/b.PNG", "train/pos/a.png", "train/pos/film.dcm", "train/pos/g.png",
+                                   "val/pos/f.png"]
     assert frame.loc["holdout/neg/d.png", ["source_split", "split"]].tolist() == ["holdout", ""]
     for outside in ("test/neg/", "train/pos/g.png"):
         assert frame.loc[outside, ["path", "path_problem"]].tolist() == ["", "outside"], outside
     assert frame.loc["val/pos/f.png", "path_problem"] == ""
-    assert source.skipped == ("train/pos/scan.dcm",)
+    assert source.skipped == ("train/pos/scan.nii",)
 
 
 def test_group_pattern_marks_the_names_it_cannot_read(tmp_path, monkeypatch):
