@@ -173,6 +173,7 @@ def test_unchanged_data_config_and_code_skip_the_night(tmp_path, monkeypatch):
     assert (summary["failed"], summary["skipped"]) == (0, 1)
     report = run.report_md.read_text()
     assert "**c: skip**" in report and "⏭ skipped: unchanged since 2026-11-20" in report
+    assert "- Splits: val/test made by keyed hash of the group; positive share" in report
 
 
 # --- two real nights: the set grows, the second night continues from the first night's champion -------------
