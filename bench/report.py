@@ -255,7 +255,8 @@ def nights_table(nights: dict[str, Any]) -> str:
              f"{', '.join(nights['profiles'])}, {epochs} (a warm start trains {nights['continue_epochs']:.0%} of "
              f"them), train images arriving in steps of {', '.join(f'{s:.0%}' for s in nights['steps'])}; val and "
              "test fixed (the locked test split). Each night runs `medcore run`; CPU minutes are the night "
-             "process's own (user + system).", "",
+             "process's own (user + system), so they compare the policies fairly; wall time also counts waiting for "
+             "cores other jobs (or the other policy, when run side by side) held.", "",
              "| policy | night | condition | train / val / test images | wall min | CPU min | plan | decision | "
              "challenger test AUC (95 % CI) | champion test AUC before → after | images moved (last night / full split) |",
              "|---|--:|---|---|--:|--:|---|---|---|---|---|"]

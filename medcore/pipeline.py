@@ -124,8 +124,15 @@ def validate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
 
 def plan_condition(config: Config, condition: str, split: pd.DataFrame, fingerprint: str) -> dict[str, Any]:
     """Tonight's plan for `condition`: what changed since the champion, whether it may be warm-started, the mode."""
-    from medcore.nightly import (code_version, config_digest, contamination, plan_night, read_split, read_trained_on,
-                                 split_changes)
+    from medcore.nightly import (
+        code_version,
+        config_digest,
+        contamination,
+        plan_night,
+        read_split,
+        read_trained_on,
+        split_changes,
+    )
     from medcore.registry import read_record, registry_of
 
     champion = read_record(registry_of(config), condition).get("champion")

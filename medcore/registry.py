@@ -391,7 +391,7 @@ def _write_trend(registry: RegistryLayout, condition: str, row: dict[str, Any]) 
     from medcore.nightly import TREND_COLUMNS, trend_csv
 
     path = registry.trend(condition)
-    rows = pd.read_csv(path).to_dict("records") if path.is_file() else []
+    rows = pd.read_csv(path, dtype={"run_id": str}).to_dict("records") if path.is_file() else []
     rows = [r for r in rows if r.get("run_id") != row["run_id"]] + [row]  # a re-decided run replaces its row
     atomic_write_bytes(path, trend_csv([{k: r.get(k) for k in TREND_COLUMNS} for r in rows]).encode())
 

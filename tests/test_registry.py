@@ -234,6 +234,9 @@ def test_rerun_after_retrain_decides_again(tmp_path, monkeypatch):
     decision = _promote(runs, run)["knee"]
     assert decision["decision"] == KEPT and read_json(registry.record("knee"))["champion"]["run_id"] == "base"
     assert not copy.exists(), "an undone promotion leaves no copy behind"
+    trend = (tmp_path / "registry" / "knee.trend.csv").read_text().splitlines()
+    assert [line.split(",")[1:3] for line in trend[1:]] == [["base", "promoted"], ["run", "kept champion"]], \
+        "a re-decided run replaces its trend row"
 
 
 def test_a_champion_is_only_beaten_on_the_same_images(tmp_path, monkeypatch):
