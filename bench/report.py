@@ -406,7 +406,7 @@ def render(results: Path) -> str:
         m, v = stamp["machine"], stamp["versions"]
         out += [f"- **Machine**: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; flags: "
                 f"{', '.join(m['flags']) or 'none of note'}; {m['os']}, Python {m['python']}",
-                f"- **Versions**: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+                "- **Versions**: " + ", ".join(f"{k} {val}" for k, val in v.items()),
                 "- **Measured**: " + ", ".join(f"{name} {r['machine']['date'][:16].replace('T', ' ')} UTC"
                                                 for name, r in loaded.items() if r), ""]
     out += ["## 1. Accuracy per condition and profile (real sets)", ""]

@@ -23,8 +23,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 __all__ = ["PRECISIONS", "AUTO_PRECISION", "cpu_flags", "cpu_supports_bf16", "choose_precision", "precision_mode",
            "task_cores", "chain_slots", "thread_settings", "configure_threads",

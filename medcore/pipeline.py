@@ -12,8 +12,9 @@ import functools
 import logging
 import os
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -45,7 +46,7 @@ def _load(job: Job) -> tuple[Config, ModelLayout]:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _stage(name: str) -> Callable[[Callable[..., Job]], Callable[[Job], Job]]:

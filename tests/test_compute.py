@@ -70,9 +70,8 @@ def test_precision_mode_applies_and_restores_policy_and_graph_rewrite():
         assert policy == "float32" and tf.config.optimizer.get_experimental_options().get(option) is True
     assert keras.mixed_precision.global_policy().name == "float32"
     assert not tf.config.optimizer.get_experimental_options().get(option, False)
-    with pytest.raises(ValueError, match="resolve 'auto'"):
-        with compute.precision_mode("auto"):
-            pass
+    with pytest.raises(ValueError, match="resolve 'auto'"), compute.precision_mode("auto"):
+        pass
 
 
 def _conv_bn(seed: int):
