@@ -281,7 +281,7 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
     resumed_from = _resume_point(paths, profile)
 
     clock = Clock()
-    with precision_policy(profile) as chosen:
+    with precision_policy(profile) as chosen, compute.fused_batch_norm(profile.fused_batch_norm) as fused:
         model, weights_used = _initial_model(profile, config.seed, warm_start)
         weights = class_weights(train["label"].to_numpy()) if profile.class_weighting else None
         stoppers = [_fit_phase(model, phase, profile, paths, train_data, val_data, weights, epochs, clock)
@@ -297,7 +297,7 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
                               clock=clock, weights_used=weights_used, stoppers=stoppers, train=train, val=val,
                               seed=config.seed, threads=threads, precision=precision, versions=contract["versions"])
     # What this CPU made of the profile's precision and cores, and why (medcore.compute).
-    record["compute"] = {"precision": chosen, "cores": profile.cores, "threads": threads,
+    record["compute"] = {"precision": chosen, "fused_batch_norm": fused, "cores": profile.cores, "threads": threads,
                          "cpu_bf16": compute.cpu_supports_bf16()}
     return record
 
