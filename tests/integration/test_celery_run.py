@@ -134,7 +134,8 @@ def test_cleared_tasks_rerun_into_the_same_place(cluster, happy_run):
     assert sorted(p.name for p in cluster.runs_root.iterdir()) == runs_before, "a rerun must not make a new folder"
     # The first pass promoted both models, so the rerun's evaluation finds a champion and adds its paired
     # comparison (champion_predictions.csv) and the trend plots; nothing else may appear, nothing may go.
-    compared = {k for k in set(after) - set(before) if k.endswith("/champion_predictions.csv") or k.startswith("trend/")}
+    compared = {k for k in set(after) - set(before)
+                if k.endswith("/champion_predictions.csv") or k.startswith("trend/")}
     assert sorted(set(after) - compared) == sorted(before), {"new": sorted(set(after) - set(before) - compared),
                                                              "gone": sorted(set(before) - set(after))}
     assert not _leftovers(run_dir), _leftovers(run_dir)
