@@ -31,6 +31,7 @@ __all__ = [
     "ThresholdChoice", "weighted_metrics", "binary_metrics", "bootstrap_weights", "bootstrap_intervals",
     "quality_tier", "units_per_class", "evaluate_scores", "evaluate_model", "render_plots", "PLOTS", "METRICS",
     "list_images", "predict_files", "contract_threshold", "read_contract", "file_sha256", "png_bytes",
+    "evaluate_model_splits", "selection_figures", "paired_auc_difference",
 ]
 
 # The figures that get a point estimate and an interval; the confusion counts get one too.
@@ -334,21 +335,90 @@ def evaluate_scores(val_labels: np.ndarray, val_probabilities: np.ndarray, test_
 def evaluate_model(model, split: pd.DataFrame, profile: Profile, settings: EvaluationSettings = EvaluationSettings(),
                    seed: int = 0) -> tuple[dict[str, Any], pd.DataFrame]:
     """Score val and test, pick the threshold on val, measure test; return metrics and test predictions."""
-    val = split[split["split"] == "val"]
+    metrics, predictions, _ = evaluate_model_splits(model, split, profile, settings, seed)
+    return metrics, predictions
+
+
+def _predictions(frame: pd.DataFrame, probabilities: np.ndarray, threshold: float | None = None) -> pd.DataFrame:
+    table = pd.DataFrame({"relpath": frame["relpath"].to_numpy(), "path": frame["path"].to_numpy(),
+                          "label": frame["label"].astype(int).to_numpy(), "probability": probabilities})
+    if threshold is not None:
+        table["predicted"] = (probabilities >= threshold).astype(int)
+    for column in ("group", "sha256"):
+        if column in frame.columns:
+            table[column] = frame[column].astype(str).to_numpy()
+    return table
+
+
+def evaluate_model_splits(model, split: pd.DataFrame, profile: Profile,
+                          settings: EvaluationSettings = EvaluationSettings(),
+                          seed: int = 0) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """As `evaluate_model`, plus the selection figures on val (`metrics["selection"]`) and the val predictions.
+
+    The selection figures are what the choice among profiles and the champion decision read, so the
+    test split is only ever reported, never consulted.
+    """
+    val = split[split["split"] == "val"].reset_index(drop=True)
     test = split[split["split"] == "test"].reset_index(drop=True)
     if val.empty or test.empty:
         raise MedcoreError(f"evaluation needs val and test images; the split has {len(val)} val and {len(test)} test")
     groups = test["group"].astype(str).to_numpy() if "group" in test.columns else None
     probabilities = predict_probabilities(model, test, profile)
-    metrics = evaluate_scores(val["label"].to_numpy(), predict_probabilities(model, val, profile),
+    val_probabilities = predict_probabilities(model, val, profile)
+    metrics = evaluate_scores(val["label"].to_numpy(), val_probabilities,
                               test["label"].to_numpy(), probabilities, groups, settings, seed)
-    predictions = pd.DataFrame({
-        "relpath": test["relpath"], "path": test["path"], "label": test["label"].astype(int),
-        "probability": probabilities, "predicted": (probabilities >= metrics["threshold"]).astype(int),
-    })
-    if groups is not None:
-        predictions["group"] = groups
-    return metrics, predictions
+    metrics["selection"] = selection_figures(val, val_probabilities, settings, seed)
+    return metrics, _predictions(test, probabilities, metrics["threshold"]), _predictions(val, val_probabilities)
+
+
+SELECTION_FIGURES = ("n", "n_positive", "accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc",
+                     "threshold", "intervals")
+
+
+def selection_figures(val: pd.DataFrame, probabilities: np.ndarray, settings: EvaluationSettings = EvaluationSettings(),
+                      seed: int = 0) -> dict[str, Any]:
+    """Figures on the selection (val) split at the val threshold, with patient-resampled intervals and a tier.
+
+    They are optimistic in absolute terms (the threshold and the early-stopping epoch were chosen on
+    these images), which is why decisions compare them paired with the champion on the same images.
+    """
+    groups = val["group"].astype(str).to_numpy() if "group" in val.columns else None
+    labels = val["label"].to_numpy()
+    full = evaluate_scores(labels, probabilities, labels, probabilities, groups, settings, seed)
+    kept = {name: full[name] for name in SELECTION_FIGURES if name in full}
+    return {**kept, "split": "val", "quality_tier": full["quality"]["tier"], "unit": full["bootstrap"]["unit"]}
+
+
+def paired_auc_difference(labels: np.ndarray, challenger: np.ndarray, champion: np.ndarray,
+                          groups: Sequence | None = None, resamples: int = 1000, confidence: float = 0.95,
+                          seed: int = 0) -> dict[str, Any]:
+    """ROC AUC of two models on the same images and the interval of their difference, by paired bootstrap.
+
+    Each resample draws patients (else images) with replacement, within each class as in
+    `bootstrap_intervals`, and scores both models on the very same draw, so what the two have in
+    common (which images happen to be hard) cancels out of the difference.
+    """
+    labels = np.asarray(labels).astype(int)
+    if len(np.unique(labels)) < 2:
+        raise MedcoreError("a paired ROC AUC comparison needs images of both classes")
+    rng = np.random.default_rng(seed)
+    weights = np.vstack([np.ones((1, len(labels))), bootstrap_weights(len(labels), resamples, rng, groups, labels)])
+    new = weighted_metrics(labels, challenger, 0.5, weights)["roc_auc"]
+    old = weighted_metrics(labels, champion, 0.5, weights)["roc_auc"]
+    tail = 100.0 * (1.0 - confidence) / 2.0
+
+    def bounds(sample: np.ndarray) -> tuple[float, float]:
+        low, high = np.nanpercentile(sample, [tail, 100.0 - tail])
+        return float(low), float(high)
+
+    diff = new[1:] - old[1:]
+    return {"n": int(len(labels)), "n_positive": int(labels.sum()),
+            "unit": "patient" if groups is not None else "image",
+            "units": len(np.unique(_group_codes(len(labels), groups))),
+            "challenger_auc": float(new[0]), "champion_auc": float(old[0]), "delta": float(new[0] - old[0]),
+            "low": bounds(diff)[0], "high": bounds(diff)[1],
+            "challenger_interval": bounds(new[1:]), "champion_interval": bounds(old[1:]),
+            "resamples": resamples, "confidence": confidence, "method": "paired stratified bootstrap"}
 
 
 # --------------------------------------------------------------------------- plots

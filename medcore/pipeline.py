@@ -12,13 +12,15 @@ import functools
 import logging
 import os
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pandas as pd
 
+from medcore.compute import task_cores
 from medcore.config import Config, load_config
-from medcore.errors import ConfigError, DataError, StageError, one_line
+from medcore.errors import ConfigError, DataError, MedcoreError, Skipped, StageError, one_line
 from medcore.jsonio import atomic_write_text, read_json, write_json
 from medcore.layout import ModelLayout, RunLayout
 
@@ -44,7 +46,7 @@ def _load(job: Job) -> tuple[Config, ModelLayout]:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _stage(name: str) -> Callable[[Callable[..., Job]], Callable[[Job], Job]]:
@@ -56,6 +58,9 @@ def _stage(name: str) -> Callable[[Callable[..., Job]], Callable[[Job], Job]]:
             log.info("%s: %s/%s (run %s)", name, condition.name, profile.name, job["run_id"])
             try:
                 result = body(job, config, condition, profile, paths)
+            except Skipped:
+                paths.failure_json.unlink(missing_ok=True)
+                raise
             except BaseException as exc:
                 write_json(paths.failure_json, {"stage": name, "error": one_line(exc), "type": type(exc).__name__,
                                                 "time": _now()})
@@ -95,11 +100,26 @@ def plan_run(config_path: str | os.PathLike[str] | None, run_id: str, conditions
     params = {**params, "recipients": recipients(params.get("recipients"))} if params else {}
     run = RunLayout(config.runs_root, run_id)
     jobs = [{"run_id": run_id, "runs_root": str(config.runs_root), "config": str(config.path), "condition": c,
-             "profile": p, "epochs": epochs} for c in conditions for p in profiles]
+             "profile": p, "epochs": epochs, "cores": task_cores(config.profiles[p].cores)}
+            for c in conditions for p in profiles]
     started = read_json(run.run_json)["started"] if run.run_json.exists() else _now()
     write_json(run.run_json, {"run_id": run_id, "started": started, "config": config.path,
                               "data_root": config.data_root, "params": params, "jobs": jobs})
     return jobs
+
+
+def jobs_by_slots(jobs: list[Job], slots: Iterable[int]) -> dict[str, list[Job]]:
+    """Each job under the chain whose pool slots it fits (the most slots not above its cores), keyed `slots_<n>`.
+
+    The DAG's chains are fixed when it is parsed; a job whose profile changed its cores since then goes to
+    the nearest chain below (or the smallest), so every job is trained exactly once.
+    """
+    slots = sorted(set(slots))
+    routed: dict[str, list[Job]] = {f"slots_{n}": [] for n in slots}
+    for job in jobs:
+        fits = [n for n in slots if n <= int(job.get("cores") or 1)]
+        routed[f"slots_{fits[-1] if fits else slots[0]}"].append(job)
+    return routed
 
 
 @_stage("validate")
@@ -115,7 +135,37 @@ def validate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
         paths.split_csv.unlink(missing_ok=True)
         raise DataError(f"{condition.name}: {result.reason}")
     atomic_write_text(paths.split_csv, result.manifest.to_csv(index=False))
+    write_json(paths.nightly_json, plan_condition(config, condition.name, result.manifest, result.fingerprint))
     return job
+
+
+def plan_condition(config: Config, condition: str, split: pd.DataFrame, fingerprint: str) -> dict[str, Any]:
+    """Tonight's plan for `condition`: what changed since the champion, whether it may be warm-started, the mode."""
+    from medcore.nightly import (
+        code_version,
+        config_digest,
+        contamination,
+        plan_night,
+        read_split,
+        read_trained_on,
+        split_changes,
+    )
+    from medcore.registry import read_record, registry_of
+
+    champion = read_record(registry_of(config), condition).get("champion")
+    policy = config.conditions[condition].nightly_policy or config.nightly.policy
+    tonight = {"dataset_fingerprint": fingerprint, "config_digest": config_digest(config, condition),
+               "code_version": code_version()}
+    changes = contaminated = None
+    if champion:
+        changes = split_changes(read_split(champion.get("split_path")), split)
+        contaminated = contamination(read_trained_on(champion.get("trained_on_path")), split)
+        champion = {**champion, "model_available": bool(champion.get("model_path"))
+                    and Path(champion["model_path"]).is_file()}
+    plan = plan_night(policy, champion, tonight, contaminated, config.nightly.skip_unchanged)
+    return {**plan, "policy": policy, **tonight, "changes": changes, "contamination": contaminated,
+            "champion": {k: champion.get(k) for k in ("run_id", "profile", "promoted", "model_path",
+                                                      "trained_on_path", "model_sha256")} if champion else None}
 
 
 def _split(paths: ModelLayout) -> pd.DataFrame:
@@ -132,36 +182,48 @@ def _require(path: Path, stage: str) -> Path:
 
 @_stage("train")
 def train(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
-    """Train the model on the saved split and write model.keras and training.json."""
+    """Train the model on the saved split as tonight's plan says (scratch, warm start or skip); write training.json."""
+    from medcore.nightly import CONTINUE, SKIP, continue_epochs
     from medcore.training import train_model
 
-    record = train_model(config, profile, _split(paths), paths, epochs=job.get("epochs"),
-                         warm_start=_warm_start(config, condition.name, profile.weights))
-    record["dataset_fingerprint"] = read_json(paths.validation_json)["fingerprint"]
+    plan = read_json(paths.nightly_json) if paths.nightly_json.exists() else {"mode": "retrain"}
+    if plan["mode"] == SKIP:
+        raise Skipped(f"{condition.name}: {plan['reason']}")
+    epochs = job.get("epochs") or profile.epochs
+    source = None
+    if plan["mode"] == CONTINUE:
+        source = plan["champion"]
+        epochs = continue_epochs(epochs, config.nightly.continue_epochs)
+        profile = _with_weights(profile, "champion")
+        warm_start = Path(source["model_path"])
+    elif profile.weights == "champion":  # a profile asking for the champion gets none when the plan says scratch
+        profile, warm_start = _with_weights(profile, "none"), None
+    else:
+        warm_start = _warm_start(config, condition.name, profile.weights)
+    record = train_model(config, profile, _split(paths), paths, epochs=epochs, warm_start=warm_start)
+    record.update({"dataset_fingerprint": read_json(paths.validation_json)["fingerprint"],
+                   "nightly_mode": plan["mode"], "nightly_reason": plan.get("reason"), "warm_start_source": source})
     write_json(paths.training_json, record)
     return job
 
 
+def _with_weights(profile, weights: str):
+    """`profile` with another weight source (dataclass or pydantic model alike)."""
+    if hasattr(profile, "model_copy"):
+        return profile.model_copy(update={"weights": weights})
+    import dataclasses
+
+    return dataclasses.replace(profile, weights=weights)
+
+
 def _warm_start(config: Config, condition: str, weights: str) -> Path | None:
-    """The saved model a profile's `weights: champion|shared` starts from, if it exists yet."""
-    if weights == "champion":
-        return _champion_model(config, condition)
+    """The shared backbone a profile's `weights: shared` starts from, if `medcore pretrain` wrote it yet."""
     if weights == "shared":
         from medcore.registry import registry_of
 
         path = registry_of(config).shared_backbone
         return path if path.is_file() else None
     return None
-
-
-def _champion_model(config: Config, condition: str) -> Path | None:
-    """The registry's current champion model of `condition`, if there is one (the warm start of nightly runs)."""
-    from medcore.registry import read_record, registry_of
-
-    registry = registry_of(config)
-    champion = read_record(registry, condition).get("champion") or {}
-    path = champion.get("model_path")
-    return Path(path) if path and Path(path).is_file() else None
 
 
 @_stage("evaluate")
@@ -172,7 +234,7 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     and anyone scoring new images apply the same decision rule the metrics describe.
     """
     from medcore.contract import read_contract, record_evaluation
-    from medcore.evaluation import evaluate_model, load_model, render_plots
+    from medcore.evaluation import evaluate_model_splits, load_model, render_plots
     from medcore.jsonio import atomic_write_bytes
 
     # Checked first: the threshold chosen here is written into this contract, which must be this model's.
@@ -180,7 +242,11 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     if contract is None:  # train renames the model before writing its contract: a crash in between
         raise StageError(f"{paths.model_contract}: missing beside the model; the train stage did not finish")
     model = load_model(paths.model, eager=profile.execution == "eager")
-    metrics, predictions = evaluate_model(model, _split(paths), profile, config.evaluation, seed=config.seed)
+    split = _split(paths)
+    metrics, predictions, val_predictions = evaluate_model_splits(model, split, profile, config.evaluation,
+                                                                  seed=config.seed)
+    atomic_write_text(paths.val_predictions_csv, val_predictions.to_csv(index=False))
+    metrics["versus_champion"] = _versus_champion(config, condition.name, split, paths, val_predictions, predictions)
     plots = render_plots(predictions["label"].to_numpy(), predictions["probability"].to_numpy(), metrics,
                          f"{condition.name}/{profile.name}", config.evaluation.calibration_bins)
     for name, png in plots.items():
@@ -193,6 +259,54 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     record_evaluation(paths.model_contract, contract, metrics, paths.metrics_json)
     _write_card(config, condition, profile, paths)
     return job
+
+
+def _versus_champion(config: Config, condition: str, split: pd.DataFrame, paths: ModelLayout,
+                     val_predictions: pd.DataFrame, test_predictions: pd.DataFrame) -> dict[str, Any] | None:
+    """Re-score the champion (inference only) on this chain's val and test images and compare paired.
+
+    The selection comparison decides promotion; the test comparison is only reported. None when
+    there is no champion; `champion_missing` says why when its model cannot be scored.
+    """
+    from medcore.evaluation import load_model, paired_auc_difference, predict_probabilities
+    from medcore.registry import champion_id, read_record, registry_of
+
+    champion = read_record(registry_of(config), condition).get("champion")
+    if not champion:
+        return None
+    result: dict[str, Any] = {"champion": champion_id(champion), "champion_promoted": champion.get("promoted")}
+    path = Path(champion.get("model_path") or "")
+    try:
+        model = load_model(path)
+        size = int(model.inputs[0].shape[1])
+    except Exception as exc:  # noqa: BLE001 - a champion that cannot be loaded must not fail tonight's model
+        return {**result, "champion_missing": f"{path}: {one_line(exc)}"}
+    scorer = _with_size(config.profiles[paths.profile], size)
+    scored = []
+    for name, ours in (("selection", val_predictions), ("test", test_predictions)):
+        rows = split[split["split"] == ("val" if name == "selection" else "test")].reset_index(drop=True)
+        theirs = predict_probabilities(model, rows, scorer)
+        scored.append(pd.DataFrame({"relpath": rows["relpath"], "split": rows["split"], "label": rows["label"],
+                                    "probability": theirs}))
+        groups = rows["group"].astype(str).to_numpy() if "group" in rows.columns else None
+        try:
+            result[name] = paired_auc_difference(rows["label"].to_numpy(), ours["probability"].to_numpy(), theirs,
+                                                 groups, config.evaluation.bootstrap_resamples,
+                                                 config.evaluation.confidence, seed=config.seed)
+        except MedcoreError as exc:
+            result[name] = None
+            result[f"{name}_problem"] = str(exc)
+    atomic_write_text(paths.champion_predictions_csv, pd.concat(scored).to_csv(index=False))
+    return result
+
+
+def _with_size(profile, size: int):
+    """`profile` scoring at another image size (the champion's input size)."""
+    if hasattr(profile, "model_copy"):
+        return profile.model_copy(update={"image_size": size})
+    import dataclasses
+
+    return dataclasses.replace(profile, image_size=size)
 
 
 def _write_card(config: Config, condition, profile, paths: ModelLayout) -> None:
@@ -241,7 +355,7 @@ def promote(run_id: str, runs_root: str | os.PathLike[str]) -> dict[str, Any]:
             errors.append(f"{condition}: {one_line(exc)}")
     write_json(run.promotion_json, {"run_id": run_id, "decided": now, "registry": registry.root,
                                     "gates": dict(config.registry.gates), "min_tier": config.registry.min_tier,
-                                    "tolerance": config.registry.tolerance,
+                                    "margin": config.registry.margin, "selection_split": "val",
                                     "conditions": decisions})
     for condition, decision in decisions.items():
         log.info("champion %s: %s (%s)", condition, decision["decision"], decision["reason"])
@@ -299,6 +413,9 @@ def run_chain(job: Job) -> bool:
     for stage in (validate, train, evaluate, gradcam):
         try:
             stage(job)
+        except Skipped as exc:
+            log.info("%s/%s skipped: %s", job["condition"], job["profile"], exc)
+            return True
         except Exception as exc:  # one condition's failure never takes down another
             log.error("%s/%s failed at %s: %s", job["condition"], job["profile"], stage.__name__, one_line(exc))
             return False
