@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 DEMO_DATA := data/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help install lock airflow-init demo test test-fast fuzz test-integration test-ui run pretrain airflow-ui resend bench bench-report clean
+.PHONY: help install lock lint airflow-init demo test test-fast fuzz test-integration test-ui run pretrain airflow-ui resend bench bench-report clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-17s %s\n", $$1, $$2}'
@@ -50,6 +50,10 @@ $(DEMO_DATA)/.stamp: medcore/synthetic.py | $(STAMP)
 
 test: install ## run the whole test suite (what CI runs)
 	$(PY) -m pytest -q
+
+lint: install ## ruff check and ruff format --check, with the rules in pyproject.toml (changes nothing)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test-fast: install ## skip the tests that train real models
 	$(PY) -m pytest -q -m "not slow"
@@ -96,7 +100,7 @@ resend: install ## e-mail a run's report again: make resend RUN=<run id> (SMTP c
 # The real sets: MEDCORE_DATA_ROOT, default ../shared/datasets beside the checkout.
 BENCH_DATA ?= $(or $(MEDCORE_DATA_ROOT),$(abspath ../shared/datasets))
 
-bench: install ## measure everything in bench/ on the real sets (~4 h on 2 cores) and regenerate BENCHMARKS.md
+bench: install ## measure everything in bench/ on the real sets (~4 h on 2 cores, plus the eight nights of bench/nights.py) and regenerate BENCHMARKS.md
 	@if [ ! -f "$(BENCH_DATA)/README.md" ]; then \
 	  echo "bench skipped: no real datasets at $(BENCH_DATA) (set MEDCORE_DATA_ROOT)"; exit 0; fi; \
 	set -e; export MEDCORE_DATA_ROOT="$(BENCH_DATA)"; \
@@ -109,6 +113,7 @@ bench: install ## measure everything in bench/ on the real sets (~4 h on 2 cores
 	MEDCORE_REGISTRY_ROOT=$(CURDIR)/runs/bench/shared-backbone $(VENV)/bin/medcore pretrain; \
 	$(PY) bench/nightly.py --config configs/shared-backbone.yaml --name nightly_shared \
 	  --shared-backbone runs/bench/shared-backbone/shared_backbone.keras; \
+	$(PY) bench/nights.py; \
 	$(PY) bench/report.py
 
 bench-report: install ## regenerate BENCHMARKS.md from bench/results/*.json without measuring anything

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import logging
 import os
 import sys
 from pathlib import Path
 
 from medcore.errors import MedcoreError
+from medcore.logs import setup_logging
 
 __all__ = ["main"]
 
@@ -55,6 +55,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     try:
         write_json(out / "validation.json", result.to_dict())
         atomic_write_text(out / "validation.txt", result.summary())
+        if result.manifest is not None:  # the split a run would train on, to inspect without training
+            atomic_write_text(out / "split.csv", result.manifest.to_csv(index=False))
     except OSError as exc:
         raise MedcoreError(f"{out}: cannot write the validation report: {exc.strerror or exc}") from None
     print(result.summary(), end="")
@@ -101,7 +103,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from medcore.evaluation import contract_threshold, list_images, load_model, predict_files
+    from medcore.contract import contract_threshold
+    from medcore.evaluation import list_images, load_model, predict_files
     from medcore.jsonio import atomic_write_text
 
     model_path = Path(args.model)
@@ -145,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check one condition's dataset")
     validate.add_argument("--config", default=None, help="YAML config (default: $MEDCORE_CONFIG or conditions.yaml)")
     validate.add_argument("--condition", required=True)
-    validate.add_argument("--out", required=True, help="folder for validation.json and validation.txt")
+    validate.add_argument("--out", required=True, help="folder for validation.json, validation.txt and split.csv")
     validate.set_defaults(func=_cmd_validate)
 
     run = commands.add_parser("run", help="validate, train, evaluate and explain every model, then report")
@@ -181,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; user mistakes print one line and exit 2, never a traceback."""
     _quiet_tensorflow()
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         return args.func(args)
     except MedcoreError as exc:

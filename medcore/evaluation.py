@@ -16,12 +16,13 @@ import io
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from medcore.config import EvaluationSettings, Profile
+from medcore.contract import contract_threshold, file_sha256, read_contract  # re-exported for existing callers
 from medcore.datasets import IMAGE_SUFFIXES, make_dataset
 from medcore.errors import MedcoreError
 
@@ -29,7 +30,8 @@ __all__ = [
     "load_model", "predict_probabilities", "youden_threshold", "sensitivity_threshold", "choose_threshold",
     "ThresholdChoice", "weighted_metrics", "binary_metrics", "bootstrap_weights", "bootstrap_intervals",
     "quality_tier", "units_per_class", "evaluate_scores", "evaluate_model", "render_plots", "PLOTS", "METRICS",
-    "list_images", "contract_threshold", "predict_files", "png_bytes",
+    "list_images", "predict_files", "contract_threshold", "read_contract", "file_sha256", "png_bytes",
+    "evaluate_model_splits", "selection_figures", "paired_auc_difference",
 ]
 
 # The figures that get a point estimate and an interval; the confusion counts get one too.
@@ -333,21 +335,90 @@ def evaluate_scores(val_labels: np.ndarray, val_probabilities: np.ndarray, test_
 def evaluate_model(model, split: pd.DataFrame, profile: Profile, settings: EvaluationSettings = EvaluationSettings(),
                    seed: int = 0) -> tuple[dict[str, Any], pd.DataFrame]:
     """Score val and test, pick the threshold on val, measure test; return metrics and test predictions."""
-    val = split[split["split"] == "val"]
+    metrics, predictions, _ = evaluate_model_splits(model, split, profile, settings, seed)
+    return metrics, predictions
+
+
+def _predictions(frame: pd.DataFrame, probabilities: np.ndarray, threshold: float | None = None) -> pd.DataFrame:
+    table = pd.DataFrame({"relpath": frame["relpath"].to_numpy(), "path": frame["path"].to_numpy(),
+                          "label": frame["label"].astype(int).to_numpy(), "probability": probabilities})
+    if threshold is not None:
+        table["predicted"] = (probabilities >= threshold).astype(int)
+    for column in ("group", "sha256"):
+        if column in frame.columns:
+            table[column] = frame[column].astype(str).to_numpy()
+    return table
+
+
+def evaluate_model_splits(model, split: pd.DataFrame, profile: Profile,
+                          settings: EvaluationSettings = EvaluationSettings(),
+                          seed: int = 0) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """As `evaluate_model`, plus the selection figures on val (`metrics["selection"]`) and the val predictions.
+
+    The selection figures are what the choice among profiles and the champion decision read, so the
+    test split is only ever reported, never consulted.
+    """
+    val = split[split["split"] == "val"].reset_index(drop=True)
     test = split[split["split"] == "test"].reset_index(drop=True)
     if val.empty or test.empty:
         raise MedcoreError(f"evaluation needs val and test images; the split has {len(val)} val and {len(test)} test")
     groups = test["group"].astype(str).to_numpy() if "group" in test.columns else None
     probabilities = predict_probabilities(model, test, profile)
-    metrics = evaluate_scores(val["label"].to_numpy(), predict_probabilities(model, val, profile),
+    val_probabilities = predict_probabilities(model, val, profile)
+    metrics = evaluate_scores(val["label"].to_numpy(), val_probabilities,
                               test["label"].to_numpy(), probabilities, groups, settings, seed)
-    predictions = pd.DataFrame({
-        "relpath": test["relpath"], "path": test["path"], "label": test["label"].astype(int),
-        "probability": probabilities, "predicted": (probabilities >= metrics["threshold"]).astype(int),
-    })
-    if groups is not None:
-        predictions["group"] = groups
-    return metrics, predictions
+    metrics["selection"] = selection_figures(val, val_probabilities, settings, seed)
+    return metrics, _predictions(test, probabilities, metrics["threshold"]), _predictions(val, val_probabilities)
+
+
+SELECTION_FIGURES = ("n", "n_positive", "accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc",
+                     "threshold", "intervals")
+
+
+def selection_figures(val: pd.DataFrame, probabilities: np.ndarray, settings: EvaluationSettings = EvaluationSettings(),
+                      seed: int = 0) -> dict[str, Any]:
+    """Figures on the selection (val) split at the val threshold, with patient-resampled intervals and a tier.
+
+    They are optimistic in absolute terms (the threshold and the early-stopping epoch were chosen on
+    these images), which is why decisions compare them paired with the champion on the same images.
+    """
+    groups = val["group"].astype(str).to_numpy() if "group" in val.columns else None
+    labels = val["label"].to_numpy()
+    full = evaluate_scores(labels, probabilities, labels, probabilities, groups, settings, seed)
+    kept = {name: full[name] for name in SELECTION_FIGURES if name in full}
+    return {**kept, "split": "val", "quality_tier": full["quality"]["tier"], "unit": full["bootstrap"]["unit"]}
+
+
+def paired_auc_difference(labels: np.ndarray, challenger: np.ndarray, champion: np.ndarray,
+                          groups: Sequence | None = None, resamples: int = 1000, confidence: float = 0.95,
+                          seed: int = 0) -> dict[str, Any]:
+    """ROC AUC of two models on the same images and the interval of their difference, by paired bootstrap.
+
+    Each resample draws patients (else images) with replacement, within each class as in
+    `bootstrap_intervals`, and scores both models on the very same draw, so what the two have in
+    common (which images happen to be hard) cancels out of the difference.
+    """
+    labels = np.asarray(labels).astype(int)
+    if len(np.unique(labels)) < 2:
+        raise MedcoreError("a paired ROC AUC comparison needs images of both classes")
+    rng = np.random.default_rng(seed)
+    weights = np.vstack([np.ones((1, len(labels))), bootstrap_weights(len(labels), resamples, rng, groups, labels)])
+    new = weighted_metrics(labels, challenger, 0.5, weights)["roc_auc"]
+    old = weighted_metrics(labels, champion, 0.5, weights)["roc_auc"]
+    tail = 100.0 * (1.0 - confidence) / 2.0
+
+    def bounds(sample: np.ndarray) -> tuple[float, float]:
+        low, high = np.nanpercentile(sample, [tail, 100.0 - tail])
+        return float(low), float(high)
+
+    diff = new[1:] - old[1:]
+    return {"n": int(len(labels)), "n_positive": int(labels.sum()),
+            "unit": "patient" if groups is not None else "image",
+            "units": len(np.unique(_group_codes(len(labels), groups))),
+            "challenger_auc": float(new[0]), "champion_auc": float(old[0]), "delta": float(new[0] - old[0]),
+            "low": bounds(diff)[0], "high": bounds(diff)[1],
+            "challenger_interval": bounds(new[1:]), "champion_interval": bounds(old[1:]),
+            "resamples": resamples, "confidence": confidence, "method": "paired stratified bootstrap"}
 
 
 # --------------------------------------------------------------------------- plots
@@ -373,68 +444,77 @@ def _interval_text(metrics: dict[str, Any], name: str) -> str:
 def render_plots(labels: np.ndarray, probabilities: np.ndarray, metrics: dict[str, Any], title: str = "",
                  calibration_bins: int = 10) -> dict[str, bytes]:
     """ROC, PR, calibration and confusion-matrix plots as PNG bytes (nothing is written here)."""
-    from matplotlib.figure import Figure
-    from sklearn.metrics import precision_recall_curve, roc_curve
-
     labels = np.asarray(labels).astype(int)
     probabilities = np.asarray(probabilities, dtype=float)
     both = len(np.unique(labels)) == 2
-    threshold = metrics["threshold"]
-    cm = metrics["confusion_matrix"]
-    plots = {}
+    return {
+        "roc": _plot(lambda ax: _draw_roc(ax, labels, probabilities, metrics, both), f"ROC {title}", "lower right"),
+        "pr": _plot(lambda ax: _draw_pr(ax, labels, probabilities, metrics, both), f"Precision-recall {title}",
+                    "lower left"),
+        "calibration": _plot(lambda ax: _draw_calibration(ax, labels, probabilities, metrics, calibration_bins),
+                             f"Calibration {title}", "upper left"),
+        "confusion": _plot(lambda ax: _draw_confusion(ax, metrics["confusion_matrix"]),
+                           f"Confusion at {metrics['threshold']:.3f} {title}", None, size=(4, 3.6)),
+    }
 
-    fig = Figure(figsize=(4.5, 4.5))
+
+def _plot(draw: Callable[[Any], None], title: str, legend: str | None, size: tuple[float, float] = (4.5, 4.5)) -> bytes:
+    """One figure: `draw` fills its axes, then the title and legend (at `legend`, if any) go on; PNG bytes."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
     ax = fig.add_subplot()
+    draw(ax)
+    ax.set(title=title.strip())
+    if legend:
+        ax.legend(loc=legend, fontsize=8)
+    return png_bytes(fig)
+
+
+def _draw_roc(ax, labels: np.ndarray, probabilities: np.ndarray, metrics: dict[str, Any], both: bool) -> None:
+    from sklearn.metrics import roc_curve
+
     if both:
         fpr, tpr, _ = roc_curve(labels, probabilities)
         ax.plot(fpr, tpr, label=f"AUC {_interval_text(metrics, 'roc_auc')}")
         if metrics.get("recall") is not None and metrics.get("specificity") is not None:
-            ax.plot(1 - metrics["specificity"], metrics["recall"], "o", label=f"threshold {threshold:.3f}")
+            ax.plot(1 - metrics["specificity"], metrics["recall"], "o", label=f"threshold {metrics['threshold']:.3f}")
     ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"ROC {title}".strip(), xlim=(0, 1), ylim=(0, 1.02))
-    ax.legend(loc="lower right", fontsize=8)
-    plots["roc"] = png_bytes(fig)
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.02))
 
-    fig = Figure(figsize=(4.5, 4.5))
-    ax = fig.add_subplot()
+
+def _draw_pr(ax, labels: np.ndarray, probabilities: np.ndarray, metrics: dict[str, Any], both: bool) -> None:
+    from sklearn.metrics import precision_recall_curve
+
     if both:
         precision, recall, _ = precision_recall_curve(labels, probabilities)
         ax.step(recall, precision, where="post", label=f"AP {_interval_text(metrics, 'pr_auc')}")
         if metrics.get("precision") is not None and metrics.get("recall") is not None:
-            ax.plot(metrics["recall"], metrics["precision"], "o", label=f"threshold {threshold:.3f}")
+            ax.plot(metrics["recall"], metrics["precision"], "o", label=f"threshold {metrics['threshold']:.3f}")
     ax.axhline(labels.mean() if len(labels) else 0, ls=":", color="grey", label="prevalence")
-    ax.set(xlabel="recall (sensitivity)", ylabel="precision", title=f"Precision-recall {title}".strip(),
-           xlim=(0, 1), ylim=(0, 1.02))
-    ax.legend(loc="lower left", fontsize=8)
-    plots["pr"] = png_bytes(fig)
+    ax.set(xlabel="recall (sensitivity)", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
 
-    fig = Figure(figsize=(4.5, 4.5))
-    ax = fig.add_subplot()
-    edges = np.linspace(0, 1, calibration_bins + 1)  # the bins the calibration error was measured on
-    bins = np.minimum((probabilities * calibration_bins).astype(int), calibration_bins - 1)
-    filled = [b for b in range(calibration_bins) if (bins == b).any()]
+
+def _draw_calibration(ax, labels: np.ndarray, probabilities: np.ndarray, metrics: dict[str, Any], bins: int) -> None:
+    edges = np.linspace(0, 1, bins + 1)  # the bins the calibration error was measured on
+    which = np.minimum((probabilities * bins).astype(int), bins - 1)
+    filled = [b for b in range(bins) if (which == b).any()]
     ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
-    ax.plot([probabilities[bins == b].mean() for b in filled], [labels[bins == b].mean() for b in filled], "o-",
+    ax.plot([probabilities[which == b].mean() for b in filled], [labels[which == b].mean() for b in filled], "o-",
             label=f"ECE {_interval_text(metrics, 'calibration_error')}")
-    ax.bar(edges[:-1], [(bins == b).mean() for b in range(calibration_bins)], width=1 / calibration_bins,
-           align="edge", alpha=0.2,
+    ax.bar(edges[:-1], [(which == b).mean() for b in range(bins)], width=1 / bins, align="edge", alpha=0.2,
            color="grey", label="share of images")
-    ax.set(xlabel="predicted probability", ylabel="observed positive rate", title=f"Calibration {title}".strip(),
-           xlim=(0, 1), ylim=(0, 1.02))
-    ax.legend(loc="upper left", fontsize=8)
-    plots["calibration"] = png_bytes(fig)
+    ax.set(xlabel="predicted probability", ylabel="observed positive rate", xlim=(0, 1), ylim=(0, 1.02))
 
-    fig = Figure(figsize=(4, 3.6))
-    ax = fig.add_subplot()
+
+def _draw_confusion(ax, cm: dict[str, int]) -> None:
     grid = np.array([[cm["tn"], cm["fp"]], [cm["fn"], cm["tp"]]])
     ax.imshow(grid, cmap="Blues")
     for (row, col), count in np.ndenumerate(grid):
         ax.text(col, row, str(count), ha="center", va="center",
                 color="white" if count > grid.max() / 2 else "black", fontsize=14)
     ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["negative", "positive"], yticklabels=["negative", "positive"],
-           xlabel="predicted", ylabel="true", title=f"Confusion at {threshold:.3f} {title}".strip())
-    plots["confusion"] = png_bytes(fig)
-    return plots
+           xlabel="predicted", ylabel="true")
 
 
 # --------------------------------------------------------------------------- scoring new images
@@ -469,54 +549,6 @@ def list_images(source: str | Path, column: str | None = None) -> list[Path]:
     if not files:
         raise MedcoreError(f"{source}: the CSV lists no images")
     return files
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file, read in blocks (models are tens of MB)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def read_contract(model_path: str | Path, contract_path: str | Path | None = None) -> dict | None:
-    """The model contract (default: `model.json` beside the model), or None if there is none.
-
-    Raises MedcoreError if the contract names another model file (its `model_sha256` differs): a
-    crash between writing a model and its contract, or files copied by hand, must never pair a
-    model with another model's threshold. Contracts written before the hash existed are taken as they are.
-    """
-    from medcore.jsonio import read_json
-
-    contract_path = Path(contract_path) if contract_path else Path(model_path).with_name("model.json")
-    if not contract_path.is_file():
-        return None
-    try:
-        contract = read_json(contract_path)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MedcoreError(f"{contract_path}: not valid JSON: {' '.join(str(exc).split())[:120]}") from None
-    if not isinstance(contract, dict):
-        raise MedcoreError(f"{contract_path}: not a model contract (a JSON object)")
-    expected = contract.get("model_sha256")
-    if expected and expected != file_sha256(model_path):
-        raise MedcoreError(f"{contract_path}: describes another model than {Path(model_path).name} (SHA-256 "
-                           f"differs); train again, or pass --threshold")
-    return contract
-
-
-def contract_threshold(model_path: str | Path) -> tuple[float, str]:
-    """The decision threshold from the `model.json` beside a model, and where it came from."""
-    contract_file = Path(model_path).with_name("model.json")
-    contract = read_contract(model_path)
-    if contract is None:
-        return 0.5, f"no {contract_file.name} beside the model; using threshold 0.5"
-    threshold = contract.get("threshold")
-    if threshold is None:
-        return 0.5, f"{contract_file} has no threshold (the model was not evaluated); using threshold 0.5"
-    return float(threshold), f"threshold {float(threshold):.4f} from {contract_file}"
 
 
 def _first_undecodable(files: Sequence[Path]) -> Path | None:

@@ -145,7 +145,8 @@ def build_email(run: RunLayout, settings: NotifySettings) -> Email:
         # The report links each contact sheet; the e-mail shows them, since it cannot reach the run folder.
         markdown += "\n\n## Grad-CAM images\n\n" + "\n\n".join(shown) + "\n"
     subject = _subject(run)
-    return Email(subject=subject, html=render_html(markdown, title=subject, link=link), files=(run.report_md,),
+    return Email(subject=subject, html=render_html(markdown, title=subject, link=link, script=False),
+                 files=(run.report_md,),
                  inline=tuple((name, path) for path, name in inline.items()), text=markdown)
 
 

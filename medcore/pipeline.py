@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from medcore.config import Config, load_config
-from medcore.errors import ConfigError, DataError, MedcoreError, StageError, one_line
+from medcore.errors import ConfigError, DataError, MedcoreError, Skipped, StageError, one_line
 from medcore.jsonio import atomic_write_text, read_json, write_json
 from medcore.layout import ModelLayout, RunLayout
 
@@ -56,6 +56,9 @@ def _stage(name: str) -> Callable[[Callable[..., Job]], Callable[[Job], Job]]:
             log.info("%s: %s/%s (run %s)", name, condition.name, profile.name, job["run_id"])
             try:
                 result = body(job, config, condition, profile, paths)
+            except Skipped:
+                paths.failure_json.unlink(missing_ok=True)
+                raise
             except BaseException as exc:
                 write_json(paths.failure_json, {"stage": name, "error": one_line(exc), "type": type(exc).__name__,
                                                 "time": _now()})
@@ -115,7 +118,37 @@ def validate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
         paths.split_csv.unlink(missing_ok=True)
         raise DataError(f"{condition.name}: {result.reason}")
     atomic_write_text(paths.split_csv, result.manifest.to_csv(index=False))
+    write_json(paths.nightly_json, plan_condition(config, condition.name, result.manifest, result.fingerprint))
     return job
+
+
+def plan_condition(config: Config, condition: str, split: pd.DataFrame, fingerprint: str) -> dict[str, Any]:
+    """Tonight's plan for `condition`: what changed since the champion, whether it may be warm-started, the mode."""
+    from medcore.nightly import (
+        code_version,
+        config_digest,
+        contamination,
+        plan_night,
+        read_split,
+        read_trained_on,
+        split_changes,
+    )
+    from medcore.registry import read_record, registry_of
+
+    champion = read_record(registry_of(config), condition).get("champion")
+    policy = config.conditions[condition].nightly_policy or config.nightly.policy
+    tonight = {"dataset_fingerprint": fingerprint, "config_digest": config_digest(config, condition),
+               "code_version": code_version()}
+    changes = contaminated = None
+    if champion:
+        changes = split_changes(read_split(champion.get("split_path")), split)
+        contaminated = contamination(read_trained_on(champion.get("trained_on_path")), split)
+        champion = {**champion, "model_available": bool(champion.get("model_path"))
+                    and Path(champion["model_path"]).is_file()}
+    plan = plan_night(policy, champion, tonight, contaminated, config.nightly.skip_unchanged)
+    return {**plan, "policy": policy, **tonight, "changes": changes, "contamination": contaminated,
+            "champion": {k: champion.get(k) for k in ("run_id", "profile", "promoted", "model_path",
+                                                      "trained_on_path", "model_sha256")} if champion else None}
 
 
 def _split(paths: ModelLayout) -> pd.DataFrame:
@@ -132,36 +165,48 @@ def _require(path: Path, stage: str) -> Path:
 
 @_stage("train")
 def train(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
-    """Train the model on the saved split and write model.keras and training.json."""
+    """Train the model on the saved split as tonight's plan says (scratch, warm start or skip); write training.json."""
+    from medcore.nightly import CONTINUE, SKIP, continue_epochs
     from medcore.training import train_model
 
-    record = train_model(config, profile, _split(paths), paths, epochs=job.get("epochs"),
-                         warm_start=_warm_start(config, condition.name, profile.weights))
-    record["dataset_fingerprint"] = read_json(paths.validation_json)["fingerprint"]
+    plan = read_json(paths.nightly_json) if paths.nightly_json.exists() else {"mode": "retrain"}
+    if plan["mode"] == SKIP:
+        raise Skipped(f"{condition.name}: {plan['reason']}")
+    epochs = job.get("epochs") or profile.epochs
+    source = None
+    if plan["mode"] == CONTINUE:
+        source = plan["champion"]
+        epochs = continue_epochs(epochs, config.nightly.continue_epochs)
+        profile = _with_weights(profile, "champion")
+        warm_start = Path(source["model_path"])
+    elif profile.weights == "champion":  # a profile asking for the champion gets none when the plan says scratch
+        profile, warm_start = _with_weights(profile, "none"), None
+    else:
+        warm_start = _warm_start(config, condition.name, profile.weights)
+    record = train_model(config, profile, _split(paths), paths, epochs=epochs, warm_start=warm_start)
+    record.update({"dataset_fingerprint": read_json(paths.validation_json)["fingerprint"],
+                   "nightly_mode": plan["mode"], "nightly_reason": plan.get("reason"), "warm_start_source": source})
     write_json(paths.training_json, record)
     return job
 
 
+def _with_weights(profile, weights: str):
+    """`profile` with another weight source (dataclass or pydantic model alike)."""
+    if hasattr(profile, "model_copy"):
+        return profile.model_copy(update={"weights": weights})
+    import dataclasses
+
+    return dataclasses.replace(profile, weights=weights)
+
+
 def _warm_start(config: Config, condition: str, weights: str) -> Path | None:
-    """The saved model a profile's `weights: champion|shared` starts from, if it exists yet."""
-    if weights == "champion":
-        return _champion_model(config, condition)
+    """The shared backbone a profile's `weights: shared` starts from, if `medcore pretrain` wrote it yet."""
     if weights == "shared":
         from medcore.registry import registry_of
 
         path = registry_of(config).shared_backbone
         return path if path.is_file() else None
     return None
-
-
-def _champion_model(config: Config, condition: str) -> Path | None:
-    """The registry's current champion model of `condition`, if there is one (the warm start of nightly runs)."""
-    from medcore.registry import read_record, registry_of
-
-    registry = registry_of(config)
-    champion = read_record(registry, condition).get("champion") or {}
-    path = champion.get("model_path")
-    return Path(path) if path and Path(path).is_file() else None
 
 
 @_stage("evaluate")
@@ -171,7 +216,8 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     The chosen threshold also goes into the model contract (model.json), so `medcore predict`
     and anyone scoring new images apply the same decision rule the metrics describe.
     """
-    from medcore.evaluation import evaluate_model, load_model, read_contract, render_plots
+    from medcore.contract import read_contract, record_evaluation
+    from medcore.evaluation import evaluate_model_splits, load_model, render_plots
     from medcore.jsonio import atomic_write_bytes
 
     # Checked first: the threshold chosen here is written into this contract, which must be this model's.
@@ -179,7 +225,11 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     if contract is None:  # train renames the model before writing its contract: a crash in between
         raise StageError(f"{paths.model_contract}: missing beside the model; the train stage did not finish")
     model = load_model(paths.model, eager=profile.execution == "eager")
-    metrics, predictions = evaluate_model(model, _split(paths), profile, config.evaluation, seed=config.seed)
+    split = _split(paths)
+    metrics, predictions, val_predictions = evaluate_model_splits(model, split, profile, config.evaluation,
+                                                                  seed=config.seed)
+    atomic_write_text(paths.val_predictions_csv, val_predictions.to_csv(index=False))
+    metrics["versus_champion"] = _versus_champion(config, condition.name, split, paths, val_predictions, predictions)
     plots = render_plots(predictions["label"].to_numpy(), predictions["probability"].to_numpy(), metrics,
                          f"{condition.name}/{profile.name}", config.evaluation.calibration_bins)
     for name, png in plots.items():
@@ -189,19 +239,57 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     atomic_write_text(paths.predictions_csv, predictions.to_csv(index=False))
     write_json(paths.metrics_json, metrics)
 
-    contract.update({
-        "threshold": metrics["threshold"],
-        "threshold_rule": metrics["threshold_rule"],
-        "threshold_split": metrics["threshold_split"],
-        "target_sensitivity": metrics["threshold_choice"]["target_sensitivity"],
-        "test_metrics": {"n": metrics["n"], "roc_auc": metrics["roc_auc"],
-                         "roc_auc_interval": metrics["intervals"].get("roc_auc"),
-                         "confidence": metrics["bootstrap"]["confidence"],
-                         "quality_tier": metrics["quality"]["tier"], "metrics_file": paths.metrics_json},
-    })
-    write_json(paths.model_contract, contract)  # atomic: a reader sees the old contract or the new one
+    record_evaluation(paths.model_contract, contract, metrics, paths.metrics_json)
     _write_card(config, condition, profile, paths)
     return job
+
+
+def _versus_champion(config: Config, condition: str, split: pd.DataFrame, paths: ModelLayout,
+                     val_predictions: pd.DataFrame, test_predictions: pd.DataFrame) -> dict[str, Any] | None:
+    """Re-score the champion (inference only) on this chain's val and test images and compare paired.
+
+    The selection comparison decides promotion; the test comparison is only reported. None when
+    there is no champion; `champion_missing` says why when its model cannot be scored.
+    """
+    from medcore.evaluation import load_model, paired_auc_difference, predict_probabilities
+    from medcore.registry import champion_id, read_record, registry_of
+
+    champion = read_record(registry_of(config), condition).get("champion")
+    if not champion:
+        return None
+    result: dict[str, Any] = {"champion": champion_id(champion), "champion_promoted": champion.get("promoted")}
+    path = Path(champion.get("model_path") or "")
+    try:
+        model = load_model(path)
+        size = int(model.inputs[0].shape[1])
+    except Exception as exc:  # noqa: BLE001 - a champion that cannot be loaded must not fail tonight's model
+        return {**result, "champion_missing": f"{path}: {one_line(exc)}"}
+    scorer = _with_size(config.profiles[paths.profile], size)
+    scored = []
+    for name, ours in (("selection", val_predictions), ("test", test_predictions)):
+        rows = split[split["split"] == ("val" if name == "selection" else "test")].reset_index(drop=True)
+        theirs = predict_probabilities(model, rows, scorer)
+        scored.append(pd.DataFrame({"relpath": rows["relpath"], "split": rows["split"], "label": rows["label"],
+                                    "probability": theirs}))
+        groups = rows["group"].astype(str).to_numpy() if "group" in rows.columns else None
+        try:
+            result[name] = paired_auc_difference(rows["label"].to_numpy(), ours["probability"].to_numpy(), theirs,
+                                                 groups, config.evaluation.bootstrap_resamples,
+                                                 config.evaluation.confidence, seed=config.seed)
+        except MedcoreError as exc:
+            result[name] = None
+            result[f"{name}_problem"] = str(exc)
+    atomic_write_text(paths.champion_predictions_csv, pd.concat(scored).to_csv(index=False))
+    return result
+
+
+def _with_size(profile, size: int):
+    """`profile` scoring at another image size (the champion's input size)."""
+    if hasattr(profile, "model_copy"):
+        return profile.model_copy(update={"image_size": size})
+    import dataclasses
+
+    return dataclasses.replace(profile, image_size=size)
 
 
 def _write_card(config: Config, condition, profile, paths: ModelLayout) -> None:
@@ -213,72 +301,12 @@ def _write_card(config: Config, condition, profile, paths: ModelLayout) -> None:
 
 @_stage("gradcam")
 def gradcam(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
-    """Overlays of the most confident TP/TN/FP/FN test images, a contact sheet, and the deletion test.
+    """Overlays of the most confident TP/TN/FP/FN test images, a contact sheet, and the deletion test."""
+    from medcore.gradcam import explain_model
 
-    The deletion test runs on the test images the model scores most positive and compares
-    Grad-CAM with random maps; gradcam.json records both areas and flags a model whose Grad-CAM
-    does no better than chance.
-    """
-    import time
-
-    import cv2
-    import numpy as np
-
-    from medcore.evaluation import load_model
-    from medcore.gradcam import (KINDS, GradCam, contact_sheet, faithfulness, heatmap_centre, load_images, overlay,
-                                 pick_examples, render_deletion_plot)
-    from medcore.jsonio import atomic_write_bytes
-
-    settings = config.gradcam
-    model = load_model(_require(paths.model, "train"))
-    explainer = GradCam(model, settings.layer, settings.batch_size)  # checks the layer before any work
-    size = explainer.image_shape[0]
-    predictions = pd.read_csv(_require(paths.predictions_csv, "evaluate"))
-
-    def encode(image: np.ndarray, target: Path) -> Path:
-        ok, png = cv2.imencode(".png", image)
-        if not ok:
-            raise MedcoreError(f"{target}: cannot encode image")
-        return atomic_write_bytes(target, png.tobytes())
-
-    for stale in paths.gradcam_dir.glob("*.png"):  # a retry may pick fewer examples than the last attempt
-        stale.unlink()
-    start = time.perf_counter()
-    picked = pick_examples(predictions, settings.samples)
-    images = load_images(picked["path"].tolist(), size, settings.batch_size)
-    heatmaps, logits = explainer.heatmaps(images)
-    seconds = time.perf_counter() - start
-    # The same pipeline decoded these images for predictions.csv: a drift here means the overlays lie.
-    drift = float(np.abs(1 / (1 + np.exp(-logits)) - picked["probability"].to_numpy()).max()) if len(picked) else 0.0
-    entries, tiles = [], {kind: [] for kind in KINDS}
-    for i, row in picked.iterrows():
-        rank = len(tiles[row.kind]) + 1
-        target = paths.gradcam_overlay(row.kind, rank)
-        caption = f"{row.kind.upper()} p={row.probability:.2f} true={'pos' if row.label else 'neg'}"
-        tiles[row.kind].append(overlay(images[i], heatmaps[i], caption))
-        encode(tiles[row.kind][-1], target)
-        entries.append({"file": target, "image": row.relpath, "kind": row.kind, "probability": row.probability,
-                        "label": int(row.label), "heat_centre": heatmap_centre(heatmaps[i])})
-    rows = [tiles[kind] for kind in KINDS if tiles[kind]]
-    sheet = encode(contact_sheet(rows), paths.gradcam_contact_sheet) if rows else None
-
-    start = time.perf_counter()
-    strongest = predictions.sort_values("probability", ascending=False, kind="stable").head(settings.deletion_images)
-    deletion_images = load_images(strongest["path"].tolist(), size, settings.batch_size)
-    deletion_maps, _ = explainer.heatmaps(deletion_images)
-    faithful = faithfulness(explainer, deletion_images, deletion_maps, steps=settings.deletion_steps,
-                            baseline=settings.deletion_baseline, seed=settings.seed)
-    faithful.update({"seconds": time.perf_counter() - start, "plot": paths.gradcam_deletion_png,
-                     "predicted_positive": int(strongest["predicted"].sum()),
-                     "labelled_positive": int(strongest["label"].sum())})
-    atomic_write_bytes(paths.gradcam_deletion_png, render_deletion_plot(faithful, f"{condition.name}/{profile.name}"))
-    if not faithful["better_than_random"]:
-        log.warning("%s/%s: %s", condition.name, profile.name, faithful["flag"])
-    write_json(paths.gradcam_json, {
-        "layer": settings.layer, "map_shape": explainer.map_shape, "image_size": size, "model_path": paths.model,
-        "overlays": entries, "contact_sheet": sheet, "heatmap_seconds": seconds, "max_probability_drift": drift,
-        "faithfulness": faithful,
-    })
+    _require(paths.model, "train")
+    _require(paths.predictions_csv, "evaluate")
+    explain_model(paths, config.gradcam, f"{condition.name}/{profile.name}")
     _write_card(config, condition, profile, paths)
     return job
 
@@ -310,7 +338,7 @@ def promote(run_id: str, runs_root: str | os.PathLike[str]) -> dict[str, Any]:
             errors.append(f"{condition}: {one_line(exc)}")
     write_json(run.promotion_json, {"run_id": run_id, "decided": now, "registry": registry.root,
                                     "gates": dict(config.registry.gates), "min_tier": config.registry.min_tier,
-                                    "tolerance": config.registry.tolerance,
+                                    "margin": config.registry.margin, "selection_split": "val",
                                     "conditions": decisions})
     for condition, decision in decisions.items():
         log.info("champion %s: %s (%s)", condition, decision["decision"], decision["reason"])
@@ -368,6 +396,9 @@ def run_chain(job: Job) -> bool:
     for stage in (validate, train, evaluate, gradcam):
         try:
             stage(job)
+        except Skipped as exc:
+            log.info("%s/%s skipped: %s", job["condition"], job["profile"], exc)
+            return True
         except Exception as exc:  # one condition's failure never takes down another
             log.error("%s/%s failed at %s: %s", job["condition"], job["profile"], stage.__name__, one_line(exc))
             return False

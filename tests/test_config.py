@@ -132,7 +132,7 @@ FULL = "seed: 1\n" + MINIMAL.replace("image_size: 64", "image_size: 64, learning
 
 @pytest.mark.parametrize(("old", "new", "key", "problem"), BAD_VALUES, ids=[row[1] for row in BAD_VALUES])
 def test_bad_value_is_one_line_naming_file_and_key(tmp_path, old, new, key, problem):
-    """NaN, infinities, unknown keys, wrong types and out-of-bounds values each give `file: key: problem` on one line."""
+    """NaN, infinities, unknown keys, wrong types and out-of-bounds values each give `file: key: problem`, one line."""
     assert old in FULL
     path = write_yaml(tmp_path / "conditions.yaml", FULL.replace(old, new, 1))
     with pytest.raises(ConfigError) as caught:
@@ -175,7 +175,7 @@ def test_settings_built_in_code_are_validated_too():
 
 def test_every_setting_has_a_description_and_the_readme_reference_is_current():
     """Each row of the generated reference has a meaning, and README.md holds exactly the generated table."""
-    rows = [line for line in config_reference().splitlines()[2:]]
+    rows = config_reference().splitlines()[2:]
     assert len(rows) > 60
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]

@@ -164,14 +164,14 @@ def test_a_crash_between_model_and_contract_never_pairs_a_new_model_with_the_old
     crash after the model's rename leaves no contract (evaluation refuses), not the old model's threshold."""
     import os
 
-    from medcore import training
-    from medcore.evaluation import contract_threshold, file_sha256, read_contract
+    from medcore import contract
+    from medcore.contract import contract_threshold, file_sha256, read_contract
     from medcore.errors import MedcoreError
     from medcore.jsonio import write_json
 
     paths = RunLayout(tmp_path / "runs", "r").model("c", "p")
     paths.root.mkdir(parents=True)
-    sha = training.save_model_with_contract(_tiny_model(0), paths, {"architecture": "tiny"})
+    sha = contract.save_model_with_contract(_tiny_model(0), paths, {"architecture": "tiny"})
     assert read_json(paths.model_contract)["model_sha256"] == sha == file_sha256(paths.model)
     write_json(paths.model_contract, {**read_json(paths.model_contract), "threshold": 0.9})  # evaluated
     assert contract_threshold(paths.model)[0] == 0.9
@@ -192,9 +192,9 @@ def test_a_crash_between_model_and_contract_never_pairs_a_new_model_with_the_old
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
-    monkeypatch.setattr(training, "write_json", crash)  # the machine dies right after the model's rename
+    monkeypatch.setattr(contract, "write_json", crash)  # the machine dies right after the model's rename
     with pytest.raises(KeyboardInterrupt):
-        training.save_model_with_contract(_tiny_model(1), paths, {"architecture": "tiny"})
+        contract.save_model_with_contract(_tiny_model(1), paths, {"architecture": "tiny"})
     assert replaced == [(True, str(paths.model))], "the new model was on disk before it was renamed into place"
     assert str(paths.root) in synced, "the folder was synced, so the rename itself survives"
     assert file_sha256(paths.model) != sha, "the new model is in place"

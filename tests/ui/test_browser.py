@@ -177,6 +177,22 @@ def test_report_page_images_and_links(stack, browser):
     browser.get(f"{stack.base}/medcore-reports/")
     find(browser, "a[href^='runs/']").click()
     wait_for(lambda: browser.current_url == _report_url(stack), 30, "the report page")
+    shot(browser, "05-report-first-screen")
+    first_screen = browser.execute_script("return innerHeight")
+    headings = browser.execute_script("return [...document.querySelectorAll('h2')].filter(h => "
+                                      "h.getBoundingClientRect().top < innerHeight).map(h => h.textContent)")
+    assert headings[:2] == ["This morning", "Next steps"], headings
+    # The contents' link to the model opens its collapsed section and scrolls to it.
+    model = find(browser, "a[href='#pneumonia--standard']")
+    assert not browser.execute_script("return document.getElementById('pneumonia--standard').closest('details').open")
+    model.click()
+    wait_for(lambda: browser.execute_script(
+        "return document.getElementById('pneumonia--standard').closest('details').open"), 10, "the section to open")
+    top = browser.execute_script("return document.getElementById('pneumonia--standard').getBoundingClientRect().top")
+    assert 0 <= top < first_screen, top
+    shot(browser, "05-report-model-opened")
+    print(f"report page height: {browser.execute_script('return document.body.scrollHeight')} px collapsed")
+    browser.execute_script("document.querySelectorAll('details').forEach(d => d.open = true)")
     images = images_decoded(browser)
     assert images and all(i["width"] > 0 for i in images), images
     links = browser.execute_script("return [...document.links].map(a => a.href)")
@@ -188,8 +204,7 @@ def test_report_page_images_and_links(stack, browser):
             "fetch(arguments[0], {credentials: 'same-origin'}).then(r => arguments[1](r.status), "
             "e => arguments[1](String(e)))", link.split("#")[0])
     assert set(statuses.values()) == {200}, {k: v for k, v in statuses.items() if v != 200}
-    browser.execute_script("document.querySelectorAll('details').forEach(d => d.open = true)")
-    shot(browser, "05-report")
+    shot(browser, "05-report-all-open")
 
 
 def test_report_page_accessibility(stack, browser):
