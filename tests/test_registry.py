@@ -297,9 +297,9 @@ def test_registry_lock_gives_up_after_its_timeout_naming_the_holder(tmp_path):
     lock = tmp_path / "registry" / ".c.lock"
     with _locked(lock):
         start = time.monotonic()
-        with pytest.raises(StageError) as caught:  # flock is per open file, so a second open conflicts here too
-            with _locked(lock, timeout=0.3):
-                pass
+        # flock is per open file, so a second open conflicts here too
+        with pytest.raises(StageError) as caught, _locked(lock, timeout=0.3):
+            pass
         waited = time.monotonic() - start
     message = str(caught.value)
     assert 0.3 <= waited < 5, waited
