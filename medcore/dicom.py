@@ -226,7 +226,7 @@ def _gray(frame: np.ndarray, ds, info: DicomInfo) -> np.ndarray:
     """A colour frame (kept only when the policy allows it) to luminance in [0, 1]."""
     from pydicom.pixels import apply_color_lut
 
-    if info.photometric == "PALETTECOLOR":
+    if info.photometric == "PALETTE COLOR":
         frame = apply_color_lut(frame, ds)
         full = float(np.iinfo(frame.dtype).max) if np.issubdtype(frame.dtype, np.integer) else 1.0
     else:
