@@ -17,7 +17,6 @@ epochs (each pair's ratio is in the JSON). Raw figures: bench/results/dicom_thro
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys

@@ -8,7 +8,6 @@ from medcore.model_card import render_model_card, write_model_card
 from tests.fakes import write_config, write_run
 
 
-
 def _card(tmp_path, outcome="ok", validation_update=None):
     config_path = write_config(tmp_path)
     text = config_path.read_text().replace(
