@@ -85,7 +85,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from medcore.evaluation import contract_threshold, list_images, load_model, predict_files
+    from medcore.evaluation import contract_temperature, contract_threshold, list_images, load_model, predict_files
     from medcore.jsonio import atomic_write_text
 
     model_path = Path(args.model)
@@ -107,7 +107,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         model = load_model(model_path)
     except (ValueError, OSError) as exc:
         raise MedcoreError(f"{model_path}: cannot load model: {' '.join(str(exc).split())[:200]}") from None
-    probabilities = predict_files(model, files, args.batch_size)
+    # Calibrated as in the report: the threshold in model.json is on the same scale.
+    probabilities = predict_files(model, files, args.batch_size, contract_temperature(model_path))
     table = pd.DataFrame({"path": [str(f) for f in files], "probability": probabilities,
                           "predicted": (probabilities >= threshold).astype(int)})
     atomic_write_text(out, table.to_csv(index=False))

@@ -380,6 +380,7 @@ class EvaluationSettings:
     # A bootstrap of a handful of patients says nothing (two patients give a zero-width interval).
     min_per_class: int = _integer(10, 1, 100_000, "fewer test patients (else images) of a class: no tier")
     tiers: Tiers = Field(default_factory=Tiers)
+    calibrate: bool = _flag(True, "fit a temperature on val logits; every probability shown is sigmoid(logit / T)")
 
 
 @dataclass(frozen=True, config=_SETTINGS)

@@ -29,7 +29,8 @@ __all__ = [
     "load_model", "predict_probabilities", "youden_threshold", "sensitivity_threshold", "choose_threshold",
     "ThresholdChoice", "weighted_metrics", "binary_metrics", "bootstrap_weights", "bootstrap_intervals",
     "quality_tier", "units_per_class", "evaluate_scores", "evaluate_model", "render_plots", "PLOTS", "METRICS",
-    "list_images", "contract_threshold", "predict_files", "png_bytes",
+    "list_images", "contract_threshold", "predict_files", "png_bytes", "predict_logits", "sigmoid", "fit_temperature",
+    "calibration_report", "contract_temperature",
 ]
 
 # The figures that get a point estimate and an interval; the confusion counts get one too.
@@ -48,16 +49,72 @@ def load_model(path, eager: bool = False):
     return model
 
 
-def predict_probabilities(model, frame: pd.DataFrame, profile: Profile) -> np.ndarray:
-    """Return P(positive) for every row of `frame` (columns `path`, `label`), in order."""
-    import tensorflow as tf
-
+def predict_logits(model, frame: pd.DataFrame, profile: Profile) -> np.ndarray:
+    """Return the model's logit for every row of `frame` (columns `path`, `label`), in order."""
     data = make_dataset(frame, profile, training=False, seed=0).map(lambda image, label: image)
     if profile.execution == "eager":
         logits = np.concatenate([model(batch, training=False).numpy() for batch in data])
     else:
         logits = model.predict(data, verbose=0)
-    return tf.math.sigmoid(logits.reshape(-1).astype(np.float32)).numpy()
+    return logits.reshape(-1).astype(np.float64)
+
+
+def sigmoid(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """P(positive) = sigmoid(logit / temperature), computed without overflow."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    return np.exp(-np.logaddexp(0.0, -z))
+
+
+def predict_probabilities(model, frame: pd.DataFrame, profile: Profile, temperature: float = 1.0) -> np.ndarray:
+    """Return P(positive) for every row of `frame` (columns `path`, `label`), in order, at `temperature`."""
+    return sigmoid(predict_logits(model, frame, profile), temperature)
+
+
+# --------------------------------------------------------------------------- calibration
+
+# Bounds of the fitted temperature: beyond them the val split is too small or one-sided to say anything.
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+
+
+def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
+    """The temperature T minimising the log loss of sigmoid(logit / T) on (val) labels; 1.0 if a class is missing.
+
+    Temperature scaling (Guo et al. 2017) divides every logit by one number: it changes no ranking,
+    so ROC AUC is untouched, and only the stated probabilities move towards what is observed.
+    """
+    from scipy.optimize import minimize_scalar
+
+    y = np.asarray(labels).astype(float)
+    z = np.asarray(logits, dtype=np.float64)
+    if len(np.unique(y)) < 2 or not np.isfinite(z).all():
+        return 1.0
+
+    def log_loss(log_t: float) -> float:
+        scaled = z / np.exp(log_t)
+        # -[y log s + (1 - y) log(1 - s)] with s = sigmoid(scaled), in a form that never overflows
+        return float(np.mean(np.logaddexp(0.0, scaled) - y * scaled))
+
+    low, high = np.log(TEMPERATURE_BOUNDS[0]), np.log(TEMPERATURE_BOUNDS[1])
+    found = minimize_scalar(log_loss, bounds=(low, high), method="bounded", options={"xatol": 1e-5})
+    return float(np.exp(found.x))
+
+
+def calibration_report(labels: np.ndarray, logits: np.ndarray, temperature: float, *, groups: Sequence | None = None,
+                       settings: EvaluationSettings = EvaluationSettings(), seed: int = 0) -> dict[str, Any]:
+    """ECE and Brier score of the raw and the temperature-scaled probabilities on one split, with intervals.
+
+    Both use the same bootstrap resamples (same seed, groups and strata), so the change is paired.
+    """
+    labels = np.asarray(labels).astype(int)
+    figures: dict[str, Any] = {}
+    for name, probabilities in (("before", sigmoid(logits)), ("after", sigmoid(logits, temperature))):
+        point = binary_metrics(labels, probabilities, 0.5, settings.calibration_bins)
+        boot = bootstrap_intervals(labels, probabilities, 0.5, groups=groups, resamples=settings.bootstrap_resamples,
+                                   confidence=settings.confidence, seed=seed, calibration_bins=settings.calibration_bins)
+        figures[name] = {metric: {"value": point[metric], "interval": boot["intervals"].get(metric)}
+                         for metric in ("calibration_error", "brier")}
+    return {"method": "temperature scaling on logits", "temperature": float(temperature), "fitted_on": "val",
+            "measured_on": "test", "bins": settings.calibration_bins, **figures}
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -324,18 +381,31 @@ def evaluate_scores(val_labels: np.ndarray, val_probabilities: np.ndarray, test_
 
 def evaluate_model(model, split: pd.DataFrame, profile: Profile, settings: EvaluationSettings = EvaluationSettings(),
                    seed: int = 0) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Score val and test, pick the threshold on val, measure test; return metrics and test predictions."""
+    """Score val and test, fit the temperature and pick the threshold on val, measure test.
+
+    Every probability from here on (metrics, predictions.csv, overlays, `medcore predict`) is the
+    calibrated one, sigmoid(logit / temperature); the raw one stays in predictions.csv beside it.
+    Returns metrics and test predictions.
+    """
     val = split[split["split"] == "val"]
     test = split[split["split"] == "test"].reset_index(drop=True)
     if val.empty or test.empty:
         raise MedcoreError(f"evaluation needs val and test images; the split has {len(val)} val and {len(test)} test")
     groups = test["group"].astype(str).to_numpy() if "group" in test.columns else None
-    probabilities = predict_probabilities(model, test, profile)
-    metrics = evaluate_scores(val["label"].to_numpy(), predict_probabilities(model, val, profile),
+    val_logits, test_logits = predict_logits(model, val, profile), predict_logits(model, test, profile)
+    temperature = fit_temperature(val["label"].to_numpy(), val_logits) if settings.calibrate else 1.0
+    probabilities = sigmoid(test_logits, temperature)
+    metrics = evaluate_scores(val["label"].to_numpy(), sigmoid(val_logits, temperature),
                               test["label"].to_numpy(), probabilities, groups, settings, seed)
+    metrics["temperature"] = temperature
+    metrics["calibration"] = calibration_report(test["label"].to_numpy(), test_logits, temperature, groups=groups,
+                                                settings=settings, seed=seed)
+    if not settings.calibrate:
+        metrics["calibration"]["method"] = "none (evaluation.calibrate is false)"
     predictions = pd.DataFrame({
         "relpath": test["relpath"], "path": test["path"], "label": test["label"].astype(int),
         "probability": probabilities, "predicted": (probabilities >= metrics["threshold"]).astype(int),
+        "logit": test_logits, "probability_uncalibrated": sigmoid(test_logits),
     })
     if groups is not None:
         predictions["group"] = groups
@@ -463,6 +533,22 @@ def list_images(source: str | Path, column: str | None = None) -> list[Path]:
     return files
 
 
+def contract_temperature(model_path: str | Path) -> float:
+    """The calibration temperature from the `model.json` beside a model (1.0: none fitted yet)."""
+    from medcore.jsonio import read_json
+
+    contract = Path(model_path).with_name("model.json")
+    try:
+        value = read_json(contract).get("temperature") if contract.is_file() else None
+    except ValueError as exc:
+        raise MedcoreError(f"{contract}: not valid JSON: {exc}") from None
+    if value is None:
+        return 1.0
+    if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+        raise MedcoreError(f"{contract}: temperature must be a positive number, got {value!r}")
+    return float(value)
+
+
 def contract_threshold(model_path: str | Path) -> tuple[float, str]:
     """The decision threshold from the `model.json` beside a model, and where it came from."""
     from medcore.jsonio import read_json
@@ -490,8 +576,8 @@ def _first_undecodable(files: Sequence[Path]) -> Path | None:
     return None
 
 
-def predict_files(model, files: Sequence[Path], batch_size: int = 32) -> np.ndarray:
-    """P(positive) for each file, decoded and resized exactly as in training, in batches."""
+def predict_files(model, files: Sequence[Path], batch_size: int = 32, temperature: float = 1.0) -> np.ndarray:
+    """P(positive) = sigmoid(logit / temperature) for each file, decoded and resized exactly as in training."""
     import tensorflow as tf
 
     shape = tuple(model.inputs[0].shape)
@@ -501,7 +587,7 @@ def predict_files(model, files: Sequence[Path], batch_size: int = 32) -> np.ndar
     frame = pd.DataFrame({"path": [str(f) for f in files], "label": np.zeros(len(files), np.float32)})
     profile = Profile("predict", image_size=size, batch_size=batch_size, execution="graph")
     try:
-        return predict_probabilities(model, frame, profile)
+        return predict_probabilities(model, frame, profile, temperature)
     except tf.errors.InvalidArgumentError:
         bad = _first_undecodable(files)
         raise MedcoreError(f"{bad or files[0]}: cannot decode image") from None

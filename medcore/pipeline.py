@@ -189,6 +189,9 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
         "threshold_rule": metrics["threshold_rule"],
         "threshold_split": metrics["threshold_split"],
         "target_sensitivity": metrics["threshold_choice"]["target_sensitivity"],
+        # Fitted on val: every probability shown to a person is sigmoid(logit / temperature), the threshold too.
+        "temperature": metrics["temperature"],
+        "probability": "sigmoid(logit / temperature)",
         "test_metrics": {"n": metrics["n"], "roc_auc": metrics["roc_auc"],
                          "roc_auc_interval": metrics["intervals"].get("roc_auc"),
                          "confidence": metrics["bootstrap"]["confidence"],
@@ -211,7 +214,7 @@ def gradcam(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     import cv2
     import numpy as np
 
-    from medcore.evaluation import load_model
+    from medcore.evaluation import contract_temperature, load_model, sigmoid
     from medcore.gradcam import (KINDS, GradCam, contact_sheet, faithfulness, heatmap_centre, load_images, overlay,
                                  pick_examples, render_deletion_plot)
     from medcore.jsonio import atomic_write_bytes
@@ -236,7 +239,8 @@ def gradcam(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     heatmaps, logits = explainer.heatmaps(images)
     seconds = time.perf_counter() - start
     # The same pipeline decoded these images for predictions.csv: a drift here means the overlays lie.
-    drift = float(np.abs(1 / (1 + np.exp(-logits)) - picked["probability"].to_numpy()).max()) if len(picked) else 0.0
+    temperature = contract_temperature(paths.model)
+    drift = float(np.abs(sigmoid(logits, temperature) - picked["probability"].to_numpy()).max()) if len(picked) else 0.0
     entries, tiles = [], {kind: [] for kind in KINDS}
     for i, row in picked.iterrows():
         rank = len(tiles[row.kind]) + 1

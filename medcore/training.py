@@ -253,6 +253,61 @@ def _finished_epochs(backup_dir: Path) -> int:
     return 0
 
 
+def _best_epoch_callback(weights: Path, record: Path, finished: int):
+    """A callback keeping the weights of the best val AUC epoch so far, across phases and resumed attempts.
+
+    Each improvement writes the weights, then `record` ({"epoch", "val_auc"}), both atomically and
+    before BackupAndRestore marks the epoch finished. A record of an epoch the backup does not hold
+    (killed between the two) is discarded, because that epoch runs again and history.csv forgets it.
+    """
+    import keras
+
+    from medcore.jsonio import read_json
+
+    kept = None
+    if finished and record.exists() and weights.exists():
+        try:
+            kept = read_json(record)
+        except ValueError:
+            kept = None
+        if kept is not None and int(kept.get("epoch", finished)) >= finished:
+            kept = None
+    if kept is None:
+        record.unlink(missing_ok=True)
+        weights.unlink(missing_ok=True)
+
+    class KeepBestEpoch(keras.callbacks.Callback):
+        """Saves the model's weights whenever val AUC beats every earlier epoch of this training."""
+
+        def __init__(self):
+            super().__init__()
+            self.weights_path = weights
+            self.best = None if kept is None else {"epoch": int(kept["epoch"]), "val_auc": float(kept["val_auc"])}
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get("val_auc")
+            if value is None or not math.isfinite(float(value)):
+                return  # a val split without both classes has no AUC: nothing to select on
+            if self.best is not None and float(value) <= self.best["val_auc"]:
+                return
+            weights.parent.mkdir(parents=True, exist_ok=True)
+            tmp = weights.with_name(f".tmp.{weights.name}")
+            self.model.save_weights(tmp)
+            os.replace(tmp, weights)
+            self.best = {"epoch": int(epoch), "val_auc": float(value)}
+            write_json(record, self.best)
+
+    return KeepBestEpoch()
+
+
+def restore_best_epoch(model, keeper) -> dict[str, Any] | None:
+    """Load the best epoch's weights into `model`; return {"epoch", "val_auc"} (None: no epoch had a val AUC)."""
+    if keeper.best is None:
+        return None
+    model.load_weights(keeper.weights_path)
+    return dict(keeper.best)
+
+
 def _history_rows(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path)
@@ -307,6 +362,9 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
         phases = [("frozen", 0, freeze, profile.learning_rate), ("fine_tune", freeze, epochs,
                    profile.fine_tune_learning_rate or (profile.learning_rate / 10 if freeze else profile.learning_rate))]
         stoppers = []
+        # Epochs history.csv holds (trimmed above): the best of those may be kept from an earlier attempt.
+        keeper = _best_epoch_callback(paths.backup_dir / "best.weights.h5", paths.backup_dir / "best.json",
+                                      len(_history_rows(paths.history_csv)))
         for phase, first, last, learning_rate in phases:
             if last <= first:
                 continue
@@ -320,16 +378,16 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
             elif phase == "frozen":
                 _set_backbone_trainable(model, False)
                 _compile(model, profile, learning_rate)
+            # The best epoch is restored once, after every phase, from `keeper` (not per phase or attempt).
             stopper = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=profile.patience,
-                                                    restore_best_weights=True, verbose=0)
+                                                    restore_best_weights=False, verbose=0)
             stoppers.append(stopper)
             callbacks = [
                 stopper,
                 # Before the CSV logger, so history.csv records the rate each epoch trained at.
                 *_schedule_callbacks(profile, learning_rate, first, last),
                 keras.callbacks.CSVLogger(str(paths.history_csv), append=True),
-                keras.callbacks.ModelCheckpoint(str(paths.backup_dir / "best.keras"), monitor="val_auc", mode="max",
-                                                save_best_only=True, verbose=0),
+                keeper,
                 # Last, so an epoch counts as finished only once everything above has been written.
                 # A retried task (killed worker, reboot) resumes after the last finished epoch.
                 keras.callbacks.BackupAndRestore(str(paths.backup_dir / phase), double_checkpoint=True),
@@ -342,12 +400,13 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
                       verbose=0)
             if phase == "frozen":
                 model.save_weights(frozen_marker)
+        best = restore_best_epoch(model, keeper)  # the saved model is the epoch the record reports
     wall = time.perf_counter() - start
 
     tmp = paths.model.with_name(f".{paths.model.stem}.tmp.keras")
     model.save(tmp)
     os.replace(tmp, paths.model)  # the good model is only ever replaced whole
-    for leftover in (frozen_marker, paths.backup_dir / "best.keras"):
+    for leftover in (frozen_marker, keeper.weights_path, paths.backup_dir / "best.json"):
         leftover.unlink(missing_ok=True)
 
     history = _history_rows(paths.history_csv)
@@ -365,7 +424,10 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
         "epochs_run": epochs_run,
         "resumed_from_epoch": resumed_from,
         "early_stopped": any(s.stopped_epoch for s in stoppers),
-        "best_val_auc": float(history["val_auc"].max()) if "val_auc" in history else None,
+        # The epoch whose weights model.keras holds (0-based, as history.csv's `epoch`), and its val AUC.
+        "best_epoch": best["epoch"] if best else None,
+        "best_val_auc": best["val_auc"] if best else None,
+        "selected_epoch": "best val AUC" if best else "last (val AUC undefined in every epoch)",
         "wall_seconds": wall,
         "seconds_to_first_step": first_step[0] if first_step else None,
         "epoch_seconds": epoch_seconds,

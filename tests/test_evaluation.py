@@ -130,13 +130,20 @@ def test_evaluate_model_passes_only_val_to_the_threshold(monkeypatch):
     })
     split["relpath"] = split["path"] = [f"img{i}.png" for i in range(len(split))]
     split["group"] = ["p1", "p1", "p2", "p2", "p3", "p4", "p5", "p6", "p7", "p7", "p8", "p8", "p9", "p10"]
-    monkeypatch.setattr(evaluation, "predict_probabilities", lambda model, frame, profile: frame["score"].to_numpy())
-    seen = []
-    real = evaluation.choose_threshold
+    logit = np.log(split["score"] / (1 - split["score"]))
+    by_path = dict(zip(split["path"], logit))
+    monkeypatch.setattr(evaluation, "predict_logits", lambda model, frame, profile: frame["path"].map(by_path).to_numpy())
+    seen, fitted = [], []
+    real, real_fit = evaluation.choose_threshold, evaluation.fit_temperature
     monkeypatch.setattr(evaluation, "choose_threshold", lambda labels, probs, *a, **k: seen.append(
         (list(labels), list(probs))) or real(labels, probs, *a, **k))
+    monkeypatch.setattr(evaluation, "fit_temperature", lambda labels, logits: fitted.append(list(labels)) or
+                        real_fit(labels, logits))
     metrics, predictions = evaluation.evaluate_model(None, split, None)
-    assert seen == [([0, 1, 0, 1], [.2, .9, .3, .8])]
+    assert fitted == [[0, 1, 0, 1]]  # the temperature too is fitted on val only
+    assert seen[0][0] == [0, 1, 0, 1]
+    assert seen[0][1] == pytest.approx(list(evaluation.sigmoid(logit[4:8], metrics["temperature"])))
+    assert predictions["probability"].to_numpy() == pytest.approx(evaluation.sigmoid(logit[8:], metrics["temperature"]))
     assert metrics["n"] == 6 and list(predictions["relpath"]) == [f"img{i}.png" for i in range(8, 14)]
     assert metrics["bootstrap"]["unit"] == "patient" and metrics["bootstrap"]["groups"] == 4
 
@@ -311,7 +318,7 @@ def test_predict_scores_a_folder_like_evaluation_does(saved_model, capsys):
     from medcore.jsonio import write_json
 
     model_path = saved_model / "model" / "model.keras"
-    write_json(model_path.with_name("model.json"), {"threshold": 0.25})
+    write_json(model_path.with_name("model.json"), {"threshold": 0.25, "temperature": 2.0})
     out = saved_model / "preds.csv"
     images = str(saved_model / "images")
     assert main(["predict", "--model", str(model_path), "--images", images, "--out", str(out)]) == 0
@@ -321,7 +328,7 @@ def test_predict_scores_a_folder_like_evaluation_does(saved_model, capsys):
     assert list(table["predicted"]) == list((table["probability"] >= 0.25).astype(int))
     frame = pd.DataFrame({"path": table["path"], "label": 0})
     expected = evaluation.predict_probabilities(evaluation.load_model(model_path), frame,
-                                                Profile("p", image_size=32, execution="graph"))
+                                                Profile("p", image_size=32, execution="graph"), temperature=2.0)
     np.testing.assert_allclose(table["probability"], expected, atol=1e-6)
 
     listing = saved_model / "list.csv"
@@ -347,3 +354,52 @@ def test_predict_bad_paths_are_one_line_errors(saved_model, capsys, args, messag
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("medcore: error:") and message in err[0], err
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def _overconfident(rng: np.random.Generator, n: int, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    """Labels drawn from sigmoid(z / temperature) while the model states sigmoid(z): overconfident by `temperature`."""
+    z = rng.normal(0.0, 4.0, n)
+    labels = (rng.random(n) < evaluation.sigmoid(z, temperature)).astype(int)
+    return labels, z
+
+
+def test_temperature_recovers_how_overconfident_the_logits_are():
+    """On val drawn at temperature 3 the fit finds about 3; on fresh test data ECE and Brier fall, AUC stays."""
+    rng = np.random.default_rng(5)
+    val_labels, val_logits = _overconfident(rng, 4000, 3.0)
+    temperature = evaluation.fit_temperature(val_labels, val_logits)
+    assert temperature == pytest.approx(3.0, rel=0.15)
+    test_labels, test_logits = _overconfident(rng, 2000, 3.0)
+    report = evaluation.calibration_report(test_labels, test_logits, temperature, settings=EvaluationSettings(), seed=1)
+    before, after = report["before"], report["after"]
+    assert after["calibration_error"]["value"] < before["calibration_error"]["value"] / 2
+    assert after["brier"]["value"] < before["brier"]["value"]
+    # The intervals are paired resamples: the calibrated upper bound sits below the raw lower bound here.
+    assert after["calibration_error"]["interval"]["high"] < before["calibration_error"]["interval"]["low"]
+    assert roc_auc_score(test_labels, evaluation.sigmoid(test_logits, temperature)) == pytest.approx(
+        roc_auc_score(test_labels, test_logits))
+
+
+def test_well_calibrated_logits_keep_temperature_near_one_and_one_class_keeps_one():
+    """Logits that already state the truth are left alone; a val split of one class fits nothing."""
+    rng = np.random.default_rng(6)
+    labels, z = _overconfident(rng, 4000, 1.0)
+    assert evaluation.fit_temperature(labels, z) == pytest.approx(1.0, rel=0.15)
+    assert evaluation.fit_temperature(np.ones(20), z[:20]) == 1.0
+
+
+def test_contract_temperature_is_read_and_checked(tmp_path):
+    """predict's temperature comes from model.json; absent means 1, nonsense is a one-line error."""
+    from medcore.errors import MedcoreError
+    from medcore.jsonio import write_json
+
+    model = tmp_path / "model.keras"
+    assert evaluation.contract_temperature(model) == 1.0
+    write_json(tmp_path / "model.json", {"temperature": 2.5})
+    assert evaluation.contract_temperature(model) == 2.5
+    write_json(tmp_path / "model.json", {"temperature": -1})
+    with pytest.raises(MedcoreError, match="temperature must be a positive number"):
+        evaluation.contract_temperature(model)
