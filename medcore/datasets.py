@@ -27,7 +27,8 @@ from medcore.config import Condition, Config, Profile, canonical_label
 from medcore.errors import DataError
 
 __all__ = ["IMAGE_SUFFIXES", "SPLITS", "COLUMNS", "SOURCE_COLUMNS", "Source", "read_source", "read_manifest",
-           "label_manifest", "classify_labels", "assign_splits", "cap_per_split", "make_dataset", "image_dataset"]
+           "label_manifest", "classify_labels", "assign_splits", "cap_per_split", "make_dataset", "image_dataset",
+           "padded_box", "content_masks", "read_studies"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 SPLITS = ("train", "val", "test")
@@ -198,6 +199,18 @@ def read_source(config: Config, condition: Condition) -> Source:
     return Source(frame[COLUMNS + SOURCE_COLUMNS].reset_index(drop=True), source.skipped)
 
 
+def read_studies(config: Config, condition: Condition) -> dict[str, str]:
+    """relpath -> study id from the condition's manifest (`study_column`); empty where it names none."""
+    if not condition.study_column or condition.layout != "csv":
+        return {}
+    manifest = config.dataset_dir(condition) / str(condition.manifest)
+    table = _read_table(manifest)
+    if condition.study_column not in table.columns:
+        raise DataError(f"{manifest}: study column {condition.study_column!r} not found")
+    images = table[condition.image_column].astype(str).str.strip().str.replace("\\", "/", regex=False)
+    return dict(zip(images.map(_printable_path), table[condition.study_column].astype(str).str.strip()))
+
+
 def read_manifest(config: Config, condition: Condition) -> pd.DataFrame:
     """Return every image the dataset names, labelled and grouped, before any check or split."""
     return read_source(config, condition).frame
@@ -326,17 +339,49 @@ def make_dataset(frame: pd.DataFrame, profile: Profile, *, training: bool, seed:
     and prefetches, so training does not wait on disk or JPEG decoding.
     """
     return image_dataset(frame["path"].to_numpy(dtype=str), frame["label"].to_numpy(dtype=np.float32),
-                         profile.image_size, profile.batch_size, training=training, seed=seed)
+                         profile.image_size, profile.batch_size, training=training, seed=seed, resize=profile.resize)
+
+
+def padded_box(height: int, width: int, size: int) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the image inside a `size` square after `resize: pad` (tf.image.resize_with_pad)."""
+    ratio = max(width / size, height / size)
+    inner_h, inner_w = int(height / ratio), int(width / ratio)
+    return (size - inner_h) // 2, (size - inner_w) // 2, inner_h, inner_w
+
+
+def content_masks(paths: list[str], size: int, resize: str) -> np.ndarray:
+    """Boolean (N, size, size): True where the square holds the image, False on `pad` padding (read from headers)."""
+    from PIL import Image
+
+    masks = np.ones((len(paths), size, size), dtype=bool)
+    if resize != "pad":
+        return masks
+    for mask, path in zip(masks, paths):
+        with Image.open(path) as image:
+            width, height = image.size
+        top, left, inner_h, inner_w = padded_box(height, width, size)
+        mask[:] = False
+        mask[top:top + inner_h, left:left + inner_w] = True
+    return masks
 
 
 def image_dataset(paths: np.ndarray, targets: np.ndarray, size: int, batch_size: int, *, training: bool, seed: int,
-                  sample_weights: np.ndarray | None = None):
-    """Return batches of (image, target[, sample weight]) with images decoded once, resized to `size`, cached."""
+                  sample_weights: np.ndarray | None = None, resize: str = "squash"):
+    """Return batches of (image, target[, sample weight]) with images decoded once, resized to `size`, cached.
+
+    `resize` is `squash` (stretch to the square) or `pad` (keep the aspect ratio, pad with black).
+    """
     import tensorflow as tf
+
+    if resize not in ("squash", "pad"):
+        raise ValueError(f"resize must be 'squash' or 'pad', got {resize!r}")
 
     def load(path, *rest):
         image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        image = tf.image.resize(image, (size, size), antialias=True)
+        if resize == "pad":
+            image = tf.image.resize_with_pad(image, size, size, antialias=True)
+        else:
+            image = tf.image.resize(image, (size, size), antialias=True)
         image.set_shape((size, size, 3))
         return (image, *rest)
 

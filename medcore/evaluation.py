@@ -30,11 +30,12 @@ __all__ = [
     "ThresholdChoice", "weighted_metrics", "binary_metrics", "bootstrap_weights", "bootstrap_intervals",
     "quality_tier", "units_per_class", "evaluate_scores", "evaluate_model", "render_plots", "PLOTS", "METRICS",
     "list_images", "contract_threshold", "predict_files", "png_bytes", "predict_logits", "sigmoid", "fit_temperature",
-    "calibration_report", "contract_temperature",
+    "calibration_report", "contract_temperature", "contract_resize", "aggregate_studies", "study_level",
 ]
 
 # The figures that get a point estimate and an interval; the confusion counts get one too.
-METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "brier", "calibration_error")
+METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "brier", "calibration_error",
+           "kappa")
 COUNTS = ("tp", "tn", "fp", "fn")
 PLOTS = ("roc", "pr", "calibration", "confusion")
 CLINICAL_NOTE = "research-grade discrimination only, not fitness for clinical use"
@@ -236,8 +237,16 @@ def weighted_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: f
             "pr_auc": np.where(pos_total > 0, (pos * precision_at).sum(axis=1) / pos_total, np.nan),
             "brier": (w @ (p - y) ** 2) / total,
             "calibration_error": np.abs(gap_per_bin).sum(axis=1) / total,
+            # Cohen's kappa of the decisions against the labels: agreement beyond what the marginals give by chance.
+            "kappa": _kappa(tp, tn, fp, fn, total),
             "tp": tp, "tn": tn, "fp": fp, "fn": fn,
         }
+
+
+def _kappa(tp: np.ndarray, tn: np.ndarray, fp: np.ndarray, fn: np.ndarray, total: np.ndarray) -> np.ndarray:
+    observed = (tp + tn) / total
+    chance = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / total**2
+    return np.where(chance < 1, (observed - chance) / (1 - chance), np.nan)
 
 
 def _number(value: float) -> float | None:
@@ -380,11 +389,13 @@ def evaluate_scores(val_labels: np.ndarray, val_probabilities: np.ndarray, test_
 
 
 def evaluate_model(model, split: pd.DataFrame, profile: Profile, settings: EvaluationSettings = EvaluationSettings(),
-                   seed: int = 0) -> tuple[dict[str, Any], pd.DataFrame]:
+                   seed: int = 0, study_aggregation: str = "mean") -> tuple[dict[str, Any], pd.DataFrame]:
     """Score val and test, fit the temperature and pick the threshold on val, measure test.
 
     Every probability from here on (metrics, predictions.csv, overlays, `medcore predict`) is the
     calibrated one, sigmoid(logit / temperature); the raw one stays in predictions.csv beside it.
+    Where `split` has a `study` column, the figures are per study (see `study_level`) and the image
+    ones move to `image_level`; predictions stay per image, decided at the image-level threshold.
     Returns metrics and test predictions.
     """
     val = split[split["split"] == "val"]
@@ -409,7 +420,39 @@ def evaluate_model(model, split: pd.DataFrame, profile: Profile, settings: Evalu
     })
     if groups is not None:
         predictions["group"] = groups
+    if "study" in split.columns:
+        predictions["study"] = test["study"].astype(str).to_numpy()
+        val_frame = val.assign(probability=sigmoid(val_logits, temperature))
+        metrics = study_level(val_frame, predictions, metrics, settings, seed, study_aggregation)
     return metrics, predictions
+
+
+def aggregate_studies(frame: pd.DataFrame, how: str = "mean") -> pd.DataFrame:
+    """One row per study: its label, patient (`group`) and probability (mean or max of its images')."""
+    if how not in ("mean", "max"):
+        raise ValueError(f"study aggregation must be 'mean' or 'max', got {how!r}")
+    columns = {"label": ("label", "max"), "probability": ("probability", how), "images": ("probability", "size")}
+    if "group" in frame.columns:
+        columns["group"] = ("group", "first")
+    return frame.groupby(frame["study"].astype(str), sort=True).agg(**columns).reset_index()
+
+
+def study_level(val: pd.DataFrame, test: pd.DataFrame, image_metrics: dict[str, Any],
+                settings: EvaluationSettings = EvaluationSettings(), seed: int = 0, how: str = "mean") -> dict[str, Any]:
+    """Metrics per study (MURA's unit): threshold fitted on val studies, intervals resampled by patient.
+
+    The image-level figures stay, under `image_level`; the returned figures are the study's.
+    """
+    val_studies, test_studies = aggregate_studies(val, how), aggregate_studies(test, how)
+    groups = test_studies["group"].astype(str).to_numpy() if "group" in test_studies.columns else None
+    metrics = evaluate_scores(val_studies["label"].to_numpy(), val_studies["probability"].to_numpy(),
+                              test_studies["label"].to_numpy(), test_studies["probability"].to_numpy(), groups,
+                              settings, seed)
+    image_level = {k: v for k, v in image_metrics.items() if k not in ("calibration", "temperature")}
+    metrics.update({"unit": "study", "study_aggregation": how, "n_images": image_metrics["n"],
+                    "threshold_split": "val (studies)", "image_level": image_level,
+                    "temperature": image_metrics.get("temperature"), "calibration": image_metrics.get("calibration")})
+    return metrics
 
 
 # --------------------------------------------------------------------------- plots
@@ -533,6 +576,20 @@ def list_images(source: str | Path, column: str | None = None) -> list[Path]:
     return files
 
 
+def contract_resize(model_path: str | Path) -> str:
+    """How the model's images were made square (`squash` or `pad`), from the `model.json` beside it."""
+    from medcore.jsonio import read_json
+
+    contract = Path(model_path).with_name("model.json")
+    try:
+        value = read_json(contract).get("resize", "squash") if contract.is_file() else "squash"
+    except ValueError as exc:
+        raise MedcoreError(f"{contract}: not valid JSON: {exc}") from None
+    if value not in ("squash", "pad"):
+        raise MedcoreError(f"{contract}: resize must be 'squash' or 'pad', got {value!r}")
+    return value
+
+
 def contract_temperature(model_path: str | Path) -> float:
     """The calibration temperature from the `model.json` beside a model (1.0: none fitted yet)."""
     from medcore.jsonio import read_json
@@ -576,7 +633,8 @@ def _first_undecodable(files: Sequence[Path]) -> Path | None:
     return None
 
 
-def predict_files(model, files: Sequence[Path], batch_size: int = 32, temperature: float = 1.0) -> np.ndarray:
+def predict_files(model, files: Sequence[Path], batch_size: int = 32, temperature: float = 1.0,
+                  resize: str = "squash") -> np.ndarray:
     """P(positive) = sigmoid(logit / temperature) for each file, decoded and resized exactly as in training."""
     import tensorflow as tf
 
@@ -585,7 +643,7 @@ def predict_files(model, files: Sequence[Path], batch_size: int = 32, temperatur
         raise MedcoreError(f"model input shape {shape} is not a fixed square image")
     size = int(shape[1])
     frame = pd.DataFrame({"path": [str(f) for f in files], "label": np.zeros(len(files), np.float32)})
-    profile = Profile("predict", image_size=size, batch_size=batch_size, execution="graph")
+    profile = Profile("predict", image_size=size, batch_size=batch_size, execution="graph", resize=resize)
     try:
         return predict_probabilities(model, frame, profile, temperature)
     except tf.errors.InvalidArgumentError:

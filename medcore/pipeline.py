@@ -52,7 +52,8 @@ def _stage(name: str) -> Callable[[Callable[..., Job]], Callable[[Job], Job]]:
         @functools.wraps(body)
         def run(job: Job) -> Job:
             config, paths = _load(job)
-            condition, profile = config.conditions[job["condition"]], config.profiles[job["profile"]]
+            condition = config.conditions[job["condition"]]
+            profile = config.profiles[job["profile"]].for_condition(condition)
             log.info("%s: %s/%s (run %s)", name, condition.name, profile.name, job["run_id"])
             try:
                 result = body(job, config, condition, profile, paths)
@@ -131,10 +132,22 @@ def _require(path: Path, stage: str) -> Path:
 @_stage("train")
 def train(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     """Train the model on the saved split and write model.keras and training.json."""
+    from medcore.crossval import all_data_split, cross_validate, needs_cross_validation
     from medcore.training import train_model
 
-    record = train_model(config, profile, _split(paths), paths, epochs=job.get("epochs"),
+    split = _split(paths)
+    crossval = needs_cross_validation(split, config.evaluation)
+    if crossval:  # too few test patients to measure anything: estimate out of fold, ship a model of all the data
+        log.info("%s/%s: small test split; %d x %d-fold cross-validation", condition.name, profile.name,
+                 config.evaluation.crossval_repeats, config.evaluation.crossval_folds)
+        logits = cross_validate(config, profile, split, paths, epochs=job.get("epochs"))
+        atomic_write_text(paths.crossval_csv, logits.to_csv(index=False))
+        split = all_data_split(split)
+    else:
+        paths.crossval_csv.unlink(missing_ok=True)
+    record = train_model(config, profile, split, paths, epochs=job.get("epochs"),
                          warm_start=_warm_start(config, condition.name, profile.weights))
+    record["estimate"] = "cross-validation" if crossval else "test split"
     record["dataset_fingerprint"] = read_json(paths.validation_json)["fingerprint"]
     write_json(paths.training_json, record)
     return job
@@ -169,12 +182,40 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     The chosen threshold also goes into the model contract (model.json), so `medcore predict`
     and anyone scoring new images apply the same decision rule the metrics describe.
     """
-    from medcore.evaluation import evaluate_model, load_model, render_plots
+    from medcore.evaluation import choose_threshold, evaluate_model, load_model, render_plots
     from medcore.jsonio import atomic_write_bytes
 
+    from medcore.datasets import read_studies
+
     model = load_model(_require(paths.model, "train"), eager=profile.execution == "eager")
-    metrics, predictions = evaluate_model(model, _split(paths), profile, config.evaluation, seed=config.seed)
-    plots = render_plots(predictions["label"].to_numpy(), predictions["probability"].to_numpy(), metrics,
+    split = _split(paths)
+    studies = read_studies(config, condition)
+    if studies:  # MURA labels studies: the figures that compare with its published ones are per study
+        split["study"] = split["relpath"].map(studies).fillna(split["relpath"])
+    if paths.crossval_csv.exists():  # a small set: figures from the pooled out-of-fold predictions
+        from medcore.crossval import crossval_metrics
+        from medcore.evaluation import calibration_report, fit_temperature, predict_logits, sigmoid
+
+        metrics, predictions = crossval_metrics(pd.read_csv(paths.crossval_csv, dtype={"group": str, "relpath": str}),
+                                                config.evaluation, seed=config.seed)
+        metrics["calibration"] = calibration_report(predictions["label"].to_numpy(), predictions["logit"].to_numpy(),
+                                                    metrics["temperature"], groups=predictions["group"].to_numpy(),
+                                                    settings=config.evaluation, seed=config.seed)
+        # The shipped model scores new images: its own temperature and threshold, fitted on its val split.
+        val = split[split["split"] == "val"]
+        val_logits = predict_logits(model, val, profile)
+        shipped_t = fit_temperature(val["label"].to_numpy(), val_logits) if config.evaluation.calibrate else 1.0
+        shipped = choose_threshold(val["label"].to_numpy(), sigmoid(val_logits, shipped_t),
+                                   config.evaluation.threshold_rule, config.evaluation.target_sensitivity)
+        metrics["shipped_model"] = {"temperature": shipped_t, "threshold": shipped.value, "threshold_split": "val"}
+    else:
+        metrics, predictions = evaluate_model(model, split, profile, config.evaluation, seed=config.seed,
+                                              study_aggregation=condition.study_aggregation)
+    if condition.reference:
+        metrics["reference"] = condition.reference
+    # Plots are per image (as predictions.csv), at the image-level threshold.
+    plots = render_plots(predictions["label"].to_numpy(), predictions["probability"].to_numpy(),
+                         metrics.get("image_level", metrics),
                          f"{condition.name}/{profile.name}", config.evaluation.calibration_bins)
     for name, png in plots.items():
         atomic_write_bytes(paths.plot(name), png)
@@ -184,13 +225,17 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     write_json(paths.metrics_json, metrics)
 
     contract = read_json(paths.model_contract) if paths.model_contract.exists() else {}
+    images = metrics.get("image_level", metrics)  # predict scores images: their threshold, not the studies'
+    shipped = metrics.get("shipped_model") or {}  # cross-validated: the figures are out of fold, not this model's
     contract.update({
-        "threshold": metrics["threshold"],
+        "threshold": shipped.get("threshold", images["threshold"]),
         "threshold_rule": metrics["threshold_rule"],
-        "threshold_split": metrics["threshold_split"],
+        "threshold_split": images["threshold_split"],
+        "study_threshold": metrics["threshold"] if "image_level" in metrics else None,
         "target_sensitivity": metrics["threshold_choice"]["target_sensitivity"],
         # Fitted on val: every probability shown to a person is sigmoid(logit / temperature), the threshold too.
-        "temperature": metrics["temperature"],
+        "temperature": shipped.get("temperature", metrics["temperature"]),
+        "estimate": metrics.get("estimate", "test split"),
         "probability": "sigmoid(logit / temperature)",
         "test_metrics": {"n": metrics["n"], "roc_auc": metrics["roc_auc"],
                          "roc_auc_interval": metrics["intervals"].get("roc_auc"),
@@ -214,8 +259,9 @@ def gradcam(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     import cv2
     import numpy as np
 
-    from medcore.evaluation import contract_temperature, load_model, sigmoid
-    from medcore.gradcam import (KINDS, GradCam, contact_sheet, faithfulness, heatmap_centre, load_images, overlay,
+    from medcore.datasets import content_masks
+    from medcore.evaluation import contract_resize, contract_temperature, load_model, sigmoid
+    from medcore.gradcam import (KINDS, GradCam, contact_sheet, faithfulness, heatmap_centre, load_images, mask_padding, overlay,
                                  pick_examples, render_deletion_plot)
     from medcore.jsonio import atomic_write_bytes
 
@@ -235,8 +281,11 @@ def gradcam(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
         stale.unlink()
     start = time.perf_counter()
     picked = pick_examples(predictions, settings.samples)
-    images = load_images(picked["path"].tolist(), size, settings.batch_size)
+    resize = contract_resize(paths.model)  # the preprocessing the model was trained with
+    images = load_images(picked["path"].tolist(), size, settings.batch_size, resize)
     heatmaps, logits = explainer.heatmaps(images)
+    if resize == "pad":  # the padding holds no anatomy: no heat may be shown there
+        heatmaps = mask_padding(heatmaps, content_masks(picked["path"].tolist(), size, resize))
     seconds = time.perf_counter() - start
     # The same pipeline decoded these images for predictions.csv: a drift here means the overlays lie.
     temperature = contract_temperature(paths.model)
@@ -255,10 +304,13 @@ def gradcam(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
 
     start = time.perf_counter()
     strongest = predictions.sort_values("probability", ascending=False, kind="stable").head(settings.deletion_images)
-    deletion_images = load_images(strongest["path"].tolist(), size, settings.batch_size)
+    deletion_images = load_images(strongest["path"].tolist(), size, settings.batch_size, resize)
     deletion_maps, _ = explainer.heatmaps(deletion_images)
+    deletion_masks = content_masks(strongest["path"].tolist(), size, resize) if resize == "pad" else None
     faithful = faithfulness(explainer, deletion_images, deletion_maps, steps=settings.deletion_steps,
-                            baseline=settings.deletion_baseline, seed=settings.seed)
+                            baseline=settings.deletion_baseline, seed=settings.seed,
+                            random_maps_per_image=settings.deletion_random_maps, alpha=settings.deletion_alpha,
+                            masks=deletion_masks)
     faithful.update({"seconds": time.perf_counter() - start, "plot": paths.gradcam_deletion_png,
                      "predicted_positive": int(strongest["predicted"].sum()),
                      "labelled_positive": int(strongest["label"].sum())})
@@ -267,6 +319,7 @@ def gradcam(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
         log.warning("%s/%s: %s", condition.name, profile.name, faithful["flag"])
     write_json(paths.gradcam_json, {
         "layer": settings.layer, "map_shape": explainer.map_shape, "image_size": size, "model_path": paths.model,
+        "resize": resize, "padding_masked": resize == "pad",
         "overlays": entries, "contact_sheet": sheet, "heatmap_seconds": seconds, "max_probability_drift": drift,
         "faithfulness": faithful,
     })

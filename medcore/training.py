@@ -416,6 +416,7 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
         "condition": paths.condition,
         "profile": profile.name,
         "image_size": profile.image_size,
+        "resize": profile.resize,
         "lr_schedule": profile.lr_schedule,
         "class_weighting": profile.class_weighting,
         "weights": profile.weights,
@@ -448,6 +449,8 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
     write_json(paths.model_contract, {
         "architecture": "DenseNet121", "input_shape": [profile.image_size, profile.image_size, 3],
         "input_range": [0, 255], "preprocessing": "inside the model (rescale, ImageNet normalisation)",
+        # How files become the square input; predict, evaluate and Grad-CAM read it from here.
+        "resize": profile.resize,
         "output": "one logit; sigmoid gives P(positive)", "gradcam_layer": config.gradcam.layer,
         "classes": {"0": "negative", "1": "positive"}, "seed": config.seed, "precision": precision,
         "versions": record["versions"],

@@ -403,3 +403,59 @@ def test_contract_temperature_is_read_and_checked(tmp_path):
     write_json(tmp_path / "model.json", {"temperature": -1})
     with pytest.raises(MedcoreError, match="temperature must be a positive number"):
         evaluation.contract_temperature(model)
+
+
+# --------------------------------------------------------------------------- studies (MURA)
+
+
+def test_kappa_matches_sklearn():
+    """Cohen's kappa of the decisions at the threshold, as scikit-learn computes it."""
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = np.random.default_rng(3)
+    labels, probabilities = _scores(rng, 300)
+    point = binary_metrics(labels, probabilities, 0.4)
+    assert point["kappa"] == pytest.approx(cohen_kappa_score(labels, (probabilities >= 0.4).astype(int)))
+
+
+def test_studies_take_the_mean_or_max_of_their_images():
+    """A study's probability is the mean (or max) of its images'; label and patient come along."""
+    frame = pd.DataFrame({"study": ["a", "a", "b"], "label": [1, 1, 0], "probability": [0.2, 0.6, 0.3],
+                          "group": ["p1", "p1", "p2"]})
+    mean = evaluation.aggregate_studies(frame)
+    assert mean["probability"].tolist() == pytest.approx([0.4, 0.3]) and mean["images"].tolist() == [2, 1]
+    assert evaluation.aggregate_studies(frame, "max")["probability"].tolist() == pytest.approx([0.6, 0.3])
+    assert mean["group"].tolist() == ["p1", "p2"] and mean["label"].tolist() == [1, 0]
+
+
+def test_study_level_figures_fit_the_threshold_on_val_studies_and_resample_patients(monkeypatch):
+    """Figures per study: threshold from val studies only, n = test studies, bootstrap over patients, kappa."""
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = np.random.default_rng(4)
+
+    def studies(prefix: str, n: int) -> pd.DataFrame:
+        rows = []
+        for s in range(n):
+            label, patient = s % 2, f"{prefix}p{s // 2}"  # two studies per patient
+            for image in range(1 + s % 3):
+                rows.append({"study": f"{prefix}s{s}", "group": patient, "label": label,
+                             "probability": float(np.clip(rng.normal(0.35 + 0.3 * label, 0.2), 0, 1))})
+        return pd.DataFrame(rows)
+
+    val, test = studies("v", 60), studies("t", 80)
+    seen = []
+    real = evaluation.choose_threshold
+    monkeypatch.setattr(evaluation, "choose_threshold", lambda labels, probs, *a, **k: seen.append(len(labels)) or
+                        real(labels, probs, *a, **k))
+    image_metrics = evaluate_scores(val["label"], val["probability"], test["label"], test["probability"],
+                                    test["group"].to_numpy())
+    metrics = evaluation.study_level(val, test, image_metrics)
+    assert seen[-1] == 60  # val studies, not val images, not test
+    assert metrics["unit"] == "study" and metrics["n"] == 80 and metrics["image_level"]["n"] == len(test)
+    assert metrics["bootstrap"]["unit"] == "patient" and metrics["bootstrap"]["groups"] == 40
+    per_study = evaluation.aggregate_studies(test)
+    decided = (per_study["probability"] >= metrics["threshold"]).astype(int)
+    assert metrics["kappa"] == pytest.approx(cohen_kappa_score(per_study["label"], decided))
+    assert metrics["intervals"]["kappa"]["low"] <= metrics["kappa"] <= metrics["intervals"]["kappa"]["high"]
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(per_study["label"], per_study["probability"]))
