@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 DEMO_DATA := data/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help install lock airflow-init demo test test-fast test-integration run pretrain airflow-ui resend bench bench-report clean
+.PHONY: help install lock lint airflow-init demo test test-fast fuzz test-integration test-ui run pretrain airflow-ui resend bench bench-report clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-17s %s\n", $$1, $$2}'
@@ -51,11 +51,29 @@ $(DEMO_DATA)/.stamp: medcore/synthetic.py | $(STAMP)
 test: install ## run the whole test suite (what CI runs)
 	$(PY) -m pytest -q
 
+lint: install ## ruff check and ruff format --check, with the rules in pyproject.toml (changes nothing)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 test-fast: install ## skip the tests that train real models
 	$(PY) -m pytest -q -m "not slow"
 
+# Every fuzz target of tests/ (manifests, label cells, config values and bytes, image bytes, run ids)
+# with FUZZ_EXAMPLES cases each; fails if fewer than 1,000 finish or the run's memory passes FUZZ_MAX_MIB.
+FUZZ_EXAMPLES ?= 200
+FUZZ_MAX_MIB ?= 2048
+fuzz: install ## hypothesis fuzzing, >= 1,000 generated cases (~3 min): findings or one-line errors, never a traceback
+	MEDCORE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) MEDCORE_FUZZ_MIN_CASES=1000 MEDCORE_FUZZ_MAX_MIB=$(FUZZ_MAX_MIB) \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/test_validation_fuzz.py tests/test_config_fuzz.py tests/test_layout.py
+
 test-integration: install ## CeleryExecutor on this machine's PostgreSQL and Redis, for real (skips without them)
 	$(PY) -m pytest -q tests/integration
+
+# Debian's chromium and chromium-driver (a browser download would need the internet); screenshots: artifacts/ui/.
+test-ui: install ## the browser suite: log in, trigger a tiny run, read its report and e-mail in headless Chromium
+	@command -v chromium > /dev/null && command -v chromedriver > /dev/null || \
+	  { apt-get update -q && apt-get install -y -q chromium chromium-driver; }
+	$(PY) -m pytest -q tests/ui
 
 run: install ## train for real with conditions.yaml, without Airflow (MEDCORE_DATA_ROOT=../shared/datasets)
 	$(VENV)/bin/medcore run

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import logging
 import os
 import sys
 from pathlib import Path
 
 from medcore.errors import MedcoreError
+from medcore.logs import setup_logging
 
 __all__ = ["main"]
 
@@ -29,6 +29,19 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _output_folder(out: Path, config) -> Path:
+    """`--out` as a folder to write into: not an existing file, and never inside a dataset (data stays read-only)."""
+    if out.exists() and not out.is_dir():
+        raise MedcoreError(f"{out}: exists and is not a folder; --out names a folder for validation.json")
+    resolved = out.resolve()
+    for condition in config.conditions.values():
+        dataset = config.dataset_dir(condition).resolve()
+        if resolved == dataset or resolved.is_relative_to(dataset):
+            raise MedcoreError(f"{out}: inside the dataset folder of {condition.name} ({dataset}); "
+                               "validation never writes into data, pick a folder elsewhere")
+    return out
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from medcore.config import load_config
     from medcore.jsonio import atomic_write_text, write_json
@@ -37,10 +50,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.condition not in config.conditions:
         raise MedcoreError(f"{config.path}: unknown condition {args.condition!r} (known: {', '.join(config.conditions)})")
+    out = _output_folder(Path(args.out), config)
     result = validate_condition(config, config.conditions[args.condition])
-    out = Path(args.out)
-    write_json(out / "validation.json", result.to_dict())
-    atomic_write_text(out / "validation.txt", result.summary())
+    try:
+        write_json(out / "validation.json", result.to_dict())
+        atomic_write_text(out / "validation.txt", result.summary())
+    except OSError as exc:
+        raise MedcoreError(f"{out}: cannot write the validation report: {exc.strerror or exc}") from None
     print(result.summary(), end="")
     if not result.ok:
         print(f"medcore: {args.condition}: not trainable: {result.reason}", file=sys.stderr)
@@ -85,8 +101,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from medcore.evaluation import (contract_resize, contract_temperature, contract_threshold, list_images, load_model,
-                                    predict_files)
+    from medcore.contract import contract_resize, contract_temperature, contract_threshold
+    from medcore.evaluation import list_images, load_model, predict_files
     from medcore.jsonio import atomic_write_text
 
     model_path = Path(args.model)
@@ -104,11 +120,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         threshold, source = args.threshold, f"threshold {args.threshold:.4f} from --threshold"
     else:
         threshold, source = contract_threshold(model_path)
-    try:
-        model = load_model(model_path)
-    except (ValueError, OSError) as exc:
-        raise MedcoreError(f"{model_path}: cannot load model: {' '.join(str(exc).split())[:200]}") from None
-    # Calibrated as in the report: the threshold in model.json is on the same scale.
+    model = load_model(model_path)  # a file Keras cannot build a model from is a one-line MedcoreError
+    # Calibrated and resized as in the report: the threshold in model.json is on the same scale.
     probabilities = predict_files(model, files, args.batch_size, contract_temperature(model_path),
                                   contract_resize(model_path))
     table = pd.DataFrame({"path": [str(f) for f in files], "probability": probabilities,
@@ -171,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; user mistakes print one line and exit 2, never a traceback."""
     _quiet_tensorflow()
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         return args.func(args)
     except MedcoreError as exc:

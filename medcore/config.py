@@ -12,14 +12,14 @@ image_size=32)` by hand, or a variant with `dataclasses.replace`, keeps working 
 
 from __future__ import annotations
 
-import collections.abc
 import dataclasses
 import os
 import re
 import types
 import typing
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Literal, Mapping, Optional
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
@@ -66,7 +66,8 @@ def _problem(key: str, message: str) -> PydanticCustomError:
 
 
 # --- validation policy -------------------------------------------------------------------------------
-__all__ += ["CheckRule", "CHECKS", "DEFAULT_FIX", "POLICIES", "ValidationSettings", "SplitMinimum", "MIN_PER_CLASS_DEFAULT"]
+__all__ += ["CheckRule", "CHECKS", "DEFAULT_FIX", "POLICIES", "ValidationSettings", "SplitMinimum",
+            "MIN_PER_CLASS_DEFAULT"]
 POLICIES = ("error", "drop", "warn")  # stop the run / drop the offending rows and warn / keep them and warn
 LeakSide = Literal["heldout", "train"]  # which side of a cross-split leak loses its rows under `drop`
 
@@ -125,7 +126,7 @@ CHECKS: dict[str, CheckRule] = {
     "image_truncated": CheckRule("drop", _UNUSABLE, "JPEG/PNG cut short"),
     "image_corrupt": CheckRule("drop", _UNUSABLE, "image header, but the decoder fails"),
     "image_not_an_image": CheckRule("drop", _UNUSABLE, "bytes of no image format"),
-    "image_format_unsupported": CheckRule("drop", _UNUSABLE, "an image the training loader cannot read (TIFF, DICOM)"),
+    "image_format_unsupported": CheckRule("drop", _UNUSABLE, "an image the training loader cannot read (TIFF, JPEG 2000)"),
     "image_too_large": CheckRule("drop", _UNUSABLE, "more pixels or bytes than validation will decode"),
     "image_too_small": CheckRule("drop", POLICIES, "shorter side under 16 px"),
     "image_blank": CheckRule("drop", POLICIES, "constant image with no contrast"),
@@ -140,9 +141,27 @@ CHECKS: dict[str, CheckRule] = {
     "group_leakage": CheckRule("error", POLICIES, "a patient or group in two splits",
                                "fix the patient ids, or set `validation_policy: {group_leakage: drop}` and "
                                "`leak_drop_from`"),
+    # DICOM (medcore.dicom)
+    "dicom_pixel_data_missing": CheckRule("drop", _UNUSABLE, "DICOM object without Pixel Data (a report, a state)",
+                                          "export the images of the study, not its reports or presentation states"),
+    "dicom_transfer_syntax_unsupported": CheckRule("drop", _UNUSABLE, "no installed decoder for the transfer syntax",
+                                                   "install the package the finding names, or export uncompressed"),
+    "dicom_modality_not_radiograph": CheckRule("drop", POLICIES, "modality other than CR, DX, RG, MG, IO, PX",
+                                               "remove the non-radiographs from the export, or set the policy to warn"),
+    "dicom_multiframe": CheckRule("drop", POLICIES, "more than one frame (warn: the first frame is used)",
+                                  "export single-frame images, or set the policy to warn to use each first frame"),
+    "dicom_photometric_unsupported": CheckRule("drop", POLICIES, "not MONOCHROME1/2 (warn: read as luminance)",
+                                               "export the original grayscale images, not screen captures"),
+    "dicom_burned_in_annotation": CheckRule("drop", POLICIES, "Burned In Annotation YES: identifying text in pixels",
+                                            "export images without burned-in text (de-identify the pixels first)"),
+    "dicom_mixed_views": CheckRule("warn", POLICIES, "view positions differ (drop: keep the most common only)",
+                                   "train one condition per view, or set the policy to warn or drop"),
+    "dicom_mixed_body_parts": CheckRule("warn", POLICIES, "body parts differ (drop: keep the most common only)",
+                                        "train one condition per body part, or set the policy to warn or drop"),
     # descriptions of the data: they never take a policy
     "label_excluded": CheckRule("info", (), "class listed in `exclude`: left out of the task and counted"),
-    "file_skipped": CheckRule("info", (), "file in a class folder without an image file name (e.g. .dcm)"),
+    "file_skipped": CheckRule("info", (), "file in a class folder without an image file name (e.g. .txt)"),
+    "dicom_summary": CheckRule("info", (), "DICOM bit depths, photometric interpretations, windowing, compression"),
     "image_encoding_unusual": CheckRule("info", (), "RGBA, 16-bit, palette, CMYK, very large, gray stored as colour"),
     "groups_unknown": CheckRule("info", (), "no group ids, so patient leakage cannot be checked"),
     "group_summary": CheckRule("info", (), "how many groups the images form"),
@@ -240,20 +259,22 @@ class Condition:
     layout: Literal["folders", "csv"] = _choice(..., "class folders (`folders`) or a CSV manifest (`csv`)")
     positive: _Labels = Field(description="labels (folder names or manifest values) of the positive class")
     negative: _Labels = Field(description="labels of the negative class")
-    manifest: Optional[str] = _text(None, "the CSV manifest inside the dataset folder (required for `csv`)")
+    manifest: str | None = _text(None, "the CSV manifest inside the dataset folder (required for `csv`)")
     image_column: str = _text("image", "manifest column holding each image's path")
     label_column: str = _text("label", "manifest column holding each image's label")
-    split_column: Optional[str] = _text("split", "manifest column holding train/val/test, if any")
-    group_column: Optional[str] = _text(None, "manifest column holding the patient id, if any")
-    group_pattern: Optional[str] = _text(None, "regex on the file name; group 1 (or the match) is the patient")
+    split_column: str | None = _text("split", "manifest column holding train/val/test, if any")
+    group_column: str | None = _text(None, "manifest column holding the patient id, if any")
+    group_pattern: str | None = _text(None, "regex on the file name; group 1 (or the match) is the patient")
     exclude: _Labels = Field((), description="known other classes: left out of the task and counted, not flagged")
     validation_policy: Mapping[str, str] = Field(default_factory=dict,
                                                  description="finding code -> policy, over `validation.policy`")
-    leak_drop_from: Optional[LeakSide] = _choice(None, "overrides `validation.leak_drop_from` for this condition")
-    resize: Optional[Literal["squash", "pad"]] = _choice(None, "overrides every profile's `resize` for this condition")
-    study_column: Optional[str] = _text(None, "manifest column holding the study id; then test figures are per study")
+    leak_drop_from: LeakSide | None = _choice(None, "overrides `validation.leak_drop_from` for this condition")
+    caveats: tuple[str, ...] = Field((), description="known limits of the data (e.g. a train/test shift), listed in "
+                                                     "every model card of this condition")
+    resize: Literal["squash", "pad"] | None = _choice(None, "overrides every profile's `resize` for this condition")
+    study_column: str | None = _text(None, "manifest column holding the study id; then test figures are per study")
     study_aggregation: Literal["mean", "max"] = _choice("mean", "a study's probability from its images' (MURA: mean)")
-    reference: Optional[str] = _text(None, "published figures to read the study-level results beside")
+    reference: str | None = _text(None, "published figures to read the study-level results beside")
 
     _labels = field_validator("positive", "negative", "exclude", mode="before")(_label_list)
     _policies = field_validator("validation_policy", mode="after")(_check_policies)
@@ -312,7 +333,7 @@ class Profile:
     weights: str = _text("none", "none, imagenet, champion (warm start), shared (`medcore pretrain`), or a "
                                  "DenseNet121 notop weights file relative to the config")
     freeze_epochs: int = _integer(0, 0, 1000, "epochs with a frozen backbone before fine-tuning (pretrained weights)")
-    fine_tune_learning_rate: Optional[float] = _number(None, 1e-9, 1.0, "rate after unfreezing; default "
+    fine_tune_learning_rate: float | None = _number(None, 1e-9, 1.0, "rate after unfreezing; default "
                                                                          "learning_rate / 10")
     precision: Literal["float32", "mixed_bfloat16"] = _choice("float32", "Keras dtype policy (bf16 only where the CPU "
                                                                        "has it)")
@@ -321,7 +342,7 @@ class Profile:
                                                 "default")
     # The graph trace costs ~40 s, which only pays off beyond tiny runs.
     execution: Literal["graph", "eager"] = _choice("graph", "`eager` skips the graph trace (tiny runs only)")
-    max_images_per_split: Optional[int] = _integer(None, 4, 10**9, "cap per split for smoke runs; null uses every "
+    max_images_per_split: int | None = _integer(None, 4, 10**9, "cap per split for smoke runs; null uses every "
                                                                     "image")
     # Knee and humerus films come in every aspect; stretching them to a square distorts the anatomy.
     resize: Literal["squash", "pad"] = _choice("squash", "how an image becomes square: stretch it (`squash`) or keep "
@@ -414,7 +435,7 @@ class GradcamSettings:
                                                                "its mean")
     deletion_random_maps: int = _integer(5, 1, 100, "random maps per image the Grad-CAM deletion curve is compared with")
     deletion_alpha: float = _number(0.05, 0.001, 0.5, "level of the paired one-sided test that Grad-CAM beats random")
-    seed: Optional[int] = _integer(None, 0, _SEED_MAX, "seeds the random-map baseline; null: the top-level seed")
+    seed: int | None = _integer(None, 0, _SEED_MAX, "seeds the random-map baseline; null: the top-level seed")
 
 
 # Figures a gate may name, each "higher is better"; `<metric>_low` gates the lower bound of its interval.
@@ -432,11 +453,11 @@ class RegistrySettings:
 
     # Relative to the file loaded, not to one it extends: configs/demo.yaml then keeps its own registry
     # (configs/registry), so a demo model never becomes the champion of a real run.
-    root: Optional[Path] = Field(None, description="registry folder, relative to the loaded config "
+    root: Path | None = Field(None, description="registry folder, relative to the loaded config "
                                                    "(default `registry`); MEDCORE_REGISTRY_ROOT overrides it")
     # A `gates` mapping replaces the defaults as a whole (a null value drops one gate inherited via
     # `extends`), so what a model must pass is always what the file says. Stored as (figure, minimum) pairs.
-    gates: Mapping[GateName, Optional[_Fraction]] = Field(
+    gates: Mapping[GateName, _Fraction | None] = Field(
         DEFAULT_GATES, description="figure -> minimum (0-1) on the candidate's own test split; `<figure>_low` gates "
                                    "its interval's lower bound")
     tolerance: float = _number(0.01, 0.0, 0.5, "how far below the champion's test ROC AUC a candidate may be "
@@ -444,7 +465,7 @@ class RegistrySettings:
     history: int = _integer(20, 1, 10_000, "decisions kept per condition")
     # The tier also demands enough test patients, which no point-estimate gate checks; null leaves it out
     # (tiny demo and test runs could never promote).
-    min_tier: Optional[Literal["excellent", "good", "moderate", "insufficient"]] = _choice(
+    min_tier: Literal["excellent", "good", "moderate", "insufficient"] | None = _choice(
         None, "lowest evaluation quality tier a champion may have")
 
     @field_validator("gates", mode="before")
@@ -475,10 +496,10 @@ class NotifySettings:
 
     conn_id: str = _text("smtp_default", "Airflow SMTP connection; credentials live there, never here")
     recipients: tuple[str, ...] = Field((), description="e-mail addresses; none: the report is written, not sent")
-    from_email: Optional[str] = _text(None, "sender; default: the connection's `from_email` extra, else "
+    from_email: str | None = _text(None, "sender; default: the connection's `from_email` extra, else "
                                             "medcore@localhost")
     max_images: int = _integer(8, 0, 100, "Grad-CAM images attached (and shown inline); report.md always is")
-    report_url: Optional[str] = _text(None, "the Airflow UI's base URL, so links in the e-mail open the report page")
+    report_url: str | None = _text(None, "the Airflow UI's base URL, so links in the e-mail open the report page")
 
     _recipients = field_validator("recipients", mode="before")(_addresses)
 
@@ -621,10 +642,16 @@ def _read_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, di
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; name the YAML config file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+        raise ConfigError(f"{path}: cannot read the config: {exc.strerror or type(exc).__name__}") from None
     try:
         raw = yaml.safe_load(text)
+    except RecursionError:  # PyYAML parses nesting recursively: `[[[[...` a few thousand deep
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -675,7 +702,7 @@ def _declared(loc: tuple[Any, ...]) -> tuple[Any, Any]:
             if info is None:
                 return owner, None
             kind = _unwrap(info.annotation)
-        elif typing.get_origin(kind) in (dict, collections.abc.Mapping):
+        elif typing.get_origin(kind) in (dict, Mapping):
             owner, info, kind = None, None, _unwrap(typing.get_args(kind)[1])  # a user's key: conditions.<name>
         else:
             return None, None
@@ -683,7 +710,7 @@ def _declared(loc: tuple[Any, ...]) -> tuple[Any, Any]:
 
 
 def _unwrap(annotation: Any) -> Any:
-    """`X` from `Optional[X]`, `X | None` and `Annotated[X, ...]`."""
+    """`X` from `X | None`, `X | None` and `Annotated[X, ...]`."""
     while True:
         origin = typing.get_origin(annotation)
         if origin is Annotated:
@@ -817,7 +844,7 @@ def _rows(cls: Any, prefix: str) -> Iterator[str]:
         kind = _unwrap(info.annotation)
         if hasattr(kind, "__pydantic_fields__"):
             yield from _rows(kind, key + ".")
-        elif typing.get_origin(kind) in (dict, collections.abc.Mapping) and \
+        elif typing.get_origin(kind) in (dict, Mapping) and \
                 hasattr(typing.get_args(kind)[1], "__pydantic_fields__"):
             yield f"| `{key}` | required | mapping | {info.description} |"
             yield from _rows(typing.get_args(kind)[1], f"{key}.<name>.")

@@ -27,10 +27,11 @@ from medcore.config import Condition, Config, Profile, canonical_label
 from medcore.errors import DataError
 
 __all__ = ["IMAGE_SUFFIXES", "SPLITS", "COLUMNS", "SOURCE_COLUMNS", "Source", "read_source", "read_manifest",
-           "label_manifest", "classify_labels", "assign_splits", "cap_per_split", "make_dataset", "image_dataset",
-           "padded_box", "content_masks", "read_studies"]
+           "label_manifest", "classify_labels", "parse_label",
+           "assign_splits", "cap_per_split", "make_dataset", "image_dataset", "padded_box", "content_masks",
+           "read_studies"]
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom"}
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                   "test": "test", "testing": "test"}
@@ -67,13 +68,22 @@ def _printable_path(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _walk(root: Path) -> list[tuple[str, tuple[str, ...]]]:
-    """Return (path, parts relative to `root`) of every entry that may be a file, sorted; hidden names skipped.
+def _within(path: str, root_real: str) -> bool:
+    real = os.path.realpath(path)
+    return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
 
+
+def _walk(root: Path) -> list[tuple[str, tuple[str, ...], str]]:
+    """Return (path, parts relative to `root`, kind) of every entry that may be a file, sorted; hidden names skipped.
+
+    `kind` is "file", or "outside" for a symlink (to a file or a folder) that leads out of `root`: such
+    links are listed so validation can name them, and never opened or followed, as in the CSV layout.
+    Symlinked folders inside the dataset are followed (sets are often assembled from links).
     os.scandir reuses the file type the directory listing already holds, which makes this several
     times faster than Path.rglob plus a stat per file on sets of thousands of images.
     """
-    found: list[tuple[str, tuple[str, ...]]] = []
+    root_real = os.path.realpath(root)
+    found: list[tuple[str, tuple[str, ...], str]] = []
     pending: list[tuple[str, tuple[str, ...], frozenset[str]]] = [(str(root), (), frozenset())]
     while pending:
         folder, parts, ancestors = pending.pop()
@@ -89,40 +99,48 @@ def _walk(root: Path) -> list[tuple[str, tuple[str, ...]]]:
                 continue  # .DS_Store, .git and friends are not data
             here = parts + (entry.name,)
             try:
-                # Symlinked folders are followed: datasets are often assembled from links to other disks.
-                if entry.is_dir():
+                if entry.is_symlink() and not _within(entry.path, root_real):
+                    found.append((entry.path, here, "outside"))
+                elif entry.is_dir():
                     pending.append((entry.path, here, ancestors | {real}))
                 # A broken symlink is kept so that validation names it as missing instead of ignoring it.
                 elif entry.is_file() or entry.is_symlink():
-                    found.append((entry.path, here))
+                    found.append((entry.path, here, "file"))
             except OSError:
-                found.append((entry.path, here))  # let the scan name what is wrong with it
+                found.append((entry.path, here, "file"))  # let the scan name what is wrong with it
     return sorted(found, key=lambda item: item[1])
 
 
 def _read_folders(root: Path) -> Source:
     """Class folders, optionally under split folders: `[split/]class/file`."""
-    entries = []
-    for path, parts in _walk(root):
+    entries, rows, skipped = [], [], []
+    for path, parts, kind in _walk(root):
+        if kind == "outside" and os.path.isdir(path):
+            # A folder link out of the dataset is not followed; one row names it, flagged and dropped before
+            # its label is judged (the link's name stands in as the label).
+            relpath = _printable_path("/".join(parts)) + "/"
+            rows.append({"path": "", "relpath": relpath, "raw_label": parts[-1], "source_split": "", "split": "",
+                         "where": relpath, "path_problem": "outside"})
+            continue
         if len(parts) < 2:
             continue  # a loose file at the top (README, manifest) has no class folder, so no label
         if len(parts) == 2 and _normalise_split(parts[0]):
             continue  # a loose file inside a split folder has no class either
-        entries.append((path, parts))
+        entries.append((path, parts, kind))
     # Only when the set has split folders is an unrecognised top folder (e.g. `holdout/`) a split worth
     # naming; otherwise top folders are just folders (e.g. `images/true/1.jpg`).
-    has_split_folders = any(len(parts) >= 3 and _normalise_split(parts[0]) for _, parts in entries)
-    rows, skipped = [], []
-    for path, parts in entries:
+    has_split_folders = any(len(parts) >= 3 and _normalise_split(parts[0]) for _, parts, _ in entries)
+    for path, parts, kind in entries:
         relpath = "/".join(parts)
         if os.path.splitext(parts[-1])[1].lower() not in IMAGE_SUFFIXES:
             skipped.append(_printable_path(relpath))
             continue
         source_split = parts[0] if len(parts) >= 3 and (has_split_folders or _normalise_split(parts[0])) else ""
         valid = _is_utf8(relpath)
-        rows.append({"path": path if valid else "", "relpath": _printable_path(relpath), "raw_label": parts[-2],
+        problem = "outside" if kind == "outside" else "" if valid else "invalid"
+        rows.append({"path": path if not problem else "", "relpath": _printable_path(relpath), "raw_label": parts[-2],
                      "source_split": source_split, "split": _normalise_split(source_split),
-                     "where": _printable_path(relpath), "path_problem": "" if valid else "invalid"})
+                     "where": _printable_path(relpath), "path_problem": problem})
     columns = ["path", "relpath", "raw_label", "source_split", "split", "where", "path_problem"]
     return Source(pd.DataFrame(rows, columns=columns), tuple(skipped))
 
@@ -233,42 +251,42 @@ def _groups_from_names(relpaths: pd.Series, pattern: str | None) -> tuple[pd.Ser
     return groups.fillna(relpaths), groups.notna()
 
 
-def _label_kind(raw: object, positive: set[str], negative: set[str], excluded: set[str]) -> str:
+def parse_label(raw: object, positive: set[str], negative: set[str], excluded: set[str]) -> tuple[str, int]:
+    """One raw label value as (kind, class): kind is ok, float_coded (usable after a cast), excluded, missing,
+    fractional or unknown; class is 1 (positive), 0 (negative) or -1 (anything else)."""
     if raw is None or (isinstance(raw, float) and math.isnan(raw)):
-        return "missing"
+        return "missing", -1
     text = str(raw).strip()
-    if text.lower() in _MISSING_LABELS:
-        return "missing"
     label = canonical_label(text)
-    if label in positive or label in negative:
-        return "ok" if label == text or _PLAIN_INT.fullmatch(text) else "float_coded"
+    value = -1 if not text else 1 if label in positive else 0 if label in negative else -1
+    if text.lower() in _MISSING_LABELS:
+        return "missing", value
+    if value != -1:
+        return ("ok" if label == text or _PLAIN_INT.fullmatch(text) else "float_coded"), value
     if label in excluded:
-        return "excluded"
+        return "excluded", value
     try:
         number = float(text)
     except ValueError:
-        return "unknown"
-    return "fractional" if math.isfinite(number) and not number.is_integer() else "unknown"
+        return "unknown", value
+    return ("fractional" if math.isfinite(number) and not number.is_integer() else "unknown"), value
+
+
+def _parsed(raw_labels: pd.Series, condition: Condition, part: int) -> pd.Series:
+    sets = set(condition.positive), set(condition.negative), set(condition.exclude)
+    # Labels repeat a lot, so parse each distinct value once.
+    parsed = {value: parse_label(value, *sets)[part] for value in pd.unique(raw_labels)}
+    return raw_labels.map(parsed)
 
 
 def classify_labels(raw_labels: pd.Series, condition: Condition) -> pd.Series:
     """Return per row: ok, float_coded (usable after a cast), excluded, missing, fractional or unknown."""
-    sets = set(condition.positive), set(condition.negative), set(condition.exclude)
-    # Labels repeat a lot, so classify each distinct value once.
-    kinds = {value: _label_kind(value, *sets) for value in pd.unique(raw_labels)}
-    return raw_labels.map(kinds)
+    return _parsed(raw_labels, condition, 0)
 
 
 def label_manifest(raw_labels: pd.Series, condition: Condition) -> np.ndarray:
     """Map raw labels to 1 (positive), 0 (negative) or -1 (excluded class or unusable value)."""
-    positive, negative = set(condition.positive), set(condition.negative)
-    labels = np.full(len(raw_labels), -1, dtype=np.int8)
-    for i, raw in enumerate(raw_labels):
-        if raw is None or (isinstance(raw, float) and np.isnan(raw)) or str(raw).strip() == "":
-            continue
-        text = canonical_label(raw)
-        labels[i] = 1 if text in positive else 0 if text in negative else -1
-    return labels
+    return _parsed(raw_labels, condition, 1).to_numpy(dtype=np.int8)
 
 
 def _pick_fold(frame: pd.DataFrame, fraction: float, seed: int, group_column: str = "group") -> np.ndarray:
@@ -357,12 +375,26 @@ def content_masks(paths: list[str], size: int, resize: str) -> np.ndarray:
     if resize != "pad":
         return masks
     for mask, path in zip(masks, paths):
-        with Image.open(path) as image:
-            width, height = image.size
+        if _is_dicom_file(str(path)):
+            from medcore.dicom import load_pixels
+
+            height, width = load_pixels(str(path)).shape[:2]
+        else:
+            with Image.open(path) as image:
+                width, height = image.size
         top, left, inner_h, inner_w = padded_box(height, width, size)
         mask[:] = False
         mask[top:top + inner_h, left:left + inner_w] = True
     return masks
+
+
+def _is_dicom_file(path: str) -> bool:
+    """Sniff the DICOM preamble (content, not the name, decides, as in validation)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False  # decode_image names the file when it fails
 
 
 def image_dataset(paths: np.ndarray, targets: np.ndarray, size: int, batch_size: int, *, training: bool, seed: int,
@@ -370,14 +402,34 @@ def image_dataset(paths: np.ndarray, targets: np.ndarray, size: int, batch_size:
     """Return batches of (image, target[, sample weight]) with images decoded once, resized to `size`, cached.
 
     `resize` is `squash` (stretch to the square) or `pad` (keep the aspect ratio, pad with black).
+
+    DICOM files go through medcore.dicom (rescale, VOI LUT or window, MONOCHROME1 inverted) as float32
+    0-255, so their 10-16 bits are kept until this resize; other files through tf.io.decode_image.
+    The cache holds the decoded, resized tensors, so DICOM is parsed in the first epoch only.
     """
     import tensorflow as tf
 
     if resize not in ("squash", "pad"):
         raise ValueError(f"resize must be 'squash' or 'pad', got {resize!r}")
+    dicom = np.array([_is_dicom_file(str(p)) for p in paths], dtype=bool)
 
-    def load(path, *rest):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    def read_dicom(path):
+        from medcore.dicom import load_pixels
+
+        image = tf.numpy_function(load_pixels, [path], tf.float32, stateful=False)
+        image.set_shape((None, None, 3))
+        return image
+
+    def decode(path):
+        return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+
+    def load(path, is_dicom, *rest):
+        if not dicom.any():
+            image = decode(path)  # the JPEG/PNG path stays exactly what it was
+        elif dicom.all():
+            image = read_dicom(path)
+        else:
+            image = tf.cond(is_dicom, lambda: read_dicom(path), lambda: tf.cast(decode(path), tf.float32))
         if resize == "pad":
             image = tf.image.resize_with_pad(image, size, size, antialias=True)
         else:
@@ -385,7 +437,8 @@ def image_dataset(paths: np.ndarray, targets: np.ndarray, size: int, batch_size:
         image.set_shape((size, size, 3))
         return (image, *rest)
 
-    columns = (paths, targets) if sample_weights is None else (paths, targets, sample_weights.astype(np.float32))
+    columns = (paths, dicom, targets) if sample_weights is None else (paths, dicom, targets,
+                                                                       sample_weights.astype(np.float32))
     data = tf.data.Dataset.from_tensor_slices(columns)
     data = data.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
     if training:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["MedcoreError", "ConfigError", "DataError", "StageError", "one_line"]
+__all__ = ["MedcoreError", "ConfigError", "DataError", "StageError", "RunIdError", "one_line"]
 
 
 class MedcoreError(Exception):
@@ -19,6 +19,10 @@ class DataError(MedcoreError):
 
 class StageError(MedcoreError):
     """A pipeline stage cannot run because an earlier stage left nothing to build on."""
+
+
+class RunIdError(MedcoreError, ValueError):
+    """A run id that cannot name a run folder (empty, '..', NUL, too long)."""
 
 
 def one_line(exc: BaseException) -> str:

@@ -16,12 +16,14 @@ import io
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from medcore.config import EvaluationSettings, Profile
+from medcore.contract import (contract_resize, contract_temperature, contract_threshold,  # re-exported for
+                              file_sha256, read_contract)  # existing callers
 from medcore.datasets import IMAGE_SUFFIXES, make_dataset
 from medcore.errors import MedcoreError
 
@@ -29,8 +31,9 @@ __all__ = [
     "load_model", "predict_probabilities", "youden_threshold", "sensitivity_threshold", "choose_threshold",
     "ThresholdChoice", "weighted_metrics", "binary_metrics", "bootstrap_weights", "bootstrap_intervals",
     "quality_tier", "units_per_class", "evaluate_scores", "evaluate_model", "render_plots", "PLOTS", "METRICS",
-    "list_images", "contract_threshold", "predict_files", "png_bytes", "predict_logits", "sigmoid", "fit_temperature",
-    "calibration_report", "contract_temperature", "contract_resize", "aggregate_studies", "study_level",
+    "list_images", "predict_files", "contract_threshold", "read_contract", "file_sha256", "png_bytes",
+    "predict_logits", "sigmoid", "fit_temperature", "calibration_report", "contract_temperature", "contract_resize",
+    "aggregate_studies", "study_level",
 ]
 
 # The figures that get a point estimate and an interval; the confusion counts get one too.
@@ -43,9 +46,17 @@ CLINICAL_NOTE = "research-grade discrimination only, not fitness for clinical us
 
 def load_model(path, eager: bool = False):
     """Load a `.keras` model in Keras safe mode (no arbitrary code from the file)."""
+    import zipfile
+
     import keras
 
-    model = keras.models.load_model(path, safe_mode=True, compile=False)
+    try:
+        model = keras.models.load_model(path, safe_mode=True, compile=False)
+    # What Keras raises for a file that is not a model it can build: no config.json in the zip (KeyError),
+    # a class it does not know (TypeError), not a zip at all (ValueError, BadZipFile).
+    except (KeyError, TypeError, ValueError, OSError, AttributeError, zipfile.BadZipFile) as exc:
+        problem = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise MedcoreError(f"{path}: not a loadable .keras model ({type(exc).__name__}: {problem})") from None
     model.run_eagerly = eager
     return model
 
@@ -478,68 +489,77 @@ def _interval_text(metrics: dict[str, Any], name: str) -> str:
 def render_plots(labels: np.ndarray, probabilities: np.ndarray, metrics: dict[str, Any], title: str = "",
                  calibration_bins: int = 10) -> dict[str, bytes]:
     """ROC, PR, calibration and confusion-matrix plots as PNG bytes (nothing is written here)."""
-    from matplotlib.figure import Figure
-    from sklearn.metrics import precision_recall_curve, roc_curve
-
     labels = np.asarray(labels).astype(int)
     probabilities = np.asarray(probabilities, dtype=float)
     both = len(np.unique(labels)) == 2
-    threshold = metrics["threshold"]
-    cm = metrics["confusion_matrix"]
-    plots = {}
+    return {
+        "roc": _plot(lambda ax: _draw_roc(ax, labels, probabilities, metrics, both), f"ROC {title}", "lower right"),
+        "pr": _plot(lambda ax: _draw_pr(ax, labels, probabilities, metrics, both), f"Precision-recall {title}",
+                    "lower left"),
+        "calibration": _plot(lambda ax: _draw_calibration(ax, labels, probabilities, metrics, calibration_bins),
+                             f"Calibration {title}", "upper left"),
+        "confusion": _plot(lambda ax: _draw_confusion(ax, metrics["confusion_matrix"]),
+                           f"Confusion at {metrics['threshold']:.3f} {title}", None, size=(4, 3.6)),
+    }
 
-    fig = Figure(figsize=(4.5, 4.5))
+
+def _plot(draw: Callable[[Any], None], title: str, legend: str | None, size: tuple[float, float] = (4.5, 4.5)) -> bytes:
+    """One figure: `draw` fills its axes, then the title and legend (at `legend`, if any) go on; PNG bytes."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
     ax = fig.add_subplot()
+    draw(ax)
+    ax.set(title=title.strip())
+    if legend:
+        ax.legend(loc=legend, fontsize=8)
+    return png_bytes(fig)
+
+
+def _draw_roc(ax, labels: np.ndarray, probabilities: np.ndarray, metrics: dict[str, Any], both: bool) -> None:
+    from sklearn.metrics import roc_curve
+
     if both:
         fpr, tpr, _ = roc_curve(labels, probabilities)
         ax.plot(fpr, tpr, label=f"AUC {_interval_text(metrics, 'roc_auc')}")
         if metrics.get("recall") is not None and metrics.get("specificity") is not None:
-            ax.plot(1 - metrics["specificity"], metrics["recall"], "o", label=f"threshold {threshold:.3f}")
+            ax.plot(1 - metrics["specificity"], metrics["recall"], "o", label=f"threshold {metrics['threshold']:.3f}")
     ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"ROC {title}".strip(), xlim=(0, 1), ylim=(0, 1.02))
-    ax.legend(loc="lower right", fontsize=8)
-    plots["roc"] = png_bytes(fig)
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.02))
 
-    fig = Figure(figsize=(4.5, 4.5))
-    ax = fig.add_subplot()
+
+def _draw_pr(ax, labels: np.ndarray, probabilities: np.ndarray, metrics: dict[str, Any], both: bool) -> None:
+    from sklearn.metrics import precision_recall_curve
+
     if both:
         precision, recall, _ = precision_recall_curve(labels, probabilities)
         ax.step(recall, precision, where="post", label=f"AP {_interval_text(metrics, 'pr_auc')}")
         if metrics.get("precision") is not None and metrics.get("recall") is not None:
-            ax.plot(metrics["recall"], metrics["precision"], "o", label=f"threshold {threshold:.3f}")
+            ax.plot(metrics["recall"], metrics["precision"], "o", label=f"threshold {metrics['threshold']:.3f}")
     ax.axhline(labels.mean() if len(labels) else 0, ls=":", color="grey", label="prevalence")
-    ax.set(xlabel="recall (sensitivity)", ylabel="precision", title=f"Precision-recall {title}".strip(),
-           xlim=(0, 1), ylim=(0, 1.02))
-    ax.legend(loc="lower left", fontsize=8)
-    plots["pr"] = png_bytes(fig)
+    ax.set(xlabel="recall (sensitivity)", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
 
-    fig = Figure(figsize=(4.5, 4.5))
-    ax = fig.add_subplot()
-    edges = np.linspace(0, 1, calibration_bins + 1)  # the bins the calibration error was measured on
-    bins = np.minimum((probabilities * calibration_bins).astype(int), calibration_bins - 1)
-    filled = [b for b in range(calibration_bins) if (bins == b).any()]
+
+def _draw_calibration(ax, labels: np.ndarray, probabilities: np.ndarray, metrics: dict[str, Any], bins: int) -> None:
+    edges = np.linspace(0, 1, bins + 1)  # the bins the calibration error was measured on
+    which = np.minimum((probabilities * bins).astype(int), bins - 1)
+    filled = [b for b in range(bins) if (which == b).any()]
     ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
-    ax.plot([probabilities[bins == b].mean() for b in filled], [labels[bins == b].mean() for b in filled], "o-",
+    ax.plot([probabilities[which == b].mean() for b in filled], [labels[which == b].mean() for b in filled], "o-",
             label=f"ECE {_interval_text(metrics, 'calibration_error')}")
-    ax.bar(edges[:-1], [(bins == b).mean() for b in range(calibration_bins)], width=1 / calibration_bins,
-           align="edge", alpha=0.2,
+    ax.bar(edges[:-1], [(which == b).mean() for b in range(bins)], width=1 / bins, align="edge", alpha=0.2,
            color="grey", label="share of images")
-    ax.set(xlabel="predicted probability", ylabel="observed positive rate", title=f"Calibration {title}".strip(),
-           xlim=(0, 1), ylim=(0, 1.02))
-    ax.legend(loc="upper left", fontsize=8)
-    plots["calibration"] = png_bytes(fig)
+    ax.set(xlabel="predicted probability", ylabel="observed positive rate", xlim=(0, 1), ylim=(0, 1.02))
 
-    fig = Figure(figsize=(4, 3.6))
-    ax = fig.add_subplot()
+
+def _draw_confusion(ax, cm: dict[str, int]) -> None:
     grid = np.array([[cm["tn"], cm["fp"]], [cm["fn"], cm["tp"]]])
     ax.imshow(grid, cmap="Blues")
     for (row, col), count in np.ndenumerate(grid):
         ax.text(col, row, str(count), ha="center", va="center",
                 color="white" if count > grid.max() / 2 else "black", fontsize=14)
     ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["negative", "positive"], yticklabels=["negative", "positive"],
-           xlabel="predicted", ylabel="true", title=f"Confusion at {threshold:.3f} {title}".strip())
-    plots["confusion"] = png_bytes(fig)
-    return plots
+           xlabel="predicted", ylabel="true")
 
 
 # --------------------------------------------------------------------------- scoring new images
@@ -576,59 +596,19 @@ def list_images(source: str | Path, column: str | None = None) -> list[Path]:
     return files
 
 
-def contract_resize(model_path: str | Path) -> str:
-    """How the model's images were made square (`squash` or `pad`), from the `model.json` beside it."""
-    from medcore.jsonio import read_json
-
-    contract = Path(model_path).with_name("model.json")
-    try:
-        value = read_json(contract).get("resize", "squash") if contract.is_file() else "squash"
-    except ValueError as exc:
-        raise MedcoreError(f"{contract}: not valid JSON: {exc}") from None
-    if value not in ("squash", "pad"):
-        raise MedcoreError(f"{contract}: resize must be 'squash' or 'pad', got {value!r}")
-    return value
-
-
-def contract_temperature(model_path: str | Path) -> float:
-    """The calibration temperature from the `model.json` beside a model (1.0: none fitted yet)."""
-    from medcore.jsonio import read_json
-
-    contract = Path(model_path).with_name("model.json")
-    try:
-        value = read_json(contract).get("temperature") if contract.is_file() else None
-    except ValueError as exc:
-        raise MedcoreError(f"{contract}: not valid JSON: {exc}") from None
-    if value is None:
-        return 1.0
-    if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
-        raise MedcoreError(f"{contract}: temperature must be a positive number, got {value!r}")
-    return float(value)
-
-
-def contract_threshold(model_path: str | Path) -> tuple[float, str]:
-    """The decision threshold from the `model.json` beside a model, and where it came from."""
-    from medcore.jsonio import read_json
-
-    contract = Path(model_path).with_name("model.json")
-    if not contract.is_file():
-        return 0.5, f"no {contract.name} beside the model; using threshold 0.5"
-    try:
-        threshold = read_json(contract).get("threshold")
-    except ValueError as exc:
-        raise MedcoreError(f"{contract}: not valid JSON: {exc}") from None
-    if threshold is None:
-        return 0.5, f"{contract} has no threshold (the model was not evaluated); using threshold 0.5"
-    return float(threshold), f"threshold {float(threshold):.4f} from {contract}"
-
-
 def _first_undecodable(files: Sequence[Path]) -> Path | None:
     import tensorflow as tf
 
+    from medcore.datasets import _is_dicom_file
+    from medcore.dicom import load_pixels
+
     for file in files:
         try:
-            tf.io.decode_image(tf.io.read_file(str(file)), channels=3, expand_animations=False)
-        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+            if _is_dicom_file(str(file)):
+                load_pixels(str(file))
+            else:
+                tf.io.decode_image(tf.io.read_file(str(file)), channels=3, expand_animations=False)
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, ValueError, OSError):
             return file
     return None
 

@@ -14,22 +14,111 @@ model's probability stays at 0.9999 whatever is deleted, and the verdict would b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from medcore.errors import MedcoreError
+from medcore.jsonio import atomic_write_bytes, write_json
 
-__all__ = ["GradCam", "gradcam_heatmaps", "check_layer", "overlay", "pick_examples", "contact_sheet", "load_images",
+if TYPE_CHECKING:
+    from medcore.config import GradcamSettings
+    from medcore.layout import ModelLayout
+
+__all__ = ["explain_model",
+           "GradCam", "gradcam_heatmaps", "check_layer", "overlay", "pick_examples", "contact_sheet", "load_images",
            "load_rgb", "upsample", "random_maps", "deletion_order", "baseline_images", "deletion_curves",
            "curve_area", "faithfulness", "heatmap_centre", "render_deletion_plot", "KINDS", "pointing_game",
            "mask_padding"]
 
+log = logging.getLogger(__name__)
 EPSILON = 1e-8
 KINDS = ("tp", "tn", "fp", "fn")
+
+
+def explain_model(paths: ModelLayout, settings: GradcamSettings, title: str) -> dict[str, Any]:
+    """The Grad-CAM stage: overlays of the most confident TP/TN/FP/FN test images, a contact sheet, and the
+    deletion test; writes them and gradcam.json beside the model and returns that record.
+
+    The deletion test runs on the test images the model scores most positive and compares Grad-CAM
+    with random maps; the record flags a model whose Grad-CAM does no better than chance.
+    """
+    from medcore.contract import contract_resize, contract_temperature
+    from medcore.datasets import content_masks
+    from medcore.evaluation import load_model
+
+    model = load_model(paths.model)
+    explainer = GradCam(model, settings.layer, settings.batch_size)  # checks the layer before any work
+    size = explainer.image_shape[0]
+    # Preprocessed and calibrated exactly as the model was trained and evaluated (its contract).
+    resize, temperature = contract_resize(paths.model), contract_temperature(paths.model)
+    predictions = pd.read_csv(paths.predictions_csv)
+    for stale in paths.gradcam_dir.glob("*.png"):  # a retry may pick fewer examples than the last attempt
+        stale.unlink()
+    overlays = _write_overlays(explainer, predictions, settings, paths, resize, temperature)
+    start = time.perf_counter()
+    strongest = predictions.sort_values("probability", ascending=False, kind="stable").head(settings.deletion_images)
+    deletion_images = load_images(strongest["path"].tolist(), size, settings.batch_size, resize)
+    deletion_maps, _ = explainer.heatmaps(deletion_images)
+    deletion_masks = content_masks(strongest["path"].tolist(), size, resize) if resize == "pad" else None
+    faithful = faithfulness(explainer, deletion_images, deletion_maps, steps=settings.deletion_steps,
+                            baseline=settings.deletion_baseline, seed=settings.seed,
+                            random_maps_per_image=settings.deletion_random_maps, alpha=settings.deletion_alpha,
+                            masks=deletion_masks)
+    faithful.update({"seconds": time.perf_counter() - start, "plot": paths.gradcam_deletion_png,
+                     "predicted_positive": int(strongest["predicted"].sum()),
+                     "labelled_positive": int(strongest["label"].sum())})
+    atomic_write_bytes(paths.gradcam_deletion_png, render_deletion_plot(faithful, title))
+    if not faithful["better_than_random"]:
+        log.warning("%s: %s", title, faithful["flag"])
+    record = {"layer": settings.layer, "map_shape": explainer.map_shape, "image_size": size, "model_path": paths.model,
+              "resize": resize, "padding_masked": resize == "pad", "temperature": temperature,
+              **overlays, "faithfulness": faithful}
+    write_json(paths.gradcam_json, record)
+    return record
+
+
+def _write_overlays(explainer: GradCam, predictions: pd.DataFrame, settings: GradcamSettings,
+                    paths: ModelLayout, resize: str = "squash", temperature: float = 1.0) -> dict[str, Any]:
+    """Overlay PNGs of the picked examples and their contact sheet; their entries for gradcam.json."""
+    from medcore.datasets import content_masks
+
+    start = time.perf_counter()
+    picked = pick_examples(predictions, settings.samples)
+    size = explainer.image_shape[0]
+    images = load_images(picked["path"].tolist(), size, settings.batch_size, resize)
+    heatmaps, logits = explainer.heatmaps(images)
+    if resize == "pad":  # the padding holds no anatomy: no heat may be shown there
+        heatmaps = mask_padding(heatmaps, content_masks(picked["path"].tolist(), size, resize))
+    seconds = time.perf_counter() - start
+    # The same pipeline decoded these images for predictions.csv: a drift here means the overlays lie.
+    calibrated = 1 / (1 + np.exp(-logits / temperature))
+    drift = float(np.abs(calibrated - picked["probability"].to_numpy()).max()) if len(picked) else 0.0
+    entries, tiles = [], {kind: [] for kind in KINDS}
+    for i, row in picked.iterrows():
+        rank = len(tiles[row.kind]) + 1
+        target = paths.gradcam_overlay(row.kind, rank)
+        caption = f"{row.kind.upper()} p={row.probability:.2f} true={'pos' if row.label else 'neg'}"
+        tiles[row.kind].append(overlay(images[i], heatmaps[i], caption))
+        _write_png(tiles[row.kind][-1], target)
+        entries.append({"file": target, "image": row.relpath, "kind": row.kind, "probability": row.probability,
+                        "label": int(row.label), "heat_centre": heatmap_centre(heatmaps[i])})
+    rows = [tiles[kind] for kind in KINDS if tiles[kind]]
+    sheet = _write_png(contact_sheet(rows), paths.gradcam_contact_sheet) if rows else None
+    return {"overlays": entries, "contact_sheet": sheet, "heatmap_seconds": seconds, "max_probability_drift": drift}
+
+
+def _write_png(image: np.ndarray, target: Path) -> Path:
+    import cv2
+
+    ok, png = cv2.imencode(".png", image)
+    if not ok:
+        raise MedcoreError(f"{target}: cannot encode image")
+    return atomic_write_bytes(target, png.tobytes())
 
 
 def check_layer(model, layer: str):

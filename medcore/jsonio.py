@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["to_jsonable", "dumps", "write_json", "read_json", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["to_jsonable", "dumps", "write_json", "read_json", "atomic_write_bytes", "atomic_write_text",
+           "file_mode", "fsync_dir", "fsync_file"]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -54,13 +55,50 @@ def dumps(value: Any) -> str:
     return json.dumps(to_jsonable(value), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would race with other threads' writes)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc (not Linux): the classic read-and-restore
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a plain `open(path, "w")` would give a new file: 0666 less the umask (0644 under umask 022)."""
+    return 0o666 & ~_umask()
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable: without this a power cut can forget a rename that had returned."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return  # some file systems cannot open folders; the file's own fsync is then the most there is
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write `data` to `path` through a temporary file in the same folder, then rename."""
+    """Write `data` to `path` through a temporary file in the same folder, fsync it, then rename.
+
+    The file gets the mode the umask allows (mkstemp's 0600 would otherwise survive the rename and
+    lock the group out of its reports), and the folder is synced so the rename survives a crash.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), file_mode())
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -68,7 +106,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
     return path
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file another library wrote (e.g. Keras' model.save) to disk before it is renamed into place."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str) -> Path:

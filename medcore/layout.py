@@ -2,19 +2,44 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RunLayout", "ModelLayout", "RegistryLayout", "safe_run_id"]
+from medcore.errors import RunIdError
+
+__all__ = ["RunLayout", "ModelLayout", "RegistryLayout", "safe_run_id", "is_run_folder_name"]
+
+
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_HASHED = re.compile(r".*-h[0-9a-f]{12}")  # what safe_run_id appends to an id it had to change
+MAX_RUN_ID_CHARS = 200  # the folder name must fit in 255 bytes with room for the hash
 
 
 def safe_run_id(run_id: str) -> str:
-    """Return `run_id` as a folder name: Airflow ids hold ':' and '+', which some tools mishandle."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("._")
-    if not cleaned:
-        raise ValueError(f"run id {run_id!r} has no usable characters")
-    return cleaned
+    """Return `run_id` as a folder name, one folder per id: no two ids ever share a folder.
+
+    An id made only of letters, digits, '.', '_' and '-' is its own folder name. Any other (Airflow's
+    hold ':' and '+', which some tools mishandle; `a/b` would be a path) is cleaned and given a hash of
+    the original, so `a/b` and `a_b` stay apart; a safe id that happens to end like such a hash is
+    hashed too, so the two kinds of names never meet. Raises RunIdError for ids with nothing usable.
+    """
+    if not isinstance(run_id, str) or not run_id or len(run_id) > MAX_RUN_ID_CHARS or "\x00" in run_id:
+        raise RunIdError(f"run id {str(run_id)[:60]!r}: must be 1 to {MAX_RUN_ID_CHARS} characters, no NUL")
+    if _SAFE.fullmatch(run_id) and not _HASHED.fullmatch(run_id):
+        return run_id
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("._-")
+    if not any(c.isalnum() for c in run_id):  # '..', '/', '...': nothing to name a folder by
+        raise RunIdError(f"run id {run_id!r} has no letters or digits to name a folder with")
+    cleaned = cleaned or "run"  # e.g. an id in another script: the hash alone tells it apart
+    digest = hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{cleaned}-h{digest}"
+
+
+def is_run_folder_name(name: str) -> bool:
+    """True if `name` is a folder name safe_run_id can produce (and so no path trick such as '..' or 'a/b')."""
+    return bool(_SAFE.fullmatch(name)) and len(name) <= MAX_RUN_ID_CHARS + 14
 
 
 @dataclass(frozen=True)
@@ -44,6 +69,11 @@ class ModelLayout:
     @property
     def model_contract(self) -> Path:
         return self.root / "model.json"
+
+    @property
+    def model_card(self) -> Path:
+        """What the model is for and not for, its data, figures and caveats (medcore.model_card)."""
+        return self.root / "model_card.md"
 
     @property
     def backup_dir(self) -> Path:
@@ -167,6 +197,10 @@ class RegistryLayout:
 
     def contract(self, condition: str, run_id: str, profile: str) -> Path:
         return self.models_dir(condition) / f"{safe_run_id(run_id)}__{profile}.json"
+
+    def card(self, condition: str, run_id: str, profile: str) -> Path:
+        """The champion's model card, copied with it."""
+        return self.models_dir(condition) / f"{safe_run_id(run_id)}__{profile}.md"
 
     @property
     def shared_backbone(self) -> Path:

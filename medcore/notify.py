@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -130,13 +131,20 @@ def build_email(run: RunLayout, settings: NotifySettings) -> Email:
             return f"cid:{inline[source]}"
         return report_page_url(settings.report_url, run.run_id, relative) if settings.report_url else None
 
+    def offline(match: re.Match) -> str:
+        # An image that is not inline would be fetched from the server when the mail is opened: link it instead.
+        alt, target = match.group(1), match.group(2)
+        return match.group(0) if (run.root / target).resolve() in inline else f"[{alt} (image)]({target})"
+
+    markdown = re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)", offline, markdown)
     if settings.report_url:
         markdown = f"[Open this report in Airflow]({report_page_url(settings.report_url, run.run_id)})\n\n{markdown}"
     if shown:
         # The report links each contact sheet; the e-mail shows them, since it cannot reach the run folder.
         markdown += "\n\n## Grad-CAM images\n\n" + "\n\n".join(shown) + "\n"
     subject = _subject(run)
-    return Email(subject=subject, html=render_html(markdown, title=subject, link=link), files=(run.report_md,),
+    return Email(subject=subject, html=render_html(markdown, title=subject, link=link, script=False),
+                 files=(run.report_md,),
                  inline=tuple((name, path) for path, name in inline.items()), text=markdown)
 
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from medcore.config import Config, load_config
-from medcore.errors import ConfigError, DataError, MedcoreError, StageError, one_line
+from medcore.errors import ConfigError, DataError, StageError, one_line
 from medcore.jsonio import atomic_write_text, read_json, write_json
 from medcore.layout import ModelLayout, RunLayout
 
@@ -112,6 +112,8 @@ def validate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     write_json(paths.validation_json, result.to_dict())
     atomic_write_text(paths.validation_summary, result.summary())
     if not result.ok:
+        # A split from an earlier, passing validation must not outlive this verdict: train would use it.
+        paths.split_csv.unlink(missing_ok=True)
         raise DataError(f"{condition.name}: {result.reason}")
     atomic_write_text(paths.split_csv, result.manifest.to_csv(index=False))
     return job
@@ -182,12 +184,16 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     The chosen threshold also goes into the model contract (model.json), so `medcore predict`
     and anyone scoring new images apply the same decision rule the metrics describe.
     """
+    from medcore.contract import read_contract, record_evaluation
+    from medcore.datasets import read_studies
     from medcore.evaluation import choose_threshold, evaluate_model, load_model, render_plots
     from medcore.jsonio import atomic_write_bytes
 
-    from medcore.datasets import read_studies
-
-    model = load_model(_require(paths.model, "train"), eager=profile.execution == "eager")
+    # Checked first: the threshold chosen here is written into this contract, which must be this model's.
+    contract = read_contract(_require(paths.model, "train"), paths.model_contract)
+    if contract is None:  # train renames the model before writing its contract: a crash in between
+        raise StageError(f"{paths.model_contract}: missing beside the model; the train stage did not finish")
+    model = load_model(paths.model, eager=profile.execution == "eager")
     split = _split(paths)
     studies = read_studies(config, condition)
     if studies:  # MURA labels studies: the figures that compare with its published ones are per study
@@ -224,105 +230,27 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     atomic_write_text(paths.predictions_csv, predictions.to_csv(index=False))
     write_json(paths.metrics_json, metrics)
 
-    contract = read_json(paths.model_contract) if paths.model_contract.exists() else {}
-    images = metrics.get("image_level", metrics)  # predict scores images: their threshold, not the studies'
-    shipped = metrics.get("shipped_model") or {}  # cross-validated: the figures are out of fold, not this model's
-    contract.update({
-        "threshold": shipped.get("threshold", images["threshold"]),
-        "threshold_rule": metrics["threshold_rule"],
-        "threshold_split": images["threshold_split"],
-        "study_threshold": metrics["threshold"] if "image_level" in metrics else None,
-        "target_sensitivity": metrics["threshold_choice"]["target_sensitivity"],
-        # Fitted on val: every probability shown to a person is sigmoid(logit / temperature), the threshold too.
-        "temperature": shipped.get("temperature", metrics["temperature"]),
-        "estimate": metrics.get("estimate", "test split"),
-        "probability": "sigmoid(logit / temperature)",
-        "test_metrics": {"n": metrics["n"], "roc_auc": metrics["roc_auc"],
-                         "roc_auc_interval": metrics["intervals"].get("roc_auc"),
-                         "confidence": metrics["bootstrap"]["confidence"],
-                         "quality_tier": metrics["quality"]["tier"], "metrics_file": paths.metrics_json},
-    })
-    write_json(paths.model_contract, contract)  # atomic: a reader sees the old contract or the new one
+    record_evaluation(paths.model_contract, contract, metrics, paths.metrics_json)
+    _write_card(config, condition, profile, paths)
     return job
+
+
+def _write_card(config: Config, condition, profile, paths: ModelLayout) -> None:
+    """model_card.md from the artefacts so far; written after evaluate and again after Grad-CAM."""
+    from medcore.model_card import write_model_card
+
+    write_model_card(config, condition, profile, paths)
 
 
 @_stage("gradcam")
 def gradcam(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
-    """Overlays of the most confident TP/TN/FP/FN test images, a contact sheet, and the deletion test.
+    """Overlays of the most confident TP/TN/FP/FN test images, a contact sheet, and the deletion test."""
+    from medcore.gradcam import explain_model
 
-    The deletion test runs on the test images the model scores most positive and compares
-    Grad-CAM with random maps; gradcam.json records both areas and flags a model whose Grad-CAM
-    does no better than chance.
-    """
-    import time
-
-    import cv2
-    import numpy as np
-
-    from medcore.datasets import content_masks
-    from medcore.evaluation import contract_resize, contract_temperature, load_model, sigmoid
-    from medcore.gradcam import (KINDS, GradCam, contact_sheet, faithfulness, heatmap_centre, load_images, mask_padding, overlay,
-                                 pick_examples, render_deletion_plot)
-    from medcore.jsonio import atomic_write_bytes
-
-    settings = config.gradcam
-    model = load_model(_require(paths.model, "train"))
-    explainer = GradCam(model, settings.layer, settings.batch_size)  # checks the layer before any work
-    size = explainer.image_shape[0]
-    predictions = pd.read_csv(_require(paths.predictions_csv, "evaluate"))
-
-    def encode(image: np.ndarray, target: Path) -> Path:
-        ok, png = cv2.imencode(".png", image)
-        if not ok:
-            raise MedcoreError(f"{target}: cannot encode image")
-        return atomic_write_bytes(target, png.tobytes())
-
-    for stale in paths.gradcam_dir.glob("*.png"):  # a retry may pick fewer examples than the last attempt
-        stale.unlink()
-    start = time.perf_counter()
-    picked = pick_examples(predictions, settings.samples)
-    resize = contract_resize(paths.model)  # the preprocessing the model was trained with
-    images = load_images(picked["path"].tolist(), size, settings.batch_size, resize)
-    heatmaps, logits = explainer.heatmaps(images)
-    if resize == "pad":  # the padding holds no anatomy: no heat may be shown there
-        heatmaps = mask_padding(heatmaps, content_masks(picked["path"].tolist(), size, resize))
-    seconds = time.perf_counter() - start
-    # The same pipeline decoded these images for predictions.csv: a drift here means the overlays lie.
-    temperature = contract_temperature(paths.model)
-    drift = float(np.abs(sigmoid(logits, temperature) - picked["probability"].to_numpy()).max()) if len(picked) else 0.0
-    entries, tiles = [], {kind: [] for kind in KINDS}
-    for i, row in picked.iterrows():
-        rank = len(tiles[row.kind]) + 1
-        target = paths.gradcam_overlay(row.kind, rank)
-        caption = f"{row.kind.upper()} p={row.probability:.2f} true={'pos' if row.label else 'neg'}"
-        tiles[row.kind].append(overlay(images[i], heatmaps[i], caption))
-        encode(tiles[row.kind][-1], target)
-        entries.append({"file": target, "image": row.relpath, "kind": row.kind, "probability": row.probability,
-                        "label": int(row.label), "heat_centre": heatmap_centre(heatmaps[i])})
-    rows = [tiles[kind] for kind in KINDS if tiles[kind]]
-    sheet = encode(contact_sheet(rows), paths.gradcam_contact_sheet) if rows else None
-
-    start = time.perf_counter()
-    strongest = predictions.sort_values("probability", ascending=False, kind="stable").head(settings.deletion_images)
-    deletion_images = load_images(strongest["path"].tolist(), size, settings.batch_size, resize)
-    deletion_maps, _ = explainer.heatmaps(deletion_images)
-    deletion_masks = content_masks(strongest["path"].tolist(), size, resize) if resize == "pad" else None
-    faithful = faithfulness(explainer, deletion_images, deletion_maps, steps=settings.deletion_steps,
-                            baseline=settings.deletion_baseline, seed=settings.seed,
-                            random_maps_per_image=settings.deletion_random_maps, alpha=settings.deletion_alpha,
-                            masks=deletion_masks)
-    faithful.update({"seconds": time.perf_counter() - start, "plot": paths.gradcam_deletion_png,
-                     "predicted_positive": int(strongest["predicted"].sum()),
-                     "labelled_positive": int(strongest["label"].sum())})
-    atomic_write_bytes(paths.gradcam_deletion_png, render_deletion_plot(faithful, f"{condition.name}/{profile.name}"))
-    if not faithful["better_than_random"]:
-        log.warning("%s/%s: %s", condition.name, profile.name, faithful["flag"])
-    write_json(paths.gradcam_json, {
-        "layer": settings.layer, "map_shape": explainer.map_shape, "image_size": size, "model_path": paths.model,
-        "resize": resize, "padding_masked": resize == "pad",
-        "overlays": entries, "contact_sheet": sheet, "heatmap_seconds": seconds, "max_probability_drift": drift,
-        "faithfulness": faithful,
-    })
+    _require(paths.model, "train")
+    _require(paths.predictions_csv, "evaluate")
+    explain_model(paths, config.gradcam, f"{condition.name}/{profile.name}")
+    _write_card(config, condition, profile, paths)
     return job
 
 

@@ -230,7 +230,11 @@ def pretrain_backbone(config: Config, profile: Profile, registry: RegistryLayout
     history = pd.read_csv(history_csv)
     best_epoch = int(history["val_mean_auc"].idxmax())
     registry.root.mkdir(parents=True, exist_ok=True)
+    from medcore.jsonio import fsync_dir, fsync_file
+
+    fsync_file(best)  # on disk before the rename makes it the backbone every profile starts from
     os.replace(best, registry.shared_backbone)  # same folder tree, so the rename is atomic
+    fsync_dir(registry.root)
     record = {
         "model_path": registry.shared_backbone,
         "profile": profile.name,

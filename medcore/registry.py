@@ -221,13 +221,43 @@ def read_record(registry: RegistryLayout, condition: str) -> dict[str, Any]:
     return record
 
 
+LOCK_TIMEOUT_SECONDS = 300.0  # a promotion takes seconds; minutes of waiting means a stuck holder
+
+
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `path`: two runs deciding at once would each read the old champion."""
+def _locked(path: Path, timeout: float | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on `path`: two runs deciding at once would each read the old champion.
+
+    Gives up after `timeout` seconds (default LOCK_TIMEOUT_SECONDS) with an error naming the lock and
+    its holder (host, PID, since when, as the holder wrote it into the lock file), instead of waiting
+    forever on a holder that hangs. flock works across machines on NFSv4 (the kernel maps it to NFS locks).
+    """
+    import socket
+    import time
+
+    timeout = LOCK_TIMEOUT_SECONDS if timeout is None else timeout
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    with open(path, "a+") as handle:
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = " ".join(handle.read(200).split()) or "unknown"
+                    raise StageError(f"{path}: registry lock still held after {timeout:.0f} s (holder: {holder}); "
+                                     "if that process is gone, retry; nothing was changed") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
         try:
+            handle.seek(0)
+            handle.truncate()
+            since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            handle.write(f"host {socket.gethostname()} pid {os.getpid()} since {since}\n")
+            handle.flush()
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
@@ -280,14 +310,23 @@ def promote_condition(registry: RegistryLayout, condition: str, models: Sequence
                                               for c in candidates if c is not candidate],
                          "failed_profiles": failed, "redecided": bool(mine)})
         if decision["decision"] == PROMOTED:
+            if candidate.get("contract_path"):
+                from medcore.contract import read_contract
+
+                read_contract(candidate["model_path"], candidate["contract_path"])  # never pair a model with another's
             model_copy = registry.model(condition, run_id, candidate["profile"])
             sha = _copy_in(Path(candidate["model_path"]), model_copy)
             contract_copy = None
             if candidate.get("contract_path"):
                 contract_copy = registry.contract(condition, run_id, candidate["profile"])
                 _copy_in(Path(candidate["contract_path"]), contract_copy)
+            card = Path(candidate["model_path"]).with_name("model_card.md")
+            card_copy = registry.card(condition, run_id, candidate["profile"]) if card.is_file() else None
+            if card_copy:
+                _copy_in(card, card_copy)
             new = {**candidate, "source_model_path": candidate["model_path"], "model_path": str(model_copy),
-                   "contract_path": str(contract_copy) if contract_copy else None, "model_sha256": sha,
+                   "contract_path": str(contract_copy) if contract_copy else None,
+                   "card_path": str(card_copy) if card_copy else None, "model_sha256": sha,
                    "promoted": now, "reason": decision["reason"]}
             record["champion"] = new
             record["previous_champion"] = champion
@@ -301,11 +340,12 @@ def promote_condition(registry: RegistryLayout, condition: str, models: Sequence
         write_json(registry.record(condition), record)  # atomic: readers see the old champion or the new one
         if decision["decision"] == PROMOTED:
             keep = {Path(p).resolve() for c in (record["champion"], champion) if c
-                    for p in (c.get("model_path"), c.get("contract_path")) if p}
+                    for p in (c.get("model_path"), c.get("contract_path"), c.get("card_path")) if p}
             _prune(registry, condition, keep)
         elif mine:  # an undone promotion of this run leaves no copy behind
             for profile in {m.profile for m in models}:
-                for path in (registry.model(condition, run_id, profile), registry.contract(condition, run_id, profile)):
+                for path in (registry.model(condition, run_id, profile), registry.contract(condition, run_id, profile),
+                             registry.card(condition, run_id, profile)):
                     path.unlink(missing_ok=True)
         return decision
 

@@ -11,10 +11,10 @@ from markupsafe import Markup
 
 from medcore.config import CHECKS, DEFAULT_FIX, TIER_ORDER
 from medcore.jsonio import atomic_write_text, read_json, to_jsonable, write_json
-from medcore.layout import ModelLayout, RunLayout
+from medcore.layout import RunLayout
 
 __all__ = ["gather_run", "render_report", "write_report", "render_html", "markdown_to_html", "next_steps",
-           "diagnose", "TEMPLATES_DIR"]
+           "diagnose", "conditions_overview", "with_contents", "anchor", "TEMPLATES_DIR"]
 
 TEMPLATES_DIR = Path(os.environ.get("MEDCORE_TEMPLATES", Path(__file__).resolve().parent.parent / "templates"))
 
@@ -64,7 +64,9 @@ def gather_run(run: RunLayout) -> dict[str, Any]:
         "artifact_tree": artifact_tree(run.root, written_now=(run.report_md.name, run.summary_json.name)),
     }
     view["gradcam_usage"] = _gradcam_usage(models, champions, view)
-    view["next_steps"] = next_steps(view)
+    view["overview"] = conditions_overview(run, info, models, champions)
+    steps = next_steps(view)
+    view["next_steps"], view["more_steps"] = steps[:FIRST_SCREEN_STEPS], steps[FIRST_SCREEN_STEPS:]
     return view
 
 
@@ -105,6 +107,7 @@ def _model_view(run: RunLayout, condition: str, profile: str) -> dict[str, Any]:
         "test_split": test_split_fingerprint(paths.split_csv),
         "dataset_fingerprint": (validation or {}).get("fingerprint"),
         "split_counts": _split_counts(validation),
+        "model_card": _relative(paths.model_card, run_root) if paths.model_card.exists() else None,
     }
     metrics = metrics or {}
     quality = metrics.get("quality") or {}
@@ -234,7 +237,7 @@ def render_report(context: dict[str, Any], template: str = "status_report.md.j2"
 def write_report(run: RunLayout) -> dict[str, Any]:
     """Gather, render and atomically write `report.md` and `summary.json`; return the summary."""
     context = gather_run(run)
-    atomic_write_text(run.report_md, render_report(context))
+    atomic_write_text(run.report_md, with_contents(render_report(context)))
     summary = {"run_id": context["run_id"], "report": run.report_md, "planned": context["planned"],
                "succeeded": context["succeeded"], "failed": context["failed"],
                "failures": [{"condition": m["condition"], "profile": m["profile"], **m["failure"]}
@@ -244,18 +247,20 @@ def write_report(run: RunLayout) -> dict[str, Any]:
 
 
 def render_html(markdown_text: str, *, title: str, link: Callable[[str], str | None] | None = None,
-                banners: Sequence[str] = ()) -> str:
+                banners: Sequence[str] = (), script: bool = True) -> str:
     """The report as one HTML page (for the e-mail and the Airflow UI): report.md converted, never re-written.
 
     Converting the very Markdown people read keeps the three renderings (file, e-mail, UI) from
     drifting apart. `banners` are plain-text warnings shown above the report (e.g. a failed e-mail).
+    `script`: the few lines that open a collapsed section when a contents link points into it (not for e-mail).
     """
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), undefined=jinja2.StrictUndefined,
                              autoescape=True)
     body = markdown_to_html(markdown_text, link)
-    return env.get_template("status_report.html.j2").render(title=title, body=Markup(body), banners=list(banners))
+    return env.get_template("status_report.html.j2").render(title=title, body=Markup(body), banners=list(banners),
+                                                            script=script)
 
 
 def markdown_to_html(text: str, link: Callable[[str], str | None] | None = None) -> str:
@@ -271,7 +276,44 @@ def markdown_to_html(text: str, link: Callable[[str], str | None] | None = None)
     for block in tokens:
         if block.children and link is not None:
             block.children = _relink(block.children, link)
-    return md.renderer.render(tokens, md.options, {})
+    return md.renderer.render(_collapsible(tokens), md.options, {})
+
+
+# Second-level sections for reference rather than for the morning: collapsed in HTML, like each model's section.
+COLLAPSED_SECTIONS = ("Issues encountered", "Run parameters", "Data", "Artifacts of this run", "Grad-CAM on a new image",
+                      "More next steps")
+
+
+def _collapsible(tokens: list) -> list:
+    """Every h2/h3 gets the id `anchor` gives it (the contents link to them); each h3 section (one model) and each
+    COLLAPSED_SECTIONS h2 becomes a closed <details> whose <summary> is the heading. Markdown's own raw HTML stays
+    escaped: these tags are made here, never taken from the text."""
+    from markdown_it.token import Token
+
+    def html(content: str) -> Token:
+        token = Token("html_block", "", 0)
+        token.content = content
+        return token
+
+    out, open_levels, in_summary = [], [], False
+    for i, token in enumerate(tokens):
+        if token.type == "heading_open" and token.tag in ("h2", "h3"):
+            level = int(token.tag[1])
+            while open_levels and open_levels[-1] >= level:
+                open_levels.pop()
+                out.append(html("</details>\n"))
+            text = tokens[i + 1].content
+            token.attrSet("id", anchor(text))
+            if level == 3 or text in COLLAPSED_SECTIONS:
+                open_levels.append(level)
+                out.append(html("<details>\n<summary>"))
+                in_summary = True
+        out.append(token)
+        if token.type == "heading_close" and in_summary:
+            out.append(html("</summary>\n"))
+            in_summary = False
+    out.extend(html("</details>\n") for _ in open_levels)
+    return out
 
 
 def _is_relative(url: str | None) -> bool:
@@ -582,53 +624,209 @@ def diagnose(m: dict[str, Any]) -> dict[str, str]:
 
 
 def next_steps(context: dict[str, Any]) -> list[str]:
-    """What to do after reading this report, derived from the results (most urgent first)."""
+    """What to do after reading this report, most urgent first; advice that fits several models is given once,
+    naming them all (ten models that all used every epoch make one step, not ten)."""
     from medcore.registry import figure
 
-    steps = []
+    advice: dict[str, list[str]] = {}  # sentence with a {who} slot -> the models or conditions it is for
+
+    def say(sentence: str, who: str = "") -> None:
+        advice.setdefault(sentence, []).append(who)
+
     models = context["models"]
     for m in models:
         if not m["succeeded"]:
-            steps.append(f"Fix {m['condition']}/{m['profile']} ({m['status']} at {m['failure']['stage']}): "
-                         f"{m['diagnosis']['fix']}.")
+            say(f"Fix {{who}} ({m['status']} at {m['failure']['stage']}): {m['diagnosis']['fix']}.", m["label"])
     if models and not any(m["succeeded"] for m in models):
-        steps.append("No model succeeded: no champion changed; fix the failures above before the next run.")
+        say("No model succeeded: no champion changed; fix the failures above before the next run.")
     for c in context["champions"]:
         if c["decision"] == "kept champion" and c.get("candidate"):
-            steps.append(f"{c['condition']}: the champion stays ({c['reason']}); look into why this run was not better.")
+            say("{who}: the champion stays (see Champion per condition for why); look into why this run was not "
+                "better.", c["condition"])
         elif c["decision"] == "no champion" and c.get("candidate"):
-            steps.append(f"{c['condition']}: still no champion ({c['reason']}); more data or the intensive profile may help.")
+            say("{who}: still no champion (no model meets the gates); more data or the intensive profile may help.",
+                c["condition"])
         elif c["decision"] == "promoted" and (c.get("champion_before") and c.get("same_test_split") is False):
-            steps.append(f"{c['condition']}: promoted on gates alone because the test split changed; "
-                         "compare the new champion with the old one on one split before relying on the change.")
+            say("{who}: promoted on gates alone because the test split changed; compare the new champion with the "
+                "old one on one split before relying on the change.", c["condition"])
     undecided = [c["condition"] for c in context["champions"] if c["decision"] in ("error", "not decided")]
-    if undecided:
-        steps.append(f"No champion decision was recorded for {', '.join(undecided)} (the promote stage failed or "
-                     "did not run): read its log, then clear it to decide again.")
+    for condition in undecided:
+        say("No champion decision was recorded for {who} (the promote stage failed or did not run): read its log, "
+            "then clear it to decide again.", condition)
     for m in models:
         if not m["succeeded"]:
             continue
-        where = f"{m['condition']}/{m['profile']}"
         tier = (m["metrics"].get("quality") or {}).get("tier")
         if tier == "insufficient":
-            steps.append(f"{where} is in the insufficient tier: add data, train longer or use the intensive profile.")
+            say("{who}: insufficient tier; add data, train longer or use the intensive profile.", m["label"])
         training = m["training"] or {}
         if training.get("epochs_run") and training.get("epochs_run") == training.get("epochs_planned") \
                 and not training.get("early_stopped"):
-            steps.append(f"{where} used every planned epoch without early stopping: it may improve with more epochs.")
+            say("{who}: used every planned epoch without early stopping; more epochs may help.", m["label"])
         faith = m["gradcam"].get("faithfulness") or {}
         if faith and faith.get("better_than_random") is False:
-            steps.append(f"{where}: do not read its Grad-CAM heatmaps as evidence (no better than random).")
+            say("{who}: do not read the Grad-CAM heatmaps as evidence (no better than random).", m["label"])
         previous = m.get("previous") or {}
         drop = previous.get("delta_roc_auc")
-        if drop is not None and previous.get("same_test_split") and drop < -0.02:
-            steps.append(f"{where}: test ROC AUC fell {drop:+.3f} since run {previous['run_id']} on the same split; "
-                         "check the data and training records for what changed.")
+        if drop is not None and previous.get("same_test_split") and drop < -FELL:
+            say(f"{{who}}: test ROC AUC fell {-drop:.3f} since run {previous['run_id']} on the same split; check "
+                "the data and training records for what changed.", m["label"])
     warnings = [i for i in context["issues"] if i["severity"] == "warning"]
     if warnings:
-        steps.append(f"Review the {len(warnings)} kind(s) of warning under Issues encountered.")
+        say(f"Review the {len(warnings)} kind(s) of warning under Issues encountered.")
     best = figure((context.get("best") or {}).get("metrics") or {}, "roc_auc")
-    if not steps:
-        steps.append("Nothing needs attention: every model trained and every champion decision is recorded."
-                     + (f" Best test ROC AUC {best:.3f}." if best is not None else ""))
-    return steps
+    if not advice:
+        say("Nothing needs attention: every model trained and every champion decision is recorded."
+            + (f" Best test ROC AUC {best:.3f}." if best is not None else ""))
+    return [sentence.replace("{who}", _names(who)) for sentence, who in advice.items()]
+
+
+def _names(names: Sequence[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    names = [n for n in names if n]
+    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+# --------------------------------------------------------------------------- the first screen
+
+FIRST_SCREEN_STEPS = 5  # grouped next steps shown first; the rest follow under "More next steps"
+FELL = 0.02  # a drop in test ROC AUC on the same split larger than this needs a person
+TREND_RUNS = 7  # runs (this one included) the trend looks back over
+# Every glyph is followed by its word: without an emoji font the glyph is an empty box, the word still reads.
+STATUS = {"ok": "✅ ok", "look": "⚠️ look", "failed": "❌ failed"}
+TREND = {"rising": "↗ rising", "falling": "↘ falling", "steady": "→ steady"}
+
+
+def conditions_overview(run: RunLayout, info: dict[str, Any], models: list[dict[str, Any]],
+                        champions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line per condition, for the first screen: status, champion with its test ROC AUC and interval, tonight's
+    change against the previous run, the trend over recent runs, and whatever needs a person (else "nothing")."""
+    earlier = _earlier_runs(run, info, limit=TREND_RUNS - 1)
+    rows = []
+    for c in champions:
+        mine = [m for m in models if m["condition"] == c["condition"]]
+        done = [m for m in mine if m["succeeded"] and m["roc_auc"] is not None]
+        best = max(done, key=lambda m: m["roc_auc"]) if done else None
+        needs = _needs_a_person(c, mine, best)
+        state = "failed" if not done else "look" if needs else "ok"
+        champion = c.get("champion") or {}
+        rows.append({
+            "condition": c["condition"],
+            "status": STATUS[state],
+            "champion": _champion_words(champion, c, info["run_id"]),
+            "auc": _auc_words(champion),
+            "since": _since_words(best, mine),
+            "trend": _trend_words([_best_auc(other, c["condition"]) for other in reversed(earlier)]
+                                  + [best["roc_auc"] if best else None]),
+            "needs": "; ".join(needs) or "nothing",
+        })
+    return rows
+
+
+def _needs_a_person(c: dict[str, Any], mine: list[dict[str, Any]], best: dict[str, Any] | None) -> list[str]:
+    needs = []
+    failed = [m for m in mine if not m["succeeded"]]
+    if failed:
+        needs.append(f"{len(failed)} of {len(mine)} failed (" + ", ".join(
+            f"{m['profile']} at {m['failure']['stage']}" for m in failed) + ")")
+    if c["decision"] in ("error", "not decided"):
+        needs.append("no champion decision recorded")
+    elif c["decision"] == "no champion" and c.get("candidate"):
+        needs.append("no model meets the gates")
+    previous = (best or {}).get("previous") or {}
+    if previous.get("same_test_split") and (previous.get("delta_roc_auc") or 0.0) < -FELL:
+        needs.append(f"test ROC AUC fell {-previous['delta_roc_auc']:.3f}")
+    unfaithful = [m["profile"] for m in mine if m["succeeded"] and (m["faithfulness"] or {}).get("better_than_random")
+                  is False]
+    if unfaithful:
+        needs.append(f"Grad-CAM no better than random ({', '.join(unfaithful)})")
+    warned = sum(1 for m in mine for f in (m["validation"] or {}).get("findings", []) if f.get("severity") == "warning")
+    if warned:
+        needs.append(f"{warned} data warning{'s' if warned != 1 else ''}")
+    return needs
+
+
+def _champion_words(champion: dict[str, Any], c: dict[str, Any], run_id: str) -> str:
+    if not champion:
+        return "none yet"
+    if c["decision"] == "promoted" and champion.get("run_id") == run_id:
+        return f"{champion['profile']}, new tonight"
+    since = str(champion.get("promoted") or "")[:10]
+    return f"{champion['profile']}, since {since}" if since else f"{champion['profile']} of `{champion['run_id']}`"
+
+
+def _auc_words(champion: dict[str, Any]) -> str:
+    if not champion or champion.get("roc_auc") is None:
+        return "—"
+    low_high = champion.get("roc_auc_interval")
+    return _with_interval({"value": champion["roc_auc"], **({"low": low_high[0], "high": low_high[1]}
+                                                            if low_high else {})})
+
+
+def _since_words(best: dict[str, Any] | None, mine: list[dict[str, Any]]) -> str:
+    if best is None:
+        return "— (no model succeeded)"
+    previous = best.get("previous")
+    if not previous or previous.get("delta_roc_auc") is None:
+        return "first run"
+    change = f"{previous['delta_roc_auc']:+.3f} ({best['profile']})"
+    return change if previous.get("same_test_split") else f"{change}, other test split"
+
+
+def _best_auc(run: RunLayout, condition: str) -> float | None:
+    """The best test ROC AUC of `condition` among the models that succeeded in `run`."""
+    from medcore.registry import figure, succeeded
+
+    try:
+        jobs = read_json(run.run_json)["jobs"]
+    except (OSError, ValueError, KeyError):
+        return None
+    values = [figure(read_json(paths.metrics_json), "roc_auc")
+              for paths in (run.model(condition, job["profile"]) for job in jobs if job.get("condition") == condition)
+              if succeeded(paths)]
+    return max((v for v in values if v is not None), default=None)
+
+
+def _trend_words(history: list[float | None], steady: float = 0.005) -> str:
+    """Direction of the least-squares line through the runs' best AUCs (oldest first, gaps skipped)."""
+    points = [(i, v) for i, v in enumerate(history) if v is not None]
+    if len(points) < 3:
+        return f"too few runs ({len(points)})"
+    mean_x, mean_y = sum(x for x, _ in points) / len(points), sum(y for _, y in points) / len(points)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sum((x - mean_x) ** 2 for x, _ in points)
+    word = "rising" if slope > steady else "falling" if slope < -steady else "steady"
+    return f"{TREND[word]} over {len(points)} runs"
+
+
+def anchor(heading: str) -> str:
+    """The fragment id GitHub gives a Markdown heading (lower case, punctuation dropped, spaces to hyphens), which
+    the HTML rendering gives its headings too, so the contents' links work in both."""
+    import re
+
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def with_contents(markdown: str) -> str:
+    """The report with its "## Contents" section filled from the headings that follow it: one line per section,
+    the model sections of a section linked on its line."""
+    import re
+
+    lines = markdown.split("\n")
+    try:
+        at = lines.index("## Contents")
+    except ValueError:
+        return markdown
+    entries: list[tuple[str, list[str]]] = []
+    for line in lines[at + 1:]:
+        heading = re.match(r"^(##|###) (.+)$", line)
+        if not heading:
+            continue
+        text = heading.group(2).strip()
+        link = f"[{text.replace('`', '')}](#{anchor(text)})"
+        if heading.group(1) == "##":
+            entries.append((link, []))
+        elif entries:
+            entries[-1][1].append(link)
+    toc = [f"- {link}" + (f": {', '.join(children)}" if children else "") for link, children in entries]
+    return "\n".join(lines[:at + 1] + [""] + toc + lines[at + 1:])

@@ -6,6 +6,7 @@ a working model can learn it and a working Grad-CAM should point there.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pandas as pd
 
 from medcore.jsonio import atomic_write_bytes, atomic_write_text
 
-__all__ = ["phantom", "drawn_phantom", "finding_region", "write_demo_data", "FINDING_CENTRE"]
+__all__ = ["phantom", "drawn_phantom", "finding_region", "write_demo_data", "dicom_bytes", "FINDING_CENTRE"]
 
 FINDING_CENTRE = (0.68, 0.66)  # (x, y) as fractions of the image size
 
@@ -64,6 +65,79 @@ def _encode(image: np.ndarray, suffix: str) -> bytes:
     return data.tobytes()
 
 
+def dicom_bytes(values: np.ndarray, *, patient_id: str, study_uid: str, bits_stored: int = 12,
+                monochrome1: bool = False, compress: bool = False, window: tuple[float, float] | None = None,
+                rescale: tuple[float, float] | None = None, modality: str = "DX", view: str = "AP",
+                body_part: str = "KNEE", burned_in: bool = False, frames: int = 1,
+                extra: dict[str, str] | None = None, uid_seed: str = "") -> bytes:
+    """A DICOM Part 10 file (DX For Presentation) holding `values` (2-D, 0..2**bits_stored-1, bright = dense).
+
+    MONOCHROME1 stores the values inverted, as such films do; `compress` stores JPEG 2000 Lossless;
+    `window` is (centre, width) and `rescale` (slope, intercept), both as the standard defines them;
+    `extra` sets further header keywords (the no-PHI test fills them with identifying values).
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
+
+    top = 2**bits_stored - 1
+    stored = np.clip(values, 0, top).astype(np.uint16)
+    if monochrome1:
+        stored = (top - stored).astype(np.uint16)
+    seed = uid_seed or f"{patient_id}/{study_uid}/{int(values.sum())}"
+    sop_class = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
+    sop = generate_uid(entropy_srcs=[seed, "sop"])
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, sop
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop
+    ds.PatientID, ds.StudyInstanceUID = patient_id, study_uid
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[seed, "series"])
+    ds.Modality, ds.ViewPosition, ds.BodyPartExamined = modality, view, body_part
+    ds.BurnedInAnnotation = "YES" if burned_in else "NO"
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1" if monochrome1 else "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
+    if rescale is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = f"{rescale[0]:g}", f"{rescale[1]:g}"
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = f"{window[0]:g}", f"{window[1]:g}"
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    for keyword, value in (extra or {}).items():
+        setattr(ds, keyword, value)
+    ds.PixelData = np.concatenate([stored.ravel()] * frames).astype("<u2").tobytes()
+    if compress:
+        ds.compress(JPEG2000Lossless)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _write_dicom_set(root: Path, per_class: int, rng: np.random.Generator, size: int) -> int:
+    """knee_osteoporosis as a PACS export: 12-bit DX files, two per patient, in class folders.
+
+    Every third file is MONOCHROME1, most carry a window (some behind a rescale), a few none (their
+    own range is used), and the first is JPEG 2000 compressed, so a demo run exercises each path.
+    """
+    written = 0
+    for label, prefix, positive, count in (("normal", "N", False, per_class), ("osteopenia", "OP", False, per_class // 4),
+                                           ("osteoporosis", "OS", True, per_class)):
+        for i in range(count):
+            film = phantom(rng, size, positive).astype(np.uint16) * 16 + rng.integers(0, 16, (size, size), np.uint16)
+            kind = written % 5
+            rescale = (1.0, -1024.0) if kind == 4 else None
+            window = None if kind == 3 else (1024.0, 4096.0) if kind == 4 else (2048.0, 4096.0)
+            patient = f"DEMO{prefix}{i // 2:04d}"
+            data = dicom_bytes(film, patient_id=patient, study_uid=f"1.2.826.0.1.3680043.10.543.{len(prefix)}.{i // 2}",
+                               monochrome1=written % 3 == 1, compress=written == 0, window=window, rescale=rescale,
+                               uid_seed=f"{label}/{i}")
+            atomic_write_bytes(root / label / f"{prefix}{i + 1}.dcm", data)
+            written += 1
+    return written
+
+
 @dataclass(frozen=True)
 class _Sample:
     relpath: str
@@ -83,7 +157,8 @@ def write_demo_data(out: Path, per_class: int = 40, size: int = 64, seed: int = 
 
     - pneumonia: `train|test/NORMAL|PNEUMONIA/personN_*.jpeg` (folders with splits, patient ids)
     - knee_oa: `train|val|test/0..4/*.jpg` (folders with all splits, five grades)
-    - knee_osteoporosis: `normal|osteopenia|osteoporosis/*` (folders, no splits, an excluded class)
+    - knee_osteoporosis: `normal|osteopenia|osteoporosis/*.dcm` (folders, no splits, an excluded class), as
+      12-bit DICOM with patient and study ids in the headers, some MONOCHROME1, one JPEG 2000 compressed
     - cardiomegaly: `labels.csv` with float-coded labels `1.0`/`0.0` and a train/test split column
     - limb: `labels.csv` with string labels, patient and study ids, a train/valid split column
     """
@@ -110,13 +185,7 @@ def write_demo_data(out: Path, per_class: int = 40, size: int = 64, seed: int = 
     _write(out / "knee_oa", samples, rng, size)
     written["knee_oa"] = len(samples)
 
-    samples = []
-    for label, prefix, positive, count in (("normal", "N", False, per_class), ("osteopenia", "OP", False, per_class // 4),
-                                           ("osteoporosis", "OS", True, per_class)):
-        for i in range(count):
-            samples.append(_Sample(f"{label}/{prefix}{i + 1}.{'JPEG' if i % 3 == 0 else 'jpg'}", positive))
-    _write(out / "knee_osteoporosis", samples, rng, size)
-    written["knee_osteoporosis"] = len(samples)
+    written["knee_osteoporosis"] = _write_dicom_set(out / "knee_osteoporosis", per_class, rng, size)
 
     rows, samples = [], []
     for split, share in (("train", 0.8), ("test", 0.2)):

@@ -13,6 +13,7 @@ import math
 import os
 import resource
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,12 +21,14 @@ import numpy as np
 import pandas as pd
 
 from medcore.config import Config, Profile
+from medcore.contract import save_model_with_contract, training_contract
 from medcore.datasets import make_dataset
 from medcore.errors import MedcoreError
-from medcore.jsonio import write_json
+from medcore.jsonio import atomic_write_text, write_json
 from medcore.layout import ModelLayout
 
-__all__ = ["build_model", "train_model", "configure_threads", "versions", "IMAGENET_WEIGHTS_FILE"]
+__all__ = ["build_model", "train_model", "save_model_with_contract", "configure_threads", "versions",
+           "IMAGENET_WEIGHTS_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -315,104 +318,165 @@ def _history_rows(path: Path) -> pd.DataFrame:
         return pd.DataFrame()
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One stretch of training: epochs [first, last) at one learning rate, the backbone frozen or not."""
+
+    name: str  # "frozen" or "fine_tune"; also the folder of its BackupAndRestore state
+    first: int
+    last: int
+    learning_rate: float
+
+
+@dataclass
+class Clock:
+    """Wall time of one training attempt: from its start, to its first step, and per epoch."""
+
+    start: float = field(default_factory=time.perf_counter)
+    first_step: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+
+    def step_done(self) -> None:
+        if not self.first_step:
+            self.first_step.append(time.perf_counter() - self.start)
+
+
 def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: ModelLayout,
                 epochs: int | None = None, warm_start: Path | None = None) -> dict[str, Any]:
     """Fit DenseNet121 on the train split, select on val, save `model.keras`; return the training record.
 
     `warm_start` (for `weights: champion` or `shared`) is a saved model whose weights start this one.
+    A retried attempt resumes after the last epoch an earlier one finished.
     """
     import keras
-    import tensorflow as tf
 
     threads = configure_threads(profile)
     keras.utils.set_random_seed(config.seed)
     epochs = epochs or profile.epochs
-    train = split[split["split"] == "train"]
-    val = split[split["split"] == "val"]
+    train, val = split[split["split"] == "train"], split[split["split"] == "val"]
     train_data = make_dataset(train, profile, training=True, seed=config.seed)
     val_data = make_dataset(val, profile, training=False, seed=config.seed)
     paths.root.mkdir(parents=True, exist_ok=True)
+    resumed_from = _resume_point(paths, profile)
 
-    frozen_marker = paths.backup_dir / "frozen_phase.weights.h5"
-    resumed_from = _finished_epochs(paths.backup_dir / "fine_tune") or _finished_epochs(paths.backup_dir / "frozen")
-    if resumed_from == 0 and not frozen_marker.exists():
-        paths.history_csv.unlink(missing_ok=True)  # a fresh start must not append to an old history
-    else:
-        log.info("resuming %s/%s after %d finished epochs", paths.condition, profile.name, resumed_from)
-        # The history row of an epoch is written before its backup, so a kill between the two
-        # leaves a row for an epoch that will run again: keep only the epochs the backup holds.
-        rows = _history_rows(paths.history_csv)
-        if len(rows) > resumed_from:
-            from medcore.jsonio import atomic_write_text
-
-            atomic_write_text(paths.history_csv, rows.iloc[:resumed_from].to_csv(index=False))
-
-    start = time.perf_counter()
-    first_step: list[float] = []
-    epoch_seconds: list[float] = []
+    clock = Clock()
     with precision_policy(profile) as precision:
-        model = build_model(profile, config.seed)
-        weights_used = profile.weights
-        if profile.weights in WARM_STARTS:
-            weights_used = WARM_STARTS[profile.weights]
-            if warm_start is not None:
-                copied = warm_start_from(model, warm_start)
-                weights_used = f"{profile.weights} {warm_start} ({copied} layers)"
-        freeze = min(profile.freeze_epochs, epochs) if not weights_used.startswith("none") else 0
-        phases = [("frozen", 0, freeze, profile.learning_rate), ("fine_tune", freeze, epochs,
-                   profile.fine_tune_learning_rate or (profile.learning_rate / 10 if freeze else profile.learning_rate))]
-        stoppers = []
+        model, weights_used = _initial_model(profile, config.seed, warm_start)
+        weights = class_weights(train["label"].to_numpy()) if profile.class_weighting else None
         # Epochs history.csv holds (trimmed above): the best of those may be kept from an earlier attempt.
         keeper = _best_epoch_callback(paths.backup_dir / "best.weights.h5", paths.backup_dir / "best.json",
                                       len(_history_rows(paths.history_csv)))
-        for phase, first, last, learning_rate in phases:
-            if last <= first:
-                continue
-            if phase == "frozen" and frozen_marker.exists():
-                continue  # finished before a retry; its weights are loaded below
-            if phase == "fine_tune" and freeze:
-                if frozen_marker.exists():
-                    model.load_weights(frozen_marker)
-                _set_backbone_trainable(model, True)
-                _compile(model, profile, learning_rate)
-            elif phase == "frozen":
-                _set_backbone_trainable(model, False)
-                _compile(model, profile, learning_rate)
-            # The best epoch is restored once, after every phase, from `keeper` (not per phase or attempt).
-            stopper = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=profile.patience,
-                                                    restore_best_weights=False, verbose=0)
-            stoppers.append(stopper)
-            callbacks = [
-                stopper,
-                # Before the CSV logger, so history.csv records the rate each epoch trained at.
-                *_schedule_callbacks(profile, learning_rate, first, last),
-                keras.callbacks.CSVLogger(str(paths.history_csv), append=True),
-                keeper,
-                # Last, so an epoch counts as finished only once everything above has been written.
-                # A retried task (killed worker, reboot) resumes after the last finished epoch.
-                keras.callbacks.BackupAndRestore(str(paths.backup_dir / phase), double_checkpoint=True),
-                _progress_callback(epochs, epoch_seconds),
-                keras.callbacks.LambdaCallback(
-                    on_train_batch_end=lambda batch, logs: first_step or first_step.append(time.perf_counter() - start)),
-            ]
-            model.fit(train_data, validation_data=val_data, initial_epoch=first, epochs=last, callbacks=callbacks,
-                      class_weight=class_weights(train["label"].to_numpy()) if profile.class_weighting else None,
-                      verbose=0)
-            if phase == "frozen":
-                model.save_weights(frozen_marker)
+        stoppers = [_fit_phase(model, phase, profile, paths, train_data, val_data, weights, epochs, clock, keeper)
+                    for phase in _phases(profile, epochs, weights_used)]
         best = restore_best_epoch(model, keeper)  # the saved model is the epoch the record reports
-    wall = time.perf_counter() - start
-
-    tmp = paths.model.with_name(f".{paths.model.stem}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, paths.model)  # the good model is only ever replaced whole
-    for leftover in (frozen_marker, keeper.weights_path, paths.backup_dir / "best.json"):
-        leftover.unlink(missing_ok=True)
+    wall = time.perf_counter() - clock.start
+    contract = training_contract(profile, seed=config.seed, precision=precision, gradcam_layer=config.gradcam.layer,
+                                 versions=versions())
+    _save_model(model, paths, contract)
 
     history = _history_rows(paths.history_csv)
+    return _training_record(profile, paths, history, epochs=epochs, resumed_from=resumed_from, wall=wall,
+                            clock=clock, weights_used=weights_used, stoppers=stoppers, train=train, val=val,
+                            seed=config.seed, threads=threads, precision=precision, versions=contract["versions"],
+                            best=best)
+
+
+def _frozen_marker(paths: ModelLayout) -> Path:
+    """Weights saved when the frozen phase ends, so a retry goes straight on to fine-tuning."""
+    return paths.backup_dir / "frozen_phase.weights.h5"
+
+
+def _resume_point(paths: ModelLayout, profile: Profile) -> int:
+    """Epochs an earlier attempt finished (0 for a fresh start); history.csv is trimmed to match."""
+    resumed_from = _finished_epochs(paths.backup_dir / "fine_tune") or _finished_epochs(paths.backup_dir / "frozen")
+    if resumed_from == 0 and not _frozen_marker(paths).exists():
+        paths.history_csv.unlink(missing_ok=True)  # a fresh start must not append to an old history
+        return 0
+    log.info("resuming %s/%s after %d finished epochs", paths.condition, profile.name, resumed_from)
+    # The history row of an epoch is written before its backup, so a kill between the two
+    # leaves a row for an epoch that will run again: keep only the epochs the backup holds.
+    rows = _history_rows(paths.history_csv)
+    if len(rows) > resumed_from:
+        atomic_write_text(paths.history_csv, rows.iloc[:resumed_from].to_csv(index=False))
+    return resumed_from
+
+
+def _initial_model(profile: Profile, seed: int, warm_start: Path | None) -> tuple[Any, str]:
+    """The compiled model with its starting weights, and those weights described for the record."""
+    model = build_model(profile, seed)
+    if profile.weights not in WARM_STARTS:
+        return model, profile.weights
+    if warm_start is None:
+        return model, WARM_STARTS[profile.weights]
+    copied = warm_start_from(model, warm_start)
+    return model, f"{profile.weights} {warm_start} ({copied} layers)"
+
+
+def _phases(profile: Profile, epochs: int, weights_used: str) -> list[Phase]:
+    """The frozen-backbone phase (pretrained weights only) and the fine-tuning phase, skipping empty ones."""
+    freeze = min(profile.freeze_epochs, epochs) if not weights_used.startswith("none") else 0
+    fine_tune_rate = profile.fine_tune_learning_rate or (
+        profile.learning_rate / 10 if freeze else profile.learning_rate)
+    phases = [Phase("frozen", 0, freeze, profile.learning_rate), Phase("fine_tune", freeze, epochs, fine_tune_rate)]
+    return [p for p in phases if p.last > p.first]
+
+
+def _fit_phase(model, phase: Phase, profile: Profile, paths: ModelLayout, train_data, val_data,
+               weights: dict[int, float] | None, epochs: int, clock: Clock, keeper):
+    """Train one phase (resuming where a killed attempt stopped); return its early-stopping callback (None if the
+    phase had already finished)."""
+    import keras
+
+    marker = _frozen_marker(paths)
+    if phase.name == "frozen" and marker.exists():
+        return None  # finished before a retry; the fine-tuning phase loads its weights
+    if phase.name == "fine_tune" and phase.first > 0:
+        if marker.exists():
+            model.load_weights(marker)
+        _set_backbone_trainable(model, True)
+        _compile(model, profile, phase.learning_rate)
+    elif phase.name == "frozen":
+        _set_backbone_trainable(model, False)
+        _compile(model, profile, phase.learning_rate)
+    # The best epoch is restored once, after every phase, from `keeper` (not per phase or attempt).
+    stopper = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=profile.patience,
+                                            restore_best_weights=False, verbose=0)
+    callbacks = [
+        stopper,
+        # Before the CSV logger, so history.csv records the rate each epoch trained at.
+        *_schedule_callbacks(profile, phase.learning_rate, phase.first, phase.last),
+        keras.callbacks.CSVLogger(str(paths.history_csv), append=True),
+        keeper,
+        # Last, so an epoch counts as finished only once everything above has been written.
+        # A retried task (killed worker, reboot) resumes after the last finished epoch.
+        keras.callbacks.BackupAndRestore(str(paths.backup_dir / phase.name), double_checkpoint=True),
+        _progress_callback(epochs, clock.epoch_seconds),
+        keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: clock.step_done()),
+    ]
+    model.fit(train_data, validation_data=val_data, initial_epoch=phase.first, epochs=phase.last, callbacks=callbacks,
+              class_weight=weights, verbose=0)
+    if phase.name == "frozen":
+        model.save_weights(marker)
+    return stopper
+
+
+def _save_model(model, paths: ModelLayout, contract: dict[str, Any]) -> None:
+    """Put model.keras and its contract in place, then drop what only a resumed attempt needed."""
+    save_model_with_contract(model, paths, contract)
+    for leftover in (_frozen_marker(paths), paths.backup_dir / "best.weights.h5", paths.backup_dir / "best.json"):
+        leftover.unlink(missing_ok=True)
+
+
+def _training_record(profile: Profile, paths: ModelLayout, history: pd.DataFrame, *, epochs: int, resumed_from: int,
+                     wall: float, clock: Clock, weights_used: str, stoppers: list, train: pd.DataFrame,
+                     val: pd.DataFrame, seed: int, threads: dict[str, int | None], precision: str,
+                     versions: dict[str, str], best: dict[str, Any] | None) -> dict[str, Any]:
+    """training.json: what was trained, how long it took, where it ended, with which libraries."""
+    import tensorflow as tf
+
     epochs_run = len(history)
     epochs_this_attempt = max(epochs_run - resumed_from, 0)
-    record = {
+    return {
         "condition": paths.condition,
         "profile": profile.name,
         "image_size": profile.image_size,
@@ -424,35 +488,25 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
         "epochs_planned": epochs,
         "epochs_run": epochs_run,
         "resumed_from_epoch": resumed_from,
-        "early_stopped": any(s.stopped_epoch for s in stoppers),
+        "early_stopped": any(s.stopped_epoch for s in stoppers if s is not None),
         # The epoch whose weights model.keras holds (0-based, as history.csv's `epoch`), and its val AUC.
         "best_epoch": best["epoch"] if best else None,
         "best_val_auc": best["val_auc"] if best else None,
         "selected_epoch": "best val AUC" if best else "last (val AUC undefined in every epoch)",
         "wall_seconds": wall,
-        "seconds_to_first_step": first_step[0] if first_step else None,
-        "epoch_seconds": epoch_seconds,
+        "seconds_to_first_step": clock.first_step[0] if clock.first_step else None,
+        "epoch_seconds": clock.epoch_seconds,
         "images_per_second": len(train) * epochs_this_attempt / wall if wall > 0 else None,
         "train_images": len(train),
         "val_images": len(val),
-        "seed": config.seed,
+        "seed": seed,
         "threads": threads,
         "execution": profile.execution,
         "precision": precision,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "device": "CPU" if not tf.config.list_physical_devices("GPU") else "GPU",
-        "versions": versions(),
+        "versions": versions,
         "model_path": paths.model,
         "split_manifest": paths.split_csv,
         "history": {c: history[c].tolist() for c in history.columns},
     }
-    write_json(paths.model_contract, {
-        "architecture": "DenseNet121", "input_shape": [profile.image_size, profile.image_size, 3],
-        "input_range": [0, 255], "preprocessing": "inside the model (rescale, ImageNet normalisation)",
-        # How files become the square input; predict, evaluate and Grad-CAM read it from here.
-        "resize": profile.resize,
-        "output": "one logit; sigmoid gives P(positive)", "gradcam_layer": config.gradcam.layer,
-        "classes": {"0": "negative", "1": "positive"}, "seed": config.seed, "precision": precision,
-        "versions": record["versions"],
-    })
-    return record

@@ -22,7 +22,7 @@ import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -41,11 +41,15 @@ MANIFEST_COLUMNS = ["path", "relpath", "raw_label", "label", "split", "group", "
 MAX_EXAMPLES = 5
 MAX_ROWS_NAMED = 200  # rows listed for a warning that dropped nothing; dropped or fatal rows are always all listed
 MAX_FILE_BYTES = 512 * 2**20
-MAX_PIXELS = 150_000_000  # a 12k x 12k film; beyond this one decode needs about a gigabyte
+# The bound is on what one decode allocates (width x height x channels x bytes per sample), not on
+# pixels: a 12k x 12k 16-bit RGBA PNG of 1 MB has fewer pixels than a 12k x 12k film but decodes to
+# 1.1 GB. 512 MiB still admits a 12k x 12k 8-bit RGB film; with at most 4 reading threads, 2 GiB in all.
+MAX_DECODED_BYTES = 512 * 2**20
 LARGE_PIXELS = 4096 * 4096  # counted as "very large", still used
 MIN_SIDE = 16
 HASH_SIDE = 64  # the perceptual hash is taken from the 16x16 lowest frequencies of a 64x64 DCT
-TRAINABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")  # what tf.io.decode_image reads in training
+# What training reads: tf.io.decode_image's formats, and DICOM through medcore.dicom.
+TRAINABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "DICOM")
 _TAIL = 1024  # bytes at the end of a file searched for its end marker
 
 
@@ -178,6 +182,7 @@ class FileScan:
     encodings: tuple[str, ...] = ()  # unusual but valid: alpha, 16-bit, palette, cmyk, very large, gray as colour
     blank: bool = False
     mean: float = 0.0  # mean intensity, 0..1
+    dicom: Any = None  # medcore.dicom.DicomInfo for a DICOM file: coded values and keyed hashes only
 
 
 def _sniff_format(data: bytes) -> str | None:
@@ -204,6 +209,47 @@ def _sniff_format(data: bytes) -> str | None:
 def _looks_truncated(data: bytes, fmt: str | None) -> bool:
     tail = data[-_TAIL:]
     return (fmt == "JPEG" and b"\xff\xd9" not in tail) or (fmt == "PNG" and b"IEND" not in tail)
+
+
+def _jpeg_damage(data: bytes) -> str:
+    """Why a JPEG's coded data is damaged ("" if it is not), from a strict libjpeg-turbo decode.
+
+    OpenCV (and TensorFlow in training) decode a JPEG cut short, or with zeroed bytes, without an
+    error: libjpeg only warns and fills the rest grey. simplejpeg's strict mode turns exactly those
+    warnings into errors. The decode is DCT-scaled to 1/8, which still reads every coded byte.
+    """
+    import simplejpeg
+
+    try:
+        simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True, min_height=1, min_width=1)
+    except ValueError as exc:
+        message = " ".join(str(exc).split())
+        # Only the warnings of damaged coded data; other refusals (e.g. an unsupported variant) are left to OpenCV.
+        if "premature end" in message.lower() or message.startswith("Corrupt JPEG data"):
+            return message[:120]
+    return ""
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 4, 4: 4, 6: 4}  # by colour type; palette and gray+alpha decode to 4 in OpenCV
+
+
+def _decoded_bytes(data: bytes, fmt: str, header: Any) -> int | None:
+    """What decoding will allocate, from the header alone; None if the header does not say."""
+    if fmt == "PNG" and len(data) >= 26 and data[12:16] == b"IHDR":
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        depth = 2 if data[24] == 16 else 1  # Pillow reports 16-bit RGB(A) as 8-bit modes, so read IHDR itself
+        return width * height * _PNG_CHANNELS.get(data[25], 4) * depth
+    if not isinstance(header, tuple):
+        return None
+    from PIL import Image
+
+    (width, height), mode = header[0], header[1]
+    try:
+        channels = 4 if mode in ("P", "PA", "LA") else Image.getmodebands(mode)
+    except (KeyError, ValueError):
+        channels = 4
+    depth = 2 if mode.startswith("I;16") else 4 if mode in ("I", "F") else 1
+    return width * height * channels * depth
 
 
 def _header(data: bytes, fmt: str) -> tuple[tuple[int, int], str, bool] | str | None:
@@ -256,8 +302,25 @@ def _describe(image: np.ndarray, fmt: str, header: Any, sha256: str) -> FileScan
                     mean=float(gray.mean()))
 
 
-def scan_file(path: str, decode: bool = True) -> FileScan:
-    """Read `path` once: hash it and, with `decode`, decode it and describe it. Never raises for bad files."""
+def _scan_dicom(data: bytes, sha256: str, key: Callable[[], bytes] | bytes) -> FileScan:
+    """Decode a DICOM file through medcore.dicom (the display pipeline) and describe its first frame."""
+    from medcore.dicom import DicomProblem, read_dicom
+
+    try:
+        info, unit = read_dicom(data, key() if callable(key) else key, max_bytes=MAX_DECODED_BYTES)
+    except DicomProblem as problem:
+        return FileScan(problem.code, problem.detail, sha256)
+    scan = _describe(unit, "DICOM", None, sha256)
+    # Bit depth is the stored one (10-16), not the float32 the pixels are carried in.
+    return dataclasses.replace(scan, bit_depth=info.bits_stored, dicom=info,
+                               encodings=tuple(e for e in scan.encodings if not e.endswith("-bit")))
+
+
+def scan_file(path: str, decode: bool = True, key: Callable[[], bytes] | bytes = b"") -> FileScan:
+    """Read `path` once: hash it and, with `decode`, decode it and describe it. Never raises for bad files.
+
+    `key` (or a function returning it) is the DICOM group key that PatientID and StudyInstanceUID are hashed with.
+    """
     import cv2
 
     try:
@@ -283,11 +346,18 @@ def scan_file(path: str, decode: bool = True) -> FileScan:
     if not decode:
         return FileScan("ok", sha256=sha256)
     fmt = _sniff_format(data)
+    if fmt == "DICOM":
+        return _scan_dicom(data, sha256, key)
     if fmt is not None and fmt not in TRAINABLE_FORMATS:
         return FileScan("image_format_unsupported", fmt, sha256)
     header = _header(data, fmt) if fmt else None
-    if header == "too large" or (isinstance(header, tuple) and header[0][0] * header[0][1] > MAX_PIXELS):
-        return FileScan("image_too_large", "more than %d pixels" % MAX_PIXELS, sha256)
+    decoded = _decoded_bytes(data, fmt, header) if fmt else None
+    if header == "too large" or (decoded or 0) > MAX_DECODED_BYTES:
+        return FileScan("image_too_large", f"decodes to over {MAX_DECODED_BYTES // 2**20} MiB", sha256)
+    if fmt == "JPEG":
+        damage = _jpeg_damage(data)
+        if damage:
+            return FileScan("image_truncated", f"JPEG: {damage}", sha256)
     try:
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:
@@ -309,13 +379,14 @@ def _workers() -> int:
     return max(1, min(4, available))
 
 
-def scan_files(paths: Iterable[str], decode: Iterable[bool], workers: int | None = None) -> list[FileScan]:
+def scan_files(paths: Iterable[str], decode: Iterable[bool], workers: int | None = None,
+               key: Callable[[], bytes] | bytes = b"") -> list[FileScan]:
     """Scan files in a thread pool (OpenCV and hashlib release the GIL), in input order."""
     paths, decode = list(paths), list(decode)
     if not paths:
         return []
     with ThreadPoolExecutor(max_workers=workers or _workers()) as pool:
-        return list(pool.map(scan_file, paths, decode))
+        return list(pool.map(scan_file, paths, decode, [key] * len(paths)))
 
 
 # --- pure helpers over the manifest -------------------------------------------------------------
@@ -426,6 +497,7 @@ class _Validation:
     def __init__(self, result: ValidationResult, settings: ValidationSettings, condition: Condition):
         self.result, self.settings, self.condition = result, settings, condition
         self.dropped = 0
+        self.dicom_groups = False  # set when DICOM headers supplied group ids
 
     def flag(self, code: str, rows: pd.DataFrame, message: str, frame: pd.DataFrame,
              drop: pd.Index | None = None, how: str = "") -> pd.DataFrame:
@@ -500,23 +572,25 @@ _FILE_PROBLEMS = {
     "file_missing": "image files are missing",
     "file_unreadable": "files cannot be read (not a regular file, or an I/O error)",
     "image_empty": "files are empty (zero bytes)",
-    "image_truncated": "images are truncated (no end marker)",
+    "image_truncated": "images are truncated or have damaged coded data (cut short, zeroed bytes)",
     "image_corrupt": "images have a valid header but do not decode",
     "image_not_an_image": "files are not images in any known format",
     "image_format_unsupported": "files are images the training loader cannot read",
-    "image_too_large": f"images are too large to decode safely (over {MAX_PIXELS // 10**6} MP or "
+    "image_too_large": f"images are too large to decode safely (over {MAX_DECODED_BYTES // 2**20} MiB decoded or "
                        f"{MAX_FILE_BYTES // 2**20} MiB)",
+    "dicom_pixel_data_missing": "DICOM files hold no pixel data (e.g. structured reports, presentation states)",
+    "dicom_transfer_syntax_unsupported": "DICOM files use a transfer syntax no installed decoder reads",
 }
 
 
 def _scan(v: _Validation, frame: pd.DataFrame, excluded: pd.DataFrame,
-          workers: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+          workers: int | None, key: Callable[[], bytes] | bytes = b"") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read every file once; flag unusable ones; return (task rows with scan columns, excluded rows hashed)."""
     excluded = excluded[excluded["path_problem"] == ""]
     # Excluded classes are hashed, not decoded: they matter only as copies that contradict a task label.
     wanted = dict.fromkeys(excluded["path"], False)
     wanted.update(dict.fromkeys(frame["path"], True))
-    scans = dict(zip(wanted, scan_files(wanted, wanted.values(), workers)))
+    scans = dict(zip(wanted, scan_files(wanted, wanted.values(), workers, key)))
     names = [f.name for f in dataclasses.fields(FileScan)]
     frame = frame.assign(**{f"scan_{name}": [getattr(scans[p], name) for p in frame["path"]] for name in names})
     frame = frame.rename(columns={"scan_sha256": "sha256"})
@@ -524,6 +598,8 @@ def _scan(v: _Validation, frame: pd.DataFrame, excluded: pd.DataFrame,
         rows = frame[frame["scan_status"] == code]
         if not rows.empty:
             detail = _values(rows["scan_detail"], 3) if rows["scan_detail"].ne("").any() else ""
+            if code == "dicom_transfer_syntax_unsupported":  # the whole line: it names the package to install
+                detail = "; ".join(pd.unique(rows["scan_detail"])[:3])
             frame = v.flag(code, rows, f"{len(rows)} {what}" + (f" ({detail})" if detail else ""), frame)
     excluded = excluded.assign(sha256=[scans[p].sha256 if scans[p].status == "ok" else "" for p in excluded["path"]])
     return frame, excluded[excluded["sha256"] != ""]
@@ -558,6 +634,59 @@ def _check_images(v: _Validation, frame: pd.DataFrame) -> pd.DataFrame:
     return v.flag("image_blank", blank, f"{len(blank)} images are blank (one flat intensity)", frame)
 
 
+def _dicom_facts(frame: pd.DataFrame, name: str) -> pd.Series:
+    return frame["scan_dicom"].map(lambda info: getattr(info, name))
+
+
+def _check_dicom(v: _Validation, frame: pd.DataFrame) -> pd.DataFrame:
+    """Describe the DICOM files; flag those that are no plain radiograph; take groups from their headers."""
+    from medcore.dicom import MONOCHROME, RADIOGRAPH_MODALITIES
+
+    dicom = frame[frame["scan_dicom"].notna()]
+    if dicom.empty:
+        return frame
+    compressed = dicom[_dicom_facts(dicom, "compressed")]
+    v.result.add("dicom_summary", Severity.INFO, f"{len(dicom)} DICOM files: bits stored "
+                 f"{_values(_dicom_facts(dicom, 'bits_stored'))}; photometric {_values(_dicom_facts(dicom, 'photometric'))}"
+                 f"; intensity window from {_values(_dicom_facts(dicom, 'windowing'))}; "
+                 + (f"{len(compressed)} compressed (" + ", ".join(
+                     f"{name}: {n}" for name, n in _dicom_facts(compressed, "transfer_syntax").value_counts().items())
+                    + ")" if len(compressed) else "none compressed"), policy="info")
+    checks = (
+        ("dicom_modality_not_radiograph", lambda d: ~_dicom_facts(d, "modality").isin(RADIOGRAPH_MODALITIES),
+         "are not radiographs (modality {})", "modality"),
+        ("dicom_multiframe", lambda d: _dicom_facts(d, "frames") > 1,
+         "are multi-frame ({} frames); only the first frame would be used", "frames"),
+        ("dicom_photometric_unsupported", lambda d: ~_dicom_facts(d, "photometric").isin(MONOCHROME),
+         "are not MONOCHROME1/2 (photometric interpretation {}); kept ones are read as luminance", "photometric"),
+        ("dicom_burned_in_annotation", lambda d: _dicom_facts(d, "burned_in_annotation"),
+         "declare Burned In Annotation YES: text in the pixels may identify the patient and shows in Grad-CAM "
+         "overlays{}", None),
+    )
+    for code, select, what, fact in checks:
+        dicom = frame[frame["scan_dicom"].notna()]
+        rows = dicom[select(dicom).to_numpy(dtype=bool)]
+        if not rows.empty:
+            detail = _values(_dicom_facts(rows, fact).replace("", "(blank)")) if fact else ""
+            frame = v.flag(code, rows, f"{len(rows)} DICOM files " + what.format(detail), frame)
+    for code, fact, what in (("dicom_mixed_views", "view_position", "view positions"),
+                             ("dicom_mixed_body_parts", "body_part", "body parts")):
+        dicom = frame[frame["scan_dicom"].notna()]
+        values = _dicom_facts(dicom, fact) if not dicom.empty else pd.Series(dtype=str)
+        named = values[values != ""]
+        if named.nunique() > 1:
+            common = named.value_counts().index[0]
+            rows = dicom[(values != common).to_numpy()]
+            frame = v.flag(code, rows, f"{what} differ within the condition ({_values(values.replace('', '(blank)'))})"
+                           f"; the {len(rows)} images not {common!r} are listed", frame)
+    if not (v.condition.group_column or v.condition.group_pattern):
+        groups = frame["scan_dicom"].map(lambda info: info.group if info is not None else "")
+        known = groups != ""
+        frame = frame.assign(group=frame["group"].where(~known, groups), group_known=frame["group_known"] | known)
+        v.dicom_groups = bool(known.any())
+    return frame
+
+
 def _check_conflicting_duplicates(v: _Validation, frame: pd.DataFrame, excluded: pd.DataFrame) -> pd.DataFrame:
     """Byte-identical files carrying different labels: the source contradicts itself about that image."""
     both = pd.concat([frame[["where", "raw_label", "sha256"]].assign(task=True),
@@ -575,14 +704,26 @@ def _check_conflicting_duplicates(v: _Validation, frame: pd.DataFrame, excluded:
     return v.flag("duplicate_conflicting_labels", named, message, frame, drop=drop, how="every copy")
 
 
-def _check_groups_known(v: _Validation, frame: pd.DataFrame) -> None:
+_DICOM_GROUPS = "DICOM PatientID, else StudyInstanceUID (keyed hashes)"
+
+
+def _group_source(v: _Validation) -> str:
+    """Where groups come from: the config's column or pattern, else DICOM headers; '' when nowhere."""
     condition = v.condition
-    if not (condition.group_column or condition.group_pattern):
+    if condition.group_column:
+        return f"column {condition.group_column!r}"
+    if condition.group_pattern:
+        return f"pattern {condition.group_pattern!r}"
+    return _DICOM_GROUPS if v.dicom_groups else ""
+
+
+def _check_groups_known(v: _Validation, frame: pd.DataFrame) -> None:
+    source = _group_source(v)
+    if not source:
         v.note("groups_unknown", "no group_column or group_pattern: each image is its own group, so patient "
                "leakage across splits cannot be checked")
         return
     missing = frame[~frame["group_known"]]
-    source = f"column {condition.group_column!r}" if condition.group_column else f"pattern {condition.group_pattern!r}"
     v.flag("group_missing", missing, f"{len(missing)} rows have no group id from {source}; each is its own group",
            frame)
 
@@ -604,7 +745,7 @@ def _check_cross_split(v: _Validation, frame: pd.DataFrame) -> pd.DataFrame:
         frame = v.flag("duplicate_across_splits", rows, f"{n} images are byte-identical across splits "
                        f"({_split_counts(rows)} files)", frame, drop=drop, how=how)
 
-    if v.condition.group_column or v.condition.group_pattern:
+    if _group_source(v):
         known = frame[frame["group_known"]]
         rows, drop, n = _cross_split(known, known["group"], side)
         if n:
@@ -652,13 +793,11 @@ def _check_classes(v: _Validation, frame: pd.DataFrame) -> None:
 
 
 def _describe_groups(v: _Validation, frame: pd.DataFrame) -> None:
-    condition = v.condition
     sizes = frame.groupby("group").size()
-    source = (f"column {condition.group_column!r}" if condition.group_column else
-              f"pattern {condition.group_pattern!r}" if condition.group_pattern else "none (one image per group)")
+    source = _group_source(v) or "none (one image per group)"
     v.result.groups = {"source": source, "groups": int(len(sizes)), "largest": int(sizes.max()),
                        "median": float(sizes.median())}
-    if not (condition.group_column or condition.group_pattern):
+    if not _group_source(v):
         return
     v.result.add("group_summary", Severity.INFO, f"{len(frame)} images form {len(sizes)} groups from {source} "
                  f"(1 to {int(sizes.max())} images each); splits made here keep each group whole", policy="info")
@@ -667,6 +806,26 @@ def _describe_groups(v: _Validation, frame: pd.DataFrame) -> None:
     if not mixed.empty:
         v.flag("group_mixed_labels", mixed, f"{mixed['group'].nunique()} groups hold images of both classes "
                f"({len(mixed)} images), e.g. {_printable(mixed.iloc[0]['group'], 60)!r}", frame)
+
+
+def _lazy_group_key(config: Config) -> Callable[[], bytes]:
+    """The DICOM group key, read (or made) only when a DICOM file is met."""
+    import functools
+    import threading
+
+    from medcore.dicom import group_key
+
+    lock = threading.Lock()
+
+    @functools.cache
+    def cached() -> bytes:
+        return group_key(config.registry.root or config.path.parent / "registry")
+
+    def key() -> bytes:
+        with lock:  # scans run in threads; the first DICOM file makes the key once
+            return cached()
+
+    return key
 
 
 def validate_condition(config: Config, condition: Condition, profile: Profile | None = None, *,
@@ -695,11 +854,12 @@ def validate_condition(config: Config, condition: Condition, profile: Profile | 
                    f"images ({_values(pd.Series([Path(s).suffix or '(none)' for s in source.skipped]))}); not read",
                    list(source.skipped), policy="info")
 
+    frame = _check_paths(v, frame)  # first: a path that must never be opened is named for that, whatever its label
     frame, excluded = _check_labels(v, frame)
     n_excluded = len(excluded)
-    frame = _check_paths(v, frame)
     frame = _check_splits_named(v, frame)
-    frame, excluded = _scan(v, frame, excluded, workers)
+    frame, excluded = _scan(v, frame, excluded, workers, _lazy_group_key(config))
+    frame = _check_dicom(v, frame)
     if frame.empty:
         v.error("no_usable_images", f"{result.dataset_dir}: no usable labelled images")
         return _finish(result, listed, n_excluded, v.dropped)

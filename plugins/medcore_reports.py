@@ -50,16 +50,21 @@ def _run_folder(run_id: str) -> Path:
     """The folder of run `run_id` (a folder name as the list shows it), or 404; never anything outside the runs root."""
     from fastapi import HTTPException
 
-    from medcore.layout import safe_run_id
+    from medcore.layout import is_run_folder_name
 
-    try:
-        valid = safe_run_id(run_id) == run_id
-    except ValueError:
-        valid = False
-    folder = _runs_root() / run_id
-    if not valid or not (folder / "run.json").is_file():
+    root = _runs_root()
+    folder = root / run_id
+    if not is_run_folder_name(run_id) or not _inside(folder, root) or not (folder / "run.json").is_file():
         raise HTTPException(404, "no such run")
     return folder
+
+
+def _inside(folder: Path, root: Path) -> bool:
+    """True if `folder`, symlinks resolved, is a folder inside `root`: a link out of the runs root is no run."""
+    try:
+        return folder.resolve().parent == root.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -75,6 +80,8 @@ def _run_rows() -> list[dict[str, Any]]:
     root = _runs_root()
     rows = []
     for folder in root.iterdir() if root.is_dir() else ():
+        if not _inside(folder, root):
+            continue
         info = _read(folder / "run.json")
         if not info:
             continue
@@ -83,8 +90,15 @@ def _run_rows() -> list[dict[str, Any]]:
         rows.append({"folder": folder.name, "run_id": info.get("run_id", folder.name), "started": info.get("started", ""),
                      "models": f"{summary['succeeded']}/{summary['planned']}" if summary else "running or no report",
                      "failed": summary.get("failed"), "report": (folder / "report.md").is_file(),
-                     "champions": ", ".join(decisions) or "—", "mail": mail.get("status", "—")})
+                     "champions": ", ".join(decisions) or "—", "mail": mail.get("status", "—"),
+                     "cards": len(_cards(folder))})
     return sorted(rows, key=lambda r: r["started"], reverse=True)
+
+
+def _cards(folder: Path) -> list[tuple[str, str]]:
+    """(condition, profile) of every model card in a run folder (`<condition>/<profile>/model_card.md`)."""
+    return sorted((card.parent.parent.name, card.parent.name) for card in folder.glob("*/*/model_card.md")
+                  if not any(part.startswith(".") for part in card.relative_to(folder).parts))
 
 
 def _page(markdown: str, title: str, link: Callable[[str], str | None], banners: list[str] | None = None):
@@ -144,14 +158,15 @@ def build_app() -> Any:
         rows = _run_rows()
         lines = ["# Training reports", "",
                  f"Runs of `{DAG_ID}` in `{_runs_root()}`, newest first. Research use only.", "",
-                 "| run | started | models succeeded | champions | e-mail |", "|---|---|---|---|---|"]
+                 "| run | started | models succeeded | champions | e-mail | model cards |", "|---|---|---|---|---|---|"]
         for r in rows:
             name = f"[{r['run_id']}](runs/{quote(r['folder'])}/)" if r["report"] else f"{r['run_id']} (no report yet)"
-            state = " ❌" if r["failed"] else ""
+            state = f" ❌ {r['failed']} failed" if r["failed"] else ""  # the word too: the glyph may not render
             mail = "⚠️ failed" if r["mail"] == "failed" else r["mail"]
-            lines.append(f"| {name} | {r['started']} | {r['models']}{state} | {r['champions']} | {mail} |")
+            cards = f"[{r['cards']}](runs/{quote(r['folder'])}/cards/)" if r["cards"] else "—"
+            lines.append(f"| {name} | {r['started']} | {r['models']}{state} | {r['champions']} | {mail} | {cards} |")
         if not rows:
-            lines.append("| no runs yet | | | | |")
+            lines.append("| no runs yet | | | | | |")
         return _page("\n".join(lines) + "\n", "Training reports", link=lambda url: url)
 
     @app.get("/runs/{run_id}/", response_class=HTMLResponse)
@@ -173,9 +188,30 @@ def build_app() -> Any:
 
         def link(url: str) -> str:
             # Paths in report.md are relative to the run folder; this page lives at runs/<id>/.
+            if url.endswith("/model_card.md") and url.count("/") == 2:  # <condition>/<profile>/model_card.md
+                return "cards/" + quote(url.rsplit("/", 1)[0])
             return url if url.startswith(("../", "files/")) else f"files/{quote(url)}"
 
         return _page(header + report.read_text(encoding="utf-8"), f"medcore report {run_id}", link, banners)
+
+    @app.get("/runs/{run_id}/cards/", response_class=HTMLResponse)
+    def list_cards(run_id: str) -> HTMLResponse:
+        """The model cards of one run, one per (condition, profile) that got as far as evaluation."""
+        cards = _cards(_run_folder(run_id))
+        lines = [f"# Model cards of {run_id}", "", "[← all training reports](../../../) · [report](../)", ""]
+        lines += [f"- [{c}/{p}]({quote(c)}/{quote(p)})" for c, p in cards] or ["No model of this run has a card yet."]
+        return _page("\n".join(lines) + "\n", f"model cards {run_id}", link=lambda url: url)
+
+    @app.get("/runs/{run_id}/cards/{condition}/{profile}", response_class=HTMLResponse)
+    def show_card(run_id: str, condition: str, profile: str) -> HTMLResponse:
+        """One model's model_card.md as HTML."""
+        folder = _run_folder(run_id)
+        if (condition, profile) not in _cards(folder):
+            raise HTTPException(404, "no model card for this model")
+        card = folder / condition / profile / "model_card.md"
+        header = "[← model cards of this run](./) · [report](../../) · [all training reports](../../../../)\n\n"
+        return _page(header + card.read_text(encoding="utf-8"), f"model card {condition}/{profile}",
+                     link=lambda url: url)
 
     @app.get("/runs/{run_id}/files/{path:path}")
     def run_file(run_id: str, path: str) -> FileResponse:

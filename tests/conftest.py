@@ -46,3 +46,34 @@ def tiny_config(tmp_path, demo_data, monkeypatch) -> Path:
 def write_yaml(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text))
     return path
+
+
+
+def _fuzz_outcome() -> tuple[int, float, str] | None:
+    import resource
+
+    from tests.fuzzing import CASES
+
+    if not CASES:
+        return None
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return sum(CASES.values()), peak_mib, ", ".join(f"{name} {n}" for name, n in sorted(CASES.items()))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    """Under `make fuzz`: fail the run if it finished fewer cases than asked or its memory was not bounded."""
+    outcome = _fuzz_outcome()
+    minimum = int(os.environ.get("MEDCORE_FUZZ_MIN_CASES", "0"))
+    limit = float(os.environ.get("MEDCORE_FUZZ_MAX_MIB", "inf"))
+    if outcome and (outcome[0] < minimum or outcome[1] > limit) and session.exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """After fuzz tests ran: how many generated cases each target finished, and the peak memory of the run."""
+    outcome = _fuzz_outcome()
+    if outcome:
+        total, peak_mib, targets = outcome
+        terminalreporter.write_line(f"fuzz: {total} generated cases finished ({targets}); "
+                                    f"peak memory {peak_mib:.0f} MiB")

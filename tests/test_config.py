@@ -134,7 +134,7 @@ FULL = "seed: 1\n" + MINIMAL.replace("image_size: 64", "image_size: 64, learning
 
 @pytest.mark.parametrize(("old", "new", "key", "problem"), BAD_VALUES, ids=[row[1] for row in BAD_VALUES])
 def test_bad_value_is_one_line_naming_file_and_key(tmp_path, old, new, key, problem):
-    """NaN, infinities, unknown keys, wrong types and out-of-bounds values each give `file: key: problem` on one line."""
+    """NaN, infinities, unknown keys, wrong types and out-of-bounds values each give `file: key: problem`, one line."""
     assert old in FULL
     path = write_yaml(tmp_path / "conditions.yaml", FULL.replace(old, new, 1))
     with pytest.raises(ConfigError) as caught:
@@ -177,7 +177,7 @@ def test_settings_built_in_code_are_validated_too():
 
 def test_every_setting_has_a_description_and_the_readme_reference_is_current():
     """Each row of the generated reference has a meaning, and README.md holds exactly the generated table."""
-    rows = [line for line in config_reference().splitlines()[2:]]
+    rows = config_reference().splitlines()[2:]
     assert len(rows) > 60
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
@@ -195,3 +195,13 @@ def test_config_path_is_not_a_yaml_key(tmp_path):
         load_config(path)
     assert load_config(write_yaml(tmp_path / "d.yaml", MINIMAL)).path == (tmp_path / "d.yaml").resolve()
     assert isinstance(load_config(tmp_path / "d.yaml"), Config)
+
+
+def test_config_that_is_a_folder_or_not_utf8_is_one_line(tmp_path):
+    """A folder or a Latin-1 file given as the config is a ConfigError naming the file, not a traceback."""
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("data_root: d\xe9j\xe0\n".encode("latin-1"))
+    for path, words in ((tmp_path, "is a folder"), (latin, "not UTF-8")):
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        assert words in str(caught.value) and str(path) in str(caught.value) and "\n" not in str(caught.value)

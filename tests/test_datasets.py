@@ -128,22 +128,28 @@ def test_unreadable_manifests_are_one_line_data_errors(tmp_path, monkeypatch, pa
     assert "labels.csv" in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_folder_reader_names_odd_splits_skips_non_images_and_follows_links(tmp_path, monkeypatch):
-    """An unknown top folder beside split folders keeps its name; .dcm files are listed as skipped; links followed."""
+def test_folder_reader_names_odd_splits_skips_non_images_and_refuses_links_out(tmp_path, monkeypatch):
+    """An unknown top folder beside split folders keeps its name; DICOM is read, .nii skipped; links out never followed."""
     root = tmp_path / "data" / "set"
-    for relpath in ("train/pos/a.png", "train/neg/b.PNG", "test/pos/c.jpg", "holdout/neg/d.png", "train/pos/scan.dcm",
-                    "train/pos/.DS_Store", "README.md", "train/notes.txt"):
+    for relpath in ("train/pos/a.png", "train/neg/b.PNG", "test/pos/c.jpg", "holdout/neg/d.png", "train/pos/scan.nii",
+                    "train/pos/film.dcm", "train/pos/.DS_Store", "README.md", "train/notes.txt", "shared/f.png"):
         _touch(root / relpath)
     _touch(tmp_path / "elsewhere" / "e.png")
     (root / "test" / "neg").symlink_to(tmp_path / "elsewhere")
-    (root / "train" / "loop").symlink_to(root)  # must not recurse forever
+    (root / "train" / "pos" / "g.png").symlink_to(tmp_path / "elsewhere" / "e.png")
+    (root / "train" / "loop").symlink_to(root)  # inside the dataset: followed, and must not recurse forever
+    (root / "val").mkdir()
+    (root / "val" / "pos").symlink_to(root / "shared")  # a link that stays inside the dataset is followed
     source = _source(tmp_path, "{dataset: set, layout: folders, positive: [pos], negative: [neg]}", monkeypatch)
     frame = source.frame.set_index("relpath")
-    assert sorted(frame.index) == ["holdout/neg/d.png", "test/neg/e.png", "test/pos/c.jpg", "train/neg/b.PNG",
-                                   "train/pos/a.png"]
+    assert sorted(frame.index) == ["holdout/neg/d.png", "shared/f.png", "test/neg/", "test/pos/c.jpg",
+                                   "train/neg/b.PNG", "train/pos/a.png", "train/pos/film.dcm", "train/pos/g.png",
+                                   "val/pos/f.png"]
     assert frame.loc["holdout/neg/d.png", ["source_split", "split"]].tolist() == ["holdout", ""]
-    assert frame.loc["test/neg/e.png", "label"] == 0
-    assert source.skipped == ("train/pos/scan.dcm",)
+    for outside in ("test/neg/", "train/pos/g.png"):
+        assert frame.loc[outside, ["path", "path_problem"]].tolist() == ["", "outside"], outside
+    assert frame.loc["val/pos/f.png", "path_problem"] == ""
+    assert source.skipped == ("train/pos/scan.nii",)
 
 
 def test_group_pattern_marks_the_names_it_cannot_read(tmp_path, monkeypatch):

@@ -164,7 +164,8 @@ def test_apiserver_is_published_on_localhost_only(services):
         ("/opt/medcore/templates", "./templates", "rw"),
         ("/opt/medcore/conditions.yaml", "./conditions.yaml", "ro"),
         ("/opt/medcore/data", "${MEDCORE_DATA_ROOT_HOST:-./data}", "ro"),
-        ("/opt/medcore/runs", "./runs", "rw"),
+        ("/opt/medcore/runs", "${MEDCORE_RUNS_HOST:-./runs}", "rw"),
+        ("/opt/medcore/registry", "${MEDCORE_REGISTRY_HOST:-./registry}", "rw"),
     ],
 )
 def test_airflow_services_mount_the_project(services, target, source, mode):
@@ -181,6 +182,7 @@ def test_medcore_environment_points_at_the_mounts(services):
         "MEDCORE_CONFIG": "/opt/medcore/conditions.yaml",
         "MEDCORE_DATA_ROOT": "/opt/medcore/data",
         "MEDCORE_RUNS_ROOT": "/opt/medcore/runs",
+        "MEDCORE_REGISTRY_ROOT": "/opt/medcore/registry",
         "MEDCORE_TEMPLATES": "/opt/medcore/templates",
         "KERAS_HOME": "/opt/medcore/.keras",
     }
@@ -208,7 +210,8 @@ def test_worker_listens_on_the_training_queue(services):
     assert cmd[:2] == ["celery", "worker"], cmd
     flag = next((i for i, arg in enumerate(cmd) if arg in ("-q", "--queues")), None)
     assert flag is not None and flag + 1 < len(cmd), f"no --queues in {cmd}"
-    assert {"default", "training"} <= set(cmd[flag + 1].split(",")), cmd
+    queues = re.fullmatch(r"\$\{MEDCORE_WORKER_QUEUES:-([a-z,]+)\}", cmd[flag + 1])
+    assert queues and {"default", "training"} <= set(queues.group(1).split(",")), cmd
 
 
 def test_init_migrates_and_creates_the_training_pool(services):
@@ -290,3 +293,53 @@ def test_dockerfile_keeps_the_image_airflow_version():
     assert "/opt/medcore" in code
     assert not re.search(r"pip install[^\n]*-r\s+\S*requirements\.lock", code)
     assert re.search(r"^ENV\s+MEDCORE_TEMPLATES=/opt/medcore/templates\b", code, re.M)
+
+
+WORKER = ROOT / "docker-compose.worker.yaml"
+CLUSTER = ROOT / "docker-compose.cluster.yaml"
+
+
+def test_runs_and_registry_are_shared_by_every_worker_not_kept_in_a_container(services):
+    """Both live on host folders from .env (NFS for several machines), so every worker sees one registry and one
+    lock, and recreating a container loses neither."""
+    registry_root = services["airflow-worker"]["environment"]["MEDCORE_REGISTRY_ROOT"]
+    for name, svc in airflow_services(services).items():
+        found = mounts(svc)
+        for target, variable in (("/opt/medcore/runs", "MEDCORE_RUNS_HOST"), (registry_root, "MEDCORE_REGISTRY_HOST")):
+            assert variable in found[target][0] and found[target][1] == "rw", (name, target)
+    assert "/opt/medcore/registry" in command_text(services["airflow-init"]), "init hands the registry to AIRFLOW_UID"
+
+
+def test_a_worker_on_another_machine_joins_with_the_same_mounts_and_env(services):
+    """The worker override points the main file's worker at MEDCORE_MAIN_HOST and changes nothing it mounts."""
+    worker = yaml.safe_load(WORKER.read_text())["services"]
+    assert set(worker) == {"airflow-worker"}
+    override = worker["airflow-worker"]
+    assert "volumes" not in override, "a remote worker mounts exactly what the main file mounts"
+    env = override["environment"]
+    for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__RESULT_BACKEND", "AIRFLOW__CELERY__BROKER_URL",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL"):
+        assert "${MEDCORE_MAIN_HOST:?" in env[key], key
+        assert key in services["airflow-worker"]["environment"], f"{key} overrides a setting of the main file"
+    for key, value in env.items():
+        for password in URL_PASSWORD.finditer(value):
+            assert REQUIRED_REF.match(password.group("password")), f"{key}: password is not a required reference"
+    assert override["hostname"].startswith("${MEDCORE_WORKER_HOSTNAME:?")
+
+
+def test_the_cluster_override_publishes_only_on_the_private_address():
+    """PostgreSQL, Redis and the API are published for remote workers on MEDCORE_PRIVATE_IP, never on all interfaces."""
+    cluster = yaml.safe_load(CLUSTER.read_text())["services"]
+    assert set(cluster) == {"postgres", "redis", "airflow-apiserver"}
+    for name, svc in cluster.items():
+        for port in map(str, svc["ports"]):
+            assert port.startswith(("${MEDCORE_PRIVATE_IP:?", "127.0.0.1:")), (name, port)
+
+
+def test_env_example_defines_the_override_files_variables():
+    """.env.example names every variable the worker and cluster overrides interpolate."""
+    used = set()
+    for path in (WORKER, CLUSTER):
+        used |= compose_variables(yaml.safe_load(path.read_text()))
+    missing = used - set(env_example())
+    assert not missing, f".env.example lacks {sorted(missing)}"

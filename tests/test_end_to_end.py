@@ -89,6 +89,9 @@ def test_medcore_run_writes_every_artefact(tmp_path, tiny_config):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "1/1 models succeeded" in done.stdout
+    logged = [line for line in done.stderr.splitlines() if " medcore." in line or " tensorflow:" in line]
+    assert any("INFO medcore.pipeline: gradcam: knee_osteoporosis/intensive" in line for line in logged)
+    assert len(logged) == len(set(logged)), "a log line was printed twice"
     model_dir = tmp_path / "runs" / "cli-test" / "knee_osteoporosis" / "intensive"
     for name in ("validation.json", "split.csv", "model.keras", "model.json", "training.json", "history.csv",
                  "metrics.json", "predictions.csv", "gradcam.json"):

@@ -459,3 +459,33 @@ def test_study_level_figures_fit_the_threshold_on_val_studies_and_resample_patie
     assert metrics["kappa"] == pytest.approx(cohen_kappa_score(per_study["label"], decided))
     assert metrics["intervals"]["kappa"]["low"] <= metrics["kappa"] <= metrics["intervals"]["kappa"]["high"]
     assert metrics["roc_auc"] == pytest.approx(roc_auc_score(per_study["label"], per_study["probability"]))
+
+
+def test_predict_refuses_files_keras_cannot_build_in_one_line(saved_model, capsys):
+    """An empty zip, a zip naming an unknown class, and a contract of another model: exit 2, one line, no traceback."""
+    import json
+    import zipfile
+
+    from medcore.cli import main
+    from medcore.jsonio import write_json
+
+    bad = saved_model / "bad"
+    bad.mkdir(exist_ok=True)
+    with zipfile.ZipFile(bad / "empty.keras", "w"):
+        pass
+    with zipfile.ZipFile(bad / "unknown.keras", "w") as archive:
+        archive.writestr("config.json", json.dumps({"module": "evil", "class_name": "Nope", "config": {},
+                                                    "registered_name": "Nope"}))
+        archive.writestr("metadata.json", json.dumps({"keras_version": "3.0.0"}))
+    other = bad / "other" / "model.keras"
+    other.parent.mkdir(exist_ok=True)
+    other.write_bytes((saved_model / "model" / "model.keras").read_bytes())
+    write_json(other.with_name("model.json"), {"threshold": 0.3, "model_sha256": "0" * 64})
+    for model, words in ((bad / "empty.keras", "not a loadable .keras model"),
+                         (bad / "unknown.keras", "not a loadable .keras model"),
+                         (other, "describes another model")):
+        argv = ["predict", "--model", str(model), "--images", str(saved_model / "images"), "--out", str(bad / "o.csv")]
+        assert main(argv) == 2, model
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("medcore: error:") and words in err[0], err
+    assert not (bad / "o.csv").exists()

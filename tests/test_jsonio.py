@@ -45,3 +45,17 @@ def test_unencodable_value_leaves_existing_file_untouched(tmp_path):
         write_json(target, {"auc": object()})
     assert read_json(target) == {"auc": 0.9}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_artefacts_get_the_mode_the_umask_allows(tmp_path, umask, mode):
+    """A report written atomically is 0644 under umask 022, as `open` would make it (not mkstemp's 0600)."""
+    import os
+    import stat
+
+    previous = os.umask(umask)
+    try:
+        path = write_json(tmp_path / "report.json", {"a": 1})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == mode

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import hashlib
+import re
 import socket
 from email import policy
 
@@ -111,8 +112,9 @@ def test_report_arrives_with_html_and_attachments(tmp_path, monkeypatch, airflow
         assert part.get_content() == source.read_bytes() and part.get_content_type() == "image/png"
         assert part["Content-ID"] == f"<{name}>" and part.get_content_disposition() == "inline"
         assert f'src="cid:{name}"' in html
-    # Overlays that are not attached have nowhere to point in an e-mail: their alt text stands in.
-    assert "gradcam/tp_01.png" not in html and "[tp p=0.90]" in html
+    # Overlays that are not inline would need the server: their alt text stands in, and every <img> is inline.
+    assert "gradcam/tp_01.png" not in html and "tp p=0.90 (image)" in html
+    assert re.findall(r'<img src="([^":]+):', html) == ["cid"] * len(images)
     assert run.report_md.read_bytes() == report_before, "sending never rewrites the report"
 
 

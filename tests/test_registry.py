@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -208,3 +209,25 @@ def test_registry_config_errors_name_the_key(tmp_path):
     assert config.registry.gates == (("roc_auc", 0.8),)
     assert config.registry.root == tmp_path / "registry"
     assert config.notify.recipients == ("a@example.org",) and config.notify.conn_id == "mail"
+
+
+def test_registry_lock_gives_up_after_its_timeout_naming_the_holder(tmp_path):
+    """A promotion waiting on a stuck holder fails within its timeout with one line naming lock and holder."""
+    import time
+
+    from medcore.errors import StageError
+    from medcore.registry import _locked
+
+    lock = tmp_path / "registry" / ".c.lock"
+    with _locked(lock):
+        start = time.monotonic()
+        with pytest.raises(StageError) as caught:  # flock is per open file, so a second open conflicts here too
+            with _locked(lock, timeout=0.3):
+                pass
+        waited = time.monotonic() - start
+    message = str(caught.value)
+    assert 0.3 <= waited < 5, waited
+    assert str(lock) in message and "still held after" in message and f"pid {os.getpid()}" in message
+    assert "\n" not in message
+    with _locked(lock, timeout=0.3):  # released: the next one gets it at once
+        pass

@@ -52,7 +52,7 @@ def test_mixed_outcomes(tmp_path):
     assert "❌ failed at train" in report and "`boom in train`" in report
     assert "❌ incomplete at validate" in report and "recorded no error" in report
     assert "![tp p=0.90](pneumonia/standard/gradcam/tp_01.png)" in report
-    assert "success rate | 25.0 %" in report
+    assert "4 models planned, 1 succeeded, 3 failed (25.0 %)" in report
     assert "Research use only" in report
 
 
@@ -107,7 +107,7 @@ def test_all_succeeded(tmp_path):
     run, summary, report = _report(tmp_path, outcomes)
     assert (summary["planned"], summary["succeeded"], summary["failed"]) == (4, 4, 0)
     assert "**all models succeeded**" in report and "## Failed models" not in report
-    assert "success rate | 100.0 %" in report
+    assert "4 models planned, 4 succeeded, 0 failed (100.0 %)" in report
     # per-model sections come grouped by tier, best tier first, each model under its own tier
     headings = re.findall(r"^## Quality tier: (\w+) \((\d+) models?\)", report, flags=re.M)
     assert headings == [("excellent", "1"), ("moderate", "1"), ("insufficient", "2")]
@@ -222,7 +222,7 @@ def test_html_rendering_is_the_markdown_escaped(tmp_path):
     write_json(run.model("limb", "standard").failure_json, {"stage": "train", "error": "<script>alert(1)</script>"})
     write_report(run)
     page = render_html(run.report_md.read_text(), title="t <b>", link=lambda url: f"files/{url}",
-                       banners=["mail <failed>"])
+                       banners=["mail <failed>"], script=False)
     assert "<table>" in page and '<img src="files/pneumonia/standard/gradcam/tp_01.png"' in page
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "<title>t &lt;b&gt;</title>" in page and "mail &lt;failed&gt;" in page
@@ -260,3 +260,72 @@ def test_a_findings_fix_comes_from_its_rule(code):
     model = {"status": "failed", "failure": {"stage": "validate", "error": "x"},
              "validation": {"findings": [{"code": code, "severity": "error", "message": "m"}]}}
     assert diagnose(model)["fix"] == CHECKS[code].fix
+
+
+# --------------------------------------------------------------------------- the first screen
+
+
+def _three_nights(tmp_path):
+    """Three nights: pneumonia rising and promoted, limb falling (champion kept), cardiomegaly failing tonight."""
+    config = write_config(tmp_path)
+    for day, (pneumonia, limb) in (("26", (0.80, 0.74)), ("27", (0.82, 0.73)), ("28", (0.85, 0.69))):
+        cardiomegaly = "validate" if day == "28" else {"metrics": metrics_with(0.9), "seed": 5}
+        outcomes = {("pneumonia", "standard"): {"metrics": metrics_with(pneumonia), "seed": 1},
+                    ("pneumonia", "intensive"): {"metrics": metrics_with(pneumonia - 0.02), "seed": 2},
+                    ("limb", "standard"): {"metrics": metrics_with(limb), "seed": 3},
+                    ("cardiomegaly", "standard"): cardiomegaly}
+        run = write_run(tmp_path / "runs", f"night{day}", outcomes, config, started=f"2026-11-{day}T01:00:00+00:00")
+        pipeline.promote(run.run_id, run.runs_root)
+        write_report(run)
+    return run, run.report_md.read_text()
+
+
+def test_first_screen_one_line_per_condition(tmp_path):
+    """Before any detail: per condition its status (glyph and word), champion with AUC and interval, change since
+    the previous night, the trend, and what needs a person; no empty header row anywhere."""
+    run, report = _three_nights(tmp_path)
+    assert report.index("## This morning") < report.index("## Next steps") < report.index("## Contents") \
+        < report.index("## Key figures")
+    morning = _section(report, "This morning")
+    pneumonia, limb = _row(morning, "pneumonia"), _row(morning, "limb")
+    cardiomegaly = _row(morning, "cardiomegaly")
+    champion = read_json(tmp_path / "registry" / "pneumonia.json")["champion"]
+    low, high = champion["metrics"]["intervals"]["roc_auc"]["low"], champion["metrics"]["intervals"]["roc_auc"]["high"]
+    assert pneumonia[2] == "standard, new tonight" and pneumonia[3] == f"0.85 ({low:.2f}–{high:.2f})"
+    assert pneumonia[4] == "+0.030 (standard)" and pneumonia[5] == "↗ rising over 3 runs"
+    assert limb[1] == "⚠️ look" and limb[4] == "-0.040 (standard)" and limb[5] == "↘ falling over 3 runs"
+    assert "test ROC AUC fell 0.040" in limb[6]
+    assert cardiomegaly[1] == "❌ failed" and "1 of 1 failed (standard at validate)" in cardiomegaly[6]
+    assert cardiomegaly[5] == "too few runs (2)"
+    assert not re.search(r"^\|( *\|)+ *$", report, flags=re.M), "no table has an empty header row"
+    for glyph in ("✅", "⚠️", "❌", "↗", "↘", "→"):  # a glyph may render as an empty box: a word always follows it
+        for hit in re.finditer(re.escape(glyph), report):
+            assert re.match(r"\s*\**\w", report[hit.end():hit.end() + 6]), report[hit.start():hit.end() + 20]
+
+
+def test_next_steps_grouped_and_few(tmp_path):
+    """The same advice for several models is one step naming them all; at most five come first, the rest at the end."""
+    run, report = _three_nights(tmp_path)
+    steps = [line for line in _section(report, "Next steps").splitlines() if re.match(r"^\d+\. ", line)]
+    assert 1 <= len(steps) <= 5
+    more = _section(report, "More next steps").splitlines() if "## More next steps" in report else []
+    insufficient = [s for s in steps + more if "insufficient tier" in s]
+    assert len(insufficient) == 1 and "pneumonia/standard, pneumonia/intensive and limb/standard" in insufficient[0]
+
+
+def test_contents_link_every_section_and_html_collapses_models(tmp_path):
+    """The contents list every later section and model; in HTML each model is a closed <details> whose heading has
+    the id the contents link to, and the appendices are collapsed too."""
+    run, report = _three_nights(tmp_path)
+    contents = _section(report, "Contents")
+    later = re.findall(r"^##+ (.+)$", report.split("## Contents", 1)[1], flags=re.M)
+    links = re.findall(r"\[([^\]]+)\]\(#([^)]+)\)", contents)
+    assert [text for text, _ in links] == [h.replace("`", "") for h in later]
+    page = render_html(report, title="t", link=lambda url: url)
+    for _, target in links:
+        assert f'id="{target}"' in page, target
+    assert page.count("<details>") == page.count("</details>") == 4 + sum(
+        1 for h in ("Issues encountered", "Run parameters", "Data", "Artifacts of this run", "Grad-CAM on a new image",
+                    "More next steps") if f"## {h}\n" in report)
+    assert '<details>\n<summary><h3 id="pneumonia--standard">pneumonia / standard</h3>\n</summary>' in page
+    assert "<main>" in page and "<script>" in page and "<script>" not in render_html(report, title="t", script=False)

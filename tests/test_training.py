@@ -202,3 +202,59 @@ def test_cosine_profile_trains_at_the_scheduled_rates(tiny_config, tmp_path):
     used = pd.read_csv(paths.history_csv)["learning_rate"].tolist()
     assert used == pytest.approx([cosine_learning_rate(0.002, e, 0, 3) for e in range(3)], rel=1e-4)
     assert read_json(paths.training_json)["lr_schedule"] == "cosine"
+
+
+def _tiny_model(seed: int):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 3))
+    return keras.Model(inputs, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling2D()(inputs)))
+
+
+def test_a_crash_between_model_and_contract_never_pairs_a_new_model_with_the_old_threshold(tmp_path, monkeypatch):
+    """model.keras and model.json are fsynced before their renames and the contract names the model's hash, so a
+    crash after the model's rename leaves no contract (evaluation refuses), not the old model's threshold."""
+    import os
+
+    from medcore import contract
+    from medcore.contract import contract_threshold, file_sha256, read_contract
+    from medcore.errors import MedcoreError
+    from medcore.jsonio import write_json
+
+    paths = RunLayout(tmp_path / "runs", "r").model("c", "p")
+    paths.root.mkdir(parents=True)
+    sha = contract.save_model_with_contract(_tiny_model(0), paths, {"architecture": "tiny"})
+    assert read_json(paths.model_contract)["model_sha256"] == sha == file_sha256(paths.model)
+    write_json(paths.model_contract, {**read_json(paths.model_contract), "threshold": 0.9})  # evaluated
+    assert contract_threshold(paths.model)[0] == 0.9
+
+    synced, replaced = set(), []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        synced.add(os.path.realpath(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        replaced.append((os.path.realpath(src) in synced, str(dst)))
+        return real_replace(src, dst)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("power cut")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(contract, "write_json", crash)  # the machine dies right after the model's rename
+    with pytest.raises(KeyboardInterrupt):
+        contract.save_model_with_contract(_tiny_model(1), paths, {"architecture": "tiny"})
+    assert replaced == [(True, str(paths.model))], "the new model was on disk before it was renamed into place"
+    assert str(paths.root) in synced, "the folder was synced, so the rename itself survives"
+    assert file_sha256(paths.model) != sha, "the new model is in place"
+    threshold, source = contract_threshold(paths.model)
+    assert threshold == 0.5 and "no model.json" in source, "the old model's 0.9 must not apply to the new model"
+
+    monkeypatch.undo()
+    write_json(paths.model_contract, {"model_sha256": sha, "threshold": 0.9})  # e.g. restored from a backup
+    with pytest.raises(MedcoreError, match="describes another model"):
+        read_contract(paths.model)

@@ -142,3 +142,27 @@ def test_reports_page_behind_airflow_login(tmp_path, api_server):
     [plugin] = [p for p in plugins if p["name"] == "medcore_reports"]
     assert plugin["external_views"][0]["name"] == "Reports"
     assert plugin["fastapi_apps"][0]["url_prefix"] == "/medcore-reports"
+
+
+def test_run_folders_that_link_out_of_the_runs_root_are_not_runs(tmp_path, monkeypatch):
+    """A run folder that is a symlink to a folder outside the runs root is neither listed nor served (404)."""
+    import importlib.util
+
+    from fastapi import HTTPException
+
+    spec = importlib.util.spec_from_file_location("medcore_reports_under_test", ROOT / "plugins" / "medcore_reports.py")
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    run = _runs(tmp_path)
+    outside = tmp_path / "elsewhere" / "forged"
+    outside.mkdir(parents=True)
+    write_json(outside / "run.json", {"run_id": "forged", "started": "2099-01-01T00:00:00+00:00"})
+    (outside / "report.md").write_text("# not a run of this root\n")
+    (tmp_path / "runs" / "forged").symlink_to(outside)
+    (tmp_path / "runs" / "latest").symlink_to(run.root)  # a link that stays inside the root is still a run
+    monkeypatch.setenv("MEDCORE_RUNS_ROOT", str(tmp_path / "runs"))
+    assert sorted(r["folder"] for r in plugin._run_rows()) == sorted([run.root.name, "latest"])
+    assert plugin._run_folder(run.root.name) == tmp_path / "runs" / run.root.name
+    with pytest.raises(HTTPException) as caught:
+        plugin._run_folder("forged")
+    assert caught.value.status_code == 404

@@ -565,3 +565,106 @@ def test_scan_never_opens_special_files(tmp_path):
     finding = _findings(_validate(tmp_path, CSV))["file_unreadable"]
     assert sorted(finding["dropped_rows"]) == ["img/dir.png", "img/pipe.png"]
     assert "not a regular file" in finding["message"]
+
+
+# --- hostile files (issue 18) ---------------------------------------------------------------------
+
+
+def test_folder_links_out_of_the_dataset_are_refused_and_never_opened(tmp_path, monkeypatch):
+    """As in the CSV layout: a linked image or class folder outside the dataset is a finding, never opened or trained on."""
+    import medcore.validation as validation
+
+    root = _folders(tmp_path)
+    outside = tmp_path / "elsewhere"
+    (outside / "more").mkdir(parents=True)
+    for i in range(3):
+        (outside / "more" / f"secret{i}.png").write_bytes(_encode(phantom(np.random.default_rng(40 + i), 32)))
+    (root / "train" / "pos" / "link.png").symlink_to(outside / "more" / "secret0.png")
+    (root / "train" / "neg2").symlink_to(outside / "more")
+    (root / "val").mkdir()
+    (root / "val" / "neg").symlink_to(outside / "more")
+    opened: list[str] = []
+    real_open = open
+    monkeypatch.setattr(validation, "open", lambda p, *a, **k: (opened.append(str(p)), real_open(p, *a, **k))[1],
+                        raising=False)
+    result = _validate(tmp_path)
+    finding = _findings(result)["path_outside_dataset"]
+    assert sorted(finding["dropped_rows"]) == ["train/neg2/", "train/pos/link.png", "val/neg/"]
+    assert opened and not any("secret" in p or "elsewhere" in p for p in opened)
+    assert not result.manifest["relpath"].str.contains("secret|link").any()
+    assert result.ok and _accounted(result)
+
+
+def _png_bomb(width: int, height: int, bit_depth: int, colour_type: int) -> bytes:
+    """A real, valid PNG of zeros whose compressed size is tiny and whose decoded size is not."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour_type]
+    row = bytes(1 + width * channels * bit_depth // 8)
+    squeeze = zlib.compressobj(9)
+    compressed = b"".join(squeeze.compress(row) for _ in range(height)) + squeeze.flush()
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", compressed) + chunk(b"IEND", b"")
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_decompression_bombs_are_bounded_by_decoded_bytes_not_pixels(tmp_path):
+    """A 1 MB 16-bit RGBA PNG with fewer pixels than a large film, decoding to 1.1 GB, is refused unread."""
+    import resource
+
+    from medcore.validation import MAX_DECODED_BYTES, scan_file
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_bomb(12000, 12000, 16, 6))  # 144 MP, 12000 * 12000 * 4 channels * 2 bytes = 1.15 GB
+    assert bomb.stat().st_size < 2 * 2**20 and 12000 * 12000 * 8 > MAX_DECODED_BYTES
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scan = scan_file(str(bomb))
+    assert scan.status == "image_too_large" and "MiB" in scan.detail, scan
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 200, f"the peak memory grew by {grown_mib:.0f} MiB: the bomb was decoded"
+    film = tmp_path / "film.png"  # same pixels, 8-bit gray: 144 MB decoded, a real film size, still read
+    film.write_bytes(_png_bomb(12000, 12000, 8, 0))
+    assert scan_file(str(film), decode=False).status == "ok"
+    from medcore.validation import _decoded_bytes, _header
+
+    data = film.read_bytes()
+    assert _decoded_bytes(data, "PNG", _header(data, "PNG")) == 12000 * 12000 <= MAX_DECODED_BYTES
+
+
+def test_jpegs_cut_short_or_zeroed_are_found_though_opencv_decodes_them(tmp_path):
+    """A JPEG cut in half with an end marker appended, or with zeroed middle bytes, is truncated, not `ok`."""
+    from medcore.validation import scan_file
+
+    rng = np.random.default_rng(11)
+    jpeg = _encode(phantom(rng, 128), ".jpg", cv2.IMWRITE_JPEG_QUALITY, 95)
+    half = len(jpeg) // 2
+    damaged = {"cut.jpg": jpeg[:half] + b"\xff\xd9",
+               "zeroed.jpg": jpeg[: len(jpeg) // 3] + bytes(len(jpeg) // 3) + jpeg[2 * len(jpeg) // 3:]}
+    for name, data in damaged.items():
+        assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) is not None, "OpenCV decodes it grey"
+        (tmp_path / name).write_bytes(data)
+        scan = scan_file(str(tmp_path / name))
+        assert scan.status == "image_truncated" and "JPEG" in scan.detail, (name, scan)
+    (tmp_path / "whole.jpg").write_bytes(jpeg)
+    assert scan_file(str(tmp_path / "whole.jpg")).status == "ok"
+
+
+def test_cli_validate_refuses_an_out_that_is_a_file_or_inside_the_dataset(tmp_path, capsys):
+    """`--out` naming an existing file, or a folder inside the dataset, is a one-line error and writes nothing."""
+    from medcore.cli import main
+
+    root = _folders(tmp_path)
+    _config(tmp_path)
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    taken = tmp_path / "taken.txt"
+    taken.write_text("keep me")
+    for out, words in ((taken, "not a folder"), (root / "reports", "inside the dataset"), (root, "inside the dataset")):
+        code = main(["validate", "--config", str(tmp_path / "c.yaml"), "--condition", "c", "--out", str(out)])
+        error = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(error) == 1 and words in error[0], (out, error)
+    assert taken.read_text() == "keep me"
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before

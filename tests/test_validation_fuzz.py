@@ -11,17 +11,17 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from medcore.config import load_config
 from medcore.jsonio import dumps
 from medcore.synthetic import phantom
 from medcore.validation import ValidationResult, validate_condition
+from tests.fuzzing import FUZZ, count
 
 # Forged headers claim huge images on purpose; Pillow's warning about them is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
-FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _valid_images() -> list[bytes]:
@@ -46,8 +46,42 @@ def _flip(data: bytes, edits: list[tuple[int, int]]) -> bytes:
     return bytes(out)
 
 
+def _png_claiming(width: int, height: int, depth: int, colour: int) -> bytes:
+    """A PNG header claiming any size and depth, with a few bytes of image data: a bomb's shape, cheaply."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(64)))
+            + chunk(b"IEND", b""))
+
+
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """The valid JPEG with its frame header (SOF0) rewritten to claim another size."""
+    data = bytearray(VALID[1])
+    at = data.index(b"\xff\xc0") + 5
+    data[at:at + 4] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def _jpeg_damaged(cut: int, zero_from: int, zero_len: int) -> bytes:
+    """The valid JPEG cut short with an end marker appended, or with a run of zeroed bytes."""
+    data = VALID[1]
+    if cut:
+        return data[: max(4, cut % len(data))] + b"\xff\xd9"
+    start = zero_from % len(data)
+    return data[:start] + bytes(min(zero_len, len(data) - start)) + data[start + zero_len:]
+
+
 file_bytes = st.one_of(
     st.binary(max_size=600),
+    st.builds(_png_claiming, st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1), st.sampled_from([1, 2, 4, 8, 16]),
+              st.sampled_from([0, 2, 3, 4, 6])),
+    st.builds(_jpeg_claiming, st.integers(0, 65535), st.integers(0, 65535)),
+    st.builds(_jpeg_damaged, st.integers(0, 5000), st.integers(0, 5000), st.integers(1, 400)),
     st.builds(lambda data, n: data[:n], st.sampled_from(VALID), st.integers(0, 1500)),
     st.builds(_flip, st.sampled_from(VALID),
               st.lists(st.tuples(st.integers(0, 10**5), st.integers(0, 255)), max_size=12)),
@@ -107,6 +141,7 @@ def test_hostile_image_files_end_in_findings(files):
                 continue  # a name the file system refuses is not a dataset anyone could have
         config = load_config(_write_config(root, "{dataset: set, layout: folders, positive: [pos], negative: [neg]}"))
         _check(validate_condition(config, config.conditions["c"]))
+    count("image files")
 
 
 cells = st.one_of(st.text(max_size=30), st.sampled_from(["1", "0", "1.0", "0.0", "", "nan", "-1.0", "0.5", "train",
@@ -146,6 +181,7 @@ def test_hostile_manifest_cells_end_in_findings_or_a_clear_error(rows, raw):
             assert err and err[-1].startswith("medcore: ")
         if code != 2:
             assert (root / "out" / "validation.json").exists()
+    count("manifest cells")
 
 
 @FUZZ
@@ -161,3 +197,44 @@ def test_random_bytes_as_the_manifest_are_a_one_line_error(content):
         result = validate_condition(config, config.conditions["c"])
         _check(result)
         assert not result.ok  # there are no images, whatever the bytes say
+    count("manifest bytes")
+
+
+labels = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=8)
+
+
+@FUZZ
+@given(positive=st.lists(labels, min_size=1, max_size=3), negative=st.lists(labels, min_size=1, max_size=3),
+       cells=st.lists(st.one_of(labels, st.sampled_from(["1", "0", "1.0", "nan", "", " 1 ", "-0", "1e0", "∞"])),
+                      min_size=1, max_size=24))
+def test_hostile_label_cells_and_label_lists_end_in_findings(positive, negative, cells):
+    """Any label strings, in the config's positive/negative lists and in the manifest, end in a finding or a
+    one-line config error; a label never counts as both classes."""
+    import yaml
+
+    from medcore.errors import ConfigError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        data = root / "data" / "set"
+        (data / "img").mkdir(parents=True)
+        rng = np.random.default_rng(4)
+        rows = []
+        for i, cell in enumerate(cells):
+            (data / "img" / f"{i}.png").write_bytes(cv2.imencode(".png", phantom(rng, 32, i % 2 == 0))[1])
+            rows.append((f"img/{i}.png", cell, "test" if i % 4 == 0 else "train"))
+        pd.DataFrame(rows, columns=["image", "label", "split"]).to_csv(data / "labels.csv", index=False)
+        condition = yaml.safe_dump({"dataset": "set", "layout": "csv", "manifest": "labels.csv",
+                                    "positive": positive, "negative": negative}, default_flow_style=True,
+                                   allow_unicode=True, width=10**6).strip()
+        try:
+            config = load_config(_write_config(root, condition))
+        except ConfigError as exc:
+            assert "\n" not in str(exc) and "c.yaml" in str(exc)
+        else:
+            result = validate_condition(config, config.conditions["c"])
+            _check(result)
+            if result.ok:
+                labels_of = dict(zip(result.manifest["relpath"], result.manifest["label"]))
+                assert set(labels_of.values()) <= {0, 1}
+    count("label cells")

@@ -1,0 +1,277 @@
+"""The Airflow pages and the morning e-mail in headless Chromium, as a new user meets them (`make test-ui`).
+
+One embedded Airflow, one SMTP server and one browser for the module; the tests run in file order, as a
+person would: the login, the trigger form, a tiny run watched to its end, its report, its e-mail. Each
+step leaves a screenshot in artifacts/ui/.
+"""
+
+from __future__ import annotations
+
+import base64
+import email
+import re
+import shutil
+import time
+from email import policy
+from urllib.parse import urljoin, urlparse
+
+import httpx
+import pytest
+
+from tests.servers import free_port, wait_for
+from tests.ui.stack import ARTIFACTS, SMTP_CONN, Inbox, chromium, start_stack, stop_stack
+
+pytestmark = pytest.mark.ui
+
+if not (shutil.which("chromium") and shutil.which("chromedriver")):
+    pytest.skip("needs Debian's chromium and chromium-driver (make test-ui installs them)", allow_module_level=True)
+
+RECIPIENT = "ward@hospital.example"
+FINISHED = ("success", "failed")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    from aiosmtpd.controller import Controller
+
+    inbox = Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    try:
+        running = start_stack(tmp_path_factory.mktemp("ui"), smtp.port, inbox)
+        try:
+            yield running
+        finally:
+            stop_stack(running)
+    finally:
+        smtp.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver = chromium(tmp_path_factory.mktemp("chromium-profile"))
+    driver.set_window_size(1280, 1000)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def shot(driver, name: str) -> None:
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def find(driver, css: str, timeout: float = 30):
+    from selenium.webdriver.common.by import By
+
+    return wait_for(lambda: next((e for e in driver.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()), None),
+                    timeout, f"a visible {css!r} on {driver.current_url}", interval=0.3)
+
+
+def log_in(driver, stack) -> None:
+    find(driver, "input[name=username]").send_keys("admin")
+    find(driver, "input[name=password]").send_keys(stack.password)
+    find(driver, "button[type=submit]").click()
+
+
+def api(stack, path: str) -> dict:
+    answer = httpx.get(f"{stack.base}/api/v2{path}", headers={"Authorization": f"Bearer {stack.token()}"}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def images_decoded(driver) -> list[dict]:
+    """Every <img> of the page once loading settled: its source and decoded width (0: broken)."""
+    wait_for(lambda: driver.execute_script("return [...document.images].every(i => i.complete)"), 30,
+             "the page's images to load", interval=0.3)
+    return driver.execute_script("return [...document.images].map(i => ({src: i.currentSrc, width: i.naturalWidth}))")
+
+
+def test_unauthenticated_visit_lands_on_login_and_returns(stack, browser):
+    """A report link opened without a session shows Airflow's login, and logging in brings the reader back."""
+    browser.get(f"{stack.base}/medcore-reports/")
+    wait_for(lambda: "/auth/login" in browser.current_url, 30, "the login page")
+    assert "next=" in browser.current_url
+    shot(browser, "01-login")
+    log_in(browser, stack)
+    wait_for(lambda: browser.current_url == f"{stack.base}/medcore-reports/", 30, "the return to the reports list")
+    assert "Training reports" in find(browser, "h1").text
+    shot(browser, "02-back-after-login")
+
+
+def test_nav_label_is_whole(stack, browser):
+    """The nav entry reads "Reports" in full (its buttons are narrow: "Training reports" was cut)."""
+    browser.get(f"{stack.base}/dags/medical_training_manual")
+    label = find(browser, "nav a[href$='training-reports'], a[href$='training-reports']")
+    assert label.text.strip() == "Reports"
+    overflow = browser.execute_script(
+        "return [...arguments[0].querySelectorAll('*')].filter(e => e.scrollWidth > e.clientWidth + 1 "
+        "&& e.textContent.trim()).map(e => e.textContent)", label)
+    assert overflow == [], overflow
+
+
+def test_trigger_form_offers_choices_and_runs_what_it_says(stack, browser):
+    """The manual DAG's form: no unpause box, nothing required, names picked from a list, epochs 0 left as typed;
+    a tiny run triggered from it finishes without the nightly DAG ever running."""
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(f"{stack.base}/dags/medical_training_manual")
+    find(browser, "button[aria-label='Trigger Dag']").click()
+    find(browser, "#element_smtp_conn_id")
+    dialog = browser.find_element("css selector", "[role=dialog]")
+    assert "Unpause" not in dialog.text, "the manual DAG is never paused: no box that could switch a schedule on"
+    assert browser.execute_script("return document.querySelectorAll('[role=dialog] [aria-required=true], "
+                                  "[role=dialog] [required]').length") == 0, "nothing is marked required"
+
+    conditions = find(browser, "#element_conditions input")
+    conditions.send_keys("pneu")
+    options = browser.execute_script("return [...document.querySelectorAll('[id*=-option-]')].map(o => o.textContent)")
+    assert options == ["pneumonia"], options  # offered from the config's names as the user types
+    conditions.send_keys(Keys.ENTER)
+    profiles = find(browser, "#element_profiles input")
+    profiles.click()
+    options = browser.execute_script("return [...document.querySelectorAll('[id*=-option-]')].map(o => o.textContent)")
+    assert options == ["standard", "intensive"], options
+    profiles.send_keys("standard", Keys.ENTER)
+
+    epochs = find(browser, "input[name=element_epochs]")
+    epochs.send_keys("0")
+    find(browser, "#element_smtp_conn_id").click()  # blur: a bounded box would now show 1
+    assert epochs.get_attribute("value") == "0", "epochs 0 is left as typed, for plan to refuse in one sentence"
+    epochs.send_keys(Keys.BACKSPACE, "1")
+    find(browser, "#element_recipients").send_keys(RECIPIENT, Keys.ENTER)  # the trailing blank line people type
+    find(browser, "#element_smtp_conn_id").send_keys(SMTP_CONN)
+    shot(browser, "03-trigger-form")
+    buttons = [b for b in browser.find_elements("css selector", "[role=dialog] button") if b.text.strip() == "Trigger"]
+    buttons[-1].click()
+
+    run = wait_for(lambda: (api(stack, "/dags/medical_training_manual/dagRuns")["dag_runs"] or [None])[0], 60,
+                   "the triggered run")
+    assert run["conf"]["conditions"] == ["pneumonia"] and run["conf"]["profiles"] == ["standard"]
+    assert run["conf"]["epochs"] == 1
+    started = time.monotonic()
+    path = f"/dags/medical_training_manual/dagRuns/{run['dag_run_id']}"
+    browser.get(f"{stack.base}/dags/medical_training_manual/runs/{run['dag_run_id']}")
+    state = wait_for(lambda: api(stack, path)["state"] in FINISHED and api(stack, path)["state"], 900,
+                     "the run to finish", interval=5)
+    shot(browser, "04-run-finished")
+    browser.refresh()
+    time.sleep(2)
+    shot(browser, "04-run-finished")
+    tasks = {t["task_id"]: t["state"] for t in api(stack, f"{path}/taskInstances")["task_instances"]}
+    assert state == "success", tasks
+    assert api(stack, "/dags/medical_training/dagRuns")["total_entries"] == 0, "the nightly DAG never ran"
+    print(f"tiny run: {time.monotonic() - started:.0f} s from trigger to success")
+
+
+def _report_url(stack) -> str:
+    [run] = api(stack, "/dags/medical_training_manual/dagRuns")["dag_runs"][:1]
+    folder = next(p.name for p in stack.runs_root.iterdir() if (p / "report.md").is_file())
+    assert run["dag_run_id"] in (stack.runs_root / folder / "run.json").read_text()
+    return f"{stack.base}/medcore-reports/runs/{folder}/"
+
+
+def test_report_page_images_and_links(stack, browser):
+    """From the reports list to the run's report: every image decodes, every link answers 200 (with the session)."""
+    browser.get(f"{stack.base}/medcore-reports/")
+    find(browser, "a[href^='runs/']").click()
+    wait_for(lambda: browser.current_url == _report_url(stack), 30, "the report page")
+    shot(browser, "05-report-first-screen")
+    first_screen = browser.execute_script("return innerHeight")
+    headings = browser.execute_script("return [...document.querySelectorAll('h2')].filter(h => "
+                                      "h.getBoundingClientRect().top < innerHeight).map(h => h.textContent)")
+    assert headings[:2] == ["This morning", "Next steps"], headings
+    # The contents' link to the model opens its collapsed section and scrolls to it.
+    model = find(browser, "a[href='#pneumonia--standard']")
+    assert not browser.execute_script("return document.getElementById('pneumonia--standard').closest('details').open")
+    model.click()
+    wait_for(lambda: browser.execute_script(
+        "return document.getElementById('pneumonia--standard').closest('details').open"), 10, "the section to open")
+    top = browser.execute_script("return document.getElementById('pneumonia--standard').getBoundingClientRect().top")
+    assert 0 <= top < first_screen, top
+    shot(browser, "05-report-model-opened")
+    print(f"report page height: {browser.execute_script('return document.body.scrollHeight')} px collapsed")
+    browser.execute_script("document.querySelectorAll('details').forEach(d => d.open = true)")
+    images = images_decoded(browser)
+    assert images and all(i["width"] > 0 for i in images), images
+    links = browser.execute_script("return [...document.links].map(a => a.href)")
+    assert links, "the report links its files"
+    statuses = {}
+    for link in sorted(set(links)):
+        assert urlparse(link).netloc == urlparse(stack.base).netloc, f"{link}: the report points off this server"
+        statuses[link] = browser.execute_async_script(
+            "fetch(arguments[0], {credentials: 'same-origin'}).then(r => arguments[1](r.status), "
+            "e => arguments[1](String(e)))", link.split("#")[0])
+    assert set(statuses.values()) == {200}, {k: v for k, v in statuses.items() if v != 200}
+    shot(browser, "05-report-all-open")
+
+
+def test_report_page_accessibility(stack, browser):
+    """axe-core (bundled with axe-selenium-python, no network) finds no serious or critical violation."""
+    from axe_selenium_python import Axe
+
+    browser.get(_report_url(stack))
+    find(browser, "h1")
+    axe = Axe(browser)
+    axe.inject()
+    results = axe.run()
+    bad = [v for v in results["violations"] if v["impact"] in ("serious", "critical")]
+    (ARTIFACTS / "axe-report.txt").write_text(axe.report(results["violations"]))
+    assert bad == [], axe.report(bad)
+
+
+def test_email_renders_offline_with_its_images(stack, browser, tmp_path):
+    """The e-mail received by the SMTP server: its HTML shows every image from its own inline parts (cid:), with
+    nothing fetched from a server, as a mail client without network would show it."""
+    envelope = wait_for(lambda: stack.inbox.envelopes and stack.inbox.envelopes[-1], 60, "the report e-mail")
+    assert envelope.rcpt_tos == [RECIPIENT]
+    message = email.message_from_bytes(envelope.content, policy=policy.default)
+    html = message.get_body(preferencelist=("html",)).get_content()
+    inline = {part["Content-ID"].strip("<>"): part for part in message.walk() if part["Content-ID"]}
+    cids = set(re.findall(r'src="cid:([^"]+)"', html))
+    assert cids and cids <= set(inline), (cids, list(inline))
+    assert not re.search(r'<img[^>]+src="https?:', html), "no image is fetched from a server"
+    for cid, part in inline.items():  # what a mail client does with cid: links
+        data = base64.b64encode(part.get_payload(decode=True)).decode()
+        html = html.replace(f"cid:{cid}", f"data:{part.get_content_type()};base64,{data}")
+    page = ARTIFACTS / "email.html"
+    page.write_text(html, encoding="utf-8")
+    browser.get(page.as_uri())
+    images = images_decoded(browser)
+    assert len(images) == len(cids) and all(i["width"] > 0 for i in images), images
+    shot(browser, "06-email")
+
+
+def test_email_link_goes_through_login_to_the_report(stack, tmp_path):
+    """The e-mail's "Open this report in Airflow", opened in a browser with no session: login, then the report."""
+    message = email.message_from_bytes(stack.inbox.envelopes[-1].content, policy=policy.default)
+    html = message.get_body(preferencelist=("html",)).get_content()
+    link = re.search(r'<a href="([^"]+)">Open this report in Airflow</a>', html).group(1)
+    assert link == _report_url(stack)
+    fresh = chromium(tmp_path / "fresh-profile")
+    try:
+        fresh.get(link)
+        wait_for(lambda: "/auth/login" in fresh.current_url, 30, "the login page")
+        log_in(fresh, stack)
+        wait_for(lambda: fresh.current_url == link, 30, "the return to the report")
+        assert all(i["width"] > 0 for i in images_decoded(fresh))
+        shot(fresh, "07-email-link-after-login")
+    finally:
+        fresh.quit()
+
+
+def test_epochs_zero_fails_the_run_in_one_sentence(stack):
+    """What the form cannot check (epochs 0) fails `plan` at once, its log saying why in one sentence."""
+    token = stack.token()
+    answer = httpx.post(f"{stack.base}/api/v2/dags/medical_training_manual/dagRuns",
+                        headers={"Authorization": f"Bearer {token}"},
+                        json={"logical_date": None, "conf": {"epochs": 0, "conditions": ["pneumonia"]}}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    path = f"/dags/medical_training_manual/dagRuns/{answer.json()['dag_run_id']}"
+    wait_for(lambda: api(stack, path)["state"] in FINISHED, 300, "the refused run to end", interval=3)
+    tasks = {t["task_id"]: t["state"] for t in api(stack, f"{path}/taskInstances")["task_instances"]}
+    assert tasks["plan"] == "failed"
+    log = httpx.get(f"{stack.base}/api/v2{path}/taskInstances/plan/logs/1", params={"full_content": True},
+                    headers={"Authorization": f"Bearer {token}"}, timeout=30).text
+    assert "epochs override must be 1 to 1000 (empty keeps each profile's), got 0" in log
