@@ -433,7 +433,7 @@ class GradcamSettings:
     deletion_steps: int = _integer(10, 2, 100, "steps of the deletion curve")
     deletion_baseline: Literal["blur", "mean"] = _choice("blur", "what deleted pixels become: the blurred image or "
                                                                "its mean")
-    deletion_random_maps: int = _integer(5, 1, 100, "random maps per image the Grad-CAM deletion curve is compared with")
+    deletion_random_maps: int = _integer(5, 1, 100, "random maps per image the deletion curve is compared with")
     deletion_alpha: float = _number(0.05, 0.001, 0.5, "level of the paired one-sided test that Grad-CAM beats random")
     seed: int | None = _integer(None, 0, _SEED_MAX, "seeds the random-map baseline; null: the top-level seed")
 

@@ -122,7 +122,8 @@ def calibration_report(labels: np.ndarray, logits: np.ndarray, temperature: floa
     for name, probabilities in (("before", sigmoid(logits)), ("after", sigmoid(logits, temperature))):
         point = binary_metrics(labels, probabilities, 0.5, settings.calibration_bins)
         boot = bootstrap_intervals(labels, probabilities, 0.5, groups=groups, resamples=settings.bootstrap_resamples,
-                                   confidence=settings.confidence, seed=seed, calibration_bins=settings.calibration_bins)
+                                   confidence=settings.confidence, seed=seed,
+                                   calibration_bins=settings.calibration_bins)
         figures[name] = {metric: {"value": point[metric], "interval": boot["intervals"].get(metric)}
                          for metric in ("calibration_error", "brier")}
     return {"method": "temperature scaling on logits", "temperature": float(temperature), "fitted_on": "val",
@@ -449,7 +450,8 @@ def aggregate_studies(frame: pd.DataFrame, how: str = "mean") -> pd.DataFrame:
 
 
 def study_level(val: pd.DataFrame, test: pd.DataFrame, image_metrics: dict[str, Any],
-                settings: EvaluationSettings = EvaluationSettings(), seed: int = 0, how: str = "mean") -> dict[str, Any]:
+                settings: EvaluationSettings = EvaluationSettings(), seed: int = 0,
+                how: str = "mean") -> dict[str, Any]:
     """Metrics per study (MURA's unit): threshold fitted on val studies, intervals resampled by patient.
 
     The image-level figures stay, under `image_level`; the returned figures are the study's.

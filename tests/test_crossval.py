@@ -79,7 +79,8 @@ def test_knee_osteoporosis_is_cross_validated_and_the_shipped_model_sees_all_dat
     from medcore.layout import RunLayout
 
     config_path = tmp_path / "cv.yaml"
-    config_path.write_text(f"extends: {tiny_config}\nevaluation: {{small_sets: crossval, crossval_folds: 2, crossval_repeats: 1}}\n")
+    config_path.write_text(f"extends: {tiny_config}\n"
+                           "evaluation: {small_sets: crossval, crossval_folds: 2, crossval_repeats: 1}\n")
     config = load_config(config_path)
     job = {"run_id": "cv", "runs_root": str(config.runs_root), "config": str(config.path),
            "condition": "knee_osteoporosis", "profile": "standard", "epochs": 1}
