@@ -42,6 +42,7 @@ MAKES = {
     "overhead": "`.venv/bin/python bench/overhead.py`",
     "nightly_shared": "`make bench` (`medcore pretrain`, then `bench/nightly.py --config configs/shared-backbone.yaml "
                       "--shared-backbone <its registry>/shared_backbone.keras --name nightly_shared`)",
+    "nights": "`make bench` (or `.venv/bin/python bench/nights.py`)",
 }
 
 
@@ -244,6 +245,60 @@ def shared_backbone_table(scratch: dict[str, Any] | None, shared: dict[str, Any]
     return "\n".join(lines) + "\n"
 
 
+def nights_table(nights: dict[str, Any]) -> str:
+    """Four nights per policy: cost, plan, decision and champion per night; then the targets, judged on the figures."""
+    policies = nights["policies"]
+    scale = "the full sets" if nights["fraction"] >= 1.0 else \
+        f"a keyed-hash {nights['fraction']:.0%} of each set's patients (reduced scale)"
+    epochs = f"{nights['epochs']} epochs per model" if nights.get("epochs") else "each profile's epochs"
+    lines = [f"Run: `{nights['command']}` on {scale}: {', '.join(nights['conditions'])} × "
+             f"{', '.join(nights['profiles'])}, {epochs} (a warm start trains {nights['continue_epochs']:.0%} of "
+             f"them), train images arriving in steps of {', '.join(f'{s:.0%}' for s in nights['steps'])}; val and "
+             "test fixed (the locked test split). Each night runs `medcore run`; CPU minutes are the night "
+             "process's own (user + system).", "",
+             "| policy | night | condition | train / val / test images | wall min | CPU min | plan | decision | "
+             "challenger test AUC (95 % CI) | champion test AUC before → after | images moved (last night / full split) |",
+             "|---|--:|---|---|--:|--:|---|---|---|---|---|"]
+    for policy, record in policies.items():
+        for night in record["nights"]:
+            for condition, c in night["conditions"].items():
+                images = night["images"][condition]
+                chosen = c["profiles"].get(c["candidate"] or "", {})
+                lines.append(
+                    f"| {policy} | {night['night']} | {condition} | {images['train']} / {images['val']} / "
+                    f"{images['test']} | {night['wall_seconds'] / 60:.1f} | {night['cpu_minutes']:.1f} | {c['mode']} | "
+                    f"{c['decision']} | {_with_interval(c['challenger_test_auc'], chosen.get('test_interval'))} | "
+                    f"{_num(c['champion_before_test_auc'])} → {_num(c['champion_after_test_auc'])} | "
+                    f"{c['moved_since_last_night']} / {c['moved_since_full_split']} |")
+    lines += ["", "| policy | CPU min, all nights | wall min, all nights | final champion test AUC |", "|---|--:|--:|---|"]
+    for policy, record in policies.items():
+        last = record["nights"][-1]["conditions"]
+        finals = ", ".join(f"{c} {_num(r['champion_after_test_auc'])}" for c, r in last.items())
+        lines.append(f"| {policy} | {record['cpu_minutes']:.1f} | {record['wall_minutes']:.1f} | {finals} |")
+    lines.append("")
+    moved = [c["moved_since_last_night"] or 0 for r in policies.values() for n in r["nights"]
+             for c in n["conditions"].values()] + [c["moved_since_full_split"] or 0 for r in policies.values()
+                                                   for n in r["nights"] for c in n["conditions"].values()]
+    deltas = [c["paired_selection_delta"] for r in policies.values() for n in r["nights"]
+              for c in n["conditions"].values() if c["decision"] == "promoted" and c["paired_selection_delta"] is not None]
+    verdicts = [f"no image changed split: {'met' if not any(moved) else f'missed ({sum(moved)} moves)'}",
+                "no promotion lowered the champion's selection AUC by more than the margin "
+                f"({nights['margin']:.2f}): " + ("met" if all(d >= -nights["margin"] for d in deltas) else "missed")
+                + (f" (worst paired difference {min(deltas):+.3f})" if deltas else " (no promotion over a champion)")]
+    if {"retrain", "continue"} <= set(policies):
+        cheap = policies["continue"]["cpu_minutes"] <= policies["retrain"]["cpu_minutes"] / 2
+        ratio = policies["continue"]["cpu_minutes"] / policies["retrain"]["cpu_minutes"]
+        verdicts.append(f"continue used {ratio:.2f}× retrain's CPU minutes (target ≤ 0.5): {'met' if cheap else 'missed'}")
+        finals = {p: policies[p]["nights"][-1]["conditions"] for p in ("retrain", "continue")}
+        for condition in finals["retrain"]:
+            a, b = finals["continue"][condition]["champion_after_test_auc"], finals["retrain"][condition]["champion_after_test_auc"]
+            if a is not None and b is not None:
+                verdicts.append(f"{condition}: continue's final champion {a:.3f} vs retrain's {b:.3f} "
+                                f"({'reached' if a >= b else 'below'})")
+    lines += [f"- {v}" for v in verdicts]
+    return "\n".join(lines) + "\n"
+
+
 def render(results: Path) -> str:
     loaded = {name: _load(results, name) for name in MAKES}
     stamp = next((r for r in (loaded["nightly"], loaded["train_throughput"], loaded["overhead"],
@@ -275,6 +330,8 @@ def render(results: Path) -> str:
     out += ["## 5. In-domain pre-training: one shared backbone", ""]
     out.append(shared_backbone_table(loaded["nightly"], loaded["nightly_shared"]) if loaded["nightly_shared"]
                else _missing("nightly_shared"))
+    out += ["## 6. Nights that build on each other", ""]
+    out.append(nights_table(loaded["nights"]) if loaded["nights"] else _missing("nights"))
     notes = ROOT / "bench" / "notes.md"
     if notes.exists():
         out += ["## Reading these numbers", "", notes.read_text().strip(), ""]

@@ -43,6 +43,24 @@ def _names(kind: str) -> list[str]:
         return []
 
 
+def _task_settings():
+    """Retries and per-task timeouts from the config (its defaults if the config is unreadable at parse time)."""
+    from medcore.config import TaskSettings, load_config
+
+    try:
+        config = load_config(CONFIG)
+        return config.tasks, config.tasks.train_minutes(config.profiles)
+    except Exception:  # noqa: BLE001 - as for _names: the plan task reports the config error
+        return TaskSettings(), TaskSettings().train_minutes({})
+
+
+TASKS, TRAIN_MINUTES = _task_settings()
+
+
+def _minutes(value: float) -> timedelta:
+    return timedelta(minutes=value)
+
+
 def _choice_list(kind: str, title: str, description: str) -> Param:
     """An optional multi-select of the config's names: the form offers them (`examples`) and the API checks them
     (`items.enum`); "null" in the type makes the field optional, as an empty selection means all."""
@@ -70,15 +88,19 @@ PARAMS = {
 }
 COMMON = dict(
     max_active_runs=1,
-    default_args={"retries": 2, "retry_exponential_backoff": True,  # MEDCORE_RETRY_DELAY_SECONDS: tests shorten it
-                  "retry_delay": timedelta(seconds=int(os.environ.get("MEDCORE_RETRY_DELAY_SECONDS") or 60))},
+    # Every task ends by its execution_timeout (sized from the config's `tasks` section), so a hung
+    # night is retried and then reported instead of blocking the next one. MEDCORE_RETRY_DELAY_SECONDS: tests.
+    default_args={"retries": TASKS.retries, "retry_exponential_backoff": True,
+                  "retry_delay": timedelta(seconds=int(os.environ.get("MEDCORE_RETRY_DELAY_SECONDS")
+                                                       or TASKS.retry_delay_seconds)),
+                  "execution_timeout": _minutes(TASKS.report_minutes)},
     params=PARAMS,
 )
 
 
 def training_pipeline() -> None:
     """The tasks and their wiring, shared by the nightly and the manual DAG."""
-    @task
+    @task(execution_timeout=_minutes(TASKS.report_minutes))
     def plan(params=None, run_id=None) -> list[dict]:
         """Expand the run parameters into one job per (condition, profile)."""
         from medcore.airflow_adapter import call_stage
@@ -87,7 +109,7 @@ def training_pipeline() -> None:
         return call_stage(plan_run, CONFIG, run_id, params["conditions"] or (), params["profiles"] or (),
                           params["epochs"], params=dict(params))
 
-    @task
+    @task(execution_timeout=_minutes(TASKS.validate_minutes))
     def validate(job: dict) -> dict:
         """Check the dataset and save the split manifest."""
         from medcore import pipeline
@@ -95,7 +117,7 @@ def training_pipeline() -> None:
 
         return call_stage(pipeline.validate, job)
 
-    @task(pool="training", pool_slots=1, queue="training")
+    @task(pool="training", pool_slots=1, queue="training", execution_timeout=_minutes(TRAIN_MINUTES))
     def train(job: dict, task=None) -> dict:
         """Train DenseNet121 and save model.keras (one pool slot per core; resumes on retry)."""
         from medcore import pipeline
@@ -103,7 +125,7 @@ def training_pipeline() -> None:
 
         return call_training(pipeline.train, job, task.pool_slots)
 
-    @task
+    @task(execution_timeout=_minutes(TASKS.evaluate_minutes))
     def evaluate(job: dict) -> dict:
         """Measure the model on the held-out test split."""
         from medcore import pipeline
@@ -111,7 +133,7 @@ def training_pipeline() -> None:
 
         return call_stage(pipeline.evaluate, job)
 
-    @task
+    @task(execution_timeout=_minutes(TASKS.gradcam_minutes))
     def gradcam(job: dict) -> dict:
         """Write Grad-CAM overlays of confident hits and misses."""
         from medcore import pipeline

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction
 from airflow.timetables.trigger import CronTriggerTimetable
 
-from medcore.errors import MedcoreError
+from medcore.errors import MedcoreError, Skipped
 
 __all__ = ["call_stage", "call_training", "NightlyCron"]
 
@@ -24,11 +24,13 @@ TRAINING_POOL = "training"
 
 
 def call_stage(stage: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a medcore stage; re-raise MedcoreError as AirflowFailException (no retry)."""
-    from airflow.exceptions import AirflowFailException
+    """Run a medcore stage; re-raise MedcoreError as AirflowFailException (no retry), Skipped as a skip."""
+    from airflow.exceptions import AirflowFailException, AirflowSkipException
 
     try:
         return stage(*args, **kwargs)
+    except Skipped as exc:  # the chain's later tasks are skipped with it; the report says why
+        raise AirflowSkipException(str(exc)) from exc
     except MedcoreError as exc:
         raise AirflowFailException(str(exc)) from exc
 

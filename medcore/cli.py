@@ -55,6 +55,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     try:
         write_json(out / "validation.json", result.to_dict())
         atomic_write_text(out / "validation.txt", result.summary())
+        if result.manifest is not None:  # the split a run would train on, to inspect without training
+            atomic_write_text(out / "split.csv", result.manifest.to_csv(index=False))
     except OSError as exc:
         raise MedcoreError(f"{out}: cannot write the validation report: {exc.strerror or exc}") from None
     print(result.summary(), end="")
@@ -148,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check one condition's dataset")
     validate.add_argument("--config", default=None, help="YAML config (default: $MEDCORE_CONFIG or conditions.yaml)")
     validate.add_argument("--condition", required=True)
-    validate.add_argument("--out", required=True, help="folder for validation.json and validation.txt")
+    validate.add_argument("--out", required=True, help="folder for validation.json, validation.txt and split.csv")
     validate.set_defaults(func=_cmd_validate)
 
     run = commands.add_parser("run", help="validate, train, evaluate and explain every model, then report")

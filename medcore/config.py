@@ -70,6 +70,7 @@ __all__ += ["CheckRule", "CHECKS", "DEFAULT_FIX", "POLICIES", "ValidationSetting
             "MIN_PER_CLASS_DEFAULT"]
 POLICIES = ("error", "drop", "warn")  # stop the run / drop the offending rows and warn / keep them and warn
 LeakSide = Literal["heldout", "train"]  # which side of a cross-split leak loses its rows under `drop`
+NightlyPolicy = Literal["auto", "retrain", "continue"]  # auto: continue once a champion exists, else retrain
 
 
 # What the report suggests for a finding whose rule names no fix of its own.
@@ -269,6 +270,7 @@ class Condition:
     validation_policy: Mapping[str, str] = Field(default_factory=dict,
                                                  description="finding code -> policy, over `validation.policy`")
     leak_drop_from: LeakSide | None = _choice(None, "overrides `validation.leak_drop_from` for this condition")
+    nightly_policy: NightlyPolicy | None = _choice(None, "overrides `nightly.policy` for this condition")
     caveats: tuple[str, ...] = Field((), description="known limits of the data (e.g. a train/test shift), listed in "
                                                      "every model card of this condition")
     resize: Literal["squash", "pad"] | None = _choice(None, "overrides every profile's `resize` for this condition")
@@ -458,10 +460,11 @@ class RegistrySettings:
     # A `gates` mapping replaces the defaults as a whole (a null value drops one gate inherited via
     # `extends`), so what a model must pass is always what the file says. Stored as (figure, minimum) pairs.
     gates: Mapping[GateName, _Fraction | None] = Field(
-        DEFAULT_GATES, description="figure -> minimum (0-1) on the candidate's own test split; `<figure>_low` gates "
-                                   "its interval's lower bound")
-    tolerance: float = _number(0.01, 0.0, 0.5, "how far below the champion's test ROC AUC a candidate may be "
-                                               "(same test split only)")
+        DEFAULT_GATES, description="figure -> minimum (0-1) on the candidate's selection (val) split; `<figure>_low` "
+                                   "gates its interval's lower bound")
+    # Judged on the selection (val) split, paired with the champion re-scored on the same images.
+    margin: float = _number(0.02, 0.0, 0.5, "promote only if the lower bound of the paired interval of (challenger - "
+                                            "best champion figure on these val images) ROC AUC is above -margin")
     history: int = _integer(20, 1, 10_000, "decisions kept per condition")
     # The tier also demands enough test patients, which no point-estimate gate checks; null leaves it out
     # (tiny demo and test runs could never promote).
@@ -502,6 +505,41 @@ class NotifySettings:
     report_url: str | None = _text(None, "the Airflow UI's base URL, so links in the e-mail open the report page")
 
     _recipients = field_validator("recipients", mode="before")(_addresses)
+
+
+# --- nights that build on each other ------------------------------------------------------------------
+__all__ += ["NightlySettings", "TaskSettings", "NIGHTLY_POLICIES"]
+NIGHTLY_POLICIES = typing.get_args(NightlyPolicy)
+
+
+@dataclass(frozen=True, config=_SETTINGS)
+class NightlySettings:
+    """How each night starts: from scratch, or from the champion; and when it need not train at all."""
+
+    policy: NightlyPolicy = _choice("auto", "`retrain` from scratch, `continue` from the champion, or `auto` "
+                                            "(continue once a champion exists)")
+    continue_epochs: float = _number(0.5, 0.01, 1.0, "share of the profile's epochs a warm start trains (at least 1)")
+    skip_unchanged: bool = _flag(True, "train nothing when data, condition config and code equal the champion's")
+
+
+@dataclass(frozen=True, config=_SETTINGS)
+class TaskSettings:
+    """Airflow retries and per-task timeouts: a hung task ends, is retried, and the run still reports."""
+
+    retries: int = _integer(2, 0, 20, "retries of each chain task (validate, train, evaluate, gradcam)")
+    retry_delay_seconds: int = _integer(60, 0, 86_400, "first retry delay; it doubles on each retry")
+    validate_minutes: float = _number(30.0, 0.01, 1440.0, "validate's execution_timeout")
+    train_minutes_fixed: float = _number(10.0, 0.01, 1440.0, "train's timeout: start-up and the first step's trace")
+    train_minutes_per_epoch: float = _number(15.0, 0.01, 1440.0, "train's timeout: plus this per epoch of the "
+                                                                  "longest profile")
+    evaluate_minutes: float = _number(30.0, 0.01, 1440.0, "evaluate's execution_timeout")
+    gradcam_minutes: float = _number(30.0, 0.01, 1440.0, "gradcam's execution_timeout")
+    report_minutes: float = _number(15.0, 0.01, 1440.0, "plan, promote, report, notify and verdict each")
+
+    def train_minutes(self, profiles: Mapping[str, Profile]) -> float:
+        """The training timeout: fixed start-up plus the per-epoch allowance for the longest profile."""
+        return self.train_minutes_fixed + self.train_minutes_per_epoch * max((p.epochs for p in profiles.values()),
+                                                                             default=1)
 
 
 @dataclass(frozen=True, config=_SETTINGS)
@@ -546,6 +584,8 @@ class Config:
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
+    nightly: NightlySettings = Field(default_factory=NightlySettings)
+    tasks: TaskSettings = Field(default_factory=TaskSettings)
     conditions: Mapping[str, Condition] = Field(default_factory=dict, description="one binary task per key")
     profiles: Mapping[str, Profile] = Field(default_factory=dict, description="one training recipe per key; every "
                                                                               "condition trains with each")

@@ -45,8 +45,6 @@ def fold_splits(frame: pd.DataFrame, folds: int, repeats: int, seed: int) -> lis
     """(repeat, fold, split) per model: the fold is `test`, an inner val is carved from the rest by patient."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    from medcore.datasets import _pick_fold
-
     frame = frame.reset_index(drop=True)
     labels, groups = frame["label"].to_numpy(), frame["group"].astype(str).to_numpy()
     out = []
@@ -60,10 +58,27 @@ def fold_splits(frame: pd.DataFrame, folds: int, repeats: int, seed: int) -> lis
             split["split"] = "train"
             split.loc[held, "split"] = "test"
             inner = split.loc[rest]
-            val = _pick_fold(inner, 1.0 / max(folds - 1, 2), seed + 1000 * repeat + fold)
+            val = _inner_val(inner, max(folds - 1, 2), seed + 1000 * repeat + fold)
             split.loc[inner.index[val], "split"] = "val"
             out.append((repeat, fold, split))
     return out
+
+
+def _inner_val(frame: pd.DataFrame, n_splits: int, seed: int) -> np.ndarray:
+    """A mask of about 1/`n_splits` of `frame` (whole patients, stratified) for a fold model's epoch and threshold."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    labels, groups = frame["label"].to_numpy(), frame["group"].astype(str).to_numpy()
+    overall = labels.mean()
+    splitter = StratifiedGroupKFold(n_splits=min(n_splits, len(np.unique(groups))), shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        # With few patients a fold can miss a class: take the one most like the whole.
+        held = min((h for _, h in splitter.split(np.zeros(len(frame)), labels, groups)),
+                   key=lambda h: (len(np.unique(labels[h])) < 2, abs(labels[h].mean() - overall)))
+    mask = np.zeros(len(frame), dtype=bool)
+    mask[held] = True
+    return mask
 
 
 def all_data_split(split: pd.DataFrame) -> pd.DataFrame:

@@ -13,12 +13,14 @@ written), `where` (relpath, or `row N` for an empty manifest cell), `path_proble
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import math
 import os
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -27,7 +29,7 @@ from medcore.config import Condition, Config, Profile, canonical_label
 from medcore.errors import DataError
 
 __all__ = ["IMAGE_SUFFIXES", "SPLITS", "COLUMNS", "SOURCE_COLUMNS", "Source", "read_source", "read_manifest",
-           "label_manifest", "classify_labels", "parse_label",
+           "label_manifest", "classify_labels", "parse_label", "split_draw", "split_balance",
            "assign_splits", "cap_per_split", "make_dataset", "image_dataset", "padded_box", "content_masks",
            "read_studies"]
 
@@ -289,51 +291,91 @@ def label_manifest(raw_labels: pd.Series, condition: Condition) -> np.ndarray:
     return _parsed(raw_labels, condition, 1).to_numpy(dtype=np.int8)
 
 
-def _pick_fold(frame: pd.DataFrame, fraction: float, seed: int, group_column: str = "group") -> np.ndarray:
-    """Return a boolean mask selecting about `fraction` of `frame`, stratified by label, whole groups only."""
-    from sklearn.model_selection import StratifiedGroupKFold
+def split_draw(keys: Iterable[str], seed: int) -> np.ndarray:
+    """A number in [0, 1) per key from a keyed hash (HMAC-SHA-256, the seed as key).
 
-    groups = frame[group_column].to_numpy()
-    n_groups = len(np.unique(groups))
-    n_splits = max(2, min(int(round(1 / fraction)), n_groups))
-    if n_groups < 2:
-        raise DataError("cannot split a dataset with fewer than two images or groups")
-    labels = frame["label"].to_numpy()
-    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    overall = labels.mean()
-
-    def badness(held: np.ndarray) -> tuple[bool, float]:
-        # With few groups a fold can miss a class entirely; prefer the fold that is most like the whole.
-        return len(np.unique(labels[held])) < 2, abs(labels[held].mean() - overall)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "least populated class" on small sets: handled above
-        held = min((held for _, held in folds.split(np.zeros(len(frame)), labels, groups)), key=badness)
-    mask = np.zeros(len(frame), dtype=bool)
-    mask[held] = True
-    return mask
+    The draw of a key depends on nothing but the key and the seed, so adding or removing other
+    images never changes it: that is what keeps an image in its split while a dataset grows.
+    """
+    secret = str(seed).encode()
+    return np.array([int.from_bytes(hmac.new(secret, str(k).encode("utf-8", "surrogatepass"), hashlib.sha256)
+                                    .digest()[:8], "big") / 2.0**64 for k in keys], dtype=np.float64)
 
 
 def assign_splits(frame: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int,
                   group_column: str = "group") -> pd.DataFrame:
-    """Fill in missing val/test splits from train, seeded, stratified and group-aware.
+    """Fill in missing val/test splits from train by a keyed hash of each group; given splits are kept.
 
-    Given splits are kept. Where none is given, test is carved first, then val from the rest, so
-    a group (`group_column`) never straddles two splits that this function made.
+    Each group (`group_column`: patient, study, else the image's content hash) draws one number
+    from `split_draw`; where the set ships no test split, a draw under `test_fraction` makes the
+    group test, and where it ships no val split, the next `val_fraction` makes it val. A group
+    never straddles two splits made here, and growing or shrinking the set moves no image. The
+    price is that class balance per split is left to chance rather than stratified:
+    `split_balance` says by how much.
     """
     frame = frame.copy()
     given = set(frame["split"]) - {""}
     frame.loc[frame["split"] == "", "split"] = "train"
-    if "test" not in given:
-        train = frame["split"] == "train"
-        mask = _pick_fold(frame[train], test_fraction, seed, group_column)
-        frame.loc[frame.index[train][mask], "split"] = "test"
-    if "val" not in given:
-        train = frame["split"] == "train"
-        remaining = 1.0 - (0.0 if "test" in given else test_fraction)
-        mask = _pick_fold(frame[train], min(0.5, val_fraction / remaining), seed + 1, group_column)
-        frame.loc[frame.index[train][mask], "split"] = "val"
+    pool = frame["split"] == "train"
+    if frame.loc[pool, group_column].nunique() < 2 and not {"val", "test"} <= given:
+        raise DataError("cannot split a dataset with fewer than two images or groups")
+    test_share = 0.0 if "test" in given else test_fraction
+    val_share = 0.0 if "val" in given else val_fraction
+    draw = pd.Series(split_draw(frame.loc[pool, group_column].astype(str), seed), index=frame.index[pool])
+    frame.loc[draw.index[draw < test_share], "split"] = "test"
+    frame.loc[draw.index[(draw >= test_share) & (draw < test_share + val_share)], "split"] = "val"
+    moved = []
+    for split, share in (("test", test_share), ("val", val_share)):
+        if share:
+            moved += _complete_classes(frame, draw, split, group_column)
+    frame.attrs["split_rescued"] = moved
     return frame
+
+
+def _complete_classes(frame: pd.DataFrame, draw: pd.Series, split: str, group_column: str) -> list[str]:
+    """Give a made split that drew no image of a class the train group of that class with the lowest draw.
+
+    Only a split of a handful of groups can miss a class; moving one group keeps such a set
+    trainable, and it is the one case in which growing the set can later move that group back.
+    """
+    moved = []
+    pool = frame.loc[draw.index]
+    for label in sorted(set(pool["label"])):
+        if ((frame["split"] == split) & (frame["label"] == label)).any():
+            continue
+        candidates = pool[(frame.loc[draw.index, "split"] == "train") & (pool["label"] == label)]
+        if candidates.empty:
+            continue
+        group = candidates[group_column].loc[draw[candidates.index].idxmin()]
+        frame.loc[draw.index[(pool[group_column] == group).to_numpy()], "split"] = split
+        moved.append(f"{split}: {group}")
+    return moved
+
+
+def split_balance(frame: pd.DataFrame, pool: pd.Series, made: Iterable[str]) -> dict[str, Any]:
+    """How far the positive share of each split made here is from the share stratification would give.
+
+    `pool` marks the rows the splits were carved from (no split given, or train). Stratification
+    would give every split made from it the pool's positive share; `deviation` is the difference
+    in that share, `positives` and `stratified` the counts.
+    """
+    made = [s for s in SPLITS if s in set(made)]
+    rescued = list(frame.attrs.get("split_rescued", []))
+    frame = frame[pool.reindex(frame.index, fill_value=False).to_numpy(dtype=bool)]
+    overall = float(frame["label"].mean()) if len(frame) else 0.0
+    rows = {}
+    for split in (s for s in SPLITS if made):
+        part = frame[frame["split"] == split]
+        if part.empty:  # a split the set ships (e.g. its own test split) holds no pooled images
+            continue
+        share = float(part["label"].mean()) if len(part) else 0.0
+        rows[split] = {"images": int(len(part)), "positives": int(part["label"].sum()),
+                       "stratified": round(overall * len(part), 1), "positive_share": share,
+                       "deviation": share - overall}
+    worst = max((abs(r["deviation"]) for r in rows.values()), default=0.0)
+    return {"method": "keyed hash of the group" if made else "given by the dataset", "splits_made": made,
+            "rescued": rescued,
+            "pool_positive_share": overall, "splits": rows, "max_deviation": worst}
 
 
 def cap_per_split(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:

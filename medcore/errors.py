@@ -25,6 +25,10 @@ class RunIdError(MedcoreError, ValueError):
     """A run id that cannot name a run folder (empty, '..', NUL, too long)."""
 
 
+class Skipped(Exception):
+    """A stage with nothing to do tonight (e.g. data, config and code unchanged): not a failure, no retry."""
+
+
 def one_line(exc: BaseException) -> str:
     """The error as one line a person can act on: medcore's own messages as they are, others with their type."""
     text = " ".join(str(exc).split()) or "(no message)"

@@ -33,7 +33,7 @@ __all__ = [
     "quality_tier", "units_per_class", "evaluate_scores", "evaluate_model", "render_plots", "PLOTS", "METRICS",
     "list_images", "predict_files", "contract_threshold", "read_contract", "file_sha256", "png_bytes",
     "predict_logits", "sigmoid", "fit_temperature", "calibration_report", "contract_temperature", "contract_resize",
-    "aggregate_studies", "study_level",
+    "aggregate_studies", "study_level", "evaluate_model_splits", "selection_figures", "paired_auc_difference",
 ]
 
 # The figures that get a point estimate and an interval; the confusion counts get one too.
@@ -410,33 +410,104 @@ def evaluate_model(model, split: pd.DataFrame, profile: Profile, settings: Evalu
     ones move to `image_level`; predictions stay per image, decided at the image-level threshold.
     Returns metrics and test predictions.
     """
-    val = split[split["split"] == "val"]
+    metrics, predictions, _ = evaluate_model_splits(model, split, profile, settings, seed, study_aggregation)
+    return metrics, predictions
+
+
+def _predictions(frame: pd.DataFrame, probabilities: np.ndarray, threshold: float | None = None,
+                 logits: np.ndarray | None = None) -> pd.DataFrame:
+    table = pd.DataFrame({"relpath": frame["relpath"].to_numpy(), "path": frame["path"].to_numpy(),
+                          "label": frame["label"].astype(int).to_numpy(), "probability": probabilities})
+    if threshold is not None:
+        table["predicted"] = (probabilities >= threshold).astype(int)
+    if logits is not None:
+        table["logit"], table["probability_uncalibrated"] = logits, sigmoid(logits)
+    for column in ("group", "sha256", "study"):
+        if column in frame.columns:
+            table[column] = frame[column].astype(str).to_numpy()
+    return table
+
+
+def evaluate_model_splits(model, split: pd.DataFrame, profile: Profile,
+                          settings: EvaluationSettings = EvaluationSettings(),
+                          seed: int = 0, study_aggregation: str = "mean") -> tuple[dict[str, Any], pd.DataFrame,
+                                                                                   pd.DataFrame]:
+    """As `evaluate_model`, plus the selection figures on val (`metrics["selection"]`) and the val predictions.
+
+    The selection figures are what the choice among profiles and the champion decision read, so the
+    test split is only ever reported, never consulted.
+    """
+    val = split[split["split"] == "val"].reset_index(drop=True)
     test = split[split["split"] == "test"].reset_index(drop=True)
     if val.empty or test.empty:
         raise MedcoreError(f"evaluation needs val and test images; the split has {len(val)} val and {len(test)} test")
     groups = test["group"].astype(str).to_numpy() if "group" in test.columns else None
     val_logits, test_logits = predict_logits(model, val, profile), predict_logits(model, test, profile)
     temperature = fit_temperature(val["label"].to_numpy(), val_logits) if settings.calibrate else 1.0
-    probabilities = sigmoid(test_logits, temperature)
-    metrics = evaluate_scores(val["label"].to_numpy(), sigmoid(val_logits, temperature),
+    probabilities, val_probabilities = sigmoid(test_logits, temperature), sigmoid(val_logits, temperature)
+    metrics = evaluate_scores(val["label"].to_numpy(), val_probabilities,
                               test["label"].to_numpy(), probabilities, groups, settings, seed)
     metrics["temperature"] = temperature
     metrics["calibration"] = calibration_report(test["label"].to_numpy(), test_logits, temperature, groups=groups,
                                                 settings=settings, seed=seed)
     if not settings.calibrate:
         metrics["calibration"]["method"] = "none (evaluation.calibrate is false)"
-    predictions = pd.DataFrame({
-        "relpath": test["relpath"], "path": test["path"], "label": test["label"].astype(int),
-        "probability": probabilities, "predicted": (probabilities >= metrics["threshold"]).astype(int),
-        "logit": test_logits, "probability_uncalibrated": sigmoid(test_logits),
-    })
-    if groups is not None:
-        predictions["group"] = groups
+    metrics["selection"] = selection_figures(val, val_probabilities, settings, seed)
+    predictions = _predictions(test, probabilities, metrics["threshold"], test_logits)
     if "study" in split.columns:
-        predictions["study"] = test["study"].astype(str).to_numpy()
-        val_frame = val.assign(probability=sigmoid(val_logits, temperature))
+        val_frame = val.assign(probability=val_probabilities)
         metrics = study_level(val_frame, predictions, metrics, settings, seed, study_aggregation)
-    return metrics, predictions
+    return metrics, predictions, _predictions(val, val_probabilities, logits=val_logits)
+
+
+SELECTION_FIGURES = ("n", "n_positive", "accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc",
+                     "threshold", "intervals")
+
+
+def selection_figures(val: pd.DataFrame, probabilities: np.ndarray, settings: EvaluationSettings = EvaluationSettings(),
+                      seed: int = 0) -> dict[str, Any]:
+    """Figures on the selection (val) split at the val threshold, with patient-resampled intervals and a tier.
+
+    They are optimistic in absolute terms (the threshold and the early-stopping epoch were chosen on
+    these images), which is why decisions compare them paired with the champion on the same images.
+    """
+    groups = val["group"].astype(str).to_numpy() if "group" in val.columns else None
+    labels = val["label"].to_numpy()
+    full = evaluate_scores(labels, probabilities, labels, probabilities, groups, settings, seed)
+    kept = {name: full[name] for name in SELECTION_FIGURES if name in full}
+    return {**kept, "split": "val", "quality_tier": full["quality"]["tier"], "unit": full["bootstrap"]["unit"]}
+
+
+def paired_auc_difference(labels: np.ndarray, challenger: np.ndarray, champion: np.ndarray,
+                          groups: Sequence | None = None, resamples: int = 1000, confidence: float = 0.95,
+                          seed: int = 0) -> dict[str, Any]:
+    """ROC AUC of two models on the same images and the interval of their difference, by paired bootstrap.
+
+    Each resample draws patients (else images) with replacement, within each class as in
+    `bootstrap_intervals`, and scores both models on the very same draw, so what the two have in
+    common (which images happen to be hard) cancels out of the difference.
+    """
+    labels = np.asarray(labels).astype(int)
+    if len(np.unique(labels)) < 2:
+        raise MedcoreError("a paired ROC AUC comparison needs images of both classes")
+    rng = np.random.default_rng(seed)
+    weights = np.vstack([np.ones((1, len(labels))), bootstrap_weights(len(labels), resamples, rng, groups, labels)])
+    new = weighted_metrics(labels, challenger, 0.5, weights)["roc_auc"]
+    old = weighted_metrics(labels, champion, 0.5, weights)["roc_auc"]
+    tail = 100.0 * (1.0 - confidence) / 2.0
+
+    def bounds(sample: np.ndarray) -> tuple[float, float]:
+        low, high = np.nanpercentile(sample, [tail, 100.0 - tail])
+        return float(low), float(high)
+
+    diff = new[1:] - old[1:]
+    return {"n": int(len(labels)), "n_positive": int(labels.sum()),
+            "unit": "patient" if groups is not None else "image",
+            "units": len(np.unique(_group_codes(len(labels), groups))),
+            "challenger_auc": float(new[0]), "champion_auc": float(old[0]), "delta": float(new[0] - old[0]),
+            "low": bounds(diff)[0], "high": bounds(diff)[1],
+            "challenger_interval": bounds(new[1:]), "champion_interval": bounds(old[1:]),
+            "resamples": resamples, "confidence": confidence, "method": "paired stratified bootstrap"}
 
 
 def aggregate_studies(frame: pd.DataFrame, how: str = "mean") -> pd.DataFrame:

@@ -106,6 +106,21 @@ class ModelLayout:
         return self.root / "crossval.csv"
 
     @property
+    def val_predictions_csv(self) -> Path:
+        """This model's scores on the selection (val) images, for the paired comparison with the champion."""
+        return self.root / "val_predictions.csv"
+
+    @property
+    def champion_predictions_csv(self) -> Path:
+        """The champion re-scored tonight on this chain's val and test images (inference only)."""
+        return self.root / "champion_predictions.csv"
+
+    @property
+    def nightly_json(self) -> Path:
+        """How tonight trains: retrain, continue or skip, why, and what changed since the champion."""
+        return self.root / "nightly.json"
+
+    @property
     def gradcam_dir(self) -> Path:
         return self.root / "gradcam"
 
@@ -173,6 +188,10 @@ class RunLayout:
     def model(self, condition: str, profile: str) -> ModelLayout:
         return ModelLayout(self.root / condition / profile, condition, profile)
 
+    def trend_png(self, condition: str) -> Path:
+        """The condition's champion and challenger ROC AUC across nights, drawn for this run's report."""
+        return self.root / "trend" / f"{condition}.png"
+
 
 @dataclass(frozen=True)
 class RegistryLayout:
@@ -197,6 +216,18 @@ class RegistryLayout:
 
     def contract(self, condition: str, run_id: str, profile: str) -> Path:
         return self.models_dir(condition) / f"{safe_run_id(run_id)}__{profile}.json"
+
+    def split(self, condition: str, run_id: str, profile: str) -> Path:
+        """The champion's split manifest: what changed since it, by SHA-256, is measured against this."""
+        return self.models_dir(condition) / f"{safe_run_id(run_id)}__{profile}.split.csv"
+
+    def trained_on(self, condition: str, run_id: str, profile: str) -> Path:
+        """SHA-256 of every image the champion, or a champion it was warm-started from, trained on."""
+        return self.models_dir(condition) / f"{safe_run_id(run_id)}__{profile}.trained_on.txt"
+
+    def trend(self, condition: str) -> Path:
+        """One row per night: champion and challenger ROC AUC with intervals, on selection and test."""
+        return Path(self.root) / f"{condition}.trend.csv"
 
     def card(self, condition: str, run_id: str, profile: str) -> Path:
         """The champion's model card, copied with it."""

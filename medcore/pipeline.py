@@ -7,6 +7,7 @@ returns it, so Airflow passes nothing heavier than that through XCom. Each stage
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -18,7 +19,7 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from medcore.config import Config, load_config
-from medcore.errors import ConfigError, DataError, StageError, one_line
+from medcore.errors import ConfigError, DataError, MedcoreError, Skipped, StageError, one_line
 from medcore.jsonio import atomic_write_text, read_json, write_json
 from medcore.layout import ModelLayout, RunLayout
 
@@ -57,6 +58,9 @@ def _stage(name: str) -> Callable[[Callable[..., Job]], Callable[[Job], Job]]:
             log.info("%s: %s/%s (run %s)", name, condition.name, profile.name, job["run_id"])
             try:
                 result = body(job, config, condition, profile, paths)
+            except Skipped:
+                paths.failure_json.unlink(missing_ok=True)
+                raise
             except BaseException as exc:
                 write_json(paths.failure_json, {"stage": name, "error": one_line(exc), "type": type(exc).__name__,
                                                 "time": _now()})
@@ -116,7 +120,30 @@ def validate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
         paths.split_csv.unlink(missing_ok=True)
         raise DataError(f"{condition.name}: {result.reason}")
     atomic_write_text(paths.split_csv, result.manifest.to_csv(index=False))
+    write_json(paths.nightly_json, plan_condition(config, condition.name, result.manifest, result.fingerprint))
     return job
+
+
+def plan_condition(config: Config, condition: str, split: pd.DataFrame, fingerprint: str) -> dict[str, Any]:
+    """Tonight's plan for `condition`: what changed since the champion, whether it may be warm-started, the mode."""
+    from medcore.nightly import (code_version, config_digest, contamination, plan_night, read_split, read_trained_on,
+                                 split_changes)
+    from medcore.registry import read_record, registry_of
+
+    champion = read_record(registry_of(config), condition).get("champion")
+    policy = config.conditions[condition].nightly_policy or config.nightly.policy
+    tonight = {"dataset_fingerprint": fingerprint, "config_digest": config_digest(config, condition),
+               "code_version": code_version()}
+    changes = contaminated = None
+    if champion:
+        changes = split_changes(read_split(champion.get("split_path")), split)
+        contaminated = contamination(read_trained_on(champion.get("trained_on_path")), split)
+        champion = {**champion, "model_available": bool(champion.get("model_path"))
+                    and Path(champion["model_path"]).is_file()}
+    plan = plan_night(policy, champion, tonight, contaminated, config.nightly.skip_unchanged)
+    return {**plan, "policy": policy, **tonight, "changes": changes, "contamination": contaminated,
+            "champion": {k: champion.get(k) for k in ("run_id", "profile", "promoted", "model_path",
+                                                      "trained_on_path", "model_sha256")} if champion else None}
 
 
 def _split(paths: ModelLayout) -> pd.DataFrame:
@@ -133,48 +160,64 @@ def _require(path: Path, stage: str) -> Path:
 
 @_stage("train")
 def train(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
-    """Train the model on the saved split and write model.keras and training.json."""
+    """Train the model on the saved split as tonight's plan says (scratch, warm start or skip); write training.json.
+
+    Where the test split holds too few patients of a class, the estimate comes from cross-validation
+    (fold models first) and the model trained here sees all the data (medcore.crossval).
+    """
     from medcore.crossval import all_data_split, cross_validate, needs_cross_validation
+    from medcore.nightly import CONTINUE, SKIP, continue_epochs
     from medcore.training import train_model
 
+    plan = read_json(paths.nightly_json) if paths.nightly_json.exists() else {"mode": "retrain"}
+    if plan["mode"] == SKIP:
+        raise Skipped(f"{condition.name}: {plan['reason']}")
+    epochs = job.get("epochs") or profile.epochs
+    source = None
+    if plan["mode"] == CONTINUE:
+        source = plan["champion"]
+        epochs = continue_epochs(epochs, config.nightly.continue_epochs)
+        profile = _with_weights(profile, "champion")
+        warm_start = Path(source["model_path"])
+    elif profile.weights == "champion":  # a profile asking for the champion gets none when the plan says scratch
+        profile, warm_start = _with_weights(profile, "none"), None
+    else:
+        warm_start = _warm_start(config, condition.name, profile.weights)
     split = _split(paths)
     crossval = needs_cross_validation(split, config.evaluation)
     if crossval:  # too few test patients to measure anything: estimate out of fold, ship a model of all the data
         log.info("%s/%s: small test split; %d x %d-fold cross-validation", condition.name, profile.name,
                  config.evaluation.crossval_repeats, config.evaluation.crossval_folds)
-        logits = cross_validate(config, profile, split, paths, epochs=job.get("epochs"))
+        logits = cross_validate(config, profile, split, paths, epochs=epochs)
         atomic_write_text(paths.crossval_csv, logits.to_csv(index=False))
         split = all_data_split(split)
     else:
         paths.crossval_csv.unlink(missing_ok=True)
-    record = train_model(config, profile, split, paths, epochs=job.get("epochs"),
-                         warm_start=_warm_start(config, condition.name, profile.weights))
-    record["estimate"] = "cross-validation" if crossval else "test split"
-    record["dataset_fingerprint"] = read_json(paths.validation_json)["fingerprint"]
+    record = train_model(config, profile, split, paths, epochs=epochs, warm_start=warm_start)
+    record.update({"dataset_fingerprint": read_json(paths.validation_json)["fingerprint"],
+                   "nightly_mode": plan["mode"], "nightly_reason": plan.get("reason"), "warm_start_source": source,
+                   "estimate": "cross-validation" if crossval else "test split"})
     write_json(paths.training_json, record)
     return job
 
 
+def _with_weights(profile, weights: str):
+    """`profile` with another weight source (dataclass or pydantic model alike)."""
+    if hasattr(profile, "model_copy"):
+        return profile.model_copy(update={"weights": weights})
+    import dataclasses
+
+    return dataclasses.replace(profile, weights=weights)
+
+
 def _warm_start(config: Config, condition: str, weights: str) -> Path | None:
-    """The saved model a profile's `weights: champion|shared` starts from, if it exists yet."""
-    if weights == "champion":
-        return _champion_model(config, condition)
+    """The shared backbone a profile's `weights: shared` starts from, if `medcore pretrain` wrote it yet."""
     if weights == "shared":
         from medcore.registry import registry_of
 
         path = registry_of(config).shared_backbone
         return path if path.is_file() else None
     return None
-
-
-def _champion_model(config: Config, condition: str) -> Path | None:
-    """The registry's current champion model of `condition`, if there is one (the warm start of nightly runs)."""
-    from medcore.registry import read_record, registry_of
-
-    registry = registry_of(config)
-    champion = read_record(registry, condition).get("champion") or {}
-    path = champion.get("model_path")
-    return Path(path) if path and Path(path).is_file() else None
 
 
 @_stage("evaluate")
@@ -186,7 +229,7 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     """
     from medcore.contract import read_contract, record_evaluation
     from medcore.datasets import read_studies
-    from medcore.evaluation import choose_threshold, evaluate_model, load_model, render_plots
+    from medcore.evaluation import choose_threshold, evaluate_model_splits, load_model, render_plots, selection_figures
     from medcore.jsonio import atomic_write_bytes
 
     # Checked first: the threshold chosen here is written into this contract, which must be this model's.
@@ -208,15 +251,23 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
                                                     metrics["temperature"], groups=predictions["group"].to_numpy(),
                                                     settings=config.evaluation, seed=config.seed)
         # The shipped model scores new images: its own temperature and threshold, fitted on its val split.
-        val = split[split["split"] == "val"]
+        val = split[split["split"] == "val"].reset_index(drop=True)
         val_logits = predict_logits(model, val, profile)
         shipped_t = fit_temperature(val["label"].to_numpy(), val_logits) if config.evaluation.calibrate else 1.0
         shipped = choose_threshold(val["label"].to_numpy(), sigmoid(val_logits, shipped_t),
                                    config.evaluation.threshold_rule, config.evaluation.target_sensitivity)
         metrics["shipped_model"] = {"temperature": shipped_t, "threshold": shipped.value, "threshold_split": "val"}
+        val_predictions = val[["relpath", "path", "label", "group"]].assign(probability=sigmoid(val_logits, shipped_t))
+        # Decisions read the shipped model's own val figures; its out-of-fold test figures are not one model's.
+        metrics["selection"] = selection_figures(val, val_predictions["probability"].to_numpy(), config.evaluation,
+                                                 config.seed)
+        metrics["versus_champion"] = None
     else:
-        metrics, predictions = evaluate_model(model, split, profile, config.evaluation, seed=config.seed,
-                                              study_aggregation=condition.study_aggregation)
+        metrics, predictions, val_predictions = evaluate_model_splits(
+            model, split, profile, config.evaluation, seed=config.seed, study_aggregation=condition.study_aggregation)
+        metrics["versus_champion"] = _versus_champion(config, condition.name, split, paths, val_predictions,
+                                                      predictions)
+    atomic_write_text(paths.val_predictions_csv, val_predictions.to_csv(index=False))
     if condition.reference:
         metrics["reference"] = condition.reference
     # Plots are per image (as predictions.csv), at the image-level threshold.
@@ -233,6 +284,61 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     record_evaluation(paths.model_contract, contract, metrics, paths.metrics_json)
     _write_card(config, condition, profile, paths)
     return job
+
+
+def _versus_champion(config: Config, condition: str, split: pd.DataFrame, paths: ModelLayout,
+                     val_predictions: pd.DataFrame, test_predictions: pd.DataFrame) -> dict[str, Any] | None:
+    """Re-score the champion (inference only) on this chain's val and test images and compare paired.
+
+    The selection comparison decides promotion; the test comparison is only reported. None when
+    there is no champion; `champion_missing` says why when its model cannot be scored.
+    """
+    from medcore.evaluation import load_model, paired_auc_difference, predict_probabilities
+    from medcore.registry import champion_id, read_record, registry_of
+
+    champion = read_record(registry_of(config), condition).get("champion")
+    if not champion:
+        return None
+    result: dict[str, Any] = {"champion": champion_id(champion), "champion_promoted": champion.get("promoted")}
+    path = Path(champion.get("model_path") or "")
+    try:
+        model = load_model(path)
+        size = int(model.inputs[0].shape[1])
+    except Exception as exc:  # noqa: BLE001 - a champion that cannot be loaded must not fail tonight's model
+        return {**result, "champion_missing": f"{path}: {one_line(exc)}"}
+    scorer = _with_size(config.profiles[paths.profile], size)
+    try:  # the champion is scored as it was trained: its own resize (squash or pad), from its contract
+        from medcore.contract import read_contract
+
+        resize = (read_contract(path, champion.get("contract_path")) or {}).get("resize", "squash")
+        scorer = dataclasses.replace(scorer, resize=resize if resize in ("squash", "pad") else "squash")
+    except MedcoreError as exc:
+        return {**result, "champion_missing": f"{path}: {one_line(exc)}"}
+    scored = []
+    for name, ours in (("selection", val_predictions), ("test", test_predictions)):
+        rows = split[split["split"] == ("val" if name == "selection" else "test")].reset_index(drop=True)
+        theirs = predict_probabilities(model, rows, scorer)
+        scored.append(pd.DataFrame({"relpath": rows["relpath"], "split": rows["split"], "label": rows["label"],
+                                    "probability": theirs}))
+        groups = rows["group"].astype(str).to_numpy() if "group" in rows.columns else None
+        try:
+            result[name] = paired_auc_difference(rows["label"].to_numpy(), ours["probability"].to_numpy(), theirs,
+                                                 groups, config.evaluation.bootstrap_resamples,
+                                                 config.evaluation.confidence, seed=config.seed)
+        except MedcoreError as exc:
+            result[name] = None
+            result[f"{name}_problem"] = str(exc)
+    atomic_write_text(paths.champion_predictions_csv, pd.concat(scored).to_csv(index=False))
+    return result
+
+
+def _with_size(profile, size: int):
+    """`profile` scoring at another image size (the champion's input size)."""
+    if hasattr(profile, "model_copy"):
+        return profile.model_copy(update={"image_size": size})
+    import dataclasses
+
+    return dataclasses.replace(profile, image_size=size)
 
 
 def _write_card(config: Config, condition, profile, paths: ModelLayout) -> None:
@@ -281,7 +387,7 @@ def promote(run_id: str, runs_root: str | os.PathLike[str]) -> dict[str, Any]:
             errors.append(f"{condition}: {one_line(exc)}")
     write_json(run.promotion_json, {"run_id": run_id, "decided": now, "registry": registry.root,
                                     "gates": dict(config.registry.gates), "min_tier": config.registry.min_tier,
-                                    "tolerance": config.registry.tolerance,
+                                    "margin": config.registry.margin, "selection_split": "val",
                                     "conditions": decisions})
     for condition, decision in decisions.items():
         log.info("champion %s: %s (%s)", condition, decision["decision"], decision["reason"])
@@ -339,6 +445,9 @@ def run_chain(job: Job) -> bool:
     for stage in (validate, train, evaluate, gradcam):
         try:
             stage(job)
+        except Skipped as exc:
+            log.info("%s/%s skipped: %s", job["condition"], job["profile"], exc)
+            return True
         except Exception as exc:  # one condition's failure never takes down another
             log.error("%s/%s failed at %s: %s", job["condition"], job["profile"], stage.__name__, one_line(exc))
             return False

@@ -1,18 +1,23 @@
 """The champion per condition: the model the project stands behind until a better one is proven.
 
-`<registry>/<condition>.json` holds the champion (run id, profile, a copy of its model inside the
-registry, its test metrics with intervals, the fingerprints of its test split and dataset, when it
-was promoted and why) and a short history of decisions. The promote stage makes one decision per
-condition per run. The candidate is the run's best successful model of that condition, and it
-replaces the champion only if
+`<registry>/<condition>.json` holds the champion (run id, profile, a copy of its model, its split
+manifest and the hashes of every image it or its warm-start ancestors trained on, its figures,
+when it was promoted and why), the best selection ROC AUC any champion reached on the current
+selection images, how many nights the current test split has been reported on, and a short
+history of decisions. `<condition>.trend.csv` beside it keeps one row per night for the trend.
 
-1. it reaches every absolute gate of `registry.gates` on its own test split, and
-2. its test ROC AUC is at most `registry.tolerance` below the champion's, *on the same test split*
-   (the same images and labels, compared by fingerprint). On a different split the two AUCs say
-   nothing about each other, so the decision rests on the gates alone, and the reason says so.
+Decisions never read the test split. The candidate is the run's best successful model of a
+condition by its selection (val) figures, and it replaces the champion only if
 
-A run whose models all failed, or whose candidate fails a gate or is worse, never touches the champion.
-Every change to a registry file is atomic and made under a per-condition file lock.
+1. it reaches every absolute gate of `registry.gates` on the selection split, and
+2. the champion, re-scored tonight on the very same selection images, is not meaningfully better:
+   the lower bound of the paired bootstrap interval of (challenger - best) ROC AUC is above
+   `-registry.margin`, where "best" is the best figure any champion reached on these images. A
+   champion that slipped below the best has used up that much of the margin, so no sequence of
+   small losses can add up to more than one margin.
+
+A run whose models all failed or were skipped, or whose candidate fails a gate or is worse, never
+touches the champion. Every change to a registry file is atomic and made under a per-condition lock.
 """
 
 from __future__ import annotations
@@ -30,9 +35,9 @@ from medcore.errors import StageError
 from medcore.jsonio import atomic_write_bytes, read_json, write_json
 from medcore.layout import ModelLayout, RegistryLayout
 
-__all__ = ["PROMOTED", "KEPT", "NO_CHAMPION", "TIER_ORDER", "test_split_fingerprint", "figure", "interval",
-           "check_gates", "succeeded", "candidate_from", "pick_candidate", "decide", "read_record", "promote_condition",
-           "champion_summary", "registry_for", "registry_of"]
+__all__ = ["PROMOTED", "KEPT", "NO_CHAMPION", "TIER_ORDER", "test_split_fingerprint", "split_fingerprint", "figure",
+           "interval", "check_gates", "succeeded", "candidate_from", "pick_candidate", "decide", "read_record",
+           "promote_condition", "champion_summary", "champion_id", "next_best", "registry_for", "registry_of"]
 
 PROMOTED, KEPT, NO_CHAMPION = "promoted", "kept champion", "no champion"
 # Figures copied into the registry with the champion, so its record stands alone once old runs are deleted.
@@ -46,12 +51,17 @@ def test_split_fingerprint(split_csv: Path) -> str | None:
     Two models are compared on "the same test split" only when these match: the same images with
     the same labels, whatever order or extra columns the manifests have.
     """
+    return split_fingerprint(split_csv, "test")
+
+
+def split_fingerprint(split_csv: Path, split: str) -> str | None:
+    """Hash of one split's rows of a split manifest (sorted relpath and label); None if there are none."""
     split_csv = Path(split_csv)
     if not split_csv.is_file():
         return None
     with split_csv.open(newline="", encoding="utf-8") as handle:
         rows = sorted((row["relpath"], canonical_label(row["label"]))
-                      for row in csv.DictReader(handle) if row.get("split") == "test")
+                      for row in csv.DictReader(handle) if row.get("split") == split)
     if not rows:
         return None
     digest = hashlib.sha256()
@@ -128,26 +138,37 @@ def candidate_from(paths: ModelLayout, run_id: str) -> dict[str, Any] | None:
             kept["intervals"][name] = {"low": bounds[0], "high": bounds[1]}
     kept["quality_tier"] = (metrics.get("quality") or {}).get("tier")
     validation = read_json(paths.validation_json) if paths.validation_json.exists() else {}
+    nightly = read_json(paths.nightly_json) if paths.nightly_json.exists() else {}
+    training = read_json(paths.training_json) if paths.training_json.exists() else {}
     return {
         "run_id": run_id,
         "condition": paths.condition,
         "profile": paths.profile,
         "model_path": str(paths.model),
         "contract_path": str(paths.model_contract) if paths.model_contract.exists() else None,
+        "split_path": str(paths.split_csv),
         "metrics": kept,
+        "selection": metrics.get("selection"),
+        "versus_champion": metrics.get("versus_champion"),
         "test_split_fingerprint": test_split_fingerprint(paths.split_csv),
+        "selection_split_fingerprint": split_fingerprint(paths.split_csv, "val"),
         "dataset_fingerprint": validation.get("fingerprint"),
+        "config_digest": nightly.get("config_digest"),
+        "code_version": nightly.get("code_version"),
+        "mode": nightly.get("mode"),
+        "warm_start_trained_on": (training.get("warm_start_source") or {}).get("trained_on_path"),
     }
 
 
 def pick_candidate(candidates: Sequence[dict[str, Any]], gates: Sequence[tuple[str, float]],
                    min_tier: str | None = None) -> dict[str, Any] | None:
-    """The run's one candidate for a condition: gate-passing first, then highest test ROC AUC, then its lower bound.
+    """The run's one candidate for a condition: gate-passing first, then highest selection ROC AUC, then its lower bound.
 
-    Ties keep plan order (the first profile wins), so the choice is repeatable.
+    Selection figures come from the val split; the test split is never consulted. Ties keep plan
+    order (the first profile wins), so the choice is repeatable.
     """
     def rank(c: dict[str, Any]) -> tuple:
-        metrics = c["metrics"]
+        metrics = c.get("selection") or {}
         passes = all(r["passed"] for r in check_gates(metrics, gates, min_tier))
         return passes, figure(metrics, "roc_auc") or -1.0, figure(metrics, "roc_auc_low") or -1.0
 
@@ -162,53 +183,84 @@ def champion_summary(champion: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"run_id": champion["run_id"], "profile": champion["profile"], "roc_auc": figure(metrics, "roc_auc"),
             "roc_auc_interval": interval(metrics, "roc_auc"), "metrics": metrics,
             "model_path": champion.get("model_path"), "promoted": champion.get("promoted"),
+            "selection_roc_auc": figure(champion.get("selection") or {}, "roc_auc"),
             "test_split_fingerprint": champion.get("test_split_fingerprint"),
             "dataset_fingerprint": champion.get("dataset_fingerprint")}
 
 
+def champion_id(champion: dict[str, Any] | None) -> str | None:
+    """`run/profile`: which champion a paired comparison was made against."""
+    return f"{champion['run_id']}/{champion['profile']}" if champion else None
+
+
 def decide(candidate: dict[str, Any] | None, champion: dict[str, Any] | None, settings: RegistrySettings,
-           no_candidate_reason: str = "no model of this run succeeded") -> dict[str, Any]:
+           no_candidate_reason: str = "no model of this run succeeded", best: float | None = None) -> dict[str, Any]:
     """The promotion decision for one condition, as data: decision, a one-sentence reason, and the evidence.
 
-    Pure: reads and writes nothing, so every branch is a table-driven test.
+    `candidate["selection"]` holds its selection (val) figures, `candidate["versus_champion"]` the
+    paired comparison with the champion re-scored on the same images; `best` is the best
+    selection ROC AUC any champion reached on these images before tonight. Pure: reads and writes
+    nothing, so every branch is a table-driven test.
     """
-    result: dict[str, Any] = {"gates": [], "same_test_split": None, "delta_roc_auc": None,
-                              "tolerance": settings.tolerance}
+    result: dict[str, Any] = {"gates": [], "paired": None, "margin": settings.margin, "best_selection_auc": best,
+                              "delta_roc_auc": None, "gap_to_best_low": None}
     if candidate is None:
         if champion:
             return {**result, "decision": KEPT, "reason": f"{no_candidate_reason}; the champion stays"}
         return {**result, "decision": NO_CHAMPION, "reason": f"no champion yet, and {no_candidate_reason}"}
 
     name = f"{candidate['condition']}/{candidate['profile']}"
-    gates = check_gates(candidate["metrics"], settings.gates, settings.min_tier)
+    gates = check_gates(candidate.get("selection") or {}, settings.gates, settings.min_tier)
     result["gates"] = gates
     failed = [g for g in gates if not g["passed"]]
     if failed:
-        verdict = f"candidate {name} fails the gates: {_gate_text(failed)}"
+        verdict = f"candidate {name} fails the gates on the selection split: {_gate_text(failed)}"
         return {**result, "decision": KEPT if champion else NO_CHAMPION,
                 "reason": f"{verdict}; the champion stays" if champion else f"no champion yet: {verdict}"}
-    passed = f"meets every gate ({_gate_text(gates)})" if gates else "no gates are configured"
+    passed = f"meets every gate on the selection split ({_gate_text(gates)})" if gates else "no gates are configured"
     if not champion:
         return {**result, "decision": PROMOTED, "reason": f"first champion: {name} {passed}"}
 
-    same = (candidate.get("test_split_fingerprint") is not None
-            and candidate.get("test_split_fingerprint") == champion.get("test_split_fingerprint"))
-    result["same_test_split"] = same
-    new_auc, old_auc = figure(candidate["metrics"], "roc_auc"), figure(champion.get("metrics") or {}, "roc_auc")
-    if not same or new_auc is None or old_auc is None:
-        why = ("its test split differs from the champion's "
-               f"({candidate.get('test_split_fingerprint') or 'none'} vs {champion.get('test_split_fingerprint') or 'none'})"
-               if not same else "a ROC AUC is missing")
-        return {**result, "decision": PROMOTED,
-                "reason": f"{name} {passed}; {why}, so the ROC AUCs are not comparable and the gates alone decided"}
-    delta = new_auc - old_auc
-    result["delta_roc_auc"] = delta
-    versus = (f"test ROC AUC {new_auc:.3f} vs champion {old_auc:.3f} ({delta:+.3f}) on the same test split, "
-              f"tolerance {settings.tolerance:.3f}")
-    # A tiny float error must not turn "exactly at the tolerance" into "worse than it".
-    if delta >= -settings.tolerance - 1e-12:
-        return {**result, "decision": PROMOTED, "reason": f"{name}: {versus}; {passed}"}
-    return {**result, "decision": KEPT, "reason": f"{name} is worse than the champion: {versus}"}
+    versus = candidate.get("versus_champion") or {}
+    paired = versus.get("selection")
+    if versus.get("champion") != champion_id(champion) or not paired:
+        if versus.get("champion") == champion_id(champion) and versus.get("champion_missing"):
+            return {**result, "decision": PROMOTED,
+                    "reason": f"{name} {passed}; the champion could not be re-scored ({versus['champion_missing']}), "
+                              "so the gates alone decided"}
+        against = versus.get("champion") or "no champion"
+        return {**result, "decision": KEPT,
+                "reason": f"{name} was not compared with champion {champion_id(champion)} on the same images "
+                          f"(its evaluation compared it with {against}); the champion stays"}
+    tonight = paired["champion_auc"]
+    best = max(tonight, best) if best is not None else tonight
+    used = best - tonight  # how far the champion already trails the best figure on these images
+    gap_low = paired["low"] - used
+    result.update({"paired": paired, "best_selection_auc": best, "delta_roc_auc": paired["delta"],
+                   "gap_to_best_low": gap_low})
+    evidence = (f"selection ROC AUC {paired['challenger_auc']:.3f} vs champion {tonight:.3f} on the same "
+                f"{paired['n']} val images ({paired['delta']:+.3f}, {paired['confidence']:.0%} paired interval "
+                f"{paired['low']:+.3f} to {paired['high']:+.3f})")
+    if used > 1e-12:
+        evidence += f"; the champion already trails the best figure on these images ({best:.3f}) by {used:.3f}"
+    rule = f"lower bound versus the best {gap_low:+.3f}, margin {settings.margin:.3f}"
+    if gap_low > -settings.margin:
+        return {**result, "decision": PROMOTED, "reason": f"{name}: {evidence}; {rule}; {passed}"}
+    return {**result, "decision": KEPT, "reason": f"{name} may be worse than allowed: {evidence}; {rule}"}
+
+
+def next_best(best: dict[str, Any] | None, fingerprint: str | None, champion_auc: float | None,
+              decision: str, candidate_auc: float | None) -> dict[str, Any] | None:
+    """The best selection ROC AUC any champion reached on the selection images `fingerprint`, after tonight.
+
+    A new set of selection images starts afresh from the champion's figure on it. Pure.
+    """
+    if fingerprint is None:
+        return best
+    figures = [best["roc_auc"]] if best and best.get("fingerprint") == fingerprint else []
+    figures += [champion_auc] if champion_auc is not None else []
+    figures += [candidate_auc] if decision == PROMOTED and candidate_auc is not None else []
+    return {"fingerprint": fingerprint, "roc_auc": max(figures)} if figures else None
 
 
 def read_record(registry: RegistryLayout, condition: str) -> dict[str, Any]:
@@ -278,6 +330,76 @@ def _prune(registry: RegistryLayout, condition: str, keep: set[Path]) -> None:
             path.unlink(missing_ok=True)
 
 
+def _skipped_since(models: Sequence[ModelLayout]) -> str | None:
+    """The reason the night skipped this condition (data, config and code unchanged), if it did."""
+    for m in models:
+        if m.nightly_json.exists():
+            plan = read_json(m.nightly_json)
+            if plan.get("mode") == "skip":
+                return plan.get("reason")
+    return None
+
+
+def _lineage(candidate: dict[str, Any]) -> str | None:
+    """SHA-256 of the candidate's train images plus those of every model it was warm-started from (None: unknown)."""
+    import pandas as pd
+
+    split = pd.read_csv(candidate["split_path"], dtype={"sha256": str, "split": str})
+    if "sha256" not in split.columns:
+        return None  # a manifest from before content hashes: the warm-start check will refuse this champion
+    hashes = set(split.loc[split["split"] == "train", "sha256"].dropna())
+    ancestor = candidate.get("warm_start_trained_on")
+    if ancestor and Path(ancestor).is_file():
+        hashes |= {line.strip() for line in Path(ancestor).read_text().splitlines() if line.strip()}
+    return "".join(f"{h}\n" for h in sorted(hashes))
+
+
+def _test_nights(before: dict[str, Any] | None, fingerprint: str | None, run_id: str, now: str) -> dict[str, Any] | None:
+    """How many nights the current test split has been reported on, counting this run once."""
+    if fingerprint is None:
+        return before
+    if before and before.get("fingerprint") == fingerprint:
+        return {**before, "nights": before["nights"] + 1, "last_run": run_id}
+    return {"fingerprint": fingerprint, "since": now, "nights": 1, "last_run": run_id}
+
+
+def _trend_row(decision: dict[str, Any], candidate: dict[str, Any] | None, now: str, run_id: str,
+               test_nights: dict[str, Any] | None, plan: dict[str, Any]) -> dict[str, Any]:
+    """Tonight's row of the trend: challenger and champion ROC AUC with intervals, selection and test."""
+    row: dict[str, Any] = {"night": now, "run_id": run_id, "decision": decision["decision"],
+                           "policy": plan.get("policy"), "mode": plan.get("mode"),
+                           "candidate": candidate["profile"] if candidate else None,
+                           "best_selection_auc": decision.get("best_selection_auc"),
+                           "test_nights": (test_nights or {}).get("nights")}
+    versus = (candidate or {}).get("versus_champion") or {}
+    for split in ("selection", "test"):
+        paired = versus.get(split)
+        figures = ((candidate or {}).get("selection") if split == "selection" else (candidate or {}).get("metrics")) or {}
+        bounds = interval(figures, "roc_auc")
+        row[f"challenger_{split}_auc"] = figure(figures, "roc_auc")
+        row[f"challenger_{split}_low"], row[f"challenger_{split}_high"] = bounds or (None, None)
+        if paired:
+            row[f"champion_{split}_auc"] = paired["champion_auc"]
+            row[f"champion_{split}_low"], row[f"champion_{split}_high"] = paired["champion_interval"]
+            if split == "selection":
+                row["paired_selection_low"], row["paired_selection_high"] = paired["low"], paired["high"]
+    if candidate:
+        row["selection_split"] = candidate.get("selection_split_fingerprint")
+        row["test_split"] = candidate.get("test_split_fingerprint")
+    return row
+
+
+def _write_trend(registry: RegistryLayout, condition: str, row: dict[str, Any]) -> None:
+    import pandas as pd
+
+    from medcore.nightly import TREND_COLUMNS, trend_csv
+
+    path = registry.trend(condition)
+    rows = pd.read_csv(path).to_dict("records") if path.is_file() else []
+    rows = [r for r in rows if r.get("run_id") != row["run_id"]] + [row]  # a re-decided run replaces its row
+    atomic_write_bytes(path, trend_csv([{k: r.get(k) for k in TREND_COLUMNS} for r in rows]).encode())
+
+
 def promote_condition(registry: RegistryLayout, condition: str, models: Sequence[ModelLayout], run_id: str,
                       settings: RegistrySettings, now: str) -> dict[str, Any]:
     """Make this run's one decision for `condition` and apply it to the registry.
@@ -296,40 +418,63 @@ def promote_condition(registry: RegistryLayout, condition: str, models: Sequence
             undone = record["history"].pop(0)
             if undone["decision"] == PROMOTED:
                 record["champion"], record["previous_champion"] = record.get("previous_champion"), None
+            before = undone["decision_record"]
+            record["best"], record["test_split"] = before.get("best_before"), before.get("test_split_before")
         champion = record.get("champion")
 
         candidates = [c for c in (candidate_from(m, run_id) for m in models) if c is not None]
         failed = [m.profile for m in models if not succeeded(m)]
+        skipped = _skipped_since(models)
         candidate = pick_candidate(candidates, settings.gates, settings.min_tier)
-        why_none = f"no model of this run succeeded ({', '.join(failed)} failed)" if failed else \
-            "this run trained no model of it"
-        decision = decide(candidate, champion, settings, why_none)
+        why_none = skipped or (f"no model of this run succeeded ({', '.join(failed)} failed)" if failed else
+                               "this run trained no model of it")
+        fingerprint = (candidate or {}).get("selection_split_fingerprint")
+        prior = record.get("best") if (record.get("best") or {}).get("fingerprint") == fingerprint else None
+        decision = decide(candidate, champion, settings, why_none, best=(prior or {}).get("roc_auc"))
+        paired = ((candidate or {}).get("versus_champion") or {}).get("selection") or {}
+        best = next_best(record.get("best"), fingerprint, paired.get("champion_auc"), decision["decision"],
+                         figure((candidate or {}).get("selection") or {}, "roc_auc"))
+        reported = next((c.get("test_split_fingerprint") for c in candidates), None)
+        test_nights = _test_nights(record.get("test_split"), reported, run_id, now)
         decision.update({"condition": condition, "run_id": run_id, "decided": now,
                          "candidate": champion_summary(candidate), "champion_before": champion_summary(champion),
-                         "other_candidates": [f"{c['profile']} (ROC AUC {figure(c['metrics'], 'roc_auc')})"
+                         "versus_champion": (candidate or {}).get("versus_champion"),
+                         "other_candidates": [f"{c['profile']} (selection ROC AUC "
+                                              f"{figure(c.get('selection') or {}, 'roc_auc')})"
                                               for c in candidates if c is not candidate],
-                         "failed_profiles": failed, "redecided": bool(mine)})
+                         "failed_profiles": failed, "skipped": bool(skipped), "redecided": bool(mine),
+                         "best_before": record.get("best"), "test_split_before": record.get("test_split"),
+                         "best": best, "test_split": test_nights})
         if decision["decision"] == PROMOTED:
+            profile = candidate["profile"]
             if candidate.get("contract_path"):
                 from medcore.contract import read_contract
 
                 read_contract(candidate["model_path"], candidate["contract_path"])  # never pair a model with another's
-            model_copy = registry.model(condition, run_id, candidate["profile"])
+            model_copy = registry.model(condition, run_id, profile)
             sha = _copy_in(Path(candidate["model_path"]), model_copy)
             contract_copy = None
             if candidate.get("contract_path"):
-                contract_copy = registry.contract(condition, run_id, candidate["profile"])
+                contract_copy = registry.contract(condition, run_id, profile)
                 _copy_in(Path(candidate["contract_path"]), contract_copy)
+            split_copy = registry.split(condition, run_id, profile)
+            _copy_in(Path(candidate["split_path"]), split_copy)
+            lineage = _lineage(candidate)
+            trained_on = None if lineage is None else \
+                atomic_write_bytes(registry.trained_on(condition, run_id, profile), lineage.encode())
             card = Path(candidate["model_path"]).with_name("model_card.md")
-            card_copy = registry.card(condition, run_id, candidate["profile"]) if card.is_file() else None
+            card_copy = registry.card(condition, run_id, profile) if card.is_file() else None
             if card_copy:
                 _copy_in(card, card_copy)
             new = {**candidate, "source_model_path": candidate["model_path"], "model_path": str(model_copy),
                    "contract_path": str(contract_copy) if contract_copy else None,
                    "card_path": str(card_copy) if card_copy else None, "model_sha256": sha,
+                   "split_path": str(split_copy), "trained_on_path": str(trained_on) if trained_on else None,
                    "promoted": now, "reason": decision["reason"]}
+            new.pop("versus_champion", None)  # tonight's comparison belongs to the decision, not the champion
             record["champion"] = new
             record["previous_champion"] = champion
+        record["best"], record["test_split"] = best, test_nights
         decision["champion"] = champion_summary(record.get("champion"))
         entry = {"time": now, "run_id": run_id, "decision": decision["decision"], "reason": decision["reason"],
                  "profile": candidate["profile"] if candidate else None,
@@ -337,15 +482,19 @@ def promote_condition(registry: RegistryLayout, condition: str, models: Sequence
                  "decision_record": decision}
         record["history"] = [entry, *record["history"]][: settings.history]
         record["updated"] = now
+        plan = next((read_json(m.nightly_json) for m in models if m.nightly_json.exists()), {})
+        _write_trend(registry, condition, _trend_row(decision, candidate, now, run_id, test_nights, plan))
         write_json(registry.record(condition), record)  # atomic: readers see the old champion or the new one
         if decision["decision"] == PROMOTED:
             keep = {Path(p).resolve() for c in (record["champion"], champion) if c
-                    for p in (c.get("model_path"), c.get("contract_path"), c.get("card_path")) if p}
+                    for p in (c.get("model_path"), c.get("contract_path"), c.get("card_path"), c.get("split_path"),
+                              c.get("trained_on_path")) if p}
             _prune(registry, condition, keep)
         elif mine:  # an undone promotion of this run leaves no copy behind
             for profile in {m.profile for m in models}:
                 for path in (registry.model(condition, run_id, profile), registry.contract(condition, run_id, profile),
-                             registry.card(condition, run_id, profile)):
+                             registry.card(condition, run_id, profile), registry.split(condition, run_id, profile),
+                             registry.trained_on(condition, run_id, profile)):
                     path.unlink(missing_ok=True)
         return decision
 

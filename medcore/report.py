@@ -35,6 +35,7 @@ def gather_run(run: RunLayout) -> dict[str, Any]:
     champions, promotion = _champions(run, info, models)
     key_figures = _key_figures(models, champions)
     succeeded = [m for m in models if m["succeeded"]]
+    skipped = [m for m in models if m["status"] == "skipped"]  # unchanged since the champion: nothing to train
     now = dt.datetime.now(dt.timezone.utc)
     view = {
         "run_id": info["run_id"],
@@ -46,13 +47,16 @@ def gather_run(run: RunLayout) -> dict[str, Any]:
         "data_root": info["data_root"],
         "params": info.get("params", {}),
         "models": models,
-        "failures": [m for m in models if not m["succeeded"]],
+        "failures": [m for m in models if m["failed"]],
         "models_by_tier": _by_tier(models),
         "planned": len(models),
         "succeeded": len(succeeded),
-        "failed": len(models) - len(succeeded),
-        "success_rate": len(succeeded) / len(models) if models else 0.0,
+        "failed": len(models) - len(succeeded) - len(skipped),
+        "skipped": len(skipped),
+        "success_rate": len(succeeded) / (len(models) - len(skipped)) if len(models) > len(skipped) else 1.0,
         "status": "all models succeeded" if len(succeeded) == len(models) else
+                  "nothing changed since the champions" if len(skipped) == len(models) else
+                  "every model succeeded or was skipped" if len(succeeded) + len(skipped) == len(models) else
                   "no model succeeded" if not succeeded else "some models failed",
         "best": key_figures["best"],
         "mean_auc": key_figures["means"]["roc_auc"],
@@ -63,8 +67,15 @@ def gather_run(run: RunLayout) -> dict[str, Any]:
         "training_method": _training_method(models),
         "artifact_tree": artifact_tree(run.root, written_now=(run.report_md.name, run.summary_json.name)),
     }
+    from medcore.nightly import nights_view
+
+    view["nights"] = nights_view(run, info, models, (promotion or {}).get("conditions") or {})
     view["gradcam_usage"] = _gradcam_usage(models, champions, view)
     view["overview"] = conditions_overview(run, info, models, champions)
+    for row in view["overview"]:  # the nightly trend plot beside the trend words
+        plot = next((n["trend_plot"] for n in view.get("nights", []) if n["condition"] == row["condition"]), None)
+        if plot:
+            row["trend"] = f"{row['trend']} · [plot]({plot})"
     steps = next_steps(view)
     view["next_steps"], view["more_steps"] = steps[:FIRST_SCREEN_STEPS], steps[FIRST_SCREEN_STEPS:]
     return view
@@ -77,7 +88,8 @@ def _model_view(run: RunLayout, condition: str, profile: str) -> dict[str, Any]:
     paths, run_root = run.model(condition, profile), run.root
     failure = _maybe(paths.failure_json)
     gradcam = _maybe(paths.gradcam_json)
-    status = "failed" if failure else "succeeded" if gradcam else "incomplete"
+    plan = _maybe(paths.nightly_json) or {}
+    status = "failed" if failure else "succeeded" if gradcam else "skipped" if plan.get("mode") == "skip" else "incomplete"
     if status == "incomplete":
         # No failure was recorded (the worker died, or an upstream stage never ran): name where it stopped.
         done = [s for s, p in (("validate", paths.split_csv), ("train", paths.training_json),
@@ -94,6 +106,8 @@ def _model_view(run: RunLayout, condition: str, profile: str) -> dict[str, Any]:
         "label": f"{condition}/{profile}",
         "status": status,
         "succeeded": status == "succeeded",
+        "failed": status in ("failed", "incomplete"),  # a skipped chain (nothing changed) is neither
+        "nightly": plan or None,
         "failure": failure,
         "validation": validation,
         "training": training,
@@ -122,7 +136,7 @@ def _model_view(run: RunLayout, condition: str, profile: str) -> dict[str, Any]:
         "threshold": _threshold_view(metrics),
         "faithfulness": m["gradcam"]["faithfulness"],
         "train_minutes": training["wall_seconds"] / 60 if training else None,
-        "diagnosis": None if m["succeeded"] else diagnose(m),
+        "diagnosis": diagnose(m) if m["failed"] else None,
     })
     return m
 
@@ -239,9 +253,10 @@ def write_report(run: RunLayout) -> dict[str, Any]:
     context = gather_run(run)
     atomic_write_text(run.report_md, with_contents(render_report(context)))
     summary = {"run_id": context["run_id"], "report": run.report_md, "planned": context["planned"],
-               "succeeded": context["succeeded"], "failed": context["failed"],
+               "succeeded": context["succeeded"], "failed": context["failed"], "skipped": context["skipped"],
                "failures": [{"condition": m["condition"], "profile": m["profile"], **m["failure"]}
-                            for m in context["models"] if not m["succeeded"]]}
+                            for m in context["models"] if m["failed"]],
+               "nights": {n["condition"]: n["summary"] for n in context["nights"]}}
     write_json(run.summary_json, summary)
     return to_jsonable(summary)  # XCom and callers get plain JSON types
 
@@ -460,6 +475,11 @@ def _versus_champion(m: dict[str, Any], champion: dict[str, Any] | None) -> dict
 
     if not champion:
         return None
+    # Re-scored tonight on this model's own test images: the difference compares models, not data.
+    versus = (m["metrics"] or {}).get("versus_champion") or {}
+    if versus.get("test") and versus.get("champion") == f"{champion['run_id']}/{champion['profile']}":
+        return {**champion, "roc_auc": versus["test"]["champion_auc"], "delta_roc_auc": versus["test"]["delta"],
+                "same_test_split": True, "rescored": True}
     new = figure(m["metrics"] or {}, "roc_auc")
     old = champion.get("roc_auc")
     return {**champion, "delta_roc_auc": new - old if new is not None and old is not None else None,
@@ -582,6 +602,8 @@ def _more_issues(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # (words in the error, root cause, fix) — checked in order against the lower-cased error text.
 ERROR_HINTS = (
+    (("timeout",), "the task ran past its execution_timeout and was ended (then retried as configured)",
+     "read the task's log for where it hung; if the work is just slow, raise the `tasks` timeouts in the config"),
     (("column", "not found"), "the manifest's columns do not match the config",
      "set `image_column` / `label_column` to the manifest's header, or rename the columns"),
     (("out of memory",), "the process ran out of memory", "lower the profile's `batch_size` or `image_size`"),
@@ -635,9 +657,9 @@ def next_steps(context: dict[str, Any]) -> list[str]:
 
     models = context["models"]
     for m in models:
-        if not m["succeeded"]:
+        if m["failed"]:
             say(f"Fix {{who}} ({m['status']} at {m['failure']['stage']}): {m['diagnosis']['fix']}.", m["label"])
-    if models and not any(m["succeeded"] for m in models):
+    if models and not any(m["succeeded"] or m["status"] == "skipped" for m in models):
         say("No model succeeded: no champion changed; fix the failures above before the next run.")
     for c in context["champions"]:
         if c["decision"] == "kept champion" and c.get("candidate"):
@@ -646,9 +668,6 @@ def next_steps(context: dict[str, Any]) -> list[str]:
         elif c["decision"] == "no champion" and c.get("candidate"):
             say("{who}: still no champion (no model meets the gates); more data or the intensive profile may help.",
                 c["condition"])
-        elif c["decision"] == "promoted" and (c.get("champion_before") and c.get("same_test_split") is False):
-            say("{who}: promoted on gates alone because the test split changed; compare the new champion with the "
-                "old one on one split before relying on the change.", c["condition"])
     undecided = [c["condition"] for c in context["champions"] if c["decision"] in ("error", "not decided")]
     for condition in undecided:
         say("No champion decision was recorded for {who} (the promote stage failed or did not run): read its log, "
@@ -706,16 +725,18 @@ def conditions_overview(run: RunLayout, info: dict[str, Any], models: list[dict[
     for c in champions:
         mine = [m for m in models if m["condition"] == c["condition"]]
         done = [m for m in mine if m["succeeded"] and m["roc_auc"] is not None]
+        skipped = [m for m in mine if m["status"] == "skipped"]  # nothing changed since the champion
         best = max(done, key=lambda m: m["roc_auc"]) if done else None
         needs = _needs_a_person(c, mine, best)
-        state = "failed" if not done else "look" if needs else "ok"
+        state = "failed" if not done and not skipped else "look" if needs else "ok"
         champion = c.get("champion") or {}
         rows.append({
             "condition": c["condition"],
             "status": STATUS[state],
             "champion": _champion_words(champion, c, info["run_id"]),
             "auc": _auc_words(champion),
-            "since": _since_words(best, mine),
+            "since": _since_words(best, mine) if done or not skipped else
+                     str((skipped[0].get("nightly") or {}).get("reason") or "skipped").split(":")[0],
             "trend": _trend_words([_best_auc(other, c["condition"]) for other in reversed(earlier)]
                                   + [best["roc_auc"] if best else None]),
             "needs": "; ".join(needs) or "nothing",
@@ -725,7 +746,7 @@ def conditions_overview(run: RunLayout, info: dict[str, Any], models: list[dict[
 
 def _needs_a_person(c: dict[str, Any], mine: list[dict[str, Any]], best: dict[str, Any] | None) -> list[str]:
     needs = []
-    failed = [m for m in mine if not m["succeeded"]]
+    failed = [m for m in mine if m["failed"]]
     if failed:
         needs.append(f"{len(failed)} of {len(mine)} failed (" + ", ".join(
             f"{m['profile']} at {m['failure']['stage']}" for m in failed) + ")")

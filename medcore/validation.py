@@ -29,10 +29,11 @@ import pandas as pd
 
 from medcore.config import (CHECKS, MIN_PER_CLASS_DEFAULT, Condition, Config, Profile, ValidationSettings,
                             canonical_label)
-from medcore.datasets import SPLITS, assign_splits, cap_per_split, classify_labels, read_source
+from medcore.datasets import SPLITS, assign_splits, cap_per_split, classify_labels, read_source, split_balance
 from medcore.errors import DataError
 
-__all__ = ["Severity", "Finding", "ValidationResult", "FileScan", "validate_condition", "scan_file", "MIN_PER_CLASS"]
+__all__ = ["Severity", "Finding", "ValidationResult", "FileScan", "validate_condition", "scan_file", "MIN_PER_CLASS",
+           "balance_text"]
 
 MIN_PER_CLASS = MIN_PER_CLASS_DEFAULT
 # The split manifest saved with a run: the datasets.COLUMNS plus each file's content hash and the split
@@ -94,6 +95,7 @@ class ValidationResult:
     totals: dict[str, int] = field(default_factory=dict)
     groups: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    split_balance: dict[str, Any] = field(default_factory=dict)  # made splits vs stratified (datasets.split_balance)
 
     @property
     def ok(self) -> bool:
@@ -134,6 +136,7 @@ class ValidationResult:
             "image_stats": self.image_stats,
             "groups": self.groups,
             "settings": self.settings,
+            "split_balance": self.split_balance,
             "findings": [
                 {"code": f.code, "severity": f.severity.value, "count": f.count, "message": f.message,
                  "examples": list(f.examples), "policy": f.policy, "dropped": f.dropped, "rows": list(f.rows),
@@ -149,12 +152,24 @@ class ValidationResult:
             lines.append("  " + " ".join(f"{k}={v}" for k, v in self.totals.items()))
         for split, classes in self.counts.items():
             lines.append(f"  {split:5s} positive={classes.get('positive', 0)} negative={classes.get('negative', 0)}")
+        if self.split_balance.get("splits_made"):
+            lines.append("  " + balance_text(self.split_balance))
         for f in self.to_dict()["findings"]:
             shown = f"  [{f['severity']}] {f['code']} x{f['count']}: {f['message']}"
             if f["examples"] and f["severity"] != "info":
                 shown += f" (e.g. {', '.join(f['examples'][:3])})"
             lines.append(shown)
         return "\n".join(lines) + "\n"
+
+
+def balance_text(balance: dict[str, Any]) -> str:
+    """One line: which splits the keyed hash made, and how far each split's positive share is from stratified."""
+    parts = [f"{name} {row['positive_share']:.1%} ({row['deviation'] * 100:+.1f} pts)"
+             for name, row in balance["splits"].items() if row["images"]]
+    return (f"{'/'.join(balance['splits_made'])} made by {balance['method']}; positive share "
+            f"{', '.join(parts)} vs {balance['pool_positive_share']:.1%} if stratified"
+            + (f"; {len(balance['rescued'])} group(s) moved in so each made split has both classes"
+               if balance.get("rescued") else ""))
 
 
 def _printable(text: object, limit: int = 300) -> str:
@@ -769,11 +784,21 @@ def _near_clusters(frame: pd.DataFrame, max_distance: int) -> np.ndarray:
 
 
 def _split_groups(frame: pd.DataFrame) -> np.ndarray:
-    """Groups for making splits: patients, joined with their exact and near duplicates, so none straddle splits."""
+    """The key each row's split is drawn from: its group, joined with exact and near duplicates.
+
+    A row's own key is its patient or study id, else its content hash (so a renamed file keeps its
+    split). Rows linked by a shared group, identical bytes or a near-duplicate hash form one
+    component, which takes the smallest own key of its members: every member lands in one split,
+    and the key changes only if a new image joins the component.
+    """
+    own = np.where(frame["group_known"].to_numpy(dtype=bool), "group:" + frame["group"].astype(str),
+                   "sha256:" + frame["sha256"].astype(str)).astype(str)
     found = _UnionFind(len(frame))
     for column in ("group", "sha256", "near_cluster"):
         found.union_equal(frame[column].to_numpy(dtype=str))
-    return found.components()
+    components = found.components()
+    smallest = pd.Series(own).groupby(components).transform("min")
+    return smallest.to_numpy(dtype=str)
 
 
 def _check_classes(v: _Validation, frame: pd.DataFrame) -> None:
@@ -877,6 +902,9 @@ def validate_condition(config: Config, condition: Condition, profile: Profile | 
     try:
         frame = frame.assign(split=frame["given_split"], split_group=_split_groups(frame))
         frame = assign_splits(frame, config.val_fraction, config.test_fraction, config.seed, group_column="split_group")
+        given = set(frame["given_split"]) - {""}
+        result.split_balance = split_balance(frame, frame["given_split"].isin(["", "train"]),
+                                             [s for s in ("val", "test") if s not in given])
     except (DataError, ValueError) as exc:
         v.error("split_impossible", f"cannot make train/val/test splits: {exc}")
         return _finish(result, listed, n_excluded, v.dropped)

@@ -95,6 +95,18 @@ def _run_rows() -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["started"], reverse=True)
 
 
+def _trend_section(rows: list[dict[str, Any]]) -> list[str]:
+    """Each condition's ROC AUC across nights, as drawn by the newest report that has the plots."""
+    for r in rows:
+        trend = _runs_root() / r["folder"] / "trend"
+        plots = sorted(trend.glob("*.png")) if r["report"] and trend.is_dir() else []
+        if plots:
+            lines = ["", "## Trend per condition", "",
+                     f"Champion and challenger ROC AUC by night with their intervals, from run `{r['run_id']}`.", ""]
+            return lines + [f"![{p.stem}](runs/{quote(r['folder'])}/files/trend/{quote(p.name)})" for p in plots]
+    return []
+
+
 def _cards(folder: Path) -> list[tuple[str, str]]:
     """(condition, profile) of every model card in a run folder (`<condition>/<profile>/model_card.md`)."""
     return sorted((card.parent.parent.name, card.parent.name) for card in folder.glob("*/*/model_card.md")
@@ -167,6 +179,7 @@ def build_app() -> Any:
             lines.append(f"| {name} | {r['started']} | {r['models']}{state} | {r['champions']} | {mail} | {cards} |")
         if not rows:
             lines.append("| no runs yet | | | | | |")
+        lines += _trend_section(rows)
         return _page("\n".join(lines) + "\n", "Training reports", link=lambda url: url)
 
     @app.get("/runs/{run_id}/", response_class=HTMLResponse)

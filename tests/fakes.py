@@ -53,17 +53,42 @@ def png(seed: int, size: int = 24) -> bytes:
     return data.tobytes()
 
 
-def metrics_with(roc_auc: float, **figures: Any) -> dict[str, Any]:
-    """BASE_METRICS with another ROC AUC (its interval moved along) and any other figures replaced."""
+def metrics_with(roc_auc: float, selection_auc: float | None = None, versus: dict | None = None,
+                 **figures: Any) -> dict[str, Any]:
+    """BASE_METRICS with another ROC AUC (its interval moved along) and any other figures replaced.
+
+    The selection (val) figures, which decide, equal the test figures unless `selection_auc` says
+    otherwise; `versus` is the paired comparison with the champion that evaluation would record.
+    """
     metrics = copy.deepcopy(BASE_METRICS)
     shift = roc_auc - metrics["roc_auc"]
     metrics["roc_auc"] = roc_auc
     metrics["intervals"]["roc_auc"] = {"low": round(0.62 + shift, 4), "high": round(min(1.0, 0.96 + shift), 4)}
     metrics.update(figures)
+    selection = copy.deepcopy({k: metrics[k] for k in ("n", "n_positive", "accuracy", "precision", "recall",
+                                                     "specificity", "f1", "roc_auc", "threshold", "intervals")})
+    if selection_auc is not None:
+        move = selection_auc - roc_auc
+        selection["roc_auc"] = selection_auc
+        selection["intervals"]["roc_auc"] = {k: round(v + move, 4) for k, v in selection["intervals"]["roc_auc"].items()}
+    metrics["selection"] = {**selection, "split": "val", "quality_tier": metrics["quality"]["tier"]}
+    metrics["versus_champion"] = versus
     return metrics
 
 
-def write_config(folder: Path, gates: str = "{roc_auc: 0.70, recall: 0.50}", tolerance: float = 0.01,
+def paired(champion: str, challenger_auc: float, champion_auc: float, half_width: float = 0.01,
+           n: int = 8) -> dict[str, Any]:
+    """The versus_champion record evaluation writes: selection and test compared paired with `champion` (run/profile)."""
+    delta = challenger_auc - champion_auc
+    one = {"n": n, "n_positive": n // 2, "unit": "image", "units": n, "challenger_auc": challenger_auc,
+           "champion_auc": champion_auc, "delta": delta, "low": delta - half_width, "high": delta + half_width,
+           "challenger_interval": [challenger_auc - 0.1, min(1.0, challenger_auc + 0.1)],
+           "champion_interval": [champion_auc - 0.1, min(1.0, champion_auc + 0.1)],
+           "resamples": 1000, "confidence": 0.95, "method": "paired stratified bootstrap"}
+    return {"champion": champion, "selection": one, "test": dict(one)}
+
+
+def write_config(folder: Path, gates: str = "{roc_auc: 0.70, recall: 0.50}", margin: float = 0.02,
                  extra: str = "") -> Path:
     """A minimal config (no data needed) whose registry lives in `folder`/registry."""
     path = Path(folder) / "medcore.yaml"
@@ -77,7 +102,7 @@ def write_config(folder: Path, gates: str = "{roc_auc: 0.70, recall: 0.50}", tol
         profiles:
           standard: {{}}
           intensive: {{}}
-        registry: {{gates: {gates}, tolerance: {tolerance}}}
+        registry: {{gates: {gates}, margin: {margin}}}
         """) + extra)
     return path
 
@@ -96,9 +121,15 @@ def write_model(paths: ModelLayout, outcome: str = "ok", *, metrics: dict[str, A
     if outcome == "validate":
         write_json(paths.failure_json, {"stage": "validate", "error": "boom in validate"})
         return
-    rows = ["path,relpath,raw_label,label,split,group"]
-    rows += [f"/data/train/{i}.png,train/{i}.png,{i % 2},{i % 2},train,g{i}" for i in range(6)]
-    rows += [f"/data/{rel},{rel},{label},{label},test,t{i}" for i, (rel, label) in enumerate(files)]
+    def sha(name: str) -> str:  # a stand-in content hash, one per image name
+        import hashlib
+
+        return hashlib.sha256(name.encode()).hexdigest()
+
+    rows = ["path,relpath,raw_label,label,split,group,sha256"]
+    rows += [f"/data/train/{i}.png,train/{i}.png,{i % 2},{i % 2},train,g{i},{sha(f'train/{i}')}" for i in range(6)]
+    rows += [f"/data/val/{i}.png,val/{i}.png,{i % 2},{i % 2},val,v{i},{sha(f'val/{i}')}" for i in range(4)]
+    rows += [f"/data/{rel},{rel},{label},{label},test,t{i},{sha(rel)}" for i, (rel, label) in enumerate(files)]
     atomic_write_bytes(paths.split_csv, ("\n".join(rows) + "\n").encode())
     if outcome == "killed":
         return
@@ -111,7 +142,7 @@ def write_model(paths: ModelLayout, outcome: str = "ok", *, metrics: dict[str, A
     if outcome == "evaluate":
         write_json(paths.failure_json, {"stage": "evaluate", "error": "boom in evaluate"})
         return
-    figures = metrics or BASE_METRICS
+    figures = metrics or metrics_with(BASE_METRICS["roc_auc"])
     write_json(paths.metrics_json, figures)
     if outcome == "gradcam":
         write_json(paths.failure_json, {"stage": "gradcam", "error": "layer 'relu' not found in the model"})

@@ -99,7 +99,7 @@ def test_report_regenerates_without_any_results(tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     assert report.main(["--results", str(tmp_path / "none"), "--out", str(out)]) == 0
     # nightly.json feeds two sections (accuracy, and the whole night), each saying so
-    assert out.read_text().count("_Not measured yet") == 7
+    assert out.read_text().count("_Not measured yet") == 8
 
 
 def test_cpu_sampler_reads_a_busy_fraction():
@@ -109,7 +109,7 @@ def test_cpu_sampler_reads_a_busy_fraction():
     assert 0.0 <= sampler.busy() <= 1.0 and len(sampler.timeline) == 1
 
 
-@pytest.mark.parametrize("script", ["bench/nightly.py", "bench/overhead.py"])
+@pytest.mark.parametrize("script", ["bench/nightly.py", "bench/overhead.py", "bench/nights.py"])
 def test_real_data_benchmarks_skip_cleanly_without_the_sets(tmp_path, script):
     env = {**os.environ, "MEDCORE_DATA_ROOT": str(tmp_path / "absent")}
     done = subprocess.run([sys.executable, str(ROOT / script)], env=env, capture_output=True, text=True, timeout=120)
@@ -136,3 +136,52 @@ def test_ensemble_averages_the_profiles_logits_on_the_same_test_images(tmp_path)
     assert row["condition"] == "pneumonia" and row["profiles"] == ["standard", "intensive"]
     assert row["members"] == {"standard": 1.0, "intensive": 0.5}
     assert row["roc_auc"] == 1.0 and row["n"] == len(TEST_FILES)
+
+
+def _night(i: int, mode: str, decision: str, challenger: float, before: float | None, after: float, cpu: float,
+           delta: float | None = None, moved: int = 0) -> dict:
+    condition = {"mode": mode, "decision": decision, "candidate": "standard", "challenger_test_auc": challenger,
+                 "champion_before_test_auc": before, "champion_after_test_auc": after,
+                 "paired_selection_delta": delta, "moved_since_last_night": moved, "moved_since_full_split": 0,
+                 "profiles": {"standard": {"test_interval": {"low": challenger - 0.02, "high": challenger + 0.02}}}}
+    return {"night": i, "step": 0.55, "images": {"pneumonia": {"train": 100 * i, "val": 50, "test": 60}},
+            "wall_seconds": 60.0 * cpu, "cpu_minutes": cpu, "conditions": {"pneumonia": condition}}
+
+
+def test_nights_section_judges_the_targets_on_the_recorded_figures(tmp_path):
+    """The nights table: per night cost, plan, decision and champion; the verdicts follow the figures."""
+    results = tmp_path / "results"
+    retrain = [_night(1, "retrain", "promoted", 0.90, None, 0.90, 10.0),
+               _night(2, "retrain", "kept champion", 0.89, 0.90, 0.90, 11.0, delta=-0.01)]
+    cont = [_night(1, "retrain", "promoted", 0.90, None, 0.90, 10.0),
+            _night(2, "continue", "promoted", 0.92, 0.90, 0.92, 4.0, delta=0.02, moved=1)]
+    _write(results, "nights", {"command": "bench/nights.py --fraction 0.1", "conditions": ["pneumonia"],
+                               "profiles": ["standard"], "epochs": 2, "steps": [0.55, 1.0], "fraction": 0.1,
+                               "margin": 0.02, "continue_epochs": 0.5,
+                               "policies": {"retrain": {"nights": retrain, "cpu_minutes": 21.0, "wall_minutes": 21.0},
+                                            "continue": {"nights": cont, "cpu_minutes": 14.0, "wall_minutes": 14.0}}})
+    text = report.render(results)
+    assert "## 6. Nights that build on each other" in text and "a keyed-hash 10% of each set's patients" in text
+    assert "| continue | 2 | pneumonia | 200 / 50 / 60 | 4.0 | 4.0 | continue | promoted | 0.920 (0.900–0.940) " \
+           "| 0.900 → 0.920 | 1 / 0 |" in text
+    assert "no image changed split: missed (1 moves)" in text
+    assert "continue used 0.67× retrain's CPU minutes (target ≤ 0.5): missed" in text
+    assert "pneumonia: continue's final champion 0.920 vs retrain's 0.900 (reached)" in text
+    assert "more than the margin (0.02): met (worst paired difference +0.020)" in text
+
+
+def test_nights_stage_nested_train_images_and_every_val_and_test_image():
+    """Each night holds every val and test image and the earlier night's train images (a keyed-hash order)."""
+    import pandas as pd
+
+    from bench.nights import night_rows
+
+    split = pd.DataFrame({"relpath": [f"{i}.png" for i in range(400)], "group": [f"p{i // 2}" for i in range(400)],
+                          "split": ["train"] * 300 + ["val"] * 50 + ["test"] * 50})
+    nights = [set(night_rows(split, step, 1.0, 7)["relpath"]) for step in (0.55, 0.70, 0.85, 1.0)]
+    held = set(split.loc[split["split"] != "train", "relpath"])
+    assert all(held <= night for night in nights) and nights[-1] == set(split["relpath"])
+    assert all(a < b for a, b in zip(nights, nights[1:]))
+    assert 0.45 < (len(nights[0]) - 100) / 300 < 0.65
+    small = night_rows(split, 1.0, 0.2, 7)
+    assert 0.1 < len(small) / 400 < 0.3 and small.groupby("group")["relpath"].count().eq(2).all()

@@ -21,7 +21,8 @@ for dag_id, dag in bag.dags.items():
     out[dag_id] = dict(
         tasks={t.task_id: {"down": sorted(t.downstream_task_ids), "trigger": getattr(t.trigger_rule, "value", str(t.trigger_rule)),
                            "mapped_group": t.get_closest_mapped_task_group() is not None, "retries": t.retries,
-                           "pool": t.pool, "queue": t.queue}
+                           "pool": t.pool, "queue": t.queue,
+                           "timeout": t.execution_timeout.total_seconds() if t.execution_timeout else None}
                for t in dag.tasks},
         timetable=type(dag.timetable).__name__, summary=dag.timetable.summary, catchup=dag.catchup,
         paused_at_creation=dag.is_paused_upon_creation, start_date=str(dag.start_date),
@@ -111,3 +112,16 @@ def test_broken_config_does_not_break_parsing(tmp_path):
     result = _parse(tmp_path, MEDCORE_CONFIG=str(bad))
     assert result["errors"] == {} and result["dags"] == ["medical_training", "medical_training_manual"]
     assert "examples" not in result["medical_training"]["params"]["conditions"]["schema"]
+
+
+def test_every_task_has_a_timeout_sized_from_the_config(tmp_path):
+    """No task can hang a night: each has an execution_timeout, training's from its per-epoch allowance, and
+    retries come from the config's `tasks` section."""
+    config = tmp_path / "timeouts.yaml"
+    config.write_text(f"extends: {ROOT / 'conditions.yaml'}\n"
+                      "tasks: {retries: 4, train_minutes_fixed: 5, train_minutes_per_epoch: 2, validate_minutes: 7}\n")
+    tasks = _parse(tmp_path, MEDCORE_CONFIG=str(config))["medical_training"]["tasks"]
+    assert all(t["timeout"] for t in tasks.values()), {k: t["timeout"] for k, t in tasks.items()}
+    assert tasks["model_chain.train"]["timeout"] == (5 + 2 * 8) * 60, "fixed + per epoch x the longest profile (8)"
+    assert tasks["model_chain.validate"]["timeout"] == 7 * 60
+    assert tasks["model_chain.train"]["retries"] == 4

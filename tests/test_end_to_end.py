@@ -157,3 +157,31 @@ def test_cli_user_mistakes_are_one_line(tmp_path):
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("medcore: error:"), done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_a_hung_training_task_times_out_is_retried_and_the_run_still_reports(tmp_path, tiny_config):
+    """Real Airflow (`dags test`): training that runs past its execution_timeout (here 1.8 s, from the config's
+    `tasks` section) is ended, retried once as configured, fails, and promote and the report still run."""
+    config = tmp_path / "hung.yaml"
+    config.write_text(f"extends: {tiny_config}\n"
+                      "tasks: {retries: 1, train_minutes_fixed: 0.02, train_minutes_per_epoch: 0.01}\n")
+    runs = tmp_path / "runs"
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "MEDCORE_CONFIG": str(config),
+           "MEDCORE_RUNS_ROOT": str(runs), "MEDCORE_THREADS": "0", "MEDCORE_RETRY_DELAY_SECONDS": "1"}
+    migrated = _airflow(["airflow", "db", "migrate"], env)
+    assert migrated.returncode == 0, migrated.stderr[-2000:]
+    conf = {"conditions": ["knee_osteoporosis"], "profiles": ["standard"]}
+    done = _airflow(["airflow", "dags", "test", "medical_training", "-c", json.dumps(conf)], env)
+    log = done.stdout + done.stderr
+    assert done.returncode != 0 and "state=failed" in log, log[-3000:]
+    assert log.count("AirflowTaskTimeout") >= 2 or log.lower().count("timeout") >= 2, log[-3000:]
+    assert "up_for_retry" in log.lower(), "the timed-out task was retried"
+
+    [run_dir] = [p for p in runs.iterdir() if p.is_dir()]
+    summary = read_json(run_dir / "summary.json")
+    assert (summary["planned"], summary["succeeded"], summary["failed"]) == (1, 0, 1)
+    [failure] = summary["failures"]
+    assert failure["stage"] == "train" and "Timeout" in failure["error"], failure
+    report = (run_dir / "report.md").read_text()
+    assert "ran past its execution_timeout" in report
+    assert (run_dir / "promotion.json").is_file(), "promote ran after the timed-out chain"

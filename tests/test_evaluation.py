@@ -9,7 +9,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 
 from medcore import evaluation
 from medcore.config import EvaluationSettings, load_config
-from medcore.errors import ConfigError
+from medcore.errors import ConfigError, MedcoreError
 from medcore.evaluation import (binary_metrics, bootstrap_intervals, bootstrap_weights, choose_threshold,
                                 evaluate_scores, quality_tier, render_plots, sensitivity_threshold, weighted_metrics,
                                 youden_threshold)
@@ -141,9 +141,11 @@ def test_evaluate_model_passes_only_val_to_the_threshold(monkeypatch):
                         real_fit(labels, logits))
     metrics, predictions = evaluation.evaluate_model(None, split, None)
     assert fitted == [[0, 1, 0, 1]]  # the temperature too is fitted on val only
-    assert seen[0][0] == [0, 1, 0, 1]
-    assert seen[0][1] == pytest.approx(list(evaluation.sigmoid(logit[4:8], metrics["temperature"])))
+    calibrated = list(evaluation.sigmoid(logit[4:8], metrics["temperature"]))
+    assert seen and all(labels == [0, 1, 0, 1] and probs == pytest.approx(calibrated) for labels, probs in seen), \
+        "thresholds only ever on val"
     assert predictions["probability"].to_numpy() == pytest.approx(evaluation.sigmoid(logit[8:], metrics["temperature"]))
+    assert metrics["selection"]["n"] == 4 and metrics["selection"]["split"] == "val"
     assert metrics["n"] == 6 and list(predictions["relpath"]) == [f"img{i}.png" for i in range(8, 14)]
     assert metrics["bootstrap"]["unit"] == "patient" and metrics["bootstrap"]["groups"] == 4
 
@@ -459,6 +461,27 @@ def test_study_level_figures_fit_the_threshold_on_val_studies_and_resample_patie
     assert metrics["kappa"] == pytest.approx(cohen_kappa_score(per_study["label"], decided))
     assert metrics["intervals"]["kappa"]["low"] <= metrics["kappa"] <= metrics["intervals"]["kappa"]["high"]
     assert metrics["roc_auc"] == pytest.approx(roc_auc_score(per_study["label"], per_study["probability"]))
+
+
+def test_paired_auc_difference_cancels_what_both_models_share():
+    """Two models on the same images: the paired interval of the difference is narrower than either AUC's own,
+    brackets the point difference, and a model compared with itself differs by exactly zero."""
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 300)
+    hardness = rng.normal(0, 1.0, 300)  # what both models get wrong alike
+    old = 1 / (1 + np.exp(-(labels * 1.2 + hardness)))
+    new = 1 / (1 + np.exp(-(labels * 1.4 + hardness + rng.normal(0, 0.2, 300))))
+    groups = np.repeat(np.arange(150), 2)
+    paired = evaluation.paired_auc_difference(labels, new, old, groups, resamples=1000, seed=1)
+    assert paired["unit"] == "patient" and paired["units"] == 150 and paired["n"] == 300
+    assert paired["delta"] == pytest.approx(paired["challenger_auc"] - paired["champion_auc"])
+    assert paired["low"] <= paired["delta"] <= paired["high"]
+    own = paired["challenger_interval"][1] - paired["challenger_interval"][0]
+    assert paired["high"] - paired["low"] < own / 2, "pairing removes the shared variance"
+    same = evaluation.paired_auc_difference(labels, old, old, groups, seed=1)
+    assert same["delta"] == same["low"] == same["high"] == 0.0
+    with pytest.raises(MedcoreError, match="both classes"):
+        evaluation.paired_auc_difference(np.ones(4), new[:4], old[:4])
 
 
 def test_predict_refuses_files_keras_cannot_build_in_one_line(saved_model, capsys):

@@ -12,43 +12,102 @@ from medcore.config import RegistrySettings, load_config
 from medcore.errors import ConfigError
 from medcore.jsonio import read_json
 from medcore.layout import RegistryLayout
-from medcore.registry import KEPT, NO_CHAMPION, PROMOTED, decide
+from medcore.registry import KEPT, NO_CHAMPION, PROMOTED, decide, next_best
 from medcore.registry import test_split_fingerprint as fingerprint  # not collected as a test
-from tests.fakes import TEST_FILES, metrics_with, write_config, write_run
+from tests.fakes import metrics_with, paired, write_config, write_run
 
-SETTINGS = RegistrySettings(gates=(("roc_auc", 0.70), ("recall", 0.50)), tolerance=0.01)
-
-
-def _candidate(auc: float | None = 0.85, split: str | None = "s1", recall: float = 0.6) -> dict:
-    return {"condition": "pneumonia", "profile": "standard", "test_split_fingerprint": split,
-            "metrics": {"roc_auc": auc, "recall": recall, "intervals": {"roc_auc": {"low": 0.7, "high": 0.9}}}}
+SETTINGS = RegistrySettings(gates=(("roc_auc", 0.70), ("recall", 0.50)), margin=0.02)
 
 
-def _champion(auc: float = 0.80, split: str = "s1") -> dict:
-    return {"run_id": "old", "profile": "standard", "test_split_fingerprint": split, "metrics": {"roc_auc": auc}}
+def _versus(challenger: float, champion: float, half: float = 0.01, against: str = "old/standard") -> dict:
+    delta = challenger - champion
+    return {"champion": against, "selection": {"n": 40, "unit": "patient", "challenger_auc": challenger,
+                                               "champion_auc": champion, "delta": delta, "low": delta - half,
+                                               "high": delta + half, "confidence": 0.95,
+                                               "champion_interval": [champion - 0.05, champion + 0.05]}}
 
 
-@pytest.mark.parametrize(("candidate", "champion", "decision", "words"), [
-    (None, None, NO_CHAMPION, "no champion yet, and no model of this run succeeded"),
-    (None, _champion(), KEPT, "no model of this run succeeded; the champion stays"),
-    (_candidate(recall=0.4), None, NO_CHAMPION, "fails the gates: recall 0.400 < 0.50"),
-    (_candidate(auc=0.65), _champion(0.5), KEPT, "fails the gates: roc_auc 0.650 < 0.70"),
-    (_candidate(auc=None), None, NO_CHAMPION, "roc_auc n/a < 0.70"),
-    (_candidate(), None, PROMOTED, "first champion"),
-    (_candidate(0.85), _champion(0.80), PROMOTED, "(+0.050) on the same test split"),
-    (_candidate(0.795), _champion(0.80), PROMOTED, "(-0.005) on the same test split, tolerance 0.010"),
-    (_candidate(0.81), _champion(0.82), PROMOTED, "-0.010"),  # exactly at the tolerance still counts as not worse
-    (_candidate(0.75), _champion(0.80), KEPT, "worse than the champion"),
-    (_candidate(0.75, split="s2"), _champion(0.95), PROMOTED, "not comparable and the gates alone decided"),
+def _candidate(auc: float | None = 0.85, recall: float = 0.6, versus: dict | None = None) -> dict:
+    figures = {"roc_auc": auc, "recall": recall, "intervals": {"roc_auc": {"low": 0.7, "high": 0.9}}}
+    return {"condition": "pneumonia", "profile": "standard", "selection": figures,
+            "metrics": {"roc_auc": 0.5, "recall": 0.1},  # test figures: never read by the decision
+            "versus_champion": versus}
+
+
+def _champion(auc: float = 0.80) -> dict:
+    return {"run_id": "old", "profile": "standard", "metrics": {"roc_auc": auc}}
+
+
+@pytest.mark.parametrize(("candidate", "champion", "best", "decision", "words"), [
+    (None, None, None, NO_CHAMPION, "no champion yet, and no model of this run succeeded"),
+    (None, _champion(), None, KEPT, "no model of this run succeeded; the champion stays"),
+    (_candidate(recall=0.4), None, None, NO_CHAMPION, "fails the gates on the selection split: recall 0.400 < 0.50"),
+    (_candidate(auc=0.65), _champion(0.5), None, KEPT, "fails the gates on the selection split: roc_auc 0.650 < 0.70"),
+    (_candidate(auc=None), None, None, NO_CHAMPION, "roc_auc n/a < 0.70"),
+    (_candidate(), None, None, PROMOTED, "first champion"),
+    (_candidate(0.85, versus=_versus(0.85, 0.80)), _champion(), None, PROMOTED, "(+0.050, 95% paired interval"),
+    (_candidate(0.79, versus=_versus(0.79, 0.80, half=0.0099)), _champion(), None, PROMOTED, "margin 0.020"),
+    (_candidate(0.79, versus=_versus(0.79, 0.80, half=0.0101)), _champion(), None, KEPT, "may be worse than allowed"),
+    (_candidate(0.80, versus=_versus(0.80, 0.80)), _champion(), 0.811, KEPT, "trails the best figure"),
+    (_candidate(0.80, versus=_versus(0.80, 0.80)), _champion(), 0.809, PROMOTED, "by 0.009"),
+    (_candidate(0.95, versus=_versus(0.95, 0.80, against="other/standard")), _champion(), None, KEPT,
+     "was not compared with champion old/standard"),
+    (_candidate(0.95), _champion(), None, KEPT, "(its evaluation compared it with no champion)"),
+    (_candidate(0.75, versus={"champion": "old/standard", "champion_missing": "gone.keras: no such file"}),
+     _champion(0.95), None, PROMOTED, "could not be re-scored (gone.keras: no such file), so the gates alone"),
 ])
-def test_decision_table(candidate, champion, decision, words):
-    """Every branch of the rule: gates first, then ROC AUC within tolerance, and only on the same test split."""
-    result = decide(candidate, champion, SETTINGS)
-    assert result["decision"] == decision
+def test_decision_table(candidate, champion, best, decision, words):
+    """Every branch: gates on the selection split, then the paired lower bound against the best figure minus margin."""
+    result = decide(candidate, champion, SETTINGS, best=best)
+    assert result["decision"] == decision, result["reason"]
     assert words in result["reason"], result["reason"]
-    gates_failed = any(not g["passed"] for g in result["gates"])
-    if candidate and champion and not gates_failed:
-        assert result["same_test_split"] is (candidate["test_split_fingerprint"] == champion["test_split_fingerprint"])
+    assert "0.500" not in result["reason"] and "0.100" not in result["reason"], "test figures never decide"
+
+
+def _nights(deltas: list[float], half: float = 0.004, start: float = 0.90, margin: float = 0.02) -> list[dict]:
+    """Run `decide` and `next_best` night after night on unchanged selection images, as promote does."""
+    settings = RegistrySettings(gates=(), margin=margin)
+    champion_auc, best, nights = start, None, []
+    for i, delta in enumerate(deltas):
+        challenger = champion_auc + delta
+        candidate = _candidate(challenger, versus=_versus(challenger, champion_auc, half, against=f"n{i}/standard"))
+        champion = {"run_id": f"n{i}", "profile": "standard", "metrics": {}}
+        result = decide(candidate, champion, settings, best=(best or {}).get("roc_auc"))
+        best = next_best(best, "val-images", champion_auc, result["decision"], challenger)
+        nights.append({"decision": result["decision"], "champion_before": champion_auc, "best": best["roc_auc"]})
+        if result["decision"] == PROMOTED:
+            champion_auc = challenger
+    return nights
+
+
+@pytest.mark.parametrize("half", [0.0, 0.004])
+def test_thirty_nights_each_slightly_worse_cannot_add_up(half):
+    """Thirty nights, each challenger 0.009 worse than the champion: promotions stop once the margin is used up,
+    and the champion never ends more than the margin below the best figure on these images."""
+    nights = _nights([-0.009] * 30, half=half)
+    promoted = [i for i, n in enumerate(nights) if n["decision"] == PROMOTED]
+    assert promoted == ([0, 1] if half == 0.0 else [0]), promoted  # 0.018 (or 0.009) of the 0.020 margin used
+    assert all(n["decision"] == KEPT for n in nights[promoted[-1] + 1:])
+    final = nights[-1]["champion_before"]
+    assert 0.90 - final <= 0.02 + 1e-9 and nights[-1]["best"] == pytest.approx(0.90)
+    old_rule = 0.90 - 0.009 * 30  # a per-night tolerance of 0.01 would have let every one through
+    assert final > old_rule + 0.2
+
+
+def test_a_better_night_restores_the_margin():
+    """After the margin is used up, a clearly better challenger is promoted and raises the best figure."""
+    nights = _nights([-0.009, -0.009, -0.009, +0.05, -0.009], half=0.0)
+    assert [n["decision"] for n in nights] == [PROMOTED, PROMOTED, KEPT, PROMOTED, PROMOTED]
+    assert nights[3]["best"] == pytest.approx(0.90 - 0.018 + 0.05)
+
+
+def test_next_best_starts_afresh_on_new_selection_images():
+    """The best figure belongs to one set of selection images; new images start from tonight's champion figure."""
+    best = next_best(None, "a", 0.80, KEPT, 0.85)
+    assert best == {"fingerprint": "a", "roc_auc": 0.80}
+    assert next_best(best, "a", 0.78, PROMOTED, 0.79)["roc_auc"] == 0.80
+    assert next_best(best, "b", 0.70, KEPT, 0.72) == {"fingerprint": "b", "roc_auc": 0.70}
+    assert next_best(best, None, 0.70, KEPT, None) == best
 
 
 def test_quality_tier_gate():
@@ -57,11 +116,11 @@ def test_quality_tier_gate():
 
     strict = dataclasses.replace(SETTINGS, min_tier="moderate")
     weak = _candidate()
-    weak["metrics"]["quality_tier"] = "insufficient"
+    weak["selection"]["quality_tier"] = "insufficient"
     result = decide(weak, None, strict)
     assert result["decision"] == NO_CHAMPION and "tier insufficient below moderate" in result["reason"]
     good = _candidate()
-    good["metrics"]["quality_tier"] = "good"
+    good["selection"]["quality_tier"] = "good"
     assert decide(good, None, strict)["decision"] == PROMOTED
     assert decide(weak, None, SETTINGS)["decision"] == PROMOTED, "no tier gate unless configured"
 
@@ -109,11 +168,12 @@ def test_champion_lifecycle(tmp_path, monkeypatch):
     assert champion["model_path"] == str(copied) and copied.read_bytes() == source.read_bytes()
     assert len(record["history"]) == 1
 
-    second = write_run(runs, "run2", {("pneumonia", "standard"): {"metrics": metrics_with(0.84), "seed": 3}}, config,
-                       started="2026-11-28T01:00:00+00:00")
+    second = write_run(runs, "run2", {("pneumonia", "standard"): {
+        "metrics": metrics_with(0.84, versus=paired("run1/intensive", 0.84, 0.86)), "seed": 3}}, config,
+        started="2026-11-28T01:00:00+00:00")
     decision = _promote(runs, second)["pneumonia"]
-    assert decision["decision"] == KEPT and "worse than the champion" in decision["reason"]
-    assert decision["same_test_split"] is True and decision["delta_roc_auc"] == pytest.approx(0.84 - 0.86)
+    assert decision["decision"] == KEPT and "may be worse than allowed" in decision["reason"]
+    assert decision["delta_roc_auc"] == pytest.approx(0.84 - 0.86) and decision["gap_to_best_low"] == pytest.approx(-0.03)
     assert read_json(registry.record("pneumonia"))["champion"]["run_id"] == "run1"
 
     again = _promote(runs, second)["pneumonia"]
@@ -129,13 +189,20 @@ def test_champion_lifecycle(tmp_path, monkeypatch):
     shutil.rmtree(first.root)  # old runs get deleted; the champion must survive that
     assert copied.is_file() and read_json(registry.record("pneumonia"))["champion"]["model_path"] == str(copied)
 
-    fourth = write_run(runs, "run4", {("pneumonia", "standard"): {"metrics": metrics_with(0.855), "seed": 4}}, config,
-                       started="2026-11-30T01:00:00+00:00")
+    fourth = write_run(runs, "run4", {("pneumonia", "standard"): {
+        "metrics": metrics_with(0.855, versus=paired("run1/intensive", 0.855, 0.86, half_width=0.005)), "seed": 4}},
+        config, started="2026-11-30T01:00:00+00:00")
     decision = _promote(runs, fourth)["pneumonia"]
-    assert decision["decision"] == PROMOTED and "(-0.005) on the same test split" in decision["reason"]
+    assert decision["decision"] == PROMOTED and "(-0.005, 95% paired interval -0.010 to " in decision["reason"]
     assert decision["champion_before"]["run_id"] == "run1" and decision["champion"]["run_id"] == "run4"
     kept = sorted(p.name for p in (tmp_path / "registry" / "pneumonia").glob("*.keras"))
     assert kept == ["run1__intensive.keras", "run4__standard.keras"], "the new champion and the one it replaced"
+    record = read_json(registry.record("pneumonia"))
+    assert record["champion"]["split_path"] == str(tmp_path / "registry" / "pneumonia" / "run4__standard.split.csv")
+    assert record["best"]["roc_auc"] == pytest.approx(0.86), "the best figure on these images is still run1's"
+    assert record["test_split"]["nights"] == 3, "run1, run2, run4 reported on this test split (run3 evaluated nothing)"
+    trend = (tmp_path / "registry" / "pneumonia.trend.csv").read_text().splitlines()
+    assert len(trend) == 1 + 4 and trend[-1].split(",")[1:3] == ["run4", "promoted"]
 
 
 def test_rerun_after_retrain_decides_again(tmp_path, monkeypatch):
@@ -145,13 +212,15 @@ def test_rerun_after_retrain_decides_again(tmp_path, monkeypatch):
     registry = RegistryLayout(tmp_path / "registry")
     base = write_run(runs, "base", {("knee", "standard"): {"metrics": metrics_with(0.80), "seed": 1}}, config)
     _promote(runs, base)
-    run = write_run(runs, "run", {("knee", "standard"): {"metrics": metrics_with(0.90), "seed": 2}}, config,
-                    started="2026-11-28T01:00:00+00:00")
+    run = write_run(runs, "run", {("knee", "standard"): {
+        "metrics": metrics_with(0.90, versus=paired("base/standard", 0.90, 0.80)), "seed": 2}}, config,
+        started="2026-11-28T01:00:00+00:00")
     assert _promote(runs, run)["knee"]["decision"] == PROMOTED
     copy = tmp_path / "registry" / "knee" / "run__standard.keras"
     assert copy.read_bytes() == run.model("knee", "standard").model.read_bytes()
 
-    write_run(runs, "run", {("knee", "standard"): {"metrics": metrics_with(0.85), "seed": 3}}, config,
+    write_run(runs, "run", {("knee", "standard"): {"metrics": metrics_with(0.85, versus=paired("base/standard", 0.85, 0.80)),
+                                                   "seed": 3}}, config,
               started="2026-11-28T01:00:00+00:00")  # the retrain: another model, another score
     decision = _promote(runs, run)["knee"]
     assert decision["decision"] == PROMOTED and decision["redecided"] is True
@@ -167,18 +236,22 @@ def test_rerun_after_retrain_decides_again(tmp_path, monkeypatch):
     assert not copy.exists(), "an undone promotion leaves no copy behind"
 
 
-def test_other_test_split_is_decided_on_gates(tmp_path, monkeypatch):
-    """A champion measured on other test images is not compared by AUC: a lower AUC can still be promoted."""
+def test_a_champion_is_only_beaten_on_the_same_images(tmp_path, monkeypatch):
+    """A model compared with another champion (or none) is kept out however good its figures look; a champion whose
+    model is gone is replaced on the gates, and the reason says so."""
     monkeypatch.setenv("MEDCORE_REGISTRY_ROOT", str(tmp_path / "elsewhere"))
     config, runs = write_config(tmp_path), tmp_path / "runs"
-    first = write_run(runs, "a", {("limb", "standard"): {"metrics": metrics_with(0.95)}}, config)
+    first = write_run(runs, "a", {("limb", "standard"): {"metrics": metrics_with(0.75)}}, config)
     assert _promote(runs, first)["limb"]["decision"] == PROMOTED
-    other_split = TEST_FILES[:-2] + [("test/NEW/1.png", 1), ("test/NEW/2.png", 0)]
-    second = write_run(runs, "b", {("limb", "standard"): {"metrics": metrics_with(0.75), "test_files": other_split}},
-                       config, started="2026-11-28T01:00:00+00:00")
-    decision = _promote(runs, second)["limb"]
-    assert decision["decision"] == PROMOTED and decision["same_test_split"] is False
-    assert "not comparable" in decision["reason"]
+    stale = write_run(runs, "b", {("limb", "standard"): {"metrics": metrics_with(0.95, versus=paired("z/standard", 0.95, 0.7))}},
+                      config, started="2026-11-28T01:00:00+00:00")
+    decision = _promote(runs, stale)["limb"]
+    assert decision["decision"] == KEPT and "was not compared with champion a/standard" in decision["reason"]
+    gone = {"champion": "a/standard", "champion_missing": "a__standard.keras: not a zip file"}
+    rescue = write_run(runs, "c", {("limb", "standard"): {"metrics": metrics_with(0.72, versus=gone)}}, config,
+                       started="2026-11-29T01:00:00+00:00")
+    decision = _promote(runs, rescue)["limb"]
+    assert decision["decision"] == PROMOTED and "could not be re-scored" in decision["reason"]
     assert (tmp_path / "elsewhere" / "limb.json").is_file(), "MEDCORE_REGISTRY_ROOT overrides the config"
 
 
@@ -200,8 +273,8 @@ def test_registry_config_errors_name_the_key(tmp_path):
     """Unknown gates and bad values are config errors naming the key; a null gate drops it."""
     with pytest.raises(ConfigError, match=r"registry\.gates\.auc: unknown key"):
         load_config(write_config(tmp_path, gates="{auc: 0.7}"))
-    with pytest.raises(ConfigError, match=r"registry\.tolerance: must be between"):
-        load_config(write_config(tmp_path, tolerance=2))
+    with pytest.raises(ConfigError, match=r"registry\.margin: must be between"):
+        load_config(write_config(tmp_path, margin=2))
     with pytest.raises(ConfigError, match=r"notify\.recipients: must be a list of e-mail addresses"):
         load_config(write_config(tmp_path, extra="notify: {recipients: [nobody]}\n"))
     config = load_config(write_config(tmp_path, gates="{roc_auc: 0.8, recall: null}",

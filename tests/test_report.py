@@ -11,7 +11,7 @@ from medcore.jsonio import read_json, write_json
 from medcore.layout import RunLayout
 from medcore.registry import test_split_fingerprint as fingerprint  # an alias pytest does not collect
 from medcore.report import render_html, write_report
-from tests.fakes import BASE_METRICS, metrics_with, write_config, write_run
+from tests.fakes import BASE_METRICS, metrics_with, paired, write_config, write_run
 from tests.fakes import TRAINING as FAKE_TRAINING
 
 # The same figures the fake run folders carry, so a row asserted below traces to one place.
@@ -192,8 +192,9 @@ def test_values_equal_the_metrics_files(tmp_path):
     config = write_config(tmp_path)
     before = write_run(tmp_path / "runs", "monday", {("pneumonia", "standard"): {"metrics": metrics_with(0.83)}}, config)
     pipeline.promote(before.run_id, before.runs_root)
-    run, _, report = _report(tmp_path, {("pneumonia", "standard"): {"metrics": metrics_with(0.8567, accuracy=0.7321),
-                                                                      "seed": 7}},
+    versus = paired("monday/standard", 0.8567, 0.83)  # the champion re-scored on tuesday's images
+    run, _, report = _report(tmp_path, {("pneumonia", "standard"): {"metrics": metrics_with(
+                                 0.8567, accuracy=0.7321, versus=versus), "seed": 7}},
                              run_id="tuesday", started="2026-11-28T01:00:00+00:00")
     now = read_json(run.model("pneumonia", "standard").metrics_json)
     then = read_json(before.model("pneumonia", "standard").metrics_json)
@@ -212,7 +213,7 @@ def test_values_equal_the_metrics_files(tmp_path):
     assert data[3] == f"`{fingerprint(paths.split_csv)}`"
     assert data[4:] == ["42 (20 pos)", "8 (4 pos)", "10 (5 pos)"]
     decision = _row(_section(report, "Champion per condition"), "pneumonia")
-    assert decision[1] == "**promoted**" and f"({now['roc_auc'] - then['roc_auc']:+.3f})" in decision[4]
+    assert decision[1] == "**promoted**" and f"({now['roc_auc'] - then['roc_auc']:+.3f}, 95% paired" in decision[4]
 
 
 def test_html_rendering_is_the_markdown_escaped(tmp_path):
@@ -268,11 +269,20 @@ def test_a_findings_fix_comes_from_its_rule(code):
 def _three_nights(tmp_path):
     """Three nights: pneumonia rising and promoted, limb falling (champion kept), cardiomegaly failing tonight."""
     config = write_config(tmp_path)
+
+    def scored(condition: str, auc: float) -> dict:
+        """Figures as evaluate writes them, with the champion of the night re-scored on the same images."""
+        path = tmp_path / "registry" / f"{condition}.json"
+        champion = read_json(path)["champion"] if path.exists() else None
+        versus = paired(f"{champion['run_id']}/{champion['profile']}", auc, champion["metrics"]["roc_auc"]) \
+            if champion else None
+        return metrics_with(auc, versus=versus)
+
     for day, (pneumonia, limb) in (("26", (0.80, 0.74)), ("27", (0.82, 0.73)), ("28", (0.85, 0.69))):
-        cardiomegaly = "validate" if day == "28" else {"metrics": metrics_with(0.9), "seed": 5}
-        outcomes = {("pneumonia", "standard"): {"metrics": metrics_with(pneumonia), "seed": 1},
-                    ("pneumonia", "intensive"): {"metrics": metrics_with(pneumonia - 0.02), "seed": 2},
-                    ("limb", "standard"): {"metrics": metrics_with(limb), "seed": 3},
+        cardiomegaly = "validate" if day == "28" else {"metrics": scored("cardiomegaly", 0.9), "seed": 5}
+        outcomes = {("pneumonia", "standard"): {"metrics": scored("pneumonia", pneumonia), "seed": 1},
+                    ("pneumonia", "intensive"): {"metrics": scored("pneumonia", pneumonia - 0.02), "seed": 2},
+                    ("limb", "standard"): {"metrics": scored("limb", limb), "seed": 3},
                     ("cardiomegaly", "standard"): cardiomegaly}
         run = write_run(tmp_path / "runs", f"night{day}", outcomes, config, started=f"2026-11-{day}T01:00:00+00:00")
         pipeline.promote(run.run_id, run.runs_root)
@@ -292,11 +302,12 @@ def test_first_screen_one_line_per_condition(tmp_path):
     champion = read_json(tmp_path / "registry" / "pneumonia.json")["champion"]
     low, high = champion["metrics"]["intervals"]["roc_auc"]["low"], champion["metrics"]["intervals"]["roc_auc"]["high"]
     assert pneumonia[2] == "standard, new tonight" and pneumonia[3] == f"0.85 ({low:.2f}–{high:.2f})"
-    assert pneumonia[4] == "+0.030 (standard)" and pneumonia[5] == "↗ rising over 3 runs"
-    assert limb[1] == "⚠️ look" and limb[4] == "-0.040 (standard)" and limb[5] == "↘ falling over 3 runs"
+    assert pneumonia[4] == "+0.030 (standard)" and pneumonia[5].startswith("↗ rising over 3 runs")
+    assert pneumonia[5].endswith(" · [plot](trend/pneumonia.png)"), "the nightly trend plot beside the words"
+    assert limb[1] == "⚠️ look" and limb[4] == "-0.040 (standard)" and limb[5].startswith("↘ falling over 3 runs")
     assert "test ROC AUC fell 0.040" in limb[6]
     assert cardiomegaly[1] == "❌ failed" and "1 of 1 failed (standard at validate)" in cardiomegaly[6]
-    assert cardiomegaly[5] == "too few runs (2)"
+    assert cardiomegaly[5].startswith("too few runs (2)")
     assert not re.search(r"^\|( *\|)+ *$", report, flags=re.M), "no table has an empty header row"
     for glyph in ("✅", "⚠️", "❌", "↗", "↘", "→"):  # a glyph may render as an empty box: a word always follows it
         for hit in re.finditer(re.escape(glyph), report):

@@ -117,6 +117,7 @@ def test_reports_page_behind_airflow_login(tmp_path, api_server):
     assert listing.status_code == 200 and listing.headers["content-type"].startswith("text/html")
     assert f'href="runs/{folder}/"' in listing.text and RUN_ID in listing.text
     assert "1/2" in listing.text and "pneumonia: promoted" in listing.text and "⚠️ failed" in listing.text
+    assert f'<img src="runs/{folder}/files/trend/pneumonia.png"' in listing.text, "the trend per condition"
 
     page = httpx.get(f"{pages}/runs/{folder}/", headers=auth, timeout=30)
     assert page.status_code == 200
@@ -124,6 +125,9 @@ def test_reports_page_behind_airflow_login(tmp_path, api_server):
     low, high = metrics["intervals"]["roc_auc"]["low"], metrics["intervals"]["roc_auc"]["high"]
     assert f"{metrics['roc_auc']:.2f} ({low:.2f}–{high:.2f})" in page.text, "the report's own figures"
     assert '<img src="files/pneumonia/standard/gradcam/tp_01.png"' in page.text
+    assert '<img src="files/trend/pneumonia.png"' in page.text
+    trend = httpx.get(f"{pages}/runs/{folder}/files/trend/pneumonia.png", headers=auth, timeout=30)
+    assert trend.status_code == 200 and trend.content == run.trend_png("pneumonia").read_bytes()
     assert "The report e-mail was not sent (ConnectionRefusedError" in page.text, "a failed send shows as a banner"
 
     image = httpx.get(f"{pages}/runs/{folder}/files/pneumonia/standard/gradcam/tp_01.png", headers=auth, timeout=30)

@@ -457,6 +457,72 @@ def test_made_splits_are_seeded_and_keep_groups_and_copies_together(tmp_path):
     assert first.manifest.equals(second.manifest) and first.fingerprint == second.fingerprint
 
 
+def _split_of(result) -> pd.Series:
+    return result.manifest.set_index("relpath")["split"]
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_growing_a_dataset_by_a_fifth_moves_no_image_between_splits(tmp_path, grouped):
+    """Splits made by the keyed hash: 20 % more images (and some removed) leave every other image where it was."""
+    condition = ("{dataset: set, layout: folders, positive: [pos], negative: [neg], group_pattern: '^p(\\d+)_'}"
+                 if grouped else FOLDERS)
+    root = tmp_path / "data" / "set"
+    rng = np.random.default_rng(3)
+
+    def add(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            label = "pos" if i % 3 == 0 else "neg"
+            (root / label).mkdir(parents=True, exist_ok=True)
+            name = f"p{i // 2}_{i}.png" if grouped else f"img_{i}.png"  # grouped: two images per patient
+            (root / label / name).write_bytes(_encode(phantom(rng, 32, finding=label == "pos")))
+
+    add(0, 100)
+    before = _validate(tmp_path, condition)
+    assert before.ok, before.summary()
+    add(100, 20)
+    after = _validate(tmp_path, condition)
+    assert after.ok, after.summary()
+    old, new = _split_of(before), _split_of(after)
+    assert len(new) == 120 and set(new) == {"train", "val", "test"}
+    assert (new[old.index] == old).all(), "an image changed split when the set grew"
+    for path in list((root / "neg").iterdir())[:7]:
+        path.unlink()
+    shrunk = _split_of(_validate(tmp_path, condition))
+    assert (shrunk == new[shrunk.index]).all(), "an image changed split when others were removed"
+    if grouped:
+        patients = after.manifest.assign(p=after.manifest["relpath"].str.extract(r"p(\d+)_")[0])
+        assert (patients.groupby("p")["split"].nunique() == 1).all()
+
+
+def test_hash_splits_report_their_distance_from_stratified(tmp_path):
+    """validation.json and validation.txt say how far each made split's positive share is from the pool's."""
+    _folders(tmp_path, {"pos": 30, "neg": 50})
+    result = _validate(tmp_path)
+    balance = result.to_dict()["split_balance"]
+    assert balance["splits_made"] == ["val", "test"] and balance["method"] == "keyed hash of the group"
+    assert balance["pool_positive_share"] == pytest.approx(30 / 80)
+    for split, row in balance["splits"].items():
+        part = result.manifest[result.manifest["split"] == split]
+        assert row["positives"] == int(part["label"].sum()) and row["images"] == len(part)
+        assert row["deviation"] == pytest.approx(part["label"].mean() - 30 / 80)
+    assert "if stratified" in result.summary()
+    shipped = tmp_path / "shipped"
+    _folders(shipped, {"train/pos": 20, "train/neg": 30, "test/pos": 5, "test/neg": 5})
+    given = _validate(shipped).to_dict()["split_balance"]
+    assert given["splits_made"] == ["val"] and set(given["splits"]) == {"train", "val"}, "a shipped test is not judged"
+    assert given["max_deviation"] == max(abs(r["deviation"]) for r in given["splits"].values())
+
+
+def test_a_tiny_made_split_still_gets_both_classes(tmp_path):
+    """A made split that drew no image of a class gets the lowest-drawn train group of it, and says so."""
+    _folders(tmp_path, {"train/pos": 4, "train/neg": 12, "test/pos": 3, "test/neg": 3})
+    result = _validate(tmp_path)
+    val = result.manifest[result.manifest["split"] == "val"]
+    assert set(val["label"]) == {0, 1}, result.summary()
+    balance = result.to_dict()["split_balance"]
+    assert balance["splits_made"] == ["val"] and balance["rescued"] and "moved in" in result.summary()
+
+
 # --- lineage and safety --------------------------------------------------------------------------
 
 
@@ -546,6 +612,9 @@ def test_cli_validate_exit_status_and_files(tmp_path, capsys):
     assert main(["validate", "--config", str(tmp_path / "c.yaml"), "--condition", "c", "--out", str(out)]) == 0
     saved = read_json(out / "validation.json")
     assert saved["ok"] and saved["fingerprint"] and (out / "validation.txt").read_text().startswith("c: OK")
+    split = pd.read_csv(out / "split.csv")
+    assert len(split) == saved["totals"]["in_manifest"] and set(split["split"]) == {"train", "val", "test"}
+    assert {"relpath", "sha256", "label", "split"} <= set(split.columns)
     shutil.rmtree(root / "test" / "neg")
     assert main(["validate", "--config", str(tmp_path / "c.yaml"), "--condition", "c", "--out", str(out)]) == 1
     error = capsys.readouterr().err.strip().splitlines()

@@ -1,0 +1,275 @@
+"""Four nights that build on each other, on the real sets: training data arrives in steps, once per policy.
+
+Usage: .venv/bin/python bench/nights.py [--config conditions.yaml] [--condition pneumonia ...]
+       [--profile standard ...] [--epochs N] [--steps 0.55 0.70 0.85 1.0] [--policies retrain continue]
+       [--fraction 1.0] [--name nights]
+
+The real sets are first split as the pipeline splits them (shipped splits kept, the rest by the keyed
+hash). Each night then sees every val and test image (the locked test split) and a growing share of
+each set's train groups (55, 70, 85, 100 %; a keyed hash orders them, so each night's images contain
+the last night's). The four nights run once per policy (`retrain`, `continue`), each policy with a
+registry of its own and through `medcore run` (the stages the DAG runs). Per night it records the wall
+time, the CPU minutes the night's process used (user + system, from the kernel's accounting of the
+child), the plan and the decision per condition with their reasons, the champion's and the
+challenger's ROC AUC on the locked test split (the champion re-scored on the same images), the paired
+selection-split difference of every promotion, and how many images changed split since the night
+before and since the full set's split (both must be 0).
+
+`--fraction F` keeps only a keyed-hash share F of each set's groups (train, val and test alike) for a
+smaller run; `--epochs` overrides every profile's epochs (a warm start trains `nightly.continue_epochs`
+of them). Writes bench/results/<name>.json; `bench/report.py` turns it into a BENCHMARKS.md section.
+Skips (exit 0) when the real sets are not there ($MEDCORE_DATA_ROOT, default ../shared/datasets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pandas as pd  # noqa: E402
+
+from bench.common import NO_DATA, ROOT, bench_workdir, data_root_or_none, write_result  # noqa: E402
+from medcore.jsonio import read_json  # noqa: E402
+from medcore.layout import RunLayout  # noqa: E402
+
+STEPS = (0.55, 0.70, 0.85, 1.0)
+
+
+def reference_splits(config, conditions: list[str]) -> dict[str, pd.DataFrame]:
+    """Each condition's split of the full real set, as tonight's validate stage would make it."""
+    from medcore.validation import validate_condition
+
+    splits = {}
+    for name in conditions:
+        result = validate_condition(config, config.conditions[name])
+        if not result.ok:
+            raise SystemExit(f"{name}: the real set does not validate: {result.reason}")
+        splits[name] = result.manifest
+    return splits
+
+
+def night_rows(split: pd.DataFrame, step: float, fraction: float, seed: int) -> pd.DataFrame:
+    """The images present on a night: all val and test, and the first `step` of the train groups (nested)."""
+    from medcore.datasets import split_draw
+
+    groups = split["group"].astype(str)
+    kept = split[split_draw("keep:" + groups, seed) < fraction] if fraction < 1.0 else split
+    arrives = split_draw("arrive:" + kept["group"].astype(str), seed)
+    return kept[(kept["split"] != "train") | (arrives < step)]
+
+
+def _place(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        return
+    try:
+        os.link(source, target)  # the sets are read-only and never written: a hard link is a free copy
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def stage(config, condition: str, rows: pd.DataFrame, data: Path) -> None:
+    """Make `data/<dataset>` hold exactly `rows` of the real set, in the set's own layout."""
+    spec = config.conditions[condition]
+    source, target = config.dataset_dir(spec), data / spec.dataset
+    for relpath in rows["relpath"]:
+        _place(source / relpath, target / relpath)
+    if spec.layout == "csv":
+        table = pd.read_csv(source / spec.manifest, dtype=str, keep_default_na=False)
+        present = {os.path.normpath(r) for r in rows["relpath"]}
+        wanted = table[table[spec.image_column].map(lambda v: os.path.normpath(str(v).strip())).isin(present)]
+        (target / spec.manifest).parent.mkdir(parents=True, exist_ok=True)
+        wanted.to_csv(target / spec.manifest, index=False)
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_night(config_path: Path, env: dict[str, str], run_id: str, conditions: list[str], profiles: list[str],
+              epochs: int | None) -> dict[str, Any]:
+    """One night through `medcore run`: wall time and the CPU seconds its process used."""
+    command = [sys.executable, "-m", "medcore.cli", "run", "--config", str(config_path), "--run-id", run_id]
+    for c in conditions:
+        command += ["--condition", c]
+    for p in profiles:
+        command += ["--profile", p]
+    if epochs:
+        command += ["--epochs", str(epochs)]
+    before, start = _cpu_seconds(), time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+    wall, cpu = time.perf_counter() - start, _cpu_seconds() - before
+    if done.returncode not in (0, 1):  # 1: a model failed, which the night's record shows
+        raise SystemExit(f"{run_id}: medcore run failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return {"wall_seconds": round(wall, 1), "cpu_minutes": round(cpu / 60, 2), "exit": done.returncode}
+
+
+def _moved(before: pd.Series | None, after: pd.Series) -> int:
+    if before is None:
+        return 0
+    common = before.index.intersection(after.index)
+    return int((before[common] != after[common]).sum())
+
+
+def condition_record(run: RunLayout, condition: str, profiles: list[str], previous: pd.Series | None,
+                     reference: pd.Series) -> tuple[dict[str, Any], pd.Series | None]:
+    """What one night did for one condition, read back from the files the stages and promote wrote."""
+    promotion = (read_json(run.promotion_json)["conditions"] if run.promotion_json.exists() else {}).get(condition, {})
+    per_profile, split = {}, None
+    for profile in profiles:
+        paths = run.model(condition, profile)
+        if paths.split_csv.exists() and split is None:
+            frame = pd.read_csv(paths.split_csv, dtype={"sha256": str, "split": str})
+            split = frame.drop_duplicates("sha256").set_index("sha256")["split"]
+        metrics = read_json(paths.metrics_json) if paths.metrics_json.exists() else {}
+        training = read_json(paths.training_json) if paths.training_json.exists() else {}
+        versus = metrics.get("versus_champion") or {}
+        per_profile[profile] = {
+            "test_auc": metrics.get("roc_auc"), "test_interval": (metrics.get("intervals") or {}).get("roc_auc"),
+            "selection_auc": (metrics.get("selection") or {}).get("roc_auc"),
+            "champion_test_auc": (versus.get("test") or {}).get("champion_auc"),
+            "champion_selection_auc": (versus.get("selection") or {}).get("champion_auc"),
+            "epochs_run": training.get("epochs_run"), "train_images": training.get("train_images"),
+            "train_minutes": round(training["wall_seconds"] / 60, 2) if training.get("wall_seconds") else None,
+            "weights_used": training.get("weights_used")}
+    plan = next((read_json(run.model(condition, p).nightly_json) for p in profiles
+                 if run.model(condition, p).nightly_json.exists()), {})
+    candidate = (promotion.get("candidate") or {}).get("profile")
+    chosen = per_profile.get(candidate) or {}
+    paired = (promotion.get("versus_champion") or {}).get("selection") or {}
+    champion_after = chosen.get("test_auc") if promotion.get("decision") == "promoted" else chosen.get("champion_test_auc")
+    record = {"mode": plan.get("mode"), "plan_reason": plan.get("reason"),
+              "changes": {k: (plan.get("changes") or {}).get(k) for k in ("added", "removed", "relabelled", "moved")},
+              "decision": promotion.get("decision"), "decision_reason": promotion.get("reason"),
+              "candidate": candidate, "challenger_test_auc": chosen.get("test_auc"),
+              "champion_before_test_auc": chosen.get("champion_test_auc"), "champion_after_test_auc": champion_after,
+              "paired_selection_delta": paired.get("delta"), "paired_selection_low": paired.get("low"),
+              "test_nights": (promotion.get("test_split") or {}).get("nights"),
+              "moved_since_last_night": _moved(previous, split) if split is not None else None,
+              "moved_since_full_split": _moved(reference, split) if split is not None else None,
+              "profiles": per_profile}
+    return record, split
+
+
+def merge(paths: list[Path], name: str) -> int:
+    """One result from several runs of one policy each; they must have measured the same thing."""
+    parts = [read_json(p) for p in paths]
+    same = ("conditions", "profiles", "epochs", "steps", "fraction", "image_size", "eager", "no_gates", "margin")
+    for part in parts[1:]:
+        differs = [k for k in same if part.get(k) != parts[0].get(k)]
+        if differs:
+            raise SystemExit(f"cannot merge: the runs differ in {', '.join(differs)}")
+    merged = {k: v for k, v in parts[0].items() if k not in ("benchmark", "machine", "versions", "policies", "command")}
+    merged["policies"] = {policy: record for part in parts for policy, record in part["policies"].items()}
+    merged["command"] = " and ".join(part["command"] for part in parts) + " (side by side)"
+    merged["complete"] = all(part.get("complete") for part in parts)
+    path = write_result(name, merged)
+    print(f"merged {len(parts)} results into {path.relative_to(ROOT)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=str(ROOT / "conditions.yaml"))
+    parser.add_argument("--condition", action="append", default=[])
+    parser.add_argument("--profile", action="append", default=[])
+    parser.add_argument("--epochs", type=int, default=None, help="override every profile's epochs")
+    parser.add_argument("--steps", type=float, nargs="+", default=list(STEPS), help="share of train groups per night")
+    parser.add_argument("--policies", nargs="+", default=["retrain", "continue"], choices=["retrain", "continue"])
+    parser.add_argument("--fraction", type=float, default=1.0, help="keep this share of each set's groups")
+    parser.add_argument("--image-size", type=int, default=None, help="override every profile's image size (smaller runs)")
+    parser.add_argument("--eager", action="store_true", help="profiles run eagerly: no graph trace (tiny runs only)")
+    parser.add_argument("--no-gates", action="store_true",
+                        help="drop the registry's absolute gates (a reduced run's tiny val split cannot meet them)")
+    parser.add_argument("--name", default="nights")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None,
+                        help="combine the results of runs made one policy each (e.g. side by side) into --name")
+    args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.name)
+    data_root = data_root_or_none()
+    if data_root is None:
+        print(NO_DATA)
+        return 0
+    os.environ["MEDCORE_DATA_ROOT"] = str(data_root)
+    from medcore.config import load_config
+
+    base = load_config(args.config)
+    conditions = args.condition or list(base.conditions)
+    profiles = args.profile or list(base.profiles)
+    workdir, stamp = bench_workdir(args.name)
+    print(f"{args.name}: splitting the full sets of {', '.join(conditions)}", flush=True)
+    splits = reference_splits(base, conditions)
+    references = {c: s.drop_duplicates("sha256").set_index("sha256")["split"] for c, s in splits.items()}
+    policies: dict[str, Any] = {}
+
+    def save() -> Path:  # after every night, so an interrupted run keeps what it measured
+        return write_result(args.name, {
+            "config": os.path.relpath(Path(args.config).resolve(), ROOT), "data_root": str(data_root),
+            "conditions": conditions, "profiles": profiles, "epochs": args.epochs, "steps": args.steps,
+            "fraction": args.fraction, "image_size": args.image_size, "eager": args.eager, "no_gates": args.no_gates,
+            "margin": base.registry.margin, "continue_epochs": base.nightly.continue_epochs,
+            "command": "bench/nights.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "full_split_images": {c: len(s) for c, s in splits.items()}, "policies": policies,
+            "complete": all(len(p["nights"]) == len(args.steps) for p in policies.values())
+            and len(policies) == len(args.policies)})
+
+    for policy in args.policies:
+        folder = workdir / policy
+        config_path = folder / "nights.yaml"
+        folder.mkdir(parents=True, exist_ok=True)
+        overrides = {**({"image_size": args.image_size} if args.image_size else {}),
+                     **({"execution": "eager"} if args.eager else {})}
+        shrink = "".join(f"  {p}: {json.dumps(overrides)}\n" for p in profiles) if overrides else ""
+        config_path.write_text(f"extends: {Path(args.config).resolve()}\ndata_root: {folder / 'data'}\n"
+                               f"runs_root: {folder / 'runs'}\nnightly: {{policy: {policy}}}\n"
+                               + (f"profiles:\n{shrink}" if shrink else "")
+                               + ("registry: {gates: {roc_auc_low: null, recall: null, specificity: null, roc_auc: null},"
+                                  " min_tier: null}\n" if args.no_gates else ""))
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("MEDCORE_")},
+               "MEDCORE_REGISTRY_ROOT": str(folder / "registry"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        nights, previous = [], {c: None for c in conditions}
+        for i, step in enumerate(args.steps, start=1):
+            present = {}
+            for c in conditions:
+                rows = night_rows(splits[c], step, args.fraction, base.seed)
+                stage(base, c, rows, folder / "data")
+                present[c] = {s: int((rows["split"] == s).sum()) for s in ("train", "val", "test")}
+            run_id = f"{policy}-night{i}"
+            print(f"  {policy} night {i} ({step:.0%} of train): running", flush=True)
+            night = {"night": i, "step": step, "images": present,
+                     **run_night(config_path, env, run_id, conditions, profiles, args.epochs)}
+            run = RunLayout(folder / "runs", run_id)
+            night["conditions"] = {}
+            for c in conditions:
+                night["conditions"][c], split = condition_record(run, c, profiles, previous[c], references[c])
+                previous[c] = split if split is not None else previous[c]
+            nights.append(night)
+            policies[policy] = {"nights": nights, "cpu_minutes": round(sum(n["cpu_minutes"] for n in nights), 2),
+                                "wall_minutes": round(sum(n["wall_seconds"] for n in nights) / 60, 2),
+                                "run_folder": str((folder / "runs").relative_to(ROOT))}
+            save()
+            shown = "; ".join(f"{c} {r['mode']}/{r['decision']} test AUC champion "
+                              f"{r['champion_after_test_auc'] if r['champion_after_test_auc'] is None else round(r['champion_after_test_auc'], 3)}"
+                              for c, r in night["conditions"].items())
+            print(f"    {night['wall_seconds'] / 60:.1f} min wall, {night['cpu_minutes']:.1f} CPU min: {shown}",
+                  flush=True)
+        shutil.rmtree(folder / "data", ignore_errors=True)  # links to the real sets; the runs stay
+    path = save()
+    print(f"raw figures in {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
