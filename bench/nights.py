@@ -36,11 +36,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import pandas as pd  # noqa: E402
+import pandas as pd
 
-from bench.common import NO_DATA, ROOT, bench_workdir, data_root_or_none, write_result  # noqa: E402
-from medcore.jsonio import read_json  # noqa: E402
-from medcore.layout import RunLayout  # noqa: E402
+from bench.common import NO_DATA, ROOT, bench_workdir, data_root_or_none, write_result
+from medcore.jsonio import read_json
+from medcore.layout import RunLayout
 
 STEPS = (0.55, 0.70, 0.85, 1.0)
 
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     base = load_config(args.config)
     conditions = args.condition or list(base.conditions)
     profiles = args.profile or list(base.profiles)
-    workdir, stamp = bench_workdir(args.name)
+    workdir, _ = bench_workdir(args.name)
     print(f"{args.name}: splitting the full sets of {', '.join(conditions)}", flush=True)
     splits = reference_splits(base, conditions)
     references = {c: s.drop_duplicates("sha256").set_index("sha256")["split"] for c, s in splits.items()}
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                                   " min_tier: null}\n" if args.no_gates else ""))
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("MEDCORE_")},
                "MEDCORE_REGISTRY_ROOT": str(folder / "registry"), "TF_CPP_MIN_LOG_LEVEL": "2"}
-        nights, previous = [], {c: None for c in conditions}
+        nights, previous = [], dict.fromkeys(conditions)
         for i, step in enumerate(args.steps, start=1):
             present = {}
             for c in conditions:

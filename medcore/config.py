@@ -337,8 +337,12 @@ class Profile:
     freeze_epochs: int = _integer(0, 0, 1000, "epochs with a frozen backbone before fine-tuning (pretrained weights)")
     fine_tune_learning_rate: float | None = _number(None, 1e-9, 1.0, "rate after unfreezing; default "
                                                                          "learning_rate / 10")
-    precision: Literal["float32", "mixed_bfloat16"] = _choice("float32", "Keras dtype policy (bf16 only where the CPU "
-                                                                       "has it)")
+    precision: Literal["auto", "float32", "mixed_bfloat16", "onednn_amp"] = _choice(
+        "auto", "`auto` picks per CPU from medcore.compute's measured table; `mixed_bfloat16` (Keras policy) and "
+                "`onednn_amp` (TF's oneDNN bf16 graph rewrite) only where the CPU has native bf16")
+    # A profile's cores become its pool slots in the DAG: 0 trains alone on the machine.
+    cores: int = _integer(1, 0, 256, "cores one training task takes (its `training` pool slots and threads); "
+                                     "0: every core")
     intra_op_threads: int = _integer(0, 0, 256, "TensorFlow intra-op threads; 0: MEDCORE_THREADS, else TF's default")
     inter_op_threads: int = _integer(0, 0, 256, "TensorFlow inter-op threads; 0: MEDCORE_INTER_THREADS, else TF's "
                                                 "default")
@@ -466,6 +470,9 @@ class RegistrySettings:
     margin: float = _number(0.02, 0.0, 0.5, "promote only if the lower bound of the paired interval of (challenger - "
                                             "best champion figure on these val images) ROC AUC is above -margin")
     history: int = _integer(20, 1, 10_000, "decisions kept per condition")
+    # A promotion holds the lock for seconds; waiting minutes means the holder hangs (e.g. a dead NFS client).
+    lock_timeout: float = _number(300.0, 1.0, 86_400.0, "seconds a promotion waits for another run's registry "
+                                                        "lock before failing with the holder's name")
     # The tier also demands enough test patients, which no point-estimate gate checks; null leaves it out
     # (tiny demo and test runs could never promote).
     min_tier: Literal["excellent", "good", "moderate", "insufficient"] | None = _choice(

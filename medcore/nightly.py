@@ -16,8 +16,9 @@ import hashlib
 import io
 import json
 import math
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -241,6 +242,7 @@ def nights_view(run: Any, info: Mapping[str, Any], models: list[dict[str, Any]],
     report, the e-mail and the Training reports page all show the same picture.
     """
     from medcore.jsonio import atomic_write_bytes
+    from medcore.validation import balance_text
 
     registry = _registry_for_run(info)
     views = []
@@ -260,6 +262,7 @@ def nights_view(run: Any, info: Mapping[str, Any], models: list[dict[str, Any]],
         if len(rows):
             plot = atomic_write_bytes(run.trend_png(condition), render_trend(rows.tail(60), condition))
         changes = plan.get("changes")
+        balance = next(((m["validation"] or {}).get("split_balance") for m in ours if m.get("validation")), None)
         views.append({
             "condition": condition, "mode": plan.get("mode"), "policy": plan.get("policy"),
             "reason": plan.get("reason"), "changes": changes, "contamination": plan.get("contamination"),
@@ -269,6 +272,7 @@ def nights_view(run: Any, info: Mapping[str, Any], models: list[dict[str, Any]],
             "test_nights": test_split.get("nights"), "test_since": test_split.get("since"),
             "trend_plot": plot.relative_to(run.root).as_posix() if plot else None,
             "trend_line": _trend_line(rows),
+            "balance": balance_text(balance) if balance and balance.get("splits_made") else None,
             "summary": {"mode": plan.get("mode"), "reason": plan.get("reason"),
                         "changes": {k: changes[k] for k in ("added", "removed", "relabelled", "moved")}
                         if changes else None,

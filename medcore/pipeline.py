@@ -13,11 +13,13 @@ import functools
 import logging
 import os
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pandas as pd
 
+from medcore.compute import task_cores
 from medcore.config import Config, load_config
 from medcore.errors import ConfigError, DataError, MedcoreError, Skipped, StageError, one_line
 from medcore.jsonio import atomic_write_text, read_json, write_json
@@ -45,7 +47,7 @@ def _load(job: Job) -> tuple[Config, ModelLayout]:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _stage(name: str) -> Callable[[Callable[..., Job]], Callable[[Job], Job]]:
@@ -100,11 +102,26 @@ def plan_run(config_path: str | os.PathLike[str] | None, run_id: str, conditions
     params = {**params, "recipients": recipients(params.get("recipients"))} if params else {}
     run = RunLayout(config.runs_root, run_id)
     jobs = [{"run_id": run_id, "runs_root": str(config.runs_root), "config": str(config.path), "condition": c,
-             "profile": p, "epochs": epochs} for c in conditions for p in profiles]
+             "profile": p, "epochs": epochs, "cores": task_cores(config.profiles[p].cores)}
+            for c in conditions for p in profiles]
     started = read_json(run.run_json)["started"] if run.run_json.exists() else _now()
     write_json(run.run_json, {"run_id": run_id, "started": started, "config": config.path,
                               "data_root": config.data_root, "params": params, "jobs": jobs})
     return jobs
+
+
+def jobs_by_slots(jobs: list[Job], slots: Iterable[int]) -> dict[str, list[Job]]:
+    """Each job under the chain whose pool slots it fits (the most slots not above its cores), keyed `slots_<n>`.
+
+    The DAG's chains are fixed when it is parsed; a job whose profile changed its cores since then goes to
+    the nearest chain below (or the smallest), so every job is trained exactly once.
+    """
+    slots = sorted(set(slots))
+    routed: dict[str, list[Job]] = {f"slots_{n}": [] for n in slots}
+    for job in jobs:
+        fits = [n for n in slots if n <= int(job.get("cores") or 1)]
+        routed[f"slots_{fits[-1] if fits else slots[0]}"].append(job)
+    return routed
 
 
 @_stage("validate")
@@ -126,8 +143,15 @@ def validate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
 
 def plan_condition(config: Config, condition: str, split: pd.DataFrame, fingerprint: str) -> dict[str, Any]:
     """Tonight's plan for `condition`: what changed since the champion, whether it may be warm-started, the mode."""
-    from medcore.nightly import (code_version, config_digest, contamination, plan_night, read_split, read_trained_on,
-                                 split_changes)
+    from medcore.nightly import (
+        code_version,
+        config_digest,
+        contamination,
+        plan_night,
+        read_split,
+        read_trained_on,
+        split_changes,
+    )
     from medcore.registry import read_record, registry_of
 
     champion = read_record(registry_of(config), condition).get("champion")

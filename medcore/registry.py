@@ -273,21 +273,17 @@ def read_record(registry: RegistryLayout, condition: str) -> dict[str, Any]:
     return record
 
 
-LOCK_TIMEOUT_SECONDS = 300.0  # a promotion takes seconds; minutes of waiting means a stuck holder
-
-
 @contextlib.contextmanager
-def _locked(path: Path, timeout: float | None = None) -> Iterator[None]:
+def _locked(path: Path, timeout: float = 300.0) -> Iterator[None]:
     """Hold an exclusive lock on `path`: two runs deciding at once would each read the old champion.
 
-    Gives up after `timeout` seconds (default LOCK_TIMEOUT_SECONDS) with an error naming the lock and
+    Gives up after `timeout` seconds (`registry.lock_timeout`) with an error naming the lock and
     its holder (host, PID, since when, as the holder wrote it into the lock file), instead of waiting
     forever on a holder that hangs. flock works across machines on NFSv4 (the kernel maps it to NFS locks).
     """
     import socket
     import time
 
-    timeout = LOCK_TIMEOUT_SECONDS if timeout is None else timeout
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
         deadline = time.monotonic() + timeout
@@ -395,7 +391,7 @@ def _write_trend(registry: RegistryLayout, condition: str, row: dict[str, Any]) 
     from medcore.nightly import TREND_COLUMNS, trend_csv
 
     path = registry.trend(condition)
-    rows = pd.read_csv(path).to_dict("records") if path.is_file() else []
+    rows = pd.read_csv(path, dtype={"run_id": str}).to_dict("records") if path.is_file() else []
     rows = [r for r in rows if r.get("run_id") != row["run_id"]] + [row]  # a re-decided run replaces its row
     atomic_write_bytes(path, trend_csv([{k: r.get(k) for k in TREND_COLUMNS} for r in rows]).encode())
 
@@ -409,7 +405,7 @@ def promote_condition(registry: RegistryLayout, condition: str, models: Sequence
     are now, so the registry never holds a model the run no longer has. If a later run has decided
     since, the earlier decision stands and is returned as it was.
     """
-    with _locked(registry.lock(condition)):
+    with _locked(registry.lock(condition), settings.lock_timeout):
         record = read_record(registry, condition)
         mine = [i for i, h in enumerate(record["history"]) if h.get("run_id") == run_id]
         if mine and mine[0] != 0:

@@ -13,13 +13,15 @@ import math
 import os
 import resource
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from medcore import compute
 from medcore.config import Config, Profile
 from medcore.contract import save_model_with_contract, training_contract
 from medcore.datasets import make_dataset
@@ -44,50 +46,24 @@ WARM_STARTS = {"champion": "none (no champion yet)", "shared": "none (no shared 
 def configure_threads(profile: Profile) -> dict[str, int | None]:
     """Size TensorFlow's thread pools from the profile, else `MEDCORE_THREADS`; return what applies.
 
-    Two training tasks sharing two cores must not each start two threads: the Airflow pool gives
-    each task one slot, and the task's environment says how many threads that slot is worth.
+    Two training tasks sharing two cores must not each start two threads: the DAG gives each task
+    as many `training` pool slots as its profile's `cores`, and the environment says how many
+    threads that is (medcore.compute).
     """
-    import tensorflow as tf
-
-    intra = profile.intra_op_threads or int(os.environ.get("MEDCORE_THREADS") or 0)
-    inter = profile.inter_op_threads or int(os.environ.get("MEDCORE_INTER_THREADS") or 0)
-    try:
-        if intra:
-            tf.config.threading.set_intra_op_parallelism_threads(intra)
-        if inter:
-            tf.config.threading.set_inter_op_parallelism_threads(inter)
-    except RuntimeError:
-        # TensorFlow was already initialised in this process (Airflow's in-process `dags test`):
-        # the pools keep their size, and the record below says what they are.
-        pass
-    return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads() or None,
-            "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or None}
+    return compute.configure_threads(profile.intra_op_threads, profile.inter_op_threads)
 
 
-def cpu_supports_bf16() -> bool:
-    """True where the CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX); else bf16 is emulated and slow."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+cpu_supports_bf16 = compute.cpu_supports_bf16
 
 
 @contextlib.contextmanager
-def precision_policy(profile: Profile) -> Iterator[str]:
-    """Apply the profile's Keras dtype policy while building and training; yield the policy used."""
-    import keras
-
-    wanted = profile.precision
-    if wanted == "mixed_bfloat16" and not cpu_supports_bf16():
-        log.warning("profile %s asks for mixed_bfloat16 but this CPU has no bf16 support; using float32", profile.name)
-        wanted = "float32"
-    previous = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy(wanted)
-    try:
-        yield wanted
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
+def precision_policy(profile: Profile) -> Iterator[dict[str, str]]:
+    """Train in the precision chosen for the profile on this CPU (medcore.compute); yield what was chosen and why."""
+    choice = compute.choose_precision(profile.precision)
+    if choice["mode"] != choice["requested"] and choice["requested"] != "auto":
+        log.warning("profile %s: %s; using %s", profile.name, choice["reason"], choice["mode"])
+    with compute.precision_mode(choice["mode"]) as policy:
+        yield {**choice, "keras_policy": policy}
 
 
 def _backbone(x, weights: str):
@@ -360,7 +336,7 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
     resumed_from = _resume_point(paths, profile)
 
     clock = Clock()
-    with precision_policy(profile) as precision:
+    with precision_policy(profile) as chosen:
         model, weights_used = _initial_model(profile, config.seed, warm_start)
         weights = class_weights(train["label"].to_numpy()) if profile.class_weighting else None
         # Epochs history.csv holds (trimmed above): the best of those may be kept from an earlier attempt.
@@ -370,15 +346,20 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
                     for phase in _phases(profile, epochs, weights_used)]
         best = restore_best_epoch(model, keeper)  # the saved model is the epoch the record reports
     wall = time.perf_counter() - clock.start
+    precision = chosen["mode"]
     contract = training_contract(profile, seed=config.seed, precision=precision, gradcam_layer=config.gradcam.layer,
                                  versions=versions())
     _save_model(model, paths, contract)
 
     history = _history_rows(paths.history_csv)
-    return _training_record(profile, paths, history, epochs=epochs, resumed_from=resumed_from, wall=wall,
-                            clock=clock, weights_used=weights_used, stoppers=stoppers, train=train, val=val,
-                            seed=config.seed, threads=threads, precision=precision, versions=contract["versions"],
-                            best=best)
+    record = _training_record(profile, paths, history, epochs=epochs, resumed_from=resumed_from, wall=wall,
+                              clock=clock, weights_used=weights_used, stoppers=stoppers, train=train, val=val,
+                              seed=config.seed, threads=threads, precision=precision, versions=contract["versions"],
+                              best=best)
+    # What this CPU made of the profile's precision and cores, and why (medcore.compute).
+    record["compute"] = {"precision": chosen, "cores": profile.cores, "threads": threads,
+                         "cpu_bf16": compute.cpu_supports_bf16()}
+    return record
 
 
 def _frozen_marker(paths: ModelLayout) -> Path:

@@ -119,7 +119,7 @@ BAD_VALUES = [
     ("seed: 1", "notify: {recipients: 5}", "notify.recipients", "must be a list of e-mail addresses"),
     ("seed: 1", "seed: 1.5", "seed", "must be an integer"),
     ("learning_rate: 0.001", "learning_rate: 0.001, precision: bf16", "profiles.standard.precision",
-     "must be one of float32, mixed_bfloat16, got 'bf16'"),
+     "must be one of auto, float32, mixed_bfloat16, onednn_amp, got 'bf16'"),
     # out of bounds
     ("learning_rate: 0.001", "learning_rate: 0", "profiles.standard.learning_rate", "must be between 1e-08 and 1.0"),
     ("learning_rate: 0.001", "learning_rate: 0.001, batch_size: 0", "profiles.standard.batch_size",

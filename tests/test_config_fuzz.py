@@ -141,10 +141,13 @@ def test_any_value_at_any_key_is_a_config_or_one_line_naming_the_file(edit_list,
     count("config values")
 
 
+ODD_FILES = [b"\xff\xfe\x00", b"- a\n- b\n", b"a: [", b"&a [*a]", b"!!python/object:os.system x", b"{" * 200,
+             b"a: " + b"[" * 5000, b"conditions: 1\n", b"\x00"]
+
+
 @FUZZ
 @given(content=st.one_of(st.binary(max_size=300), st.text(max_size=300).map(lambda t: t.encode("utf-8", "replace")),
-                         st.sampled_from([b"\xff\xfe\x00", b"- a\n- b\n", b"a: [", b"&a [*a]", b"!!python/object:os.system x",
-                                          b"{" * 200, b"a: " + b"[" * 5000, b"conditions: 1\n", b"\x00"])))
+                         st.sampled_from(ODD_FILES)))
 def test_any_bytes_as_the_config_file_are_a_one_line_error_or_a_config(content):
     """Random bytes, bad encodings, YAML tags and deep nesting never escape as a traceback."""
     with tempfile.TemporaryDirectory() as tmp:

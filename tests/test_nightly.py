@@ -11,8 +11,16 @@ from medcore import pipeline
 from medcore.errors import Skipped
 from medcore.jsonio import read_json, write_json
 from medcore.layout import RegistryLayout, RunLayout
-from medcore.nightly import (CONTINUE, RETRAIN, SKIP, code_version, contamination, continue_epochs, plan_night,
-                             split_changes)
+from medcore.nightly import (
+    CONTINUE,
+    RETRAIN,
+    SKIP,
+    code_version,
+    contamination,
+    continue_epochs,
+    plan_night,
+    split_changes,
+)
 from tests.test_validation import _encode, phantom
 
 TONIGHT = {"dataset_fingerprint": "d1", "config_digest": "c1", "code_version": "v1"}
@@ -123,7 +131,7 @@ def test_planted_contamination_blocks_the_warm_start(tmp_path, monkeypatch):
     """A champion that trained on an image now in test is never warm-started from: the night retrains and says why."""
     monkeypatch.delenv("MEDCORE_REGISTRY_ROOT", raising=False)
     config = _setup(tmp_path)
-    job, run = _night(config, tmp_path, "n1")
+    _, run = _night(config, tmp_path, "n1")
     paths = run.model("c", "p")
     assert read_json(paths.nightly_json)["mode"] == RETRAIN
     split = pd.read_csv(paths.split_csv)
@@ -131,13 +139,13 @@ def test_planted_contamination_blocks_the_warm_start(tmp_path, monkeypatch):
     planted = split.loc[split["split"] == "test"].iloc[0]
 
     _plant_champion(tmp_path, run, train)
-    job, run = _night(config, tmp_path, "n2")
+    _, run = _night(config, tmp_path, "n2")
     plan = read_json(run.model("c", "p").nightly_json)
     assert plan["mode"] == CONTINUE and plan["contamination"]["images"] == 0
     assert plan["changes"]["moved"] == plan["changes"]["added"] == 0
 
     _plant_champion(tmp_path, run, train | {planted["sha256"]})
-    job, run = _night(config, tmp_path, "n3")
+    _, run = _night(config, tmp_path, "n3")
     plan = read_json(run.model("c", "p").nightly_json)
     assert plan["mode"] == RETRAIN and plan["contamination"]["examples"] == [planted["relpath"]]
     assert "1 images now in val or test (1 in test" in plan["reason"]
@@ -147,7 +155,7 @@ def test_unchanged_data_config_and_code_skip_the_night(tmp_path, monkeypatch):
     """Same data, config and code as the champion: validate plans `skip`, train raises Skipped and records no failure."""
     monkeypatch.delenv("MEDCORE_REGISTRY_ROOT", raising=False)
     config = _setup(tmp_path)
-    job, run = _night(config, tmp_path, "n1")
+    _, run = _night(config, tmp_path, "n1")
     split = pd.read_csv(run.model("c", "p").split_csv)
     _plant_champion(tmp_path, run, set(split.loc[split["split"] == "train", "sha256"]),
                     fingerprint=read_json(run.model("c", "p").validation_json)["fingerprint"])
@@ -165,6 +173,7 @@ def test_unchanged_data_config_and_code_skip_the_night(tmp_path, monkeypatch):
     assert (summary["failed"], summary["skipped"]) == (0, 1)
     report = run.report_md.read_text()
     assert "**c: skip**" in report and "⏭ skipped: unchanged since 2026-11-20" in report
+    assert "- Splits: val/test made by keyed hash of the group; positive share" in report
 
 
 # --- two real nights: the set grows, the second night continues from the first night's champion -------------

@@ -234,6 +234,9 @@ def test_rerun_after_retrain_decides_again(tmp_path, monkeypatch):
     decision = _promote(runs, run)["knee"]
     assert decision["decision"] == KEPT and read_json(registry.record("knee"))["champion"]["run_id"] == "base"
     assert not copy.exists(), "an undone promotion leaves no copy behind"
+    trend = (tmp_path / "registry" / "knee.trend.csv").read_text().splitlines()
+    assert [line.split(",")[1:3] for line in trend[1:]] == [["base", "promoted"], ["run", "kept champion"]], \
+        "a re-decided run replaces its trend row"
 
 
 def test_a_champion_is_only_beaten_on_the_same_images(tmp_path, monkeypatch):
@@ -294,9 +297,9 @@ def test_registry_lock_gives_up_after_its_timeout_naming_the_holder(tmp_path):
     lock = tmp_path / "registry" / ".c.lock"
     with _locked(lock):
         start = time.monotonic()
-        with pytest.raises(StageError) as caught:  # flock is per open file, so a second open conflicts here too
-            with _locked(lock, timeout=0.3):
-                pass
+        # flock is per open file, so a second open conflicts here too
+        with pytest.raises(StageError) as caught, _locked(lock, timeout=0.3):
+            pass
         waited = time.monotonic() - start
     message = str(caught.value)
     assert 0.3 <= waited < 5, waited

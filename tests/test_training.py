@@ -258,3 +258,18 @@ def test_a_crash_between_model_and_contract_never_pairs_a_new_model_with_the_old
     write_json(paths.model_contract, {"model_sha256": sha, "threshold": 0.9})  # e.g. restored from a backup
     with pytest.raises(MedcoreError, match="describes another model"):
         read_contract(paths.model)
+
+
+def test_training_json_records_the_precision_chosen_for_this_cpu_and_why(tiny_config, tmp_path):
+    from medcore.compute import choose_precision
+
+    config = tmp_path / "auto.yaml"
+    config.write_text(f"extends: {tiny_config}\nprofiles:\n  standard: {{image_size: 32, epochs: 1, batch_size: 16, "
+                      "execution: eager, max_images_per_split: 24, precision: auto, cores: 1}\n")
+    job = _job(config, "precision-test")
+    pipeline.validate(job)
+    pipeline.train(job)
+    record = read_json(RunLayout(job["runs_root"], job["run_id"]).model(job["condition"], job["profile"]).training_json)
+    expected = choose_precision("auto")
+    assert record["compute"]["precision"]["mode"] == expected["mode"] == record["precision"]
+    assert record["compute"]["precision"]["reason"] == expected["reason"] and record["compute"]["cores"] == 1

@@ -2,10 +2,15 @@
 
 `Cluster` makes a fresh metadata database in the local PostgreSQL, points the CeleryExecutor at the
 local Redis (under a key prefix of its own), and starts `airflow scheduler`, `airflow dag-processor`,
-`airflow api-server` (127.0.0.1 only) and a real `airflow celery worker` through `bin/airflow-local`,
-each in its own session with its own log file. It talks to them only as a user would: the REST API
-v2 with a JWT from `POST /auth/token`. `close()` ends every process it started (whole process
-trees, by PID), drops its database and deletes its Redis keys.
+`airflow api-server` (127.0.0.1 only) and two real `airflow celery worker`s through `bin/airflow-local`,
+each in its own session with its own log file. The workers stand for two machines: one serves only
+the `training` queue, the other only `default`, and each reports its own host name (Airflow's
+`hostname_callable`), so a task instance's `hostname` says which "machine" ran it. They share the
+runs folder and the champion registry, as machines sharing an NFS mount would.
+
+The tests talk to the cluster only as a user would: the REST API v2 with a JWT from `POST /auth/token`.
+`close()` ends every process it started (whole process trees, by PID), drops its database and
+deletes its Redis keys.
 
 Nothing here is mocked. Where PostgreSQL or Redis is not reachable, `servers_missing()` says why
 and the tests skip.
@@ -45,9 +50,15 @@ profiles:
               weights: none, patience: 10}
 gradcam: {samples: 1, deletion_images: 8, deletion_steps: 4}
 evaluation: {small_sets: test_split}   # every tiny test split is small: cross-validation has its own test
+# A one-epoch 32 px model cannot meet the real gates; these (null drops a gate conditions.yaml sets)
+# let the promote stage promote, so the suite sees a champion copied into the shared registry by the
+# worker that did not train it.
+registry: {gates: {roc_auc_low: null, recall: null, specificity: null, roc_auc: 0.0}, min_tier: null}
 """
 
 TERMINAL = {"success", "failed"}
+# The two workers: name -> (queue it serves, the host name it reports).
+WORKERS = {"training": ("training", "it-training-host"), "default": ("default", "it-default-host")}
 # One file per live cluster (owner, PIDs, database, Redis prefix), so that a later run can clean up
 # after one whose pytest was killed before its teardown could run.
 STATE_DIR = Path(tempfile.gettempdir()) / "medcore-integration"
@@ -232,6 +243,7 @@ class Cluster:
         self.procs: dict[str, Proc] = {}
         self.stopped: list[Proc] = []
         self.workers_started = 0
+        self.workers: dict[str, str] = {}  # role -> process name of its current worker
         self.run_ids: list[str] = []
         self._token: str | None = None
         self._db_created = False
@@ -280,10 +292,12 @@ class Cluster:
         self.spawn("api-server", "api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1")
         self.spawn("scheduler", "scheduler", "--skip-serve-logs")
         self.spawn("dag-processor", "dag-processor")
-        self.start_worker()
+        for role in WORKERS:
+            self.start_worker(role)
         self._wait(lambda: self._health_ok(), deadline, "api-server, scheduler and dag-processor healthy")
         self._wait(lambda: self._dag_parsed(), deadline, f"DAG {DAG_ID} parsed")
-        self.wait_worker_ready(deadline - time.monotonic())
+        for role in WORKERS:
+            self.wait_worker_ready(deadline - time.monotonic(), role)
         response = self.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
         assert response.status_code == 200, response.text
 
@@ -317,10 +331,10 @@ class Cluster:
                                f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         return done
 
-    def spawn(self, name: str, *args: str) -> Proc:
+    def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
         log = self.logs / f"{name}.log"
         with open(log, "ab") as out:
-            popen = subprocess.Popen([str(AIRFLOW_LOCAL), "airflow", *args], env=self.env, cwd=ROOT,
+            popen = subprocess.Popen([str(AIRFLOW_LOCAL), "airflow", *args], env={**self.env, **(env or {})}, cwd=ROOT,
                                      stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         self.procs[name] = Proc(name, popen, log)
@@ -338,25 +352,32 @@ class Cluster:
         self.stopped.append(proc)
         return proc
 
-    def start_worker(self) -> Proc:
-        """Start a Celery worker serving both queues, two processes (one per core)."""
+    def start_worker(self, role: str = "training") -> Proc:
+        """Start the Celery worker `role` (see WORKERS): its one queue, two processes, its own host name."""
+        queue, hostname = WORKERS[role]
         self.workers_started += 1
         n = self.workers_started
-        return self.spawn(f"worker-{n}", "celery", "worker", "--queues", "default,training", "--concurrency", "2",
-                          "--celery-hostname", f"{self.token_name}-{n}@%h", "--pid", str(self.workdir / f"worker-{n}.pid"),
-                          "--skip-serve-logs", "--without-mingle", "--without-gossip")
+        proc = self.spawn(f"worker-{role}-{n}", "celery", "worker", "--queues", queue, "--concurrency", "2",
+                          "--celery-hostname", f"{self.token_name}-{role}-{n}@%h",
+                          "--pid", str(self.workdir / f"worker-{role}-{n}.pid"),
+                          "--skip-serve-logs", "--without-mingle", "--without-gossip",
+                          env={"AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.integration.hostnames.worker_hostname",
+                               "MEDCORE_IT_HOSTNAME": hostname,
+                               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), self.env.get("PYTHONPATH")]))})
+        self.workers[role] = proc.name
+        return proc
 
-    def worker(self) -> Proc:
-        return self.procs[f"worker-{self.workers_started}"]
+    def worker(self, role: str = "training") -> Proc:
+        return self.procs[self.workers[role]]
 
-    def wait_worker_ready(self, timeout: float = 120) -> None:
-        worker = self.worker()
+    def wait_worker_ready(self, timeout: float = 120, role: str = "training") -> None:
+        worker = self.worker(role)
         self._wait(lambda: " ready." in worker.log.read_text(errors="replace"), time.monotonic() + timeout,
                    f"{worker.name} ready")
 
-    def kill_worker(self) -> Proc:
-        """SIGKILL the current Celery worker and everything it started, as a crashed machine would lose them."""
-        return self.stop(self.worker().name, signal.SIGKILL)
+    def kill_worker(self, role: str = "training") -> Proc:
+        """SIGKILL a Celery worker and everything it started, as a crashed machine would lose them."""
+        return self.stop(self.worker(role).name, signal.SIGKILL)
 
     # ---------------------------------------------------------------- REST API v2
 

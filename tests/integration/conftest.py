@@ -68,7 +68,7 @@ def _interrupt(signum, frame):
 def happy_run(cluster):
     """One finished run of the DAG: two conditions, profile standard, triggered through the REST API."""
     run_id = cluster.trigger({"conditions": HAPPY_CONDITIONS, "profiles": ["standard"]})
-    final = cluster.wait_run(run_id, timeout=480)
+    final = cluster.wait_run(run_id, timeout=900)  # ~4 min on two idle cores; shared cores can take twice that
     return run_id, final
 
 

@@ -74,6 +74,38 @@ def test_dag_runs_on_celery_workers(cluster, happy_run):
     assert not _leftovers(run_dir), _leftovers(run_dir)
 
 
+def test_a_model_trained_on_one_worker_is_evaluated_explained_promoted_and_reported_by_the_other(cluster, happy_run):
+    """Two workers standing for two machines: the `training` one fits, the `default` one does everything else
+    with the model it finds in the shared runs folder, and puts it into the shared registry."""
+    from tests.integration.cluster import WORKERS
+
+    run_id, final = happy_run
+    assert final["state"] == "success", cluster.states(run_id)
+    training_host, default_host = WORKERS["training"][1], WORKERS["default"][1]
+    hosts: dict[str, set[str]] = {}
+    for ti in cluster.task_instances(run_id):
+        hosts.setdefault(ti["task_id"], set()).add(ti["hostname"])
+    assert hosts.pop("model_chain.train") == {training_host}, "every fit ran on the training worker"
+    for task in ("model_chain.evaluate", "model_chain.gradcam", "promote", "report"):
+        assert hosts[task] == {default_host}, (task, hosts[task])
+    assert set().union(*hosts.values()) == {default_host}, hosts
+
+    run_dir = cluster.run_dir(run_id)
+    report = (run_dir / "report.md").read_text()
+    for condition in HAPPY_CONDITIONS:
+        model = run_dir / condition / "standard" / "model.keras"
+        contract = read_json(model.with_name("model.json"))
+        assert contract["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+        assert contract["threshold"] is not None, "the other worker evaluated the model the first one trained"
+        assert read_json(run_dir / condition / "standard" / "gradcam.json")["overlays"]
+        record = read_json(cluster.registry_root / f"{condition}.json")
+        champion = record["champion"]
+        assert champion["run_id"] == run_id and champion["model_sha256"] == contract["model_sha256"], champion
+        assert Path(champion["model_path"]).is_file() and Path(champion["model_path"]).is_relative_to(
+            cluster.registry_root), "promoted into the shared registry, a copy of the trained bytes"
+        assert f"| {condition} | **promoted** |" in report, "the report names the new champion"
+
+
 def test_cleared_tasks_rerun_into_the_same_place(cluster, happy_run):
     """Clearing train (and all downstream) of a finished run reruns it in place: same files, nothing doubled."""
     run_id, final = happy_run
@@ -92,7 +124,7 @@ def test_cleared_tasks_rerun_into_the_same_place(cluster, happy_run):
     assert {"model_chain.train", "model_chain.evaluate", "model_chain.gradcam", "report", "verdict"} <= cleared_ids
     assert "model_chain.validate" not in cleared_ids and "plan" not in cleared_ids
 
-    rerun = cluster.wait_run(run_id, timeout=420)
+    rerun = cluster.wait_run(run_id, timeout=900)  # shared cores can double the idle ~4 min
     assert rerun["state"] == "success", cluster.states(run_id)
     for ti in cluster.task_instances(run_id):
         if ti["task_id"] == "model_chain.train":
@@ -125,3 +157,4 @@ def test_cleared_tasks_rerun_into_the_same_place(cluster, happy_run):
     assert (summary["planned"], summary["succeeded"], summary["failed"]) == (2, 2, 0), summary
     # promote ran again: the champion registry holds the same files (one copy per champion), no more.
     assert sorted(_files(cluster.registry_root)) == registry_before
+
