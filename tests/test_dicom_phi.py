@@ -26,9 +26,9 @@ PEOPLE = [{
     "DeviceSerialNumber": f"SN-QX{i}-771903", "StationName": f"XRSTN-Wombly{i}",
     "StudyInstanceUID": f"1.2.826.0.1.3680043.99.4242.{i}", "StudyID": f"STUDYQ{i}4471",
 } for i in range(16)]
+NAMES = ("PatientName", "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName")
 SECRETS = sorted({v for person in PEOPLE for k, v in person.items()} |
-                 {part for person in PEOPLE for k in ("PatientName", "ReferringPhysicianName", "PerformingPhysicianName",
-                                                      "OperatorsName") for part in person[k].split("^")})
+                 {part for person in PEOPLE for k in NAMES for part in person[k].split("^")})
 
 
 def _write_set(root) -> None:
