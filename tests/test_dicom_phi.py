@@ -87,7 +87,7 @@ def test_no_identifying_header_value_reaches_any_output(tmp_path, monkeypatch):
     assert (tmp_path / "scores.csv").read_text().count(".dcm") == 32  # every film scored
 
     layout = RunLayout(tmp_path / "runs", "phi")
-    email = build_email(layout, NotifySettings(recipients=("a@example.org",)), tmp_path)
+    email = build_email(layout, NotifySettings(recipients=("a@example.org",)))
     assert "model card" in layout.report_md.read_text()
     card = layout.model("films", "tiny").model_card.read_text()
     assert "12" in card and "MONOCHROME1" in card  # the card describes the DICOM set it was trained on
