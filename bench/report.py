@@ -40,6 +40,8 @@ MAKES = {
     "stages_speed": "`.venv/bin/python bench/gradcam_speed.py`",
     "validate_speed": "`.venv/bin/python bench/validate_speed.py`",
     "overhead": "`.venv/bin/python bench/overhead.py`",
+    "peak": "`.venv/bin/python bench/peak.py`",
+    "precision_profile": "`.venv/bin/python bench/precision_profile.py`",
     "nightly_shared": "`make bench` (`medcore pretrain`, then `bench/nightly.py --config configs/shared-backbone.yaml "
                       "--shared-backbone <its registry>/shared_backbone.keras --name nightly_shared`)",
     "nights": "`make bench` (or `.venv/bin/python bench/nights.py`)",
@@ -159,6 +161,97 @@ def throughput_table(tp: dict[str, Any]) -> str:
               f"{tp['images']} real pneumonia training images, {tp['epochs']} epochs, steady state = median epoch "
               "after the first; the pipeline reads files through tf.data with every callback on, the plain fit "
               "gets the same images as in-memory tensors."]
+    return "\n".join(lines) + "\n"
+
+
+def _rate(row: dict[str, Any] | None, digits: int = 1) -> str:
+    """img/s with the min-max of its steady epochs."""
+    if not row:
+        return "–"
+    return (f"{row['images_per_second']:.{digits}f} ({row['min']:.{digits}f}–{row['max']:.{digits}f})"
+            if row.get("min") is not None else f"{row['images_per_second']:.{digits}f}")
+
+
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def ceiling_lines(peak: dict[str, Any] | None) -> str:
+    if not peak:
+        return _missing("peak")
+    p = peak["peak"]
+    flops = ", ".join(f"{size} px {f / 1e9:.2f}" for size, f in sorted(peak["training_flops_per_image"].items(),
+                                                                      key=lambda kv: int(kv[0])))
+    return (f"Ceiling (`bench/peak.py`): matmul peak {p['float32']['gflops']:.0f} GFLOP/s in float32 and "
+            f"{p['bfloat16']['gflops']:.0f} GFLOP/s in bfloat16 ({p['float32']['matrix']}² matrices, all threads). "
+            f"DenseNet121 training GFLOP per image ({peak['training_factor']:.0f} × the forward pass that "
+            f"TensorFlow's cost model counts): {flops}. \"share of peak\" below is img/s × GFLOP per image ÷ the "
+            "float32 peak.\n")
+
+
+def throughput_tables(tp: dict[str, Any]) -> str:
+    """Pipeline against plain, precisions side by side, threads: all from one train_throughput.json."""
+    sizes = sorted(tp["sizes"].items(), key=lambda kv: int(kv[0]))
+    main = [(s, r) for s, r in sizes if "pipeline" in r]
+    lines = ["| size | decode + resize img/s | pipeline img/s (min–max) | plain `model.fit` img/s (min–max) | ratio "
+             "| share of FP32 peak (plain) | pipeline first step |", "|--:|--:|--:|--:|--:|--:|--:|"]
+    for size, r in main:
+        pipe, plain = r["pipeline"]["float32"], r["plain"]["float32"]
+        lines.append(f"| {size} px | {r['decode']['images_per_second']:.0f} | {_rate(pipe)} | {_rate(plain)} "
+                     f"| **{r['ratio']:.3f}** (± {r['ratio_noise']:.2f}) | {_share(plain.get('share_of_peak'))} "
+                     f"| {_num(pipe.get('seconds_to_first_step'), 0)} s |")
+    if main:
+        worst = min(r["ratio"] for _, r in main)
+        lines += ["", f"Target pipeline / plain ≥ 0.95 at every size: {'met' if worst >= 0.95 else 'missed'} "
+                  f"(worst {worst:.3f}). Both in float32 with TensorFlow's default threads. The pipeline is "
+                  "`medcore.training.train_model` reading files through tf.data with every callback (checkpoints "
+                  "included); plain is `model.fit` on the same images as in-memory tensors. ± is the larger "
+                  "relative min–max spread of the two sides' steady epochs.", ""]
+        variants = list(main[0][1]["plain"])
+        lines += ["Precision, plain fit, every variant's model traced first and then taking turns one epoch each "
+                  "(img/s, min–max, × float32 of the same round):", "",
+                  "| size | " + " | ".join(f"`{v}`" for v in variants) + " |",
+                  "|--:|" + "--:|" * len(variants)]
+        for size, r in main:
+            base = r["plain"]["float32"]["images_per_second"]
+            cells = [f"{_rate(r['plain'][v])} ×{r['plain'][v]['images_per_second'] / base:.2f}"
+                     if v in r["plain"] else "–" for v in variants]
+            lines.append(f"| {size} px | " + " | ".join(cells) + " |")
+        extra = [(size, name, row) for size, r in main for name, row in r["pipeline"].items() if name != "float32"]
+        if extra:
+            lines += ["", "The pipeline in the precision `auto` picks, against today's pipeline (float32), same run:", ""]
+            for size, name, row in extra:
+                base = tp["sizes"][size]["pipeline"]["float32"]["images_per_second"]
+                lines.append(f"- {size} px: `{name}` {_rate(row)} img/s against {base:.1f}: "
+                             f"**×{row['images_per_second'] / base:.2f}**")
+    grids = [(s, r["threads"]) for s, r in sizes if r.get("threads")]
+    if grids:
+        labels = list(grids[0][1])
+        lines += ["", "Threads (plain float32 fit in subprocesses run one after another; two tasks = their summed img/s):",
+                  "", "| size | " + " | ".join(labels) + " |", "|--:|" + "--:|" * len(labels)]
+        for size, grid in grids:
+            lines.append(f"| {size} px | " + " | ".join(_num(grid[l]["images_per_second"], 1) if l in grid else "–"
+                                                      for l in labels) + " |")
+    load = tp.get("load_before"), tp.get("load_after")
+    if all(load):
+        lines += ["", f"Load average (1/5/15 min) before {'/'.join(f'{v:.1f}' for v in load[0])}, after "
+                  f"{'/'.join(f'{v:.1f}' for v in load[1])}; {tp['rounds']} steady epochs per variant."]
+    return "\n".join(lines) + "\n"
+
+
+def precision_profile_table(prof: dict[str, Any]) -> str:
+    from bench.precision_profile import CATEGORIES
+
+    lines = [f"One training step at {prof['size']} px, batch {prof['batch']}, {prof['steps']} steps under "
+             "TensorFlow's profiler with `ONEDNN_VERBOSE=1` (`bench/precision_profile.py`); op time by kind as a "
+             "share of all op time:", "",
+             "| variant | img/s (profiled) | oneDNN ISA | " + " | ".join(CATEGORIES) + " |",
+             "|---|--:|---|" + "--:|" * len(CATEGORIES)]
+    for name, row in prof["variants"].items():
+        cats = row.get("ms_by_category") or {}
+        total = sum(cats.values()) or 1
+        lines.append(f"| `{name}` | {row['images_per_second']:.1f} | {', '.join(row['onednn']['isas']) or '–'} | "
+                     + " | ".join(f"{cats.get(c, 0) / total:.0%}" for c in CATEGORIES) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -313,7 +406,7 @@ def render(results: Path) -> str:
         m, v = stamp["machine"], stamp["versions"]
         out += [f"- **Machine**: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; flags: "
                 f"{', '.join(m['flags']) or 'none of note'}; {m['os']}, Python {m['python']}",
-                f"- **Versions**: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+                "- **Versions**: " + ", ".join(f"{k} {val}" for k, val in v.items()),
                 "- **Measured**: " + ", ".join(f"{name} {r['machine']['date'][:16].replace('T', ' ')} UTC"
                                                 for name, r in loaded.items() if r), ""]
     out += ["## 1. Accuracy per condition and profile (real sets)", ""]
@@ -321,7 +414,14 @@ def render(results: Path) -> str:
     if loaded["nightly"] and loaded["nightly"].get("ensembles"):
         out += [ensemble_table(loaded["nightly"])]
     out += ["## 2. Throughput", "", "### Training: the pipeline against plain Keras", ""]
-    out.append(throughput_table(loaded["train_throughput"]) if loaded["train_throughput"] else _missing("train_throughput"))
+    tp = loaded["train_throughput"]
+    if tp and any("decode" in row for row in tp["sizes"].values()):
+        out += [ceiling_lines(loaded["peak"]), throughput_tables(tp)]
+    else:
+        out.append(throughput_table(tp) if tp else _missing("train_throughput"))
+    out += ["### Where a training step spends its time", ""]
+    out.append(precision_profile_table(loaded["precision_profile"]) if loaded["precision_profile"]
+               else _missing("precision_profile"))
     out += ["### Inference, Grad-CAM and validation", ""]
     out.append(stages_table(loaded["stages_speed"], loaded["validate_speed"]))
     out += ["## 3. Orchestration overhead", ""]

@@ -1,16 +1,23 @@
-"""Training throughput of medcore's pipeline against a plain `model.fit` on in-memory tensors.
+"""Training throughput: medcore's pipeline against a plain `model.fit`, precisions, threads, decoding.
 
-Usage: .venv/bin/python bench/train_throughput.py [--sizes 128 224] [--images 384] [--epochs 3]
+Usage: .venv/bin/python bench/train_throughput.py [--sizes 64 128 224] [--rounds 4] [--thread-sizes 64 96]
 
-Everything is measured in one run of this script, because this machine is shared and noisy:
-only ratios taken side by side mean anything. For each image size it reports
-  - pipeline: `medcore.training.train_model` (tf.data from files, callbacks, validation)
-  - plain:    `model.fit` on the same images as in-memory tensors, same model, batch, precision
-  - steady-state images/s (median epoch after the first, which carries the graph trace)
-  - time to the first training step (trace and graph optimisation)
-  - float32 against mixed_bfloat16 (plain fit)
-  - one process with 2 threads against two concurrent processes with 1 thread each
-The last line is `ratio=<pipeline / plain, worst size>`. Raw figures go to bench/results/.
+This machine is shared and noisy, so everything that is compared is measured in one run, and the
+plain-fit variants are measured side by side: every variant's model is built and traced first,
+then the variants take turns, one epoch each, for `--rounds` rounds. Each variant's speed is the
+median of its steady epochs (all after tracing), with the spread (min-max) stated beside it.
+
+For each image size it records
+  - decode: reading, decoding and resizing the training files once (tf.data, no training)
+  - pipeline: `medcore.training.train_model` (tf.data from files, callbacks, checkpoints, validation),
+    in float32 with TensorFlow's default threads (today's settings) and in each `--pipeline-modes` mode
+  - plain: `model.fit` on the same images as in-memory tensors, same model and batch, for each
+    precision in `--modes` (float32, mixed_bfloat16, onednn_amp), each also with the fused batch norm
+    (`medcore.compute.fused_batch_norm`) unless --no-fused
+  - the share of the CPU's matmul peak each speed reaches (bench/results/peak.json, bench/peak.py)
+  - for `--thread-sizes`: intra x inter-op settings in one process, and two processes at once
+    (tasks x threads), each a plain float32 fit in a subprocess, run one after another
+The load average before and after is recorded; raw figures go to bench/results/train_throughput.json.
 Data: the real pneumonia set under $MEDCORE_DATA_ROOT (default ../shared/datasets), else phantoms.
 """
 
@@ -30,9 +37,29 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Train images per epoch at each size: enough steps (>= 3 batches of 32) for an epoch of several seconds.
+DEFAULT_IMAGES = {64: 512, 96: 384, 128: 256, 160: 192, 224: 128}
+# (label, intra-op, inter-op, processes): one task on both cores, or two tasks side by side.
+THREAD_GRID = (("1 task, intra 2 / inter 2", 2, 2, 1), ("1 task, intra 2 / inter 1", 2, 1, 1),
+               ("2 tasks, intra 1 / inter 1 each", 1, 1, 2), ("2 tasks, intra 1 / inter 2 each", 1, 2, 2))
+
+
+def images_for(size: int, override: int | None) -> int:
+    return override or DEFAULT_IMAGES.get(size) or max(64, int(512 * (64 / size) ** 2))
+
+
+def steady(seconds: list[float], images: int, skip: int = 1) -> dict:
+    """Median images/s over the epochs after the first `skip`, with the min-max spread."""
+    rates = [images / s for s in seconds[skip:]] or [images / s for s in seconds]
+    median = statistics.median(rates)
+    return {"images_per_second": median, "min": min(rates), "max": max(rates), "epochs": len(rates),
+            "spread": (max(rates) - min(rates)) / median if median else None}
+
 
 def _split(data_root: Path, images: int, size: int, tmp: Path):
     """Return (config, profile, split manifest) with `images` train images and a small val split."""
+    import pandas as pd
+
     from medcore.config import load_config
     from medcore.synthetic import write_demo_data
     from medcore.validation import validate_condition
@@ -40,21 +67,20 @@ def _split(data_root: Path, images: int, size: int, tmp: Path):
     if not (data_root / "pneumonia").is_dir():
         data_root = tmp / "phantoms"
         if not data_root.exists():
-            write_demo_data(data_root, per_class=max(images, 64), size=size)
+            write_demo_data(data_root, per_class=max(images, 64), size=max(size, 64))
         print(f"real data not found; using phantoms in {data_root}")
     config_path = tmp / f"bench{size}.yaml"
     config_path.write_text(
         f"extends: {ROOT / 'conditions.yaml'}\ndata_root: {data_root}\nruns_root: {tmp / 'runs'}\n"
-        f"profiles:\n  bench: {{image_size: {size}, epochs: 3, patience: 99, batch_size: 32, execution: graph}}\n")
+        f"profiles:\n  bench: {{image_size: {size}, epochs: 3, patience: 99, batch_size: 32, execution: graph, "
+        "precision: float32}\n")
     os.environ.pop("MEDCORE_DATA_ROOT", None)
     config = load_config(config_path)
-    result = validate_condition(config, config.conditions["pneumonia"])
-    frame = result.manifest
-    train = frame[frame["split"] == "train"].sample(n=min(images, int((frame["split"] == "train").sum())),
-                                                   random_state=0)
-    val = frame[frame["split"] == "val"].sample(n=min(64, int((frame["split"] == "val").sum())), random_state=0)
-    import pandas as pd
-
+    frame = validate_condition(config, config.conditions["pneumonia"]).manifest
+    train = frame[frame["split"] == "train"]
+    train = train.sample(n=min(images, len(train)), random_state=0)
+    val = frame[frame["split"] == "val"]
+    val = val.sample(n=min(64, len(val)), random_state=0)
     return config, config.profiles["bench"], pd.concat([train, val])
 
 
@@ -70,127 +96,194 @@ def _tensors(frame, profile):
     return np.concatenate(images), np.concatenate(labels)
 
 
-def _plain_fit(config, profile, split, epochs: int, precision: str = "float32") -> dict:
-    """model.fit on in-memory tensors with the same model and batch; per-epoch seconds."""
-    import dataclasses
+def decode_rate(frame, size: int) -> dict:
+    """Images/s of reading, decoding and resizing the files once, as the pipeline's first epoch does."""
+    import numpy as np
 
+    from medcore.datasets import image_dataset
+
+    paths = frame["path"].to_numpy(dtype=str)
+    data = image_dataset(paths, np.zeros(len(paths), np.float32), size, 32, training=False, seed=0)
+    start = time.perf_counter()
+    for _ in data:
+        pass
+    took = time.perf_counter() - start
+    return {"images": len(paths), "seconds": took, "images_per_second": len(paths) / took}
+
+
+def variant_name(mode: str, fused: bool) -> str:
+    return f"{mode}+fused_bn" if fused else mode
+
+
+def plain_variants(config, profile, split, modes: list[str], fused_options: list[bool], rounds: int) -> dict:
+    """Plain `model.fit` on in-memory tensors for every (precision, fused batch norm) variant, taking turns.
+
+    Each model is built and traced (two short fits) under its own settings first; then every round
+    gives each variant one epoch, so all of them meet the same machine load.
+    """
     import keras
 
-    from medcore.training import build_model, precision_policy
+    from medcore import compute
+    from medcore.training import build_model
 
-    profile = dataclasses.replace(profile, precision=precision)
     x, y = _tensors(split[split["split"] == "train"], profile)
     vx, vy = _tensors(split[split["split"] == "val"], profile)
-    seconds: list[float] = []
-    first: list[float] = []
-    start = time.perf_counter()
+    models, out = {}, {}
+    for mode in modes:
+        for fused in fused_options:
+            name = variant_name(mode, fused)
+            start = time.perf_counter()
+            with compute.precision_mode(mode), compute.fused_batch_norm(fused):
+                keras.utils.set_random_seed(config.seed)
+                model = build_model(profile, config.seed)
+                # Traced while the mode applies (the oneDNN rewrite is applied when the step is first traced).
+                model.fit(x[:64], y[:64], batch_size=profile.batch_size, epochs=1, verbose=0,
+                          validation_data=(vx, vy))
+                model.fit(x[:64], y[:64], batch_size=profile.batch_size, epochs=1, verbose=0,
+                          validation_data=(vx, vy))
+            models[name] = model
+            out[name] = {"mode": mode, "fused_batch_norm": fused, "trace_seconds": time.perf_counter() - start,
+                         "epoch_seconds": [], "images": len(x)}
+            print(f"  traced {name} in {out[name]['trace_seconds']:.0f}s", flush=True)
+    for _ in range(rounds):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model.fit(x, y, batch_size=profile.batch_size, epochs=1, verbose=0, shuffle=True,
+                      validation_data=(vx, vy))
+            out[name]["epoch_seconds"].append(time.perf_counter() - start)
+    for name, row in out.items():
+        row.update(steady(row["epoch_seconds"], len(x), skip=0))
+        row["final_loss"] = float(models[name].evaluate(x, y, verbose=0, batch_size=profile.batch_size)[0])
+    return out
 
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t = time.perf_counter()
 
-        def on_epoch_end(self, epoch, logs=None):
-            seconds.append(time.perf_counter() - self.t)
+def pipeline_fit(config, profile, split, epochs: int, tmp: Path, mode: str = "float32") -> dict:
+    """`medcore.training.train_model` as a night runs it, in precision `mode`; per-epoch seconds."""
+    import dataclasses
 
-        def on_train_batch_end(self, batch, logs=None):
-            if not first:
-                first.append(time.perf_counter() - start)
-
-    with precision_policy(profile) as used:
-        keras.utils.set_random_seed(config.seed)
-        model = build_model(profile, config.seed)
-        model.fit(x, y, batch_size=profile.batch_size, epochs=epochs, validation_data=(vx, vy), verbose=0,
-                  shuffle=True, callbacks=[Timer()])
-    steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
-    return {"precision": used, "epoch_seconds": seconds, "steady_images_per_second": len(x) / steady,
-            "seconds_to_first_step": first[0] if first else None, "images": len(x)}
-
-
-def _pipeline_fit(config, profile, split, epochs: int, tmp: Path) -> dict:
     from medcore.layout import RunLayout
     from medcore.training import train_model
 
-    paths = RunLayout(tmp / "runs", f"bench{profile.image_size}").model("pneumonia", profile.name)
+    profile = dataclasses.replace(profile, precision=mode)
+    paths = RunLayout(tmp / "runs", f"bench{profile.image_size}-{mode}").model("pneumonia", profile.name)
     record = train_model(config, profile, split, paths, epochs=epochs)
-    seconds = record["epoch_seconds"]
-    steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
     n = record["train_images"]
-    return {"epoch_seconds": seconds, "steady_images_per_second": n / steady,
-            "seconds_to_first_step": record["seconds_to_first_step"], "images": n}
+    return {"mode": mode, "epoch_seconds": record["epoch_seconds"], "images": n,
+            "seconds_to_first_step": record["seconds_to_first_step"], "compute": record.get("compute"),
+            **steady(record["epoch_seconds"], n, skip=1)}
 
 
 def _worker(args) -> None:
-    """Subprocess mode: a plain fit with a fixed thread count, printing its images/s as JSON."""
+    """Subprocess mode: a plain float32 fit with fixed thread pools, printing its steady images/s as JSON."""
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    tf.config.threading.set_intra_op_parallelism_threads(args.intra)
+    tf.config.threading.set_inter_op_parallelism_threads(args.inter)
     with tempfile.TemporaryDirectory() as tmp:
         config, profile, split = _split(Path(args.data_root), args.images, args.size, Path(tmp))
-        result = _plain_fit(config, profile, split, args.epochs)
-    print("RESULT" + json.dumps(result))
+        result = plain_variants(config, profile, split, [args.mode], [args.fused], args.rounds)
+    print("RESULT" + json.dumps(next(iter(result.values()))))
 
 
-def _concurrent(args, size: int, threads: int, processes: int) -> float:
-    """Sum of steady images/s over `processes` plain fits running at once with `threads` each."""
-    command = [sys.executable, __file__, "--worker", "--threads", str(threads), "--size", str(size),
-               "--images", str(args.images // processes), "--epochs", str(args.epochs), "--data-root", args.data_root]
+def concurrent(args, size: int, intra: int, inter: int, processes: int, images: int) -> dict:
+    """`processes` plain fits at once with the given pools; their summed steady images/s."""
+    command = [sys.executable, __file__, "--worker", "--intra", str(intra), "--inter", str(inter), "--size", str(size),
+               "--images", str(images), "--rounds", str(args.rounds), "--data-root", args.data_root,
+               "--mode", args.thread_mode] + (["--fused"] if args.thread_fused else [])
     workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
                for _ in range(processes)]
-    total = 0.0
+    rows = []
     for worker in workers:
         out, _ = worker.communicate(timeout=3600)
         line = [l for l in out.splitlines() if l.startswith("RESULT")]
         if not line:
             raise RuntimeError(f"worker failed: {out[-500:]}")
-        total += json.loads(line[0][6:])["steady_images_per_second"]
-    return total
+        rows.append(json.loads(line[0][6:]))
+    return {"intra_op": intra, "inter_op": inter, "processes": processes, "per_process": rows,
+            "images_per_second": sum(r["images_per_second"] for r in rows)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 224])
-    parser.add_argument("--images", type=int, default=384, help="train images per measurement")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224])
+    parser.add_argument("--images", type=int, default=None, help="train images per epoch (default: by size)")
+    parser.add_argument("--rounds", type=int, default=4, help="steady epochs per plain variant")
+    parser.add_argument("--modes", nargs="+", default=["float32", "mixed_bfloat16", "onednn_amp"])
+    parser.add_argument("--no-fused", action="store_true", help="skip the fused batch norm variants")
+    parser.add_argument("--pipeline-modes", nargs="*", default=[], help="precisions to run the pipeline in "
+                        "besides float32 (e.g. the one `auto` picks)")
+    parser.add_argument("--pipeline-fused", action="store_true", help="run the extra pipeline modes with the "
+                        "fused batch norm")
+    parser.add_argument("--thread-sizes", type=int, nargs="*", default=[64, 96])
+    parser.add_argument("--thread-mode", default="float32")
+    parser.add_argument("--thread-fused", action="store_true")
     parser.add_argument("--data-root", default=os.environ.get("MEDCORE_DATA_ROOT", str(ROOT.parent / "shared" / "datasets")))
-    parser.add_argument("--skip-threads", action="store_true", help="skip the 1x2 vs 2x1 thread comparison")
+    parser.add_argument("--out", default="train_throughput", help="results file name under bench/results/")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--intra", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--inter", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=128, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="float32", help=argparse.SUPPRESS)
+    parser.add_argument("--fused", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return _worker(args)
 
-    from medcore.training import cpu_supports_bf16
+    from bench.peak import load_peak, share_of_peak
+    from medcore import compute
 
-    results: dict = {"images": args.images, "epochs": args.epochs, "sizes": {}}
+    peak = load_peak()
+    modes = [m for m in args.modes if m == "float32" or compute.cpu_supports_bf16()]
+    fused_options = [False] if args.no_fused else [False, True]
+    results: dict = {"rounds": args.rounds, "modes": modes, "load_before": os.getloadavg(), "sizes": {},
+                     "auto_precision": compute.choose_precision("auto")}
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        for size in args.sizes:
-            config, profile, split = _split(Path(args.data_root), args.images, size, Path(tmp))
-            pipeline = _pipeline_fit(config, profile, split, args.epochs, Path(tmp))
-            plain = _plain_fit(config, profile, split, args.epochs)
-            row = {"pipeline": pipeline, "plain": plain,
-                   "ratio": pipeline["steady_images_per_second"] / plain["steady_images_per_second"]}
-            if cpu_supports_bf16():
-                row["plain_bf16"] = _plain_fit(config, profile, split, args.epochs, "mixed_bfloat16")
-            if not args.skip_threads:
-                row["one_task_2_threads"] = _concurrent(args, size, 2, 1)
-                row["two_tasks_1_thread"] = _concurrent(args, size, 1, 2)
+        for size in sorted(set(args.sizes) | set(args.thread_sizes)):
+            images = images_for(size, args.images)
+            config, profile, split = _split(Path(args.data_root), images, size, Path(tmp))
+            row: dict = {"images": images, "load_before": os.getloadavg()}
+            if size in args.sizes:
+                row["decode"] = decode_rate(split[split["split"] == "train"], size)
+                print(f"{size}px: decode+resize {row['decode']['images_per_second']:.0f} img/s", flush=True)
+                row["pipeline"] = {"float32": pipeline_fit(config, profile, split, args.rounds + 1, Path(tmp))}
+                for mode in args.pipeline_modes:
+                    with compute.fused_batch_norm(args.pipeline_fused):
+                        key = variant_name(mode, args.pipeline_fused)
+                        row["pipeline"][key] = pipeline_fit(config, profile, split, args.rounds + 1, Path(tmp), mode)
+                row["plain"] = plain_variants(config, profile, split, modes, fused_options, args.rounds)
+                pipe, plain = row["pipeline"]["float32"], row["plain"]["float32"]
+                row["ratio"] = pipe["images_per_second"] / plain["images_per_second"]
+                # What the ratio could be off by: the relative spread of either side's steady epochs.
+                row["ratio_noise"] = max(pipe["spread"] or 0, plain["spread"] or 0)
+                for name, r in [*row["plain"].items(), *(("pipeline " + k, v) for k, v in row["pipeline"].items())]:
+                    dtype = "bfloat16" if ("bfloat16" in name or "amp" in name) else "float32"
+                    r["share_of_peak"] = share_of_peak(r["images_per_second"], size, peak, "float32")
+                    r["share_of_own_peak"] = share_of_peak(r["images_per_second"], size, peak, dtype)
+                print(f"{size}px: pipeline {pipe['images_per_second']:.1f} img/s, plain {plain['images_per_second']:.1f}"
+                      f" img/s, ratio {row['ratio']:.3f} (noise {row['ratio_noise']:.2f})", flush=True)
+                for name, r in row["plain"].items():
+                    print(f"{size}px: plain {name}: {r['images_per_second']:.1f} img/s ({r['min']:.1f}-{r['max']:.1f})"
+                          f", x{r['images_per_second'] / plain['images_per_second']:.2f} float32", flush=True)
+                for name, r in row["pipeline"].items():
+                    print(f"{size}px: pipeline {name}: {r['images_per_second']:.1f} img/s ({r['min']:.1f}-{r['max']:.1f})",
+                          flush=True)
+            if size in args.thread_sizes:
+                row["threads"] = {}
+                for label, intra, inter, processes in THREAD_GRID:
+                    row["threads"][label] = concurrent(args, size, intra, inter, processes, images // processes)
+                    print(f"{size}px: {label}: {row['threads'][label]['images_per_second']:.1f} img/s", flush=True)
+            row["load_after"] = os.getloadavg()
             results["sizes"][size] = row
-            print(f"{size}px: pipeline {pipeline['steady_images_per_second']:.1f} img/s, plain "
-                  f"{plain['steady_images_per_second']:.1f} img/s, ratio {row['ratio']:.3f}; first step "
-                  f"{pipeline['seconds_to_first_step']:.1f}s (pipeline) / {plain['seconds_to_first_step']:.1f}s (plain)")
-            if "plain_bf16" in row:
-                print(f"{size}px: mixed_bfloat16 {row['plain_bf16']['steady_images_per_second']:.1f} img/s vs float32 "
-                      f"{plain['steady_images_per_second']:.1f} img/s")
-            if "two_tasks_1_thread" in row:
-                print(f"{size}px: 1 task x 2 threads {row['one_task_2_threads']:.1f} img/s, 2 tasks x 1 thread "
-                      f"{row['two_tasks_1_thread']:.1f} img/s (sum)")
+    results["load_after"] = os.getloadavg()
+    results["wall_seconds"] = time.perf_counter() - started
     from bench.common import write_result
 
-    out = write_result("train_throughput", results)
+    out = write_result(args.out, results)
     print(f"raw results: {out}")
-    print(f"ratio={min(r['ratio'] for r in results['sizes'].values()):.3f}")
+    ratios = [r["ratio"] for r in results["sizes"].values() if "ratio" in r]
+    if ratios:
+        print(f"ratio={min(ratios):.3f}")
 
 
 if __name__ == "__main__":

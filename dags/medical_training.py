@@ -43,6 +43,22 @@ def _names(kind: str) -> list[str]:
         return []
 
 
+def _chain_slots() -> list[int]:
+    """Pool slots of each model chain: one chain per distinct profile `cores` (1 if the config is unreadable)."""
+    from medcore.compute import chain_slots
+    from medcore.config import load_config
+
+    try:
+        return chain_slots(p.cores for p in load_config(CONFIG).profiles.values())
+    except Exception:  # noqa: BLE001 - the plan task reports the config error with file and key; parsing must not fail
+        return [1]
+
+
+def _chain_id(slots: int) -> str:
+    # One-core chains keep the plain name, so runs and links from before per-profile cores still match.
+    return "model_chain" if slots == 1 else f"model_chain_{slots}_cores"
+
+
 def _task_settings():
     """Retries and per-task timeouts from the config (its defaults if the config is unreadable at parse time)."""
     from medcore.config import TaskSettings, load_config
@@ -119,7 +135,7 @@ def training_pipeline() -> None:
 
     @task(pool="training", pool_slots=1, queue="training", execution_timeout=_minutes(TRAIN_MINUTES))
     def train(job: dict, task=None) -> dict:
-        """Train DenseNet121 and save model.keras (one pool slot per core; resumes on retry)."""
+        """Train DenseNet121 and save model.keras (pool slots = the profile's cores, threads to match; resumes on retry)."""
         from medcore import pipeline
         from medcore.airflow_adapter import call_training
 
@@ -141,9 +157,19 @@ def training_pipeline() -> None:
 
         return call_stage(pipeline.gradcam, job)
 
-    @task_group
-    def model_chain(job: dict):
-        return gradcam(evaluate(train(validate(job))))
+    def model_chain(slots: int):
+        """The chain for profiles taking `slots` cores: its train task holds that many `training` pool slots."""
+        @task_group(group_id=_chain_id(slots))
+        def chain(job: dict):
+            return gradcam(evaluate(train.override(pool_slots=slots)(validate(job))))
+        return chain
+
+    @task(retries=0, execution_timeout=_minutes(TASKS.report_minutes))
+    def route(jobs: list[dict], slots: list[int], mine: int) -> list[dict]:
+        """The jobs for the chain holding `mine` pool slots (each job goes to exactly one chain)."""
+        from medcore.pipeline import jobs_by_slots
+
+        return jobs_by_slots(jobs, slots)[f"slots_{mine}"]
 
     @task(trigger_rule="all_done", retries=0)
     def promote(jobs: list[dict]) -> dict:
@@ -182,7 +208,12 @@ def training_pipeline() -> None:
         call_stage(judge, summary)
 
     jobs = plan()
-    chains = model_chain.expand(job=jobs)
+    slots = _chain_slots()
+    if slots == [1]:
+        chains = [model_chain(1).expand(job=jobs)]
+    else:
+        chains = [model_chain(n).expand(job=route.override(task_id=f"jobs_for_{n}_cores")(jobs, slots, n))
+                  for n in slots]
     promoted = promote(jobs)
     summary = report(jobs)
     sent = notify(jobs)

@@ -13,18 +13,20 @@ import math
 import os
 import resource
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from medcore import compute
 from medcore.config import Config, Profile
 from medcore.contract import save_model_with_contract, training_contract
 from medcore.datasets import make_dataset
 from medcore.errors import MedcoreError
-from medcore.jsonio import atomic_write_text
+from medcore.jsonio import atomic_write_text, write_json
 from medcore.layout import ModelLayout
 
 __all__ = ["build_model", "train_model", "save_model_with_contract", "configure_threads", "versions",
@@ -44,50 +46,24 @@ WARM_STARTS = {"champion": "none (no champion yet)", "shared": "none (no shared 
 def configure_threads(profile: Profile) -> dict[str, int | None]:
     """Size TensorFlow's thread pools from the profile, else `MEDCORE_THREADS`; return what applies.
 
-    Two training tasks sharing two cores must not each start two threads: the Airflow pool gives
-    each task one slot, and the task's environment says how many threads that slot is worth.
+    Two training tasks sharing two cores must not each start two threads: the DAG gives each task
+    as many `training` pool slots as its profile's `cores`, and the environment says how many
+    threads that is (medcore.compute).
     """
-    import tensorflow as tf
-
-    intra = profile.intra_op_threads or int(os.environ.get("MEDCORE_THREADS") or 0)
-    inter = profile.inter_op_threads or int(os.environ.get("MEDCORE_INTER_THREADS") or 0)
-    try:
-        if intra:
-            tf.config.threading.set_intra_op_parallelism_threads(intra)
-        if inter:
-            tf.config.threading.set_inter_op_parallelism_threads(inter)
-    except RuntimeError:
-        # TensorFlow was already initialised in this process (Airflow's in-process `dags test`):
-        # the pools keep their size, and the record below says what they are.
-        pass
-    return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads() or None,
-            "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or None}
+    return compute.configure_threads(profile.intra_op_threads, profile.inter_op_threads)
 
 
-def cpu_supports_bf16() -> bool:
-    """True where the CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX); else bf16 is emulated and slow."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+cpu_supports_bf16 = compute.cpu_supports_bf16
 
 
 @contextlib.contextmanager
-def precision_policy(profile: Profile) -> Iterator[str]:
-    """Apply the profile's Keras dtype policy while building and training; yield the policy used."""
-    import keras
-
-    wanted = profile.precision
-    if wanted == "mixed_bfloat16" and not cpu_supports_bf16():
-        log.warning("profile %s asks for mixed_bfloat16 but this CPU has no bf16 support; using float32", profile.name)
-        wanted = "float32"
-    previous = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy(wanted)
-    try:
-        yield wanted
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
+def precision_policy(profile: Profile) -> Iterator[dict[str, str]]:
+    """Train in the precision chosen for the profile on this CPU (medcore.compute); yield what was chosen and why."""
+    choice = compute.choose_precision(profile.precision)
+    if choice["mode"] != choice["requested"] and choice["requested"] != "auto":
+        log.warning("profile %s: %s; using %s", profile.name, choice["reason"], choice["mode"])
+    with compute.precision_mode(choice["mode"]) as policy:
+        yield {**choice, "keras_policy": policy}
 
 
 def _backbone(x, weights: str):
@@ -256,6 +232,61 @@ def _finished_epochs(backup_dir: Path) -> int:
     return 0
 
 
+def _best_epoch_callback(weights: Path, record: Path, finished: int):
+    """A callback keeping the weights of the best val AUC epoch so far, across phases and resumed attempts.
+
+    Each improvement writes the weights, then `record` ({"epoch", "val_auc"}), both atomically and
+    before BackupAndRestore marks the epoch finished. A record of an epoch the backup does not hold
+    (killed between the two) is discarded, because that epoch runs again and history.csv forgets it.
+    """
+    import keras
+
+    from medcore.jsonio import read_json
+
+    kept = None
+    if finished and record.exists() and weights.exists():
+        try:
+            kept = read_json(record)
+        except ValueError:
+            kept = None
+        if kept is not None and int(kept.get("epoch", finished)) >= finished:
+            kept = None
+    if kept is None:
+        record.unlink(missing_ok=True)
+        weights.unlink(missing_ok=True)
+
+    class KeepBestEpoch(keras.callbacks.Callback):
+        """Saves the model's weights whenever val AUC beats every earlier epoch of this training."""
+
+        def __init__(self):
+            super().__init__()
+            self.weights_path = weights
+            self.best = None if kept is None else {"epoch": int(kept["epoch"]), "val_auc": float(kept["val_auc"])}
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get("val_auc")
+            if value is None or not math.isfinite(float(value)):
+                return  # a val split without both classes has no AUC: nothing to select on
+            if self.best is not None and float(value) <= self.best["val_auc"]:
+                return
+            weights.parent.mkdir(parents=True, exist_ok=True)
+            tmp = weights.with_name(f".tmp.{weights.name}")
+            self.model.save_weights(tmp)
+            os.replace(tmp, weights)
+            self.best = {"epoch": int(epoch), "val_auc": float(value)}
+            write_json(record, self.best)
+
+    return KeepBestEpoch()
+
+
+def restore_best_epoch(model, keeper) -> dict[str, Any] | None:
+    """Load the best epoch's weights into `model`; return {"epoch", "val_auc"} (None: no epoch had a val AUC)."""
+    if keeper.best is None:
+        return None
+    model.load_weights(keeper.weights_path)
+    return dict(keeper.best)
+
+
 def _history_rows(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path)
@@ -305,20 +336,30 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
     resumed_from = _resume_point(paths, profile)
 
     clock = Clock()
-    with precision_policy(profile) as precision:
+    with precision_policy(profile) as chosen:
         model, weights_used = _initial_model(profile, config.seed, warm_start)
         weights = class_weights(train["label"].to_numpy()) if profile.class_weighting else None
-        stoppers = [_fit_phase(model, phase, profile, paths, train_data, val_data, weights, epochs, clock)
+        # Epochs history.csv holds (trimmed above): the best of those may be kept from an earlier attempt.
+        keeper = _best_epoch_callback(paths.backup_dir / "best.weights.h5", paths.backup_dir / "best.json",
+                                      len(_history_rows(paths.history_csv)))
+        stoppers = [_fit_phase(model, phase, profile, paths, train_data, val_data, weights, epochs, clock, keeper)
                     for phase in _phases(profile, epochs, weights_used)]
+        best = restore_best_epoch(model, keeper)  # the saved model is the epoch the record reports
     wall = time.perf_counter() - clock.start
+    precision = chosen["mode"]
     contract = training_contract(profile, seed=config.seed, precision=precision, gradcam_layer=config.gradcam.layer,
                                  versions=versions())
     _save_model(model, paths, contract)
 
     history = _history_rows(paths.history_csv)
-    return _training_record(profile, paths, history, epochs=epochs, resumed_from=resumed_from, wall=wall,
-                            clock=clock, weights_used=weights_used, stoppers=stoppers, train=train, val=val,
-                            seed=config.seed, threads=threads, precision=precision, versions=contract["versions"])
+    record = _training_record(profile, paths, history, epochs=epochs, resumed_from=resumed_from, wall=wall,
+                              clock=clock, weights_used=weights_used, stoppers=stoppers, train=train, val=val,
+                              seed=config.seed, threads=threads, precision=precision, versions=contract["versions"],
+                              best=best)
+    # What this CPU made of the profile's precision and cores, and why (medcore.compute).
+    record["compute"] = {"precision": chosen, "cores": profile.cores, "threads": threads,
+                         "cpu_bf16": compute.cpu_supports_bf16()}
+    return record
 
 
 def _frozen_marker(paths: ModelLayout) -> Path:
@@ -362,7 +403,7 @@ def _phases(profile: Profile, epochs: int, weights_used: str) -> list[Phase]:
 
 
 def _fit_phase(model, phase: Phase, profile: Profile, paths: ModelLayout, train_data, val_data,
-               weights: dict[int, float] | None, epochs: int, clock: Clock):
+               weights: dict[int, float] | None, epochs: int, clock: Clock, keeper):
     """Train one phase (resuming where a killed attempt stopped); return its early-stopping callback (None if the
     phase had already finished)."""
     import keras
@@ -378,15 +419,15 @@ def _fit_phase(model, phase: Phase, profile: Profile, paths: ModelLayout, train_
     elif phase.name == "frozen":
         _set_backbone_trainable(model, False)
         _compile(model, profile, phase.learning_rate)
+    # The best epoch is restored once, after every phase, from `keeper` (not per phase or attempt).
     stopper = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=profile.patience,
-                                            restore_best_weights=True, verbose=0)
+                                            restore_best_weights=False, verbose=0)
     callbacks = [
         stopper,
         # Before the CSV logger, so history.csv records the rate each epoch trained at.
         *_schedule_callbacks(profile, phase.learning_rate, phase.first, phase.last),
         keras.callbacks.CSVLogger(str(paths.history_csv), append=True),
-        keras.callbacks.ModelCheckpoint(str(paths.backup_dir / "best.keras"), monitor="val_auc", mode="max",
-                                        save_best_only=True, verbose=0),
+        keeper,
         # Last, so an epoch counts as finished only once everything above has been written.
         # A retried task (killed worker, reboot) resumes after the last finished epoch.
         keras.callbacks.BackupAndRestore(str(paths.backup_dir / phase.name), double_checkpoint=True),
@@ -403,14 +444,14 @@ def _fit_phase(model, phase: Phase, profile: Profile, paths: ModelLayout, train_
 def _save_model(model, paths: ModelLayout, contract: dict[str, Any]) -> None:
     """Put model.keras and its contract in place, then drop what only a resumed attempt needed."""
     save_model_with_contract(model, paths, contract)
-    for leftover in (_frozen_marker(paths), paths.backup_dir / "best.keras"):
+    for leftover in (_frozen_marker(paths), paths.backup_dir / "best.weights.h5", paths.backup_dir / "best.json"):
         leftover.unlink(missing_ok=True)
 
 
 def _training_record(profile: Profile, paths: ModelLayout, history: pd.DataFrame, *, epochs: int, resumed_from: int,
                      wall: float, clock: Clock, weights_used: str, stoppers: list, train: pd.DataFrame,
                      val: pd.DataFrame, seed: int, threads: dict[str, int | None], precision: str,
-                     versions: dict[str, str]) -> dict[str, Any]:
+                     versions: dict[str, str], best: dict[str, Any] | None) -> dict[str, Any]:
     """training.json: what was trained, how long it took, where it ended, with which libraries."""
     import tensorflow as tf
 
@@ -420,6 +461,7 @@ def _training_record(profile: Profile, paths: ModelLayout, history: pd.DataFrame
         "condition": paths.condition,
         "profile": profile.name,
         "image_size": profile.image_size,
+        "resize": profile.resize,
         "lr_schedule": profile.lr_schedule,
         "class_weighting": profile.class_weighting,
         "weights": profile.weights,
@@ -428,7 +470,10 @@ def _training_record(profile: Profile, paths: ModelLayout, history: pd.DataFrame
         "epochs_run": epochs_run,
         "resumed_from_epoch": resumed_from,
         "early_stopped": any(s.stopped_epoch for s in stoppers if s is not None),
-        "best_val_auc": float(history["val_auc"].max()) if "val_auc" in history else None,
+        # The epoch whose weights model.keras holds (0-based, as history.csv's `epoch`), and its val AUC.
+        "best_epoch": best["epoch"] if best else None,
+        "best_val_auc": best["val_auc"] if best else None,
+        "selected_epoch": "best val AUC" if best else "last (val AUC undefined in every epoch)",
         "wall_seconds": wall,
         "seconds_to_first_step": clock.first_step[0] if clock.first_step else None,
         "epoch_seconds": clock.epoch_seconds,

@@ -99,7 +99,7 @@ def test_report_regenerates_without_any_results(tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     assert report.main(["--results", str(tmp_path / "none"), "--out", str(out)]) == 0
     # nightly.json feeds two sections (accuracy, and the whole night), each saying so
-    assert out.read_text().count("_Not measured yet") == 8
+    assert out.read_text().count("_Not measured yet") == 9
 
 
 def test_cpu_sampler_reads_a_busy_fraction():
@@ -136,6 +136,60 @@ def test_ensemble_averages_the_profiles_logits_on_the_same_test_images(tmp_path)
     assert row["condition"] == "pneumonia" and row["profiles"] == ["standard", "intensive"]
     assert row["members"] == {"standard": 1.0, "intensive": 0.5}
     assert row["roc_auc"] == 1.0 and row["n"] == len(TEST_FILES)
+
+
+def _speed(rate: float, low: float, high: float) -> dict:
+    return {"images_per_second": rate, "min": low, "max": high, "spread": (high - low) / rate, "share_of_peak": 0.25}
+
+
+def test_throughput_tables_state_ratio_spread_precisions_threads_and_share_of_peak(tmp_path):
+    results = tmp_path / "results"
+    _write(results, "peak", {"peak": {"float32": {"gflops": 500.0, "matrix": 2048}, "bfloat16": {"gflops": 900.0}},
+                             "training_factor": 3.0, "training_flops_per_image": {"64": 1.4e9, "128": 5.6e9}})
+    _write(results, "train_throughput", {"rounds": 4, "load_before": [0.5, 1.0, 2.0], "load_after": [1.9, 1.5, 2.0],
+                                         "sizes": {"128": {
+        "decode": {"images_per_second": 300.0},
+        "pipeline": {"float32": {**_speed(19.0, 18.5, 19.5), "seconds_to_first_step": 30.0},
+                     "mixed_bfloat16+fused_bn": _speed(30.0, 29.0, 31.0)},
+        "plain": {"float32": _speed(20.0, 19.0, 21.0), "mixed_bfloat16": _speed(22.0, 21.0, 23.0)},
+        "ratio": 0.95, "ratio_noise": 0.1,
+        "threads": {"1 task, intra 2 / inter 2": {"images_per_second": 20.0},
+                    "2 tasks, intra 1 / inter 1 each": {"images_per_second": 17.5}}}}})
+    _write(results, "precision_profile", {"size": 128, "batch": 32, "steps": 4, "variants": {"mixed_bfloat16": {
+        "images_per_second": 12.0, "onednn": {"isas": ["avx512_core_bf16"]},
+        "ms_by_category": {"convolution": 50.0, "batch norm": 30.0, "cast": 20.0}}}})
+
+    text = report.render(results)
+
+    assert "matmul peak 500 GFLOP/s in float32 and 900 GFLOP/s in bfloat16" in text and "128 px 5.60" in text
+    assert "| 128 px | 300 | 19.0 (18.5–19.5) | 20.0 (19.0–21.0) | **0.950** (± 0.10) | 25% | 30 s |" in text
+    assert "Target pipeline / plain ≥ 0.95 at every size: met (worst 0.950)" in text
+    assert "22.0 (21.0–23.0) ×1.10" in text
+    assert "`mixed_bfloat16+fused_bn` 30.0 (29.0–31.0) img/s against 19.0: **×1.58**" in text
+    assert "| 128 px | 20.0 | 17.5 |" in text and "before 0.5/1.0/2.0" in text
+    assert "| `mixed_bfloat16` | 12.0 | avx512_core_bf16 | 50% | 30% | 0% | 20% |" in text
+
+
+def test_onednn_verbose_lines_and_tf_ops_are_classified():
+    from bench.precision_profile import op_category, parse_onednn
+
+    lines = ["onednn_verbose,v1,primitive,exec,cpu,convolution,brgconv_1x1:avx512_core_bf16,forward_training,"
+             "src:bf16::blocked:acdb::f0,attr-scratchpad:user,alg:convolution_direct,mb16_ic64oc128,0.25",
+             "onednn_verbose,v1,primitive,exec,cpu,convolution,brgconv_1x1:avx512_core_bf16,forward_training,"
+             "src:bf16,,,mb16,0.75",
+             "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src:bf16 dst:bf16,,,128x64x1x1,2.0",
+             "onednn_verbose,v1,primitive,create:cache_miss,cpu,reorder,jit:uni,undef,src,,,1,9.0",
+             "something else"]
+    parsed = parse_onednn(lines)
+    assert parsed["total_ms"] == 3.0 and parsed["isas"] == ["avx512_core_bf16", "uni"]
+    assert parsed["primitives"][0] == {"primitive": "reorder", "implementation": "jit:uni", "direction": "undef",
+                                       "ms": 2.0, "calls": 1}
+    assert parsed["primitives"][1]["calls"] == 2
+    assert op_category("densenet121/conv2_block1_1_conv/Conv2D", "_MklNativeConv2D") == "convolution"
+    assert op_category("gradient_tape/densenet121/conv2_block1_0_bn/mul", "Mul") == "batch norm"
+    assert op_category("densenet121/conv2_block1_0_bn/Cast", "Cast") == "cast"
+    assert op_category("densenet121/conv2_block1_concat/concat", "ConcatV2") == "concatenation"
+    assert op_category("adam/update", "AssignSubVariableOp") == "optimizer"
 
 
 def _night(i: int, mode: str, decision: str, challenger: float, before: float | None, after: float, cpu: float,

@@ -23,8 +23,10 @@ def test_repository_configs_load():
         assert set(config.conditions) == {"pneumonia", "cardiomegaly", "knee_osteoarthritis", "knee_osteoporosis",
                                           "limb_abnormalities"}
         assert set(config.profiles) == {"standard", "intensive"}
+        # DenseNet121's `relu` map is 1/32 of the image: every shipped profile must give a 4x4 map or more.
+        assert all(p.image_size // 32 >= 4 for p in config.profiles.values()), path
     demo = load_config(ROOT / "configs" / "demo.yaml")
-    assert demo.profiles["standard"].image_size == 64
+    assert demo.profiles["standard"].image_size == 128
     base = load_config(ROOT / "conditions.yaml")
     assert demo.profiles["standard"].patience == base.profiles["standard"].patience  # inherited, not restated
     assert demo.profiles["standard"].lr_schedule == "cosine"
@@ -117,7 +119,7 @@ BAD_VALUES = [
     ("seed: 1", "notify: {recipients: 5}", "notify.recipients", "must be a list of e-mail addresses"),
     ("seed: 1", "seed: 1.5", "seed", "must be an integer"),
     ("learning_rate: 0.001", "learning_rate: 0.001, precision: bf16", "profiles.standard.precision",
-     "must be one of float32, mixed_bfloat16, got 'bf16'"),
+     "must be one of auto, float32, mixed_bfloat16, onednn_amp, got 'bf16'"),
     # out of bounds
     ("learning_rate: 0.001", "learning_rate: 0", "profiles.standard.learning_rate", "must be between 1e-08 and 1.0"),
     ("learning_rate: 0.001", "learning_rate: 0.001, batch_size: 0", "profiles.standard.batch_size",

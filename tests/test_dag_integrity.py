@@ -22,6 +22,7 @@ for dag_id, dag in bag.dags.items():
         tasks={t.task_id: {"down": sorted(t.downstream_task_ids), "trigger": getattr(t.trigger_rule, "value", str(t.trigger_rule)),
                            "mapped_group": t.get_closest_mapped_task_group() is not None, "retries": t.retries,
                            "pool": t.pool, "queue": t.queue,
+                           "pool_slots": t.pool_slots,
                            "timeout": t.execution_timeout.total_seconds() if t.execution_timeout else None}
                for t in dag.tasks},
         timetable=type(dag.timetable).__name__, summary=dag.timetable.summary, catchup=dag.catchup,
@@ -112,6 +113,22 @@ def test_broken_config_does_not_break_parsing(tmp_path):
     result = _parse(tmp_path, MEDCORE_CONFIG=str(bad))
     assert result["errors"] == {} and result["dags"] == ["medical_training", "medical_training_manual"]
     assert "examples" not in result["medical_training"]["params"]["conditions"]["schema"]
+
+
+def test_profiles_that_take_every_core_train_in_a_chain_holding_every_pool_slot(tmp_path):
+    """A profile's `cores` becomes its train task's pool slots: small profiles share the pool, `cores: 0` trains alone."""
+    config = tmp_path / "cores.yaml"
+    config.write_text(f"extends: {ROOT / 'conditions.yaml'}\nprofiles:\n  large: {{image_size: 224, cores: 0}}\n")
+    tasks = _parse(tmp_path, MEDCORE_CONFIG=str(config))["medical_training"]["tasks"]
+    cores = os.cpu_count() or 1
+    assert tasks["model_chain.train"]["pool_slots"] == 1
+    if cores > 1:
+        big = f"model_chain_{cores}_cores"
+        assert tasks[f"{big}.train"]["pool_slots"] == cores and tasks[f"{big}.train"]["pool"] == "training"
+        assert tasks[f"{big}.validate"]["mapped_group"] and tasks[f"{big}.gradcam"]["down"] == ["promote"]
+        assert set(tasks["plan"]["down"]) >= {"jobs_for_1_cores", f"jobs_for_{cores}_cores", "promote"}
+        assert tasks["jobs_for_1_cores"]["down"] == ["model_chain.validate"]
+        assert tasks[f"jobs_for_{cores}_cores"]["down"] == [f"{big}.validate"]
 
 
 def test_every_task_has_a_timeout_sized_from_the_config(tmp_path):

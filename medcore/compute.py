@@ -1,0 +1,190 @@
+"""How a training task uses the CPU: the precision picked for its instruction set, threads for its cores.
+
+Precision (a profile's `precision`):
+- `float32`: every op in float32.
+- `mixed_bfloat16`: the Keras dtype policy. Convolutions and matmuls run in bfloat16 (oneDNN's
+  brgemm kernels on AVX512-BF16 or AMX), variables stay float32. Keras 3's batch norm casts its
+  input back to float32, so every one of DenseNet121's 120 batch norms pays two casts.
+- `onednn_amp`: a float32 model; TensorFlow's oneDNN auto-mixed-precision graph rewrite
+  (`auto_mixed_precision_onednn_bfloat16`) moves the ops it knows to be safe to bfloat16 when the
+  training step's graph is optimised, and places the casts itself.
+- `auto`: the mode `AUTO_PRECISION` names for the first CPU feature this machine has; the
+  table's rows cite the measurement (bench/train_throughput.py) that chose them.
+
+The mode used, and why, is recorded in training.json (`compute`).
+
+Threads: a profile's `cores` is how many cores one training task takes (0: every core). The DAG
+gives the task that many slots of the `training` pool (one slot per core), so large profiles train
+alone and small ones side by side, and the task sizes TensorFlow's thread pools to match.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PRECISIONS", "AUTO_PRECISION", "cpu_flags", "cpu_supports_bf16", "choose_precision", "precision_mode",
+           "task_cores", "chain_slots", "thread_settings", "configure_threads",
+           "fused_batch_norm"]
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "onednn_amp")
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+# (CPU flag, mode, the measurement behind it). The first flag this CPU has wins; none: float32.
+AUTO_PRECISION: tuple[tuple[str, str, str], ...] = (
+    ("amx_bf16", "float32", "Xeon with AMX, 2026-11-27 (BENCHMARKS.md before issue 16): mixed_bfloat16 ran at "
+                            "0.85-1.02x float32 on plain fit; not re-measured on AMX since"),
+    ("avx512_bf16", "float32", "AMD EPYC with AVX512-BF16, no AMX: see bench/results/train_throughput.json"),
+)
+NO_BF16 = "no native bfloat16 on this CPU (emulated bf16 is slower than float32)"
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The instruction-set flags of the first CPU listed in /proc/cpuinfo (empty where it is unreadable)."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_supports_bf16(flags: frozenset[str] | None = None) -> bool:
+    """True where the CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX); else bf16 is emulated and slow."""
+    return bool(set(BF16_FLAGS) & (cpu_flags() if flags is None else flags))
+
+
+def choose_precision(requested: str, flags: frozenset[str] | None = None) -> dict[str, str]:
+    """The mode to train in for `requested` on a CPU with `flags`: {requested, mode, reason}.
+
+    A bf16 mode asked for on a CPU without native bf16 falls back to float32 and says so.
+    """
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {requested!r}")
+    flags = cpu_flags() if flags is None else flags
+    if requested == "auto":
+        for flag, mode, why in AUTO_PRECISION:
+            if flag in flags:
+                return {"requested": requested, "mode": mode, "reason": f"auto for {flag}: {why}"}
+        return {"requested": requested, "mode": "float32", "reason": f"auto: {NO_BF16}"}
+    if requested != "float32" and not cpu_supports_bf16(flags):
+        return {"requested": requested, "mode": "float32", "reason": f"{requested} refused: {NO_BF16}"}
+    return {"requested": requested, "mode": requested, "reason": "asked for by the profile"}
+
+
+@contextlib.contextmanager
+def precision_mode(mode: str) -> Iterator[str]:
+    """Train in `mode` (float32, mixed_bfloat16 or onednn_amp) while the block runs; yield the Keras policy name.
+
+    Build, compile and fit the model inside the block: the Keras policy decides each layer's dtype
+    when it is built, and the graph rewrite applies when the training step is first traced.
+    """
+    import keras
+    import tensorflow as tf
+
+    if mode not in PRECISIONS[1:]:
+        raise ValueError(f"cannot train in {mode!r}; resolve 'auto' with choose_precision first")
+    previous_policy = keras.mixed_precision.global_policy().name
+    previous_rewrite = tf.config.optimizer.get_experimental_options().get("auto_mixed_precision_onednn_bfloat16", False)
+    policy = "mixed_bfloat16" if mode == "mixed_bfloat16" else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": mode == "onednn_amp"})
+    try:
+        yield policy
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+        tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": previous_rewrite})
+
+
+def task_cores(cores: int, available: int | None = None) -> int:
+    """Cores one training task takes: the profile's `cores`, 0 meaning every core, never more than there are."""
+    available = available or os.cpu_count() or 1
+    return available if cores <= 0 else min(cores, available)
+
+
+def chain_slots(profile_cores: Iterable[int], available: int | None = None) -> list[int]:
+    """The distinct pool-slot counts the DAG needs a model chain for: each profile's cores, 0 meaning every core."""
+    return sorted({task_cores(c, available) for c in profile_cores}) or [1]
+
+
+def thread_settings(intra: int, inter: int) -> dict[str, int]:
+    """TensorFlow (intra-op, inter-op) pool sizes for a task holding `intra` cores; 0 keeps TF's default.
+
+    An inter-op pool of one thread serialises DenseNet121's independent branches (batch norm
+    statistics, weight gradients), which cost ~20 % in PLATFORM.md; two are kept whenever the
+    task has threads to give (bench/train_throughput.py measures the grid).
+    """
+    if intra and not inter:
+        inter = 2
+    return {"intra_op": intra, "inter_op": inter}
+
+
+def configure_threads(intra: int = 0, inter: int = 0) -> dict[str, Any]:
+    """Size TensorFlow's thread pools (0: `MEDCORE_THREADS` / `MEDCORE_INTER_THREADS`, else TF's default).
+
+    Under the DAG, `MEDCORE_THREADS` is the number of `training` pool slots the task holds, which is
+    its profile's `cores`. Returns the sizes that apply (None: TensorFlow's default).
+    """
+    import tensorflow as tf
+
+    intra = intra or int(os.environ.get("MEDCORE_THREADS") or 0)
+    inter = inter or int(os.environ.get("MEDCORE_INTER_THREADS") or 0)
+    wanted = thread_settings(intra, inter)
+    try:
+        if wanted["intra_op"]:
+            tf.config.threading.set_intra_op_parallelism_threads(wanted["intra_op"])
+        if wanted["inter_op"]:
+            tf.config.threading.set_inter_op_parallelism_threads(wanted["inter_op"])
+    except RuntimeError:
+        # TensorFlow was already initialised in this process (Airflow's in-process `dags test`):
+        # the pools keep their size, and the record says what they are.
+        pass
+    return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads() or None,
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or None}
+
+
+@contextlib.contextmanager
+def fused_batch_norm(enabled: bool = True) -> Iterator[bool]:
+    """While the block runs, Keras batch norm layers train through TensorFlow's fused kernel; yield whether they do.
+
+    Keras 3 computes a training batch norm as separate moments, subtract, multiply and add ops (and,
+    under mixed_bfloat16, casts to float32 and back around them), which on DenseNet121's 120 batch
+    norms is a large share of the step. `FusedBatchNormV3` (oneDNN's on x86) does the same maths in
+    one kernel, in bfloat16 where the input is. Only the training path changes: the layer's
+    variables, its inference path and the saved model are Keras' own, so nothing downstream knows.
+    The moving variance uses the biased batch variance, as Keras does.
+    """
+    import keras
+    import tensorflow as tf
+
+    layer = keras.layers.BatchNormalization
+    keras_call = layer.call
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable) or mask is not None or self.renorm or len(inputs.shape) != 4 \
+                or self.axis not in (-1, 3) or inputs.dtype not in (tf.float32, tf.bfloat16):
+            return keras_call(self, inputs, training=training, mask=mask)
+        channels = inputs.shape[-1]
+        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones((channels,), tf.float32)
+        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros((channels,), tf.float32)
+        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(inputs, gamma, beta, epsilon=self.epsilon,
+                                                                   is_training=True)
+        n = tf.cast(tf.size(inputs) // channels, tf.float32)
+        variance = variance * (n - 1.0) / tf.maximum(n, 1.0)  # the kernel's is unbiased; Keras keeps the biased one
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return tf.cast(outputs, self.compute_dtype)
+
+    if enabled:
+        layer.call = call
+    try:
+        yield enabled
+    finally:
+        layer.call = keras_call
