@@ -107,6 +107,7 @@ bench: install ## measure everything in bench/ on the real sets (~4 h on 2 cores
 	$(PY) bench/validate_speed.py; \
 	$(PY) bench/gradcam_speed.py; \
 	$(PY) bench/train_throughput.py --sizes 128 224 --images 160 --epochs 3; \
+	$(PY) bench/dicom_throughput.py --execution graph; \
 	$(PY) bench/overhead.py; \
 	$(PY) bench/nightly.py; \
 	MEDCORE_REGISTRY_ROOT=$(CURDIR)/runs/bench/shared-backbone $(VENV)/bin/medcore pretrain; \

@@ -103,7 +103,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from medcore.contract import contract_threshold
+    from medcore.contract import contract_resize, contract_temperature, contract_threshold
     from medcore.evaluation import list_images, load_model, predict_files
     from medcore.jsonio import atomic_write_text
 
@@ -123,7 +123,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     else:
         threshold, source = contract_threshold(model_path)
     model = load_model(model_path)  # a file Keras cannot build a model from is a one-line MedcoreError
-    probabilities = predict_files(model, files, args.batch_size)
+    # Calibrated and resized as in the report: the threshold in model.json is on the same scale.
+    probabilities = predict_files(model, files, args.batch_size, contract_temperature(model_path),
+                                  contract_resize(model_path))
     table = pd.DataFrame({"path": [str(f) for f in files], "probability": probabilities,
                           "predicted": (probabilities >= threshold).astype(int)})
     atomic_write_text(out, table.to_csv(index=False))
@@ -141,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo-data", help="write small synthetic datasets in every supported layout")
     demo.add_argument("dir")
     demo.add_argument("--per-class", type=int, default=60)
-    demo.add_argument("--size", type=int, default=64, help="image side in pixels")
+    demo.add_argument("--size", type=int, default=128, help="image side in pixels (128: a 4x4 Grad-CAM map)")
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(func=_cmd_demo_data)
 

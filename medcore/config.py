@@ -273,6 +273,10 @@ class Condition:
     nightly_policy: NightlyPolicy | None = _choice(None, "overrides `nightly.policy` for this condition")
     caveats: tuple[str, ...] = Field((), description="known limits of the data (e.g. a train/test shift), listed in "
                                                      "every model card of this condition")
+    resize: Literal["squash", "pad"] | None = _choice(None, "overrides every profile's `resize` for this condition")
+    study_column: str | None = _text(None, "manifest column holding the study id; then test figures are per study")
+    study_aggregation: Literal["mean", "max"] = _choice("mean", "a study's probability from its images' (MURA: mean)")
+    reference: str | None = _text(None, "published figures to read the study-level results beside")
 
     _labels = field_validator("positive", "negative", "exclude", mode="before")(_label_list)
     _policies = field_validator("validation_policy", mode="after")(_check_policies)
@@ -348,7 +352,16 @@ class Profile:
     execution: Literal["graph", "eager"] = _choice("graph", "`eager` skips the graph trace (tiny runs only)")
     max_images_per_split: int | None = _integer(None, 4, 10**9, "cap per split for smoke runs; null uses every "
                                                                     "image")
+    # Knee and humerus films come in every aspect; stretching them to a square distorts the anatomy.
+    resize: Literal["squash", "pad"] = _choice("squash", "how an image becomes square: stretch it (`squash`) or keep "
+                                                        "its aspect and pad with black (`pad`)")
     augmentation: Augmentation = Field(default_factory=Augmentation)
+
+    def for_condition(self, condition: Condition) -> Profile:
+        """This profile as `condition` trains it (the condition's own `resize`, where it sets one)."""
+        if condition.resize is None or condition.resize == self.resize:
+            return self
+        return dataclasses.replace(self, resize=condition.resize)
 
     @field_validator("weights", mode="after")
     @classmethod
@@ -409,6 +422,12 @@ class EvaluationSettings:
     # A bootstrap of a handful of patients says nothing (two patients give a zero-width interval).
     min_per_class: int = _integer(10, 1, 100_000, "fewer test patients (else images) of a class: no tier")
     tiers: Tiers = Field(default_factory=Tiers)
+    calibrate: bool = _flag(True, "fit a temperature on val logits; every probability shown is sigmoid(logit / T)")
+    # Nine test images give an AUC interval of 0.05-0.80: a small set is scored out of fold instead.
+    small_sets: Literal["crossval", "test_split"] = _choice(
+        "crossval", "where test has fewer patients of a class than min_per_class: cross-validate, or keep the split")
+    crossval_folds: int = _integer(5, 2, 20, "folds of the stratified group k-fold cross-validation of small sets")
+    crossval_repeats: int = _integer(2, 1, 20, "repeats of it, each with its own shuffle; out-of-fold logits averaged")
 
 
 @dataclass(frozen=True, config=_SETTINGS)
@@ -422,6 +441,8 @@ class GradcamSettings:
     deletion_steps: int = _integer(10, 2, 100, "steps of the deletion curve")
     deletion_baseline: Literal["blur", "mean"] = _choice("blur", "what deleted pixels become: the blurred image or "
                                                                "its mean")
+    deletion_random_maps: int = _integer(5, 1, 100, "random maps per image the deletion curve is compared with")
+    deletion_alpha: float = _number(0.05, 0.001, 0.5, "level of the paired one-sided test that Grad-CAM beats random")
     seed: int | None = _integer(None, 0, _SEED_MAX, "seeds the random-map baseline; null: the top-level seed")
 
 

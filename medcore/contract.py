@@ -14,6 +14,7 @@ copied by hand, must never pair a model with another model's threshold.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from medcore.jsonio import fsync_dir, fsync_file, read_json, write_json
 from medcore.layout import ModelLayout
 
 __all__ = ["training_contract", "save_model_with_contract", "read_contract", "record_evaluation",
-           "contract_threshold", "file_sha256", "CONTRACT_NAME", "DEFAULT_THRESHOLD"]
+           "contract_threshold", "contract_resize", "contract_temperature", "file_sha256", "CONTRACT_NAME",
+           "DEFAULT_THRESHOLD"]
 
 CONTRACT_NAME = "model.json"  # beside model.keras (ModelLayout.model_contract)
 DEFAULT_THRESHOLD = 0.5
@@ -45,7 +47,9 @@ def training_contract(profile: Profile, *, seed: int, precision: str, gradcam_la
     return {
         "architecture": "DenseNet121", "input_shape": [profile.image_size, profile.image_size, 3],
         "input_range": [0, 255], "preprocessing": "inside the model (rescale, ImageNet normalisation)",
-        "output": "one logit; sigmoid gives P(positive)", "gradcam_layer": gradcam_layer,
+        # How files become the square input; predict, evaluate and Grad-CAM read it from here.
+        "resize": profile.resize,
+        "output": "one logit; sigmoid(logit / temperature) gives P(positive)", "gradcam_layer": gradcam_layer,
         "classes": {"0": "negative", "1": "positive"}, "seed": seed, "precision": precision,
         "versions": versions,
     }
@@ -93,18 +97,50 @@ def read_contract(model_path: str | Path, contract_path: str | Path | None = Non
 
 
 def record_evaluation(path: Path, contract: dict[str, Any], metrics: dict[str, Any], metrics_file: Path) -> Path:
-    """Write `contract` (as `read_contract` returned it) with the val-chosen threshold and its test figures."""
+    """Write `contract` (as `read_contract` returned it) with the val-chosen threshold, temperature and test figures.
+
+    The threshold is the one for single images (what `medcore predict` decides): per-study figures
+    keep theirs as `study_threshold`, and a cross-validated model gets its own, fitted on its val split.
+    """
+    images = metrics.get("image_level", metrics)
+    shipped = metrics.get("shipped_model") or {}
     return write_json(path, {  # atomic: a reader sees the old contract or the new one
         **contract,
-        "threshold": metrics["threshold"],
+        "threshold": shipped.get("threshold", images["threshold"]),
         "threshold_rule": metrics["threshold_rule"],
-        "threshold_split": metrics["threshold_split"],
+        "threshold_split": shipped.get("threshold_split", images["threshold_split"]),
+        "study_threshold": metrics["threshold"] if "image_level" in metrics else None,
+        # Fitted on val: every probability shown to a person is sigmoid(logit / temperature), the threshold too.
+        "temperature": shipped.get("temperature", metrics.get("temperature", 1.0)),
+        "probability": "sigmoid(logit / temperature)",
+        "estimate": metrics.get("estimate", "test split"),
         "target_sensitivity": metrics["threshold_choice"]["target_sensitivity"],
         "test_metrics": {"n": metrics["n"], "roc_auc": metrics["roc_auc"],
                          "roc_auc_interval": metrics["intervals"].get("roc_auc"),
                          "confidence": metrics["bootstrap"]["confidence"],
                          "quality_tier": metrics["quality"]["tier"], "metrics_file": metrics_file},
     })
+
+
+def contract_resize(model_path: str | Path) -> str:
+    """How the model's images were made square (`squash` or `pad`), from its contract (`squash` if none)."""
+    contract = read_contract(model_path) or {}
+    value = contract.get("resize", "squash")
+    if value not in ("squash", "pad"):
+        raise MedcoreError(f"{Path(model_path).with_name(CONTRACT_NAME)}: resize must be 'squash' or 'pad', "
+                           f"got {value!r}")
+    return value
+
+
+def contract_temperature(model_path: str | Path) -> float:
+    """The calibration temperature from the model's contract (1.0: none fitted yet)."""
+    value = (read_contract(model_path) or {}).get("temperature")
+    if value is None:
+        return 1.0
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and math.isfinite(value)):
+        raise MedcoreError(f"{Path(model_path).with_name(CONTRACT_NAME)}: temperature must be a positive number, "
+                           f"got {value!r}")
+    return float(value)
 
 
 def contract_threshold(model_path: str | Path) -> tuple[float, str]:

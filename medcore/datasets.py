@@ -31,7 +31,8 @@ from medcore.errors import DataError
 
 __all__ = ["IMAGE_SUFFIXES", "SPLITS", "COLUMNS", "SOURCE_COLUMNS", "Source", "read_source", "read_manifest",
            "label_manifest", "classify_labels", "parse_label", "split_draw", "split_balance",
-           "assign_splits", "cap_per_split", "make_dataset", "image_dataset"]
+           "assign_splits", "cap_per_split", "make_dataset", "image_dataset", "padded_box", "content_masks",
+           "read_studies"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom"}
 SPLITS = ("train", "val", "test")
@@ -219,6 +220,18 @@ def read_source(config: Config, condition: Condition) -> Source:
     return Source(frame[COLUMNS + SOURCE_COLUMNS].reset_index(drop=True), source.skipped)
 
 
+def read_studies(config: Config, condition: Condition) -> dict[str, str]:
+    """relpath -> study id from the condition's manifest (`study_column`); empty where it names none."""
+    if not condition.study_column or condition.layout != "csv":
+        return {}
+    manifest = config.dataset_dir(condition) / str(condition.manifest)
+    table = _read_table(manifest)
+    if condition.study_column not in table.columns:
+        raise DataError(f"{manifest}: study column {condition.study_column!r} not found")
+    images = table[condition.image_column].astype(str).str.strip().str.replace("\\", "/", regex=False)
+    return dict(zip(images.map(_printable_path), table[condition.study_column].astype(str).str.strip()))
+
+
 def read_manifest(config: Config, condition: Condition) -> pd.DataFrame:
     """Return every image the dataset names, labelled and grouped, before any check or split."""
     return read_source(config, condition).frame
@@ -387,7 +400,35 @@ def make_dataset(frame: pd.DataFrame, profile: Profile, *, training: bool, seed:
     and prefetches, so training does not wait on disk or JPEG decoding.
     """
     return image_dataset(frame["path"].to_numpy(dtype=str), frame["label"].to_numpy(dtype=np.float32),
-                         profile.image_size, profile.batch_size, training=training, seed=seed)
+                         profile.image_size, profile.batch_size, training=training, seed=seed, resize=profile.resize)
+
+
+def padded_box(height: int, width: int, size: int) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the image inside a `size` square after `resize: pad` (tf.image.resize_with_pad)."""
+    ratio = max(width / size, height / size)
+    inner_h, inner_w = int(height / ratio), int(width / ratio)
+    return (size - inner_h) // 2, (size - inner_w) // 2, inner_h, inner_w
+
+
+def content_masks(paths: list[str], size: int, resize: str) -> np.ndarray:
+    """Boolean (N, size, size): True where the square holds the image, False on `pad` padding (read from headers)."""
+    from PIL import Image
+
+    masks = np.ones((len(paths), size, size), dtype=bool)
+    if resize != "pad":
+        return masks
+    for mask, path in zip(masks, paths):
+        if _is_dicom_file(str(path)):
+            from medcore.dicom import load_pixels
+
+            height, width = load_pixels(str(path)).shape[:2]
+        else:
+            with Image.open(path) as image:
+                width, height = image.size
+        top, left, inner_h, inner_w = padded_box(height, width, size)
+        mask[:] = False
+        mask[top:top + inner_h, left:left + inner_w] = True
+    return masks
 
 
 def _is_dicom_file(path: str) -> bool:
@@ -400,8 +441,10 @@ def _is_dicom_file(path: str) -> bool:
 
 
 def image_dataset(paths: np.ndarray, targets: np.ndarray, size: int, batch_size: int, *, training: bool, seed: int,
-                  sample_weights: np.ndarray | None = None):
+                  sample_weights: np.ndarray | None = None, resize: str = "squash"):
     """Return batches of (image, target[, sample weight]) with images decoded once, resized to `size`, cached.
+
+    `resize` is `squash` (stretch to the square) or `pad` (keep the aspect ratio, pad with black).
 
     DICOM files go through medcore.dicom (rescale, VOI LUT or window, MONOCHROME1 inverted) as float32
     0-255, so their 10-16 bits are kept until this resize; other files through tf.io.decode_image.
@@ -409,6 +452,8 @@ def image_dataset(paths: np.ndarray, targets: np.ndarray, size: int, batch_size:
     """
     import tensorflow as tf
 
+    if resize not in ("squash", "pad"):
+        raise ValueError(f"resize must be 'squash' or 'pad', got {resize!r}")
     dicom = np.array([_is_dicom_file(str(p)) for p in paths], dtype=bool)
 
     def read_dicom(path):
@@ -428,7 +473,10 @@ def image_dataset(paths: np.ndarray, targets: np.ndarray, size: int, batch_size:
             image = read_dicom(path)
         else:
             image = tf.cond(is_dicom, lambda: read_dicom(path), lambda: tf.cast(decode(path), tf.float32))
-        image = tf.image.resize(image, (size, size), antialias=True)
+        if resize == "pad":
+            image = tf.image.resize_with_pad(image, size, size, antialias=True)
+        else:
+            image = tf.image.resize(image, (size, size), antialias=True)
         image.set_shape((size, size, 3))
         return (image, *rest)
 

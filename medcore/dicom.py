@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DICOM_SUFFIXES", "RADIOGRAPH_MODALITIES", "DicomInfo", "DicomProblem", "is_dicom", "read_dicom",
+__all__ = ["DICOM_SUFFIXES", "RADIOGRAPH_MODALITIES", "DicomInfo", "DicomReadError", "is_dicom", "read_dicom",
            "load_pixels", "group_key", "keyed_hash", "KEY_ENV"]
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -46,7 +46,7 @@ _NO_DECODER = "no decoder exists for it in pydicom 3; export the images uncompre
 logging.getLogger("pydicom").setLevel(logging.ERROR)  # its warnings may quote header values
 
 
-class DicomProblem(Exception):
+class DicomReadError(Exception):
     """A file that cannot give pixels; `code` is the validation finding, `detail` one PHI-free line."""
 
     def __init__(self, code: str, detail: str):
@@ -144,7 +144,7 @@ def _parse(data: bytes):
             return pydicom.dcmread(io.BytesIO(data), force=False)
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError, NotImplementedError,
             AttributeError, IndexError, OSError) as exc:
-        raise DicomProblem("image_corrupt", f"DICOM header unreadable ({type(exc).__name__})") from None
+        raise DicomReadError("image_corrupt", f"DICOM header unreadable ({type(exc).__name__})") from None
 
 
 def _decoder_problem(syntax) -> str:
@@ -166,7 +166,8 @@ def describe(ds, key: bytes) -> DicomInfo:
     syntax = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) is not None else None
     patient, study = str(ds.get("PatientID", "") or "").strip(), str(ds.get("StudyInstanceUID", "") or "").strip()
     windowing = ("VOI LUT" if "VOILUTSequence" in ds else
-                 "window" if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None else "image range")
+                 "window" if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None
+                 else "image range")
     return DicomInfo(
         modality=_code(ds, "Modality"),
         view_position=_code(ds, "ViewPosition"),
@@ -226,7 +227,7 @@ def _gray(frame: np.ndarray, ds, info: DicomInfo) -> np.ndarray:
     """A colour frame (kept only when the policy allows it) to luminance in [0, 1]."""
     from pydicom.pixels import apply_color_lut
 
-    if info.photometric == "PALETTECOLOR":
+    if info.photometric == "PALETTE COLOR":
         frame = apply_color_lut(frame, ds)
         full = float(np.iinfo(frame.dtype).max) if np.issubdtype(frame.dtype, np.integer) else 1.0
     else:
@@ -253,14 +254,14 @@ def to_unit(ds, info: DicomInfo) -> np.ndarray:
                 unit = _window(values, ds)
             else:
                 unit = _image_range(values)
-    except DicomProblem:
+    except DicomReadError:
         raise
     # Decoders and LUT code raise many types on damaged data; none of their texts is passed on.
     except Exception as exc:  # noqa: BLE001
-        raise DicomProblem("image_corrupt", f"DICOM pixel data does not decode ({type(exc).__name__})") from None
+        raise DicomReadError("image_corrupt", f"DICOM pixel data does not decode ({type(exc).__name__})") from None
     unit = unit.astype(np.float32)
     if unit.ndim != 2 or unit.size == 0 or not np.isfinite(unit).all():
-        raise DicomProblem("image_corrupt", "DICOM pixel data is not one finite 2-D frame")
+        raise DicomReadError("image_corrupt", "DICOM pixel data is not one finite 2-D frame")
     return 1.0 - unit if info.photometric == "MONOCHROME1" else unit
 
 
@@ -268,23 +269,23 @@ def read_dicom(data: bytes, key: bytes, pixels: bool = True,
                max_bytes: int | None = None) -> tuple[DicomInfo, np.ndarray | None]:
     """Parse a DICOM file's bytes: its PHI-free facts and, with `pixels`, its first frame in [0, 1].
 
-    Raises DicomProblem (code and one PHI-free line) for a file that cannot give pixels, or whose
+    Raises DicomReadError (code and one PHI-free line) for a file that cannot give pixels, or whose
     first frame would take more than `max_bytes` as float32 (judged from the header, before decoding).
     """
     ds = _parse(data)
     info = describe(ds, key)
     size = _integer(ds, "Rows", 0) * _integer(ds, "Columns", 0) * max(1, _integer(ds, "SamplesPerPixel", 1)) * 4
     if max_bytes is not None and size > max_bytes:
-        raise DicomProblem("image_too_large", f"DICOM frame decodes to over {max_bytes // 2**20} MiB")
+        raise DicomReadError("image_too_large", f"DICOM frame decodes to over {max_bytes // 2**20} MiB")
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         if "Rows" in ds or "BitsAllocated" in ds:  # an image's header without its pixels: the file was cut short
-            raise DicomProblem("image_truncated", "DICOM image header without Pixel Data")
-        raise DicomProblem("dicom_pixel_data_missing", f"no Pixel Data (modality {info.modality or 'unknown'})")
+            raise DicomReadError("image_truncated", "DICOM image header without Pixel Data")
+        raise DicomReadError("dicom_pixel_data_missing", f"no Pixel Data (modality {info.modality or 'unknown'})")
     syntax = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) is not None else None
     if syntax is not None:
         problem = _decoder_problem(syntax)
         if problem:
-            raise DicomProblem("dicom_transfer_syntax_unsupported", problem)
+            raise DicomReadError("dicom_transfer_syntax_unsupported", problem)
     return info, (to_unit(ds, info) if pixels else None)
 
 
@@ -295,6 +296,6 @@ def load_pixels(path: str | bytes) -> np.ndarray:
         data = handle.read()
     try:
         _, unit = read_dicom(data, b"")
-    except DicomProblem as exc:
+    except DicomReadError as exc:
         raise ValueError(f"{name}: {exc.detail}") from None
     return np.repeat((unit * 255.0)[..., None], 3, axis=2).astype(np.float32)

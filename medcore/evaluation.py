@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from medcore.config import EvaluationSettings, Profile
-from medcore.contract import contract_threshold, file_sha256, read_contract  # re-exported for existing callers
+from medcore.contract import (contract_resize, contract_temperature, contract_threshold,  # re-exported for
+                              file_sha256, read_contract)  # existing callers
 from medcore.datasets import IMAGE_SUFFIXES, make_dataset
 from medcore.errors import MedcoreError
 
@@ -31,11 +32,13 @@ __all__ = [
     "ThresholdChoice", "weighted_metrics", "binary_metrics", "bootstrap_weights", "bootstrap_intervals",
     "quality_tier", "units_per_class", "evaluate_scores", "evaluate_model", "render_plots", "PLOTS", "METRICS",
     "list_images", "predict_files", "contract_threshold", "read_contract", "file_sha256", "png_bytes",
-    "evaluate_model_splits", "selection_figures", "paired_auc_difference",
+    "predict_logits", "sigmoid", "fit_temperature", "calibration_report", "contract_temperature", "contract_resize",
+    "aggregate_studies", "study_level", "evaluate_model_splits", "selection_figures", "paired_auc_difference",
 ]
 
 # The figures that get a point estimate and an interval; the confusion counts get one too.
-METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "brier", "calibration_error")
+METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "brier", "calibration_error",
+           "kappa")
 COUNTS = ("tp", "tn", "fp", "fn")
 PLOTS = ("roc", "pr", "calibration", "confusion")
 CLINICAL_NOTE = "research-grade discrimination only, not fitness for clinical use"
@@ -58,16 +61,73 @@ def load_model(path, eager: bool = False):
     return model
 
 
-def predict_probabilities(model, frame: pd.DataFrame, profile: Profile) -> np.ndarray:
-    """Return P(positive) for every row of `frame` (columns `path`, `label`), in order."""
-    import tensorflow as tf
-
+def predict_logits(model, frame: pd.DataFrame, profile: Profile) -> np.ndarray:
+    """Return the model's logit for every row of `frame` (columns `path`, `label`), in order."""
     data = make_dataset(frame, profile, training=False, seed=0).map(lambda image, label: image)
     if profile.execution == "eager":
         logits = np.concatenate([model(batch, training=False).numpy() for batch in data])
     else:
         logits = model.predict(data, verbose=0)
-    return tf.math.sigmoid(logits.reshape(-1).astype(np.float32)).numpy()
+    return logits.reshape(-1).astype(np.float64)
+
+
+def sigmoid(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """P(positive) = sigmoid(logit / temperature), computed without overflow."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    return np.exp(-np.logaddexp(0.0, -z))
+
+
+def predict_probabilities(model, frame: pd.DataFrame, profile: Profile, temperature: float = 1.0) -> np.ndarray:
+    """Return P(positive) for every row of `frame` (columns `path`, `label`), in order, at `temperature`."""
+    return sigmoid(predict_logits(model, frame, profile), temperature)
+
+
+# --------------------------------------------------------------------------- calibration
+
+# Bounds of the fitted temperature: beyond them the val split is too small or one-sided to say anything.
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+
+
+def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
+    """The temperature T minimising the log loss of sigmoid(logit / T) on (val) labels; 1.0 if a class is missing.
+
+    Temperature scaling (Guo et al. 2017) divides every logit by one number: it changes no ranking,
+    so ROC AUC is untouched, and only the stated probabilities move towards what is observed.
+    """
+    from scipy.optimize import minimize_scalar
+
+    y = np.asarray(labels).astype(float)
+    z = np.asarray(logits, dtype=np.float64)
+    if len(np.unique(y)) < 2 or not np.isfinite(z).all():
+        return 1.0
+
+    def log_loss(log_t: float) -> float:
+        scaled = z / np.exp(log_t)
+        # -[y log s + (1 - y) log(1 - s)] with s = sigmoid(scaled), in a form that never overflows
+        return float(np.mean(np.logaddexp(0.0, scaled) - y * scaled))
+
+    low, high = np.log(TEMPERATURE_BOUNDS[0]), np.log(TEMPERATURE_BOUNDS[1])
+    found = minimize_scalar(log_loss, bounds=(low, high), method="bounded", options={"xatol": 1e-5})
+    return float(np.exp(found.x))
+
+
+def calibration_report(labels: np.ndarray, logits: np.ndarray, temperature: float, *, groups: Sequence | None = None,
+                       settings: EvaluationSettings = EvaluationSettings(), seed: int = 0) -> dict[str, Any]:
+    """ECE and Brier score of the raw and the temperature-scaled probabilities on one split, with intervals.
+
+    Both use the same bootstrap resamples (same seed, groups and strata), so the change is paired.
+    """
+    labels = np.asarray(labels).astype(int)
+    figures: dict[str, Any] = {}
+    for name, probabilities in (("before", sigmoid(logits)), ("after", sigmoid(logits, temperature))):
+        point = binary_metrics(labels, probabilities, 0.5, settings.calibration_bins)
+        boot = bootstrap_intervals(labels, probabilities, 0.5, groups=groups, resamples=settings.bootstrap_resamples,
+                                   confidence=settings.confidence, seed=seed,
+                                   calibration_bins=settings.calibration_bins)
+        figures[name] = {metric: {"value": point[metric], "interval": boot["intervals"].get(metric)}
+                         for metric in ("calibration_error", "brier")}
+    return {"method": "temperature scaling on logits", "temperature": float(temperature), "fitted_on": "val",
+            "measured_on": "test", "bins": settings.calibration_bins, **figures}
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -189,8 +249,16 @@ def weighted_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: f
             "pr_auc": np.where(pos_total > 0, (pos * precision_at).sum(axis=1) / pos_total, np.nan),
             "brier": (w @ (p - y) ** 2) / total,
             "calibration_error": np.abs(gap_per_bin).sum(axis=1) / total,
+            # Cohen's kappa of the decisions against the labels: agreement beyond what the marginals give by chance.
+            "kappa": _kappa(tp, tn, fp, fn, total),
             "tp": tp, "tn": tn, "fp": fp, "fn": fn,
         }
+
+
+def _kappa(tp: np.ndarray, tn: np.ndarray, fp: np.ndarray, fn: np.ndarray, total: np.ndarray) -> np.ndarray:
+    observed = (tp + tn) / total
+    chance = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / total**2
+    return np.where(chance < 1, (observed - chance) / (1 - chance), np.nan)
 
 
 def _number(value: float) -> float | None:
@@ -333,18 +401,28 @@ def evaluate_scores(val_labels: np.ndarray, val_probabilities: np.ndarray, test_
 
 
 def evaluate_model(model, split: pd.DataFrame, profile: Profile, settings: EvaluationSettings = EvaluationSettings(),
-                   seed: int = 0) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Score val and test, pick the threshold on val, measure test; return metrics and test predictions."""
-    metrics, predictions, _ = evaluate_model_splits(model, split, profile, settings, seed)
+                   seed: int = 0, study_aggregation: str = "mean") -> tuple[dict[str, Any], pd.DataFrame]:
+    """Score val and test, fit the temperature and pick the threshold on val, measure test.
+
+    Every probability from here on (metrics, predictions.csv, overlays, `medcore predict`) is the
+    calibrated one, sigmoid(logit / temperature); the raw one stays in predictions.csv beside it.
+    Where `split` has a `study` column, the figures are per study (see `study_level`) and the image
+    ones move to `image_level`; predictions stay per image, decided at the image-level threshold.
+    Returns metrics and test predictions.
+    """
+    metrics, predictions, _ = evaluate_model_splits(model, split, profile, settings, seed, study_aggregation)
     return metrics, predictions
 
 
-def _predictions(frame: pd.DataFrame, probabilities: np.ndarray, threshold: float | None = None) -> pd.DataFrame:
+def _predictions(frame: pd.DataFrame, probabilities: np.ndarray, threshold: float | None = None,
+                 logits: np.ndarray | None = None) -> pd.DataFrame:
     table = pd.DataFrame({"relpath": frame["relpath"].to_numpy(), "path": frame["path"].to_numpy(),
                           "label": frame["label"].astype(int).to_numpy(), "probability": probabilities})
     if threshold is not None:
         table["predicted"] = (probabilities >= threshold).astype(int)
-    for column in ("group", "sha256"):
+    if logits is not None:
+        table["logit"], table["probability_uncalibrated"] = logits, sigmoid(logits)
+    for column in ("group", "sha256", "study"):
         if column in frame.columns:
             table[column] = frame[column].astype(str).to_numpy()
     return table
@@ -352,7 +430,8 @@ def _predictions(frame: pd.DataFrame, probabilities: np.ndarray, threshold: floa
 
 def evaluate_model_splits(model, split: pd.DataFrame, profile: Profile,
                           settings: EvaluationSettings = EvaluationSettings(),
-                          seed: int = 0) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+                          seed: int = 0, study_aggregation: str = "mean") -> tuple[dict[str, Any], pd.DataFrame,
+                                                                                   pd.DataFrame]:
     """As `evaluate_model`, plus the selection figures on val (`metrics["selection"]`) and the val predictions.
 
     The selection figures are what the choice among profiles and the champion decision read, so the
@@ -363,12 +442,22 @@ def evaluate_model_splits(model, split: pd.DataFrame, profile: Profile,
     if val.empty or test.empty:
         raise MedcoreError(f"evaluation needs val and test images; the split has {len(val)} val and {len(test)} test")
     groups = test["group"].astype(str).to_numpy() if "group" in test.columns else None
-    probabilities = predict_probabilities(model, test, profile)
-    val_probabilities = predict_probabilities(model, val, profile)
+    val_logits, test_logits = predict_logits(model, val, profile), predict_logits(model, test, profile)
+    temperature = fit_temperature(val["label"].to_numpy(), val_logits) if settings.calibrate else 1.0
+    probabilities, val_probabilities = sigmoid(test_logits, temperature), sigmoid(val_logits, temperature)
     metrics = evaluate_scores(val["label"].to_numpy(), val_probabilities,
                               test["label"].to_numpy(), probabilities, groups, settings, seed)
+    metrics["temperature"] = temperature
+    metrics["calibration"] = calibration_report(test["label"].to_numpy(), test_logits, temperature, groups=groups,
+                                                settings=settings, seed=seed)
+    if not settings.calibrate:
+        metrics["calibration"]["method"] = "none (evaluation.calibrate is false)"
     metrics["selection"] = selection_figures(val, val_probabilities, settings, seed)
-    return metrics, _predictions(test, probabilities, metrics["threshold"]), _predictions(val, val_probabilities)
+    predictions = _predictions(test, probabilities, metrics["threshold"], test_logits)
+    if "study" in split.columns:
+        val_frame = val.assign(probability=val_probabilities)
+        metrics = study_level(val_frame, predictions, metrics, settings, seed, study_aggregation)
+    return metrics, predictions, _predictions(val, val_probabilities, logits=val_logits)
 
 
 SELECTION_FIGURES = ("n", "n_positive", "accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc",
@@ -419,6 +508,35 @@ def paired_auc_difference(labels: np.ndarray, challenger: np.ndarray, champion: 
             "low": bounds(diff)[0], "high": bounds(diff)[1],
             "challenger_interval": bounds(new[1:]), "champion_interval": bounds(old[1:]),
             "resamples": resamples, "confidence": confidence, "method": "paired stratified bootstrap"}
+
+
+def aggregate_studies(frame: pd.DataFrame, how: str = "mean") -> pd.DataFrame:
+    """One row per study: its label, patient (`group`) and probability (mean or max of its images')."""
+    if how not in ("mean", "max"):
+        raise ValueError(f"study aggregation must be 'mean' or 'max', got {how!r}")
+    columns = {"label": ("label", "max"), "probability": ("probability", how), "images": ("probability", "size")}
+    if "group" in frame.columns:
+        columns["group"] = ("group", "first")
+    return frame.groupby(frame["study"].astype(str), sort=True).agg(**columns).reset_index()
+
+
+def study_level(val: pd.DataFrame, test: pd.DataFrame, image_metrics: dict[str, Any],
+                settings: EvaluationSettings = EvaluationSettings(), seed: int = 0,
+                how: str = "mean") -> dict[str, Any]:
+    """Metrics per study (MURA's unit): threshold fitted on val studies, intervals resampled by patient.
+
+    The image-level figures stay, under `image_level`; the returned figures are the study's.
+    """
+    val_studies, test_studies = aggregate_studies(val, how), aggregate_studies(test, how)
+    groups = test_studies["group"].astype(str).to_numpy() if "group" in test_studies.columns else None
+    metrics = evaluate_scores(val_studies["label"].to_numpy(), val_studies["probability"].to_numpy(),
+                              test_studies["label"].to_numpy(), test_studies["probability"].to_numpy(), groups,
+                              settings, seed)
+    image_level = {k: v for k, v in image_metrics.items() if k not in ("calibration", "temperature")}
+    metrics.update({"unit": "study", "study_aggregation": how, "n_images": image_metrics["n"],
+                    "threshold_split": "val (studies)", "image_level": image_level,
+                    "temperature": image_metrics.get("temperature"), "calibration": image_metrics.get("calibration")})
+    return metrics
 
 
 # --------------------------------------------------------------------------- plots
@@ -568,8 +686,9 @@ def _first_undecodable(files: Sequence[Path]) -> Path | None:
     return None
 
 
-def predict_files(model, files: Sequence[Path], batch_size: int = 32) -> np.ndarray:
-    """P(positive) for each file, decoded and resized exactly as in training, in batches."""
+def predict_files(model, files: Sequence[Path], batch_size: int = 32, temperature: float = 1.0,
+                  resize: str = "squash") -> np.ndarray:
+    """P(positive) = sigmoid(logit / temperature) for each file, decoded and resized exactly as in training."""
     import tensorflow as tf
 
     shape = tuple(model.inputs[0].shape)
@@ -577,9 +696,9 @@ def predict_files(model, files: Sequence[Path], batch_size: int = 32) -> np.ndar
         raise MedcoreError(f"model input shape {shape} is not a fixed square image")
     size = int(shape[1])
     frame = pd.DataFrame({"path": [str(f) for f in files], "label": np.zeros(len(files), np.float32)})
-    profile = Profile("predict", image_size=size, batch_size=batch_size, execution="graph")
+    profile = Profile("predict", image_size=size, batch_size=batch_size, execution="graph", resize=resize)
     try:
-        return predict_probabilities(model, frame, profile)
+        return predict_probabilities(model, frame, profile, temperature)
     except tf.errors.InvalidArgumentError:
         bad = _first_undecodable(files)
         raise MedcoreError(f"{bad or files[0]}: cannot decode image") from None

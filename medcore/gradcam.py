@@ -5,9 +5,11 @@ as in training (`load_images`); the model does its own preprocessing and emits o
 are float32 (N, h, w) in [0, 1] at the target layer's resolution (7 x 7 for `relu` at 224 px).
 
 Faithfulness is measured with a deletion curve: the most salient pixels are replaced by a
-baseline (the blurred image, or its mean) in equal steps while P(positive) is recorded. A map
-that points at what the model uses makes the score fall early (small area under the curve); the
-same curve for a random map of the same resolution is the chance level it has to beat.
+baseline (the blurred image, or its mean) in equal steps while the model's logit is recorded. A
+map that points at what the model uses makes the score fall early (small area under the curve);
+the curves of several random maps of the same resolution are the chance level it has to beat,
+image by image, with a paired one-sided Wilcoxon test. The logit, not P(positive): a confident
+model's probability stays at 0.9999 whatever is deleted, and the verdict would be float noise.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["explain_model",
            "GradCam", "gradcam_heatmaps", "check_layer", "overlay", "pick_examples", "contact_sheet", "load_images",
            "load_rgb", "upsample", "random_maps", "deletion_order", "baseline_images", "deletion_curves",
-           "curve_area", "faithfulness", "heatmap_centre", "render_deletion_plot", "KINDS"]
+           "curve_area", "faithfulness", "heatmap_centre", "render_deletion_plot", "KINDS", "pointing_game",
+           "mask_padding"]
 
 log = logging.getLogger(__name__)
 EPSILON = 1e-8
@@ -44,21 +47,28 @@ def explain_model(paths: ModelLayout, settings: GradcamSettings, title: str) -> 
     The deletion test runs on the test images the model scores most positive and compares Grad-CAM
     with random maps; the record flags a model whose Grad-CAM does no better than chance.
     """
+    from medcore.contract import contract_resize, contract_temperature
+    from medcore.datasets import content_masks
     from medcore.evaluation import load_model
 
     model = load_model(paths.model)
     explainer = GradCam(model, settings.layer, settings.batch_size)  # checks the layer before any work
     size = explainer.image_shape[0]
+    # Preprocessed and calibrated exactly as the model was trained and evaluated (its contract).
+    resize, temperature = contract_resize(paths.model), contract_temperature(paths.model)
     predictions = pd.read_csv(paths.predictions_csv)
     for stale in paths.gradcam_dir.glob("*.png"):  # a retry may pick fewer examples than the last attempt
         stale.unlink()
-    overlays = _write_overlays(explainer, predictions, settings, paths)
+    overlays = _write_overlays(explainer, predictions, settings, paths, resize, temperature)
     start = time.perf_counter()
     strongest = predictions.sort_values("probability", ascending=False, kind="stable").head(settings.deletion_images)
-    deletion_images = load_images(strongest["path"].tolist(), size, settings.batch_size)
+    deletion_images = load_images(strongest["path"].tolist(), size, settings.batch_size, resize)
     deletion_maps, _ = explainer.heatmaps(deletion_images)
+    deletion_masks = content_masks(strongest["path"].tolist(), size, resize) if resize == "pad" else None
     faithful = faithfulness(explainer, deletion_images, deletion_maps, steps=settings.deletion_steps,
-                            baseline=settings.deletion_baseline, seed=settings.seed)
+                            baseline=settings.deletion_baseline, seed=settings.seed,
+                            random_maps_per_image=settings.deletion_random_maps, alpha=settings.deletion_alpha,
+                            masks=deletion_masks)
     faithful.update({"seconds": time.perf_counter() - start, "plot": paths.gradcam_deletion_png,
                      "predicted_positive": int(strongest["predicted"].sum()),
                      "labelled_positive": int(strongest["label"].sum())})
@@ -66,21 +76,28 @@ def explain_model(paths: ModelLayout, settings: GradcamSettings, title: str) -> 
     if not faithful["better_than_random"]:
         log.warning("%s: %s", title, faithful["flag"])
     record = {"layer": settings.layer, "map_shape": explainer.map_shape, "image_size": size, "model_path": paths.model,
+              "resize": resize, "padding_masked": resize == "pad", "temperature": temperature,
               **overlays, "faithfulness": faithful}
     write_json(paths.gradcam_json, record)
     return record
 
 
 def _write_overlays(explainer: GradCam, predictions: pd.DataFrame, settings: GradcamSettings,
-                    paths: ModelLayout) -> dict[str, Any]:
+                    paths: ModelLayout, resize: str = "squash", temperature: float = 1.0) -> dict[str, Any]:
     """Overlay PNGs of the picked examples and their contact sheet; their entries for gradcam.json."""
+    from medcore.datasets import content_masks
+
     start = time.perf_counter()
     picked = pick_examples(predictions, settings.samples)
-    images = load_images(picked["path"].tolist(), explainer.image_shape[0], settings.batch_size)
+    size = explainer.image_shape[0]
+    images = load_images(picked["path"].tolist(), size, settings.batch_size, resize)
     heatmaps, logits = explainer.heatmaps(images)
+    if resize == "pad":  # the padding holds no anatomy: no heat may be shown there
+        heatmaps = mask_padding(heatmaps, content_masks(picked["path"].tolist(), size, resize))
     seconds = time.perf_counter() - start
     # The same pipeline decoded these images for predictions.csv: a drift here means the overlays lie.
-    drift = float(np.abs(1 / (1 + np.exp(-logits)) - picked["probability"].to_numpy()).max()) if len(picked) else 0.0
+    calibrated = 1 / (1 + np.exp(-logits / temperature))
+    drift = float(np.abs(calibrated - picked["probability"].to_numpy()).max()) if len(picked) else 0.0
     entries, tiles = [], {kind: [] for kind in KINDS}
     for i, row in picked.iterrows():
         rank = len(tiles[row.kind]) + 1
@@ -186,12 +203,15 @@ class GradCam:
         peaks = maps.reshape(len(maps), -1).max(axis=1).reshape(-1, 1, 1)
         return maps / (peaks + EPSILON), logits  # an all-zero map stays zero instead of dividing by zero
 
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """P(positive) for a stack of images, in batches."""
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """The model's logit for a stack of images, in batches (float64)."""
         if len(images) == 0:
-            return np.zeros(0, np.float32)
-        logits = np.concatenate([z.numpy() for z in self._batched(self._logits, images)])
-        return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+            return np.zeros(0, np.float64)
+        return np.concatenate([z.numpy() for z in self._batched(self._logits, images)]).astype(np.float64)
+
+    def probabilities(self, images: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+        """P(positive) = sigmoid(logit / temperature) for a stack of images, in batches."""
+        return 1.0 / (1.0 + np.exp(-self.logits(images) / temperature))
 
 
 def gradcam_heatmaps(model, images: np.ndarray, layer: str = "relu", batch_size: int = 32) -> np.ndarray:
@@ -206,15 +226,19 @@ def gradcam_heatmaps(model, images: np.ndarray, layer: str = "relu", batch_size:
 # --------------------------------------------------------------------------- images and overlays
 
 
-def load_images(paths: Sequence[str | Path], size: int, batch_size: int = 32) -> np.ndarray:
-    """Decode and resize files exactly as training and evaluation do; float32 (N, size, size, 3), 0-255."""
+def load_images(paths: Sequence[str | Path], size: int, batch_size: int = 32, resize: str = "squash") -> np.ndarray:
+    """Decode and resize files exactly as training and evaluation do; float32 (N, size, size, 3), 0-255.
+
+    `resize` must be the model's (model.json): `squash` or `pad`.
+    """
     from medcore.config import Profile
     from medcore.datasets import make_dataset
 
     if len(paths) == 0:
         return np.zeros((0, size, size, 3), np.float32)
     frame = pd.DataFrame({"path": [str(p) for p in paths], "label": np.zeros(len(paths), np.float32)})
-    data = make_dataset(frame, Profile("gradcam", image_size=size, batch_size=batch_size), training=False, seed=0)
+    data = make_dataset(frame, Profile("gradcam", image_size=size, batch_size=batch_size, resize=resize),
+                        training=False, seed=0)
     return np.concatenate([images.numpy() for images, _ in data]).astype(np.float32)
 
 
@@ -354,32 +378,84 @@ def curve_area(curves: np.ndarray) -> np.ndarray:
 
 
 def faithfulness(gradcam: GradCam, images: np.ndarray, heatmaps: np.ndarray, *, steps: int = 10,
-                 baseline: str = "blur", seed: int = 0) -> dict[str, Any]:
-    """Deletion curves of Grad-CAM against random maps on the same images; the AUC pair and a verdict."""
+                 baseline: str = "blur", seed: int = 0, random_maps_per_image: int = 5, alpha: float = 0.05,
+                 masks: np.ndarray | None = None) -> dict[str, Any]:
+    """Deletion curves (on the logit) of Grad-CAM against random maps on the same images, and a paired verdict.
+
+    Each image's Grad-CAM area is compared with the mean area of `random_maps_per_image` random
+    maps on that image; Grad-CAM is "better than random" when a one-sided Wilcoxon signed-rank
+    test over images finds its areas lower at level `alpha`. `masks` (N, H, W), where given, marks
+    the image content: padding is deleted last by every map, so no map gains by deleting nothing.
+    """
+    from scipy.stats import wilcoxon
+
     rng = np.random.default_rng(seed)
     size = images.shape[1:3]
     fill = baseline_images(images, baseline)
-    cam_ranks = deletion_order(upsample(heatmaps, size), rng)
-    random_ranks = deletion_order(upsample(random_maps(rng, len(images), heatmaps.shape[1:]), size), rng)
-    ends = (gradcam.probabilities(images), gradcam.probabilities(fill))
-    cam = deletion_curves(gradcam.probabilities, images, cam_ranks, fill, steps, ends)
-    chance = deletion_curves(gradcam.probabilities, images, random_ranks, fill, steps, ends)
-    cam_area, chance_area = curve_area(cam), curve_area(chance)
-    better = bool(cam_area.mean() < chance_area.mean())
+
+    def ranks(saliency: np.ndarray) -> np.ndarray:
+        saliency = upsample(saliency, size)
+        if masks is not None:
+            saliency = np.where(masks, saliency, -1.0)
+        return deletion_order(saliency, rng)
+
+    ends = (gradcam.logits(images), gradcam.logits(fill))
+    cam = deletion_curves(gradcam.logits, images, ranks(heatmaps), fill, steps, ends)
+    chance = np.stack([deletion_curves(gradcam.logits, images,
+                                       ranks(random_maps(rng, len(images), heatmaps.shape[1:])), fill, steps, ends)
+                       for _ in range(random_maps_per_image)])  # (maps, images, steps + 1)
+    cam_area, chance_area = curve_area(cam), curve_area(chance.reshape(-1, steps + 1)).reshape(
+        random_maps_per_image, len(images)).mean(axis=0)
+    difference = cam_area - chance_area
+    if len(images) and np.any(difference != 0):
+        p_value = float(wilcoxon(difference, alternative="less", zero_method="zsplit").pvalue)
+    else:
+        p_value = 1.0
+    better = bool(p_value < alpha and difference.mean() < 0)
     return {
         "images": int(len(images)),
         "steps": steps,
         "baseline": baseline,
-        "score": "P(positive)",
+        "score": "logit",
+        "random_maps_per_image": random_maps_per_image,
         "gradcam_deletion_auc": float(cam_area.mean()),
         "random_deletion_auc": float(chance_area.mean()),
-        "images_gradcam_better": int((cam_area < chance_area).sum()),
+        "mean_area_difference": float(difference.mean()) if len(images) else None,
+        "images_gradcam_better": int((difference < 0).sum()),
+        "test": "one-sided Wilcoxon signed-rank over images, paired (Grad-CAM vs mean of random maps)",
+        "p_value": p_value,
+        "alpha": alpha,
         "better_than_random": better,
-        "flag": None if better else "Grad-CAM deletes no better than a random map: its heatmaps are not evidence",
+        "flag": None if better else (f"Grad-CAM deletes no better than a random map (p = {p_value:.2g} over "
+                                     f"{len(images)} images): its heatmaps are not evidence"),
         "fraction_deleted": [k / steps for k in range(steps + 1)],
         "gradcam_curve": cam.mean(axis=0).tolist(),
-        "random_curve": chance.mean(axis=0).tolist(),
+        "random_curve": chance.mean(axis=(0, 1)).tolist(),
     }
+
+
+def mask_padding(heatmaps: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Heatmaps upsampled to the masks' (image) size, zero on padding, rescaled to peak at 1 within the image."""
+    maps = upsample(heatmaps, masks.shape[1:3]) * masks
+    peaks = maps.reshape(len(maps), -1).max(axis=1).reshape(-1, 1, 1) if len(maps) else 1.0
+    return (maps / (peaks + EPSILON)).astype(np.float32)
+
+
+def pointing_game(heatmaps: np.ndarray, regions: np.ndarray, tolerance: float = 0.0) -> np.ndarray:
+    """Per image, whether the heatmap's peak (upsampled as the overlay shows it) falls within `tolerance` pixels
+    of `regions` (N, H, W).
+
+    Zhang et al.'s pointing game allows 15 px. A bilinearly upsampled map peaks at the centre of one of
+    its cells, so half a cell (image size / map size / 2) is the tolerance its resolution implies.
+    """
+    regions = np.asarray(regions, dtype=bool)
+    maps = upsample(heatmaps, regions.shape[1:3])
+    peaks = np.stack(np.unravel_index(maps.reshape(len(maps), -1).argmax(axis=1), regions.shape[1:3]), axis=1)
+    hits = []
+    for peak, region in zip(peaks, regions):
+        inside = np.argwhere(region)
+        hits.append(bool(len(inside)) and float(np.sqrt(((inside - peak) ** 2).sum(axis=1)).min()) <= tolerance)
+    return np.array(hits, dtype=bool)
 
 
 def render_deletion_plot(result: dict[str, Any], title: str = "") -> bytes:
@@ -394,7 +470,7 @@ def render_deletion_plot(result: dict[str, Any], title: str = "") -> bytes:
     ax.plot(x, result["gradcam_curve"], "o-", label=f"Grad-CAM (AUC {result['gradcam_deletion_auc']:.3f})")
     ax.plot(x, result["random_curve"], "s--", color="grey",
             label=f"random map (AUC {result['random_deletion_auc']:.3f})")
-    ax.set(xlabel="fraction of pixels deleted (most salient first)", ylabel="mean P(positive)",
-           title=f"Deletion curve {title}".strip(), xlim=(0, 1), ylim=(0, 1.02))
+    ax.set(xlabel="fraction of pixels deleted (most salient first)", ylabel=f"mean {result.get('score', 'logit')}",
+           title=f"Deletion curve {title}".strip(), xlim=(0, 1))
     ax.legend(fontsize=8)
     return png_bytes(fig)

@@ -96,6 +96,16 @@ class ModelLayout:
         return self.root / "predictions.csv"
 
     @property
+    def crossval_dir(self) -> Path:
+        """One folder per (repeat, fold) model of a small set's cross-validation."""
+        return self.root / "crossval"
+
+    @property
+    def crossval_csv(self) -> Path:
+        """Every held-out and inner-val logit of the cross-validation's fold models."""
+        return self.root / "crossval.csv"
+
+    @property
     def val_predictions_csv(self) -> Path:
         """This model's scores on the selection (val) images, for the paired comparison with the champion."""
         return self.root / "val_predictions.csv"

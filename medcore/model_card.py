@@ -113,7 +113,8 @@ def render_model_card(config: Config, condition: Condition, profile: Profile, pa
     lines += ["## Training and evaluation data", "",
               f"- Dataset fingerprint `{validation.get('fingerprint') or training.get('dataset_fingerprint', 'n/a')}` "
               "(file list, labels and every file's bytes).",
-              f"- Listed {totals.get('listed', 'n/a')}, excluded {totals.get('excluded', 'n/a')}, dropped by validation "
+              f"- Listed {totals.get('listed', 'n/a')}, excluded {totals.get('excluded', 'n/a')}, dropped by "
+              "validation "
               f"{totals.get('dropped', 'n/a')}, used {totals.get('in_manifest', 'n/a')}.", "",
               "| split | positive | negative |", "|---|---:|---:|"]
     lines += [f"| {split} | {c.get('positive', 0)} | {c.get('negative', 0)} |" for split, c in counts.items()]
@@ -135,7 +136,8 @@ def render_model_card(config: Config, condition: Condition, profile: Profile, pa
         lines += [f"{metrics.get('n', '?')} test images ({metrics.get('n_positive', '?')} positive); "
                   f"{int(100 * boot.get('confidence', 0.95))} % intervals from {boot.get('resamples', '?')} bootstrap "
                   f"resamples of {boot.get('unit', 'image')}s; threshold fixed on val. Quality tier: "
-                  f"**{(metrics.get('quality') or {}).get('tier', 'n/a')}** (on the ROC AUC interval's lower bound).", "",
+                  f"**{(metrics.get('quality') or {}).get('tier', 'n/a')}** (on the ROC AUC interval's lower "
+                  "bound).", "",
                   "| figure | value (interval) |", "|---|---|"]
         lines += [f"| {label} | {_with_interval(metrics, name)} |" for name, label in (
             ("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"), ("recall", "sensitivity"), ("specificity", "specificity"),

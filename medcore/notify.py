@@ -72,6 +72,8 @@ def report_page_url(base_url: str, run_id: str, path: str = "") -> str:
     from medcore.layout import safe_run_id
 
     page = f"{base_url.rstrip('/')}{UI_PREFIX}/runs/{quote(safe_run_id(run_id))}/"
+    if path.endswith("/model_card.md") and path.count("/") == 2:  # a model card opens as a page, not raw Markdown
+        return page + "cards/" + quote(path.rsplit("/", 1)[0])
     return page + (f"files/{quote(path)}" if path else "")
 
 

@@ -7,6 +7,7 @@ returns it, so Airflow passes nothing heavier than that through XCom. Each stage
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -54,7 +55,8 @@ def _stage(name: str) -> Callable[[Callable[..., Job]], Callable[[Job], Job]]:
         @functools.wraps(body)
         def run(job: Job) -> Job:
             config, paths = _load(job)
-            condition, profile = config.conditions[job["condition"]], config.profiles[job["profile"]]
+            condition = config.conditions[job["condition"]]
+            profile = config.profiles[job["profile"]].for_condition(condition)
             log.info("%s: %s/%s (run %s)", name, condition.name, profile.name, job["run_id"])
             try:
                 result = body(job, config, condition, profile, paths)
@@ -182,7 +184,12 @@ def _require(path: Path, stage: str) -> Path:
 
 @_stage("train")
 def train(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
-    """Train the model on the saved split as tonight's plan says (scratch, warm start or skip); write training.json."""
+    """Train the model on the saved split as tonight's plan says (scratch, warm start or skip); write training.json.
+
+    Where the test split holds too few patients of a class, the estimate comes from cross-validation
+    (fold models first) and the model trained here sees all the data (medcore.crossval).
+    """
+    from medcore.crossval import all_data_split, cross_validate, needs_cross_validation
     from medcore.nightly import CONTINUE, SKIP, continue_epochs
     from medcore.training import train_model
 
@@ -200,9 +207,20 @@ def train(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
         profile, warm_start = _with_weights(profile, "none"), None
     else:
         warm_start = _warm_start(config, condition.name, profile.weights)
-    record = train_model(config, profile, _split(paths), paths, epochs=epochs, warm_start=warm_start)
+    split = _split(paths)
+    crossval = needs_cross_validation(split, config.evaluation)
+    if crossval:  # too few test patients to measure anything: estimate out of fold, ship a model of all the data
+        log.info("%s/%s: small test split; %d x %d-fold cross-validation", condition.name, profile.name,
+                 config.evaluation.crossval_repeats, config.evaluation.crossval_folds)
+        logits = cross_validate(config, profile, split, paths, epochs=epochs)
+        atomic_write_text(paths.crossval_csv, logits.to_csv(index=False))
+        split = all_data_split(split)
+    else:
+        paths.crossval_csv.unlink(missing_ok=True)
+    record = train_model(config, profile, split, paths, epochs=epochs, warm_start=warm_start)
     record.update({"dataset_fingerprint": read_json(paths.validation_json)["fingerprint"],
-                   "nightly_mode": plan["mode"], "nightly_reason": plan.get("reason"), "warm_start_source": source})
+                   "nightly_mode": plan["mode"], "nightly_reason": plan.get("reason"), "warm_start_source": source,
+                   "estimate": "cross-validation" if crossval else "test split"})
     write_json(paths.training_json, record)
     return job
 
@@ -234,7 +252,8 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     and anyone scoring new images apply the same decision rule the metrics describe.
     """
     from medcore.contract import read_contract, record_evaluation
-    from medcore.evaluation import evaluate_model_splits, load_model, render_plots
+    from medcore.datasets import read_studies
+    from medcore.evaluation import choose_threshold, evaluate_model_splits, load_model, render_plots, selection_figures
     from medcore.jsonio import atomic_write_bytes
 
     # Checked first: the threshold chosen here is written into this contract, which must be this model's.
@@ -243,11 +262,41 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
         raise StageError(f"{paths.model_contract}: missing beside the model; the train stage did not finish")
     model = load_model(paths.model, eager=profile.execution == "eager")
     split = _split(paths)
-    metrics, predictions, val_predictions = evaluate_model_splits(model, split, profile, config.evaluation,
-                                                                  seed=config.seed)
+    studies = read_studies(config, condition)
+    if studies:  # MURA labels studies: the figures that compare with its published ones are per study
+        split["study"] = split["relpath"].map(studies).fillna(split["relpath"])
+    if paths.crossval_csv.exists():  # a small set: figures from the pooled out-of-fold predictions
+        from medcore.crossval import crossval_metrics
+        from medcore.evaluation import calibration_report, fit_temperature, predict_logits, sigmoid
+
+        metrics, predictions = crossval_metrics(pd.read_csv(paths.crossval_csv, dtype={"group": str, "relpath": str}),
+                                                config.evaluation, seed=config.seed)
+        metrics["calibration"] = calibration_report(predictions["label"].to_numpy(), predictions["logit"].to_numpy(),
+                                                    metrics["temperature"], groups=predictions["group"].to_numpy(),
+                                                    settings=config.evaluation, seed=config.seed)
+        # The shipped model scores new images: its own temperature and threshold, fitted on its val split.
+        val = split[split["split"] == "val"].reset_index(drop=True)
+        val_logits = predict_logits(model, val, profile)
+        shipped_t = fit_temperature(val["label"].to_numpy(), val_logits) if config.evaluation.calibrate else 1.0
+        shipped = choose_threshold(val["label"].to_numpy(), sigmoid(val_logits, shipped_t),
+                                   config.evaluation.threshold_rule, config.evaluation.target_sensitivity)
+        metrics["shipped_model"] = {"temperature": shipped_t, "threshold": shipped.value, "threshold_split": "val"}
+        val_predictions = val[["relpath", "path", "label", "group"]].assign(probability=sigmoid(val_logits, shipped_t))
+        # Decisions read the shipped model's own val figures; its out-of-fold test figures are not one model's.
+        metrics["selection"] = selection_figures(val, val_predictions["probability"].to_numpy(), config.evaluation,
+                                                 config.seed)
+        metrics["versus_champion"] = None
+    else:
+        metrics, predictions, val_predictions = evaluate_model_splits(
+            model, split, profile, config.evaluation, seed=config.seed, study_aggregation=condition.study_aggregation)
+        metrics["versus_champion"] = _versus_champion(config, condition.name, split, paths, val_predictions,
+                                                      predictions)
     atomic_write_text(paths.val_predictions_csv, val_predictions.to_csv(index=False))
-    metrics["versus_champion"] = _versus_champion(config, condition.name, split, paths, val_predictions, predictions)
-    plots = render_plots(predictions["label"].to_numpy(), predictions["probability"].to_numpy(), metrics,
+    if condition.reference:
+        metrics["reference"] = condition.reference
+    # Plots are per image (as predictions.csv), at the image-level threshold.
+    plots = render_plots(predictions["label"].to_numpy(), predictions["probability"].to_numpy(),
+                         metrics.get("image_level", metrics),
                          f"{condition.name}/{profile.name}", config.evaluation.calibration_bins)
     for name, png in plots.items():
         atomic_write_bytes(paths.plot(name), png)
@@ -282,6 +331,13 @@ def _versus_champion(config: Config, condition: str, split: pd.DataFrame, paths:
     except Exception as exc:  # noqa: BLE001 - a champion that cannot be loaded must not fail tonight's model
         return {**result, "champion_missing": f"{path}: {one_line(exc)}"}
     scorer = _with_size(config.profiles[paths.profile], size)
+    try:  # the champion is scored as it was trained: its own resize (squash or pad), from its contract
+        from medcore.contract import read_contract
+
+        resize = (read_contract(path, champion.get("contract_path")) or {}).get("resize", "squash")
+        scorer = dataclasses.replace(scorer, resize=resize if resize in ("squash", "pad") else "squash")
+    except MedcoreError as exc:
+        return {**result, "champion_missing": f"{path}: {one_line(exc)}"}
     scored = []
     for name, ours in (("selection", val_predictions), ("test", test_predictions)):
         rows = split[split["split"] == ("val" if name == "selection" else "test")].reset_index(drop=True)

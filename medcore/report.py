@@ -129,8 +129,9 @@ def _model_view(run: RunLayout, condition: str, profile: str) -> dict[str, Any]:
         "roc_auc": figure(metrics, "roc_auc") if m["succeeded"] else None,
         "tier": quality.get("tier") or "n/a",
         "quality": quality,
-        "figures": {name: {"value": metrics.get(name), **((metrics.get("intervals") or {}).get(name) or {})}
-                    for name in _SHOWN_FIGURES},
+        "figures": _figures(metrics),
+        "calibration": _calibration_view(metrics.get("calibration")),
+        "image_level": _figures(metrics["image_level"]) if metrics.get("image_level") else None,
         "bootstrap": _bootstrap_view(metrics.get("bootstrap") or {}),
         "threshold": _threshold_view(metrics),
         "faithfulness": m["gradcam"]["faithfulness"],
@@ -142,7 +143,21 @@ def _model_view(run: RunLayout, condition: str, profile: str) -> dict[str, Any]:
 
 # Test figures the report shows for each model, each with its bootstrap interval where one was measured.
 _SHOWN_FIGURES = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "brier",
-                  "calibration_error")
+                  "calibration_error", "kappa")
+
+
+def _figures(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {name: {"value": metrics.get(name), **((metrics.get("intervals") or {}).get(name) or {})}
+            for name in _SHOWN_FIGURES}
+
+
+def _calibration_view(calibration: dict[str, Any] | None) -> dict[str, Any] | None:
+    """ECE and Brier before and after temperature scaling, each as {value, low, high} for the `ci` filter."""
+    if not calibration or "before" not in calibration:
+        return None
+    return {**calibration, **{f"{when}_{name}": {"value": calibration[when][name]["value"],
+                                                  **(calibration[when][name].get("interval") or {})}
+                              for when in ("before", "after") for name in ("calibration_error", "brier")}}
 
 
 def _bootstrap_view(boot: dict[str, Any]) -> dict[str, Any]:

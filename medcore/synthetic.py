@@ -15,13 +15,29 @@ import pandas as pd
 
 from medcore.jsonio import atomic_write_bytes, atomic_write_text
 
-__all__ = ["phantom", "write_demo_data", "dicom_bytes", "FINDING_CENTRE"]
+__all__ = ["phantom", "drawn_phantom", "finding_region", "write_demo_data", "dicom_bytes", "FINDING_CENTRE"]
 
 FINDING_CENTRE = (0.68, 0.66)  # (x, y) as fractions of the image size
 
 
 def phantom(rng: np.random.Generator, size: int = 64, finding: bool = False) -> np.ndarray:
     """Return one grayscale uint8 image: a body outline, rib-like bands, noise, and maybe the finding."""
+    return drawn_phantom(rng, size, finding)[0]
+
+
+def finding_region(size: int, where: tuple[float, float, float]) -> np.ndarray:
+    """Boolean (size, size) mask of a finding drawn at `where` = (x, y, radius) in fractions of the image."""
+    cx, cy, radius = where
+    yy, xx = (np.mgrid[0:size, 0:size].astype(np.float32) + 0.5) / size
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2
+
+
+def drawn_phantom(rng: np.random.Generator, size: int = 64,
+                  finding: bool = False) -> tuple[np.ndarray, tuple[float, float, float] | None]:
+    """A phantom and where its finding is, (x, y, radius) as fractions of the image (None without one).
+
+    The radius is where the finding's brightness falls to 1/e of its peak: inside it a reader sees it.
+    """
     import cv2
 
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
@@ -36,7 +52,8 @@ def phantom(rng: np.random.Generator, size: int = 64, finding: bool = False) -> 
         disc = np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2) / (radius**2)))
         image += 0.5 * disc
     image = cv2.GaussianBlur(image, (3, 3), 0)
-    return np.clip(image * 255.0, 0, 255).astype(np.uint8)
+    where = (float(cx), float(cy), float(radius)) if finding else None
+    return np.clip(image * 255.0, 0, 255).astype(np.uint8), where
 
 
 def _encode(image: np.ndarray, suffix: str) -> bytes:

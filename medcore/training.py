@@ -26,7 +26,7 @@ from medcore.config import Config, Profile
 from medcore.contract import save_model_with_contract, training_contract
 from medcore.datasets import make_dataset
 from medcore.errors import MedcoreError
-from medcore.jsonio import atomic_write_text
+from medcore.jsonio import atomic_write_text, write_json
 from medcore.layout import ModelLayout
 
 __all__ = ["build_model", "train_model", "save_model_with_contract", "configure_threads", "versions",
@@ -232,6 +232,61 @@ def _finished_epochs(backup_dir: Path) -> int:
     return 0
 
 
+def _best_epoch_callback(weights: Path, record: Path, finished: int):
+    """A callback keeping the weights of the best val AUC epoch so far, across phases and resumed attempts.
+
+    Each improvement writes the weights, then `record` ({"epoch", "val_auc"}), both atomically and
+    before BackupAndRestore marks the epoch finished. A record of an epoch the backup does not hold
+    (killed between the two) is discarded, because that epoch runs again and history.csv forgets it.
+    """
+    import keras
+
+    from medcore.jsonio import read_json
+
+    kept = None
+    if finished and record.exists() and weights.exists():
+        try:
+            kept = read_json(record)
+        except ValueError:
+            kept = None
+        if kept is not None and int(kept.get("epoch", finished)) >= finished:
+            kept = None
+    if kept is None:
+        record.unlink(missing_ok=True)
+        weights.unlink(missing_ok=True)
+
+    class KeepBestEpoch(keras.callbacks.Callback):
+        """Saves the model's weights whenever val AUC beats every earlier epoch of this training."""
+
+        def __init__(self):
+            super().__init__()
+            self.weights_path = weights
+            self.best = None if kept is None else {"epoch": int(kept["epoch"]), "val_auc": float(kept["val_auc"])}
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get("val_auc")
+            if value is None or not math.isfinite(float(value)):
+                return  # a val split without both classes has no AUC: nothing to select on
+            if self.best is not None and float(value) <= self.best["val_auc"]:
+                return
+            weights.parent.mkdir(parents=True, exist_ok=True)
+            tmp = weights.with_name(f".tmp.{weights.name}")
+            self.model.save_weights(tmp)
+            os.replace(tmp, weights)
+            self.best = {"epoch": int(epoch), "val_auc": float(value)}
+            write_json(record, self.best)
+
+    return KeepBestEpoch()
+
+
+def restore_best_epoch(model, keeper) -> dict[str, Any] | None:
+    """Load the best epoch's weights into `model`; return {"epoch", "val_auc"} (None: no epoch had a val AUC)."""
+    if keeper.best is None:
+        return None
+    model.load_weights(keeper.weights_path)
+    return dict(keeper.best)
+
+
 def _history_rows(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path)
@@ -284,8 +339,12 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
     with precision_policy(profile) as chosen, compute.fused_batch_norm(profile.fused_batch_norm) as fused:
         model, weights_used = _initial_model(profile, config.seed, warm_start)
         weights = class_weights(train["label"].to_numpy()) if profile.class_weighting else None
-        stoppers = [_fit_phase(model, phase, profile, paths, train_data, val_data, weights, epochs, clock)
+        # Epochs history.csv holds (trimmed above): the best of those may be kept from an earlier attempt.
+        keeper = _best_epoch_callback(paths.backup_dir / "best.weights.h5", paths.backup_dir / "best.json",
+                                      len(_history_rows(paths.history_csv)))
+        stoppers = [_fit_phase(model, phase, profile, paths, train_data, val_data, weights, epochs, clock, keeper)
                     for phase in _phases(profile, epochs, weights_used)]
+        best = restore_best_epoch(model, keeper)  # the saved model is the epoch the record reports
     wall = time.perf_counter() - clock.start
     precision = chosen["mode"]
     contract = training_contract(profile, seed=config.seed, precision=precision, gradcam_layer=config.gradcam.layer,
@@ -295,7 +354,8 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
     history = _history_rows(paths.history_csv)
     record = _training_record(profile, paths, history, epochs=epochs, resumed_from=resumed_from, wall=wall,
                               clock=clock, weights_used=weights_used, stoppers=stoppers, train=train, val=val,
-                              seed=config.seed, threads=threads, precision=precision, versions=contract["versions"])
+                              seed=config.seed, threads=threads, precision=precision, versions=contract["versions"],
+                              best=best)
     # What this CPU made of the profile's precision and cores, and why (medcore.compute).
     record["compute"] = {"precision": chosen, "fused_batch_norm": fused, "cores": profile.cores, "threads": threads,
                          "cpu_bf16": compute.cpu_supports_bf16()}
@@ -343,7 +403,7 @@ def _phases(profile: Profile, epochs: int, weights_used: str) -> list[Phase]:
 
 
 def _fit_phase(model, phase: Phase, profile: Profile, paths: ModelLayout, train_data, val_data,
-               weights: dict[int, float] | None, epochs: int, clock: Clock):
+               weights: dict[int, float] | None, epochs: int, clock: Clock, keeper):
     """Train one phase (resuming where a killed attempt stopped); return its early-stopping callback (None if the
     phase had already finished)."""
     import keras
@@ -359,15 +419,15 @@ def _fit_phase(model, phase: Phase, profile: Profile, paths: ModelLayout, train_
     elif phase.name == "frozen":
         _set_backbone_trainable(model, False)
         _compile(model, profile, phase.learning_rate)
+    # The best epoch is restored once, after every phase, from `keeper` (not per phase or attempt).
     stopper = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=profile.patience,
-                                            restore_best_weights=True, verbose=0)
+                                            restore_best_weights=False, verbose=0)
     callbacks = [
         stopper,
         # Before the CSV logger, so history.csv records the rate each epoch trained at.
         *_schedule_callbacks(profile, phase.learning_rate, phase.first, phase.last),
         keras.callbacks.CSVLogger(str(paths.history_csv), append=True),
-        keras.callbacks.ModelCheckpoint(str(paths.backup_dir / "best.keras"), monitor="val_auc", mode="max",
-                                        save_best_only=True, verbose=0),
+        keeper,
         # Last, so an epoch counts as finished only once everything above has been written.
         # A retried task (killed worker, reboot) resumes after the last finished epoch.
         keras.callbacks.BackupAndRestore(str(paths.backup_dir / phase.name), double_checkpoint=True),
@@ -384,14 +444,14 @@ def _fit_phase(model, phase: Phase, profile: Profile, paths: ModelLayout, train_
 def _save_model(model, paths: ModelLayout, contract: dict[str, Any]) -> None:
     """Put model.keras and its contract in place, then drop what only a resumed attempt needed."""
     save_model_with_contract(model, paths, contract)
-    for leftover in (_frozen_marker(paths), paths.backup_dir / "best.keras"):
+    for leftover in (_frozen_marker(paths), paths.backup_dir / "best.weights.h5", paths.backup_dir / "best.json"):
         leftover.unlink(missing_ok=True)
 
 
 def _training_record(profile: Profile, paths: ModelLayout, history: pd.DataFrame, *, epochs: int, resumed_from: int,
                      wall: float, clock: Clock, weights_used: str, stoppers: list, train: pd.DataFrame,
                      val: pd.DataFrame, seed: int, threads: dict[str, int | None], precision: str,
-                     versions: dict[str, str]) -> dict[str, Any]:
+                     versions: dict[str, str], best: dict[str, Any] | None) -> dict[str, Any]:
     """training.json: what was trained, how long it took, where it ended, with which libraries."""
     import tensorflow as tf
 
@@ -401,6 +461,7 @@ def _training_record(profile: Profile, paths: ModelLayout, history: pd.DataFrame
         "condition": paths.condition,
         "profile": profile.name,
         "image_size": profile.image_size,
+        "resize": profile.resize,
         "lr_schedule": profile.lr_schedule,
         "class_weighting": profile.class_weighting,
         "weights": profile.weights,
@@ -409,7 +470,10 @@ def _training_record(profile: Profile, paths: ModelLayout, history: pd.DataFrame
         "epochs_run": epochs_run,
         "resumed_from_epoch": resumed_from,
         "early_stopped": any(s.stopped_epoch for s in stoppers if s is not None),
-        "best_val_auc": float(history["val_auc"].max()) if "val_auc" in history else None,
+        # The epoch whose weights model.keras holds (0-based, as history.csv's `epoch`), and its val AUC.
+        "best_epoch": best["epoch"] if best else None,
+        "best_val_auc": best["val_auc"] if best else None,
+        "selected_epoch": "best val AUC" if best else "last (val AUC undefined in every epoch)",
         "wall_seconds": wall,
         "seconds_to_first_step": clock.first_step[0] if clock.first_step else None,
         "epoch_seconds": clock.epoch_seconds,

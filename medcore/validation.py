@@ -19,16 +19,24 @@ import hashlib
 import io
 import os
 import stat
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from medcore.config import (CHECKS, MIN_PER_CLASS_DEFAULT, Condition, Config, Profile, ValidationSettings,
-                            canonical_label)
+from medcore.config import (
+    CHECKS,
+    MIN_PER_CLASS_DEFAULT,
+    Condition,
+    Config,
+    Profile,
+    ValidationSettings,
+    canonical_label,
+)
 from medcore.datasets import SPLITS, assign_splits, cap_per_split, classify_labels, read_source, split_balance
 from medcore.errors import DataError
 
@@ -319,11 +327,11 @@ def _describe(image: np.ndarray, fmt: str, header: Any, sha256: str) -> FileScan
 
 def _scan_dicom(data: bytes, sha256: str, key: Callable[[], bytes] | bytes) -> FileScan:
     """Decode a DICOM file through medcore.dicom (the display pipeline) and describe its first frame."""
-    from medcore.dicom import DicomProblem, read_dicom
+    from medcore.dicom import DicomReadError, read_dicom
 
     try:
         info, unit = read_dicom(data, key() if callable(key) else key, max_bytes=MAX_DECODED_BYTES)
-    except DicomProblem as problem:
+    except DicomReadError as problem:
         return FileScan(problem.code, problem.detail, sha256)
     scan = _describe(unit, "DICOM", None, sha256)
     # Bit depth is the stored one (10-16), not the float32 the pixels are carried in.
@@ -662,7 +670,8 @@ def _check_dicom(v: _Validation, frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     compressed = dicom[_dicom_facts(dicom, "compressed")]
     v.result.add("dicom_summary", Severity.INFO, f"{len(dicom)} DICOM files: bits stored "
-                 f"{_values(_dicom_facts(dicom, 'bits_stored'))}; photometric {_values(_dicom_facts(dicom, 'photometric'))}"
+                 f"{_values(_dicom_facts(dicom, 'bits_stored'))}; "
+                 f"photometric {_values(_dicom_facts(dicom, 'photometric'))}"
                  f"; intensity window from {_values(_dicom_facts(dicom, 'windowing'))}; "
                  + (f"{len(compressed)} compressed (" + ", ".join(
                      f"{name}: {n}" for name, n in _dicom_facts(compressed, "transfer_syntax").value_counts().items())

@@ -17,7 +17,8 @@ TINY_PROFILES = """
 profiles:
   standard: {image_size: 32, epochs: 1, batch_size: 16, execution: eager, max_images_per_split: 40}
   intensive: {image_size: 32, epochs: 1, batch_size: 16, execution: eager, max_images_per_split: 40}
-gradcam: {samples: 1}
+gradcam: {samples: 1, deletion_random_maps: 2}
+evaluation: {small_sets: test_split}   # every tiny test split is small: cross-validation has its own test
 """
 
 

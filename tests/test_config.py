@@ -23,8 +23,10 @@ def test_repository_configs_load():
         assert set(config.conditions) == {"pneumonia", "cardiomegaly", "knee_osteoarthritis", "knee_osteoporosis",
                                           "limb_abnormalities"}
         assert set(config.profiles) == {"standard", "intensive"}
+        # DenseNet121's `relu` map is 1/32 of the image: every shipped profile must give a 4x4 map or more.
+        assert all(p.image_size // 32 >= 4 for p in config.profiles.values()), path
     demo = load_config(ROOT / "configs" / "demo.yaml")
-    assert demo.profiles["standard"].image_size == 64
+    assert demo.profiles["standard"].image_size == 128
     base = load_config(ROOT / "conditions.yaml")
     assert demo.profiles["standard"].patience == base.profiles["standard"].patience  # inherited, not restated
     assert demo.profiles["standard"].lr_schedule == "cosine"

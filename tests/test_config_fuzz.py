@@ -32,7 +32,7 @@ BASE = {
     "evaluation": {"bootstrap_resamples": 200, "confidence": 0.95, "threshold_rule": "youden", "min_per_class": 5},
     "validation": {"min_class_fraction": 0.05, "near_duplicate_distance": 16, "leak_drop_from": "heldout",
                    "min_per_class": {"train": 2, "val": 1, "test": 1}},
-    "registry": {"gates": {"roc_auc": 0.6}, "tolerance": 0.01, "min_tier": "moderate"},
+    "registry": {"gates": {"roc_auc": 0.6}, "margin": 0.02, "min_tier": "moderate"},
     "notify": {"conn_id": "smtp_default", "recipients": []},
     "conditions": {"c": {"dataset": "set", "layout": "folders", "positive": ["pos"], "negative": ["neg"],
                          "validation_policy": {"duplicate_within_split": "drop"}}},

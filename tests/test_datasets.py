@@ -187,3 +187,33 @@ def test_splits_can_follow_a_merged_group_column():
     frame.loc[frame.index[:40], "merged"] = "one"  # forty single-image groups joined into one
     split = assign_splits(frame, 0.15, 0.15, seed=2, group_column="merged")
     assert split.loc[split["merged"] == "one", "split"].nunique() == 1
+
+
+def test_pad_keeps_the_aspect_ratio_and_the_masks_find_the_content(tmp_path):
+    """`resize: pad` fits a 20x40 film into the square with black bands; content_masks marks the film."""
+    import cv2
+
+    from medcore.datasets import content_masks, image_dataset
+
+    wide = tmp_path / "wide.png"
+    cv2.imwrite(str(wide), np.full((20, 40), 200, np.uint8))
+    paths = np.array([str(wide)])
+    padded = next(iter(image_dataset(paths, np.zeros(1, np.float32), 32, 1, training=False, seed=0, resize="pad")))[0]
+    squashed = next(iter(image_dataset(paths, np.zeros(1, np.float32), 32, 1, training=False, seed=0)))[0]
+    padded, squashed = padded.numpy()[0, ..., 0], squashed.numpy()[0, ..., 0]
+    assert squashed.min() > 190  # stretched: the film fills the square
+    mask = content_masks([str(wide)], 32, "pad")[0]
+    assert mask.sum() == 32 * 16 and mask[8:24].all()  # 40x20 -> 32x16, centred
+    assert padded[mask].min() > 150 and padded[~mask].max() < 1
+    assert content_masks([str(wide)], 32, "squash").all()
+
+
+def test_condition_resize_overrides_the_profile(tmp_path):
+    """A condition's `resize` wins over its profile's; the others keep the profile's."""
+    from tests.conftest import ROOT, write_yaml
+
+    config = load_config(write_yaml(tmp_path / "c.yaml", f"extends: {ROOT / 'conditions.yaml'}\n"
+                                                          "profiles: {standard: {resize: squash}}\n"))
+    standard = config.profiles["standard"]
+    assert standard.for_condition(config.conditions["limb_abnormalities"]).resize == "pad"
+    assert standard.for_condition(config.conditions["pneumonia"]).resize == "squash"

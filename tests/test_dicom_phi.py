@@ -26,9 +26,9 @@ PEOPLE = [{
     "DeviceSerialNumber": f"SN-QX{i}-771903", "StationName": f"XRSTN-Wombly{i}",
     "StudyInstanceUID": f"1.2.826.0.1.3680043.99.4242.{i}", "StudyID": f"STUDYQ{i}4471",
 } for i in range(16)]
+NAMES = ("PatientName", "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName")
 SECRETS = sorted({v for person in PEOPLE for k, v in person.items()} |
-                 {part for person in PEOPLE for k in ("PatientName", "ReferringPhysicianName", "PerformingPhysicianName",
-                                                      "OperatorsName") for part in person[k].split("^")})
+                 {part for person in PEOPLE for k in NAMES for part in person[k].split("^")})
 
 
 def _write_set(root) -> None:
@@ -87,7 +87,7 @@ def test_no_identifying_header_value_reaches_any_output(tmp_path, monkeypatch):
     assert (tmp_path / "scores.csv").read_text().count(".dcm") == 32  # every film scored
 
     layout = RunLayout(tmp_path / "runs", "phi")
-    email = build_email(layout, NotifySettings(recipients=("a@example.org",)), tmp_path)
+    email = build_email(layout, NotifySettings(recipients=("a@example.org",)))
     assert "model card" in layout.report_md.read_text()
     card = layout.model("films", "tiny").model_card.read_text()
     assert "12" in card and "MONOCHROME1" in card  # the card describes the DICOM set it was trained on

@@ -128,8 +128,11 @@ def test_medcore_run_writes_every_artefact(tmp_path, tiny_config):
     gradcam = read_json(model_dir / "gradcam.json")
     assert Path(gradcam["contact_sheet"]).is_file()
     faith = gradcam["faithfulness"]
-    assert 0 <= faith["gradcam_deletion_auc"] <= 1 and 0 <= faith["random_deletion_auc"] <= 1
-    assert faith["better_than_random"] == (faith["gradcam_deletion_auc"] < faith["random_deletion_auc"])
+    assert faith["score"] == "logit" and 0 <= faith["p_value"] <= 1
+    assert faith["better_than_random"] == (faith["p_value"] < faith["alpha"] and faith["mean_area_difference"] < 0)
+    # knee osteoporosis keeps its aspect (conditions.yaml): the contract says so, Grad-CAM masks the padding
+    assert read_json(model_dir / "model.json")["resize"] == "pad" and gradcam["padding_masked"]
+    assert read_json(model_dir / "model.json")["temperature"] == metrics["temperature"] > 0
 
     # `medcore predict` on the test images reproduces the evaluation's scores and decisions.
     out = tmp_path / "preds.csv"

@@ -130,13 +130,21 @@ def test_evaluate_model_passes_only_val_to_the_threshold(monkeypatch):
     })
     split["relpath"] = split["path"] = [f"img{i}.png" for i in range(len(split))]
     split["group"] = ["p1", "p1", "p2", "p2", "p3", "p4", "p5", "p6", "p7", "p7", "p8", "p8", "p9", "p10"]
-    monkeypatch.setattr(evaluation, "predict_probabilities", lambda model, frame, profile: frame["score"].to_numpy())
-    seen = []
-    real = evaluation.choose_threshold
+    logit = np.log(split["score"] / (1 - split["score"]))
+    by_path = dict(zip(split["path"], logit))
+    monkeypatch.setattr(evaluation, "predict_logits", lambda model, frame, profile: frame["path"].map(by_path).to_numpy())
+    seen, fitted = [], []
+    real, real_fit = evaluation.choose_threshold, evaluation.fit_temperature
     monkeypatch.setattr(evaluation, "choose_threshold", lambda labels, probs, *a, **k: seen.append(
         (list(labels), list(probs))) or real(labels, probs, *a, **k))
+    monkeypatch.setattr(evaluation, "fit_temperature", lambda labels, logits: fitted.append(list(labels)) or
+                        real_fit(labels, logits))
     metrics, predictions = evaluation.evaluate_model(None, split, None)
-    assert seen and all(call == ([0, 1, 0, 1], [.2, .9, .3, .8]) for call in seen), "thresholds only ever on val"
+    assert fitted == [[0, 1, 0, 1]]  # the temperature too is fitted on val only
+    calibrated = list(evaluation.sigmoid(logit[4:8], metrics["temperature"]))
+    assert seen and all(labels == [0, 1, 0, 1] and probs == pytest.approx(calibrated) for labels, probs in seen), \
+        "thresholds only ever on val"
+    assert predictions["probability"].to_numpy() == pytest.approx(evaluation.sigmoid(logit[8:], metrics["temperature"]))
     assert metrics["selection"]["n"] == 4 and metrics["selection"]["split"] == "val"
     assert metrics["n"] == 6 and list(predictions["relpath"]) == [f"img{i}.png" for i in range(8, 14)]
     assert metrics["bootstrap"]["unit"] == "patient" and metrics["bootstrap"]["groups"] == 4
@@ -312,7 +320,7 @@ def test_predict_scores_a_folder_like_evaluation_does(saved_model, capsys):
     from medcore.jsonio import write_json
 
     model_path = saved_model / "model" / "model.keras"
-    write_json(model_path.with_name("model.json"), {"threshold": 0.25})
+    write_json(model_path.with_name("model.json"), {"threshold": 0.25, "temperature": 2.0})
     out = saved_model / "preds.csv"
     images = str(saved_model / "images")
     assert main(["predict", "--model", str(model_path), "--images", images, "--out", str(out)]) == 0
@@ -322,7 +330,7 @@ def test_predict_scores_a_folder_like_evaluation_does(saved_model, capsys):
     assert list(table["predicted"]) == list((table["probability"] >= 0.25).astype(int))
     frame = pd.DataFrame({"path": table["path"], "label": 0})
     expected = evaluation.predict_probabilities(evaluation.load_model(model_path), frame,
-                                                Profile("p", image_size=32, execution="graph"))
+                                                Profile("p", image_size=32, execution="graph"), temperature=2.0)
     np.testing.assert_allclose(table["probability"], expected, atol=1e-6)
 
     listing = saved_model / "list.csv"
@@ -348,6 +356,111 @@ def test_predict_bad_paths_are_one_line_errors(saved_model, capsys, args, messag
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("medcore: error:") and message in err[0], err
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def _overconfident(rng: np.random.Generator, n: int, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    """Labels drawn from sigmoid(z / temperature) while the model states sigmoid(z): overconfident by `temperature`."""
+    z = rng.normal(0.0, 4.0, n)
+    labels = (rng.random(n) < evaluation.sigmoid(z, temperature)).astype(int)
+    return labels, z
+
+
+def test_temperature_recovers_how_overconfident_the_logits_are():
+    """On val drawn at temperature 3 the fit finds about 3; on fresh test data ECE and Brier fall, AUC stays."""
+    rng = np.random.default_rng(5)
+    val_labels, val_logits = _overconfident(rng, 4000, 3.0)
+    temperature = evaluation.fit_temperature(val_labels, val_logits)
+    assert temperature == pytest.approx(3.0, rel=0.15)
+    test_labels, test_logits = _overconfident(rng, 2000, 3.0)
+    report = evaluation.calibration_report(test_labels, test_logits, temperature, settings=EvaluationSettings(), seed=1)
+    before, after = report["before"], report["after"]
+    assert after["calibration_error"]["value"] < before["calibration_error"]["value"] / 2
+    assert after["brier"]["value"] < before["brier"]["value"]
+    # The intervals are paired resamples: the calibrated upper bound sits below the raw lower bound here.
+    assert after["calibration_error"]["interval"]["high"] < before["calibration_error"]["interval"]["low"]
+    assert roc_auc_score(test_labels, evaluation.sigmoid(test_logits, temperature)) == pytest.approx(
+        roc_auc_score(test_labels, test_logits))
+
+
+def test_well_calibrated_logits_keep_temperature_near_one_and_one_class_keeps_one():
+    """Logits that already state the truth are left alone; a val split of one class fits nothing."""
+    rng = np.random.default_rng(6)
+    labels, z = _overconfident(rng, 4000, 1.0)
+    assert evaluation.fit_temperature(labels, z) == pytest.approx(1.0, rel=0.15)
+    assert evaluation.fit_temperature(np.ones(20), z[:20]) == 1.0
+
+
+def test_contract_temperature_is_read_and_checked(tmp_path):
+    """predict's temperature comes from model.json; absent means 1, nonsense is a one-line error."""
+    from medcore.errors import MedcoreError
+    from medcore.jsonio import write_json
+
+    model = tmp_path / "model.keras"
+    assert evaluation.contract_temperature(model) == 1.0
+    write_json(tmp_path / "model.json", {"temperature": 2.5})
+    assert evaluation.contract_temperature(model) == 2.5
+    write_json(tmp_path / "model.json", {"temperature": -1})
+    with pytest.raises(MedcoreError, match="temperature must be a positive number"):
+        evaluation.contract_temperature(model)
+
+
+# --------------------------------------------------------------------------- studies (MURA)
+
+
+def test_kappa_matches_sklearn():
+    """Cohen's kappa of the decisions at the threshold, as scikit-learn computes it."""
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = np.random.default_rng(3)
+    labels, probabilities = _scores(rng, 300)
+    point = binary_metrics(labels, probabilities, 0.4)
+    assert point["kappa"] == pytest.approx(cohen_kappa_score(labels, (probabilities >= 0.4).astype(int)))
+
+
+def test_studies_take_the_mean_or_max_of_their_images():
+    """A study's probability is the mean (or max) of its images'; label and patient come along."""
+    frame = pd.DataFrame({"study": ["a", "a", "b"], "label": [1, 1, 0], "probability": [0.2, 0.6, 0.3],
+                          "group": ["p1", "p1", "p2"]})
+    mean = evaluation.aggregate_studies(frame)
+    assert mean["probability"].tolist() == pytest.approx([0.4, 0.3]) and mean["images"].tolist() == [2, 1]
+    assert evaluation.aggregate_studies(frame, "max")["probability"].tolist() == pytest.approx([0.6, 0.3])
+    assert mean["group"].tolist() == ["p1", "p2"] and mean["label"].tolist() == [1, 0]
+
+
+def test_study_level_figures_fit_the_threshold_on_val_studies_and_resample_patients(monkeypatch):
+    """Figures per study: threshold from val studies only, n = test studies, bootstrap over patients, kappa."""
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = np.random.default_rng(4)
+
+    def studies(prefix: str, n: int) -> pd.DataFrame:
+        rows = []
+        for s in range(n):
+            label, patient = s % 2, f"{prefix}p{s // 2}"  # two studies per patient
+            for image in range(1 + s % 3):
+                rows.append({"study": f"{prefix}s{s}", "group": patient, "label": label,
+                             "probability": float(np.clip(rng.normal(0.35 + 0.3 * label, 0.2), 0, 1))})
+        return pd.DataFrame(rows)
+
+    val, test = studies("v", 60), studies("t", 80)
+    seen = []
+    real = evaluation.choose_threshold
+    monkeypatch.setattr(evaluation, "choose_threshold", lambda labels, probs, *a, **k: seen.append(len(labels)) or
+                        real(labels, probs, *a, **k))
+    image_metrics = evaluate_scores(val["label"], val["probability"], test["label"], test["probability"],
+                                    test["group"].to_numpy())
+    metrics = evaluation.study_level(val, test, image_metrics)
+    assert seen[-1] == 60  # val studies, not val images, not test
+    assert metrics["unit"] == "study" and metrics["n"] == 80 and metrics["image_level"]["n"] == len(test)
+    assert metrics["bootstrap"]["unit"] == "patient" and metrics["bootstrap"]["groups"] == 40
+    per_study = evaluation.aggregate_studies(test)
+    decided = (per_study["probability"] >= metrics["threshold"]).astype(int)
+    assert metrics["kappa"] == pytest.approx(cohen_kappa_score(per_study["label"], decided))
+    assert metrics["intervals"]["kappa"]["low"] <= metrics["kappa"] <= metrics["intervals"]["kappa"]["high"]
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(per_study["label"], per_study["probability"]))
 
 
 def test_paired_auc_difference_cancels_what_both_models_share():

@@ -47,7 +47,7 @@ def _champion(auc: float = 0.80) -> dict:
     (_candidate(), None, None, PROMOTED, "first champion"),
     (_candidate(0.85, versus=_versus(0.85, 0.80)), _champion(), None, PROMOTED, "(+0.050, 95% paired interval"),
     (_candidate(0.79, versus=_versus(0.79, 0.80, half=0.0099)), _champion(), None, PROMOTED, "margin 0.020"),
-    (_candidate(0.79, versus=_versus(0.79, 0.80, half=0.0101)), _champion(), None, KEPT, "may be worse than allowed"),
+    (_candidate(0.79, versus=_versus(0.79, 0.80, half=0.0101)), _champion(), None, KEPT, "is not shown to be within the margin"),
     (_candidate(0.80, versus=_versus(0.80, 0.80)), _champion(), 0.811, KEPT, "trails the best figure"),
     (_candidate(0.80, versus=_versus(0.80, 0.80)), _champion(), 0.809, PROMOTED, "by 0.009"),
     (_candidate(0.95, versus=_versus(0.95, 0.80, against="other/standard")), _champion(), None, KEPT,
@@ -172,7 +172,7 @@ def test_champion_lifecycle(tmp_path, monkeypatch):
         "metrics": metrics_with(0.84, versus=paired("run1/intensive", 0.84, 0.86)), "seed": 3}}, config,
         started="2026-11-28T01:00:00+00:00")
     decision = _promote(runs, second)["pneumonia"]
-    assert decision["decision"] == KEPT and "may be worse than allowed" in decision["reason"]
+    assert decision["decision"] == KEPT and "is not shown to be within the margin" in decision["reason"]
     assert decision["delta_roc_auc"] == pytest.approx(0.84 - 0.86) and decision["gap_to_best_low"] == pytest.approx(-0.03)
     assert read_json(registry.record("pneumonia"))["champion"]["run_id"] == "run1"
 

@@ -340,3 +340,31 @@ def test_contents_link_every_section_and_html_collapses_models(tmp_path):
                     "More next steps") if f"## {h}\n" in report)
     assert '<details>\n<summary><h3 id="pneumonia--standard">pneumonia / standard</h3>\n</summary>' in page
     assert "<main>" in page and "<script>" in page and "<script>" not in render_html(report, title="t", script=False)
+
+
+def test_calibration_studies_and_cross_validation_are_shown(tmp_path):
+    """A per-study limb model shows its study table, image table, kappa and reference; calibration and
+    cross-validation get their own sentences; the best epoch is named as the saved model."""
+    from tests.fakes import metrics_with
+
+    calibration = {"method": "temperature scaling on logits", "temperature": 1.8, "fitted_on": "val",
+                   "measured_on": "test", "bins": 10,
+                   "before": {"calibration_error": {"value": 0.151, "interval": {"low": 0.12, "high": 0.18}},
+                              "brier": {"value": 0.2, "interval": {"low": 0.18, "high": 0.22}}},
+                   "after": {"calibration_error": {"value": 0.043, "interval": {"low": 0.03, "high": 0.07}},
+                             "brier": {"value": 0.17, "interval": {"low": 0.15, "high": 0.19}}}}
+    limb = metrics_with(0.81, kappa=0.41, unit="study", n_images=181, study_aggregation="mean",
+                        reference="MURA humerus kappa 0.44 from scratch", calibration=calibration,
+                        image_level={**metrics_with(0.74), "kappa": 0.33})
+    limb["intervals"]["kappa"] = {"low": 0.22, "high": 0.58}
+    small = metrics_with(0.7, estimate="cross-validation", crossval={"folds": 5, "repeats": 2, "models": 10})
+    _, _, report = _report(tmp_path, {("limb", "standard"): {"metrics": limb, "seed": 1},
+                                      ("knee", "standard"): {"metrics": small, "seed": 2}})
+    assert "Scored **per study**" in report and "181 images" in report and "MURA humerus kappa 0.44" in report
+    assert re.search(r"images', the threshold is fitted on val studies.*\n(- Published.*\n)?\n\| metric \(test, per study\)",
+                     report), "the study table must start its own block"
+    assert re.search(r"\| Cohen's kappa \| 0\.41\d? \(0\.22\d?–0\.58\d?\) \|", report)
+    assert "| per image (secondary) |" in report
+    assert re.search(r"temperature 1\.80 fitted on val.*ECE 0\.15\d* \(0\.12\d*–0\.18\d*\) → \*\*0\.04\d* "
+                     r"\(0\.03\d*–0\.07\d*\)\*\*", report)
+    assert "**Estimated by cross-validation**" in report and "2 × 5-fold" in report

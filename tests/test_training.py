@@ -48,8 +48,61 @@ def test_killed_training_resumes_from_the_last_finished_epoch(tiny_config):
     record = read_json(paths.training_json)
     assert record["resumed_from_epoch"] >= 1
     assert record["epochs_run"] == 3
-    assert pd.read_csv(paths.history_csv)["epoch"].tolist() == [0, 1, 2]
+    history = pd.read_csv(paths.history_csv)
+    assert history["epoch"].tolist() == [0, 1, 2]
     assert paths.model.exists() and not (paths.backup_dir / "fine_tune").exists()
+    # The saved model is the epoch the record reports, the best of all three, whichever attempt ran it.
+    assert record["best_val_auc"] == pytest.approx(history["val_auc"].max(), abs=1e-6)
+    assert history["val_auc"][record["best_epoch"]] == pytest.approx(record["best_val_auc"], abs=1e-6)
+    assert _saved_model_val_auc(job, paths) == pytest.approx(record["best_val_auc"], abs=1e-4)
+    assert not (paths.backup_dir / "best.weights.h5").exists()
+
+
+def _saved_model_val_auc(job: dict, paths) -> float:
+    """Val AUC of the saved model.keras, measured exactly as training measured it each epoch."""
+    import keras
+
+    from medcore.datasets import make_dataset
+
+    config = load_config(job["config"])
+    profile = config.profiles[job["profile"]]
+    split = pd.read_csv(paths.split_csv)
+    model = keras.models.load_model(paths.model, compile=False)
+    auc = keras.metrics.AUC(from_logits=True)
+    for images, labels in make_dataset(split[split["split"] == "val"], profile, training=False, seed=config.seed):
+        auc.update_state(labels, model(images, training=False))
+    return float(auc.result())
+
+
+def test_best_epoch_is_kept_across_attempts_and_restored(tmp_path):
+    """The keeper saves the best epoch's weights, keeps them for a resumed attempt, and restores them."""
+    import keras
+    import numpy as np
+
+    from medcore.training import _best_epoch_callback, restore_best_epoch
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    weights, record = tmp_path / "best.weights.h5", tmp_path / "best.json"
+
+    def epoch(keeper, index: int, value: float, fill: float) -> None:
+        model.set_weights([np.full_like(w, fill) for w in model.get_weights()])
+        keeper.on_epoch_end(index, {"val_auc": value})
+
+    keeper = _best_epoch_callback(weights, record, finished=0)
+    keeper.set_model(model)
+    epoch(keeper, 0, 0.6, 1.0)
+    epoch(keeper, 1, 0.9, 2.0)  # the best
+    epoch(keeper, 2, 0.7, 3.0)  # the last, worse
+    # A second attempt resumed after 3 finished epochs keeps epoch 1 and is not fooled by a worse epoch 3.
+    resumed = _best_epoch_callback(weights, record, finished=3)
+    resumed.set_model(model)
+    epoch(resumed, 3, 0.8, 4.0)
+    epoch(resumed, 4, float("nan"), 5.0)  # undefined AUC selects nothing
+    assert restore_best_epoch(model, resumed) == {"epoch": 1, "val_auc": pytest.approx(0.9)}
+    assert all(np.all(w == 2.0) for w in model.get_weights())
+    # A record of an epoch the backup does not hold (killed before BackupAndRestore) is dropped.
+    assert _best_epoch_callback(weights, record, finished=1).best is None
+    assert not weights.exists() and not record.exists()
 
 
 def test_failed_training_leaves_the_previous_model_untouched(tiny_config):

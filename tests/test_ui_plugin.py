@@ -86,6 +86,7 @@ def _runs(tmp_path):
     run = write_run(tmp_path / "runs", RUN_ID, {("pneumonia", "standard"): {"metrics": metrics_with(0.91), "seed": 1},
                                                 ("limb", "standard"): "validate"}, config)
     pipeline.promote(run.run_id, run.runs_root)
+    run.model("pneumonia", "standard").model_card.write_text("# Model card: pneumonia / standard\n\nResearch only.\n")
     write_report(run)
     write_json(run.notify_json, {"status": "failed", "error": "ConnectionRefusedError: [Errno 111] Connection refused",
                                  "conn_id": "smtp_default", "time": "2026-11-27T02:00:00+00:00"})
@@ -117,6 +118,7 @@ def test_reports_page_behind_airflow_login(tmp_path, api_server):
     assert listing.status_code == 200 and listing.headers["content-type"].startswith("text/html")
     assert f'href="runs/{folder}/"' in listing.text and RUN_ID in listing.text
     assert "1/2" in listing.text and "pneumonia: promoted" in listing.text and "⚠️ failed" in listing.text
+    assert f'href="runs/{folder}/cards/"' in listing.text, "the run's model cards are one click away"
     assert f'<img src="runs/{folder}/files/trend/pneumonia.png"' in listing.text, "the trend per condition"
 
     page = httpx.get(f"{pages}/runs/{folder}/", headers=auth, timeout=30)
@@ -129,6 +131,12 @@ def test_reports_page_behind_airflow_login(tmp_path, api_server):
     trend = httpx.get(f"{pages}/runs/{folder}/files/trend/pneumonia.png", headers=auth, timeout=30)
     assert trend.status_code == 200 and trend.content == run.trend_png("pneumonia").read_bytes()
     assert "The report e-mail was not sent (ConnectionRefusedError" in page.text, "a failed send shows as a banner"
+    assert 'href="cards/pneumonia/standard"' in page.text, "the report links each model's card, shown as a page"
+    cards = httpx.get(f"{pages}/runs/{folder}/cards/", headers=auth, timeout=30)
+    assert cards.status_code == 200 and 'href="pneumonia/standard"' in cards.text
+    card = httpx.get(f"{pages}/runs/{folder}/cards/pneumonia/standard", headers=auth, timeout=30)
+    assert card.status_code == 200 and "<h1>Model card: pneumonia / standard</h1>" in card.text
+    assert httpx.get(f"{pages}/runs/{folder}/cards/limb/standard", headers=auth, timeout=30).status_code == 404
 
     image = httpx.get(f"{pages}/runs/{folder}/files/pneumonia/standard/gradcam/tp_01.png", headers=auth, timeout=30)
     assert image.status_code == 200 and image.headers["content-type"] == "image/png"

@@ -49,6 +49,7 @@ profiles:
   intensive: {image_size: 32, epochs: 1, batch_size: 16, execution: eager, max_images_per_split: 40,
               weights: none, patience: 10}
 gradcam: {samples: 1, deletion_images: 8, deletion_steps: 4}
+evaluation: {small_sets: test_split}   # every tiny test split is small: cross-validation has its own test
 # A one-epoch 32 px model cannot meet the real gates; these (null drops a gate conditions.yaml sets)
 # let the promote stage promote, so the suite sees a champion copied into the shared registry by the
 # worker that did not train it.
