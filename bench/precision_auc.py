@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--mode", default="mixed_bfloat16")
     parser.add_argument("--fused", action="store_true", help="the other run also uses the fused batch norm")
-    parser.add_argument("--data-root", default=os.environ.get("MEDCORE_DATA_ROOT", str(ROOT.parent / "shared" / "datasets")))
+    parser.add_argument("--data-root", default=os.environ.get("MEDCORE_DATA_ROOT",
+                                                              str(ROOT.parent / "shared" / "datasets")))
     args = parser.parse_args(argv)
 
     from bench.common import NO_DATA, write_result
@@ -93,11 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         pick = rng.integers(0, len(labels), len(labels))
         if len(set(labels[pick])) < 2:
             continue
-        deltas.append(roc_auc_score(labels[pick], scores[names[1]][pick]) - roc_auc_score(labels[pick], scores[names[0]][pick]))
+        deltas.append(roc_auc_score(labels[pick], scores[names[1]][pick])
+                      - roc_auc_score(labels[pick], scores[names[0]][pick]))
     delta = records[names[1]]["test_auc"] - records[names[0]]["test_auc"]
     low, high = np.percentile(deltas, [2.5, 97.5])
     print(f"{names[1]} - float32: {delta:+.3f} (95 % CI {low:+.3f} to {high:+.3f})")
-    print(f"raw results: {write_result('precision_auc', {'size': args.size, 'epochs': args.epochs, 'train': len(parts[0]), 'val': len(parts[1]), 'test': len(test), 'runs': records, 'difference': {'value': delta, 'low': float(low), 'high': float(high)}, 'load': os.getloadavg()})}")
+    payload = {"size": args.size, "epochs": args.epochs, "train": len(parts[0]), "val": len(parts[1]),
+               "test": len(test), "runs": records, "difference": {"value": delta, "low": float(low), "high": float(high)},
+               "load": os.getloadavg()}
+    print(f"raw results: {write_result('precision_auc', payload)}")
     return 0
 
 

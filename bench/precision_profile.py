@@ -145,7 +145,7 @@ def run_variant(variant: str, size: int, steps: int, batch: int) -> dict:
                "--batch", str(batch)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
     lines = done.stdout.splitlines()
-    result = [l for l in lines if l.startswith("RESULT")]
+    result = [line for line in lines if line.startswith("RESULT")]
     if done.returncode or not result:
         raise RuntimeError(f"{variant} failed ({done.returncode}): {(done.stderr or done.stdout)[-1500:]}")
     try:

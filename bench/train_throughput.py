@@ -196,7 +196,7 @@ def concurrent(args, size: int, intra: int, inter: int, processes: int, images: 
     rows = []
     for worker in workers:
         out, _ = worker.communicate(timeout=3600)
-        line = [l for l in out.splitlines() if l.startswith("RESULT")]
+        line = [text for text in out.splitlines() if text.startswith("RESULT")]
         if not line:
             raise RuntimeError(f"worker failed: {out[-500:]}")
         rows.append(json.loads(line[0][6:]))

@@ -135,7 +135,7 @@ def training_pipeline() -> None:
 
     @task(pool="training", pool_slots=1, queue="training", execution_timeout=_minutes(TRAIN_MINUTES))
     def train(job: dict, task=None) -> dict:
-        """Train DenseNet121 and save model.keras (pool slots = the profile's cores, threads to match; resumes on retry)."""
+        """Train DenseNet121 and save model.keras (pool slots = the profile's cores, threads to match; resumes)."""
         from medcore import pipeline
         from medcore.airflow_adapter import call_training
 
