@@ -219,7 +219,7 @@ def throughput_tables(tp: dict[str, Any], peak: dict[str, Any] | None = None) ->
                   "`medcore.training.train_model` reading files through tf.data with every callback (checkpoints "
                   "included); plain is `model.fit` on the same images as in-memory tensors. ± is the larger "
                   "relative min–max spread of the two sides' steady epochs.", ""]
-        variants = list(main[0][1]["plain"])
+        variants = list(dict.fromkeys(v for _, r in main for v in r["plain"]))
         lines += ["Precision, plain fit, every variant's model traced first and then taking turns one epoch each "
                   "(img/s, min–max, × float32 of the same round):", "",
                   "| size | " + " | ".join(f"`{v}`" for v in variants) + " |",
