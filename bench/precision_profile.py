@@ -25,6 +25,7 @@ import collections
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -47,7 +48,7 @@ def op_category(name: str, op: str) -> str:
         return "cast"
     if "concat" in kind or "_concat" in low:
         return "concatenation"
-    if "_bn/" in low or "/bn/" in low or low.endswith("_bn") or "batchnorm" in kind:
+    if re.search(r"(^|/|_)bn(_\d+)?(/|$)", low) or "batchnorm" in low or "moments" in low or "batchnorm" in kind:
         return "batch norm"
     if "relu" in kind:
         return "relu"

@@ -115,7 +115,7 @@ def variant_name(mode: str, fused: bool) -> str:
     return f"{mode}+fused_bn" if fused else mode
 
 
-def plain_variants(config, profile, split, modes: list[str], fused_options: list[bool], rounds: int) -> dict:
+def plain_variants(config, profile, split, variants: list[str], rounds: int) -> dict:
     """Plain `model.fit` on in-memory tensors for every (precision, fused batch norm) variant, taking turns.
 
     Each model is built and traced (two short fits) under its own settings first; then every round
@@ -129,27 +129,28 @@ def plain_variants(config, profile, split, modes: list[str], fused_options: list
     x, y = _tensors(split[split["split"] == "train"], profile)
     vx, vy = _tensors(split[split["split"] == "val"], profile)
     models, out = {}, {}
-    for mode in modes:
-        for fused in fused_options:
-            name = variant_name(mode, fused)
-            start = time.perf_counter()
-            with compute.precision_mode(mode), compute.fused_batch_norm(fused):
-                keras.utils.set_random_seed(config.seed)
-                model = build_model(profile, config.seed)
-                # Traced while the mode applies (the oneDNN rewrite is applied when the step is first traced).
-                model.fit(x[:64], y[:64], batch_size=profile.batch_size, epochs=1, verbose=0,
-                          validation_data=(vx, vy))
-                model.fit(x[:64], y[:64], batch_size=profile.batch_size, epochs=1, verbose=0,
-                          validation_data=(vx, vy))
-            models[name] = model
-            out[name] = {"mode": mode, "fused_batch_norm": fused, "trace_seconds": time.perf_counter() - start,
-                         "epoch_seconds": [], "images": len(x)}
-            print(f"  traced {name} in {out[name]['trace_seconds']:.0f}s", flush=True)
+    for name in variants:
+        mode, fused = name.split("+")[0], name.endswith("+fused_bn")
+        start = time.perf_counter()
+        with compute.precision_mode(mode), compute.fused_batch_norm(fused):
+            keras.utils.set_random_seed(config.seed)
+            model = build_model(profile, config.seed)
+            # Traced while the mode applies (the oneDNN rewrite is applied when the step is first traced).
+            model.fit(x[:64], y[:64], batch_size=profile.batch_size, epochs=1, verbose=0,
+                      validation_data=(vx, vy))
+            model.fit(x[:64], y[:64], batch_size=profile.batch_size, epochs=1, verbose=0,
+                      validation_data=(vx, vy))
+        models[name] = model
+        out[name] = {"mode": mode, "fused_batch_norm": fused, "trace_seconds": time.perf_counter() - start,
+                     "epoch_seconds": [], "images": len(x)}
+        print(f"  traced {name} in {out[name]['trace_seconds']:.0f}s", flush=True)
     for _ in range(rounds):
         for name, model in models.items():
             start = time.perf_counter()
-            model.fit(x, y, batch_size=profile.batch_size, epochs=1, verbose=0, shuffle=True,
-                      validation_data=(vx, vy))
+            # Under its own settings again, in case Keras traces the step anew for the full-size epoch.
+            with compute.precision_mode(out[name]["mode"]), compute.fused_batch_norm(out[name]["fused_batch_norm"]):
+                model.fit(x, y, batch_size=profile.batch_size, epochs=1, verbose=0, shuffle=True,
+                          validation_data=(vx, vy))
             out[name]["epoch_seconds"].append(time.perf_counter() - start)
     for name, row in out.items():
         row.update(steady(row["epoch_seconds"], len(x), skip=0))
@@ -181,7 +182,7 @@ def _worker(args) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(args.inter)
     with tempfile.TemporaryDirectory() as tmp:
         config, profile, split = _split(Path(args.data_root), args.images, args.size, Path(tmp))
-        result = plain_variants(config, profile, split, [args.mode], [args.fused], args.rounds)
+        result = plain_variants(config, profile, split, [variant_name(args.mode, args.fused)], args.rounds)
     print("RESULT" + json.dumps(next(iter(result.values()))))
 
 
@@ -203,6 +204,20 @@ def concurrent(args, size: int, intra: int, inter: int, processes: int, images: 
             "images_per_second": sum(r["images_per_second"] for r in rows)}
 
 
+def merge(names: list[str], out: str) -> None:
+    """One results file from several runs of this script (each measured its sizes in one process)."""
+    from bench.common import RESULTS, write_result
+
+    parts = [json.loads((RESULTS / f"{name}.json").read_text()) for name in names]
+    merged = {k: v for k, v in parts[0].items() if k not in ("benchmark", "machine", "versions", "sizes")}
+    merged["sizes"] = {size: {**row, "run": name} for name, part in zip(names, parts) for size, row in part["sizes"].items()}
+    merged["load_before"], merged["load_after"] = parts[0]["load_before"], parts[-1]["load_after"]
+    merged["runs"] = {name: {"date": part["machine"]["date"], "load_before": part["load_before"],
+                             "load_after": part["load_after"], "wall_seconds": part.get("wall_seconds")}
+                      for name, part in zip(names, parts)}
+    print(f"merged into {write_result(out, merged)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224])
@@ -210,6 +225,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="steady epochs per plain variant")
     parser.add_argument("--modes", nargs="+", default=["float32", "mixed_bfloat16", "onednn_amp"])
     parser.add_argument("--no-fused", action="store_true", help="skip the fused batch norm variants")
+    parser.add_argument("--variants", nargs="*", default=None, help="plain-fit variants to measure instead of "
+                        "--modes x fused (e.g. float32 mixed_bfloat16+fused_bn); float32 is always first")
+    parser.add_argument("--merge", nargs="*", default=None, help="only merge these results files (names under "
+                        "bench/results/) into --out, one size each")
     parser.add_argument("--pipeline-modes", nargs="*", default=[], help="precisions to run the pipeline in "
                         "besides float32 (e.g. the one `auto` picks)")
     parser.add_argument("--pipeline-fused", action="store_true", help="run the extra pipeline modes with the "
@@ -229,12 +248,17 @@ def main() -> None:
     if args.worker:
         return _worker(args)
 
+    if args.merge is not None:
+        return merge(args.merge, args.out)
     from bench.peak import load_peak, share_of_peak
     from medcore import compute
 
     peak = load_peak()
     modes = [m for m in args.modes if m == "float32" or compute.cpu_supports_bf16()]
     fused_options = [False] if args.no_fused else [False, True]
+    variants = args.variants or [variant_name(m, f) for m in modes for f in fused_options]
+    variants = ["float32"] + [v for v in variants if v != "float32" and (v.startswith("float32")
+                                                                         or compute.cpu_supports_bf16())]
     results: dict = {"rounds": args.rounds, "modes": modes, "load_before": os.getloadavg(), "sizes": {},
                      "auto_precision": compute.choose_precision("auto")}
     started = time.perf_counter()
@@ -251,7 +275,7 @@ def main() -> None:
                     with compute.fused_batch_norm(args.pipeline_fused):
                         key = variant_name(mode, args.pipeline_fused)
                         row["pipeline"][key] = pipeline_fit(config, profile, split, args.rounds + 1, Path(tmp), mode)
-                row["plain"] = plain_variants(config, profile, split, modes, fused_options, args.rounds)
+                row["plain"] = plain_variants(config, profile, split, variants, args.rounds)
                 pipe, plain = row["pipeline"]["float32"], row["plain"]["float32"]
                 row["ratio"] = pipe["images_per_second"] / plain["images_per_second"]
                 # What the ratio could be off by: the relative spread of either side's steady epochs.

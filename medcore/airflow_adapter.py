@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction
 from airflow.timetables.trigger import CronTriggerTimetable
@@ -62,7 +63,7 @@ class NightlyCron(CronTriggerTimetable):
         self._grace = grace
 
     @classmethod
-    def deserialize(cls, data: dict[str, Any]) -> "NightlyCron":
+    def deserialize(cls, data: dict[str, Any]) -> NightlyCron:
         base = CronTriggerTimetable.deserialize(data)
         timetable = cls(data["expression"], timezone=base._timezone, interval=base._interval)
         timetable._grace = dt.timedelta(seconds=data.get("grace_seconds", 300))

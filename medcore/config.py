@@ -340,6 +340,8 @@ class Profile:
     precision: Literal["auto", "float32", "mixed_bfloat16", "onednn_amp"] = _choice(
         "auto", "`auto` picks per CPU from medcore.compute's measured table; `mixed_bfloat16` (Keras policy) and "
                 "`onednn_amp` (TF's oneDNN bf16 graph rewrite) only where the CPU has native bf16")
+    fused_batch_norm: bool = _flag(False, "train batch norm through TensorFlow's fused kernel (same maths, fewer ops; "
+                                         "the saved model is unchanged)")
     # A profile's cores become its pool slots in the DAG: 0 trains alone on the machine.
     cores: int = _integer(1, 0, 256, "cores one training task takes (its `training` pool slots and threads); "
                                      "0: every core")

@@ -336,7 +336,7 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
     resumed_from = _resume_point(paths, profile)
 
     clock = Clock()
-    with precision_policy(profile) as chosen:
+    with precision_policy(profile) as chosen, compute.fused_batch_norm(profile.fused_batch_norm) as fused:
         model, weights_used = _initial_model(profile, config.seed, warm_start)
         weights = class_weights(train["label"].to_numpy()) if profile.class_weighting else None
         # Epochs history.csv holds (trimmed above): the best of those may be kept from an earlier attempt.
@@ -357,7 +357,7 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
                               seed=config.seed, threads=threads, precision=precision, versions=contract["versions"],
                               best=best)
     # What this CPU made of the profile's precision and cores, and why (medcore.compute).
-    record["compute"] = {"precision": chosen, "cores": profile.cores, "threads": threads,
+    record["compute"] = {"precision": chosen, "fused_batch_norm": fused, "cores": profile.cores, "threads": threads,
                          "cpu_bf16": compute.cpu_supports_bf16()}
     return record
 

@@ -104,4 +104,21 @@ def test_fused_batch_norm_trains_like_keras_and_leaves_the_layer_as_it_was():
     np.testing.assert_allclose(fused_loss, keras_loss, rtol=1e-4)
     for mine, theirs in zip(fused_model.get_layer("bn").get_weights(), keras_model.get_layer("bn").get_weights()):
         np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(fused_model.predict(x, verbose=0), keras_model.predict(x, verbose=0), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(fused_model.predict(x, verbose=0), keras_model.predict(x, verbose=0),
+                               rtol=1e-3, atol=1e-4)
+
+
+def _training_op_types(model) -> set[str]:
+    import tensorflow as tf
+
+    step = tf.function(lambda x: model(x, training=True))
+    return {op.type for op in step.get_concrete_function(tf.TensorSpec((2, 6, 6, 3))).graph.get_operations()}
+
+
+def test_fused_batch_norm_really_runs_the_fused_kernel_only_inside_the_block():
+    model = _conv_bn(2)
+    assert "FusedBatchNormV3" not in _training_op_types(model)
+    with compute.fused_batch_norm():
+        assert "FusedBatchNormV3" in _training_op_types(model)
+    with compute.fused_batch_norm(False) as on:
+        assert not on and "FusedBatchNormV3" not in _training_op_types(model)

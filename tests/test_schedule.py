@@ -38,21 +38,22 @@ def test_enabling_schedule_and_triggering_start_only_what_was_asked(tmp_path):
     """Ten minutes after today's slot: unpausing the nightly DAG starts no run (the control DAG's starts at once);
     the manual DAG's trigger runs at once with the nightly DAG paused; a trigger of the nightly DAG with the
     dialog's unpause box ticked (trigger, then unpause) leaves exactly that one manual run."""
-    slot = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0) - dt.timedelta(minutes=10)
+    slot = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) - dt.timedelta(minutes=10)
     dags = tmp_path / "dags"
     dags.mkdir()
     shutil.copy(ROOT / "dags" / "medical_training.py", dags)
     (dags / "control_builtin_cron.py").write_text(textwrap.dedent(CONTROL))
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
            "MEDCORE_CONFIG": str(ROOT / "conditions.yaml"), "MEDCORE_SCHEDULE": f"{slot.minute} {slot.hour} * * *",
-           "AIRFLOW__API__PORT": "9", "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5"}  # no API server: tasks never start
+           # No API server on port 9: tasks never start, only the scheduler's decisions are watched.
+           "AIRFLOW__API__PORT": "9", "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5"}
     db = tmp_path / "airflow" / "airflow.db"
     airflow(["airflow", "db", "migrate"], env)
     processes = [start(["airflow", "dag-processor"], env, tmp_path / "dag-processor.log"),
                  start(["airflow", "scheduler"], env, tmp_path / "scheduler.log")]
     try:
-        wait_for(lambda: len(_rows(db, "select dag_id from dag")) == 3, 180, "the DAG processor to store the three DAGs",
-                 alive=tuple(processes))
+        wait_for(lambda: len(_rows(db, "select dag_id from dag")) == 3, 180,
+                 "the DAG processor to store the three DAGs", alive=tuple(processes))
         parsed = dict(_rows(db, "select dag_id, is_paused from dag"))
         assert parsed["medical_training_manual"] == 0, "the manual DAG is enabled from creation"
         assert parsed["medical_training"] == 1, "the nightly schedule starts disabled"

@@ -13,7 +13,7 @@ import re
 import shutil
 import time
 from email import policy
-from urllib.parse import urljoin, urlparse
+from urllib.parse import urlparse
 
 import httpx
 import pytest

@@ -1,0 +1,105 @@
+"""Does the faster precision cost accuracy? The same training in float32 and in another mode, scored on test.
+
+Usage: .venv/bin/python bench/precision_auc.py [--size 64] [--train 800] [--test 400] [--epochs 4]
+       [--mode mixed_bfloat16] [--fused]
+
+Both runs use `medcore.training.train_model` on the same real pneumonia images (a seeded sample of
+the train split, the val split for selection), the same seed and epochs; only the precision (and,
+with --fused, the fused batch norm) differs. Each model then scores the same sample of the test
+split; the record holds both ROC AUCs, their paired difference and its 95 % bootstrap interval
+(images resampled together for both models). Writes bench/results/precision_auc.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--train", type=int, default=800)
+    parser.add_argument("--val", type=int, default=200)
+    parser.add_argument("--test", type=int, default=400)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--mode", default="mixed_bfloat16")
+    parser.add_argument("--fused", action="store_true", help="the other run also uses the fused batch norm")
+    parser.add_argument("--data-root", default=os.environ.get("MEDCORE_DATA_ROOT", str(ROOT.parent / "shared" / "datasets")))
+    args = parser.parse_args(argv)
+
+    from bench.common import NO_DATA, write_result
+
+    if not (Path(args.data_root) / "pneumonia").is_dir():
+        print(NO_DATA)
+        return 0
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    from medcore.config import load_config
+    from medcore.datasets import make_dataset
+    from medcore.layout import RunLayout
+    from medcore.training import train_model
+    from medcore.validation import validate_condition
+
+    tmp = Path(tempfile.mkdtemp(prefix="medcore-precision-auc-"))
+    config_path = tmp / "auc.yaml"
+    config_path.write_text(
+        f"extends: {ROOT / 'conditions.yaml'}\ndata_root: {Path(args.data_root).resolve()}\nruns_root: {tmp / 'runs'}\n"
+        f"profiles:\n  bench: {{image_size: {args.size}, epochs: {args.epochs}, patience: 99, batch_size: 32}}\n")
+    os.environ.pop("MEDCORE_DATA_ROOT", None)
+    config = load_config(config_path)
+    frame = validate_condition(config, config.conditions["pneumonia"]).manifest
+    parts = [frame[frame["split"] == s].sample(n=min(n, int((frame["split"] == s).sum())), random_state=0)
+             for s, n in (("train", args.train), ("val", args.val), ("test", args.test))]
+    split = pd.concat(parts[:2])
+    test = parts[2]
+    base = config.profiles["bench"]
+    runs = {"float32": dataclasses.replace(base, precision="float32", fused_batch_norm=False),
+            args.mode + ("+fused_bn" if args.fused else ""): dataclasses.replace(base, precision=args.mode,
+                                                                                 fused_batch_norm=args.fused)}
+    labels = test["label"].to_numpy()
+    scores, records = {}, {}
+    for name, profile in runs.items():
+        import keras
+
+        paths = RunLayout(tmp / "runs", name.replace("+", "_")).model("pneumonia", "bench")
+        started = time.perf_counter()
+        record = train_model(config, profile, split, paths, epochs=args.epochs)
+        model = keras.models.load_model(paths.model, compile=False)
+        logits = np.concatenate([model.predict_on_batch(x) for x, _ in make_dataset(test, profile, training=False,
+                                                                                    seed=0)]).ravel()
+        scores[name] = logits
+        records[name] = {"test_auc": float(roc_auc_score(labels, logits)), "best_val_auc": record["best_val_auc"],
+                         "wall_seconds": time.perf_counter() - started, "precision": record["compute"]["precision"],
+                         "fused_batch_norm": record["compute"]["fused_batch_norm"],
+                         "epoch_seconds": record["epoch_seconds"]}
+        print(f"{name}: test AUC {records[name]['test_auc']:.3f}, best val AUC {record['best_val_auc']:.3f}, "
+              f"{records[name]['wall_seconds']:.0f}s", flush=True)
+    names = list(runs)
+    rng = np.random.default_rng(0)
+    deltas = []
+    for _ in range(1000):
+        pick = rng.integers(0, len(labels), len(labels))
+        if len(set(labels[pick])) < 2:
+            continue
+        deltas.append(roc_auc_score(labels[pick], scores[names[1]][pick]) - roc_auc_score(labels[pick], scores[names[0]][pick]))
+    delta = records[names[1]]["test_auc"] - records[names[0]]["test_auc"]
+    low, high = np.percentile(deltas, [2.5, 97.5])
+    print(f"{names[1]} - float32: {delta:+.3f} (95 % CI {low:+.3f} to {high:+.3f})")
+    print(f"raw results: {write_result('precision_auc', {'size': args.size, 'epochs': args.epochs, 'train': len(parts[0]), 'val': len(parts[1]), 'test': len(test), 'runs': records, 'difference': {'value': delta, 'low': float(low), 'high': float(high)}, 'load': os.getloadavg()})}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
