@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from medcore.config import EvaluationSettings, Profile
-from medcore.contract import (contract_resize, contract_temperature, contract_threshold,  # re-exported for
-                              file_sha256, read_contract)  # existing callers
+# Re-exported for existing callers.
+from medcore.contract import contract_resize, contract_temperature, contract_threshold, file_sha256, read_contract
 from medcore.datasets import IMAGE_SUFFIXES, make_dataset
 from medcore.errors import MedcoreError
 

@@ -132,7 +132,8 @@ def test_evaluate_model_passes_only_val_to_the_threshold(monkeypatch):
     split["group"] = ["p1", "p1", "p2", "p2", "p3", "p4", "p5", "p6", "p7", "p7", "p8", "p8", "p9", "p10"]
     logit = np.log(split["score"] / (1 - split["score"]))
     by_path = dict(zip(split["path"], logit))
-    monkeypatch.setattr(evaluation, "predict_logits", lambda model, frame, profile: frame["path"].map(by_path).to_numpy())
+    monkeypatch.setattr(evaluation, "predict_logits",
+                        lambda model, frame, profile: frame["path"].map(by_path).to_numpy())
     seen, fitted = [], []
     real, real_fit = evaluation.choose_threshold, evaluation.fit_temperature
     monkeypatch.setattr(evaluation, "choose_threshold", lambda labels, probs, *a, **k: seen.append(
@@ -440,7 +441,7 @@ def test_study_level_figures_fit_the_threshold_on_val_studies_and_resample_patie
         rows = []
         for s in range(n):
             label, patient = s % 2, f"{prefix}p{s // 2}"  # two studies per patient
-            for image in range(1 + s % 3):
+            for _ in range(1 + s % 3):
                 rows.append({"study": f"{prefix}s{s}", "group": patient, "label": label,
                              "probability": float(np.clip(rng.normal(0.35 + 0.3 * label, 0.2), 0, 1))})
         return pd.DataFrame(rows)
