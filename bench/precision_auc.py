@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = RunLayout(tmp / "runs", name.replace("+", "_")).model("pneumonia", "bench")
         started = time.perf_counter()
         record = train_model(config, profile, split, paths, epochs=args.epochs)
-        model = keras.models.load_model(paths.model, compile=False)
+        model = keras.models.load_model(paths.model, compile=False, safe_mode=True)
         logits = np.concatenate([model.predict_on_batch(x) for x, _ in make_dataset(test, profile, training=False,
                                                                                     seed=0)]).ravel()
         scores[name] = logits

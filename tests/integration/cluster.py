@@ -54,6 +54,9 @@ evaluation: {small_sets: test_split}   # every tiny test split is small: cross-v
 # let the promote stage promote, so the suite sees a champion copied into the shared registry by the
 # worker that did not train it.
 registry: {gates: {roc_auc_low: null, recall: null, specificity: null, roc_auc: 0.0}, min_tier: null}
+# The suite shares one registry: without this a later test of the same model would be skipped as
+# "unchanged since the champion" and the crash test would have no training to kill.
+nightly: {policy: retrain, skip_unchanged: false}
 """
 
 TERMINAL = {"success", "failed"}
