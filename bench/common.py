@@ -38,15 +38,19 @@ NO_DATA = "skipped: the real sets are not there (set MEDCORE_DATA_ROOT, default 
 
 def bench_workdir(name: str) -> tuple[Path, str]:
     """A fresh folder under runs/bench/ for one benchmark run, and the UTC stamp in its name."""
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     return ROOT / "runs" / "bench" / f"{name}-{stamp}", stamp
 
 
 def medcore_env(config: Path, data_root: Path, workdir: Path) -> dict[str, str]:
     """The environment that points a run at the config, the real sets, and runs and a registry of its own."""
-    return {"MEDCORE_CONFIG": str(Path(config).resolve()), "MEDCORE_DATA_ROOT": str(data_root),
-            "MEDCORE_RUNS_ROOT": str(workdir / "runs"), "MEDCORE_REGISTRY_ROOT": str(workdir / "registry"),
-            "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return {
+        "MEDCORE_CONFIG": str(Path(config).resolve()),
+        "MEDCORE_DATA_ROOT": str(data_root),
+        "MEDCORE_RUNS_ROOT": str(workdir / "runs"),
+        "MEDCORE_REGISTRY_ROOT": str(workdir / "registry"),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -63,19 +67,34 @@ def machine() -> dict[str, Any]:
     wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8")
     mem_kb = 0
     try:
-        mem_kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        mem_kb = int(next(line for line in meminfo if line.startswith("MemTotal")).split()[1])
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "flags": [f for f in wanted if f in flags],
-            "memory_gib": round(mem_kb / 2**20, 1), "os": platform.platform(), "python": platform.python_version(),
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "flags": [f for f in wanted if f in flags],
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
 
 
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
-    for name in ("apache-airflow", "tensorflow-cpu", "keras", "numpy", "pandas", "scikit-learn", "opencv-python-headless"):
+    for name in (
+        "apache-airflow",
+        "tensorflow-cpu",
+        "keras",
+        "numpy",
+        "pandas",
+        "scikit-learn",
+        "opencv-python-headless",
+    ):
         try:
             found[name] = version(name)
         except PackageNotFoundError:
@@ -157,7 +176,8 @@ def airflow_env(home: Path, medcore_env: dict[str, str]) -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MEDCORE_"))}
     port = free_port()
     return {
-        **keep, **medcore_env,
+        **keep,
+        **medcore_env,
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
@@ -167,15 +187,17 @@ def airflow_env(home: Path, medcore_env: dict[str, str]) -> dict[str, str]:
 
 
 def airflow(env: dict[str, str], *args: str, timeout: float = 600) -> str:
-    done = subprocess.run([str(AIRFLOW_LOCAL), "airflow", *args], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    done = subprocess.run(
+        [str(AIRFLOW_LOCAL), "airflow", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
     if done.returncode:
         raise RuntimeError(f"airflow {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
     return done.stdout
 
 
-def scheduler_run(workdir: Path, medcore_env: dict[str, str], conf: dict[str, Any], run_id: str,
-                  timeout: float = 4 * 3600) -> dict[str, Any]:
+def scheduler_run(
+    workdir: Path, medcore_env: dict[str, str], conf: dict[str, Any], run_id: str, timeout: float = 4 * 3600
+) -> dict[str, Any]:
     """Trigger one DAG run under a real scheduler (LocalExecutor, SQLite); wall time and CPU use of the run."""
     home = workdir / "airflow_home"
     logs = workdir / "logs"
@@ -185,12 +207,25 @@ def scheduler_run(workdir: Path, medcore_env: dict[str, str], conf: dict[str, An
     airflow(env, "pools", "set", "training", str(os.cpu_count() or 1), "DenseNet training: one slot per core")
     procs: list[subprocess.Popen] = []
     try:
-        for name, args in (("api-server", ["api-server", "--host", "127.0.0.1", "--port", env["AIRFLOW__API__PORT"],
-                                           "--workers", "1"]),
-                           ("scheduler", ["scheduler"]), ("dag-processor", ["dag-processor"])):
-            log = open(logs / f"{name}.log", "ab")
-            procs.append(subprocess.Popen([str(AIRFLOW_LOCAL), "airflow", *args], env=env, cwd=ROOT, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True))
+        for name, args in (
+            (
+                "api-server",
+                ["api-server", "--host", "127.0.0.1", "--port", env["AIRFLOW__API__PORT"], "--workers", "1"],
+            ),
+            ("scheduler", ["scheduler"]),
+            ("dag-processor", ["dag-processor"]),
+        ):
+            log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 the child process owns it until it exits
+            procs.append(
+                subprocess.Popen(
+                    [str(AIRFLOW_LOCAL), "airflow", *args],
+                    env=env,
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
         db = home / "airflow.db"
         deadline = time.monotonic() + 300
         while not _query(db, "select 1 from serialized_dag where dag_id = ?", DAG_ID):
@@ -216,11 +251,23 @@ def scheduler_run(workdir: Path, medcore_env: dict[str, str], conf: dict[str, An
             time.sleep(5)
             cpu.sample()
         wall = time.monotonic() - started
-        tasks = _query(db, "select task_id, map_index, state, start_date, end_date, try_number from task_instance "
-                           "where dag_id = ? and run_id = ?", DAG_ID, run_id)
-        return {"run_id": run_id, "state": state, "wall_seconds": round(wall, 1), "cpu_busy": round(cpu.busy(), 3),
-                "cpu_timeline": cpu.timeline, "executor": "LocalExecutor", "database": "sqlite",
-                "tasks": [dict(zip(("task_id", "map_index", "state", "start", "end", "tries"), t)) for t in tasks]}
+        tasks = _query(
+            db,
+            "select task_id, map_index, state, start_date, end_date, try_number from task_instance "
+            "where dag_id = ? and run_id = ?",
+            DAG_ID,
+            run_id,
+        )
+        return {
+            "run_id": run_id,
+            "state": state,
+            "wall_seconds": round(wall, 1),
+            "cpu_busy": round(cpu.busy(), 3),
+            "cpu_timeline": cpu.timeline,
+            "executor": "LocalExecutor",
+            "database": "sqlite",
+            "tasks": [dict(zip(("task_id", "map_index", "state", "start", "end", "tries"), t)) for t in tasks],
+        }
     finally:
         for proc in reversed(procs):
             _stop(proc)
@@ -235,19 +282,38 @@ def model_rows(runs_root: Path, run_id: str) -> list[dict[str, Any]]:
     rows = []
     for m in context["models"]:
         metrics, training = m["metrics"] or {}, m["training"] or {}
-        rows.append({
-            "condition": m["condition"], "profile": m["profile"], "status": m["status"],
-            "failure": m["failure"],
-            "test": {k: metrics.get(k) for k in ("n", "n_positive", "roc_auc", "accuracy", "recall", "specificity",
-                                                 "pr_auc", "threshold")},
-            "intervals": metrics.get("intervals", {}),
-            "bootstrap_unit": (metrics.get("bootstrap") or {}).get("unit"),
-            "tier": (metrics.get("quality") or {}).get("tier"),
-            "training": {k: training.get(k) for k in ("image_size", "epochs_run", "epochs_planned", "early_stopped",
-                                                      "wall_seconds", "images_per_second", "peak_memory_mb",
-                                                      "best_val_auc", "train_images", "threads", "precision",
-                                                      "seconds_to_first_step")},
-        })
+        rows.append(
+            {
+                "condition": m["condition"],
+                "profile": m["profile"],
+                "status": m["status"],
+                "failure": m["failure"],
+                "test": {
+                    k: metrics.get(k)
+                    for k in ("n", "n_positive", "roc_auc", "accuracy", "recall", "specificity", "pr_auc", "threshold")
+                },
+                "intervals": metrics.get("intervals", {}),
+                "bootstrap_unit": (metrics.get("bootstrap") or {}).get("unit"),
+                "tier": (metrics.get("quality") or {}).get("tier"),
+                "training": {
+                    k: training.get(k)
+                    for k in (
+                        "image_size",
+                        "epochs_run",
+                        "epochs_planned",
+                        "early_stopped",
+                        "wall_seconds",
+                        "images_per_second",
+                        "peak_memory_mb",
+                        "best_val_auc",
+                        "train_images",
+                        "threads",
+                        "precision",
+                        "seconds_to_first_step",
+                    )
+                },
+            }
+        )
     return rows
 
 
@@ -275,17 +341,29 @@ def ensemble_rows(runs_root: Path, run_id: str, seed: int = 1337) -> list[dict[s
     for condition, profiles in by_condition.items():
         if len(profiles) < 2:
             continue
-        frames = [pd.read_csv(run.model(condition, p).predictions_csv)[["relpath", "label", "group", "probability"]]
-                  .rename(columns={"probability": p}) for p in profiles]
+        frames = [
+            pd.read_csv(run.model(condition, p).predictions_csv)[["relpath", "label", "group", "probability"]].rename(
+                columns={"probability": p}
+            )
+            for p in profiles
+        ]
         merged = frames[0]
         for frame in frames[1:]:
             merged = merged.merge(frame.drop(columns=["label", "group"]), on="relpath")
         p = np.clip(merged[profiles].to_numpy(dtype=float), 1e-7, 1 - 1e-7)
         score = 1 / (1 + np.exp(-np.log(p / (1 - p)).mean(axis=1)))
         labels = merged["label"].to_numpy(dtype=int)
-        interval = bootstrap_intervals(labels, score, 0.5, groups=merged["group"].astype(str).tolist(),
-                                       seed=seed)["intervals"]["roc_auc"]
-        rows.append({"condition": condition, "profiles": profiles, "n": len(merged),
-                     "roc_auc": float(roc_auc_score(labels, score)), "interval": interval,
-                     "members": {prof: float(roc_auc_score(labels, merged[prof])) for prof in profiles}})
+        interval = bootstrap_intervals(labels, score, 0.5, groups=merged["group"].astype(str).tolist(), seed=seed)[
+            "intervals"
+        ]["roc_auc"]
+        rows.append(
+            {
+                "condition": condition,
+                "profiles": profiles,
+                "n": len(merged),
+                "roc_auc": float(roc_auc_score(labels, score)),
+                "interval": interval,
+                "members": {prof: float(roc_auc_score(labels, merged[prof])) for prof in profiles},
+            }
+        )
     return rows

@@ -62,9 +62,16 @@ def _write_sets(root: Path, images: int) -> None:
             (root / kind / label).mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(root / "jpeg" / label / f"{i}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
         values = image.astype(np.float64) * 16 + 8
-        (root / "dicom" / label / f"{i}.dcm").write_bytes(dicom_bytes(
-            values, patient_id=f"bench{i}", study_uid=f"1.2.3.{i}", window=(2048, 4096), monochrome1=i % 3 == 0,
-            uid_seed=str(i)))
+        (root / "dicom" / label / f"{i}.dcm").write_bytes(
+            dicom_bytes(
+                values,
+                patient_id=f"bench{i}",
+                study_uid=f"1.2.3.{i}",
+                window=(2048, 4096),
+                monochrome1=i % 3 == 0,
+                uid_seed=str(i),
+            )
+        )
 
 
 def _input_rates(frame, size: int) -> dict[str, float]:
@@ -73,8 +80,9 @@ def _input_rates(frame, size: int) -> dict[str, float]:
 
     from medcore.datasets import image_dataset
 
-    data = image_dataset(frame["path"].to_numpy(str), frame["label"].to_numpy(np.float32), size, 32,
-                         training=True, seed=0)
+    data = image_dataset(
+        frame["path"].to_numpy(str), frame["label"].to_numpy(np.float32), size, 32, training=True, seed=0
+    )
     seconds = []
     for _ in range(21):  # a cached pass takes milliseconds: the fastest of 20 is what the pipeline can do
         start = time.perf_counter()
@@ -92,8 +100,10 @@ def _paired_epochs(config, profile, frames: dict, epochs: int) -> dict[str, list
 
     configure_threads(profile)
     keras.utils.set_random_seed(config.seed)
-    runs = {kind: (build_model(profile, config.seed), make_dataset(frame, profile, training=True, seed=config.seed))
-            for kind, frame in frames.items()}
+    runs = {
+        kind: (build_model(profile, config.seed), make_dataset(frame, profile, training=True, seed=config.seed))
+        for kind, frame in frames.items()
+    }
     seconds: dict[str, list[float]] = {kind: [] for kind in frames}
     for _ in range(epochs):
         for kind, (model, data) in runs.items():
@@ -108,8 +118,12 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=192, help="training images per format")
     parser.add_argument("--size", type=int, default=64, help="training image size")
     parser.add_argument("--epochs", type=int, default=5, help="epochs per format, the first one decodes")
-    parser.add_argument("--execution", choices=("eager", "graph"), default="eager",
-                        help="eager skips two ~3 min graph traces on a loaded 2-core machine; graph is what nights use")
+    parser.add_argument(
+        "--execution",
+        choices=("eager", "graph"),
+        default="eager",
+        help="eager skips two ~3 min graph traces on a loaded 2-core machine; graph is what nights use",
+    )
     args = parser.parse_args()
 
     from bench.common import RESULTS, machine
@@ -117,8 +131,14 @@ def main() -> int:
     from medcore.jsonio import write_json
     from medcore.validation import validate_condition
 
-    results: dict = {"machine": machine(), "images": args.images, "size": args.size, "epochs": args.epochs,
-                     "execution": args.execution, "formats": {}}
+    results: dict = {
+        "machine": machine(),
+        "images": args.images,
+        "size": args.size,
+        "epochs": args.epochs,
+        "execution": args.execution,
+        "formats": {},
+    }
     with tempfile.TemporaryDirectory(prefix="medcore-dicom-bench-") as tmp:
         tmp = Path(tmp)
         _write_sets(tmp / "data", args.images)
@@ -128,7 +148,8 @@ def main() -> int:
             "conditions:\n"
             "  jpeg: {dataset: jpeg, layout: folders, positive: [pos], negative: [neg]}\n"
             "  dicom: {dataset: dicom, layout: folders, positive: [pos], negative: [neg]}\n"
-            f"profiles:\n  bench: {{image_size: {args.size}, batch_size: 32, execution: {args.execution}}}\n")
+            f"profiles:\n  bench: {{image_size: {args.size}, batch_size: 32, execution: {args.execution}}}\n"
+        )
         for name in ("MEDCORE_DATA_ROOT", "MEDCORE_RUNS_ROOT", "MEDCORE_REGISTRY_ROOT"):
             os.environ.pop(name, None)
         config = load_config(config_path)
@@ -137,18 +158,23 @@ def main() -> int:
             result = validate_condition(config, config.conditions[kind])
             assert result.ok, result.summary()
             frames[kind] = result.manifest.sort_values("relpath").reset_index(drop=True)  # every image trains
-            results["formats"][kind] = {"images": len(frames[kind]),
-                                        "input_images_per_second": _input_rates(frames[kind], args.size)}
+            results["formats"][kind] = {
+                "images": len(frames[kind]),
+                "input_images_per_second": _input_rates(frames[kind], args.size),
+            }
         seconds = _paired_epochs(config, config.profiles["bench"], frames, args.epochs)
     for kind, row in results["formats"].items():
         row["epoch_seconds"] = seconds[kind]
         row["first_epoch_images_per_second"] = row["images"] / seconds[kind][0]
         row["steady_images_per_second"] = row["images"] / statistics.median(seconds[kind][1:])
         rates = row["input_images_per_second"]
-        print(f"{kind}: input {rates['first_pass']:.0f} img/s first pass, {rates['cached_pass']:.0f} cached; training "
-              f"{row['first_epoch_images_per_second']:.1f} img/s first epoch (decode + trace), "
-              f"{row['steady_images_per_second']:.1f} after it (epochs: "
-              + ", ".join(f"{s:.1f}" for s in seconds[kind]) + " s)")
+        print(
+            f"{kind}: input {rates['first_pass']:.0f} img/s first pass, {rates['cached_pass']:.0f} cached; training "
+            f"{row['first_epoch_images_per_second']:.1f} img/s first epoch (decode + trace), "
+            f"{row['steady_images_per_second']:.1f} after it (epochs: "
+            + ", ".join(f"{s:.1f}" for s in seconds[kind])
+            + " s)"
+        )
     # Epoch k of both formats ran back to back, so their ratio is taken under the same load.
     paired = [j / d for j, d in zip(seconds["jpeg"][1:], seconds["dicom"][1:])]
     results["paired_epoch_ratios"] = paired
@@ -158,8 +184,9 @@ def main() -> int:
     results["input_cached_ratio"] = inputs["dicom"]["cached_pass"] / inputs["jpeg"]["cached_pass"]
     print(f"after the first epoch the input pipeline runs at {results['input_cached_ratio']:.2f}x JPEG's images/s")
     out = write_json(RESULTS / "dicom_throughput.json", results)
-    print(f"DICOM first-pass decode runs at {results['input_first_pass_ratio']:.2f}x JPEG's images/s; "
-          f"raw results: {out}")
+    print(
+        f"DICOM first-pass decode runs at {results['input_first_pass_ratio']:.2f}x JPEG's images/s; raw results: {out}"
+    )
     print(f"ratio={results['ratio']:.3f}")
     return 0
 

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.common import data_root_or_none, write_result  # noqa: E402
+from bench.common import data_root_or_none, write_result
 
 
 def _files(count: int, tmp: Path) -> tuple[list[Path], str]:
@@ -66,10 +66,14 @@ def _measure(size: int, files: list[Path], images: int, repeats: int) -> dict:
         start = time.perf_counter()
         gradcam.heatmaps(batch)
         gradcam_steady.append(time.perf_counter() - start)
-    return {"inference_files": len(files), "inference_first_call_seconds": round(inference_first, 2),
-            "inference_images_per_second": round(len(files) / statistics.median(steady), 1),
-            "gradcam_images": images, "gradcam_first_call_seconds": round(gradcam_first, 2),
-            "gradcam_images_per_second": round(images / statistics.median(gradcam_steady), 1)}
+    return {
+        "inference_files": len(files),
+        "inference_first_call_seconds": round(inference_first, 2),
+        "inference_images_per_second": round(len(files) / statistics.median(steady), 1),
+        "gradcam_images": images,
+        "gradcam_first_call_seconds": round(gradcam_first, 2),
+        "gradcam_images_per_second": round(images / statistics.median(gradcam_steady), 1),
+    }
 
 
 def main() -> None:
@@ -89,11 +93,15 @@ def main() -> None:
         files, source = _files(args.files, Path(tmp))
         for size in args.sizes:
             row = results[str(size)] = _measure(size, files, args.images, args.repeats)
-            print(f"{size} px: inference {row['inference_images_per_second']} img/s ({source}); Grad-CAM first call "
-                  f"{row['gradcam_first_call_seconds']} s for {args.images} images, then "
-                  f"{row['gradcam_images_per_second']} img/s", flush=True)
-    path = write_result("stages_speed", {"sizes": results, "inference_source": source,
-                                         "threads": threads or "TensorFlow default"})
+            print(
+                f"{size} px: inference {row['inference_images_per_second']} img/s ({source}); Grad-CAM first call "
+                f"{row['gradcam_first_call_seconds']} s for {args.images} images, then "
+                f"{row['gradcam_images_per_second']} img/s",
+                flush=True,
+            )
+    path = write_result(
+        "stages_speed", {"sizes": results, "inference_source": source, "threads": threads or "TensorFlow default"}
+    )
     print(f"raw figures: {path}")
     largest = results[str(max(args.sizes))]["gradcam_first_call_seconds"]
     print(f"budget 15 s for the Grad-CAM first call at {max(args.sizes)} px: {'OK' if largest < 15 else 'OVER'}")

@@ -23,10 +23,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (NO_DATA, ROOT, bench_workdir, data_root_or_none, ensemble_rows, medcore_env,  # noqa: E402
-                          model_rows, scheduler_run, write_result)  # noqa: E402
-from medcore.jsonio import read_json  # noqa: E402
-from medcore.layout import RegistryLayout  # noqa: E402
+from bench.common import (
+    NO_DATA,
+    ROOT,
+    bench_workdir,
+    data_root_or_none,
+    ensemble_rows,
+    medcore_env,
+    model_rows,
+    scheduler_run,
+    write_result,
+)
+from medcore.jsonio import read_json
+from medcore.layout import RegistryLayout
 
 
 def place_shared_backbone(source: Path, registry: RegistryLayout) -> dict | None:
@@ -47,8 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="append", default=[])
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--name", default="nightly")
-    parser.add_argument("--shared-backbone", type=Path, default=None,
-                        help="a shared_backbone.keras from `medcore pretrain` (its .json beside it is kept too)")
+    parser.add_argument(
+        "--shared-backbone",
+        type=Path,
+        default=None,
+        help="a shared_backbone.keras from `medcore pretrain` (its .json beside it is kept too)",
+    )
     args = parser.parse_args(argv)
     if args.shared_backbone and not args.shared_backbone.is_file():
         parser.error(f"{args.shared_backbone}: no such file")
@@ -59,24 +72,41 @@ def main(argv: list[str] | None = None) -> int:
     workdir, stamp = bench_workdir(args.name)
     runs_root = workdir / "runs"
     conf = {"conditions": args.condition, "profiles": args.profile, "epochs": args.epochs}
-    backbone = place_shared_backbone(args.shared_backbone, RegistryLayout(workdir / "registry")) \
-        if args.shared_backbone else None
+    backbone = (
+        place_shared_backbone(args.shared_backbone, RegistryLayout(workdir / "registry"))
+        if args.shared_backbone
+        else None
+    )
     print(f"{args.name}: DAG run under the scheduler, work in {workdir}", flush=True)
-    run = scheduler_run(workdir, medcore_env(Path(args.config), data_root, workdir), conf, run_id=f"bench_{args.name}_{stamp}")
+    run = scheduler_run(
+        workdir, medcore_env(Path(args.config), data_root, workdir), conf, run_id=f"bench_{args.name}_{stamp}"
+    )
     models = model_rows(runs_root, run["run_id"])
-    path = write_result(args.name, {"config": os.path.relpath(Path(args.config).resolve(), ROOT),
-                                    "data_root": str(data_root), "conf": conf, "run": run, "models": models,
-                                    "shared_backbone": backbone,
-                                    "ensembles": ensemble_rows(runs_root, run["run_id"]),
-                                    "run_folder": str((runs_root / run["run_id"]).relative_to(ROOT))})
+    path = write_result(
+        args.name,
+        {
+            "config": os.path.relpath(Path(args.config).resolve(), ROOT),
+            "data_root": str(data_root),
+            "conf": conf,
+            "run": run,
+            "models": models,
+            "shared_backbone": backbone,
+            "ensembles": ensemble_rows(runs_root, run["run_id"]),
+            "run_folder": str((runs_root / run["run_id"]).relative_to(ROOT)),
+        },
+    )
     shutil.rmtree(workdir / "airflow_home", ignore_errors=True)  # keep the run folder, not a dead metadata DB
     done = sum(m["status"] == "succeeded" for m in models)
-    print(f"{run['state']}: {done}/{len(models)} models in {run['wall_seconds'] / 60:.1f} min, "
-          f"CPU busy {run['cpu_busy']:.0%}; raw figures in {path.relative_to(ROOT)}")
+    print(
+        f"{run['state']}: {done}/{len(models)} models in {run['wall_seconds'] / 60:.1f} min, "
+        f"CPU busy {run['cpu_busy']:.0%}; raw figures in {path.relative_to(ROOT)}"
+    )
     for m in models:
         auc = m["test"]["roc_auc"]
-        print(f"  {m['condition']:<20} {m['profile']:<10} {m['status']:<10} test AUC "
-              f"{'-' if auc is None else f'{auc:.3f}'}  {(m['training']['wall_seconds'] or 0) / 60:.1f} train min")
+        print(
+            f"  {m['condition']:<20} {m['profile']:<10} {m['status']:<10} test AUC "
+            f"{'-' if auc is None else f'{auc:.3f}'}  {(m['training']['wall_seconds'] or 0) / 60:.1f} train min"
+        )
     return 0
 
 

@@ -45,6 +45,10 @@ from medcore.layout import RunLayout
 STEPS = (0.55, 0.70, 0.85, 1.0)
 
 
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
 def reference_splits(config, conditions: list[str]) -> dict[str, pd.DataFrame]:
     """Each condition's split of the full real set, as tonight's validate stage would make it."""
     from medcore.validation import validate_condition
@@ -97,8 +101,9 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_night(config_path: Path, env: dict[str, str], run_id: str, conditions: list[str], profiles: list[str],
-              epochs: int | None) -> dict[str, Any]:
+def run_night(
+    config_path: Path, env: dict[str, str], run_id: str, conditions: list[str], profiles: list[str], epochs: int | None
+) -> dict[str, Any]:
     """One night through `medcore run`: wall time and the CPU seconds its process used."""
     command = [sys.executable, "-m", "medcore.cli", "run", "--config", str(config_path), "--run-id", run_id]
     for c in conditions:
@@ -122,8 +127,9 @@ def _moved(before: pd.Series | None, after: pd.Series) -> int:
     return int((before[common] != after[common]).sum())
 
 
-def condition_record(run: RunLayout, condition: str, profiles: list[str], previous: pd.Series | None,
-                     reference: pd.Series) -> tuple[dict[str, Any], pd.Series | None]:
+def condition_record(
+    run: RunLayout, condition: str, profiles: list[str], previous: pd.Series | None, reference: pd.Series
+) -> tuple[dict[str, Any], pd.Series | None]:
     """What one night did for one condition, read back from the files the stages and promote wrote."""
     promotion = (read_json(run.promotion_json)["conditions"] if run.promotion_json.exists() else {}).get(condition, {})
     per_profile, split = {}, None
@@ -136,29 +142,47 @@ def condition_record(run: RunLayout, condition: str, profiles: list[str], previo
         training = read_json(paths.training_json) if paths.training_json.exists() else {}
         versus = metrics.get("versus_champion") or {}
         per_profile[profile] = {
-            "test_auc": metrics.get("roc_auc"), "test_interval": (metrics.get("intervals") or {}).get("roc_auc"),
+            "test_auc": metrics.get("roc_auc"),
+            "test_interval": (metrics.get("intervals") or {}).get("roc_auc"),
             "selection_auc": (metrics.get("selection") or {}).get("roc_auc"),
             "champion_test_auc": (versus.get("test") or {}).get("champion_auc"),
             "champion_selection_auc": (versus.get("selection") or {}).get("champion_auc"),
-            "epochs_run": training.get("epochs_run"), "train_images": training.get("train_images"),
+            "epochs_run": training.get("epochs_run"),
+            "train_images": training.get("train_images"),
             "train_minutes": round(training["wall_seconds"] / 60, 2) if training.get("wall_seconds") else None,
-            "weights_used": training.get("weights_used")}
-    plan = next((read_json(run.model(condition, p).nightly_json) for p in profiles
-                 if run.model(condition, p).nightly_json.exists()), {})
+            "weights_used": training.get("weights_used"),
+        }
+    plan = next(
+        (
+            read_json(run.model(condition, p).nightly_json)
+            for p in profiles
+            if run.model(condition, p).nightly_json.exists()
+        ),
+        {},
+    )
     candidate = (promotion.get("candidate") or {}).get("profile")
     chosen = per_profile.get(candidate) or {}
     paired = (promotion.get("versus_champion") or {}).get("selection") or {}
-    champion_after = chosen.get("test_auc") if promotion.get("decision") == "promoted" else chosen.get("champion_test_auc")
-    record = {"mode": plan.get("mode"), "plan_reason": plan.get("reason"),
-              "changes": {k: (plan.get("changes") or {}).get(k) for k in ("added", "removed", "relabelled", "moved")},
-              "decision": promotion.get("decision"), "decision_reason": promotion.get("reason"),
-              "candidate": candidate, "challenger_test_auc": chosen.get("test_auc"),
-              "champion_before_test_auc": chosen.get("champion_test_auc"), "champion_after_test_auc": champion_after,
-              "paired_selection_delta": paired.get("delta"), "paired_selection_low": paired.get("low"),
-              "test_nights": (promotion.get("test_split") or {}).get("nights"),
-              "moved_since_last_night": _moved(previous, split) if split is not None else None,
-              "moved_since_full_split": _moved(reference, split) if split is not None else None,
-              "profiles": per_profile}
+    champion_after = (
+        chosen.get("test_auc") if promotion.get("decision") == "promoted" else chosen.get("champion_test_auc")
+    )
+    record = {
+        "mode": plan.get("mode"),
+        "plan_reason": plan.get("reason"),
+        "changes": {k: (plan.get("changes") or {}).get(k) for k in ("added", "removed", "relabelled", "moved")},
+        "decision": promotion.get("decision"),
+        "decision_reason": promotion.get("reason"),
+        "candidate": candidate,
+        "challenger_test_auc": chosen.get("test_auc"),
+        "champion_before_test_auc": chosen.get("champion_test_auc"),
+        "champion_after_test_auc": champion_after,
+        "paired_selection_delta": paired.get("delta"),
+        "paired_selection_low": paired.get("low"),
+        "test_nights": (promotion.get("test_split") or {}).get("nights"),
+        "moved_since_last_night": _moved(previous, split) if split is not None else None,
+        "moved_since_full_split": _moved(reference, split) if split is not None else None,
+        "profiles": per_profile,
+    }
     return record, split
 
 
@@ -188,13 +212,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=float, nargs="+", default=list(STEPS), help="share of train groups per night")
     parser.add_argument("--policies", nargs="+", default=["retrain", "continue"], choices=["retrain", "continue"])
     parser.add_argument("--fraction", type=float, default=1.0, help="keep this share of each set's groups")
-    parser.add_argument("--image-size", type=int, default=None, help="override every profile's image size (smaller runs)")
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="override every profile's image size (smaller runs)"
+    )
     parser.add_argument("--eager", action="store_true", help="profiles run eagerly: no graph trace (tiny runs only)")
-    parser.add_argument("--no-gates", action="store_true",
-                        help="drop the registry's absolute gates (a reduced run's tiny val split cannot meet them)")
+    parser.add_argument(
+        "--no-gates",
+        action="store_true",
+        help="drop the registry's absolute gates (a reduced run's tiny val split cannot meet them)",
+    )
     parser.add_argument("--name", default="nights")
-    parser.add_argument("--merge", nargs="+", type=Path, default=None,
-                        help="combine the results of runs made one policy each (e.g. side by side) into --name")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="combine the results of runs made one policy each (e.g. side by side) into --name",
+    )
     args = parser.parse_args(argv)
     if args.merge:
         return merge(args.merge, args.name)
@@ -215,30 +249,54 @@ def main(argv: list[str] | None = None) -> int:
     policies: dict[str, Any] = {}
 
     def save() -> Path:  # after every night, so an interrupted run keeps what it measured
-        return write_result(args.name, {
-            "config": os.path.relpath(Path(args.config).resolve(), ROOT), "data_root": str(data_root),
-            "conditions": conditions, "profiles": profiles, "epochs": args.epochs, "steps": args.steps,
-            "fraction": args.fraction, "image_size": args.image_size, "eager": args.eager, "no_gates": args.no_gates,
-            "margin": base.registry.margin, "continue_epochs": base.nightly.continue_epochs,
-            "command": "bench/nights.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "full_split_images": {c: len(s) for c, s in splits.items()}, "policies": policies,
-            "complete": all(len(p["nights"]) == len(args.steps) for p in policies.values())
-            and len(policies) == len(args.policies)})
+        return write_result(
+            args.name,
+            {
+                "config": os.path.relpath(Path(args.config).resolve(), ROOT),
+                "data_root": str(data_root),
+                "conditions": conditions,
+                "profiles": profiles,
+                "epochs": args.epochs,
+                "steps": args.steps,
+                "fraction": args.fraction,
+                "image_size": args.image_size,
+                "eager": args.eager,
+                "no_gates": args.no_gates,
+                "margin": base.registry.margin,
+                "continue_epochs": base.nightly.continue_epochs,
+                "command": "bench/nights.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                "full_split_images": {c: len(s) for c, s in splits.items()},
+                "policies": policies,
+                "complete": all(len(p["nights"]) == len(args.steps) for p in policies.values())
+                and len(policies) == len(args.policies),
+            },
+        )
 
     for policy in args.policies:
         folder = workdir / policy
         config_path = folder / "nights.yaml"
         folder.mkdir(parents=True, exist_ok=True)
-        overrides = {**({"image_size": args.image_size} if args.image_size else {}),
-                     **({"execution": "eager"} if args.eager else {})}
+        overrides = {
+            **({"image_size": args.image_size} if args.image_size else {}),
+            **({"execution": "eager"} if args.eager else {}),
+        }
         shrink = "".join(f"  {p}: {json.dumps(overrides)}\n" for p in profiles) if overrides else ""
-        config_path.write_text(f"extends: {Path(args.config).resolve()}\ndata_root: {folder / 'data'}\n"
-                               f"runs_root: {folder / 'runs'}\nnightly: {{policy: {policy}}}\n"
-                               + (f"profiles:\n{shrink}" if shrink else "")
-                               + ("registry: {gates: {roc_auc_low: null, recall: null, specificity: null, roc_auc: null},"
-                                  " min_tier: null}\n" if args.no_gates else ""))
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("MEDCORE_")},
-               "MEDCORE_REGISTRY_ROOT": str(folder / "registry"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        config_path.write_text(
+            f"extends: {Path(args.config).resolve()}\ndata_root: {folder / 'data'}\n"
+            f"runs_root: {folder / 'runs'}\nnightly: {{policy: {policy}}}\n"
+            + (f"profiles:\n{shrink}" if shrink else "")
+            + (
+                "registry: {gates: {roc_auc_low: null, recall: null, specificity: null, roc_auc: null},"
+                " min_tier: null}\n"
+                if args.no_gates
+                else ""
+            )
+        )
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("MEDCORE_")},
+            "MEDCORE_REGISTRY_ROOT": str(folder / "registry"),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
         nights, previous = [], dict.fromkeys(conditions)
         for i, step in enumerate(args.steps, start=1):
             present = {}
@@ -248,23 +306,33 @@ def main(argv: list[str] | None = None) -> int:
                 present[c] = {s: int((rows["split"] == s).sum()) for s in ("train", "val", "test")}
             run_id = f"{policy}-night{i}"
             print(f"  {policy} night {i} ({step:.0%} of train): running", flush=True)
-            night = {"night": i, "step": step, "images": present,
-                     **run_night(config_path, env, run_id, conditions, profiles, args.epochs)}
+            night = {
+                "night": i,
+                "step": step,
+                "images": present,
+                **run_night(config_path, env, run_id, conditions, profiles, args.epochs),
+            }
             run = RunLayout(folder / "runs", run_id)
             night["conditions"] = {}
             for c in conditions:
                 night["conditions"][c], split = condition_record(run, c, profiles, previous[c], references[c])
                 previous[c] = split if split is not None else previous[c]
             nights.append(night)
-            policies[policy] = {"nights": nights, "cpu_minutes": round(sum(n["cpu_minutes"] for n in nights), 2),
-                                "wall_minutes": round(sum(n["wall_seconds"] for n in nights) / 60, 2),
-                                "run_folder": str((folder / "runs").relative_to(ROOT))}
+            policies[policy] = {
+                "nights": nights,
+                "cpu_minutes": round(sum(n["cpu_minutes"] for n in nights), 2),
+                "wall_minutes": round(sum(n["wall_seconds"] for n in nights) / 60, 2),
+                "run_folder": str((folder / "runs").relative_to(ROOT)),
+            }
             save()
-            shown = "; ".join(f"{c} {r['mode']}/{r['decision']} test AUC champion "
-                              f"{r['champion_after_test_auc'] if r['champion_after_test_auc'] is None else round(r['champion_after_test_auc'], 3)}"
-                              for c, r in night["conditions"].items())
-            print(f"    {night['wall_seconds'] / 60:.1f} min wall, {night['cpu_minutes']:.1f} CPU min: {shown}",
-                  flush=True)
+            shown = "; ".join(
+                f"{c} {r['mode']}/{r['decision']} test AUC champion {_rounded(r['champion_after_test_auc'])}"
+                for c, r in night["conditions"].items()
+            )
+            print(
+                f"    {night['wall_seconds'] / 60:.1f} min wall, {night['cpu_minutes']:.1f} CPU min: {shown}",
+                flush=True,
+            )
         shutil.rmtree(folder / "data", ignore_errors=True)  # links to the real sets; the runs stay
     path = save()
     print(f"raw figures in {path.relative_to(ROOT)}")

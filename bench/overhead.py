@@ -24,12 +24,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (NO_DATA, ROOT, CpuSampler, bench_workdir, data_root_or_none, medcore_env,  # noqa: E402
-                          scheduler_run, write_result)
+from bench.common import (
+    NO_DATA,
+    ROOT,
+    CpuSampler,
+    bench_workdir,
+    data_root_or_none,
+    medcore_env,
+    scheduler_run,
+    write_result,
+)
 
 
-def _medcore_run(workdir: Path, env: dict[str, str], conditions: list[str], profiles: list[str], epochs: int,
-                 run_id: str) -> dict:
+def _medcore_run(
+    workdir: Path, env: dict[str, str], conditions: list[str], profiles: list[str], epochs: int, run_id: str
+) -> dict:
     command = [str(ROOT / ".venv" / "bin" / "medcore"), "run", "--run-id", run_id, "--epochs", str(epochs)]
     for c in conditions:
         command += ["--condition", c]
@@ -40,8 +49,12 @@ def _medcore_run(workdir: Path, env: dict[str, str], conditions: list[str], prof
     started = time.monotonic()
     with open(workdir / "medcore-run.log", "wb") as log:
         code = subprocess.run(command, env={**keep, **env}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
-    return {"run_id": run_id, "exit_code": code, "wall_seconds": round(time.monotonic() - started, 1),
-            "cpu_busy": round(cpu.busy(), 3)}
+    return {
+        "run_id": run_id,
+        "exit_code": code,
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "cpu_busy": round(cpu.busy(), 3),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(here / "airflow_home", ignore_errors=True)
         print(f"  {modes[mode]['wall_seconds']:.0f} s, CPU busy {modes[mode]['cpu_busy']:.0%}", flush=True)
     ratio = modes["scheduler"]["wall_seconds"] / modes["medcore_run"]["wall_seconds"]
-    workload = (f"{', '.join(conditions)} × {', '.join(profiles)} from conditions.yaml on the real sets, "
-                f"{args.epochs} epochs each")
+    workload = (
+        f"{', '.join(conditions)} × {', '.join(profiles)} from conditions.yaml on the real sets, "
+        f"{args.epochs} epochs each"
+    )
     path = write_result("overhead", {"workload": workload, "modes": modes, "ratio": ratio})
     print(f"raw figures: {path}")
     print(f"ratio={ratio:.3f}")

@@ -55,9 +55,15 @@ def matmul_peak(dtype: str, n: int = 2048, seconds: float = 3.0, repeat: int = 8
         burst(a, b).numpy()
         best = min(best, time.perf_counter() - start)
         bursts += 1
-    flops = 2.0 * n ** 3 * repeat
-    return {"dtype": dtype, "matrix": n, "matmuls_per_burst": repeat, "bursts": bursts,
-            "best_burst_seconds": best, "gflops": flops / best / 1e9}
+    flops = 2.0 * n**3 * repeat
+    return {
+        "dtype": dtype,
+        "matrix": n,
+        "matmuls_per_burst": repeat,
+        "bursts": bursts,
+        "best_burst_seconds": best,
+        "gflops": flops / best / 1e9,
+    }
 
 
 def forward_flops(size: int) -> float:
@@ -70,7 +76,8 @@ def forward_flops(size: int) -> float:
 
     model = build_network(Profile(name="flops", image_size=size), seed=0)
     concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(
-        tf.TensorSpec((1, size, size, 3), tf.float32))
+        tf.TensorSpec((1, size, size, 3), tf.float32)
+    )
     frozen = convert_variables_to_constants_v2(concrete)
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
@@ -89,7 +96,9 @@ def load_peak(results: Path | None = None) -> dict | None:
         return None
 
 
-def share_of_peak(images_per_second: float | None, size: int, peak: dict | None, dtype: str = "float32") -> float | None:
+def share_of_peak(
+    images_per_second: float | None, size: int, peak: dict | None, dtype: str = "float32"
+) -> float | None:
     """Training FLOP/s reached at `images_per_second`, as a fraction of the measured `dtype` matmul peak."""
     if not images_per_second or not peak:
         return None
@@ -116,13 +125,19 @@ def main(argv: list[str] | None = None) -> int:
     forward = {str(size): forward_flops(size) for size in args.sizes}
     for size, flops in forward.items():
         print(f"{size} px: forward {flops / 1e9:.3f} GFLOP/image, training ~{TRAINING_FACTOR * flops / 1e9:.2f}")
-    payload = {"peak": peak, "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads() or "default",
-                                         "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or "default"},
-               "forward_flops_per_image": forward, "training_factor": TRAINING_FACTOR,
-               "training_flops_per_image": {s: TRAINING_FACTOR * f for s, f in forward.items()},
-               "flops_method": "tf.compat.v1.profiler float_operation on the frozen inference graph of "
-                               "medcore.training.build_network (batch 1); training = 3 x forward",
-               "load": os.getloadavg()}
+    payload = {
+        "peak": peak,
+        "threads": {
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads() or "default",
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or "default",
+        },
+        "forward_flops_per_image": forward,
+        "training_factor": TRAINING_FACTOR,
+        "training_flops_per_image": {s: TRAINING_FACTOR * f for s, f in forward.items()},
+        "flops_method": "tf.compat.v1.profiler float_operation on the frozen inference graph of "
+        "medcore.training.build_network (batch 1); training = 3 x forward",
+        "load": os.getloadavg(),
+    }
     if not args.no_write:
         from bench.common import write_result
 

@@ -34,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--mode", default="mixed_bfloat16")
     parser.add_argument("--fused", action="store_true", help="the other run also uses the fused batch norm")
-    parser.add_argument("--data-root", default=os.environ.get("MEDCORE_DATA_ROOT",
-                                                              str(ROOT.parent / "shared" / "datasets")))
+    parser.add_argument(
+        "--data-root", default=os.environ.get("MEDCORE_DATA_ROOT", str(ROOT.parent / "shared" / "datasets"))
+    )
     args = parser.parse_args(argv)
 
     from bench.common import NO_DATA, write_result
@@ -57,18 +58,24 @@ def main(argv: list[str] | None = None) -> int:
     config_path = tmp / "auc.yaml"
     config_path.write_text(
         f"extends: {ROOT / 'conditions.yaml'}\ndata_root: {Path(args.data_root).resolve()}\nruns_root: {tmp / 'runs'}\n"
-        f"profiles:\n  bench: {{image_size: {args.size}, epochs: {args.epochs}, patience: 99, batch_size: 32}}\n")
+        f"profiles:\n  bench: {{image_size: {args.size}, epochs: {args.epochs}, patience: 99, batch_size: 32}}\n"
+    )
     os.environ.pop("MEDCORE_DATA_ROOT", None)
     config = load_config(config_path)
     frame = validate_condition(config, config.conditions["pneumonia"]).manifest
-    parts = [frame[frame["split"] == s].sample(n=min(n, int((frame["split"] == s).sum())), random_state=0)
-             for s, n in (("train", args.train), ("val", args.val), ("test", args.test))]
+    parts = [
+        frame[frame["split"] == s].sample(n=min(n, int((frame["split"] == s).sum())), random_state=0)
+        for s, n in (("train", args.train), ("val", args.val), ("test", args.test))
+    ]
     split = pd.concat(parts[:2])
     test = parts[2]
     base = config.profiles["bench"]
-    runs = {"float32": dataclasses.replace(base, precision="float32", fused_batch_norm=False),
-            args.mode + ("+fused_bn" if args.fused else ""): dataclasses.replace(base, precision=args.mode,
-                                                                                 fused_batch_norm=args.fused)}
+    runs = {
+        "float32": dataclasses.replace(base, precision="float32", fused_batch_norm=False),
+        args.mode + ("+fused_bn" if args.fused else ""): dataclasses.replace(
+            base, precision=args.mode, fused_batch_norm=args.fused
+        ),
+    }
     labels = test["label"].to_numpy()
     scores, records = {}, {}
     for name, profile in runs.items():
@@ -78,15 +85,23 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         record = train_model(config, profile, split, paths, epochs=args.epochs)
         model = keras.models.load_model(paths.model, compile=False, safe_mode=True)
-        logits = np.concatenate([model.predict_on_batch(x) for x, _ in make_dataset(test, profile, training=False,
-                                                                                    seed=0)]).ravel()
+        logits = np.concatenate(
+            [model.predict_on_batch(x) for x, _ in make_dataset(test, profile, training=False, seed=0)]
+        ).ravel()
         scores[name] = logits
-        records[name] = {"test_auc": float(roc_auc_score(labels, logits)), "best_val_auc": record["best_val_auc"],
-                         "wall_seconds": time.perf_counter() - started, "precision": record["compute"]["precision"],
-                         "fused_batch_norm": record["compute"]["fused_batch_norm"],
-                         "epoch_seconds": record["epoch_seconds"]}
-        print(f"{name}: test AUC {records[name]['test_auc']:.3f}, best val AUC {record['best_val_auc']:.3f}, "
-              f"{records[name]['wall_seconds']:.0f}s", flush=True)
+        records[name] = {
+            "test_auc": float(roc_auc_score(labels, logits)),
+            "best_val_auc": record["best_val_auc"],
+            "wall_seconds": time.perf_counter() - started,
+            "precision": record["compute"]["precision"],
+            "fused_batch_norm": record["compute"]["fused_batch_norm"],
+            "epoch_seconds": record["epoch_seconds"],
+        }
+        print(
+            f"{name}: test AUC {records[name]['test_auc']:.3f}, best val AUC {record['best_val_auc']:.3f}, "
+            f"{records[name]['wall_seconds']:.0f}s",
+            flush=True,
+        )
     names = list(runs)
     rng = np.random.default_rng(0)
     deltas = []
@@ -94,14 +109,22 @@ def main(argv: list[str] | None = None) -> int:
         pick = rng.integers(0, len(labels), len(labels))
         if len(set(labels[pick])) < 2:
             continue
-        deltas.append(roc_auc_score(labels[pick], scores[names[1]][pick])
-                      - roc_auc_score(labels[pick], scores[names[0]][pick]))
+        deltas.append(
+            roc_auc_score(labels[pick], scores[names[1]][pick]) - roc_auc_score(labels[pick], scores[names[0]][pick])
+        )
     delta = records[names[1]]["test_auc"] - records[names[0]]["test_auc"]
     low, high = np.percentile(deltas, [2.5, 97.5])
     print(f"{names[1]} - float32: {delta:+.3f} (95 % CI {low:+.3f} to {high:+.3f})")
-    payload = {"size": args.size, "epochs": args.epochs, "train": len(parts[0]), "val": len(parts[1]),
-               "test": len(test), "runs": records, "difference": {"value": delta, "low": float(low), "high": float(high)},
-               "load": os.getloadavg()}
+    payload = {
+        "size": args.size,
+        "epochs": args.epochs,
+        "train": len(parts[0]),
+        "val": len(parts[1]),
+        "test": len(test),
+        "runs": records,
+        "difference": {"value": delta, "low": float(low), "high": float(high)},
+        "load": os.getloadavg(),
+    }
     print(f"raw results: {write_result('precision_auc', payload)}")
     return 0
 

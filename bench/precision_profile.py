@@ -73,8 +73,10 @@ def parse_onednn(lines: list[str]) -> dict:
             continue
         rows[(kind, impl, direction)][0] += ms
         rows[(kind, impl, direction)][1] += 1
-    table = [{"primitive": k, "implementation": i, "direction": d, "ms": round(v[0], 1), "calls": v[1]}
-             for (k, i, d), v in sorted(rows.items(), key=lambda kv: -kv[1][0])]
+    table = [
+        {"primitive": k, "implementation": i, "direction": d, "ms": round(v[0], 1), "calls": v[1]}
+        for (k, i, d), v in sorted(rows.items(), key=lambda kv: -kv[1][0])
+    ]
     isas = sorted({i.split(":", 1)[1] for _, i, _ in rows if ":" in i})
     return {"primitives": table, "isas": isas, "total_ms": round(sum(r["ms"] for r in table), 1)}
 
@@ -104,8 +106,10 @@ def parse_trace(logdir: str) -> dict:
                 ms = event.duration_ps / 1e9
                 by_category[op_category(name, op)] += ms
                 by_op[op] += ms
-    return {"ms_by_category": {c: round(by_category.get(c, 0.0), 1) for c in CATEGORIES},
-            "top_ops": [{"op": op, "ms": round(ms, 1)} for op, ms in by_op.most_common(15)]}
+    return {
+        "ms_by_category": {c: round(by_category.get(c, 0.0), 1) for c in CATEGORIES},
+        "top_ops": [{"op": op, "ms": round(ms, 1)} for op, ms in by_op.most_common(15)],
+    }
 
 
 def child(args) -> None:
@@ -141,15 +145,25 @@ def run_variant(variant: str, size: int, steps: int, batch: int) -> dict:
     env = {**os.environ, "ONEDNN_VERBOSE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     if "fpmath_bf16" in variant.split("+"):
         env["ONEDNN_DEFAULT_FPMATH_MODE"] = "BF16"
-    command = [sys.executable, __file__, "--child", variant, "--size", str(size), "--steps", str(steps),
-               "--batch", str(batch)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        variant,
+        "--size",
+        str(size),
+        "--steps",
+        str(steps),
+        "--batch",
+        str(batch),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
     lines = done.stdout.splitlines()
     result = [line for line in lines if line.startswith("RESULT")]
     if done.returncode or not result:
         raise RuntimeError(f"{variant} failed ({done.returncode}): {(done.stderr or done.stdout)[-1500:]}")
     try:
-        inside = lines[lines.index(f"{MARK} start") + 1: lines.index(f"{MARK} stop")]
+        inside = lines[lines.index(f"{MARK} start") + 1 : lines.index(f"{MARK} stop")]
     except ValueError:
         inside = []
     record = json.loads(result[0][6:])
@@ -163,8 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--variants", nargs="+", default=["float32", "mixed_bfloat16", "onednn_amp",
-                                                          "mixed_bfloat16+fused_bn", "float32+fpmath_bf16"])
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["float32", "mixed_bfloat16", "onednn_amp", "mixed_bfloat16+fused_bn", "float32+fpmath_bf16"],
+    )
     parser.add_argument("--out", default="precision_profile")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -172,16 +189,24 @@ def main(argv: list[str] | None = None) -> int:
         args.variant = args.child
         child(args)
         return 0
-    results = {"size": args.size, "steps": args.steps, "batch": args.batch, "load_before": os.getloadavg(),
-               "variants": {}}
+    results = {
+        "size": args.size,
+        "steps": args.steps,
+        "batch": args.batch,
+        "load_before": os.getloadavg(),
+        "variants": {},
+    }
     for variant in args.variants:
         row = run_variant(variant, args.size, args.steps, args.batch)
         results["variants"][variant] = row
         cats = row.get("ms_by_category", {})
         total = sum(cats.values()) or 1
-        print(f"{variant}: {row['images_per_second']:.1f} img/s under the profiler; oneDNN ISAs "
-              f"{', '.join(row['onednn']['isas']) or 'none'}; "
-              + ", ".join(f"{c} {v / total:.0%}" for c, v in cats.items()), flush=True)
+        print(
+            f"{variant}: {row['images_per_second']:.1f} img/s under the profiler; oneDNN ISAs "
+            f"{', '.join(row['onednn']['isas']) or 'none'}; "
+            + ", ".join(f"{c} {v / total:.0%}" for c, v in cats.items()),
+            flush=True,
+        )
     results["load_after"] = os.getloadavg()
     from bench.common import write_result
 

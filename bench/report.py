@@ -23,15 +23,15 @@ TARGETS = {"pneumonia": 0.96, "cardiomegaly": 0.88, "knee_osteoarthritis": 0.88,
 # Published figures for the same original data, as ../shared/datasets/README.md quotes them.
 REFERENCES = {
     "pneumonia": "Kermany et al. 2018 (Cell), their test set: AUC 0.968, acc 0.928, sens 0.932, spec 0.901 "
-                 "(full-resolution images, ImageNet-pretrained)",
+    "(full-resolution images, ImageNet-pretrained)",
     "cardiomegaly": "this exact 128 px Kaggle set, source repo README: AUC 0.87, acc 0.78; full NIH data: "
-                    "Wang et al. 2017 AUC 0.810, CheXNet AUC 0.925",
+    "Wang et al. 2017 AUC 0.810, CheXNet AUC 0.925",
     "knee_osteoarthritis": "Tiulpin et al. 2018 (Sci Rep), radiographic OA (KL >= 2): AUC 0.93 "
-                           "(trained on MOST, tested on 5,960 OAI knees)",
+    "(trained on MOST, tested on 5,960 OAI knees)",
     "knee_osteoporosis": "Wani & Arora 2023: acc 0.911, three classes, 381-image set (relation to this set "
-                         "not confirmed)",
+    "not confirmed)",
     "limb_abnormalities": "MURA (Rajpurkar et al. 2017), DenseNet-169, all body parts: AUC 0.929, sens 0.815, "
-                          "spec 0.887",
+    "spec 0.887",
 }
 
 MAKES = {
@@ -43,7 +43,7 @@ MAKES = {
     "peak": "`.venv/bin/python bench/peak.py`",
     "precision_profile": "`.venv/bin/python bench/precision_profile.py`",
     "nightly_shared": "`make bench` (`medcore pretrain`, then `bench/nightly.py --config configs/shared-backbone.yaml "
-                      "--shared-backbone <its registry>/shared_backbone.keras --name nightly_shared`)",
+    "--shared-backbone <its registry>/shared_backbone.keras --name nightly_shared`)",
     "nights": "`make bench` (or `.venv/bin/python bench/nights.py`)",
 }
 
@@ -83,15 +83,19 @@ def _target_verdict(condition: str, auc: float | None, interval: dict[str, Any] 
 
 
 def accuracy_table(nightly: dict[str, Any]) -> str:
-    lines = ["| condition | profile | px | test AUC (95 % CI) | accuracy | sensitivity | specificity | epochs "
-             "| train min | img/s | peak MB | target |",
-             "|---|---|--:|---|---|---|---|--:|--:|--:|--:|---|"]
+    lines = [
+        "| condition | profile | px | test AUC (95 % CI) | accuracy | sensitivity | specificity | epochs "
+        "| train min | img/s | peak MB | target |",
+        "|---|---|--:|---|---|---|---|--:|--:|--:|--:|---|",
+    ]
     for m in nightly["models"]:
         t, iv, tr = m["test"], m["intervals"], m["training"]
         if m["status"] != "succeeded":
             stage = (m.get("failure") or {}).get("stage", "?")
-            lines.append(f"| {m['condition']} | {m['profile']} | {tr.get('image_size') or '–'} | {m['status']} at "
-                         f"{stage} | | | | | | | | |")
+            lines.append(
+                f"| {m['condition']} | {m['profile']} | {tr.get('image_size') or '–'} | {m['status']} at "
+                f"{stage} | | | | | | | | |"
+            )
             continue
         epochs = f"{tr['epochs_run']}/{tr['epochs_planned']}" + (" (early stop)" if tr.get("early_stopped") else "")
         lines.append(
@@ -99,11 +103,17 @@ def accuracy_table(nightly: dict[str, Any]) -> str:
             f"| {_with_interval(t['accuracy'], iv.get('accuracy'))} | {_with_interval(t['recall'], iv.get('recall'))} "
             f"| {_with_interval(t['specificity'], iv.get('specificity'))} | {epochs} "
             f"| {_num((tr['wall_seconds'] or 0) / 60, 1)} | {_num(tr['images_per_second'], 1)} "
-            f"| {_num(tr['peak_memory_mb'], 0)} | {_target_verdict(m['condition'], t['roc_auc'], iv.get('roc_auc'))} |")
-    lines += ["", "Test figures are on each set's own test split (never used for training, threshold or early "
-              "stopping); intervals are 95 % bootstrap intervals resampled by patient where the set has patient ids. "
-              "Sensitivity and specificity are at the threshold fitted on the validation split (Youden).", "",
-              "Published references for the same original data (`../shared/datasets/README.md`):", ""]
+            f"| {_num(tr['peak_memory_mb'], 0)} | {_target_verdict(m['condition'], t['roc_auc'], iv.get('roc_auc'))} |"
+        )
+    lines += [
+        "",
+        "Test figures are on each set's own test split (never used for training, threshold or early "
+        "stopping); intervals are 95 % bootstrap intervals resampled by patient where the set has patient ids. "
+        "Sensitivity and specificity are at the threshold fitted on the validation split (Youden).",
+        "",
+        "Published references for the same original data (`../shared/datasets/README.md`):",
+        "",
+    ]
     seen = []
     for m in nightly["models"]:
         if m["condition"] not in seen and m["condition"] in REFERENCES:
@@ -116,13 +126,19 @@ def ensemble_table(nightly: dict[str, Any]) -> str:
     rows = nightly.get("ensembles") or []
     if not rows:
         return ""
-    lines = ["Tried at no training cost: the mean logit of the run's profiles for the same condition, on the same "
-             "test images (ROC AUC only: an ensemble threshold would need validation scores the run does not keep).",
-             "", "| condition | ensemble of | test AUC (95 % CI) | best single profile | target |", "|---|---|---|--:|---|"]
+    lines = [
+        "Tried at no training cost: the mean logit of the run's profiles for the same condition, on the same "
+        "test images (ROC AUC only: an ensemble threshold would need validation scores the run does not keep).",
+        "",
+        "| condition | ensemble of | test AUC (95 % CI) | best single profile | target |",
+        "|---|---|---|--:|---|",
+    ]
     for r in rows:
         best = max(r["members"].values())
-        lines.append(f"| {r['condition']} | {' + '.join(r['profiles'])} | {_with_interval(r['roc_auc'], r['interval'])} "
-                     f"| {best:.3f} | {_target_verdict(r['condition'], r['roc_auc'], r['interval'])} |")
+        lines.append(
+            f"| {r['condition']} | {' + '.join(r['profiles'])} | {_with_interval(r['roc_auc'], r['interval'])} "
+            f"| {best:.3f} | {_target_verdict(r['condition'], r['roc_auc'], r['interval'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -132,35 +148,46 @@ def nightly_table(nightly: dict[str, Any]) -> str:
     train = sum((m["training"].get("wall_seconds") or 0) for m in nightly["models"])
     wall_ok = "met" if run["wall_seconds"] <= 7200 else f"missed by {(run['wall_seconds'] - 7200) / 60:.0f} min"
     busy_ok = "met" if run["cpu_busy"] >= 0.90 else f"missed by {(0.90 - run['cpu_busy']) * 100:.0f} points"
-    return "\n".join([
-        "| models | run state | wall | CPU busy (both cores) | summed training time | config |",
-        "|---|---|--:|--:|--:|---|",
-        f"| {done}/{len(nightly['models'])} succeeded | {run['state']} | {run['wall_seconds'] / 60:.1f} min "
-        f"| {run['cpu_busy']:.0%} | {train / 60:.1f} min | `{nightly['config']}` |",
-        "",
-        f"Targets: wall ≤ 120 min: {wall_ok}; CPU busy ≥ 90 %: {busy_ok}. Measured by `bench/nightly.py`: one "
-        f"run of the `medical_training` DAG under the embedded Airflow ({run['executor']}, {run['database']}, the "
-        "`training` pool with one slot per core), from trigger to the run's final state, CPU from /proc/stat over "
-        "the same interval (machine-wide). Summed training time exceeds wall time when two models train at once.",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "| models | run state | wall | CPU busy (both cores) | summed training time | config |",
+                "|---|---|--:|--:|--:|---|",
+                f"| {done}/{len(nightly['models'])} succeeded | {run['state']} | {run['wall_seconds'] / 60:.1f} min "
+                f"| {run['cpu_busy']:.0%} | {train / 60:.1f} min | `{nightly['config']}` |",
+                "",
+                f"Targets: wall ≤ 120 min: {wall_ok}; CPU busy ≥ 90 %: {busy_ok}. Measured by `bench/nightly.py`: one "
+                f"run of the `medical_training` DAG under the embedded Airflow ({run['executor']}, {run['database']}, the "
+                "`training` pool with one slot per core), from trigger to the run's final state, CPU from /proc/stat over "
+                "the same interval (machine-wide). Summed training time exceeds wall time when two models train at once.",
+            ]
+        )
+        + "\n"
+    )
 
 
 def throughput_table(tp: dict[str, Any]) -> str:
-    lines = ["| size | pipeline img/s | plain `model.fit` img/s | ratio | mixed_bfloat16 img/s (plain) "
-             "| 1 task × 2 threads | 2 tasks × 1 thread (sum) | first step, pipeline / plain |",
-             "|--:|--:|--:|--:|--:|--:|--:|---|"]
+    lines = [
+        "| size | pipeline img/s | plain `model.fit` img/s | ratio | mixed_bfloat16 img/s (plain) "
+        "| 1 task × 2 threads | 2 tasks × 1 thread (sum) | first step, pipeline / plain |",
+        "|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
     for size, row in sorted(tp["sizes"].items(), key=lambda kv: int(kv[0])):
         bf16 = (row.get("plain_bf16") or {}).get("steady_images_per_second")
         lines.append(
             f"| {size} px | {row['pipeline']['steady_images_per_second']:.1f} | {row['plain']['steady_images_per_second']:.1f} "
             f"| **{row['ratio']:.3f}** | {_num(bf16, 1)} | {_num(row.get('one_task_2_threads'), 1)} "
             f"| {_num(row.get('two_tasks_1_thread'), 1)} | {row['pipeline']['seconds_to_first_step']:.0f} s / "
-            f"{row['plain']['seconds_to_first_step']:.0f} s |")
+            f"{row['plain']['seconds_to_first_step']:.0f} s |"
+        )
     worst = min(r["ratio"] for r in tp["sizes"].values())
-    lines += ["", f"Target ratio ≥ 0.90: {'met' if worst >= 0.90 else 'missed'} (worst size {worst:.3f}). "
-              f"{tp['images']} real pneumonia training images, {tp['epochs']} epochs, steady state = median epoch "
-              "after the first; the pipeline reads files through tf.data with every callback on, the plain fit "
-              "gets the same images as in-memory tensors."]
+    lines += [
+        "",
+        f"Target ratio ≥ 0.90: {'met' if worst >= 0.90 else 'missed'} (worst size {worst:.3f}). "
+        f"{tp['images']} real pneumonia training images, {tp['epochs']} epochs, steady state = median epoch "
+        "after the first; the pipeline reads files through tf.data with every callback on, the plain fit "
+        "gets the same images as in-memory tensors.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -168,8 +195,11 @@ def _rate(row: dict[str, Any] | None, digits: int = 1) -> str:
     """img/s with the min-max of its steady epochs."""
     if not row:
         return "–"
-    return (f"{row['images_per_second']:.{digits}f} ({row['min']:.{digits}f}–{row['max']:.{digits}f})"
-            if row.get("min") is not None else f"{row['images_per_second']:.{digits}f}")
+    return (
+        f"{row['images_per_second']:.{digits}f} ({row['min']:.{digits}f}–{row['max']:.{digits}f})"
+        if row.get("min") is not None
+        else f"{row['images_per_second']:.{digits}f}"
+    )
 
 
 def _share(value: float | None) -> str:
@@ -180,17 +210,21 @@ def ceiling_lines(peak: dict[str, Any] | None) -> str:
     if not peak:
         return _missing("peak")
     p = peak["peak"]
-    flops = ", ".join(f"{size} px {f / 1e9:.2f}" for size, f in sorted(peak["training_flops_per_image"].items(),
-                                                                      key=lambda kv: int(kv[0])))
-    return (f"Ceiling (`bench/peak.py`): matmul peak {p['float32']['gflops']:.0f} GFLOP/s in float32 and "
-            f"{p['bfloat16']['gflops']:.0f} GFLOP/s in bfloat16 ({p['float32']['matrix']}² matrices, all threads). "
-            f"DenseNet121 training GFLOP per image ({peak['training_factor']:.0f} × the forward pass that "
-            f"TensorFlow's cost model counts): {flops}. \"share of peak\" below is img/s × GFLOP per image ÷ the "
-            "float32 peak.\n")
+    flops = ", ".join(
+        f"{size} px {f / 1e9:.2f}"
+        for size, f in sorted(peak["training_flops_per_image"].items(), key=lambda kv: int(kv[0]))
+    )
+    return (
+        f"Ceiling (`bench/peak.py`): matmul peak {p['float32']['gflops']:.0f} GFLOP/s in float32 and "
+        f"{p['bfloat16']['gflops']:.0f} GFLOP/s in bfloat16 ({p['float32']['matrix']}² matrices, all threads). "
+        f"DenseNet121 training GFLOP per image ({peak['training_factor']:.0f} × the forward pass that "
+        f'TensorFlow\'s cost model counts): {flops}. "share of peak" below is img/s × GFLOP per image ÷ the '
+        "float32 peak.\n"
+    )
 
 
 def _peak_share(rate: float, size: Any, peak: dict[str, Any] | None) -> float | None:
-    """Training FLOP/s at `rate` img/s as a share of the float32 matmul peak in peak.json (read now, not at run time)."""
+    """Training FLOP/s at `rate` img/s as a share of the float32 matmul peak in peak.json (read now, not at run)."""
     per_image = ((peak or {}).get("training_flops_per_image") or {}).get(str(size))
     top = ((peak or {}).get("peak") or {}).get("float32", {}).get("gflops")
     return rate * per_image / (top * 1e9) if per_image and top else None
@@ -200,92 +234,139 @@ def throughput_tables(tp: dict[str, Any], peak: dict[str, Any] | None = None) ->
     """Pipeline against plain, precisions side by side, threads: all from one train_throughput.json."""
     sizes = sorted(tp["sizes"].items(), key=lambda kv: int(kv[0]))
     main = [(s, r) for s, r in sizes if "pipeline" in r]
-    lines = ["| size | decode + resize img/s | pipeline img/s (min–max) | plain `model.fit` img/s (min–max) | ratio "
-             "| share of FP32 peak (plain) | pipeline first step |", "|--:|--:|--:|--:|--:|--:|--:|"]
+    lines = [
+        "| size | decode + resize img/s | pipeline img/s (min–max) | plain `model.fit` img/s (min–max) | ratio "
+        "| share of FP32 peak (plain) | pipeline first step |",
+        "|--:|--:|--:|--:|--:|--:|--:|",
+    ]
     for size, r in main:
         pipe, plain = r["pipeline"]["float32"], r["plain"]["float32"]
-        lines.append(f"| {size} px | {r['decode']['images_per_second']:.0f} | {_rate(pipe)} | {_rate(plain)} "
-                     f"| **{r['ratio']:.3f}** (± {r['ratio_noise']:.2f}) "
-                     f"| {_share(_peak_share(plain['images_per_second'], size, peak))} "
-                     f"| {_num(pipe.get('seconds_to_first_step'), 0)} s |")
+        lines.append(
+            f"| {size} px | {r['decode']['images_per_second']:.0f} | {_rate(pipe)} | {_rate(plain)} "
+            f"| **{r['ratio']:.3f}** (± {r['ratio_noise']:.2f}) "
+            f"| {_share(_peak_share(plain['images_per_second'], size, peak))} "
+            f"| {_num(pipe.get('seconds_to_first_step'), 0)} s |"
+        )
     if main:
         worst = min(r["ratio"] for _, r in main)
         noisy = [s for s, r in main if r["ratio_noise"] > abs(r["ratio"] - 0.95)]
         verdict = "met" if worst >= 0.95 else "missed"
         if noisy:
             verdict += f" as measured, but the noise exceeds the margin at {', '.join(f'{s} px' for s in noisy)}"
-        lines += ["", f"Target pipeline / plain ≥ 0.95 at every size: {verdict} "
-                  f"(worst {worst:.3f}). Both in float32 with TensorFlow's default threads. The pipeline is "
-                  "`medcore.training.train_model` reading files through tf.data with every callback (checkpoints "
-                  "included); plain is `model.fit` on the same images as in-memory tensors. ± is the larger "
-                  "relative min–max spread of the two sides' steady epochs.", ""]
+        lines += [
+            "",
+            f"Target pipeline / plain ≥ 0.95 at every size: {verdict} "
+            f"(worst {worst:.3f}). Both in float32 with TensorFlow's default threads. The pipeline is "
+            "`medcore.training.train_model` reading files through tf.data with every callback (checkpoints "
+            "included); plain is `model.fit` on the same images as in-memory tensors. ± is the larger "
+            "relative min–max spread of the two sides' steady epochs.",
+            "",
+        ]
         variants = list(dict.fromkeys(v for _, r in main for v in r["plain"]))
-        lines += ["Precision, plain fit, every variant's model traced first and then taking turns one epoch each "
-                  "(img/s, min–max, × float32 of the same round):", "",
-                  "| size | " + " | ".join(f"`{v}`" for v in variants) + " |",
-                  "|--:|" + "--:|" * len(variants)]
+        lines += [
+            "Precision, plain fit, every variant's model traced first and then taking turns one epoch each "
+            "(img/s, min–max, × float32 of the same round):",
+            "",
+            "| size | " + " | ".join(f"`{v}`" for v in variants) + " |",
+            "|--:|" + "--:|" * len(variants),
+        ]
         for size, r in main:
             base = r["plain"]["float32"]["images_per_second"]
-            cells = [f"{_rate(r['plain'][v])} ×{r['plain'][v]['images_per_second'] / base:.2f}"
-                     if v in r["plain"] else "–" for v in variants]
+            cells = [
+                f"{_rate(r['plain'][v])} ×{r['plain'][v]['images_per_second'] / base:.2f}" if v in r["plain"] else "–"
+                for v in variants
+            ]
             lines.append(f"| {size} px | " + " | ".join(cells) + " |")
         extra = [(size, name, row) for size, r in main for name, row in r["pipeline"].items() if name != "float32"]
         if extra:
-            lines += ["", "The pipeline in another precision against today's pipeline (float32), same run, one after "
-                      "the other (not interleaved, so a change of load between them shows up here):", ""]
+            lines += [
+                "",
+                "The pipeline in another precision against today's pipeline (float32), same run, one after "
+                "the other (not interleaved, so a change of load between them shows up here):",
+                "",
+            ]
             for size, name, row in extra:
                 base = tp["sizes"][size]["pipeline"]["float32"]["images_per_second"]
-                lines.append(f"- {size} px: `{name}` {_rate(row)} img/s against {base:.1f}: "
-                             f"**×{row['images_per_second'] / base:.2f}**")
+                lines.append(
+                    f"- {size} px: `{name}` {_rate(row)} img/s against {base:.1f}: "
+                    f"**×{row['images_per_second'] / base:.2f}**"
+                )
     grids = [(s, r["threads"]) for s, r in sizes if r.get("threads")]
     if grids:
         labels = list(grids[0][1])
-        lines += ["", "Threads (plain float32 fit in subprocesses run one after another; two tasks = their summed img/s):",
-                  "", "| size | " + " | ".join(labels) + " |", "|--:|" + "--:|" * len(labels)]
+        lines += [
+            "",
+            "Threads (plain float32 fit in subprocesses run one after another; two tasks = their summed img/s):",
+            "",
+            "| size | " + " | ".join(labels) + " |",
+            "|--:|" + "--:|" * len(labels),
+        ]
         for size, grid in grids:
-            lines.append(f"| {size} px | " + " | ".join(_num(grid[l]["images_per_second"], 1) if l in grid else "–"
-                                                      for l in labels) + " |")
+            lines.append(
+                f"| {size} px | "
+                + " | ".join(_num(grid[label]["images_per_second"], 1) if label in grid else "–" for label in labels)
+                + " |"
+            )
     load = tp.get("load_before"), tp.get("load_after")
     if all(load):
-        lines += ["", f"Load average (1/5/15 min) before {'/'.join(f'{v:.1f}' for v in load[0])}, after "
-                  f"{'/'.join(f'{v:.1f}' for v in load[1])}; {tp['rounds']} steady epochs per variant."]
+        lines += [
+            "",
+            f"Load average (1/5/15 min) before {'/'.join(f'{v:.1f}' for v in load[0])}, after "
+            f"{'/'.join(f'{v:.1f}' for v in load[1])}; {tp['rounds']} steady epochs per variant.",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def precision_profile_table(prof: dict[str, Any]) -> str:
     from bench.precision_profile import CATEGORIES
 
-    lines = [f"One training step at {prof['size']} px, batch {prof['batch']}, {prof['steps']} steps under "
-             "TensorFlow's profiler with `ONEDNN_VERBOSE=1` (`bench/precision_profile.py`); op time by kind as a "
-             "share of all op time:", "",
-             "| variant | img/s (profiled) | oneDNN ISA | " + " | ".join(CATEGORIES) + " |",
-             "|---|--:|---|" + "--:|" * len(CATEGORIES)]
+    lines = [
+        f"One training step at {prof['size']} px, batch {prof['batch']}, {prof['steps']} steps under "
+        "TensorFlow's profiler with `ONEDNN_VERBOSE=1` (`bench/precision_profile.py`); op time by kind as a "
+        "share of all op time:",
+        "",
+        "| variant | img/s (profiled) | oneDNN ISA | " + " | ".join(CATEGORIES) + " |",
+        "|---|--:|---|" + "--:|" * len(CATEGORIES),
+    ]
     for name, row in prof["variants"].items():
         cats = row.get("ms_by_category") or {}
         total = sum(cats.values()) or 1
-        lines.append(f"| `{name}` | {row['images_per_second']:.1f} | {', '.join(row['onednn']['isas']) or '–'} | "
-                     + " | ".join(f"{cats.get(c, 0) / total:.0%}" for c in CATEGORIES) + " |")
+        lines.append(
+            f"| `{name}` | {row['images_per_second']:.1f} | {', '.join(row['onednn']['isas']) or '–'} | "
+            + " | ".join(f"{cats.get(c, 0) / total:.0%}" for c in CATEGORIES)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def stages_table(stages: dict[str, Any] | None, validate: dict[str, Any] | None) -> str:
     lines = []
     if stages:
-        lines += ["| size | inference img/s (`predict_files`) | Grad-CAM img/s | Grad-CAM first call |",
-                  "|--:|--:|--:|--:|"]
+        lines += [
+            "| size | inference img/s (`predict_files`) | Grad-CAM img/s | Grad-CAM first call |",
+            "|--:|--:|--:|--:|",
+        ]
         for size, row in sorted(stages["sizes"].items(), key=lambda kv: int(kv[0])):
-            lines.append(f"| {size} px | {row['inference_images_per_second']:.1f} | {row['gradcam_images_per_second']:.1f} "
-                         f"| {row['gradcam_first_call_seconds']:.1f} s ({row['gradcam_images']} images) |")
-        lines += ["", f"Inference on {stages['inference_source']} (decode and resize included); Grad-CAM on layer "
-                  "`relu` in batches of 32.", ""]
+            lines.append(
+                f"| {size} px | {row['inference_images_per_second']:.1f} | {row['gradcam_images_per_second']:.1f} "
+                f"| {row['gradcam_first_call_seconds']:.1f} s ({row['gradcam_images']} images) |"
+            )
+        lines += [
+            "",
+            f"Inference on {stages['inference_source']} (decode and resize included); Grad-CAM on layer "
+            "`relu` in batches of 32.",
+            "",
+        ]
     else:
         lines.append(_missing("stages_speed"))
     if validate:
         full = validate["full"]
-        lines.append(f"Validation ({validate['condition']}, {full['images']} images, one decode pass): "
-                     f"{validate['images_per_second']:.0f} img/s on {validate['cpus']} CPUs, peak RSS "
-                     f"{full['peak_mb']:.0f} MB; a half-size copy peaks at {validate['half']['peak_mb']:.0f} MB "
-                     f"(ratio {validate['peak_rss_ratio']:.2f}: memory does not grow with the set).")
+        lines.append(
+            f"Validation ({validate['condition']}, {full['images']} images, one decode pass): "
+            f"{validate['images_per_second']:.0f} img/s on {validate['cpus']} CPUs, peak RSS "
+            f"{full['peak_mb']:.0f} MB; a half-size copy peaks at {validate['half']['peak_mb']:.0f} MB "
+            f"(ratio {validate['peak_rss_ratio']:.2f}: memory does not grow with the set)."
+        )
     else:
         lines.append(_missing("validate_speed"))
     return "\n".join(lines) + "\n"
@@ -294,13 +375,17 @@ def stages_table(stages: dict[str, Any] | None, validate: dict[str, Any] | None)
 def overhead_table(overhead: dict[str, Any]) -> str:
     lines = ["| how the same run was executed | wall | ratio to `medcore run` | CPU busy |", "|---|--:|--:|--:|"]
     base = overhead["modes"]["medcore_run"]["wall_seconds"]
-    for name, label in (("medcore_run", "`medcore run` (one process, serial)"),
-                        ("dags_test", "`airflow dags test` (embedded Airflow, serial)"),
-                        ("scheduler", "DAG run under the scheduler (LocalExecutor, SQLite)")):
+    for name, label in (
+        ("medcore_run", "`medcore run` (one process, serial)"),
+        ("dags_test", "`airflow dags test` (embedded Airflow, serial)"),
+        ("scheduler", "DAG run under the scheduler (LocalExecutor, SQLite)"),
+    ):
         mode = overhead["modes"].get(name)
         if mode:
-            lines.append(f"| {label} | {mode['wall_seconds']:.0f} s | **{mode['wall_seconds'] / base:.2f}** "
-                         f"| {mode['cpu_busy']:.0%} |")
+            lines.append(
+                f"| {label} | {mode['wall_seconds']:.0f} s | **{mode['wall_seconds'] / base:.2f}** "
+                f"| {mode['cpu_busy']:.0%} |"
+            )
     lines += ["", f"Workload: {overhead['workload']}. Target ratio ≤ 1.10."]
     return "\n".join(lines) + "\n"
 
@@ -311,24 +396,35 @@ def pretraining_summary(record: dict[str, Any]) -> str:
     val = sum(c.get("val", 0) for c in images.values())
     dropped = sum(record.get("test_lookalikes_dropped", {}).values())
     scores = ", ".join(f"{c} {a:.3f}" for c, a in (record.get("val_auc") or {}).items())
-    return (f"The backbone (`medcore pretrain --profile {record['profile']}`, {record['image_size']} px) learnt from "
-            f"{train:,} train images of {len(record['conditions'])} conditions, picking its best epoch "
-            f"({record['best_epoch']} of {record['epochs']}) on {val:,} val images by mean per-condition val AUC"
-            f"{f' ({scores})' if scores else ''}. It took {record['wall_seconds'] / 60:.1f} min at "
-            f"{_num(record.get('images_per_second'), 1)} img/s on {record['threads'].get('intra_op') or 'all'} "
-            "threads. No test image of any condition was read, and "
-            + (f"{dropped} train/val images that were near duplicates of a test image were left out."
-               if dropped else "no train/val image was a near duplicate of any condition's test image."))
+    return (
+        f"The backbone (`medcore pretrain --profile {record['profile']}`, {record['image_size']} px) learnt from "
+        f"{train:,} train images of {len(record['conditions'])} conditions, picking its best epoch "
+        f"({record['best_epoch']} of {record['epochs']}) on {val:,} val images by mean per-condition val AUC"
+        f"{f' ({scores})' if scores else ''}. It took {record['wall_seconds'] / 60:.1f} min at "
+        f"{_num(record.get('images_per_second'), 1)} img/s on {record['threads'].get('intra_op') or 'all'} "
+        "threads. No test image of any condition was read, and "
+        + (
+            f"{dropped} train/val images that were near duplicates of a test image were left out."
+            if dropped
+            else "no train/val image was a near duplicate of any condition's test image."
+        )
+    )
 
 
 def shared_backbone_table(scratch: dict[str, Any] | None, shared: dict[str, Any]) -> str:
-    before = {(m["condition"], m["profile"]): m["test"]["roc_auc"] for m in (scratch or {}).get("models", [])
-              if m["status"] == "succeeded"}
+    before = {
+        (m["condition"], m["profile"]): m["test"]["roc_auc"]
+        for m in (scratch or {}).get("models", [])
+        if m["status"] == "succeeded"
+    }
     lines = []
     if shared.get("shared_backbone"):
         lines += [pretraining_summary(shared["shared_backbone"]), ""]
-    lines += ["| condition | profile | from scratch (table 1) | shared backbone: test AUC (95 % CI) | change "
-              "| epochs | train min | target |", "|---|---|--:|---|--:|--:|--:|---|"]
+    lines += [
+        "| condition | profile | from scratch (table 1) | shared backbone: test AUC (95 % CI) | change "
+        "| epochs | train min | target |",
+        "|---|---|--:|---|--:|--:|--:|---|",
+    ]
     for m in shared["models"]:
         t, iv, tr = m["test"], m["intervals"], m["training"]
         old = before.get((m["condition"], m["profile"]))
@@ -336,36 +432,51 @@ def shared_backbone_table(scratch: dict[str, Any] | None, shared: dict[str, Any]
             lines.append(f"| {m['condition']} | {m['profile']} | {_num(old)} | {m['status']} | | | | |")
             continue
         change = "–" if old is None or t["roc_auc"] is None else f"{t['roc_auc'] - old:+.3f}"
-        lines.append(f"| {m['condition']} | {m['profile']} | {_num(old)} | "
-                     f"{_with_interval(t['roc_auc'], iv.get('roc_auc'))} | {change} | "
-                     f"{tr['epochs_run']}/{tr['epochs_planned']} | {_num((tr['wall_seconds'] or 0) / 60, 1)} | "
-                     f"{_target_verdict(m['condition'], t['roc_auc'], iv.get('roc_auc'))} |")
+        lines.append(
+            f"| {m['condition']} | {m['profile']} | {_num(old)} | "
+            f"{_with_interval(t['roc_auc'], iv.get('roc_auc'))} | {change} | "
+            f"{tr['epochs_run']}/{tr['epochs_planned']} | {_num((tr['wall_seconds'] or 0) / 60, 1)} | "
+            f"{_target_verdict(m['condition'], t['roc_auc'], iv.get('roc_auc'))} |"
+        )
     run = shared["run"]
     done = sum(m["status"] == "succeeded" for m in shared["models"])
-    lines += ["", f"The night itself (`{shared['config']}`, same DAG under the scheduler): {done}/{len(shared['models'])} "
-              f"models in {run['wall_seconds'] / 60:.1f} min wall, CPU busy {run['cpu_busy']:.0%}."]
+    lines += [
+        "",
+        f"The night itself (`{shared['config']}`, same DAG under the scheduler): {done}/{len(shared['models'])} "
+        f"models in {run['wall_seconds'] / 60:.1f} min wall, CPU busy {run['cpu_busy']:.0%}.",
+    ]
     rows = shared.get("ensembles") or []
     if rows:
-        lines += ["", "Ensembles of the two profiles (mean logit, as above): " + "; ".join(
-            f"{r['condition']} {_with_interval(r['roc_auc'], r['interval'])}" for r in rows) + "."]
+        lines += [
+            "",
+            "Ensembles of the two profiles (mean logit, as above): "
+            + "; ".join(f"{r['condition']} {_with_interval(r['roc_auc'], r['interval'])}" for r in rows)
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def nights_table(nights: dict[str, Any]) -> str:
     """Four nights per policy: cost, plan, decision and champion per night; then the targets, judged on the figures."""
     policies = nights["policies"]
-    scale = "the full sets" if nights["fraction"] >= 1.0 else \
-        f"a keyed-hash {nights['fraction']:.0%} of each set's patients (reduced scale)"
+    scale = (
+        "the full sets"
+        if nights["fraction"] >= 1.0
+        else f"a keyed-hash {nights['fraction']:.0%} of each set's patients (reduced scale)"
+    )
     epochs = f"{nights['epochs']} epochs per model" if nights.get("epochs") else "each profile's epochs"
-    lines = [f"Run: `{nights['command']}` on {scale}: {', '.join(nights['conditions'])} × "
-             f"{', '.join(nights['profiles'])}, {epochs} (a warm start trains {nights['continue_epochs']:.0%} of "
-             f"them), train images arriving in steps of {', '.join(f'{s:.0%}' for s in nights['steps'])}; val and "
-             "test fixed (the locked test split). Each night runs `medcore run`; CPU minutes are the night "
-             "process's own (user + system), so they compare the policies fairly; wall time also counts waiting for "
-             "cores other jobs (or the other policy, when run side by side) held.", "",
-             "| policy | night | condition | train / val / test images | wall min | CPU min | plan | decision | "
-             "challenger test AUC (95 % CI) | champion test AUC before → after | images moved (last night / full split) |",
-             "|---|--:|---|---|--:|--:|---|---|---|---|---|"]
+    lines = [
+        f"Run: `{nights['command']}` on {scale}: {', '.join(nights['conditions'])} × "
+        f"{', '.join(nights['profiles'])}, {epochs} (a warm start trains {nights['continue_epochs']:.0%} of "
+        f"them), train images arriving in steps of {', '.join(f'{s:.0%}' for s in nights['steps'])}; val and "
+        "test fixed (the locked test split). Each night runs `medcore run`; CPU minutes are the night "
+        "process's own (user + system), so they compare the policies fairly; wall time also counts waiting for "
+        "cores other jobs (or the other policy, when run side by side) held.",
+        "",
+        "| policy | night | condition | train / val / test images | wall min | CPU min | plan | decision | "
+        "challenger test AUC (95 % CI) | champion test AUC before → after | images moved (last night / full split) |",
+        "|---|--:|---|---|--:|--:|---|---|---|---|---|",
+    ]
     for policy, record in policies.items():
         for night in record["nights"]:
             for condition, c in night["conditions"].items():
@@ -376,52 +487,99 @@ def nights_table(nights: dict[str, Any]) -> str:
                     f"{images['test']} | {night['wall_seconds'] / 60:.1f} | {night['cpu_minutes']:.1f} | {c['mode']} | "
                     f"{c['decision']} | {_with_interval(c['challenger_test_auc'], chosen.get('test_interval'))} | "
                     f"{_num(c['champion_before_test_auc'])} → {_num(c['champion_after_test_auc'])} | "
-                    f"{c['moved_since_last_night']} / {c['moved_since_full_split']} |")
-    lines += ["", "| policy | CPU min, all nights | wall min, all nights | final champion test AUC |", "|---|--:|--:|---|"]
+                    f"{c['moved_since_last_night']} / {c['moved_since_full_split']} |"
+                )
+    lines += [
+        "",
+        "| policy | CPU min, all nights | wall min, all nights | final champion test AUC |",
+        "|---|--:|--:|---|",
+    ]
     for policy, record in policies.items():
         last = record["nights"][-1]["conditions"]
         finals = ", ".join(f"{c} {_num(r['champion_after_test_auc'])}" for c, r in last.items())
         lines.append(f"| {policy} | {record['cpu_minutes']:.1f} | {record['wall_minutes']:.1f} | {finals} |")
     lines.append("")
-    moved = [c["moved_since_last_night"] or 0 for r in policies.values() for n in r["nights"]
-             for c in n["conditions"].values()] + [c["moved_since_full_split"] or 0 for r in policies.values()
-                                                   for n in r["nights"] for c in n["conditions"].values()]
-    deltas = [c["paired_selection_delta"] for r in policies.values() for n in r["nights"]
-              for c in n["conditions"].values() if c["decision"] == "promoted" and c["paired_selection_delta"] is not None]
-    verdicts = [f"no image changed split: {'met' if not any(moved) else f'missed ({sum(moved)} moves)'}",
-                "no promotion lowered the champion's selection AUC by more than the margin "
-                f"({nights['margin']:.2f}): " + ("met" if all(d >= -nights["margin"] for d in deltas) else "missed")
-                + (f" (worst paired difference {min(deltas):+.3f})" if deltas else " (no promotion over a champion)")]
+    moved = [
+        c["moved_since_last_night"] or 0
+        for r in policies.values()
+        for n in r["nights"]
+        for c in n["conditions"].values()
+    ] + [
+        c["moved_since_full_split"] or 0
+        for r in policies.values()
+        for n in r["nights"]
+        for c in n["conditions"].values()
+    ]
+    deltas = [
+        c["paired_selection_delta"]
+        for r in policies.values()
+        for n in r["nights"]
+        for c in n["conditions"].values()
+        if c["decision"] == "promoted" and c["paired_selection_delta"] is not None
+    ]
+    verdicts = [
+        f"no image changed split: {'met' if not any(moved) else f'missed ({sum(moved)} moves)'}",
+        "no promotion lowered the champion's selection AUC by more than the margin "
+        f"({nights['margin']:.2f}): "
+        + ("met" if all(d >= -nights["margin"] for d in deltas) else "missed")
+        + (f" (worst paired difference {min(deltas):+.3f})" if deltas else " (no promotion over a champion)"),
+    ]
     if {"retrain", "continue"} <= set(policies):
         cheap = policies["continue"]["cpu_minutes"] <= policies["retrain"]["cpu_minutes"] / 2
         ratio = policies["continue"]["cpu_minutes"] / policies["retrain"]["cpu_minutes"]
-        verdicts.append(f"continue used {ratio:.2f}× retrain's CPU minutes (target ≤ 0.5): {'met' if cheap else 'missed'}")
+        verdicts.append(
+            f"continue used {ratio:.2f}× retrain's CPU minutes (target ≤ 0.5): {'met' if cheap else 'missed'}"
+        )
         finals = {p: policies[p]["nights"][-1]["conditions"] for p in ("retrain", "continue")}
         for condition in finals["retrain"]:
-            a, b = finals["continue"][condition]["champion_after_test_auc"], finals["retrain"][condition]["champion_after_test_auc"]
+            a, b = (
+                finals["continue"][condition]["champion_after_test_auc"],
+                finals["retrain"][condition]["champion_after_test_auc"],
+            )
             if a is not None and b is not None:
-                verdicts.append(f"{condition}: continue's final champion {a:.3f} vs retrain's {b:.3f} "
-                                f"({'reached' if a >= b else 'below'})")
+                verdicts.append(
+                    f"{condition}: continue's final champion {a:.3f} vs retrain's {b:.3f} "
+                    f"({'reached' if a >= b else 'below'})"
+                )
     lines += [f"- {v}" for v in verdicts]
     return "\n".join(lines) + "\n"
 
 
 def render(results: Path) -> str:
     loaded = {name: _load(results, name) for name in MAKES}
-    stamp = next((r for r in (loaded["nightly"], loaded["train_throughput"], loaded["overhead"],
-                              loaded["stages_speed"], loaded["validate_speed"]) if r), None)
-    out = ["# Benchmarks", "",
-           "Generated by `bench/report.py` from the raw results in `bench/results/*.json` (`make bench` measures "
-           "and regenerates; `make bench-report` only regenerates). Every figure below was measured on the "
-           "machine named here; this machine is shared and noisy, so compare ratios taken in one run rather "
-           "than absolute speeds across runs.", ""]
+    stamp = next(
+        (
+            r
+            for r in (
+                loaded["nightly"],
+                loaded["train_throughput"],
+                loaded["overhead"],
+                loaded["stages_speed"],
+                loaded["validate_speed"],
+            )
+            if r
+        ),
+        None,
+    )
+    out = [
+        "# Benchmarks",
+        "",
+        "Generated by `bench/report.py` from the raw results in `bench/results/*.json` (`make bench` measures "
+        "and regenerates; `make bench-report` only regenerates). Every figure below was measured on the "
+        "machine named here; this machine is shared and noisy, so compare ratios taken in one run rather "
+        "than absolute speeds across runs.",
+        "",
+    ]
     if stamp:
         m, v = stamp["machine"], stamp["versions"]
-        out += [f"- **Machine**: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; flags: "
-                f"{', '.join(m['flags']) or 'none of note'}; {m['os']}, Python {m['python']}",
-                "- **Versions**: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-                "- **Measured**: " + ", ".join(f"{name} {r['machine']['date'][:16].replace('T', ' ')} UTC"
-                                                for name, r in loaded.items() if r), ""]
+        out += [
+            f"- **Machine**: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; flags: "
+            f"{', '.join(m['flags']) or 'none of note'}; {m['os']}, Python {m['python']}",
+            "- **Versions**: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+            "- **Measured**: "
+            + ", ".join(f"{name} {r['machine']['date'][:16].replace('T', ' ')} UTC" for name, r in loaded.items() if r),
+            "",
+        ]
     out += ["## 1. Accuracy per condition and profile (real sets)", ""]
     out.append(accuracy_table(loaded["nightly"]) if loaded["nightly"] else _missing("nightly"))
     if loaded["nightly"] and loaded["nightly"].get("ensembles"):
@@ -433,8 +591,11 @@ def render(results: Path) -> str:
     else:
         out.append(throughput_table(tp) if tp else _missing("train_throughput"))
     out += ["### Where a training step spends its time", ""]
-    out.append(precision_profile_table(loaded["precision_profile"]) if loaded["precision_profile"]
-               else _missing("precision_profile"))
+    out.append(
+        precision_profile_table(loaded["precision_profile"])
+        if loaded["precision_profile"]
+        else _missing("precision_profile")
+    )
     out += ["### Inference, Grad-CAM and validation", ""]
     out.append(stages_table(loaded["stages_speed"], loaded["validate_speed"]))
     out += ["## 3. Orchestration overhead", ""]
@@ -442,8 +603,11 @@ def render(results: Path) -> str:
     out += ["## 4. The whole nightly run", ""]
     out.append(nightly_table(loaded["nightly"]) if loaded["nightly"] else _missing("nightly"))
     out += ["## 5. In-domain pre-training: one shared backbone", ""]
-    out.append(shared_backbone_table(loaded["nightly"], loaded["nightly_shared"]) if loaded["nightly_shared"]
-               else _missing("nightly_shared"))
+    out.append(
+        shared_backbone_table(loaded["nightly"], loaded["nightly_shared"])
+        if loaded["nightly_shared"]
+        else _missing("nightly_shared")
+    )
     out += ["## 6. Nights that build on each other", ""]
     out.append(nights_table(loaded["nights"]) if loaded["nights"] else _missing("nights"))
     notes = ROOT / "bench" / "notes.md"

@@ -40,8 +40,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Train images per epoch at each size: enough steps (>= 3 batches of 32) for an epoch of several seconds.
 DEFAULT_IMAGES = {64: 512, 96: 384, 128: 256, 160: 192, 224: 128}
 # (label, intra-op, inter-op, processes): one task on both cores, or two tasks side by side.
-THREAD_GRID = (("1 task, intra 2 / inter 2", 2, 2, 1), ("1 task, intra 2 / inter 1", 2, 1, 1),
-               ("2 tasks, intra 1 / inter 1 each", 1, 1, 2), ("2 tasks, intra 1 / inter 2 each", 1, 2, 2))
+THREAD_GRID = (
+    ("1 task, intra 2 / inter 2", 2, 2, 1),
+    ("1 task, intra 2 / inter 1", 2, 1, 1),
+    ("2 tasks, intra 1 / inter 1 each", 1, 1, 2),
+    ("2 tasks, intra 1 / inter 2 each", 1, 2, 2),
+)
 
 
 def images_for(size: int, override: int | None) -> int:
@@ -52,8 +56,13 @@ def steady(seconds: list[float], images: int, skip: int = 1) -> dict:
     """Median images/s over the epochs after the first `skip`, with the min-max spread."""
     rates = [images / s for s in seconds[skip:]] or [images / s for s in seconds]
     median = statistics.median(rates)
-    return {"images_per_second": median, "min": min(rates), "max": max(rates), "epochs": len(rates),
-            "spread": (max(rates) - min(rates)) / median if median else None}
+    return {
+        "images_per_second": median,
+        "min": min(rates),
+        "max": max(rates),
+        "epochs": len(rates),
+        "spread": (max(rates) - min(rates)) / median if median else None,
+    }
 
 
 def _split(data_root: Path, images: int, size: int, tmp: Path):
@@ -73,7 +82,8 @@ def _split(data_root: Path, images: int, size: int, tmp: Path):
     config_path.write_text(
         f"extends: {ROOT / 'conditions.yaml'}\ndata_root: {data_root}\nruns_root: {tmp / 'runs'}\n"
         f"profiles:\n  bench: {{image_size: {size}, epochs: 3, patience: 99, batch_size: 32, execution: graph, "
-        "precision: float32}\n")
+        "precision: float32}\n"
+    )
     os.environ.pop("MEDCORE_DATA_ROOT", None)
     config = load_config(config_path)
     frame = validate_condition(config, config.conditions["pneumonia"]).manifest
@@ -136,21 +146,25 @@ def plain_variants(config, profile, split, variants: list[str], rounds: int) -> 
             keras.utils.set_random_seed(config.seed)
             model = build_model(profile, config.seed)
             # Traced while the mode applies (the oneDNN rewrite is applied when the step is first traced).
-            model.fit(x[:64], y[:64], batch_size=profile.batch_size, epochs=1, verbose=0,
-                      validation_data=(vx, vy))
-            model.fit(x[:64], y[:64], batch_size=profile.batch_size, epochs=1, verbose=0,
-                      validation_data=(vx, vy))
+            model.fit(x[:64], y[:64], batch_size=profile.batch_size, epochs=1, verbose=0, validation_data=(vx, vy))
+            model.fit(x[:64], y[:64], batch_size=profile.batch_size, epochs=1, verbose=0, validation_data=(vx, vy))
         models[name] = model
-        out[name] = {"mode": mode, "fused_batch_norm": fused, "trace_seconds": time.perf_counter() - start,
-                     "epoch_seconds": [], "images": len(x)}
+        out[name] = {
+            "mode": mode,
+            "fused_batch_norm": fused,
+            "trace_seconds": time.perf_counter() - start,
+            "epoch_seconds": [],
+            "images": len(x),
+        }
         print(f"  traced {name} in {out[name]['trace_seconds']:.0f}s", flush=True)
     for _ in range(rounds):
         for name, model in models.items():
             start = time.perf_counter()
             # Under its own settings again, in case Keras traces the step anew for the full-size epoch.
             with compute.precision_mode(out[name]["mode"]), compute.fused_batch_norm(out[name]["fused_batch_norm"]):
-                model.fit(x, y, batch_size=profile.batch_size, epochs=1, verbose=0, shuffle=True,
-                          validation_data=(vx, vy))
+                model.fit(
+                    x, y, batch_size=profile.batch_size, epochs=1, verbose=0, shuffle=True, validation_data=(vx, vy)
+                )
             out[name]["epoch_seconds"].append(time.perf_counter() - start)
     for name, row in out.items():
         row.update(steady(row["epoch_seconds"], len(x), skip=0))
@@ -169,9 +183,14 @@ def pipeline_fit(config, profile, split, epochs: int, tmp: Path, mode: str = "fl
     paths = RunLayout(tmp / "runs", f"bench{profile.image_size}-{mode}").model("pneumonia", profile.name)
     record = train_model(config, profile, split, paths, epochs=epochs)
     n = record["train_images"]
-    return {"mode": mode, "epoch_seconds": record["epoch_seconds"], "images": n,
-            "seconds_to_first_step": record["seconds_to_first_step"], "compute": record.get("compute"),
-            **steady(record["epoch_seconds"], n, skip=1)}
+    return {
+        "mode": mode,
+        "epoch_seconds": record["epoch_seconds"],
+        "images": n,
+        "seconds_to_first_step": record["seconds_to_first_step"],
+        "compute": record.get("compute"),
+        **steady(record["epoch_seconds"], n, skip=1),
+    }
 
 
 def _worker(args) -> None:
@@ -188,11 +207,29 @@ def _worker(args) -> None:
 
 def concurrent(args, size: int, intra: int, inter: int, processes: int, images: int) -> dict:
     """`processes` plain fits at once with the given pools; their summed steady images/s."""
-    command = [sys.executable, __file__, "--worker", "--intra", str(intra), "--inter", str(inter), "--size", str(size),
-               "--images", str(images), "--rounds", str(args.rounds), "--data-root", args.data_root,
-               "--mode", args.thread_mode] + (["--fused"] if args.thread_fused else [])
-    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-               for _ in range(processes)]
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--intra",
+        str(intra),
+        "--inter",
+        str(inter),
+        "--size",
+        str(size),
+        "--images",
+        str(images),
+        "--rounds",
+        str(args.rounds),
+        "--data-root",
+        args.data_root,
+        "--mode",
+        args.thread_mode,
+    ] + (["--fused"] if args.thread_fused else [])
+    workers = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for _ in range(processes)
+    ]
     rows = []
     for worker in workers:
         out, _ = worker.communicate(timeout=3600)
@@ -200,8 +237,13 @@ def concurrent(args, size: int, intra: int, inter: int, processes: int, images: 
         if not line:
             raise RuntimeError(f"worker failed: {out[-500:]}")
         rows.append(json.loads(line[0][6:]))
-    return {"intra_op": intra, "inter_op": inter, "processes": processes, "per_process": rows,
-            "images_per_second": sum(r["images_per_second"] for r in rows)}
+    return {
+        "intra_op": intra,
+        "inter_op": inter,
+        "processes": processes,
+        "per_process": rows,
+        "images_per_second": sum(r["images_per_second"] for r in rows),
+    }
 
 
 def merge(names: list[str], out: str) -> None:
@@ -210,11 +252,19 @@ def merge(names: list[str], out: str) -> None:
 
     parts = [json.loads((RESULTS / f"{name}.json").read_text()) for name in names]
     merged = {k: v for k, v in parts[0].items() if k not in ("benchmark", "machine", "versions", "sizes")}
-    merged["sizes"] = {size: {**row, "run": name} for name, part in zip(names, parts) for size, row in part["sizes"].items()}
+    merged["sizes"] = {
+        size: {**row, "run": name} for name, part in zip(names, parts) for size, row in part["sizes"].items()
+    }
     merged["load_before"], merged["load_after"] = parts[0]["load_before"], parts[-1]["load_after"]
-    merged["runs"] = {name: {"date": part["machine"]["date"], "load_before": part["load_before"],
-                             "load_after": part["load_after"], "wall_seconds": part.get("wall_seconds")}
-                      for name, part in zip(names, parts)}
+    merged["runs"] = {
+        name: {
+            "date": part["machine"]["date"],
+            "load_before": part["load_before"],
+            "load_after": part["load_after"],
+            "wall_seconds": part.get("wall_seconds"),
+        }
+        for name, part in zip(names, parts)
+    }
     print(f"merged into {write_result(out, merged)}")
 
 
@@ -225,18 +275,34 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="steady epochs per plain variant")
     parser.add_argument("--modes", nargs="+", default=["float32", "mixed_bfloat16", "onednn_amp"])
     parser.add_argument("--no-fused", action="store_true", help="skip the fused batch norm variants")
-    parser.add_argument("--variants", nargs="*", default=None, help="plain-fit variants to measure instead of "
-                        "--modes x fused (e.g. float32 mixed_bfloat16+fused_bn); float32 is always first")
-    parser.add_argument("--merge", nargs="*", default=None, help="only merge these results files (names under "
-                        "bench/results/) into --out, one size each")
-    parser.add_argument("--pipeline-modes", nargs="*", default=[], help="precisions to run the pipeline in "
-                        "besides float32 (e.g. the one `auto` picks)")
-    parser.add_argument("--pipeline-fused", action="store_true", help="run the extra pipeline modes with the "
-                        "fused batch norm")
+    parser.add_argument(
+        "--variants",
+        nargs="*",
+        default=None,
+        help="plain-fit variants to measure instead of "
+        "--modes x fused (e.g. float32 mixed_bfloat16+fused_bn); float32 is always first",
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="*",
+        default=None,
+        help="only merge these results files (names under bench/results/) into --out, one size each",
+    )
+    parser.add_argument(
+        "--pipeline-modes",
+        nargs="*",
+        default=[],
+        help="precisions to run the pipeline in besides float32 (e.g. the one `auto` picks)",
+    )
+    parser.add_argument(
+        "--pipeline-fused", action="store_true", help="run the extra pipeline modes with the fused batch norm"
+    )
     parser.add_argument("--thread-sizes", type=int, nargs="*", default=[64, 96])
     parser.add_argument("--thread-mode", default="float32")
     parser.add_argument("--thread-fused", action="store_true")
-    parser.add_argument("--data-root", default=os.environ.get("MEDCORE_DATA_ROOT", str(ROOT.parent / "shared" / "datasets")))
+    parser.add_argument(
+        "--data-root", default=os.environ.get("MEDCORE_DATA_ROOT", str(ROOT.parent / "shared" / "datasets"))
+    )
     parser.add_argument("--out", default="train_throughput", help="results file name under bench/results/")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--intra", type=int, default=0, help=argparse.SUPPRESS)
@@ -257,10 +323,16 @@ def main() -> None:
     modes = [m for m in args.modes if m == "float32" or compute.cpu_supports_bf16()]
     fused_options = [False] if args.no_fused else [False, True]
     variants = args.variants or [variant_name(m, f) for m in modes for f in fused_options]
-    variants = ["float32"] + [v for v in variants if v != "float32" and (v.startswith("float32")
-                                                                         or compute.cpu_supports_bf16())]
-    results: dict = {"rounds": args.rounds, "modes": modes, "load_before": os.getloadavg(), "sizes": {},
-                     "auto_precision": compute.choose_precision("auto")}
+    variants = ["float32"] + [
+        v for v in variants if v != "float32" and (v.startswith("float32") or compute.cpu_supports_bf16())
+    ]
+    results: dict = {
+        "rounds": args.rounds,
+        "modes": modes,
+        "load_before": os.getloadavg(),
+        "sizes": {},
+        "auto_precision": compute.choose_precision("auto"),
+    }
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for size in sorted(set(args.sizes) | set(args.thread_sizes)):
@@ -284,14 +356,23 @@ def main() -> None:
                     dtype = "bfloat16" if ("bfloat16" in name or "amp" in name) else "float32"
                     r["share_of_peak"] = share_of_peak(r["images_per_second"], size, peak, "float32")
                     r["share_of_own_peak"] = share_of_peak(r["images_per_second"], size, peak, dtype)
-                print(f"{size}px: pipeline {pipe['images_per_second']:.1f} img/s, plain {plain['images_per_second']:.1f}"
-                      f" img/s, ratio {row['ratio']:.3f} (noise {row['ratio_noise']:.2f})", flush=True)
+                print(
+                    f"{size}px: pipeline {pipe['images_per_second']:.1f} img/s, plain {plain['images_per_second']:.1f}"
+                    f" img/s, ratio {row['ratio']:.3f} (noise {row['ratio_noise']:.2f})",
+                    flush=True,
+                )
                 for name, r in row["plain"].items():
-                    print(f"{size}px: plain {name}: {r['images_per_second']:.1f} img/s ({r['min']:.1f}-{r['max']:.1f})"
-                          f", x{r['images_per_second'] / plain['images_per_second']:.2f} float32", flush=True)
+                    print(
+                        f"{size}px: plain {name}: {r['images_per_second']:.1f} img/s ({r['min']:.1f}-{r['max']:.1f})"
+                        f", x{r['images_per_second'] / plain['images_per_second']:.2f} float32",
+                        flush=True,
+                    )
                 for name, r in row["pipeline"].items():
-                    print(f"{size}px: pipeline {name}: {r['images_per_second']:.1f} img/s ({r['min']:.1f}-{r['max']:.1f})",
-                          flush=True)
+                    print(
+                        f"{size}px: pipeline {name}: {r['images_per_second']:.1f} img/s "
+                        f"({r['min']:.1f}-{r['max']:.1f})",
+                        flush=True,
+                    )
             if size in args.thread_sizes:
                 row["threads"] = {}
                 for label, intra, inter, processes in THREAD_GRID:

@@ -33,20 +33,30 @@ def _peak_rss_mb() -> float:
 def _child(condition_name: str, data_root: str, workers: int | None) -> None:
     """Validate once in this process and print one JSON line of figures."""
     os.environ["MEDCORE_DATA_ROOT"] = data_root
-    from medcore.config import load_config
-    from medcore.validation import validate_condition
-
     import cv2  # noqa: F401  (loaded before the baseline so the baseline is the libraries, not the data)
     import PIL.Image  # noqa: F401
     import sklearn.model_selection  # noqa: F401
+
+    from medcore.config import load_config
+    from medcore.validation import validate_condition
 
     config = load_config(CONFIG)
     baseline = _peak_rss_mb()
     start = time.perf_counter()
     result = validate_condition(config, config.conditions[condition_name], workers=workers)
     seconds = time.perf_counter() - start
-    print(json.dumps({"images": result.totals.get("listed", 0), "seconds": seconds, "ok": result.ok,
-                      "baseline_mb": baseline, "peak_mb": _peak_rss_mb(), "reason": result.reason}))
+    print(
+        json.dumps(
+            {
+                "images": result.totals.get("listed", 0),
+                "seconds": seconds,
+                "ok": result.ok,
+                "baseline_mb": baseline,
+                "peak_mb": _peak_rss_mb(),
+                "reason": result.reason,
+            }
+        )
+    )
 
 
 def _measure(condition_name: str, data_root: Path, workers: int | None) -> dict:
@@ -77,8 +87,9 @@ def _half_copy(condition_name: str, data_root: Path, out: Path) -> None:
         shutil.copyfile(source / relpath, target)
     if condition.layout == "csv":
         table = pd.read_csv(source / str(condition.manifest), dtype=str, keep_default_na=False)
-        table[table[condition.image_column].isin(set(kept))].to_csv(out / condition.dataset / str(condition.manifest),
-                                                                   index=False)
+        table[table[condition.image_column].isin(set(kept))].to_csv(
+            out / condition.dataset / str(condition.manifest), index=False
+        )
 
 
 def main() -> None:
@@ -97,22 +108,34 @@ def main() -> None:
         return
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     full = _measure(args.condition, data_root, args.workers)
-    print(f"{args.condition}: {full['images']} images in {full['seconds']:.1f} s = "
-          f"{full['images'] / full['seconds']:.0f} images/s on {cpus} CPUs; ok={full['ok']}")
+    print(
+        f"{args.condition}: {full['images']} images in {full['seconds']:.1f} s = "
+        f"{full['images'] / full['seconds']:.0f} images/s on {cpus} CPUs; ok={full['ok']}"
+    )
     print(f"  peak RSS {full['peak_mb']:.0f} MB (libraries alone {full['baseline_mb']:.0f} MB)")
     with tempfile.TemporaryDirectory(prefix="medcore-bench-") as tmp:
         _half_copy(args.condition, data_root, Path(tmp))
         half = _measure(args.condition, Path(tmp), args.workers)
-    print(f"half set: {half['images']} images in {half['seconds']:.1f} s, peak RSS {half['peak_mb']:.0f} MB "
-          f"(libraries alone {half['baseline_mb']:.0f} MB)")
+    print(
+        f"half set: {half['images']} images in {half['seconds']:.1f} s, peak RSS {half['peak_mb']:.0f} MB "
+        f"(libraries alone {half['baseline_mb']:.0f} MB)"
+    )
     growth_full, growth_half = full["peak_mb"] - full["baseline_mb"], half["peak_mb"] - half["baseline_mb"]
     print(f"  above the libraries: full {growth_full:.0f} MB, half {growth_half:.0f} MB")
     sys.path.insert(0, str(ROOT))
     from bench.common import write_result
 
-    write_result("validate_speed", {"condition": args.condition, "cpus": cpus, "full": full, "half": half,
-                                    "images_per_second": full["images"] / full["seconds"],
-                                    "peak_rss_ratio": full["peak_mb"] / half["peak_mb"]})
+    write_result(
+        "validate_speed",
+        {
+            "condition": args.condition,
+            "cpus": cpus,
+            "full": full,
+            "half": half,
+            "images_per_second": full["images"] / full["seconds"],
+            "peak_rss_ratio": full["peak_mb"] / half["peak_mb"],
+        },
+    )
     print(f"ratio={full['peak_mb'] / half['peak_mb']:.3f}")
 
 

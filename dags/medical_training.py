@@ -83,8 +83,9 @@ def _choice_list(kind: str, title: str, description: str) -> Param:
     names = _names(kind)
     items = {"type": "string", "enum": names} if names else {"type": "string"}
     extra = {"examples": names} if names else {}
-    return Param(None, type=["null", "array"], items=items, uniqueItems=True, title=title,
-                 description=description, **extra)
+    return Param(
+        None, type=["null", "array"], items=items, uniqueItems=True, title=title, description=description, **extra
+    )
 
 
 # Only checks the trigger form can show next to its field are in the schemas: the choices above. A bound
@@ -93,37 +94,61 @@ def _choice_list(kind: str, title: str, description: str) -> Param:
 PARAMS = {
     "conditions": _choice_list("conditions", "Conditions", "Conditions to train; none selected trains all of them."),
     "profiles": _choice_list("profiles", "Profiles", "Training profiles; none selected uses all of them."),
-    "epochs": Param(None, type=["null", "integer"], title="Epochs override",
-                    description=f"Train every model for this many epochs (1 to {MAX_EPOCHS}) instead of its "
-                                "profile's; empty keeps each profile's."),
-    "recipients": Param(None, type=["null", "array"], items={"type": "string"}, title="Report recipients",
-                        description="E-mail the report to these addresses, one per line; empty uses the "
-                                    "config's notify.recipients."),
-    "smtp_conn_id": Param(None, type=["null", "string"], title="SMTP connection",
-                          description="Airflow connection to send the report through; empty uses the config's."),
+    "epochs": Param(
+        None,
+        type=["null", "integer"],
+        title="Epochs override",
+        description=f"Train every model for this many epochs (1 to {MAX_EPOCHS}) instead of its "
+        "profile's; empty keeps each profile's.",
+    ),
+    "recipients": Param(
+        None,
+        type=["null", "array"],
+        items={"type": "string"},
+        title="Report recipients",
+        description="E-mail the report to these addresses, one per line; empty uses the config's notify.recipients.",
+    ),
+    "smtp_conn_id": Param(
+        None,
+        type=["null", "string"],
+        title="SMTP connection",
+        description="Airflow connection to send the report through; empty uses the config's.",
+    ),
 }
-COMMON = dict(
+COMMON = dict(  # noqa: C408 reads as the DAG(...) keyword arguments it is spread into
     max_active_runs=1,
     # Every task ends by its execution_timeout (sized from the config's `tasks` section), so a hung
     # night is retried and then reported instead of blocking the next one. MEDCORE_RETRY_DELAY_SECONDS: tests.
-    default_args={"retries": TASKS.retries, "retry_exponential_backoff": True,
-                  "retry_delay": timedelta(seconds=int(os.environ.get("MEDCORE_RETRY_DELAY_SECONDS")
-                                                       or TASKS.retry_delay_seconds)),
-                  "execution_timeout": _minutes(TASKS.report_minutes)},
+    default_args={
+        "retries": TASKS.retries,
+        "retry_exponential_backoff": True,
+        "retry_delay": timedelta(
+            seconds=int(os.environ.get("MEDCORE_RETRY_DELAY_SECONDS") or TASKS.retry_delay_seconds)
+        ),
+        "execution_timeout": _minutes(TASKS.report_minutes),
+    },
     params=PARAMS,
 )
 
 
 def training_pipeline() -> None:
     """The tasks and their wiring, shared by the nightly and the manual DAG."""
+
     @task(execution_timeout=_minutes(TASKS.report_minutes))
     def plan(params=None, run_id=None) -> list[dict]:
         """Expand the run parameters into one job per (condition, profile)."""
         from medcore.airflow_adapter import call_stage
         from medcore.pipeline import plan_run
 
-        return call_stage(plan_run, CONFIG, run_id, params["conditions"] or (), params["profiles"] or (),
-                          params["epochs"], params=dict(params))
+        return call_stage(
+            plan_run,
+            CONFIG,
+            run_id,
+            params["conditions"] or (),
+            params["profiles"] or (),
+            params["epochs"],
+            params=dict(params),
+        )
 
     @task(execution_timeout=_minutes(TASKS.validate_minutes))
     def validate(job: dict) -> dict:
@@ -159,9 +184,11 @@ def training_pipeline() -> None:
 
     def model_chain(slots: int):
         """The chain for profiles taking `slots` cores: its train task holds that many `training` pool slots."""
+
         @task_group(group_id=_chain_id(slots))
         def chain(job: dict):
             return gradcam(evaluate(train.override(pool_slots=slots)(validate(job))))
+
         return chain
 
     @task(retries=0, execution_timeout=_minutes(TASKS.report_minutes))
@@ -212,8 +239,9 @@ def training_pipeline() -> None:
     if slots == [1]:
         chains = [model_chain(1).expand(job=jobs)]
     else:
-        chains = [model_chain(n).expand(job=route.override(task_id=f"jobs_for_{n}_cores")(jobs, slots, n))
-                  for n in slots]
+        chains = [
+            model_chain(n).expand(job=route.override(task_id=f"jobs_for_{n}_cores")(jobs, slots, n)) for n in slots
+        ]
     promoted = promote(jobs)
     summary = report(jobs)
     sent = notify(jobs)
@@ -221,12 +249,23 @@ def training_pipeline() -> None:
     sent >> verdict(summary)
 
 
-
 # No start_date: NightlyCron's first run is the next slot after the schedule is enabled. catchup=False:
 # slots missed while it was off are never run (not even the latest, unlike Airflow's own cron timetables).
-dag(dag_id="medical_training", doc_md=__doc__, schedule=NightlyCron(SCHEDULE, timezone="UTC"), catchup=False,
-    tags=["medcore", "training", "nightly"], **COMMON)(training_pipeline)()
+dag(
+    dag_id="medical_training",
+    doc_md=__doc__,
+    schedule=NightlyCron(SCHEDULE, timezone="UTC"),
+    catchup=False,
+    tags=["medcore", "training", "nightly"],
+    **COMMON,
+)(training_pipeline)()
 # The same tasks without a schedule and enabled from the start: its Trigger runs now, and can never start
 # the nightly backlog, whatever the trigger dialog's "unpause" box says.
-dag(dag_id="medical_training_manual", doc_md=__doc__, schedule=None, is_paused_upon_creation=False,
-    tags=["medcore", "training", "manual"], **COMMON)(training_pipeline)()
+dag(
+    dag_id="medical_training_manual",
+    doc_md=__doc__,
+    schedule=None,
+    is_paused_upon_creation=False,
+    tags=["medcore", "training", "manual"],
+    **COMMON,
+)(training_pipeline)()

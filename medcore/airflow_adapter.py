@@ -57,8 +57,9 @@ class NightlyCron(CronTriggerTimetable):
     DAG processor was busy at that minute, and skipping the night for it would be worse.
     """
 
-    def __init__(self, cron: str, *, timezone: Any = "UTC", grace: dt.timedelta = dt.timedelta(minutes=5),
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, cron: str, *, timezone: Any = "UTC", grace: dt.timedelta = dt.timedelta(minutes=5), **kwargs: Any
+    ) -> None:
         super().__init__(cron, timezone=timezone, **kwargs)
         self._grace = grace
 
@@ -84,11 +85,13 @@ class NightlyCron(CronTriggerTimetable):
             return due
         return self._get_next(due)
 
-    def next_dagrun_info(self, *, last_automated_data_interval: DataInterval | None,
-                         restriction: TimeRestriction) -> DagRunInfo | None:
+    def next_dagrun_info(
+        self, *, last_automated_data_interval: DataInterval | None, restriction: TimeRestriction
+    ) -> DagRunInfo | None:
         if restriction.catchup:
-            return super().next_dagrun_info(last_automated_data_interval=last_automated_data_interval,
-                                            restriction=restriction)
+            return super().next_dagrun_info(
+                last_automated_data_interval=last_automated_data_interval, restriction=restriction
+            )
         import pendulum
 
         last = last_automated_data_interval.end if last_automated_data_interval else None

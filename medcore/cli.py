@@ -37,8 +37,10 @@ def _output_folder(out: Path, config) -> Path:
     for condition in config.conditions.values():
         dataset = config.dataset_dir(condition).resolve()
         if resolved == dataset or resolved.is_relative_to(dataset):
-            raise MedcoreError(f"{out}: inside the dataset folder of {condition.name} ({dataset}); "
-                               "validation never writes into data, pick a folder elsewhere")
+            raise MedcoreError(
+                f"{out}: inside the dataset folder of {condition.name} ({dataset}); "
+                "validation never writes into data, pick a folder elsewhere"
+            )
     return out
 
 
@@ -49,7 +51,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     if args.condition not in config.conditions:
-        raise MedcoreError(f"{config.path}: unknown condition {args.condition!r} (known: {', '.join(config.conditions)})")
+        raise MedcoreError(
+            f"{config.path}: unknown condition {args.condition!r} (known: {', '.join(config.conditions)})"
+        )
     out = _output_folder(Path(args.out), config)
     result = validate_condition(config, config.conditions[args.condition])
     try:
@@ -69,7 +73,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from medcore.pipeline import run_all
 
-    run_id = args.run_id or "cli__" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    run_id = args.run_id or "cli__" + dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     summary = run_all(args.config, run_id, args.condition or (), args.profile or (), args.epochs)
     for failure in summary["failures"]:
         print(f"FAILED {failure['condition']}/{failure['profile']} at {failure['stage']}: {failure['error']}")
@@ -89,13 +93,21 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise MedcoreError(f"--epochs must be at least 1, got {args.epochs}")
     registry = registry_of(config)
-    record = pretrain_backbone(config, config.profiles[args.profile], registry, epochs=args.epochs,
-                               conditions=args.condition, task_shares=args.task_shares)
+    record = pretrain_backbone(
+        config,
+        config.profiles[args.profile],
+        registry,
+        epochs=args.epochs,
+        conditions=args.condition,
+        task_shares=args.task_shares,
+    )
     for name, why in record["skipped"].items():
         print(f"SKIPPED {name}: {why}")
     shown = ", ".join(f"{c} {a:.3f}" for c, a in record["val_auc"].items()) or f"mean {record['val_mean_auc']:.3f}"
-    print(f"shared backbone from {len(record['conditions'])} conditions, best epoch {record['best_epoch']}/"
-          f"{record['epochs']} (val AUC {shown}) in {record['wall_seconds'] / 60:.1f} min")
+    print(
+        f"shared backbone from {len(record['conditions'])} conditions, best epoch {record['best_epoch']}/"
+        f"{record['epochs']} (val AUC {shown}) in {record['wall_seconds'] / 60:.1f} min"
+    )
     print(f"written to {record['model_path']}; profiles start from it with `weights: shared`")
     return 0
 
@@ -124,10 +136,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         threshold, source = contract_threshold(model_path)
     model = load_model(model_path)  # a file Keras cannot build a model from is a one-line MedcoreError
     # Calibrated and resized as in the report: the threshold in model.json is on the same scale.
-    probabilities = predict_files(model, files, args.batch_size, contract_temperature(model_path),
-                                  contract_resize(model_path))
-    table = pd.DataFrame({"path": [str(f) for f in files], "probability": probabilities,
-                          "predicted": (probabilities >= threshold).astype(int)})
+    probabilities = predict_files(
+        model, files, args.batch_size, contract_temperature(model_path), contract_resize(model_path)
+    )
+    table = pd.DataFrame(
+        {
+            "path": [str(f) for f in files],
+            "probability": probabilities,
+            "predicted": (probabilities >= threshold).astype(int),
+        }
+    )
     atomic_write_text(out, table.to_csv(index=False))
     print(source, file=sys.stderr)
     print(f"{len(table)} images scored, {int(table['predicted'].sum())} predicted positive; written to {out}")
@@ -166,8 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--profile", default="standard", help="image size, augmentation and rate to learn with")
     pretrain.add_argument("--condition", action="append", help="repeat to pick several (default: all)")
     pretrain.add_argument("--epochs", type=int, default=None, help="default: the profile's epochs")
-    pretrain.add_argument("--task-shares", choices=TASK_SHARES, default=TASK_SHARES[0],
-                          help="each condition's share of the loss: equal, or by its number of training images")
+    pretrain.add_argument(
+        "--task-shares",
+        choices=TASK_SHARES,
+        default=TASK_SHARES[0],
+        help="each condition's share of the loss: equal, or by its number of training images",
+    )
     pretrain.set_defaults(func=_cmd_pretrain)
 
     predict = commands.add_parser("predict", help="score new images with a trained model (path, probability, label)")
@@ -175,8 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--images", required=True, help="a folder of images, or a CSV with a path column")
     predict.add_argument("--out", required=True, help="CSV to write: path, probability, predicted")
     predict.add_argument("--column", default=None, help="the CSV's path column (default: path, image or relpath)")
-    predict.add_argument("--threshold", type=float, default=None,
-                         help="decision threshold (default: the one in model.json beside the model, else 0.5)")
+    predict.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="decision threshold (default: the one in model.json beside the model, else 0.5)",
+    )
     predict.add_argument("--batch-size", type=int, default=32)
     predict.set_defaults(func=_cmd_predict)
     return parser

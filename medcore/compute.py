@@ -27,9 +27,19 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PRECISIONS", "AUTO_PRECISION", "cpu_flags", "cpu_supports_bf16", "choose_precision", "precision_mode",
-           "task_cores", "chain_slots", "thread_settings", "configure_threads",
-           "fused_batch_norm"]
+__all__ = [
+    "PRECISIONS",
+    "AUTO_PRECISION",
+    "cpu_flags",
+    "cpu_supports_bf16",
+    "choose_precision",
+    "precision_mode",
+    "task_cores",
+    "chain_slots",
+    "thread_settings",
+    "configure_threads",
+    "fused_batch_norm",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +48,12 @@ BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 # (CPU flag, mode, the measurement behind it). The first flag this CPU has wins; none: float32.
 AUTO_PRECISION: tuple[tuple[str, str, str], ...] = (
-    ("amx_bf16", "float32", "Xeon with AMX, 2026-11-27 (BENCHMARKS.md before issue 16): mixed_bfloat16 ran at "
-                            "0.85-1.02x float32 on plain fit; not re-measured on AMX since"),
+    (
+        "amx_bf16",
+        "float32",
+        "Xeon with AMX, 2026-11-27 (BENCHMARKS.md before issue 16): mixed_bfloat16 ran at "
+        "0.85-1.02x float32 on plain fit; not re-measured on AMX since",
+    ),
     ("avx512_bf16", "float32", "AMD EPYC with AVX512-BF16, no AMX: see bench/results/train_throughput.json"),
 )
 NO_BF16 = "no native bfloat16 on this CPU (emulated bf16 is slower than float32)"
@@ -146,8 +160,10 @@ def configure_threads(intra: int = 0, inter: int = 0) -> dict[str, Any]:
         # TensorFlow was already initialised in this process (Airflow's in-process `dags test`):
         # the pools keep their size, and the record says what they are.
         pass
-    return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads() or None,
-            "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or None}
+    return {
+        "intra_op": tf.config.threading.get_intra_op_parallelism_threads() or None,
+        "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or None,
+    }
 
 
 @contextlib.contextmanager
@@ -168,14 +184,21 @@ def fused_batch_norm(enabled: bool = True) -> Iterator[bool]:
     keras_call = layer.call
 
     def call(self, inputs, training=None, mask=None):
-        if not (training and self.trainable) or mask is not None or self.renorm or len(inputs.shape) != 4 \
-                or self.axis not in (-1, 3) or inputs.dtype not in (tf.float32, tf.bfloat16):
+        if (
+            not (training and self.trainable)
+            or mask is not None
+            or self.renorm
+            or len(inputs.shape) != 4
+            or self.axis not in (-1, 3)
+            or inputs.dtype not in (tf.float32, tf.bfloat16)
+        ):
             return keras_call(self, inputs, training=training, mask=mask)
         channels = inputs.shape[-1]
         gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones((channels,), tf.float32)
         beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros((channels,), tf.float32)
-        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(inputs, gamma, beta, epsilon=self.epsilon,
-                                                                   is_training=True)
+        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs, gamma, beta, epsilon=self.epsilon, is_training=True
+        )
         n = tf.cast(tf.size(inputs) // channels, tf.float32)
         variance = variance * (n - 1.0) / tf.maximum(n, 1.0)  # the kernel's is unbiased; Keras keeps the biased one
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))

@@ -28,8 +28,20 @@ from pydantic_core import PydanticCustomError
 
 from medcore.errors import ConfigError
 
-__all__ = ["Augmentation", "Condition", "Profile", "Config", "load_config", "DEFAULT_CONFIG", "EvaluationSettings",
-           "GradcamSettings", "SplitSettings", "Tiers", "canonical_label", "config_reference"]
+__all__ = [
+    "Augmentation",
+    "Condition",
+    "Profile",
+    "Config",
+    "load_config",
+    "DEFAULT_CONFIG",
+    "EvaluationSettings",
+    "GradcamSettings",
+    "SplitSettings",
+    "Tiers",
+    "canonical_label",
+    "config_reference",
+]
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conditions.yaml"
 # Unknown keys are errors (a typo must not silently fall back to a default); frozen: loaded once, shared.
@@ -66,8 +78,15 @@ def _problem(key: str, message: str) -> PydanticCustomError:
 
 
 # --- validation policy -------------------------------------------------------------------------------
-__all__ += ["CheckRule", "CHECKS", "DEFAULT_FIX", "POLICIES", "ValidationSettings", "SplitMinimum",
-            "MIN_PER_CLASS_DEFAULT"]
+__all__ += [
+    "CheckRule",
+    "CHECKS",
+    "DEFAULT_FIX",
+    "POLICIES",
+    "ValidationSettings",
+    "SplitMinimum",
+    "MIN_PER_CLASS_DEFAULT",
+]
 POLICIES = ("error", "drop", "warn")  # stop the run / drop the offending rows and warn / keep them and warn
 LeakSide = Literal["heldout", "train"]  # which side of a cross-split leak loses its rows under `drop`
 NightlyPolicy = Literal["auto", "retrain", "continue"]  # auto: continue once a champion exists, else retrain
@@ -96,23 +115,43 @@ _FIXED = ("error",)
 # must not import pandas. Adding a finding code is one row here plus the check that reports it.
 CHECKS: dict[str, CheckRule] = {
     # the dataset as a whole
-    "dataset_unreadable": CheckRule("error", _FIXED, "dataset folder or manifest missing or unparsable",
-                                    "check `data_root` (or MEDCORE_DATA_ROOT) and the condition's `dataset` and "
-                                    "`manifest`"),
-    "no_usable_images": CheckRule("error", _FIXED, "nothing left to train on",
-                                  "point the condition at a folder holding readable images of both classes"),
-    "split_impossible": CheckRule("error", _FIXED, "val/test cannot be carved from train",
-                                  "add images, or lower `split.val_fraction` / `split.test_fraction`"),
-    "class_too_small": CheckRule("error", _FIXED, "a split has fewer images of a class than min_per_class",
-                                 "add images of the short class, or lower `validation.min_per_class` (smoke tests "
-                                 "only)"),
-    "class_imbalance": CheckRule("warn", ("error", "warn"), "a class is under min_class_fraction of a split",
-                                 "collect more images of the rare class, or set the policy of `class_imbalance` to "
-                                 "warn"),
+    "dataset_unreadable": CheckRule(
+        "error",
+        _FIXED,
+        "dataset folder or manifest missing or unparsable",
+        "check `data_root` (or MEDCORE_DATA_ROOT) and the condition's `dataset` and `manifest`",
+    ),
+    "no_usable_images": CheckRule(
+        "error",
+        _FIXED,
+        "nothing left to train on",
+        "point the condition at a folder holding readable images of both classes",
+    ),
+    "split_impossible": CheckRule(
+        "error",
+        _FIXED,
+        "val/test cannot be carved from train",
+        "add images, or lower `split.val_fraction` / `split.test_fraction`",
+    ),
+    "class_too_small": CheckRule(
+        "error",
+        _FIXED,
+        "a split has fewer images of a class than min_per_class",
+        "add images of the short class, or lower `validation.min_per_class` (smoke tests only)",
+    ),
+    "class_imbalance": CheckRule(
+        "warn",
+        ("error", "warn"),
+        "a class is under min_class_fraction of a split",
+        "collect more images of the rare class, or set the policy of `class_imbalance` to warn",
+    ),
     "split_unknown": CheckRule("drop", POLICIES, "split value that is not train/val/test (warn: treat as unsplit)"),
-    "group_missing": CheckRule("warn", ("error", "warn"), "blank group cell or no group_pattern match: own group",
-                               "fill in the group column or fix `group_pattern`, or set the policy of this code to "
-                               "warn"),
+    "group_missing": CheckRule(
+        "warn",
+        ("error", "warn"),
+        "blank group cell or no group_pattern match: own group",
+        "fill in the group column or fix `group_pattern`, or set the policy of this code to warn",
+    ),
     # labels
     "label_missing": CheckRule("drop", _UNUSABLE, "blank, NaN or null label"),
     "label_fractional": CheckRule("drop", _UNUSABLE, "numeric label that is not an integer, e.g. 0.5"),
@@ -127,38 +166,82 @@ CHECKS: dict[str, CheckRule] = {
     "image_truncated": CheckRule("drop", _UNUSABLE, "JPEG/PNG cut short"),
     "image_corrupt": CheckRule("drop", _UNUSABLE, "image header, but the decoder fails"),
     "image_not_an_image": CheckRule("drop", _UNUSABLE, "bytes of no image format"),
-    "image_format_unsupported": CheckRule("drop", _UNUSABLE, "an image the training loader cannot read (TIFF, JPEG 2000)"),
+    "image_format_unsupported": CheckRule(
+        "drop", _UNUSABLE, "an image the training loader cannot read (TIFF, JPEG 2000)"
+    ),
     "image_too_large": CheckRule("drop", _UNUSABLE, "more pixels or bytes than validation will decode"),
     "image_too_small": CheckRule("drop", POLICIES, "shorter side under 16 px"),
     "image_blank": CheckRule("drop", POLICIES, "constant image with no contrast"),
     # duplicates and leakage
-    "duplicate_conflicting_labels": CheckRule("error", POLICIES, "byte-identical files with different labels",
-                                              "correct the labels at the source, or set the policy of this code to "
-                                              "drop"),
-    "duplicate_across_splits": CheckRule("error", POLICIES, "byte-identical files in two splits",
-                                         "remove the copies from one split, or set the policy of this code to drop"),
+    "duplicate_conflicting_labels": CheckRule(
+        "error",
+        POLICIES,
+        "byte-identical files with different labels",
+        "correct the labels at the source, or set the policy of this code to drop",
+    ),
+    "duplicate_across_splits": CheckRule(
+        "error",
+        POLICIES,
+        "byte-identical files in two splits",
+        "remove the copies from one split, or set the policy of this code to drop",
+    ),
     "duplicate_within_split": CheckRule("warn", POLICIES, "byte-identical files in one split (drop keeps one)"),
     "near_duplicate_across_splits": CheckRule("warn", POLICIES, "perceptually identical images in two splits"),
-    "group_leakage": CheckRule("error", POLICIES, "a patient or group in two splits",
-                               "fix the patient ids, or set `validation_policy: {group_leakage: drop}` and "
-                               "`leak_drop_from`"),
+    "group_leakage": CheckRule(
+        "error",
+        POLICIES,
+        "a patient or group in two splits",
+        "fix the patient ids, or set `validation_policy: {group_leakage: drop}` and `leak_drop_from`",
+    ),
     # DICOM (medcore.dicom)
-    "dicom_pixel_data_missing": CheckRule("drop", _UNUSABLE, "DICOM object without Pixel Data (a report, a state)",
-                                          "export the images of the study, not its reports or presentation states"),
-    "dicom_transfer_syntax_unsupported": CheckRule("drop", _UNUSABLE, "no installed decoder for the transfer syntax",
-                                                   "install the package the finding names, or export uncompressed"),
-    "dicom_modality_not_radiograph": CheckRule("drop", POLICIES, "modality other than CR, DX, RG, MG, IO, PX",
-                                               "remove the non-radiographs from the export, or set the policy to warn"),
-    "dicom_multiframe": CheckRule("drop", POLICIES, "more than one frame (warn: the first frame is used)",
-                                  "export single-frame images, or set the policy to warn to use each first frame"),
-    "dicom_photometric_unsupported": CheckRule("drop", POLICIES, "not MONOCHROME1/2 (warn: read as luminance)",
-                                               "export the original grayscale images, not screen captures"),
-    "dicom_burned_in_annotation": CheckRule("drop", POLICIES, "Burned In Annotation YES: identifying text in pixels",
-                                            "export images without burned-in text (de-identify the pixels first)"),
-    "dicom_mixed_views": CheckRule("warn", POLICIES, "view positions differ (drop: keep the most common only)",
-                                   "train one condition per view, or set the policy to warn or drop"),
-    "dicom_mixed_body_parts": CheckRule("warn", POLICIES, "body parts differ (drop: keep the most common only)",
-                                        "train one condition per body part, or set the policy to warn or drop"),
+    "dicom_pixel_data_missing": CheckRule(
+        "drop",
+        _UNUSABLE,
+        "DICOM object without Pixel Data (a report, a state)",
+        "export the images of the study, not its reports or presentation states",
+    ),
+    "dicom_transfer_syntax_unsupported": CheckRule(
+        "drop",
+        _UNUSABLE,
+        "no installed decoder for the transfer syntax",
+        "install the package the finding names, or export uncompressed",
+    ),
+    "dicom_modality_not_radiograph": CheckRule(
+        "drop",
+        POLICIES,
+        "modality other than CR, DX, RG, MG, IO, PX",
+        "remove the non-radiographs from the export, or set the policy to warn",
+    ),
+    "dicom_multiframe": CheckRule(
+        "drop",
+        POLICIES,
+        "more than one frame (warn: the first frame is used)",
+        "export single-frame images, or set the policy to warn to use each first frame",
+    ),
+    "dicom_photometric_unsupported": CheckRule(
+        "drop",
+        POLICIES,
+        "not MONOCHROME1/2 (warn: read as luminance)",
+        "export the original grayscale images, not screen captures",
+    ),
+    "dicom_burned_in_annotation": CheckRule(
+        "drop",
+        POLICIES,
+        "Burned In Annotation YES: identifying text in pixels",
+        "export images without burned-in text (de-identify the pixels first)",
+    ),
+    "dicom_mixed_views": CheckRule(
+        "warn",
+        POLICIES,
+        "view positions differ (drop: keep the most common only)",
+        "train one condition per view, or set the policy to warn or drop",
+    ),
+    "dicom_mixed_body_parts": CheckRule(
+        "warn",
+        POLICIES,
+        "body parts differ (drop: keep the most common only)",
+        "train one condition per body part, or set the policy to warn or drop",
+    ),
     # descriptions of the data: they never take a policy
     "label_excluded": CheckRule("info", (), "class listed in `exclude`: left out of the task and counted"),
     "file_skipped": CheckRule("info", (), "file in a class folder without an image file name (e.g. .txt)"),
@@ -207,13 +290,15 @@ class ValidationSettings:
 
     policy: Mapping[str, str] = Field(
         default_factory=lambda: {c: r.default for c, r in CHECKS.items()},
-        description="finding code -> error, drop or warn; codes not named keep their default (README: Validation)")
+        description="finding code -> error, drop or warn; codes not named keep their default (README: Validation)",
+    )
     min_per_class: SplitMinimum = Field(default_factory=SplitMinimum)
     min_class_fraction: float = _number(0.05, 0.0, 0.5, "a class under this share of a split is `class_imbalance`")
     # Re-encoding, resizing and brightness changes stay under ~14 bits; distinct radiographs of the real
     # sets differ by 36+.
-    near_duplicate_distance: int = _integer(16, 0, 128, "bits (of 256) two perceptual hashes may differ by and "
-                                                        "still be one image")
+    near_duplicate_distance: int = _integer(
+        16, 0, 128, "bits (of 256) two perceptual hashes may differ by and still be one image"
+    )
     leak_drop_from: LeakSide = _choice("heldout", "which side of a cross-split leak loses its rows under `drop`")
 
     @field_validator("policy", mode="after")
@@ -225,8 +310,11 @@ class ValidationSettings:
 
     def for_condition(self, condition: Condition) -> ValidationSettings:
         """Return these settings with `condition`'s own overrides applied."""
-        return dataclasses.replace(self, policy={**self.policy, **dict(condition.validation_policy)},
-                                   leak_drop_from=condition.leak_drop_from or self.leak_drop_from)
+        return dataclasses.replace(
+            self,
+            policy={**self.policy, **dict(condition.validation_policy)},
+            leak_drop_from=condition.leak_drop_from or self.leak_drop_from,
+        )
 
 
 # --- conditions and profiles -------------------------------------------------------------------------
@@ -267,12 +355,15 @@ class Condition:
     group_column: str | None = _text(None, "manifest column holding the patient id, if any")
     group_pattern: str | None = _text(None, "regex on the file name; group 1 (or the match) is the patient")
     exclude: _Labels = Field((), description="known other classes: left out of the task and counted, not flagged")
-    validation_policy: Mapping[str, str] = Field(default_factory=dict,
-                                                 description="finding code -> policy, over `validation.policy`")
+    validation_policy: Mapping[str, str] = Field(
+        default_factory=dict, description="finding code -> policy, over `validation.policy`"
+    )
     leak_drop_from: LeakSide | None = _choice(None, "overrides `validation.leak_drop_from` for this condition")
     nightly_policy: NightlyPolicy | None = _choice(None, "overrides `nightly.policy` for this condition")
-    caveats: tuple[str, ...] = Field((), description="known limits of the data (e.g. a train/test shift), listed in "
-                                                     "every model card of this condition")
+    caveats: tuple[str, ...] = Field(
+        (),
+        description="known limits of the data (e.g. a train/test shift), listed in every model card of this condition",
+    )
     resize: Literal["squash", "pad"] | None = _choice(None, "overrides every profile's `resize` for this condition")
     study_column: str | None = _text(None, "manifest column holding the study id; then test figures are per study")
     study_aggregation: Literal["mean", "max"] = _choice("mean", "a study's probability from its images' (MURA: mean)")
@@ -329,32 +420,43 @@ class Profile:
     learning_rate: float = _number(1e-3, 1e-8, 1.0, "Adam's learning rate")
     # cosine converges within a fixed nightly epoch budget instead of waiting for a plateau.
     lr_schedule: Literal["constant", "cosine"] = _choice(
-        "constant", "`cosine` decays each phase from learning_rate to 5 % of it by its last epoch")
+        "constant", "`cosine` decays each phase from learning_rate to 5 % of it by its last epoch"
+    )
     # So an imbalanced set (pneumonia is 3:1) does not buy accuracy by favouring the majority class.
     class_weighting: bool = _flag(True, "weight each class by the inverse of its share of the train split")
-    weights: str = _text("none", "none, imagenet, champion (warm start), shared (`medcore pretrain`), or a "
-                                 "DenseNet121 notop weights file relative to the config")
+    weights: str = _text(
+        "none",
+        "none, imagenet, champion (warm start), shared (`medcore pretrain`), or a "
+        "DenseNet121 notop weights file relative to the config",
+    )
     freeze_epochs: int = _integer(0, 0, 1000, "epochs with a frozen backbone before fine-tuning (pretrained weights)")
-    fine_tune_learning_rate: float | None = _number(None, 1e-9, 1.0, "rate after unfreezing; default "
-                                                                         "learning_rate / 10")
+    fine_tune_learning_rate: float | None = _number(
+        None, 1e-9, 1.0, "rate after unfreezing; default learning_rate / 10"
+    )
     precision: Literal["auto", "float32", "mixed_bfloat16", "onednn_amp"] = _choice(
-        "auto", "`auto` picks per CPU from medcore.compute's measured table; `mixed_bfloat16` (Keras policy) and "
-                "`onednn_amp` (TF's oneDNN bf16 graph rewrite) only where the CPU has native bf16")
-    fused_batch_norm: bool = _flag(False, "train batch norm through TensorFlow's fused kernel (same maths, fewer ops; "
-                                         "the saved model is unchanged)")
+        "auto",
+        "`auto` picks per CPU from medcore.compute's measured table; `mixed_bfloat16` (Keras policy) and "
+        "`onednn_amp` (TF's oneDNN bf16 graph rewrite) only where the CPU has native bf16",
+    )
+    fused_batch_norm: bool = _flag(
+        False,
+        "train batch norm through TensorFlow's fused kernel (same maths, fewer ops; the saved model is unchanged)",
+    )
     # A profile's cores become its pool slots in the DAG: 0 trains alone on the machine.
-    cores: int = _integer(1, 0, 256, "cores one training task takes (its `training` pool slots and threads); "
-                                     "0: every core")
+    cores: int = _integer(
+        1, 0, 256, "cores one training task takes (its `training` pool slots and threads); 0: every core"
+    )
     intra_op_threads: int = _integer(0, 0, 256, "TensorFlow intra-op threads; 0: MEDCORE_THREADS, else TF's default")
-    inter_op_threads: int = _integer(0, 0, 256, "TensorFlow inter-op threads; 0: MEDCORE_INTER_THREADS, else TF's "
-                                                "default")
+    inter_op_threads: int = _integer(
+        0, 0, 256, "TensorFlow inter-op threads; 0: MEDCORE_INTER_THREADS, else TF's default"
+    )
     # The graph trace costs ~40 s, which only pays off beyond tiny runs.
     execution: Literal["graph", "eager"] = _choice("graph", "`eager` skips the graph trace (tiny runs only)")
-    max_images_per_split: int | None = _integer(None, 4, 10**9, "cap per split for smoke runs; null uses every "
-                                                                    "image")
+    max_images_per_split: int | None = _integer(None, 4, 10**9, "cap per split for smoke runs; null uses every image")
     # Knee and humerus films come in every aspect; stretching them to a square distorts the anatomy.
-    resize: Literal["squash", "pad"] = _choice("squash", "how an image becomes square: stretch it (`squash`) or keep "
-                                                        "its aspect and pad with black (`pad`)")
+    resize: Literal["squash", "pad"] = _choice(
+        "squash", "how an image becomes square: stretch it (`squash`) or keep its aspect and pad with black (`pad`)"
+    )
     augmentation: Augmentation = Field(default_factory=Augmentation)
 
     def for_condition(self, condition: Condition) -> Profile:
@@ -416,7 +518,8 @@ class EvaluationSettings:
     bootstrap_resamples: int = _integer(1000, 1000, 100_000, "bootstrap resamples behind every interval")
     confidence: float = _number(0.95, 0.5, 0.999, "coverage of the bootstrap intervals")
     threshold_rule: Literal["youden", "sensitivity"] = _choice(
-        "youden", "how the threshold is chosen on val: Youden's J, or the highest reaching target_sensitivity")
+        "youden", "how the threshold is chosen on val: Youden's J, or the highest reaching target_sensitivity"
+    )
     target_sensitivity: float = _number(0.90, 0.01, 1.0, "sensitivity the `sensitivity` rule must reach on val")
     calibration_bins: int = _integer(10, 2, 100, "bins of the calibration curve and error")
     # A bootstrap of a handful of patients says nothing (two patients give a zero-width interval).
@@ -425,7 +528,8 @@ class EvaluationSettings:
     calibrate: bool = _flag(True, "fit a temperature on val logits; every probability shown is sigmoid(logit / T)")
     # Nine test images give an AUC interval of 0.05-0.80: a small set is scored out of fold instead.
     small_sets: Literal["crossval", "test_split"] = _choice(
-        "crossval", "where test has fewer patients of a class than min_per_class: cross-validate, or keep the split")
+        "crossval", "where test has fewer patients of a class than min_per_class: cross-validate, or keep the split"
+    )
     crossval_folds: int = _integer(5, 2, 20, "folds of the stratified group k-fold cross-validation of small sets")
     crossval_repeats: int = _integer(2, 1, 20, "repeats of it, each with its own shuffle; out-of-fold logits averaged")
 
@@ -439,8 +543,9 @@ class GradcamSettings:
     batch_size: int = _integer(32, 1, 1024, "images per Grad-CAM batch")
     deletion_images: int = _integer(32, 1, 1024, "highest-scoring test images the deletion curve is measured on")
     deletion_steps: int = _integer(10, 2, 100, "steps of the deletion curve")
-    deletion_baseline: Literal["blur", "mean"] = _choice("blur", "what deleted pixels become: the blurred image or "
-                                                               "its mean")
+    deletion_baseline: Literal["blur", "mean"] = _choice(
+        "blur", "what deleted pixels become: the blurred image or its mean"
+    )
     deletion_random_maps: int = _integer(5, 1, 100, "random maps per image the deletion curve is compared with")
     deletion_alpha: float = _number(0.05, 0.001, 0.5, "level of the paired one-sided test that Grad-CAM beats random")
     seed: int | None = _integer(None, 0, _SEED_MAX, "seeds the random-map baseline; null: the top-level seed")
@@ -448,8 +553,22 @@ class GradcamSettings:
 
 # Figures a gate may name, each "higher is better"; `<metric>_low` gates the lower bound of its interval.
 GATE_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc")
-GateName = Literal["accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "accuracy_low",
-                   "precision_low", "recall_low", "specificity_low", "f1_low", "roc_auc_low", "pr_auc_low"]
+GateName = Literal[
+    "accuracy",
+    "precision",
+    "recall",
+    "specificity",
+    "f1",
+    "roc_auc",
+    "pr_auc",
+    "accuracy_low",
+    "precision_low",
+    "recall_low",
+    "specificity_low",
+    "f1_low",
+    "roc_auc_low",
+    "pr_auc_low",
+]
 assert set(typing.get_args(GateName)) == set(GATE_METRICS) | {f"{m}_low" for m in GATE_METRICS}
 DEFAULT_GATES = (("roc_auc", 0.70), ("recall", 0.50), ("specificity", 0.50))
 _Fraction = Annotated[float, Field(ge=0.0, le=1.0, strict=True, allow_inf_nan=False)]
@@ -461,24 +580,39 @@ class RegistrySettings:
 
     # Relative to the file loaded, not to one it extends: configs/demo.yaml then keeps its own registry
     # (configs/registry), so a demo model never becomes the champion of a real run.
-    root: Path | None = Field(None, description="registry folder, relative to the loaded config "
-                                                   "(default `registry`); MEDCORE_REGISTRY_ROOT overrides it")
+    root: Path | None = Field(
+        None,
+        description="registry folder, relative to the loaded config "
+        "(default `registry`); MEDCORE_REGISTRY_ROOT overrides it",
+    )
     # A `gates` mapping replaces the defaults as a whole (a null value drops one gate inherited via
     # `extends`), so what a model must pass is always what the file says. Stored as (figure, minimum) pairs.
     gates: Mapping[GateName, _Fraction | None] = Field(
-        DEFAULT_GATES, description="figure -> minimum (0-1) on the candidate's selection (val) split; `<figure>_low` "
-                                   "gates its interval's lower bound")
+        DEFAULT_GATES,
+        description="figure -> minimum (0-1) on the candidate's selection (val) split; `<figure>_low` "
+        "gates its interval's lower bound",
+    )
     # Judged on the selection (val) split, paired with the champion re-scored on the same images.
-    margin: float = _number(0.02, 0.0, 0.5, "promote only if the lower bound of the paired interval of (challenger - "
-                                            "best champion figure on these val images) ROC AUC is above -margin")
+    margin: float = _number(
+        0.02,
+        0.0,
+        0.5,
+        "promote only if the lower bound of the paired interval of (challenger - "
+        "best champion figure on these val images) ROC AUC is above -margin",
+    )
     history: int = _integer(20, 1, 10_000, "decisions kept per condition")
     # A promotion holds the lock for seconds; waiting minutes means the holder hangs (e.g. a dead NFS client).
-    lock_timeout: float = _number(300.0, 1.0, 86_400.0, "seconds a promotion waits for another run's registry "
-                                                        "lock before failing with the holder's name")
+    lock_timeout: float = _number(
+        300.0,
+        1.0,
+        86_400.0,
+        "seconds a promotion waits for another run's registry lock before failing with the holder's name",
+    )
     # The tier also demands enough test patients, which no point-estimate gate checks; null leaves it out
     # (tiny demo and test runs could never promote).
     min_tier: Literal["excellent", "good", "moderate", "insufficient"] | None = _choice(
-        None, "lowest evaluation quality tier a champion may have")
+        None, "lowest evaluation quality tier a champion may have"
+    )
 
     @field_validator("gates", mode="before")
     @classmethod
@@ -508,8 +642,7 @@ class NotifySettings:
 
     conn_id: str = _text("smtp_default", "Airflow SMTP connection; credentials live there, never here")
     recipients: tuple[str, ...] = Field((), description="e-mail addresses; none: the report is written, not sent")
-    from_email: str | None = _text(None, "sender; default: the connection's `from_email` extra, else "
-                                            "medcore@localhost")
+    from_email: str | None = _text(None, "sender; default: the connection's `from_email` extra, else medcore@localhost")
     max_images: int = _integer(8, 0, 100, "Grad-CAM images attached (and shown inline); report.md always is")
     report_url: str | None = _text(None, "the Airflow UI's base URL, so links in the e-mail open the report page")
 
@@ -525,8 +658,9 @@ NIGHTLY_POLICIES = typing.get_args(NightlyPolicy)
 class NightlySettings:
     """How each night starts: from scratch, or from the champion; and when it need not train at all."""
 
-    policy: NightlyPolicy = _choice("auto", "`retrain` from scratch, `continue` from the champion, or `auto` "
-                                            "(continue once a champion exists)")
+    policy: NightlyPolicy = _choice(
+        "auto", "`retrain` from scratch, `continue` from the champion, or `auto` (continue once a champion exists)"
+    )
     continue_epochs: float = _number(0.5, 0.01, 1.0, "share of the profile's epochs a warm start trains (at least 1)")
     skip_unchanged: bool = _flag(True, "train nothing when data, condition config and code equal the champion's")
 
@@ -539,16 +673,18 @@ class TaskSettings:
     retry_delay_seconds: int = _integer(60, 0, 86_400, "first retry delay; it doubles on each retry")
     validate_minutes: float = _number(30.0, 0.01, 1440.0, "validate's execution_timeout")
     train_minutes_fixed: float = _number(10.0, 0.01, 1440.0, "train's timeout: start-up and the first step's trace")
-    train_minutes_per_epoch: float = _number(15.0, 0.01, 1440.0, "train's timeout: plus this per epoch of the "
-                                                                  "longest profile")
+    train_minutes_per_epoch: float = _number(
+        15.0, 0.01, 1440.0, "train's timeout: plus this per epoch of the longest profile"
+    )
     evaluate_minutes: float = _number(30.0, 0.01, 1440.0, "evaluate's execution_timeout")
     gradcam_minutes: float = _number(30.0, 0.01, 1440.0, "gradcam's execution_timeout")
     report_minutes: float = _number(15.0, 0.01, 1440.0, "plan, promote, report, notify and verdict each")
 
     def train_minutes(self, profiles: Mapping[str, Profile]) -> float:
         """The training timeout: fixed start-up plus the per-epoch allowance for the longest profile."""
-        return self.train_minutes_fixed + self.train_minutes_per_epoch * max((p.epochs for p in profiles.values()),
-                                                                             default=1)
+        return self.train_minutes_fixed + self.train_minutes_per_epoch * max(
+            (p.epochs for p in profiles.values()), default=1
+        )
 
 
 @dataclass(frozen=True, config=_SETTINGS)
@@ -582,10 +718,14 @@ def _named(kind: str) -> Any:
 class Config:
     """Everything a run needs to know, with paths already resolved (by `load_config`)."""
 
-    data_root: Path = Field(Path("data"), description="folder holding the datasets, relative to the file that sets "
-                                                      "it; MEDCORE_DATA_ROOT overrides it")
-    runs_root: Path = Field(Path("runs"), description="folder runs are written to, relative to the file that sets "
-                                                      "it; MEDCORE_RUNS_ROOT overrides it")
+    data_root: Path = Field(
+        Path("data"),
+        description="folder holding the datasets, relative to the file that sets it; MEDCORE_DATA_ROOT overrides it",
+    )
+    runs_root: Path = Field(
+        Path("runs"),
+        description="folder runs are written to, relative to the file that sets it; MEDCORE_RUNS_ROOT overrides it",
+    )
     seed: int = _integer(1337, 0, _SEED_MAX, "seeds splits, training, bootstrap and Grad-CAM's random baseline")
     split: SplitSettings = Field(default_factory=SplitSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
@@ -596,8 +736,9 @@ class Config:
     nightly: NightlySettings = Field(default_factory=NightlySettings)
     tasks: TaskSettings = Field(default_factory=TaskSettings)
     conditions: Mapping[str, Condition] = Field(default_factory=dict, description="one binary task per key")
-    profiles: Mapping[str, Profile] = Field(default_factory=dict, description="one training recipe per key; every "
-                                                                              "condition trains with each")
+    profiles: Mapping[str, Profile] = Field(
+        default_factory=dict, description="one training recipe per key; every condition trains with each"
+    )
     # The file this was loaded from; not a YAML key.
     path: Path = dataclasses.field(init=False, default=DEFAULT_CONFIG)
 
@@ -652,8 +793,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         loc = _key_path(error)
-        raise ConfigError(f"{_origin(loc, layers)}: {'.'.join(map(str, loc)) or '(top level)'}: "
-                          f"{_message(error, loc)}") from None
+        raise ConfigError(
+            f"{_origin(loc, layers)}: {'.'.join(map(str, loc)) or '(top level)'}: {_message(error, loc)}"
+        ) from None
 
     def resolved(key: str, env: str) -> Path:
         if os.environ.get(env):
@@ -666,9 +808,12 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         registry_root = Path(os.environ["MEDCORE_REGISTRY_ROOT"]).expanduser().resolve()
     else:
         registry_root = (path.parent / (config.registry.root or Path("registry")).expanduser()).resolve()
-    config = dataclasses.replace(config, data_root=resolved("data_root", "MEDCORE_DATA_ROOT"),
-                                 runs_root=resolved("runs_root", "MEDCORE_RUNS_ROOT"),
-                                 registry=dataclasses.replace(config.registry, root=registry_root))
+    config = dataclasses.replace(
+        config,
+        data_root=resolved("data_root", "MEDCORE_DATA_ROOT"),
+        runs_root=resolved("runs_root", "MEDCORE_RUNS_ROOT"),
+        registry=dataclasses.replace(config.registry, root=registry_root),
+    )
     object.__setattr__(config, "path", path)
     return config
 
@@ -893,8 +1038,7 @@ def _rows(cls: Any, prefix: str) -> Iterator[str]:
         kind = _unwrap(info.annotation)
         if hasattr(kind, "__pydantic_fields__"):
             yield from _rows(kind, key + ".")
-        elif typing.get_origin(kind) in (dict, Mapping) and \
-                hasattr(typing.get_args(kind)[1], "__pydantic_fields__"):
+        elif typing.get_origin(kind) in (dict, Mapping) and hasattr(typing.get_args(kind)[1], "__pydantic_fields__"):
             yield f"| `{key}` | required | mapping | {info.description} |"
             yield from _rows(typing.get_args(kind)[1], f"{key}.<name>.")
         else:

@@ -24,9 +24,18 @@ from medcore.errors import MedcoreError
 from medcore.jsonio import fsync_dir, fsync_file, read_json, write_json
 from medcore.layout import ModelLayout
 
-__all__ = ["training_contract", "save_model_with_contract", "read_contract", "record_evaluation",
-           "contract_threshold", "contract_resize", "contract_temperature", "file_sha256", "CONTRACT_NAME",
-           "DEFAULT_THRESHOLD"]
+__all__ = [
+    "training_contract",
+    "save_model_with_contract",
+    "read_contract",
+    "record_evaluation",
+    "contract_threshold",
+    "contract_resize",
+    "contract_temperature",
+    "file_sha256",
+    "CONTRACT_NAME",
+    "DEFAULT_THRESHOLD",
+]
 
 CONTRACT_NAME = "model.json"  # beside model.keras (ModelLayout.model_contract)
 DEFAULT_THRESHOLD = 0.5
@@ -41,16 +50,22 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def training_contract(profile: Profile, *, seed: int, precision: str, gradcam_layer: str,
-                      versions: dict[str, str]) -> dict[str, Any]:
+def training_contract(
+    profile: Profile, *, seed: int, precision: str, gradcam_layer: str, versions: dict[str, str]
+) -> dict[str, Any]:
     """What a freshly trained model expects and emits (the contract before evaluation adds its threshold)."""
     return {
-        "architecture": "DenseNet121", "input_shape": [profile.image_size, profile.image_size, 3],
-        "input_range": [0, 255], "preprocessing": "inside the model (rescale, ImageNet normalisation)",
+        "architecture": "DenseNet121",
+        "input_shape": [profile.image_size, profile.image_size, 3],
+        "input_range": [0, 255],
+        "preprocessing": "inside the model (rescale, ImageNet normalisation)",
         # How files become the square input; predict, evaluate and Grad-CAM read it from here.
         "resize": profile.resize,
-        "output": "one logit; sigmoid(logit / temperature) gives P(positive)", "gradcam_layer": gradcam_layer,
-        "classes": {"0": "negative", "1": "positive"}, "seed": seed, "precision": precision,
+        "output": "one logit; sigmoid(logit / temperature) gives P(positive)",
+        "gradcam_layer": gradcam_layer,
+        "classes": {"0": "negative", "1": "positive"},
+        "seed": seed,
+        "precision": precision,
         "versions": versions,
     }
 
@@ -91,8 +106,10 @@ def read_contract(model_path: str | Path, contract_path: str | Path | None = Non
         raise MedcoreError(f"{contract_path}: not a model contract (a JSON object)")
     expected = contract.get("model_sha256")
     if expected and expected != file_sha256(model_path):
-        raise MedcoreError(f"{contract_path}: describes another model than {Path(model_path).name} (SHA-256 "
-                           f"differs); train again, or pass --threshold")
+        raise MedcoreError(
+            f"{contract_path}: describes another model than {Path(model_path).name} (SHA-256 "
+            f"differs); train again, or pass --threshold"
+        )
     return contract
 
 
@@ -104,22 +121,29 @@ def record_evaluation(path: Path, contract: dict[str, Any], metrics: dict[str, A
     """
     images = metrics.get("image_level", metrics)
     shipped = metrics.get("shipped_model") or {}
-    return write_json(path, {  # atomic: a reader sees the old contract or the new one
-        **contract,
-        "threshold": shipped.get("threshold", images["threshold"]),
-        "threshold_rule": metrics["threshold_rule"],
-        "threshold_split": shipped.get("threshold_split", images["threshold_split"]),
-        "study_threshold": metrics["threshold"] if "image_level" in metrics else None,
-        # Fitted on val: every probability shown to a person is sigmoid(logit / temperature), the threshold too.
-        "temperature": shipped.get("temperature", metrics.get("temperature", 1.0)),
-        "probability": "sigmoid(logit / temperature)",
-        "estimate": metrics.get("estimate", "test split"),
-        "target_sensitivity": metrics["threshold_choice"]["target_sensitivity"],
-        "test_metrics": {"n": metrics["n"], "roc_auc": metrics["roc_auc"],
-                         "roc_auc_interval": metrics["intervals"].get("roc_auc"),
-                         "confidence": metrics["bootstrap"]["confidence"],
-                         "quality_tier": metrics["quality"]["tier"], "metrics_file": metrics_file},
-    })
+    return write_json(
+        path,
+        {  # atomic: a reader sees the old contract or the new one
+            **contract,
+            "threshold": shipped.get("threshold", images["threshold"]),
+            "threshold_rule": metrics["threshold_rule"],
+            "threshold_split": shipped.get("threshold_split", images["threshold_split"]),
+            "study_threshold": metrics["threshold"] if "image_level" in metrics else None,
+            # Fitted on val: every probability shown to a person is sigmoid(logit / temperature), the threshold too.
+            "temperature": shipped.get("temperature", metrics.get("temperature", 1.0)),
+            "probability": "sigmoid(logit / temperature)",
+            "estimate": metrics.get("estimate", "test split"),
+            "target_sensitivity": metrics["threshold_choice"]["target_sensitivity"],
+            "test_metrics": {
+                "n": metrics["n"],
+                "roc_auc": metrics["roc_auc"],
+                "roc_auc_interval": metrics["intervals"].get("roc_auc"),
+                "confidence": metrics["bootstrap"]["confidence"],
+                "quality_tier": metrics["quality"]["tier"],
+                "metrics_file": metrics_file,
+            },
+        },
+    )
 
 
 def contract_resize(model_path: str | Path) -> str:
@@ -127,8 +151,9 @@ def contract_resize(model_path: str | Path) -> str:
     contract = read_contract(model_path) or {}
     value = contract.get("resize", "squash")
     if value not in ("squash", "pad"):
-        raise MedcoreError(f"{Path(model_path).with_name(CONTRACT_NAME)}: resize must be 'squash' or 'pad', "
-                           f"got {value!r}")
+        raise MedcoreError(
+            f"{Path(model_path).with_name(CONTRACT_NAME)}: resize must be 'squash' or 'pad', got {value!r}"
+        )
     return value
 
 
@@ -138,8 +163,9 @@ def contract_temperature(model_path: str | Path) -> float:
     if value is None:
         return 1.0
     if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and math.isfinite(value)):
-        raise MedcoreError(f"{Path(model_path).with_name(CONTRACT_NAME)}: temperature must be a positive number, "
-                           f"got {value!r}")
+        raise MedcoreError(
+            f"{Path(model_path).with_name(CONTRACT_NAME)}: temperature must be a positive number, got {value!r}"
+        )
     return float(value)
 
 
@@ -151,6 +177,7 @@ def contract_threshold(model_path: str | Path) -> tuple[float, str]:
         return DEFAULT_THRESHOLD, f"no {contract_file.name} beside the model; using threshold {DEFAULT_THRESHOLD}"
     threshold = contract.get("threshold")
     if threshold is None:
-        return DEFAULT_THRESHOLD, (f"{contract_file} has no threshold (the model was not evaluated); using threshold "
-                                   f"{DEFAULT_THRESHOLD}")
+        return DEFAULT_THRESHOLD, (
+            f"{contract_file} has no threshold (the model was not evaluated); using threshold {DEFAULT_THRESHOLD}"
+        )
     return float(threshold), f"threshold {float(threshold):.4f} from {contract_file}"

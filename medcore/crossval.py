@@ -74,8 +74,10 @@ def _inner_val(frame: pd.DataFrame, n_splits: int, seed: int) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         # With few patients a fold can miss a class: take the one most like the whole.
-        held = min((h for _, h in splitter.split(np.zeros(len(frame)), labels, groups)),
-                   key=lambda h: (len(np.unique(labels[h])) < 2, abs(labels[h].mean() - overall)))
+        held = min(
+            (h for _, h in splitter.split(np.zeros(len(frame)), labels, groups)),
+            key=lambda h: (len(np.unique(labels[h])) < 2, abs(labels[h].mean() - overall)),
+        )
     mask = np.zeros(len(frame), dtype=bool)
     mask[held] = True
     return mask
@@ -88,8 +90,9 @@ def all_data_split(split: pd.DataFrame) -> pd.DataFrame:
     return split
 
 
-def cross_validate(config: Config, profile: Profile, split: pd.DataFrame, paths: ModelLayout,
-                   epochs: int | None = None) -> pd.DataFrame:
+def cross_validate(
+    config: Config, profile: Profile, split: pd.DataFrame, paths: ModelLayout, epochs: int | None = None
+) -> pd.DataFrame:
     """Train one model per (repeat, fold); return every held-out and inner-val logit with its role."""
     from medcore.evaluation import load_model, predict_logits
     from medcore.training import train_model
@@ -103,15 +106,21 @@ def cross_validate(config: Config, profile: Profile, split: pd.DataFrame, paths:
         model = load_model(fold_paths.model, eager=profile.execution == "eager")
         for role in ("test", "val"):
             part = fold_split[fold_split["split"] == role]
-            rows.append(part[["relpath", "path", "label", "group"]].assign(
-                logit=predict_logits(model, part, profile), role="held_out" if role == "test" else "inner_val",
-                repeat=repeat, fold=fold))
+            rows.append(
+                part[["relpath", "path", "label", "group"]].assign(
+                    logit=predict_logits(model, part, profile),
+                    role="held_out" if role == "test" else "inner_val",
+                    repeat=repeat,
+                    fold=fold,
+                )
+            )
         log.info("cross-validation %s/%s: repeat %d fold %d done", paths.condition, paths.profile, repeat + 1, fold + 1)
     return pd.concat(rows, ignore_index=True)
 
 
-def crossval_metrics(predictions: pd.DataFrame, settings: EvaluationSettings = EvaluationSettings(),
-                     seed: int = 0) -> tuple[dict[str, Any], pd.DataFrame]:
+def crossval_metrics(
+    predictions: pd.DataFrame, settings: EvaluationSettings = EvaluationSettings(), seed: int = 0
+) -> tuple[dict[str, Any], pd.DataFrame]:
     """Figures of the pooled out-of-fold predictions, with intervals resampling patients; and the pool per image.
 
     The temperature and threshold come from the inner val predictions; each image's out-of-fold
@@ -121,26 +130,47 @@ def crossval_metrics(predictions: pd.DataFrame, settings: EvaluationSettings = E
 
     inner = predictions[predictions["role"] == "inner_val"]
     held = predictions[predictions["role"] == "held_out"]
-    pooled = (held.groupby("relpath", sort=True)
-              .agg(path=("path", "first"), label=("label", "first"), group=("group", "first"), logit=("logit", "mean"),
-                   repeats=("logit", "size"))
-              .reset_index())
+    pooled = (
+        held.groupby("relpath", sort=True)
+        .agg(
+            path=("path", "first"),
+            label=("label", "first"),
+            group=("group", "first"),
+            logit=("logit", "mean"),
+            repeats=("logit", "size"),
+        )
+        .reset_index()
+    )
     temperature = fit_temperature(inner["label"].to_numpy(), inner["logit"].to_numpy()) if settings.calibrate else 1.0
     probabilities = sigmoid(pooled["logit"].to_numpy(), temperature)
-    metrics = evaluate_scores(inner["label"].to_numpy(), sigmoid(inner["logit"].to_numpy(), temperature),
-                              pooled["label"].to_numpy(), probabilities, pooled["group"].astype(str).to_numpy(),
-                              settings, seed)
-    metrics.update({
-        "estimate": "cross-validation",
-        "evaluated_split": "pooled out-of-fold (every image, by a model that never saw its patient)",
-        "threshold_split": "inner val of the fold models",
-        "temperature": temperature,
-        "crossval": {"folds": settings.crossval_folds, "repeats": settings.crossval_repeats,
-                     "models": int(held[["repeat", "fold"]].drop_duplicates().shape[0]),
-                     "stratified_group_kfold": True, "shipped_model": "trained on all the data (train + test), "
-                     "epoch selected on val; the figures estimate this recipe, not that one model"},
-    })
-    pooled_predictions = pooled.assign(probability=probabilities,
-                                       predicted=(probabilities >= metrics["threshold"]).astype(int),
-                                       probability_uncalibrated=sigmoid(pooled["logit"].to_numpy()))
+    metrics = evaluate_scores(
+        inner["label"].to_numpy(),
+        sigmoid(inner["logit"].to_numpy(), temperature),
+        pooled["label"].to_numpy(),
+        probabilities,
+        pooled["group"].astype(str).to_numpy(),
+        settings,
+        seed,
+    )
+    metrics.update(
+        {
+            "estimate": "cross-validation",
+            "evaluated_split": "pooled out-of-fold (every image, by a model that never saw its patient)",
+            "threshold_split": "inner val of the fold models",
+            "temperature": temperature,
+            "crossval": {
+                "folds": settings.crossval_folds,
+                "repeats": settings.crossval_repeats,
+                "models": int(held[["repeat", "fold"]].drop_duplicates().shape[0]),
+                "stratified_group_kfold": True,
+                "shipped_model": "trained on all the data (train + test), "
+                "epoch selected on val; the figures estimate this recipe, not that one model",
+            },
+        }
+    )
+    pooled_predictions = pooled.assign(
+        probability=probabilities,
+        predicted=(probabilities >= metrics["threshold"]).astype(int),
+        probability_uncalibrated=sigmoid(pooled["logit"].to_numpy()),
+    )
     return metrics, pooled_predictions

@@ -29,15 +29,39 @@ import pandas as pd
 from medcore.config import Condition, Config, Profile, canonical_label
 from medcore.errors import DataError
 
-__all__ = ["IMAGE_SUFFIXES", "SPLITS", "COLUMNS", "SOURCE_COLUMNS", "Source", "read_source", "read_manifest",
-           "label_manifest", "classify_labels", "parse_label", "split_draw", "split_balance",
-           "assign_splits", "cap_per_split", "make_dataset", "image_dataset", "padded_box", "content_masks",
-           "read_studies"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "SPLITS",
+    "COLUMNS",
+    "SOURCE_COLUMNS",
+    "Source",
+    "read_source",
+    "read_manifest",
+    "label_manifest",
+    "classify_labels",
+    "parse_label",
+    "split_draw",
+    "split_balance",
+    "assign_splits",
+    "cap_per_split",
+    "make_dataset",
+    "image_dataset",
+    "padded_box",
+    "content_masks",
+    "read_studies",
+]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom"}
 SPLITS = ("train", "val", "test")
-_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                  "test": "test", "testing": "test"}
+_SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 COLUMNS = ["path", "relpath", "raw_label", "label", "split", "group"]
 SOURCE_COLUMNS = ["source_split", "where", "path_problem", "group_known"]
 _MISSING_LABELS = {"", "nan", "none", "null", "na", "n/a"}
@@ -122,8 +146,17 @@ def _read_folders(root: Path) -> Source:
             # A folder link out of the dataset is not followed; one row names it, flagged and dropped before
             # its label is judged (the link's name stands in as the label).
             relpath = _printable_path("/".join(parts)) + "/"
-            rows.append({"path": "", "relpath": relpath, "raw_label": parts[-1], "source_split": "", "split": "",
-                         "where": relpath, "path_problem": "outside"})
+            rows.append(
+                {
+                    "path": "",
+                    "relpath": relpath,
+                    "raw_label": parts[-1],
+                    "source_split": "",
+                    "split": "",
+                    "where": relpath,
+                    "path_problem": "outside",
+                }
+            )
             continue
         if len(parts) < 2:
             continue  # a loose file at the top (README, manifest) has no class folder, so no label
@@ -141,9 +174,17 @@ def _read_folders(root: Path) -> Source:
         source_split = parts[0] if len(parts) >= 3 and (has_split_folders or _normalise_split(parts[0])) else ""
         valid = _is_utf8(relpath)
         problem = "outside" if kind == "outside" else "" if valid else "invalid"
-        rows.append({"path": path if not problem else "", "relpath": _printable_path(relpath), "raw_label": parts[-2],
-                     "source_split": source_split, "split": _normalise_split(source_split),
-                     "where": _printable_path(relpath), "path_problem": problem})
+        rows.append(
+            {
+                "path": path if not problem else "",
+                "relpath": _printable_path(relpath),
+                "raw_label": parts[-2],
+                "source_split": source_split,
+                "split": _normalise_split(source_split),
+                "where": _printable_path(relpath),
+                "path_problem": problem,
+            }
+        )
     columns = ["path", "relpath", "raw_label", "source_split", "split", "where", "path_problem"]
     return Source(pd.DataFrame(rows, columns=columns), tuple(skipped))
 
@@ -185,18 +226,23 @@ def _read_csv(root: Path, condition: Condition) -> Source:
     root_resolved = root.resolve()
     resolved = [_resolve_cell(root, root_resolved, image) for image in images]
     has_split = bool(condition.split_column) and condition.split_column in table.columns
-    source_split = (table[condition.split_column].astype(str).str.strip() if has_split
-                    else pd.Series("", index=table.index))
-    frame = pd.DataFrame({
-        "path": [path for path, _ in resolved],
-        "relpath": [_printable_path(image) for image in images],
-        "raw_label": table[condition.label_column].values,
-        "source_split": source_split.values,
-        "split": [_normalise_split(v) for v in source_split],
-        "where": [_printable_path(image)[:300] if image else f"row {i + 1} of {manifest.name} (empty image cell)"
-                  for i, image in enumerate(images)],
-        "path_problem": [problem for _, problem in resolved],
-    })
+    source_split = (
+        table[condition.split_column].astype(str).str.strip() if has_split else pd.Series("", index=table.index)
+    )
+    frame = pd.DataFrame(
+        {
+            "path": [path for path, _ in resolved],
+            "relpath": [_printable_path(image) for image in images],
+            "raw_label": table[condition.label_column].values,
+            "source_split": source_split.values,
+            "split": [_normalise_split(v) for v in source_split],
+            "where": [
+                _printable_path(image)[:300] if image else f"row {i + 1} of {manifest.name} (empty image cell)"
+                for i, image in enumerate(images)
+            ],
+            "path_problem": [problem for _, problem in resolved],
+        }
+    )
     if condition.group_column:
         frame["group"] = table[condition.group_column].astype(str).str.strip().values
     return Source(frame)
@@ -299,12 +345,21 @@ def split_draw(keys: Iterable[str], seed: int) -> np.ndarray:
     images never changes it: that is what keeps an image in its split while a dataset grows.
     """
     secret = str(seed).encode()
-    return np.array([int.from_bytes(hmac.new(secret, str(k).encode("utf-8", "surrogatepass"), hashlib.sha256)
-                                    .digest()[:8], "big") / 2.0**64 for k in keys], dtype=np.float64)
+    return np.array(
+        [
+            int.from_bytes(
+                hmac.new(secret, str(k).encode("utf-8", "surrogatepass"), hashlib.sha256).digest()[:8], "big"
+            )
+            / 2.0**64
+            for k in keys
+        ],
+        dtype=np.float64,
+    )
 
 
-def assign_splits(frame: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int,
-                  group_column: str = "group") -> pd.DataFrame:
+def assign_splits(
+    frame: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int, group_column: str = "group"
+) -> pd.DataFrame:
     """Fill in missing val/test splits from train by a keyed hash of each group; given splits are kept.
 
     Each group (`group_column`: patient, study, else the image's content hash) draws one number
@@ -370,13 +425,22 @@ def split_balance(frame: pd.DataFrame, pool: pd.Series, made: Iterable[str]) -> 
         if part.empty:  # a split the set ships (e.g. its own test split) holds no pooled images
             continue
         share = float(part["label"].mean()) if len(part) else 0.0
-        rows[split] = {"images": int(len(part)), "positives": int(part["label"].sum()),
-                       "stratified": round(overall * len(part), 1), "positive_share": share,
-                       "deviation": share - overall}
+        rows[split] = {
+            "images": int(len(part)),
+            "positives": int(part["label"].sum()),
+            "stratified": round(overall * len(part), 1),
+            "positive_share": share,
+            "deviation": share - overall,
+        }
     worst = max((abs(r["deviation"]) for r in rows.values()), default=0.0)
-    return {"method": "keyed hash of the group" if made else "given by the dataset", "splits_made": made,
-            "rescued": rescued,
-            "pool_positive_share": overall, "splits": rows, "max_deviation": worst}
+    return {
+        "method": "keyed hash of the group" if made else "given by the dataset",
+        "splits_made": made,
+        "rescued": rescued,
+        "pool_positive_share": overall,
+        "splits": rows,
+        "max_deviation": worst,
+    }
 
 
 def cap_per_split(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
@@ -399,8 +463,15 @@ def make_dataset(frame: pd.DataFrame, profile: Profile, *, training: bool, seed:
     Decodes each file once (caching the resized tensors), turns grayscale into three channels,
     and prefetches, so training does not wait on disk or JPEG decoding.
     """
-    return image_dataset(frame["path"].to_numpy(dtype=str), frame["label"].to_numpy(dtype=np.float32),
-                         profile.image_size, profile.batch_size, training=training, seed=seed, resize=profile.resize)
+    return image_dataset(
+        frame["path"].to_numpy(dtype=str),
+        frame["label"].to_numpy(dtype=np.float32),
+        profile.image_size,
+        profile.batch_size,
+        training=training,
+        seed=seed,
+        resize=profile.resize,
+    )
 
 
 def padded_box(height: int, width: int, size: int) -> tuple[int, int, int, int]:
@@ -427,7 +498,7 @@ def content_masks(paths: list[str], size: int, resize: str) -> np.ndarray:
                 width, height = image.size
         top, left, inner_h, inner_w = padded_box(height, width, size)
         mask[:] = False
-        mask[top:top + inner_h, left:left + inner_w] = True
+        mask[top : top + inner_h, left : left + inner_w] = True
     return masks
 
 
@@ -440,8 +511,17 @@ def _is_dicom_file(path: str) -> bool:
         return False  # decode_image names the file when it fails
 
 
-def image_dataset(paths: np.ndarray, targets: np.ndarray, size: int, batch_size: int, *, training: bool, seed: int,
-                  sample_weights: np.ndarray | None = None, resize: str = "squash"):
+def image_dataset(
+    paths: np.ndarray,
+    targets: np.ndarray,
+    size: int,
+    batch_size: int,
+    *,
+    training: bool,
+    seed: int,
+    sample_weights: np.ndarray | None = None,
+    resize: str = "squash",
+):
     """Return batches of (image, target[, sample weight]) with images decoded once, resized to `size`, cached.
 
     `resize` is `squash` (stretch to the square) or `pad` (keep the aspect ratio, pad with black).
@@ -480,8 +560,11 @@ def image_dataset(paths: np.ndarray, targets: np.ndarray, size: int, batch_size:
         image.set_shape((size, size, 3))
         return (image, *rest)
 
-    columns = (paths, dicom, targets) if sample_weights is None else (paths, dicom, targets,
-                                                                       sample_weights.astype(np.float32))
+    columns = (
+        (paths, dicom, targets)
+        if sample_weights is None
+        else (paths, dicom, targets, sample_weights.astype(np.float32))
+    )
     data = tf.data.Dataset.from_tensor_slices(columns)
     data = data.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
     if training:

@@ -28,8 +28,18 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DICOM_SUFFIXES", "RADIOGRAPH_MODALITIES", "DicomInfo", "DicomReadError", "is_dicom", "read_dicom",
-           "load_pixels", "group_key", "keyed_hash", "KEY_ENV"]
+__all__ = [
+    "DICOM_SUFFIXES",
+    "RADIOGRAPH_MODALITIES",
+    "DicomInfo",
+    "DicomReadError",
+    "is_dicom",
+    "read_dicom",
+    "load_pixels",
+    "group_key",
+    "keyed_hash",
+    "KEY_ENV",
+]
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 # Projection radiography: computed and digital radiography, mammography, intra-oral, panoramic, and
@@ -142,8 +152,18 @@ def _parse(data: bytes):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return pydicom.dcmread(io.BytesIO(data), force=False)
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError, NotImplementedError,
-            AttributeError, IndexError, OSError) as exc:
+    except (
+        InvalidDicomError,
+        EOFError,
+        ValueError,
+        KeyError,
+        TypeError,
+        OverflowError,
+        NotImplementedError,
+        AttributeError,
+        IndexError,
+        OSError,
+    ) as exc:
         raise DicomReadError("image_corrupt", f"DICOM header unreadable ({type(exc).__name__})") from None
 
 
@@ -165,9 +185,13 @@ def describe(ds, key: bytes) -> DicomInfo:
     """The PHI-free facts of a parsed dataset (no pixel decoding)."""
     syntax = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) is not None else None
     patient, study = str(ds.get("PatientID", "") or "").strip(), str(ds.get("StudyInstanceUID", "") or "").strip()
-    windowing = ("VOI LUT" if "VOILUTSequence" in ds else
-                 "window" if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None
-                 else "image range")
+    windowing = (
+        "VOI LUT"
+        if "VOILUTSequence" in ds
+        else "window"
+        if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None
+        else "image range"
+    )
     return DicomInfo(
         modality=_code(ds, "Modality"),
         view_position=_code(ds, "ViewPosition"),
@@ -265,8 +289,9 @@ def to_unit(ds, info: DicomInfo) -> np.ndarray:
     return 1.0 - unit if info.photometric == "MONOCHROME1" else unit
 
 
-def read_dicom(data: bytes, key: bytes, pixels: bool = True,
-               max_bytes: int | None = None) -> tuple[DicomInfo, np.ndarray | None]:
+def read_dicom(
+    data: bytes, key: bytes, pixels: bool = True, max_bytes: int | None = None
+) -> tuple[DicomInfo, np.ndarray | None]:
     """Parse a DICOM file's bytes: its PHI-free facts and, with `pixels`, its first frame in [0, 1].
 
     Raises DicomReadError (code and one PHI-free line) for a file that cannot give pixels, or whose

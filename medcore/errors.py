@@ -25,7 +25,7 @@ class RunIdError(MedcoreError, ValueError):
     """A run id that cannot name a run folder (empty, '..', NUL, too long)."""
 
 
-class Skipped(Exception):
+class Skipped(Exception):  # noqa: N818 control flow (nothing to train), not an error
     """A stage with nothing to do tonight (e.g. data, config and code unchanged): not a failure, no retry."""
 
 

@@ -14,31 +14,71 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from medcore.config import EvaluationSettings, Profile
+
 # Re-exported for existing callers.
 from medcore.contract import contract_resize, contract_temperature, contract_threshold, file_sha256, read_contract
 from medcore.datasets import IMAGE_SUFFIXES, make_dataset
 from medcore.errors import MedcoreError
 
 __all__ = [
-    "load_model", "predict_probabilities", "youden_threshold", "sensitivity_threshold", "choose_threshold",
-    "ThresholdChoice", "weighted_metrics", "binary_metrics", "bootstrap_weights", "bootstrap_intervals",
-    "quality_tier", "units_per_class", "evaluate_scores", "evaluate_model", "render_plots", "PLOTS", "METRICS",
-    "list_images", "predict_files", "contract_threshold", "read_contract", "file_sha256", "png_bytes",
-    "predict_logits", "sigmoid", "fit_temperature", "calibration_report", "contract_temperature", "contract_resize",
-    "aggregate_studies", "study_level", "evaluate_model_splits", "selection_figures", "paired_auc_difference",
+    "load_model",
+    "predict_probabilities",
+    "youden_threshold",
+    "sensitivity_threshold",
+    "choose_threshold",
+    "ThresholdChoice",
+    "weighted_metrics",
+    "binary_metrics",
+    "bootstrap_weights",
+    "bootstrap_intervals",
+    "quality_tier",
+    "units_per_class",
+    "evaluate_scores",
+    "evaluate_model",
+    "render_plots",
+    "PLOTS",
+    "METRICS",
+    "list_images",
+    "predict_files",
+    "contract_threshold",
+    "read_contract",
+    "file_sha256",
+    "png_bytes",
+    "predict_logits",
+    "sigmoid",
+    "fit_temperature",
+    "calibration_report",
+    "contract_temperature",
+    "contract_resize",
+    "aggregate_studies",
+    "study_level",
+    "evaluate_model_splits",
+    "selection_figures",
+    "paired_auc_difference",
 ]
 
 # The figures that get a point estimate and an interval; the confusion counts get one too.
-METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "brier", "calibration_error",
-           "kappa")
+METRICS = (
+    "accuracy",
+    "precision",
+    "recall",
+    "specificity",
+    "f1",
+    "roc_auc",
+    "pr_auc",
+    "brier",
+    "calibration_error",
+    "kappa",
+)
 COUNTS = ("tp", "tn", "fp", "fn")
 PLOTS = ("roc", "pr", "calibration", "confusion")
 CLINICAL_NOTE = "research-grade discrimination only, not fitness for clinical use"
@@ -111,8 +151,15 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
     return float(np.exp(found.x))
 
 
-def calibration_report(labels: np.ndarray, logits: np.ndarray, temperature: float, *, groups: Sequence | None = None,
-                       settings: EvaluationSettings = EvaluationSettings(), seed: int = 0) -> dict[str, Any]:
+def calibration_report(
+    labels: np.ndarray,
+    logits: np.ndarray,
+    temperature: float,
+    *,
+    groups: Sequence | None = None,
+    settings: EvaluationSettings = EvaluationSettings(),
+    seed: int = 0,
+) -> dict[str, Any]:
     """ECE and Brier score of the raw and the temperature-scaled probabilities on one split, with intervals.
 
     Both use the same bootstrap resamples (same seed, groups and strata), so the change is paired.
@@ -121,13 +168,28 @@ def calibration_report(labels: np.ndarray, logits: np.ndarray, temperature: floa
     figures: dict[str, Any] = {}
     for name, probabilities in (("before", sigmoid(logits)), ("after", sigmoid(logits, temperature))):
         point = binary_metrics(labels, probabilities, 0.5, settings.calibration_bins)
-        boot = bootstrap_intervals(labels, probabilities, 0.5, groups=groups, resamples=settings.bootstrap_resamples,
-                                   confidence=settings.confidence, seed=seed,
-                                   calibration_bins=settings.calibration_bins)
-        figures[name] = {metric: {"value": point[metric], "interval": boot["intervals"].get(metric)}
-                         for metric in ("calibration_error", "brier")}
-    return {"method": "temperature scaling on logits", "temperature": float(temperature), "fitted_on": "val",
-            "measured_on": "test", "bins": settings.calibration_bins, **figures}
+        boot = bootstrap_intervals(
+            labels,
+            probabilities,
+            0.5,
+            groups=groups,
+            resamples=settings.bootstrap_resamples,
+            confidence=settings.confidence,
+            seed=seed,
+            calibration_bins=settings.calibration_bins,
+        )
+        figures[name] = {
+            metric: {"value": point[metric], "interval": boot["intervals"].get(metric)}
+            for metric in ("calibration_error", "brier")
+        }
+    return {
+        "method": "temperature scaling on logits",
+        "temperature": float(temperature),
+        "fitted_on": "val",
+        "measured_on": "test",
+        "bins": settings.calibration_bins,
+        **figures,
+    }
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -188,8 +250,13 @@ def sensitivity_threshold(labels: np.ndarray, probabilities: np.ndarray, target:
     return _between(scores, int(reached[0]))
 
 
-def choose_threshold(labels: np.ndarray, probabilities: np.ndarray, rule: str = "youden",
-                     target_sensitivity: float = 0.9, split: str = "val") -> ThresholdChoice:
+def choose_threshold(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    rule: str = "youden",
+    target_sensitivity: float = 0.9,
+    split: str = "val",
+) -> ThresholdChoice:
     """Pick the threshold on one split (val) by `rule` and record what it achieved there."""
     labels = np.asarray(labels).astype(int)
     if rule == "youden":
@@ -200,16 +267,24 @@ def choose_threshold(labels: np.ndarray, probabilities: np.ndarray, rule: str = 
         raise ValueError(f"threshold rule must be 'youden' or 'sensitivity', got {rule!r}")
     note = None if len(np.unique(labels)) == 2 else f"{split} split lacks a class; default threshold 0.5 used"
     point = binary_metrics(labels, probabilities, value) if len(labels) else {}
-    return ThresholdChoice(value=value, rule=rule, split=split, n=int(len(labels)),
-                           sensitivity=point.get("recall"), specificity=point.get("specificity"),
-                           target_sensitivity=target_sensitivity if rule == "sensitivity" else None, note=note)
+    return ThresholdChoice(
+        value=value,
+        rule=rule,
+        split=split,
+        n=int(len(labels)),
+        sensitivity=point.get("recall"),
+        specificity=point.get("specificity"),
+        target_sensitivity=target_sensitivity if rule == "sensitivity" else None,
+        note=note,
+    )
 
 
 # --------------------------------------------------------------------------- metrics
 
 
-def weighted_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float, weights: np.ndarray,
-                     calibration_bins: int = 10) -> dict[str, np.ndarray]:
+def weighted_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, threshold: float, weights: np.ndarray, calibration_bins: int = 10
+) -> dict[str, np.ndarray]:
     """Every metric for each row of `weights` (shape resamples x images); NaN where undefined.
 
     Weights are how many times each image counts. Ratios are weighted counts; ROC AUC is the
@@ -251,7 +326,10 @@ def weighted_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: f
             "calibration_error": np.abs(gap_per_bin).sum(axis=1) / total,
             # Cohen's kappa of the decisions against the labels: agreement beyond what the marginals give by chance.
             "kappa": _kappa(tp, tn, fp, fn, total),
-            "tp": tp, "tn": tn, "fp": fp, "fn": fn,
+            "tp": tp,
+            "tn": tn,
+            "fp": fp,
+            "fn": fn,
         }
 
 
@@ -265,8 +343,9 @@ def _number(value: float) -> float | None:
     return None if not math.isfinite(float(value)) else float(value)
 
 
-def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float,
-                   calibration_bins: int = 10) -> dict[str, Any]:
+def binary_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, threshold: float, calibration_bins: int = 10
+) -> dict[str, Any]:
     """Point estimates at `threshold`; a metric whose denominator is empty is None, not 0.
 
     ROC AUC and PR AUC need both classes; calibration error is the expected calibration error
@@ -294,8 +373,9 @@ def _group_codes(n: int, groups: Sequence | None) -> np.ndarray:
     return np.unique(np.asarray(groups).astype(str), return_inverse=True)[1].reshape(-1)
 
 
-def bootstrap_weights(n: int, resamples: int, rng: np.random.Generator, groups: Sequence | None = None,
-                      strata: Sequence | None = None) -> np.ndarray:
+def bootstrap_weights(
+    n: int, resamples: int, rng: np.random.Generator, groups: Sequence | None = None, strata: Sequence | None = None
+) -> np.ndarray:
     """How often each of `n` images is drawn in each resample (resamples x n).
 
     With `groups`, whole groups (patients) are drawn with replacement and bring all their images,
@@ -318,9 +398,18 @@ def bootstrap_weights(n: int, resamples: int, rng: np.random.Generator, groups: 
     return drawn[:, codes].astype(np.float64)
 
 
-def bootstrap_intervals(labels: np.ndarray, probabilities: np.ndarray, threshold: float, *,
-                        groups: Sequence | None = None, resamples: int = 1000, confidence: float = 0.95,
-                        seed: int = 0, calibration_bins: int = 10, stratified: bool = True) -> dict[str, Any]:
+def bootstrap_intervals(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    threshold: float,
+    *,
+    groups: Sequence | None = None,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    calibration_bins: int = 10,
+    stratified: bool = True,
+) -> dict[str, Any]:
     """Percentile bootstrap intervals for every metric and confusion count, seeded.
 
     Returns `{"intervals": {metric: {"low", "high"}}, "undefined": {metric: resamples}}`; a
@@ -363,15 +452,28 @@ def quality_tier(auc_low: float | None, tiers: Iterable[tuple[str, float]]) -> s
     return "insufficient"
 
 
-def evaluate_scores(val_labels: np.ndarray, val_probabilities: np.ndarray, test_labels: np.ndarray,
-                    test_probabilities: np.ndarray, test_groups: Sequence | None = None,
-                    settings: EvaluationSettings = EvaluationSettings(), seed: int = 0) -> dict[str, Any]:
+def evaluate_scores(
+    val_labels: np.ndarray,
+    val_probabilities: np.ndarray,
+    test_labels: np.ndarray,
+    test_probabilities: np.ndarray,
+    test_groups: Sequence | None = None,
+    settings: EvaluationSettings = EvaluationSettings(),
+    seed: int = 0,
+) -> dict[str, Any]:
     """Choose the threshold on val only, then measure test at it, with intervals and a quality tier."""
     choice = choose_threshold(val_labels, val_probabilities, settings.threshold_rule, settings.target_sensitivity)
     metrics = binary_metrics(test_labels, test_probabilities, choice.value, settings.calibration_bins)
-    boot = bootstrap_intervals(test_labels, test_probabilities, choice.value, groups=test_groups,
-                               resamples=settings.bootstrap_resamples, confidence=settings.confidence, seed=seed,
-                               calibration_bins=settings.calibration_bins)
+    boot = bootstrap_intervals(
+        test_labels,
+        test_probabilities,
+        choice.value,
+        groups=test_groups,
+        resamples=settings.bootstrap_resamples,
+        confidence=settings.confidence,
+        seed=seed,
+        calibration_bins=settings.calibration_bins,
+    )
     auc_interval = boot["intervals"].get("roc_auc")
     auc_low = auc_interval["low"] if auc_interval and metrics["roc_auc"] is not None else None
     units = units_per_class(test_labels, test_groups)
@@ -379,29 +481,52 @@ def evaluate_scores(val_labels: np.ndarray, val_probabilities: np.ndarray, test_
     tier, reason = quality_tier(auc_low, settings.tiers), None
     if min(units.values()) < settings.min_per_class:
         tier = "insufficient"
-        reason = (f"only {units['positive']} positive and {units['negative']} negative test {unit}s; "
-                  f"a tier needs {settings.min_per_class} of each")
+        reason = (
+            f"only {units['positive']} positive and {units['negative']} negative test {unit}s; "
+            f"a tier needs {settings.min_per_class} of each"
+        )
     elif auc_low is None:
         reason = "ROC AUC undefined"
-    metrics.update({
-        "intervals": boot["intervals"],
-        "bootstrap": {"resamples": settings.bootstrap_resamples, "confidence": settings.confidence, "seed": seed,
-                      "method": "percentile", "stratified": True, "unit": unit,
-                      "groups": len(np.unique(_group_codes(len(test_labels), test_groups))),
-                      "units_per_class": units, "undefined_resamples": boot["undefined"]},
-        "threshold": choice.value,
-        "threshold_rule": choice.rule,
-        "threshold_split": choice.split,
-        "threshold_choice": asdict(choice),
-        "evaluated_split": "test",
-        "quality": {"tier": tier, "basis": "roc_auc interval lower bound", "value": auc_low, "reason": reason,
-                    "tiers": dict(settings.tiers), "note": CLINICAL_NOTE},
-    })
+    metrics.update(
+        {
+            "intervals": boot["intervals"],
+            "bootstrap": {
+                "resamples": settings.bootstrap_resamples,
+                "confidence": settings.confidence,
+                "seed": seed,
+                "method": "percentile",
+                "stratified": True,
+                "unit": unit,
+                "groups": len(np.unique(_group_codes(len(test_labels), test_groups))),
+                "units_per_class": units,
+                "undefined_resamples": boot["undefined"],
+            },
+            "threshold": choice.value,
+            "threshold_rule": choice.rule,
+            "threshold_split": choice.split,
+            "threshold_choice": asdict(choice),
+            "evaluated_split": "test",
+            "quality": {
+                "tier": tier,
+                "basis": "roc_auc interval lower bound",
+                "value": auc_low,
+                "reason": reason,
+                "tiers": dict(settings.tiers),
+                "note": CLINICAL_NOTE,
+            },
+        }
+    )
     return metrics
 
 
-def evaluate_model(model, split: pd.DataFrame, profile: Profile, settings: EvaluationSettings = EvaluationSettings(),
-                   seed: int = 0, study_aggregation: str = "mean") -> tuple[dict[str, Any], pd.DataFrame]:
+def evaluate_model(
+    model,
+    split: pd.DataFrame,
+    profile: Profile,
+    settings: EvaluationSettings = EvaluationSettings(),
+    seed: int = 0,
+    study_aggregation: str = "mean",
+) -> tuple[dict[str, Any], pd.DataFrame]:
     """Score val and test, fit the temperature and pick the threshold on val, measure test.
 
     Every probability from here on (metrics, predictions.csv, overlays, `medcore predict`) is the
@@ -414,10 +539,17 @@ def evaluate_model(model, split: pd.DataFrame, profile: Profile, settings: Evalu
     return metrics, predictions
 
 
-def _predictions(frame: pd.DataFrame, probabilities: np.ndarray, threshold: float | None = None,
-                 logits: np.ndarray | None = None) -> pd.DataFrame:
-    table = pd.DataFrame({"relpath": frame["relpath"].to_numpy(), "path": frame["path"].to_numpy(),
-                          "label": frame["label"].astype(int).to_numpy(), "probability": probabilities})
+def _predictions(
+    frame: pd.DataFrame, probabilities: np.ndarray, threshold: float | None = None, logits: np.ndarray | None = None
+) -> pd.DataFrame:
+    table = pd.DataFrame(
+        {
+            "relpath": frame["relpath"].to_numpy(),
+            "path": frame["path"].to_numpy(),
+            "label": frame["label"].astype(int).to_numpy(),
+            "probability": probabilities,
+        }
+    )
     if threshold is not None:
         table["predicted"] = (probabilities >= threshold).astype(int)
     if logits is not None:
@@ -428,10 +560,14 @@ def _predictions(frame: pd.DataFrame, probabilities: np.ndarray, threshold: floa
     return table
 
 
-def evaluate_model_splits(model, split: pd.DataFrame, profile: Profile,
-                          settings: EvaluationSettings = EvaluationSettings(),
-                          seed: int = 0, study_aggregation: str = "mean") -> tuple[dict[str, Any], pd.DataFrame,
-                                                                                   pd.DataFrame]:
+def evaluate_model_splits(
+    model,
+    split: pd.DataFrame,
+    profile: Profile,
+    settings: EvaluationSettings = EvaluationSettings(),
+    seed: int = 0,
+    study_aggregation: str = "mean",
+) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """As `evaluate_model`, plus the selection figures on val (`metrics["selection"]`) and the val predictions.
 
     The selection figures are what the choice among profiles and the champion decision read, so the
@@ -445,11 +581,13 @@ def evaluate_model_splits(model, split: pd.DataFrame, profile: Profile,
     val_logits, test_logits = predict_logits(model, val, profile), predict_logits(model, test, profile)
     temperature = fit_temperature(val["label"].to_numpy(), val_logits) if settings.calibrate else 1.0
     probabilities, val_probabilities = sigmoid(test_logits, temperature), sigmoid(val_logits, temperature)
-    metrics = evaluate_scores(val["label"].to_numpy(), val_probabilities,
-                              test["label"].to_numpy(), probabilities, groups, settings, seed)
+    metrics = evaluate_scores(
+        val["label"].to_numpy(), val_probabilities, test["label"].to_numpy(), probabilities, groups, settings, seed
+    )
     metrics["temperature"] = temperature
-    metrics["calibration"] = calibration_report(test["label"].to_numpy(), test_logits, temperature, groups=groups,
-                                                settings=settings, seed=seed)
+    metrics["calibration"] = calibration_report(
+        test["label"].to_numpy(), test_logits, temperature, groups=groups, settings=settings, seed=seed
+    )
     if not settings.calibrate:
         metrics["calibration"]["method"] = "none (evaluation.calibrate is false)"
     metrics["selection"] = selection_figures(val, val_probabilities, settings, seed)
@@ -460,12 +598,24 @@ def evaluate_model_splits(model, split: pd.DataFrame, profile: Profile,
     return metrics, predictions, _predictions(val, val_probabilities, logits=val_logits)
 
 
-SELECTION_FIGURES = ("n", "n_positive", "accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc",
-                     "threshold", "intervals")
+SELECTION_FIGURES = (
+    "n",
+    "n_positive",
+    "accuracy",
+    "precision",
+    "recall",
+    "specificity",
+    "f1",
+    "roc_auc",
+    "pr_auc",
+    "threshold",
+    "intervals",
+)
 
 
-def selection_figures(val: pd.DataFrame, probabilities: np.ndarray, settings: EvaluationSettings = EvaluationSettings(),
-                      seed: int = 0) -> dict[str, Any]:
+def selection_figures(
+    val: pd.DataFrame, probabilities: np.ndarray, settings: EvaluationSettings = EvaluationSettings(), seed: int = 0
+) -> dict[str, Any]:
     """Figures on the selection (val) split at the val threshold, with patient-resampled intervals and a tier.
 
     They are optimistic in absolute terms (the threshold and the early-stopping epoch were chosen on
@@ -478,9 +628,15 @@ def selection_figures(val: pd.DataFrame, probabilities: np.ndarray, settings: Ev
     return {**kept, "split": "val", "quality_tier": full["quality"]["tier"], "unit": full["bootstrap"]["unit"]}
 
 
-def paired_auc_difference(labels: np.ndarray, challenger: np.ndarray, champion: np.ndarray,
-                          groups: Sequence | None = None, resamples: int = 1000, confidence: float = 0.95,
-                          seed: int = 0) -> dict[str, Any]:
+def paired_auc_difference(
+    labels: np.ndarray,
+    challenger: np.ndarray,
+    champion: np.ndarray,
+    groups: Sequence | None = None,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
     """ROC AUC of two models on the same images and the interval of their difference, by paired bootstrap.
 
     Each resample draws patients (else images) with replacement, within each class as in
@@ -501,13 +657,22 @@ def paired_auc_difference(labels: np.ndarray, challenger: np.ndarray, champion: 
         return float(low), float(high)
 
     diff = new[1:] - old[1:]
-    return {"n": int(len(labels)), "n_positive": int(labels.sum()),
-            "unit": "patient" if groups is not None else "image",
-            "units": len(np.unique(_group_codes(len(labels), groups))),
-            "challenger_auc": float(new[0]), "champion_auc": float(old[0]), "delta": float(new[0] - old[0]),
-            "low": bounds(diff)[0], "high": bounds(diff)[1],
-            "challenger_interval": bounds(new[1:]), "champion_interval": bounds(old[1:]),
-            "resamples": resamples, "confidence": confidence, "method": "paired stratified bootstrap"}
+    return {
+        "n": int(len(labels)),
+        "n_positive": int(labels.sum()),
+        "unit": "patient" if groups is not None else "image",
+        "units": len(np.unique(_group_codes(len(labels), groups))),
+        "challenger_auc": float(new[0]),
+        "champion_auc": float(old[0]),
+        "delta": float(new[0] - old[0]),
+        "low": bounds(diff)[0],
+        "high": bounds(diff)[1],
+        "challenger_interval": bounds(new[1:]),
+        "champion_interval": bounds(old[1:]),
+        "resamples": resamples,
+        "confidence": confidence,
+        "method": "paired stratified bootstrap",
+    }
 
 
 def aggregate_studies(frame: pd.DataFrame, how: str = "mean") -> pd.DataFrame:
@@ -520,22 +685,41 @@ def aggregate_studies(frame: pd.DataFrame, how: str = "mean") -> pd.DataFrame:
     return frame.groupby(frame["study"].astype(str), sort=True).agg(**columns).reset_index()
 
 
-def study_level(val: pd.DataFrame, test: pd.DataFrame, image_metrics: dict[str, Any],
-                settings: EvaluationSettings = EvaluationSettings(), seed: int = 0,
-                how: str = "mean") -> dict[str, Any]:
+def study_level(
+    val: pd.DataFrame,
+    test: pd.DataFrame,
+    image_metrics: dict[str, Any],
+    settings: EvaluationSettings = EvaluationSettings(),
+    seed: int = 0,
+    how: str = "mean",
+) -> dict[str, Any]:
     """Metrics per study (MURA's unit): threshold fitted on val studies, intervals resampled by patient.
 
     The image-level figures stay, under `image_level`; the returned figures are the study's.
     """
     val_studies, test_studies = aggregate_studies(val, how), aggregate_studies(test, how)
     groups = test_studies["group"].astype(str).to_numpy() if "group" in test_studies.columns else None
-    metrics = evaluate_scores(val_studies["label"].to_numpy(), val_studies["probability"].to_numpy(),
-                              test_studies["label"].to_numpy(), test_studies["probability"].to_numpy(), groups,
-                              settings, seed)
+    metrics = evaluate_scores(
+        val_studies["label"].to_numpy(),
+        val_studies["probability"].to_numpy(),
+        test_studies["label"].to_numpy(),
+        test_studies["probability"].to_numpy(),
+        groups,
+        settings,
+        seed,
+    )
     image_level = {k: v for k, v in image_metrics.items() if k not in ("calibration", "temperature")}
-    metrics.update({"unit": "study", "study_aggregation": how, "n_images": image_metrics["n"],
-                    "threshold_split": "val (studies)", "image_level": image_level,
-                    "temperature": image_metrics.get("temperature"), "calibration": image_metrics.get("calibration")})
+    metrics.update(
+        {
+            "unit": "study",
+            "study_aggregation": how,
+            "n_images": image_metrics["n"],
+            "threshold_split": "val (studies)",
+            "image_level": image_level,
+            "temperature": image_metrics.get("temperature"),
+            "calibration": image_metrics.get("calibration"),
+        }
+    )
     return metrics
 
 
@@ -559,20 +743,29 @@ def _interval_text(metrics: dict[str, Any], name: str) -> str:
     return f"{value:.3f}" + (f" ({interval['low']:.3f}–{interval['high']:.3f})" if interval else "")
 
 
-def render_plots(labels: np.ndarray, probabilities: np.ndarray, metrics: dict[str, Any], title: str = "",
-                 calibration_bins: int = 10) -> dict[str, bytes]:
+def render_plots(
+    labels: np.ndarray, probabilities: np.ndarray, metrics: dict[str, Any], title: str = "", calibration_bins: int = 10
+) -> dict[str, bytes]:
     """ROC, PR, calibration and confusion-matrix plots as PNG bytes (nothing is written here)."""
     labels = np.asarray(labels).astype(int)
     probabilities = np.asarray(probabilities, dtype=float)
     both = len(np.unique(labels)) == 2
     return {
         "roc": _plot(lambda ax: _draw_roc(ax, labels, probabilities, metrics, both), f"ROC {title}", "lower right"),
-        "pr": _plot(lambda ax: _draw_pr(ax, labels, probabilities, metrics, both), f"Precision-recall {title}",
-                    "lower left"),
-        "calibration": _plot(lambda ax: _draw_calibration(ax, labels, probabilities, metrics, calibration_bins),
-                             f"Calibration {title}", "upper left"),
-        "confusion": _plot(lambda ax: _draw_confusion(ax, metrics["confusion_matrix"]),
-                           f"Confusion at {metrics['threshold']:.3f} {title}", None, size=(4, 3.6)),
+        "pr": _plot(
+            lambda ax: _draw_pr(ax, labels, probabilities, metrics, both), f"Precision-recall {title}", "lower left"
+        ),
+        "calibration": _plot(
+            lambda ax: _draw_calibration(ax, labels, probabilities, metrics, calibration_bins),
+            f"Calibration {title}",
+            "upper left",
+        ),
+        "confusion": _plot(
+            lambda ax: _draw_confusion(ax, metrics["confusion_matrix"]),
+            f"Confusion at {metrics['threshold']:.3f} {title}",
+            None,
+            size=(4, 3.6),
+        ),
     }
 
 
@@ -618,10 +811,21 @@ def _draw_calibration(ax, labels: np.ndarray, probabilities: np.ndarray, metrics
     which = np.minimum((probabilities * bins).astype(int), bins - 1)
     filled = [b for b in range(bins) if (which == b).any()]
     ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
-    ax.plot([probabilities[which == b].mean() for b in filled], [labels[which == b].mean() for b in filled], "o-",
-            label=f"ECE {_interval_text(metrics, 'calibration_error')}")
-    ax.bar(edges[:-1], [(which == b).mean() for b in range(bins)], width=1 / bins, align="edge", alpha=0.2,
-           color="grey", label="share of images")
+    ax.plot(
+        [probabilities[which == b].mean() for b in filled],
+        [labels[which == b].mean() for b in filled],
+        "o-",
+        label=f"ECE {_interval_text(metrics, 'calibration_error')}",
+    )
+    ax.bar(
+        edges[:-1],
+        [(which == b).mean() for b in range(bins)],
+        width=1 / bins,
+        align="edge",
+        alpha=0.2,
+        color="grey",
+        label="share of images",
+    )
     ax.set(xlabel="predicted probability", ylabel="observed positive rate", xlim=(0, 1), ylim=(0, 1.02))
 
 
@@ -629,10 +833,23 @@ def _draw_confusion(ax, cm: dict[str, int]) -> None:
     grid = np.array([[cm["tn"], cm["fp"]], [cm["fn"], cm["tp"]]])
     ax.imshow(grid, cmap="Blues")
     for (row, col), count in np.ndenumerate(grid):
-        ax.text(col, row, str(count), ha="center", va="center",
-                color="white" if count > grid.max() / 2 else "black", fontsize=14)
-    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["negative", "positive"], yticklabels=["negative", "positive"],
-           xlabel="predicted", ylabel="true")
+        ax.text(
+            col,
+            row,
+            str(count),
+            ha="center",
+            va="center",
+            color="white" if count > grid.max() / 2 else "black",
+            fontsize=14,
+        )
+    ax.set(
+        xticks=[0, 1],
+        yticks=[0, 1],
+        xticklabels=["negative", "positive"],
+        yticklabels=["negative", "positive"],
+        xlabel="predicted",
+        ylabel="true",
+    )
 
 
 # --------------------------------------------------------------------------- scoring new images
@@ -658,8 +875,10 @@ def list_images(source: str | Path, column: str | None = None) -> list[Path]:
     candidates = [column] if column else ["path", "image", "relpath"]
     found = next((c for c in candidates if c in table.columns), None)
     if found is None:
-        raise MedcoreError(f"{source}: no column {' or '.join(repr(c) for c in candidates)} "
-                           f"(columns: {', '.join(map(str, table.columns))}); pick one with --column")
+        raise MedcoreError(
+            f"{source}: no column {' or '.join(repr(c) for c in candidates)} "
+            f"(columns: {', '.join(map(str, table.columns))}); pick one with --column"
+        )
     files = [p if p.is_absolute() else source.parent / p for p in (Path(v.strip()) for v in table[found])]
     missing = [f for f in files if not f.is_file()]
     if missing:
@@ -686,8 +905,9 @@ def _first_undecodable(files: Sequence[Path]) -> Path | None:
     return None
 
 
-def predict_files(model, files: Sequence[Path], batch_size: int = 32, temperature: float = 1.0,
-                  resize: str = "squash") -> np.ndarray:
+def predict_files(
+    model, files: Sequence[Path], batch_size: int = 32, temperature: float = 1.0, resize: str = "squash"
+) -> np.ndarray:
     """P(positive) = sigmoid(logit / temperature) for each file, decoded and resized exactly as in training."""
     import tensorflow as tf
 

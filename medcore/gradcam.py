@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -29,11 +30,29 @@ if TYPE_CHECKING:
     from medcore.config import GradcamSettings
     from medcore.layout import ModelLayout
 
-__all__ = ["explain_model",
-           "GradCam", "gradcam_heatmaps", "check_layer", "overlay", "pick_examples", "contact_sheet", "load_images",
-           "load_rgb", "upsample", "random_maps", "deletion_order", "baseline_images", "deletion_curves",
-           "curve_area", "faithfulness", "heatmap_centre", "render_deletion_plot", "KINDS", "pointing_game",
-           "mask_padding"]
+__all__ = [
+    "explain_model",
+    "GradCam",
+    "gradcam_heatmaps",
+    "check_layer",
+    "overlay",
+    "pick_examples",
+    "contact_sheet",
+    "load_images",
+    "load_rgb",
+    "upsample",
+    "random_maps",
+    "deletion_order",
+    "baseline_images",
+    "deletion_curves",
+    "curve_area",
+    "faithfulness",
+    "heatmap_centre",
+    "render_deletion_plot",
+    "KINDS",
+    "pointing_game",
+    "mask_padding",
+]
 
 log = logging.getLogger(__name__)
 EPSILON = 1e-8
@@ -65,25 +84,51 @@ def explain_model(paths: ModelLayout, settings: GradcamSettings, title: str) -> 
     deletion_images = load_images(strongest["path"].tolist(), size, settings.batch_size, resize)
     deletion_maps, _ = explainer.heatmaps(deletion_images)
     deletion_masks = content_masks(strongest["path"].tolist(), size, resize) if resize == "pad" else None
-    faithful = faithfulness(explainer, deletion_images, deletion_maps, steps=settings.deletion_steps,
-                            baseline=settings.deletion_baseline, seed=settings.seed,
-                            random_maps_per_image=settings.deletion_random_maps, alpha=settings.deletion_alpha,
-                            masks=deletion_masks)
-    faithful.update({"seconds": time.perf_counter() - start, "plot": paths.gradcam_deletion_png,
-                     "predicted_positive": int(strongest["predicted"].sum()),
-                     "labelled_positive": int(strongest["label"].sum())})
+    faithful = faithfulness(
+        explainer,
+        deletion_images,
+        deletion_maps,
+        steps=settings.deletion_steps,
+        baseline=settings.deletion_baseline,
+        seed=settings.seed,
+        random_maps_per_image=settings.deletion_random_maps,
+        alpha=settings.deletion_alpha,
+        masks=deletion_masks,
+    )
+    faithful.update(
+        {
+            "seconds": time.perf_counter() - start,
+            "plot": paths.gradcam_deletion_png,
+            "predicted_positive": int(strongest["predicted"].sum()),
+            "labelled_positive": int(strongest["label"].sum()),
+        }
+    )
     atomic_write_bytes(paths.gradcam_deletion_png, render_deletion_plot(faithful, title))
     if not faithful["better_than_random"]:
         log.warning("%s: %s", title, faithful["flag"])
-    record = {"layer": settings.layer, "map_shape": explainer.map_shape, "image_size": size, "model_path": paths.model,
-              "resize": resize, "padding_masked": resize == "pad", "temperature": temperature,
-              **overlays, "faithfulness": faithful}
+    record = {
+        "layer": settings.layer,
+        "map_shape": explainer.map_shape,
+        "image_size": size,
+        "model_path": paths.model,
+        "resize": resize,
+        "padding_masked": resize == "pad",
+        "temperature": temperature,
+        **overlays,
+        "faithfulness": faithful,
+    }
     write_json(paths.gradcam_json, record)
     return record
 
 
-def _write_overlays(explainer: GradCam, predictions: pd.DataFrame, settings: GradcamSettings,
-                    paths: ModelLayout, resize: str = "squash", temperature: float = 1.0) -> dict[str, Any]:
+def _write_overlays(
+    explainer: GradCam,
+    predictions: pd.DataFrame,
+    settings: GradcamSettings,
+    paths: ModelLayout,
+    resize: str = "squash",
+    temperature: float = 1.0,
+) -> dict[str, Any]:
     """Overlay PNGs of the picked examples and their contact sheet; their entries for gradcam.json."""
     from medcore.datasets import content_masks
 
@@ -105,8 +150,16 @@ def _write_overlays(explainer: GradCam, predictions: pd.DataFrame, settings: Gra
         caption = f"{row.kind.upper()} p={row.probability:.2f} true={'pos' if row.label else 'neg'}"
         tiles[row.kind].append(overlay(images[i], heatmaps[i], caption))
         _write_png(tiles[row.kind][-1], target)
-        entries.append({"file": target, "image": row.relpath, "kind": row.kind, "probability": row.probability,
-                        "label": int(row.label), "heat_centre": heatmap_centre(heatmaps[i])})
+        entries.append(
+            {
+                "file": target,
+                "image": row.relpath,
+                "kind": row.kind,
+                "probability": row.probability,
+                "label": int(row.label),
+                "heat_centre": heatmap_centre(heatmaps[i]),
+            }
+        )
     rows = [tiles[kind] for kind in KINDS if tiles[kind]]
     sheet = _write_png(contact_sheet(rows), paths.gradcam_contact_sheet) if rows else None
     return {"overlays": entries, "contact_sheet": sheet, "heatmap_seconds": seconds, "max_probability_drift": drift}
@@ -126,12 +179,16 @@ def check_layer(model, layer: str):
     try:
         target = model.get_layer(layer)
     except ValueError:
-        raise MedcoreError(f"Grad-CAM layer {layer!r} not found in model {model.name!r}; set gradcam.layer "
-                           f"to a convolutional block's output (DenseNet121: 'relu')") from None
+        raise MedcoreError(
+            f"Grad-CAM layer {layer!r} not found in model {model.name!r}; set gradcam.layer "
+            f"to a convolutional block's output (DenseNet121: 'relu')"
+        ) from None
     shape = tuple(target.output.shape)
     if len(shape) != 4:
-        raise MedcoreError(f"Grad-CAM layer {layer!r} of model {model.name!r} has output shape {shape}; "
-                           f"it needs a spatial (batch, height, width, channels) map")
+        raise MedcoreError(
+            f"Grad-CAM layer {layer!r} of model {model.name!r} has output shape {shape}; "
+            f"it needs a spatial (batch, height, width, channels) map"
+        )
     return target
 
 
@@ -141,8 +198,10 @@ def _check_logit_output(model) -> None:
     activation = getattr(model.layers[-1], "activation", None)
     name = getattr(activation, "__name__", "linear")
     if shape[-1] != 1 or name not in ("linear", None):
-        raise MedcoreError(f"model {model.name!r} must emit one logit (output {shape}, activation {name!r}); "
-                           f"Grad-CAM takes gradients of the logit, not of a probability")
+        raise MedcoreError(
+            f"model {model.name!r} must emit one logit (output {shape}, activation {name!r}); "
+            f"Grad-CAM takes gradients of the logit, not of a probability"
+        )
 
 
 class GradCam:
@@ -162,8 +221,10 @@ class GradCam:
         _check_logit_output(model)
         self.model, self.layer, self.batch_size = model, layer, batch_size
         if any(d is None for d in model.inputs[0].shape[1:]):
-            raise MedcoreError(f"model {model.name!r} has input shape {tuple(model.inputs[0].shape)}; "
-                               f"Grad-CAM needs a fixed image size")
+            raise MedcoreError(
+                f"model {model.name!r} has input shape {tuple(model.inputs[0].shape)}; "
+                f"Grad-CAM needs a fixed image size"
+            )
         self.image_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
         self.map_shape = tuple(int(d) for d in target.output.shape[1:3])
         probe = keras.Model(model.inputs, [target.output, model.outputs[0]])
@@ -191,7 +252,7 @@ class GradCam:
         images = np.asarray(images, dtype=np.float32)
         if images.ndim != 4 or images.shape[1:] != self.image_shape:
             raise ValueError(f"images must have shape (N, {', '.join(map(str, self.image_shape))}), got {images.shape}")
-        return [fn(images[i:i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
+        return [fn(images[i : i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
 
     def heatmaps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return (heatmaps in [0, 1] at the layer's resolution, logits) for a stack of images."""
@@ -237,8 +298,9 @@ def load_images(paths: Sequence[str | Path], size: int, batch_size: int = 32, re
     if len(paths) == 0:
         return np.zeros((0, size, size, 3), np.float32)
     frame = pd.DataFrame({"path": [str(p) for p in paths], "label": np.zeros(len(paths), np.float32)})
-    data = make_dataset(frame, Profile("gradcam", image_size=size, batch_size=batch_size, resize=resize),
-                        training=False, seed=0)
+    data = make_dataset(
+        frame, Profile("gradcam", image_size=size, batch_size=batch_size, resize=resize), training=False, seed=0
+    )
     return np.concatenate([images.numpy() for images, _ in data]).astype(np.float32)
 
 
@@ -281,7 +343,7 @@ def contact_sheet(rows: Sequence[Sequence[np.ndarray | None]], pad: int = 4) -> 
         for c, tile in enumerate(row):
             if tile is not None:
                 top, left = pad + r * (height + pad), pad + c * (width + pad)
-                sheet[top:top + height, left:left + width] = tile
+                sheet[top : top + height, left : left + width] = tile
     return sheet
 
 
@@ -289,11 +351,17 @@ def pick_examples(predictions: pd.DataFrame, per_kind: int) -> pd.DataFrame:
     """The most confident true/false positives/negatives, `per_kind` of each where they exist."""
     frame = predictions.copy()
     frame["kind"] = np.select(
-        [(frame.label == 1) & (frame.predicted == 1), (frame.label == 0) & (frame.predicted == 0),
-         (frame.label == 0) & (frame.predicted == 1), (frame.label == 1) & (frame.predicted == 0)],
-        ["tp", "tn", "fp", "fn"], default="?")
+        [
+            (frame.label == 1) & (frame.predicted == 1),
+            (frame.label == 0) & (frame.predicted == 0),
+            (frame.label == 0) & (frame.predicted == 1),
+            (frame.label == 1) & (frame.predicted == 0),
+        ],
+        ["tp", "tn", "fp", "fn"],
+        default="?",
+    )
     frame["confidence"] = np.where(frame.predicted == 1, frame.probability, 1 - frame.probability)
-    picked = (frame.sort_values("confidence", ascending=False).groupby("kind", sort=False).head(per_kind))
+    picked = frame.sort_values("confidence", ascending=False).groupby("kind", sort=False).head(per_kind)
     return picked.sort_values(["kind", "confidence"], ascending=[True, False]).reset_index(drop=True)
 
 
@@ -316,8 +384,11 @@ def upsample(heatmaps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     import cv2
 
     height, width = size
-    return np.stack([cv2.resize(m.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-                     for m in heatmaps]) if len(heatmaps) else np.zeros((0, height, width), np.float32)
+    return (
+        np.stack([cv2.resize(m.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR) for m in heatmaps])
+        if len(heatmaps)
+        else np.zeros((0, height, width), np.float32)
+    )
 
 
 def random_maps(rng: np.random.Generator, count: int, shape: tuple[int, int]) -> np.ndarray:
@@ -352,9 +423,14 @@ def baseline_images(images: np.ndarray, kind: str = "blur") -> np.ndarray:
     return np.stack([cv2.GaussianBlur(image, (0, 0), sigma) for image in images])
 
 
-def deletion_curves(score: Callable[[np.ndarray], np.ndarray], images: np.ndarray, ranks: np.ndarray,
-                    baseline: np.ndarray, steps: int,
-                    ends: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+def deletion_curves(
+    score: Callable[[np.ndarray], np.ndarray],
+    images: np.ndarray,
+    ranks: np.ndarray,
+    baseline: np.ndarray,
+    steps: int,
+    ends: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """Score after deleting the top 0, 1/steps, ..., all of each image's pixels; shape (N, steps + 1).
 
     `ends` are the scores of the intact and of the fully deleted images, which do not depend on the
@@ -377,9 +453,18 @@ def curve_area(curves: np.ndarray) -> np.ndarray:
     return (curves[:, 1:] + curves[:, :-1]).sum(axis=1) / (2.0 * steps)
 
 
-def faithfulness(gradcam: GradCam, images: np.ndarray, heatmaps: np.ndarray, *, steps: int = 10,
-                 baseline: str = "blur", seed: int = 0, random_maps_per_image: int = 5, alpha: float = 0.05,
-                 masks: np.ndarray | None = None) -> dict[str, Any]:
+def faithfulness(
+    gradcam: GradCam,
+    images: np.ndarray,
+    heatmaps: np.ndarray,
+    *,
+    steps: int = 10,
+    baseline: str = "blur",
+    seed: int = 0,
+    random_maps_per_image: int = 5,
+    alpha: float = 0.05,
+    masks: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Deletion curves (on the logit) of Grad-CAM against random maps on the same images, and a paired verdict.
 
     Each image's Grad-CAM area is compared with the mean area of `random_maps_per_image` random
@@ -401,11 +486,18 @@ def faithfulness(gradcam: GradCam, images: np.ndarray, heatmaps: np.ndarray, *, 
 
     ends = (gradcam.logits(images), gradcam.logits(fill))
     cam = deletion_curves(gradcam.logits, images, ranks(heatmaps), fill, steps, ends)
-    chance = np.stack([deletion_curves(gradcam.logits, images,
-                                       ranks(random_maps(rng, len(images), heatmaps.shape[1:])), fill, steps, ends)
-                       for _ in range(random_maps_per_image)])  # (maps, images, steps + 1)
-    cam_area, chance_area = curve_area(cam), curve_area(chance.reshape(-1, steps + 1)).reshape(
-        random_maps_per_image, len(images)).mean(axis=0)
+    chance = np.stack(
+        [
+            deletion_curves(
+                gradcam.logits, images, ranks(random_maps(rng, len(images), heatmaps.shape[1:])), fill, steps, ends
+            )
+            for _ in range(random_maps_per_image)
+        ]
+    )  # (maps, images, steps + 1)
+    cam_area, chance_area = (
+        curve_area(cam),
+        curve_area(chance.reshape(-1, steps + 1)).reshape(random_maps_per_image, len(images)).mean(axis=0),
+    )
     difference = cam_area - chance_area
     if len(images) and np.any(difference != 0):
         p_value = float(wilcoxon(difference, alternative="less", zero_method="zsplit").pvalue)
@@ -426,8 +518,12 @@ def faithfulness(gradcam: GradCam, images: np.ndarray, heatmaps: np.ndarray, *, 
         "p_value": p_value,
         "alpha": alpha,
         "better_than_random": better,
-        "flag": None if better else (f"Grad-CAM deletes no better than a random map (p = {p_value:.2g} over "
-                                     f"{len(images)} images): its heatmaps are not evidence"),
+        "flag": None
+        if better
+        else (
+            f"Grad-CAM deletes no better than a random map (p = {p_value:.2g} over "
+            f"{len(images)} images): its heatmaps are not evidence"
+        ),
         "fraction_deleted": [k / steps for k in range(steps + 1)],
         "gradcam_curve": cam.mean(axis=0).tolist(),
         "random_curve": chance.mean(axis=(0, 1)).tolist(),
@@ -468,9 +564,14 @@ def render_deletion_plot(result: dict[str, Any], title: str = "") -> bytes:
     ax = fig.add_subplot()
     x = result["fraction_deleted"]
     ax.plot(x, result["gradcam_curve"], "o-", label=f"Grad-CAM (AUC {result['gradcam_deletion_auc']:.3f})")
-    ax.plot(x, result["random_curve"], "s--", color="grey",
-            label=f"random map (AUC {result['random_deletion_auc']:.3f})")
-    ax.set(xlabel="fraction of pixels deleted (most salient first)", ylabel=f"mean {result.get('score', 'logit')}",
-           title=f"Deletion curve {title}".strip(), xlim=(0, 1))
+    ax.plot(
+        x, result["random_curve"], "s--", color="grey", label=f"random map (AUC {result['random_deletion_auc']:.3f})"
+    )
+    ax.set(
+        xlabel="fraction of pixels deleted (most salient first)",
+        ylabel=f"mean {result.get('score', 'logit')}",
+        title=f"Deletion curve {title}".strip(),
+        xlim=(0, 1),
+    )
     ax.legend(fontsize=8)
     return png_bytes(fig)

@@ -17,8 +17,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["to_jsonable", "dumps", "write_json", "read_json", "atomic_write_bytes", "atomic_write_text",
-           "file_mode", "fsync_dir", "fsync_file"]
+__all__ = [
+    "to_jsonable",
+    "dumps",
+    "write_json",
+    "read_json",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "file_mode",
+    "fsync_dir",
+    "fsync_file",
+]
 
 
 def to_jsonable(value: Any) -> Any:

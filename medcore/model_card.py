@@ -53,16 +53,22 @@ def _caveats(condition: Condition, validation: dict, metrics: dict, gradcam: dic
     counts = validation.get("counts") or {}
     train, test = _share(counts.get("train") or {}), _share(counts.get("test") or {})
     if train is not None and test is not None and abs(train - test) > PREVALENCE_SHIFT:
-        found.append(f"Train/test shift: positives are {train:.0%} of train but {test:.0%} of test, so threshold-"
-                     "dependent figures (precision, accuracy) do not carry over to another prevalence.")
+        found.append(
+            f"Train/test shift: positives are {train:.0%} of train but {test:.0%} of test, so threshold-"
+            "dependent figures (precision, accuracy) do not carry over to another prevalence."
+        )
     findings = validation.get("findings") or []
     if any(f["code"] == "groups_unknown" for f in findings):
-        found.append("No patient ids: images of one patient may sit in both train and test, which would make the "
-                     "test figures optimistic; this cannot be checked.")
+        found.append(
+            "No patient ids: images of one patient may sit in both train and test, which would make the "
+            "test figures optimistic; this cannot be checked."
+        )
     dropped = [f"{f['code']} {f['dropped']}" for f in findings if f.get("dropped")]
     if dropped:
-        found.append(f"Validation dropped {sum(f['dropped'] for f in findings)} images ({', '.join(dropped)}); "
-                     "validation.json names each one.")
+        found.append(
+            f"Validation dropped {sum(f['dropped'] for f in findings)} images ({', '.join(dropped)}); "
+            "validation.json names each one."
+        )
     kept = [f["code"] for f in findings if f.get("policy") == "warn" and f.get("severity") == "warning"]
     if kept:
         found.append(f"Kept despite warnings: {', '.join(kept)} (see validation.json).")
@@ -82,94 +88,150 @@ def render_model_card(config: Config, condition: Condition, profile: Profile, pa
     counts, totals = validation.get("counts") or {}, validation.get("totals") or {}
     stats, groups = validation.get("image_stats") or {}, validation.get("groups") or {}
     size = training.get("image_size") or profile.image_size
-    lines = [f"# Model card: {condition.name} / {profile.name}", "",
-             f"Run `{paths.root.parent.parent.name}`. After Mitchell et al. 2019, *Model Cards for Model Reporting*. "
-             "**Research use only.**", ""]
+    lines = [
+        f"# Model card: {condition.name} / {profile.name}",
+        "",
+        f"Run `{paths.root.parent.parent.name}`. After Mitchell et al. 2019, *Model Cards for Model Reporting*. "
+        "**Research use only.**",
+        "",
+    ]
 
-    lines += ["## Model details", "",
-              f"- {contract.get('architecture', 'DenseNet121')} binary classifier, one logit (sigmoid = P(positive)), "
-              f"input {size}×{size}×3 in 0–255, {contract.get('preprocessing', 'normalisation inside the model')}.",
-              f"- Trained by medcore: profile `{profile.name}`, {training.get('epochs_run', '?')} of "
-              f"{training.get('epochs_planned', profile.epochs)} epochs, weights from "
-              f"`{training.get('weights_used') or training.get('weights') or profile.weights}`, seed "
-              f"{training.get('seed', config.seed)}, {training.get('precision', profile.precision)}.",
-              f"- Decision threshold {_f(contract.get('threshold'))} ({contract.get('threshold_rule', 'n/a')}, chosen "
-              f"on {contract.get('threshold_split', 'val')}); files: `model.keras`, `model.json` beside this card.", ""]
+    lines += [
+        "## Model details",
+        "",
+        f"- {contract.get('architecture', 'DenseNet121')} binary classifier, one logit (sigmoid = P(positive)), "
+        f"input {size}×{size}×3 in 0–255, {contract.get('preprocessing', 'normalisation inside the model')}.",
+        f"- Trained by medcore: profile `{profile.name}`, {training.get('epochs_run', '?')} of "
+        f"{training.get('epochs_planned', profile.epochs)} epochs, weights from "
+        f"`{training.get('weights_used') or training.get('weights') or profile.weights}`, seed "
+        f"{training.get('seed', config.seed)}, {training.get('precision', profile.precision)}.",
+        f"- Decision threshold {_f(contract.get('threshold'))} ({contract.get('threshold_rule', 'n/a')}, chosen "
+        f"on {contract.get('threshold_split', 'val')}); files: `model.keras`, `model.json` beside this card.",
+        "",
+    ]
 
-    lines += ["## Intended use", "",
-              f"- Primary: research on automated {condition.name.replace('_', ' ')} classification of radiographs like "
-              f"the training set (dataset `{condition.dataset}`), and on the retraining pipeline itself.",
-              "- Out of scope: diagnosis, triage, screening or any decision about a patient; images from other "
-              "populations, body parts, views, devices or hospitals than the training data; use without checking "
-              "the caveats below. No figure here shows fitness for clinical use.", ""]
+    lines += [
+        "## Intended use",
+        "",
+        f"- Primary: research on automated {condition.name.replace('_', ' ')} classification of radiographs like "
+        f"the training set (dataset `{condition.dataset}`), and on the retraining pipeline itself.",
+        "- Out of scope: diagnosis, triage, screening or any decision about a patient; images from other "
+        "populations, body parts, views, devices or hospitals than the training data; use without checking "
+        "the caveats below. No figure here shows fitness for clinical use.",
+        "",
+    ]
 
-    lines += ["## Labels and factors", "",
-              f"- Positive: {', '.join(condition.positive)}; negative: {', '.join(condition.negative)}"
-              + (f"; excluded (never seen): {', '.join(condition.exclude)}" if condition.exclude else "") + ".",
-              f"- Groups (patients): {groups.get('source', 'n/a')}"
-              + (f", {groups['groups']} groups" if groups.get("groups") else "") + "; splits keep each group whole.",
-              "- Not evaluated per subgroup (age, sex, device, site): the data carry no such fields.", ""]
+    lines += [
+        "## Labels and factors",
+        "",
+        f"- Positive: {', '.join(condition.positive)}; negative: {', '.join(condition.negative)}"
+        + (f"; excluded (never seen): {', '.join(condition.exclude)}" if condition.exclude else "")
+        + ".",
+        f"- Groups (patients): {groups.get('source', 'n/a')}"
+        + (f", {groups['groups']} groups" if groups.get("groups") else "")
+        + "; splits keep each group whole.",
+        "- Not evaluated per subgroup (age, sex, device, site): the data carry no such fields.",
+        "",
+    ]
 
-    lines += ["## Training and evaluation data", "",
-              f"- Dataset fingerprint `{validation.get('fingerprint') or training.get('dataset_fingerprint', 'n/a')}` "
-              "(file list, labels and every file's bytes).",
-              f"- Listed {totals.get('listed', 'n/a')}, excluded {totals.get('excluded', 'n/a')}, dropped by "
-              "validation "
-              f"{totals.get('dropped', 'n/a')}, used {totals.get('in_manifest', 'n/a')}.", "",
-              "| split | positive | negative |", "|---|---:|---:|"]
+    lines += [
+        "## Training and evaluation data",
+        "",
+        f"- Dataset fingerprint `{validation.get('fingerprint') or training.get('dataset_fingerprint', 'n/a')}` "
+        "(file list, labels and every file's bytes).",
+        f"- Listed {totals.get('listed', 'n/a')}, excluded {totals.get('excluded', 'n/a')}, dropped by "
+        "validation "
+        f"{totals.get('dropped', 'n/a')}, used {totals.get('in_manifest', 'n/a')}.",
+        "",
+        "| split | positive | negative |",
+        "|---|---:|---:|",
+    ]
     lines += [f"| {split} | {c.get('positive', 0)} | {c.get('negative', 0)} |" for split, c in counts.items()]
     dicom = next((f["message"] for f in validation.get("findings") or [] if f["code"] == "dicom_summary"), None)
-    lines += ["", "## Preprocessing", "",
-              f"- Decoded once, resized to {size}×{size} (antialiased bilinear; the aspect ratio is not kept: "
-              f"source images are {_f(stats.get('median_width'), 0)}×{_f(stats.get('median_height'), 0)} px median), "
-              "gray copied to three channels, pixel values 0–255.",
-              "- DICOM: Rescale Slope/Intercept, then the VOI LUT or first window (else the image's own range), "
-              "MONOCHROME1 inverted, in float32 until this scaling" + (f"; here: {dicom}." if dicom else
-                                                                        "; this set holds no DICOM."),
-              f"- Augmentation in training only: rotation {profile.augmentation.rotation}, zoom "
-              f"{profile.augmentation.zoom}, contrast {profile.augmentation.contrast}, horizontal flip "
-              f"{'on' if profile.augmentation.horizontal_flip else 'off'}.", ""]
+    lines += [
+        "",
+        "## Preprocessing",
+        "",
+        f"- Decoded once, resized to {size}×{size} (antialiased bilinear; the aspect ratio is not kept: "
+        f"source images are {_f(stats.get('median_width'), 0)}×{_f(stats.get('median_height'), 0)} px median), "
+        "gray copied to three channels, pixel values 0–255.",
+        "- DICOM: Rescale Slope/Intercept, then the VOI LUT or first window (else the image's own range), "
+        "MONOCHROME1 inverted, in float32 until this scaling"
+        + (f"; here: {dicom}." if dicom else "; this set holds no DICOM."),
+        f"- Augmentation in training only: rotation {profile.augmentation.rotation}, zoom "
+        f"{profile.augmentation.zoom}, contrast {profile.augmentation.contrast}, horizontal flip "
+        f"{'on' if profile.augmentation.horizontal_flip else 'off'}.",
+        "",
+    ]
 
     lines += ["## Metrics on the test split", ""]
     if metrics:
         boot = metrics.get("bootstrap") or {}
-        lines += [f"{metrics.get('n', '?')} test images ({metrics.get('n_positive', '?')} positive); "
-                  f"{int(100 * boot.get('confidence', 0.95))} % intervals from {boot.get('resamples', '?')} bootstrap "
-                  f"resamples of {boot.get('unit', 'image')}s; threshold fixed on val. Quality tier: "
-                  f"**{(metrics.get('quality') or {}).get('tier', 'n/a')}** (on the ROC AUC interval's lower "
-                  "bound).", "",
-                  "| figure | value (interval) |", "|---|---|"]
-        lines += [f"| {label} | {_with_interval(metrics, name)} |" for name, label in (
-            ("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"), ("recall", "sensitivity"), ("specificity", "specificity"),
-            ("precision", "precision"), ("accuracy", "accuracy"), ("f1", "F1"))]
+        lines += [
+            f"{metrics.get('n', '?')} test images ({metrics.get('n_positive', '?')} positive); "
+            f"{int(100 * boot.get('confidence', 0.95))} % intervals from {boot.get('resamples', '?')} bootstrap "
+            f"resamples of {boot.get('unit', 'image')}s; threshold fixed on val. Quality tier: "
+            f"**{(metrics.get('quality') or {}).get('tier', 'n/a')}** (on the ROC AUC interval's lower "
+            "bound).",
+            "",
+            "| figure | value (interval) |",
+            "|---|---|",
+        ]
+        lines += [
+            f"| {label} | {_with_interval(metrics, name)} |"
+            for name, label in (
+                ("roc_auc", "ROC AUC"),
+                ("pr_auc", "PR AUC"),
+                ("recall", "sensitivity"),
+                ("specificity", "specificity"),
+                ("precision", "precision"),
+                ("accuracy", "accuracy"),
+                ("f1", "F1"),
+            )
+        ]
         for key, title in (("study_level", "Study level"), ("cross_validation", "Cross-validation")):
             extra = metrics.get(key)
             if isinstance(extra, dict) and extra.get("roc_auc") is not None:
                 lines.append(f"| {title} ROC AUC | {_with_interval(extra, 'roc_auc')} |")
-        lines += ["", "## Calibration", "",
-                  f"- Brier score {_with_interval(metrics, 'brier')}, expected calibration error "
-                  f"{_with_interval(metrics, 'calibration_error')} (lower is better); reliability plot "
-                  "`plots/calibration.png` in the run.", ""]
+        lines += [
+            "",
+            "## Calibration",
+            "",
+            f"- Brier score {_with_interval(metrics, 'brier')}, expected calibration error "
+            f"{_with_interval(metrics, 'calibration_error')} (lower is better); reliability plot "
+            "`plots/calibration.png` in the run.",
+            "",
+        ]
     else:
         lines += ["Not evaluated yet (no metrics.json).", ""]
 
     faith = gradcam.get("faithfulness") or {}
     lines += ["## Grad-CAM faithfulness", ""]
     if faith:
-        lines += [f"Deletion test on the {faith.get('images')} most positive test images, {faith.get('steps')} steps, "
-                  f"{faith.get('baseline')} baseline (lower area = more faithful): Grad-CAM "
-                  f"{_f(faith.get('gradcam_deletion_auc'))} vs random maps {_f(faith.get('random_deletion_auc'))}: "
-                  + ("better than random." if faith.get("better_than_random") else "**not better than random**; "
-                     "its heatmaps are not evidence of what the model looks at."), ""]
+        lines += [
+            f"Deletion test on the {faith.get('images')} most positive test images, {faith.get('steps')} steps, "
+            f"{faith.get('baseline')} baseline (lower area = more faithful): Grad-CAM "
+            f"{_f(faith.get('gradcam_deletion_auc'))} vs random maps {_f(faith.get('random_deletion_auc'))}: "
+            + (
+                "better than random."
+                if faith.get("better_than_random")
+                else "**not better than random**; its heatmaps are not evidence of what the model looks at."
+            ),
+            "",
+        ]
     else:
         lines += ["Not measured yet (no gradcam.json).", ""]
 
-    lines += ["## Ethical considerations", "",
-              "- Patient data: DICOM headers are reduced to coded values; patient and study ids exist here only as "
-              "keyed hashes. Pixels are shown in Grad-CAM overlays, so files declaring burned-in annotation are "
-              "dropped by default.",
-              "- A model trained from scratch on a few thousand images at low resolution can rely on shortcuts "
-              "(text markers, devices, positioning); Grad-CAM and the deletion test are a first check, not proof.", ""]
+    lines += [
+        "## Ethical considerations",
+        "",
+        "- Patient data: DICOM headers are reduced to coded values; patient and study ids exist here only as "
+        "keyed hashes. Pixels are shown in Grad-CAM overlays, so files declaring burned-in annotation are "
+        "dropped by default.",
+        "- A model trained from scratch on a few thousand images at low resolution can rely on shortcuts "
+        "(text markers, devices, positioning); Grad-CAM and the deletion test are a first check, not proof.",
+        "",
+    ]
 
     caveats = _caveats(condition, validation, metrics, gradcam)
     lines += ["## Caveats and recommendations", ""]

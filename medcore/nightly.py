@@ -22,8 +22,22 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["RETRAIN", "CONTINUE", "SKIP", "code_version", "config_digest", "split_changes", "contamination", "nights_view",
-           "plan_night", "continue_epochs", "read_split", "read_trained_on", "TREND_COLUMNS", "render_trend"]
+__all__ = [
+    "RETRAIN",
+    "CONTINUE",
+    "SKIP",
+    "code_version",
+    "config_digest",
+    "split_changes",
+    "contamination",
+    "nights_view",
+    "plan_night",
+    "continue_epochs",
+    "read_split",
+    "read_trained_on",
+    "TREND_COLUMNS",
+    "render_trend",
+]
 
 RETRAIN, CONTINUE, SKIP = "retrain", "continue", "skip"
 EXAMPLES = 5
@@ -49,10 +63,15 @@ def config_digest(config: Any, condition: str) -> str:
 
         return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
-    shaping = {"condition": plain(config.conditions[condition]),
-               "profiles": {name: plain(p) for name, p in config.profiles.items()},
-               "seed": config.seed, "val_fraction": config.val_fraction, "test_fraction": config.test_fraction,
-               "evaluation": plain(config.evaluation), "validation": plain(config.validation_for(config.conditions[condition]))}
+    shaping = {
+        "condition": plain(config.conditions[condition]),
+        "profiles": {name: plain(p) for name, p in config.profiles.items()},
+        "seed": config.seed,
+        "val_fraction": config.val_fraction,
+        "test_fraction": config.test_fraction,
+        "evaluation": plain(config.evaluation),
+        "validation": plain(config.validation_for(config.conditions[condition])),
+    }
     text = json.dumps(to_jsonable(shaping), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -85,8 +104,9 @@ def split_changes(before: pd.DataFrame | None, after: pd.DataFrame) -> dict[str,
         return None
     old, new = _by_hash(before), _by_hash(after)
     common = old.index.intersection(new.index)
-    relabelled = new.loc[common][old.loc[common, "label"].astype(int).to_numpy()
-                                 != new.loc[common, "label"].astype(int).to_numpy()]
+    relabelled = new.loc[common][
+        old.loc[common, "label"].astype(int).to_numpy() != new.loc[common, "label"].astype(int).to_numpy()
+    ]
     moved = new.loc[common][old.loc[common, "split"].to_numpy() != new.loc[common, "split"].to_numpy()]
     added, removed = new.loc[new.index.difference(old.index)], old.loc[old.index.difference(new.index)]
     result = {"before": int(len(old)), "after": int(len(new))}
@@ -103,9 +123,11 @@ def contamination(trained_on: Iterable[str] | None, split: pd.DataFrame) -> dict
         return None
     trained = set(trained_on)
     held = split[split["split"].isin(["val", "test"]) & split["sha256"].isin(trained)]
-    return {"images": int(len(held)),
-            "by_split": {s: int(n) for s, n in held["split"].value_counts().sort_index().items()},
-            "examples": _examples(held)}
+    return {
+        "images": int(len(held)),
+        "by_split": {s: int(n) for s, n in held["split"].value_counts().sort_index().items()},
+        "examples": _examples(held),
+    }
 
 
 def continue_epochs(epochs: int, share: float) -> int:
@@ -113,8 +135,13 @@ def continue_epochs(epochs: int, share: float) -> int:
     return max(1, math.ceil(epochs * share - 1e-9))
 
 
-def plan_night(policy: str, champion: Mapping[str, Any] | None, tonight: Mapping[str, Any],
-               contaminated: Mapping[str, Any] | None, skip_unchanged: bool = True) -> dict[str, Any]:
+def plan_night(
+    policy: str,
+    champion: Mapping[str, Any] | None,
+    tonight: Mapping[str, Any],
+    contaminated: Mapping[str, Any] | None,
+    skip_unchanged: bool = True,
+) -> dict[str, Any]:
     """How tonight trains one condition: `retrain`, `continue` or `skip`, with a one-sentence reason.
 
     `champion`: the registry's champion (run_id, profile, promoted, dataset_fingerprint, config_digest,
@@ -126,39 +153,79 @@ def plan_night(policy: str, champion: Mapping[str, Any] | None, tonight: Mapping
         return {"mode": RETRAIN, "warm_start": False, "reason": "no champion yet: training from scratch"}
     name = f"{champion.get('run_id')}/{champion.get('profile')}"
     since = str(champion.get("promoted") or "?")[:10]
-    same = [key for key in ("dataset_fingerprint", "config_digest", "code_version")
-            if champion.get(key) is not None and champion.get(key) == tonight.get(key)]
+    same = [
+        key
+        for key in ("dataset_fingerprint", "config_digest", "code_version")
+        if champion.get(key) is not None and champion.get(key) == tonight.get(key)
+    ]
     if skip_unchanged and len(same) == 3:
-        return {"mode": SKIP, "warm_start": False, "since": champion.get("promoted"),
-                "reason": f"unchanged since {since}: data, condition config and code equal champion {name}'s; "
-                          "nothing is trained tonight"}
+        return {
+            "mode": SKIP,
+            "warm_start": False,
+            "since": champion.get("promoted"),
+            "reason": f"unchanged since {since}: data, condition config and code equal champion {name}'s; "
+            "nothing is trained tonight",
+        }
     if policy == RETRAIN:
         return {"mode": RETRAIN, "warm_start": False, "reason": "policy retrain: training from scratch"}
     if not champion.get("model_available"):
-        return {"mode": RETRAIN, "warm_start": False,
-                "reason": f"champion {name}'s model file is missing: training from scratch"}
+        return {
+            "mode": RETRAIN,
+            "warm_start": False,
+            "reason": f"champion {name}'s model file is missing: training from scratch",
+        }
     if contaminated is None:
-        return {"mode": RETRAIN, "warm_start": False,
-                "reason": f"champion {name}'s training images are not recorded, so it cannot be shown that it never "
-                          "saw tonight's val or test images: no warm start, training from scratch"}
+        return {
+            "mode": RETRAIN,
+            "warm_start": False,
+            "reason": f"champion {name}'s training images are not recorded, so it cannot be shown that it never "
+            "saw tonight's val or test images: no warm start, training from scratch",
+        }
     if contaminated["images"]:
         where = ", ".join(f"{n} in {s}" for s, n in contaminated["by_split"].items())
-        return {"mode": RETRAIN, "warm_start": False, "contaminated": True,
-                "reason": f"champion {name} was trained on {contaminated['images']} images now in val or test "
-                          f"({where}; e.g. {', '.join(contaminated['examples'][:2])}): no warm start, "
-                          "training from scratch"}
-    return {"mode": CONTINUE, "warm_start": True,
-            "reason": f"continuing from champion {name} (promoted {since}) with fewer epochs"}
+        return {
+            "mode": RETRAIN,
+            "warm_start": False,
+            "contaminated": True,
+            "reason": f"champion {name} was trained on {contaminated['images']} images now in val or test "
+            f"({where}; e.g. {', '.join(contaminated['examples'][:2])}): no warm start, "
+            "training from scratch",
+        }
+    return {
+        "mode": CONTINUE,
+        "warm_start": True,
+        "reason": f"continuing from champion {name} (promoted {since}) with fewer epochs",
+    }
 
 
 # --------------------------------------------------------------------------- trend
 
-TREND_COLUMNS = ["night", "run_id", "decision", "policy", "mode", "candidate", "selection_split", "test_split",
-                 "challenger_selection_auc", "challenger_selection_low", "challenger_selection_high",
-                 "champion_selection_auc", "champion_selection_low", "champion_selection_high",
-                 "paired_selection_low", "paired_selection_high", "best_selection_auc",
-                 "challenger_test_auc", "challenger_test_low", "challenger_test_high",
-                 "champion_test_auc", "champion_test_low", "champion_test_high", "test_nights"]
+TREND_COLUMNS = [
+    "night",
+    "run_id",
+    "decision",
+    "policy",
+    "mode",
+    "candidate",
+    "selection_split",
+    "test_split",
+    "challenger_selection_auc",
+    "challenger_selection_low",
+    "challenger_selection_high",
+    "champion_selection_auc",
+    "champion_selection_low",
+    "champion_selection_high",
+    "paired_selection_low",
+    "paired_selection_high",
+    "best_selection_auc",
+    "challenger_test_auc",
+    "challenger_test_low",
+    "challenger_test_high",
+    "champion_test_auc",
+    "champion_test_low",
+    "champion_test_high",
+    "test_nights",
+]
 
 
 def render_trend(rows: pd.DataFrame, title: str) -> bytes:
@@ -171,7 +238,9 @@ def render_trend(rows: pd.DataFrame, title: str) -> bytes:
     nights = pd.to_datetime(rows["night"], utc=True, errors="coerce")
     x = list(range(len(rows)))
     labels = [n.strftime("%m-%d") if not pd.isna(n) else "?" for n in nights]
-    for i, (split, heading) in enumerate((("selection", "selection split (decides)"), ("test", "locked test (reports)"))):
+    for i, (split, heading) in enumerate(
+        (("selection", "selection split (decides)"), ("test", "locked test (reports)"))
+    ):
         ax = fig.add_subplot(1, 2, i + 1)
         for who, colour, offset in (("champion", "tab:blue", -0.08), ("challenger", "tab:orange", 0.08)):
             auc = pd.to_numeric(rows[f"{who}_{split}_auc"], errors="coerce")
@@ -182,8 +251,16 @@ def render_trend(rows: pd.DataFrame, title: str) -> bytes:
                 continue
             xs = [v + offset for v, s in zip(x, shown) if s]
             err = [(auc - low.fillna(auc))[shown].clip(lower=0), (high.fillna(auc) - auc)[shown].clip(lower=0)]
-            ax.errorbar(xs, auc[shown], yerr=err, fmt="o-" if who == "champion" else "s", color=colour,
-                        capsize=3, markersize=4, label=who)
+            ax.errorbar(
+                xs,
+                auc[shown],
+                yerr=err,
+                fmt="o-" if who == "champion" else "s",
+                color=colour,
+                capsize=3,
+                markersize=4,
+                label=who,
+            )
         if split == "selection" and "best_selection_auc" in rows:
             best = pd.to_numeric(rows["best_selection_auc"], errors="coerce")
             if best.notna().any():
@@ -229,13 +306,19 @@ def _trend_line(rows: pd.DataFrame) -> str | None:
     champion = pd.to_numeric(rows["champion_selection_auc"], errors="coerce")
     promoted = int((rows["decision"] == "promoted").sum())
     shown = champion.dropna()
-    span = (f"champion selection ROC AUC {shown.iloc[0]:.3f} → {shown.iloc[-1]:.3f}" if len(shown) > 1 else
-            f"champion selection ROC AUC {shown.iloc[-1]:.3f}" if len(shown) else "no champion re-scored yet")
+    span = (
+        f"champion selection ROC AUC {shown.iloc[0]:.3f} → {shown.iloc[-1]:.3f}"
+        if len(shown) > 1
+        else f"champion selection ROC AUC {shown.iloc[-1]:.3f}"
+        if len(shown)
+        else "no champion re-scored yet"
+    )
     return f"{len(rows)} night(s) recorded, {promoted} promotion(s); {span}"
 
 
-def nights_view(run: Any, info: Mapping[str, Any], models: list[dict[str, Any]],
-                decisions: Mapping[str, Any]) -> list[dict[str, Any]]:
+def nights_view(
+    run: Any, info: Mapping[str, Any], models: list[dict[str, Any]], decisions: Mapping[str, Any]
+) -> list[dict[str, Any]]:
     """Per condition: tonight's plan, changes since the champion, the paired comparison, test nights, the trend.
 
     Also draws each condition's trend plot into the run folder (`trend/<condition>.png`), so the
@@ -263,20 +346,35 @@ def nights_view(run: Any, info: Mapping[str, Any], models: list[dict[str, Any]],
             plot = atomic_write_bytes(run.trend_png(condition), render_trend(rows.tail(60), condition))
         changes = plan.get("changes")
         balance = next(((m["validation"] or {}).get("split_balance") for m in ours if m.get("validation")), None)
-        views.append({
-            "condition": condition, "mode": plan.get("mode"), "policy": plan.get("policy"),
-            "reason": plan.get("reason"), "changes": changes, "contamination": plan.get("contamination"),
-            "champion": plan.get("champion"), "selection": versus.get("selection"), "test": versus.get("test"),
-            "margin": decision.get("margin"), "best": decision.get("best_selection_auc"),
-            "gap_to_best_low": decision.get("gap_to_best_low"),
-            "test_nights": test_split.get("nights"), "test_since": test_split.get("since"),
-            "trend_plot": plot.relative_to(run.root).as_posix() if plot else None,
-            "trend_line": _trend_line(rows),
-            "balance": balance_text(balance) if balance and balance.get("splits_made") else None,
-            "summary": {"mode": plan.get("mode"), "reason": plan.get("reason"),
-                        "changes": {k: changes[k] for k in ("added", "removed", "relabelled", "moved")}
-                        if changes else None,
-                        "contaminated_images": (plan.get("contamination") or {}).get("images"),
-                        "decision": decision.get("decision"), "test_split_nights": test_split.get("nights")},
-        })
+        views.append(
+            {
+                "condition": condition,
+                "mode": plan.get("mode"),
+                "policy": plan.get("policy"),
+                "reason": plan.get("reason"),
+                "changes": changes,
+                "contamination": plan.get("contamination"),
+                "champion": plan.get("champion"),
+                "selection": versus.get("selection"),
+                "test": versus.get("test"),
+                "margin": decision.get("margin"),
+                "best": decision.get("best_selection_auc"),
+                "gap_to_best_low": decision.get("gap_to_best_low"),
+                "test_nights": test_split.get("nights"),
+                "test_since": test_split.get("since"),
+                "trend_plot": plot.relative_to(run.root).as_posix() if plot else None,
+                "trend_line": _trend_line(rows),
+                "balance": balance_text(balance) if balance and balance.get("splits_made") else None,
+                "summary": {
+                    "mode": plan.get("mode"),
+                    "reason": plan.get("reason"),
+                    "changes": {k: changes[k] for k in ("added", "removed", "relabelled", "moved")}
+                    if changes
+                    else None,
+                    "contaminated_images": (plan.get("contamination") or {}).get("images"),
+                    "decision": decision.get("decision"),
+                    "test_split_nights": test_split.get("nights"),
+                },
+            }
+        )
     return views

@@ -59,11 +59,16 @@ class Email:
         html_part = message.get_payload()[1]
         for name, path in self.inline:
             kind = "jpeg" if path.suffix.lower() in (".jpg", ".jpeg") else "png"
-            html_part.add_related(path.read_bytes(), "image", kind, cid=f"<{name}>", filename=name,
-                                  disposition="inline")
+            html_part.add_related(
+                path.read_bytes(), "image", kind, cid=f"<{name}>", filename=name, disposition="inline"
+            )
         for path in self.files:  # as bytes (base64): the reader gets the file exactly, line endings included
-            message.add_attachment(path.read_bytes(), maintype="text",
-                                   subtype="markdown" if path.suffix == ".md" else "plain", filename=path.name)
+            message.add_attachment(
+                path.read_bytes(),
+                maintype="text",
+                subtype="markdown" if path.suffix == ".md" else "plain",
+                filename=path.name,
+            )
         return message
 
 
@@ -92,8 +97,14 @@ def key_images(run: RunLayout, limit: int) -> list[tuple[str, Path, str]]:
         chosen = gradcam.get("contact_sheet") or next((o["file"] for o in gradcam.get("overlays", [])), None)
         if chosen and Path(chosen).is_file():
             auc = figure(read_json(paths.metrics_json), "roc_auc")
-            found.append((-(auc if auc is not None else -1.0), f"{paths.condition}-{paths.profile}-{Path(chosen).name}",
-                          Path(chosen), f"{paths.condition}/{paths.profile}"))
+            found.append(
+                (
+                    -(auc if auc is not None else -1.0),
+                    f"{paths.condition}-{paths.profile}-{Path(chosen).name}",
+                    Path(chosen),
+                    f"{paths.condition}/{paths.profile}",
+                )
+            )
     found.sort(key=lambda item: item[0])  # stable: plan order among equal AUCs
     return [(name, path, model) for _, name, path, model in found[:limit]]
 
@@ -145,9 +156,13 @@ def build_email(run: RunLayout, settings: NotifySettings) -> Email:
         # The report links each contact sheet; the e-mail shows them, since it cannot reach the run folder.
         markdown += "\n\n## Grad-CAM images\n\n" + "\n\n".join(shown) + "\n"
     subject = _subject(run)
-    return Email(subject=subject, html=render_html(markdown, title=subject, link=link, script=False),
-                 files=(run.report_md,),
-                 inline=tuple((name, path) for path, name in inline.items()), text=markdown)
+    return Email(
+        subject=subject,
+        html=render_html(markdown, title=subject, link=link, script=False),
+        files=(run.report_md,),
+        inline=tuple((name, path) for path, name in inline.items()),
+        text=markdown,
+    )
 
 
 def deliver(email: Email, conn_id: str, recipients: tuple[str, ...], from_email: str | None = None) -> None:
@@ -163,25 +178,39 @@ def deliver(email: Email, conn_id: str, recipients: tuple[str, ...], from_email:
 def send_report(run: RunLayout, settings: NotifySettings) -> dict[str, Any]:
     """E-mail the run's report to `settings.recipients`; record and return what happened. Never raises for a
     failed send: the record says `failed` with the error instead."""
-    record: dict[str, Any] = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                              "conn_id": settings.conn_id, "recipients": list(settings.recipients),
-                              "report": run.report_md}
+    record: dict[str, Any] = {
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "conn_id": settings.conn_id,
+        "recipients": list(settings.recipients),
+        "report": run.report_md,
+    }
     if not settings.recipients:
-        record.update(status="skipped", reason="no recipients: set notify.recipients in the config, "
-                                               "or the recipients parameter when triggering")
+        record.update(
+            status="skipped",
+            reason="no recipients: set notify.recipients in the config, or the recipients parameter when triggering",
+        )
         log.info("report e-mail skipped: no recipients configured")
     else:
         try:
             email = build_email(run, settings)
-            record.update(subject=email.subject, attachments=[f.name for f in email.files],
-                          inline_images=[name for name, _ in email.inline])
+            record.update(
+                subject=email.subject,
+                attachments=[f.name for f in email.files],
+                inline_images=[name for name, _ in email.inline],
+            )
             deliver(email, settings.conn_id, settings.recipients, settings.from_email)
             record["status"] = "sent"
-            log.info("report e-mailed to %s via %s: %s", ", ".join(settings.recipients), settings.conn_id,
-                     email.subject)
+            log.info(
+                "report e-mailed to %s via %s: %s", ", ".join(settings.recipients), settings.conn_id, email.subject
+            )
         except Exception as exc:  # an SMTP, connection or rendering error must never cost the report
             record.update(status="failed", error=one_line(exc))
-            log.error("report e-mail NOT sent via connection %r: %s (the report is safe at %s)",
-                      settings.conn_id, record["error"], run.report_md, exc_info=True)
+            log.error(
+                "report e-mail NOT sent via connection %r: %s (the report is safe at %s)",
+                settings.conn_id,
+                record["error"],
+                run.report_md,
+                exc_info=True,
+            )
     write_json(run.notify_json, record)
     return record

@@ -25,8 +25,19 @@ from medcore.errors import ConfigError, DataError, MedcoreError, Skipped, StageE
 from medcore.jsonio import atomic_write_text, read_json, write_json
 from medcore.layout import ModelLayout, RunLayout
 
-__all__ = ["STAGES", "plan_run", "validate", "train", "evaluate", "gradcam", "promote", "report", "notify", "verdict",
-           "run_all"]
+__all__ = [
+    "STAGES",
+    "plan_run",
+    "validate",
+    "train",
+    "evaluate",
+    "gradcam",
+    "promote",
+    "report",
+    "notify",
+    "verdict",
+    "run_all",
+]
 
 log = logging.getLogger(__name__)
 STAGES = ("validate", "train", "evaluate", "gradcam")
@@ -64,8 +75,10 @@ def _stage(name: str) -> Callable[[Callable[..., Job]], Callable[[Job], Job]]:
                 paths.failure_json.unlink(missing_ok=True)
                 raise
             except BaseException as exc:
-                write_json(paths.failure_json, {"stage": name, "error": one_line(exc), "type": type(exc).__name__,
-                                                "time": _now()})
+                write_json(
+                    paths.failure_json,
+                    {"stage": name, "error": one_line(exc), "type": type(exc).__name__, "time": _now()},
+                )
                 raise
             paths.failure_json.unlink(missing_ok=True)  # a retry that succeeds clears the old failure
             return result
@@ -85,8 +98,14 @@ def recipients(given: Iterable[str] | None) -> list[str]:
     return addresses
 
 
-def plan_run(config_path: str | os.PathLike[str] | None, run_id: str, conditions: Iterable[str] = (),
-             profiles: Iterable[str] = (), epochs: int | None = None, params: dict[str, Any] | None = None) -> list[Job]:
+def plan_run(
+    config_path: str | os.PathLike[str] | None,
+    run_id: str,
+    conditions: Iterable[str] = (),
+    profiles: Iterable[str] = (),
+    epochs: int | None = None,
+    params: dict[str, Any] | None = None,
+) -> list[Job]:
     """Return one job per (condition, profile) and record the plan in `run.json`.
 
     Empty `conditions` or `profiles` mean all of them. Unknown names raise ConfigError.
@@ -101,12 +120,31 @@ def plan_run(config_path: str | os.PathLike[str] | None, run_id: str, conditions
         raise ConfigError(f"epochs override must be 1 to {MAX_EPOCHS} (empty keeps each profile's), got {epochs}")
     params = {**params, "recipients": recipients(params.get("recipients"))} if params else {}
     run = RunLayout(config.runs_root, run_id)
-    jobs = [{"run_id": run_id, "runs_root": str(config.runs_root), "config": str(config.path), "condition": c,
-             "profile": p, "epochs": epochs, "cores": task_cores(config.profiles[p].cores)}
-            for c in conditions for p in profiles]
+    jobs = [
+        {
+            "run_id": run_id,
+            "runs_root": str(config.runs_root),
+            "config": str(config.path),
+            "condition": c,
+            "profile": p,
+            "epochs": epochs,
+            "cores": task_cores(config.profiles[p].cores),
+        }
+        for c in conditions
+        for p in profiles
+    ]
     started = read_json(run.run_json)["started"] if run.run_json.exists() else _now()
-    write_json(run.run_json, {"run_id": run_id, "started": started, "config": config.path,
-                              "data_root": config.data_root, "params": params, "jobs": jobs})
+    write_json(
+        run.run_json,
+        {
+            "run_id": run_id,
+            "started": started,
+            "config": config.path,
+            "data_root": config.data_root,
+            "params": params,
+            "jobs": jobs,
+        },
+    )
     return jobs
 
 
@@ -156,18 +194,33 @@ def plan_condition(config: Config, condition: str, split: pd.DataFrame, fingerpr
 
     champion = read_record(registry_of(config), condition).get("champion")
     policy = config.conditions[condition].nightly_policy or config.nightly.policy
-    tonight = {"dataset_fingerprint": fingerprint, "config_digest": config_digest(config, condition),
-               "code_version": code_version()}
+    tonight = {
+        "dataset_fingerprint": fingerprint,
+        "config_digest": config_digest(config, condition),
+        "code_version": code_version(),
+    }
     changes = contaminated = None
     if champion:
         changes = split_changes(read_split(champion.get("split_path")), split)
         contaminated = contamination(read_trained_on(champion.get("trained_on_path")), split)
-        champion = {**champion, "model_available": bool(champion.get("model_path"))
-                    and Path(champion["model_path"]).is_file()}
+        champion = {
+            **champion,
+            "model_available": bool(champion.get("model_path")) and Path(champion["model_path"]).is_file(),
+        }
     plan = plan_night(policy, champion, tonight, contaminated, config.nightly.skip_unchanged)
-    return {**plan, "policy": policy, **tonight, "changes": changes, "contamination": contaminated,
-            "champion": {k: champion.get(k) for k in ("run_id", "profile", "promoted", "model_path",
-                                                      "trained_on_path", "model_sha256")} if champion else None}
+    return {
+        **plan,
+        "policy": policy,
+        **tonight,
+        "changes": changes,
+        "contamination": contaminated,
+        "champion": {
+            k: champion.get(k)
+            for k in ("run_id", "profile", "promoted", "model_path", "trained_on_path", "model_sha256")
+        }
+        if champion
+        else None,
+    }
 
 
 def _split(paths: ModelLayout) -> pd.DataFrame:
@@ -210,17 +263,28 @@ def train(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     split = _split(paths)
     crossval = needs_cross_validation(split, config.evaluation)
     if crossval:  # too few test patients to measure anything: estimate out of fold, ship a model of all the data
-        log.info("%s/%s: small test split; %d x %d-fold cross-validation", condition.name, profile.name,
-                 config.evaluation.crossval_repeats, config.evaluation.crossval_folds)
+        log.info(
+            "%s/%s: small test split; %d x %d-fold cross-validation",
+            condition.name,
+            profile.name,
+            config.evaluation.crossval_repeats,
+            config.evaluation.crossval_folds,
+        )
         logits = cross_validate(config, profile, split, paths, epochs=epochs)
         atomic_write_text(paths.crossval_csv, logits.to_csv(index=False))
         split = all_data_split(split)
     else:
         paths.crossval_csv.unlink(missing_ok=True)
     record = train_model(config, profile, split, paths, epochs=epochs, warm_start=warm_start)
-    record.update({"dataset_fingerprint": read_json(paths.validation_json)["fingerprint"],
-                   "nightly_mode": plan["mode"], "nightly_reason": plan.get("reason"), "warm_start_source": source,
-                   "estimate": "cross-validation" if crossval else "test split"})
+    record.update(
+        {
+            "dataset_fingerprint": read_json(paths.validation_json)["fingerprint"],
+            "nightly_mode": plan["mode"],
+            "nightly_reason": plan.get("reason"),
+            "warm_start_source": source,
+            "estimate": "cross-validation" if crossval else "test split",
+        }
+    )
     write_json(paths.training_json, record)
     return job
 
@@ -269,35 +333,52 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
         from medcore.crossval import crossval_metrics
         from medcore.evaluation import calibration_report, fit_temperature, predict_logits, sigmoid
 
-        metrics, predictions = crossval_metrics(pd.read_csv(paths.crossval_csv, dtype={"group": str, "relpath": str}),
-                                                config.evaluation, seed=config.seed)
-        metrics["calibration"] = calibration_report(predictions["label"].to_numpy(), predictions["logit"].to_numpy(),
-                                                    metrics["temperature"], groups=predictions["group"].to_numpy(),
-                                                    settings=config.evaluation, seed=config.seed)
+        metrics, predictions = crossval_metrics(
+            pd.read_csv(paths.crossval_csv, dtype={"group": str, "relpath": str}), config.evaluation, seed=config.seed
+        )
+        metrics["calibration"] = calibration_report(
+            predictions["label"].to_numpy(),
+            predictions["logit"].to_numpy(),
+            metrics["temperature"],
+            groups=predictions["group"].to_numpy(),
+            settings=config.evaluation,
+            seed=config.seed,
+        )
         # The shipped model scores new images: its own temperature and threshold, fitted on its val split.
         val = split[split["split"] == "val"].reset_index(drop=True)
         val_logits = predict_logits(model, val, profile)
         shipped_t = fit_temperature(val["label"].to_numpy(), val_logits) if config.evaluation.calibrate else 1.0
-        shipped = choose_threshold(val["label"].to_numpy(), sigmoid(val_logits, shipped_t),
-                                   config.evaluation.threshold_rule, config.evaluation.target_sensitivity)
+        shipped = choose_threshold(
+            val["label"].to_numpy(),
+            sigmoid(val_logits, shipped_t),
+            config.evaluation.threshold_rule,
+            config.evaluation.target_sensitivity,
+        )
         metrics["shipped_model"] = {"temperature": shipped_t, "threshold": shipped.value, "threshold_split": "val"}
         val_predictions = val[["relpath", "path", "label", "group"]].assign(probability=sigmoid(val_logits, shipped_t))
         # Decisions read the shipped model's own val figures; its out-of-fold test figures are not one model's.
-        metrics["selection"] = selection_figures(val, val_predictions["probability"].to_numpy(), config.evaluation,
-                                                 config.seed)
+        metrics["selection"] = selection_figures(
+            val, val_predictions["probability"].to_numpy(), config.evaluation, config.seed
+        )
         metrics["versus_champion"] = None
     else:
         metrics, predictions, val_predictions = evaluate_model_splits(
-            model, split, profile, config.evaluation, seed=config.seed, study_aggregation=condition.study_aggregation)
-        metrics["versus_champion"] = _versus_champion(config, condition.name, split, paths, val_predictions,
-                                                      predictions)
+            model, split, profile, config.evaluation, seed=config.seed, study_aggregation=condition.study_aggregation
+        )
+        metrics["versus_champion"] = _versus_champion(
+            config, condition.name, split, paths, val_predictions, predictions
+        )
     atomic_write_text(paths.val_predictions_csv, val_predictions.to_csv(index=False))
     if condition.reference:
         metrics["reference"] = condition.reference
     # Plots are per image (as predictions.csv), at the image-level threshold.
-    plots = render_plots(predictions["label"].to_numpy(), predictions["probability"].to_numpy(),
-                         metrics.get("image_level", metrics),
-                         f"{condition.name}/{profile.name}", config.evaluation.calibration_bins)
+    plots = render_plots(
+        predictions["label"].to_numpy(),
+        predictions["probability"].to_numpy(),
+        metrics.get("image_level", metrics),
+        f"{condition.name}/{profile.name}",
+        config.evaluation.calibration_bins,
+    )
     for name, png in plots.items():
         atomic_write_bytes(paths.plot(name), png)
     metrics["plots"] = {name: paths.plot(name) for name in plots}
@@ -310,8 +391,14 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     return job
 
 
-def _versus_champion(config: Config, condition: str, split: pd.DataFrame, paths: ModelLayout,
-                     val_predictions: pd.DataFrame, test_predictions: pd.DataFrame) -> dict[str, Any] | None:
+def _versus_champion(
+    config: Config,
+    condition: str,
+    split: pd.DataFrame,
+    paths: ModelLayout,
+    val_predictions: pd.DataFrame,
+    test_predictions: pd.DataFrame,
+) -> dict[str, Any] | None:
     """Re-score the champion (inference only) on this chain's val and test images and compare paired.
 
     The selection comparison decides promotion; the test comparison is only reported. None when
@@ -328,7 +415,7 @@ def _versus_champion(config: Config, condition: str, split: pd.DataFrame, paths:
     try:
         model = load_model(path)
         size = int(model.inputs[0].shape[1])
-    except Exception as exc:  # noqa: BLE001 - a champion that cannot be loaded must not fail tonight's model
+    except Exception as exc:  # noqa: BLE001 noqa: BLE001 - a champion that cannot be loaded must not fail tonight's model
         return {**result, "champion_missing": f"{path}: {one_line(exc)}"}
     scorer = _with_size(config.profiles[paths.profile], size)
     try:  # the champion is scored as it was trained: its own resize (squash or pad), from its contract
@@ -342,13 +429,22 @@ def _versus_champion(config: Config, condition: str, split: pd.DataFrame, paths:
     for name, ours in (("selection", val_predictions), ("test", test_predictions)):
         rows = split[split["split"] == ("val" if name == "selection" else "test")].reset_index(drop=True)
         theirs = predict_probabilities(model, rows, scorer)
-        scored.append(pd.DataFrame({"relpath": rows["relpath"], "split": rows["split"], "label": rows["label"],
-                                    "probability": theirs}))
+        scored.append(
+            pd.DataFrame(
+                {"relpath": rows["relpath"], "split": rows["split"], "label": rows["label"], "probability": theirs}
+            )
+        )
         groups = rows["group"].astype(str).to_numpy() if "group" in rows.columns else None
         try:
-            result[name] = paired_auc_difference(rows["label"].to_numpy(), ours["probability"].to_numpy(), theirs,
-                                                 groups, config.evaluation.bootstrap_resamples,
-                                                 config.evaluation.confidence, seed=config.seed)
+            result[name] = paired_auc_difference(
+                rows["label"].to_numpy(),
+                ours["probability"].to_numpy(),
+                theirs,
+                groups,
+                config.evaluation.bootstrap_resamples,
+                config.evaluation.confidence,
+                seed=config.seed,
+            )
         except MedcoreError as exc:
             result[name] = None
             result[f"{name}_problem"] = str(exc)
@@ -403,22 +499,35 @@ def promote(run_id: str, runs_root: str | os.PathLike[str]) -> dict[str, Any]:
     now, decisions, errors = _now(), {}, []
     for condition, names in profiles.items():
         try:
-            decisions[condition] = promote_condition(registry, condition, [run.model(condition, p) for p in names],
-                                                     run_id, config.registry, now)
-        except Exception as exc:  # the registry of one condition must not cost the others their decision
+            decisions[condition] = promote_condition(
+                registry, condition, [run.model(condition, p) for p in names], run_id, config.registry, now
+            )
+        except Exception as exc:  # noqa: BLE001 the registry of one condition must not cost the others their decision
             log.error("promote %s: %s", condition, one_line(exc))
             decisions[condition] = {"condition": condition, "decision": "error", "reason": one_line(exc)}
             errors.append(f"{condition}: {one_line(exc)}")
-    write_json(run.promotion_json, {"run_id": run_id, "decided": now, "registry": registry.root,
-                                    "gates": dict(config.registry.gates), "min_tier": config.registry.min_tier,
-                                    "margin": config.registry.margin, "selection_split": "val",
-                                    "conditions": decisions})
+    write_json(
+        run.promotion_json,
+        {
+            "run_id": run_id,
+            "decided": now,
+            "registry": registry.root,
+            "gates": dict(config.registry.gates),
+            "min_tier": config.registry.min_tier,
+            "margin": config.registry.margin,
+            "selection_split": "val",
+            "conditions": decisions,
+        },
+    )
     for condition, decision in decisions.items():
         log.info("champion %s: %s (%s)", condition, decision["decision"], decision["reason"])
     if errors:
         raise StageError(f"promotion failed for {len(errors)} condition(s): {'; '.join(errors)}")
-    return {"run_id": run_id, "promotion": str(run.promotion_json),
-            "decisions": {c: d["decision"] for c, d in decisions.items()}}
+    return {
+        "run_id": run_id,
+        "promotion": str(run.promotion_json),
+        "decisions": {c: d["decision"] for c, d in decisions.items()},
+    }
 
 
 def report(run_id: str, runs_root: str | os.PathLike[str]) -> dict[str, Any]:
@@ -459,7 +568,9 @@ def verdict(summary: dict[str, Any]) -> None:
     run = RunLayout(Path(summary["report"]).parent.parent, summary["run_id"])
     delivery = read_json(run.notify_json) if run.notify_json.exists() else {}
     if delivery.get("status") == "failed":
-        problems.append(f"the report e-mail was not sent ({delivery.get('error')}); the report is at {summary['report']}")
+        problems.append(
+            f"the report e-mail was not sent ({delivery.get('error')}); the report is at {summary['report']}"
+        )
     if problems:
         raise StageError("; ".join(problems))
 
@@ -472,21 +583,32 @@ def run_chain(job: Job) -> bool:
         except Skipped as exc:
             log.info("%s/%s skipped: %s", job["condition"], job["profile"], exc)
             return True
-        except Exception as exc:  # one condition's failure never takes down another
+        except Exception as exc:  # noqa: BLE001 one condition's failure never takes down another
             log.error("%s/%s failed at %s: %s", job["condition"], job["profile"], stage.__name__, one_line(exc))
             return False
     return True
 
 
-def run_all(config_path: str | None, run_id: str, conditions: Iterable[str] = (), profiles: Iterable[str] = (),
-            epochs: int | None = None) -> dict[str, Any]:
+def run_all(
+    config_path: str | None,
+    run_id: str,
+    conditions: Iterable[str] = (),
+    profiles: Iterable[str] = (),
+    epochs: int | None = None,
+) -> dict[str, Any]:
     """Plan, run every chain in this process, and write the report: `medcore run` without Airflow."""
-    jobs = plan_run(config_path, run_id, conditions, profiles, epochs,
-                    params={"conditions": list(conditions), "profiles": list(profiles), "epochs": epochs})
+    jobs = plan_run(
+        config_path,
+        run_id,
+        conditions,
+        profiles,
+        epochs,
+        params={"conditions": list(conditions), "profiles": list(profiles), "epochs": epochs},
+    )
     for job in jobs:
         run_chain(job)
     try:
         promote(run_id, jobs[0]["runs_root"])
-    except Exception as exc:  # as in the DAG: the report is written whatever promotion did
+    except Exception as exc:  # noqa: BLE001 as in the DAG: the report is written whatever promotion did
         log.error("promotion failed: %s", one_line(exc))
     return report(run_id, jobs[0]["runs_root"])

@@ -19,7 +19,6 @@ import resource
 import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,8 +29,7 @@ from medcore.errors import DataError
 from medcore.jsonio import atomic_write_text, write_json
 from medcore.layout import RegistryLayout
 
-__all__ = ["PretrainingSet", "TASK_SHARES", "pretraining_set", "masked_targets", "task_weights",
-           "pretrain_backbone"]
+__all__ = ["PretrainingSet", "TASK_SHARES", "pretraining_set", "masked_targets", "task_weights", "pretrain_backbone"]
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +57,10 @@ def _test_lookalikes(frame: pd.DataFrame, max_distance: int) -> np.ndarray:
     scans = scan_files(frame["path"], [True] * len(frame))
     unreadable = [s.status for s in scans if not s.phash]
     if unreadable:
-        raise DataError(f"{len(unreadable)} images could not be read again for the test-lookalike check "
-                        f"(first: {unreadable[0]}); re-run validation")
+        raise DataError(
+            f"{len(unreadable)} images could not be read again for the test-lookalike check "
+            f"(first: {unreadable[0]}); re-run validation"
+        )
     hashes = np.stack([np.frombuffer(s.phash, np.uint8) for s in scans])
     component = near_duplicate_components(hashes, max_distance)
     is_test = (frame["split"] == "test").to_numpy()
@@ -88,8 +88,9 @@ def pretraining_set(config: Config, profile: Profile, conditions: list[str] | No
             continue
         frames.append(result.manifest[["path", "label", "split"]].assign(condition=name))
     if not frames:
-        raise DataError("no condition has usable data for pre-training: "
-                        + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+        raise DataError(
+            "no condition has usable data for pre-training: " + "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        )
     everything = pd.concat(frames, ignore_index=True)
     # Exact copies have identical hashes, so this one pass catches them along with near duplicates.
     lookalike = _test_lookalikes(everything, config.validation.near_duplicate_distance)
@@ -97,8 +98,7 @@ def pretraining_set(config: Config, profile: Profile, conditions: list[str] | No
     rows = everything[~lookalike & (everything["split"] != "test")].copy()
     tasks = [n for n in names if n not in skipped]
     rows["task"] = rows["condition"].map({n: i for i, n in enumerate(tasks)}).astype(int)
-    return PretrainingSet(rows.reset_index(drop=True), tasks, skipped,
-                          {c: int(dropped.get(c, 0)) for c in tasks})
+    return PretrainingSet(rows.reset_index(drop=True), tasks, skipped, {c: int(dropped.get(c, 0)) for c in tasks})
 
 
 def masked_targets(rows: pd.DataFrame, tasks: int) -> np.ndarray:
@@ -135,8 +135,9 @@ def _masked_loss(y_true, y_pred):
     from keras import ops
 
     mask = ops.cast(ops.greater_equal(y_true, 0.0), "float32")
-    per_task = keras.losses.binary_crossentropy(ops.expand_dims(ops.maximum(y_true, 0.0), -1),
-                                                ops.expand_dims(y_pred, -1), from_logits=True)
+    per_task = keras.losses.binary_crossentropy(
+        ops.expand_dims(ops.maximum(y_true, 0.0), -1), ops.expand_dims(y_pred, -1), from_logits=True
+    )
     return ops.sum(per_task * mask, axis=-1) / ops.maximum(ops.sum(mask, axis=-1), 1.0)
 
 
@@ -168,8 +169,15 @@ def _scores_at(scores: list[dict[str, float]], epoch: int, epochs_run: int) -> d
     return scores[index] if 0 <= index < len(scores) else {}
 
 
-def pretrain_backbone(config: Config, profile: Profile, registry: RegistryLayout, *, epochs: int | None = None,
-                      conditions: list[str] | None = None, task_shares: str = "equal") -> dict[str, Any]:
+def pretrain_backbone(
+    config: Config,
+    profile: Profile,
+    registry: RegistryLayout,
+    *,
+    epochs: int | None = None,
+    conditions: list[str] | None = None,
+    task_shares: str = "equal",
+) -> dict[str, Any]:
     """Learn the shared backbone from every condition, save it to the registry; return its record.
 
     The saved model has one logit per condition (layer `task_logits`); profiles with
@@ -179,8 +187,15 @@ def pretrain_backbone(config: Config, profile: Profile, registry: RegistryLayout
     import keras
 
     from medcore.datasets import image_dataset
-    from medcore.training import (_finished_epochs, _history_rows, _progress_callback, _schedule_callbacks,
-                                  build_network, configure_threads, versions)
+    from medcore.training import (
+        _finished_epochs,
+        _history_rows,
+        _progress_callback,
+        _schedule_callbacks,
+        build_network,
+        configure_threads,
+        versions,
+    )
 
     epochs = epochs or profile.epochs
     data = pretraining_set(config, profile, conditions)
@@ -191,11 +206,23 @@ def pretrain_backbone(config: Config, profile: Profile, registry: RegistryLayout
     n_tasks = len(data.tasks)
     threads = configure_threads(profile)
     keras.utils.set_random_seed(config.seed)
-    train_data = image_dataset(train["path"].to_numpy(dtype=str), masked_targets(train, n_tasks),
-                               profile.image_size, profile.batch_size, training=True, seed=config.seed,
-                               sample_weights=task_weights(train, task_shares))
-    val_data = image_dataset(val["path"].to_numpy(dtype=str), masked_targets(val, n_tasks),
-                             profile.image_size, profile.batch_size, training=False, seed=config.seed)
+    train_data = image_dataset(
+        train["path"].to_numpy(dtype=str),
+        masked_targets(train, n_tasks),
+        profile.image_size,
+        profile.batch_size,
+        training=True,
+        seed=config.seed,
+        sample_weights=task_weights(train, task_shares),
+    )
+    val_data = image_dataset(
+        val["path"].to_numpy(dtype=str),
+        masked_targets(val, n_tasks),
+        profile.image_size,
+        profile.batch_size,
+        training=False,
+        seed=config.seed,
+    )
     work = registry.shared_backbone_work
     work.mkdir(parents=True, exist_ok=True)
     best, history_csv = work / "best.keras", work / "history.csv"
@@ -208,24 +235,35 @@ def pretrain_backbone(config: Config, profile: Profile, registry: RegistryLayout
         log.info("resuming pre-training after %d finished epochs", resumed_from)
         atomic_write_text(history_csv, history.to_csv(index=False))
     # A resumed attempt must not replace the best epoch so far with a worse one of its own.
-    best_so_far = float(history["val_mean_auc"].max()) \
-        if resumed_from and best.exists() and "val_mean_auc" in history else None
+    best_so_far = (
+        float(history["val_mean_auc"].max()) if resumed_from and best.exists() and "val_mean_auc" in history else None
+    )
 
     model = build_network(profile, config.seed, outputs=n_tasks, head="task_logits")
-    model.compile(optimizer=keras.optimizers.Adam(profile.learning_rate), loss=_masked_loss,
-                  run_eagerly=profile.execution == "eager")
+    model.compile(
+        optimizer=keras.optimizers.Adam(profile.learning_rate),
+        loss=_masked_loss,
+        run_eagerly=profile.execution == "eager",
+    )
     scores: list[dict[str, float]] = []
     seconds: list[float] = []
     start = time.perf_counter()
-    model.fit(train_data, validation_data=val_data, epochs=epochs, verbose=0, callbacks=[
-        _task_auc_callback(val_data, val, data.tasks, scores),  # first: the callbacks below read its figure
-        *_schedule_callbacks(profile, profile.learning_rate, 0, epochs),
-        keras.callbacks.CSVLogger(str(history_csv), append=True),
-        keras.callbacks.ModelCheckpoint(str(best), monitor="val_mean_auc", mode="max", save_best_only=True,
-                                        initial_value_threshold=best_so_far),
-        keras.callbacks.BackupAndRestore(str(work / "backup"), double_checkpoint=True),
-        _progress_callback(epochs, seconds),
-    ])
+    model.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[
+            _task_auc_callback(val_data, val, data.tasks, scores),  # first: the callbacks below read its figure
+            *_schedule_callbacks(profile, profile.learning_rate, 0, epochs),
+            keras.callbacks.CSVLogger(str(history_csv), append=True),
+            keras.callbacks.ModelCheckpoint(
+                str(best), monitor="val_mean_auc", mode="max", save_best_only=True, initial_value_threshold=best_so_far
+            ),
+            keras.callbacks.BackupAndRestore(str(work / "backup"), double_checkpoint=True),
+            _progress_callback(epochs, seconds),
+        ],
+    )
     wall = time.perf_counter() - start
     history = pd.read_csv(history_csv)
     best_epoch = int(history["val_mean_auc"].idxmax())

@@ -27,22 +27,55 @@ import csv
 import fcntl
 import hashlib
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from medcore.config import TIER_ORDER, Config, RegistrySettings, canonical_label
 from medcore.errors import StageError
 from medcore.jsonio import atomic_write_bytes, read_json, write_json
 from medcore.layout import ModelLayout, RegistryLayout
 
-__all__ = ["PROMOTED", "KEPT", "NO_CHAMPION", "TIER_ORDER", "test_split_fingerprint", "split_fingerprint", "figure",
-           "interval", "check_gates", "succeeded", "candidate_from", "pick_candidate", "decide", "read_record",
-           "promote_condition", "champion_summary", "champion_id", "next_best", "registry_for", "registry_of"]
+__all__ = [
+    "PROMOTED",
+    "KEPT",
+    "NO_CHAMPION",
+    "TIER_ORDER",
+    "test_split_fingerprint",
+    "split_fingerprint",
+    "figure",
+    "interval",
+    "check_gates",
+    "succeeded",
+    "candidate_from",
+    "pick_candidate",
+    "decide",
+    "read_record",
+    "promote_condition",
+    "champion_summary",
+    "champion_id",
+    "next_best",
+    "registry_for",
+    "registry_of",
+]
 
 PROMOTED, KEPT, NO_CHAMPION = "promoted", "kept champion", "no champion"
 # Figures copied into the registry with the champion, so its record stands alone once old runs are deleted.
-KEPT_FIGURES = ("n", "n_positive", "accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc",
-                "brier", "calibration_error", "threshold", "threshold_rule")
+KEPT_FIGURES = (
+    "n",
+    "n_positive",
+    "accuracy",
+    "precision",
+    "recall",
+    "specificity",
+    "f1",
+    "roc_auc",
+    "pr_auc",
+    "brier",
+    "calibration_error",
+    "threshold",
+    "threshold_rule",
+)
 
 
 def test_split_fingerprint(split_csv: Path) -> str | None:
@@ -60,8 +93,11 @@ def split_fingerprint(split_csv: Path, split: str) -> str | None:
     if not split_csv.is_file():
         return None
     with split_csv.open(newline="", encoding="utf-8") as handle:
-        rows = sorted((row["relpath"], canonical_label(row["label"]))
-                      for row in csv.DictReader(handle) if row.get("split") == split)
+        rows = sorted(
+            (row["relpath"], canonical_label(row["label"]))
+            for row in csv.DictReader(handle)
+            if row.get("split") == split
+        )
     if not rows:
         return None
     digest = hashlib.sha256()
@@ -89,8 +125,9 @@ def figure(metrics: dict[str, Any], name: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def check_gates(metrics: dict[str, Any], gates: Sequence[tuple[str, float]],
-                min_tier: str | None = None) -> list[dict[str, Any]]:
+def check_gates(
+    metrics: dict[str, Any], gates: Sequence[tuple[str, float]], min_tier: str | None = None
+) -> list[dict[str, Any]]:
     """One row per gate: name, minimum, the candidate's value, passed. A missing figure fails its gate.
 
     `min_tier` adds a gate on the evaluation's quality tier (best first: excellent, good, moderate,
@@ -99,17 +136,24 @@ def check_gates(metrics: dict[str, Any], gates: Sequence[tuple[str, float]],
     rows = []
     for name, minimum in gates:
         value = figure(metrics, name)
-        rows.append({"gate": name, "minimum": minimum, "value": value,
-                     "passed": value is not None and value >= minimum})
+        rows.append(
+            {"gate": name, "minimum": minimum, "value": value, "passed": value is not None and value >= minimum}
+        )
     if min_tier is not None:
         tier = metrics.get("quality_tier") or (metrics.get("quality") or {}).get("tier")
-        rows.append({"gate": "tier", "minimum": min_tier, "value": tier,
-                     "passed": tier in TIER_ORDER and TIER_ORDER.index(tier) <= TIER_ORDER.index(min_tier)})
+        rows.append(
+            {
+                "gate": "tier",
+                "minimum": min_tier,
+                "value": tier,
+                "passed": tier in TIER_ORDER and TIER_ORDER.index(tier) <= TIER_ORDER.index(min_tier),
+            }
+        )
     return rows
 
 
 def _gate_text(rows: list[dict[str, Any]]) -> str:
-    """"recall 0.420 < 0.50, roc_auc n/a < 0.70": the gates as a reader checks them."""
+    """ "recall 0.420 < 0.50, roc_auc n/a < 0.70": the gates as a reader checks them."""
     parts = []
     for row in rows:
         if row["gate"] == "tier":
@@ -160,13 +204,15 @@ def candidate_from(paths: ModelLayout, run_id: str) -> dict[str, Any] | None:
     }
 
 
-def pick_candidate(candidates: Sequence[dict[str, Any]], gates: Sequence[tuple[str, float]],
-                   min_tier: str | None = None) -> dict[str, Any] | None:
-    """The run's one candidate for a condition: gate-passing first, then highest selection ROC AUC, then its lower bound.
+def pick_candidate(
+    candidates: Sequence[dict[str, Any]], gates: Sequence[tuple[str, float]], min_tier: str | None = None
+) -> dict[str, Any] | None:
+    """The run's one candidate for a condition: gate-passing first, then best selection ROC AUC, then its lower bound.
 
     Selection figures come from the val split; the test split is never consulted. Ties keep plan
     order (the first profile wins), so the choice is repeatable.
     """
+
     def rank(c: dict[str, Any]) -> tuple:
         metrics = c.get("selection") or {}
         passes = all(r["passed"] for r in check_gates(metrics, gates, min_tier))
@@ -180,12 +226,18 @@ def champion_summary(champion: dict[str, Any] | None) -> dict[str, Any] | None:
     if not champion:
         return None
     metrics = champion.get("metrics") or {}
-    return {"run_id": champion["run_id"], "profile": champion["profile"], "roc_auc": figure(metrics, "roc_auc"),
-            "roc_auc_interval": interval(metrics, "roc_auc"), "metrics": metrics,
-            "model_path": champion.get("model_path"), "promoted": champion.get("promoted"),
-            "selection_roc_auc": figure(champion.get("selection") or {}, "roc_auc"),
-            "test_split_fingerprint": champion.get("test_split_fingerprint"),
-            "dataset_fingerprint": champion.get("dataset_fingerprint")}
+    return {
+        "run_id": champion["run_id"],
+        "profile": champion["profile"],
+        "roc_auc": figure(metrics, "roc_auc"),
+        "roc_auc_interval": interval(metrics, "roc_auc"),
+        "metrics": metrics,
+        "model_path": champion.get("model_path"),
+        "promoted": champion.get("promoted"),
+        "selection_roc_auc": figure(champion.get("selection") or {}, "roc_auc"),
+        "test_split_fingerprint": champion.get("test_split_fingerprint"),
+        "dataset_fingerprint": champion.get("dataset_fingerprint"),
+    }
 
 
 def champion_id(champion: dict[str, Any] | None) -> str | None:
@@ -193,8 +245,13 @@ def champion_id(champion: dict[str, Any] | None) -> str | None:
     return f"{champion['run_id']}/{champion['profile']}" if champion else None
 
 
-def decide(candidate: dict[str, Any] | None, champion: dict[str, Any] | None, settings: RegistrySettings,
-           no_candidate_reason: str = "no model of this run succeeded", best: float | None = None) -> dict[str, Any]:
+def decide(
+    candidate: dict[str, Any] | None,
+    champion: dict[str, Any] | None,
+    settings: RegistrySettings,
+    no_candidate_reason: str = "no model of this run succeeded",
+    best: float | None = None,
+) -> dict[str, Any]:
     """The promotion decision for one condition, as data: decision, a one-sentence reason, and the evidence.
 
     `candidate["selection"]` holds its selection (val) figures, `candidate["versus_champion"]` the
@@ -202,8 +259,14 @@ def decide(candidate: dict[str, Any] | None, champion: dict[str, Any] | None, se
     selection ROC AUC any champion reached on these images before tonight. Pure: reads and writes
     nothing, so every branch is a table-driven test.
     """
-    result: dict[str, Any] = {"gates": [], "paired": None, "margin": settings.margin, "best_selection_auc": best,
-                              "delta_roc_auc": None, "gap_to_best_low": None}
+    result: dict[str, Any] = {
+        "gates": [],
+        "paired": None,
+        "margin": settings.margin,
+        "best_selection_auc": best,
+        "delta_roc_auc": None,
+        "gap_to_best_low": None,
+    }
     if candidate is None:
         if champion:
             return {**result, "decision": KEPT, "reason": f"{no_candidate_reason}; the champion stays"}
@@ -215,8 +278,11 @@ def decide(candidate: dict[str, Any] | None, champion: dict[str, Any] | None, se
     failed = [g for g in gates if not g["passed"]]
     if failed:
         verdict = f"candidate {name} fails the gates on the selection split: {_gate_text(failed)}"
-        return {**result, "decision": KEPT if champion else NO_CHAMPION,
-                "reason": f"{verdict}; the champion stays" if champion else f"no champion yet: {verdict}"}
+        return {
+            **result,
+            "decision": KEPT if champion else NO_CHAMPION,
+            "reason": f"{verdict}; the champion stays" if champion else f"no champion yet: {verdict}",
+        }
     passed = f"meets every gate on the selection split ({_gate_text(gates)})" if gates else "no gates are configured"
     if not champion:
         return {**result, "decision": PROMOTED, "reason": f"first champion: {name} {passed}"}
@@ -225,22 +291,31 @@ def decide(candidate: dict[str, Any] | None, champion: dict[str, Any] | None, se
     paired = versus.get("selection")
     if versus.get("champion") != champion_id(champion) or not paired:
         if versus.get("champion") == champion_id(champion) and versus.get("champion_missing"):
-            return {**result, "decision": PROMOTED,
-                    "reason": f"{name} {passed}; the champion could not be re-scored ({versus['champion_missing']}), "
-                              "so the gates alone decided"}
+            return {
+                **result,
+                "decision": PROMOTED,
+                "reason": f"{name} {passed}; the champion could not be re-scored ({versus['champion_missing']}), "
+                "so the gates alone decided",
+            }
         against = versus.get("champion") or "no champion"
-        return {**result, "decision": KEPT,
-                "reason": f"{name} was not compared with champion {champion_id(champion)} on the same images "
-                          f"(its evaluation compared it with {against}); the champion stays"}
+        return {
+            **result,
+            "decision": KEPT,
+            "reason": f"{name} was not compared with champion {champion_id(champion)} on the same images "
+            f"(its evaluation compared it with {against}); the champion stays",
+        }
     tonight = paired["champion_auc"]
     best = max(tonight, best) if best is not None else tonight
     used = best - tonight  # how far the champion already trails the best figure on these images
     gap_low = paired["low"] - used
-    result.update({"paired": paired, "best_selection_auc": best, "delta_roc_auc": paired["delta"],
-                   "gap_to_best_low": gap_low})
-    evidence = (f"selection ROC AUC {paired['challenger_auc']:.3f} vs champion {tonight:.3f} on the same "
-                f"{paired['n']} val images ({paired['delta']:+.3f}, {paired['confidence']:.0%} paired interval "
-                f"{paired['low']:+.3f} to {paired['high']:+.3f})")
+    result.update(
+        {"paired": paired, "best_selection_auc": best, "delta_roc_auc": paired["delta"], "gap_to_best_low": gap_low}
+    )
+    evidence = (
+        f"selection ROC AUC {paired['challenger_auc']:.3f} vs champion {tonight:.3f} on the same "
+        f"{paired['n']} val images ({paired['delta']:+.3f}, {paired['confidence']:.0%} paired interval "
+        f"{paired['low']:+.3f} to {paired['high']:+.3f})"
+    )
     if used > 1e-12:
         evidence += f"; the champion already trails the best figure on these images ({best:.3f}) by {used:.3f}"
     rule = f"lower bound versus the best {gap_low:+.3f}, margin {settings.margin:.3f}"
@@ -248,12 +323,20 @@ def decide(candidate: dict[str, Any] | None, champion: dict[str, Any] | None, se
         return {**result, "decision": PROMOTED, "reason": f"{name}: {evidence}; {rule}; {passed}"}
     # Kept also when the point estimate is better: on a small val split the interval is too wide to show
     # that the challenger is not more than the margin worse, and only what is shown may replace a champion.
-    return {**result, "decision": KEPT,
-            "reason": f"{name} is not shown to be within the margin of the best figure: {evidence}; {rule}"}
+    return {
+        **result,
+        "decision": KEPT,
+        "reason": f"{name} is not shown to be within the margin of the best figure: {evidence}; {rule}",
+    }
 
 
-def next_best(best: dict[str, Any] | None, fingerprint: str | None, champion_auc: float | None,
-              decision: str, candidate_auc: float | None) -> dict[str, Any] | None:
+def next_best(
+    best: dict[str, Any] | None,
+    fingerprint: str | None,
+    champion_auc: float | None,
+    decision: str,
+    candidate_auc: float | None,
+) -> dict[str, Any] | None:
     """The best selection ROC AUC any champion reached on the selection images `fingerprint`, after tonight.
 
     A new set of selection images starts afresh from the champion's figure on it. Pure.
@@ -299,8 +382,10 @@ def _locked(path: Path, timeout: float = 300.0) -> Iterator[None]:
                 if time.monotonic() >= deadline:
                     handle.seek(0)
                     holder = " ".join(handle.read(200).split()) or "unknown"
-                    raise StageError(f"{path}: registry lock still held after {timeout:.0f} s (holder: {holder}); "
-                                     "if that process is gone, retry; nothing was changed") from None
+                    raise StageError(
+                        f"{path}: registry lock still held after {timeout:.0f} s (holder: {holder}); "
+                        "if that process is gone, retry; nothing was changed"
+                    ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
         try:
@@ -353,7 +438,9 @@ def _lineage(candidate: dict[str, Any]) -> str | None:
     return "".join(f"{h}\n" for h in sorted(hashes))
 
 
-def _test_nights(before: dict[str, Any] | None, fingerprint: str | None, run_id: str, now: str) -> dict[str, Any] | None:
+def _test_nights(
+    before: dict[str, Any] | None, fingerprint: str | None, run_id: str, now: str
+) -> dict[str, Any] | None:
     """How many nights the current test split has been reported on, counting this run once."""
     if fingerprint is None:
         return before
@@ -362,18 +449,31 @@ def _test_nights(before: dict[str, Any] | None, fingerprint: str | None, run_id:
     return {"fingerprint": fingerprint, "since": now, "nights": 1, "last_run": run_id}
 
 
-def _trend_row(decision: dict[str, Any], candidate: dict[str, Any] | None, now: str, run_id: str,
-               test_nights: dict[str, Any] | None, plan: dict[str, Any]) -> dict[str, Any]:
+def _trend_row(
+    decision: dict[str, Any],
+    candidate: dict[str, Any] | None,
+    now: str,
+    run_id: str,
+    test_nights: dict[str, Any] | None,
+    plan: dict[str, Any],
+) -> dict[str, Any]:
     """Tonight's row of the trend: challenger and champion ROC AUC with intervals, selection and test."""
-    row: dict[str, Any] = {"night": now, "run_id": run_id, "decision": decision["decision"],
-                           "policy": plan.get("policy"), "mode": plan.get("mode"),
-                           "candidate": candidate["profile"] if candidate else None,
-                           "best_selection_auc": decision.get("best_selection_auc"),
-                           "test_nights": (test_nights or {}).get("nights")}
+    row: dict[str, Any] = {
+        "night": now,
+        "run_id": run_id,
+        "decision": decision["decision"],
+        "policy": plan.get("policy"),
+        "mode": plan.get("mode"),
+        "candidate": candidate["profile"] if candidate else None,
+        "best_selection_auc": decision.get("best_selection_auc"),
+        "test_nights": (test_nights or {}).get("nights"),
+    }
     versus = (candidate or {}).get("versus_champion") or {}
     for split in ("selection", "test"):
         paired = versus.get(split)
-        figures = ((candidate or {}).get("selection") if split == "selection" else (candidate or {}).get("metrics")) or {}
+        figures = (
+            (candidate or {}).get("selection") if split == "selection" else (candidate or {}).get("metrics")
+        ) or {}
         bounds = interval(figures, "roc_auc")
         row[f"challenger_{split}_auc"] = figure(figures, "roc_auc")
         row[f"challenger_{split}_low"], row[f"challenger_{split}_high"] = bounds or (None, None)
@@ -399,8 +499,14 @@ def _write_trend(registry: RegistryLayout, condition: str, row: dict[str, Any]) 
     atomic_write_bytes(path, trend_csv([{k: r.get(k) for k in TREND_COLUMNS} for r in rows]).encode())
 
 
-def promote_condition(registry: RegistryLayout, condition: str, models: Sequence[ModelLayout], run_id: str,
-                      settings: RegistrySettings, now: str) -> dict[str, Any]:
+def promote_condition(
+    registry: RegistryLayout,
+    condition: str,
+    models: Sequence[ModelLayout],
+    run_id: str,
+    settings: RegistrySettings,
+    now: str,
+) -> dict[str, Any]:
     """Make this run's one decision for `condition` and apply it to the registry.
 
     If this run decided before and no later run has since (its promote task was cleared and runs
@@ -425,25 +531,46 @@ def promote_condition(registry: RegistryLayout, condition: str, models: Sequence
         failed = [m.profile for m in models if not succeeded(m)]
         skipped = _skipped_since(models)
         candidate = pick_candidate(candidates, settings.gates, settings.min_tier)
-        why_none = skipped or (f"no model of this run succeeded ({', '.join(failed)} failed)" if failed else
-                               "this run trained no model of it")
+        why_none = skipped or (
+            f"no model of this run succeeded ({', '.join(failed)} failed)"
+            if failed
+            else "this run trained no model of it"
+        )
         fingerprint = (candidate or {}).get("selection_split_fingerprint")
         prior = record.get("best") if (record.get("best") or {}).get("fingerprint") == fingerprint else None
         decision = decide(candidate, champion, settings, why_none, best=(prior or {}).get("roc_auc"))
         paired = ((candidate or {}).get("versus_champion") or {}).get("selection") or {}
-        best = next_best(record.get("best"), fingerprint, paired.get("champion_auc"), decision["decision"],
-                         figure((candidate or {}).get("selection") or {}, "roc_auc"))
+        best = next_best(
+            record.get("best"),
+            fingerprint,
+            paired.get("champion_auc"),
+            decision["decision"],
+            figure((candidate or {}).get("selection") or {}, "roc_auc"),
+        )
         reported = next((c.get("test_split_fingerprint") for c in candidates), None)
         test_nights = _test_nights(record.get("test_split"), reported, run_id, now)
-        decision.update({"condition": condition, "run_id": run_id, "decided": now,
-                         "candidate": champion_summary(candidate), "champion_before": champion_summary(champion),
-                         "versus_champion": (candidate or {}).get("versus_champion"),
-                         "other_candidates": [f"{c['profile']} (selection ROC AUC "
-                                              f"{figure(c.get('selection') or {}, 'roc_auc')})"
-                                              for c in candidates if c is not candidate],
-                         "failed_profiles": failed, "skipped": bool(skipped), "redecided": bool(mine),
-                         "best_before": record.get("best"), "test_split_before": record.get("test_split"),
-                         "best": best, "test_split": test_nights})
+        decision.update(
+            {
+                "condition": condition,
+                "run_id": run_id,
+                "decided": now,
+                "candidate": champion_summary(candidate),
+                "champion_before": champion_summary(champion),
+                "versus_champion": (candidate or {}).get("versus_champion"),
+                "other_candidates": [
+                    f"{c['profile']} (selection ROC AUC {figure(c.get('selection') or {}, 'roc_auc')})"
+                    for c in candidates
+                    if c is not candidate
+                ],
+                "failed_profiles": failed,
+                "skipped": bool(skipped),
+                "redecided": bool(mine),
+                "best_before": record.get("best"),
+                "test_split_before": record.get("test_split"),
+                "best": best,
+                "test_split": test_nights,
+            }
+        )
         if decision["decision"] == PROMOTED:
             profile = candidate["profile"]
             if candidate.get("contract_path"):
@@ -459,41 +586,70 @@ def promote_condition(registry: RegistryLayout, condition: str, models: Sequence
             split_copy = registry.split(condition, run_id, profile)
             _copy_in(Path(candidate["split_path"]), split_copy)
             lineage = _lineage(candidate)
-            trained_on = None if lineage is None else \
-                atomic_write_bytes(registry.trained_on(condition, run_id, profile), lineage.encode())
+            trained_on = (
+                None
+                if lineage is None
+                else atomic_write_bytes(registry.trained_on(condition, run_id, profile), lineage.encode())
+            )
             card = Path(candidate["model_path"]).with_name("model_card.md")
             card_copy = registry.card(condition, run_id, profile) if card.is_file() else None
             if card_copy:
                 _copy_in(card, card_copy)
-            new = {**candidate, "source_model_path": candidate["model_path"], "model_path": str(model_copy),
-                   "contract_path": str(contract_copy) if contract_copy else None,
-                   "card_path": str(card_copy) if card_copy else None, "model_sha256": sha,
-                   "split_path": str(split_copy), "trained_on_path": str(trained_on) if trained_on else None,
-                   "promoted": now, "reason": decision["reason"]}
+            new = {
+                **candidate,
+                "source_model_path": candidate["model_path"],
+                "model_path": str(model_copy),
+                "contract_path": str(contract_copy) if contract_copy else None,
+                "card_path": str(card_copy) if card_copy else None,
+                "model_sha256": sha,
+                "split_path": str(split_copy),
+                "trained_on_path": str(trained_on) if trained_on else None,
+                "promoted": now,
+                "reason": decision["reason"],
+            }
             new.pop("versus_champion", None)  # tonight's comparison belongs to the decision, not the champion
             record["champion"] = new
             record["previous_champion"] = champion
         record["best"], record["test_split"] = best, test_nights
         decision["champion"] = champion_summary(record.get("champion"))
-        entry = {"time": now, "run_id": run_id, "decision": decision["decision"], "reason": decision["reason"],
-                 "profile": candidate["profile"] if candidate else None,
-                 "roc_auc": figure(candidate["metrics"], "roc_auc") if candidate else None,
-                 "decision_record": decision}
+        entry = {
+            "time": now,
+            "run_id": run_id,
+            "decision": decision["decision"],
+            "reason": decision["reason"],
+            "profile": candidate["profile"] if candidate else None,
+            "roc_auc": figure(candidate["metrics"], "roc_auc") if candidate else None,
+            "decision_record": decision,
+        }
         record["history"] = [entry, *record["history"]][: settings.history]
         record["updated"] = now
         plan = next((read_json(m.nightly_json) for m in models if m.nightly_json.exists()), {})
         _write_trend(registry, condition, _trend_row(decision, candidate, now, run_id, test_nights, plan))
         write_json(registry.record(condition), record)  # atomic: readers see the old champion or the new one
         if decision["decision"] == PROMOTED:
-            keep = {Path(p).resolve() for c in (record["champion"], champion) if c
-                    for p in (c.get("model_path"), c.get("contract_path"), c.get("card_path"), c.get("split_path"),
-                              c.get("trained_on_path")) if p}
+            keep = {
+                Path(p).resolve()
+                for c in (record["champion"], champion)
+                if c
+                for p in (
+                    c.get("model_path"),
+                    c.get("contract_path"),
+                    c.get("card_path"),
+                    c.get("split_path"),
+                    c.get("trained_on_path"),
+                )
+                if p
+            }
             _prune(registry, condition, keep)
         elif mine:  # an undone promotion of this run leaves no copy behind
             for profile in {m.profile for m in models}:
-                for path in (registry.model(condition, run_id, profile), registry.contract(condition, run_id, profile),
-                             registry.card(condition, run_id, profile), registry.split(condition, run_id, profile),
-                             registry.trained_on(condition, run_id, profile)):
+                for path in (
+                    registry.model(condition, run_id, profile),
+                    registry.contract(condition, run_id, profile),
+                    registry.card(condition, run_id, profile),
+                    registry.split(condition, run_id, profile),
+                    registry.trained_on(condition, run_id, profile),
+                ):
                     path.unlink(missing_ok=True)
         return decision
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from markupsafe import Markup
 
@@ -13,8 +14,19 @@ from medcore.config import CHECKS, DEFAULT_FIX, TIER_ORDER
 from medcore.jsonio import atomic_write_text, read_json, to_jsonable, write_json
 from medcore.layout import RunLayout
 
-__all__ = ["gather_run", "render_report", "write_report", "render_html", "markdown_to_html", "next_steps",
-           "diagnose", "conditions_overview", "with_contents", "anchor", "TEMPLATES_DIR"]
+__all__ = [
+    "gather_run",
+    "render_report",
+    "write_report",
+    "render_html",
+    "markdown_to_html",
+    "next_steps",
+    "diagnose",
+    "conditions_overview",
+    "with_contents",
+    "anchor",
+    "TEMPLATES_DIR",
+]
 
 TEMPLATES_DIR = Path(os.environ.get("MEDCORE_TEMPLATES", Path(__file__).resolve().parent.parent / "templates"))
 
@@ -36,7 +48,7 @@ def gather_run(run: RunLayout) -> dict[str, Any]:
     key_figures = _key_figures(models, champions)
     succeeded = [m for m in models if m["succeeded"]]
     skipped = [m for m in models if m["status"] == "skipped"]  # unchanged since the champion: nothing to train
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     view = {
         "run_id": info["run_id"],
         "generated": now.isoformat(timespec="seconds"),
@@ -54,10 +66,15 @@ def gather_run(run: RunLayout) -> dict[str, Any]:
         "failed": len(models) - len(succeeded) - len(skipped),
         "skipped": len(skipped),
         "success_rate": len(succeeded) / (len(models) - len(skipped)) if len(models) > len(skipped) else 1.0,
-        "status": "all models succeeded" if len(succeeded) == len(models) else
-                  "nothing changed since the champions" if len(skipped) == len(models) else
-                  "every model succeeded or was skipped" if len(succeeded) + len(skipped) == len(models) else
-                  "no model succeeded" if not succeeded else "some models failed",
+        "status": "all models succeeded"
+        if len(succeeded) == len(models)
+        else "nothing changed since the champions"
+        if len(skipped) == len(models)
+        else "every model succeeded or was skipped"
+        if len(succeeded) + len(skipped) == len(models)
+        else "no model succeeded"
+        if not succeeded
+        else "some models failed",
         "best": key_figures["best"],
         "mean_auc": key_figures["means"]["roc_auc"],
         "key_figures": key_figures,
@@ -89,11 +106,20 @@ def _model_view(run: RunLayout, condition: str, profile: str) -> dict[str, Any]:
     failure = _maybe(paths.failure_json)
     gradcam = _maybe(paths.gradcam_json)
     plan = _maybe(paths.nightly_json) or {}
-    status = "failed" if failure else "succeeded" if gradcam else "skipped" if plan.get("mode") == "skip" else "incomplete"
+    status = (
+        "failed" if failure else "succeeded" if gradcam else "skipped" if plan.get("mode") == "skip" else "incomplete"
+    )
     if status == "incomplete":
         # No failure was recorded (the worker died, or an upstream stage never ran): name where it stopped.
-        done = [s for s, p in (("validate", paths.split_csv), ("train", paths.training_json),
-                               ("evaluate", paths.metrics_json)) if p.exists()]
+        done = [
+            s
+            for s, p in (
+                ("validate", paths.split_csv),
+                ("train", paths.training_json),
+                ("evaluate", paths.metrics_json),
+            )
+            if p.exists()
+        ]
         stages = ["validate", "train", "evaluate", "gradcam"]
         failure = {"stage": stages[len(done)], "error": "the stage did not finish and recorded no error"}
     overlays = [{**o, "file": _relative(o["file"], run_root)} for o in (gradcam or {}).get("overlays", [])]
@@ -113,9 +139,12 @@ def _model_view(run: RunLayout, condition: str, profile: str) -> dict[str, Any]:
         "training": training,
         "metrics": metrics,
         # Every path relative to the run folder, so report.md, the e-mail and the UI page resolve them alike.
-        "gradcam": {**_relative_paths(gradcam or {}, run_root, ("contact_sheet",)),
-                    "layer": (gradcam or {}).get("layer"), "overlays": overlays,
-                    "faithfulness": _relative_paths((gradcam or {}).get("faithfulness"), run_root, ("plot",))},
+        "gradcam": {
+            **_relative_paths(gradcam or {}, run_root, ("contact_sheet",)),
+            "layer": (gradcam or {}).get("layer"),
+            "overlays": overlays,
+            "faithfulness": _relative_paths((gradcam or {}).get("faithfulness"), run_root, ("plot",)),
+        },
         "plots": {name: _relative(file, run_root) for name, file in ((metrics or {}).get("plots") or {}).items()},
         "model_path": paths.model if paths.model.exists() else None,
         "test_split": test_split_fingerprint(paths.split_csv),
@@ -125,46 +154,71 @@ def _model_view(run: RunLayout, condition: str, profile: str) -> dict[str, Any]:
     }
     metrics = metrics or {}
     quality = metrics.get("quality") or {}
-    m.update({
-        "roc_auc": figure(metrics, "roc_auc") if m["succeeded"] else None,
-        "tier": quality.get("tier") or "n/a",
-        "quality": quality,
-        "figures": _figures(metrics),
-        "calibration": _calibration_view(metrics.get("calibration")),
-        "image_level": _figures(metrics["image_level"]) if metrics.get("image_level") else None,
-        "bootstrap": _bootstrap_view(metrics.get("bootstrap") or {}),
-        "threshold": _threshold_view(metrics),
-        "faithfulness": m["gradcam"]["faithfulness"],
-        "train_minutes": training["wall_seconds"] / 60 if training else None,
-        "diagnosis": diagnose(m) if m["failed"] else None,
-    })
+    m.update(
+        {
+            "roc_auc": figure(metrics, "roc_auc") if m["succeeded"] else None,
+            "tier": quality.get("tier") or "n/a",
+            "quality": quality,
+            "figures": _figures(metrics),
+            "calibration": _calibration_view(metrics.get("calibration")),
+            "image_level": _figures(metrics["image_level"]) if metrics.get("image_level") else None,
+            "bootstrap": _bootstrap_view(metrics.get("bootstrap") or {}),
+            "threshold": _threshold_view(metrics),
+            "faithfulness": m["gradcam"]["faithfulness"],
+            "train_minutes": training["wall_seconds"] / 60 if training else None,
+            "diagnosis": diagnose(m) if m["failed"] else None,
+        }
+    )
     return m
 
 
 # Test figures the report shows for each model, each with its bootstrap interval where one was measured.
-_SHOWN_FIGURES = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "brier",
-                  "calibration_error", "kappa")
+_SHOWN_FIGURES = (
+    "accuracy",
+    "precision",
+    "recall",
+    "specificity",
+    "f1",
+    "roc_auc",
+    "pr_auc",
+    "brier",
+    "calibration_error",
+    "kappa",
+)
 
 
 def _figures(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {name: {"value": metrics.get(name), **((metrics.get("intervals") or {}).get(name) or {})}
-            for name in _SHOWN_FIGURES}
+    return {
+        name: {"value": metrics.get(name), **((metrics.get("intervals") or {}).get(name) or {})}
+        for name in _SHOWN_FIGURES
+    }
 
 
 def _calibration_view(calibration: dict[str, Any] | None) -> dict[str, Any] | None:
     """ECE and Brier before and after temperature scaling, each as {value, low, high} for the `ci` filter."""
     if not calibration or "before" not in calibration:
         return None
-    return {**calibration, **{f"{when}_{name}": {"value": calibration[when][name]["value"],
-                                                  **(calibration[when][name].get("interval") or {})}
-                              for when in ("before", "after") for name in ("calibration_error", "brier")}}
+    return {
+        **calibration,
+        **{
+            f"{when}_{name}": {
+                "value": calibration[when][name]["value"],
+                **(calibration[when][name].get("interval") or {}),
+            }
+            for when in ("before", "after")
+            for name in ("calibration_error", "brier")
+        },
+    }
 
 
 def _bootstrap_view(boot: dict[str, Any]) -> dict[str, Any]:
     if not boot:
         return {}
-    return {**boot, "percent": f"{100 * boot['confidence']:g}",
-            "units": "patients" if boot.get("unit") in ("patient", "patient group") else "images"}
+    return {
+        **boot,
+        "percent": f"{100 * boot['confidence']:g}",
+        "units": "patients" if boot.get("unit") in ("patient", "patient group") else "images",
+    }
 
 
 def _threshold_view(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -176,14 +230,23 @@ def _threshold_view(metrics: dict[str, Any]) -> dict[str, Any]:
         how = f"target sensitivity {_fmt(choice.get('target_sensitivity'), 2)}"
     else:
         how = "an unrecorded rule"
-    return {"value": metrics.get("threshold"), "how": how, "choice": choice,
-            "chosen_on": metrics.get("threshold_split") or "n/a", "applied_to": metrics.get("evaluated_split") or "n/a"}
+    return {
+        "value": metrics.get("threshold"),
+        "how": how,
+        "choice": choice,
+        "chosen_on": metrics.get("threshold_split") or "n/a",
+        "applied_to": metrics.get("evaluated_split") or "n/a",
+    }
 
 
 def _split_counts(validation: dict[str, Any] | None) -> dict[str, dict[str, int] | None]:
     counts = (validation or {}).get("counts") or {}
-    return {split: {"total": sum(counts[split].values()), "positive": counts[split].get("positive", 0)}
-            if counts.get(split) else None for split in ("train", "val", "test")}
+    return {
+        split: {"total": sum(counts[split].values()), "positive": counts[split].get("positive", 0)}
+        if counts.get(split)
+        else None
+        for split in ("train", "val", "test")
+    }
 
 
 def _issues(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -212,10 +275,18 @@ def _training_method(models: list[dict[str, Any]]) -> dict[str, Any]:
         return {}
     first = records[0]
     threads = first.get("threads") or {}
-    shown = f"{threads.get('intra_op') or 'default'} intra-op / {threads.get('inter_op') or 'default'} inter-op" \
-        if isinstance(threads, dict) else str(threads or "default")
-    return {"device": first.get("device"), "precision": first.get("precision"), "threads": shown,
-            "execution": sorted({r.get("execution") for r in records}), "versions": first.get("versions", {})}
+    shown = (
+        f"{threads.get('intra_op') or 'default'} intra-op / {threads.get('inter_op') or 'default'} inter-op"
+        if isinstance(threads, dict)
+        else str(threads or "default")
+    )
+    return {
+        "device": first.get("device"),
+        "precision": first.get("precision"),
+        "threads": shown,
+        "execution": sorted({r.get("execution") for r in records}),
+        "versions": first.get("versions", {}),
+    }
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -239,8 +310,13 @@ def render_report(context: dict[str, Any], template: str = "status_report.md.j2"
     """Render `context` through a template in `templates/`."""
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
     env.filters["fmt"] = _fmt
     env.filters["ci"] = _with_interval
     env.filters["delta"] = lambda v, digits=3: "n/a" if v is None else f"{v:+.{digits}f}"
@@ -252,17 +328,32 @@ def write_report(run: RunLayout) -> dict[str, Any]:
     """Gather, render and atomically write `report.md` and `summary.json`; return the summary."""
     context = gather_run(run)
     atomic_write_text(run.report_md, with_contents(render_report(context)))
-    summary = {"run_id": context["run_id"], "report": run.report_md, "planned": context["planned"],
-               "succeeded": context["succeeded"], "failed": context["failed"], "skipped": context["skipped"],
-               "failures": [{"condition": m["condition"], "profile": m["profile"], **m["failure"]}
-                            for m in context["models"] if m["failed"]],
-               "nights": {n["condition"]: n["summary"] for n in context["nights"]}}
+    summary = {
+        "run_id": context["run_id"],
+        "report": run.report_md,
+        "planned": context["planned"],
+        "succeeded": context["succeeded"],
+        "failed": context["failed"],
+        "skipped": context["skipped"],
+        "failures": [
+            {"condition": m["condition"], "profile": m["profile"], **m["failure"]}
+            for m in context["models"]
+            if m["failed"]
+        ],
+        "nights": {n["condition"]: n["summary"] for n in context["nights"]},
+    }
     write_json(run.summary_json, summary)
     return to_jsonable(summary)  # XCom and callers get plain JSON types
 
 
-def render_html(markdown_text: str, *, title: str, link: Callable[[str], str | None] | None = None,
-                banners: Sequence[str] = (), script: bool = True) -> str:
+def render_html(
+    markdown_text: str,
+    *,
+    title: str,
+    link: Callable[[str], str | None] | None = None,
+    banners: Sequence[str] = (),
+    script: bool = True,
+) -> str:
     """The report as one HTML page (for the e-mail and the Airflow UI): report.md converted, never re-written.
 
     Converting the very Markdown people read keeps the three renderings (file, e-mail, UI) from
@@ -271,11 +362,13 @@ def render_html(markdown_text: str, *, title: str, link: Callable[[str], str | N
     """
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), undefined=jinja2.StrictUndefined,
-                             autoescape=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), undefined=jinja2.StrictUndefined, autoescape=True
+    )
     body = markdown_to_html(markdown_text, link)
-    return env.get_template("status_report.html.j2").render(title=title, body=Markup(body), banners=list(banners),
-                                                            script=script)
+    return env.get_template("status_report.html.j2").render(
+        title=title, body=Markup(body), banners=list(banners), script=script
+    )
 
 
 def markdown_to_html(text: str, link: Callable[[str], str | None] | None = None) -> str:
@@ -295,8 +388,14 @@ def markdown_to_html(text: str, link: Callable[[str], str | None] | None = None)
 
 
 # Second-level sections for reference rather than for the morning: collapsed in HTML, like each model's section.
-COLLAPSED_SECTIONS = ("Issues encountered", "Run parameters", "Data", "Artifacts of this run", "Grad-CAM on a new image",
-                      "More next steps")
+COLLAPSED_SECTIONS = (
+    "Issues encountered",
+    "Run parameters",
+    "Data",
+    "Artifacts of this run",
+    "Grad-CAM on a new image",
+    "More next steps",
+)
 
 
 def _collapsible(tokens: list) -> list:
@@ -388,8 +487,9 @@ def _relative_paths(record: Any, run_root: Path, keys: Sequence[str]) -> Any:
     return {**record, **{key: _relative(record[key], run_root) for key in keys if record.get(key)}}
 
 
-def _champions(run: RunLayout, info: dict[str, Any],
-               models: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def _champions(
+    run: RunLayout, info: dict[str, Any], models: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Each condition's champion decision (from promotion.json, else the registry as it stands) and the run's
     promotion record; each model also gets its change since the previous run and against the champion before."""
     promotion = _maybe(run.promotion_json)
@@ -400,14 +500,19 @@ def _champions(run: RunLayout, info: dict[str, Any],
     earlier = _earlier_runs(run, info)
     for m in models:
         m["previous"] = _versus_previous(m, earlier)
-        before = (decisions.get(m["condition"]) or {}).get("champion_before") if promotion else fallback.get(m["condition"])
+        before = (
+            (decisions.get(m["condition"]) or {}).get("champion_before") if promotion else fallback.get(m["condition"])
+        )
         m["versus_champion"] = _versus_champion(m, before)
     champions = []
     for condition in conditions:
         decision = decisions.get(condition)
         if decision is None:
-            decision = {"decision": "not decided", "champion": fallback.get(condition),
-                        "reason": "the promote stage did not run (or failed) for this run; the registry is unchanged"}
+            decision = {
+                "decision": "not decided",
+                "champion": fallback.get(condition),
+                "reason": "the promote stage did not run (or failed) for this run; the registry is unchanged",
+            }
         champions.append({"condition": condition, "candidate": None, "champion_before": None, **decision})
     return champions, promotion
 
@@ -462,11 +567,18 @@ def _versus_previous(m: dict[str, Any], earlier: list[RunLayout]) -> dict[str, A
         changes = {}
         for name in _COMPARED:
             old, new = figure(then, name), figure(now, name)
-            changes[name] = {"before": old, "after": new,
-                             "delta": new - old if old is not None and new is not None else None}
-        return {"run_id": other.run_id, "changes": changes, "roc_auc": figure(then, "roc_auc"),
-                "delta_roc_auc": changes["roc_auc"]["delta"],
-                "same_test_split": test_split_fingerprint(paths.split_csv) == m["test_split"]}
+            changes[name] = {
+                "before": old,
+                "after": new,
+                "delta": new - old if old is not None and new is not None else None,
+            }
+        return {
+            "run_id": other.run_id,
+            "changes": changes,
+            "roc_auc": figure(then, "roc_auc"),
+            "delta_roc_auc": changes["roc_auc"]["delta"],
+            "same_test_split": test_split_fingerprint(paths.split_csv) == m["test_split"],
+        }
     return None
 
 
@@ -478,12 +590,20 @@ def _versus_champion(m: dict[str, Any], champion: dict[str, Any] | None) -> dict
     # Re-scored tonight on this model's own test images: the difference compares models, not data.
     versus = (m["metrics"] or {}).get("versus_champion") or {}
     if versus.get("test") and versus.get("champion") == f"{champion['run_id']}/{champion['profile']}":
-        return {**champion, "roc_auc": versus["test"]["champion_auc"], "delta_roc_auc": versus["test"]["delta"],
-                "same_test_split": True, "rescored": True}
+        return {
+            **champion,
+            "roc_auc": versus["test"]["champion_auc"],
+            "delta_roc_auc": versus["test"]["delta"],
+            "same_test_split": True,
+            "rescored": True,
+        }
     new = figure(m["metrics"] or {}, "roc_auc")
     old = champion.get("roc_auc")
-    return {**champion, "delta_roc_auc": new - old if new is not None and old is not None else None,
-            "same_test_split": m["test_split"] is not None and m["test_split"] == champion.get("test_split_fingerprint")}
+    return {
+        **champion,
+        "delta_roc_auc": new - old if new is not None and old is not None else None,
+        "same_test_split": m["test_split"] is not None and m["test_split"] == champion.get("test_split_fingerprint"),
+    }
 
 
 def _key_figures(models: list[dict[str, Any]], champions: list[dict[str, Any]]) -> dict[str, Any]:
@@ -509,8 +629,9 @@ def _key_figures(models: list[dict[str, Any]], champions: list[dict[str, Any]]) 
         "means": means,
         "tiers": [(t, tiers.count(t)) for t in order if t in tiers],
         "early_stopped": sum(1 for m in done if (m["training"] or {}).get("early_stopped")),
-        "decisions": {d: sum(1 for c in champions if c["decision"] == d)
-                      for d in dict.fromkeys(c["decision"] for c in champions)},
+        "decisions": {
+            d: sum(1 for c in champions if c["decision"] == d) for d in dict.fromkeys(c["decision"] for c in champions)
+        },
     }
 
 
@@ -532,8 +653,9 @@ def artifact_tree(root: Path, written_now: Sequence[str] = (), expand_depth: int
     lines = [f"{root.name}/"]
 
     def walk(folder: Path, prefix: str, depth: int, extra: Sequence[str] = ()) -> None:
-        entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")),
-                         key=lambda p: (p.is_dir(), p.name))
+        entries = sorted(
+            (p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: (p.is_dir(), p.name)
+        )
         names = {p.name for p in entries}
         pending = [n for n in extra if n not in names]
         items: list[tuple[str, Path | None]] = [(p.name, p) for p in entries if p.is_file()]
@@ -547,7 +669,9 @@ def artifact_tree(root: Path, written_now: Sequence[str] = (), expand_depth: int
                 lines.append(f"{prefix}{branch}{name} ({_size(path.stat().st_size)})")
             elif depth >= expand_depth:
                 files = [f for f in path.rglob("*") if f.is_file() and not f.name.startswith(".")]
-                lines.append(f"{prefix}{branch}{name}/ ({len(files)} files, {_size(sum(f.stat().st_size for f in files))})")
+                lines.append(
+                    f"{prefix}{branch}{name}/ ({len(files)} files, {_size(sum(f.stat().st_size for f in files))})"
+                )
             else:
                 lines.append(f"{prefix}{branch}{name}/")
                 walk(path, prefix + indent, depth + 1)
@@ -557,25 +681,41 @@ def artifact_tree(root: Path, written_now: Sequence[str] = (), expand_depth: int
     return lines
 
 
-def _gradcam_usage(models: list[dict[str, Any]], champions: list[dict[str, Any]],
-                   context: dict[str, Any]) -> dict[str, Any] | None:
+def _gradcam_usage(
+    models: list[dict[str, Any]], champions: list[dict[str, Any]], context: dict[str, Any]
+) -> dict[str, Any] | None:
     """Layer, model path and input size for the report's Grad-CAM snippet: the registry copy when the best
     model became champion (it outlives the run), else the run's own best model, else any champion."""
     best = context.get("best")
     if best and best.get("model_path"):
-        champion = next((c.get("champion") for c in champions
-                         if c["condition"] == best["condition"] and c["decision"] == "promoted"), None) or {}
+        champion = (
+            next(
+                (
+                    c.get("champion")
+                    for c in champions
+                    if c["condition"] == best["condition"] and c["decision"] == "promoted"
+                ),
+                None,
+            )
+            or {}
+        )
         same = champion.get("run_id") == context["run_id"] and champion.get("profile") == best["profile"]
-        return {"layer": best["gradcam"].get("layer") or "relu",
-                "model_path": champion["model_path"] if same else best["model_path"],
-                "image_size": (best["training"] or {}).get("image_size"),
-                "what": f"{best['condition']}/{best['profile']}" + (" (champion copy in the registry)" if same else "")}
+        return {
+            "layer": best["gradcam"].get("layer") or "relu",
+            "model_path": champion["model_path"] if same else best["model_path"],
+            "image_size": (best["training"] or {}).get("image_size"),
+            "what": f"{best['condition']}/{best['profile']}" + (" (champion copy in the registry)" if same else ""),
+        }
     for c in champions:
         champion = c.get("champion") or {}
         if champion.get("model_path"):
             metrics = champion.get("metrics") or {}
-            return {"layer": "relu", "model_path": champion["model_path"], "image_size": metrics.get("image_size"),
-                    "what": f"the {c['condition']} champion ({champion['run_id']}/{champion['profile']})"}
+            return {
+                "layer": "relu",
+                "model_path": champion["model_path"],
+                "image_size": metrics.get("image_size"),
+                "what": f"the {c['condition']} champion ({champion['run_id']}/{champion['profile']})",
+            }
     return None
 
 
@@ -592,27 +732,41 @@ def _more_issues(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if undefined:
             worst = max(undefined, key=undefined.get)
             found.setdefault(("bootstrap_undefined", "warning"), []).append(
-                f"{where}: some bootstrap resamples left metrics undefined (most: {worst}, {undefined[worst]})")
+                f"{where}: some bootstrap resamples left metrics undefined (most: {worst}, {undefined[worst]})"
+            )
         faith = (m["gradcam"] or {}).get("faithfulness") or {}
         if faith and faith.get("better_than_random") is False:
             found.setdefault(("gradcam_not_faithful", "warning"), []).append(
-                f"{where}: Grad-CAM is no better than random maps in the deletion test")
+                f"{where}: Grad-CAM is no better than random maps in the deletion test"
+            )
     return [{"code": c, "severity": s, "where": w} for (c, s), w in found.items()]
 
 
 # (words in the error, root cause, fix) — checked in order against the lower-cased error text.
 ERROR_HINTS = (
-    (("timeout",), "the task ran past its execution_timeout and was ended (then retried as configured)",
-     "read the task's log for where it hung; if the work is just slow, raise the `tasks` timeouts in the config"),
-    (("column", "not found"), "the manifest's columns do not match the config",
-     "set `image_column` / `label_column` to the manifest's header, or rename the columns"),
+    (
+        ("timeout",),
+        "the task ran past its execution_timeout and was ended (then retried as configured)",
+        "read the task's log for where it hung; if the work is just slow, raise the `tasks` timeouts in the config",
+    ),
+    (
+        ("column", "not found"),
+        "the manifest's columns do not match the config",
+        "set `image_column` / `label_column` to the manifest's header, or rename the columns",
+    ),
     (("out of memory",), "the process ran out of memory", "lower the profile's `batch_size` or `image_size`"),
     (("resourceexhausted",), "TensorFlow ran out of memory", "lower the profile's `batch_size` or `image_size`"),
     (("memoryerror",), "the process ran out of memory", "lower the profile's `batch_size` or `image_size`"),
-    (("layer",), "the Grad-CAM target layer is not in the model",
-     "set `gradcam.layer` to a layer of the model (DenseNet121's last activation is `relu`)"),
-    (("needs val and test",), "the split has no validation or no test images",
-     "give the dataset val/test images, or raise `split.val_fraction` / `split.test_fraction`"),
+    (
+        ("layer",),
+        "the Grad-CAM target layer is not in the model",
+        "set `gradcam.layer` to a layer of the model (DenseNet121's last activation is `relu`)",
+    ),
+    (
+        ("needs val and test",),
+        "the split has no validation or no test images",
+        "give the dataset val/test images, or raise `split.val_fraction` / `split.test_fraction`",
+    ),
     (("no such file",), "a file the stage needs is missing", "re-run the upstream stage; check the run folder"),
 )
 STAGE_FIXES = {
@@ -628,21 +782,27 @@ def diagnose(m: dict[str, Any]) -> dict[str, str]:
     failure, stage = m["failure"] or {}, (m["failure"] or {}).get("stage", "?")
     error = str(failure.get("error") or "")
     if m["status"] == "incomplete":
-        return {"root_cause": f"the {stage} stage never finished and recorded no error: its worker was killed "
-                              "(often for memory) or the run was stopped",
-                "fix": f"read the {stage} task's log in Airflow, then clear the task to retry"}
+        return {
+            "root_cause": f"the {stage} stage never finished and recorded no error: its worker was killed "
+            "(often for memory) or the run was stopped",
+            "fix": f"read the {stage} task's log in Airflow, then clear the task to retry",
+        }
     validation = m["validation"] or {}
     errors = [f for f in validation.get("findings", []) if f.get("severity") == "error"]
     if stage == "validate" and errors:
         first = errors[0]
-        return {"root_cause": "; ".join(f"`{f['code']}`: {f['message']}" for f in errors[:3]),
-                "fix": CHECKS[first["code"]].fix if first["code"] in CHECKS else DEFAULT_FIX}
+        return {
+            "root_cause": "; ".join(f"`{f['code']}`: {f['message']}" for f in errors[:3]),
+            "fix": CHECKS[first["code"]].fix if first["code"] in CHECKS else DEFAULT_FIX,
+        }
     lowered = error.lower()
     for words, cause, fix in ERROR_HINTS:
         if all(w in lowered for w in words):
             return {"root_cause": cause, "fix": fix}
-    return {"root_cause": f"the {stage} stage raised an error (above)",
-            "fix": STAGE_FIXES.get(stage, "read the task's log in Airflow")}
+    return {
+        "root_cause": f"the {stage} stage raised an error (above)",
+        "fix": STAGE_FIXES.get(stage, "read the task's log in Airflow"),
+    }
 
 
 def next_steps(context: dict[str, Any]) -> list[str]:
@@ -663,15 +823,23 @@ def next_steps(context: dict[str, Any]) -> list[str]:
         say("No model succeeded: no champion changed; fix the failures above before the next run.")
     for c in context["champions"]:
         if c["decision"] == "kept champion" and c.get("candidate"):
-            say("{who}: the champion stays (see Champion per condition for why); look into why this run was not "
-                "better.", c["condition"])
+            say(
+                "{who}: the champion stays (see Champion per condition for why); look into why this run was not "
+                "better.",
+                c["condition"],
+            )
         elif c["decision"] == "no champion" and c.get("candidate"):
-            say("{who}: still no champion (no model meets the gates); more data or the intensive profile may help.",
-                c["condition"])
+            say(
+                "{who}: still no champion (no model meets the gates); more data or the intensive profile may help.",
+                c["condition"],
+            )
     undecided = [c["condition"] for c in context["champions"] if c["decision"] in ("error", "not decided")]
     for condition in undecided:
-        say("No champion decision was recorded for {who} (the promote stage failed or did not run): read its log, "
-            "then clear it to decide again.", condition)
+        say(
+            "No champion decision was recorded for {who} (the promote stage failed or did not run): read its log, "
+            "then clear it to decide again.",
+            condition,
+        )
     for m in models:
         if not m["succeeded"]:
             continue
@@ -679,8 +847,11 @@ def next_steps(context: dict[str, Any]) -> list[str]:
         if tier == "insufficient":
             say("{who}: insufficient tier; add data, train longer or use the intensive profile.", m["label"])
         training = m["training"] or {}
-        if training.get("epochs_run") and training.get("epochs_run") == training.get("epochs_planned") \
-                and not training.get("early_stopped"):
+        if (
+            training.get("epochs_run")
+            and training.get("epochs_run") == training.get("epochs_planned")
+            and not training.get("early_stopped")
+        ):
             say("{who}: used every planned epoch without early stopping; more epochs may help.", m["label"])
         faith = m["gradcam"].get("faithfulness") or {}
         if faith and faith.get("better_than_random") is False:
@@ -688,20 +859,25 @@ def next_steps(context: dict[str, Any]) -> list[str]:
         previous = m.get("previous") or {}
         drop = previous.get("delta_roc_auc")
         if drop is not None and previous.get("same_test_split") and drop < -FELL:
-            say(f"{{who}}: test ROC AUC fell {-drop:.3f} since run {previous['run_id']} on the same split; check "
-                "the data and training records for what changed.", m["label"])
+            say(
+                f"{{who}}: test ROC AUC fell {-drop:.3f} since run {previous['run_id']} on the same split; check "
+                "the data and training records for what changed.",
+                m["label"],
+            )
     warnings = [i for i in context["issues"] if i["severity"] == "warning"]
     if warnings:
         say(f"Review the {len(warnings)} kind(s) of warning under Issues encountered.")
     best = figure((context.get("best") or {}).get("metrics") or {}, "roc_auc")
     if not advice:
-        say("Nothing needs attention: every model trained and every champion decision is recorded."
-            + (f" Best test ROC AUC {best:.3f}." if best is not None else ""))
+        say(
+            "Nothing needs attention: every model trained and every champion decision is recorded."
+            + (f" Best test ROC AUC {best:.3f}." if best is not None else "")
+        )
     return [sentence.replace("{who}", _names(who)) for sentence, who in advice.items()]
 
 
 def _names(names: Sequence[str]) -> str:
-    """"a", "a and b", "a, b and c"."""
+    """ "a", "a and b", "a, b and c"."""
     names = [n for n in names if n]
     return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
 
@@ -716,8 +892,9 @@ STATUS = {"ok": "✅ ok", "look": "⚠️ look", "failed": "❌ failed"}
 TREND = {"rising": "↗ rising", "falling": "↘ falling", "steady": "→ steady"}
 
 
-def conditions_overview(run: RunLayout, info: dict[str, Any], models: list[dict[str, Any]],
-                        champions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def conditions_overview(
+    run: RunLayout, info: dict[str, Any], models: list[dict[str, Any]], champions: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """One line per condition, for the first screen: status, champion with its test ROC AUC and interval, tonight's
     change against the previous run, the trend over recent runs, and whatever needs a person (else "nothing")."""
     earlier = _earlier_runs(run, info, limit=TREND_RUNS - 1)
@@ -730,17 +907,22 @@ def conditions_overview(run: RunLayout, info: dict[str, Any], models: list[dict[
         needs = _needs_a_person(c, mine, best)
         state = "failed" if not done and not skipped else "look" if needs else "ok"
         champion = c.get("champion") or {}
-        rows.append({
-            "condition": c["condition"],
-            "status": STATUS[state],
-            "champion": _champion_words(champion, c, info["run_id"]),
-            "auc": _auc_words(champion),
-            "since": _since_words(best, mine) if done or not skipped else
-                     str((skipped[0].get("nightly") or {}).get("reason") or "skipped").split(":")[0],
-            "trend": _trend_words([_best_auc(other, c["condition"]) for other in reversed(earlier)]
-                                  + [best["roc_auc"] if best else None]),
-            "needs": "; ".join(needs) or "nothing",
-        })
+        rows.append(
+            {
+                "condition": c["condition"],
+                "status": STATUS[state],
+                "champion": _champion_words(champion, c, info["run_id"]),
+                "auc": _auc_words(champion),
+                "since": _since_words(best, mine)
+                if done or not skipped
+                else str((skipped[0].get("nightly") or {}).get("reason") or "skipped").split(":")[0],
+                "trend": _trend_words(
+                    [_best_auc(other, c["condition"]) for other in reversed(earlier)]
+                    + [best["roc_auc"] if best else None]
+                ),
+                "needs": "; ".join(needs) or "nothing",
+            }
+        )
     return rows
 
 
@@ -748,8 +930,11 @@ def _needs_a_person(c: dict[str, Any], mine: list[dict[str, Any]], best: dict[st
     needs = []
     failed = [m for m in mine if m["failed"]]
     if failed:
-        needs.append(f"{len(failed)} of {len(mine)} failed (" + ", ".join(
-            f"{m['profile']} at {m['failure']['stage']}" for m in failed) + ")")
+        needs.append(
+            f"{len(failed)} of {len(mine)} failed ("
+            + ", ".join(f"{m['profile']} at {m['failure']['stage']}" for m in failed)
+            + ")"
+        )
     if c["decision"] in ("error", "not decided"):
         needs.append("no champion decision recorded")
     elif c["decision"] == "no champion" and c.get("candidate"):
@@ -757,8 +942,9 @@ def _needs_a_person(c: dict[str, Any], mine: list[dict[str, Any]], best: dict[st
     previous = (best or {}).get("previous") or {}
     if previous.get("same_test_split") and (previous.get("delta_roc_auc") or 0.0) < -FELL:
         needs.append(f"test ROC AUC fell {-previous['delta_roc_auc']:.3f}")
-    unfaithful = [m["profile"] for m in mine if m["succeeded"] and (m["faithfulness"] or {}).get("better_than_random")
-                  is False]
+    unfaithful = [
+        m["profile"] for m in mine if m["succeeded"] and (m["faithfulness"] or {}).get("better_than_random") is False
+    ]
     if unfaithful:
         needs.append(f"Grad-CAM no better than random ({', '.join(unfaithful)})")
     warned = sum(1 for m in mine for f in (m["validation"] or {}).get("findings", []) if f.get("severity") == "warning")
@@ -780,8 +966,9 @@ def _auc_words(champion: dict[str, Any]) -> str:
     if not champion or champion.get("roc_auc") is None:
         return "—"
     low_high = champion.get("roc_auc_interval")
-    return _with_interval({"value": champion["roc_auc"], **({"low": low_high[0], "high": low_high[1]}
-                                                            if low_high else {})})
+    return _with_interval(
+        {"value": champion["roc_auc"], **({"low": low_high[0], "high": low_high[1]} if low_high else {})}
+    )
 
 
 def _since_words(best: dict[str, Any] | None, mine: list[dict[str, Any]]) -> str:
@@ -802,9 +989,11 @@ def _best_auc(run: RunLayout, condition: str) -> float | None:
         jobs = read_json(run.run_json)["jobs"]
     except (OSError, ValueError, KeyError):
         return None
-    values = [figure(read_json(paths.metrics_json), "roc_auc")
-              for paths in (run.model(condition, job["profile"]) for job in jobs if job.get("condition") == condition)
-              if succeeded(paths)]
+    values = [
+        figure(read_json(paths.metrics_json), "roc_auc")
+        for paths in (run.model(condition, job["profile"]) for job in jobs if job.get("condition") == condition)
+        if succeeded(paths)
+    ]
     return max((v for v in values if v is not None), default=None)
 
 
@@ -839,7 +1028,7 @@ def with_contents(markdown: str) -> str:
     except ValueError:
         return markdown
     entries: list[tuple[str, list[str]]] = []
-    for line in lines[at + 1:]:
+    for line in lines[at + 1 :]:
         heading = re.match(r"^(##|###) (.+)$", line)
         if not heading:
             continue
@@ -850,4 +1039,4 @@ def with_contents(markdown: str) -> str:
         elif entries:
             entries[-1][1].append(link)
     toc = [f"- {link}" + (f": {', '.join(children)}" if children else "") for link, children in entries]
-    return "\n".join(lines[:at + 1] + [""] + toc + lines[at + 1:])
+    return "\n".join(lines[: at + 1] + [""] + toc + lines[at + 1 :])

@@ -32,8 +32,9 @@ def finding_region(size: int, where: tuple[float, float, float]) -> np.ndarray:
     return (xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2
 
 
-def drawn_phantom(rng: np.random.Generator, size: int = 64,
-                  finding: bool = False) -> tuple[np.ndarray, tuple[float, float, float] | None]:
+def drawn_phantom(
+    rng: np.random.Generator, size: int = 64, finding: bool = False
+) -> tuple[np.ndarray, tuple[float, float, float] | None]:
     """A phantom and where its finding is, (x, y, radius) as fractions of the image (None without one).
 
     The radius is where the finding's brightness falls to 1/e of its peak: inside it a reader sees it.
@@ -65,11 +66,24 @@ def _encode(image: np.ndarray, suffix: str) -> bytes:
     return data.tobytes()
 
 
-def dicom_bytes(values: np.ndarray, *, patient_id: str, study_uid: str, bits_stored: int = 12,
-                monochrome1: bool = False, compress: bool = False, window: tuple[float, float] | None = None,
-                rescale: tuple[float, float] | None = None, modality: str = "DX", view: str = "AP",
-                body_part: str = "KNEE", burned_in: bool = False, frames: int = 1,
-                extra: dict[str, str] | None = None, uid_seed: str = "") -> bytes:
+def dicom_bytes(
+    values: np.ndarray,
+    *,
+    patient_id: str,
+    study_uid: str,
+    bits_stored: int = 12,
+    monochrome1: bool = False,
+    compress: bool = False,
+    window: tuple[float, float] | None = None,
+    rescale: tuple[float, float] | None = None,
+    modality: str = "DX",
+    view: str = "AP",
+    body_part: str = "KNEE",
+    burned_in: bool = False,
+    frames: int = 1,
+    extra: dict[str, str] | None = None,
+    uid_seed: str = "",
+) -> bytes:
     """A DICOM Part 10 file (DX For Presentation) holding `values` (2-D, 0..2**bits_stored-1, bright = dense).
 
     MONOCHROME1 stores the values inverted, as such films do; `compress` stores JPEG 2000 Lossless;
@@ -122,17 +136,27 @@ def _write_dicom_set(root: Path, per_class: int, rng: np.random.Generator, size:
     own range is used), and the first is JPEG 2000 compressed, so a demo run exercises each path.
     """
     written = 0
-    for label, prefix, positive, count in (("normal", "N", False, per_class), ("osteopenia", "OP", False, per_class // 4),
-                                           ("osteoporosis", "OS", True, per_class)):
+    for label, prefix, positive, count in (
+        ("normal", "N", False, per_class),
+        ("osteopenia", "OP", False, per_class // 4),
+        ("osteoporosis", "OS", True, per_class),
+    ):
         for i in range(count):
             film = phantom(rng, size, positive).astype(np.uint16) * 16 + rng.integers(0, 16, (size, size), np.uint16)
             kind = written % 5
             rescale = (1.0, -1024.0) if kind == 4 else None
             window = None if kind == 3 else (1024.0, 4096.0) if kind == 4 else (2048.0, 4096.0)
             patient = f"DEMO{prefix}{i // 2:04d}"
-            data = dicom_bytes(film, patient_id=patient, study_uid=f"1.2.826.0.1.3680043.10.543.{len(prefix)}.{i // 2}",
-                               monochrome1=written % 3 == 1, compress=written == 0, window=window, rescale=rescale,
-                               uid_seed=f"{label}/{i}")
+            data = dicom_bytes(
+                film,
+                patient_id=patient,
+                study_uid=f"1.2.826.0.1.3680043.10.543.{len(prefix)}.{i // 2}",
+                monochrome1=written % 3 == 1,
+                compress=written == 0,
+                window=window,
+                rescale=rescale,
+                uid_seed=f"{label}/{i}",
+            )
             atomic_write_bytes(root / label / f"{prefix}{i + 1}.dcm", data)
             written += 1
     return written
@@ -201,14 +225,22 @@ def write_demo_data(out: Path, per_class: int = 40, size: int = 64, seed: int = 
     rows, samples = [], []
     for split, share in (("train", 0.8), ("valid", 0.2)):
         for finding, positive in (("positive", True), ("negative", False)):
-            for study in range(int(per_class * share / 2)):
+            for _study in range(int(per_class * share / 2)):
                 patient = f"patient{len(rows) // 2 + 1:05d}"
                 study_id = f"{patient}/study1_{finding}"
                 for image in (1, 2):
                     relpath = f"images/{split}/{study_id}/image{image}.png"
                     samples.append(_Sample(relpath, positive))
-                    rows.append({"image": relpath, "finding": finding, "study_id": study_id, "patient_id": patient,
-                                 "split": split, "body_part": "XR_HUMERUS"})
+                    rows.append(
+                        {
+                            "image": relpath,
+                            "finding": finding,
+                            "study_id": study_id,
+                            "patient_id": patient,
+                            "split": split,
+                            "body_part": "XR_HUMERUS",
+                        }
+                    )
     _write(out / "limb", samples, rng, size)
     _write_csv(out / "limb" / "labels.csv", rows)
     written["limb"] = len(samples)

@@ -29,8 +29,14 @@ from medcore.errors import MedcoreError
 from medcore.jsonio import atomic_write_text, write_json
 from medcore.layout import ModelLayout
 
-__all__ = ["build_model", "train_model", "save_model_with_contract", "configure_threads", "versions",
-           "IMAGENET_WEIGHTS_FILE"]
+__all__ = [
+    "build_model",
+    "train_model",
+    "save_model_with_contract",
+    "configure_threads",
+    "versions",
+    "IMAGENET_WEIGHTS_FILE",
+]
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +84,8 @@ def _backbone(x, weights: str):
         except Exception as exc:  # no network here: Keras' download fails with a URL or HTTP error
             raise MedcoreError(
                 f"ImageNet weights unavailable ({type(exc).__name__}); place {IMAGENET_WEIGHTS_FILE} at {cache} "
-                "or set the profile's weights to a local file or none") from exc
+                "or set the profile's weights to a local file or none"
+            ) from exc
     try:
         return keras.applications.DenseNet121(include_top=False, weights=weights, input_tensor=x, pooling="avg")
     except (ValueError, OSError) as exc:
@@ -134,8 +141,10 @@ def _compile(model, profile: Profile, learning_rate: float) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.BinaryCrossentropy(from_logits=True),
-        metrics=[keras.metrics.AUC(from_logits=True, name="auc"),
-                 keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")],
+        metrics=[
+            keras.metrics.AUC(from_logits=True, name="auc"),
+            keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy"),
+        ],
         run_eagerly=profile.execution == "eager",
     )
 
@@ -185,7 +194,11 @@ def _schedule_callbacks(profile: Profile, learning_rate: float, first: int, last
     if profile.lr_schedule != "cosine":
         return []
     # Indexed by the absolute epoch, so a run resumed by BackupAndRestore picks up the same rate.
-    return [keras.callbacks.LearningRateScheduler(lambda epoch, _lr: cosine_learning_rate(learning_rate, epoch, first, last))]
+    return [
+        keras.callbacks.LearningRateScheduler(
+            lambda epoch, _lr: cosine_learning_rate(learning_rate, epoch, first, last)
+        )
+    ]
 
 
 def class_weights(labels: np.ndarray) -> dict[int, float]:
@@ -200,8 +213,13 @@ def versions() -> dict[str, str]:
     import sklearn
     import tensorflow as tf
 
-    return {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
-            "pandas": pd.__version__, "scikit-learn": sklearn.__version__}
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
 
 
 def _progress_callback(total_epochs: int, seconds: list[float]):
@@ -317,8 +335,14 @@ class Clock:
             self.first_step.append(time.perf_counter() - self.start)
 
 
-def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: ModelLayout,
-                epochs: int | None = None, warm_start: Path | None = None) -> dict[str, Any]:
+def train_model(
+    config: Config,
+    profile: Profile,
+    split: pd.DataFrame,
+    paths: ModelLayout,
+    epochs: int | None = None,
+    warm_start: Path | None = None,
+) -> dict[str, Any]:
     """Fit DenseNet121 on the train split, select on val, save `model.keras`; return the training record.
 
     `warm_start` (for `weights: champion` or `shared`) is a saved model whose weights start this one.
@@ -340,25 +364,48 @@ def train_model(config: Config, profile: Profile, split: pd.DataFrame, paths: Mo
         model, weights_used = _initial_model(profile, config.seed, warm_start)
         weights = class_weights(train["label"].to_numpy()) if profile.class_weighting else None
         # Epochs history.csv holds (trimmed above): the best of those may be kept from an earlier attempt.
-        keeper = _best_epoch_callback(paths.backup_dir / "best.weights.h5", paths.backup_dir / "best.json",
-                                      len(_history_rows(paths.history_csv)))
-        stoppers = [_fit_phase(model, phase, profile, paths, train_data, val_data, weights, epochs, clock, keeper)
-                    for phase in _phases(profile, epochs, weights_used)]
+        keeper = _best_epoch_callback(
+            paths.backup_dir / "best.weights.h5", paths.backup_dir / "best.json", len(_history_rows(paths.history_csv))
+        )
+        stoppers = [
+            _fit_phase(model, phase, profile, paths, train_data, val_data, weights, epochs, clock, keeper)
+            for phase in _phases(profile, epochs, weights_used)
+        ]
         best = restore_best_epoch(model, keeper)  # the saved model is the epoch the record reports
     wall = time.perf_counter() - clock.start
     precision = chosen["mode"]
-    contract = training_contract(profile, seed=config.seed, precision=precision, gradcam_layer=config.gradcam.layer,
-                                 versions=versions())
+    contract = training_contract(
+        profile, seed=config.seed, precision=precision, gradcam_layer=config.gradcam.layer, versions=versions()
+    )
     _save_model(model, paths, contract)
 
     history = _history_rows(paths.history_csv)
-    record = _training_record(profile, paths, history, epochs=epochs, resumed_from=resumed_from, wall=wall,
-                              clock=clock, weights_used=weights_used, stoppers=stoppers, train=train, val=val,
-                              seed=config.seed, threads=threads, precision=precision, versions=contract["versions"],
-                              best=best)
+    record = _training_record(
+        profile,
+        paths,
+        history,
+        epochs=epochs,
+        resumed_from=resumed_from,
+        wall=wall,
+        clock=clock,
+        weights_used=weights_used,
+        stoppers=stoppers,
+        train=train,
+        val=val,
+        seed=config.seed,
+        threads=threads,
+        precision=precision,
+        versions=contract["versions"],
+        best=best,
+    )
     # What this CPU made of the profile's precision and cores, and why (medcore.compute).
-    record["compute"] = {"precision": chosen, "fused_batch_norm": fused, "cores": profile.cores, "threads": threads,
-                         "cpu_bf16": compute.cpu_supports_bf16()}
+    record["compute"] = {
+        "precision": chosen,
+        "fused_batch_norm": fused,
+        "cores": profile.cores,
+        "threads": threads,
+        "cpu_bf16": compute.cpu_supports_bf16(),
+    }
     return record
 
 
@@ -397,13 +444,24 @@ def _phases(profile: Profile, epochs: int, weights_used: str) -> list[Phase]:
     """The frozen-backbone phase (pretrained weights only) and the fine-tuning phase, skipping empty ones."""
     freeze = min(profile.freeze_epochs, epochs) if not weights_used.startswith("none") else 0
     fine_tune_rate = profile.fine_tune_learning_rate or (
-        profile.learning_rate / 10 if freeze else profile.learning_rate)
+        profile.learning_rate / 10 if freeze else profile.learning_rate
+    )
     phases = [Phase("frozen", 0, freeze, profile.learning_rate), Phase("fine_tune", freeze, epochs, fine_tune_rate)]
     return [p for p in phases if p.last > p.first]
 
 
-def _fit_phase(model, phase: Phase, profile: Profile, paths: ModelLayout, train_data, val_data,
-               weights: dict[int, float] | None, epochs: int, clock: Clock, keeper):
+def _fit_phase(
+    model,
+    phase: Phase,
+    profile: Profile,
+    paths: ModelLayout,
+    train_data,
+    val_data,
+    weights: dict[int, float] | None,
+    epochs: int,
+    clock: Clock,
+    keeper,
+):
     """Train one phase (resuming where a killed attempt stopped); return its early-stopping callback (None if the
     phase had already finished)."""
     import keras
@@ -420,8 +478,9 @@ def _fit_phase(model, phase: Phase, profile: Profile, paths: ModelLayout, train_
         _set_backbone_trainable(model, False)
         _compile(model, profile, phase.learning_rate)
     # The best epoch is restored once, after every phase, from `keeper` (not per phase or attempt).
-    stopper = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=profile.patience,
-                                            restore_best_weights=False, verbose=0)
+    stopper = keras.callbacks.EarlyStopping(
+        monitor="val_auc", mode="max", patience=profile.patience, restore_best_weights=False, verbose=0
+    )
     callbacks = [
         stopper,
         # Before the CSV logger, so history.csv records the rate each epoch trained at.
@@ -434,8 +493,15 @@ def _fit_phase(model, phase: Phase, profile: Profile, paths: ModelLayout, train_
         _progress_callback(epochs, clock.epoch_seconds),
         keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: clock.step_done()),
     ]
-    model.fit(train_data, validation_data=val_data, initial_epoch=phase.first, epochs=phase.last, callbacks=callbacks,
-              class_weight=weights, verbose=0)
+    model.fit(
+        train_data,
+        validation_data=val_data,
+        initial_epoch=phase.first,
+        epochs=phase.last,
+        callbacks=callbacks,
+        class_weight=weights,
+        verbose=0,
+    )
     if phase.name == "frozen":
         model.save_weights(marker)
     return stopper
@@ -448,10 +514,25 @@ def _save_model(model, paths: ModelLayout, contract: dict[str, Any]) -> None:
         leftover.unlink(missing_ok=True)
 
 
-def _training_record(profile: Profile, paths: ModelLayout, history: pd.DataFrame, *, epochs: int, resumed_from: int,
-                     wall: float, clock: Clock, weights_used: str, stoppers: list, train: pd.DataFrame,
-                     val: pd.DataFrame, seed: int, threads: dict[str, int | None], precision: str,
-                     versions: dict[str, str], best: dict[str, Any] | None) -> dict[str, Any]:
+def _training_record(
+    profile: Profile,
+    paths: ModelLayout,
+    history: pd.DataFrame,
+    *,
+    epochs: int,
+    resumed_from: int,
+    wall: float,
+    clock: Clock,
+    weights_used: str,
+    stoppers: list,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    seed: int,
+    threads: dict[str, int | None],
+    precision: str,
+    versions: dict[str, str],
+    best: dict[str, Any] | None,
+) -> dict[str, Any]:
     """training.json: what was trained, how long it took, where it ended, with which libraries."""
     import tensorflow as tf
 

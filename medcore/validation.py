@@ -40,8 +40,16 @@ from medcore.config import (
 from medcore.datasets import SPLITS, assign_splits, cap_per_split, classify_labels, read_source, split_balance
 from medcore.errors import DataError
 
-__all__ = ["Severity", "Finding", "ValidationResult", "FileScan", "validate_condition", "scan_file", "MIN_PER_CLASS",
-           "balance_text"]
+__all__ = [
+    "Severity",
+    "Finding",
+    "ValidationResult",
+    "FileScan",
+    "validate_condition",
+    "scan_file",
+    "MIN_PER_CLASS",
+    "balance_text",
+]
 
 MIN_PER_CLASS = MIN_PER_CLASS_DEFAULT
 # The split manifest saved with a run: the datasets.COLUMNS plus each file's content hash and the split
@@ -70,8 +78,12 @@ class Severity(str, enum.Enum):
     INFO = "info"
 
 
-_SEVERITY_OF_POLICY = {"error": Severity.ERROR, "drop": Severity.WARNING, "warn": Severity.WARNING,
-                       "info": Severity.INFO}
+_SEVERITY_OF_POLICY = {
+    "error": Severity.ERROR,
+    "drop": Severity.WARNING,
+    "warn": Severity.WARNING,
+    "info": Severity.INFO,
+}
 
 
 @dataclass(frozen=True)
@@ -115,8 +127,16 @@ class ValidationResult:
         errors = [f for f in self.findings if f.severity is Severity.ERROR]
         return "; ".join(f.message for f in errors[:3])
 
-    def add(self, code: str, severity: Severity, message: str, rows: pd.DataFrame | list[str] | None = None, *,
-            dropped_rows: Iterable[str] = (), policy: str = "") -> None:
+    def add(
+        self,
+        code: str,
+        severity: Severity,
+        message: str,
+        rows: pd.DataFrame | list[str] | None = None,
+        *,
+        dropped_rows: Iterable[str] = (),
+        policy: str = "",
+    ) -> None:
         """Record a finding; `rows` (a frame with a `where` or `relpath` column, or names) are the offenders."""
         if isinstance(rows, pd.DataFrame):
             names = list(rows["where"] if "where" in rows.columns else rows["relpath"])
@@ -128,8 +148,19 @@ class ValidationResult:
         listed = names if dropped or severity is Severity.ERROR else names[:MAX_ROWS_NAMED]
         # The dropped rows are what a reader most needs to see, so they lead the examples.
         examples = list(dict.fromkeys(dropped[:MAX_EXAMPLES] + names[:MAX_EXAMPLES]))[:MAX_EXAMPLES]
-        self.findings.append(Finding(code, severity, count, _printable(message, 600), tuple(examples),
-                                     tuple(listed), len(dropped), policy, tuple(dropped)))
+        self.findings.append(
+            Finding(
+                code,
+                severity,
+                count,
+                _printable(message, 600),
+                tuple(examples),
+                tuple(listed),
+                len(dropped),
+                policy,
+                tuple(dropped),
+            )
+        )
 
     def to_dict(self) -> dict:
         order = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
@@ -146,9 +177,17 @@ class ValidationResult:
             "settings": self.settings,
             "split_balance": self.split_balance,
             "findings": [
-                {"code": f.code, "severity": f.severity.value, "count": f.count, "message": f.message,
-                 "examples": list(f.examples), "policy": f.policy, "dropped": f.dropped, "rows": list(f.rows),
-                 "dropped_rows": list(f.dropped_rows)}
+                {
+                    "code": f.code,
+                    "severity": f.severity.value,
+                    "count": f.count,
+                    "message": f.message,
+                    "examples": list(f.examples),
+                    "policy": f.policy,
+                    "dropped": f.dropped,
+                    "rows": list(f.rows),
+                    "dropped_rows": list(f.dropped_rows),
+                }
                 for f in sorted(self.findings, key=lambda f: (order[f.severity], -f.count))
             ],
         }
@@ -172,12 +211,20 @@ class ValidationResult:
 
 def balance_text(balance: dict[str, Any]) -> str:
     """One line: which splits the keyed hash made, and how far each split's positive share is from stratified."""
-    parts = [f"{name} {row['positive_share']:.1%} ({row['deviation'] * 100:+.1f} pts)"
-             for name, row in balance["splits"].items() if row["images"]]
-    return (f"{'/'.join(balance['splits_made'])} made by {balance['method']}; positive share "
-            f"{', '.join(parts)} vs {balance['pool_positive_share']:.1%} if stratified"
-            + (f"; {len(balance['rescued'])} group(s) moved in so each made split has both classes"
-               if balance.get("rescued") else ""))
+    parts = [
+        f"{name} {row['positive_share']:.1%} ({row['deviation'] * 100:+.1f} pts)"
+        for name, row in balance["splits"].items()
+        if row["images"]
+    ]
+    return (
+        f"{'/'.join(balance['splits_made'])} made by {balance['method']}; positive share "
+        f"{', '.join(parts)} vs {balance['pool_positive_share']:.1%} if stratified"
+        + (
+            f"; {len(balance['rescued'])} group(s) moved in so each made split has both classes"
+            if balance.get("rescued")
+            else ""
+        )
+    )
 
 
 def _printable(text: object, limit: int = 300) -> str:
@@ -224,7 +271,7 @@ def _sniff_format(data: bytes) -> str | None:
         return "TIFF"
     if data[128:132] == b"DICM":
         return "DICOM"
-    if data.startswith(b"\x00\x00\x00\x0cjP  ") or data.startswith(b"\xff\x4f\xff\x51"):
+    if data.startswith((b"\x00\x00\x00\x0cjP  ", b"\xff\x4f\xff\x51")):
         return "JPEG 2000"
     return None
 
@@ -312,17 +359,30 @@ def _describe(image: np.ndarray, fmt: str, header: Any, sha256: str) -> FileScan
         gray_content = False
         gray = np.ascontiguousarray(small if small.ndim == 2 else small[..., 0])
     mode, transparent = (header[1], header[2]) if isinstance(header, tuple) else ("", False)
-    encodings = [name for name, present in (
-        ("alpha", channels in (2, 4) or transparent or mode in ("RGBA", "LA", "PA")),
-        (f"{bits}-bit", bits > 8),
-        ("palette", mode in ("P", "PA") or fmt == "GIF"),
-        ("cmyk", mode == "CMYK"),
-        ("very large", height * width > LARGE_PIXELS),
-        ("gray as colour", gray_content),
-    ) if present]
-    return FileScan("ok", sha256=sha256, phash=_phash(gray), height=height, width=width, channels=channels,
-                    bit_depth=bits, encodings=tuple(encodings), blank=float(np.ptp(gray)) <= 1 / 255,
-                    mean=float(gray.mean()))
+    encodings = [
+        name
+        for name, present in (
+            ("alpha", channels in (2, 4) or transparent or mode in ("RGBA", "LA", "PA")),
+            (f"{bits}-bit", bits > 8),
+            ("palette", mode in ("P", "PA") or fmt == "GIF"),
+            ("cmyk", mode == "CMYK"),
+            ("very large", height * width > LARGE_PIXELS),
+            ("gray as colour", gray_content),
+        )
+        if present
+    ]
+    return FileScan(
+        "ok",
+        sha256=sha256,
+        phash=_phash(gray),
+        height=height,
+        width=width,
+        channels=channels,
+        bit_depth=bits,
+        encodings=tuple(encodings),
+        blank=float(np.ptp(gray)) <= 1 / 255,
+        mean=float(gray.mean()),
+    )
 
 
 def _scan_dicom(data: bytes, sha256: str, key: Callable[[], bytes] | bytes) -> FileScan:
@@ -335,8 +395,12 @@ def _scan_dicom(data: bytes, sha256: str, key: Callable[[], bytes] | bytes) -> F
         return FileScan(problem.code, problem.detail, sha256)
     scan = _describe(unit, "DICOM", None, sha256)
     # Bit depth is the stored one (10-16), not the float32 the pixels are carried in.
-    return dataclasses.replace(scan, bit_depth=info.bits_stored, dicom=info,
-                               encodings=tuple(e for e in scan.encodings if not e.endswith("-bit")))
+    return dataclasses.replace(
+        scan,
+        bit_depth=info.bits_stored,
+        dicom=info,
+        encodings=tuple(e for e in scan.encodings if not e.endswith("-bit")),
+    )
 
 
 def scan_file(path: str, decode: bool = True, key: Callable[[], bytes] | bytes = b"") -> FileScan:
@@ -402,8 +466,9 @@ def _workers() -> int:
     return max(1, min(4, available))
 
 
-def scan_files(paths: Iterable[str], decode: Iterable[bool], workers: int | None = None,
-               key: Callable[[], bytes] | bytes = b"") -> list[FileScan]:
+def scan_files(
+    paths: Iterable[str], decode: Iterable[bool], workers: int | None = None, key: Callable[[], bytes] | bytes = b""
+) -> list[FileScan]:
     """Scan files in a thread pool (OpenCV and hashlib release the GIL), in input order."""
     paths, decode = list(paths), list(decode)
     if not paths:
@@ -488,9 +553,9 @@ def near_duplicate_components(hashes: np.ndarray, max_distance: int, block: int 
     inverse = inverse.reshape(-1)
     found = _UnionFind(len(unique))
     for start in range(0, len(unique), block):
-        rows = unique[start:start + block]
+        rows = unique[start : start + block]
         for other in range(start, len(unique), block):
-            cols = unique[other:other + block]
+            cols = unique[other : other + block]
             # Word by word into a 2-D sum: five times faster than reducing a 3-D popcount array.
             distance = np.bitwise_count(rows[:, None, 0] ^ cols[None, :, 0]).astype(np.uint16)
             for word in range(1, words.shape[1]):
@@ -522,8 +587,15 @@ class _Validation:
         self.dropped = 0
         self.dicom_groups = False  # set when DICOM headers supplied group ids
 
-    def flag(self, code: str, rows: pd.DataFrame, message: str, frame: pd.DataFrame,
-             drop: pd.Index | None = None, how: str = "") -> pd.DataFrame:
+    def flag(
+        self,
+        code: str,
+        rows: pd.DataFrame,
+        message: str,
+        frame: pd.DataFrame,
+        drop: pd.Index | None = None,
+        how: str = "",
+    ) -> pd.DataFrame:
         """Record `rows` under `code`'s policy and return `frame` without whatever the policy removes.
 
         Rows that cannot be trained on leave `frame` whatever the policy (under `error` the run fails
@@ -539,9 +611,14 @@ class _Validation:
         removed = removable if policy == "drop" or unusable else removable[:0]
         dropped = rows.loc[rows.index.intersection(removed), "where"] if policy == "drop" else rows["where"][:0]
         self.dropped += len(dropped)
-        action = {"drop": f"dropped {len(dropped)}" + (f" ({how})" if how else ""), "warn": "kept", "info": "",
-                  "error": f"policy error: set validation_policy.{code} to drop"
-                           + (" or warn" if "warn" in rule.allowed else "") + " to continue"}[policy]
+        action = {
+            "drop": f"dropped {len(dropped)}" + (f" ({how})" if how else ""),
+            "warn": "kept",
+            "info": "",
+            "error": f"policy error: set validation_policy.{code} to drop"
+            + (" or warn" if "warn" in rule.allowed else "")
+            + " to continue",
+        }[policy]
         text = f"{message}; {action}" if action else message
         self.result.add(code, _SEVERITY_OF_POLICY[policy], text, rows, dropped_rows=dropped, policy=policy)
         return frame.drop(index=removed)
@@ -558,27 +635,39 @@ class _Validation:
 def _check_labels(v: _Validation, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Flag unusable and float-coded labels; return (task rows, rows of excluded classes)."""
     kinds = classify_labels(frame["raw_label"], v.condition)
-    for kind, code, what in (("missing", "label_missing", "have no label (blank, NaN or null)"),
-                             ("fractional", "label_fractional", "have a fractional label"),
-                             ("unknown", "label_unknown", "have a label neither positive, negative nor excluded")):
+    for kind, code, what in (
+        ("missing", "label_missing", "have no label (blank, NaN or null)"),
+        ("fractional", "label_fractional", "have a fractional label"),
+        ("unknown", "label_unknown", "have a label neither positive, negative nor excluded"),
+    ):
         rows = frame[kinds[frame.index] == kind]
         if not rows.empty:
             values = f": {_values(rows['raw_label'])}" if kind != "missing" else ""
             frame = v.flag(code, rows, f"{len(rows)} rows {what}{values}", frame)
     coded = frame[kinds[frame.index] == "float_coded"]
     if not coded.empty:
-        frame = v.flag("label_float_coded", coded, f"{len(coded)} labels are float-coded integers "
-                       f"({_values(coded['raw_label'], 3)}); cast safely to integers", frame)
+        frame = v.flag(
+            "label_float_coded",
+            coded,
+            f"{len(coded)} labels are float-coded integers ({_values(coded['raw_label'], 3)}); cast safely to integers",
+            frame,
+        )
     excluded = frame[kinds[frame.index] == "excluded"]
     if not excluded.empty:
-        v.flag("label_excluded", excluded, f"{len(excluded)} images of excluded classes "
-               f"({_values(excluded['raw_label'])}) are left out of the task", excluded)
+        v.flag(
+            "label_excluded",
+            excluded,
+            f"{len(excluded)} images of excluded classes ({_values(excluded['raw_label'])}) are left out of the task",
+            excluded,
+        )
     return frame.drop(index=excluded.index), excluded
 
 
 def _check_paths(v: _Validation, frame: pd.DataFrame) -> pd.DataFrame:
-    for problem, code, what in (("invalid", "path_invalid", "are empty or not usable as file names"),
-                                ("outside", "path_outside_dataset", "point outside the dataset folder")):
+    for problem, code, what in (
+        ("invalid", "path_invalid", "are empty or not usable as file names"),
+        ("outside", "path_outside_dataset", "point outside the dataset folder"),
+    ):
         rows = frame[frame["path_problem"] == problem]
         frame = v.flag(code, rows, f"{len(rows)} manifest paths {what}; never opened", frame)
     return frame
@@ -587,8 +676,13 @@ def _check_paths(v: _Validation, frame: pd.DataFrame) -> pd.DataFrame:
 def _check_splits_named(v: _Validation, frame: pd.DataFrame) -> pd.DataFrame:
     """Split values that are not train/val/test (e.g. `holdout`) must not silently become training data."""
     rows = frame[(frame["source_split"] != "") & (frame["split"] == "")]
-    return v.flag("split_unknown", rows, f"{len(rows)} rows have a split that is not train/val/test "
-                  f"({_values(rows['source_split'])}); under warn they are split like unsplit rows", frame)
+    return v.flag(
+        "split_unknown",
+        rows,
+        f"{len(rows)} rows have a split that is not train/val/test "
+        f"({_values(rows['source_split'])}); under warn they are split like unsplit rows",
+        frame,
+    )
 
 
 _FILE_PROBLEMS = {
@@ -600,14 +694,19 @@ _FILE_PROBLEMS = {
     "image_not_an_image": "files are not images in any known format",
     "image_format_unsupported": "files are images the training loader cannot read",
     "image_too_large": f"images are too large to decode safely (over {MAX_DECODED_BYTES // 2**20} MiB decoded or "
-                       f"{MAX_FILE_BYTES // 2**20} MiB)",
+    f"{MAX_FILE_BYTES // 2**20} MiB)",
     "dicom_pixel_data_missing": "DICOM files hold no pixel data (e.g. structured reports, presentation states)",
     "dicom_transfer_syntax_unsupported": "DICOM files use a transfer syntax no installed decoder reads",
 }
 
 
-def _scan(v: _Validation, frame: pd.DataFrame, excluded: pd.DataFrame,
-          workers: int | None, key: Callable[[], bytes] | bytes = b"") -> tuple[pd.DataFrame, pd.DataFrame]:
+def _scan(
+    v: _Validation,
+    frame: pd.DataFrame,
+    excluded: pd.DataFrame,
+    workers: int | None,
+    key: Callable[[], bytes] | bytes = b"",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read every file once; flag unusable ones; return (task rows with scan columns, excluded rows hashed)."""
     excluded = excluded[excluded["path_problem"] == ""]
     # Excluded classes are hashed, not decoded: they matter only as copies that contradict a task label.
@@ -633,9 +732,14 @@ def _image_stats(frame: pd.DataFrame) -> dict[str, Any]:
     encodings = pd.Series([e for row in frame["scan_encodings"] for e in row], dtype=object).value_counts()
     return {
         "images": len(frame),
-        "min_height": int(heights.min()), "median_height": float(np.median(heights)), "max_height": int(heights.max()),
-        "min_width": int(widths.min()), "median_width": float(np.median(widths)), "max_width": int(widths.max()),
-        "grayscale": int((frame["scan_channels"] == 1).sum()), "color": int((frame["scan_channels"] >= 3).sum()),
+        "min_height": int(heights.min()),
+        "median_height": float(np.median(heights)),
+        "max_height": int(heights.max()),
+        "min_width": int(widths.min()),
+        "median_width": float(np.median(widths)),
+        "max_width": int(widths.max()),
+        "grayscale": int((frame["scan_channels"] == 1).sum()),
+        "color": int((frame["scan_channels"] >= 3).sum()),
         "channels": {str(k): int(n) for k, n in frame["scan_channels"].value_counts().sort_index().items()},
         "bit_depth": {str(k): int(n) for k, n in frame["scan_bit_depth"].value_counts().sort_index().items()},
         "encodings": {str(k): int(n) for k, n in encodings.items()},
@@ -648,9 +752,14 @@ def _check_images(v: _Validation, frame: pd.DataFrame) -> pd.DataFrame:
     v.result.image_stats = _image_stats(frame)
     unusual = frame[frame["scan_encodings"].map(bool)]
     if not unusual.empty:
-        v.flag("image_encoding_unusual", unusual, f"{len(unusual)} images have unusual but valid encodings ("
-               + ", ".join(f"{k}: {n}" for k, n in v.result.image_stats["encodings"].items())
-               + "); read as 8-bit, 3-channel in training", frame)
+        v.flag(
+            "image_encoding_unusual",
+            unusual,
+            f"{len(unusual)} images have unusual but valid encodings ("
+            + ", ".join(f"{k}: {n}" for k, n in v.result.image_stats["encodings"].items())
+            + "); read as 8-bit, 3-channel in training",
+            frame,
+        )
     small = frame[np.minimum(frame["scan_height"], frame["scan_width"]) < MIN_SIDE]
     frame = v.flag("image_too_small", small, f"{len(small)} images have a side under {MIN_SIDE} px", frame)
     blank = frame[frame["scan_blank"]]
@@ -669,23 +778,50 @@ def _check_dicom(v: _Validation, frame: pd.DataFrame) -> pd.DataFrame:
     if dicom.empty:
         return frame
     compressed = dicom[_dicom_facts(dicom, "compressed")]
-    v.result.add("dicom_summary", Severity.INFO, f"{len(dicom)} DICOM files: bits stored "
-                 f"{_values(_dicom_facts(dicom, 'bits_stored'))}; "
-                 f"photometric {_values(_dicom_facts(dicom, 'photometric'))}"
-                 f"; intensity window from {_values(_dicom_facts(dicom, 'windowing'))}; "
-                 + (f"{len(compressed)} compressed (" + ", ".join(
-                     f"{name}: {n}" for name, n in _dicom_facts(compressed, "transfer_syntax").value_counts().items())
-                    + ")" if len(compressed) else "none compressed"), policy="info")
+    v.result.add(
+        "dicom_summary",
+        Severity.INFO,
+        f"{len(dicom)} DICOM files: bits stored "
+        f"{_values(_dicom_facts(dicom, 'bits_stored'))}; "
+        f"photometric {_values(_dicom_facts(dicom, 'photometric'))}"
+        f"; intensity window from {_values(_dicom_facts(dicom, 'windowing'))}; "
+        + (
+            f"{len(compressed)} compressed ("
+            + ", ".join(
+                f"{name}: {n}" for name, n in _dicom_facts(compressed, "transfer_syntax").value_counts().items()
+            )
+            + ")"
+            if len(compressed)
+            else "none compressed"
+        ),
+        policy="info",
+    )
     checks = (
-        ("dicom_modality_not_radiograph", lambda d: ~_dicom_facts(d, "modality").isin(RADIOGRAPH_MODALITIES),
-         "are not radiographs (modality {})", "modality"),
-        ("dicom_multiframe", lambda d: _dicom_facts(d, "frames") > 1,
-         "are multi-frame ({} frames); only the first frame would be used", "frames"),
-        ("dicom_photometric_unsupported", lambda d: ~_dicom_facts(d, "photometric").isin(MONOCHROME),
-         "are not MONOCHROME1/2 (photometric interpretation {}); kept ones are read as luminance", "photometric"),
-        ("dicom_burned_in_annotation", lambda d: _dicom_facts(d, "burned_in_annotation"),
-         "declare Burned In Annotation YES: text in the pixels may identify the patient and shows in Grad-CAM "
-         "overlays{}", None),
+        (
+            "dicom_modality_not_radiograph",
+            lambda d: ~_dicom_facts(d, "modality").isin(RADIOGRAPH_MODALITIES),
+            "are not radiographs (modality {})",
+            "modality",
+        ),
+        (
+            "dicom_multiframe",
+            lambda d: _dicom_facts(d, "frames") > 1,
+            "are multi-frame ({} frames); only the first frame would be used",
+            "frames",
+        ),
+        (
+            "dicom_photometric_unsupported",
+            lambda d: ~_dicom_facts(d, "photometric").isin(MONOCHROME),
+            "are not MONOCHROME1/2 (photometric interpretation {}); kept ones are read as luminance",
+            "photometric",
+        ),
+        (
+            "dicom_burned_in_annotation",
+            lambda d: _dicom_facts(d, "burned_in_annotation"),
+            "declare Burned In Annotation YES: text in the pixels may identify the patient and shows in Grad-CAM "
+            "overlays{}",
+            None,
+        ),
     )
     for code, select, what, fact in checks:
         dicom = frame[frame["scan_dicom"].notna()]
@@ -693,16 +829,23 @@ def _check_dicom(v: _Validation, frame: pd.DataFrame) -> pd.DataFrame:
         if not rows.empty:
             detail = _values(_dicom_facts(rows, fact).replace("", "(blank)")) if fact else ""
             frame = v.flag(code, rows, f"{len(rows)} DICOM files " + what.format(detail), frame)
-    for code, fact, what in (("dicom_mixed_views", "view_position", "view positions"),
-                             ("dicom_mixed_body_parts", "body_part", "body parts")):
+    for code, fact, what in (
+        ("dicom_mixed_views", "view_position", "view positions"),
+        ("dicom_mixed_body_parts", "body_part", "body parts"),
+    ):
         dicom = frame[frame["scan_dicom"].notna()]
         values = _dicom_facts(dicom, fact) if not dicom.empty else pd.Series(dtype=str)
         named = values[values != ""]
         if named.nunique() > 1:
             common = named.value_counts().index[0]
             rows = dicom[(values != common).to_numpy()]
-            frame = v.flag(code, rows, f"{what} differ within the condition ({_values(values.replace('', '(blank)'))})"
-                           f"; the {len(rows)} images not {common!r} are listed", frame)
+            frame = v.flag(
+                code,
+                rows,
+                f"{what} differ within the condition ({_values(values.replace('', '(blank)'))})"
+                f"; the {len(rows)} images not {common!r} are listed",
+                frame,
+            )
     if not (v.condition.group_column or v.condition.group_pattern):
         groups = frame["scan_dicom"].map(lambda info: info.group if info is not None else "")
         known = groups != ""
@@ -713,8 +856,12 @@ def _check_dicom(v: _Validation, frame: pd.DataFrame) -> pd.DataFrame:
 
 def _check_conflicting_duplicates(v: _Validation, frame: pd.DataFrame, excluded: pd.DataFrame) -> pd.DataFrame:
     """Byte-identical files carrying different labels: the source contradicts itself about that image."""
-    both = pd.concat([frame[["where", "raw_label", "sha256"]].assign(task=True),
-                      excluded[["where", "raw_label", "sha256"]].assign(task=False)])
+    both = pd.concat(
+        [
+            frame[["where", "raw_label", "sha256"]].assign(task=True),
+            excluded[["where", "raw_label", "sha256"]].assign(task=False),
+        ]
+    )
     labels = both["raw_label"].map(canonical_label)
     conflicting = labels.groupby(both["sha256"]).nunique()
     in_task = both.groupby("sha256")["task"].any()
@@ -744,12 +891,16 @@ def _group_source(v: _Validation) -> str:
 def _check_groups_known(v: _Validation, frame: pd.DataFrame) -> None:
     source = _group_source(v)
     if not source:
-        v.note("groups_unknown", "no group_column or group_pattern: each image is its own group, so patient "
-               "leakage across splits cannot be checked")
+        v.note(
+            "groups_unknown",
+            "no group_column or group_pattern: each image is its own group, so patient "
+            "leakage across splits cannot be checked",
+        )
         return
     missing = frame[~frame["group_known"]]
-    v.flag("group_missing", missing, f"{len(missing)} rows have no group id from {source}; each is its own group",
-           frame)
+    v.flag(
+        "group_missing", missing, f"{len(missing)} rows have no group id from {source}; each is its own group", frame
+    )
 
 
 def _check_cross_split(v: _Validation, frame: pd.DataFrame) -> pd.DataFrame:
@@ -760,30 +911,56 @@ def _check_cross_split(v: _Validation, frame: pd.DataFrame) -> pd.DataFrame:
     copies = frame[frame.duplicated(["sha256", "split"], keep=False)].sort_values("relpath")
     if not copies.empty:
         extra = copies.index[copies.duplicated(["sha256", "split"], keep="first")]
-        frame = v.flag("duplicate_within_split", copies, f"{copies.groupby(['sha256', 'split']).ngroups} images "
-                       f"have byte-identical copies in the same split ({len(copies)} files)", frame, drop=extra,
-                       how="one copy of each kept")
+        frame = v.flag(
+            "duplicate_within_split",
+            copies,
+            f"{copies.groupby(['sha256', 'split']).ngroups} images "
+            f"have byte-identical copies in the same split ({len(copies)} files)",
+            frame,
+            drop=extra,
+            how="one copy of each kept",
+        )
 
     rows, drop, n = _cross_split(frame, frame["sha256"], side)
     if n:
-        frame = v.flag("duplicate_across_splits", rows, f"{n} images are byte-identical across splits "
-                       f"({_split_counts(rows)} files)", frame, drop=drop, how=how)
+        frame = v.flag(
+            "duplicate_across_splits",
+            rows,
+            f"{n} images are byte-identical across splits ({_split_counts(rows)} files)",
+            frame,
+            drop=drop,
+            how=how,
+        )
 
     if _group_source(v):
         known = frame[frame["group_known"]]
         rows, drop, n = _cross_split(known, known["group"], side)
         if n:
             first = rows.iloc[0]["group"]
-            frame = v.flag("group_leakage", rows, f"{n} groups (patients) appear in more than one split, e.g. "
-                           f"{_printable(first, 60)!r} ({_split_counts(rows)} images)", frame, drop=drop, how=how)
+            frame = v.flag(
+                "group_leakage",
+                rows,
+                f"{n} groups (patients) appear in more than one split, e.g. "
+                f"{_printable(first, 60)!r} ({_split_counts(rows)} images)",
+                frame,
+                drop=drop,
+                how=how,
+            )
 
     distinct = frame.groupby("near_cluster")["sha256"].nunique()
     near = frame[frame["near_cluster"].isin(distinct.index[distinct > 1])]  # byte-identical copies: see above
     rows, drop, n = _cross_split(near, near["near_cluster"], side)
     if n:
-        frame = v.flag("near_duplicate_across_splits", rows, f"{n} clusters of near-identical images (perceptual "
-                       f"hash within {v.settings.near_duplicate_distance}/256 bits) span splits "
-                       f"({_split_counts(rows)} images)", frame, drop=drop, how=how)
+        frame = v.flag(
+            "near_duplicate_across_splits",
+            rows,
+            f"{n} clusters of near-identical images (perceptual "
+            f"hash within {v.settings.near_duplicate_distance}/256 bits) span splits "
+            f"({_split_counts(rows)} images)",
+            frame,
+            drop=drop,
+            how=how,
+        )
     return frame
 
 
@@ -800,8 +977,11 @@ def _split_groups(frame: pd.DataFrame) -> np.ndarray:
     component, which takes the smallest own key of its members: every member lands in one split,
     and the key changes only if a new image joins the component.
     """
-    own = np.where(frame["group_known"].to_numpy(dtype=bool), "group:" + frame["group"].astype(str),
-                   "sha256:" + frame["sha256"].astype(str)).astype(str)
+    own = np.where(
+        frame["group_known"].to_numpy(dtype=bool),
+        "group:" + frame["group"].astype(str),
+        "sha256:" + frame["sha256"].astype(str),
+    ).astype(str)
     found = _UnionFind(len(frame))
     for column in ("group", "sha256", "near_cluster"):
         found.union_equal(frame[column].to_numpy(dtype=str))
@@ -829,17 +1009,31 @@ def _check_classes(v: _Validation, frame: pd.DataFrame) -> None:
 def _describe_groups(v: _Validation, frame: pd.DataFrame) -> None:
     sizes = frame.groupby("group").size()
     source = _group_source(v) or "none (one image per group)"
-    v.result.groups = {"source": source, "groups": int(len(sizes)), "largest": int(sizes.max()),
-                       "median": float(sizes.median())}
+    v.result.groups = {
+        "source": source,
+        "groups": int(len(sizes)),
+        "largest": int(sizes.max()),
+        "median": float(sizes.median()),
+    }
     if not _group_source(v):
         return
-    v.result.add("group_summary", Severity.INFO, f"{len(frame)} images form {len(sizes)} groups from {source} "
-                 f"(1 to {int(sizes.max())} images each); splits made here keep each group whole", policy="info")
+    v.result.add(
+        "group_summary",
+        Severity.INFO,
+        f"{len(frame)} images form {len(sizes)} groups from {source} "
+        f"(1 to {int(sizes.max())} images each); splits made here keep each group whole",
+        policy="info",
+    )
     mixed_groups = frame.groupby("group")["label"].nunique()
     mixed = frame[frame["group"].isin(mixed_groups.index[mixed_groups > 1])]
     if not mixed.empty:
-        v.flag("group_mixed_labels", mixed, f"{mixed['group'].nunique()} groups hold images of both classes "
-               f"({len(mixed)} images), e.g. {_printable(mixed.iloc[0]['group'], 60)!r}", frame)
+        v.flag(
+            "group_mixed_labels",
+            mixed,
+            f"{mixed['group'].nunique()} groups hold images of both classes "
+            f"({len(mixed)} images), e.g. {_printable(mixed.iloc[0]['group'], 60)!r}",
+            frame,
+        )
 
 
 def _lazy_group_key(config: Config) -> Callable[[], bytes]:
@@ -862,8 +1056,9 @@ def _lazy_group_key(config: Config) -> Callable[[], bytes]:
     return key
 
 
-def validate_condition(config: Config, condition: Condition, profile: Profile | None = None, *,
-                       workers: int | None = None) -> ValidationResult:
+def validate_condition(
+    config: Config, condition: Condition, profile: Profile | None = None, *, workers: int | None = None
+) -> ValidationResult:
     """Check `condition`'s dataset and return findings plus the usable, split manifest.
 
     Never raises for a problem in the data: a dataset that cannot be used is an error finding.
@@ -871,10 +1066,13 @@ def validate_condition(config: Config, condition: Condition, profile: Profile | 
     """
     settings = config.validation_for(condition)
     result = ValidationResult(condition.name, config.dataset_dir(condition))
-    result.settings = {"policy": dict(settings.policy), "min_per_class": dict(settings.min_per_class),
-                       "min_class_fraction": settings.min_class_fraction,
-                       "near_duplicate_distance": settings.near_duplicate_distance,
-                       "leak_drop_from": settings.leak_drop_from}
+    result.settings = {
+        "policy": dict(settings.policy),
+        "min_per_class": dict(settings.min_per_class),
+        "min_class_fraction": settings.min_class_fraction,
+        "near_duplicate_distance": settings.near_duplicate_distance,
+        "leak_drop_from": settings.leak_drop_from,
+    }
     v = _Validation(result, settings, condition)
     try:
         source = read_source(config, condition)
@@ -884,9 +1082,14 @@ def validate_condition(config: Config, condition: Condition, profile: Profile | 
     frame = source.frame
     listed = len(frame)
     if source.skipped:
-        result.add("file_skipped", Severity.INFO, f"{len(source.skipped)} files in class folders are not named as "
-                   f"images ({_values(pd.Series([Path(s).suffix or '(none)' for s in source.skipped]))}); not read",
-                   list(source.skipped), policy="info")
+        result.add(
+            "file_skipped",
+            Severity.INFO,
+            f"{len(source.skipped)} files in class folders are not named as "
+            f"images ({_values(pd.Series([Path(s).suffix or '(none)' for s in source.skipped]))}); not read",
+            list(source.skipped),
+            policy="info",
+        )
 
     frame = _check_paths(v, frame)  # first: a path that must never be opened is named for that, whatever its label
     frame, excluded = _check_labels(v, frame)
@@ -901,8 +1104,11 @@ def validate_condition(config: Config, condition: Condition, profile: Profile | 
     frame = _check_conflicting_duplicates(v, frame, excluded)
     _check_groups_known(v, frame)
     # Cross-split checks judge the source's own splits; rows without one are training candidates.
-    frame = frame.assign(given_split=frame["split"], split=frame["split"].where(frame["split"] != "", "train"),
-                         near_cluster=_near_clusters(frame, settings.near_duplicate_distance))
+    frame = frame.assign(
+        given_split=frame["split"],
+        split=frame["split"].where(frame["split"] != "", "train"),
+        near_cluster=_near_clusters(frame, settings.near_duplicate_distance),
+    )
     frame = _check_cross_split(v, frame)
     if frame.empty:
         v.error("no_usable_images", f"{result.dataset_dir}: no usable labelled images are left after the checks")
@@ -912,8 +1118,9 @@ def validate_condition(config: Config, condition: Condition, profile: Profile | 
         frame = frame.assign(split=frame["given_split"], split_group=_split_groups(frame))
         frame = assign_splits(frame, config.val_fraction, config.test_fraction, config.seed, group_column="split_group")
         given = set(frame["given_split"]) - {""}
-        result.split_balance = split_balance(frame, frame["given_split"].isin(["", "train"]),
-                                             [s for s in ("val", "test") if s not in given])
+        result.split_balance = split_balance(
+            frame, frame["given_split"].isin(["", "train"]), [s for s in ("val", "test") if s not in given]
+        )
     except (DataError, ValueError) as exc:
         v.error("split_impossible", f"cannot make train/val/test splits: {exc}")
         return _finish(result, listed, n_excluded, v.dropped)
@@ -929,8 +1136,14 @@ def validate_condition(config: Config, condition: Condition, profile: Profile | 
     return _finish(result, listed, n_excluded, v.dropped, usable, len(manifest))
 
 
-def _finish(result: ValidationResult, listed: int, excluded: int, dropped: int, usable: int = 0,
-            in_manifest: int = 0) -> ValidationResult:
-    result.totals = {"listed": listed, "excluded": excluded, "dropped": dropped, "usable": usable,
-                     "in_manifest": in_manifest}
+def _finish(
+    result: ValidationResult, listed: int, excluded: int, dropped: int, usable: int = 0, in_manifest: int = 0
+) -> ValidationResult:
+    result.totals = {
+        "listed": listed,
+        "excluded": excluded,
+        "dropped": dropped,
+        "usable": usable,
+        "in_manifest": in_manifest,
+    }
     return result

@@ -17,8 +17,9 @@ heavy: FastAPI and the API server's security code load when the first request ar
 # No `from __future__ import annotations`: FastAPI reads the route and dependency signatures at run
 # time, and their types are imported inside build_app, where string annotations could not be resolved.
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 from airflow.plugins_manager import AirflowPlugin
@@ -28,8 +29,15 @@ __all__ = ["MedcoreReportsPlugin", "DAG_ID", "URL_PREFIX", "build_app"]
 DAG_ID = "medical_training"
 URL_PREFIX = "/medcore-reports"  # medcore.notify.UI_PREFIX builds e-mail links to these pages
 # What the file route serves, by suffix; anything else (models, hidden temporary files) is refused.
-SERVED = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".md": "text/markdown; charset=utf-8",
-          ".json": "application/json", ".csv": "text/csv; charset=utf-8", ".txt": "text/plain; charset=utf-8"}
+SERVED = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".md": "text/markdown; charset=utf-8",
+    ".json": "application/json",
+    ".csv": "text/csv; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+}
 
 
 def _runs_root() -> Path:
@@ -87,11 +95,19 @@ def _run_rows() -> list[dict[str, Any]]:
             continue
         summary, promotion, mail = (_read(folder / name) for name in ("summary.json", "promotion.json", "notify.json"))
         decisions = [f"{c}: {d.get('decision')}" for c, d in (promotion.get("conditions") or {}).items()]
-        rows.append({"folder": folder.name, "run_id": info.get("run_id", folder.name), "started": info.get("started", ""),
-                     "models": f"{summary['succeeded']}/{summary['planned']}" if summary else "running or no report",
-                     "failed": summary.get("failed"), "report": (folder / "report.md").is_file(),
-                     "champions": ", ".join(decisions) or "—", "mail": mail.get("status", "—"),
-                     "cards": len(_cards(folder))})
+        rows.append(
+            {
+                "folder": folder.name,
+                "run_id": info.get("run_id", folder.name),
+                "started": info.get("started", ""),
+                "models": f"{summary['succeeded']}/{summary['planned']}" if summary else "running or no report",
+                "failed": summary.get("failed"),
+                "report": (folder / "report.md").is_file(),
+                "champions": ", ".join(decisions) or "—",
+                "mail": mail.get("status", "—"),
+                "cards": len(_cards(folder)),
+            }
+        )
     return sorted(rows, key=lambda r: r["started"], reverse=True)
 
 
@@ -101,16 +117,24 @@ def _trend_section(rows: list[dict[str, Any]]) -> list[str]:
         trend = _runs_root() / r["folder"] / "trend"
         plots = sorted(trend.glob("*.png")) if r["report"] and trend.is_dir() else []
         if plots:
-            lines = ["", "## Trend per condition", "",
-                     f"Champion and challenger ROC AUC by night with their intervals, from run `{r['run_id']}`.", ""]
+            lines = [
+                "",
+                "## Trend per condition",
+                "",
+                f"Champion and challenger ROC AUC by night with their intervals, from run `{r['run_id']}`.",
+                "",
+            ]
             return lines + [f"![{p.stem}](runs/{quote(r['folder'])}/files/trend/{quote(p.name)})" for p in plots]
     return []
 
 
 def _cards(folder: Path) -> list[tuple[str, str]]:
     """(condition, profile) of every model card in a run folder (`<condition>/<profile>/model_card.md`)."""
-    return sorted((card.parent.parent.name, card.parent.name) for card in folder.glob("*/*/model_card.md")
-                  if not any(part.startswith(".") for part in card.relative_to(folder).parts))
+    return sorted(
+        (card.parent.parent.name, card.parent.name)
+        for card in folder.glob("*/*/model_card.md")
+        if not any(part.startswith(".") for part in card.relative_to(folder).parts)
+    )
 
 
 def _page(markdown: str, title: str, link: Callable[[str], str | None], banners: list[str] | None = None):
@@ -143,8 +167,9 @@ def build_app() -> Any:
 
     bearer = HTTPBearer(auto_error=False)
 
-    async def require_run_access(request: Request,
-                                 credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    async def require_run_access(
+        request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+    ) -> None:
         """Airflow's own check, made as its core routes make it: the user behind the bearer token or the UI's
         session cookie (`get_user`: 401 without one, 403 for a bad one), allowed to read runs of DAG_ID (403)."""
         from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
@@ -161,16 +186,26 @@ def build_app() -> Any:
         # The permission check reads the metadata database: keep it off the event loop, as FastAPI would.
         await run_in_threadpool(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=DAG_ID), request, user)
 
-    app = FastAPI(title="medcore training reports", dependencies=[Depends(require_run_access)],
-                  docs_url=None, redoc_url=None, openapi_url=None)  # no unauthenticated route listing either
+    app = FastAPI(
+        title="medcore training reports",
+        dependencies=[Depends(require_run_access)],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )  # no unauthenticated route listing either
 
     @app.get("/", response_class=HTMLResponse)
     def list_runs() -> HTMLResponse:
         """Every run with a run.json, newest first: models succeeded, champion decisions, e-mail status."""
         rows = _run_rows()
-        lines = ["# Training reports", "",
-                 f"Runs of `{DAG_ID}` in `{_runs_root()}`, newest first. Research use only.", "",
-                 "| run | started | models succeeded | champions | e-mail | model cards |", "|---|---|---|---|---|---|"]
+        lines = [
+            "# Training reports",
+            "",
+            f"Runs of `{DAG_ID}` in `{_runs_root()}`, newest first. Research use only.",
+            "",
+            "| run | started | models succeeded | champions | e-mail | model cards |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in rows:
             name = f"[{r['run_id']}](runs/{quote(r['folder'])}/)" if r["report"] else f"{r['run_id']} (no report yet)"
             state = f" ❌ {r['failed']} failed" if r["failed"] else ""  # the word too: the glyph may not render
@@ -192,8 +227,10 @@ def build_app() -> Any:
         banners = []
         mail = _read(folder / "notify.json")
         if mail.get("status") == "failed":
-            banners.append(f"The report e-mail was not sent ({mail.get('error')}); this page and report.md are the "
-                           f"report. Connection: {mail.get('conn_id')}, {mail.get('time')}.")
+            banners.append(
+                f"The report e-mail was not sent ({mail.get('error')}); this page and report.md are the "
+                f"report. Connection: {mail.get('conn_id')}, {mail.get('time')}."
+            )
         for condition, decision in (_read(folder / "promotion.json").get("conditions") or {}).items():
             if decision.get("decision") == "error":
                 banners.append(f"No champion decision for {condition}: {decision.get('reason')}")
@@ -223,8 +260,9 @@ def build_app() -> Any:
             raise HTTPException(404, "no model card for this model")
         card = folder / condition / profile / "model_card.md"
         header = "[← model cards of this run](./) · [report](../../) · [all training reports](../../../../)\n\n"
-        return _page(header + card.read_text(encoding="utf-8"), f"model card {condition}/{profile}",
-                     link=lambda url: url)
+        return _page(
+            header + card.read_text(encoding="utf-8"), f"model card {condition}/{profile}", link=lambda url: url
+        )
 
     @app.get("/runs/{run_id}/files/{path:path}")
     def run_file(run_id: str, path: str) -> FileResponse:
@@ -236,8 +274,11 @@ def build_app() -> Any:
         hidden = inside and any(part.startswith(".") for part in target.relative_to(folder).parts)
         if not inside or hidden or not target.is_file() or target.suffix.lower() not in SERVED:
             raise HTTPException(404, "no such file in this run")
-        return FileResponse(target, media_type=SERVED[target.suffix.lower()],
-                            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=60"})
+        return FileResponse(
+            target,
+            media_type=SERVED[target.suffix.lower()],
+            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=60"},
+        )
 
     return app
 
@@ -260,10 +301,12 @@ class MedcoreReportsPlugin(AirflowPlugin):
 
     name = "medcore_reports"
     fastapi_apps = [{"app": _OnFirstRequest(build_app), "url_prefix": URL_PREFIX, "name": "medcore training reports"}]
-    external_views = [{
-        "name": "Reports",
-        "href": URL_PREFIX.lstrip("/") + "/",  # relative to the UI's base URL, so a proxied sub-path works
-        "url_route": "training-reports",
-        "destination": "nav",
-        "nav_top_level": True,
-    }]
+    external_views = [
+        {
+            "name": "Reports",
+            "href": URL_PREFIX.lstrip("/") + "/",  # relative to the UI's base URL, so a proxied sub-path works
+            "url_route": "training-reports",
+            "destination": "nav",
+            "nav_top_level": True,
+        }
+    ]

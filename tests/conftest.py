@@ -38,15 +38,16 @@ def tiny_config(tmp_path, demo_data, monkeypatch) -> Path:
     monkeypatch.delenv("MEDCORE_DATA_ROOT", raising=False)
     monkeypatch.delenv("MEDCORE_RUNS_ROOT", raising=False)
     path = tmp_path / "tiny.yaml"
-    path.write_text(f"extends: {ROOT / 'conditions.yaml'}\ndata_root: {demo_data}\nruns_root: {tmp_path / 'runs'}\n"
-                    + textwrap.dedent(TINY_PROFILES))
+    path.write_text(
+        f"extends: {ROOT / 'conditions.yaml'}\ndata_root: {demo_data}\nruns_root: {tmp_path / 'runs'}\n"
+        + textwrap.dedent(TINY_PROFILES)
+    )
     return path
 
 
 def write_yaml(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text))
     return path
-
 
 
 def _fuzz_outcome() -> tuple[int, float, str] | None:
@@ -75,5 +76,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     outcome = _fuzz_outcome()
     if outcome:
         total, peak_mib, targets = outcome
-        terminalreporter.write_line(f"fuzz: {total} generated cases finished ({targets}); "
-                                    f"peak memory {peak_mib:.0f} MiB")
+        terminalreporter.write_line(
+            f"fuzz: {total} generated cases finished ({targets}); peak memory {peak_mib:.0f} MiB"
+        )

@@ -12,8 +12,9 @@ import os
 from hypothesis import HealthCheck, settings
 
 EXAMPLES = int(os.environ.get("MEDCORE_FUZZ_EXAMPLES", "50"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow],
-                database=None)  # no example database: each `make fuzz` draws afresh, nothing is written to the tree
+FUZZ = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
+)  # no example database: each `make fuzz` draws afresh, nothing is written to the tree
 CASES: collections.Counter[str] = collections.Counter()
 
 

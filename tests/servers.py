@@ -32,8 +32,9 @@ def airflow(args: list[str], env: dict[str, str], timeout: float = 300) -> subpr
 def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     """A long-running Airflow component in its own session (so stop() reaches its children), output to `log`."""
     with log.open("w") as out:
-        return subprocess.Popen([AIRFLOW, *args], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            [AIRFLOW, *args], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+        )
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -52,8 +53,13 @@ def stop(process: subprocess.Popen) -> None:
     process.wait(timeout=10)
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 1.0,
-              alive: tuple[subprocess.Popen, ...] = ()) -> object:
+def wait_for(
+    condition: Callable[[], object],
+    timeout: float,
+    what: str,
+    interval: float = 1.0,
+    alive: tuple[subprocess.Popen, ...] = (),
+) -> object:
     """Poll `condition` until it returns something truthy; fail naming `what` after `timeout` seconds or as soon
     as one of the `alive` processes exits."""
     deadline = time.monotonic() + timeout

@@ -21,38 +21,83 @@ from bench.common import CpuSampler, machine  # noqa: E402
 
 def _model(condition: str, profile: str, auc: float | None, status: str = "succeeded") -> dict:
     metrics = {**BASE_METRICS, "roc_auc": auc}
-    training = {k: TRAINING.get(k) for k in ("image_size", "epochs_run", "epochs_planned", "early_stopped",
-                                             "wall_seconds", "images_per_second")} | {"peak_memory_mb": 2048.0}
+    training = {
+        k: TRAINING.get(k)
+        for k in ("image_size", "epochs_run", "epochs_planned", "early_stopped", "wall_seconds", "images_per_second")
+    } | {"peak_memory_mb": 2048.0}
     if status != "succeeded":
         training = dict.fromkeys(training)  # as bench.common.model_rows reads a model with no training.json
-    return {"condition": condition, "profile": profile, "status": status,
-            "failure": None if status == "succeeded" else {"stage": "train", "error": "boom"},
-            "test": {k: metrics.get(k) for k in ("n", "n_positive", "roc_auc", "accuracy", "recall", "specificity")},
-            "intervals": metrics["intervals"], "bootstrap_unit": "patient", "tier": "good",
-            "training": training}
+    return {
+        "condition": condition,
+        "profile": profile,
+        "status": status,
+        "failure": None if status == "succeeded" else {"stage": "train", "error": "boom"},
+        "test": {k: metrics.get(k) for k in ("n", "n_positive", "roc_auc", "accuracy", "recall", "specificity")},
+        "intervals": metrics["intervals"],
+        "bootstrap_unit": "patient",
+        "tier": "good",
+        "training": training,
+    }
 
 
 def _write(results: Path, name: str, payload: dict) -> None:
     results.mkdir(parents=True, exist_ok=True)
-    (results / f"{name}.json").write_text(json.dumps({"benchmark": name, "machine": machine(),
-                                                      "versions": {"keras": "3"}, **payload}))
+    (results / f"{name}.json").write_text(
+        json.dumps({"benchmark": name, "machine": machine(), "versions": {"keras": "3"}, **payload})
+    )
 
 
 def test_report_tables_come_from_the_raw_results(tmp_path):
     """Figures, intervals, target verdicts and the wall/CPU verdicts are all read off the JSON files."""
     results = tmp_path / "results"
-    _write(results, "nightly", {
-        "config": "conditions.yaml", "models": [_model("pneumonia", "standard", 0.9512),
-                                                _model("limb_abnormalities", "standard", 0.85),
-                                                _model("cardiomegaly", "intensive", None, status="failed")],
-        "run": {"state": "failed", "wall_seconds": 7500.0, "cpu_busy": 0.934, "executor": "LocalExecutor",
-                "database": "sqlite"}})
-    _write(results, "train_throughput", {"images": 128, "epochs": 3, "sizes": {"128": {
-        "pipeline": {"steady_images_per_second": 9.0, "seconds_to_first_step": 40.0},
-        "plain": {"steady_images_per_second": 10.0, "seconds_to_first_step": 35.0}, "ratio": 0.9,
-        "one_task_2_threads": 10.0, "two_tasks_1_thread": 12.5}}})
-    _write(results, "overhead", {"workload": "two models", "ratio": 1.05, "modes": {
-        "medcore_run": {"wall_seconds": 200.0, "cpu_busy": 0.8}, "scheduler": {"wall_seconds": 210.0, "cpu_busy": 0.9}}})
+    _write(
+        results,
+        "nightly",
+        {
+            "config": "conditions.yaml",
+            "models": [
+                _model("pneumonia", "standard", 0.9512),
+                _model("limb_abnormalities", "standard", 0.85),
+                _model("cardiomegaly", "intensive", None, status="failed"),
+            ],
+            "run": {
+                "state": "failed",
+                "wall_seconds": 7500.0,
+                "cpu_busy": 0.934,
+                "executor": "LocalExecutor",
+                "database": "sqlite",
+            },
+        },
+    )
+    _write(
+        results,
+        "train_throughput",
+        {
+            "images": 128,
+            "epochs": 3,
+            "sizes": {
+                "128": {
+                    "pipeline": {"steady_images_per_second": 9.0, "seconds_to_first_step": 40.0},
+                    "plain": {"steady_images_per_second": 10.0, "seconds_to_first_step": 35.0},
+                    "ratio": 0.9,
+                    "one_task_2_threads": 10.0,
+                    "two_tasks_1_thread": 12.5,
+                }
+            },
+        },
+    )
+    _write(
+        results,
+        "overhead",
+        {
+            "workload": "two models",
+            "ratio": 1.05,
+            "modes": {
+                "medcore_run": {"wall_seconds": 200.0, "cpu_busy": 0.8},
+                "scheduler": {"wall_seconds": 210.0, "cpu_busy": 0.9},
+            },
+        },
+    )
 
     text = report.render(results)
 
@@ -72,20 +117,44 @@ def test_report_tables_come_from_the_raw_results(tmp_path):
 
 def test_shared_backbone_section_compares_each_model_with_its_scratch_run(tmp_path):
     results = tmp_path / "results"
-    run = {"state": "success", "wall_seconds": 3000.0, "cpu_busy": 0.91, "executor": "LocalExecutor",
-           "database": "sqlite"}
-    _write(results, "nightly", {"config": "conditions.yaml", "run": run,
-                                "models": [_model("pneumonia", "standard", 0.950), _model("limb_abnormalities",
-                                                                                            "standard", 0.60)]})
-    _write(results, "nightly_shared", {
-        "config": "configs/shared-backbone.yaml", "run": run,
-        "models": [_model("pneumonia", "standard", 0.962), _model("limb_abnormalities", "standard", 0.55)],
-        "shared_backbone": {"profile": "standard", "image_size": 64, "conditions": ["pneumonia", "limb_abnormalities"],
-                            "images": {"pneumonia": {"train": 3000, "val": 500}, "limb_abnormalities": {"train": 1000,
-                                                                                                       "val": 100}},
-                            "test_lookalikes_dropped": {"pneumonia": 0, "limb_abnormalities": 2}, "epochs": 8,
-                            "best_epoch": 7, "val_auc": {"pneumonia": 0.99, "limb_abnormalities": 0.7},
-                            "wall_seconds": 2400.0, "images_per_second": 40.0, "threads": {"intra_op": None}}})
+    run = {
+        "state": "success",
+        "wall_seconds": 3000.0,
+        "cpu_busy": 0.91,
+        "executor": "LocalExecutor",
+        "database": "sqlite",
+    }
+    _write(
+        results,
+        "nightly",
+        {
+            "config": "conditions.yaml",
+            "run": run,
+            "models": [_model("pneumonia", "standard", 0.950), _model("limb_abnormalities", "standard", 0.60)],
+        },
+    )
+    _write(
+        results,
+        "nightly_shared",
+        {
+            "config": "configs/shared-backbone.yaml",
+            "run": run,
+            "models": [_model("pneumonia", "standard", 0.962), _model("limb_abnormalities", "standard", 0.55)],
+            "shared_backbone": {
+                "profile": "standard",
+                "image_size": 64,
+                "conditions": ["pneumonia", "limb_abnormalities"],
+                "images": {"pneumonia": {"train": 3000, "val": 500}, "limb_abnormalities": {"train": 1000, "val": 100}},
+                "test_lookalikes_dropped": {"pneumonia": 0, "limb_abnormalities": 2},
+                "epochs": 8,
+                "best_epoch": 7,
+                "val_auc": {"pneumonia": 0.99, "limb_abnormalities": 0.7},
+                "wall_seconds": 2400.0,
+                "images_per_second": 40.0,
+                "threads": {"intra_op": None},
+            },
+        },
+    )
 
     text = report.render(results)
 
@@ -124,12 +193,25 @@ def test_ensemble_averages_the_profiles_logits_on_the_same_test_images(tmp_path)
     from bench.common import ensemble_rows
     from tests.fakes import TEST_FILES, write_run
 
-    run = write_run(tmp_path / "runs", "r1", {("pneumonia", "standard"): "ok", ("pneumonia", "intensive"): "ok",
-                                              ("limb", "standard"): "ok", ("limb", "intensive"): "train"})
-    for profile, probability in (("standard", lambda label, i: 0.6 + 0.03 * i if label else 0.1 + 0.03 * i),
-                                 ("intensive", lambda label, i: 0.5)):
+    run = write_run(
+        tmp_path / "runs",
+        "r1",
+        {
+            ("pneumonia", "standard"): "ok",
+            ("pneumonia", "intensive"): "ok",
+            ("limb", "standard"): "ok",
+            ("limb", "intensive"): "train",
+        },
+    )
+    for profile, probability in (
+        ("standard", lambda label, i: 0.6 + 0.03 * i if label else 0.1 + 0.03 * i),
+        ("intensive", lambda label, i: 0.5),
+    ):
         rows = ["relpath,path,label,probability,predicted,group"]
-        rows += [f"{rel},/data/{rel},{label},{probability(label, i)},{label},p{i}" for i, (rel, label) in enumerate(TEST_FILES)]
+        rows += [
+            f"{rel},/data/{rel},{label},{probability(label, i)},{label},p{i}"
+            for i, (rel, label) in enumerate(TEST_FILES)
+        ]
         run.model("pneumonia", profile).predictions_csv.write_text("\n".join(rows) + "\n")
 
     (row,) = ensemble_rows(run.runs_root, run.run_id)
@@ -144,20 +226,56 @@ def _speed(rate: float, low: float, high: float) -> dict:
 
 def test_throughput_tables_state_ratio_spread_precisions_threads_and_share_of_peak(tmp_path):
     results = tmp_path / "results"
-    _write(results, "peak", {"peak": {"float32": {"gflops": 500.0, "matrix": 2048}, "bfloat16": {"gflops": 900.0}},
-                             "training_factor": 3.0, "training_flops_per_image": {"64": 1.4e9, "128": 6.25e9}})
-    _write(results, "train_throughput", {"rounds": 4, "load_before": [0.5, 1.0, 2.0], "load_after": [1.9, 1.5, 2.0],
-                                         "sizes": {"128": {
-        "decode": {"images_per_second": 300.0},
-        "pipeline": {"float32": {**_speed(19.0, 18.5, 19.5), "seconds_to_first_step": 30.0},
-                     "mixed_bfloat16+fused_bn": _speed(30.0, 29.0, 31.0)},
-        "plain": {"float32": _speed(20.0, 19.0, 21.0), "mixed_bfloat16": _speed(22.0, 21.0, 23.0)},
-        "ratio": 0.95, "ratio_noise": 0.1,
-        "threads": {"1 task, intra 2 / inter 2": {"images_per_second": 20.0},
-                    "2 tasks, intra 1 / inter 1 each": {"images_per_second": 17.5}}}}})
-    _write(results, "precision_profile", {"size": 128, "batch": 32, "steps": 4, "variants": {"mixed_bfloat16": {
-        "images_per_second": 12.0, "onednn": {"isas": ["avx512_core_bf16"]},
-        "ms_by_category": {"convolution": 50.0, "batch norm": 30.0, "cast": 20.0}}}})
+    _write(
+        results,
+        "peak",
+        {
+            "peak": {"float32": {"gflops": 500.0, "matrix": 2048}, "bfloat16": {"gflops": 900.0}},
+            "training_factor": 3.0,
+            "training_flops_per_image": {"64": 1.4e9, "128": 6.25e9},
+        },
+    )
+    _write(
+        results,
+        "train_throughput",
+        {
+            "rounds": 4,
+            "load_before": [0.5, 1.0, 2.0],
+            "load_after": [1.9, 1.5, 2.0],
+            "sizes": {
+                "128": {
+                    "decode": {"images_per_second": 300.0},
+                    "pipeline": {
+                        "float32": {**_speed(19.0, 18.5, 19.5), "seconds_to_first_step": 30.0},
+                        "mixed_bfloat16+fused_bn": _speed(30.0, 29.0, 31.0),
+                    },
+                    "plain": {"float32": _speed(20.0, 19.0, 21.0), "mixed_bfloat16": _speed(22.0, 21.0, 23.0)},
+                    "ratio": 0.95,
+                    "ratio_noise": 0.1,
+                    "threads": {
+                        "1 task, intra 2 / inter 2": {"images_per_second": 20.0},
+                        "2 tasks, intra 1 / inter 1 each": {"images_per_second": 17.5},
+                    },
+                }
+            },
+        },
+    )
+    _write(
+        results,
+        "precision_profile",
+        {
+            "size": 128,
+            "batch": 32,
+            "steps": 4,
+            "variants": {
+                "mixed_bfloat16": {
+                    "images_per_second": 12.0,
+                    "onednn": {"isas": ["avx512_core_bf16"]},
+                    "ms_by_category": {"convolution": 50.0, "batch norm": 30.0, "cast": 20.0},
+                }
+            },
+        },
+    )
 
     text = report.render(results)
 
@@ -174,17 +292,24 @@ def test_throughput_tables_state_ratio_spread_precisions_threads_and_share_of_pe
 def test_onednn_verbose_lines_and_tf_ops_are_classified():
     from bench.precision_profile import op_category, parse_onednn
 
-    lines = ["onednn_verbose,v1,primitive,exec,cpu,convolution,brgconv_1x1:avx512_core_bf16,forward_training,"
-             "src:bf16::blocked:acdb::f0,attr-scratchpad:user,alg:convolution_direct,mb16_ic64oc128,0.25",
-             "onednn_verbose,v1,primitive,exec,cpu,convolution,brgconv_1x1:avx512_core_bf16,forward_training,"
-             "src:bf16,,,mb16,0.75",
-             "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src:bf16 dst:bf16,,,128x64x1x1,2.0",
-             "onednn_verbose,v1,primitive,create:cache_miss,cpu,reorder,jit:uni,undef,src,,,1,9.0",
-             "something else"]
+    lines = [
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,brgconv_1x1:avx512_core_bf16,forward_training,"
+        "src:bf16::blocked:acdb::f0,attr-scratchpad:user,alg:convolution_direct,mb16_ic64oc128,0.25",
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,brgconv_1x1:avx512_core_bf16,forward_training,"
+        "src:bf16,,,mb16,0.75",
+        "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src:bf16 dst:bf16,,,128x64x1x1,2.0",
+        "onednn_verbose,v1,primitive,create:cache_miss,cpu,reorder,jit:uni,undef,src,,,1,9.0",
+        "something else",
+    ]
     parsed = parse_onednn(lines)
     assert parsed["total_ms"] == 3.0 and parsed["isas"] == ["avx512_core_bf16", "uni"]
-    assert parsed["primitives"][0] == {"primitive": "reorder", "implementation": "jit:uni", "direction": "undef",
-                                       "ms": 2.0, "calls": 1}
+    assert parsed["primitives"][0] == {
+        "primitive": "reorder",
+        "implementation": "jit:uni",
+        "direction": "undef",
+        "ms": 2.0,
+        "calls": 1,
+    }
     assert parsed["primitives"][1]["calls"] == 2
     assert op_category("densenet121/conv2_block1_1_conv/Conv2D", "_MklNativeConv2D") == "convolution"
     assert op_category("gradient_tape/densenet121/conv2_block1_0_bn/mul", "Mul") == "batch norm"
@@ -193,32 +318,74 @@ def test_onednn_verbose_lines_and_tf_ops_are_classified():
     assert op_category("adam/update", "AssignSubVariableOp") == "optimizer"
 
 
-def _night(i: int, mode: str, decision: str, challenger: float, before: float | None, after: float, cpu: float,
-           delta: float | None = None, moved: int = 0) -> dict:
-    condition = {"mode": mode, "decision": decision, "candidate": "standard", "challenger_test_auc": challenger,
-                 "champion_before_test_auc": before, "champion_after_test_auc": after,
-                 "paired_selection_delta": delta, "moved_since_last_night": moved, "moved_since_full_split": 0,
-                 "profiles": {"standard": {"test_interval": {"low": challenger - 0.02, "high": challenger + 0.02}}}}
-    return {"night": i, "step": 0.55, "images": {"pneumonia": {"train": 100 * i, "val": 50, "test": 60}},
-            "wall_seconds": 60.0 * cpu, "cpu_minutes": cpu, "conditions": {"pneumonia": condition}}
+def _night(
+    i: int,
+    mode: str,
+    decision: str,
+    challenger: float,
+    before: float | None,
+    after: float,
+    cpu: float,
+    delta: float | None = None,
+    moved: int = 0,
+) -> dict:
+    condition = {
+        "mode": mode,
+        "decision": decision,
+        "candidate": "standard",
+        "challenger_test_auc": challenger,
+        "champion_before_test_auc": before,
+        "champion_after_test_auc": after,
+        "paired_selection_delta": delta,
+        "moved_since_last_night": moved,
+        "moved_since_full_split": 0,
+        "profiles": {"standard": {"test_interval": {"low": challenger - 0.02, "high": challenger + 0.02}}},
+    }
+    return {
+        "night": i,
+        "step": 0.55,
+        "images": {"pneumonia": {"train": 100 * i, "val": 50, "test": 60}},
+        "wall_seconds": 60.0 * cpu,
+        "cpu_minutes": cpu,
+        "conditions": {"pneumonia": condition},
+    }
 
 
 def test_nights_section_judges_the_targets_on_the_recorded_figures(tmp_path):
     """The nights table: per night cost, plan, decision and champion; the verdicts follow the figures."""
     results = tmp_path / "results"
-    retrain = [_night(1, "retrain", "promoted", 0.90, None, 0.90, 10.0),
-               _night(2, "retrain", "kept champion", 0.89, 0.90, 0.90, 11.0, delta=-0.01)]
-    cont = [_night(1, "retrain", "promoted", 0.90, None, 0.90, 10.0),
-            _night(2, "continue", "promoted", 0.92, 0.90, 0.92, 4.0, delta=0.02, moved=1)]
-    _write(results, "nights", {"command": "bench/nights.py --fraction 0.1", "conditions": ["pneumonia"],
-                               "profiles": ["standard"], "epochs": 2, "steps": [0.55, 1.0], "fraction": 0.1,
-                               "margin": 0.02, "continue_epochs": 0.5,
-                               "policies": {"retrain": {"nights": retrain, "cpu_minutes": 21.0, "wall_minutes": 21.0},
-                                            "continue": {"nights": cont, "cpu_minutes": 14.0, "wall_minutes": 14.0}}})
+    retrain = [
+        _night(1, "retrain", "promoted", 0.90, None, 0.90, 10.0),
+        _night(2, "retrain", "kept champion", 0.89, 0.90, 0.90, 11.0, delta=-0.01),
+    ]
+    cont = [
+        _night(1, "retrain", "promoted", 0.90, None, 0.90, 10.0),
+        _night(2, "continue", "promoted", 0.92, 0.90, 0.92, 4.0, delta=0.02, moved=1),
+    ]
+    _write(
+        results,
+        "nights",
+        {
+            "command": "bench/nights.py --fraction 0.1",
+            "conditions": ["pneumonia"],
+            "profiles": ["standard"],
+            "epochs": 2,
+            "steps": [0.55, 1.0],
+            "fraction": 0.1,
+            "margin": 0.02,
+            "continue_epochs": 0.5,
+            "policies": {
+                "retrain": {"nights": retrain, "cpu_minutes": 21.0, "wall_minutes": 21.0},
+                "continue": {"nights": cont, "cpu_minutes": 14.0, "wall_minutes": 14.0},
+            },
+        },
+    )
     text = report.render(results)
     assert "## 6. Nights that build on each other" in text and "a keyed-hash 10% of each set's patients" in text
-    assert "| continue | 2 | pneumonia | 200 / 50 / 60 | 4.0 | 4.0 | continue | promoted | 0.920 (0.900–0.940) " \
-           "| 0.900 → 0.920 | 1 / 0 |" in text
+    assert (
+        "| continue | 2 | pneumonia | 200 / 50 / 60 | 4.0 | 4.0 | continue | promoted | 0.920 (0.900–0.940) "
+        "| 0.900 → 0.920 | 1 / 0 |" in text
+    )
     assert "no image changed split: missed (1 moves)" in text
     assert "continue used 0.67× retrain's CPU minutes (target ≤ 0.5): missed" in text
     assert "pneumonia: continue's final champion 0.920 vs retrain's 0.900 (reached)" in text
@@ -231,8 +398,13 @@ def test_nights_stage_nested_train_images_and_every_val_and_test_image():
 
     from bench.nights import night_rows
 
-    split = pd.DataFrame({"relpath": [f"{i}.png" for i in range(400)], "group": [f"p{i // 2}" for i in range(400)],
-                          "split": ["train"] * 300 + ["val"] * 50 + ["test"] * 50})
+    split = pd.DataFrame(
+        {
+            "relpath": [f"{i}.png" for i in range(400)],
+            "group": [f"p{i // 2}" for i in range(400)],
+            "split": ["train"] * 300 + ["val"] * 50 + ["test"] * 50,
+        }
+    )
     nights = [set(night_rows(split, step, 1.0, 7)["relpath"]) for step in (0.55, 0.70, 0.85, 1.0)]
     held = set(split.loc[split["split"] != "train", "relpath"])
     assert all(held <= night for night in nights) and nights[-1] == set(split["relpath"])

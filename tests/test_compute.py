@@ -51,8 +51,12 @@ def test_cores_zero_means_every_core_and_never_more_than_there_are():
 
 
 def test_every_job_goes_to_exactly_one_chain():
-    jobs = [{"profile": "small", "cores": 1}, {"profile": "large", "cores": 2}, {"profile": "new", "cores": 3},
-            {"profile": "old"}]
+    jobs = [
+        {"profile": "small", "cores": 1},
+        {"profile": "large", "cores": 2},
+        {"profile": "new", "cores": 3},
+        {"profile": "old"},
+    ]
     routed = jobs_by_slots(jobs, [1, 2])
     assert [j["profile"] for j in routed["slots_1"]] == ["small", "old"]
     assert [j["profile"] for j in routed["slots_2"]] == ["large", "new"]
@@ -104,8 +108,9 @@ def test_fused_batch_norm_trains_like_keras_and_leaves_the_layer_as_it_was():
     np.testing.assert_allclose(fused_loss, keras_loss, rtol=1e-4)
     for mine, theirs in zip(fused_model.get_layer("bn").get_weights(), keras_model.get_layer("bn").get_weights()):
         np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(fused_model.predict(x, verbose=0), keras_model.predict(x, verbose=0),
-                               rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(
+        fused_model.predict(x, verbose=0), keras_model.predict(x, verbose=0), rtol=1e-3, atol=1e-4
+    )
 
 
 def _training_op_types(model) -> set[str]:

@@ -20,8 +20,13 @@ def test_repository_configs_load():
     """conditions.yaml and every config under configs/ describe the 5 conditions and 2 profiles."""
     for path in (ROOT / "conditions.yaml", *sorted((ROOT / "configs").glob("*.yaml"))):
         config = load_config(path)
-        assert set(config.conditions) == {"pneumonia", "cardiomegaly", "knee_osteoarthritis", "knee_osteoporosis",
-                                          "limb_abnormalities"}
+        assert set(config.conditions) == {
+            "pneumonia",
+            "cardiomegaly",
+            "knee_osteoarthritis",
+            "knee_osteoporosis",
+            "limb_abnormalities",
+        }
         assert set(config.profiles) == {"standard", "intensive"}
         # DenseNet121's `relu` map is 1/32 of the image: every shipped profile must give a 4x4 map or more.
         assert all(p.image_size // 32 >= 4 for p in config.profiles.values()), path
@@ -52,12 +57,19 @@ def test_data_root_is_relative_to_the_file_and_env_overrides(tmp_path, monkeypat
         (MINIMAL.replace("image_size: 64", "image_size: big"), "profiles.standard.image_size: must be an integer"),
         (MINIMAL.replace("image_size: 64", "image_size: 16"), "profiles.standard.image_size: must be between"),
         (MINIMAL.replace("image_size: 64", "imagesize: 64"), "profiles.standard.imagesize: unknown key"),
-        (MINIMAL.replace("image_size: 64", "image_size: 64, lr_schedule: step"),
-         "profiles.standard.lr_schedule: must be one of"),
-        (MINIMAL.replace("image_size: 64", "image_size: 64, class_weighting: maybe"),
-         "profiles.standard.class_weighting: must be true or false"),
+        (
+            MINIMAL.replace("image_size: 64", "image_size: 64, lr_schedule: step"),
+            "profiles.standard.lr_schedule: must be one of",
+        ),
+        (
+            MINIMAL.replace("image_size: 64", "image_size: 64, class_weighting: maybe"),
+            "profiles.standard.class_weighting: must be true or false",
+        ),
         (MINIMAL.replace("negative: [NORMAL]", "negative: [PNEUMONIA]"), "listed as both positive and negative"),
-        (MINIMAL.replace("positive: [PNEUMONIA]", "positive: []"), "conditions.pneumonia.positive: must be a non-empty"),
+        (
+            MINIMAL.replace("positive: [PNEUMONIA]", "positive: []"),
+            "conditions.pneumonia.positive: must be a non-empty",
+        ),
         ("profiles: {standard: {}}\n", "conditions: at least one condition"),
     ],
 )
@@ -101,8 +113,12 @@ BAD_VALUES = [
     ("seed: 1", "validation: {min_class_fraction: .nan}", "validation.min_class_fraction", "finite number"),
     # unknown keys, at every depth
     ("seed: 1", "sed: 1", "sed", "unknown key (allowed: data_root, runs_root, seed,"),
-    ("learning_rate: 0.001", "learning_rate: 0.001, augmentation: {spin: 0.1}", "profiles.standard.augmentation.spin",
-     "unknown key (allowed: rotation, zoom, contrast, horizontal_flip)"),
+    (
+        "learning_rate: 0.001",
+        "learning_rate: 0.001, augmentation: {spin: 0.1}",
+        "profiles.standard.augmentation.spin",
+        "unknown key (allowed: rotation, zoom, contrast, horizontal_flip)",
+    ),
     ("seed: 1", "evaluation: {tiers: {great: 0.99}}", "evaluation.tiers.great", "unknown key"),
     ("seed: 1", "registry: {gates: {auc: 0.7}}", "registry.gates.auc", "unknown key (allowed: accuracy, precision"),
     ("seed: 1", "gradcam: {samples: 4, gradcam_samples: 2}", "gradcam.gradcam_samples", "unknown key"),
@@ -110,20 +126,36 @@ BAD_VALUES = [
     # wrong types: rejected, never coerced
     ("learning_rate: 0.001", "learning_rate: '0.001'", "profiles.standard.learning_rate", "must be a finite number"),
     ("learning_rate: 0.001", "learning_rate: 0.001, epochs: 2.5", "profiles.standard.epochs", "must be an integer"),
-    ("learning_rate: 0.001", "learning_rate: 0.001, epochs: true", "profiles.standard.epochs",
-     "must be an integer between 1 and 1000, got true"),
-    ("learning_rate: 0.001", "learning_rate: 0.001, class_weighting: 1", "profiles.standard.class_weighting",
-     "must be true or false, got 1"),
+    (
+        "learning_rate: 0.001",
+        "learning_rate: 0.001, epochs: true",
+        "profiles.standard.epochs",
+        "must be an integer between 1 and 1000, got true",
+    ),
+    (
+        "learning_rate: 0.001",
+        "learning_rate: 0.001, class_weighting: 1",
+        "profiles.standard.class_weighting",
+        "must be true or false, got 1",
+    ),
     ("seed: 1", "gradcam: {layer: 7}", "gradcam.layer", "must be text, got 7"),
     ("seed: 1", "evaluation: [1, 2]", "evaluation", "must be a mapping of keys, got a list"),
     ("seed: 1", "notify: {recipients: 5}", "notify.recipients", "must be a list of e-mail addresses"),
     ("seed: 1", "seed: 1.5", "seed", "must be an integer"),
-    ("learning_rate: 0.001", "learning_rate: 0.001, precision: bf16", "profiles.standard.precision",
-     "must be one of auto, float32, mixed_bfloat16, onednn_amp, got 'bf16'"),
+    (
+        "learning_rate: 0.001",
+        "learning_rate: 0.001, precision: bf16",
+        "profiles.standard.precision",
+        "must be one of auto, float32, mixed_bfloat16, onednn_amp, got 'bf16'",
+    ),
     # out of bounds
     ("learning_rate: 0.001", "learning_rate: 0", "profiles.standard.learning_rate", "must be between 1e-08 and 1.0"),
-    ("learning_rate: 0.001", "learning_rate: 0.001, batch_size: 0", "profiles.standard.batch_size",
-     "must be between 1 and 4096, got 0"),
+    (
+        "learning_rate: 0.001",
+        "learning_rate: 0.001, batch_size: 0",
+        "profiles.standard.batch_size",
+        "must be between 1 and 4096, got 0",
+    ),
     ("seed: 1", "seed: -1", "seed", "must be between 0 and 2147483647"),
     ("seed: 1", "evaluation: {confidence: 1.5}", "evaluation.confidence", "must be between 0.5 and 0.999, got 1.5"),
     ("seed: 1", "evaluation: {tiers: {excellent: 0.75}}", "evaluation.tiers.excellent", "must be above good"),
@@ -184,8 +216,9 @@ def test_every_setting_has_a_description_and_the_readme_reference_is_current():
         assert len(cells) == 4 and all(cells), row
     assert "`profiles.<name>.learning_rate` | `0.001` | number 1e-08–1.0 |" in config_reference()
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert readme_with_reference(readme) == readme, \
+    assert readme_with_reference(readme) == readme, (
         "README.md's config reference is stale: run `.venv/bin/python -m medcore.config --readme README.md`"
+    )
 
 
 def test_config_path_is_not_a_yaml_key(tmp_path):

@@ -30,14 +30,32 @@ BASE = {
     "split": {"val_fraction": 0.2, "test_fraction": 0.2},
     "gradcam": {"layer": "relu", "samples": 2},
     "evaluation": {"bootstrap_resamples": 200, "confidence": 0.95, "threshold_rule": "youden", "min_per_class": 5},
-    "validation": {"min_class_fraction": 0.05, "near_duplicate_distance": 16, "leak_drop_from": "heldout",
-                   "min_per_class": {"train": 2, "val": 1, "test": 1}},
+    "validation": {
+        "min_class_fraction": 0.05,
+        "near_duplicate_distance": 16,
+        "leak_drop_from": "heldout",
+        "min_per_class": {"train": 2, "val": 1, "test": 1},
+    },
     "registry": {"gates": {"roc_auc": 0.6}, "margin": 0.02, "min_tier": "moderate"},
     "notify": {"conn_id": "smtp_default", "recipients": []},
-    "conditions": {"c": {"dataset": "set", "layout": "folders", "positive": ["pos"], "negative": ["neg"],
-                         "validation_policy": {"duplicate_within_split": "drop"}}},
-    "profiles": {"p": {"image_size": 32, "epochs": 1, "batch_size": 8, "learning_rate": 0.001,
-                       "augmentation": {"rotation": 0.02}}},
+    "conditions": {
+        "c": {
+            "dataset": "set",
+            "layout": "folders",
+            "positive": ["pos"],
+            "negative": ["neg"],
+            "validation_policy": {"duplicate_within_split": "drop"},
+        }
+    },
+    "profiles": {
+        "p": {
+            "image_size": 32,
+            "epochs": 1,
+            "batch_size": 8,
+            "learning_rate": 0.001,
+            "augmentation": {"rotation": 0.02},
+        }
+    },
 }
 
 
@@ -51,10 +69,15 @@ def _keys(node: dict, prefix: tuple = ()) -> list[tuple]:
 
 
 KEYS = _keys(BASE)
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63), st.floats(),
-                    st.text(max_size=12), st.sampled_from([".nan", ".inf", "-.inf", "1e400", "0x10", "~", "yes"]))
-values = st.one_of(scalars, st.lists(scalars, max_size=3),
-                   st.dictionaries(st.text(max_size=6), scalars, max_size=3))
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63),
+    st.floats(),
+    st.text(max_size=12),
+    st.sampled_from([".nan", ".inf", "-.inf", "1e400", "0x10", "~", "yes"]),
+)
+values = st.one_of(scalars, st.lists(scalars, max_size=3), st.dictionaries(st.text(max_size=6), scalars, max_size=3))
 edits = st.lists(st.tuples(st.sampled_from(KEYS), values), min_size=1, max_size=3)
 new_keys = st.lists(st.tuples(st.just(()), st.text(min_size=1, max_size=8), scalars), max_size=1)  # unknown top keys
 
@@ -141,13 +164,27 @@ def test_any_value_at_any_key_is_a_config_or_one_line_naming_the_file(edit_list,
     count("config values")
 
 
-ODD_FILES = [b"\xff\xfe\x00", b"- a\n- b\n", b"a: [", b"&a [*a]", b"!!python/object:os.system x", b"{" * 200,
-             b"a: " + b"[" * 5000, b"conditions: 1\n", b"\x00"]
+ODD_FILES = [
+    b"\xff\xfe\x00",
+    b"- a\n- b\n",
+    b"a: [",
+    b"&a [*a]",
+    b"!!python/object:os.system x",
+    b"{" * 200,
+    b"a: " + b"[" * 5000,
+    b"conditions: 1\n",
+    b"\x00",
+]
 
 
 @FUZZ
-@given(content=st.one_of(st.binary(max_size=300), st.text(max_size=300).map(lambda t: t.encode("utf-8", "replace")),
-                         st.sampled_from(ODD_FILES)))
+@given(
+    content=st.one_of(
+        st.binary(max_size=300),
+        st.text(max_size=300).map(lambda t: t.encode("utf-8", "replace")),
+        st.sampled_from(ODD_FILES),
+    )
+)
 def test_any_bytes_as_the_config_file_are_a_one_line_error_or_a_config(content):
     """Random bytes, bad encodings, YAML tags and deep nesting never escape as a traceback."""
     with tempfile.TemporaryDirectory() as tmp:

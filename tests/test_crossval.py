@@ -16,8 +16,15 @@ def _frame(patients: int = 30, seed: int = 0) -> pd.DataFrame:
     for p in range(patients):
         label = int(p % 3 == 0)  # imbalanced, as knee osteoporosis is
         for image in range(1 + int(rng.integers(0, 3))):
-            rows.append({"relpath": f"p{p}/i{image}.png", "path": f"/x/p{p}/i{image}.png", "label": label,
-                         "group": f"p{p}", "split": "train"})
+            rows.append(
+                {
+                    "relpath": f"p{p}/i{image}.png",
+                    "path": f"/x/p{p}/i{image}.png",
+                    "label": label,
+                    "group": f"p{p}",
+                    "split": "train",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -42,8 +49,9 @@ def test_small_test_split_switches_to_cross_validation():
     assert crossval.needs_cross_validation(frame, settings)
     frame["split"] = "test"
     assert not crossval.needs_cross_validation(frame, settings)  # 20 positive, 40 negative patients
-    assert not crossval.needs_cross_validation(frame.iloc[:12], EvaluationSettings(min_per_class=10,
-                                                                                   small_sets="test_split"))
+    assert not crossval.needs_cross_validation(
+        frame.iloc[:12], EvaluationSettings(min_per_class=10, small_sets="test_split")
+    )
 
 
 def test_pooled_figures_average_repeats_fit_on_inner_val_and_resample_patients(monkeypatch):
@@ -51,16 +59,21 @@ def test_pooled_figures_average_repeats_fit_on_inner_val_and_resample_patients(m
     rng = np.random.default_rng(3)
     rows = []
     for repeat in (0, 1):
-        held = frame.assign(logit=rng.normal(0, 1, len(frame)) + 2.0 * frame["label"], role="held_out",
-                            repeat=repeat, fold=0)
-        inner = frame.iloc[:20].assign(logit=rng.normal(0, 1, 20) + 2.0 * frame["label"].iloc[:20],
-                                       role="inner_val", repeat=repeat, fold=1)
+        held = frame.assign(
+            logit=rng.normal(0, 1, len(frame)) + 2.0 * frame["label"], role="held_out", repeat=repeat, fold=0
+        )
+        inner = frame.iloc[:20].assign(
+            logit=rng.normal(0, 1, 20) + 2.0 * frame["label"].iloc[:20], role="inner_val", repeat=repeat, fold=1
+        )
         rows += [held, inner]
     predictions = pd.concat(rows, ignore_index=True)
     seen = []
     real = evaluation.choose_threshold
-    monkeypatch.setattr(evaluation, "choose_threshold", lambda labels, probs, *a, **k: seen.append(len(labels)) or
-                        real(labels, probs, *a, **k))
+    monkeypatch.setattr(
+        evaluation,
+        "choose_threshold",
+        lambda labels, probs, *a, **k: seen.append(len(labels)) or real(labels, probs, *a, **k),
+    )
     metrics, pooled = crossval.crossval_metrics(predictions, EvaluationSettings(min_per_class=5))
     assert seen == [40]  # the inner val rows of both repeats, never the out-of-fold ones
     assert metrics["n"] == len(frame) and (pooled["repeats"] == 2).all()
@@ -79,11 +92,18 @@ def test_knee_osteoporosis_is_cross_validated_and_the_shipped_model_sees_all_dat
     from medcore.layout import RunLayout
 
     config_path = tmp_path / "cv.yaml"
-    config_path.write_text(f"extends: {tiny_config}\n"
-                           "evaluation: {small_sets: crossval, crossval_folds: 2, crossval_repeats: 1}\n")
+    config_path.write_text(
+        f"extends: {tiny_config}\nevaluation: {{small_sets: crossval, crossval_folds: 2, crossval_repeats: 1}}\n"
+    )
     config = load_config(config_path)
-    job = {"run_id": "cv", "runs_root": str(config.runs_root), "config": str(config.path),
-           "condition": "knee_osteoporosis", "profile": "standard", "epochs": 1}
+    job = {
+        "run_id": "cv",
+        "runs_root": str(config.runs_root),
+        "config": str(config.path),
+        "condition": "knee_osteoporosis",
+        "profile": "standard",
+        "epochs": 1,
+    }
     pipeline.validate(job)
     paths = RunLayout(config.runs_root, "cv").model("knee_osteoporosis", "standard")
     split = pd.read_csv(paths.split_csv)

@@ -19,7 +19,8 @@ from airflow.serialization.serialized_objects import DagSerialization
 for dag_id, dag in bag.dags.items():
     dag = DagSerialization.from_dict(DagSerialization.to_dict(dag))  # what the scheduler and the UI read back
     out[dag_id] = dict(
-        tasks={t.task_id: {"down": sorted(t.downstream_task_ids), "trigger": getattr(t.trigger_rule, "value", str(t.trigger_rule)),
+        tasks={t.task_id: {"down": sorted(t.downstream_task_ids),
+                           "trigger": getattr(t.trigger_rule, "value", str(t.trigger_rule)),
                            "mapped_group": t.get_closest_mapped_task_group() is not None, "retries": t.retries,
                            "pool": t.pool, "queue": t.queue,
                            "pool_slots": t.pool_slots,
@@ -34,12 +35,18 @@ print("PROBE" + json.dumps(out))
 
 
 def _parse(tmp_path, **env) -> dict:
-    environment = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                   "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-                   "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/nothing.db", **env}
-    done = subprocess.run([sys.executable, "-c", PROBE, str(ROOT / "dags")], capture_output=True, text=True,
-                          env=environment, timeout=180)
-    line = [l for l in done.stdout.splitlines() if l.startswith("PROBE")]
+    environment = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/nothing.db",
+        **env,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(ROOT / "dags")], capture_output=True, text=True, env=environment, timeout=180
+    )
+    line = [text for text in done.stdout.splitlines() if text.startswith("PROBE")]
     assert line, done.stderr[-3000:]
     return json.loads(line[0][5:])
 
@@ -116,7 +123,7 @@ def test_broken_config_does_not_break_parsing(tmp_path):
 
 
 def test_profiles_that_take_every_core_train_in_a_chain_holding_every_pool_slot(tmp_path):
-    """A profile's `cores` becomes its train task's pool slots: small profiles share the pool, `cores: 0` trains alone."""
+    """A profile's `cores` becomes its train task's pool slots: small profiles share, `cores: 0` trains alone."""
     config = tmp_path / "cores.yaml"
     config.write_text(f"extends: {ROOT / 'conditions.yaml'}\nprofiles:\n  large: {{image_size: 224, cores: 0}}\n")
     tasks = _parse(tmp_path, MEDCORE_CONFIG=str(config))["medical_training"]["tasks"]
@@ -135,8 +142,10 @@ def test_every_task_has_a_timeout_sized_from_the_config(tmp_path):
     """No task can hang a night: each has an execution_timeout, training's from its per-epoch allowance, and
     retries come from the config's `tasks` section."""
     config = tmp_path / "timeouts.yaml"
-    config.write_text(f"extends: {ROOT / 'conditions.yaml'}\n"
-                      "tasks: {retries: 4, train_minutes_fixed: 5, train_minutes_per_epoch: 2, validate_minutes: 7}\n")
+    config.write_text(
+        f"extends: {ROOT / 'conditions.yaml'}\n"
+        "tasks: {retries: 4, train_minutes_fixed: 5, train_minutes_per_epoch: 2, validate_minutes: 7}\n"
+    )
     tasks = _parse(tmp_path, MEDCORE_CONFIG=str(config))["medical_training"]["tasks"]
     assert all(t["timeout"] for t in tasks.values()), {k: t["timeout"] for k, t in tasks.items()}
     assert tasks["model_chain.train"]["timeout"] == (5 + 2 * 8) * 60, "fixed + per epoch x the longest profile (8)"

@@ -44,8 +44,16 @@ def _frame(n_groups: int, per_group: int, seed: int = 0) -> pd.DataFrame:
     for g in range(n_groups):
         label = int(rng.random() < 0.3)
         for i in range(per_group):
-            rows.append({"path": f"/x/{g}_{i}", "relpath": f"{g}_{i}", "raw_label": str(label), "label": label,
-                         "split": "", "group": f"g{g}"})
+            rows.append(
+                {
+                    "path": f"/x/{g}_{i}",
+                    "relpath": f"{g}_{i}",
+                    "raw_label": str(label),
+                    "label": label,
+                    "split": "",
+                    "group": f"g{g}",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -82,8 +90,9 @@ def _source(tmp_path, condition: str, monkeypatch):
     from tests.conftest import write_yaml
 
     monkeypatch.delenv("MEDCORE_DATA_ROOT", raising=False)
-    path = write_yaml(tmp_path / "c.yaml", f"data_root: {tmp_path / 'data'}\nconditions:\n  c: {condition}\n"
-                                           "profiles:\n  p: {}\n")
+    path = write_yaml(
+        tmp_path / "c.yaml", f"data_root: {tmp_path / 'data'}\nconditions:\n  c: {condition}\nprofiles:\n  p: {{}}\n"
+    )
     config = load_config(path)
     return read_source(config, config.conditions["c"])
 
@@ -98,14 +107,17 @@ def test_csv_reader_survives_bom_backslashes_and_garbage_cells(tmp_path, monkeyp
     """A spreadsheet's BOM, Windows paths, NUL bytes, escapes and odd splits are read and marked for validation."""
     root = tmp_path / "data" / "set"
     _touch(root / "img" / "a.png")
-    text = ("image,label,split,patient\n"
-            "img\\a.png,1.0,Train,p1\n"
-            "img/\x00.png,0,valid,\n"
-            ",0,test,p3\n"
-            "../../etc/passwd,1,holdout,p4\n")
+    text = (
+        "image,label,split,patient\n"
+        "img\\a.png,1.0,Train,p1\n"
+        "img/\x00.png,0,valid,\n"
+        ",0,test,p3\n"
+        "../../etc/passwd,1,holdout,p4\n"
+    )
     _touch(root / "labels.csv", b"\xef\xbb\xbf" + text.encode())
-    condition = ("{dataset: set, layout: csv, manifest: labels.csv, positive: ['1'], negative: ['0'], "
-                 "group_column: patient}")
+    condition = (
+        "{dataset: set, layout: csv, manifest: labels.csv, positive: ['1'], negative: ['0'], group_column: patient}"
+    )
     frame = _source(tmp_path, condition, monkeypatch).frame
     assert frame["path"][0] == str((root / "img" / "a.png").resolve()) and frame["relpath"][0] == "img/a.png"
     assert frame["path_problem"].tolist() == ["", "invalid", "invalid", "outside"]
@@ -116,23 +128,34 @@ def test_csv_reader_survives_bom_backslashes_and_garbage_cells(tmp_path, monkeyp
     assert frame["label"].tolist() == [1, 0, 0, 1]
 
 
-@pytest.mark.parametrize("payload", [b"\x00\x01\x02binary\xff\xfe", b"", b"image,label\n\"unclosed,1\n" * 3])
+@pytest.mark.parametrize("payload", [b"\x00\x01\x02binary\xff\xfe", b"", b'image,label\n"unclosed,1\n' * 3])
 def test_unreadable_manifests_are_one_line_data_errors(tmp_path, monkeypatch, payload):
     """Binary, empty or malformed CSV files are a DataError naming the file, never a pandas traceback."""
     from medcore.errors import DataError
 
     _touch(tmp_path / "data" / "set" / "labels.csv", payload)
     with pytest.raises(DataError) as caught:
-        _source(tmp_path, "{dataset: set, layout: csv, manifest: labels.csv, positive: ['1'], negative: ['0']}",
-                monkeypatch)
+        _source(
+            tmp_path, "{dataset: set, layout: csv, manifest: labels.csv, positive: ['1'], negative: ['0']}", monkeypatch
+        )
     assert "labels.csv" in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_folder_reader_names_odd_splits_skips_non_images_and_refuses_links_out(tmp_path, monkeypatch):
-    """An unknown top folder beside split folders keeps its name; DICOM is read, .nii skipped; links out never followed."""
+    """An unknown top folder beside split folders keeps its name; DICOM read, .nii skipped; links out not followed."""
     root = tmp_path / "data" / "set"
-    for relpath in ("train/pos/a.png", "train/neg/b.PNG", "test/pos/c.jpg", "holdout/neg/d.png", "train/pos/scan.nii",
-                    "train/pos/film.dcm", "train/pos/.DS_Store", "README.md", "train/notes.txt", "shared/f.png"):
+    for relpath in (
+        "train/pos/a.png",
+        "train/neg/b.PNG",
+        "test/pos/c.jpg",
+        "holdout/neg/d.png",
+        "train/pos/scan.nii",
+        "train/pos/film.dcm",
+        "train/pos/.DS_Store",
+        "README.md",
+        "train/notes.txt",
+        "shared/f.png",
+    ):
         _touch(root / relpath)
     _touch(tmp_path / "elsewhere" / "e.png")
     (root / "test" / "neg").symlink_to(tmp_path / "elsewhere")
@@ -142,9 +165,17 @@ def test_folder_reader_names_odd_splits_skips_non_images_and_refuses_links_out(t
     (root / "val" / "pos").symlink_to(root / "shared")  # a link that stays inside the dataset is followed
     source = _source(tmp_path, "{dataset: set, layout: folders, positive: [pos], negative: [neg]}", monkeypatch)
     frame = source.frame.set_index("relpath")
-    assert sorted(frame.index) == ["holdout/neg/d.png", "shared/f.png", "test/neg/", "test/pos/c.jpg",
-                                   "train/neg/b.PNG", "train/pos/a.png", "train/pos/film.dcm", "train/pos/g.png",
-                                   "val/pos/f.png"]
+    assert sorted(frame.index) == [
+        "holdout/neg/d.png",
+        "shared/f.png",
+        "test/neg/",
+        "test/pos/c.jpg",
+        "train/neg/b.PNG",
+        "train/pos/a.png",
+        "train/pos/film.dcm",
+        "train/pos/g.png",
+        "val/pos/f.png",
+    ]
     assert frame.loc["holdout/neg/d.png", ["source_split", "split"]].tolist() == ["holdout", ""]
     for outside in ("test/neg/", "train/pos/g.png"):
         assert frame.loc[outside, ["path", "path_problem"]].tolist() == ["", "outside"], outside
@@ -166,10 +197,25 @@ def test_group_pattern_marks_the_names_it_cannot_read(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     ("raw", "kind"),
-    [("1", "ok"), (" 0 ", "ok"), ("01", "ok"), ("1.0", "float_coded"), ("0.000", "float_coded"), ("1e0", "float_coded"),
-     ("", "missing"), ("NaN", "missing"), ("null", "missing"), (float("nan"), "missing"), ("0.5", "fractional"),
-     ("-1.0", "unknown"), ("2", "unknown"), ("inf", "unknown"), ("yes", "unknown"), ("3", "excluded"),
-     ("3.0", "excluded")],
+    [
+        ("1", "ok"),
+        (" 0 ", "ok"),
+        ("01", "ok"),
+        ("1.0", "float_coded"),
+        ("0.000", "float_coded"),
+        ("1e0", "float_coded"),
+        ("", "missing"),
+        ("NaN", "missing"),
+        ("null", "missing"),
+        (float("nan"), "missing"),
+        ("0.5", "fractional"),
+        ("-1.0", "unknown"),
+        ("2", "unknown"),
+        ("inf", "unknown"),
+        ("yes", "unknown"),
+        ("3", "excluded"),
+        ("3.0", "excluded"),
+    ],
 )
 def test_label_kinds(raw, kind):
     """Each raw label value lands in exactly one kind: ok, float-coded, excluded, missing, fractional or unknown."""
@@ -212,8 +258,11 @@ def test_condition_resize_overrides_the_profile(tmp_path):
     """A condition's `resize` wins over its profile's; the others keep the profile's."""
     from tests.conftest import ROOT, write_yaml
 
-    config = load_config(write_yaml(tmp_path / "c.yaml", f"extends: {ROOT / 'conditions.yaml'}\n"
-                                                          "profiles: {standard: {resize: squash}}\n"))
+    config = load_config(
+        write_yaml(
+            tmp_path / "c.yaml", f"extends: {ROOT / 'conditions.yaml'}\nprofiles: {{standard: {{resize: squash}}}}\n"
+        )
+    )
     standard = config.profiles["standard"]
     assert standard.for_condition(config.conditions["limb_abnormalities"]).resize == "pad"
     assert standard.for_condition(config.conditions["pneumonia"]).resize == "squash"

@@ -37,8 +37,9 @@ def test_twelve_bits_survive_until_the_final_scaling():
 def test_monochrome1_is_inverted_to_look_like_monochrome2():
     values = _ramp(12)
     _, plain = _read(dicom_bytes(values, patient_id="a", study_uid="1.2.3", window=(2048, 4096)))
-    info, inverted = _read(dicom_bytes(values, patient_id="a", study_uid="1.2.3", window=(2048, 4096),
-                                       monochrome1=True))
+    info, inverted = _read(
+        dicom_bytes(values, patient_id="a", study_uid="1.2.3", window=(2048, 4096), monochrome1=True)
+    )
     assert info.photometric == "MONOCHROME1"
     # Stored inverted, shown inverted again: the same picture (a window is not symmetric to the half step).
     np.testing.assert_allclose(inverted, plain, atol=1.5 / 4095)
@@ -60,8 +61,9 @@ def test_a_voi_lut_wins_over_the_window():
     from pydicom.dataset import Dataset
 
     values = _ramp(10, 32)
-    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(values, patient_id="a", study_uid="1.2.3", bits_stored=10,
-                                                window=(1, 2))))
+    ds = pydicom.dcmread(
+        io.BytesIO(dicom_bytes(values, patient_id="a", study_uid="1.2.3", bits_stored=10, window=(1, 2)))
+    )
     item = Dataset()
     item.add_new("LUTDescriptor", "US", [1024, 0, 8])
     item.add_new("LUTData", "US", [int(v) for v in (np.arange(1024) // 4)[::-1]])  # an inverting 8-bit LUT
@@ -76,8 +78,7 @@ def test_a_voi_lut_wins_over_the_window():
 def test_jpeg2000_compressed_reads_exactly_like_uncompressed():
     values = _ramp(12)
     _, plain = _read(dicom_bytes(values, patient_id="a", study_uid="1.2.3", window=(2048, 4096)))
-    info, compressed = _read(dicom_bytes(values, patient_id="a", study_uid="1.2.3", window=(2048, 4096),
-                                         compress=True))
+    info, compressed = _read(dicom_bytes(values, patient_id="a", study_uid="1.2.3", window=(2048, 4096), compress=True))
     assert info.compressed and "JPEG 2000" in info.transfer_syntax
     np.testing.assert_array_equal(compressed, plain)
 
@@ -102,8 +103,18 @@ def test_missing_pixels_and_an_undecodable_syntax_are_named_in_one_line():
     from pydicom.encaps import encapsulate
 
     base = dicom_bytes(_ramp(), patient_id="a", study_uid="1.2.3")
-    report = _with(base, PixelData=None, Rows=None, Columns=None, BitsAllocated=None, BitsStored=None, HighBit=None,
-                   PixelRepresentation=None, SamplesPerPixel=None, PhotometricInterpretation=None)
+    report = _with(
+        base,
+        PixelData=None,
+        Rows=None,
+        Columns=None,
+        BitsAllocated=None,
+        BitsStored=None,
+        HighBit=None,
+        PixelRepresentation=None,
+        SamplesPerPixel=None,
+        PhotometricInterpretation=None,
+    )
     with pytest.raises(DicomReadError) as missing:
         _read(report)
     assert missing.value.code == "dicom_pixel_data_missing"
@@ -162,13 +173,18 @@ def _dicom_set(root, rng, per_class: int = 10, **odd) -> dict[str, str]:
     for label in ("pos", "neg"):
         (root / label).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            data = dicom_bytes(_phantom_values(rng, label == "pos"), patient_id=f"{label}-patient-{i // 2}",
-                               study_uid=f"1.2.3.{int(label == 'pos')}.{i}", window=(2048, 4096),
-                               monochrome1=i % 3 == 0)
+            data = dicom_bytes(
+                _phantom_values(rng, label == "pos"),
+                patient_id=f"{label}-patient-{i // 2}",
+                study_uid=f"1.2.3.{int(label == 'pos')}.{i}",
+                window=(2048, 4096),
+                monochrome1=i % 3 == 0,
+            )
             (root / label / f"{label}{i}.dcm").write_bytes(data)
     for name, settings in odd.items():
-        data = dicom_bytes(_phantom_values(rng, True), patient_id=f"odd-{name}", study_uid=f"9.9.{len(name)}",
-                           **settings)
+        data = dicom_bytes(
+            _phantom_values(rng, True), patient_id=f"odd-{name}", study_uid=f"9.9.{len(name)}", **settings
+        )
         (root / "pos" / f"{name}.dcm").write_bytes(data)
         written[name] = f"pos/{name}.dcm"
     return written
@@ -190,8 +206,10 @@ def _config(tmp_path, condition: str, extra: str = ""):
     from medcore.config import load_config
     from tests.conftest import write_yaml
 
-    text = (f"data_root: {tmp_path / 'data'}\nruns_root: {tmp_path / 'runs'}\nregistry: {{root: {tmp_path / 'reg'}}}\n"
-            f"{extra}\nconditions:\n  c: {condition}\nprofiles:\n  p: {{image_size: 32}}\n")
+    text = (
+        f"data_root: {tmp_path / 'data'}\nruns_root: {tmp_path / 'runs'}\nregistry: {{root: {tmp_path / 'reg'}}}\n"
+        f"{extra}\nconditions:\n  c: {condition}\nprofiles:\n  p: {{image_size: 32}}\n"
+    )
     return load_config(write_yaml(tmp_path / "c.yaml", text))
 
 
@@ -208,30 +226,63 @@ def test_class_folders_of_dicom_give_findings_with_policies_and_hashed_groups(tm
 
     root = tmp_path / "data" / "set"
     rng = np.random.default_rng(0)
-    odd = _dicom_set(root, rng, ct={"modality": "CT"}, cine={"frames": 3}, burned={"burned_in": True},
-                     lateral={"view": "LL"}, chest={"body_part": "CHEST"})
+    odd = _dicom_set(
+        root,
+        rng,
+        ct={"modality": "CT"},
+        cine={"frames": 3},
+        burned={"burned_in": True},
+        lateral={"view": "LL"},
+        chest={"body_part": "CHEST"},
+    )
     base = dicom_bytes(_phantom_values(rng, True), patient_id="x", study_uid="1.1")
-    (root / "pos" / "video.dcm").write_bytes(_with(base, TransferSyntaxUID="1.2.840.10008.1.2.4.100",
-                                                   PixelData=encapsulate([b"\x00" * 64])))
-    (root / "pos" / "report.dcm").write_bytes(_with(base, PixelData=None, Rows=None, Columns=None, BitsAllocated=None,
-                                                    BitsStored=None, HighBit=None, PixelRepresentation=None,
-                                                    SamplesPerPixel=None, PhotometricInterpretation=None))
+    (root / "pos" / "video.dcm").write_bytes(
+        _with(base, TransferSyntaxUID="1.2.840.10008.1.2.4.100", PixelData=encapsulate([b"\x00" * 64]))
+    )
+    (root / "pos" / "report.dcm").write_bytes(
+        _with(
+            base,
+            PixelData=None,
+            Rows=None,
+            Columns=None,
+            BitsAllocated=None,
+            BitsStored=None,
+            HighBit=None,
+            PixelRepresentation=None,
+            SamplesPerPixel=None,
+            PhotometricInterpretation=None,
+        )
+    )
     (root / "pos" / "rgb.dcm").write_bytes(_rgb_dicom())
-    config = _config(tmp_path, "{dataset: set, layout: folders, positive: [pos], negative: [neg]}",
-                     "validation: {min_per_class: {train: 1, val: 1, test: 1}}")
+    config = _config(
+        tmp_path,
+        "{dataset: set, layout: folders, positive: [pos], negative: [neg]}",
+        "validation: {min_per_class: {train: 1, val: 1, test: 1}}",
+    )
     result = validate_condition(config, config.conditions["c"])
     assert result.ok, result.summary()
     found = {f["code"]: f for f in result.to_dict()["findings"]}
-    for code, where in (("dicom_modality_not_radiograph", odd["ct"]), ("dicom_multiframe", odd["cine"]),
-                        ("dicom_burned_in_annotation", odd["burned"]), ("dicom_mixed_views", odd["lateral"]),
-                        ("dicom_mixed_body_parts", odd["chest"]),
-                        ("dicom_transfer_syntax_unsupported", "pos/video.dcm"),
-                        ("dicom_pixel_data_missing", "pos/report.dcm"),
-                        ("dicom_photometric_unsupported", "pos/rgb.dcm")):
+    for code, where in (
+        ("dicom_modality_not_radiograph", odd["ct"]),
+        ("dicom_multiframe", odd["cine"]),
+        ("dicom_burned_in_annotation", odd["burned"]),
+        ("dicom_mixed_views", odd["lateral"]),
+        ("dicom_mixed_body_parts", odd["chest"]),
+        ("dicom_transfer_syntax_unsupported", "pos/video.dcm"),
+        ("dicom_pixel_data_missing", "pos/report.dcm"),
+        ("dicom_photometric_unsupported", "pos/rgb.dcm"),
+    ):
         assert found[code]["rows"] == [where], (code, found[code])
     # default policies: unusual objects are dropped, mixed views and body parts only warned about
-    assert {found[c]["policy"] for c in ("dicom_modality_not_radiograph", "dicom_multiframe",
-                                         "dicom_burned_in_annotation", "dicom_photometric_unsupported")} == {"drop"}
+    assert {
+        found[c]["policy"]
+        for c in (
+            "dicom_modality_not_radiograph",
+            "dicom_multiframe",
+            "dicom_burned_in_annotation",
+            "dicom_photometric_unsupported",
+        )
+    } == {"drop"}
     assert found["dicom_mixed_views"]["policy"] == "warn" and found["dicom_mixed_body_parts"]["policy"] == "warn"
     assert "MPEG2 Main Profile / Main Level" in found["dicom_transfer_syntax_unsupported"]["message"]
     kept = set(result.manifest["relpath"])
@@ -249,8 +300,11 @@ def test_a_policy_can_keep_what_the_default_drops(tmp_path):
 
     rng = np.random.default_rng(1)
     odd = _dicom_set(tmp_path / "data" / "set", rng, cine={"frames": 2, "window": (2048, 4096)})
-    config = _config(tmp_path, "{dataset: set, layout: folders, positive: [pos], negative: [neg], "
-                               "validation_policy: {dicom_multiframe: warn}}")
+    config = _config(
+        tmp_path,
+        "{dataset: set, layout: folders, positive: [pos], negative: [neg], "
+        "validation_policy: {dicom_multiframe: warn}}",
+    )
     result = validate_condition(config, config.conditions["c"])
     assert odd["cine"] in set(result.manifest["relpath"])
 
@@ -263,15 +317,21 @@ def test_a_csv_manifest_of_dicom_paths_trains_through_tf_data(tmp_path):
 
     root = tmp_path / "data" / "set"
     _dicom_set(root / "files", np.random.default_rng(2), per_class=16)
-    rows = [{"image": f"files/{label}/{label}{i}.dcm", "label": label, "split": "test" if i < 2 else "train"}
-            for label in ("pos", "neg") for i in range(16)]
+    rows = [
+        {"image": f"files/{label}/{label}{i}.dcm", "label": label, "split": "test" if i < 2 else "train"}
+        for label in ("pos", "neg")
+        for i in range(16)
+    ]
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
     config = _config(tmp_path, "{dataset: set, layout: csv, manifest: labels.csv, positive: [pos], negative: [neg]}")
     result = validate_condition(config, config.conditions["c"])
     assert result.ok, result.summary()
     manifest = result.manifest
-    batches = list(image_dataset(manifest["path"].to_numpy(str), manifest["label"].to_numpy(np.float32), 32, 8,
-                                 training=False, seed=0))
+    batches = list(
+        image_dataset(
+            manifest["path"].to_numpy(str), manifest["label"].to_numpy(np.float32), 32, 8, training=False, seed=0
+        )
+    )
     images = np.concatenate([b[0].numpy() for b in batches])
     assert images.shape == (len(manifest), 32, 32, 3)
     assert images.min() >= 0.0 and images.max() <= 255.0 and images.std() > 5

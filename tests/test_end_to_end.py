@@ -30,8 +30,9 @@ def _break_cardiomegaly(data: Path) -> str:
 
 
 def _airflow(args: list[str], env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([str(ROOT / "bin" / "airflow-local"), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [str(ROOT / "bin" / "airflow-local"), *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
 
 
 def test_dag_run_with_one_broken_dataset(tmp_path, demo_data, tiny_config):
@@ -40,9 +41,14 @@ def test_dag_run_with_one_broken_dataset(tmp_path, demo_data, tiny_config):
     shutil.copytree(demo_data, data)
     expected_error = _break_cardiomegaly(data)
     runs = tmp_path / "runs"
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "MEDCORE_CONFIG": str(tiny_config),
-           "MEDCORE_DATA_ROOT": str(data), "MEDCORE_RUNS_ROOT": str(runs),
-           "MEDCORE_THREADS": "0"}  # `dags test` runs tasks one at a time: let TensorFlow use every core
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "MEDCORE_CONFIG": str(tiny_config),
+        "MEDCORE_DATA_ROOT": str(data),
+        "MEDCORE_RUNS_ROOT": str(runs),
+        "MEDCORE_THREADS": "0",
+    }  # `dags test` runs tasks one at a time: let TensorFlow use every core
     migrated = _airflow(["airflow", "db", "migrate"], env)
     assert migrated.returncode == 0, migrated.stderr[-2000:]
 
@@ -77,24 +83,52 @@ def test_dag_run_with_one_broken_dataset(tmp_path, demo_data, tiny_config):
     decisions = read_json(run_dir / "promotion.json")["conditions"]
     assert decisions["cardiomegaly"]["decision"] == "no champion"
     assert decisions["pneumonia"]["decision"] in ("promoted", "no champion")
-    assert f"| pneumonia | {'**promoted**' if decisions['pneumonia']['decision'] == 'promoted' else 'no champion'} |" in report
+    assert (
+        f"| pneumonia | {'**promoted**' if decisions['pneumonia']['decision'] == 'promoted' else 'no champion'} |"
+        in report
+    )
     assert read_json(run_dir / "notify.json")["status"] == "skipped"
     assert "1 of 2 models failed: cardiomegaly/standard (validate)" in log
 
 
 def test_medcore_run_writes_every_artefact(tmp_path, tiny_config):
     """`medcore run` uses the same stages: model, contract, metrics, predictions, overlays, report."""
-    done = subprocess.run([sys.executable, "-m", "medcore.cli", "run", "--config", str(tiny_config),
-                           "--condition", "knee_osteoporosis", "--profile", "intensive", "--run-id", "cli-test"],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medcore.cli",
+            "run",
+            "--config",
+            str(tiny_config),
+            "--condition",
+            "knee_osteoporosis",
+            "--profile",
+            "intensive",
+            "--run-id",
+            "cli-test",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "1/1 models succeeded" in done.stdout
     logged = [line for line in done.stderr.splitlines() if " medcore." in line or " tensorflow:" in line]
     assert any("INFO medcore.pipeline: gradcam: knee_osteoporosis/intensive" in line for line in logged)
     assert len(logged) == len(set(logged)), "a log line was printed twice"
     model_dir = tmp_path / "runs" / "cli-test" / "knee_osteoporosis" / "intensive"
-    for name in ("validation.json", "split.csv", "model.keras", "model.json", "training.json", "history.csv",
-                 "metrics.json", "predictions.csv", "gradcam.json"):
+    for name in (
+        "validation.json",
+        "split.csv",
+        "model.keras",
+        "model.json",
+        "training.json",
+        "history.csv",
+        "metrics.json",
+        "predictions.csv",
+        "gradcam.json",
+    ):
         assert (model_dir / name).is_file(), name
     assert list((model_dir / "gradcam").glob("*.png"))
     split = pd.read_csv(model_dir / "split.csv")
@@ -122,8 +156,9 @@ def test_medcore_run_writes_every_artefact(tmp_path, tiny_config):
     metrics = read_json(model_dir / "metrics.json")
     assert metrics["bootstrap"]["resamples"] >= 1000 and metrics["quality"]["tier"]
     assert read_json(model_dir / "model.json")["threshold"] == metrics["threshold"]
-    assert all((model_dir / "plots" / f"{name}.png").stat().st_size > 0 for name in ("roc", "pr", "calibration",
-                                                                                      "confusion"))
+    assert all(
+        (model_dir / "plots" / f"{name}.png").stat().st_size > 0 for name in ("roc", "pr", "calibration", "confusion")
+    )
     # Grad-CAM: a contact sheet and the deletion AUC pair with its verdict.
     gradcam = read_json(model_dir / "gradcam.json")
     assert Path(gradcam["contact_sheet"]).is_file()
@@ -136,9 +171,23 @@ def test_medcore_run_writes_every_artefact(tmp_path, tiny_config):
 
     # `medcore predict` on the test images reproduces the evaluation's scores and decisions.
     out = tmp_path / "preds.csv"
-    done = subprocess.run([sys.executable, "-m", "medcore.cli", "predict", "--model", str(model_dir / "model.keras"),
-                           "--images", str(model_dir / "predictions.csv"), "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medcore.cli",
+            "predict",
+            "--model",
+            str(model_dir / "model.keras"),
+            "--images",
+            str(model_dir / "predictions.csv"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     scored = pd.read_csv(out)
     assert list(scored["path"]) == list(predictions["path"])
@@ -150,8 +199,10 @@ def test_cli_user_mistakes_are_one_line(tmp_path):
     """A bad config or unknown condition exits 2 with one line on stderr and no traceback."""
     bad = tmp_path / "bad.yaml"
     bad.write_text("conditions: {x: {dataset: x, layout: tiles, positive: [a], negative: [b]}}\nprofiles: {s: {}}\n")
-    for args in (["run", "--config", str(bad)],
-                 ["run", "--config", str(ROOT / "conditions.yaml"), "--condition", "flu"]):
+    for args in (
+        ["run", "--config", str(bad)],
+        ["run", "--config", str(ROOT / "conditions.yaml"), "--condition", "flu"],
+    ):
         done = subprocess.run([sys.executable, "-m", "medcore.cli", *args], capture_output=True, text=True, timeout=120)
         assert done.returncode == 2
         lines = done.stderr.strip().splitlines()
@@ -163,11 +214,18 @@ def test_a_hung_training_task_times_out_is_retried_and_the_run_still_reports(tmp
     """Real Airflow (`dags test`): training that runs past its execution_timeout (here 1.8 s, from the config's
     `tasks` section) is ended, retried once as configured, fails, and promote and the report still run."""
     config = tmp_path / "hung.yaml"
-    config.write_text(f"extends: {tiny_config}\n"
-                      "tasks: {retries: 1, train_minutes_fixed: 0.02, train_minutes_per_epoch: 0.01}\n")
+    config.write_text(
+        f"extends: {tiny_config}\ntasks: {{retries: 1, train_minutes_fixed: 0.02, train_minutes_per_epoch: 0.01}}\n"
+    )
     runs = tmp_path / "runs"
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "MEDCORE_CONFIG": str(config),
-           "MEDCORE_RUNS_ROOT": str(runs), "MEDCORE_THREADS": "0", "MEDCORE_RETRY_DELAY_SECONDS": "1"}
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "MEDCORE_CONFIG": str(config),
+        "MEDCORE_RUNS_ROOT": str(runs),
+        "MEDCORE_THREADS": "0",
+        "MEDCORE_RETRY_DELAY_SECONDS": "1",
+    }
     migrated = _airflow(["airflow", "db", "migrate"], env)
     assert migrated.returncode == 0, migrated.stderr[-2000:]
     conf = {"conditions": ["knee_osteoporosis"], "profiles": ["standard"]}

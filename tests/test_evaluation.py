@@ -10,9 +10,18 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from medcore import evaluation
 from medcore.config import EvaluationSettings, load_config
 from medcore.errors import ConfigError, MedcoreError
-from medcore.evaluation import (binary_metrics, bootstrap_intervals, bootstrap_weights, choose_threshold,
-                                evaluate_scores, quality_tier, render_plots, sensitivity_threshold, weighted_metrics,
-                                youden_threshold)
+from medcore.evaluation import (
+    binary_metrics,
+    bootstrap_intervals,
+    bootstrap_weights,
+    choose_threshold,
+    evaluate_scores,
+    quality_tier,
+    render_plots,
+    sensitivity_threshold,
+    weighted_metrics,
+    youden_threshold,
+)
 from tests.conftest import ROOT, write_yaml
 
 LABELS = np.array([1, 1, 1, 0, 0, 0, 0])
@@ -93,18 +102,23 @@ def test_youden_threshold_separates_perfectly_separable_scores():
     assert youden_threshold(np.array([1, 1]), np.array([0.3, 0.4])) == 0.5
 
 
-@pytest.mark.parametrize("target, expected_sensitivity, expected_specificity", [
-    (0.5, 0.5, 1.0),     # 0.9 and 0.8 are enough: cut between 0.8 and 0.7
-    (0.75, 0.75, 0.75),  # must also take 0.6, which lets the 0.7 negative through
-    (1.0, 1.0, 0.5),     # the 0.3 positive forces the cut below two negatives
-])
+@pytest.mark.parametrize(
+    "target, expected_sensitivity, expected_specificity",
+    [
+        (0.5, 0.5, 1.0),  # 0.9 and 0.8 are enough: cut between 0.8 and 0.7
+        (0.75, 0.75, 0.75),  # must also take 0.6, which lets the 0.7 negative through
+        (1.0, 1.0, 0.5),  # the 0.3 positive forces the cut below two negatives
+    ],
+)
 def test_sensitivity_threshold_is_the_highest_reaching_target(target, expected_sensitivity, expected_specificity):
     """The sensitivity rule keeps as much specificity as the target sensitivity allows."""
     labels = np.array([1, 1, 1, 1, 0, 0, 0, 0])
     probs = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.4, 0.2, 0.1])
     choice = choose_threshold(labels, probs, "sensitivity", target)
-    assert (choice.sensitivity, choice.specificity) == (pytest.approx(expected_sensitivity),
-                                                        pytest.approx(expected_specificity))
+    assert (choice.sensitivity, choice.specificity) == (
+        pytest.approx(expected_sensitivity),
+        pytest.approx(expected_specificity),
+    )
     assert choice.value == sensitivity_threshold(labels, probs, target)
     assert choice.rule == "sensitivity" and choice.target_sensitivity == target
 
@@ -123,28 +137,36 @@ def test_threshold_is_never_fitted_on_test():
 
 def test_evaluate_model_passes_only_val_to_the_threshold(monkeypatch):
     """Through the stage entry point, the rule sees the val rows and the metrics see the test rows."""
-    split = pd.DataFrame({
-        "split": ["train"] * 4 + ["val"] * 4 + ["test"] * 6,
-        "label": [0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 1, 0],
-        "score": [.5, .5, .5, .5, .2, .9, .3, .8, .1, .7, .6, .4, .95, .05],
-    })
+    split = pd.DataFrame(
+        {
+            "split": ["train"] * 4 + ["val"] * 4 + ["test"] * 6,
+            "label": [0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 1, 0],
+            "score": [0.5, 0.5, 0.5, 0.5, 0.2, 0.9, 0.3, 0.8, 0.1, 0.7, 0.6, 0.4, 0.95, 0.05],
+        }
+    )
     split["relpath"] = split["path"] = [f"img{i}.png" for i in range(len(split))]
     split["group"] = ["p1", "p1", "p2", "p2", "p3", "p4", "p5", "p6", "p7", "p7", "p8", "p8", "p9", "p10"]
     logit = np.log(split["score"] / (1 - split["score"]))
     by_path = dict(zip(split["path"], logit))
-    monkeypatch.setattr(evaluation, "predict_logits",
-                        lambda model, frame, profile: frame["path"].map(by_path).to_numpy())
+    monkeypatch.setattr(
+        evaluation, "predict_logits", lambda model, frame, profile: frame["path"].map(by_path).to_numpy()
+    )
     seen, fitted = [], []
     real, real_fit = evaluation.choose_threshold, evaluation.fit_temperature
-    monkeypatch.setattr(evaluation, "choose_threshold", lambda labels, probs, *a, **k: seen.append(
-        (list(labels), list(probs))) or real(labels, probs, *a, **k))
-    monkeypatch.setattr(evaluation, "fit_temperature", lambda labels, logits: fitted.append(list(labels)) or
-                        real_fit(labels, logits))
+    monkeypatch.setattr(
+        evaluation,
+        "choose_threshold",
+        lambda labels, probs, *a, **k: seen.append((list(labels), list(probs))) or real(labels, probs, *a, **k),
+    )
+    monkeypatch.setattr(
+        evaluation, "fit_temperature", lambda labels, logits: fitted.append(list(labels)) or real_fit(labels, logits)
+    )
     metrics, predictions = evaluation.evaluate_model(None, split, None)
     assert fitted == [[0, 1, 0, 1]]  # the temperature too is fitted on val only
     calibrated = list(evaluation.sigmoid(logit[4:8], metrics["temperature"]))
-    assert seen and all(labels == [0, 1, 0, 1] and probs == pytest.approx(calibrated) for labels, probs in seen), \
+    assert seen and all(labels == [0, 1, 0, 1] and probs == pytest.approx(calibrated) for labels, probs in seen), (
         "thresholds only ever on val"
+    )
     assert predictions["probability"].to_numpy() == pytest.approx(evaluation.sigmoid(logit[8:], metrics["temperature"]))
     assert metrics["selection"]["n"] == 4 and metrics["selection"]["split"] == "val"
     assert metrics["n"] == 6 and list(predictions["relpath"]) == [f"img{i}.png" for i in range(8, 14)]
@@ -231,8 +253,17 @@ def test_too_few_patients_earn_no_tier():
     assert "only 1 positive and 1 negative test patients" in metrics["quality"]["reason"]
 
 
-@pytest.mark.parametrize("low, tier", [(0.95, "excellent"), (0.90, "excellent"), (0.85, "good"), (0.72, "moderate"),
-                                       (0.69, "insufficient"), (None, "insufficient")])
+@pytest.mark.parametrize(
+    "low, tier",
+    [
+        (0.95, "excellent"),
+        (0.90, "excellent"),
+        (0.85, "good"),
+        (0.72, "moderate"),
+        (0.69, "insufficient"),
+        (None, "insufficient"),
+    ],
+)
 def test_quality_tier_uses_the_interval_lower_bound(low, tier):
     """Tiers follow the configured minimums; an undefined AUC is insufficient."""
     assert quality_tier(low, EvaluationSettings().tiers) == tier
@@ -258,22 +289,30 @@ def test_evaluation_section_defaults_and_overrides(tmp_path):
     """The optional `evaluation:` section has safe defaults and takes overrides."""
     base = f"extends: {ROOT / 'conditions.yaml'}\n"
     assert load_config(write_yaml(tmp_path / "a.yaml", base)).evaluation == EvaluationSettings()
-    config = load_config(write_yaml(tmp_path / "b.yaml", base + "evaluation: {threshold_rule: sensitivity, "
-                                    "target_sensitivity: 0.95, bootstrap_resamples: 2000, min_per_class: 5, "
-                                    "tiers: {good: 0.85}}\n"))
+    config = load_config(
+        write_yaml(
+            tmp_path / "b.yaml",
+            base + "evaluation: {threshold_rule: sensitivity, "
+            "target_sensitivity: 0.95, bootstrap_resamples: 2000, min_per_class: 5, "
+            "tiers: {good: 0.85}}\n",
+        )
+    )
     assert config.evaluation.threshold_rule == "sensitivity" and config.evaluation.target_sensitivity == 0.95
     assert (config.evaluation.bootstrap_resamples, config.evaluation.min_per_class) == (2000, 5)
     assert dict(config.evaluation.tiers) == {"excellent": 0.9, "good": 0.85, "moderate": 0.7}
 
 
-@pytest.mark.parametrize("section, key", [
-    ("{threshold_rule: f1}", "evaluation.threshold_rule"),
-    ("{bootstrap_resamples: 100}", "evaluation.bootstrap_resamples"),
-    ("{confidence: 95}", "evaluation.confidence"),
-    ("{tiers: {excellent: 0.75}}", "evaluation.tiers.excellent"),
-    ("{tiers: {great: 0.99}}", "evaluation.tiers.great"),
-    ("{bootstrap: 1000}", "evaluation.bootstrap"),
-])
+@pytest.mark.parametrize(
+    "section, key",
+    [
+        ("{threshold_rule: f1}", "evaluation.threshold_rule"),
+        ("{bootstrap_resamples: 100}", "evaluation.bootstrap_resamples"),
+        ("{confidence: 95}", "evaluation.confidence"),
+        ("{tiers: {excellent: 0.75}}", "evaluation.tiers.excellent"),
+        ("{tiers: {great: 0.99}}", "evaluation.tiers.great"),
+        ("{bootstrap: 1000}", "evaluation.bootstrap"),
+    ],
+)
 def test_evaluation_section_errors_name_file_and_key(tmp_path, section, key):
     """A bad evaluation setting is a ConfigError naming the file and the key."""
     path = write_yaml(tmp_path / "bad.yaml", f"extends: {ROOT / 'conditions.yaml'}\nevaluation: {section}\n")
@@ -330,8 +369,9 @@ def test_predict_scores_a_folder_like_evaluation_does(saved_model, capsys):
     assert "threshold 0.2500 from" in capsys.readouterr().err
     assert list(table["predicted"]) == list((table["probability"] >= 0.25).astype(int))
     frame = pd.DataFrame({"path": table["path"], "label": 0})
-    expected = evaluation.predict_probabilities(evaluation.load_model(model_path), frame,
-                                                Profile("p", image_size=32, execution="graph"), temperature=2.0)
+    expected = evaluation.predict_probabilities(
+        evaluation.load_model(model_path), frame, Profile("p", image_size=32, execution="graph"), temperature=2.0
+    )
     np.testing.assert_allclose(table["probability"], expected, atol=1e-6)
 
     listing = saved_model / "list.csv"
@@ -342,12 +382,15 @@ def test_predict_scores_a_folder_like_evaluation_does(saved_model, capsys):
     assert len(pd.read_csv(out)) == 2
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model", "{root}/nope.keras", "--images", "{root}/images"], "no such .keras model file"),
-    (["--model", "{root}/model/model.keras", "--images", "{root}/missing"], "no such folder or CSV file"),
-    (["--model", "{root}/model/model.keras", "--images", "{root}/bad.csv"], "1 of 1 images not found"),
-    (["--model", "{root}/model/model.keras", "--images", "{root}/bad.csv", "--column", "file"], "no column 'file'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "{root}/nope.keras", "--images", "{root}/images"], "no such .keras model file"),
+        (["--model", "{root}/model/model.keras", "--images", "{root}/missing"], "no such folder or CSV file"),
+        (["--model", "{root}/model/model.keras", "--images", "{root}/bad.csv"], "1 of 1 images not found"),
+        (["--model", "{root}/model/model.keras", "--images", "{root}/bad.csv", "--column", "file"], "no column 'file'"),
+    ],
+)
 def test_predict_bad_paths_are_one_line_errors(saved_model, capsys, args, message):
     """A wrong path exits 2 with one `medcore: error:` line naming the problem."""
     from medcore.cli import main
@@ -383,7 +426,8 @@ def test_temperature_recovers_how_overconfident_the_logits_are():
     # The intervals are paired resamples: the calibrated upper bound sits below the raw lower bound here.
     assert after["calibration_error"]["interval"]["high"] < before["calibration_error"]["interval"]["low"]
     assert roc_auc_score(test_labels, evaluation.sigmoid(test_logits, temperature)) == pytest.approx(
-        roc_auc_score(test_labels, test_logits))
+        roc_auc_score(test_labels, test_logits)
+    )
 
 
 def test_well_calibrated_logits_keep_temperature_near_one_and_one_class_keeps_one():
@@ -423,8 +467,9 @@ def test_kappa_matches_sklearn():
 
 def test_studies_take_the_mean_or_max_of_their_images():
     """A study's probability is the mean (or max) of its images'; label and patient come along."""
-    frame = pd.DataFrame({"study": ["a", "a", "b"], "label": [1, 1, 0], "probability": [0.2, 0.6, 0.3],
-                          "group": ["p1", "p1", "p2"]})
+    frame = pd.DataFrame(
+        {"study": ["a", "a", "b"], "label": [1, 1, 0], "probability": [0.2, 0.6, 0.3], "group": ["p1", "p1", "p2"]}
+    )
     mean = evaluation.aggregate_studies(frame)
     assert mean["probability"].tolist() == pytest.approx([0.4, 0.3]) and mean["images"].tolist() == [2, 1]
     assert evaluation.aggregate_studies(frame, "max")["probability"].tolist() == pytest.approx([0.6, 0.3])
@@ -442,17 +487,27 @@ def test_study_level_figures_fit_the_threshold_on_val_studies_and_resample_patie
         for s in range(n):
             label, patient = s % 2, f"{prefix}p{s // 2}"  # two studies per patient
             for _ in range(1 + s % 3):
-                rows.append({"study": f"{prefix}s{s}", "group": patient, "label": label,
-                             "probability": float(np.clip(rng.normal(0.35 + 0.3 * label, 0.2), 0, 1))})
+                rows.append(
+                    {
+                        "study": f"{prefix}s{s}",
+                        "group": patient,
+                        "label": label,
+                        "probability": float(np.clip(rng.normal(0.35 + 0.3 * label, 0.2), 0, 1)),
+                    }
+                )
         return pd.DataFrame(rows)
 
     val, test = studies("v", 60), studies("t", 80)
     seen = []
     real = evaluation.choose_threshold
-    monkeypatch.setattr(evaluation, "choose_threshold", lambda labels, probs, *a, **k: seen.append(len(labels)) or
-                        real(labels, probs, *a, **k))
-    image_metrics = evaluate_scores(val["label"], val["probability"], test["label"], test["probability"],
-                                    test["group"].to_numpy())
+    monkeypatch.setattr(
+        evaluation,
+        "choose_threshold",
+        lambda labels, probs, *a, **k: seen.append(len(labels)) or real(labels, probs, *a, **k),
+    )
+    image_metrics = evaluate_scores(
+        val["label"], val["probability"], test["label"], test["probability"], test["group"].to_numpy()
+    )
     metrics = evaluation.study_level(val, test, image_metrics)
     assert seen[-1] == 60  # val studies, not val images, not test
     assert metrics["unit"] == "study" and metrics["n"] == 80 and metrics["image_level"]["n"] == len(test)
@@ -498,16 +553,19 @@ def test_predict_refuses_files_keras_cannot_build_in_one_line(saved_model, capsy
     with zipfile.ZipFile(bad / "empty.keras", "w"):
         pass
     with zipfile.ZipFile(bad / "unknown.keras", "w") as archive:
-        archive.writestr("config.json", json.dumps({"module": "evil", "class_name": "Nope", "config": {},
-                                                    "registered_name": "Nope"}))
+        archive.writestr(
+            "config.json", json.dumps({"module": "evil", "class_name": "Nope", "config": {}, "registered_name": "Nope"})
+        )
         archive.writestr("metadata.json", json.dumps({"keras_version": "3.0.0"}))
     other = bad / "other" / "model.keras"
     other.parent.mkdir(exist_ok=True)
     other.write_bytes((saved_model / "model" / "model.keras").read_bytes())
     write_json(other.with_name("model.json"), {"threshold": 0.3, "model_sha256": "0" * 64})
-    for model, words in ((bad / "empty.keras", "not a loadable .keras model"),
-                         (bad / "unknown.keras", "not a loadable .keras model"),
-                         (other, "describes another model")):
+    for model, words in (
+        (bad / "empty.keras", "not a loadable .keras model"),
+        (bad / "unknown.keras", "not a loadable .keras model"),
+        (other, "describes another model"),
+    ):
         argv = ["predict", "--model", str(model), "--images", str(saved_model / "images"), "--out", str(bad / "o.csv")]
         assert main(argv) == 2, model
         err = capsys.readouterr().err.strip().splitlines()

@@ -8,8 +8,18 @@ import pytest
 
 from medcore.config import GradcamSettings, Profile, load_config
 from medcore.errors import ConfigError, MedcoreError
-from medcore.gradcam import (GradCam, contact_sheet, curve_area, deletion_curves, deletion_order, gradcam_heatmaps,
-                             heatmap_centre, overlay, pick_examples, upsample)
+from medcore.gradcam import (
+    GradCam,
+    contact_sheet,
+    curve_area,
+    deletion_curves,
+    deletion_order,
+    gradcam_heatmaps,
+    heatmap_centre,
+    overlay,
+    pick_examples,
+    upsample,
+)
 from tests.conftest import ROOT, write_yaml
 
 
@@ -39,7 +49,7 @@ def test_unknown_layer_is_a_clear_error(model):
 
 def test_non_spatial_layer_is_refused(model):
     """A dense layer has no map to show; the error says what shape is needed."""
-    with pytest.raises(MedcoreError, match="'logit'.*spatial"):
+    with pytest.raises(MedcoreError, match=r"'logit'.*spatial"):
         GradCam(model, "logit")
 
 
@@ -99,12 +109,15 @@ def test_contact_sheet_grid_and_blanks():
 
 def test_pick_examples_takes_most_confident_of_each_kind():
     """TP/TN/FP/FN are each ranked by confidence in the predicted class."""
-    predictions = pd.DataFrame({
-        "label":       [1, 1, 0, 0, 0, 1],
-        "predicted":   [1, 1, 0, 1, 0, 0],
-        "probability": [0.9, 0.6, 0.1, 0.7, 0.4, 0.2],
-        "relpath": list("abcdef"), "path": list("abcdef"),
-    })
+    predictions = pd.DataFrame(
+        {
+            "label": [1, 1, 0, 0, 0, 1],
+            "predicted": [1, 1, 0, 1, 0, 0],
+            "probability": [0.9, 0.6, 0.1, 0.7, 0.4, 0.2],
+            "relpath": list("abcdef"),
+            "path": list("abcdef"),
+        }
+    )
     picked = pick_examples(predictions, per_kind=1)
     assert dict(zip(picked["kind"], picked["relpath"])) == {"tp": "a", "tn": "c", "fp": "d", "fn": "f"}
 
@@ -213,8 +226,11 @@ def test_gradcam_section_defaults_and_errors(tmp_path):
     assert (config.gradcam.deletion_steps, config.gradcam.deletion_baseline) == (5, "mean")
     assert config.gradcam.seed == config.seed
     assert GradcamSettings().deletion_images == 32
-    for section, key in (("{deletion_baseline: zeros}", "gradcam.deletion_baseline"),
-                         ("{deletion_steps: 1}", "gradcam.deletion_steps"), ("{colormap: jet}", "gradcam.colormap")):
+    for section, key in (
+        ("{deletion_baseline: zeros}", "gradcam.deletion_baseline"),
+        ("{deletion_steps: 1}", "gradcam.deletion_steps"),
+        ("{colormap: jet}", "gradcam.colormap"),
+    ):
         with pytest.raises(ConfigError, match=rf"b\.yaml: {key}"):
             load_config(write_yaml(tmp_path / "b.yaml", base + f"gradcam: {section}\n"))
 
@@ -345,6 +361,7 @@ def test_densenet_on_demo_phantoms_points_at_the_finding_and_beats_random_deleti
     regions = np.stack([finding_region(size, w) for w, hit in zip(where, true_positive) if hit])
     # Half a map cell (16 px at 128 px): the resolution a 4x4 map's peak has (Zhang et al. allow 15 px).
     assert pointing_game(maps[true_positive], regions, tolerance=size / 4 / 2).mean() >= 0.8
-    result = faithfulness(explainer, test_images[true_positive], maps[true_positive], steps=8, seed=0,
-                          random_maps_per_image=3)
+    result = faithfulness(
+        explainer, test_images[true_positive], maps[true_positive], steps=8, seed=0, random_maps_per_image=3
+    )
     assert result["better_than_random"] and result["p_value"] < 0.05

@@ -22,7 +22,10 @@ def test_numpy_scalars_and_arrays_become_plain_json():
 def test_nan_and_infinity_become_null():
     """NaN is not JSON; it is written as null so other readers do not break."""
     assert json.loads(dumps({"a": float("nan"), "b": np.float64("inf"), "c": [np.float32("nan")]})) == {
-        "a": None, "b": None, "c": [None]}
+        "a": None,
+        "b": None,
+        "c": [None],
+    }
 
 
 def test_paths_tuples_and_nested_dataclasses():

@@ -10,9 +10,25 @@ from medcore.errors import MedcoreError, RunIdError
 from medcore.layout import RunLayout, is_run_folder_name, safe_run_id
 from tests.fuzzing import FUZZ, count
 
-IDS = ["a/b", "a_b", "a:b", "a+b", "a b", "a__b", "manual__2026-11-30T01:00:00+00:00",
-       "manual__2026-11-30T01_00_00_00_00", "scheduled__2026-11-30T01:00:00+00:00", "x-h0123456789ab",
-       "cli__20261130T010000", "../up", "up", "ü", "a/../b", ".hidden", "hidden"]
+IDS = [
+    "a/b",
+    "a_b",
+    "a:b",
+    "a+b",
+    "a b",
+    "a__b",
+    "manual__2026-11-30T01:00:00+00:00",
+    "manual__2026-11-30T01_00_00_00_00",
+    "scheduled__2026-11-30T01:00:00+00:00",
+    "x-h0123456789ab",
+    "cli__20261130T010000",
+    "../up",
+    "up",
+    "ü",
+    "a/../b",
+    ".hidden",
+    "hidden",
+]
 
 
 def test_different_run_ids_never_share_a_folder(tmp_path):
@@ -45,7 +61,8 @@ def test_cli_run_with_an_unusable_run_id_is_one_line(tiny_config, capsys):
 
 
 ids = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40) | st.from_regex(
-    r"[a-z]{1,3}[/_:+ .-]{1,2}[a-z]{1,3}(-h[0-9a-f]{12})?", fullmatch=True)
+    r"[a-z]{1,3}[/_:+ .-]{1,2}[a-z]{1,3}(-h[0-9a-f]{12})?", fullmatch=True
+)
 
 
 @FUZZ

@@ -13,22 +13,31 @@ def _card(tmp_path, outcome="ok", validation_update=None):
     text = config_path.read_text().replace(
         "pneumonia: {dataset: pneumonia, layout: folders, positive: [PNEUMONIA], negative: [NORMAL]}",
         "pneumonia: {dataset: pneumonia, layout: folders, positive: [PNEUMONIA], negative: [NORMAL], "
-        "caveats: ['Children only; every film squashed to 224x224.']}")
+        "caveats: ['Children only; every film squashed to 224x224.']}",
+    )
     config_path.write_text(text)
     config = load_config(config_path)
     run = write_run(config.runs_root, "night", {("pneumonia", "standard"): outcome}, config=config_path)
     paths = run.model("pneumonia", "standard")
     if validation_update:
         write_json(paths.validation_json, {**read_json(paths.validation_json), **validation_update})
-    return config, paths, render_model_card(config, config.conditions["pneumonia"], config.profiles["standard"],
-                                            paths)
+    return config, paths, render_model_card(config, config.conditions["pneumonia"], config.profiles["standard"], paths)
 
 
 def test_the_card_holds_the_runs_own_figures_and_the_configured_caveats(tmp_path):
     _, _, card = _card(tmp_path)
-    for section in ("## Model details", "## Intended use", "## Labels and factors", "## Training and evaluation data",
-                    "## Preprocessing", "## Metrics on the test split", "## Calibration", "## Grad-CAM faithfulness",
-                    "## Ethical considerations", "## Caveats and recommendations"):
+    for section in (
+        "## Model details",
+        "## Intended use",
+        "## Labels and factors",
+        "## Training and evaluation data",
+        "## Preprocessing",
+        "## Metrics on the test split",
+        "## Calibration",
+        "## Grad-CAM faithfulness",
+        "## Ethical considerations",
+        "## Caveats and recommendations",
+    ):
         assert section in card
     assert "| ROC AUC | 0.812 (0.620–0.960) |" in card  # fakes.BASE_METRICS, interval included
     assert "Positive: PNEUMONIA; negative: NORMAL" in card and "Research use only" in card
@@ -38,10 +47,22 @@ def test_the_card_holds_the_runs_own_figures_and_the_configured_caveats(tmp_path
 
 
 def test_a_prevalence_shift_and_dropped_images_become_caveats(tmp_path):
-    _, _, card = _card(tmp_path, validation_update={
-        "counts": {"train": {"positive": 74, "negative": 26}, "test": {"positive": 63, "negative": 37}},
-        "findings": [{"code": "group_leakage", "severity": "warning", "count": 9, "dropped": 9, "policy": "drop",
-                      "message": "9 groups"}]})
+    _, _, card = _card(
+        tmp_path,
+        validation_update={
+            "counts": {"train": {"positive": 74, "negative": 26}, "test": {"positive": 63, "negative": 37}},
+            "findings": [
+                {
+                    "code": "group_leakage",
+                    "severity": "warning",
+                    "count": 9,
+                    "dropped": 9,
+                    "policy": "drop",
+                    "message": "9 groups",
+                }
+            ],
+        },
+    )
     assert "Train/test shift: positives are 74% of train but 63% of test" in card
     assert "Validation dropped 9 images (group_leakage 9)" in card
 

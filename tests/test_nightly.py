@@ -29,26 +29,48 @@ DIRTY = {"images": 2, "by_split": {"test": 2}, "examples": ["test/a.png", "test/
 
 
 def _champ(**changes) -> dict:
-    return {"run_id": "r0", "profile": "standard", "promoted": "2026-11-20T01:00:00+00:00", "model_available": True,
-            **TONIGHT, **changes}
+    return {
+        "run_id": "r0",
+        "profile": "standard",
+        "promoted": "2026-11-20T01:00:00+00:00",
+        "model_available": True,
+        **TONIGHT,
+        **changes,
+    }
 
 
-@pytest.mark.parametrize(("policy", "champion", "contaminated", "skip", "mode", "words"), [
-    ("auto", None, None, True, RETRAIN, "no champion yet"),
-    ("continue", None, None, True, RETRAIN, "no champion yet"),
-    ("auto", _champ(), CLEAN, True, SKIP, "unchanged since 2026-11-20"),
-    ("retrain", _champ(), CLEAN, True, SKIP, "unchanged since"),
-    ("auto", _champ(), CLEAN, False, CONTINUE, "continuing from champion r0/standard"),
-    ("auto", _champ(dataset_fingerprint="d0"), CLEAN, True, CONTINUE, "with fewer epochs"),
-    ("auto", _champ(config_digest="c0"), CLEAN, True, CONTINUE, "continuing"),
-    ("continue", _champ(code_version="v0"), CLEAN, True, CONTINUE, "continuing"),
-    ("retrain", _champ(dataset_fingerprint="d0"), CLEAN, True, RETRAIN, "policy retrain"),
-    ("auto", _champ(dataset_fingerprint="d0"), DIRTY, True, RETRAIN,
-     "was trained on 2 images now in val or test (2 in test; e.g. test/a.png, test/b.png): no warm start"),
-    ("auto", _champ(dataset_fingerprint="d0"), None, True, RETRAIN, "training images are not recorded"),
-    ("auto", _champ(dataset_fingerprint="d0", model_available=False), CLEAN, True, RETRAIN, "model file is missing"),
-    ("auto", _champ(dataset_fingerprint=None), CLEAN, True, CONTINUE, "continuing"),
-])
+@pytest.mark.parametrize(
+    ("policy", "champion", "contaminated", "skip", "mode", "words"),
+    [
+        ("auto", None, None, True, RETRAIN, "no champion yet"),
+        ("continue", None, None, True, RETRAIN, "no champion yet"),
+        ("auto", _champ(), CLEAN, True, SKIP, "unchanged since 2026-11-20"),
+        ("retrain", _champ(), CLEAN, True, SKIP, "unchanged since"),
+        ("auto", _champ(), CLEAN, False, CONTINUE, "continuing from champion r0/standard"),
+        ("auto", _champ(dataset_fingerprint="d0"), CLEAN, True, CONTINUE, "with fewer epochs"),
+        ("auto", _champ(config_digest="c0"), CLEAN, True, CONTINUE, "continuing"),
+        ("continue", _champ(code_version="v0"), CLEAN, True, CONTINUE, "continuing"),
+        ("retrain", _champ(dataset_fingerprint="d0"), CLEAN, True, RETRAIN, "policy retrain"),
+        (
+            "auto",
+            _champ(dataset_fingerprint="d0"),
+            DIRTY,
+            True,
+            RETRAIN,
+            "was trained on 2 images now in val or test (2 in test; e.g. test/a.png, test/b.png): no warm start",
+        ),
+        ("auto", _champ(dataset_fingerprint="d0"), None, True, RETRAIN, "training images are not recorded"),
+        (
+            "auto",
+            _champ(dataset_fingerprint="d0", model_available=False),
+            CLEAN,
+            True,
+            RETRAIN,
+            "model file is missing",
+        ),
+        ("auto", _champ(dataset_fingerprint=None), CLEAN, True, CONTINUE, "continuing"),
+    ],
+)
 def test_plan_table(policy, champion, contaminated, skip, mode, words):
     """Every branch of the nightly plan: skip only when all three fingerprints match, never warm start when unsafe."""
     plan = plan_night(policy, champion, TONIGHT, contaminated, skip)
@@ -62,8 +84,12 @@ def test_continue_epochs_are_a_share_rounded_up():
 
 
 def _manifest(rows: list[tuple[str, int, str]]) -> pd.DataFrame:
-    return pd.DataFrame([{"relpath": r, "label": label, "split": split, "sha256": hashlib.sha256(r.encode()).hexdigest()}
-                         for r, label, split in rows])
+    return pd.DataFrame(
+        [
+            {"relpath": r, "label": label, "split": split, "sha256": hashlib.sha256(r.encode()).hexdigest()}
+            for r, label, split in rows
+        ]
+    )
 
 
 def test_changes_since_the_champion_are_counted_by_content():
@@ -98,9 +124,11 @@ def _setup(tmp_path):
         (root / label).mkdir(parents=True, exist_ok=True)
         (root / label / f"{i}.png").write_bytes(_encode(phantom(rng, 32, finding=label == "pos")))
     config = tmp_path / "c.yaml"
-    config.write_text(f"data_root: {tmp_path / 'data'}\nruns_root: {tmp_path / 'runs'}\n"
-                      "conditions:\n  c: {dataset: set, layout: folders, positive: [pos], negative: [neg]}\n"
-                      "profiles:\n  p: {image_size: 32, epochs: 4}\n")
+    config.write_text(
+        f"data_root: {tmp_path / 'data'}\nruns_root: {tmp_path / 'runs'}\n"
+        "conditions:\n  c: {dataset: set, layout: folders, positive: [pos], negative: [neg]}\n"
+        "profiles:\n  p: {image_size: 32, epochs: 4}\n"
+    )
     return config
 
 
@@ -121,10 +149,24 @@ def _plant_champion(tmp_path, run: RunLayout, trained_on: set[str], fingerprint:
     split.write_bytes(run.model("c", "p").split_csv.read_bytes())
     registry.trained_on("c", "old", "p").write_text("".join(f"{h}\n" for h in sorted(trained_on)))
     plan = read_json(run.model("c", "p").nightly_json)
-    write_json(registry.record("c"), {"condition": "c", "history": [], "champion": {
-        "run_id": "old", "profile": "p", "promoted": "2026-11-20T01:00:00+00:00", "model_path": str(model),
-        "split_path": str(split), "trained_on_path": str(registry.trained_on("c", "old", "p")),
-        "dataset_fingerprint": fingerprint, "config_digest": plan["config_digest"], "code_version": plan["code_version"]}})
+    write_json(
+        registry.record("c"),
+        {
+            "condition": "c",
+            "history": [],
+            "champion": {
+                "run_id": "old",
+                "profile": "p",
+                "promoted": "2026-11-20T01:00:00+00:00",
+                "model_path": str(model),
+                "split_path": str(split),
+                "trained_on_path": str(registry.trained_on("c", "old", "p")),
+                "dataset_fingerprint": fingerprint,
+                "config_digest": plan["config_digest"],
+                "code_version": plan["code_version"],
+            },
+        },
+    )
 
 
 def test_planted_contamination_blocks_the_warm_start(tmp_path, monkeypatch):
@@ -152,13 +194,17 @@ def test_planted_contamination_blocks_the_warm_start(tmp_path, monkeypatch):
 
 
 def test_unchanged_data_config_and_code_skip_the_night(tmp_path, monkeypatch):
-    """Same data, config and code as the champion: validate plans `skip`, train raises Skipped and records no failure."""
+    """Same data, config and code as the champion: validate plans `skip`, train raises Skipped, records no failure."""
     monkeypatch.delenv("MEDCORE_REGISTRY_ROOT", raising=False)
     config = _setup(tmp_path)
     _, run = _night(config, tmp_path, "n1")
     split = pd.read_csv(run.model("c", "p").split_csv)
-    _plant_champion(tmp_path, run, set(split.loc[split["split"] == "train", "sha256"]),
-                    fingerprint=read_json(run.model("c", "p").validation_json)["fingerprint"])
+    _plant_champion(
+        tmp_path,
+        run,
+        set(split.loc[split["split"] == "train", "sha256"]),
+        fingerprint=read_json(run.model("c", "p").validation_json)["fingerprint"],
+    )
     job, run = _night(config, tmp_path, "n2")
     paths = run.model("c", "p")
     assert read_json(paths.nightly_json)["mode"] == SKIP
@@ -197,12 +243,33 @@ def test_a_second_night_continues_from_the_champion_on_grown_data(tmp_path, tiny
             (held_back / folder.name).mkdir(exist_ok=True)
             shutil.move(image, held_back / folder.name / image.name)
     config = tmp_path / "nights.yaml"
-    config.write_text(f"extends: {tiny_config}\ndata_root: {data}\nregistry: {{gates: {{roc_auc_low: null, recall: null, specificity: null}}, min_tier: null}}\n")
+    config.write_text(
+        f"extends: {tiny_config}\ndata_root: {data}\n"
+        "registry: {gates: {roc_auc_low: null, recall: null, specificity: null}, min_tier: null}\n"
+    )
 
     def night(run_id: str) -> RunLayout:
-        done = subprocess.run([sys.executable, "-m", "medcore.cli", "run", "--config", str(config), "--condition",
-                               "knee_osteoporosis", "--profile", "standard", "--epochs", "2", "--run-id", run_id],
-                              capture_output=True, text=True, timeout=900)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "medcore.cli",
+                "run",
+                "--config",
+                str(config),
+                "--condition",
+                "knee_osteoporosis",
+                "--profile",
+                "standard",
+                "--epochs",
+                "2",
+                "--run-id",
+                run_id,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         return RunLayout(tmp_path / "runs", run_id)
 
@@ -220,8 +287,10 @@ def test_a_second_night_continues_from_the_champion_on_grown_data(tmp_path, tiny
     training = read_json(paths.training_json)
     assert training["epochs_planned"] == 1 and training["weights_used"].startswith("champion ")
     versus = read_json(paths.metrics_json)["versus_champion"]
-    assert versus["champion"] == "night1/standard" and versus["selection"]["n"] == read_json(
-        paths.metrics_json)["selection"]["n"]
+    assert (
+        versus["champion"] == "night1/standard"
+        and versus["selection"]["n"] == read_json(paths.metrics_json)["selection"]["n"]
+    )
     before = pd.read_csv(first.model("knee_osteoporosis", "standard").split_csv).set_index("sha256")["split"]
     after = pd.read_csv(paths.split_csv).set_index("sha256")["split"]
     assert (after[before.index] == before).all(), "no image changed split as the set grew"

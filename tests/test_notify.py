@@ -58,17 +58,26 @@ def airflow_env(tmp_path, monkeypatch):
 
 def _connection(monkeypatch, name: str, port: int) -> None:
     # Extras as the provider's SmtpHook reads them: plain SMTP (no SSL, no STARTTLS), one attempt, short timeout.
-    monkeypatch.setenv(f"AIRFLOW_CONN_{name.upper()}",
-                       f"smtp://127.0.0.1:{port}?disable_ssl=true&disable_tls=true&retry_limit=0&timeout=10"
-                       "&from_email=medcore%40lab.example")
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{name.upper()}",
+        f"smtp://127.0.0.1:{port}?disable_ssl=true&disable_tls=true&retry_limit=0&timeout=10"
+        "&from_email=medcore%40lab.example",
+    )
 
 
 def _run(tmp_path, params=None, notify=""):
     config = write_config(tmp_path, extra=notify)
-    run = write_run(tmp_path / "runs", "manual__2026-11-27T01:00:00+00:00",
-                    {("pneumonia", "standard"): {"metrics": metrics_with(0.91), "seed": 1},
-                     ("limb", "standard"): {"metrics": metrics_with(0.78), "seed": 2},
-                     ("knee", "standard"): "train"}, config, params=params)
+    run = write_run(
+        tmp_path / "runs",
+        "manual__2026-11-27T01:00:00+00:00",
+        {
+            ("pneumonia", "standard"): {"metrics": metrics_with(0.91), "seed": 1},
+            ("limb", "standard"): {"metrics": metrics_with(0.78), "seed": 2},
+            ("knee", "standard"): "train",
+        },
+        config,
+        params=params,
+    )
     pipeline.promote(run.run_id, run.runs_root)
     write_report(run)
     return run
@@ -78,9 +87,11 @@ def test_report_arrives_with_html_and_attachments(tmp_path, monkeypatch, airflow
     """Subject, HTML body (with inline Grad-CAM images) and attachments arrive as sent, through a real SMTP exchange."""
     port, inbox = smtp_server
     _connection(monkeypatch, "smtp_test", port)
-    run = _run(tmp_path, params={"recipients": ["ward@hospital.example", "lab@hospital.example"],
-                                 "smtp_conn_id": "smtp_test"},
-               notify="notify: {recipients: [config@example.org], conn_id: smtp_default, max_images: 8}\n")
+    run = _run(
+        tmp_path,
+        params={"recipients": ["ward@hospital.example", "lab@hospital.example"], "smtp_conn_id": "smtp_test"},
+        notify="notify: {recipients: [config@example.org], conn_id: smtp_default, max_images: 8}\n",
+    )
     report_before = run.report_md.read_bytes()
 
     record = pipeline.notify(run.run_id, run.runs_root)
@@ -104,8 +115,10 @@ def test_report_arrives_with_html_and_attachments(tmp_path, monkeypatch, airflow
     # multipart/related), each named by the Content-ID the HTML shows it by: readable without the server.
     related = next(part for part in message.walk() if part.get_content_type() == "multipart/related")
     images = [part for part in related.iter_parts() if part.get_content_maintype() == "image"]
-    assert [part.get_filename() for part in images] == ["pneumonia-standard-contact_sheet.png",
-                                                        "limb-standard-contact_sheet.png"]
+    assert [part.get_filename() for part in images] == [
+        "pneumonia-standard-contact_sheet.png",
+        "limb-standard-contact_sheet.png",
+    ]
     for part in images:
         name = part.get_filename()
         source = run.model(name.split("-")[0], "standard").gradcam_contact_sheet
@@ -130,7 +143,9 @@ def test_failed_send_is_recorded_and_keeps_the_report(tmp_path, monkeypatch, air
     saved = read_json(run.notify_json)
     assert saved["status"] == "failed" and saved["error"] == record["error"] and saved["conn_id"] == "smtp_down"
     assert hashlib.sha256(run.report_md.read_bytes()).hexdigest() == digest
-    with pytest.raises(StageError, match=r"1 of 3 models failed: knee/standard \(train\); the report e-mail was not sent"):
+    with pytest.raises(
+        StageError, match=r"1 of 3 models failed: knee/standard \(train\); the report e-mail was not sent"
+    ):
         pipeline.verdict(read_json(run.summary_json))
 
 

@@ -116,19 +116,27 @@ def test_pretrained_backbone_starts_a_profile_with_weights_shared(tmp_path, tiny
 
     from medcore.pretraining import pretrain_backbone
 
-    path = _config(tmp_path, tiny_config, own_data, "profiles:\n  standard: {weights: shared, freeze_epochs: 1, "
-                   "epochs: 2}\n")
+    path = _config(
+        tmp_path, tiny_config, own_data, "profiles:\n  standard: {weights: shared, freeze_epochs: 1, epochs: 2}\n"
+    )
     config = load_config(path)
-    job = {"run_id": "before", "runs_root": str(config.runs_root), "config": str(config.path),
-           "condition": "knee_osteoporosis", "profile": "standard", "epochs": None}
+    job = {
+        "run_id": "before",
+        "runs_root": str(config.runs_root),
+        "config": str(config.path),
+        "condition": "knee_osteoporosis",
+        "profile": "standard",
+        "epochs": None,
+    }
     pipeline.validate(job)
     pipeline.train(job)
     before = RunLayout(config.runs_root, "before").model("knee_osteoporosis", "standard")
     assert read_json(before.training_json)["weights_used"] == "none (no shared backbone yet; run `medcore pretrain`)"
 
     registry = registry_of(config)
-    record = pretrain_backbone(config, config.profiles["standard"], registry, epochs=1,
-                               conditions=["pneumonia", "knee_osteoporosis"])
+    record = pretrain_backbone(
+        config, config.profiles["standard"], registry, epochs=1, conditions=["pneumonia", "knee_osteoporosis"]
+    )
     assert record["conditions"] == ["pneumonia", "knee_osteoporosis"]
     assert set(record["val_auc"]) == {"pneumonia", "knee_osteoporosis"}
     assert not registry.shared_backbone_work.exists()
@@ -145,18 +153,33 @@ def test_pretrained_backbone_starts_a_profile_with_weights_shared(tmp_path, tiny
 
 
 def test_pretrain_command_rejects_an_unknown_profile_in_one_line(tmp_path, tiny_config, own_data):
-    run = subprocess.run([sys.executable, "-m", "medcore.cli", "pretrain", "--config",
-                          str(_config(tmp_path, tiny_config, own_data)), "--profile", "huge"],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medcore.cli",
+            "pretrain",
+            "--config",
+            str(_config(tmp_path, tiny_config, own_data)),
+            "--profile",
+            "huge",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2
-    assert run.stderr.strip().splitlines() == [f"medcore: error: {tmp_path / 'pretrain.yaml'}: no profile named "
-                                               "'huge' (have standard, intensive)"]
+    assert run.stderr.strip().splitlines() == [
+        f"medcore: error: {tmp_path / 'pretrain.yaml'}: no profile named 'huge' (have standard, intensive)"
+    ]
 
 
-PRETRAIN_JOB = ("import sys; from medcore.config import load_config; from medcore.pretraining import pretrain_backbone; "
-                "from medcore.registry import registry_of; c = load_config(sys.argv[1]); "
-                "pretrain_backbone(c, c.profiles['standard'], registry_of(c), epochs=3, "
-                "conditions=['pneumonia', 'knee_osteoporosis'])")
+PRETRAIN_JOB = (
+    "import sys; from medcore.config import load_config; from medcore.pretraining import pretrain_backbone; "
+    "from medcore.registry import registry_of; c = load_config(sys.argv[1]); "
+    "pretrain_backbone(c, c.profiles['standard'], registry_of(c), epochs=3, "
+    "conditions=['pneumonia', 'knee_osteoporosis'])"
+)
 
 
 @pytest.mark.slow
@@ -168,8 +191,7 @@ def test_killed_pretraining_resumes_after_its_last_finished_epoch(tmp_path, tiny
     kill_after_first_epoch(PRETRAIN_JOB, [str(path)], metadata)
     assert not registry.shared_backbone.exists(), "a killed pre-training must not leave a backbone behind"
 
-    rerun = subprocess.run([sys.executable, "-c", PRETRAIN_JOB, str(path)], capture_output=True, text=True,
-                           timeout=600)
+    rerun = subprocess.run([sys.executable, "-c", PRETRAIN_JOB, str(path)], capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     record = read_json(registry.shared_backbone_record)
     assert record["epochs"] == 3 and len(record["val_auc_by_epoch"]) == 2

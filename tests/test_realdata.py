@@ -13,8 +13,10 @@ from tests.conftest import REAL_DATA, ROOT
 
 pytestmark = [
     pytest.mark.realdata,
-    pytest.mark.skipif(not (REAL_DATA / "README.md").exists(),
-                       reason=f"real datasets not found at {REAL_DATA} (set MEDCORE_REAL_DATA to run these)"),
+    pytest.mark.skipif(
+        not (REAL_DATA / "README.md").exists(),
+        reason=f"real datasets not found at {REAL_DATA} (set MEDCORE_REAL_DATA to run these)",
+    ),
 ]
 NAMES = ["pneumonia", "cardiomegaly", "knee_osteoarthritis", "knee_osteoporosis", "limb_abnormalities"]
 
@@ -49,8 +51,11 @@ def test_real_set_is_trainable(results, name):
         assert result.counts[split]["positive"] > 0 and result.counts[split]["negative"] > 0
     assert len(result.fingerprint) == 16
     totals = result.totals
-    assert totals["listed"] == totals["excluded"] + totals["dropped"] + totals["usable"] == totals["in_manifest"] + \
-        totals["excluded"] + totals["dropped"]
+    assert (
+        totals["listed"]
+        == totals["excluded"] + totals["dropped"] + totals["usable"]
+        == totals["in_manifest"] + totals["excluded"] + totals["dropped"]
+    )
     assert sum(f.dropped for f in result.findings) == totals["dropped"]
 
 
@@ -70,7 +75,8 @@ def test_pneumonia_patient_leak_is_dropped_from_train_and_duplicates_are_named(r
     duplicates = findings["duplicate_within_split"]
     assert duplicates["count"] == 60 and duplicates["message"].startswith("29 images")
     assert {"test/PNEUMONIA/person128_bacteria_606.jpeg", "test/PNEUMONIA/person128_bacteria_607.jpeg"} <= set(
-        duplicates["rows"])  # the README's example pair
+        duplicates["rows"]
+    )  # the README's example pair
     assert result.image_stats["channels"] == {"3": 5776}
     assert result.image_stats["encodings"] == {"gray as colour": 5776}
 
@@ -90,8 +96,11 @@ def test_knee_oa_grades_map_to_the_binary_task_without_leaks(results):
     """KL 2-4 are positive, 0-1 negative, in the source's patient-disjoint splits; the two knees are one group."""
     result = results["knee_osteoarthritis"]
     findings = _findings(result)
-    assert result.counts == {"train": {"positive": 1555, "negative": 2087}, "val": {"positive": 213, "negative": 309},
-                             "test": {"positive": 409, "negative": 531}}
+    assert result.counts == {
+        "train": {"positive": 1555, "negative": 2087},
+        "val": {"positive": 213, "negative": 309},
+        "test": {"positive": 409, "negative": 531},
+    }
     assert not {"group_leakage", "duplicate_within_split", "duplicate_across_splits"} & set(findings)
     assert result.groups["groups"] == 2552 and result.groups["largest"] == 2
     assert "group_mixed_labels" in findings  # a patient's left and right knee can have different grades
@@ -105,7 +114,8 @@ def test_knee_osteoporosis_images_in_two_classes_are_dropped(results):
     assert conflict["policy"] == "drop" and conflict["count"] == 15 and conflict["message"].startswith("7 images")
     assert sorted(conflict["dropped_rows"]) == sorted(
         ["normal/N1.JPEG [normal]", "normal/N15.jpg [normal]", "normal/N23.jpg [normal]"]
-        + [f"osteoporosis/{name}.jpg [osteoporosis]" for name in ("OS40", "OS32", "OS24", "OS8", "OS9")])
+        + [f"osteoporosis/{name}.jpg [osteoporosis]" for name in ("OS40", "OS32", "OS24", "OS8", "OS9")]
+    )
     assert findings["label_excluded"]["count"] == 139 and "'osteopenia' (139)" in findings["label_excluded"]["message"]
     assert result.totals == {"listed": 215, "excluded": 139, "dropped": 8, "usable": 68, "in_manifest": 68}
     # the same-class copies (N16 = N21, ...) are kept but never split apart by the split made here
@@ -122,7 +132,9 @@ def test_limb_study_groups_valid_split_and_blank_films(results):
     assert result.groups["groups"] == 707 and "column 'patient_id'" in findings["group_summary"]["message"]
     assert findings["group_mixed_labels"]["message"].startswith("2 groups")
     assert sorted(findings["image_blank"]["dropped_rows"]) == [
-        "images/train/patient02720/study1_positive/image1.jpg", "images/valid/patient11679/study1_negative/image3.jpg"]
+        "images/train/patient02720/study1_positive/image1.jpg",
+        "images/valid/patient11679/study1_negative/image3.jpg",
+    ]
     assert result.image_stats["channels"] == {"1": 854, "3": 677}
 
 

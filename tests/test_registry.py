@@ -21,41 +21,86 @@ SETTINGS = RegistrySettings(gates=(("roc_auc", 0.70), ("recall", 0.50)), margin=
 
 def _versus(challenger: float, champion: float, half: float = 0.01, against: str = "old/standard") -> dict:
     delta = challenger - champion
-    return {"champion": against, "selection": {"n": 40, "unit": "patient", "challenger_auc": challenger,
-                                               "champion_auc": champion, "delta": delta, "low": delta - half,
-                                               "high": delta + half, "confidence": 0.95,
-                                               "champion_interval": [champion - 0.05, champion + 0.05]}}
+    return {
+        "champion": against,
+        "selection": {
+            "n": 40,
+            "unit": "patient",
+            "challenger_auc": challenger,
+            "champion_auc": champion,
+            "delta": delta,
+            "low": delta - half,
+            "high": delta + half,
+            "confidence": 0.95,
+            "champion_interval": [champion - 0.05, champion + 0.05],
+        },
+    }
 
 
 def _candidate(auc: float | None = 0.85, recall: float = 0.6, versus: dict | None = None) -> dict:
     figures = {"roc_auc": auc, "recall": recall, "intervals": {"roc_auc": {"low": 0.7, "high": 0.9}}}
-    return {"condition": "pneumonia", "profile": "standard", "selection": figures,
-            "metrics": {"roc_auc": 0.5, "recall": 0.1},  # test figures: never read by the decision
-            "versus_champion": versus}
+    return {
+        "condition": "pneumonia",
+        "profile": "standard",
+        "selection": figures,
+        "metrics": {"roc_auc": 0.5, "recall": 0.1},  # test figures: never read by the decision
+        "versus_champion": versus,
+    }
 
 
 def _champion(auc: float = 0.80) -> dict:
     return {"run_id": "old", "profile": "standard", "metrics": {"roc_auc": auc}}
 
 
-@pytest.mark.parametrize(("candidate", "champion", "best", "decision", "words"), [
-    (None, None, None, NO_CHAMPION, "no champion yet, and no model of this run succeeded"),
-    (None, _champion(), None, KEPT, "no model of this run succeeded; the champion stays"),
-    (_candidate(recall=0.4), None, None, NO_CHAMPION, "fails the gates on the selection split: recall 0.400 < 0.50"),
-    (_candidate(auc=0.65), _champion(0.5), None, KEPT, "fails the gates on the selection split: roc_auc 0.650 < 0.70"),
-    (_candidate(auc=None), None, None, NO_CHAMPION, "roc_auc n/a < 0.70"),
-    (_candidate(), None, None, PROMOTED, "first champion"),
-    (_candidate(0.85, versus=_versus(0.85, 0.80)), _champion(), None, PROMOTED, "(+0.050, 95% paired interval"),
-    (_candidate(0.79, versus=_versus(0.79, 0.80, half=0.0099)), _champion(), None, PROMOTED, "margin 0.020"),
-    (_candidate(0.79, versus=_versus(0.79, 0.80, half=0.0101)), _champion(), None, KEPT, "is not shown to be within the margin"),
-    (_candidate(0.80, versus=_versus(0.80, 0.80)), _champion(), 0.811, KEPT, "trails the best figure"),
-    (_candidate(0.80, versus=_versus(0.80, 0.80)), _champion(), 0.809, PROMOTED, "by 0.009"),
-    (_candidate(0.95, versus=_versus(0.95, 0.80, against="other/standard")), _champion(), None, KEPT,
-     "was not compared with champion old/standard"),
-    (_candidate(0.95), _champion(), None, KEPT, "(its evaluation compared it with no champion)"),
-    (_candidate(0.75, versus={"champion": "old/standard", "champion_missing": "gone.keras: no such file"}),
-     _champion(0.95), None, PROMOTED, "could not be re-scored (gone.keras: no such file), so the gates alone"),
-])
+@pytest.mark.parametrize(
+    ("candidate", "champion", "best", "decision", "words"),
+    [
+        (None, None, None, NO_CHAMPION, "no champion yet, and no model of this run succeeded"),
+        (None, _champion(), None, KEPT, "no model of this run succeeded; the champion stays"),
+        (
+            _candidate(recall=0.4),
+            None,
+            None,
+            NO_CHAMPION,
+            "fails the gates on the selection split: recall 0.400 < 0.50",
+        ),
+        (
+            _candidate(auc=0.65),
+            _champion(0.5),
+            None,
+            KEPT,
+            "fails the gates on the selection split: roc_auc 0.650 < 0.70",
+        ),
+        (_candidate(auc=None), None, None, NO_CHAMPION, "roc_auc n/a < 0.70"),
+        (_candidate(), None, None, PROMOTED, "first champion"),
+        (_candidate(0.85, versus=_versus(0.85, 0.80)), _champion(), None, PROMOTED, "(+0.050, 95% paired interval"),
+        (_candidate(0.79, versus=_versus(0.79, 0.80, half=0.0099)), _champion(), None, PROMOTED, "margin 0.020"),
+        (
+            _candidate(0.79, versus=_versus(0.79, 0.80, half=0.0101)),
+            _champion(),
+            None,
+            KEPT,
+            "is not shown to be within the margin",
+        ),
+        (_candidate(0.80, versus=_versus(0.80, 0.80)), _champion(), 0.811, KEPT, "trails the best figure"),
+        (_candidate(0.80, versus=_versus(0.80, 0.80)), _champion(), 0.809, PROMOTED, "by 0.009"),
+        (
+            _candidate(0.95, versus=_versus(0.95, 0.80, against="other/standard")),
+            _champion(),
+            None,
+            KEPT,
+            "was not compared with champion old/standard",
+        ),
+        (_candidate(0.95), _champion(), None, KEPT, "(its evaluation compared it with no champion)"),
+        (
+            _candidate(0.75, versus={"champion": "old/standard", "champion_missing": "gone.keras: no such file"}),
+            _champion(0.95),
+            None,
+            PROMOTED,
+            "could not be re-scored (gone.keras: no such file), so the gates alone",
+        ),
+    ],
+)
 def test_decision_table(candidate, champion, best, decision, words):
     """Every branch: gates on the selection split, then the paired lower bound against the best figure minus margin."""
     result = decide(candidate, champion, SETTINGS, best=best)
@@ -87,7 +132,7 @@ def test_thirty_nights_each_slightly_worse_cannot_add_up(half):
     nights = _nights([-0.009] * 30, half=half)
     promoted = [i for i, n in enumerate(nights) if n["decision"] == PROMOTED]
     assert promoted == ([0, 1] if half == 0.0 else [0]), promoted  # 0.018 (or 0.009) of the 0.020 margin used
-    assert all(n["decision"] == KEPT for n in nights[promoted[-1] + 1:])
+    assert all(n["decision"] == KEPT for n in nights[promoted[-1] + 1 :])
     final = nights[-1]["champion_before"]
     assert 0.90 - final <= 0.02 + 1e-9 and nights[-1]["best"] == pytest.approx(0.90)
     old_rule = 0.90 - 0.009 * 30  # a per-night tolerance of 0.01 would have let every one through
@@ -127,6 +172,7 @@ def test_quality_tier_gate():
 
 def test_split_fingerprint_is_the_test_rows_only(tmp_path):
     """Row order and train rows do not matter; one test file or label more or changed does."""
+
     def write(name: str, rows: list[str]) -> str | None:
         path = tmp_path / name
         path.write_text("relpath,label,split\n" + "\n".join(rows) + "\n")
@@ -152,8 +198,15 @@ def test_champion_lifecycle(tmp_path, monkeypatch):
     config, runs = write_config(tmp_path), tmp_path / "runs"
     registry = RegistryLayout(tmp_path / "registry")
 
-    first = write_run(runs, "run1", {("pneumonia", "standard"): {"metrics": metrics_with(0.80), "seed": 1},
-                                     ("pneumonia", "intensive"): {"metrics": metrics_with(0.86), "seed": 2}}, config)
+    first = write_run(
+        runs,
+        "run1",
+        {
+            ("pneumonia", "standard"): {"metrics": metrics_with(0.80), "seed": 1},
+            ("pneumonia", "intensive"): {"metrics": metrics_with(0.86), "seed": 2},
+        },
+        config,
+    )
     decision = _promote(runs, first)["pneumonia"]
     assert decision["decision"] == PROMOTED and "first champion" in decision["reason"]
     record = read_json(registry.record("pneumonia"))
@@ -168,30 +221,60 @@ def test_champion_lifecycle(tmp_path, monkeypatch):
     assert champion["model_path"] == str(copied) and copied.read_bytes() == source.read_bytes()
     assert len(record["history"]) == 1
 
-    second = write_run(runs, "run2", {("pneumonia", "standard"): {
-        "metrics": metrics_with(0.84, versus=paired("run1/intensive", 0.84, 0.86)), "seed": 3}}, config,
-        started="2026-11-28T01:00:00+00:00")
+    second = write_run(
+        runs,
+        "run2",
+        {
+            ("pneumonia", "standard"): {
+                "metrics": metrics_with(0.84, versus=paired("run1/intensive", 0.84, 0.86)),
+                "seed": 3,
+            }
+        },
+        config,
+        started="2026-11-28T01:00:00+00:00",
+    )
     decision = _promote(runs, second)["pneumonia"]
     assert decision["decision"] == KEPT and "is not shown to be within the margin" in decision["reason"]
-    assert decision["delta_roc_auc"] == pytest.approx(0.84 - 0.86) and decision["gap_to_best_low"] == pytest.approx(-0.03)
+    assert decision["delta_roc_auc"] == pytest.approx(0.84 - 0.86) and decision["gap_to_best_low"] == pytest.approx(
+        -0.03
+    )
     assert read_json(registry.record("pneumonia"))["champion"]["run_id"] == "run1"
 
     again = _promote(runs, second)["pneumonia"]
     assert again["decision"] == KEPT and again["redecided"] is True
     assert len(read_json(registry.record("pneumonia"))["history"]) == 2, "a rerun replaces its decision, never adds one"
 
-    third = write_run(runs, "run3", {("pneumonia", "standard"): "train", ("pneumonia", "intensive"): "killed"},
-                      config, started="2026-11-29T01:00:00+00:00")
+    third = write_run(
+        runs,
+        "run3",
+        {("pneumonia", "standard"): "train", ("pneumonia", "intensive"): "killed"},
+        config,
+        started="2026-11-29T01:00:00+00:00",
+    )
     decision = _promote(runs, third)["pneumonia"]
-    assert decision["decision"] == KEPT and "no model of this run succeeded (standard, intensive failed)" in decision["reason"]
+    assert (
+        decision["decision"] == KEPT
+        and "no model of this run succeeded (standard, intensive failed)" in decision["reason"]
+    )
 
-    assert _promote(runs, first)["pneumonia"].get("repeated") is True, "later runs decided since: run1's decision stands"
+    assert _promote(runs, first)["pneumonia"].get("repeated") is True, (
+        "later runs decided since: run1's decision stands"
+    )
     shutil.rmtree(first.root)  # old runs get deleted; the champion must survive that
     assert copied.is_file() and read_json(registry.record("pneumonia"))["champion"]["model_path"] == str(copied)
 
-    fourth = write_run(runs, "run4", {("pneumonia", "standard"): {
-        "metrics": metrics_with(0.855, versus=paired("run1/intensive", 0.855, 0.86, half_width=0.005)), "seed": 4}},
-        config, started="2026-11-30T01:00:00+00:00")
+    fourth = write_run(
+        runs,
+        "run4",
+        {
+            ("pneumonia", "standard"): {
+                "metrics": metrics_with(0.855, versus=paired("run1/intensive", 0.855, 0.86, half_width=0.005)),
+                "seed": 4,
+            }
+        },
+        config,
+        started="2026-11-30T01:00:00+00:00",
+    )
     decision = _promote(runs, fourth)["pneumonia"]
     assert decision["decision"] == PROMOTED and "(-0.005, 95% paired interval -0.010 to " in decision["reason"]
     assert decision["champion_before"]["run_id"] == "run1" and decision["champion"]["run_id"] == "run4"
@@ -212,16 +295,24 @@ def test_rerun_after_retrain_decides_again(tmp_path, monkeypatch):
     registry = RegistryLayout(tmp_path / "registry")
     base = write_run(runs, "base", {("knee", "standard"): {"metrics": metrics_with(0.80), "seed": 1}}, config)
     _promote(runs, base)
-    run = write_run(runs, "run", {("knee", "standard"): {
-        "metrics": metrics_with(0.90, versus=paired("base/standard", 0.90, 0.80)), "seed": 2}}, config,
-        started="2026-11-28T01:00:00+00:00")
+    run = write_run(
+        runs,
+        "run",
+        {("knee", "standard"): {"metrics": metrics_with(0.90, versus=paired("base/standard", 0.90, 0.80)), "seed": 2}},
+        config,
+        started="2026-11-28T01:00:00+00:00",
+    )
     assert _promote(runs, run)["knee"]["decision"] == PROMOTED
     copy = tmp_path / "registry" / "knee" / "run__standard.keras"
     assert copy.read_bytes() == run.model("knee", "standard").model.read_bytes()
 
-    write_run(runs, "run", {("knee", "standard"): {"metrics": metrics_with(0.85, versus=paired("base/standard", 0.85, 0.80)),
-                                                   "seed": 3}}, config,
-              started="2026-11-28T01:00:00+00:00")  # the retrain: another model, another score
+    write_run(
+        runs,
+        "run",
+        {("knee", "standard"): {"metrics": metrics_with(0.85, versus=paired("base/standard", 0.85, 0.80)), "seed": 3}},
+        config,
+        started="2026-11-28T01:00:00+00:00",
+    )  # the retrain: another model, another score
     decision = _promote(runs, run)["knee"]
     assert decision["decision"] == PROMOTED and decision["redecided"] is True
     assert decision["champion_before"]["run_id"] == "base", "compared with the champion its first decision saw"
@@ -235,8 +326,9 @@ def test_rerun_after_retrain_decides_again(tmp_path, monkeypatch):
     assert decision["decision"] == KEPT and read_json(registry.record("knee"))["champion"]["run_id"] == "base"
     assert not copy.exists(), "an undone promotion leaves no copy behind"
     trend = (tmp_path / "registry" / "knee.trend.csv").read_text().splitlines()
-    assert [line.split(",")[1:3] for line in trend[1:]] == [["base", "promoted"], ["run", "kept champion"]], \
+    assert [line.split(",")[1:3] for line in trend[1:]] == [["base", "promoted"], ["run", "kept champion"]], (
         "a re-decided run replaces its trend row"
+    )
 
 
 def test_a_champion_is_only_beaten_on_the_same_images(tmp_path, monkeypatch):
@@ -246,13 +338,23 @@ def test_a_champion_is_only_beaten_on_the_same_images(tmp_path, monkeypatch):
     config, runs = write_config(tmp_path), tmp_path / "runs"
     first = write_run(runs, "a", {("limb", "standard"): {"metrics": metrics_with(0.75)}}, config)
     assert _promote(runs, first)["limb"]["decision"] == PROMOTED
-    stale = write_run(runs, "b", {("limb", "standard"): {"metrics": metrics_with(0.95, versus=paired("z/standard", 0.95, 0.7))}},
-                      config, started="2026-11-28T01:00:00+00:00")
+    stale = write_run(
+        runs,
+        "b",
+        {("limb", "standard"): {"metrics": metrics_with(0.95, versus=paired("z/standard", 0.95, 0.7))}},
+        config,
+        started="2026-11-28T01:00:00+00:00",
+    )
     decision = _promote(runs, stale)["limb"]
     assert decision["decision"] == KEPT and "was not compared with champion a/standard" in decision["reason"]
     gone = {"champion": "a/standard", "champion_missing": "a__standard.keras: not a zip file"}
-    rescue = write_run(runs, "c", {("limb", "standard"): {"metrics": metrics_with(0.72, versus=gone)}}, config,
-                       started="2026-11-29T01:00:00+00:00")
+    rescue = write_run(
+        runs,
+        "c",
+        {("limb", "standard"): {"metrics": metrics_with(0.72, versus=gone)}},
+        config,
+        started="2026-11-29T01:00:00+00:00",
+    )
     decision = _promote(runs, rescue)["limb"]
     assert decision["decision"] == PROMOTED and "could not be re-scored" in decision["reason"]
     assert (tmp_path / "elsewhere" / "limb.json").is_file(), "MEDCORE_REGISTRY_ROOT overrides the config"
@@ -262,11 +364,21 @@ def test_gates_and_no_champion(tmp_path, monkeypatch):
     """A candidate below a gate never becomes the first champion; each condition gets its own decision."""
     monkeypatch.delenv("MEDCORE_REGISTRY_ROOT", raising=False)
     config, runs = write_config(tmp_path, gates="{roc_auc_low: 0.70}"), tmp_path / "runs"
-    run = write_run(runs, "r", {("pneumonia", "standard"): {"metrics": metrics_with(0.80)},  # AUC low 0.608
-                                ("knee", "standard"): {"metrics": metrics_with(0.92)},  # AUC low 0.728
-                                ("cardiomegaly", "standard"): "validate"}, config)
+    run = write_run(
+        runs,
+        "r",
+        {
+            ("pneumonia", "standard"): {"metrics": metrics_with(0.80)},  # AUC low 0.608
+            ("knee", "standard"): {"metrics": metrics_with(0.92)},  # AUC low 0.728
+            ("cardiomegaly", "standard"): "validate",
+        },
+        config,
+    )
     decisions = _promote(runs, run)
-    assert decisions["pneumonia"]["decision"] == NO_CHAMPION and "roc_auc_low 0.608 < 0.70" in decisions["pneumonia"]["reason"]
+    assert (
+        decisions["pneumonia"]["decision"] == NO_CHAMPION
+        and "roc_auc_low 0.608 < 0.70" in decisions["pneumonia"]["reason"]
+    )
     assert decisions["knee"]["decision"] == PROMOTED
     assert decisions["cardiomegaly"]["decision"] == NO_CHAMPION
     assert not (tmp_path / "registry" / "pneumonia").exists(), "nothing copied for a model that was not promoted"
@@ -280,8 +392,13 @@ def test_registry_config_errors_name_the_key(tmp_path):
         load_config(write_config(tmp_path, margin=2))
     with pytest.raises(ConfigError, match=r"notify\.recipients: must be a list of e-mail addresses"):
         load_config(write_config(tmp_path, extra="notify: {recipients: [nobody]}\n"))
-    config = load_config(write_config(tmp_path, gates="{roc_auc: 0.8, recall: null}",
-                                      extra="notify: {recipients: [a@example.org], conn_id: mail}\n"))
+    config = load_config(
+        write_config(
+            tmp_path,
+            gates="{roc_auc: 0.8, recall: null}",
+            extra="notify: {recipients: [a@example.org], conn_id: mail}\n",
+        )
+    )
     assert config.registry.gates == (("roc_auc", 0.8),)
     assert config.registry.root == tmp_path / "registry"
     assert config.notify.recipients == ("a@example.org",) and config.notify.conn_id == "mail"

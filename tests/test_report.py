@@ -21,18 +21,46 @@ METRICS, TRAINING = BASE_METRICS, FAKE_TRAINING
 def _run(tmp_path, outcomes: dict[str, str]) -> RunLayout:
     run = RunLayout(tmp_path, "manual__2026-11-27T01:00:00+00:00")
     jobs = [{"condition": c, "profile": "standard"} for c in outcomes]
-    write_json(run.run_json, {"run_id": run.run_id, "started": "2026-11-27T01:00:00+00:00", "config": "c.yaml",
-                              "data_root": "/data", "params": {}, "jobs": jobs})
+    write_json(
+        run.run_json,
+        {
+            "run_id": run.run_id,
+            "started": "2026-11-27T01:00:00+00:00",
+            "config": "c.yaml",
+            "data_root": "/data",
+            "params": {},
+            "jobs": jobs,
+        },
+    )
     for condition, outcome in outcomes.items():
         paths = run.model(condition, "standard")
-        write_json(paths.validation_json, {"ok": outcome != "validate", "findings": [
-            {"code": "class_too_small", "severity": "error" if outcome == "validate" else "warning", "count": 1,
-             "message": "test split has 0 positive images", "examples": []}]})
+        write_json(
+            paths.validation_json,
+            {
+                "ok": outcome != "validate",
+                "findings": [
+                    {
+                        "code": "class_too_small",
+                        "severity": "error" if outcome == "validate" else "warning",
+                        "count": 1,
+                        "message": "test split has 0 positive images",
+                        "examples": [],
+                    }
+                ],
+            },
+        )
         if outcome == "ok":
             write_json(paths.training_json, TRAINING)
             write_json(paths.metrics_json, METRICS)
-            write_json(paths.gradcam_json, {"layer": "relu", "overlays": [
-                {"file": paths.gradcam_overlay("tp", 1), "kind": "tp", "probability": 0.9, "label": 1}]})
+            write_json(
+                paths.gradcam_json,
+                {
+                    "layer": "relu",
+                    "overlays": [
+                        {"file": paths.gradcam_overlay("tp", 1), "kind": "tp", "probability": 0.9, "label": 1}
+                    ],
+                },
+            )
         elif outcome != "killed":
             write_json(paths.failure_json, {"stage": outcome, "error": f"boom in {outcome}"})
     return run
@@ -45,8 +73,10 @@ def test_mixed_outcomes(tmp_path):
     report = run.report_md.read_text()
     assert (summary["planned"], summary["succeeded"], summary["failed"]) == (4, 1, 3)
     # Each figure carries its interval; the tier follows the AUC interval's lower bound (0.62 < 0.70).
-    assert ("| pneumonia | standard | ✅ succeeded | 0.80 (0.55–0.95) | 0.75 (0.33–1.00) | 0.60 (0.20–1.00) "
-            "| 0.90 (0.67–1.00) | 0.81 (0.62–0.96) | insufficient | 0.420 | 3/5 (early stop) | 2.0 |") in report
+    assert (
+        "| pneumonia | standard | ✅ succeeded | 0.80 (0.55–0.95) | 0.75 (0.33–1.00) | 0.60 (0.20–1.00) "
+        "| 0.90 (0.67–1.00) | 0.81 (0.62–0.96) | insufficient | 0.420 | 3/5 (early stop) | 2.0 |"
+    ) in report
     assert "| F1 | 0.667 |" in report, "a figure without an interval is shown as it is, not dropped"
     assert "❌ failed at validate" in report and "`boom in validate`" in report
     assert "❌ failed at train" in report and "`boom in train`" in report
@@ -67,6 +97,7 @@ def test_all_failed(tmp_path):
 
 # --------------------------------------------------------------------------- the full report, beyond the seed
 
+
 def _section(report: str, heading: str) -> str:
     """The text under `## heading`, up to the next second-level heading."""
     match = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", report, flags=re.S | re.M)
@@ -78,7 +109,7 @@ def _row(section: str, *first: str) -> list[str]:
     """The cells of the table row whose first cells are `first`."""
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if cells[:len(first)] == list(first):
+        if cells[: len(first)] == list(first):
             return cells
     raise AssertionError(f"no row {first} in:\n{section}")
 
@@ -99,12 +130,18 @@ def _private_registry(monkeypatch):
 
 def test_all_succeeded(tmp_path):
     """Every model succeeded: no failure section, key figures from the metrics files, a first champion each."""
-    aucs = {("pneumonia", "standard"): 0.81, ("pneumonia", "intensive"): 0.93, ("limb", "standard"): 0.74,
-            ("limb", "intensive"): 0.77}
+    aucs = {
+        ("pneumonia", "standard"): 0.81,
+        ("pneumonia", "intensive"): 0.93,
+        ("limb", "standard"): 0.74,
+        ("limb", "intensive"): 0.77,
+    }
     tiers = {0.81: "moderate", 0.93: "excellent", 0.74: "insufficient", 0.77: "insufficient"}
-    outcomes = {key: {"metrics": metrics_with(auc, quality={**metrics_with(auc)["quality"], "tier": tiers[auc]}),
-                      "seed": i} for i, (key, auc) in enumerate(aucs.items())}
-    run, summary, report = _report(tmp_path, outcomes)
+    outcomes = {
+        key: {"metrics": metrics_with(auc, quality={**metrics_with(auc)["quality"], "tier": tiers[auc]}), "seed": i}
+        for i, (key, auc) in enumerate(aucs.items())
+    }
+    _layout, summary, report = _report(tmp_path, outcomes)
     assert (summary["planned"], summary["succeeded"], summary["failed"]) == (4, 4, 0)
     assert "**all models succeeded**" in report and "## Failed models" not in report
     assert "4 models planned, 4 succeeded, 0 failed (100.0 %)" in report
@@ -119,8 +156,17 @@ def test_all_succeeded(tmp_path):
     assert f"ROC AUC {sum(aucs.values()) / 4:.3f}" in key
     assert "Models per quality tier: excellent 1, moderate 1, insufficient 2" in key
     # where each model's weights started, ending its own line (not run into the next bullet)
-    assert len(re.findall(r"^- Trained 3 of 5 epochs at 32 px on 50 images \(1\.2 images/s\), starting from none "
-                          r"\(no shared backbone yet; run `medcore pretrain`\)$", report, flags=re.M)) == 4
+    assert (
+        len(
+            re.findall(
+                r"^- Trained 3 of 5 epochs at 32 px on 50 images \(1\.2 images/s\), starting from none "
+                r"\(no shared backbone yet; run `medcore pretrain`\)$",
+                report,
+                flags=re.M,
+            )
+        )
+        == 4
+    )
     champions = _section(report, "Champion per condition")
     assert _row(champions, "pneumonia")[1] == "**promoted**" and "first champion" in _row(champions, "pneumonia")[4]
     assert _row(champions, "pneumonia")[2].startswith("intensive, ROC AUC 0.930")
@@ -133,16 +179,25 @@ def test_all_succeeded(tmp_path):
     assert report.startswith("# medcore training status report") and report.rstrip().endswith("clinical decision.")
 
 
-@pytest.mark.parametrize(("outcome", "stage", "cause", "fix"), [
-    ("validate", "validate", "`class_too_small`: test split has 0 positive images", "add images of the short class"),
-    ("train", "train", "the train stage raised an error", "resumes from the last saved epoch"),
-    ("evaluate", "evaluate", "the evaluate stage raised an error", "split.csv has val and test images"),
-    ("gradcam", "gradcam", "the Grad-CAM target layer is not in the model", "set `gradcam.layer`"),
-    ("killed", "train", "the train stage never finished and recorded no error", "clear the task to retry"),
-])
+@pytest.mark.parametrize(
+    ("outcome", "stage", "cause", "fix"),
+    [
+        (
+            "validate",
+            "validate",
+            "`class_too_small`: test split has 0 positive images",
+            "add images of the short class",
+        ),
+        ("train", "train", "the train stage raised an error", "resumes from the last saved epoch"),
+        ("evaluate", "evaluate", "the evaluate stage raised an error", "split.csv has val and test images"),
+        ("gradcam", "gradcam", "the Grad-CAM target layer is not in the model", "set `gradcam.layer`"),
+        ("killed", "train", "the train stage never finished and recorded no error", "clear the task to retry"),
+    ],
+)
 def test_failure_at_each_stage(tmp_path, outcome, stage, cause, fix):
     """A model failing at any stage is named with stage, error, root cause and fix, and never becomes champion."""
-    run, summary, report = _report(tmp_path, {("pneumonia", "standard"): "ok", ("cardiomegaly", "standard"): outcome})
+    outcomes = {("pneumonia", "standard"): "ok", ("cardiomegaly", "standard"): outcome}
+    _layout, summary, report = _report(tmp_path, outcomes)
     [failure] = summary["failures"]
     assert (failure["condition"], failure["stage"]) == ("cardiomegaly", stage)
     failed = _section(report, "Failed models")
@@ -160,8 +215,12 @@ def test_all_failed_keeps_the_champion(tmp_path):
     config = write_config(tmp_path)
     first = write_run(tmp_path / "runs", "good", {("pneumonia", "standard"): {"metrics": metrics_with(0.9)}}, config)
     pipeline.promote(first.run_id, first.runs_root)
-    run, summary, report = _report(tmp_path, {("pneumonia", "standard"): "train", ("pneumonia", "intensive"): "validate"},
-                                   run_id="bad", started="2026-11-28T01:00:00+00:00")
+    _layout, summary, report = _report(
+        tmp_path,
+        {("pneumonia", "standard"): "train", ("pneumonia", "intensive"): "validate"},
+        run_id="bad",
+        started="2026-11-28T01:00:00+00:00",
+    )
     assert summary["succeeded"] == 0 and "**no model succeeded**" in report and "best model" not in report
     row = _row(_section(report, "Champion per condition"), "pneumonia")
     assert row[1] == "kept champion" and row[3].startswith("`good` standard, ROC AUC 0.900")
@@ -172,7 +231,7 @@ def test_all_failed_keeps_the_champion(tmp_path):
 
 def test_first_run_has_no_previous_run_or_champion(tmp_path):
     """The very first run says so instead of inventing a comparison."""
-    run, _, report = _report(tmp_path, {("knee", "standard"): "ok", ("knee", "intensive"): "evaluate"})
+    _layout, _, report = _report(tmp_path, {("knee", "standard"): "ok", ("knee", "intensive"): "evaluate"})
     change = _section(report, "Change against the previous run and the champion")
     assert _row(change, "knee", "standard")[3:] == ["first run", "—", "no champion", "—"]
     assert _row(change, "knee", "intensive")[2] == "❌ failed"
@@ -181,7 +240,7 @@ def test_first_run_has_no_previous_run_or_champion(tmp_path):
 
 def test_report_without_promotion_still_renders(tmp_path):
     """If promote never ran, the report says no decision was recorded and reads champions from the registry."""
-    run, _, report = _report(tmp_path, {("limb", "standard"): "ok"}, promote=False)
+    _layout, _, report = _report(tmp_path, {("limb", "standard"): "ok"}, promote=False)
     assert "did not record a decision for this run" in report
     assert _row(_section(report, "Champion per condition"), "limb")[1] == "not decided"
     assert "No champion decision was recorded for limb" in _section(report, "Next steps")
@@ -190,12 +249,17 @@ def test_report_without_promotion_still_renders(tmp_path):
 def test_values_equal_the_metrics_files(tmp_path):
     """Every figure in the comparison, data and model tables is the one in the run's files."""
     config = write_config(tmp_path)
-    before = write_run(tmp_path / "runs", "monday", {("pneumonia", "standard"): {"metrics": metrics_with(0.83)}}, config)
+    before = write_run(
+        tmp_path / "runs", "monday", {("pneumonia", "standard"): {"metrics": metrics_with(0.83)}}, config
+    )
     pipeline.promote(before.run_id, before.runs_root)
     versus = paired("monday/standard", 0.8567, 0.83)  # the champion re-scored on tuesday's images
-    run, _, report = _report(tmp_path, {("pneumonia", "standard"): {"metrics": metrics_with(
-                                 0.8567, accuracy=0.7321, versus=versus), "seed": 7}},
-                             run_id="tuesday", started="2026-11-28T01:00:00+00:00")
+    run, _, report = _report(
+        tmp_path,
+        {("pneumonia", "standard"): {"metrics": metrics_with(0.8567, accuracy=0.7321, versus=versus), "seed": 7}},
+        run_id="tuesday",
+        started="2026-11-28T01:00:00+00:00",
+    )
     now = read_json(run.model("pneumonia", "standard").metrics_json)
     then = read_json(before.model("pneumonia", "standard").metrics_json)
     champion = read_json(tmp_path / "registry" / "pneumonia.json")["history"][-1]["decision_record"]["champion"]
@@ -206,7 +270,9 @@ def test_values_equal_the_metrics_files(tmp_path):
     assert change[6] == f"{now['roc_auc'] - champion['roc_auc']:+.3f}"
     model = _row(_section(report, "Models"), "pneumonia", "standard")
     low, high = now["intervals"]["roc_auc"]["low"], now["intervals"]["roc_auc"]["high"]
-    assert model[3] == f"{now['accuracy']:.2f} (0.55–0.95)" and model[7] == f"{now['roc_auc']:.2f} ({low:.2f}–{high:.2f})"
+    assert (
+        model[3] == f"{now['accuracy']:.2f} (0.55–0.95)" and model[7] == f"{now['roc_auc']:.2f} ({low:.2f}–{high:.2f})"
+    )
     data = _row(_section(report, "Data"), "pneumonia", "standard")
     paths = run.model("pneumonia", "standard")
     assert data[2] == f"`{read_json(paths.validation_json)['fingerprint']}`"
@@ -222,13 +288,19 @@ def test_html_rendering_is_the_markdown_escaped(tmp_path):
     run = write_run(tmp_path / "runs", "r", {("pneumonia", "standard"): "ok", ("limb", "standard"): "train"}, config)
     write_json(run.model("limb", "standard").failure_json, {"stage": "train", "error": "<script>alert(1)</script>"})
     write_report(run)
-    page = render_html(run.report_md.read_text(), title="t <b>", link=lambda url: f"files/{url}",
-                       banners=["mail <failed>"], script=False)
+    page = render_html(
+        run.report_md.read_text(),
+        title="t <b>",
+        link=lambda url: f"files/{url}",
+        banners=["mail <failed>"],
+        script=False,
+    )
     assert "<table>" in page and '<img src="files/pneumonia/standard/gradcam/tp_01.png"' in page
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "<title>t &lt;b&gt;</title>" in page and "mail &lt;failed&gt;" in page
-    dropped = render_html("![x](a.png) and [a link](b.txt) and [web](https://example.org)", title="t",
-                          link=lambda url: None)
+    dropped = render_html(
+        "![x](a.png) and [a link](b.txt) and [web](https://example.org)", title="t", link=lambda url: None
+    )
     assert "<img" not in dropped and "[x]" in dropped and "a link" in dropped and 'href="b.txt"' not in dropped
     assert 'href="https://example.org"' in dropped
 
@@ -238,8 +310,10 @@ def test_view_is_computed_once_in_python(tmp_path):
     from medcore.report import gather_run
 
     aucs = {("pneumonia", "standard"): 0.81, ("limb", "standard"): 0.93, ("knee", "standard"): "train"}
-    outcomes = {key: ({"metrics": metrics_with(auc), "seed": i} if isinstance(auc, float) else auc)
-                for i, (key, auc) in enumerate(aucs.items())}
+    outcomes = {
+        key: ({"metrics": metrics_with(auc), "seed": i} if isinstance(auc, float) else auc)
+        for i, (key, auc) in enumerate(aucs.items())
+    }
     config = write_config(tmp_path)
     view = gather_run(write_run(tmp_path / "runs", "r", outcomes, config))
     assert view["best"] is view["key_figures"]["best"] and view["best"]["label"] == "limb/standard"
@@ -258,8 +332,11 @@ def test_a_findings_fix_comes_from_its_rule(code):
     from medcore.config import CHECKS
     from medcore.report import diagnose
 
-    model = {"status": "failed", "failure": {"stage": "validate", "error": "x"},
-             "validation": {"findings": [{"code": code, "severity": "error", "message": "m"}]}}
+    model = {
+        "status": "failed",
+        "failure": {"stage": "validate", "error": "x"},
+        "validation": {"findings": [{"code": code, "severity": "error", "message": "m"}]},
+    }
     assert diagnose(model)["fix"] == CHECKS[code].fix
 
 
@@ -274,16 +351,21 @@ def _three_nights(tmp_path):
         """Figures as evaluate writes them, with the champion of the night re-scored on the same images."""
         path = tmp_path / "registry" / f"{condition}.json"
         champion = read_json(path)["champion"] if path.exists() else None
-        versus = paired(f"{champion['run_id']}/{champion['profile']}", auc, champion["metrics"]["roc_auc"]) \
-            if champion else None
+        versus = (
+            paired(f"{champion['run_id']}/{champion['profile']}", auc, champion["metrics"]["roc_auc"])
+            if champion
+            else None
+        )
         return metrics_with(auc, versus=versus)
 
     for day, (pneumonia, limb) in (("26", (0.80, 0.74)), ("27", (0.82, 0.73)), ("28", (0.85, 0.69))):
         cardiomegaly = "validate" if day == "28" else {"metrics": scored("cardiomegaly", 0.9), "seed": 5}
-        outcomes = {("pneumonia", "standard"): {"metrics": scored("pneumonia", pneumonia), "seed": 1},
-                    ("pneumonia", "intensive"): {"metrics": scored("pneumonia", pneumonia - 0.02), "seed": 2},
-                    ("limb", "standard"): {"metrics": scored("limb", limb), "seed": 3},
-                    ("cardiomegaly", "standard"): cardiomegaly}
+        outcomes = {
+            ("pneumonia", "standard"): {"metrics": scored("pneumonia", pneumonia), "seed": 1},
+            ("pneumonia", "intensive"): {"metrics": scored("pneumonia", pneumonia - 0.02), "seed": 2},
+            ("limb", "standard"): {"metrics": scored("limb", limb), "seed": 3},
+            ("cardiomegaly", "standard"): cardiomegaly,
+        }
         run = write_run(tmp_path / "runs", f"night{day}", outcomes, config, started=f"2026-11-{day}T01:00:00+00:00")
         pipeline.promote(run.run_id, run.runs_root)
         write_report(run)
@@ -293,9 +375,13 @@ def _three_nights(tmp_path):
 def test_first_screen_one_line_per_condition(tmp_path):
     """Before any detail: per condition its status (glyph and word), champion with AUC and interval, change since
     the previous night, the trend, and what needs a person; no empty header row anywhere."""
-    run, report = _three_nights(tmp_path)
-    assert report.index("## This morning") < report.index("## Next steps") < report.index("## Contents") \
+    _layout, report = _three_nights(tmp_path)
+    assert (
+        report.index("## This morning")
+        < report.index("## Next steps")
+        < report.index("## Contents")
         < report.index("## Key figures")
+    )
     morning = _section(report, "This morning")
     pneumonia, limb = _row(morning, "pneumonia"), _row(morning, "limb")
     cardiomegaly = _row(morning, "cardiomegaly")
@@ -311,12 +397,12 @@ def test_first_screen_one_line_per_condition(tmp_path):
     assert not re.search(r"^\|( *\|)+ *$", report, flags=re.M), "no table has an empty header row"
     for glyph in ("✅", "⚠️", "❌", "↗", "↘", "→"):  # a glyph may render as an empty box: a word always follows it
         for hit in re.finditer(re.escape(glyph), report):
-            assert re.match(r"\s*\**\w", report[hit.end():hit.end() + 6]), report[hit.start():hit.end() + 20]
+            assert re.match(r"\s*\**\w", report[hit.end() : hit.end() + 6]), report[hit.start() : hit.end() + 20]
 
 
 def test_next_steps_grouped_and_few(tmp_path):
     """The same advice for several models is one step naming them all; at most five come first, the rest at the end."""
-    run, report = _three_nights(tmp_path)
+    _layout, report = _three_nights(tmp_path)
     steps = [line for line in _section(report, "Next steps").splitlines() if re.match(r"^\d+\. ", line)]
     assert 1 <= len(steps) <= 5
     more = _section(report, "More next steps").splitlines() if "## More next steps" in report else []
@@ -327,7 +413,7 @@ def test_next_steps_grouped_and_few(tmp_path):
 def test_contents_link_every_section_and_html_collapses_models(tmp_path):
     """The contents list every later section and model; in HTML each model is a closed <details> whose heading has
     the id the contents link to, and the appendices are collapsed too."""
-    run, report = _three_nights(tmp_path)
+    _layout, report = _three_nights(tmp_path)
     contents = _section(report, "Contents")
     later = re.findall(r"^##+ (.+)$", report.split("## Contents", 1)[1], flags=re.M)
     links = re.findall(r"\[([^\]]+)\]\(#([^)]+)\)", contents)
@@ -335,9 +421,23 @@ def test_contents_link_every_section_and_html_collapses_models(tmp_path):
     page = render_html(report, title="t", link=lambda url: url)
     for _, target in links:
         assert f'id="{target}"' in page, target
-    assert page.count("<details>") == page.count("</details>") == 4 + sum(
-        1 for h in ("Issues encountered", "Run parameters", "Data", "Artifacts of this run", "Grad-CAM on a new image",
-                    "More next steps") if f"## {h}\n" in report)
+    assert (
+        page.count("<details>")
+        == page.count("</details>")
+        == 4
+        + sum(
+            1
+            for h in (
+                "Issues encountered",
+                "Run parameters",
+                "Data",
+                "Artifacts of this run",
+                "Grad-CAM on a new image",
+                "More next steps",
+            )
+            if f"## {h}\n" in report
+        )
+    )
     assert '<details>\n<summary><h3 id="pneumonia--standard">pneumonia / standard</h3>\n</summary>' in page
     assert "<main>" in page and "<script>" in page and "<script>" not in render_html(report, title="t", script=False)
 
@@ -347,24 +447,46 @@ def test_calibration_studies_and_cross_validation_are_shown(tmp_path):
     cross-validation get their own sentences; the best epoch is named as the saved model."""
     from tests.fakes import metrics_with
 
-    calibration = {"method": "temperature scaling on logits", "temperature": 1.8, "fitted_on": "val",
-                   "measured_on": "test", "bins": 10,
-                   "before": {"calibration_error": {"value": 0.151, "interval": {"low": 0.12, "high": 0.18}},
-                              "brier": {"value": 0.2, "interval": {"low": 0.18, "high": 0.22}}},
-                   "after": {"calibration_error": {"value": 0.043, "interval": {"low": 0.03, "high": 0.07}},
-                             "brier": {"value": 0.17, "interval": {"low": 0.15, "high": 0.19}}}}
-    limb = metrics_with(0.81, kappa=0.41, unit="study", n_images=181, study_aggregation="mean",
-                        reference="MURA humerus kappa 0.44 from scratch", calibration=calibration,
-                        image_level={**metrics_with(0.74), "kappa": 0.33})
+    calibration = {
+        "method": "temperature scaling on logits",
+        "temperature": 1.8,
+        "fitted_on": "val",
+        "measured_on": "test",
+        "bins": 10,
+        "before": {
+            "calibration_error": {"value": 0.151, "interval": {"low": 0.12, "high": 0.18}},
+            "brier": {"value": 0.2, "interval": {"low": 0.18, "high": 0.22}},
+        },
+        "after": {
+            "calibration_error": {"value": 0.043, "interval": {"low": 0.03, "high": 0.07}},
+            "brier": {"value": 0.17, "interval": {"low": 0.15, "high": 0.19}},
+        },
+    }
+    limb = metrics_with(
+        0.81,
+        kappa=0.41,
+        unit="study",
+        n_images=181,
+        study_aggregation="mean",
+        reference="MURA humerus kappa 0.44 from scratch",
+        calibration=calibration,
+        image_level={**metrics_with(0.74), "kappa": 0.33},
+    )
     limb["intervals"]["kappa"] = {"low": 0.22, "high": 0.58}
     small = metrics_with(0.7, estimate="cross-validation", crossval={"folds": 5, "repeats": 2, "models": 10})
-    _, _, report = _report(tmp_path, {("limb", "standard"): {"metrics": limb, "seed": 1},
-                                      ("knee", "standard"): {"metrics": small, "seed": 2}})
+    _, _, report = _report(
+        tmp_path,
+        {("limb", "standard"): {"metrics": limb, "seed": 1}, ("knee", "standard"): {"metrics": small, "seed": 2}},
+    )
     assert "Scored **per study**" in report and "181 images" in report and "MURA humerus kappa 0.44" in report
-    assert re.search(r"images', the threshold is fitted on val studies.*\n(- Published.*\n)?\n\| metric \(test, per study\)",
-                     report), "the study table must start its own block"
+    assert re.search(
+        r"images', the threshold is fitted on val studies.*\n(- Published.*\n)?\n\| metric \(test, per study\)", report
+    ), "the study table must start its own block"
     assert re.search(r"\| Cohen's kappa \| 0\.41\d? \(0\.22\d?–0\.58\d?\) \|", report)
     assert "| per image (secondary) |" in report
-    assert re.search(r"temperature 1\.80 fitted on val.*ECE 0\.15\d* \(0\.12\d*–0\.18\d*\) → \*\*0\.04\d* "
-                     r"\(0\.03\d*–0\.07\d*\)\*\*", report)
+    assert re.search(
+        r"temperature 1\.80 fitted on val.*ECE 0\.15\d* \(0\.12\d*–0\.18\d*\) → \*\*0\.04\d* "
+        r"\(0\.03\d*–0\.07\d*\)\*\*",
+        report,
+    )
     assert "**Estimated by cross-validation**" in report and "2 × 5-fold" in report

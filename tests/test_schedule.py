@@ -43,17 +43,29 @@ def test_enabling_schedule_and_triggering_start_only_what_was_asked(tmp_path):
     dags.mkdir()
     shutil.copy(ROOT / "dags" / "medical_training.py", dags)
     (dags / "control_builtin_cron.py").write_text(textwrap.dedent(CONTROL))
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-           "MEDCORE_CONFIG": str(ROOT / "conditions.yaml"), "MEDCORE_SCHEDULE": f"{slot.minute} {slot.hour} * * *",
-           # No API server on port 9: tasks never start, only the scheduler's decisions are watched.
-           "AIRFLOW__API__PORT": "9", "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5"}
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+        "MEDCORE_CONFIG": str(ROOT / "conditions.yaml"),
+        "MEDCORE_SCHEDULE": f"{slot.minute} {slot.hour} * * *",
+        # No API server on port 9: tasks never start, only the scheduler's decisions are watched.
+        "AIRFLOW__API__PORT": "9",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+    }
     db = tmp_path / "airflow" / "airflow.db"
     airflow(["airflow", "db", "migrate"], env)
-    processes = [start(["airflow", "dag-processor"], env, tmp_path / "dag-processor.log"),
-                 start(["airflow", "scheduler"], env, tmp_path / "scheduler.log")]
+    processes = [
+        start(["airflow", "dag-processor"], env, tmp_path / "dag-processor.log"),
+        start(["airflow", "scheduler"], env, tmp_path / "scheduler.log"),
+    ]
     try:
-        wait_for(lambda: len(_rows(db, "select dag_id from dag")) == 3, 180,
-                 "the DAG processor to store the three DAGs", alive=tuple(processes))
+        wait_for(
+            lambda: len(_rows(db, "select dag_id from dag")) == 3,
+            180,
+            "the DAG processor to store the three DAGs",
+            alive=tuple(processes),
+        )
         parsed = dict(_rows(db, "select dag_id, is_paused from dag"))
         assert parsed["medical_training_manual"] == 0, "the manual DAG is enabled from creation"
         assert parsed["medical_training"] == 1, "the nightly schedule starts disabled"
@@ -64,10 +76,18 @@ def test_enabling_schedule_and_triggering_start_only_what_was_asked(tmp_path):
         airflow(["airflow", "dags", "unpause", "control_builtin_cron"], env)
 
         # The scheduler has looped past the unpause once the control DAG's past slot has a run.
-        wait_for(lambda: _rows(db, "select run_type from dag_run where dag_id = 'control_builtin_cron'"), 180,
-                 "the control DAG's scheduled run", alive=tuple(processes))
-        wait_for(lambda: _rows(db, "select state from dag_run where dag_id = 'medical_training_manual'")
-                 == [("running",)], 120, "the manual run to start", alive=tuple(processes))
+        wait_for(
+            lambda: _rows(db, "select run_type from dag_run where dag_id = 'control_builtin_cron'"),
+            180,
+            "the control DAG's scheduled run",
+            alive=tuple(processes),
+        )
+        wait_for(
+            lambda: _rows(db, "select state from dag_run where dag_id = 'medical_training_manual'") == [("running",)],
+            120,
+            "the manual run to start",
+            alive=tuple(processes),
+        )
         runs = _rows(db, "select dag_id, run_type from dag_run where dag_id like 'medical_training%' order by dag_id")
         assert runs == [("medical_training", "manual"), ("medical_training_manual", "manual")]
         [(next_run,)] = _rows(db, "select next_dagrun_create_after from dag where dag_id = 'medical_training'")

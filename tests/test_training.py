@@ -21,8 +21,14 @@ TRAIN_JOB = "import json, sys; from medcore import pipeline; pipeline.train(json
 
 def _job(config_path, run_id: str, epochs: int | None = None) -> dict:
     config = load_config(config_path)
-    return {"run_id": run_id, "runs_root": str(config.runs_root), "config": str(config.path),
-            "condition": "knee_osteoporosis", "profile": "standard", "epochs": epochs}
+    return {
+        "run_id": run_id,
+        "runs_root": str(config.runs_root),
+        "config": str(config.path),
+        "condition": "knee_osteoporosis",
+        "profile": "standard",
+        "epochs": epochs,
+    }
 
 
 def test_class_weights_balance_the_classes():
@@ -42,8 +48,9 @@ def test_killed_training_resumes_from_the_last_finished_epoch(tiny_config):
     kill_after_first_epoch(TRAIN_JOB, [json.dumps(job)], metadata)
     assert not paths.model.exists(), "a killed run must not leave a model behind"
 
-    rerun = subprocess.run([sys.executable, "-c", TRAIN_JOB, json.dumps(job)], capture_output=True, text=True,
-                           timeout=600)
+    rerun = subprocess.run(
+        [sys.executable, "-c", TRAIN_JOB, json.dumps(job)], capture_output=True, text=True, timeout=600
+    )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     record = read_json(paths.training_json)
     assert record["resumed_from_epoch"] >= 1
@@ -115,7 +122,7 @@ def test_failed_training_leaves_the_previous_model_untouched(tiny_config):
     split.loc[split["split"] == "train", "path"] = str(paths.root / "vanished.jpg")  # files deleted under us
     split.to_csv(paths.split_csv, index=False)
 
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 whichever layer fails (ours or TensorFlow's), the old model stays
         pipeline.train(job)
     assert paths.model.read_bytes() == b"the previous, good model"
     assert read_json(paths.failure_json)["stage"] == "train"
@@ -123,6 +130,7 @@ def test_failed_training_leaves_the_previous_model_untouched(tiny_config):
 
 
 # --------------------------------------------------------------------------- weight sources
+
 
 def test_imagenet_without_network_names_the_file_to_place(tmp_path, monkeypatch):
     """Offline, `weights: imagenet` fails with one line naming the file and where to put it."""
@@ -192,9 +200,11 @@ def test_cosine_profile_trains_at_the_scheduled_rates(tiny_config, tmp_path):
     from medcore.training import cosine_learning_rate
 
     config = tmp_path / "cosine.yaml"
-    config.write_text(f"extends: {tiny_config}\nprofiles:\n  standard: {{image_size: 32, epochs: 3, patience: 10, "
-                      "batch_size: 16, execution: eager, max_images_per_split: 40, learning_rate: 0.002, "
-                      "lr_schedule: cosine}\n")
+    config.write_text(
+        f"extends: {tiny_config}\nprofiles:\n  standard: {{image_size: 32, epochs: 3, patience: 10, "
+        "batch_size: 16, execution: eager, max_images_per_split: 40, learning_rate: 0.002, "
+        "lr_schedule: cosine}\n"
+    )
     job = _job(config, "cosine-test")
     pipeline.validate(job)
     pipeline.train(job)
@@ -264,8 +274,10 @@ def test_training_json_records_the_precision_chosen_for_this_cpu_and_why(tiny_co
     from medcore.compute import choose_precision
 
     config = tmp_path / "auto.yaml"
-    config.write_text(f"extends: {tiny_config}\nprofiles:\n  standard: {{image_size: 32, epochs: 1, batch_size: 16, "
-                      "execution: eager, max_images_per_split: 24, precision: auto, cores: 1}\n")
+    config.write_text(
+        f"extends: {tiny_config}\nprofiles:\n  standard: {{image_size: 32, epochs: 1, batch_size: 16, "
+        "execution: eager, max_images_per_split: 24, precision: auto, cores: 1}\n"
+    )
     job = _job(config, "precision-test")
     pipeline.validate(job)
     pipeline.train(job)

@@ -51,15 +51,27 @@ def api_server(tmp_path, monkeypatch):
     """`airflow api-server` on a free 127.0.0.1 port with a fresh AIRFLOW_HOME and this project's plugins folder."""
     monkeypatch.delenv("MEDCORE_REGISTRY_ROOT", raising=False)
     port = _free_port()
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__API__PORT": str(port),
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin", "MEDCORE_RUNS_ROOT": str(tmp_path / "runs")}
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "MEDCORE_RUNS_ROOT": str(tmp_path / "runs"),
+    }
     airflow = str(ROOT / "bin" / "airflow-local")
-    migrated = subprocess.run([airflow, "airflow", "db", "migrate"], env=env, capture_output=True, text=True,
-                              timeout=300, cwd=ROOT)
+    migrated = subprocess.run(
+        [airflow, "airflow", "db", "migrate"], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
     assert migrated.returncode == 0, migrated.stderr[-2000:]
     log = (tmp_path / "api-server.log").open("w")
-    server = subprocess.Popen([airflow, "airflow", "api-server", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    server = subprocess.Popen(
+        [airflow, "airflow", "api-server", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -83,13 +95,24 @@ def api_server(tmp_path, monkeypatch):
 
 def _runs(tmp_path):
     config = write_config(tmp_path)
-    run = write_run(tmp_path / "runs", RUN_ID, {("pneumonia", "standard"): {"metrics": metrics_with(0.91), "seed": 1},
-                                                ("limb", "standard"): "validate"}, config)
+    run = write_run(
+        tmp_path / "runs",
+        RUN_ID,
+        {("pneumonia", "standard"): {"metrics": metrics_with(0.91), "seed": 1}, ("limb", "standard"): "validate"},
+        config,
+    )
     pipeline.promote(run.run_id, run.runs_root)
     run.model("pneumonia", "standard").model_card.write_text("# Model card: pneumonia / standard\n\nResearch only.\n")
     write_report(run)
-    write_json(run.notify_json, {"status": "failed", "error": "ConnectionRefusedError: [Errno 111] Connection refused",
-                                 "conn_id": "smtp_default", "time": "2026-11-27T02:00:00+00:00"})
+    write_json(
+        run.notify_json,
+        {
+            "status": "failed",
+            "error": "ConnectionRefusedError: [Errno 111] Connection refused",
+            "conn_id": "smtp_default",
+            "time": "2026-11-27T02:00:00+00:00",
+        },
+    )
     (tmp_path / "runs" / "secret.txt").write_text("not for the page")
     (tmp_path / "secret.txt").write_text("not for the page either")
     return run
@@ -144,9 +167,14 @@ def test_reports_page_behind_airflow_login(tmp_path, api_server):
     cookie = httpx.get(f"{pages}/runs/{folder}/", cookies={"_token": token}, timeout=30)
     assert cookie.status_code == 200, "the UI's session cookie works too (the page is shown in an iframe)"
 
-    for path in (f"runs/{folder}/files/..%2Fsecret.txt", f"runs/{folder}/files/..%2F..%2Fsecret.txt",
-                 f"runs/{folder}/files/%2Fetc%2Fpasswd", f"runs/{folder}/files/pneumonia/standard/model.keras",
-                 "runs/..%2Fsecret.txt/", "runs/no-such-run/"):
+    for path in (
+        f"runs/{folder}/files/..%2Fsecret.txt",
+        f"runs/{folder}/files/..%2F..%2Fsecret.txt",
+        f"runs/{folder}/files/%2Fetc%2Fpasswd",
+        f"runs/{folder}/files/pneumonia/standard/model.keras",
+        "runs/..%2Fsecret.txt/",
+        "runs/no-such-run/",
+    ):
         refused = httpx.get(f"{pages}/{path}", headers=auth, timeout=30)
         assert refused.status_code == 404, (path, refused.status_code, refused.text[:200])
 

@@ -34,8 +34,10 @@ def _findings(result) -> dict[str, dict]:
 
 def _config(tmp_path: Path, condition: str = FOLDERS, extra: str = ""):
     """Load a one-condition config over `tmp_path/data`; `extra` adds top-level YAML (e.g. validation:)."""
-    text = (f"data_root: {tmp_path / 'data'}\nruns_root: {tmp_path / 'runs'}\n{extra}\n"
-            f"conditions:\n  c: {condition}\nprofiles:\n  p: {{image_size: 32}}\n")
+    text = (
+        f"data_root: {tmp_path / 'data'}\nruns_root: {tmp_path / 'runs'}\n{extra}\n"
+        f"conditions:\n  c: {condition}\nprofiles:\n  p: {{image_size: 32}}\n"
+    )
     return load_config(write_yaml(tmp_path / "c.yaml", text))
 
 
@@ -75,8 +77,10 @@ def _csv_set(tmp_path: Path, rows: list[dict], images: int | None = None, seed: 
 
 
 def _csv_rows(n: int = 24, test: int = 6) -> list[dict]:
-    return [{"image": f"img/{i}.png", "label": "1" if i % 2 == 0 else "0", "split": "test" if i < test else "train"}
-            for i in range(n)]
+    return [
+        {"image": f"img/{i}.png", "label": "1" if i % 2 == 0 else "0", "split": "test" if i < test else "train"}
+        for i in range(n)
+    ]
 
 
 CSV = "{dataset: set, layout: csv, manifest: labels.csv, positive: ['1'], negative: ['0']}"
@@ -97,8 +101,9 @@ def test_clean_synthetic_sets_validate(tiny_config):
         result = validate_condition(config, condition)
         assert result.ok, result.summary()
         assert len(result.fingerprint) == 16
-        assert all(result.counts[s]["positive"] > 0 and result.counts[s]["negative"] > 0
-                   for s in ("train", "val", "test"))
+        assert all(
+            result.counts[s]["positive"] > 0 and result.counts[s]["negative"] > 0 for s in ("train", "val", "test")
+        )
         assert result.manifest["sha256"].str.fullmatch(r"[0-9a-f]{64}").all()
         assert _accounted(result)
         codes = _findings(result)
@@ -123,12 +128,12 @@ def test_bad_rows_are_dropped_and_named(tiny_config, demo_data, tmp_path, monkey
     root = _copy_limb(demo_data, tmp_path)
     manifest = root / "limb" / "labels.csv"
     table = pd.read_csv(manifest, dtype=str)
-    (root / "limb" / table.loc[0, "image"]).unlink()                       # missing file
-    (root / "limb" / table.loc[1, "image"]).write_bytes(b"not an image")   # not an image
-    (root / "limb" / table.loc[2, "image"]).write_bytes(b"")               # zero bytes
-    table.loc[3, "finding"] = ""                                           # blank label
-    table.loc[4, "image"] = "../../etc/passwd"                             # escapes the dataset
-    table.loc[5, "finding"] = "maybe"                                      # unknown class
+    (root / "limb" / table.loc[0, "image"]).unlink()  # missing file
+    (root / "limb" / table.loc[1, "image"]).write_bytes(b"not an image")  # not an image
+    (root / "limb" / table.loc[2, "image"]).write_bytes(b"")  # zero bytes
+    table.loc[3, "finding"] = ""  # blank label
+    table.loc[4, "image"] = "../../etc/passwd"  # escapes the dataset
+    table.loc[5, "finding"] = "maybe"  # unknown class
     table.to_csv(manifest, index=False)
 
     config = _limb_config(tiny_config, monkeypatch, root)
@@ -238,8 +243,13 @@ def test_broken_files_are_decoded_for_real_not_judged_by_name(tmp_path):
     (folder / "really_png.jpg").write_bytes(_encode(phantom(np.random.default_rng(7), 32), ".png"))
     result = _validate(tmp_path)
     findings = _findings(result)
-    expected = {"image_empty": "empty.png", "image_truncated": "cut.jpg", "image_corrupt": "corrupt.jpg",
-                "image_not_an_image": "text.png", "image_format_unsupported": "scan.png"}
+    expected = {
+        "image_empty": "empty.png",
+        "image_truncated": "cut.jpg",
+        "image_corrupt": "corrupt.jpg",
+        "image_not_an_image": "text.png",
+        "image_format_unsupported": "scan.png",
+    }
     for code, name in expected.items():
         assert findings[code]["dropped_rows"] == [f"train/pos/{name}"], code
     assert "TIFF" in findings["image_format_unsupported"]["message"]
@@ -257,14 +267,17 @@ def test_manifest_paths_that_escape_are_rejected_and_never_opened(tmp_path, monk
     outside.write_bytes(_encode(phantom(np.random.default_rng(9), 32)))
     (root / "img" / "link.png").symlink_to(outside)
     escapes = ["../secret.png", str(outside), "img/link.png"]
-    bad = pd.DataFrame(rows + [{"image": p, "label": "1", "split": "train"} for p in escapes]
-                       + [{"image": "", "label": "0", "split": "train"},
-                          {"image": "img/\x00.png", "label": "0", "split": "train"}])
+    bad = pd.DataFrame(
+        rows
+        + [{"image": p, "label": "1", "split": "train"} for p in escapes]
+        + [{"image": "", "label": "0", "split": "train"}, {"image": "img/\x00.png", "label": "0", "split": "train"}]
+    )
     bad.to_csv(root / "labels.csv", index=False)
     opened: list[str] = []
     real_open = open
-    monkeypatch.setattr(validation, "open", lambda p, *a, **k: (opened.append(str(p)), real_open(p, *a, **k))[1],
-                        raising=False)
+    monkeypatch.setattr(
+        validation, "open", lambda p, *a, **k: (opened.append(str(p)), real_open(p, *a, **k))[1], raising=False
+    )
     result = _validate(tmp_path, CSV)
     findings = _findings(result)
     assert sorted(findings["path_outside_dataset"]["dropped_rows"]) == sorted(escapes)
@@ -353,10 +366,13 @@ def test_exact_duplicates_within_and_across_splits(tmp_path):
 
     dropped = _validate(tmp_path, extra="validation: {policy: {duplicate_across_splits: drop}}")
     assert dropped.ok and _findings(dropped)["duplicate_across_splits"]["dropped_rows"] == ["test/pos/leaked.png"]
-    from_train = _validate(tmp_path,
-                           extra="validation: {policy: {duplicate_across_splits: drop}, leak_drop_from: train}")
+    from_train = _validate(
+        tmp_path, extra="validation: {policy: {duplicate_across_splits: drop}, leak_drop_from: train}"
+    )
     assert sorted(_findings(from_train)["duplicate_across_splits"]["dropped_rows"]) == [
-        "train/pos/again.png", "train/pos/train_pos_0.png"]
+        "train/pos/again.png",
+        "train/pos/train_pos_0.png",
+    ]
 
 
 def test_conflicting_duplicates_are_errors_or_drop_every_copy(tmp_path):
@@ -372,7 +388,10 @@ def test_conflicting_duplicates_are_errors_or_drop_every_copy(tmp_path):
     dropped = _validate(tmp_path, condition.replace("}", ", validation_policy: {duplicate_conflicting_labels: drop}}"))
     assert dropped.ok
     assert sorted(_findings(dropped)["duplicate_conflicting_labels"]["dropped_rows"]) == [
-        "neg/neg_1.png [neg]", "neg/twin.png [neg]", "pos/pos_0.png [pos]"]
+        "neg/neg_1.png [neg]",
+        "neg/twin.png [neg]",
+        "pos/pos_0.png [pos]",
+    ]
     assert not {"pos/pos_0.png", "neg/twin.png", "neg/neg_1.png"} & set(dropped.manifest["relpath"])
 
 
@@ -464,8 +483,11 @@ def _split_of(result) -> pd.Series:
 @pytest.mark.parametrize("grouped", [False, True])
 def test_growing_a_dataset_by_a_fifth_moves_no_image_between_splits(tmp_path, grouped):
     """Splits made by the keyed hash: 20 % more images (and some removed) leave every other image where it was."""
-    condition = ("{dataset: set, layout: folders, positive: [pos], negative: [neg], group_pattern: '^p(\\d+)_'}"
-                 if grouped else FOLDERS)
+    condition = (
+        "{dataset: set, layout: folders, positive: [pos], negative: [neg], group_pattern: '^p(\\d+)_'}"
+        if grouped
+        else FOLDERS
+    )
     root = tmp_path / "data" / "set"
     rng = np.random.default_rng(3)
 
@@ -550,9 +572,14 @@ def test_split_manifest_names_each_image_by_content(tmp_path):
 
 
 def _tree(root: Path) -> dict[str, tuple[int, int, str]]:
-    return {str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime_ns,
-                                       hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "")
-            for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): (
+            p.lstat().st_size,
+            p.lstat().st_mtime_ns,
+            hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "",
+        )
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def test_dataset_folder_is_never_modified(tmp_path):
@@ -561,8 +588,19 @@ def test_dataset_folder_is_never_modified(tmp_path):
     shutil.copy(root / "train" / "pos" / "train_pos_0.png", root / "test" / "neg" / "conflict.png")
     (root / "train" / "neg" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     before = _tree(root)
-    drop_all = "{" + ", ".join(f"{c}: drop" for c in ("duplicate_conflicting_labels", "duplicate_across_splits",
-                                                      "duplicate_within_split", "group_leakage")) + "}"
+    drop_all = (
+        "{"
+        + ", ".join(
+            f"{c}: drop"
+            for c in (
+                "duplicate_conflicting_labels",
+                "duplicate_across_splits",
+                "duplicate_within_split",
+                "group_leakage",
+            )
+        )
+        + "}"
+    )
     _validate(tmp_path, extra=f"validation: {{policy: {drop_all}}}")
     assert _tree(root) == before
 
@@ -590,13 +628,20 @@ def test_bad_validation_config_names_file_and_key(tmp_path, validation, expected
 
 def test_condition_policy_overrides_and_bad_condition_keys(tmp_path):
     """validation_policy overrides the top level for one condition; bad codes and overlapping exclude are rejected."""
-    config = _config(tmp_path, FOLDERS.replace("}", ", validation_policy: {group_leakage: warn}}"),
-                     "validation: {policy: {group_leakage: drop, image_blank: warn}}")
+    config = _config(
+        tmp_path,
+        FOLDERS.replace("}", ", validation_policy: {group_leakage: warn}}"),
+        "validation: {policy: {group_leakage: drop, image_blank: warn}}",
+    )
     policy = config.validation_for(config.conditions["c"]).policy
     assert (policy["group_leakage"], policy["image_blank"], policy["file_missing"]) == ("warn", "warn", "drop")
-    for condition, expected in ((FOLDERS.replace("}", ", validation_policy: {nope: drop}}"),
-                                 "conditions.c.validation_policy.nope: unknown finding code"),
-                                (FOLDERS.replace("}", ", exclude: [pos]}"), "conditions.c.exclude: label 'pos'")):
+    for condition, expected in (
+        (
+            FOLDERS.replace("}", ", validation_policy: {nope: drop}}"),
+            "conditions.c.validation_policy.nope: unknown finding code",
+        ),
+        (FOLDERS.replace("}", ", exclude: [pos]}"), "conditions.c.exclude: label 'pos'"),
+    ):
         with pytest.raises(ConfigError, match=expected):
             _config(tmp_path, condition)
 
@@ -628,8 +673,10 @@ def test_scan_never_opens_special_files(tmp_path):
     root = _csv_set(tmp_path, rows)
     os.mkfifo(root / "img" / "pipe.png")
     (root / "img" / "dir.png").mkdir()
-    special = [{"image": "img/pipe.png", "label": "1", "split": "train"},
-               {"image": "img/dir.png", "label": "0", "split": "train"}]
+    special = [
+        {"image": "img/pipe.png", "label": "1", "split": "train"},
+        {"image": "img/dir.png", "label": "0", "split": "train"},
+    ]
     pd.DataFrame(rows + special).to_csv(root / "labels.csv", index=False)
     finding = _findings(_validate(tmp_path, CSV))["file_unreadable"]
     assert sorted(finding["dropped_rows"]) == ["img/dir.png", "img/pipe.png"]
@@ -654,8 +701,9 @@ def test_folder_links_out_of_the_dataset_are_refused_and_never_opened(tmp_path, 
     (root / "val" / "neg").symlink_to(outside / "more")
     opened: list[str] = []
     real_open = open
-    monkeypatch.setattr(validation, "open", lambda p, *a, **k: (opened.append(str(p)), real_open(p, *a, **k))[1],
-                        raising=False)
+    monkeypatch.setattr(
+        validation, "open", lambda p, *a, **k: (opened.append(str(p)), real_open(p, *a, **k))[1], raising=False
+    )
     result = _validate(tmp_path)
     finding = _findings(result)["path_outside_dataset"]
     assert sorted(finding["dropped_rows"]) == ["train/neg2/", "train/pos/link.png", "val/neg/"]
@@ -711,8 +759,10 @@ def test_jpegs_cut_short_or_zeroed_are_found_though_opencv_decodes_them(tmp_path
     rng = np.random.default_rng(11)
     jpeg = _encode(phantom(rng, 128), ".jpg", cv2.IMWRITE_JPEG_QUALITY, 95)
     half = len(jpeg) // 2
-    damaged = {"cut.jpg": jpeg[:half] + b"\xff\xd9",
-               "zeroed.jpg": jpeg[: len(jpeg) // 3] + bytes(len(jpeg) // 3) + jpeg[2 * len(jpeg) // 3:]}
+    damaged = {
+        "cut.jpg": jpeg[:half] + b"\xff\xd9",
+        "zeroed.jpg": jpeg[: len(jpeg) // 3] + bytes(len(jpeg) // 3) + jpeg[2 * len(jpeg) // 3 :],
+    }
     for name, data in damaged.items():
         assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) is not None, "OpenCV decodes it grey"
         (tmp_path / name).write_bytes(data)

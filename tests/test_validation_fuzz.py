@@ -55,15 +55,16 @@ def _png_claiming(width: int, height: int, depth: int, colour: int) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     header = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(64)))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b"")
+    )
 
 
 def _jpeg_claiming(width: int, height: int) -> bytes:
     """The valid JPEG with its frame header (SOF0) rewritten to claim another size."""
     data = bytearray(VALID[1])
     at = data.index(b"\xff\xc0") + 5
-    data[at:at + 4] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    data[at : at + 4] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
     return bytes(data)
 
 
@@ -73,18 +74,24 @@ def _jpeg_damaged(cut: int, zero_from: int, zero_len: int) -> bytes:
     if cut:
         return data[: max(4, cut % len(data))] + b"\xff\xd9"
     start = zero_from % len(data)
-    return data[:start] + bytes(min(zero_len, len(data) - start)) + data[start + zero_len:]
+    return data[:start] + bytes(min(zero_len, len(data) - start)) + data[start + zero_len :]
 
 
 file_bytes = st.one_of(
     st.binary(max_size=600),
-    st.builds(_png_claiming, st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1), st.sampled_from([1, 2, 4, 8, 16]),
-              st.sampled_from([0, 2, 3, 4, 6])),
+    st.builds(
+        _png_claiming,
+        st.integers(0, 2**31 - 1),
+        st.integers(0, 2**31 - 1),
+        st.sampled_from([1, 2, 4, 8, 16]),
+        st.sampled_from([0, 2, 3, 4, 6]),
+    ),
     st.builds(_jpeg_claiming, st.integers(0, 65535), st.integers(0, 65535)),
     st.builds(_jpeg_damaged, st.integers(0, 5000), st.integers(0, 5000), st.integers(1, 400)),
     st.builds(lambda data, n: data[:n], st.sampled_from(VALID), st.integers(0, 1500)),
-    st.builds(_flip, st.sampled_from(VALID),
-              st.lists(st.tuples(st.integers(0, 10**5), st.integers(0, 255)), max_size=12)),
+    st.builds(
+        _flip, st.sampled_from(VALID), st.lists(st.tuples(st.integers(0, 10**5), st.integers(0, 255)), max_size=12)
+    ),
     st.builds(lambda magic, tail: magic + tail, st.sampled_from(MAGIC), st.binary(max_size=300)),
     st.sampled_from(VALID),
 )
@@ -93,8 +100,10 @@ names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters
 
 def _write_config(root: Path, condition: str) -> Path:
     path = root / "c.yaml"
-    path.write_text(f"data_root: {root / 'data'}\nruns_root: {root / 'runs'}\nconditions:\n  c: {condition}\n"
-                    "profiles:\n  p: {image_size: 32}\n")
+    path.write_text(
+        f"data_root: {root / 'data'}\nruns_root: {root / 'runs'}\nconditions:\n  c: {condition}\n"
+        "profiles:\n  p: {image_size: 32}\n"
+    )
     return path
 
 
@@ -119,9 +128,17 @@ def _no_env_roots(monkeypatch):
 
 
 @FUZZ
-@given(files=st.lists(st.tuples(st.sampled_from(["train/pos", "train/neg", "test/pos", "test/neg", "pos", "x/y/z"]),
-                                names, st.sampled_from([".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif"]),
-                                file_bytes), max_size=8))
+@given(
+    files=st.lists(
+        st.tuples(
+            st.sampled_from(["train/pos", "train/neg", "test/pos", "test/neg", "pos", "x/y/z"]),
+            names,
+            st.sampled_from([".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif"]),
+            file_bytes,
+        ),
+        max_size=8,
+    )
+)
 def test_hostile_image_files_end_in_findings(files):
     """Random, truncated, bit-flipped and mislabelled image files never crash validation."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,8 +161,27 @@ def test_hostile_image_files_end_in_findings(files):
     count("image files")
 
 
-cells = st.one_of(st.text(max_size=30), st.sampled_from(["1", "0", "1.0", "0.0", "", "nan", "-1.0", "0.5", "train",
-                                                         "valid", "test", "holdout", "../x.png", "/etc/passwd"]))
+cells = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(
+        [
+            "1",
+            "0",
+            "1.0",
+            "0.0",
+            "",
+            "nan",
+            "-1.0",
+            "0.5",
+            "train",
+            "valid",
+            "test",
+            "holdout",
+            "../x.png",
+            "/etc/passwd",
+        ]
+    ),
+)
 
 
 @FUZZ
@@ -166,12 +202,17 @@ def test_hostile_manifest_cells_end_in_findings_or_a_clear_error(rows, raw):
         table = good + rows
         manifest = data / "labels.csv"
         if raw:  # cells written as they are: quotes, commas and newlines break the CSV itself
-            manifest.write_text("image,label,split,group\n" + "\n".join(",".join(r) for r in table) + "\n",
-                                encoding="utf-8", errors="surrogatepass")
+            manifest.write_text(
+                "image,label,split,group\n" + "\n".join(",".join(r) for r in table) + "\n",
+                encoding="utf-8",
+                errors="surrogatepass",
+            )
         else:
             pd.DataFrame(table, columns=["image", "label", "split", "group"]).to_csv(manifest, index=False)
-        config = _write_config(root, "{dataset: set, layout: csv, manifest: labels.csv, positive: ['1'], "
-                                     "negative: ['0'], group_column: group}")
+        config = _write_config(
+            root,
+            "{dataset: set, layout: csv, manifest: labels.csv, positive: ['1'], negative: ['0'], group_column: group}",
+        )
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main(["validate", "--config", str(config), "--condition", "c", "--out", str(root / "out")])
@@ -192,8 +233,9 @@ def test_random_bytes_as_the_manifest_are_a_one_line_error(content):
         root = Path(tmp)
         (root / "data" / "set").mkdir(parents=True)
         (root / "data" / "set" / "labels.csv").write_bytes(content)
-        config = load_config(_write_config(root, "{dataset: set, layout: csv, manifest: labels.csv, "
-                                                 "positive: ['1'], negative: ['0']}"))
+        config = load_config(
+            _write_config(root, "{dataset: set, layout: csv, manifest: labels.csv, positive: ['1'], negative: ['0']}")
+        )
         result = validate_condition(config, config.conditions["c"])
         _check(result)
         assert not result.ok  # there are no images, whatever the bytes say
@@ -204,9 +246,15 @@ labels = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_si
 
 
 @FUZZ
-@given(positive=st.lists(labels, min_size=1, max_size=3), negative=st.lists(labels, min_size=1, max_size=3),
-       cells=st.lists(st.one_of(labels, st.sampled_from(["1", "0", "1.0", "nan", "", " 1 ", "-0", "1e0", "∞"])),
-                      min_size=1, max_size=24))
+@given(
+    positive=st.lists(labels, min_size=1, max_size=3),
+    negative=st.lists(labels, min_size=1, max_size=3),
+    cells=st.lists(
+        st.one_of(labels, st.sampled_from(["1", "0", "1.0", "nan", "", " 1 ", "-0", "1e0", "∞"])),
+        min_size=1,
+        max_size=24,
+    ),
+)
 def test_hostile_label_cells_and_label_lists_end_in_findings(positive, negative, cells):
     """Any label strings, in the config's positive/negative lists and in the manifest, end in a finding or a
     one-line config error; a label never counts as both classes."""
@@ -224,9 +272,12 @@ def test_hostile_label_cells_and_label_lists_end_in_findings(positive, negative,
             (data / "img" / f"{i}.png").write_bytes(cv2.imencode(".png", phantom(rng, 32, i % 2 == 0))[1])
             rows.append((f"img/{i}.png", cell, "test" if i % 4 == 0 else "train"))
         pd.DataFrame(rows, columns=["image", "label", "split"]).to_csv(data / "labels.csv", index=False)
-        condition = yaml.safe_dump({"dataset": "set", "layout": "csv", "manifest": "labels.csv",
-                                    "positive": positive, "negative": negative}, default_flow_style=True,
-                                   allow_unicode=True, width=10**6).strip()
+        condition = yaml.safe_dump(
+            {"dataset": "set", "layout": "csv", "manifest": "labels.csv", "positive": positive, "negative": negative},
+            default_flow_style=True,
+            allow_unicode=True,
+            width=10**6,
+        ).strip()
         try:
             config = load_config(_write_config(root, condition))
         except ConfigError as exc:

@@ -177,7 +177,7 @@ def reap_abandoned() -> list[str]:
         try:
             _drop_database(state["postgres"], state["database"])
             _delete_redis_keys(state["redis"], state["redis_prefix"])
-        except Exception as exc:  # servers down: try again next time
+        except Exception as exc:  # noqa: BLE001 servers down: try again next time
             reaped.append(f"{state['database']}: {exc!r}")
             continue
         path.unlink(missing_ok=True)
@@ -251,8 +251,10 @@ class Cluster:
         self._token: str | None = None
         self._db_created = False
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(f"extends: {ROOT / 'conditions.yaml'}\ndata_root: {data_root}\n"
-                               f"runs_root: {self.runs_root}\n" + textwrap.dedent(PROFILES))
+        self.config.write_text(
+            f"extends: {ROOT / 'conditions.yaml'}\ndata_root: {data_root}\n"
+            f"runs_root: {self.runs_root}\n" + textwrap.dedent(PROFILES)
+        )
         pg = POSTGRES_URL.rstrip("/")
         # Name the driver: SQLAlchemy 2.1's default for postgresql:// is psycopg 3, which is not installed.
         pg_psycopg2 = pg.replace("postgresql://", "postgresql+psycopg2://", 1)
@@ -310,16 +312,16 @@ class Cluster:
         for proc in list(self.procs.values()):
             try:
                 self.stop(proc.name)
-            except Exception as exc:  # keep cleaning up
+            except Exception as exc:  # noqa: BLE001 keep cleaning up
                 problems.append(f"stop {proc.name}: {exc!r}")
         if self._db_created:
             try:
                 self._drop_database()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 best effort: one failure here must not stop the cleanup or the retry
                 problems.append(f"drop database {self.database}: {exc!r}")
         try:
             _delete_redis_keys(REDIS_URL, self.redis_prefix)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 best effort: one failure here must not stop the cleanup or the retry
             problems.append(f"delete redis keys {self.redis_prefix}*: {exc!r}")
         if not problems:
             self.state_file.unlink(missing_ok=True)
@@ -327,19 +329,33 @@ class Cluster:
 
     def airflow(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run one `airflow` command against this cluster; fail with its output if it fails."""
-        done = subprocess.run([str(AIRFLOW_LOCAL), "airflow", *args], env=self.env, cwd=ROOT, text=True,
-                              capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [str(AIRFLOW_LOCAL), "airflow", *args],
+            env=self.env,
+            cwd=ROOT,
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
         if done.returncode != 0:
-            raise RuntimeError(f"airflow {' '.join(args)} exited {done.returncode}:\n"
-                               f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+            raise RuntimeError(
+                f"airflow {' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            )
         return done
 
     def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
         log = self.logs / f"{name}.log"
         with open(log, "ab") as out:
-            popen = subprocess.Popen([str(AIRFLOW_LOCAL), "airflow", *args], env={**self.env, **(env or {})}, cwd=ROOT,
-                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+            popen = subprocess.Popen(
+                [str(AIRFLOW_LOCAL), "airflow", *args],
+                env={**self.env, **(env or {})},
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.procs[name] = Proc(name, popen, log)
         self._save_state()
         return self.procs[name]
@@ -360,13 +376,27 @@ class Cluster:
         queue, hostname = WORKERS[role]
         self.workers_started += 1
         n = self.workers_started
-        proc = self.spawn(f"worker-{role}-{n}", "celery", "worker", "--queues", queue, "--concurrency", "2",
-                          "--celery-hostname", f"{self.token_name}-{role}-{n}@%h",
-                          "--pid", str(self.workdir / f"worker-{role}-{n}.pid"),
-                          "--skip-serve-logs", "--without-mingle", "--without-gossip",
-                          env={"AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.integration.hostnames.worker_hostname",
-                               "MEDCORE_IT_HOSTNAME": hostname,
-                               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), self.env.get("PYTHONPATH")]))})
+        proc = self.spawn(
+            f"worker-{role}-{n}",
+            "celery",
+            "worker",
+            "--queues",
+            queue,
+            "--concurrency",
+            "2",
+            "--celery-hostname",
+            f"{self.token_name}-{role}-{n}@%h",
+            "--pid",
+            str(self.workdir / f"worker-{role}-{n}.pid"),
+            "--skip-serve-logs",
+            "--without-mingle",
+            "--without-gossip",
+            env={
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.integration.hostnames.worker_hostname",
+                "MEDCORE_IT_HOSTNAME": hostname,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), self.env.get("PYTHONPATH")])),
+            },
+        )
         self.workers[role] = proc.name
         return proc
 
@@ -375,8 +405,11 @@ class Cluster:
 
     def wait_worker_ready(self, timeout: float = 120, role: str = "training") -> None:
         worker = self.worker(role)
-        self._wait(lambda: " ready." in worker.log.read_text(errors="replace"), time.monotonic() + timeout,
-                   f"{worker.name} ready")
+        self._wait(
+            lambda: " ready." in worker.log.read_text(errors="replace"),
+            time.monotonic() + timeout,
+            f"{worker.name} ready",
+        )
 
     def kill_worker(self, role: str = "training") -> Proc:
         """SIGKILL a Celery worker and everything it started, as a crashed machine would lose them."""
@@ -425,14 +458,14 @@ class Cluster:
             if run["state"] in TERMINAL:
                 return run
             if time.monotonic() > deadline:
-                raise AssertionError(f"run {run_id} still {run['state']} after {timeout:.0f} s: "
-                                     f"{self.states(run_id)}")
+                raise AssertionError(f"run {run_id} still {run['state']} after {timeout:.0f} s: {self.states(run_id)}")
             self._check_alive()
             time.sleep(2)
 
     def task_instances(self, run_id: str) -> list[dict]:
-        response = self.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}/taskInstances",
-                            params={"limit": 100})
+        response = self.api(
+            "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}/taskInstances", params={"limit": 100}
+        )
         assert response.status_code == 200, response.text
         return response.json()["task_instances"]
 
@@ -443,14 +476,17 @@ class Cluster:
         raise AssertionError(f"no task instance {task_id}[{map_index}] in {run_id}")
 
     def tries(self, run_id: str, task_id: str, map_index: int = -1) -> list[dict]:
-        response = self.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}/taskInstances/"
-                                   f"{task_id}/{map_index}/tries")
+        response = self.api(
+            "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/{map_index}/tries"
+        )
         assert response.status_code == 200, response.text
         return response.json()["task_instances"]
 
     def states(self, run_id: str) -> dict[str, str]:
-        return {f"{ti['task_id']}[{ti['map_index']}]": f"{ti['state']} (try {ti['try_number']})"
-                for ti in self.task_instances(run_id)}
+        return {
+            f"{ti['task_id']}[{ti['map_index']}]": f"{ti['state']} (try {ti['try_number']})"
+            for ti in self.task_instances(run_id)
+        }
 
     def timeline(self, run_id: str) -> str:
         """One line per task instance: state, try, queue, seconds from the run's start to queued, start and end."""
@@ -463,19 +499,33 @@ class Cluster:
         origin = at(run.get("start_date") or run.get("queued_at"))
         lines = [f"run {run_id}: {run['state']}, {run.get('start_date')} .. {run.get('end_date')}"]
         for ti in sorted(self.task_instances(run_id), key=lambda ti: ti.get("start_date") or "~"):
-            marks = [(name, at(ti.get(key))) for name, key in
-                     (("queued", "queued_when"), ("start", "start_date"), ("end", "end_date"))]
-            shown = " ".join(f"{name}={(when - origin).total_seconds():.0f}s" for name, when in marks
-                             if when and origin)
-            lines.append(f"  {ti['task_id']}[{ti['map_index']}] {ti['state']} try {ti['try_number']} "
-                         f"queue={ti.get('queue')} {shown}")
+            marks = [
+                (name, at(ti.get(key)))
+                for name, key in (("queued", "queued_when"), ("start", "start_date"), ("end", "end_date"))
+            ]
+            shown = " ".join(
+                f"{name}={(when - origin).total_seconds():.0f}s" for name, when in marks if when and origin
+            )
+            lines.append(
+                f"  {ti['task_id']}[{ti['map_index']}] {ti['state']} try {ti['try_number']} "
+                f"queue={ti.get('queue')} {shown}"
+            )
         return "\n".join(lines)
 
     def clear(self, run_id: str, task_ids: list[str]) -> list[dict]:
         """Clear tasks of a finished run, with everything downstream of them, so they run again."""
-        response = self.api("POST", f"/api/v2/dags/{DAG_ID}/clearTaskInstances", json={
-            "dag_run_id": run_id, "task_ids": task_ids, "include_downstream": True, "only_failed": False,
-            "dry_run": False, "reset_dag_runs": True})
+        response = self.api(
+            "POST",
+            f"/api/v2/dags/{DAG_ID}/clearTaskInstances",
+            json={
+                "dag_run_id": run_id,
+                "task_ids": task_ids,
+                "include_downstream": True,
+                "only_failed": False,
+                "dry_run": False,
+                "reset_dag_runs": True,
+            },
+        )
         assert response.status_code == 200, f"clear: {response.status_code} {response.text}"
         return response.json()["task_instances"]
 
@@ -492,13 +542,16 @@ class Cluster:
         for run_id in self.run_ids:
             try:
                 parts.append(self.timeline(run_id))
-            except Exception as exc:  # the API server may be what failed
+            except Exception as exc:  # noqa: BLE001 the API server may be what failed
                 parts.append(f"run {run_id}: no timeline ({exc!r})")
         for proc in [*self.stopped, *self.procs.values()]:
             state = "running" if proc.alive() else f"exited {proc.popen.returncode}"
             parts.append(f"==== {proc.name} ({state}) {proc.log}\n{_tail(proc.log, lines)}")
-        task_logs = sorted((self.home / "logs").rglob("*.log"), key=lambda p: p.stat().st_mtime) \
-            if (self.home / "logs").is_dir() else []
+        task_logs = (
+            sorted((self.home / "logs").rglob("*.log"), key=lambda p: p.stat().st_mtime)
+            if (self.home / "logs").is_dir()
+            else []
+        )
         for log in task_logs[-8:]:
             parts.append(f"==== task log {log.relative_to(self.home)}\n{_tail(log, lines)}")
         text = "\n".join(parts)
@@ -516,7 +569,7 @@ class Cluster:
             try:
                 if ready():
                     return
-            except Exception:
+            except Exception:  # noqa: BLE001 best effort: one failure here must not stop the cleanup or the retry
                 pass
             self._check_alive()
             if time.monotonic() > deadline:
@@ -525,8 +578,9 @@ class Cluster:
 
     def _health_ok(self) -> bool:
         health = self.http("GET", "/api/v2/monitor/health").json()
-        return all(health.get(part, {}).get("status") == "healthy"
-                   for part in ("metadatabase", "scheduler", "dag_processor"))
+        return all(
+            health.get(part, {}).get("status") == "healthy" for part in ("metadatabase", "scheduler", "dag_processor")
+        )
 
     def _dag_parsed(self) -> bool:
         errors = self.api("GET", "/api/v2/importErrors").json()
@@ -550,8 +604,15 @@ class Cluster:
 
     def _save_state(self) -> None:
         procs = [[p.popen.pid, _started(p.popen.pid)] for p in self.procs.values()]
-        state = {"owner": os.getpid(), "owner_started": _started(os.getpid()), "postgres": POSTGRES_URL,
-                 "database": self.database, "redis": REDIS_URL, "redis_prefix": self.redis_prefix, "procs": procs}
+        state = {
+            "owner": os.getpid(),
+            "owner_started": _started(os.getpid()),
+            "postgres": POSTGRES_URL,
+            "database": self.database,
+            "redis": REDIS_URL,
+            "redis_prefix": self.redis_prefix,
+            "procs": procs,
+        }
         STATE_DIR.mkdir(exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
@@ -583,8 +644,12 @@ class Cluster:
 
     def leftovers(self) -> list[str]:
         """What of this cluster still exists after close(): processes, database, Redis keys (should be nothing)."""
-        found = [f"process {pid} of {proc.name}" for proc in self.stopped for pid, started in proc.killed
-                 if running(pid, started)]
+        found = [
+            f"process {pid} of {proc.name}"
+            for proc in self.stopped
+            for pid, started in proc.killed
+            if running(pid, started)
+        ]
         found += [f"process {proc.popen.pid} of {proc.name}" for proc in self.procs.values() if proc.alive()]
         if self.database_exists():
             found.append(f"database {self.database}")
@@ -597,4 +662,3 @@ def _tail(path: Path, lines: int) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError as exc:
         return f"({exc})"
-

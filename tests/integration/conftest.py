@@ -36,8 +36,11 @@ def cluster(tmp_path_factory, integration_data):
         import psycopg2  # noqa: F401
         import redis  # noqa: F401  kombu's Redis transport
     except ImportError as exc:  # a missing driver is the project's fault, not the machine's: fail, loudly
-        pytest.fail(f"{exc.name} is not installed: the CeleryExecutor path needs psycopg2-binary, asyncpg and "
-                    "celery[redis] (pyproject.toml dependencies)", pytrace=False)
+        pytest.fail(
+            f"{exc.name} is not installed: the CeleryExecutor path needs psycopg2-binary, asyncpg and "
+            "celery[redis] (pyproject.toml dependencies)",
+            pytrace=False,
+        )
     reaped = reap_abandoned()
     if reaped:
         print(f"cleaned up after killed integration runs: {reaped}", file=sys.stderr)

@@ -20,14 +20,21 @@ CHAIN_TASKS = ("validate", "train", "evaluate", "gradcam")
 
 def _files(folder: Path) -> dict[str, str]:
     """Every file under the run folder, relative path -> sha256."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _leftovers(folder: Path) -> list[str]:
     """Temporary or backup files a finished run must not contain."""
-    return [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
-            and (".tmp" in p.name or p.name.endswith((".bkp", ".partial")) or "backup" in p.relative_to(folder).parts)]
+    return [
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file()
+        and (".tmp" in p.name or p.name.endswith((".bkp", ".partial")) or "backup" in p.relative_to(folder).parts)
+    ]
 
 
 def test_dag_runs_on_celery_workers(cluster, happy_run):
@@ -64,8 +71,17 @@ def test_dag_runs_on_celery_workers(cluster, happy_run):
     for condition in HAPPY_CONDITIONS:
         assert condition in report, f"the report does not mention {condition}"
         model_dir = run_dir / condition / "standard"
-        for name in ("validation.json", "split.csv", "model.keras", "model.json", "training.json", "history.csv",
-                     "metrics.json", "predictions.csv", "gradcam.json"):
+        for name in (
+            "validation.json",
+            "split.csv",
+            "model.keras",
+            "model.json",
+            "training.json",
+            "history.csv",
+            "metrics.json",
+            "predictions.csv",
+            "gradcam.json",
+        ):
             assert (model_dir / name).is_file(), f"{condition}: {name} missing"
         training = read_json(model_dir / "training.json")
         # One `training` pool slot per task -> one TensorFlow thread, so two fits share two cores.
@@ -102,7 +118,8 @@ def test_a_model_trained_on_one_worker_is_evaluated_explained_promoted_and_repor
         champion = record["champion"]
         assert champion["run_id"] == run_id and champion["model_sha256"] == contract["model_sha256"], champion
         assert Path(champion["model_path"]).is_file() and Path(champion["model_path"]).is_relative_to(
-            cluster.registry_root), "promoted into the shared registry, a copy of the trained bytes"
+            cluster.registry_root
+        ), "promoted into the shared registry, a copy of the trained bytes"
         assert f"| {condition} | **promoted** |" in report, "the report names the new champion"
 
 
@@ -116,8 +133,11 @@ def test_cleared_tasks_rerun_into_the_same_place(cluster, happy_run):
     registry_before = sorted(_files(cluster.registry_root))
     started = read_json(run_dir / "run.json")["started"]
     saved = {c: (run_dir / c / "standard" / "model.keras").stat().st_mtime_ns for c in HAPPY_CONDITIONS}
-    tries_before = {ti["map_index"]: ti["try_number"] for ti in cluster.task_instances(run_id)
-                    if ti["task_id"] == "model_chain.train"}
+    tries_before = {
+        ti["map_index"]: ti["try_number"]
+        for ti in cluster.task_instances(run_id)
+        if ti["task_id"] == "model_chain.train"
+    }
 
     cleared = cluster.clear(run_id, ["model_chain.train"])
     cleared_ids = {ti["task_id"] for ti in cleared}
@@ -134,10 +154,13 @@ def test_cleared_tasks_rerun_into_the_same_place(cluster, happy_run):
     assert sorted(p.name for p in cluster.runs_root.iterdir()) == runs_before, "a rerun must not make a new folder"
     # The first pass promoted both models, so the rerun's evaluation finds a champion and adds its paired
     # comparison (champion_predictions.csv) and the trend plots; nothing else may appear, nothing may go.
-    compared = {k for k in set(after) - set(before)
-                if k.endswith("/champion_predictions.csv") or k.startswith("trend/")}
-    assert sorted(set(after) - compared) == sorted(before), {"new": sorted(set(after) - set(before) - compared),
-                                                             "gone": sorted(set(before) - set(after))}
+    compared = {
+        k for k in set(after) - set(before) if k.endswith("/champion_predictions.csv") or k.startswith("trend/")
+    }
+    assert sorted(set(after) - compared) == sorted(before), {
+        "new": sorted(set(after) - set(before) - compared),
+        "gone": sorted(set(before) - set(after)),
+    }
     assert not _leftovers(run_dir), _leftovers(run_dir)
     assert read_json(run_dir / "run.json")["started"] == started
     # validate did not run again: its outputs are byte for byte the same.
@@ -156,9 +179,9 @@ def test_cleared_tasks_rerun_into_the_same_place(cluster, happy_run):
         assert len(predictions) == (split["split"] == "test").sum(), "one prediction per test image"
         overlays = read_json(model_dir / "gradcam.json")["overlays"]
         assert sorted(Path(o["file"]).name for o in overlays) == sorted(
-            p.name for p in (model_dir / "gradcam").glob("*_[0-9][0-9].png")), overlays
+            p.name for p in (model_dir / "gradcam").glob("*_[0-9][0-9].png")
+        ), overlays
     summary = read_json(run_dir / "summary.json")
     assert (summary["planned"], summary["succeeded"], summary["failed"]) == (2, 2, 0), summary
     # promote ran again: the champion registry holds the same files (one copy per champion), no more.
     assert sorted(_files(cluster.registry_root)) == registry_before
-

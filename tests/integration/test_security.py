@@ -30,9 +30,19 @@ def _plugin_prefix() -> str | None:
 
 def _secrets_of(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {"AIRFLOW_HOME": str(home)}
-    done = subprocess.run([str(AIRFLOW_LOCAL), "bash", "-c",
-                           'printf "%s\\n%s" "$AIRFLOW__API_AUTH__JWT_SECRET" "$AIRFLOW__API__SECRET_KEY"'],
-                          env=env, capture_output=True, text=True, timeout=60, check=True)
+    done = subprocess.run(
+        [
+            str(AIRFLOW_LOCAL),
+            "bash",
+            "-c",
+            'printf "%s\\n%s" "$AIRFLOW__API_AUTH__JWT_SECRET" "$AIRFLOW__API__SECRET_KEY"',
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     jwt, api = done.stdout.split("\n")
     return {"jwt": jwt, "api": api}
 
@@ -53,8 +63,12 @@ def test_secrets_are_generated_per_installation(tmp_path):
     ignored = subprocess.run(["git", "check-ignore", "-q", "airflow_home/jwt_secret"], cwd=ROOT)
     assert ignored.returncode == 0, "airflow_home/ must be git-ignored"
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    assert not [f for f in tracked.splitlines() if Path(f).name in ("jwt_secret", "api_secret_key")
-                or f.endswith("simple_auth_manager_passwords.json.generated")]
+    assert not [
+        f
+        for f in tracked.splitlines()
+        if Path(f).name in ("jwt_secret", "api_secret_key")
+        or f.endswith("simple_auth_manager_passwords.json.generated")
+    ]
 
 
 def test_rest_api_refuses_unauthenticated_calls(cluster):
@@ -62,8 +76,9 @@ def test_rest_api_refuses_unauthenticated_calls(cluster):
     for method, path in PROTECTED:
         response = cluster.http(method, path, json={} if method != "GET" else None)
         assert response.status_code == 401, f"{method} {path} without a token: {response.status_code}"
-        forged = cluster.http(method, path, token="eyJhbGciOiJIUzUxMiJ9.eyJzdWIiOiJhZG1pbiJ9.forged",
-                              json={} if method != "GET" else None)
+        forged = cluster.http(
+            method, path, token="eyJhbGciOiJIUzUxMiJ9.eyJzdWIiOiJhZG1pbiJ9.forged", json={} if method != "GET" else None
+        )
         assert forged.status_code in (401, 403), f"{method} {path} with a forged token: {forged.status_code}"
 
     bad_login = cluster.http("POST", "/auth/token", json={"username": "admin", "password": "admin"})
@@ -79,8 +94,12 @@ def test_rest_api_refuses_unauthenticated_calls(cluster):
 
     viewer = cluster.token("viewer")
     assert cluster.http("GET", f"/api/v2/dags/{DAG_ID}", token=viewer).status_code == 200
-    denied = cluster.http("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", token=viewer,
-                          json={"logical_date": None, "conf": {"conditions": ["pneumonia"]}})
+    denied = cluster.http(
+        "POST",
+        f"/api/v2/dags/{DAG_ID}/dagRuns",
+        token=viewer,
+        json={"logical_date": None, "conf": {"conditions": ["pneumonia"]}},
+    )
     assert denied.status_code == 403, f"a viewer triggered a run: {denied.status_code} {denied.text}"
     assert cluster.api("GET", "/api/v2/pools").status_code == 200, "the admin token works"
 
@@ -90,8 +109,13 @@ def test_rest_api_refuses_unauthenticated_calls(cluster):
 
 
 def _tracked(*patterns: str) -> list[Path]:
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", *patterns], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", *patterns],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [ROOT / line for line in out.splitlines() if (ROOT / line).is_file()]
 
 
@@ -108,7 +132,7 @@ def test_models_are_loaded_in_keras_safe_mode():
             while depth and end < len(text):
                 depth += {"(": 1, ")": -1}.get(text[end], 0)
                 end += 1
-            call = text[match.start():end]
+            call = text[match.start() : end]
             assert "safe_mode=True" in call, f"{path.relative_to(ROOT)}: {call}"
             calls += 1
     assert calls, "found no Keras model load to check: the loading code moved"
@@ -116,8 +140,9 @@ def test_models_are_loaded_in_keras_safe_mode():
 
 def test_no_credentials_in_the_repository():
     """SMTP and database credentials live in Airflow connections or the environment, never in tracked config."""
-    secret_key = re.compile(r"^[ \t\"']*[\w-]*(password|passwd|secret|secret_key|token|api_key)[\"']?[ \t]*[:=][ \t]*\S.*$",
-                            re.I | re.M)
+    secret_key = re.compile(
+        r"^[ \t\"']*[\w-]*(password|passwd|secret|secret_key|token|api_key)[\"']?[ \t]*[:=][ \t]*\S.*$", re.I | re.M
+    )
     for path in _tracked("*.yaml", "*.yml", "*.cfg", "*.ini", "*.toml", "*.json", ".env*"):
         if path.name == ".env.example" or path.is_relative_to(ROOT / "tests"):
             continue  # placeholders only (tests/test_docker_compose.py checks it)

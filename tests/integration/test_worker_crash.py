@@ -45,8 +45,9 @@ def test_killed_worker_mid_training_retries_and_resumes(cluster):
     assert cluster.worker("default").alive(), "only the training machine went down"
     assert not [pid for pid, started in killed if running(pid, started)], "every process of the worker is gone"
     assert len(killed) >= 4, f"the worker, its pool process, the task supervisor and the training: {killed}"
-    assert not (model_dir / "model.keras").exists() and not (model_dir / "training.json").exists(), \
+    assert not (model_dir / "model.keras").exists() and not (model_dir / "training.json").exists(), (
         "training finished before the kill: the test proves nothing (make the fault run longer)"
+    )
     epochs_done_at_kill = _finished_epochs(metadata)
     assert 1 <= epochs_done_at_kill < EPOCHS
 
@@ -66,8 +67,9 @@ def test_killed_worker_mid_training_retries_and_resumes(cluster):
     record = read_json(model_dir / "training.json")
     assert record["resumed_from_epoch"] >= epochs_done_at_kill, record["resumed_from_epoch"]
     assert record["epochs_run"] == EPOCHS
-    assert pd.read_csv(model_dir / "history.csv")["epoch"].tolist() == list(range(EPOCHS)), \
+    assert pd.read_csv(model_dir / "history.csv")["epoch"].tolist() == list(range(EPOCHS)), (
         "each epoch exactly once: none lost, none repeated"
+    )
     assert (model_dir / "model.keras").is_file()
     leftovers = [p for p in model_dir.rglob("*") if p.is_file() and (".tmp" in p.name or "backup" in p.parts)]
     assert not leftovers, leftovers

@@ -18,9 +18,17 @@ from tests.servers import airflow, free_port, start, stop, wait_for
 
 ARTIFACTS = ROOT / "artifacts" / "ui"  # screenshots of each step (git-ignored); CI keeps them as test artefacts
 SMTP_CONN = "smtp_ui"
-CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--no-first-run", "--window-size=1280,1000")
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1280,1000",
+)
 
 
 class Inbox:
@@ -46,8 +54,7 @@ class Stack:
     processes: list = field(default_factory=list)
 
     def token(self) -> str:
-        login = httpx.post(f"{self.base}/auth/token", json={"username": "admin", "password": self.password},
-                           timeout=30)
+        login = httpx.post(f"{self.base}/auth/token", json={"username": "admin", "password": self.password}, timeout=30)
         assert login.status_code == 201, login.text
         return login.json()["access_token"]
 
@@ -56,8 +63,10 @@ def tiny_config(folder: Path, data: Path, base: str) -> Path:
     """conditions.yaml with 32 px one-epoch profiles over the synthetic sets, runs in `folder`, e-mail links to
     the report pages at `base`."""
     config = folder / "tiny.yaml"
-    config.write_text(f"extends: {ROOT / 'conditions.yaml'}\ndata_root: {data}\nruns_root: {folder / 'runs'}\n"
-                      f"notify: {{conn_id: {SMTP_CONN}, report_url: '{base}'}}\n" + textwrap.dedent(TINY_PROFILES))
+    config.write_text(
+        f"extends: {ROOT / 'conditions.yaml'}\ndata_root: {data}\nruns_root: {folder / 'runs'}\n"
+        f"notify: {{conn_id: {SMTP_CONN}, report_url: '{base}'}}\n" + textwrap.dedent(TINY_PROFILES)
+    )
     return config
 
 
@@ -70,18 +79,27 @@ def start_stack(folder: Path, smtp_port: int, inbox: Inbox) -> Stack:
     port = free_port()
     config = tiny_config(folder, data, f"http://127.0.0.1:{port}")
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MEDCORE_"))}
-    env = {**keep, "AIRFLOW_HOME": str(folder / "airflow"), "AIRFLOW__API__PORT": str(port),
-           "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()), "MEDCORE_CONFIG": str(config),
-           "MEDCORE_REGISTRY_ROOT": str(folder / "registry"),
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin", "MEDCORE_RETRY_DELAY_SECONDS": "1",
-           "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # nothing but what the test triggers
-           f"AIRFLOW_CONN_{SMTP_CONN.upper()}": f"smtp://127.0.0.1:{smtp_port}?disable_ssl=true&disable_tls=true"
-                                                "&retry_limit=0&timeout=10&from_email=medcore%40lab.example"}
+    env = {
+        **keep,
+        "AIRFLOW_HOME": str(folder / "airflow"),
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "MEDCORE_CONFIG": str(config),
+        "MEDCORE_REGISTRY_ROOT": str(folder / "registry"),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "MEDCORE_RETRY_DELAY_SECONDS": "1",
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # nothing but what the test triggers
+        f"AIRFLOW_CONN_{SMTP_CONN.upper()}": f"smtp://127.0.0.1:{smtp_port}?disable_ssl=true&disable_tls=true"
+        "&retry_limit=0&timeout=10&from_email=medcore%40lab.example",
+    }
     airflow(["airflow", "db", "migrate"], env)
     airflow(["airflow", "pools", "set", "training", "1", "DenseNet training"], env)
     stack = Stack(base=f"http://127.0.0.1:{port}", password="", runs_root=folder / "runs", inbox=inbox, env=env)
-    for name, args in (("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]),
-                       ("scheduler", ["scheduler"]), ("dag-processor", ["dag-processor"])):
+    for name, args in (
+        ("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]),
+        ("scheduler", ["scheduler"]),
+        ("dag-processor", ["dag-processor"]),
+    ):
         stack.processes.append(start(["airflow", *args], env, folder / f"{name}.log"))
 
     def healthy() -> bool:
@@ -95,9 +113,15 @@ def start_stack(folder: Path, smtp_port: int, inbox: Inbox) -> Stack:
         passwords = folder / "airflow" / "simple_auth_manager_passwords.json.generated"
         stack.password = json.loads(passwords.read_text())["admin"]
         headers = {"Authorization": f"Bearer {stack.token()}"}
-        wait_for(lambda: httpx.get(f"{stack.base}/api/v2/dags/medical_training_manual", headers=headers,
-                                   timeout=10).status_code == 200, 180, "the DAG processor to store the DAGs",
-                 alive=tuple(stack.processes))
+        wait_for(
+            lambda: (
+                httpx.get(f"{stack.base}/api/v2/dags/medical_training_manual", headers=headers, timeout=10).status_code
+                == 200
+            ),
+            180,
+            "the DAG processor to store the DAGs",
+            alive=tuple(stack.processes),
+        )
     except BaseException:
         stop_stack(stack)
         raise

@@ -65,8 +65,12 @@ def shot(driver, name: str) -> None:
 def find(driver, css: str, timeout: float = 30):
     from selenium.webdriver.common.by import By
 
-    return wait_for(lambda: next((e for e in driver.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()), None),
-                    timeout, f"a visible {css!r} on {driver.current_url}", interval=0.3)
+    return wait_for(
+        lambda: next((e for e in driver.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()), None),
+        timeout,
+        f"a visible {css!r} on {driver.current_url}",
+        interval=0.3,
+    )
 
 
 def log_in(driver, stack) -> None:
@@ -83,8 +87,12 @@ def api(stack, path: str) -> dict:
 
 def images_decoded(driver) -> list[dict]:
     """Every <img> of the page once loading settled: its source and decoded width (0: broken)."""
-    wait_for(lambda: driver.execute_script("return [...document.images].every(i => i.complete)"), 30,
-             "the page's images to load", interval=0.3)
+    wait_for(
+        lambda: driver.execute_script("return [...document.images].every(i => i.complete)"),
+        30,
+        "the page's images to load",
+        interval=0.3,
+    )
     return driver.execute_script("return [...document.images].map(i => ({src: i.currentSrc, width: i.naturalWidth}))")
 
 
@@ -107,7 +115,9 @@ def test_nav_label_is_whole(stack, browser):
     assert label.text.strip() == "Reports"
     overflow = browser.execute_script(
         "return [...arguments[0].querySelectorAll('*')].filter(e => e.scrollWidth > e.clientWidth + 1 "
-        "&& e.textContent.trim()).map(e => e.textContent)", label)
+        "&& e.textContent.trim()).map(e => e.textContent)",
+        label,
+    )
     assert overflow == [], overflow
 
 
@@ -121,8 +131,12 @@ def test_trigger_form_offers_choices_and_runs_what_it_says(stack, browser):
     find(browser, "#element_smtp_conn_id")
     dialog = browser.find_element("css selector", "[role=dialog]")
     assert "Unpause" not in dialog.text, "the manual DAG is never paused: no box that could switch a schedule on"
-    assert browser.execute_script("return document.querySelectorAll('[role=dialog] [aria-required=true], "
-                                  "[role=dialog] [required]').length") == 0, "nothing is marked required"
+    assert (
+        browser.execute_script(
+            "return document.querySelectorAll('[role=dialog] [aria-required=true], [role=dialog] [required]').length"
+        )
+        == 0
+    ), "nothing is marked required"
 
     conditions = find(browser, "#element_conditions input")
     conditions.send_keys("pneu")
@@ -146,15 +160,20 @@ def test_trigger_form_offers_choices_and_runs_what_it_says(stack, browser):
     buttons = [b for b in browser.find_elements("css selector", "[role=dialog] button") if b.text.strip() == "Trigger"]
     buttons[-1].click()
 
-    run = wait_for(lambda: (api(stack, "/dags/medical_training_manual/dagRuns")["dag_runs"] or [None])[0], 60,
-                   "the triggered run")
+    run = wait_for(
+        lambda: (api(stack, "/dags/medical_training_manual/dagRuns")["dag_runs"] or [None])[0], 60, "the triggered run"
+    )
     assert run["conf"]["conditions"] == ["pneumonia"] and run["conf"]["profiles"] == ["standard"]
     assert run["conf"]["epochs"] == 1
     started = time.monotonic()
     path = f"/dags/medical_training_manual/dagRuns/{run['dag_run_id']}"
     browser.get(f"{stack.base}/dags/medical_training_manual/runs/{run['dag_run_id']}")
-    state = wait_for(lambda: api(stack, path)["state"] in FINISHED and api(stack, path)["state"], 900,
-                     "the run to finish", interval=5)
+    state = wait_for(
+        lambda: api(stack, path)["state"] in FINISHED and api(stack, path)["state"],
+        900,
+        "the run to finish",
+        interval=5,
+    )
     shot(browser, "04-run-finished")
     browser.refresh()
     time.sleep(2)
@@ -179,15 +198,20 @@ def test_report_page_images_and_links(stack, browser):
     wait_for(lambda: browser.current_url == _report_url(stack), 30, "the report page")
     shot(browser, "05-report-first-screen")
     first_screen = browser.execute_script("return innerHeight")
-    headings = browser.execute_script("return [...document.querySelectorAll('h2')].filter(h => "
-                                      "h.getBoundingClientRect().top < innerHeight).map(h => h.textContent)")
+    headings = browser.execute_script(
+        "return [...document.querySelectorAll('h2')].filter(h => "
+        "h.getBoundingClientRect().top < innerHeight).map(h => h.textContent)"
+    )
     assert headings[:2] == ["This morning", "Next steps"], headings
     # The contents' link to the model opens its collapsed section and scrolls to it.
     model = find(browser, "a[href='#pneumonia--standard']")
     assert not browser.execute_script("return document.getElementById('pneumonia--standard').closest('details').open")
     model.click()
-    wait_for(lambda: browser.execute_script(
-        "return document.getElementById('pneumonia--standard').closest('details').open"), 10, "the section to open")
+    wait_for(
+        lambda: browser.execute_script("return document.getElementById('pneumonia--standard').closest('details').open"),
+        10,
+        "the section to open",
+    )
     top = browser.execute_script("return document.getElementById('pneumonia--standard').getBoundingClientRect().top")
     assert 0 <= top < first_screen, top
     shot(browser, "05-report-model-opened")
@@ -202,7 +226,9 @@ def test_report_page_images_and_links(stack, browser):
         assert urlparse(link).netloc == urlparse(stack.base).netloc, f"{link}: the report points off this server"
         statuses[link] = browser.execute_async_script(
             "fetch(arguments[0], {credentials: 'same-origin'}).then(r => arguments[1](r.status), "
-            "e => arguments[1](String(e)))", link.split("#")[0])
+            "e => arguments[1](String(e)))",
+            link.split("#")[0],
+        )
     assert set(statuses.values()) == {200}, {k: v for k, v in statuses.items() if v != 200}
     shot(browser, "05-report-all-open")
 
@@ -264,14 +290,21 @@ def test_email_link_goes_through_login_to_the_report(stack, tmp_path):
 def test_epochs_zero_fails_the_run_in_one_sentence(stack):
     """What the form cannot check (epochs 0) fails `plan` at once, its log saying why in one sentence."""
     token = stack.token()
-    answer = httpx.post(f"{stack.base}/api/v2/dags/medical_training_manual/dagRuns",
-                        headers={"Authorization": f"Bearer {token}"},
-                        json={"logical_date": None, "conf": {"epochs": 0, "conditions": ["pneumonia"]}}, timeout=30)
+    answer = httpx.post(
+        f"{stack.base}/api/v2/dags/medical_training_manual/dagRuns",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"logical_date": None, "conf": {"epochs": 0, "conditions": ["pneumonia"]}},
+        timeout=30,
+    )
     assert answer.status_code == 200, answer.text
     path = f"/dags/medical_training_manual/dagRuns/{answer.json()['dag_run_id']}"
     wait_for(lambda: api(stack, path)["state"] in FINISHED, 300, "the refused run to end", interval=3)
     tasks = {t["task_id"]: t["state"] for t in api(stack, f"{path}/taskInstances")["task_instances"]}
     assert tasks["plan"] == "failed"
-    log = httpx.get(f"{stack.base}/api/v2{path}/taskInstances/plan/logs/1", params={"full_content": True},
-                    headers={"Authorization": f"Bearer {token}"}, timeout=30).text
+    log = httpx.get(
+        f"{stack.base}/api/v2{path}/taskInstances/plan/logs/1",
+        params={"full_content": True},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    ).text
     assert "epochs override must be 1 to 1000 (empty keeps each profile's), got 0" in log
