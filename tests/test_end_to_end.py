@@ -211,11 +211,12 @@ def test_cli_user_mistakes_are_one_line(tmp_path):
 
 
 def test_a_hung_training_task_times_out_is_retried_and_the_run_still_reports(tmp_path, tiny_config):
-    """Real Airflow (`dags test`): training that runs past its execution_timeout (here 1.8 s, from the config's
+    """Real Airflow (`dags test`): training that runs past its execution_timeout (here 45.6 s, from the config's
     `tasks` section) is ended, retried once as configured, fails, and promote and the report still run."""
     config = tmp_path / "hung.yaml"
     config.write_text(
-        f"extends: {tiny_config}\ntasks: {{retries: 1, train_minutes_fixed: 0.02, train_minutes_per_epoch: 0.01}}\n"
+        f"extends: {tiny_config}\ntasks: {{retries: 1, train_minutes_fixed: 0.75, train_minutes_per_epoch: 0.01}}\n"
+        "profiles: {standard: {patience: 1000}}\n"
     )
     runs = tmp_path / "runs"
     env = {
@@ -228,7 +229,10 @@ def test_a_hung_training_task_times_out_is_retried_and_the_run_still_reports(tmp
     }
     migrated = _airflow(["airflow", "db", "migrate"], env)
     assert migrated.returncode == 0, migrated.stderr[-2000:]
-    conf = {"conditions": ["knee_osteoporosis"], "profiles": ["standard"]}
+    # The timeout must fall inside `fit`, not inside `import tensorflow`: `dags test` runs every try in one
+    # process, and an import cut short leaves TensorFlow half-registered for the retry (a real executor starts
+    # each try afresh). 1000 epochs of a 32 px model, never stopped early, outlast 45 s; the import does not.
+    conf = {"conditions": ["knee_osteoporosis"], "profiles": ["standard"], "epochs": 1000}
     done = _airflow(["airflow", "dags", "test", "medical_training", "-c", json.dumps(conf)], env)
     log = done.stdout + done.stderr
     assert done.returncode != 0 and "state=failed" in log, log[-3000:]
