@@ -551,6 +551,20 @@ class GradcamSettings:
     seed: int | None = _integer(None, 0, _SEED_MAX, "seeds the random-map baseline; null: the top-level seed")
 
 
+# The figures evaluation measures with a point estimate and an interval, and the report shows.
+METRICS = (
+    "accuracy",
+    "precision",
+    "recall",
+    "specificity",
+    "f1",
+    "roc_auc",
+    "pr_auc",
+    "brier",
+    "calibration_error",
+    "kappa",
+)
+
 # Figures a gate may name, each "higher is better"; `<metric>_low` gates the lower bound of its interval.
 GATE_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc")
 GateName = Literal[

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medcore.config import EvaluationSettings, Profile
+from medcore.config import METRICS, EvaluationSettings, Profile
 
 # Re-exported for existing callers.
 from medcore.contract import contract_resize, contract_temperature, contract_threshold, file_sha256, read_contract
@@ -66,19 +66,7 @@ __all__ = [
     "paired_auc_difference",
 ]
 
-# The figures that get a point estimate and an interval; the confusion counts get one too.
-METRICS = (
-    "accuracy",
-    "precision",
-    "recall",
-    "specificity",
-    "f1",
-    "roc_auc",
-    "pr_auc",
-    "brier",
-    "calibration_error",
-    "kappa",
-)
+# The confusion counts get a point estimate and an interval too (METRICS: config.py).
 COUNTS = ("tp", "tn", "fp", "fn")
 PLOTS = ("roc", "pr", "calibration", "confusion")
 CLINICAL_NOTE = "research-grade discrimination only, not fitness for clinical use"

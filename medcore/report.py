@@ -10,7 +10,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from medcore.config import CHECKS, DEFAULT_FIX, TIER_ORDER
+from medcore.config import CHECKS, DEFAULT_FIX, METRICS, TIER_ORDER
 from medcore.jsonio import atomic_write_text, read_json, to_jsonable, write_json
 from medcore.layout import RunLayout
 
@@ -172,25 +172,9 @@ def _model_view(run: RunLayout, condition: str, profile: str) -> dict[str, Any]:
     return m
 
 
-# Test figures the report shows for each model, each with its bootstrap interval where one was measured.
-_SHOWN_FIGURES = (
-    "accuracy",
-    "precision",
-    "recall",
-    "specificity",
-    "f1",
-    "roc_auc",
-    "pr_auc",
-    "brier",
-    "calibration_error",
-    "kappa",
-)
-
-
 def _figures(metrics: dict[str, Any]) -> dict[str, Any]:
     return {
-        name: {"value": metrics.get(name), **((metrics.get("intervals") or {}).get(name) or {})}
-        for name in _SHOWN_FIGURES
+        name: {"value": metrics.get(name), **((metrics.get("intervals") or {}).get(name) or {})} for name in METRICS
     }
 
 
