@@ -45,6 +45,7 @@ MAKES = {
     "nightly_shared": "`make bench` (`medcore pretrain`, then `bench/nightly.py --config configs/shared-backbone.yaml "
     "--shared-backbone <its registry>/shared_backbone.keras --name nightly_shared`)",
     "nights": "`make bench` (or `.venv/bin/python bench/nights.py`)",
+    "resize": "`make bench` (or `.venv/bin/python bench/resize.py`)",
 }
 
 
@@ -545,6 +546,90 @@ def nights_table(nights: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _difference(d: dict[str, Any], what: str) -> str:
+    """A paired pad − squash difference with its interval, and which way the interval points."""
+    if d["low"] > 0:
+        reading = "pad better"
+    elif d["high"] < 0:
+        reading = "squash better"
+    else:
+        reading = "no difference shown (the interval spans 0)"
+    return (
+        f"{d['delta']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f}) on the same {d['n']} test {what} "
+        f"({d['n_positive']} positive; {d['units']} {d['unit']}s resampled): {reading}"
+    )
+
+
+def resize_table(resize: dict[str, Any]) -> str:
+    """Squash against pad: per variant the figures and cost, per condition the images' aspect and the paired difference."""
+    scale = (
+        "the full sets"
+        if resize["fraction"] >= 1.0
+        else f"a keyed-hash {resize['fraction']:.0%} of each set's patients (reduced scale)"
+    )
+    lines = [
+        f"Run: `{resize['command']}` on {scale}: profile `{resize['profile']}` ({resize['image_size']} px, "
+        f"{resize['epochs']} epoch{'s' if resize['epochs'] != 1 else ''}) trained twice through `medcore run`, once with `resize: squash` (stretched "
+        "to the square) and once with `resize: pad` (aspect kept, padded with black, the padding masked out of "
+        "Grad-CAM), each from scratch with a registry of its own. Both variants see the same images in the "
+        "same split.",
+        "",
+    ]
+    for condition, a in resize["aspect"].items():
+        w = a.get("width_over_height")
+        if not w:
+            lines.append(f"- **{condition}**: no image header could be read ({a['unread']} files).")
+            continue
+        lines.append(
+            f"- **{condition}** images, width / height: mean {w['mean']:.2f}, median {w['median']:.2f}, "
+            f"{w['min']:.2f}–{w['max']:.2f} ({a['read']:,} of {a['images']:,} read); "
+            f"{a['square_within_5pct']:.0%} within 5 % of square; a padded input is {a['padding']:.0%} padding "
+            "on average."
+        )
+    lines += [
+        "",
+        "| condition | resize | test AUC per image (95 % CI) | per study (95 % CI) | study kappa (95 % CI) "
+        "| epochs | train min | run wall min |",
+        "|---|---|---|---|---|--:|--:|--:|",
+    ]
+    for condition in resize["conditions"]:
+        for variant, record in resize["variants"].items():
+            r = record["conditions"][condition]
+            if r["status"] != "succeeded":
+                stage = (r.get("failure") or {}).get("stage", "?")
+                lines.append(
+                    f"| {condition} | {variant} | failed at {stage} | | | | | {record['wall_seconds'] / 60:.1f} |"
+                )
+                continue
+            image, study = r["image"] or {}, r["study"] or {}
+            epochs = f"{r['epochs_run']}/{r['epochs_planned']}" + (" (early stop)" if r.get("early_stopped") else "")
+            used = r["resize"] if r["resize"] == variant else f"{variant} (trained with {r['resize']}!)"
+            lines.append(
+                f"| {condition} | {used} | {_with_interval(image.get('roc_auc'), image.get('interval'))} "
+                f"| {_with_interval(study.get('roc_auc'), study.get('interval'))} "
+                f"| {_with_interval(study.get('kappa'), study.get('kappa_interval'))} | {epochs} "
+                f"| {_num(r['train_minutes'], 1)} | {record['wall_seconds'] / 60:.1f} |"
+            )
+    lines += ["", "Paired, pad − squash ROC AUC (each bootstrap draw scores both models on the same patients):", ""]
+    for condition, p in resize["paired"].items():
+        if not p or not p.get("image"):
+            why = (p or {}).get("error") or "a variant has no test predictions"
+            lines.append(f"- {condition}: not compared ({why}).")
+            continue
+        lines.append(f"- {condition}, per image: {_difference(p['image'], 'images')}.")
+        if p.get("study"):
+            lines.append(
+                f"- {condition}, per study ({p['study']['aggregation']} of its images): "
+                f"{_difference(p['study'], 'studies')}."
+            )
+    lines += [
+        "",
+        "Run wall time covers the whole `medcore run` (validate, train, evaluate, Grad-CAM, report); "
+        "intervals are 95 % bootstrap intervals resampled by patient.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def render(results: Path) -> str:
     loaded = {name: _load(results, name) for name in MAKES}
     stamp = next(
@@ -610,6 +695,8 @@ def render(results: Path) -> str:
     )
     out += ["## 6. Nights that build on each other", ""]
     out.append(nights_table(loaded["nights"]) if loaded["nights"] else _missing("nights"))
+    out += ["## 7. Resize: squash against pad (aspect kept)", ""]
+    out.append(resize_table(loaded["resize"]) if loaded["resize"] else _missing("resize"))
     notes = ROOT / "bench" / "notes.md"
     if notes.exists():
         out += ["## Reading these numbers", "", notes.read_text().strip(), ""]

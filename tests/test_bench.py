@@ -168,7 +168,7 @@ def test_report_regenerates_without_any_results(tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     assert report.main(["--results", str(tmp_path / "none"), "--out", str(out)]) == 0
     # nightly.json feeds two sections (accuracy, and the whole night), each saying so
-    assert out.read_text().count("_Not measured yet") == 9
+    assert out.read_text().count("_Not measured yet") == 10
 
 
 def test_cpu_sampler_reads_a_busy_fraction():
@@ -178,7 +178,7 @@ def test_cpu_sampler_reads_a_busy_fraction():
     assert 0.0 <= sampler.busy() <= 1.0 and len(sampler.timeline) == 1
 
 
-@pytest.mark.parametrize("script", ["bench/nightly.py", "bench/overhead.py", "bench/nights.py"])
+@pytest.mark.parametrize("script", ["bench/nightly.py", "bench/overhead.py", "bench/nights.py", "bench/resize.py"])
 def test_real_data_benchmarks_skip_cleanly_without_the_sets(tmp_path, script):
     env = {**os.environ, "MEDCORE_DATA_ROOT": str(tmp_path / "absent")}
     done = subprocess.run([sys.executable, str(ROOT / script)], env=env, capture_output=True, text=True, timeout=120)
@@ -412,3 +412,172 @@ def test_nights_stage_nested_train_images_and_every_val_and_test_image():
     assert 0.45 < (len(nights[0]) - 100) / 300 < 0.65
     small = night_rows(split, 1.0, 0.2, 7)
     assert 0.1 < len(small) / 400 < 0.3 and small.groupby("group")["relpath"].count().eq(2).all()
+
+
+def _resize_variant(resize: str, auc: float, study_auc: float, kappa: float, failed: bool = False) -> dict:
+    record = {
+        "status": "failed" if failed else "succeeded",
+        "failure": {"stage": "train", "error": "boom"} if failed else None,
+        "resize": resize,
+        "epochs_run": 6,
+        "epochs_planned": 6,
+        "early_stopped": False,
+        "train_minutes": 3.5,
+        "image": {"n": 259, "n_positive": 126, "roc_auc": auc, "interval": {"low": auc - 0.05, "high": auc + 0.05}},
+        "study": {
+            "n": 121,
+            "n_positive": 60,
+            "aggregation": "mean",
+            "roc_auc": study_auc,
+            "interval": {"low": study_auc - 0.06, "high": study_auc + 0.06},
+            "kappa": kappa,
+            "kappa_interval": {"low": kappa - 0.1, "high": kappa + 0.1},
+        },
+    }
+    return {"wall_seconds": 420.0, "conditions": {"limb_abnormalities": record}}
+
+
+def _paired(delta: float, low: float, high: float, n: int, unit: str) -> dict:
+    return {"n": n, "n_positive": n // 2, "unit": unit, "units": 120, "delta": delta, "low": low, "high": high}
+
+
+def test_resize_section_shows_both_variants_the_aspect_and_the_paired_difference(tmp_path):
+    """Per variant figures with intervals, the images' aspect, and the paired difference read the right way."""
+    results = tmp_path / "results"
+    _write(
+        results,
+        "resize",
+        {
+            "command": "bench/resize.py --fraction 0.5",
+            "conditions": ["limb_abnormalities"],
+            "profile": "standard",
+            "image_size": 128,
+            "epochs": 6,
+            "fraction": 0.5,
+            "variants": {
+                "squash": _resize_variant("squash", 0.700, 0.720, 0.300),
+                "pad": _resize_variant("pad", 0.750, 0.790, 0.420),
+            },
+            "aspect": {
+                "limb_abnormalities": {
+                    "images": 1502,
+                    "read": 1502,
+                    "unread": 0,
+                    "width_over_height": {"mean": 0.83, "median": 0.8, "min": 0.42, "max": 1.93},
+                    "square_within_5pct": 0.12,
+                    "padding": 0.25,
+                }
+            },
+            "paired": {
+                "limb_abnormalities": {
+                    "image": _paired(0.05, 0.01, 0.09, 259, "patient"),
+                    "study": {**_paired(0.07, -0.01, 0.15, 121, "patient"), "aggregation": "mean"},
+                }
+            },
+        },
+    )
+    text = report.render(results)
+    assert "## 7. Resize: squash against pad (aspect kept)" in text
+    assert "a keyed-hash 50% of each set's patients (reduced scale)" in text and "(128 px, 6 epochs)" in text
+    assert (
+        "| limb_abnormalities | squash | 0.700 (0.650–0.750) | 0.720 (0.660–0.780) | 0.300 (0.200–0.400) | 6/6 |"
+        in text
+    )
+    assert (
+        "| limb_abnormalities | pad | 0.750 (0.700–0.800) | 0.790 (0.730–0.850) | 0.420 (0.320–0.520) | 6/6 |" in text
+    )
+    assert "mean 0.83, median 0.80, 0.42–1.93 (1,502 of 1,502 read); 12% within 5 % of square" in text
+    assert "25% padding" in text
+    assert "per image: +0.050 (+0.010 to +0.090) on the same 259 test images" in text and "pad better" in text
+    assert "per study (mean of its images): +0.070 (-0.010 to +0.150)" in text
+    assert "no difference shown (the interval spans 0)" in text
+
+
+def test_resize_section_flags_a_variant_that_trained_with_the_other_resize(tmp_path):
+    """A training record that contradicts its variant is shown, not hidden; a failed variant says where."""
+    results = tmp_path / "results"
+    _write(
+        results,
+        "resize",
+        {
+            "command": "bench/resize.py",
+            "conditions": ["limb_abnormalities"],
+            "profile": "standard",
+            "image_size": 128,
+            "epochs": 6,
+            "fraction": 1.0,
+            "variants": {
+                "squash": _resize_variant("pad", 0.7, 0.7, 0.3),
+                "pad": _resize_variant("pad", 0.7, 0.7, 0.3, failed=True),
+            },
+            "aspect": {},
+            "paired": {"limb_abnormalities": None},
+        },
+    )
+    text = report.render(results)
+    assert "| limb_abnormalities | squash (trained with pad!) |" in text
+    assert "| limb_abnormalities | pad | failed at train |" in text
+    assert "limb_abnormalities: not compared" in text and "on the full sets" in text
+
+
+def _non_square_limb(data: Path) -> None:
+    """Make the synthetic humerus films 2:1 landscape and 1:2 portrait in turn, as real films vary."""
+    import cv2
+
+    for i, png in enumerate(sorted((data / "limb" / "images").rglob("*.png"))):
+        image = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+        size = (40, 20) if i % 2 else (20, 40)  # (width, height)
+        assert cv2.imwrite(str(png), cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+
+
+@pytest.mark.slow
+def test_resize_bench_trains_both_variants_and_pairs_them_on_the_same_studies(
+    tmp_path, demo_data, tiny_config, monkeypatch
+):
+    """Both variants run through `medcore run` with the resize they claim; the paired figures match evaluation's."""
+    import shutil
+
+    from bench import common
+    from bench import resize as bench_resize
+    from medcore.contract import contract_resize
+    from medcore.layout import RunLayout
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    (data / "README.md").write_text("synthetic stand-in for the real sets\n")
+    _non_square_limb(data)
+    monkeypatch.setenv("MEDCORE_DATA_ROOT", str(data))
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(common, "ROOT", tmp_path)  # bench_workdir: runs/bench/ under the test's folder
+
+    argv = ["--config", str(tiny_config), "--epochs", "1", "--fraction", "0.8", "--name", "resize"]
+    assert bench_resize.main(argv) == 0
+
+    result = json.loads((tmp_path / "results" / "resize.json").read_text())
+    assert result["complete"] and result["conditions"] == ["limb_abnormalities"]
+    for variant in ("squash", "pad"):
+        record = result["variants"][variant]
+        assert record["exit"] == 0
+        limb = record["conditions"]["limb_abnormalities"]
+        assert limb["status"] == "succeeded" and limb["epochs_run"] == 1
+        assert limb["resize"] == variant  # conditions.yaml says pad: the squash run proves the override
+        run_root = (ROOT / record["run_folder"]).resolve()
+        model = RunLayout(run_root.parent, run_root.name).model("limb_abnormalities", "standard")
+        assert contract_resize(model.model) == variant  # what Grad-CAM and `medcore predict` will use
+        assert limb["study"]["n"] < limb["image"]["n"]  # studies hold two images each
+    aspect = result["aspect"]["limb_abnormalities"]
+    listed = len((data / "limb" / "labels.csv").read_text().splitlines()) - 1
+    assert 0 < aspect["images"] < listed  # --fraction kept a share of the patients, staged apart from the set
+    assert not any((tmp_path / "runs" / "bench").glob("resize-*/data"))
+    assert aspect["width_over_height"]["min"] == 0.5 and aspect["width_over_height"]["max"] == 2.0
+    assert aspect["padding"] == pytest.approx(0.5) and aspect["square_within_5pct"] == 0.0
+    paired = result["paired"]["limb_abnormalities"]
+    assert paired["images_paired"] == paired["images_squash"] == paired["images_pad"]
+    for unit in ("image", "study"):
+        for variant in ("squash", "pad"):
+            recorded = result["variants"][variant]["conditions"]["limb_abnormalities"][unit]
+            assert paired[unit][f"{variant}_auc"] == pytest.approx(recorded["roc_auc"])
+            assert paired[unit]["n"] == recorded["n"]
+    assert paired["study"]["low"] <= paired["study"]["delta"] <= paired["study"]["high"]
+    text = report.render(tmp_path / "results")
+    assert "| limb_abnormalities | squash |" in text and "| limb_abnormalities | pad |" in text
