@@ -81,6 +81,19 @@ def _caveats(condition: Condition, validation: dict, metrics: dict, gradcam: dic
     return found
 
 
+def _scored(metrics: dict[str, Any]) -> str:
+    """What the figures count: test studies (MURA's unit), pooled out-of-fold images, or test images."""
+    n, positive = metrics.get("n", "?"), metrics.get("n_positive", "?")
+    if metrics.get("unit") == "study":
+        return (
+            f"{n} test studies ({positive} positive, {metrics.get('n_images', '?')} images); a study's probability "
+            f"is the {metrics.get('study_aggregation', 'mean')} of its images', and every figure below is per study"
+        )
+    if metrics.get("estimate") == "cross-validation":
+        return f"{n} images scored out of fold by cross-validation ({positive} positive)"
+    return f"{n} test images ({positive} positive)"
+
+
 def render_model_card(config: Config, condition: Condition, profile: Profile, paths: ModelLayout) -> str:
     """The card as Markdown, from whatever artefacts of the model exist now."""
     validation, training = _read(paths.validation_json), _read(paths.training_json)
@@ -152,8 +165,13 @@ def render_model_card(config: Config, condition: Condition, profile: Profile, pa
         "",
         "## Preprocessing",
         "",
-        f"- Decoded once, resized to {size}×{size} (antialiased bilinear; the aspect ratio is not kept: "
-        f"source images are {_f(stats.get('median_width'), 0)}×{_f(stats.get('median_height'), 0)} px median), "
+        f"- Decoded once, resized to {size}×{size} (antialiased bilinear; "
+        + (
+            "the aspect ratio is kept and the rest of the square padded with black, which Grad-CAM masks out: "
+            if (training.get("resize") or profile.resize) == "pad"
+            else "the aspect ratio is not kept: "
+        )
+        + f"source images are {_f(stats.get('median_width'), 0)}×{_f(stats.get('median_height'), 0)} px median), "
         "gray copied to three channels, pixel values 0–255.",
         "- DICOM: Rescale Slope/Intercept, then the VOI LUT or first window (else the image's own range), "
         "MONOCHROME1 inverted, in float32 until this scaling"
@@ -168,9 +186,9 @@ def render_model_card(config: Config, condition: Condition, profile: Profile, pa
     if metrics:
         boot = metrics.get("bootstrap") or {}
         lines += [
-            f"{metrics.get('n', '?')} test images ({metrics.get('n_positive', '?')} positive); "
-            f"{int(100 * boot.get('confidence', 0.95))} % intervals from {boot.get('resamples', '?')} bootstrap "
-            f"resamples of {boot.get('unit', 'image')}s; threshold fixed on val. Quality tier: "
+            f"{_scored(metrics)}; {int(100 * boot.get('confidence', 0.95))} % intervals from "
+            f"{boot.get('resamples', '?')} bootstrap resamples of {boot.get('unit', 'image')}s; threshold fixed on "
+            f"{metrics.get('threshold_split') or 'val'}. Quality tier: "
             f"**{(metrics.get('quality') or {}).get('tier', 'n/a')}** (on the ROC AUC interval's lower "
             "bound).",
             "",
@@ -189,10 +207,11 @@ def render_model_card(config: Config, condition: Condition, profile: Profile, pa
                 ("f1", "F1"),
             )
         ]
-        for key, title in (("study_level", "Study level"), ("cross_validation", "Cross-validation")):
-            extra = metrics.get(key)
-            if isinstance(extra, dict) and extra.get("roc_auc") is not None:
-                lines.append(f"| {title} ROC AUC | {_with_interval(extra, 'roc_auc')} |")
+        image_level = metrics.get("image_level")
+        if isinstance(image_level, dict) and image_level.get("roc_auc") is not None:
+            lines.append(
+                f"| ROC AUC per image ({image_level.get('n', '?')} images) | {_with_interval(image_level, 'roc_auc')} |"
+            )
         lines += [
             "",
             "## Calibration",

@@ -83,3 +83,79 @@ def test_promotion_copies_the_card_with_the_model(tmp_path):
     champion = read_json(config.registry.root / "pneumonia.json")["champion"]
     assert champion["card_path"].endswith("night__standard.md")
     assert (config.registry.root / "pneumonia" / "night__standard.md").read_text() == card
+
+
+def _study_frame(studies: int, seed: int):
+    """Two images per study, one patient per study; positives score higher on average."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(studies):
+        label = s % 2
+        for image in range(2):
+            rows.append(
+                {
+                    "relpath": f"s{s}/i{image}.png",
+                    "label": label,
+                    "study": f"p{s}/study1",
+                    "group": f"p{s}",
+                    "probability": float(np.clip(0.35 + 0.3 * label + rng.normal(0, 0.2), 0.01, 0.99)),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_study_level_figures_are_called_studies_and_the_image_ones_stay_beside_them(tmp_path):
+    """MURA-style metrics (as evaluation.study_level writes them) count studies, not images; pad is named."""
+    from medcore.evaluation import evaluate_scores, study_level
+
+    config, paths, _ = _card(tmp_path)
+    val, test = _study_frame(8, 1), _study_frame(6, 2)
+    groups = test["group"].to_numpy()
+    images = evaluate_scores(
+        val["label"].to_numpy(),
+        val["probability"].to_numpy(),
+        test["label"].to_numpy(),
+        test["probability"].to_numpy(),
+        groups,
+    )
+    write_json(paths.metrics_json, study_level(val, test, images))
+    write_json(paths.training_json, {**read_json(paths.training_json), "resize": "pad"})
+
+    card = render_model_card(config, config.conditions["pneumonia"], config.profiles["standard"], paths)
+
+    assert "6 test studies (3 positive, 12 images); a study's probability is the mean of its images'" in card
+    assert "test images" not in card
+    assert "threshold fixed on val (studies)" in card and "resamples of patients" in card
+    assert f"| ROC AUC per image (12 images) | {images['roc_auc']:.3f} (" in card
+    assert "the aspect ratio is kept and the rest of the square padded with black" in card
+
+
+def test_cross_validated_figures_are_called_out_of_fold_images(tmp_path):
+    """A small set's pooled out-of-fold figures (medcore.crossval) are not called a test split's images."""
+    import pandas as pd
+
+    from medcore.crossval import crossval_metrics
+
+    config, paths, card = _card(tmp_path)
+    assert "10 test images (5 positive)" in card and "the aspect ratio is not kept" in card
+    rows = [
+        {
+            "role": role,
+            "relpath": f"{role}{i}.png",
+            "path": f"/d/{role}{i}.png",
+            "label": i % 2,
+            "group": f"g{i}",
+            "logit": (i % 2) * 1.5 + 0.1 * i - 0.5,
+            "repeat": 0,
+            "fold": i % 3,
+        }
+        for role in ("inner_val", "held_out")
+        for i in range(12)
+    ]
+    metrics, _ = crossval_metrics(pd.DataFrame(rows))
+    write_json(paths.metrics_json, metrics)
+    card = render_model_card(config, config.conditions["pneumonia"], config.profiles["standard"], paths)
+    assert "12 images scored out of fold by cross-validation (6 positive)" in card and "test images" not in card
