@@ -73,6 +73,8 @@ def _split(data_root: Path, images: int, size: int, tmp: Path):
     from medcore.synthetic import write_demo_data
     from medcore.validation import validate_condition
 
+    # Absolute: the path is written into a config in `tmp`, where a relative one would resolve elsewhere.
+    data_root = data_root.resolve()
     if not (data_root / "pneumonia").is_dir():
         data_root = tmp / "phantoms"
         if not data_root.exists():
