@@ -100,7 +100,7 @@ resend: install ## e-mail a run's report again: make resend RUN=<run id> (SMTP c
 # The real sets: MEDCORE_DATA_ROOT, default ../shared/datasets beside the checkout.
 BENCH_DATA ?= $(or $(MEDCORE_DATA_ROOT),$(abspath ../shared/datasets))
 
-bench: install ## measure everything in bench/ on the real sets (~4 h on 2 cores, plus the eight nights of bench/nights.py) and regenerate BENCHMARKS.md
+bench: install ## measure everything in bench/ on the real sets (~4 h on 2 cores, plus the eight nights of bench/nights.py and the two runs of bench/resize.py) and regenerate BENCHMARKS.md
 	@if [ ! -f "$(BENCH_DATA)/README.md" ]; then \
 	  echo "bench skipped: no real datasets at $(BENCH_DATA) (set MEDCORE_DATA_ROOT)"; exit 0; fi; \
 	set -e; export MEDCORE_DATA_ROOT="$(BENCH_DATA)"; \
@@ -112,6 +112,7 @@ bench: install ## measure everything in bench/ on the real sets (~4 h on 2 cores
 	$(PY) bench/dicom_throughput.py --execution graph; \
 	$(PY) bench/overhead.py; \
 	$(PY) bench/nightly.py; \
+	$(PY) bench/resize.py; \
 	MEDCORE_REGISTRY_ROOT=$(CURDIR)/runs/bench/shared-backbone $(VENV)/bin/medcore pretrain; \
 	$(PY) bench/nightly.py --config configs/shared-backbone.yaml --name nightly_shared \
 	  --shared-backbone runs/bench/shared-backbone/shared_backbone.keras; \
