@@ -54,7 +54,12 @@ AUTO_PRECISION: tuple[tuple[str, str, str], ...] = (
         "Xeon with AMX, 2026-11-27 (BENCHMARKS.md before issue 16): mixed_bfloat16 ran at "
         "0.85-1.02x float32 on plain fit; not re-measured on AMX since",
     ),
-    ("avx512_bf16", "float32", "AMD EPYC with AVX512-BF16, no AMX: see bench/results/train_throughput.json"),
+    (
+        "avx512_bf16",
+        "mixed_bfloat16",
+        "AMD EPYC with AVX512-BF16, no AMX, quiet, 2026-11-30 (bench/train_throughput.py): medcore's pipeline "
+        "with mixed_bfloat16 and the fused batch norm ran 2.05x float32 at 128 px and 2.4x at 64 px",
+    ),
 )
 NO_BF16 = "no native bfloat16 on this CPU (emulated bf16 is slower than float32)"
 

@@ -438,8 +438,9 @@ class Profile:
         "`auto` picks per CPU from medcore.compute's measured table; `mixed_bfloat16` (Keras policy) and "
         "`onednn_amp` (TF's oneDNN bf16 graph rewrite) only where the CPU has native bf16",
     )
+    # On by default: measured 1.3-1.5x in float32 and what makes bf16 pay at all (bench/notes.md).
     fused_batch_norm: bool = _flag(
-        False,
+        True,
         "train batch norm through TensorFlow's fused kernel (same maths, fewer ops; the saved model is unchanged)",
     )
     # A profile's cores become its pool slots in the DAG: 0 trains alone on the machine.

@@ -285,4 +285,4 @@ def test_training_json_records_the_precision_chosen_for_this_cpu_and_why(tiny_co
     expected = choose_precision("auto")
     assert record["compute"]["precision"]["mode"] == expected["mode"] == record["precision"]
     assert record["compute"]["precision"]["reason"] == expected["reason"] and record["compute"]["cores"] == 1
-    assert record["compute"]["fused_batch_norm"] is False  # the profile default
+    assert record["compute"]["fused_batch_norm"] is True  # the profile default
