@@ -295,6 +295,15 @@ def model_rows(runs_root: Path, run_id: str) -> list[dict[str, Any]]:
                 "intervals": metrics.get("intervals", {}),
                 "bootstrap_unit": (metrics.get("bootstrap") or {}).get("unit"),
                 "tier": (metrics.get("quality") or {}).get("tier"),
+                # Issue 17: what the figures count (study, or images scored out of fold), kappa at the val
+                # threshold, the per-image figures a study-level set keeps beside its own, and calibration.
+                "unit": metrics.get("unit") or "image",
+                "estimate": metrics.get("estimate") or training.get("estimate"),
+                "kappa": metrics.get("kappa"),
+                "image_level": {k: (metrics.get("image_level") or {}).get(k) for k in ("n", "roc_auc", "intervals")}
+                if metrics.get("image_level")
+                else None,
+                "calibration": metrics.get("calibration"),
                 "training": {
                     k: training.get(k)
                     for k in (

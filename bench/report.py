@@ -123,6 +123,57 @@ def accuracy_table(nightly: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _unit(m: dict[str, Any]) -> str:
+    """What a model's test figures count: studies, images scored out of fold, or test images."""
+    if m.get("unit") == "study":
+        return "per study"
+    if m.get("estimate") == "cross-validation":
+        return "out of fold (cross-validation)"
+    return "per image"
+
+
+def _calibration_change(calibration: dict[str, Any] | None, metric: str) -> str:
+    if not calibration:
+        return "–"
+    before, after = (calibration.get(k, {}).get(metric) or {} for k in ("before", "after"))
+    if before.get("value") is None or after.get("value") is None:
+        return "–"
+    return f"{before['value']:.3f} → {_with_interval(after['value'], after.get('interval'))}"
+
+
+def study_calibration_table(nightly: dict[str, Any]) -> str:
+    """Issue 17's second table: what each model's figures count, kappa, per-image figures, and calibration."""
+    rows = [m for m in nightly["models"] if m["status"] == "succeeded" and "unit" in m]
+    if not rows:
+        return ""
+    lines = [
+        "What each row of table 1 counts, Cohen's kappa at the val-fitted threshold, the per-image ROC AUC a "
+        "study-level set keeps as its second table, and calibration on the test split: ECE and Brier of the raw "
+        "probabilities → after temperature scaling fitted on val (with the 95 % interval of the calibrated figure).",
+        "",
+        "| condition | profile | unit | ROC AUC (95 % CI) | kappa (95 % CI) | per image ROC AUC (95 % CI) | temperature "
+        "| ECE before → after | Brier before → after |",
+        "|---|---|---|---|---|---|--:|---|---|",
+    ]
+    for m in rows:
+        image = m.get("image_level") or {}
+        calibration = m.get("calibration") or {}
+        lines.append(
+            f"| {m['condition']} | {m['profile']} | {_unit(m)} "
+            f"| {_with_interval(m['test']['roc_auc'], m['intervals'].get('roc_auc'))} "
+            f"| {_with_interval(m.get('kappa'), m['intervals'].get('kappa'))} "
+            f"| {_with_interval(image.get('roc_auc'), (image.get('intervals') or {}).get('roc_auc')) if image else '–'} "
+            f"| {_num(calibration.get('temperature'), 2)} "
+            f"| {_calibration_change(calibration, 'calibration_error')} | {_calibration_change(calibration, 'brier')} |"
+        )
+    lines += [
+        "",
+        "MURA's per-study humerus kappas (datasets README): about 0.44 for a CNN trained from scratch, "
+        "0.60-0.73 for ImageNet-pretrained DenseNets.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def ensemble_table(nightly: dict[str, Any]) -> str:
     rows = nightly.get("ensembles") or []
     if not rows:
@@ -147,7 +198,15 @@ def nightly_table(nightly: dict[str, Any]) -> str:
     run = nightly["run"]
     done = sum(m["status"] == "succeeded" for m in nightly["models"])
     train = sum((m["training"].get("wall_seconds") or 0) for m in nightly["models"])
-    wall_ok = "met" if run["wall_seconds"] <= 7200 else f"missed by {(run['wall_seconds'] - 7200) / 60:.0f} min"
+    # Issue 17's budget: a cold first night (no champions) of the shipped config within 4 hours on 2 cores.
+    budget = 4 * 3600
+    wall_ok = "met" if run["wall_seconds"] <= budget else f"missed by {(run['wall_seconds'] - budget) / 60:.0f} min"
+    profiles = (nightly.get("conf") or {}).get("profiles") or []
+    part = (
+        f" This run trained only the profile(s) {', '.join(profiles)}, so it is part of a night, not the whole."
+        if profiles
+        else ""
+    )
     busy_ok = "met" if run["cpu_busy"] >= 0.90 else f"missed by {(0.90 - run['cpu_busy']) * 100:.0f} points"
     return (
         "\n".join(
@@ -157,7 +216,8 @@ def nightly_table(nightly: dict[str, Any]) -> str:
                 f"| {done}/{len(nightly['models'])} succeeded | {run['state']} | {run['wall_seconds'] / 60:.1f} min "
                 f"| {run['cpu_busy']:.0%} | {train / 60:.1f} min | `{nightly['config']}` |",
                 "",
-                f"Targets: wall ≤ 120 min: {wall_ok}; CPU busy ≥ 90 %: {busy_ok}. Measured by `bench/nightly.py`: one "
+                f"Targets: a cold night within 240 min: {wall_ok}; CPU busy ≥ 90 %: {busy_ok}.{part} "
+                "Measured by `bench/nightly.py`: one "
                 f"run of the `medical_training` DAG under the embedded Airflow ({run['executor']}, {run['database']}, the "
                 "`training` pool with one slot per core), from trigger to the run's final state, CPU from /proc/stat over "
                 "the same interval (machine-wide). Summed training time exceeds wall time when two models train at once.",
@@ -667,6 +727,8 @@ def render(results: Path) -> str:
         ]
     out += ["## 1. Accuracy per condition and profile (real sets)", ""]
     out.append(accuracy_table(loaded["nightly"]) if loaded["nightly"] else _missing("nightly"))
+    if loaded["nightly"] and study_calibration_table(loaded["nightly"]):
+        out += [study_calibration_table(loaded["nightly"])]
     if loaded["nightly"] and loaded["nightly"].get("ensembles"):
         out += [ensemble_table(loaded["nightly"])]
     out += ["## 2. Throughput", "", "### Training: the pipeline against plain Keras", ""]
