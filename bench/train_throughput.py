@@ -1,6 +1,7 @@
 """Training throughput: medcore's pipeline against a plain `model.fit`, precisions, threads, decoding.
 
 Usage: .venv/bin/python bench/train_throughput.py [--sizes 64 128 224] [--rounds 4] [--thread-sizes 64 96]
+       .venv/bin/python bench/train_throughput.py --pairs 5 [--pair-sizes 128 160] [--primitive-cache N]
 
 This machine is shared and noisy, so everything that is compared is measured in one run, and the
 plain-fit variants are measured side by side: every variant's model is built and traced first,
@@ -18,12 +19,27 @@ For each image size it records
   - for `--thread-sizes`: intra x inter-op settings in one process, and two processes at once
     (tasks x threads), each a plain float32 fit in a subprocess, run one after another
 The load average before and after is recorded; raw figures go to bench/results/train_throughput.json.
+
+`--pairs N` measures only the pipeline / plain ratio, in pairs of fresh processes (issue 16's standard:
+side by side, with a spread smaller than the margin to 0.95). For each `--pair-sizes` size it runs N
+pairs; a pair is one pipeline run (`train_model`) and one plain run (one `model.fit` of --pair-epochs
+epochs on in-memory tensors) of the same model, precision, batch, images and epochs, each in a process
+of its own so no oneDNN primitive cache, graph or allocator state carries over from another model. The
+order alternates (pipeline first, then plain first, ...) so drift between the two halves of a pair cancels
+over the pairs. Each run's speed is the median of its epochs after the first (the trace); each pair's
+ratio is pipeline / plain of its two runs; the result is the median ratio with the min-max of the pair
+ratios. Both sides time an epoch the same way (from its start to the end of its callbacks) and split it
+into train steps, validation and, for the pipeline, its epoch-end callbacks (CSV log, best-epoch weights,
+BackupAndRestore's checkpoint). `--primitive-cache N` sets ONEDNN_PRIMITIVE_CACHE_CAPACITY in every run.
+Results go to bench/results/train_pairs.json (`--out` to name another, e.g. for a second cache size).
 Data: the real pneumonia set under $MEDCORE_DATA_ROOT (default ../shared/datasets), else phantoms.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import statistics
@@ -31,7 +47,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -174,14 +192,20 @@ def plain_variants(config, profile, split, variants: list[str], rounds: int) -> 
     return out
 
 
-def pipeline_fit(config, profile, split, epochs: int, tmp: Path, mode: str = "float32") -> dict:
-    """`medcore.training.train_model` as a night runs it, in precision `mode`; per-epoch seconds."""
-    import dataclasses
+def pipeline_fit(
+    config, profile, split, epochs: int, tmp: Path, mode: str = "float32", fused: bool | None = None
+) -> dict:
+    """`medcore.training.train_model` as a night runs it, in precision `mode`; per-epoch seconds.
 
+    `fused` sets the profile's fused batch norm (None keeps the profile's own, on by default). train_model
+    applies that setting itself, so a `compute.fused_batch_norm(False)` block around this call cannot turn it off.
+    """
     from medcore.layout import RunLayout
     from medcore.training import train_model
 
     profile = dataclasses.replace(profile, precision=mode)
+    if fused is not None:
+        profile = dataclasses.replace(profile, fused_batch_norm=fused)
     paths = RunLayout(tmp / "runs", f"bench{profile.image_size}-{mode}").model("pneumonia", profile.name)
     record = train_model(config, profile, split, paths, epochs=epochs)
     n = record["train_images"]
@@ -207,11 +231,39 @@ def _worker(args) -> None:
     print("RESULT" + json.dumps(next(iter(result.values()))))
 
 
+@dataclasses.dataclass
+class Worker:
+    """This script running again as a worker process, with the file its stderr goes to."""
+
+    proc: subprocess.Popen
+    log: Any
+
+
+def _spawn(arguments: list[str], env: dict[str, str] | None = None) -> Worker:
+    """Start a worker; its stderr goes to a file, since a full pipe would stall it mid-measurement."""
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 closed by _result once the worker is done
+    proc = subprocess.Popen(
+        [sys.executable, __file__, *arguments], stdout=subprocess.PIPE, stderr=log, text=True, env=env
+    )
+    return Worker(proc, log)
+
+
+def _result(worker: Worker, timeout: float = 3600) -> dict:
+    """The RESULT line a worker printed, as a dict; a worker that printed none fails with its last words."""
+    out, _ = worker.proc.communicate(timeout=timeout)
+    worker.log.seek(0)
+    errors = worker.log.read()
+    worker.log.close()
+    line = [text for text in out.splitlines() if text.startswith("RESULT")]
+    if worker.proc.returncode or not line:
+        args = " ".join(worker.proc.args[2:])
+        raise RuntimeError(f"worker {args} failed ({worker.proc.returncode}): {(out + errors)[-800:]}")
+    return json.loads(line[0][6:])
+
+
 def concurrent(args, size: int, intra: int, inter: int, processes: int, images: int) -> dict:
     """`processes` plain fits at once with the given pools; their summed steady images/s."""
     command = [
-        sys.executable,
-        __file__,
         "--worker",
         "--intra",
         str(intra),
@@ -228,17 +280,8 @@ def concurrent(args, size: int, intra: int, inter: int, processes: int, images: 
         "--mode",
         args.thread_mode,
     ] + (["--fused"] if args.thread_fused else [])
-    workers = [
-        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        for _ in range(processes)
-    ]
-    rows = []
-    for worker in workers:
-        out, _ = worker.communicate(timeout=3600)
-        line = [text for text in out.splitlines() if text.startswith("RESULT")]
-        if not line:
-            raise RuntimeError(f"worker failed: {out[-500:]}")
-        rows.append(json.loads(line[0][6:]))
+    workers = [_spawn(command) for _ in range(processes)]
+    rows = [_result(worker) for worker in workers]
     return {
         "intra_op": intra,
         "inter_op": inter,
@@ -246,6 +289,256 @@ def concurrent(args, size: int, intra: int, inter: int, processes: int, images: 
         "per_process": rows,
         "images_per_second": sum(r["images_per_second"] for r in rows),
     }
+
+
+# oneDNN keeps this many compiled primitives per process (1024 when unset); `--primitive-cache` sets it.
+CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+SIDES = ("pipeline", "plain")
+
+
+def shipped_sizes() -> list[int]:
+    """The image sizes of the profiles conditions.yaml ships (what issue 16's target is judged at)."""
+    from medcore.config import load_config
+
+    return sorted({p.image_size for p in load_config(ROOT / "conditions.yaml").profiles.values()})
+
+
+def _epoch_timer():
+    """A Keras callback stamping each epoch's start, its validation's start and end, and its own on_epoch_end.
+
+    It has no batch hooks, so it leaves Keras' batch dispatch (async or not) as the other callbacks set it.
+    """
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.stamps: list[dict[str, float]] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.stamps.append({"begin": time.perf_counter()})
+
+        def on_test_begin(self, logs=None):
+            if self.stamps:
+                self.stamps[-1]["test_begin"] = time.perf_counter()
+
+        def on_test_end(self, logs=None):
+            if self.stamps:
+                self.stamps[-1]["test_end"] = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.stamps[-1]["end"] = time.perf_counter()
+
+    return EpochTimer()
+
+
+def epoch_parts(stamps: list[dict[str, float]], epoch_seconds: list[float] | None = None) -> dict[str, list]:
+    """Per epoch: train steps (start to validation), validation, and what ran after the timer's on_epoch_end.
+
+    With `epoch_seconds` (the pipeline's own clock, which stops after its checkpointing callbacks), the
+    callbacks' share is that clock minus the timer's span; without it the epoch ends at the timer.
+    """
+    parts: dict[str, list] = {"train_seconds": [], "validation_seconds": [], "callbacks_seconds": []}
+    for i, stamp in enumerate(stamps):
+        test_begin = stamp.get("test_begin", stamp["end"])
+        parts["train_seconds"].append(test_begin - stamp["begin"])
+        parts["validation_seconds"].append(stamp.get("test_end", test_begin) - test_begin)
+        span = stamp["end"] - stamp["begin"]
+        parts["callbacks_seconds"].append(
+            max(epoch_seconds[i] - span, 0.0) if epoch_seconds and i < len(epoch_seconds) else None
+        )
+    return parts
+
+
+@contextlib.contextmanager
+def _timed_pipeline() -> Iterator[Any]:
+    """Put an epoch timer among train_model's callbacks, just before its CSV log and checkpoints, and yield it.
+
+    It rides along with the learning-rate schedule, the first of train_model's callbacks that do no work
+    at an epoch's end; the pipeline's own clock (ProgressLog) stops after the checkpoints, so the gap
+    between the two is what the epoch-end callbacks cost. Nothing else about the pipeline changes.
+    """
+    from medcore import training
+
+    timer = _epoch_timer()
+    schedule = training._schedule_callbacks
+    training._schedule_callbacks = lambda *a, **k: [timer, *schedule(*a, **k)]
+    try:
+        yield timer
+    finally:
+        training._schedule_callbacks = schedule
+
+
+def plain_fit(config, profile, split, epochs: int, mode: str, fused: bool) -> dict:
+    """One plain `model.fit` of `epochs` epochs on in-memory tensors: the pipeline's model, batch and images."""
+    import keras
+
+    from medcore import compute
+    from medcore.training import build_model, configure_threads
+
+    threads = configure_threads(profile)  # the same pools train_model would set up
+    x, y = _tensors(split[split["split"] == "train"], profile)
+    vx, vy = _tensors(split[split["split"] == "val"], profile)
+    timer = _epoch_timer()
+    with compute.precision_mode(mode), compute.fused_batch_norm(fused):
+        keras.utils.set_random_seed(config.seed)
+        model = build_model(profile, config.seed)
+        model.fit(
+            x,
+            y,
+            batch_size=profile.batch_size,
+            epochs=epochs,
+            verbose=0,
+            shuffle=True,
+            validation_data=(vx, vy),
+            callbacks=[timer],
+        )
+    seconds = [s["end"] - s["begin"] for s in timer.stamps]
+    parts = epoch_parts(timer.stamps)
+    parts.pop("callbacks_seconds")  # plain fit has none
+    return {
+        "mode": mode,
+        "fused_batch_norm": fused,
+        "threads": threads,
+        "epoch_seconds": seconds,
+        "images": len(x),
+        **parts,
+        **steady(seconds, len(x), skip=1),
+    }
+
+
+def _fingerprint(split) -> str:
+    """A short hash of which files are in which split, so both runs of a pair can be shown to share images."""
+    import hashlib
+
+    rows = sorted(f"{s}\t{p}" for s, p in zip(split["split"], split["path"]))
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
+
+
+def _pair_worker(args) -> None:
+    """Subprocess mode: one side of a pair (the pipeline or the plain fit), printing its record as JSON."""
+    import resource
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        config, profile, split = _split(Path(args.data_root), args.images, args.size, Path(tmp))
+        if args.pair_worker == "pipeline":
+            with _timed_pipeline() as timer:
+                row = pipeline_fit(config, profile, split, args.pair_epochs, Path(tmp), args.mode, args.fused)
+            row.update(epoch_parts(timer.stamps, row["epoch_seconds"]))
+        else:
+            row = plain_fit(config, profile, split, args.pair_epochs, args.mode, args.fused)
+    row.update(
+        side=args.pair_worker,
+        pid=os.getpid(),
+        split=_fingerprint(split),
+        val_images=int((split["split"] == "val").sum()),
+        first_epoch_seconds=row["epoch_seconds"][0],
+        primitive_cache_capacity=os.environ.get(CACHE_ENV),
+        process_seconds=time.perf_counter() - started,
+        peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
+    print("RESULT" + json.dumps(row))
+
+
+def _median_of(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarise_pairs(pairs: list[dict]) -> dict:
+    """Per size: the median pair ratio with the min-max of the pair ratios, each side's speed, the epoch split."""
+    ratios = [p["ratio"] for p in pairs]
+
+    def side(name: str) -> dict:
+        rates = [p[name]["images_per_second"] for p in pairs]
+        return {"images_per_second": statistics.median(rates), "min": min(rates), "max": max(rates)}
+
+    def parts(name: str) -> dict:
+        # Steady epochs only: the first one of every run holds the trace.
+        keys = ("epoch_seconds", "train_seconds", "validation_seconds", "callbacks_seconds")
+        return {k: _median_of([v for p in pairs for v in (p[name].get(k) or [])[1:]]) for k in keys}
+
+    return {
+        "pairs": pairs,
+        "n_pairs": len(pairs),
+        "ratio": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        # Drift within a pair would make these two differ; alternating the order cancels it in the median.
+        "ratio_by_order": {
+            f"{first} first": _median_of([p["ratio"] for p in pairs if p["order"][0] == first]) for first in SIDES
+        },
+        "pipeline": side("pipeline"),
+        "plain": side("plain"),
+        "epoch_parts": {name: parts(name) for name in SIDES},
+    }
+
+
+def run_pair(order: tuple[str, ...], arguments: list[str], env: dict[str, str], started: float) -> dict:
+    """One pair: each side in a fresh worker process, one after the other in `order`; their ratio."""
+    pair: dict = {"order": list(order)}
+    for name in order:
+        load, at = os.getloadavg(), time.perf_counter() - started
+        pair[name] = {**_result(_spawn(["--pair-worker", name, *arguments], env)), "load_before": load}
+        pair[name]["started_at_seconds"] = at
+    pair["ratio"] = pair["pipeline"]["images_per_second"] / pair["plain"]["images_per_second"]
+    return pair
+
+
+def paired(args) -> dict:
+    """--pairs: pipeline / plain in pairs of fresh processes, alternating order, per size; returns the results."""
+    from bench.common import write_result
+    from medcore import compute
+
+    choice = compute.choose_precision(args.pair_mode)
+    env = dict(os.environ)
+    if args.primitive_cache is not None:
+        env[CACHE_ENV] = str(args.primitive_cache)
+    shipped = shipped_sizes()
+    results: dict = {
+        "command": "bench/train_throughput.py " + " ".join(args.argv),
+        "pairs": args.pairs,
+        "epochs": args.pair_epochs,
+        "precision": choice,
+        # None: unset, so oneDNN's default capacity (1024 primitives) applies in every run.
+        "primitive_cache_capacity": env.get(CACHE_ENV),
+        "shipped_sizes": shipped,
+        "load_before": os.getloadavg(),
+        "sizes": {},
+    }
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.pair_sizes or shipped:
+            images = images_for(size, args.images)
+            config, profile, split = _split(Path(args.data_root), images, size, Path(tmp))
+            fused = profile.fused_batch_norm if args.pair_fused is None else args.pair_fused
+            fused_flag = ["--fused"] if fused else []
+            common = ["--size", str(size), "--images", str(images), "--data-root", str(config.data_root)]
+            common += ["--mode", choice["mode"], "--pair-epochs", str(args.pair_epochs), *fused_flag]
+            pairs = []
+            for i in range(args.pairs):
+                pair = run_pair(SIDES if i % 2 == 0 else SIDES[::-1], common, env, started)
+                if {pair[name]["split"] for name in SIDES} != {_fingerprint(split)}:
+                    raise RuntimeError(f"{size} px pair {i + 1}: the two runs did not train on the same images")
+                pairs.append(pair)
+                print(
+                    f"{size}px pair {i + 1}/{args.pairs} ({' then '.join(pair['order'])}): pipeline "
+                    f"{pair['pipeline']['images_per_second']:.1f} img/s, plain {pair['plain']['images_per_second']:.1f}"
+                    f" img/s, ratio {pair['ratio']:.3f}",
+                    flush=True,
+                )
+            row = {"images": images, "mode": choice["mode"], "fused_batch_norm": fused, **summarise_pairs(pairs)}
+            results["sizes"][size] = row
+            print(
+                f"{size}px: pipeline / plain {row['ratio']:.3f} (pairs {row['ratio_min']:.3f}-{row['ratio_max']:.3f},"
+                f" {len(pairs)} pairs)",
+                flush=True,
+            )
+    results["load_after"] = os.getloadavg()
+    results["wall_seconds"] = time.perf_counter() - started
+    print(f"raw results: {write_result(args.out, results)}")
+    return results
 
 
 def merge(names: list[str], out: str) -> None:
@@ -270,7 +563,9 @@ def merge(names: list[str], out: str) -> None:
     print(f"merged into {write_result(out, merged)}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    from medcore.compute import PRECISIONS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224])
     parser.add_argument("--images", type=int, default=None, help="train images per epoch (default: by size)")
@@ -305,16 +600,54 @@ def main() -> None:
     parser.add_argument(
         "--data-root", default=os.environ.get("MEDCORE_DATA_ROOT", str(ROOT.parent / "shared" / "datasets"))
     )
-    parser.add_argument("--out", default="train_throughput", help="results file name under bench/results/")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=0,
+        help="measure only pipeline / plain, in this many pairs of fresh processes per --pair-sizes size",
+    )
+    parser.add_argument(
+        "--pair-sizes", type=int, nargs="+", default=None, help="default: the sizes conditions.yaml's profiles ship"
+    )
+    parser.add_argument(
+        "--pair-mode",
+        default="auto",
+        choices=PRECISIONS,
+        help="precision of both sides (default: what `auto` picks on this CPU)",
+    )
+    parser.add_argument(
+        "--pair-fused",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fused batch norm on both sides (default: the profile's default)",
+    )
+    parser.add_argument("--pair-epochs", type=int, default=6, help="epochs per run; the first (the trace) is dropped")
+    parser.add_argument(
+        "--primitive-cache", type=int, default=None, help=f"set {CACHE_ENV} in every paired run (unset: 1024)"
+    )
+    parser.add_argument(
+        "--out", default=None, help="results file name under bench/results/ (train_throughput, or train_pairs)"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--pair-worker", choices=SIDES, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--intra", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--inter", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=128, help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--fused", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
     if args.worker:
         return _worker(args)
+    if args.pair_worker:
+        return _pair_worker(args)
+    if args.pairs:
+        if args.pairs < 1 or args.pair_epochs < 2:
+            parser.error("--pairs needs at least 1 pair and --pair-epochs at least 2 (the first epoch is the trace)")
+        args.out = args.out or "train_pairs"
+        paired(args)
+        return None
+    args.out = args.out or "train_throughput"
 
     if args.merge is not None:
         return merge(args.merge, args.out)
