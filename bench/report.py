@@ -37,6 +37,7 @@ REFERENCES = {
 MAKES = {
     "nightly": "`make bench` (or `.venv/bin/python bench/nightly.py`)",
     "train_throughput": "`.venv/bin/python bench/train_throughput.py`",
+    "train_pairs": "`make bench` (or `.venv/bin/python bench/train_throughput.py --pairs 5`)",
     "stages_speed": "`.venv/bin/python bench/gradcam_speed.py`",
     "validate_speed": "`.venv/bin/python bench/validate_speed.py`",
     "overhead": "`.venv/bin/python bench/overhead.py`",
@@ -374,6 +375,100 @@ def throughput_tables(tp: dict[str, Any], peak: dict[str, Any] | None = None) ->
             "",
             f"Load average (1/5/15 min) before {'/'.join(f'{v:.1f}' for v in load[0])}, after "
             f"{'/'.join(f'{v:.1f}' for v in load[1])}; {tp['rounds']} steady epochs per variant.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# Issue 16: the pipeline keeps at least this share of a plain `model.fit`'s speed at every shipped size.
+PAIR_TARGET = 0.95
+
+
+def pair_verdict(low: float, high: float, pairs: int, target: float = PAIR_TARGET) -> str:
+    """Judge the target on the spread of the pair ratios: only a spread wholly on one side of it decides."""
+    if pairs < 2:
+        return "not judged (one pair has no spread)"
+    if low >= target:
+        return "met"
+    if high < target:
+        return "missed"
+    return "noise exceeds the margin"
+
+
+def _seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def _spread(value: float | None, low: float | None, high: float | None) -> str:
+    return "–" if value is None else f"{value:.3f} ({low:.3f}–{high:.3f})"
+
+
+def pairs_table(tp: dict[str, Any], name: str = "train_pairs") -> str:
+    """Pipeline / plain from pairs of fresh processes (bench/train_throughput.py --pairs): ratio, spread, verdict."""
+    sizes = sorted(tp["sizes"].items(), key=lambda kv: int(kv[0]))
+    cache = tp.get("primitive_cache_capacity")
+    lines = [
+        f"From `bench/results/{name}.json` (`{tp['command']}`): at each size, {tp['pairs']} pairs of runs, each run a "
+        f"fresh process training {tp['epochs']} epochs; a pair is the pipeline (`medcore.training.train_model`: "
+        "tf.data from files, callbacks, checkpoints) and a plain `model.fit` on the same images as in-memory "
+        "tensors, same model, precision and batch, one after the other, the order alternating from pair to pair. "
+        "A run's speed is the median of its epochs after the first (the trace); a pair's ratio is its pipeline "
+        "run over its plain run. ONEDNN_PRIMITIVE_CACHE_CAPACITY: "
+        + (f"{cache}." if cache else "unset (oneDNN's default, 1024)."),
+        "",
+        "| size | precision | images × epochs | pipeline img/s (runs min–max) | plain img/s (runs min–max) "
+        "| pipeline / plain: median (pairs min–max) | pairs | ≥ 0.95 | train steps only: median (min–max) "
+        "| pipeline epoch s: train + val + callbacks | plain epoch s: train + val |",
+        "|--:|---|--:|--:|--:|--:|--:|---|--:|--:|--:|",
+    ]
+    verdicts = {}
+    for size, r in sizes:
+        verdicts[int(size)] = verdict = pair_verdict(r["ratio_min"], r["ratio_max"], r["n_pairs"])
+        pipe, plain = r["epoch_parts"]["pipeline"], r["epoch_parts"]["plain"]
+        precision = f"`{r['mode']}`" + (" + fused BN" if r.get("fused_batch_norm") else "")
+        lines.append(
+            f"| {size} px | {precision} | {r['images']} × {tp['epochs']} | {_rate(r['pipeline'])} | {_rate(r['plain'])} "
+            f"| **{r['ratio']:.3f}** ({r['ratio_min']:.3f}–{r['ratio_max']:.3f}) | {r['n_pairs']} | {verdict} "
+            f"| {_spread(r.get('train_ratio'), r.get('train_ratio_min'), r.get('train_ratio_max'))} "
+            f"| {_seconds(pipe['epoch_seconds'])}: {_seconds(pipe['train_seconds'])} + "
+            f"{_seconds(pipe['validation_seconds'])} + {_seconds(pipe['callbacks_seconds'])} "
+            f"| {_seconds(plain['epoch_seconds'])}: {_seconds(plain['train_seconds'])} + "
+            f"{_seconds(plain['validation_seconds'])} |"
+        )
+    shipped = tp.get("shipped_sizes") or []
+    unmeasured = [s for s in shipped if s not in verdicts]
+    judged = {s: v for s, v in verdicts.items() if s in shipped} if shipped else verdicts
+    if any(v == "missed" for v in judged.values()):
+        overall = "missed at " + ", ".join(f"{s} px" for s, v in judged.items() if v == "missed")
+    elif unmeasured or not judged or any(v != "met" for v in judged.values()):
+        open_sizes = [f"{s} px" for s, v in judged.items() if v != "met"] + [
+            f"{s} px (not measured)" for s in unmeasured
+        ]
+        overall = "not shown: " + ", ".join(open_sizes)
+    else:
+        overall = "met"
+    orders = "; ".join(
+        f"{size} px {' / '.join(f'{k} {v:.3f}' for k, v in r['ratio_by_order'].items() if v is not None)}"
+        for size, r in sizes
+    )
+    lines += [
+        "",
+        f"Target pipeline / plain ≥ {PAIR_TARGET:.2f} at every shipped size "
+        f"({', '.join(f'{s} px' for s in shipped) or 'not recorded'}): **{overall}**. A size meets it when every "
+        "pair's ratio is at least 0.95, misses it when every pair's ratio is below, and otherwise the spread of the "
+        "pairs (their noise) is wider than the median's margin to 0.95, so the run does not decide. "
+        "Epoch seconds are medians of the steady epochs: train steps, validation (the same val images on both sides) "
+        "and, for the pipeline, its epoch-end callbacks (CSV log, best-epoch weights, BackupAndRestore's "
+        "checkpoint), which cost the same per epoch however many images it holds, so their share here "
+        'is larger than in a night whose epochs hold more images; "train steps only" is each pair\'s ratio '
+        "over the train steps alone, without them. Median ratio by which side ran first (drift would "
+        f"separate them): {orders}.",
+    ]
+    load = tp.get("load_before"), tp.get("load_after")
+    if all(load):
+        lines += [
+            "",
+            f"Load average (1/5/15 min) before {'/'.join(f'{v:.1f}' for v in load[0])}, after "
+            f"{'/'.join(f'{v:.1f}' for v in load[1])}; wall time {(tp.get('wall_seconds') or 0) / 60:.0f} min.",
         ]
     return "\n".join(lines) + "\n"
 
@@ -737,6 +832,11 @@ def render(results: Path) -> str:
         out += [ceiling_lines(loaded["peak"]), throughput_tables(tp, loaded["peak"])]
     else:
         out.append(throughput_table(tp) if tp else _missing("train_throughput"))
+    out += ["### Training: the pipeline against plain Keras, in pairs of fresh processes", ""]
+    out.append(pairs_table(loaded["train_pairs"]) if loaded["train_pairs"] else _missing("train_pairs"))
+    # The same measurement again under other settings (e.g. `--primitive-cache 4096 --out train_pairs_cache4096`).
+    for extra in sorted(results.glob("train_pairs_*.json")):
+        out += [pairs_table(json.loads(extra.read_text()), extra.stem)]
     out += ["### Where a training step spends its time", ""]
     out.append(
         precision_profile_table(loaded["precision_profile"])

@@ -465,6 +465,9 @@ def summarise_pairs(pairs: list[dict]) -> dict:
         "ratio": statistics.median(ratios),
         "ratio_min": min(ratios),
         "ratio_max": max(ratios),
+        "train_ratio": _median_of([p.get("train_ratio") for p in pairs]),
+        "train_ratio_min": min((p["train_ratio"] for p in pairs if p.get("train_ratio")), default=None),
+        "train_ratio_max": max((p["train_ratio"] for p in pairs if p.get("train_ratio")), default=None),
         # Drift within a pair would make these two differ; alternating the order cancels it in the median.
         "ratio_by_order": {
             f"{first} first": _median_of([p["ratio"] for p in pairs if p["order"][0] == first]) for first in SIDES
@@ -483,6 +486,10 @@ def run_pair(order: tuple[str, ...], arguments: list[str], env: dict[str, str], 
         pair[name] = {**_result(_spawn(["--pair-worker", name, *arguments], env)), "load_before": load}
         pair[name]["started_at_seconds"] = at
     pair["ratio"] = pair["pipeline"]["images_per_second"] / pair["plain"]["images_per_second"]
+    # The same over the train steps alone (same images both sides): the pipeline's cost per image, without
+    # its fixed per-epoch checkpoints, whose share shrinks as a night's epochs hold more images than these.
+    steps = {name: _median_of(pair[name]["train_seconds"][1:]) for name in SIDES}
+    pair["train_ratio"] = steps["plain"] / steps["pipeline"] if all(steps.values()) else None
     return pair
 
 

@@ -198,7 +198,7 @@ def test_report_regenerates_without_any_results(tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     assert report.main(["--results", str(tmp_path / "none"), "--out", str(out)]) == 0
     # nightly.json feeds two sections (accuracy, and the whole night), each saying so
-    assert out.read_text().count("_Not measured yet") == 10
+    assert out.read_text().count("_Not measured yet") == 11
 
 
 def test_cpu_sampler_reads_a_busy_fraction():
@@ -611,3 +611,151 @@ def test_resize_bench_trains_both_variants_and_pairs_them_on_the_same_studies(
     assert paired["study"]["low"] <= paired["study"]["delta"] <= paired["study"]["high"]
     text = report.render(tmp_path / "results")
     assert "| limb_abnormalities | squash |" in text and "| limb_abnormalities | pad |" in text
+
+
+def _pair_side(rate: float, epoch: float, callbacks: float | None = None) -> dict:
+    row = {
+        "images_per_second": rate,
+        "epoch_seconds": [40.0, epoch, epoch],
+        "train_seconds": [30.0, epoch - 1.0, epoch - 1.0],
+        "validation_seconds": [2.0, 0.5, 0.5],
+    }
+    if callbacks is not None:
+        row["callbacks_seconds"] = [0.4, callbacks, callbacks]
+    return row
+
+
+def _pairs_size(ratios: list[float], plain: float = 20.0) -> dict:
+    """A size of train_pairs.json whose pairs have these ratios (pipeline first in even pairs)."""
+    from bench.train_throughput import summarise_pairs
+
+    pairs = [
+        {
+            "order": ["pipeline", "plain"] if i % 2 == 0 else ["plain", "pipeline"],
+            "pipeline": _pair_side(plain * r, 256 / (plain * r), callbacks=0.5),
+            "plain": _pair_side(plain, 256 / plain),
+            "ratio": r,
+            # plain's train steps (11.8 s) over the pipeline's (its epoch less 1 s)
+            "train_ratio": (256 / plain - 1) / (256 / (plain * r) - 1),
+        }
+        for i, r in enumerate(ratios)
+    ]
+    return {"images": 256, "mode": "mixed_bfloat16", "fused_batch_norm": True, **summarise_pairs(pairs)}
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "pairs", "verdict"),
+    [
+        (0.95, 0.99, 5, "met"),
+        (0.80, 0.949, 5, "missed"),
+        (0.93, 0.97, 5, "noise exceeds the margin"),
+        (0.90, 0.95, 5, "noise exceeds the margin"),
+        (0.99, 0.99, 1, "not judged (one pair has no spread)"),
+    ],
+)
+def test_pair_verdict_needs_the_whole_spread_on_one_side_of_the_target(low, high, pairs, verdict):
+    """Met or missed only when every pair ratio is on the same side of 0.95; one pair is never judged."""
+    assert report.pair_verdict(low, high, pairs) == verdict
+
+
+def test_pairs_table_states_median_spread_pairs_and_an_honest_verdict(tmp_path):
+    """Per size the median ratio with its spread, both sides' img/s and the epoch split; the verdict follows them."""
+    results = tmp_path / "results"
+    payload = {
+        "command": "bench/train_throughput.py --pairs 4",
+        "pairs": 4,
+        "epochs": 3,
+        "primitive_cache_capacity": None,
+        "shipped_sizes": [128, 160],
+        "load_before": [0.1, 0.2, 0.3],
+        "load_after": [2.0, 1.5, 1.0],
+        "wall_seconds": 3000.0,
+        "sizes": {"128": _pairs_size([0.96, 0.97, 0.99, 0.98]), "160": _pairs_size([0.93, 0.96, 0.94, 0.97])},
+    }
+    _write(results, "train_pairs", payload)
+    text = report.render(results)
+    assert "### Training: the pipeline against plain Keras, in pairs of fresh processes" in text
+    assert (
+        "| 128 px | `mixed_bfloat16` + fused BN | 256 × 3 | 19.5 (19.2–19.8) | 20.0 (20.0–20.0) "
+        "| **0.975** (0.960–0.990) | 4 | met | 0.973 (0.957–0.989) | 13.1: 12.1 + 0.5 + 0.5 | 12.8: 11.8 + 0.5 |"
+        in text
+    )
+    assert "| **0.950** (0.930–0.970) | 4 | noise exceeds the margin |" in text
+    assert "at every shipped size (128 px, 160 px): **not shown: 160 px**" in text
+    assert "160 px pipeline first 0.935 / plain first 0.965" in text
+    assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY: unset (oneDNN's default, 1024)" in text
+
+    # One shipped size wholly below the target is a miss, whatever the other does; a size left out is not met.
+    payload["sizes"]["160"] = _pairs_size([0.90, 0.93, 0.94, 0.91])
+    payload["primitive_cache_capacity"] = "4096"
+    _write(results, "train_pairs_cache4096", payload)
+    del payload["sizes"]["160"]
+    _write(results, "train_pairs", payload)
+    text = report.render(results)
+    assert "**missed at 160 px**" in text and "ONEDNN_PRIMITIVE_CACHE_CAPACITY: 4096." in text
+    assert "**not shown: 160 px (not measured)**" in text
+    assert "From `bench/results/train_pairs_cache4096.json`" in text
+
+
+def test_epoch_parts_split_an_epoch_at_validation_and_at_the_timer():
+    """Train, validation and the callbacks after the timer add up to the pipeline's own epoch clock."""
+    from bench.train_throughput import epoch_parts
+
+    stamps = [{"begin": 10.0, "test_begin": 17.0, "test_end": 18.5, "end": 18.6}]
+    assert epoch_parts(stamps, [9.6]) == {
+        "train_seconds": [7.0],
+        "validation_seconds": [1.5],
+        "callbacks_seconds": [pytest.approx(1.0)],
+    }
+    # Without validation the whole span is training; without the pipeline's clock there is no callback share.
+    assert epoch_parts([{"begin": 0.0, "end": 5.0}]) == {
+        "train_seconds": [5.0],
+        "validation_seconds": [0.0],
+        "callbacks_seconds": [None],
+    }
+
+
+@pytest.mark.slow
+def test_paired_mode_runs_each_side_in_its_own_process_in_alternating_order(tmp_path, demo_data, monkeypatch):
+    """Two pairs on 32 px phantoms: fresh processes, ABBA order, same images, ratios of the same pair's runs."""
+    from bench import common
+    from bench import train_throughput as tt
+    from medcore.compute import choose_precision
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    argv = ["--pairs", "2", "--pair-sizes", "32", "--images", "16", "--pair-epochs", "2"]
+    argv += ["--data-root", str(demo_data), "--primitive-cache", "2048", "--out", "pairs_test"]
+    tt.main(argv)
+
+    result = json.loads((tmp_path / "results" / "pairs_test.json").read_text())
+    assert result["primitive_cache_capacity"] == "2048" and result["shipped_sizes"] == [128, 160]
+    row = result["sizes"]["32"]
+    pairs = row["pairs"]
+    assert [p["order"] for p in pairs] == [["pipeline", "plain"], ["plain", "pipeline"]]
+    runs = [p[side] for p in pairs for side in p["order"]]
+    starts = [r["started_at_seconds"] for r in runs]
+    assert starts == sorted(starts)  # run one after another, in the order recorded
+    assert len({r["pid"] for r in runs}) == 4 and os.getpid() not in {r["pid"] for r in runs}
+    mode = choose_precision("auto")["mode"]
+    for run in runs:
+        assert run["primitive_cache_capacity"] == "2048"
+        assert run["mode"] == mode and run["images"] == row["images"] == 16
+        assert len(run["epoch_seconds"]) == 2
+        assert run["images_per_second"] == pytest.approx(16 / run["epoch_seconds"][1])
+        assert all(v > 0 for v in run["validation_seconds"])
+        for epoch, train, val in zip(run["epoch_seconds"], run["train_seconds"], run["validation_seconds"]):
+            assert train + val <= epoch + 1e-6
+    assert len({r["split"] for r in runs}) == 1  # every run trained on the same files
+    for pair in pairs:
+        pipe, plain = pair["pipeline"], pair["plain"]
+        assert pair["ratio"] == pytest.approx(pipe["images_per_second"] / plain["images_per_second"])
+        assert pair["train_ratio"] == pytest.approx(plain["train_seconds"][1] / pipe["train_seconds"][1])
+        # Both sides in the precision `auto` resolves to, with the profile's fused batch norm default (on).
+        assert pipe["compute"]["precision"]["mode"] == mode
+        assert pipe["compute"]["fused_batch_norm"] is plain["fused_batch_norm"] is row["fused_batch_norm"] is True
+        # The pipeline checkpoints every epoch after the timer; the plain fit has nothing after it.
+        assert all(c > 0 for c in pipe["callbacks_seconds"]) and "callbacks_seconds" not in plain
+    ratios = [p["ratio"] for p in pairs]
+    assert row["ratio"] == pytest.approx(sum(ratios) / 2)
+    assert (row["ratio_min"], row["ratio_max"]) == (min(ratios), max(ratios))
+    assert "| 32 px | `" in report.pairs_table(result, "pairs_test")
