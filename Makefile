@@ -100,7 +100,7 @@ resend: install ## e-mail a run's report again: make resend RUN=<run id> (SMTP c
 # The real sets: MEDCORE_DATA_ROOT, default ../shared/datasets beside the checkout.
 BENCH_DATA ?= $(or $(MEDCORE_DATA_ROOT),$(abspath ../shared/datasets))
 
-bench: install ## measure everything in bench/ on the real sets (~4 h on 2 cores, plus the eight nights of bench/nights.py and the two runs of bench/resize.py) and regenerate BENCHMARKS.md
+bench: install ## measure everything in bench/ on the real sets (~4 h on 2 cores, ~2 h of paired pipeline / plain runs, plus the eight nights of bench/nights.py and the two runs of bench/resize.py) and regenerate BENCHMARKS.md
 	@if [ ! -f "$(BENCH_DATA)/README.md" ]; then \
 	  echo "bench skipped: no real datasets at $(BENCH_DATA) (set MEDCORE_DATA_ROOT)"; exit 0; fi; \
 	set -e; export MEDCORE_DATA_ROOT="$(BENCH_DATA)"; \

@@ -26,7 +26,8 @@ pairs; a pair is one pipeline run (`train_model`) and one plain run (one `model.
 epochs on in-memory tensors) of the same model, precision, batch, images and epochs, each in a process
 of its own so no oneDNN primitive cache, graph or allocator state carries over from another model. The
 order alternates (pipeline first, then plain first, ...) so drift between the two halves of a pair cancels
-over the pairs. Each run's speed is the median of its epochs after the first (the trace); each pair's
+over the pairs. Each run trains on 1,024 images per epoch (--images), about a night's smallest epoch.
+Each run's speed is the median of its epochs after the first (the trace); each pair's
 ratio is pipeline / plain of its two runs; the result is the median ratio with the min-max of the pair
 ratios. Both sides time an epoch the same way (from its start to the end of its callbacks) and split it
 into train steps, validation and, for the pipeline, its epoch-end callbacks (CSV log, best-epoch weights,
@@ -57,6 +58,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Train images per epoch at each size: enough steps (>= 3 batches of 32) for an epoch of several seconds.
 DEFAULT_IMAGES = {64: 512, 96: 384, 128: 256, 160: 192, 224: 128}
+# --pairs: train images per epoch at every size, about the smallest set's (limb, ~1,100) epoch in a night.
+# The pipeline's epoch-end checkpoints cost the same whatever an epoch holds, so an epoch of a few hundred
+# images would charge them to the pipeline several times over what a night pays; this charges at most that.
+PAIR_IMAGES = 1024
 # (label, intra-op, inter-op, processes): one task on both cores, or two tasks side by side.
 THREAD_GRID = (
     ("1 task, intra 2 / inter 2", 2, 2, 1),
@@ -517,7 +522,7 @@ def paired(args) -> dict:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.pair_sizes or shipped:
-            images = images_for(size, args.images)
+            images = args.images or PAIR_IMAGES
             config, profile, split = _split(Path(args.data_root), images, size, Path(tmp))
             fused = profile.fused_batch_norm if args.pair_fused is None else args.pair_fused
             fused_flag = ["--fused"] if fused else []
@@ -575,7 +580,9 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224])
-    parser.add_argument("--images", type=int, default=None, help="train images per epoch (default: by size)")
+    parser.add_argument(
+        "--images", type=int, default=None, help=f"train images per epoch (default: by size; --pairs: {PAIR_IMAGES})"
+    )
     parser.add_argument("--rounds", type=int, default=4, help="steady epochs per plain variant")
     parser.add_argument("--modes", nargs="+", default=["float32", "mixed_bfloat16", "onednn_amp"])
     parser.add_argument("--no-fused", action="store_true", help="skip the fused batch norm variants")
