@@ -676,7 +676,7 @@ class NightlySettings:
     policy: NightlyPolicy = _choice(
         "auto", "`retrain` from scratch, `continue` from the champion, or `auto` (continue once a champion exists)"
     )
-    continue_epochs: float = _number(0.5, 0.01, 1.0, "share of the profile's epochs a warm start trains (at least 1)")
+    continue_epochs: float = _number(0.17, 0.01, 1.0, "share of the profile's epochs a warm start trains (at least 1)")
     skip_unchanged: bool = _flag(True, "train nothing when data, condition config and code equal the champion's")
 
 
