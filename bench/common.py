@@ -33,6 +33,20 @@ def data_root_or_none() -> Path | None:
     return root if (root / "README.md").exists() and (root / "pneumonia").is_dir() else None
 
 
+def real_sets_config(config_path: Path | str):
+    """The real sets' root (exported as MEDCORE_DATA_ROOT for the runs to come) and the config loaded there.
+
+    None when the sets are absent, so a benchmark can print NO_DATA and exit 0.
+    """
+    data_root = data_root_or_none()
+    if data_root is None:
+        return None
+    os.environ["MEDCORE_DATA_ROOT"] = str(data_root)
+    from medcore.config import load_config
+
+    return data_root, load_config(config_path)
+
+
 NO_DATA = "skipped: the real sets are not there (set MEDCORE_DATA_ROOT, default ../shared/datasets)"
 
 

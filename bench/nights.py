@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pandas as pd
 
-from bench.common import NO_DATA, ROOT, bench_workdir, data_root_or_none, write_result
+from bench.common import NO_DATA, ROOT, bench_workdir, real_sets_config, write_result
 from medcore.jsonio import read_json
 from medcore.layout import RunLayout
 
@@ -232,14 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.merge:
         return merge(args.merge, args.name)
-    data_root = data_root_or_none()
-    if data_root is None:
+    found = real_sets_config(args.config)
+    if found is None:
         print(NO_DATA)
         return 0
-    os.environ["MEDCORE_DATA_ROOT"] = str(data_root)
-    from medcore.config import load_config
-
-    base = load_config(args.config)
+    data_root, base = found
     conditions = args.condition or list(base.conditions)
     profiles = args.profile or list(base.profiles)
     workdir, _ = bench_workdir(args.name)

@@ -63,6 +63,15 @@ def _num(value: Any, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _load_lines(result: dict[str, Any], tail: str) -> list[str]:
+    """The load average before and after a benchmark (a blank line, then one sentence), or nothing if unrecorded."""
+    load = result.get("load_before"), result.get("load_after")
+    if not all(load):
+        return []
+    before, after = ("/".join(f"{v:.1f}" for v in values) for values in load)
+    return ["", f"Load average (1/5/15 min) before {before}, after {after}; {tail}."]
+
+
 def _with_interval(value: Any, interval: dict[str, Any] | None) -> str:
     if value is None:
         return "–"
@@ -369,13 +378,7 @@ def throughput_tables(tp: dict[str, Any], peak: dict[str, Any] | None = None) ->
                 + " | ".join(_num(grid[label]["images_per_second"], 1) if label in grid else "–" for label in labels)
                 + " |"
             )
-    load = tp.get("load_before"), tp.get("load_after")
-    if all(load):
-        lines += [
-            "",
-            f"Load average (1/5/15 min) before {'/'.join(f'{v:.1f}' for v in load[0])}, after "
-            f"{'/'.join(f'{v:.1f}' for v in load[1])}; {tp['rounds']} steady epochs per variant.",
-        ]
+    lines += _load_lines(tp, f"{tp['rounds']} steady epochs per variant")
     return "\n".join(lines) + "\n"
 
 
@@ -463,13 +466,7 @@ def pairs_table(tp: dict[str, Any], name: str = "train_pairs") -> str:
         "over the train steps alone, without them. Median ratio by which side ran first (drift would "
         f"separate them): {orders}.",
     ]
-    load = tp.get("load_before"), tp.get("load_after")
-    if all(load):
-        lines += [
-            "",
-            f"Load average (1/5/15 min) before {'/'.join(f'{v:.1f}' for v in load[0])}, after "
-            f"{'/'.join(f'{v:.1f}' for v in load[1])}; wall time {(tp.get('wall_seconds') or 0) / 60:.0f} min.",
-        ]
+    lines += _load_lines(tp, f"wall time {(tp.get('wall_seconds') or 0) / 60:.0f} min")
     return "\n".join(lines) + "\n"
 
 

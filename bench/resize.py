@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 import pandas as pd
 
-from bench.common import NO_DATA, ROOT, bench_workdir, data_root_or_none, write_result
+from bench.common import NO_DATA, ROOT, bench_workdir, real_sets_config, write_result
 from bench.nights import night_rows, reference_splits, run_night, stage
 from medcore.jsonio import read_json
 from medcore.layout import RunLayout
@@ -233,14 +233,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--fraction must be in (0, 1], got {args.fraction}")
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs must be at least 1, got {args.epochs}")
-    data_root = data_root_or_none()
-    if data_root is None:
+    found = real_sets_config(args.config)
+    if found is None:
         print(NO_DATA)
         return 0
-    os.environ["MEDCORE_DATA_ROOT"] = str(data_root)
-    from medcore.config import load_config
-
-    base = load_config(args.config)
+    data_root, base = found
     conditions = args.condition or ["limb_abnormalities"]
     unknown = [f"condition {c!r}" for c in conditions if c not in base.conditions]
     unknown += [f"profile {args.profile!r}"] if args.profile not in base.profiles else []
