@@ -49,7 +49,7 @@ $(DEMO_DATA)/.stamp: medcore/synthetic.py | $(STAMP)
 	@touch $@
 
 test: install ## run the whole test suite (what CI runs)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 lint: install ## ruff check and ruff format --check, with the rules in pyproject.toml (changes nothing)
 	$(VENV)/bin/ruff check .

@@ -93,6 +93,7 @@ def test_no_identifying_header_value_reaches_any_output(tmp_path, monkeypatch):
         registry: {{root: {tmp_path / "registry"}, gates: {{}}}}
         gradcam: {{samples: 1, deletion_images: 4, deletion_steps: 2}}
         validation: {{min_per_class: {{train: 1, val: 1, test: 1}}}}
+        evaluation: {{small_sets: test_split}}  # cross-validation (ten more trainings) has its own test
         conditions:
           films: {{dataset: films, layout: folders, positive: [pos], negative: [neg]}}
         profiles:
