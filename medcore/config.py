@@ -30,6 +30,7 @@ from medcore.errors import ConfigError
 
 __all__ = [
     "Augmentation",
+    "Progressive",
     "Condition",
     "Profile",
     "Config",
@@ -405,6 +406,18 @@ class Augmentation:
     horizontal_flip: bool = _flag(False, "random left-right flip; never for chest films (the heart's side matters)")
 
 
+@dataclass(frozen=True, config=_SETTINGS)
+class Progressive:
+    """Progressive resizing: the first epochs at a smaller size, the rest (and every val figure kept) at full size.
+
+    DenseNet121's weights do not depend on the image size, so what the small epochs learn carries over;
+    each costs about (small / full)^2 of a full-size epoch.
+    """
+
+    epochs: int = _integer(0, 0, 1000, "epochs at `image_size` before the profile's own size (0: off)")
+    image_size: int = _integer(96, 32, 1024, "side in pixels of those first epochs")
+
+
 WEIGHT_SOURCES = ("none", "imagenet", "champion", "shared")
 
 
@@ -420,7 +433,9 @@ class Profile:
     learning_rate: float = _number(1e-3, 1e-8, 1.0, "Adam's learning rate")
     # cosine converges within a fixed nightly epoch budget instead of waiting for a plateau.
     lr_schedule: Literal["constant", "cosine"] = _choice(
-        "constant", "`cosine` decays each phase from learning_rate to 5 % of it by its last epoch"
+        "constant",
+        "`cosine` decays each phase (progressive resizing's two sizes are one) from learning_rate to 5 % of it "
+        "by its last epoch",
     )
     # So an imbalanced set (pneumonia is 3:1) does not buy accuracy by favouring the majority class.
     class_weighting: bool = _flag(True, "weight each class by the inverse of its share of the train split")
@@ -443,6 +458,11 @@ class Profile:
         True,
         "train batch norm through TensorFlow's fused kernel (same maths, fewer ops; the saved model is unchanged)",
     )
+    # Keras' 0.99 averages batch statistics over ~100 steps, so on a small set (limb: 34 steps an epoch) a
+    # network trained from scratch is judged on val with statistics from weights long gone (bench/notes.md).
+    batch_norm_momentum: float = _number(
+        0.99, 0.0, 0.999, "weight of the old moving mean and variance at each step of every batch norm layer"
+    )
     # A profile's cores become its pool slots in the DAG: 0 trains alone on the machine.
     cores: int = _integer(
         1, 0, 256, "cores one training task takes (its `training` pool slots and threads); 0: every core"
@@ -459,6 +479,19 @@ class Profile:
         "squash", "how an image becomes square: stretch it (`squash`) or keep its aspect and pad with black (`pad`)"
     )
     augmentation: Augmentation = Field(default_factory=Augmentation)
+    progressive: Progressive = Field(default_factory=Progressive)
+
+    @model_validator(mode="after")
+    def _progressive_fits(self) -> Profile:
+        steps = self.progressive
+        if steps.epochs:
+            if steps.image_size >= self.image_size:
+                raise _problem("progressive.image_size", f"must be below the profile's image_size ({self.image_size})")
+            if steps.epochs >= self.epochs:
+                raise _problem("progressive.epochs", f"must leave one of the {self.epochs} epochs at full size")
+            if self.freeze_epochs:
+                raise _problem("progressive", "cannot be combined with freeze_epochs (one of the two phases)")
+        return self
 
     def for_condition(self, condition: Condition) -> Profile:
         """This profile as `condition` trains it (the condition's own `resize`, where it sets one)."""

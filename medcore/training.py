@@ -13,8 +13,8 @@ import math
 import os
 import resource
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from medcore import compute
-from medcore.config import Config, Profile
+from medcore.config import Config, Profile, Progressive
 from medcore.contract import save_model_with_contract, training_contract
 from medcore.datasets import make_dataset
 from medcore.errors import MedcoreError
@@ -116,6 +116,9 @@ def build_network(profile: Profile, seed: int, outputs: int = 1, head: str = "lo
     x = keras.layers.Normalization(mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD], name="imagenet_norm")(x)
     # input_tensor makes DenseNet's layers part of this graph, so `relu` is reachable by name.
     backbone = _backbone(x, profile.weights)
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = profile.batch_norm_momentum
     x = keras.layers.Dropout(0.2, seed=seed, name="dropout")(backbone.output)
     logits = keras.layers.Dense(outputs, name=head, dtype="float32")(x)  # float32 logits even under bf16
     return keras.Model(inputs, logits, name="densenet121_binary" if outputs == 1 else f"densenet121_{outputs}_tasks")
@@ -314,12 +317,19 @@ def _history_rows(path: Path) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Phase:
-    """One stretch of training: epochs [first, last) at one learning rate, the backbone frozen or not."""
+    """One stretch of training: epochs [first, last) at one size and base rate, the backbone frozen or not."""
 
-    name: str  # "frozen" or "fine_tune"; also the folder of its BackupAndRestore state
+    name: str  # "frozen", "small" (progressive resizing) or "fine_tune"; also its BackupAndRestore folder
     first: int
     last: int
     learning_rate: float
+    image_size: int
+    schedule: tuple[int, int]  # the epochs its cosine spans: a phase of its own, or one shared by both sizes
+
+    @property
+    def selects(self) -> bool:
+        """Whether its epochs may become the saved model: only full-size ones, whose val AUC the record can report."""
+        return self.name != "small"
 
 
 @dataclass
@@ -354,8 +364,17 @@ def train_model(
     keras.utils.set_random_seed(config.seed)
     epochs = epochs or profile.epochs
     train, val = split[split["split"] == "train"], split[split["split"] == "val"]
-    train_data = make_dataset(train, profile, training=True, seed=config.seed)
-    val_data = make_dataset(val, profile, training=False, seed=config.seed)
+    datasets: dict[int, tuple[Any, Any]] = {}
+
+    def data_at(size: int) -> tuple[Any, Any]:
+        if size not in datasets:
+            sized = _at_size(profile, size)
+            datasets[size] = (
+                make_dataset(train, sized, training=True, seed=config.seed),
+                make_dataset(val, sized, training=False, seed=config.seed),
+            )
+        return datasets[size]
+
     paths.root.mkdir(parents=True, exist_ok=True)
     resumed_from = _resume_point(paths, profile)
 
@@ -367,9 +386,10 @@ def train_model(
         keeper = _best_epoch_callback(
             paths.backup_dir / "best.weights.h5", paths.backup_dir / "best.json", len(_history_rows(paths.history_csv))
         )
+        phases = _phases(profile, epochs, weights_used)
         stoppers = [
-            _fit_phase(model, phase, profile, paths, train_data, val_data, weights, epochs, clock, keeper)
-            for phase in _phases(profile, epochs, weights_used)
+            _fit_phase(model, phase, profile, paths, data_at, weights, epochs, clock, keeper, config.seed)
+            for phase in phases
         ]
         best = restore_best_epoch(model, keeper)  # the saved model is the epoch the record reports
     wall = time.perf_counter() - clock.start
@@ -399,6 +419,10 @@ def train_model(
         best=best,
     )
     # What this CPU made of the profile's precision and cores, and why (medcore.compute).
+    small = [p for p in phases if p.name == "small"]
+    record["progressive"] = (
+        {"image_size": small[0].image_size, "epochs": small[0].last - small[0].first} if small else None
+    )
     record["compute"] = {
         "precision": chosen,
         "fused_batch_norm": fused,
@@ -409,15 +433,20 @@ def train_model(
     return record
 
 
-def _frozen_marker(paths: ModelLayout) -> Path:
-    """Weights saved when the frozen phase ends, so a retry goes straight on to fine-tuning."""
-    return paths.backup_dir / "frozen_phase.weights.h5"
+def _phase_marker(paths: ModelLayout, phase: str) -> Path:
+    """Weights saved when a first phase (frozen, or small images) ends, so a retry goes straight on to the next."""
+    return paths.backup_dir / f"{phase}_phase.weights.h5"
+
+
+FIRST_PHASES = ("frozen", "small")
 
 
 def _resume_point(paths: ModelLayout, profile: Profile) -> int:
     """Epochs an earlier attempt finished (0 for a fresh start); history.csv is trimmed to match."""
-    resumed_from = _finished_epochs(paths.backup_dir / "fine_tune") or _finished_epochs(paths.backup_dir / "frozen")
-    if resumed_from == 0 and not _frozen_marker(paths).exists():
+    resumed_from = next(
+        (n for n in (_finished_epochs(paths.backup_dir / p) for p in ("fine_tune", *FIRST_PHASES)) if n), 0
+    )
+    if resumed_from == 0 and not any(_phase_marker(paths, p).exists() for p in FIRST_PHASES):
         paths.history_csv.unlink(missing_ok=True)  # a fresh start must not append to an old history
         return 0
     log.info("resuming %s/%s after %d finished epochs", paths.condition, profile.name, resumed_from)
@@ -440,13 +469,29 @@ def _initial_model(profile: Profile, seed: int, warm_start: Path | None) -> tupl
     return model, f"{profile.weights} {warm_start} ({copied} layers)"
 
 
+def _at_size(profile: Profile, size: int) -> Profile:
+    """The profile's model and data at another image size (no progressive resizing of its own)."""
+    return profile if size == profile.image_size else replace(profile, image_size=size, progressive=Progressive())
+
+
 def _phases(profile: Profile, epochs: int, weights_used: str) -> list[Phase]:
-    """The frozen-backbone phase (pretrained weights only) and the fine-tuning phase, skipping empty ones."""
+    """The first phase (a frozen backbone for pretrained weights, or small images for progressive resizing) and
+    the fine-tuning phase at full size, skipping empty ones."""
+    full, rate = profile.image_size, profile.learning_rate
     freeze = min(profile.freeze_epochs, epochs) if not weights_used.startswith("none") else 0
-    fine_tune_rate = profile.fine_tune_learning_rate or (
-        profile.learning_rate / 10 if freeze else profile.learning_rate
-    )
-    phases = [Phase("frozen", 0, freeze, profile.learning_rate), Phase("fine_tune", freeze, epochs, fine_tune_rate)]
+    if freeze:
+        fine_tune_rate = profile.fine_tune_learning_rate or rate / 10
+        phases = [
+            Phase("frozen", 0, freeze, rate, full, (0, freeze)),
+            Phase("fine_tune", freeze, epochs, fine_tune_rate, full, (freeze, epochs)),
+        ]
+    else:
+        # A short warm start (a share of the epochs) keeps at least one epoch at full size.
+        small, tune = min(profile.progressive.epochs, epochs - 1), profile.fine_tune_learning_rate or rate
+        phases = [
+            Phase("small", 0, small, tune, profile.progressive.image_size, (0, epochs)),
+            Phase("fine_tune", small, epochs, tune, full, (0, epochs)),
+        ]
     return [p for p in phases if p.last > p.first]
 
 
@@ -455,45 +500,51 @@ def _fit_phase(
     phase: Phase,
     profile: Profile,
     paths: ModelLayout,
-    train_data,
-    val_data,
+    data_at: Callable[[int], tuple[Any, Any]],
     weights: dict[int, float] | None,
     epochs: int,
     clock: Clock,
     keeper,
+    seed: int,
 ):
     """Train one phase (resuming where a killed attempt stopped); return its early-stopping callback (None if the
-    phase had already finished)."""
+    phase had already finished or selects no epoch)."""
     import keras
 
-    marker = _frozen_marker(paths)
-    if phase.name == "frozen" and marker.exists():
+    if phase.name in FIRST_PHASES and _phase_marker(paths, phase.name).exists():
         return None  # finished before a retry; the fine-tuning phase loads its weights
+    fitted = model
     if phase.name == "fine_tune" and phase.first > 0:
-        if marker.exists():
-            model.load_weights(marker)
+        for first in FIRST_PHASES:
+            if _phase_marker(paths, first).exists():
+                model.load_weights(_phase_marker(paths, first))
         _set_backbone_trainable(model, True)
         _compile(model, profile, phase.learning_rate)
     elif phase.name == "frozen":
         _set_backbone_trainable(model, False)
         _compile(model, profile, phase.learning_rate)
-    # The best epoch is restored once, after every phase, from `keeper` (not per phase or attempt).
+    elif phase.name == "small":
+        # Same layers and weight shapes at another input size: its weights load into the full-size model.
+        fitted = build_model(_at_size(profile, phase.image_size), seed)
+    train_data, val_data = data_at(phase.image_size)
+    # The best epoch is restored once, after every phase, from `keeper` (not per phase or attempt). Small-image
+    # epochs neither stop training nor become the saved model: their val AUC is not the full-size model's.
     stopper = keras.callbacks.EarlyStopping(
         monitor="val_auc", mode="max", patience=profile.patience, restore_best_weights=False, verbose=0
     )
     callbacks = [
-        stopper,
+        *([stopper] if phase.selects else []),
         # Before the CSV logger, so history.csv records the rate each epoch trained at.
-        *_schedule_callbacks(profile, phase.learning_rate, phase.first, phase.last),
+        *_schedule_callbacks(profile, phase.learning_rate, *phase.schedule),
         keras.callbacks.CSVLogger(str(paths.history_csv), append=True),
-        keeper,
+        *([keeper] if phase.selects else []),
         # Last, so an epoch counts as finished only once everything above has been written.
         # A retried task (killed worker, reboot) resumes after the last finished epoch.
         keras.callbacks.BackupAndRestore(str(paths.backup_dir / phase.name), double_checkpoint=True),
         _progress_callback(epochs, clock.epoch_seconds),
         keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: clock.step_done()),
     ]
-    model.fit(
+    fitted.fit(
         train_data,
         validation_data=val_data,
         initial_epoch=phase.first,
@@ -502,15 +553,16 @@ def _fit_phase(
         class_weight=weights,
         verbose=0,
     )
-    if phase.name == "frozen":
-        model.save_weights(marker)
-    return stopper
+    if phase.name in FIRST_PHASES:
+        fitted.save_weights(_phase_marker(paths, phase.name))
+    return stopper if phase.selects else None
 
 
 def _save_model(model, paths: ModelLayout, contract: dict[str, Any]) -> None:
     """Put model.keras and its contract in place, then drop what only a resumed attempt needed."""
     save_model_with_contract(model, paths, contract)
-    for leftover in (_frozen_marker(paths), paths.backup_dir / "best.weights.h5", paths.backup_dir / "best.json"):
+    markers = [_phase_marker(paths, p) for p in FIRST_PHASES]
+    for leftover in (*markers, paths.backup_dir / "best.weights.h5", paths.backup_dir / "best.json"):
         leftover.unlink(missing_ok=True)
 
 

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -298,15 +299,19 @@ def write_run(
 
 def kill_after_first_epoch(code: str, args: list[str], metadata: Path, timeout: float = 300) -> None:
     """Run `python -c code *args`, SIGKILL it once Keras' BackupAndRestore `metadata` records a finished epoch."""
-    worker = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    errors = tempfile.TemporaryFile()  # noqa: SIM115 closed below, after the worker
+    worker = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=errors)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline and worker.poll() is None:
             if metadata.exists() and json.loads(metadata.read_text() or "{}").get("epoch", 0) >= 1:
                 break
             time.sleep(0.2)
-        assert worker.poll() is None, "the job ended before it could be killed"
+        if worker.poll() is not None:
+            errors.seek(0)
+            raise AssertionError(f"the job ended before it could be killed: {errors.read()[-3000:].decode()}")
         os.kill(worker.pid, signal.SIGKILL)
     finally:
         worker.kill()
         worker.wait()
+        errors.close()

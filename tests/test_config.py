@@ -160,6 +160,19 @@ BAD_VALUES = [
     ("seed: 1", "evaluation: {confidence: 1.5}", "evaluation.confidence", "must be between 0.5 and 0.999, got 1.5"),
     ("seed: 1", "evaluation: {tiers: {excellent: 0.75}}", "evaluation.tiers.excellent", "must be above good"),
     ("seed: 1", "validation: {min_per_class: {val: 0}}", "validation.min_per_class.val", "must be between 1 and"),
+    # progressive resizing must start smaller and leave a full-size epoch to select
+    (
+        "learning_rate: 0.001",
+        "learning_rate: 0.001, progressive: {epochs: 2, image_size: 64}",
+        "profiles.standard.progressive.image_size",
+        "must be below the profile's image_size (64)",
+    ),
+    (
+        "learning_rate: 0.001",
+        "learning_rate: 0.001, epochs: 3, progressive: {epochs: 3, image_size: 32}",
+        "profiles.standard.progressive.epochs",
+        "must leave one of the 3 epochs at full size",
+    ),
 ]
 FULL = "seed: 1\n" + MINIMAL.replace("image_size: 64", "image_size: 64, learning_rate: 0.001")
 

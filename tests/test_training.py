@@ -195,23 +195,39 @@ def test_cosine_schedule_decays_from_the_base_rate_to_its_floor():
 
 
 @pytest.mark.slow
-def test_cosine_profile_trains_at_the_scheduled_rates(tiny_config, tmp_path):
-    """The rates a real fit used (history.csv) follow the profile's cosine schedule epoch by epoch."""
+def test_progressive_resizing_resumes_follows_one_cosine_and_saves_a_full_size_epoch(tiny_config, tmp_path):
+    """Two epochs at 32 px, then one at 48 px, killed in the small phase: the rerun finishes on one cosine
+    schedule, and the saved model is a full-size epoch whose val AUC is the one the record reports."""
     from medcore.training import cosine_learning_rate
 
-    config = tmp_path / "cosine.yaml"
+    config = tmp_path / "progressive.yaml"
     config.write_text(
-        f"extends: {tiny_config}\nprofiles:\n  standard: {{image_size: 32, epochs: 3, patience: 10, "
+        f"extends: {tiny_config}\nprofiles:\n  standard: {{image_size: 48, epochs: 3, patience: 10, "
         "batch_size: 16, execution: eager, max_images_per_split: 40, learning_rate: 0.002, "
-        "lr_schedule: cosine}\n"
+        "lr_schedule: cosine, progressive: {epochs: 2, image_size: 32}}\n"
     )
-    job = _job(config, "cosine-test")
+    job = _job(config, "progressive-test")
     pipeline.validate(job)
-    pipeline.train(job)
     paths = RunLayout(job["runs_root"], job["run_id"]).model(job["condition"], job["profile"])
-    used = pd.read_csv(paths.history_csv)["learning_rate"].tolist()
+    kill_after_first_epoch(TRAIN_JOB, [json.dumps(job)], paths.backup_dir / "small" / "training_metadata.json")
+    rerun = subprocess.run(
+        [sys.executable, "-c", TRAIN_JOB, json.dumps(job)], capture_output=True, text=True, timeout=600
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+
+    record = read_json(paths.training_json)
+    history = pd.read_csv(paths.history_csv)
+    assert record["resumed_from_epoch"] == 1 and history["epoch"].tolist() == [0, 1, 2]
+    assert record["progressive"] == {"image_size": 32, "epochs": 2}
+    used = history["learning_rate"].tolist()
     assert used == pytest.approx([cosine_learning_rate(0.002, e, 0, 3) for e in range(3)], rel=1e-4)
-    assert read_json(paths.training_json)["lr_schedule"] == "cosine"
+    # Only the 48 px epoch may be kept, whatever the 32 px epochs scored on val.
+    assert record["best_epoch"] == 2
+    import keras
+
+    assert tuple(keras.models.load_model(paths.model, compile=False).inputs[0].shape) == (None, 48, 48, 3)
+    assert _saved_model_val_auc(job, paths) == pytest.approx(record["best_val_auc"], abs=1e-4)
+    assert not list(paths.backup_dir.glob("*_phase.weights.h5"))
 
 
 def _tiny_model(seed: int):
