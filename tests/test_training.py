@@ -302,3 +302,18 @@ def test_training_json_records_the_precision_chosen_for_this_cpu_and_why(tiny_co
     assert record["compute"]["precision"]["mode"] == expected["mode"] == record["precision"]
     assert record["compute"]["precision"]["reason"] == expected["reason"] and record["compute"]["cores"] == 1
     assert record["compute"]["fused_batch_norm"] is True  # the profile default
+
+
+def test_batch_norm_momentum_reaches_every_batch_norm_layer_and_the_saved_model(tmp_path):
+    """The profile's momentum is what each of DenseNet121's batch norms averages with, also after a reload."""
+    import keras
+
+    from medcore.config import Profile
+    from medcore.training import build_model
+
+    model = build_model(Profile("p", image_size=32, batch_norm_momentum=0.9), seed=1)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) > 100 and {layer.momentum for layer in norms} == {0.9}
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    assert {layer.momentum for layer in loaded.layers if isinstance(layer, keras.layers.BatchNormalization)} == {0.9}
