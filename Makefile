@@ -67,13 +67,13 @@ fuzz: install ## hypothesis fuzzing, >= 1,000 generated cases (~3 min): findings
 	  $(PY) -m pytest -q -p no:cacheprovider tests/test_validation_fuzz.py tests/test_config_fuzz.py tests/test_layout.py
 
 test-integration: install ## CeleryExecutor on this machine's PostgreSQL and Redis, for real (skips without them)
-	$(PY) -m pytest -q tests/integration
+	$(PY) -m pytest -q --durations=10 tests/integration
 
 # Debian's chromium and chromium-driver (a browser download would need the internet); screenshots: artifacts/ui/.
 test-ui: install ## the browser suite: log in, trigger a tiny run, read its report and e-mail in headless Chromium
 	@command -v chromium > /dev/null && command -v chromedriver > /dev/null || \
 	  { apt-get update -q && apt-get install -y -q chromium chromium-driver; }
-	$(PY) -m pytest -q tests/ui
+	$(PY) -m pytest -q --durations=10 tests/ui
 
 run: install ## train for real with conditions.yaml, without Airflow (MEDCORE_DATA_ROOT=../shared/datasets)
 	$(VENV)/bin/medcore run
