@@ -49,7 +49,7 @@ def _chain_slots() -> list[int]:
     from medcore.config import load_config
 
     try:
-        return chain_slots(p.cores for p in load_config(CONFIG).profiles.values())
+        return chain_slots(p.cores for p in load_config(CONFIG).trained_profiles().values())
     except Exception:  # noqa: BLE001 - the plan task reports the config error with file and key; parsing must not fail
         return [1]
 
@@ -65,7 +65,7 @@ def _task_settings():
 
     try:
         config = load_config(CONFIG)
-        return config.tasks, config.tasks.train_minutes(config.profiles)
+        return config.tasks, config.tasks.train_minutes(config.trained_profiles())
     except Exception:  # noqa: BLE001 - as for _names: the plan task reports the config error
         return TaskSettings(), TaskSettings().train_minutes({})
 

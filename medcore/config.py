@@ -369,6 +369,11 @@ class Condition:
     study_column: str | None = _text(None, "manifest column holding the study id; then test figures are per study")
     study_aggregation: Literal["mean", "max"] = _choice("mean", "a study's probability from its images' (MURA: mean)")
     reference: str | None = _text(None, "published figures to read the study-level results beside")
+    # A small set gets few steps from an epoch count sized for the large ones (limb: 34 steps an epoch).
+    profiles: Mapping[str, Mapping[str, Any]] = Field(
+        default_factory=dict,
+        description="profile -> its keys this condition trains with instead (e.g. more epochs for a small set)",
+    )
 
     _labels = field_validator("positive", "negative", "exclude", mode="before")(_label_list)
     _policies = field_validator("validation_policy", mode="after")(_check_policies)
@@ -495,10 +500,12 @@ class Profile:
         return self
 
     def for_condition(self, condition: Condition) -> Profile:
-        """This profile as `condition` trains it (the condition's own `resize`, where it sets one)."""
-        if condition.resize is None or condition.resize == self.resize:
-            return self
-        return dataclasses.replace(self, resize=condition.resize)
+        """This profile as `condition` trains it: its own keys for this profile, then its `resize`, over ours."""
+        changes = dict(condition.profiles.get(self.name, {}))
+        if condition.resize is not None:
+            changes.setdefault("resize", condition.resize)
+        changes = {k: v for k, v in changes.items() if getattr(self, k, None) != v}
+        return dataclasses.replace(self, **changes) if changes else self
 
     @field_validator("weights", mode="after")
     @classmethod
@@ -729,7 +736,7 @@ class TaskSettings:
     gradcam_minutes: float = _number(30.0, 0.01, 1440.0, "gradcam's execution_timeout")
     report_minutes: float = _number(15.0, 0.01, 1440.0, "plan, promote, report, notify and verdict each")
 
-    def train_minutes(self, profiles: Mapping[str, Profile]) -> float:
+    def train_minutes(self, profiles: Mapping[Any, Profile]) -> float:
         """The training timeout: fixed start-up plus the per-epoch allowance for the longest profile."""
         return self.train_minutes_fixed + self.train_minutes_per_epoch * max(
             (p.epochs for p in profiles.values()), default=1
@@ -799,6 +806,21 @@ class Config:
         for key in ("conditions", "profiles"):
             if not getattr(self, key):
                 raise _problem(key, f"at least one {key[:-1]} is required")
+        for condition in self.conditions.values():
+            for name, keys in condition.profiles.items():
+                where = f"conditions.{condition.name}.profiles.{name}"
+                if name not in self.profiles:
+                    raise _problem(where, f"no profile named {name!r} (have {', '.join(self.profiles)})")
+                if "name" in keys:
+                    raise _problem(f"{where}.name", "unknown key (a profile is named by its key)")
+                try:
+                    self.profiles[name].for_condition(condition)
+                except ValidationError as exc:
+                    error = exc.errors()[0]
+                    key = ".".join(str(part) for part in error["loc"])
+                    # Worded as for the same key under `profiles`, whose declaration it is.
+                    message = _message(error, ("profiles", name, *error["loc"]))
+                    raise _problem(f"{where}.{key}" if key else where, message) from None
         if self.gradcam.seed is None:  # the seed is parsed once: Grad-CAM's default is the run's
             object.__setattr__(self, "gradcam", dataclasses.replace(self.gradcam, seed=self.seed))
         return self
@@ -810,6 +832,14 @@ class Config:
     @property
     def test_fraction(self) -> float:
         return self.split.test_fraction
+
+    def trained_profiles(self) -> dict[tuple[str, str], Profile]:
+        """Every (condition, profile) pair a full run trains, with the condition's own profile keys applied."""
+        return {
+            (c, p): profile.for_condition(condition)
+            for c, condition in self.conditions.items()
+            for p, profile in self.profiles.items()
+        }
 
     def validation_for(self, condition: Condition) -> ValidationSettings:
         """Return the validation settings for `condition`: the top-level ones plus its own overrides."""

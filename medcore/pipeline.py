@@ -128,7 +128,7 @@ def plan_run(
             "condition": c,
             "profile": p,
             "epochs": epochs,
-            "cores": task_cores(config.profiles[p].cores),
+            "cores": task_cores(config.profiles[p].for_condition(config.conditions[c]).cores),
         }
         for c in conditions
         for p in profiles

@@ -190,6 +190,44 @@ def test_bad_value_is_one_line_naming_file_and_key(tmp_path, old, new, key, prob
     assert "\n" not in message
 
 
+def test_a_condition_trains_a_profile_with_its_own_keys(tmp_path):
+    """`conditions.<c>.profiles.<p>` overrides keys of that profile for that condition only, and the training
+    timeout follows the longest profile any condition trains."""
+    text = MINIMAL.replace(
+        "negative: [NORMAL]}",
+        "negative: [NORMAL]}\n  limb: {dataset: limb, layout: folders, positive: [p], negative: [n], resize: pad,\n"
+        "         profiles: {standard: {epochs: 18, augmentation: {zoom: 0.2}}}}",
+    )
+    config = load_config(write_yaml(tmp_path / "c.yaml", text))
+    trained = config.trained_profiles()
+    limb, pneumonia = trained[("limb", "standard")], trained[("pneumonia", "standard")]
+    assert (limb.epochs, limb.augmentation.zoom, limb.resize, limb.image_size) == (18, 0.2, "pad", 64)
+    assert (pneumonia.epochs, pneumonia.resize) == (10, "squash") and config.profiles["standard"].epochs == 10
+    assert (
+        config.tasks.train_minutes(trained)
+        == config.tasks.train_minutes_fixed + 18 * config.tasks.train_minutes_per_epoch
+    )
+
+
+@pytest.mark.parametrize(
+    ("keys", "where", "problem"),
+    [
+        ("{fast: {epochs: 3}}", "conditions.pneumonia.profiles.fast", "no profile named 'fast' (have standard)"),
+        ("{standard: {epochs: 0}}", "conditions.pneumonia.profiles.standard.epochs", "must be between 1 and 1000"),
+        ("{standard: {epoch: 3}}", "conditions.pneumonia.profiles.standard.epoch", "unknown key"),
+        ("{standard: {name: other}}", "conditions.pneumonia.profiles.standard.name", "unknown key"),
+    ],
+)
+def test_a_bad_condition_profile_key_names_file_and_key(tmp_path, keys, where, problem):
+    path = write_yaml(
+        tmp_path / "c.yaml", MINIMAL.replace("negative: [NORMAL]}", f"negative: [NORMAL], profiles: {keys}}}")
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: {where}: ") and problem in message, message
+
+
 def test_error_names_the_file_that_wrote_the_key(tmp_path):
     """With `extends`, a bad value is reported in the file that holds it, not the one that was loaded."""
     base = write_yaml(tmp_path / "base.yaml", MINIMAL.replace("image_size: 64", "image_size: 64, epochs: .nan"))
