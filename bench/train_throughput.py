@@ -88,7 +88,7 @@ def steady(seconds: list[float], images: int, skip: int = 1) -> dict:
     }
 
 
-def _split(data_root: Path, images: int, size: int, tmp: Path):
+def _split(data_root: Path, images: int, size: int, tmp: Path, execution: str = "graph"):
     """Return (config, profile, split manifest) with `images` train images and a small val split."""
     import pandas as pd
 
@@ -106,7 +106,7 @@ def _split(data_root: Path, images: int, size: int, tmp: Path):
     config_path = tmp / f"bench{size}.yaml"
     config_path.write_text(
         f"extends: {ROOT / 'conditions.yaml'}\ndata_root: {data_root}\nruns_root: {tmp / 'runs'}\n"
-        f"profiles:\n  bench: {{image_size: {size}, epochs: 3, patience: 99, batch_size: 32, execution: graph, "
+        f"profiles:\n  bench: {{image_size: {size}, epochs: 3, patience: 99, batch_size: 32, execution: {execution}, "
         "precision: float32}\n"
     )
     os.environ.pop("MEDCORE_DATA_ROOT", None)
@@ -426,7 +426,7 @@ def _pair_worker(args) -> None:
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        config, profile, split = _split(Path(args.data_root), args.images, args.size, Path(tmp))
+        config, profile, split = _split(Path(args.data_root), args.images, args.size, Path(tmp), args.execution)
         if args.pair_worker == "pipeline":
             with _timed_pipeline() as timer:
                 row = pipeline_fit(config, profile, split, args.pair_epochs, Path(tmp), args.mode, args.fused)
@@ -512,6 +512,7 @@ def paired(args) -> dict:
         "command": "bench/train_throughput.py " + " ".join(args.argv),
         "pairs": args.pairs,
         "epochs": args.pair_epochs,
+        "execution": args.execution,
         "precision": choice,
         # None: unset, so oneDNN's default capacity (1024 primitives) applies in every run.
         "primitive_cache_capacity": env.get(CACHE_ENV),
@@ -523,11 +524,12 @@ def paired(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.pair_sizes or shipped:
             images = args.images or PAIR_IMAGES
-            config, profile, split = _split(Path(args.data_root), images, size, Path(tmp))
+            config, profile, split = _split(Path(args.data_root), images, size, Path(tmp), args.execution)
             fused = profile.fused_batch_norm if args.pair_fused is None else args.pair_fused
             fused_flag = ["--fused"] if fused else []
             common = ["--size", str(size), "--images", str(images), "--data-root", str(config.data_root)]
             common += ["--mode", choice["mode"], "--pair-epochs", str(args.pair_epochs), *fused_flag]
+            common += ["--execution", args.execution]
             pairs = []
             for i in range(args.pairs):
                 pair = run_pair(SIDES if i % 2 == 0 else SIDES[::-1], common, env, started)
@@ -641,6 +643,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--out", default=None, help="results file name under bench/results/ (train_throughput, or train_pairs)"
+    )
+    parser.add_argument(
+        "--execution",
+        choices=["graph", "eager"],
+        default="graph",
+        help="paired mode: `eager` skips the graph trace (the tests' tiny runs; never for a measurement)",
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--pair-worker", choices=SIDES, default=None, help=argparse.SUPPRESS)

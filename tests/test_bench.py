@@ -724,11 +724,13 @@ def test_paired_mode_runs_each_side_in_its_own_process_in_alternating_order(tmp_
 
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
     argv = ["--pairs", "2", "--pair-sizes", "32", "--images", "16", "--pair-epochs", "2"]
-    argv += ["--data-root", str(demo_data), "--primitive-cache", "2048", "--out", "pairs_test"]
+    # Eager: each of the four workers would otherwise spend most of its time tracing DenseNet's graph.
+    argv += ["--data-root", str(demo_data), "--primitive-cache", "2048", "--out", "pairs_test", "--execution", "eager"]
     tt.main(argv)
 
     result = json.loads((tmp_path / "results" / "pairs_test.json").read_text())
     assert result["primitive_cache_capacity"] == "2048" and result["shipped_sizes"] == [128, 160]
+    assert result["execution"] == "eager"
     row = result["sizes"]["32"]
     pairs = row["pairs"]
     assert [p["order"] for p in pairs] == [["pipeline", "plain"], ["plain", "pipeline"]]
