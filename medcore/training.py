@@ -418,11 +418,11 @@ def train_model(
         versions=contract["versions"],
         best=best,
     )
-    # What this CPU made of the profile's precision and cores, and why (medcore.compute).
     small = [p for p in phases if p.name == "small"]
     record["progressive"] = (
         {"image_size": small[0].image_size, "epochs": small[0].last - small[0].first} if small else None
     )
+    # What this CPU made of the profile's precision and cores, and why (medcore.compute).
     record["compute"] = {
         "precision": chosen,
         "fused_batch_norm": fused,
