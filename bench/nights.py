@@ -261,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                 "no_gates": args.no_gates,
                 "margin": base.registry.margin,
                 "continue_epochs": base.nightly.continue_epochs,
+                "continue_learning_rate": base.nightly.continue_learning_rate,
                 "command": "bench/nights.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                 "full_split_images": {c: len(s) for c, s in splits.items()},
                 "policies": policies,

@@ -717,7 +717,10 @@ class NightlySettings:
     policy: NightlyPolicy = _choice(
         "auto", "`retrain` from scratch, `continue` from the champion, or `auto` (continue once a champion exists)"
     )
-    continue_epochs: float = _number(0.17, 0.01, 1.0, "share of the profile's epochs a warm start trains (at least 1)")
+    continue_epochs: float = _number(0.16, 0.01, 1.0, "share of the profile's epochs a warm start trains (at least 1)")
+    continue_learning_rate: float = _number(
+        0.1, 0.001, 1.0, "share of the profile's learning rates a warm start trains at (the champion has converged)"
+    )
     skip_unchanged: bool = _flag(True, "train nothing when data, condition config and code equal the champion's")
 
 

@@ -595,6 +595,7 @@ def _training_record(
         "profile": profile.name,
         "image_size": profile.image_size,
         "resize": profile.resize,
+        "learning_rate": profile.learning_rate,
         "lr_schedule": profile.lr_schedule,
         "class_weighting": profile.class_weighting,
         "weights": profile.weights,

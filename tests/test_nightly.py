@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from medcore import pipeline
+from medcore.config import load_config
 from medcore.errors import Skipped
 from medcore.jsonio import read_json, write_json
 from medcore.layout import RegistryLayout, RunLayout
@@ -286,6 +287,11 @@ def test_a_second_night_continues_from_the_champion_on_grown_data(tmp_path, tiny
     assert plan["changes"]["moved"] == 0 and plan["changes"]["removed"] == plan["changes"]["relabelled"] == 0
     training = read_json(paths.training_json)
     assert training["epochs_planned"] == 1 and training["weights_used"].startswith("champion ")
+    loaded = load_config(config)
+    warm_rate = loaded.profiles["standard"].learning_rate * loaded.nightly.continue_learning_rate
+    assert training["learning_rate"] == pytest.approx(warm_rate), "a warm start trains at a share of the rate"
+    trained_at = pd.read_csv(paths.history_csv)["learning_rate"]
+    assert (trained_at <= warm_rate * 1.0001).all(), "the optimizer itself ran at the warm-start rate"
     versus = read_json(paths.metrics_json)["versus_champion"]
     assert (
         versus["champion"] == "night1/standard"
