@@ -43,6 +43,7 @@ from medcore.jsonio import read_json
 from medcore.layout import RunLayout
 
 STEPS = (0.55, 0.70, 0.85, 1.0)
+PAIRED_RESAMPLES, PAIRED_SEED = 2000, 0  # the final champions' paired test comparison
 
 
 def _rounded(value: float | None) -> float | None:
@@ -186,6 +187,56 @@ def condition_record(
     return record, split
 
 
+def final_champion_test(policy: str, record: dict[str, Any], condition: str) -> pd.DataFrame | None:
+    """Test predictions (relpath, label, group, probability) of the champion standing after the policy's last
+    night: the challenger's own when it was promoted, else the champion as that night re-scored it."""
+    last = record["nights"][-1]
+    c = last["conditions"][condition]
+    if not c.get("candidate"):
+        return None
+    paths = RunLayout(ROOT / record["run_folder"], f"{policy}-night{last['night']}").model(condition, c["candidate"])
+    if not paths.predictions_csv.exists():
+        return None
+    ours = pd.read_csv(paths.predictions_csv, dtype={"relpath": str, "group": str})
+    if c["decision"] == "promoted":
+        return ours[["relpath", "label", "group", "probability"]]
+    if not paths.champion_predictions_csv.exists():
+        return None
+    theirs = pd.read_csv(paths.champion_predictions_csv, dtype={"relpath": str})
+    theirs = theirs[theirs["split"] == "test"][["relpath", "probability"]]
+    return ours[["relpath", "label", "group"]].merge(theirs, on="relpath", validate="one_to_one")
+
+
+def paired_finals(policies: dict[str, Any], resamples: int, seed: int) -> dict[str, Any]:
+    """Per condition, continue's final champion against retrain's on the same locked test images: the AUC
+    difference (continue - retrain) with its paired bootstrap interval, patients resampled."""
+    from medcore.evaluation import paired_auc_difference
+
+    if not {"retrain", "continue"} <= set(policies):
+        return {}
+    out = {}
+    for condition in policies["retrain"]["nights"][-1]["conditions"]:
+        a = final_champion_test("continue", policies["continue"], condition)
+        b = final_champion_test("retrain", policies["retrain"], condition)
+        if a is None or b is None:
+            continue
+        both = a.merge(b[["relpath", "probability"]], on="relpath", suffixes=("_continue", "_retrain"))
+        paired = paired_auc_difference(
+            both["label"].to_numpy(),
+            both["probability_continue"].to_numpy(),
+            both["probability_retrain"].to_numpy(),
+            both["group"].astype(str).to_numpy(),
+            resamples,
+            seed=seed,
+        )
+        out[condition] = {
+            "continue_auc": paired["challenger_auc"],
+            "retrain_auc": paired["champion_auc"],
+            **{k: paired[k] for k in ("delta", "low", "high", "n", "n_positive", "units", "unit")},
+        }
+    return out
+
+
 def merge(paths: list[Path], name: str) -> int:
     """One result from several runs of one policy each; they must have measured the same thing."""
     parts = [read_json(p) for p in paths]
@@ -198,6 +249,8 @@ def merge(paths: list[Path], name: str) -> int:
     merged["policies"] = {policy: record for part in parts for policy, record in part["policies"].items()}
     merged["command"] = " and ".join(part["command"] for part in parts) + " (side by side)"
     merged["complete"] = all(part.get("complete") for part in parts)
+    if merged["complete"]:
+        merged["final_paired"] = paired_finals(merged["policies"], PAIRED_RESAMPLES, PAIRED_SEED)
     path = write_result(name, merged)
     print(f"merged {len(parts)} results into {path.relative_to(ROOT)}")
     return 0
@@ -267,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
                 "policies": policies,
                 "complete": all(len(p["nights"]) == len(args.steps) for p in policies.values())
                 and len(policies) == len(args.policies),
+                "final_paired": paired_finals(policies, PAIRED_RESAMPLES, PAIRED_SEED)
+                if all(len(p["nights"]) == len(args.steps) for p in policies.values())
+                else {},
             },
         )
 

@@ -684,18 +684,36 @@ def nights_table(nights: dict[str, Any]) -> str:
             f"continue used {ratio:.2f}× retrain's CPU minutes (target ≤ 0.5): {'met' if cheap else 'missed'}"
         )
         finals = {p: policies[p]["nights"][-1]["conditions"] for p in ("retrain", "continue")}
+        paired = nights.get("final_paired") or {}
         for condition in finals["retrain"]:
             a, b = (
                 finals["continue"][condition]["champion_after_test_auc"],
                 finals["retrain"][condition]["champion_after_test_auc"],
             )
-            if a is not None and b is not None:
+            if condition in paired:
+                verdicts.append(f"{condition}: {_final_pair(paired[condition])}")
+            elif a is not None and b is not None:
                 verdicts.append(
                     f"{condition}: continue's final champion {a:.3f} vs retrain's {b:.3f} "
                     f"({'reached' if a >= b else 'below'})"
                 )
     lines += [f"- {v}" for v in verdicts]
     return "\n".join(lines) + "\n"
+
+
+def _final_pair(d: dict[str, Any]) -> str:
+    """Continue's final champion against retrain's, paired on the same test images, and what the interval says."""
+    if d["delta"] >= 0:
+        reading = "reached"
+    elif d["high"] >= 0:
+        reading = "below, but the interval spans 0: not shown worse"
+    else:
+        reading = "below: the interval excludes 0"
+    return (
+        f"continue's final champion {d['continue_auc']:.3f} vs retrain's {d['retrain_auc']:.3f} on the same "
+        f"{d['n']} test images, continue − retrain {d['delta']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f}, "
+        f"{d['units']} {d['unit']}s resampled): {reading}"
+    )
 
 
 def _difference(d: dict[str, Any], what: str) -> str:

@@ -421,6 +421,59 @@ def test_nights_section_judges_the_targets_on_the_recorded_figures(tmp_path):
     assert "pneumonia: continue's final champion 0.920 vs retrain's 0.900 (reached)" in text
     assert "more than the margin (0.02): met (worst paired difference +0.020)" in text
 
+    paired = {"continue_auc": 0.91, "retrain_auc": 0.93, "delta": -0.02, "low": -0.05, "high": 0.01}
+    paired |= {"n": 60, "n_positive": 30, "units": 40, "unit": "patient"}
+    data = json.loads((results / "nights.json").read_text())
+    _write(results, "nights", {**data, "final_paired": {"pneumonia": paired}})
+    assert (
+        "pneumonia: continue's final champion 0.910 vs retrain's 0.930 on the same 60 test images, continue − "
+        "retrain -0.020 (-0.050 to +0.010, 40 patients resampled): below, but the interval spans 0"
+        in report.render(results)
+    )
+
+
+def test_final_champions_are_compared_paired_on_the_same_test_images(tmp_path, monkeypatch):
+    """The champion standing after the last night: a promoted challenger's own test predictions, else the champion
+    as that night re-scored it; the two policies' finals are compared on the images both scored."""
+    import numpy as np
+    import pandas as pd
+
+    from bench import nights
+    from medcore.layout import RunLayout
+
+    monkeypatch.setattr(nights, "ROOT", tmp_path)
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 30)
+    test = pd.DataFrame({"relpath": [f"t/{i}.png" for i in range(60)], "label": labels, "group": np.arange(60) // 2})
+
+    def probability(noise: float) -> np.ndarray:
+        return 1 / (1 + np.exp(-(labels - 0.5 + rng.normal(0, noise, 60))))
+
+    good = probability(0.6)  # retrain's promoted challenger
+    stale, rescored = rng.random(60), probability(1.5)  # continue's rejected challenger; its champion re-scored
+    policies = {}
+    for policy, decision, own, champion in (
+        ("retrain", "promoted", good, None),
+        ("continue", "kept champion", stale, rescored),
+    ):
+        paths = RunLayout(tmp_path / policy, f"{policy}-night2").model("pneumonia", "standard")
+        paths.root.mkdir(parents=True)
+        test.assign(split="test", probability=own).to_csv(paths.predictions_csv, index=False)
+        if champion is not None:
+            test.assign(split="test", probability=champion)[["relpath", "split", "label", "probability"]].to_csv(
+                paths.champion_predictions_csv, index=False
+            )
+        night = {"night": 2, "conditions": {"pneumonia": {"candidate": "standard", "decision": decision}}}
+        policies[policy] = {"run_folder": policy, "nights": [{"night": 1}, night]}
+
+    from sklearn.metrics import roc_auc_score
+
+    result = nights.paired_finals(policies, 500, seed=0)["pneumonia"]
+    assert result["retrain_auc"] == pytest.approx(roc_auc_score(labels, good))
+    assert result["continue_auc"] == pytest.approx(roc_auc_score(labels, rescored))  # the champion, not the stale
+    assert result["n"] == 60 and result["units"] == 30 and result["low"] <= result["delta"] <= result["high"]
+    assert result["delta"] == pytest.approx(result["continue_auc"] - result["retrain_auc"])
+
 
 def test_nights_stage_nested_train_images_and_every_val_and_test_image():
     """Each night holds every val and test image and the earlier night's train images (a keyed-hash order)."""
