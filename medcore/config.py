@@ -721,6 +721,12 @@ class NightlySettings:
     continue_learning_rate: float = _number(
         0.1, 0.001, 1.0, "share of the profile's learning rates a warm start trains at (the champion has converged)"
     )
+    max_warm_starts: int = _integer(
+        3,
+        0,
+        10_000,
+        "warm starts in a row, since the last training from scratch, before a night retrains (0: no limit)",
+    )
     skip_unchanged: bool = _flag(True, "train nothing when data, condition config and code equal the champion's")
 
 

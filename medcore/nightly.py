@@ -141,13 +141,14 @@ def plan_night(
     tonight: Mapping[str, Any],
     contaminated: Mapping[str, Any] | None,
     skip_unchanged: bool = True,
+    max_warm_starts: int = 0,
 ) -> dict[str, Any]:
     """How tonight trains one condition: `retrain`, `continue` or `skip`, with a one-sentence reason.
 
     `champion`: the registry's champion (run_id, profile, promoted, dataset_fingerprint, config_digest,
-    code_version, model_available, trained_on_known); `tonight`: the same three fingerprints for
-    tonight; `contaminated`: what `contamination` found (None: the champion's training images are
-    unknown). Pure: every branch is a row of a table-driven test.
+    code_version, model_available, warm_starts: how many warm starts in a row made it); `tonight`: the
+    same three fingerprints for tonight; `contaminated`: what `contamination` found (None: the champion's
+    training images are unknown). Pure: every branch is a row of a table-driven test.
     """
     if not champion:
         return {"mode": RETRAIN, "warm_start": False, "reason": "no champion yet: training from scratch"}
@@ -168,6 +169,16 @@ def plan_night(
         }
     if policy == RETRAIN:
         return {"mode": RETRAIN, "warm_start": False, "reason": "policy retrain: training from scratch"}
+    chain = int(champion.get("warm_starts") or 0)
+    if max_warm_starts and chain >= max_warm_starts:
+        # Warm-started models drift from what training from scratch reaches on the same data (Ash & Adams
+        # 2020): bench/notes.md, issue 15, measured the locked test AUC falling with each night of a chain.
+        return {
+            "mode": RETRAIN,
+            "warm_start": False,
+            "reason": f"champion {name} is the last of {chain} warm starts in a row (nightly.max_warm_starts "
+            f"{max_warm_starts}): training from scratch",
+        }
     if not champion.get("model_available"):
         return {
             "mode": RETRAIN,

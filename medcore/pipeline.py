@@ -207,7 +207,9 @@ def plan_condition(config: Config, condition: str, split: pd.DataFrame, fingerpr
             **champion,
             "model_available": bool(champion.get("model_path")) and Path(champion["model_path"]).is_file(),
         }
-    plan = plan_night(policy, champion, tonight, contaminated, config.nightly.skip_unchanged)
+    plan = plan_night(
+        policy, champion, tonight, contaminated, config.nightly.skip_unchanged, config.nightly.max_warm_starts
+    )
     return {
         **plan,
         "policy": policy,
@@ -216,7 +218,7 @@ def plan_condition(config: Config, condition: str, split: pd.DataFrame, fingerpr
         "contamination": contaminated,
         "champion": {
             k: champion.get(k)
-            for k in ("run_id", "profile", "promoted", "model_path", "trained_on_path", "model_sha256")
+            for k in ("run_id", "profile", "promoted", "model_path", "trained_on_path", "model_sha256", "warm_starts")
         }
         if champion
         else None,

@@ -201,6 +201,10 @@ def candidate_from(paths: ModelLayout, run_id: str) -> dict[str, Any] | None:
         "code_version": nightly.get("code_version"),
         "mode": nightly.get("mode"),
         "warm_start_trained_on": (training.get("warm_start_source") or {}).get("trained_on_path"),
+        # Warm starts in a row since the last training from scratch: nightly.max_warm_starts bounds the chain.
+        "warm_starts": int((training.get("warm_start_source") or {}).get("warm_starts") or 0) + 1
+        if training.get("nightly_mode") == "continue"
+        else 0,
     }
 
 

@@ -70,11 +70,22 @@ def _champ(**changes) -> dict:
             "model file is missing",
         ),
         ("auto", _champ(dataset_fingerprint=None), CLEAN, True, CONTINUE, "continuing"),
+        ("auto", _champ(dataset_fingerprint="d0", warm_starts=2), CLEAN, True, CONTINUE, "continuing"),
+        (
+            "continue",
+            _champ(dataset_fingerprint="d0", warm_starts=3),
+            CLEAN,
+            True,
+            RETRAIN,
+            "is the last of 3 warm starts in a row (nightly.max_warm_starts 3): training from scratch",
+        ),
+        ("auto", _champ(warm_starts=5), CLEAN, True, SKIP, "unchanged since"),  # skipping trains nothing at all
     ],
 )
 def test_plan_table(policy, champion, contaminated, skip, mode, words):
-    """Every branch of the nightly plan: skip only when all three fingerprints match, never warm start when unsafe."""
-    plan = plan_night(policy, champion, TONIGHT, contaminated, skip)
+    """Every branch of the nightly plan: skip only when all three fingerprints match, never warm start when unsafe,
+    and no more than `max_warm_starts` (3 here) warm starts in a row."""
+    plan = plan_night(policy, champion, TONIGHT, contaminated, skip, max_warm_starts=3)
     assert plan["mode"] == mode and words in plan["reason"], plan
     assert plan["warm_start"] is (mode == CONTINUE)
 
@@ -303,6 +314,10 @@ def test_a_second_night_continues_from_the_champion_on_grown_data(tmp_path, tiny
     registry = tmp_path / "registry"
     trend = pd.read_csv(registry / "knee_osteoporosis.trend.csv")
     assert list(trend["run_id"]) == ["night1", "night2"] and trend["mode"].tolist() == ["retrain", "continue"]
+    from medcore.registry import candidate_from
+
+    assert candidate_from(paths, "night2")["warm_starts"] == 1  # the chain nightly.max_warm_starts bounds
+    assert candidate_from(first.model("knee_osteoporosis", "standard"), "night1")["warm_starts"] == 0
     assert trend["champion_selection_auc"].notna().tolist() == [False, True]
     assert second.trend_png("knee_osteoporosis").stat().st_size > 0
     report = second.report_md.read_text()
