@@ -618,10 +618,12 @@ def nights_table(nights: dict[str, Any]) -> str:
         else f"a keyed-hash {nights['fraction']:.0%} of each set's patients (reduced scale)"
     )
     epochs = f"{nights['epochs']} epochs per model" if nights.get("epochs") else "each profile's epochs"
+    share = nights.get("continue_learning_rate")  # recorded since the warm start's rate became a setting
+    rate = f" at {share:.0%} of the profile's learning rate" if share is not None else ""
     lines = [
         f"Run: `{nights['command']}` on {scale}: {', '.join(nights['conditions'])} × "
         f"{', '.join(nights['profiles'])}, {epochs} (a warm start trains {nights['continue_epochs']:.0%} of "
-        f"them), train images arriving in steps of {', '.join(f'{s:.0%}' for s in nights['steps'])}; val and "
+        f"them{rate}), train images arriving in steps of {', '.join(f'{s:.0%}' for s in nights['steps'])}; val and "
         "test fixed (the locked test split). Each night runs `medcore run`; CPU minutes are the night "
         "process's own (user + system), so they compare the policies fairly; wall time also counts waiting for "
         "cores other jobs (or the other policy, when run side by side) held.",

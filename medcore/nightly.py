@@ -171,8 +171,8 @@ def plan_night(
         return {"mode": RETRAIN, "warm_start": False, "reason": "policy retrain: training from scratch"}
     chain = int(champion.get("warm_starts") or 0)
     if max_warm_starts and chain >= max_warm_starts:
-        # Warm-started models drift from what training from scratch reaches on the same data (Ash & Adams
-        # 2020): bench/notes.md, issue 15, measured the locked test AUC falling with each night of a chain.
+        # Warm-started models can generalise worse than ones trained from scratch on the same data (Ash &
+        # Adams 2020); bench/notes.md (issue 15) measured it on pneumonia's shifted test split.
         return {
             "mode": RETRAIN,
             "warm_start": False,
