@@ -238,6 +238,19 @@ def test_first_run_has_no_previous_run_or_champion(tmp_path):
     assert "first champion" in _row(_section(report, "Champion per condition"), "knee")[4]
 
 
+def test_model_card_and_plots_are_lines_of_their_own(tmp_path):
+    """The template's trim_blocks eats the newline after a closing tag: the card link once ran into "- Plots:"."""
+    run = _run(tmp_path, {"pneumonia": "ok"})
+    paths = run.model("pneumonia", "standard")
+    paths.model_card.write_text("# card\n")
+    write_json(paths.metrics_json, {**METRICS, "plots": {"roc": str(paths.plot("roc"))}})
+    write_report(run)
+    lines = run.report_md.read_text().splitlines()
+    card = next(line for line in lines if "[model card](" in line)
+    assert card.endswith("[model card](pneumonia/standard/model_card.md)"), card
+    assert any(line.startswith("- Plots: [roc](") for line in lines)
+
+
 def test_report_without_promotion_still_renders(tmp_path):
     """If promote never ran, the report says no decision was recorded and reads champions from the registry."""
     _layout, _, report = _report(tmp_path, {("limb", "standard"): "ok"}, promote=False)
