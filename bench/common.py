@@ -56,13 +56,14 @@ def bench_workdir(name: str) -> tuple[Path, str]:
     return ROOT / "runs" / "bench" / f"{name}-{stamp}", stamp
 
 
-def medcore_env(config: Path, data_root: Path, workdir: Path) -> dict[str, str]:
-    """The environment that points a run at the config, the real sets, and runs and a registry of its own."""
+def medcore_env(config: Path, data_root: Path, workdir: Path, registry: Path | None = None) -> dict[str, str]:
+    """The environment that points a run at the config, the real sets, runs of its own and a registry
+    (its own, unless `registry` names one an earlier run left champions in)."""
     return {
         "MEDCORE_CONFIG": str(Path(config).resolve()),
         "MEDCORE_DATA_ROOT": str(data_root),
         "MEDCORE_RUNS_ROOT": str(workdir / "runs"),
-        "MEDCORE_REGISTRY_ROOT": str(workdir / "registry"),
+        "MEDCORE_REGISTRY_ROOT": str(registry or workdir / "registry"),
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
 
@@ -293,15 +294,21 @@ def model_rows(runs_root: Path, run_id: str) -> list[dict[str, Any]]:
     from medcore.report import gather_run
 
     context = gather_run(RunLayout(runs_root, run_id))
+    decisions = (context.get("promotion") or {}).get("conditions") or {}
     rows = []
     for m in context["models"]:
         metrics, training = m["metrics"] or {}, m["training"] or {}
+        decision = decisions.get(m["condition"]) or {}
         rows.append(
             {
                 "condition": m["condition"],
                 "profile": m["profile"],
                 "status": m["status"],
                 "failure": m["failure"],
+                # A night with champions (bench/nightly.py --after): what the plan did and what promote decided.
+                "mode": (m.get("nightly") or {}).get("mode"),
+                "decision": decision.get("decision"),
+                "decision_reason": decision.get("reason"),
                 "test": {
                     k: metrics.get(k)
                     for k in ("n", "n_positive", "roc_auc", "accuracy", "recall", "specificity", "pr_auc", "threshold")
@@ -333,6 +340,7 @@ def model_rows(runs_root: Path, run_id: str) -> list[dict[str, Any]]:
                         "threads",
                         "precision",
                         "seconds_to_first_step",
+                        "learning_rate",
                     )
                 },
             }

@@ -10,6 +10,10 @@ machine-wide CPU busy fraction while it ran, and per model the test figures with
 intervals and the training cost, all read back from the files the stages wrote. The run folder
 stays under runs/bench/ for a closer look at its report.md. `--shared-backbone` puts a backbone from
 `medcore pretrain` into the run's registry (with its record), for configs whose profiles say `weights: shared`.
+`--after bench/results/nightly.json` measures the night after that one instead: the run uses the
+champion registry the earlier night left (in place, as an installation's second night would), so the
+nightly policy continues from, or skips past, each champion. With `configs/following-night.yaml` nothing is
+skipped: the dearest following night, the one after every set has changed.
 Skips (exit 0) when the real sets are not there ($MEDCORE_DATA_ROOT, default ../shared/datasets).
 """
 
@@ -49,6 +53,15 @@ def place_shared_backbone(source: Path, registry: RegistryLayout) -> dict | None
     return {k: v for k, v in read_json(record).items() if k != "versions"}
 
 
+def earlier_night(result: Path) -> tuple[Path, dict]:
+    """The champion registry an earlier `bench/nightly.py` run left, and what to record about that run."""
+    earlier = read_json(result)
+    registry = (ROOT / earlier["run_folder"]).parents[1] / "registry"
+    if not any(registry.glob("*.json")):
+        raise SystemExit(f"{result}: its run left no champions in {registry}; run the first night again")
+    return registry, {"result": os.path.relpath(result.resolve(), ROOT), "run_id": earlier["run"]["run_id"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(ROOT / "conditions.yaml"))
@@ -62,9 +75,17 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="a shared_backbone.keras from `medcore pretrain` (its .json beside it is kept too)",
     )
+    parser.add_argument(
+        "--after",
+        type=Path,
+        default=None,
+        help="an earlier nightly result (bench/results/nightly.json): run the night after it, on its champions",
+    )
     args = parser.parse_args(argv)
     if args.shared_backbone and not args.shared_backbone.is_file():
         parser.error(f"{args.shared_backbone}: no such file")
+    if args.after and not args.after.is_file():
+        parser.error(f"{args.after}: no such file")
     data_root = data_root_or_none()
     if data_root is None:
         print(NO_DATA)
@@ -77,9 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.shared_backbone
         else None
     )
+    registry, after = earlier_night(args.after) if args.after else (None, None)
     print(f"{args.name}: DAG run under the scheduler, work in {workdir}", flush=True)
     run = scheduler_run(
-        workdir, medcore_env(Path(args.config), data_root, workdir), conf, run_id=f"bench_{args.name}_{stamp}"
+        workdir,
+        medcore_env(Path(args.config), data_root, workdir, registry),
+        conf,
+        run_id=f"bench_{args.name}_{stamp}",
     )
     models = model_rows(runs_root, run["run_id"])
     path = write_result(
@@ -91,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             "run": run,
             "models": models,
             "shared_backbone": backbone,
+            "after": after,
             "ensembles": ensemble_rows(runs_root, run["run_id"]),
             "run_folder": str((runs_root / run["run_id"]).relative_to(ROOT)),
         },

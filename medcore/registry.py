@@ -184,6 +184,7 @@ def candidate_from(paths: ModelLayout, run_id: str) -> dict[str, Any] | None:
     validation = read_json(paths.validation_json) if paths.validation_json.exists() else {}
     nightly = read_json(paths.nightly_json) if paths.nightly_json.exists() else {}
     training = read_json(paths.training_json) if paths.training_json.exists() else {}
+    source = training.get("warm_start_source") or {}
     return {
         "run_id": run_id,
         "condition": paths.condition,
@@ -200,11 +201,9 @@ def candidate_from(paths: ModelLayout, run_id: str) -> dict[str, Any] | None:
         "config_digest": nightly.get("config_digest"),
         "code_version": nightly.get("code_version"),
         "mode": nightly.get("mode"),
-        "warm_start_trained_on": (training.get("warm_start_source") or {}).get("trained_on_path"),
+        "warm_start_trained_on": source.get("trained_on_path"),
         # Warm starts in a row since the last training from scratch: nightly.max_warm_starts bounds the chain.
-        "warm_starts": int((training.get("warm_start_source") or {}).get("warm_starts") or 0) + 1
-        if training.get("nightly_mode") == "continue"
-        else 0,
+        "warm_starts": int(source.get("warm_starts") or 0) + 1 if training.get("nightly_mode") == "continue" else 0,
     }
 
 

@@ -136,13 +136,59 @@ def test_report_tables_come_from_the_raw_results(tmp_path):
     assert "| limb_abnormalities | standard | 32 | 0.850" in text and "≥ 0.80: met" in text
     assert "| cardiomegaly | intensive | – | failed at train |" in text
     assert "| 2/3 succeeded | failed | 125.0 min | 93% |" in text
-    assert "a cold night within 240 min: met; CPU busy ≥ 90 %: met" in text
+    assert "A cold night within 240 min: met; CPU busy ≥ 90 %: met" in text
+    assert "A following night: _Not measured yet" in text
     assert "| 128 px | 9.0 | 10.0 | **0.900** |" in text and "Target ratio ≥ 0.90: met" in text
     assert "| 12.5 |" in text
     assert "| DAG run under the scheduler (LocalExecutor, SQLite) | 210 s | **1.05** | 90% |" in text
     assert "Kermany et al. 2018" in text  # the published reference beside the condition's own figures
     # Benchmarks not run yet say which command makes their file, rather than showing an empty table.
     assert "bench/gradcam_speed.py` writes `bench/results/stages_speed.json`" in text
+
+
+def test_following_night_is_held_to_its_own_budget_beside_the_cold_one():
+    """The night after the first has 90 minutes, not the cold night's 240; skipped models are counted apart."""
+    run = {"state": "success", "executor": "LocalExecutor", "database": "sqlite"}
+    cold = {
+        "config": "conditions.yaml",
+        "run": run | {"wall_seconds": 150 * 60.0, "cpu_busy": 0.97},
+        "models": [_model("pneumonia", "standard", 0.95) | {"mode": "retrain"}],
+    }
+    continued = _model("pneumonia", "standard", 0.95) | {"mode": "continue"}
+    skipped = _model("cardiomegaly", "standard", None, "skipped") | {"mode": "skip"}
+    following = {
+        "config": "configs/following-night.yaml",
+        "after": {"run_id": "bench_nightly_1"},
+        "run": run | {"wall_seconds": 100 * 60.0, "cpu_busy": 0.85},
+        "models": [continued, skipped],
+    }
+
+    text = report.nightly_table(cold, following)
+
+    assert "| cold (no champions) | 1/1 succeeded | success | 150.0 min | 97% |" in text and "| retrain |" in text
+    following_row = (
+        "| following (champions of `bench_nightly_1`) | 1/2 succeeded, 1 skipped | success | 100.0 min | 85% |"
+    )
+    assert following_row in text
+    assert "| continue, skip |" in text
+    assert "A cold night within 240 min: met; CPU busy ≥ 90 %: met." in text
+    assert "A following night within 90 min: missed by 10 min; CPU busy ≥ 90 %: missed by 5 points." in text
+
+
+def test_following_night_refuses_an_earlier_run_that_left_no_champions(tmp_path, monkeypatch):
+    import bench.nightly as nightly
+
+    monkeypatch.setattr(nightly, "ROOT", tmp_path)
+    run_folder = tmp_path / "runs" / "bench" / "nightly-1" / "runs" / "bench_nightly_1"
+    run_folder.mkdir(parents=True)
+    result = tmp_path / "nightly.json"
+    result.write_text(json.dumps({"run_folder": str(run_folder.relative_to(tmp_path)), "run": {"run_id": "r"}}))
+    with pytest.raises(SystemExit, match="left no champions"):
+        nightly.earlier_night(result)
+    registry = run_folder.parents[1] / "registry"
+    registry.mkdir()
+    (registry / "pneumonia.json").write_text("{}")
+    assert nightly.earlier_night(result) == (registry, {"result": "nightly.json", "run_id": "r"})
 
 
 def test_shared_backbone_section_compares_each_model_with_its_scratch_run(tmp_path):
