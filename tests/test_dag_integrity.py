@@ -156,3 +156,23 @@ def test_every_task_has_a_timeout_sized_from_the_config(tmp_path):
     assert tasks["model_chain.train"]["timeout"] == (5 + 2 * longest) * 60, "fixed + per epoch x the longest"
     assert tasks["model_chain.validate"]["timeout"] == 7 * 60
     assert tasks["model_chain.train"]["retries"] == 4
+
+
+def test_embedded_executor_runs_short_stages_beside_a_full_training_pool(tmp_path):
+    """With executor processes only for the `training` pool's slots (one per core), evaluations queued behind
+    25-50 min fits until their workload token (task_queued_timeout) expired, and each expiry cost a try: the
+    cold night of 2026-11-30 lost a Grad-CAM that way. The embedded Airflow leaves room beside the pool."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {"AIRFLOW_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [str(ROOT / "bin" / "airflow-local"), "env"], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    settings = dict(line.split("=", 1) for line in done.stdout.splitlines() if line.startswith("AIRFLOW__"))
+    pool_slots = os.cpu_count()  # `make airflow-init` and bench/common.py give `training` one slot per core
+    assert int(settings["AIRFLOW__CORE__PARALLELISM"]) >= 2 * pool_slots
+    from medcore.config import load_config
+
+    tasks = load_config(ROOT / "conditions.yaml").tasks
+    # A short stage may wait behind the two others the executor runs beside the trainings.
+    assert float(settings["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT"]) >= 2 * 60 * max(
+        tasks.evaluate_minutes, tasks.gradcam_minutes
+    )
