@@ -706,6 +706,9 @@ def study_level(
             "image_level": image_level,
             "temperature": image_metrics.get("temperature"),
             "calibration": image_metrics.get("calibration"),
+            # What the gates and the choice among profiles read, in the unit the figures are reported in.
+            # Without it a study-level set had no selection figures and could never become a champion.
+            "selection": selection_figures(val_studies, val_studies["probability"].to_numpy(), settings, seed),
         }
     )
     return metrics

@@ -517,6 +517,14 @@ def test_study_level_figures_fit_the_threshold_on_val_studies_and_resample_patie
     assert metrics["kappa"] == pytest.approx(cohen_kappa_score(per_study["label"], decided))
     assert metrics["intervals"]["kappa"]["low"] <= metrics["kappa"] <= metrics["intervals"]["kappa"]["high"]
     assert metrics["roc_auc"] == pytest.approx(roc_auc_score(per_study["label"], per_study["probability"]))
+    # The gates and the choice among profiles read val figures in the same unit (the cold night of 2026-11-30
+    # found limb with none, so it failed every gate and never became a champion).
+    val_studies = evaluation.aggregate_studies(val)
+    assert metrics["selection"]["n"] == 60 and metrics["selection"]["split"] == "val"
+    assert metrics["selection"]["roc_auc"] == pytest.approx(
+        roc_auc_score(val_studies["label"], val_studies["probability"])
+    )
+    assert metrics["selection"]["intervals"]["roc_auc"]["low"] <= metrics["selection"]["roc_auc"]
 
 
 def test_paired_auc_difference_cancels_what_both_models_share():
