@@ -160,7 +160,7 @@ def test_every_task_has_a_timeout_sized_from_the_config(tmp_path):
 
 def test_embedded_executor_runs_short_stages_beside_a_full_training_pool(tmp_path):
     """With executor processes only for the `training` pool's slots (one per core), evaluations queued behind
-    25-50 min fits until their workload token (task_queued_timeout) expired, and each expiry cost a try: the
+    22-48 min fits until their workload token (task_queued_timeout) expired, and each expiry cost a try: the
     cold night of 2026-11-30 lost a Grad-CAM that way. The embedded Airflow leaves room beside the pool."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {"AIRFLOW_HOME": str(tmp_path)}
     done = subprocess.run(
