@@ -109,7 +109,7 @@ bench: install ## measure everything in bench/ on the real sets (~4 h on 2 cores
 	$(PY) bench/peak.py; \
 	$(PY) bench/precision_profile.py; \
 	$(PY) bench/train_throughput.py --sizes 64 128 224 --rounds 5 --pipeline-modes mixed_bfloat16 --pipeline-fused --thread-sizes 128 160; \
-	$(PY) bench/train_throughput.py --pairs 5 --pair-sizes 128 160; \
+	$(PY) bench/train_throughput.py --pairs 5 --pair-sizes 128 160 --pair-threads 1 --pair-together; \
 	$(PY) bench/dicom_throughput.py --execution graph; \
 	$(PY) bench/overhead.py; \
 	$(PY) bench/nightly.py; \

@@ -37,7 +37,7 @@ REFERENCES = {
 MAKES = {
     "nightly": "`make bench` (or `.venv/bin/python bench/nightly.py`)",
     "train_throughput": "`.venv/bin/python bench/train_throughput.py`",
-    "train_pairs": "`make bench` (or `.venv/bin/python bench/train_throughput.py --pairs 5`)",
+    "train_pairs": "`make bench` (or `.venv/bin/python bench/train_throughput.py --pairs 5 --pair-threads 1 --pair-together`)",
     "stages_speed": "`.venv/bin/python bench/gradcam_speed.py`",
     "validate_speed": "`.venv/bin/python bench/validate_speed.py`",
     "overhead": "`.venv/bin/python bench/overhead.py`",
@@ -438,9 +438,21 @@ def pairs_table(tp: dict[str, Any], name: str = "train_pairs") -> str:
         f"From `bench/results/{name}.json` (`{tp['command']}`): at each size, {tp['pairs']} pairs of runs, each run a "
         f"fresh process training {tp['epochs']} epochs; a pair is the pipeline (`medcore.training.train_model`: "
         "tf.data from files, callbacks, checkpoints) and a plain `model.fit` on the same images as in-memory "
-        "tensors, same model, precision and batch, one after the other, the order alternating from pair to pair. "
-        "A run's speed is the median of its epochs after the first (the trace); a pair's ratio is its pipeline "
-        "run over its plain run. ONEDNN_PRIMITIVE_CACHE_CAPACITY: "
+        "tensors, same model, precision and batch, "
+        + (
+            "started at once and running side by side, as two one-slot trainings share the machine in a night. "
+            if tp.get("together")
+            else "one after the other, the order alternating from pair to pair. "
+        )
+        + "A run's speed is the median of its epochs after the first (the trace); a pair's ratio is its pipeline "
+        "run over its plain run. Threads per run: "
+        + (
+            f"{tp['threads']} (`MEDCORE_THREADS`, as a task holding {tp['threads']} `training` pool slot(s) gets "
+            "in a night). "
+            if tp.get("threads")
+            else "TensorFlow's default pools (every core). "
+        )
+        + "ONEDNN_PRIMITIVE_CACHE_CAPACITY: "
         + (f"{cache}." if cache else "unset (oneDNN's default, 1024)."),
         "",
         "| size | precision | images × epochs | pipeline img/s (runs min–max) | plain img/s (runs min–max) "

@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python bench/train_throughput.py [--sizes 64 128 224] [--rounds 4] [--thread-sizes 64 96]
        .venv/bin/python bench/train_throughput.py --pairs 5 [--pair-sizes 128 160] [--primitive-cache N]
+                                                   [--pair-threads 1 --pair-together]
 
 This machine is shared and noisy, so everything that is compared is measured in one run, and the
 plain-fit variants are measured side by side: every variant's model is built and traced first,
@@ -424,7 +425,7 @@ def _pair_worker(args) -> None:
     """Subprocess mode: one side of a pair (the pipeline or the plain fit), printing its record as JSON."""
     import resource
 
-    started = time.perf_counter()
+    started, began = time.perf_counter(), time.time()
     with tempfile.TemporaryDirectory() as tmp:
         config, profile, split = _split(Path(args.data_root), args.images, args.size, Path(tmp), args.execution)
         if args.pair_worker == "pipeline":
@@ -441,6 +442,8 @@ def _pair_worker(args) -> None:
         first_epoch_seconds=row["epoch_seconds"][0],
         primitive_cache_capacity=os.environ.get(CACHE_ENV),
         process_seconds=time.perf_counter() - started,
+        # Wall-clock life of the worker, so runs of one pair can be shown to have overlapped (or not).
+        lived=[began, time.time()],
         peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )
     print("RESULT" + json.dumps(row))
@@ -483,10 +486,22 @@ def summarise_pairs(pairs: list[dict]) -> dict:
     }
 
 
-def run_pair(order: tuple[str, ...], arguments: list[str], env: dict[str, str], started: float) -> dict:
-    """One pair: each side in a fresh worker process, one after the other in `order`; their ratio."""
-    pair: dict = {"order": list(order)}
-    for name in order:
+def run_pair(
+    order: tuple[str, ...], arguments: list[str], env: dict[str, str], started: float, together: bool = False
+) -> dict:
+    """One pair: each side in a fresh worker process, one after the other in `order`; their ratio.
+
+    `together` starts both at once instead, as the night runs two one-slot trainings side by side: each
+    side then shares the machine with the other for the whole pair, so load that comes and goes
+    (which is what made sequential pairs disagree) falls on both halves of the ratio alike.
+    """
+    pair: dict = {"order": list(order), "together": together}
+    if together:
+        load, at = os.getloadavg(), time.perf_counter() - started
+        workers = {name: _spawn(["--pair-worker", name, *arguments], env) for name in order}
+        for name, worker in workers.items():
+            pair[name] = {**_result(worker), "load_before": load, "started_at_seconds": at}
+    for name in () if together else order:
         load, at = os.getloadavg(), time.perf_counter() - started
         pair[name] = {**_result(_spawn(["--pair-worker", name, *arguments], env)), "load_before": load}
         pair[name]["started_at_seconds"] = at
@@ -507,6 +522,9 @@ def paired(args) -> dict:
     env = dict(os.environ)
     if args.primitive_cache is not None:
         env[CACHE_ENV] = str(args.primitive_cache)
+    if args.pair_threads is not None:
+        # What the DAG does for a task holding this many `training` pool slots (medcore.airflow_adapter).
+        env["MEDCORE_THREADS"] = str(args.pair_threads)
     shipped = shipped_sizes()
     results: dict = {
         "command": "bench/train_throughput.py " + " ".join(args.argv),
@@ -516,6 +534,9 @@ def paired(args) -> dict:
         "precision": choice,
         # None: unset, so oneDNN's default capacity (1024 primitives) applies in every run.
         "primitive_cache_capacity": env.get(CACHE_ENV),
+        # None: TensorFlow's default pools (every core); the night's one-slot tasks run with 1.
+        "threads": int(env["MEDCORE_THREADS"]) if env.get("MEDCORE_THREADS") else None,
+        "together": args.pair_together,
         "shipped_sizes": shipped,
         "load_before": os.getloadavg(),
         "sizes": {},
@@ -532,7 +553,7 @@ def paired(args) -> dict:
             common += ["--execution", args.execution]
             pairs = []
             for i in range(args.pairs):
-                pair = run_pair(SIDES if i % 2 == 0 else SIDES[::-1], common, env, started)
+                pair = run_pair(SIDES if i % 2 == 0 else SIDES[::-1], common, env, started, args.pair_together)
                 if {pair[name]["split"] for name in SIDES} != {_fingerprint(split)}:
                     raise RuntimeError(f"{size} px pair {i + 1}: the two runs did not train on the same images")
                 pairs.append(pair)
@@ -636,6 +657,17 @@ def main(argv: list[str] | None = None) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="fused batch norm on both sides (default: the profile's default)",
+    )
+    parser.add_argument(
+        "--pair-threads",
+        type=int,
+        default=None,
+        help="MEDCORE_THREADS in every paired run, as a task holding this many pool slots gets (default: unset)",
+    )
+    parser.add_argument(
+        "--pair-together",
+        action="store_true",
+        help="run a pair's two sides at once (as two one-slot trainings share a night) instead of in turn",
     )
     parser.add_argument("--pair-epochs", type=int, default=6, help="epochs per run; the first (the trace) is dropped")
     parser.add_argument(

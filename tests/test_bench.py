@@ -783,10 +783,13 @@ def test_pairs_table_states_median_spread_pairs_and_an_honest_verdict(tmp_path):
     assert "at every shipped size (128 px, 160 px): **not shown: 160 px**" in text
     assert "160 px pipeline first 0.935 / plain first 0.965" in text
     assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY: unset (oneDNN's default, 1024)" in text
+    assert "Threads per run: TensorFlow's default pools (every core)." in text
+    assert "one after the other, the order alternating from pair to pair." in text
 
     # One shipped size wholly below the target is a miss, whatever the other does; a size left out is not met.
     payload["sizes"]["160"] = _pairs_size([0.90, 0.93, 0.94, 0.91])
     payload["primitive_cache_capacity"] = "4096"
+    payload["threads"], payload["together"] = 1, True
     _write(results, "train_pairs_cache4096", payload)
     del payload["sizes"]["160"]
     _write(results, "train_pairs", payload)
@@ -794,6 +797,8 @@ def test_pairs_table_states_median_spread_pairs_and_an_honest_verdict(tmp_path):
     assert "**missed at 160 px**" in text and "ONEDNN_PRIMITIVE_CACHE_CAPACITY: 4096." in text
     assert "**not shown: 160 px (not measured)**" in text
     assert "From `bench/results/train_pairs_cache4096.json`" in text
+    threads = "Threads per run: 1 (`MEDCORE_THREADS`, as a task holding 1 `training` pool slot(s) gets in a night)."
+    assert threads in text and "started at once and running side by side, as two one-slot trainings" in text
 
 
 def test_epoch_parts_split_an_epoch_at_validation_and_at_the_timer():
@@ -825,11 +830,12 @@ def test_paired_mode_runs_each_side_in_its_own_process_in_alternating_order(tmp_
     argv = ["--pairs", "2", "--pair-sizes", "32", "--images", "16", "--pair-epochs", "2"]
     # Eager: each of the four workers would otherwise spend most of its time tracing DenseNet's graph.
     argv += ["--data-root", str(demo_data), "--primitive-cache", "2048", "--out", "pairs_test", "--execution", "eager"]
+    argv += ["--pair-threads", "1"]  # as a one-slot task in the night: every worker gets one thread
     tt.main(argv)
 
     result = json.loads((tmp_path / "results" / "pairs_test.json").read_text())
     assert result["primitive_cache_capacity"] == "2048" and result["shipped_sizes"] == [128, 160]
-    assert result["execution"] == "eager"
+    assert result["execution"] == "eager" and result["threads"] == 1
     row = result["sizes"]["32"]
     pairs = row["pairs"]
     assert [p["order"] for p in pairs] == [["pipeline", "plain"], ["plain", "pipeline"]]
@@ -854,9 +860,23 @@ def test_paired_mode_runs_each_side_in_its_own_process_in_alternating_order(tmp_
         # Both sides in the precision `auto` resolves to, with the profile's fused batch norm default (on).
         assert pipe["compute"]["precision"]["mode"] == mode
         assert pipe["compute"]["fused_batch_norm"] is plain["fused_batch_norm"] is row["fused_batch_norm"] is True
+        assert plain["threads"] == pipe["compute"]["threads"] == {"intra_op": 1, "inter_op": 2}
         # The pipeline checkpoints every epoch after the timer; the plain fit has nothing after it.
         assert all(c > 0 for c in pipe["callbacks_seconds"]) and "callbacks_seconds" not in plain
     ratios = [p["ratio"] for p in pairs]
     assert row["ratio"] == pytest.approx(sum(ratios) / 2)
     assert (row["ratio_min"], row["ratio_max"]) == (min(ratios), max(ratios))
     assert "| 32 px | `" in report.pairs_table(result, "pairs_test")
+
+    # --pair-together: both sides of a pair start at once and overlap, so load that comes and goes hits both.
+    argv[argv.index("--pairs") + 1] = "1"
+    argv[argv.index("--out") + 1] = "pairs_together"
+    tt.main([*argv, "--pair-together"])
+    together = json.loads((tmp_path / "results" / "pairs_together.json").read_text())
+    assert together["together"] is True and together["threads"] == 1
+    (pair,) = together["sizes"]["32"]["pairs"]
+    pipe, plain = pair["pipeline"], pair["plain"]
+    assert pair["together"] is True and pipe["started_at_seconds"] == plain["started_at_seconds"]
+    assert pipe["pid"] != plain["pid"]
+    assert max(pipe["lived"][0], plain["lived"][0]) < min(pipe["lived"][1], plain["lived"][1])  # they overlapped
+    assert "started at once and running side by side" in report.pairs_table(together, "pairs_together")
