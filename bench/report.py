@@ -448,7 +448,8 @@ def pairs_table(tp: dict[str, Any], name: str = "train_pairs") -> str:
         "run over its plain run. Threads per run: "
         + (
             f"{tp['threads']} (`MEDCORE_THREADS`, as a task holding {tp['threads']} `training` pool slot(s) gets "
-            "in a night). "
+            "in a night)"
+            + (f", inter-op {tp['inter_threads']} (`MEDCORE_INTER_THREADS`). " if tp.get("inter_threads") else ". ")
             if tp.get("threads")
             else "TensorFlow's default pools (every core). "
         )

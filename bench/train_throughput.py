@@ -536,6 +536,7 @@ def paired(args) -> dict:
         "primitive_cache_capacity": env.get(CACHE_ENV),
         # None: TensorFlow's default pools (every core); the night's one-slot tasks run with 1.
         "threads": int(env["MEDCORE_THREADS"]) if env.get("MEDCORE_THREADS") else None,
+        "inter_threads": int(env["MEDCORE_INTER_THREADS"]) if env.get("MEDCORE_INTER_THREADS") else None,
         "together": args.pair_together,
         "shipped_sizes": shipped,
         "load_before": os.getloadavg(),

@@ -799,6 +799,9 @@ def test_pairs_table_states_median_spread_pairs_and_an_honest_verdict(tmp_path):
     assert "From `bench/results/train_pairs_cache4096.json`" in text
     threads = "Threads per run: 1 (`MEDCORE_THREADS`, as a task holding 1 `training` pool slot(s) gets in a night)."
     assert threads in text and "started at once and running side by side, as two one-slot trainings" in text
+    payload["inter_threads"] = 1
+    _write(results, "train_pairs", payload)
+    assert "gets in a night), inter-op 1 (`MEDCORE_INTER_THREADS`)." in report.render(results)
 
 
 def test_epoch_parts_split_an_epoch_at_validation_and_at_the_timer():
