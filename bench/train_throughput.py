@@ -491,20 +491,25 @@ def run_pair(
 ) -> dict:
     """One pair: each side in a fresh worker process, one after the other in `order`; their ratio.
 
-    `together` starts both at once instead, as the night runs two one-slot trainings side by side: each
-    side then shares the machine with the other for the whole pair, so load that comes and goes
-    (which is what made sequential pairs disagree) falls on both halves of the ratio alike.
+    `together` starts both at once instead, as a night runs two one-slot trainings side by side, so each
+    side shares the machine with the other for the whole pair.
     """
     pair: dict = {"order": list(order), "together": together}
     if together:
         load, at = os.getloadavg(), time.perf_counter() - started
         workers = {name: _spawn(["--pair-worker", name, *arguments], env) for name in order}
-        for name, worker in workers.items():
-            pair[name] = {**_result(worker), "load_before": load, "started_at_seconds": at}
-    for name in () if together else order:
-        load, at = os.getloadavg(), time.perf_counter() - started
-        pair[name] = {**_result(_spawn(["--pair-worker", name, *arguments], env)), "load_before": load}
-        pair[name]["started_at_seconds"] = at
+        try:
+            for name, worker in workers.items():
+                pair[name] = {**_result(worker), "load_before": load, "started_at_seconds": at}
+        finally:
+            for worker in workers.values():  # one side failed: do not leave the other training
+                if worker.proc.poll() is None:
+                    worker.proc.kill()
+    else:
+        for name in order:
+            load, at = os.getloadavg(), time.perf_counter() - started
+            pair[name] = {**_result(_spawn(["--pair-worker", name, *arguments], env)), "load_before": load}
+            pair[name]["started_at_seconds"] = at
     pair["ratio"] = pair["pipeline"]["images_per_second"] / pair["plain"]["images_per_second"]
     # The same over the train steps alone (same images both sides): the pipeline's cost per image, without
     # its fixed per-epoch checkpoints, whose share shrinks as a night's epochs hold more images than these.
