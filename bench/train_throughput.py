@@ -320,9 +320,10 @@ def _epoch_timer():
         def __init__(self):
             super().__init__()
             self.stamps: list[dict[str, float]] = []
+            self.finished: dict[str, Any] = {}
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.stamps.append({"begin": time.perf_counter()})
+            self.stamps.append({"begin": time.perf_counter(), **cpu_stamp()})
 
         def on_test_begin(self, logs=None):
             if self.stamps:
@@ -335,7 +336,38 @@ def _epoch_timer():
         def on_epoch_end(self, epoch, logs=None):
             self.stamps[-1]["end"] = time.perf_counter()
 
+        def on_train_end(self, logs=None):
+            # The last epoch's CPU ends here, after every callback's on_epoch_end (checkpoints included).
+            self.finished = {"end": time.perf_counter(), **cpu_stamp()}
+
     return EpochTimer()
+
+
+def cpu_stamp() -> dict[str, Any]:
+    """This process's CPU seconds (every thread) and the machine's /proc/stat jiffies, at this moment.
+
+    The kernel here accounts steal time (CONFIG_PARAVIRT_TIME_ACCOUNTING), so time the host takes from a
+    vCPU is in `steal` and not in the process's CPU seconds.
+    """
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return {"cpu": time.process_time(), "jiffies": fields[:8]}
+
+
+def epoch_cpu(stamps: list[dict[str, Any]], finished: dict[str, Any]) -> dict[str, list]:
+    """Per epoch, from one epoch's start to the next's (the last to train end), callbacks included:
+
+    the process's CPU seconds, and the machine's idle and steal shares of all CPU time in that span.
+    Epochs without CPU stamps (older results) give nothing.
+    """
+    marks = [s for s in stamps if "cpu" in s] + ([finished] if finished.get("cpu") is not None else [])
+    out: dict[str, list] = {"cpu_seconds": [], "machine_idle": [], "machine_steal": []}
+    for a, b in zip(marks, marks[1:]):
+        d = [y - x for x, y in zip(a["jiffies"], b["jiffies"])]
+        total = sum(d) or 1
+        out["cpu_seconds"].append(b["cpu"] - a["cpu"])
+        out["machine_idle"].append((d[3] + d[4]) / total)
+        out["machine_steal"].append(d[7] / total)
+    return out
 
 
 def epoch_parts(stamps: list[dict[str, float]], epoch_seconds: list[float] | None = None) -> dict[str, list]:
@@ -402,6 +434,7 @@ def plain_fit(config, profile, split, epochs: int, mode: str, fused: bool) -> di
     seconds = [s["end"] - s["begin"] for s in timer.stamps]
     parts = epoch_parts(timer.stamps)
     parts.pop("callbacks_seconds")  # plain fit has none
+    parts.update(epoch_cpu(timer.stamps, timer.finished))
     return {
         "mode": mode,
         "fused_batch_norm": fused,
@@ -432,6 +465,7 @@ def _pair_worker(args) -> None:
             with _timed_pipeline() as timer:
                 row = pipeline_fit(config, profile, split, args.pair_epochs, Path(tmp), args.mode, args.fused)
             row.update(epoch_parts(timer.stamps, row["epoch_seconds"]))
+            row.update(epoch_cpu(timer.stamps, timer.finished))
         else:
             row = plain_fit(config, profile, split, args.pair_epochs, args.mode, args.fused)
     row.update(
@@ -460,11 +494,20 @@ def summarise_pairs(pairs: list[dict]) -> dict:
 
     def side(name: str) -> dict:
         rates = [p[name]["images_per_second"] for p in pairs]
-        return {"images_per_second": statistics.median(rates), "min": min(rates), "max": max(rates)}
+        row = {"images_per_second": statistics.median(rates), "min": min(rates), "max": max(rates)}
+        per_cpu = [
+            p[name]["images"] / cpu
+            for p in pairs
+            if (cpu := _median_of((p[name].get("cpu_seconds") or [])[1:]))
+        ]
+        if per_cpu:
+            row["images_per_cpu_second"] = statistics.median(per_cpu)
+        return row
 
     def parts(name: str) -> dict:
         # Steady epochs only: the first one of every run holds the trace.
-        keys = ("epoch_seconds", "train_seconds", "validation_seconds", "callbacks_seconds")
+        keys = ("epoch_seconds", "train_seconds", "validation_seconds", "callbacks_seconds", "cpu_seconds")
+        keys += ("machine_idle", "machine_steal")
         return {k: _median_of([v for p in pairs for v in (p[name].get(k) or [])[1:]]) for k in keys}
 
     return {
@@ -476,6 +519,9 @@ def summarise_pairs(pairs: list[dict]) -> dict:
         "train_ratio": _median_of([p.get("train_ratio") for p in pairs]),
         "train_ratio_min": min((p["train_ratio"] for p in pairs if p.get("train_ratio")), default=None),
         "train_ratio_max": max((p["train_ratio"] for p in pairs if p.get("train_ratio")), default=None),
+        "cpu_ratio": _median_of([p.get("cpu_ratio") for p in pairs]),
+        "cpu_ratio_min": min((p["cpu_ratio"] for p in pairs if p.get("cpu_ratio")), default=None),
+        "cpu_ratio_max": max((p["cpu_ratio"] for p in pairs if p.get("cpu_ratio")), default=None),
         # Drift within a pair would make these two differ; alternating the order cancels it in the median.
         "ratio_by_order": {
             f"{first} first": _median_of([p["ratio"] for p in pairs if p["order"][0] == first]) for first in SIDES
@@ -515,6 +561,10 @@ def run_pair(
     # its fixed per-epoch checkpoints, whose share shrinks as a night's epochs hold more images than these.
     steps = {name: _median_of(pair[name]["train_seconds"][1:]) for name in SIDES}
     pair["train_ratio"] = steps["plain"] / steps["pipeline"] if all(steps.values()) else None
+    # The same per CPU-second of each process: time the host or the scheduler kept a side off the CPU
+    # does not count, time either side spent computing (its tf.data threads included) does.
+    cpu = {name: _median_of((pair[name].get("cpu_seconds") or [])[1:]) for name in SIDES}
+    pair["cpu_ratio"] = cpu["plain"] / cpu["pipeline"] if all(cpu.values()) else None
     return pair
 
 
@@ -566,7 +616,8 @@ def paired(args) -> dict:
                 print(
                     f"{size}px pair {i + 1}/{args.pairs} ({' then '.join(pair['order'])}): pipeline "
                     f"{pair['pipeline']['images_per_second']:.1f} img/s, plain {pair['plain']['images_per_second']:.1f}"
-                    f" img/s, ratio {pair['ratio']:.3f}",
+                    f" img/s, ratio {pair['ratio']:.3f}"
+                    + (f", per CPU-second {pair['cpu_ratio']:.3f}" if pair.get("cpu_ratio") else ""),
                     flush=True,
                 )
             row = {"images": images, "mode": choice["mode"], "fused_batch_norm": fused, **summarise_pairs(pairs)}

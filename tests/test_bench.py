@@ -804,6 +804,24 @@ def test_pairs_table_states_median_spread_pairs_and_an_honest_verdict(tmp_path):
     assert "gets in a night), inter-op 1 (`MEDCORE_INTER_THREADS`)." in report.render(results)
 
 
+def test_epoch_cpu_spans_epoch_starts_and_reads_idle_and_steal_from_proc_stat():
+    """Each epoch's CPU runs to the next epoch's start (the last to train end); idle counts iowait too."""
+    from bench.train_throughput import epoch_cpu
+
+    # /proc/stat order: user nice system idle iowait irq softirq steal
+    stamps = [
+        {"begin": 0.0, "cpu": 1.0, "jiffies": [0, 0, 0, 0, 0, 0, 0, 0]},
+        {"begin": 5.0, "cpu": 4.0, "jiffies": [50, 0, 10, 20, 10, 0, 0, 10]},
+    ]
+    finished = {"end": 9.0, "cpu": 6.5, "jiffies": [100, 0, 20, 20, 10, 0, 0, 50]}
+    out = epoch_cpu(stamps, finished)
+    assert out["cpu_seconds"] == [pytest.approx(3.0), pytest.approx(2.5)]
+    assert out["machine_idle"] == [pytest.approx(0.3), 0.0]
+    assert out["machine_steal"] == [pytest.approx(0.1), pytest.approx(40 / 100)]
+    # Results written before CPU stamps existed give nothing rather than wrong figures.
+    assert epoch_cpu([{"begin": 0.0, "end": 1.0}], {}) == {"cpu_seconds": [], "machine_idle": [], "machine_steal": []}
+
+
 def test_epoch_parts_split_an_epoch_at_validation_and_at_the_timer():
     """Train, validation and the callbacks after the timer add up to the pipeline's own epoch clock."""
     from bench.train_throughput import epoch_parts
@@ -855,11 +873,15 @@ def test_paired_mode_runs_each_side_in_its_own_process_in_alternating_order(tmp_
         assert all(v > 0 for v in run["validation_seconds"])
         for epoch, train, val in zip(run["epoch_seconds"], run["train_seconds"], run["validation_seconds"]):
             assert train + val <= epoch + 1e-6
+        # CPU seconds per epoch, each from the process's own clock, and the machine's shares beside them.
+        assert len(run["cpu_seconds"]) == 2 and all(c > 0 for c in run["cpu_seconds"])
+        assert all(0 <= v <= 1 for v in run["machine_idle"] + run["machine_steal"])
     assert len({r["split"] for r in runs}) == 1  # every run trained on the same files
     for pair in pairs:
         pipe, plain = pair["pipeline"], pair["plain"]
         assert pair["ratio"] == pytest.approx(pipe["images_per_second"] / plain["images_per_second"])
         assert pair["train_ratio"] == pytest.approx(plain["train_seconds"][1] / pipe["train_seconds"][1])
+        assert pair["cpu_ratio"] == pytest.approx(plain["cpu_seconds"][1] / pipe["cpu_seconds"][1])
         # Both sides in the precision `auto` resolves to, with the profile's fused batch norm default (on).
         assert pipe["compute"]["precision"]["mode"] == mode
         assert pipe["compute"]["fused_batch_norm"] is plain["fused_batch_norm"] is row["fused_batch_norm"] is True
