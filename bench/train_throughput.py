@@ -496,9 +496,7 @@ def summarise_pairs(pairs: list[dict]) -> dict:
         rates = [p[name]["images_per_second"] for p in pairs]
         row = {"images_per_second": statistics.median(rates), "min": min(rates), "max": max(rates)}
         per_cpu = [
-            p[name]["images"] / cpu
-            for p in pairs
-            if (cpu := _median_of((p[name].get("cpu_seconds") or [])[1:]))
+            p[name]["images"] / cpu for p in pairs if (cpu := _median_of((p[name].get("cpu_seconds") or [])[1:]))
         ]
         if per_cpu:
             row["images_per_cpu_second"] = statistics.median(per_cpu)
