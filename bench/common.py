@@ -127,7 +127,11 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
 
 
 class CpuSampler:
-    """Machine-wide CPU busy fraction from /proc/stat, overall and per interval."""
+    """Machine-wide CPU busy fraction from /proc/stat, overall and per interval, and the host's steal share.
+
+    Busy counts steal (time the host gave this VM's vCPUs to someone else) as busy, as the VM saw it;
+    `steal()` says how much of it that was, so a slow run on a busy host shows as such.
+    """
 
     def __init__(self) -> None:
         self.first = self.last = self._read()
@@ -135,13 +139,13 @@ class CpuSampler:
         self.t0 = time.monotonic()
 
     @staticmethod
-    def _read() -> tuple[int, int]:
+    def _read() -> tuple[int, int, int]:
         fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
         idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-        return sum(fields[:8]), idle
+        return sum(fields[:8]), idle, fields[7] if len(fields) > 7 else 0
 
     @staticmethod
-    def _busy(a: tuple[int, int], b: tuple[int, int]) -> float:
+    def _busy(a: tuple[int, ...], b: tuple[int, ...]) -> float:
         total, idle = b[0] - a[0], b[1] - a[1]
         return 1.0 - idle / total if total else 0.0
 
@@ -152,6 +156,20 @@ class CpuSampler:
 
     def busy(self) -> float:
         return self._busy(self.first, self._read())
+
+    def steal(self) -> float:
+        now = self._read()
+        total = now[0] - self.first[0]
+        return (now[2] - self.first[2]) / total if total else 0.0
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of one process so far (not its children), or None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -266,6 +284,8 @@ def scheduler_run(
             time.sleep(5)
             cpu.sample()
         wall = time.monotonic() - started
+        # Each Airflow service's own CPU (its main process; task processes are counted in the tasks' records).
+        services = {p.args[2]: process_cpu_seconds(p.pid) for p in procs}
         tasks = _query(
             db,
             "select task_id, map_index, state, start_date, end_date, try_number from task_instance "
@@ -278,7 +298,9 @@ def scheduler_run(
             "state": state,
             "wall_seconds": round(wall, 1),
             "cpu_busy": round(cpu.busy(), 3),
+            "cpu_steal": round(cpu.steal(), 4),
             "cpu_timeline": cpu.timeline,
+            "service_cpu_seconds": services,
             "executor": "LocalExecutor",
             "database": "sqlite",
             "tasks": [dict(zip(("task_id", "map_index", "state", "start", "end", "tries"), t)) for t in tasks],

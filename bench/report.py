@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -504,8 +505,66 @@ def pairs_table(tp: dict[str, Any], name: str = "train_pairs") -> str:
         "over the train steps alone, without them. Median ratio by which side ran first (drift would "
         f"separate them): {orders}.",
     ]
+    lines += _cpu_pairs_lines(sizes, shipped)
     lines += _load_lines(tp, f"wall time {(tp.get('wall_seconds') or 0) / 60:.0f} min")
     return "\n".join(lines) + "\n"
+
+
+def _cpu_pairs_lines(sizes: list[tuple[str, dict[str, Any]]], shipped: list[int]) -> list[str]:
+    """The same pairs per CPU-second of each process, where the runs recorded their CPU time."""
+    rows = [(size, r) for size, r in sizes if r.get("cpu_ratio") is not None]
+    if not rows:
+        return []
+
+    def share(parts: dict[str, Any]) -> str:
+        cpu, wall = parts.get("cpu_seconds"), parts.get("epoch_seconds")
+        return f"{cpu / wall:.0%}" if cpu and wall else "–"
+
+    lines = [
+        "",
+        "The same pairs per CPU-second: each run's images over its own process's CPU seconds (every thread, "
+        "tf.data's included) from one epoch's start to the next, so what the pipeline computes beyond the plain "
+        "fit counts and time a run spent off the CPU does not. CPU share is a run's CPU seconds over its "
+        "wall seconds per epoch (medians of steady epochs); idle and steal are the whole machine's shares of "
+        "CPU time over the same epochs, from /proc/stat (steal: time the host kept this VM's vCPUs).",
+        "",
+        "| size | pipeline img per CPU-s | plain img per CPU-s | pipeline / plain per CPU-second: median (pairs "
+        "min–max) | ≥ 0.95 | CPU share of wall: pipeline / plain | machine idle | machine steal |",
+        "|--:|--:|--:|--:|---|--:|--:|--:|",
+    ]
+    verdicts = {}
+    for size, r in rows:
+        verdicts[int(size)] = verdict = pair_verdict(r["cpu_ratio_min"], r["cpu_ratio_max"], r["n_pairs"])
+        pipe, plain = r["epoch_parts"]["pipeline"], r["epoch_parts"]["plain"]
+        idle = _median_of([pipe.get("machine_idle"), plain.get("machine_idle")])
+        steal = _median_of([pipe.get("machine_steal"), plain.get("machine_steal")])
+        lines.append(
+            f"| {size} px | {r['pipeline'].get('images_per_cpu_second', 0):.1f} "
+            f"| {r['plain'].get('images_per_cpu_second', 0):.1f} "
+            f"| **{r['cpu_ratio']:.3f}** ({r['cpu_ratio_min']:.3f}–{r['cpu_ratio_max']:.3f}) | {verdict} "
+            f"| {share(pipe)} / {share(plain)} "
+            f"| {'–' if idle is None else f'{idle:.0%}'} | {'–' if steal is None else f'{steal:.1%}'} |"
+        )
+    judged = [s for s in (shipped or verdicts) if s in verdicts]
+    missing = [s for s in shipped if s not in verdicts]
+    met = [s for s in judged if verdicts[s] == "met"]
+    lines += [
+        "",
+        f"Per CPU-second, pipeline / plain ≥ {PAIR_TARGET:.2f}: "
+        + (
+            "**met at every shipped size**."
+            if judged and len(met) == len(judged) and not missing
+            else "**"
+            + "; ".join([f"{s} px {verdicts[s]}" for s in judged] + [f"{s} px not measured" for s in missing])
+            + "**."
+        ),
+    ]
+    return lines
+
+
+def _median_of(values: list[Any]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
 
 
 def precision_profile_table(prof: dict[str, Any]) -> str:

@@ -132,6 +132,23 @@ def _tensors(frame, profile):
     return np.concatenate(images), np.concatenate(labels)
 
 
+def in_memory(x, y, batch_size: int, shuffle: bool, seed: int = 0):
+    """In-memory tensors as the batches a plain fit reads, with the pipeline's tf.data options.
+
+    Keras' own reader for numpy arrays autotunes, and dropping an autotuned iterator at an epoch's end
+    could stall the process for tens of seconds here (medcore.datasets.input_options); both sides of a
+    comparison read with the same options, so neither pays a stall the other does not.
+    """
+    import tensorflow as tf
+
+    from medcore.datasets import PREFETCH_BATCHES, input_options
+
+    data = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return data.batch(batch_size).prefetch(PREFETCH_BATCHES).with_options(input_options())
+
+
 def decode_rate(frame, size: int) -> dict:
     """Images/s of reading, decoding and resizing the files once, as the pipeline's first epoch does."""
     import numpy as np
@@ -164,6 +181,8 @@ def plain_variants(config, profile, split, variants: list[str], rounds: int) -> 
 
     x, y = _tensors(split[split["split"] == "train"], profile)
     vx, vy = _tensors(split[split["split"] == "val"], profile)
+    train_data = in_memory(x, y, profile.batch_size, shuffle=True, seed=config.seed)
+    val_data = in_memory(vx, vy, profile.batch_size, shuffle=False)
     models, out = {}, {}
     for name in variants:
         mode, fused = name.split("+")[0], name.endswith("+fused_bn")
@@ -172,8 +191,9 @@ def plain_variants(config, profile, split, variants: list[str], rounds: int) -> 
             keras.utils.set_random_seed(config.seed)
             model = build_model(profile, config.seed)
             # Traced while the mode applies (the oneDNN rewrite is applied when the step is first traced).
-            model.fit(x[:64], y[:64], batch_size=profile.batch_size, epochs=1, verbose=0, validation_data=(vx, vy))
-            model.fit(x[:64], y[:64], batch_size=profile.batch_size, epochs=1, verbose=0, validation_data=(vx, vy))
+            warm = in_memory(x[:64], y[:64], profile.batch_size, shuffle=False)
+            model.fit(warm, epochs=1, verbose=0, validation_data=val_data)
+            model.fit(warm, epochs=1, verbose=0, validation_data=val_data)
         models[name] = model
         out[name] = {
             "mode": mode,
@@ -188,9 +208,7 @@ def plain_variants(config, profile, split, variants: list[str], rounds: int) -> 
             start = time.perf_counter()
             # Under its own settings again, in case Keras traces the step anew for the full-size epoch.
             with compute.precision_mode(out[name]["mode"]), compute.fused_batch_norm(out[name]["fused_batch_norm"]):
-                model.fit(
-                    x, y, batch_size=profile.batch_size, epochs=1, verbose=0, shuffle=True, validation_data=(vx, vy)
-                )
+                model.fit(train_data, epochs=1, verbose=0, validation_data=val_data)
             out[name]["epoch_seconds"].append(time.perf_counter() - start)
     for name, row in out.items():
         row.update(steady(row["epoch_seconds"], len(x), skip=0))
@@ -422,13 +440,10 @@ def plain_fit(config, profile, split, epochs: int, mode: str, fused: bool) -> di
         keras.utils.set_random_seed(config.seed)
         model = build_model(profile, config.seed)
         model.fit(
-            x,
-            y,
-            batch_size=profile.batch_size,
+            in_memory(x, y, profile.batch_size, shuffle=True, seed=config.seed),
             epochs=epochs,
             verbose=0,
-            shuffle=True,
-            validation_data=(vx, vy),
+            validation_data=in_memory(vx, vy, profile.batch_size, shuffle=False),
             callbacks=[timer],
         )
     seconds = [s["end"] - s["begin"] for s in timer.stamps]

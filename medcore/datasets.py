@@ -566,7 +566,27 @@ def image_dataset(
         else (paths, dicom, targets, sample_weights.astype(np.float32))
     )
     data = tf.data.Dataset.from_tensor_slices(columns)
-    data = data.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+    data = data.map(load, num_parallel_calls=os.cpu_count() or 1, deterministic=True).cache()
     if training:
         data = data.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return data.batch(batch_size).prefetch(PREFETCH_BATCHES).with_options(input_options())
+
+
+# Batches read ahead: the cached, decoded tensors are ready at once, so a step never waits for more.
+PREFETCH_BATCHES = 2
+
+
+def input_options():
+    """tf.data options for every dataset that feeds a model: autotuning off.
+
+    With autotuning on, each iterator runs a model thread that sleeps between tuning rounds, and Keras
+    drops the epoch's iterator at every epoch end; on these VMs that drop often waited for the thread's
+    sleep to end, with the process's threads all blocked and the CPU idle for up to tens of seconds an
+    epoch (bench/notes.md, issue 16). Decoding happens once (the cache), so fixed parallelism and a
+    fixed read-ahead lose nothing that tuning would find.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options

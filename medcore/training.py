@@ -225,20 +225,21 @@ def versions() -> dict[str, str]:
     }
 
 
-def _progress_callback(total_epochs: int, seconds: list[float]):
+def _progress_callback(total_epochs: int, seconds: list[float], cpu_seconds: list[float]):
     import keras
 
     class ProgressLog(keras.callbacks.Callback):
-        """One readable line per epoch in the task log."""
+        """One readable line per epoch in the task log, with its wall and CPU seconds."""
 
         def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
+            self._start, self._cpu = time.perf_counter(), time.process_time()
 
         def on_epoch_end(self, epoch, logs=None):
-            took = time.perf_counter() - self._start
+            took, cpu = time.perf_counter() - self._start, time.process_time() - self._cpu
             seconds.append(took)
+            cpu_seconds.append(cpu)
             shown = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()) if isinstance(v, (int, float)))
-            log.info("epoch %d/%d %.1fs %s", epoch + 1, total_epochs, took, shown)
+            log.info("epoch %d/%d %.1fs (CPU %.1fs) %s", epoch + 1, total_epochs, took, cpu, shown)
 
     return ProgressLog()
 
@@ -334,11 +335,16 @@ class Phase:
 
 @dataclass
 class Clock:
-    """Wall time of one training attempt: from its start, to its first step, and per epoch."""
+    """Wall and CPU time of one training attempt: from its start, to its first step, and per epoch."""
 
     start: float = field(default_factory=time.perf_counter)
+    # This process's CPU seconds (every thread) at the start. Wall seconds without CPU seconds are time the
+    # training did not compute: another task on its core, the host, or the process waiting on itself.
+    cpu_start: float = field(default_factory=time.process_time)
     first_step: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
+    epoch_cpu_seconds: list[float] = field(default_factory=list)
+    cpu_seconds: float | None = None  # set when the attempt ends
 
     def step_done(self) -> None:
         if not self.first_step:
@@ -393,6 +399,7 @@ def train_model(
         ]
         best = restore_best_epoch(model, keeper)  # the saved model is the epoch the record reports
     wall = time.perf_counter() - clock.start
+    clock.cpu_seconds = time.process_time() - clock.cpu_start
     precision = chosen["mode"]
     contract = training_contract(
         profile, seed=config.seed, precision=precision, gradcam_layer=config.gradcam.layer, versions=versions()
@@ -541,7 +548,7 @@ def _fit_phase(
         # Last, so an epoch counts as finished only once everything above has been written.
         # A retried task (killed worker, reboot) resumes after the last finished epoch.
         keras.callbacks.BackupAndRestore(str(paths.backup_dir / phase.name), double_checkpoint=True),
-        _progress_callback(epochs, clock.epoch_seconds),
+        _progress_callback(epochs, clock.epoch_seconds, clock.epoch_cpu_seconds),
         keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: clock.step_done()),
     ]
     fitted.fit(
@@ -612,6 +619,10 @@ def _training_record(
         "seconds_to_first_step": clock.first_step[0] if clock.first_step else None,
         "epoch_seconds": clock.epoch_seconds,
         "images_per_second": len(train) * epochs_this_attempt / wall if wall > 0 else None,
+        # CPU seconds of the training process over the same span, so a slow night can be told apart from a
+        # busy one: fewer CPU seconds than wall seconds x threads is time the training did not compute.
+        "cpu_seconds": clock.cpu_seconds,
+        "epoch_cpu_seconds": clock.epoch_cpu_seconds,
         "train_images": len(train),
         "val_images": len(val),
         "seed": seed,

@@ -742,6 +742,40 @@ def _pairs_size(ratios: list[float], plain: float = 20.0) -> dict:
     return {"images": 256, "mode": "mixed_bfloat16", "fused_batch_norm": True, **summarise_pairs(pairs)}
 
 
+def test_pairs_table_judges_the_cpu_ratio_apart_from_the_wall_clock_one():
+    """Noisy wall clocks with steady CPU seconds: the wall verdict stays open, the per-CPU one decides."""
+    from bench.train_throughput import summarise_pairs
+
+    def side(images: int, wall: float, cpu: float) -> dict:
+        row = _pair_side(images / wall, wall)
+        row.update(images=images, cpu_seconds=[50.0, cpu, cpu], machine_idle=[0.1] * 3, machine_steal=[0.0] * 3)
+        return row
+
+    pairs = []
+    for i, (wall_pipe, cpu_pipe) in enumerate([(10.0, 10.2), (16.0, 10.3), (10.1, 10.1), (9.0, 10.4)]):
+        pipe, plain = side(256, wall_pipe, cpu_pipe), side(256, 10.0, 10.0)
+        pairs.append(
+            {
+                "order": ["pipeline", "plain"] if i % 2 == 0 else ["plain", "pipeline"],
+                "pipeline": pipe,
+                "plain": plain,
+                "ratio": pipe["images_per_second"] / plain["images_per_second"],
+                "cpu_ratio": 10.0 / cpu_pipe,
+            }
+        )
+    size = {"images": 256, "mode": "mixed_bfloat16", "fused_batch_norm": True, **summarise_pairs(pairs)}
+    assert size["cpu_ratio_min"] == pytest.approx(10 / 10.4) and size["cpu_ratio_max"] == pytest.approx(10 / 10.1)
+    assert size["pipeline"]["images_per_cpu_second"] == pytest.approx((256 / 10.2 + 256 / 10.3) / 2)
+    payload = {"command": "x", "pairs": 4, "epochs": 3, "shipped_sizes": [128, 160], "sizes": {"128": size}}
+    table = report.pairs_table(payload)
+    assert "| **0.995** (0.625–1.111) | 4 | noise exceeds the margin |" in table
+    assert "| 128 px | 25.0 | 25.6 | **0.976** (0.962–0.990) | met | 102% / 100% | 10% | 0.0% |" in table
+    assert "Per CPU-second, pipeline / plain ≥ 0.95: **128 px met; 160 px not measured**." in table
+    # Results from before the CPU stamps have no per-CPU table at all.
+    del payload["sizes"]["128"]["cpu_ratio"]
+    assert "per CPU-second" not in report.pairs_table(payload)
+
+
 @pytest.mark.parametrize(
     ("low", "high", "pairs", "verdict"),
     [

@@ -266,3 +266,21 @@ def test_condition_resize_overrides_the_profile(tmp_path):
     standard = config.profiles["standard"]
     assert standard.for_condition(config.conditions["limb_abnormalities"]).resize == "pad"
     assert standard.for_condition(config.conditions["pneumonia"]).resize == "squash"
+
+
+def test_datasets_that_feed_a_model_do_not_autotune_and_still_read_every_image(tmp_path):
+    """No autotuning model thread (its sleep could stall every epoch end); all images, each once per epoch."""
+    import cv2
+
+    from medcore.datasets import image_dataset
+
+    paths = []
+    for i in range(5):
+        path = tmp_path / f"{i}.png"
+        cv2.imwrite(str(path), np.full((8, 8), 40 * i, np.uint8))
+        paths.append(str(path))
+    data = image_dataset(np.array(paths), np.arange(5, dtype=np.float32), 16, 2, training=True, seed=0)
+    assert data.options().autotune.enabled is False
+    for _ in range(2):  # a fresh iterator per epoch, as Keras makes them
+        labels = np.concatenate([y.numpy() for _, y in data])
+        assert sorted(labels.tolist()) == [0.0, 1.0, 2.0, 3.0, 4.0]

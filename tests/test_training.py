@@ -302,6 +302,9 @@ def test_training_json_records_the_precision_chosen_for_this_cpu_and_why(tiny_co
     assert record["compute"]["precision"]["mode"] == expected["mode"] == record["precision"]
     assert record["compute"]["precision"]["reason"] == expected["reason"] and record["compute"]["cores"] == 1
     assert record["compute"]["fused_batch_norm"] is True  # the profile default
+    # The process's CPU seconds beside the wall clock, per epoch and for the attempt.
+    assert len(record["epoch_cpu_seconds"]) == len(record["epoch_seconds"]) == 1
+    assert 0 < record["epoch_cpu_seconds"][0] <= record["cpu_seconds"]
 
 
 def test_batch_norm_momentum_reaches_every_batch_norm_layer_and_the_saved_model(tmp_path):
