@@ -455,7 +455,8 @@ def pairs_table(tp: dict[str, Any], name: str = "train_pairs") -> str:
             else "TensorFlow's default pools (every core). "
         )
         + "ONEDNN_PRIMITIVE_CACHE_CAPACITY: "
-        + (f"{cache}." if cache else "unset (oneDNN's default, 1024)."),
+        + (f"{cache}." if cache else "unset (oneDNN's default, 1024).")
+        + (f" **{tp['note']}**" if tp.get("note") else ""),
         "",
         "| size | precision | images × epochs | pipeline img/s (runs min–max) | plain img/s (runs min–max) "
         "| pipeline / plain: median (pairs min–max) | pairs | ≥ 0.95 | train steps only: median (min–max) "

@@ -939,3 +939,30 @@ def test_paired_mode_runs_each_side_in_its_own_process_in_alternating_order(tmp_
     assert pipe["pid"] != plain["pid"]
     assert max(pipe["lived"][0], plain["lived"][0]) < min(pipe["lived"][1], plain["lived"][1])  # they overlapped
     assert "started at once and running side by side" in report.pairs_table(together, "pairs_together")
+
+
+def test_cpu_sampler_reports_steal_and_services_their_own_cpu(tmp_path):
+    """Steal is a share of all CPU time; a process's CPU seconds grow while it computes and end with it."""
+    import subprocess
+    import time
+
+    from bench.common import CpuSampler, process_cpu_seconds
+
+    sampler = CpuSampler()
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\ntime.sleep(30)",
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while (process_cpu_seconds(child.pid) or 0) < 0.25 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert 0.25 <= process_cpu_seconds(child.pid) < 5
+    finally:
+        child.kill()
+        child.wait()
+    assert process_cpu_seconds(child.pid) is None
+    assert 0.0 <= sampler.steal() <= 1.0 and 0.0 < sampler.busy() <= 1.0
