@@ -247,6 +247,7 @@ def pretrain_backbone(
     )
     scores: list[dict[str, float]] = []
     seconds: list[float] = []
+    cpu_seconds: list[float] = []
     start = time.perf_counter()
     model.fit(
         train_data,
@@ -261,7 +262,7 @@ def pretrain_backbone(
                 str(best), monitor="val_mean_auc", mode="max", save_best_only=True, initial_value_threshold=best_so_far
             ),
             keras.callbacks.BackupAndRestore(str(work / "backup"), double_checkpoint=True),
-            _progress_callback(epochs, seconds),
+            _progress_callback(epochs, seconds, cpu_seconds),
         ],
     )
     wall = time.perf_counter() - start
@@ -290,6 +291,7 @@ def pretrain_backbone(
         "val_auc_by_epoch": scores,
         "wall_seconds": wall,
         "epoch_seconds": seconds,
+        "epoch_cpu_seconds": cpu_seconds,
         "images_per_second": len(train) * len(seconds) / wall if wall > 0 else None,
         "threads": threads,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
