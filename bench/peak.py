@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--matrix", type=int, default=2048)
     parser.add_argument("--seconds", type=float, default=3.0, help="time spent on each dtype's peak")
     parser.add_argument("--no-write", action="store_true", help="print only (tests)")
+    parser.add_argument("--out", default="peak", help="results file name under bench/results/ (e.g. peak_amx)")
     args = parser.parse_args(argv)
 
     import tensorflow as tf
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         from bench.common import write_result
 
-        print(f"raw results: {write_result('peak', payload)}")
+        print(f"raw results: {write_result(args.out, payload)}")
     return 0
 
 

@@ -37,10 +37,15 @@ sys.path.insert(0, str(ROOT))
 
 MARK = "MEDCORE_PROFILE_MARK"
 CATEGORIES = ("convolution", "batch norm", "concatenation", "cast", "relu", "pooling", "optimizer", "other")
+# Trace events that span the ops they run rather than doing work: the executor's `...:Process` event lasts as
+# long as every op it schedules, so counting it would double the total and show up as half the time "other".
+CONTAINER_OPS = frozenset({"Process"})
 
 
-def op_category(name: str, op: str) -> str:
-    """The kind of work a TensorFlow op (node name, op type) does in a DenseNet121 training step."""
+def op_category(name: str, op: str) -> str | None:
+    """The kind of work a TensorFlow op (node name, op type) does in a DenseNet121 training step (None: a container)."""
+    if op in CONTAINER_OPS:
+        return None
     low, kind = name.lower(), op.lower()
     if "conv2d" in kind or "matmul" in kind:
         return "convolution"
@@ -103,8 +108,11 @@ def parse_trace(logdir: str) -> dict:
                 if ":" not in label:
                     continue
                 name, op = label.rsplit(":", 1)
+                category = op_category(name, op)
+                if category is None:
+                    continue
                 ms = event.duration_ps / 1e9
-                by_category[op_category(name, op)] += ms
+                by_category[category] += ms
                 by_op[op] += ms
     return {
         "ms_by_category": {c: round(by_category.get(c, 0.0), 1) for c in CATEGORIES},

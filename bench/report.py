@@ -44,6 +44,10 @@ MAKES = {
     "overhead": "`.venv/bin/python bench/overhead.py`",
     "peak": "`.venv/bin/python bench/peak.py`",
     "precision_profile": "`.venv/bin/python bench/precision_profile.py`",
+    # The same three measurements on a CPU with AMX (machines of this kind differ; each keeps its own files).
+    "peak_amx": "`.venv/bin/python bench/peak.py --out peak_amx` on a CPU with AMX",
+    "precision_profile_amx": "`.venv/bin/python bench/precision_profile.py --out precision_profile_amx` on a CPU with AMX",
+    "train_throughput_amx": "`.venv/bin/python bench/train_throughput.py --out train_throughput_amx` on a CPU with AMX",
     "nightly_shared": "`make bench` (`medcore pretrain`, then `bench/nightly.py --config configs/shared-backbone.yaml "
     "--shared-backbone <its registry>/shared_backbone.keras --name nightly_shared`)",
     "nights": "`make bench` (or `.venv/bin/python bench/nights.py`)",
@@ -568,6 +572,51 @@ def _median_of(values: list[Any]) -> float | None:
     return statistics.median(present) if present else None
 
 
+AMX_RESULTS = ("peak_amx", "train_throughput_amx", "precision_profile_amx")
+
+
+def machine_lines(loaded: dict[str, dict[str, Any] | None]) -> list[str]:
+    """One line per CPU the loaded results were measured on, naming the results measured there."""
+    by_machine: dict[tuple[str, tuple[str, ...]], tuple[dict[str, Any], list[str]]] = {}
+    for name, result in loaded.items():
+        m = (result or {}).get("machine")
+        if m:
+            by_machine.setdefault((m["cpu"], tuple(m["flags"])), (m, []))[1].append(name)
+    label = "Machine" if len(by_machine) == 1 else "Machines"
+    return [
+        f"- **{label}**: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; flags: "
+        f"{', '.join(m['flags']) or 'none of note'}; {m['os']}, Python {m['python']}"
+        + ("" if len(by_machine) == 1 else f"; measured here: {', '.join(names)}")
+        for m, names in by_machine.values()
+    ]
+
+
+def amx_section(loaded: dict[str, dict[str, Any] | None]) -> str:
+    """Ceiling, precisions side by side and the kernel profile, from the results measured on an AMX machine."""
+    peak, tp, prof = (loaded[name] for name in AMX_RESULTS)
+    cpu = next(r["machine"]["cpu"] for r in (peak, tp, prof) if r)
+    parts = [f"Measured on {cpu} (AMX), one machine, one session; compare these with each other only.\n"]
+    parts.append(ceiling_lines(peak) if peak else _missing("peak_amx"))
+    parts.append(throughput_tables(tp, peak) if tp else _missing("train_throughput_amx"))
+    parts.append(precision_profile_table(prof) if prof else _missing("precision_profile_amx"))
+    return "\n".join(parts)
+
+
+def op_ms_by_category(row: dict[str, Any]) -> dict[str, float]:
+    """A profiled variant's op time by kind, without the executor's container events.
+
+    Results written before bench/precision_profile.py skipped them counted `Process` (which spans every op it
+    runs) under "other"; its total is in `top_ops`, so it is taken back out here.
+    """
+    from bench.precision_profile import CONTAINER_OPS
+
+    cats = dict(row.get("ms_by_category") or {})
+    counted = sum(op["ms"] for op in row.get("top_ops", []) if op["op"] in CONTAINER_OPS)
+    if counted and cats.get("other", 0) >= counted:
+        cats["other"] -= counted
+    return cats
+
+
 def precision_profile_table(prof: dict[str, Any]) -> str:
     from bench.precision_profile import CATEGORIES
 
@@ -580,7 +629,7 @@ def precision_profile_table(prof: dict[str, Any]) -> str:
         "|---|--:|---|" + "--:|" * len(CATEGORIES),
     ]
     for name, row in prof["variants"].items():
-        cats = row.get("ms_by_category") or {}
+        cats = op_ms_by_category(row)
         total = sum(cats.values()) or 1
         lines.append(
             f"| `{name}` | {row['images_per_second']:.1f} | {', '.join(row['onednn']['isas']) or '–'} | "
@@ -926,10 +975,9 @@ def render(results: Path) -> str:
         "",
     ]
     if stamp:
-        m, v = stamp["machine"], stamp["versions"]
+        v = stamp["versions"]
+        out += machine_lines(loaded)
         out += [
-            f"- **Machine**: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; flags: "
-            f"{', '.join(m['flags']) or 'none of note'}; {m['os']}, Python {m['python']}",
             "- **Versions**: " + ", ".join(f"{k} {val}" for k, val in v.items()),
             "- **Measured**: "
             + ", ".join(f"{name} {r['machine']['date'][:16].replace('T', ' ')} UTC" for name, r in loaded.items() if r),
@@ -958,6 +1006,9 @@ def render(results: Path) -> str:
         if loaded["precision_profile"]
         else _missing("precision_profile")
     )
+    if any(loaded[name] for name in AMX_RESULTS):
+        out += ["### Precision on a CPU with AMX", ""]
+        out.append(amx_section(loaded))
     out += ["### Inference, Grad-CAM and validation", ""]
     out.append(stages_table(loaded["stages_speed"], loaded["validate_speed"]))
     out += ["## 3. Orchestration overhead", ""]

@@ -365,6 +365,62 @@ def test_throughput_tables_state_ratio_spread_precisions_threads_and_share_of_pe
     assert "| `mixed_bfloat16` | 12.0 | avx512_core_bf16 | 50% | 30% | 0% | 20% |" in text
 
 
+def test_results_from_an_amx_machine_get_their_own_section_and_machine_line(tmp_path):
+    """An AMX machine's peak, precisions and kernels render apart, and the header names both machines."""
+    results = tmp_path / "results"
+    _write(
+        results,
+        "overhead",
+        {"workload": "two models", "ratio": 1.0, "modes": {"medcore_run": {"wall_seconds": 100.0, "cpu_busy": 0.5}}},
+    )
+    amx = {**machine(), "cpu": "Intel(R) Xeon(R) Processor", "flags": ["avx512f", "amx_bf16"]}
+    payloads = {
+        "peak_amx": {
+            "peak": {"float32": {"gflops": 330.0, "matrix": 2048}, "bfloat16": {"gflops": 1360.0}},
+            "training_factor": 3.0,
+            "training_flops_per_image": {"128": 5.59e9},
+        },
+        "precision_profile_amx": {
+            "size": 128,
+            "batch": 32,
+            "steps": 4,
+            "variants": {
+                "mixed_bfloat16+fused_bn": {
+                    "images_per_second": 40.0,
+                    "onednn": {"isas": ["avx512_core_amx"]},
+                    "ms_by_category": {"convolution": 75.0, "batch norm": 25.0},
+                }
+            },
+        },
+    }
+    for name, payload in payloads.items():
+        (results / f"{name}.json").write_text(
+            json.dumps({"benchmark": name, "machine": amx, "versions": {"keras": "3"}, **payload})
+        )
+
+    text = report.render(results)
+
+    assert "### Precision on a CPU with AMX" in text and "Measured on Intel(R) Xeon(R) Processor (AMX)" in text
+    assert "matmul peak 330 GFLOP/s in float32 and 1360 GFLOP/s in bfloat16" in text
+    assert "| `mixed_bfloat16+fused_bn` | 40.0 | avx512_core_amx | 75% | 25% |" in text
+    assert "_Not measured yet" in text.split("### Precision on a CPU with AMX")[1].split("###")[0]
+    assert text.count("- **Machines**:") == 2
+    assert "measured here: peak_amx, precision_profile_amx" in text
+    assert "measured here: overhead" in text
+
+
+def test_one_machine_gets_one_machine_line_and_no_amx_section(tmp_path):
+    results = tmp_path / "results"
+    _write(
+        results,
+        "overhead",
+        {"workload": "two models", "ratio": 1.0, "modes": {"medcore_run": {"wall_seconds": 100.0, "cpu_busy": 0.5}}},
+    )
+    text = report.render(results)
+    assert text.count("- **Machine**:") == 1 and "; measured here:" not in text
+    assert "Precision on a CPU with AMX" not in text
+
+
 def test_onednn_verbose_lines_and_tf_ops_are_classified():
     from bench.precision_profile import op_category, parse_onednn
 
@@ -392,6 +448,18 @@ def test_onednn_verbose_lines_and_tf_ops_are_classified():
     assert op_category("densenet121/conv2_block1_0_bn/Cast", "Cast") == "cast"
     assert op_category("densenet121/conv2_block1_concat/concat", "ConcatV2") == "concatenation"
     assert op_category("adam/update", "AssignSubVariableOp") == "optimizer"
+    assert op_category("__inference_train_function", "Process") is None
+
+
+def test_profile_table_takes_the_executors_container_event_out_of_older_results():
+    """Results from before the container was skipped counted `Process` (spanning every op) under "other"."""
+    old = {
+        "ms_by_category": {"convolution": 40.0, "batch norm": 40.0, "other": 120.0},
+        "top_ops": [{"op": "Process", "ms": 100.0}, {"op": "Mul", "ms": 30.0}],
+    }
+    assert report.op_ms_by_category(old) == {"convolution": 40.0, "batch norm": 40.0, "other": 20.0}
+    new = {"ms_by_category": {"convolution": 40.0, "other": 20.0}, "top_ops": [{"op": "Mul", "ms": 20.0}]}
+    assert report.op_ms_by_category(new) == new["ms_by_category"]
 
 
 def _night(
