@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "explain_model",
+    "deletion_inputs",
     "GradCam",
     "gradcam_heatmaps",
     "check_layer",
@@ -67,7 +68,6 @@ def explain_model(paths: ModelLayout, settings: GradcamSettings, title: str) -> 
     with random maps; the record flags a model whose Grad-CAM does no better than chance.
     """
     from medcore.contract import contract_resize, contract_temperature
-    from medcore.datasets import content_masks
     from medcore.evaluation import load_model
 
     model = load_model(paths.model)
@@ -80,20 +80,17 @@ def explain_model(paths: ModelLayout, settings: GradcamSettings, title: str) -> 
         stale.unlink()
     overlays = _write_overlays(explainer, predictions, settings, paths, resize, temperature)
     start = time.perf_counter()
-    strongest = predictions.sort_values("probability", ascending=False, kind="stable").head(settings.deletion_images)
-    deletion_images = load_images(strongest["path"].tolist(), size, settings.batch_size, resize)
-    deletion_maps, _ = explainer.heatmaps(deletion_images)
-    deletion_masks = content_masks(strongest["path"].tolist(), size, resize) if resize == "pad" else None
+    strongest, images, maps, masks = deletion_inputs(explainer, predictions, settings, resize)
     faithful = faithfulness(
         explainer,
-        deletion_images,
-        deletion_maps,
+        images,
+        maps,
         steps=settings.deletion_steps,
         baseline=settings.deletion_baseline,
         seed=settings.seed,
         random_maps_per_image=settings.deletion_random_maps,
         alpha=settings.deletion_alpha,
-        masks=deletion_masks,
+        masks=masks,
     )
     faithful.update(
         {
@@ -119,6 +116,21 @@ def explain_model(paths: ModelLayout, settings: GradcamSettings, title: str) -> 
     }
     write_json(paths.gradcam_json, record)
     return record
+
+
+def deletion_inputs(
+    explainer: GradCam, predictions: pd.DataFrame, settings: GradcamSettings, resize: str
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray | None]:
+    """What the deletion test runs on: the test images the model scores highest (their rows, pixels, Grad-CAM
+    maps, and where `resize` is pad the masks of their content)."""
+    from medcore.datasets import content_masks
+
+    size = explainer.image_shape[0]
+    strongest = predictions.sort_values("probability", ascending=False, kind="stable").head(settings.deletion_images)
+    images = load_images(strongest["path"].tolist(), size, settings.batch_size, resize)
+    maps, _ = explainer.heatmaps(images)
+    masks = content_masks(strongest["path"].tolist(), size, resize) if resize == "pad" else None
+    return strongest, images, maps, masks
 
 
 def _write_overlays(

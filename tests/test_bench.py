@@ -1034,3 +1034,46 @@ def test_cpu_sampler_reports_steal_and_services_their_own_cpu(tmp_path):
         child.wait()
     assert process_cpu_seconds(child.pid) is None
     assert 0.0 <= sampler.steal() <= 1.0 and 0.0 < sampler.busy() <= 1.0
+
+
+@pytest.mark.slow
+def test_deletion_baselines_rerun_the_stage_test_on_a_saved_model_once_per_fill(tmp_path):
+    """Same images and seed as the Grad-CAM stage, one test per fill; the blur figures equal the stage's own."""
+    import cv2
+    import numpy as np
+    import pandas as pd
+
+    from bench.deletion_baselines import baseline_figures
+    from medcore.config import GradcamSettings
+    from medcore.evaluation import load_model
+    from medcore.gradcam import GradCam, deletion_inputs, faithfulness, load_images
+    from medcore.layout import ModelLayout
+    from tests.test_gradcam import _phantom_cnn, _phantoms
+
+    images, labels = _phantoms(0, 160, 64)
+    model = _phantom_cnn(64, seed=0)
+    model.fit(images, labels.astype(np.float32), batch_size=16, epochs=6, verbose=0)
+    paths = ModelLayout(tmp_path / "pneumonia" / "standard", "pneumonia", "standard")
+    paths.root.mkdir(parents=True)
+    model.save(paths.model)
+    test_images, test_labels = _phantoms(1, 24, 64)
+    files = [tmp_path / f"{i}.png" for i in range(len(test_images))]
+    for path, image in zip(files, test_images, strict=True):
+        cv2.imwrite(str(path), image[..., 0].astype(np.uint8))
+    logits = model.predict(load_images(files, 64), verbose=0).ravel()
+    probability = 1 / (1 + np.exp(-logits))
+    pd.DataFrame(
+        {"path": map(str, files), "label": test_labels, "probability": probability, "predicted": probability > 0.5}
+    ).to_csv(paths.predictions_csv, index=False)
+    settings = GradcamSettings(deletion_images=12, deletion_steps=5, deletion_random_maps=3, seed=0)
+
+    figures = baseline_figures(paths, settings, ["blur", "mean"])
+
+    assert figures["images"] == 12 and set(figures) >= {"blur", "mean"}
+    explainer = GradCam(load_model(paths.model), settings.layer, settings.batch_size)
+    _, chosen, maps, _ = deletion_inputs(explainer, pd.read_csv(paths.predictions_csv), settings, "squash")
+    stage = faithfulness(explainer, chosen, maps, steps=5, baseline="blur", seed=settings.seed, random_maps_per_image=3)
+    for key in ("gradcam_deletion_auc", "random_deletion_auc", "p_value"):
+        assert figures["blur"][key] == pytest.approx(stage[key])
+    assert figures["blur"]["intact_logit"] == pytest.approx(figures["mean"]["intact_logit"])
+    assert figures["blur"]["deleted_logit"] != pytest.approx(figures["mean"]["deleted_logit"])
