@@ -113,6 +113,7 @@ bench: install ## measure everything in bench/ on the real sets (~4 h on 2 cores
 	$(PY) bench/dicom_throughput.py --execution graph; \
 	$(PY) bench/overhead.py; \
 	$(PY) bench/nightly.py; \
+	$(PY) bench/deletion_baselines.py; \
 	$(PY) bench/nightly.py --config configs/following-night.yaml --after bench/results/nightly.json \
 	  --name nightly_following; \
 	$(PY) bench/resize.py; \

@@ -51,6 +51,7 @@ MAKES = {
     "nightly_shared": "`make bench` (`medcore pretrain`, then `bench/nightly.py --config configs/shared-backbone.yaml "
     "--shared-backbone <its registry>/shared_backbone.keras --name nightly_shared`)",
     "nights": "`make bench` (or `.venv/bin/python bench/nights.py`)",
+    "deletion_baselines": "`make bench` (or `.venv/bin/python bench/deletion_baselines.py`, after a night)",
     "resize": "`make bench` (or `.venv/bin/python bench/resize.py`)",
     "nightly_following": "`make bench` (or `.venv/bin/python bench/nightly.py --config configs/following-night.yaml "
     "--after bench/results/nightly.json --name nightly_following`)",
@@ -639,6 +640,33 @@ def precision_profile_table(prof: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def deletion_baselines_table(result: dict[str, Any]) -> str:
+    """Grad-CAM's deletion test on a night's models under each fill: what the fill removes, and the verdict."""
+    s = result["settings"]
+    lines = [
+        f"The Grad-CAM stage's deletion test run again on the night's trained models (`{result['run_folder']}`), "
+        f"once per fill for the deleted pixels: the {s['deletion_images']} test images each model scores "
+        f"highest, {s['deletion_steps']} steps, {s['random_maps']} random maps per image, seed {s['seed']}. "
+        "Logits are means over those images; the verdict is the paired one-sided Wilcoxon test of Grad-CAM's "
+        f"area against the random maps' at level {s['alpha']}.",
+        "",
+        "| model | map | fill | logit intact → all deleted | Grad-CAM area | random area | Grad-CAM wins | p | verdict |",
+        "|---|---|---|---|--:|--:|--:|--:|---|",
+    ]
+    for m in result["models"]:
+        for fill in ("blur", "mean"):
+            row = m.get(fill)
+            if not row:
+                continue
+            lines.append(
+                f"| {m['condition']} {m['profile']} | {'×'.join(map(str, m['map_shape']))} | {fill} "
+                f"| {row['intact_logit']:.2f} → {row['deleted_logit']:.2f} | {row['gradcam_deletion_auc']:.2f} "
+                f"| {row['random_deletion_auc']:.2f} | {row['images_gradcam_better']}/{m['images']} "
+                f"| {row['p_value']:.2g} | {'beats random' if row['better_than_random'] else 'not evidence'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def stages_table(stages: dict[str, Any] | None, validate: dict[str, Any] | None) -> str:
     lines = []
     if stages:
@@ -1011,6 +1039,12 @@ def render(results: Path) -> str:
         out.append(amx_section(loaded))
     out += ["### Inference, Grad-CAM and validation", ""]
     out.append(stages_table(loaded["stages_speed"], loaded["validate_speed"]))
+    out += ["### Grad-CAM's deletion test: what the deleted pixels become", ""]
+    out.append(
+        deletion_baselines_table(loaded["deletion_baselines"])
+        if loaded["deletion_baselines"]
+        else _missing("deletion_baselines")
+    )
     out += ["## 3. Orchestration overhead", ""]
     out.append(overhead_table(loaded["overhead"]) if loaded["overhead"] else _missing("overhead"))
     out += ["## 4. The whole nightly run", ""]

@@ -244,7 +244,7 @@ def test_report_regenerates_without_any_results(tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     assert report.main(["--results", str(tmp_path / "none"), "--out", str(out)]) == 0
     # nightly.json feeds two sections (accuracy, and the whole night), each saying so
-    assert out.read_text().count("_Not measured yet") == 11
+    assert out.read_text().count("_Not measured yet") == 12
 
 
 def test_cpu_sampler_reads_a_busy_fraction():
@@ -419,6 +419,40 @@ def test_one_machine_gets_one_machine_line_and_no_amx_section(tmp_path):
     text = report.render(results)
     assert text.count("- **Machine**:") == 1 and "; measured here:" not in text
     assert "Precision on a CPU with AMX" not in text
+
+
+def test_deletion_baselines_table_shows_what_each_fill_removes_and_its_verdict(tmp_path):
+    results = tmp_path / "results"
+    row = {"gradcam_deletion_auc": 10.9, "random_deletion_auc": 10.8, "images_gradcam_better": 0, "p_value": 1.0}
+    _write(
+        results,
+        "deletion_baselines",
+        {
+            "run_folder": "runs/bench/x",
+            "settings": {"deletion_images": 32, "deletion_steps": 10, "random_maps": 5, "alpha": 0.05, "seed": 42},
+            "models": [
+                {
+                    "condition": "pneumonia",
+                    "profile": "standard",
+                    "images": 32,
+                    "map_shape": [4, 4],
+                    "blur": {**row, "intact_logit": 11.9, "deleted_logit": 10.9, "better_than_random": False},
+                    "mean": {
+                        **row,
+                        "gradcam_deletion_auc": 2.0,
+                        "images_gradcam_better": 30,
+                        "p_value": 1e-6,
+                        "intact_logit": 11.9,
+                        "deleted_logit": -3.0,
+                        "better_than_random": True,
+                    },
+                }
+            ],
+        },
+    )
+    text = report.render(results)
+    assert "| pneumonia standard | 4×4 | blur | 11.90 → 10.90 | 10.90 | 10.80 | 0/32 | 1 | not evidence |" in text
+    assert "| pneumonia standard | 4×4 | mean | 11.90 → -3.00 | 2.00 | 10.80 | 30/32 | 1e-06 | beats random |" in text
 
 
 def test_onednn_verbose_lines_and_tf_ops_are_classified():
