@@ -418,7 +418,7 @@ def test_one_machine_gets_one_machine_line_and_no_amx_section(tmp_path):
     )
     text = report.render(results)
     assert text.count("- **Machine**:") == 1 and "; measured here:" not in text
-    assert "Precision on a CPU with AMX" not in text
+    assert "### Precision on a CPU with AMX" not in text
 
 
 def test_deletion_baselines_table_shows_what_each_fill_removes_and_its_verdict(tmp_path):
