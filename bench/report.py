@@ -914,9 +914,11 @@ def resize_table(resize: dict[str, Any]) -> str:
         if resize["fraction"] >= 1.0
         else f"a keyed-hash {resize['fraction']:.0%} of each set's patients (reduced scale)"
     )
+    # per condition: a condition may override its profile's epochs
+    epochs_text = ", ".join(f"{c} {n} epoch{'s' if n != 1 else ''}" for c, n in resize["epochs"].items())
     lines = [
         f"Run: `{resize['command']}` on {scale}: profile `{resize['profile']}` ({resize['image_size']} px, "
-        f"{resize['epochs']} epoch{'s' if resize['epochs'] != 1 else ''}) trained twice through `medcore run`, once with `resize: squash` (stretched "
+        f"{epochs_text}) trained twice through `medcore run`, once with `resize: squash` (stretched "
         "to the square) and once with `resize: pad` (aspect kept, padded with black, the padding masked out of "
         "Grad-CAM), each from scratch with a registry of its own. Both variants see the same images in the "
         "same split.",

@@ -269,7 +269,11 @@ def main(argv: list[str] | None = None) -> int:
                 "conditions": conditions,
                 "profile": args.profile,
                 "image_size": base.profiles[args.profile].image_size,
-                "epochs": args.epochs or base.profiles[args.profile].epochs,
+                # per condition: a condition may override the profile's epochs (limb trains 18 of standard's 6)
+                "epochs": {
+                    c: args.epochs or base.profiles[args.profile].for_condition(base.conditions[c]).epochs
+                    for c in conditions
+                },
                 "fraction": args.fraction,
                 "seed": base.seed,
                 "variants": variants,

@@ -683,7 +683,7 @@ def test_resize_section_shows_both_variants_the_aspect_and_the_paired_difference
             "conditions": ["limb_abnormalities"],
             "profile": "standard",
             "image_size": 128,
-            "epochs": 6,
+            "epochs": {"limb_abnormalities": 18},
             "fraction": 0.5,
             "variants": {
                 "squash": _resize_variant("squash", 0.700, 0.720, 0.300),
@@ -709,7 +709,10 @@ def test_resize_section_shows_both_variants_the_aspect_and_the_paired_difference
     )
     text = report.render(results)
     assert "## 7. Resize: squash against pad (aspect kept)" in text
-    assert "a keyed-hash 50% of each set's patients (reduced scale)" in text and "(128 px, 6 epochs)" in text
+    assert (
+        "a keyed-hash 50% of each set's patients (reduced scale)" in text
+        and "(128 px, limb_abnormalities 18 epochs)" in text
+    )
     assert (
         "| limb_abnormalities | squash | 0.700 (0.650–0.750) | 0.720 (0.660–0.780) | 0.300 (0.200–0.400) | 6/6 |"
         in text
@@ -735,7 +738,7 @@ def test_resize_section_flags_a_variant_that_trained_with_the_other_resize(tmp_p
             "conditions": ["limb_abnormalities"],
             "profile": "standard",
             "image_size": 128,
-            "epochs": 6,
+            "epochs": {"limb_abnormalities": 6},
             "fraction": 1.0,
             "variants": {
                 "squash": _resize_variant("pad", 0.7, 0.7, 0.3),
@@ -786,6 +789,7 @@ def test_resize_bench_trains_both_variants_and_pairs_them_on_the_same_studies(
 
     result = json.loads((tmp_path / "results" / "resize.json").read_text())
     assert result["complete"] and result["conditions"] == ["limb_abnormalities"]
+    assert result["epochs"] == {"limb_abnormalities": 1}
     for variant in ("squash", "pad"):
         record = result["variants"][variant]
         assert record["exit"] == 0
