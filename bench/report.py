@@ -907,6 +907,11 @@ def _difference(d: dict[str, Any], what: str) -> str:
     )
 
 
+def _run_wall(record: dict[str, Any]) -> str:
+    """A resize variant's run wall minutes; a reused run's were spent on more than this variant."""
+    return "reused" if record.get("reused") else f"{record['wall_seconds'] / 60:.1f}"
+
+
 def resize_table(resize: dict[str, Any]) -> str:
     """Squash against pad: per variant the figures and cost, per condition the images' aspect and the paired difference."""
     scale = (
@@ -933,6 +938,12 @@ def resize_table(resize: dict[str, Any]) -> str:
         "same split.",
         "",
     ]
+    for variant, record in resize["variants"].items():
+        if record.get("reused"):
+            lines[-1:-1] = [
+                f"The `{variant}` models were not trained again: they are those of `{record['run_folder']}`, "
+                "which trained them with the same config and seed (`--reuse`).",
+            ]
     for condition, a in resize["aspect"].items():
         w = a.get("width_over_height")
         if not w:
@@ -955,9 +966,7 @@ def resize_table(resize: dict[str, Any]) -> str:
             r = record["conditions"][condition]
             if r["status"] != "succeeded":
                 stage = (r.get("failure") or {}).get("stage", "?")
-                lines.append(
-                    f"| {condition} | {variant} | failed at {stage} | | | | | {record['wall_seconds'] / 60:.1f} |"
-                )
+                lines.append(f"| {condition} | {variant} | failed at {stage} | | | | | {_run_wall(record)} |")
                 continue
             image, study = r["image"] or {}, r["study"] or {}
             epochs = f"{r['epochs_run']}/{r['epochs_planned']}" + (" (early stop)" if r.get("early_stopped") else "")
@@ -966,7 +975,7 @@ def resize_table(resize: dict[str, Any]) -> str:
                 f"| {condition} | {used} | {_with_interval(image.get('roc_auc'), image.get('interval'))} "
                 f"| {_with_interval(study.get('roc_auc'), study.get('interval'))} "
                 f"| {_with_interval(study.get('kappa'), study.get('kappa_interval'))} | {epochs} "
-                f"| {_num(r['train_minutes'], 1)} | {record['wall_seconds'] / 60:.1f} |"
+                f"| {_num(r['train_minutes'], 1)} | {_run_wall(record)} |"
             )
     lines += ["", "Paired, pad − squash ROC AUC (each bootstrap draw scores both models on the same patients):", ""]
     for condition, p in resize["paired"].items():
@@ -974,6 +983,11 @@ def resize_table(resize: dict[str, Any]) -> str:
             why = (p or {}).get("error") or "a variant has no test predictions"
             lines.append(f"- {condition}: not compared ({why}).")
             continue
+        if not p["images_paired"] == p["images_squash"] == p["images_pad"]:
+            lines.append(
+                f"- {condition}: the two variants' test splits differ; only {p['images_paired']} of their "
+                f"{p['images_squash']} (squash) and {p['images_pad']} (pad) test images are paired below."
+            )
         lines.append(f"- {condition}, per image: {_difference(p['image'], 'images')}.")
         if p.get("study"):
             lines.append(

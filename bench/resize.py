@@ -1,7 +1,7 @@
 """Squash against pad: the same profile trained twice on the real sets, once per way of making an image square.
 
 Usage: .venv/bin/python bench/resize.py [--config conditions.yaml] [--condition limb_abnormalities ...]
-       [--profile standard] [--epochs N] [--fraction 1.0] [--name resize]
+       [--profile standard] [--epochs N] [--fraction 1.0] [--name resize] [--reuse VARIANT=RUN_FOLDER ...]
 
 `squash` stretches every image to the square; `pad` keeps its aspect ratio and pads with black (and
 Grad-CAM masks the padding out). Each variant is one `medcore run` (the stages the DAG runs) with a
@@ -16,6 +16,12 @@ training record says was used, the test ROC AUC with its 95 % interval (per imag
 with Cohen's kappa at the val-chosen threshold, where the condition has studies), epochs run, train
 minutes, and the run's wall and CPU minutes. Per condition it records the width / height of its
 images (read from the file headers) and the share of a padded input that is padding.
+
+`--reuse pad=runs/bench/nightly-.../runs/<run id>` takes a variant's models from a run that already trained
+them instead of training them again: an interrupted bench/resize.py run, or a night whose config and seed
+are this one's (a night trains the shipped `resize`). Training on this CPU is deterministic (two cold nights
+gave every test AUC to the last digit), so the reused models are the ones this bench would train. Each
+record still says which resize its training used, and the pairing counts the test images both share.
 
 `--fraction F` keeps a keyed-hash share F of each set's groups (train, val and test alike; as
 bench/nights.py does) for a quicker run. Writes bench/results/<name>.json; `bench/report.py` turns
@@ -202,6 +208,20 @@ def paired_record(runs: dict[str, RunLayout], condition: str, profile: str, conf
     return out
 
 
+def reused_runs(parser: argparse.ArgumentParser, given: list[str]) -> dict[str, RunLayout]:
+    """`--reuse VARIANT=RUN_FOLDER` as run layouts by variant; a parser error names a bad value."""
+    reused: dict[str, RunLayout] = {}
+    for value in given:
+        variant, _, folder = value.partition("=")
+        if variant not in VARIANTS or not folder:
+            parser.error(f"--reuse {value!r}: expected VARIANT=RUN_FOLDER with VARIANT one of {', '.join(VARIANTS)}")
+        path = Path(folder).resolve()
+        if not (path / "run.json").is_file():
+            parser.error(f"--reuse {value!r}: {path} is not a run folder (it has no run.json)")
+        reused[variant] = RunLayout(path.parent, path.name)
+    return reused
+
+
 def variant_config(folder: Path, base_config: Path, data: Path, conditions: list[str], resize: str) -> Path:
     """A config that extends `base_config`, with `resize` on every chosen condition and runs of its own."""
     # The condition's `resize` overrides every profile's, so setting it here decides the variant outright.
@@ -228,7 +248,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
     parser.add_argument("--fraction", type=float, default=1.0, help="keep this keyed-hash share of each set's groups")
     parser.add_argument("--name", default="resize")
+    parser.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="VARIANT=RUN_FOLDER",
+        help="take this variant's models from a run folder that trained them (repeat for both)",
+    )
     args = parser.parse_args(argv)
+    reused = reused_runs(parser, args.reuse)
     if not 0.0 < args.fraction <= 1.0:
         parser.error(f"--fraction must be in (0, 1], got {args.fraction}")
     if args.epochs is not None and args.epochs < 1:
@@ -284,6 +312,19 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     for resize in VARIANTS:
+        if resize in reused:
+            runs[resize] = reused[resize]
+            print(f"  {resize}: reusing {os.path.relpath(runs[resize].root, ROOT)}", flush=True)
+            variants[resize] = {
+                "reused": True,
+                "wall_seconds": None,
+                "cpu_minutes": None,
+                "exit": None,
+                "run_folder": os.path.relpath(runs[resize].root, ROOT),
+                "conditions": {c: variant_record(runs[resize], c, args.profile) for c in conditions},
+            }
+            save()
+            continue
         folder = workdir / resize
         folder.mkdir(parents=True, exist_ok=True)
         config_path = variant_config(folder, Path(args.config), data, conditions, resize)

@@ -701,6 +701,9 @@ def test_resize_section_shows_both_variants_the_aspect_and_the_paired_difference
             },
             "paired": {
                 "limb_abnormalities": {
+                    "images_squash": 259,
+                    "images_pad": 259,
+                    "images_paired": 259,
                     "image": _paired(0.05, 0.01, 0.09, 259, "patient"),
                     "study": {**_paired(0.07, -0.01, 0.15, 121, "patient"), "aggregation": "mean"},
                 }
@@ -725,6 +728,57 @@ def test_resize_section_shows_both_variants_the_aspect_and_the_paired_difference
     assert "per image: +0.050 (+0.010 to +0.090) on the same 259 test images" in text and "pad better" in text
     assert "per study (mean of its images): +0.070 (-0.010 to +0.150)" in text
     assert "no difference shown (the interval spans 0)" in text
+    assert "test splits differ" not in text and "not trained again" not in text
+
+
+def test_resize_section_names_a_reused_variant_and_splits_that_differ(tmp_path):
+    """A variant taken from another run says so, shows no wall time of its own, and unpaired images are counted."""
+    results = tmp_path / "results"
+    pad = {**_resize_variant("pad", 0.75, 0.79, 0.42), "reused": True, "wall_seconds": None}
+    pad["run_folder"] = "runs/bench/nightly-x/runs/bench_nightly_x"
+    _write(
+        results,
+        "resize",
+        {
+            "command": "bench/resize.py --reuse pad=runs/bench/nightly-x/runs/bench_nightly_x",
+            "conditions": ["limb_abnormalities"],
+            "profile": "standard",
+            "image_size": 128,
+            "epochs": {"limb_abnormalities": 18},
+            "fraction": 1.0,
+            "variants": {"squash": _resize_variant("squash", 0.70, 0.72, 0.30), "pad": pad},
+            "aspect": {},
+            "paired": {
+                "limb_abnormalities": {
+                    "images_squash": 259,
+                    "images_pad": 300,
+                    "images_paired": 250,
+                    "image": _paired(0.05, 0.01, 0.09, 250, "patient"),
+                }
+            },
+        },
+    )
+    text = report.render(results)
+    assert "The `pad` models were not trained again: they are those of `runs/bench/nightly-x/" in text
+    assert "| limb_abnormalities | pad | 0.750 (0.700–0.800) |" in text and "| 3.5 | reused |" in text
+    assert "| limb_abnormalities | squash |" in text and "| 3.5 | 7.0 |" in text
+    assert "only 250 of their 259 (squash) and 300 (pad) test images are paired below" in text
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("crop=runs/x", "VARIANT one of squash, pad"),
+        ("pad=", "VARIANT one of squash, pad"),
+        ("pad={missing}", "is not a run folder (it has no run.json)"),
+    ],
+)
+def test_resize_bench_refuses_a_reuse_it_cannot_read(tmp_path, capsys, value, says):
+    from bench import resize as bench_resize
+
+    with pytest.raises(SystemExit) as exit_:
+        bench_resize.main(["--reuse", value.format(missing=tmp_path / "nowhere")])
+    assert exit_.value.code == 2 and says in capsys.readouterr().err
 
 
 def test_resize_section_flags_a_variant_that_trained_with_the_other_resize(tmp_path):
@@ -817,6 +871,15 @@ def test_resize_bench_trains_both_variants_and_pairs_them_on_the_same_studies(
     assert paired["study"]["low"] <= paired["study"]["delta"] <= paired["study"]["high"]
     text = report.render(tmp_path / "results")
     assert "| limb_abnormalities | squash |" in text and "| limb_abnormalities | pad |" in text
+
+    # Both variants again, reused from the run above: nothing trains, and the pairing is the same one.
+    reuse = [f"{v}={(ROOT / result['variants'][v]['run_folder']).resolve()}" for v in ("squash", "pad")]
+    argv = ["--config", str(tiny_config), "--name", "resize_reused"] + [f"--reuse={r}" for r in reuse]
+    assert bench_resize.main(argv) == 0
+    again = json.loads((tmp_path / "results" / "resize_reused.json").read_text())
+    assert again["complete"] and all(again["variants"][v]["reused"] for v in ("squash", "pad"))
+    assert again["variants"]["pad"]["conditions"] == result["variants"]["pad"]["conditions"]
+    assert again["paired"]["limb_abnormalities"]["study"] == paired["study"]
 
 
 def _pair_side(rate: float, epoch: float, callbacks: float | None = None) -> dict:
