@@ -932,17 +932,18 @@ def resize_table(resize: dict[str, Any]) -> str:
     epochs_text = ", ".join(f"{c} {n} epoch{'s' if n != 1 else ''}" for c, n in epochs.items())
     lines = [
         f"Run: `{resize['command']}` on {scale}: profile `{resize['profile']}` ({resize['image_size']} px, "
-        f"{epochs_text}) trained twice through `medcore run`, once with `resize: squash` (stretched "
+        f"{epochs_text}) trained from scratch twice, once with `resize: squash` (stretched "
         "to the square) and once with `resize: pad` (aspect kept, padded with black, the padding masked out of "
-        "Grad-CAM), each from scratch with a registry of its own. Both variants see the same images in the "
-        "same split.",
+        "Grad-CAM), each by a `medcore run` with a registry of its own unless reused below. Both variants see "
+        "the same images in the same split.",
         "",
     ]
     for variant, record in resize["variants"].items():
         if record.get("reused"):
             lines[-1:-1] = [
                 f"The `{variant}` models were not trained again: they are those of `{record['run_folder']}`, "
-                "which trained them with the same config and seed (`--reuse`).",
+                "which trained them from an empty registry with the same profile, data and seed (`--reuse`); "
+                "its run wall time is that of everything it ran.",
             ]
     for condition, a in resize["aspect"].items():
         w = a.get("width_over_height")
