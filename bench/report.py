@@ -919,17 +919,8 @@ def resize_table(resize: dict[str, Any]) -> str:
         if resize["fraction"] >= 1.0
         else f"a keyed-hash {resize['fraction']:.0%} of each set's patients (reduced scale)"
     )
-    # Per condition, since a condition may override its profile's epochs. Results written before the bench
-    # recorded them so hold the profile's number, which is wrong for limb: take what the trainings planned.
-    epochs = resize["epochs"]
-    if not isinstance(epochs, dict):
-        planned = {
-            c: r["conditions"][c].get("epochs_planned")
-            for r in resize["variants"].values()
-            for c in resize["conditions"]
-        }
-        epochs = {c: n if n else epochs for c, n in planned.items()}
-    epochs_text = ", ".join(f"{c} {n} epoch{'s' if n != 1 else ''}" for c, n in epochs.items())
+    # per condition: a condition may override its profile's epochs
+    epochs_text = ", ".join(f"{c} {n} epoch{'s' if n != 1 else ''}" for c, n in resize["epochs"].items())
     lines = [
         f"Run: `{resize['command']}` on {scale}: profile `{resize['profile']}` ({resize['image_size']} px, "
         f"{epochs_text}) trained from scratch twice, once with `resize: squash` (stretched "

@@ -20,7 +20,7 @@ images (read from the file headers) and the share of a padded input that is padd
 `--reuse pad=runs/bench/nightly-.../runs/<run id>` takes a variant's models from a run that already trained
 them instead of training them again: an interrupted bench/resize.py run, or a night whose config and seed
 are this one's (a night trains the shipped `resize`). Training on this CPU is deterministic (two cold nights
-gave every test AUC to the last digit), so the reused models are the ones this bench would train. Each
+gave every test AUC to the last digit), so the reused models should be the ones this bench would train. Each
 record still says which resize its training used, and the pairing counts the test images both share.
 
 `--fraction F` keeps a keyed-hash share F of each set's groups (train, val and test alike; as

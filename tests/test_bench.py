@@ -792,7 +792,7 @@ def test_resize_section_flags_a_variant_that_trained_with_the_other_resize(tmp_p
             "conditions": ["limb_abnormalities"],
             "profile": "standard",
             "image_size": 128,
-            "epochs": 3,  # one number: the profile's, as results written before per-condition epochs hold it
+            "epochs": {"limb_abnormalities": 6},
             "fraction": 1.0,
             "variants": {
                 "squash": _resize_variant("pad", 0.7, 0.7, 0.3),
@@ -806,7 +806,7 @@ def test_resize_section_flags_a_variant_that_trained_with_the_other_resize(tmp_p
     assert "| limb_abnormalities | squash (trained with pad!) |" in text
     assert "| limb_abnormalities | pad | failed at train |" in text
     assert "limb_abnormalities: not compared" in text and "on the full sets" in text
-    assert "(128 px, limb_abnormalities 6 epochs)" in text  # what the trainings planned, not the profile's 3
+    assert "(128 px, limb_abnormalities 6 epochs)" in text
 
 
 def _non_square_limb(data: Path) -> None:
