@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/nights.py [--config conditions.yaml] [--condition pneumonia ...]
        [--profile standard ...] [--epochs N] [--steps 0.55 0.70 0.85 1.0] [--policies retrain continue]
-       [--fraction 1.0] [--name nights]
+       [--fraction 1.0] [--seed N] [--name nights]
 
 The real sets are first split as the pipeline splits them (shipped splits kept, the rest by the keyed
 hash). Each night then sees every val and test image (the locked test split) and a growing share of
@@ -17,7 +17,10 @@ before and since the full set's split (both must be 0).
 
 `--fraction F` keeps only a keyed-hash share F of each set's groups (train, val and test alike) for a
 smaller run; `--epochs` overrides every profile's epochs (a warm start trains `nightly.continue_epochs`
-of them). Writes bench/results/<name>.json; `bench/report.py` turns it into a BENCHMARKS.md section.
+of them). `--seed N` replaces the config's seed, which keys the drawn splits, the order the train groups
+arrive in and every random draw of training: training is deterministic for a given seed and machine, so
+one pair of chains measures one seed's luck as much as the policy, and repeating it with other seeds
+tells the two apart. Writes bench/results/<name>.json; `bench/report.py` turns it into a BENCHMARKS.md section.
 Skips (exit 0) when the real sets are not there ($MEDCORE_DATA_ROOT, default ../shared/datasets).
 """
 
@@ -240,7 +243,18 @@ def paired_finals(policies: dict[str, Any], resamples: int, seed: int) -> dict[s
 def merge(paths: list[Path], name: str) -> int:
     """One result from several runs of one policy each; they must have measured the same thing."""
     parts = [read_json(p) for p in paths]
-    same = ("conditions", "profiles", "epochs", "steps", "fraction", "image_size", "eager", "no_gates", "margin")
+    same = (
+        "conditions",
+        "profiles",
+        "epochs",
+        "steps",
+        "fraction",
+        "image_size",
+        "eager",
+        "no_gates",
+        "margin",
+        "seed",
+    )
     for part in parts[1:]:
         differs = [k for k in same if part.get(k) != parts[0].get(k)]
         if differs:
@@ -274,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="drop the registry's absolute gates (a reduced run's tiny val split cannot meet them)",
     )
+    parser.add_argument("--seed", type=int, default=None, help="replace the config's seed (see above)")
     parser.add_argument("--name", default="nights")
     parser.add_argument(
         "--merge",
@@ -285,14 +300,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.merge:
         return merge(args.merge, args.name)
-    found = real_sets_config(args.config)
+    workdir, _ = bench_workdir(args.name)
+    config_file = Path(args.config).resolve()
+    if args.seed is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        seeded = workdir / "seeded.yaml"
+        seeded.write_text(f"extends: {config_file}\nseed: {args.seed}\n")
+        config_file = seeded
+    found = real_sets_config(config_file)
     if found is None:
         print(NO_DATA)
         return 0
     data_root, base = found
     conditions = args.condition or list(base.conditions)
     profiles = args.profile or list(base.profiles)
-    workdir, _ = bench_workdir(args.name)
     print(f"{args.name}: splitting the full sets of {', '.join(conditions)}", flush=True)
     splits = reference_splits(base, conditions)
     references = {c: s.drop_duplicates("sha256").set_index("sha256")["split"] for c, s in splits.items()}
@@ -313,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                 "eager": args.eager,
                 "no_gates": args.no_gates,
                 "margin": base.registry.margin,
+                "seed": base.seed,
                 "continue_epochs": base.nightly.continue_epochs,
                 "continue_learning_rate": base.nightly.continue_learning_rate,
                 "command": "bench/nights.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -336,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         shrink = "".join(f"  {p}: {json.dumps(overrides)}\n" for p in profiles) if overrides else ""
         config_path.write_text(
-            f"extends: {Path(args.config).resolve()}\ndata_root: {folder / 'data'}\n"
+            f"extends: {config_file}\ndata_root: {folder / 'data'}\n"
             f"runs_root: {folder / 'runs'}\nnightly: {{policy: {policy}}}\n"
             + (f"profiles:\n{shrink}" if shrink else "")
             + (
