@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pandas as pd
 
 from bench.common import NO_DATA, ROOT, bench_workdir, real_sets_config, write_result
+from medcore.config import load_config
 from medcore.jsonio import read_json
 from medcore.layout import RunLayout
 
@@ -74,6 +75,14 @@ def night_rows(split: pd.DataFrame, step: float, fraction: float, seed: int) -> 
     kept = split[split_draw("keep:" + groups, seed) < fraction] if fraction < 1.0 else split
     arrives = split_draw("arrive:" + kept["group"].astype(str), seed)
     return kept[(kept["split"] != "train") | (arrives < step)]
+
+
+def seeded_config(config: Path, seed: int, folder: Path) -> Path:
+    """A config in `folder` that is `config` with another seed; every night's config extends it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "seeded.yaml"
+    path.write_text(f"extends: {config.resolve()}\nseed: {seed}\n")
+    return path
 
 
 def _place(source: Path, target: Path) -> None:
@@ -300,18 +309,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.merge:
         return merge(args.merge, args.name)
-    workdir, _ = bench_workdir(args.name)
-    config_file = Path(args.config).resolve()
-    if args.seed is not None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        seeded = workdir / "seeded.yaml"
-        seeded.write_text(f"extends: {config_file}\nseed: {args.seed}\n")
-        config_file = seeded
-    found = real_sets_config(config_file)
+    found = real_sets_config(args.config)
     if found is None:
         print(NO_DATA)
         return 0
     data_root, base = found
+    workdir, _ = bench_workdir(args.name)
+    config_file = Path(args.config).resolve()
+    if args.seed is not None:
+        config_file = seeded_config(config_file, args.seed, workdir)
+        base = load_config(config_file)
     conditions = args.condition or list(base.conditions)
     profiles = args.profile or list(base.profiles)
     print(f"{args.name}: splitting the full sets of {', '.join(conditions)}", flush=True)

@@ -1179,3 +1179,20 @@ def test_deletion_baselines_rerun_the_stage_test_on_a_saved_model_once_per_fill(
         assert figures["blur"][key] == pytest.approx(stage[key])
     assert figures["blur"]["intact_logit"] == pytest.approx(figures["mean"]["intact_logit"])
     assert figures["blur"]["deleted_logit"] != pytest.approx(figures["mean"]["deleted_logit"])
+
+
+def test_a_seeded_config_changes_the_seed_and_nothing_else(tmp_path):
+    """`bench/nights.py --seed`: the nights' configs extend one that differs from the base in its seed alone,
+    so the drawn val split, the arrival order and training's draws change and the profiles do not."""
+    import dataclasses
+
+    from bench.nights import seeded_config
+    from medcore.config import load_config
+
+    base = load_config(ROOT / "conditions.yaml")
+    seeded = load_config(seeded_config(ROOT / "conditions.yaml", base.seed + 1, tmp_path / "run"))
+    assert seeded.seed == seeded.gradcam.seed == base.seed + 1
+    # The registry's root is relative to the file loaded; the nights set theirs in the environment.
+    assert dataclasses.replace(seeded.registry, root=base.registry.root) == base.registry
+    same = {f.name for f in dataclasses.fields(base)} - {"seed", "gradcam", "registry", "path"}
+    assert {name: getattr(seeded, name) for name in same} == {name: getattr(base, name) for name in same}
