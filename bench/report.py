@@ -878,6 +878,44 @@ def nights_table(nights: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seeds_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
+    """The same nights repeated with other seeds: per seed and condition, the cost ratio and the final champions
+    compared paired; then the spread of the differences, which one seed cannot show."""
+    lines = [
+        "Training is deterministic for a given seed and machine, so one pair of chains measures one seed's luck "
+        "as much as the policy. Each row is a full pair of chains (`bench/nights.py --seed N`, merged with "
+        "`--merge`); the seed keys the drawn val split, the order train images arrive in and every draw of "
+        "training. The locked test split is the set's own wherever it ships one.",
+        "",
+        "| seed | file | condition | CPU min retrain / continue (ratio) | final test AUC retrain / continue | "
+        "continue − retrain (95 % CI) | reading |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    deltas: dict[str, list[float]] = {}
+    for name, run in runs:
+        policies = run["policies"]
+        if not ({"retrain", "continue"} <= set(policies) and run.get("final_paired")):
+            continue
+        cpu = policies["retrain"]["cpu_minutes"], policies["continue"]["cpu_minutes"]
+        for condition, d in run["final_paired"].items():
+            deltas.setdefault(condition, []).append(d["delta"])
+            reading = "reached" if d["delta"] >= 0 else "below, not shown worse" if d["high"] >= 0 else "worse"
+            lines.append(
+                f"| {run.get('seed', 'the config’s')} | `{name}` | {condition} | {cpu[0]:.1f} / {cpu[1]:.1f} "
+                f"({cpu[1] / cpu[0]:.2f}×) | {d['retrain_auc']:.3f} / {d['continue_auc']:.3f} | {d['delta']:+.3f} "
+                f"({d['low']:+.3f} to {d['high']:+.3f}) | {reading} |"
+            )
+    lines.append("")
+    for condition, values in deltas.items():
+        if len(values) > 1:
+            lines.append(
+                f"- {condition}: over {len(values)} seeds continue − retrain averaged {sum(values) / len(values):+.3f} "
+                f"(from {min(values):+.3f} to {max(values):+.3f}); continue below retrain in "
+                f"{sum(v < 0 for v in values)} of {len(values)}"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def _final_pair(d: dict[str, Any]) -> str:
     """Continue's final champion against retrain's, paired on the same test images, and what the interval says."""
     if d["delta"] >= 0:
@@ -1076,6 +1114,11 @@ def render(results: Path) -> str:
     )
     out += ["## 6. Nights that build on each other", ""]
     out.append(nights_table(loaded["nights"]) if loaded["nights"] else _missing("nights"))
+    seeded = sorted(results.glob("nights_seed*.json"))
+    if seeded:
+        runs = [("nights.json", loaded["nights"])] if loaded["nights"] else []
+        runs += [(path.name, json.loads(path.read_text())) for path in seeded]
+        out += ["### The same nights with other seeds", "", seeds_table(runs)]
     out += ["## 7. Resize: squash against pad (aspect kept)", ""]
     out.append(resize_table(loaded["resize"]) if loaded["resize"] else _missing("resize"))
     notes = ROOT / "bench" / "notes.md"

@@ -1196,3 +1196,46 @@ def test_a_seeded_config_changes_the_seed_and_nothing_else(tmp_path):
     assert dataclasses.replace(seeded.registry, root=base.registry.root) == base.registry
     same = {f.name for f in dataclasses.fields(base)} - {"seed", "gradcam", "registry", "path"}
     assert {name: getattr(seeded, name) for name in same} == {name: getattr(base, name) for name in same}
+
+
+def test_the_seeds_section_lists_each_pair_of_chains_and_the_spread_of_their_differences(tmp_path):
+    """One row per seed and condition from nights.json and every nights_seed*.json; the summary counts the seeds
+    where continue ended below retrain, whatever a single seed's interval said."""
+    results = tmp_path / "results"
+    retrain = [_night(1, "retrain", "promoted", 0.90, None, 0.90, 10.0)]
+    cont = [_night(1, "retrain", "promoted", 0.90, None, 0.90, 4.0)]
+
+    def run(seed: int | None, delta: float, low: float, high: float) -> dict:
+        paired = {"continue_auc": 0.93 + delta, "retrain_auc": 0.93, "delta": delta, "low": low, "high": high}
+        return {
+            **({"seed": seed} if seed is not None else {}),
+            "command": "bench/nights.py",
+            "conditions": ["pneumonia"],
+            "profiles": ["standard"],
+            "steps": [1.0],
+            "fraction": 1.0,
+            "margin": 0.02,
+            "continue_epochs": 0.16,
+            "policies": {
+                "retrain": {"nights": retrain, "cpu_minutes": 20.0, "wall_minutes": 20.0},
+                "continue": {"nights": cont, "cpu_minutes": 9.0, "wall_minutes": 9.0},
+            },
+            "final_paired": {"pneumonia": paired | {"n": 60, "n_positive": 30, "units": 40, "unit": "patient"}},
+        }
+
+    _write(results, "nights", run(None, -0.02, -0.033, -0.010))
+    assert "### The same nights with other seeds" not in report.render(results)
+    _write(results, "nights_seed7", run(7, 0.004, -0.010, 0.018))
+    _write(results, "nights_seed42", run(42, -0.006, -0.020, 0.008))
+    text = report.render(results)
+    assert "### The same nights with other seeds" in text
+    assert (
+        "| the config’s | `nights.json` | pneumonia | 20.0 / 9.0 (0.45×) | 0.930 / 0.910 | -0.020 "
+        "(-0.033 to -0.010) | worse |" in text
+    )
+    assert "| 7 | `nights_seed7.json` | pneumonia | 20.0 / 9.0 (0.45×) | 0.930 / 0.934 | +0.004" in text
+    assert "| 42 | `nights_seed42.json` |" in text and "(-0.020 to +0.008) | below, not shown worse |" in text
+    assert (
+        "- pneumonia: over 3 seeds continue − retrain averaged -0.007 (from -0.020 to +0.004); continue below "
+        "retrain in 2 of 3" in text
+    )
