@@ -249,6 +249,18 @@ def paired_finals(policies: dict[str, Any], resamples: int, seed: int) -> dict[s
     return out
 
 
+def last_night_only(part: dict[str, Any], full: dict[str, Any]) -> bool:
+    """Whether `part` ran retrain for only the last of `full`'s nights (`--policies retrain --steps 1.0`).
+
+    A retrain night trains from scratch on that night's images with the config's seed whatever the registry
+    holds, and training is deterministic for a seed and machine, so that night's model is the one the full
+    chain's last night trains; the earlier nights are spent only on its CPU minutes, which such a merge
+    therefore cannot compare, and on the champion it is judged against: the merged night was judged against
+    an empty registry (its decision is recorded), not against the full chain's third champion.
+    """
+    return set(part["policies"]) == {"retrain"} and part.get("steps") == (full.get("steps") or [])[-1:]
+
+
 def merge(paths: list[Path], name: str) -> int:
     """One result from several runs of one policy each; they must have measured the same thing."""
     parts = [read_json(p) for p in paths]
@@ -264,11 +276,16 @@ def merge(paths: list[Path], name: str) -> int:
         "margin",
         "seed",
     )
-    for part in parts[1:]:
-        differs = [k for k in same if part.get(k) != parts[0].get(k)]
+    full = max(parts, key=lambda part: len(part.get("steps") or []))
+    shortcut = False
+    for part in parts:
+        differs = [k for k in same if part.get(k) != full.get(k)]
+        if differs == ["steps"] and last_night_only(part, full):
+            differs, shortcut = [], True
         if differs:
             raise SystemExit(f"cannot merge: the runs differ in {', '.join(differs)}")
-    merged = {k: v for k, v in parts[0].items() if k not in ("benchmark", "machine", "versions", "policies", "command")}
+    merged = {k: v for k, v in full.items() if k not in ("benchmark", "machine", "versions", "policies", "command")}
+    merged["retrain_last_night_only"] = shortcut
     merged["policies"] = {policy: record for part in parts for policy, record in part["policies"].items()}
     merged["command"] = " and ".join(part["command"] for part in parts) + " (side by side)"
     merged["complete"] = all(part.get("complete") for part in parts)

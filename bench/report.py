@@ -883,8 +883,10 @@ def seeds_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
     compared paired; then the spread of the differences, which one seed cannot show."""
     lines = [
         "Training is deterministic for a given seed and machine, so one pair of chains measures one seed's luck "
-        "as much as the policy. Each row is a full pair of chains (`bench/nights.py --seed N`, merged with "
-        "`--merge`); the seed keys the drawn val split, the order train images arrive in and every draw of "
+        "as much as the policy. Each row is a pair of chains (`bench/nights.py --seed N`, merged with `--merge`), or "
+        "a continue chain and retrain's last night alone, which trains the same model as the full retrain "
+        "chain's last night (`--policies retrain --steps 1.0`; it saves three scratch trainings but cannot "
+        "give retrain's CPU minutes). The seed keys the drawn val split, the order train images arrive in and every draw of "
         "training. The locked test split is the set's own wherever it ships one.",
         "",
         "| seed | file | condition | CPU min retrain / continue (ratio) | final test AUC retrain / continue | "
@@ -897,12 +899,17 @@ def seeds_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
         if not ({"retrain", "continue"} <= set(policies) and run.get("final_paired")):
             continue
         cpu = policies["retrain"]["cpu_minutes"], policies["continue"]["cpu_minutes"]
+        costs = (
+            f"— / {cpu[1]:.1f} (retrain ran its last night only)"
+            if run.get("retrain_last_night_only")
+            else f"{cpu[0]:.1f} / {cpu[1]:.1f} ({cpu[1] / cpu[0]:.2f}×)"
+        )
         for condition, d in run["final_paired"].items():
             deltas.setdefault(condition, []).append(d["delta"])
             reading = "reached" if d["delta"] >= 0 else "below, not shown worse" if d["high"] >= 0 else "worse"
             lines.append(
-                f"| {run.get('seed', 'the config’s')} | `{name}` | {condition} | {cpu[0]:.1f} / {cpu[1]:.1f} "
-                f"({cpu[1] / cpu[0]:.2f}×) | {d['retrain_auc']:.3f} / {d['continue_auc']:.3f} | {d['delta']:+.3f} "
+                f"| {run.get('seed', 'the config’s')} | `{name}` | {condition} | {costs} "
+                f"| {d['retrain_auc']:.3f} / {d['continue_auc']:.3f} | {d['delta']:+.3f} "
                 f"({d['low']:+.3f} to {d['high']:+.3f}) | {reading} |"
             )
     lines.append("")

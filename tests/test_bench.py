@@ -1239,3 +1239,34 @@ def test_the_seeds_section_lists_each_pair_of_chains_and_the_spread_of_their_dif
         "- pneumonia: over 3 seeds continue − retrain averaged -0.007 (from -0.020 to +0.004); continue below "
         "retrain in 2 of 3" in text
     )
+
+
+def test_merge_takes_retrain_run_for_only_the_last_night_and_nothing_else_that_differs(tmp_path, monkeypatch):
+    """`--merge` pairs a continue chain with retrain's last night alone (flagged, so no CPU ratio is claimed), and
+    refuses a retrain run of any other night, or runs that differ in anything else."""
+    from bench import common, nights
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(nights, "ROOT", tmp_path)
+    base = {"conditions": ["pneumonia"], "profiles": ["standard"], "fraction": 1.0, "margin": 0.02, "seed": 7}
+
+    def part(name: str, policy: str, steps: list[float], **extra) -> Path:
+        path = tmp_path / f"{name}.json"
+        record = {"nights": [{"night": i + 1} for i in range(len(steps))], "cpu_minutes": 1.0}
+        payload = {**base, **extra, "steps": steps, "command": name, "complete": False}
+        path.write_text(json.dumps({**payload, "policies": {policy: record}}))
+        return path
+
+    chain = part("continue", "continue", [0.55, 0.7, 0.85, 1.0])
+    assert nights.merge([chain, part("last", "retrain", [1.0])], "paired") == 0
+    merged = json.loads((tmp_path / "results" / "paired.json").read_text())
+    assert merged["retrain_last_night_only"] and merged["steps"] == [0.55, 0.7, 0.85, 1.0]
+    assert set(merged["policies"]) == {"retrain", "continue"}
+    assert nights.merge([chain, part("full", "retrain", [0.55, 0.7, 0.85, 1.0])], "full") == 0
+    assert not json.loads((tmp_path / "results" / "full.json").read_text())["retrain_last_night_only"]
+    with pytest.raises(SystemExit, match="differ in steps"):
+        nights.merge([chain, part("third", "retrain", [0.85])], "bad")
+    with pytest.raises(SystemExit, match="differ in steps"):
+        nights.merge([chain, part("both", "continue", [1.0])], "bad")
+    with pytest.raises(SystemExit, match="differ in steps, seed"):
+        nights.merge([chain, part("seed", "retrain", [1.0], seed=8)], "bad")
