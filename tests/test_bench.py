@@ -1239,6 +1239,10 @@ def test_the_seeds_section_lists_each_pair_of_chains_and_the_spread_of_their_dif
         "- pneumonia: over 3 seeds continue − retrain averaged -0.007 (from -0.020 to +0.004); continue below "
         "retrain in 2 of 3" in text
     )
+    _write(results, "nights_seed9", {**run(9, 0.01, -0.004, 0.024), "retrain_last_night_only": True})
+    text = report.render(results)
+    assert "| 9 | `nights_seed9.json` | pneumonia | — / 9.0 (retrain ran its last night only) | 0.930 / 0.940 |" in text
+    assert "over 4 seeds" in text and "continue below retrain in 2 of 4" in text
 
 
 def test_merge_takes_retrain_run_for_only_the_last_night_and_nothing_else_that_differs(tmp_path, monkeypatch):
