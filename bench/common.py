@@ -70,13 +70,16 @@ def medcore_env(config: Path, data_root: Path, workdir: Path, registry: Path | N
 
 def machine() -> dict[str, Any]:
     """CPU model, cores, the instruction-set flags that matter to TensorFlow, memory, OS, date."""
-    cpu, flags = platform.processor() or "unknown", []
+    cpu, flags, ids = platform.processor() or "unknown", [], {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu in ("unknown", "x86_64", ""):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = line.split(":", 1)[1].split()
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key == "model name" and cpu in ("unknown", "x86_64", ""):
+                cpu = value
+            elif key == "flags" and not flags:
+                flags = value.split()
+            elif key in ("cpu family", "model", "stepping") and key not in ids:
+                ids[key] = value
     except OSError:
         pass
     wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8")
@@ -88,6 +91,9 @@ def machine() -> dict[str, Any]:
         pass
     return {
         "cpu": cpu,
+        # The hypervisor names CPUs of different generations alike: "AMD EPYC" was a Zen 5 with AVX-512
+        # BF16 on one machine and an AVX2-only family 23 on another. Family and model tell them apart.
+        "cpu_id": " ".join(f"{k.split()[-1]} {v}" for k, v in ids.items()) or None,
         "cores": os.cpu_count(),
         "flags": [f for f in wanted if f in flags],
         "memory_gib": round(mem_kb / 2**20, 1),

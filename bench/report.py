@@ -576,16 +576,20 @@ def _median_of(values: list[Any]) -> float | None:
 AMX_RESULTS = ("peak_amx", "train_throughput_amx", "precision_profile_amx")
 
 
+def _cpu_id(m: dict[str, Any]) -> str:
+    return f" ({m['cpu_id']})" if m.get("cpu_id") else ""  # recorded since two AMD kinds shared one name
+
+
 def machine_lines(loaded: dict[str, dict[str, Any] | None]) -> list[str]:
     """One line per CPU the loaded results were measured on, naming the results measured there."""
-    by_machine: dict[tuple[str, tuple[str, ...]], tuple[dict[str, Any], list[str]]] = {}
+    by_machine: dict[tuple[str, str | None, tuple[str, ...]], tuple[dict[str, Any], list[str]]] = {}
     for name, result in loaded.items():
         m = (result or {}).get("machine")
         if m:
-            by_machine.setdefault((m["cpu"], tuple(m["flags"])), (m, []))[1].append(name)
+            by_machine.setdefault((m["cpu"], m.get("cpu_id"), tuple(m["flags"])), (m, []))[1].append(name)
     label = "Machine" if len(by_machine) == 1 else "Machines"
     return [
-        f"- **{label}**: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; flags: "
+        f"- **{label}**: {m['cpu']}{_cpu_id(m)}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; flags: "
         f"{', '.join(m['flags']) or 'none of note'}; {m['os']}, Python {m['python']}"
         + ("" if len(by_machine) == 1 else f"; measured here: {', '.join(names)}")
         for m, names in by_machine.values()

@@ -1274,3 +1274,15 @@ def test_merge_takes_retrain_run_for_only_the_last_night_and_nothing_else_that_d
         nights.merge([chain, part("both", "continue", [1.0])], "bad")
     with pytest.raises(SystemExit, match="differ in steps, seed"):
         nights.merge([chain, part("seed", "retrain", [1.0], seed=8)], "bad")
+
+
+def test_machines_that_share_a_name_are_told_apart_by_family_and_model():
+    """Two CPUs the hypervisor calls "AMD EPYC" get a line each, with the family and model read from cpuinfo."""
+    here = machine()
+    if Path("/proc/cpuinfo").exists() and "cpu family" in Path("/proc/cpuinfo").read_text():
+        assert here["cpu_id"].startswith("family ") and " model " in here["cpu_id"]
+    old = {**here, "cpu": "AMD EPYC", "cpu_id": None, "flags": ["avx2", "fma"]}
+    new = {**old, "cpu_id": "family 23 model 1 stepping 2"}
+    lines = report.machine_lines({"a": {"machine": old}, "b": {"machine": new}})
+    assert len(lines) == 2 and lines[1].startswith("- **Machines**: AMD EPYC (family 23 model 1 stepping 2), ")
+    assert lines[0].startswith("- **Machines**: AMD EPYC, ") and lines[1].endswith("measured here: b")
