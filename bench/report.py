@@ -893,11 +893,11 @@ def seeds_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
         "give retrain's CPU minutes). The seed keys the drawn val split, the order train images arrive in and every draw of "
         "training. The locked test split is the set's own wherever it ships one.",
         "",
-        "| seed | file | condition | CPU min retrain / continue (ratio) | final test AUC retrain / continue | "
-        "continue − retrain (95 % CI) | reading |",
-        "|---|---|---|---|---|---|---|",
+        "| seed | scale | CPU | file | condition | CPU min retrain / continue (ratio) | "
+        "final test AUC retrain / continue | continue − retrain (95 % CI) | reading |",
+        "|---|--:|---|---|---|---|---|---|---|",
     ]
-    deltas: dict[str, list[float]] = {}
+    deltas: dict[tuple[str, float], list[float]] = {}
     for name, run in runs:
         policies = run["policies"]
         if not ({"retrain", "continue"} <= set(policies) and run.get("final_paired")):
@@ -908,19 +908,23 @@ def seeds_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
             if run.get("retrain_last_night_only")
             else f"{cpu[0]:.1f} / {cpu[1]:.1f} ({cpu[1] / cpu[0]:.2f}×)"
         )
+        where = run.get("machine") or {}
+        cpu_name = f"{where.get('cpu', '?')}{_cpu_id(where)}"
         for condition, d in run["final_paired"].items():
-            deltas.setdefault(condition, []).append(d["delta"])
+            deltas.setdefault((condition, run["fraction"]), []).append(d["delta"])
             reading = "reached" if d["delta"] >= 0 else "below, not shown worse" if d["high"] >= 0 else "worse"
             lines.append(
-                f"| {run.get('seed', 'the config’s')} | `{name}` | {condition} | {costs} "
+                f"| {run.get('seed', 'the config’s')} | {run['fraction']:.0%} | {cpu_name} | `{name}` | {condition} "
+                f"| {costs} "
                 f"| {d['retrain_auc']:.3f} / {d['continue_auc']:.3f} | {d['delta']:+.3f} "
                 f"({d['low']:+.3f} to {d['high']:+.3f}) | {reading} |"
             )
     lines.append("")
-    for condition, values in deltas.items():
+    for (condition, fraction), values in deltas.items():
         if len(values) > 1:
             lines.append(
-                f"- {condition}: over {len(values)} seeds continue − retrain averaged {sum(values) / len(values):+.3f} "
+                f"- {condition} at {fraction:.0%} scale: over {len(values)} seeds continue − retrain averaged "
+                f"{sum(values) / len(values):+.3f} "
                 f"(from {min(values):+.3f} to {max(values):+.3f}); continue below retrain in "
                 f"{sum(v < 0 for v in values)} of {len(values)}"
             )
@@ -1127,8 +1131,8 @@ def render(results: Path) -> str:
     out.append(nights_table(loaded["nights"]) if loaded["nights"] else _missing("nights"))
     seeded = sorted(results.glob("nights_seed*.json"))
     if seeded:
-        runs = [("nights.json", loaded["nights"])] if loaded["nights"] else []
-        runs += [(path.name, json.loads(path.read_text())) for path in seeded]
+        earlier = [results / "nights.json", results / "nights_reduced.json"]  # the config's seed, full and 30 %
+        runs = [(path.name, json.loads(path.read_text())) for path in [*earlier, *seeded] if path.exists()]
         out += ["### The same nights with other seeds", "", seeds_table(runs)]
     out += ["## 7. Resize: squash against pad (aspect kept)", ""]
     out.append(resize_table(loaded["resize"]) if loaded["resize"] else _missing("resize"))

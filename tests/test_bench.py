@@ -1230,19 +1230,22 @@ def test_the_seeds_section_lists_each_pair_of_chains_and_the_spread_of_their_dif
     text = report.render(results)
     assert "### The same nights with other seeds" in text
     assert (
-        "| the config’s | `nights.json` | pneumonia | 20.0 / 9.0 (0.45×) | 0.930 / 0.910 | -0.020 "
-        "(-0.033 to -0.010) | worse |" in text
+        f"| the config’s | 100% | {machine()['cpu']}" in text
+        and "| `nights.json` | pneumonia | 20.0 / 9.0 (0.45×) | 0.930 / 0.910 | -0.020 (-0.033 to -0.010) | worse |"
+        in text
     )
-    assert "| 7 | `nights_seed7.json` | pneumonia | 20.0 / 9.0 (0.45×) | 0.930 / 0.934 | +0.004" in text
-    assert "| 42 | `nights_seed42.json` |" in text and "(-0.020 to +0.008) | below, not shown worse |" in text
+    assert "| `nights_seed7.json` | pneumonia | 20.0 / 9.0 (0.45×) | 0.930 / 0.934 | +0.004" in text
+    assert "| `nights_seed42.json` |" in text and "(-0.020 to +0.008) | below, not shown worse |" in text
     assert (
-        "- pneumonia: over 3 seeds continue − retrain averaged -0.007 (from -0.020 to +0.004); continue below "
-        "retrain in 2 of 3" in text
+        "- pneumonia at 100% scale: over 3 seeds continue − retrain averaged -0.007 (from -0.020 to +0.004); "
+        "continue below retrain in 2 of 3" in text
     )
     _write(results, "nights_seed9", {**run(9, 0.01, -0.004, 0.024), "retrain_last_night_only": True})
+    _write(results, "nights_reduced", {**run(None, -0.07, -0.12, -0.03), "fraction": 0.3})
     text = report.render(results)
-    assert "| 9 | `nights_seed9.json` | pneumonia | — / 9.0 (retrain ran its last night only) | 0.930 / 0.940 |" in text
-    assert "over 4 seeds" in text and "continue below retrain in 2 of 4" in text
+    assert "| `nights_seed9.json` | pneumonia | — / 9.0 (retrain ran its last night only) | 0.930 / 0.940 |" in text
+    assert "at 100% scale: over 4 seeds" in text and "continue below retrain in 2 of 4" in text
+    assert "| the config’s | 30% |" in text and "at 30% scale" not in text  # one seed there: no spread
 
 
 def test_merge_takes_retrain_run_for_only_the_last_night_and_nothing_else_that_differs(tmp_path, monkeypatch):
