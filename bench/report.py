@@ -909,7 +909,8 @@ def seeds_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
             else f"{cpu[0]:.1f} / {cpu[1]:.1f} ({cpu[1] / cpu[0]:.2f}×)"
         )
         where = run.get("machine") or {}
-        cpu_name = f"{where.get('cpu', '?')}{_cpu_id(where)}"
+        widest = next((f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in where.get("flags", [])), None)
+        cpu_name = f"{where.get('cpu', '?')}{_cpu_id(where)}" + (f", {widest}" if widest else "")
         for condition, d in run["final_paired"].items():
             deltas.setdefault((condition, run["fraction"]), []).append(d["delta"])
             reading = "reached" if d["delta"] >= 0 else "below, not shown worse" if d["high"] >= 0 else "worse"
