@@ -529,6 +529,22 @@ def _night(
     }
 
 
+def _nights_result(retrain: list, cont: list, cpu: tuple[float, float], **fields) -> dict:
+    """A nights result for pneumonia × standard at full scale with the two policies' nights, overridable."""
+    return {
+        "conditions": ["pneumonia"],
+        "profiles": ["standard"],
+        "fraction": 1.0,
+        "margin": 0.02,
+        "continue_epochs": 0.16,
+        "policies": {
+            "retrain": {"nights": retrain, "cpu_minutes": cpu[0], "wall_minutes": cpu[0]},
+            "continue": {"nights": cont, "cpu_minutes": cpu[1], "wall_minutes": cpu[1]},
+        },
+        **fields,
+    }
+
+
 def test_nights_section_judges_the_targets_on_the_recorded_figures(tmp_path):
     """The nights table: per night cost, plan, decision and champion; the verdicts follow the figures."""
     results = tmp_path / "results"
@@ -543,20 +559,10 @@ def test_nights_section_judges_the_targets_on_the_recorded_figures(tmp_path):
     _write(
         results,
         "nights",
-        {
-            "command": "bench/nights.py --fraction 0.1",
-            "conditions": ["pneumonia"],
-            "profiles": ["standard"],
-            "epochs": 2,
-            "steps": [0.55, 1.0],
-            "fraction": 0.1,
-            "margin": 0.02,
-            "continue_epochs": 0.5,
-            "policies": {
-                "retrain": {"nights": retrain, "cpu_minutes": 21.0, "wall_minutes": 21.0},
-                "continue": {"nights": cont, "cpu_minutes": 14.0, "wall_minutes": 14.0},
-            },
-        },
+        _nights_result(
+            retrain, cont, (21.0, 14.0), command="bench/nights.py --fraction 0.1", epochs=2, steps=[0.55, 1.0]
+        )
+        | {"fraction": 0.1, "continue_epochs": 0.5},
     )
     text = report.render(results)
     assert "## 6. Nights that build on each other" in text and "a keyed-hash 10% of each set's patients" in text
@@ -1207,19 +1213,8 @@ def test_the_seeds_section_lists_each_pair_of_chains_and_the_spread_of_their_dif
 
     def run(seed: int | None, delta: float, low: float, high: float) -> dict:
         paired = {"continue_auc": 0.93 + delta, "retrain_auc": 0.93, "delta": delta, "low": low, "high": high}
-        return {
+        return _nights_result(retrain, cont, (20.0, 9.0), command="bench/nights.py", steps=[1.0]) | {
             **({"seed": seed} if seed is not None else {}),
-            "command": "bench/nights.py",
-            "conditions": ["pneumonia"],
-            "profiles": ["standard"],
-            "steps": [1.0],
-            "fraction": 1.0,
-            "margin": 0.02,
-            "continue_epochs": 0.16,
-            "policies": {
-                "retrain": {"nights": retrain, "cpu_minutes": 20.0, "wall_minutes": 20.0},
-                "continue": {"nights": cont, "cpu_minutes": 9.0, "wall_minutes": 9.0},
-            },
             "final_paired": {"pneumonia": paired | {"n": 60, "n_positive": 30, "units": 40, "unit": "patient"}},
         }
 
