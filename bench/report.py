@@ -882,6 +882,18 @@ def nights_table(nights: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def mean_with_t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """The mean of per-seed differences and its Student-t interval. The spread between seeds holds what one
+    seed's bootstrap cannot: training's luck and the drawn val split, so this is the interval the policy is
+    judged by once there are a few seeds."""
+    from scipy.stats import t
+
+    n = len(values)
+    mean = statistics.fmean(values)
+    half = t.ppf(0.5 + confidence / 2, n - 1) * statistics.stdev(values) / n**0.5
+    return mean, mean - half, mean + half
+
+
 def seeds_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
     """The same nights repeated with other seeds: per seed and condition, the cost ratio and the final champions
     compared paired; then the spread of the differences, which one seed cannot show."""
@@ -923,10 +935,11 @@ def seeds_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
     lines.append("")
     for (condition, fraction), values in deltas.items():
         if len(values) > 1:
+            mean, low, high = mean_with_t_interval(values)
             lines.append(
                 f"- {condition} at {fraction:.0%} scale: over {len(values)} seeds continue − retrain averaged "
-                f"{sum(values) / len(values):+.3f} "
-                f"(from {min(values):+.3f} to {max(values):+.3f}); continue below retrain in "
+                f"{mean:+.3f} (95 % t interval over seeds {low:+.3f} to {high:+.3f}; "
+                f"from {min(values):+.3f} to {max(values):+.3f}); continue below retrain in "
                 f"{sum(v < 0 for v in values)} of {len(values)}"
             )
     return "\n".join(lines) + "\n"

@@ -1232,8 +1232,8 @@ def test_the_seeds_section_lists_each_pair_of_chains_and_the_spread_of_their_dif
     assert "| `nights_seed7.json` | pneumonia | 20.0 / 9.0 (0.45×) | 0.930 / 0.934 | +0.004" in text
     assert "| `nights_seed42.json` |" in text and "(-0.020 to +0.008) | below, not shown worse |" in text
     assert (
-        "- pneumonia at 100% scale: over 3 seeds continue − retrain averaged -0.007 (from -0.020 to +0.004); "
-        "continue below retrain in 2 of 3" in text
+        "- pneumonia at 100% scale: over 3 seeds continue − retrain averaged -0.007 "
+        "(95 % t interval over seeds -0.037 to +0.023; from -0.020 to +0.004); continue below retrain in 2 of 3" in text
     )
     _write(results, "nights_seed9", {**run(9, 0.01, -0.004, 0.024), "retrain_last_night_only": True})
     _write(results, "nights_reduced", {**run(None, -0.07, -0.12, -0.03), "fraction": 0.3})
