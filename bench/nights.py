@@ -261,11 +261,19 @@ def last_night_only(part: dict[str, Any], full: dict[str, Any]) -> bool:
     return set(part["policies"]) == {"retrain"} and part.get("steps") == (full.get("steps") or [])[-1:]
 
 
+def only_conditions(record: dict[str, Any], conditions: list[str]) -> dict[str, Any]:
+    """A policy's record with each night's conditions narrowed to `conditions`."""
+    nights = [
+        {**night, "conditions": {c: r for c, r in night.get("conditions", {}).items() if c in conditions}}
+        for night in record["nights"]
+    ]
+    return {**record, "nights": nights}
+
+
 def merge(paths: list[Path], name: str) -> int:
     """One result from several runs of one policy each; they must have measured the same thing."""
     parts = [read_json(p) for p in paths]
     same = (
-        "conditions",
         "profiles",
         "epochs",
         "steps",
@@ -284,9 +292,17 @@ def merge(paths: list[Path], name: str) -> int:
             differs, shortcut = [], True
         if differs:
             raise SystemExit(f"cannot merge: the runs differ in {', '.join(differs)}")
+    # Conditions may differ only where no CPU ratio is claimed anyway (retrain's last night alone): the paired
+    # comparison is per condition, so it keeps the conditions every run measured.
+    common = [c for c in full["conditions"] if all(c in part["conditions"] for part in parts)]
+    if not common or (not shortcut and any(part["conditions"] != full["conditions"] for part in parts)):
+        raise SystemExit("cannot merge: the runs differ in conditions")
     merged = {k: v for k, v in full.items() if k not in ("benchmark", "machine", "versions", "policies", "command")}
     merged["retrain_last_night_only"] = shortcut
-    merged["policies"] = {policy: record for part in parts for policy, record in part["policies"].items()}
+    merged["conditions"] = common
+    merged["policies"] = {
+        policy: only_conditions(record, common) for part in parts for policy, record in part["policies"].items()
+    }
     merged["command"] = " and ".join(part["command"] for part in parts) + " (side by side)"
     merged["complete"] = all(part.get("complete") for part in parts)
     if merged["complete"]:

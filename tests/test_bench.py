@@ -1274,6 +1274,36 @@ def test_merge_takes_retrain_run_for_only_the_last_night_and_nothing_else_that_d
         nights.merge([chain, part("seed", "retrain", [1.0], seed=8)], "bad")
 
 
+def test_merge_keeps_the_conditions_both_runs_measured_only_when_no_cpu_ratio_is_claimed(tmp_path, monkeypatch):
+    """A pneumonia-only continue chain pairs with a retrain last night of two conditions on pneumonia alone; two
+    full chains of different conditions would compare CPU minutes of different work, so they are refused."""
+    from bench import common, nights
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(nights, "ROOT", tmp_path)
+    base = {"profiles": ["standard"], "fraction": 1.0, "margin": 0.02, "seed": 42, "complete": False}
+
+    def part(name: str, policy: str, steps: list[float], conditions: list[str]) -> Path:
+        nights_ = [
+            {"night": i + 1, "conditions": {c: {"decision": "promoted"} for c in conditions}} for i in range(len(steps))
+        ]
+        payload = {**base, "conditions": conditions, "steps": steps, "command": name}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({**payload, "policies": {policy: {"nights": nights_, "cpu_minutes": 1.0}}}))
+        return path
+
+    chain = part("continue", "continue", [0.55, 0.7, 0.85, 1.0], ["pneumonia"])
+    assert nights.merge([chain, part("last", "retrain", [1.0], ["pneumonia", "cardiomegaly"])], "paired") == 0
+    merged = json.loads((tmp_path / "results" / "paired.json").read_text())
+    assert merged["conditions"] == ["pneumonia"] and merged["retrain_last_night_only"]
+    assert list(merged["policies"]["retrain"]["nights"][0]["conditions"]) == ["pneumonia"]
+    full = part("full", "retrain", [0.55, 0.7, 0.85, 1.0], ["pneumonia", "cardiomegaly"])
+    with pytest.raises(SystemExit, match="differ in conditions"):
+        nights.merge([chain, full], "bad")
+    with pytest.raises(SystemExit, match="differ in conditions"):
+        nights.merge([chain, part("other", "retrain", [1.0], ["limb"])], "bad")
+
+
 def test_machines_that_share_a_name_are_told_apart_by_family_and_model():
     """Two CPUs the hypervisor calls "AMD EPYC" get a line each, with the family and model read from cpuinfo."""
     here = machine()
