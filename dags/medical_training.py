@@ -31,6 +31,7 @@ CONFIG = os.environ.get("MEDCORE_CONFIG") or str(Path(__file__).resolve().parent
 # MEDCORE_SCHEDULE: a cron expression in UTC; the scheduler tests move it next to the present.
 SCHEDULE = os.environ.get("MEDCORE_SCHEDULE") or "0 1 * * *"
 MAX_EPOCHS = 1000  # the bound medcore.pipeline.plan_run checks (imported there with pandas, so restated here)
+MIN_BUDGET, MAX_BUDGET = 10, 1440  # likewise medcore.pipeline's night budget bounds, in minutes
 
 
 def _names(kind: str) -> list[str]:
@@ -88,9 +89,10 @@ def _choice_list(kind: str, title: str, description: str) -> Param:
     )
 
 
-# Only checks the trigger form can show next to its field are in the schemas: the choices above. A bound
-# such as `minimum` would make the form's number box silently change 0 to 1, and a `pattern` failing
-# after Trigger shows as a raw schema dump; `plan` checks those and fails the run with one sentence.
+# Only checks the trigger form can show next to its field are in the schemas: the choices above, and the
+# budget's bounds. A bound such as `minimum` makes the form's number box change 0 to 1 silently, which would
+# turn an epochs override into another; a budget clamped to 10..1440 minutes is still the budget meant. A
+# `pattern` failing after Trigger shows as a raw schema dump; `plan` checks those and fails with one sentence.
 PARAMS = {
     "conditions": _choice_list("conditions", "Conditions", "Conditions to train; none selected trains all of them."),
     "profiles": _choice_list("profiles", "Profiles", "Training profiles; none selected uses all of them."),
@@ -100,6 +102,16 @@ PARAMS = {
         title="Epochs override",
         description=f"Train every model for this many epochs (1 to {MAX_EPOCHS}) instead of its "
         "profile's; empty keeps each profile's.",
+    ),
+    "budget_minutes": Param(
+        None,
+        type=["null", "number"],
+        minimum=MIN_BUDGET,
+        maximum=MAX_BUDGET,
+        title="Night budget (minutes)",
+        description=f"Fit this run into this many minutes ({MIN_BUDGET} to {MAX_BUDGET}): the planner cuts "
+        "epochs, then profiles, then conditions whose champion is still good, and the report says what and why. "
+        "Empty uses the config's night.budget_minutes.",
     ),
     "recipients": Param(
         None,
@@ -136,7 +148,10 @@ def training_pipeline() -> None:
 
     @task(execution_timeout=_minutes(TASKS.report_minutes))
     def plan(params=None, run_id=None) -> list[dict]:
-        """Expand the run parameters into one job per (condition, profile)."""
+        """Expand the run parameters into one job per (condition, profile) and fit them into the night's budget.
+
+        The log shows the plan: predicted minutes per chain, the budget, and each cut with its reason.
+        """
         from medcore.airflow_adapter import call_stage
         from medcore.pipeline import plan_run
 
@@ -148,6 +163,7 @@ def training_pipeline() -> None:
             params["profiles"] or (),
             params["epochs"],
             params=dict(params),
+            budget_minutes=params.get("budget_minutes"),
         )
 
     @task(execution_timeout=_minutes(TASKS.validate_minutes))

@@ -74,7 +74,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from medcore.pipeline import run_all
 
     run_id = args.run_id or "cli__" + dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    summary = run_all(args.config, run_id, args.condition or (), args.profile or (), args.epochs)
+    summary = run_all(args.config, run_id, args.condition or (), args.profile or (), args.epochs, args.budget)
     for failure in summary["failures"]:
         print(f"FAILED {failure['condition']}/{failure['profile']} at {failure['stage']}: {failure['error']}")
     print(f"{summary['succeeded']}/{summary['planned']} models succeeded")
@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--condition", action="append", help="repeat to pick several (default: all)")
     run.add_argument("--profile", action="append", help="repeat to pick several (default: all)")
     run.add_argument("--epochs", type=int, default=None, help="override every profile's epochs")
+    run.add_argument(
+        "--budget", type=float, default=None, help="minutes the run may take (default: config's night.budget_minutes)"
+    )
     run.add_argument("--run-id", default=None)
     run.set_defaults(func=_cmd_run)
 

@@ -706,7 +706,7 @@ class NotifySettings:
 
 
 # --- nights that build on each other ------------------------------------------------------------------
-__all__ += ["NightlySettings", "TaskSettings", "NIGHTLY_POLICIES"]
+__all__ += ["NightlySettings", "TaskSettings", "NIGHTLY_POLICIES", "NightSettings", "NightBudget"]
 NIGHTLY_POLICIES = typing.get_args(NightlyPolicy)
 
 
@@ -750,6 +750,28 @@ class TaskSettings:
         return self.train_minutes_fixed + self.train_minutes_per_epoch * max(
             (p.epochs for p in profiles.values()), default=1
         )
+
+
+@dataclass(frozen=True, config=_SETTINGS)
+class NightBudget:
+    """Minutes a night may take, by kind: cold (a condition trains from scratch) or following (all warm)."""
+
+    cold: float = _number(240.0, 1.0, 1440.0, "budget of a night on which any condition trains from scratch")
+    following: float = _number(90.0, 1.0, 1440.0, "budget of a night on which every condition continues or skips")
+
+
+@dataclass(frozen=True, config=_SETTINGS)
+class NightSettings:
+    """The night budget planner (medcore.budget): what a night may cost and how it is cut to fit."""
+
+    budget_minutes: NightBudget = Field(default_factory=NightBudget)
+    # Rung 2 of the ladder never trains a chain for fewer than this share of its epochs; rungs 4 and 5 follow.
+    min_epoch_share: float = _number(0.5, 0.05, 1.0, "fewest epochs the planner may cut a chain to, as a share")
+    keep_profile: str = _text("standard", "the profile rung 4 keeps when it drops the others of a condition")
+    # A training stops at the end of the epoch that would overrun (predicted x (1 + margin) + slack).
+    deadline_margin: float = _number(0.5, 0.0, 10.0, "a chain's training deadline: its prediction times 1 + this")
+    deadline_slack_minutes: float = _number(10.0, 0.0, 1440.0, "plus these minutes (start-up varies most)")
+    probe: bool = _flag(True, "time a <= 30 s DenseNet121 probe when no night on this CPU kind has been measured")
 
 
 @dataclass(frozen=True, config=_SETTINGS)
@@ -800,6 +822,7 @@ class Config:
     notify: NotifySettings = Field(default_factory=NotifySettings)
     nightly: NightlySettings = Field(default_factory=NightlySettings)
     tasks: TaskSettings = Field(default_factory=TaskSettings)
+    night: NightSettings = Field(default_factory=NightSettings)
     conditions: Mapping[str, Condition] = Field(default_factory=dict, description="one binary task per key")
     profiles: Mapping[str, Profile] = Field(
         default_factory=dict, description="one training recipe per key; every condition trains with each"

@@ -116,6 +116,11 @@ class ModelLayout:
         return self.root / "champion_predictions.csv"
 
     @property
+    def timings_json(self) -> Path:
+        """Start and seconds of each stage's last successful attempt: the chain's actual minutes."""
+        return self.root / "timings.json"
+
+    @property
     def nightly_json(self) -> Path:
         """How tonight trains: retrain, continue or skip, why, and what changed since the champion."""
         return self.root / "nightly.json"
@@ -179,6 +184,11 @@ class RunLayout:
     def promotion_json(self) -> Path:
         """The champion decision per condition, written by the promote stage before the report."""
         return self.root / "promotion.json"
+
+    @property
+    def plan_json(self) -> Path:
+        """The night plan (medcore.budget): predicted minutes per chain, the budget, what was cut and why."""
+        return self.root / "plan.json"
 
     @property
     def notify_json(self) -> Path:

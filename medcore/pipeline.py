@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 STAGES = ("validate", "train", "evaluate", "gradcam")
 MAX_EPOCHS = 1000  # the trigger form's epochs override
+MIN_BUDGET, MAX_BUDGET = 10, 1440  # the trigger form's night budget, in minutes
 Job = dict[str, Any]
 
 
@@ -69,6 +71,7 @@ def _stage(name: str) -> Callable[[Callable[..., Job]], Callable[[Job], Job]]:
             condition = config.conditions[job["condition"]]
             profile = config.profiles[job["profile"]].for_condition(condition)
             log.info("%s: %s/%s (run %s)", name, condition.name, profile.name, job["run_id"])
+            started, clock = _now(), time.perf_counter()
             try:
                 result = body(job, config, condition, profile, paths)
             except Skipped:
@@ -81,11 +84,20 @@ def _stage(name: str) -> Callable[[Callable[..., Job]], Callable[[Job], Job]]:
                 )
                 raise
             paths.failure_json.unlink(missing_ok=True)  # a retry that succeeds clears the old failure
+            _record_timing(paths, name, started, time.perf_counter() - clock)
             return result
 
         return run
 
     return decorate
+
+
+def _record_timing(paths: ModelLayout, stage: str, started: str, seconds: float) -> None:
+    """Add this stage's start and seconds to the chain's timings.json (the actual minutes the report compares)."""
+    timings = read_json(paths.timings_json) if paths.timings_json.exists() else {}
+    if stage == "validate":  # a chain starts again: an older run's later stages are not this one's
+        timings = {}
+    write_json(paths.timings_json, {**timings, stage: {"started": started, "seconds": round(seconds, 2)}})
 
 
 def recipients(given: Iterable[str] | None) -> list[str]:
@@ -105,10 +117,14 @@ def plan_run(
     profiles: Iterable[str] = (),
     epochs: int | None = None,
     params: dict[str, Any] | None = None,
+    budget_minutes: float | None = None,
 ) -> list[Job]:
-    """Return one job per (condition, profile) and record the plan in `run.json`.
+    """Return one job per (condition, profile) the night budget keeps, in pool order; record it in `run.json`.
 
-    Empty `conditions` or `profiles` mean all of them. Unknown names raise ConfigError.
+    Empty `conditions` or `profiles` mean all of them. Unknown names raise ConfigError. The night planner
+    (medcore.budget) predicts each chain's minutes on this machine and fits the night into `budget_minutes`
+    (default: the config's `night.budget_minutes` for a cold or following night); plan.json and this task's
+    log say what it predicted and what it cut, and why.
     """
     config = load_config(config_path)
     conditions, profiles = list(conditions or config.conditions), list(profiles or config.profiles)
@@ -118,6 +134,10 @@ def plan_run(
             raise ConfigError(f"{config.path}: unknown {kind} {unknown[0]!r} (known: {', '.join(known)})")
     if epochs is not None and not 1 <= epochs <= MAX_EPOCHS:
         raise ConfigError(f"epochs override must be 1 to {MAX_EPOCHS} (empty keeps each profile's), got {epochs}")
+    if budget_minutes is not None and not MIN_BUDGET <= budget_minutes <= MAX_BUDGET:
+        raise ConfigError(
+            f"budget must be {MIN_BUDGET} to {MAX_BUDGET} minutes (empty keeps the config's), got {budget_minutes}"
+        )
     params = {**params, "recipients": recipients(params.get("recipients"))} if params else {}
     run = RunLayout(config.runs_root, run_id)
     jobs = [
@@ -134,6 +154,10 @@ def plan_run(
         for p in profiles
     ]
     started = read_json(run.run_json)["started"] if run.run_json.exists() else _now()
+    if run.plan_json.exists() and run.run_json.exists():  # a retried plan task keeps the night it planned
+        jobs = read_json(run.run_json)["jobs"]
+    else:
+        jobs = _fit_to_budget(config, run, jobs, budget_minutes)
     write_json(
         run.run_json,
         {
@@ -146,6 +170,35 @@ def plan_run(
         },
     )
     return jobs
+
+
+def _fit_to_budget(config: Config, run: RunLayout, jobs: list[Job], budget_minutes: float | None) -> list[Job]:
+    """The jobs the night plan keeps, longest first, each with its planned epochs and training deadline."""
+    from medcore.budget import plan_for_run
+
+    plan = plan_for_run(config, jobs, budget_minutes)
+    if plan is None:
+        reason = "no night on this CPU kind was measured and the probe gave no figure: the full plan is kept"
+        log.warning("night plan: %s", reason)
+        write_json(run.plan_json, {"budget_minutes": budget_minutes, "chains": [], "cuts": [], "notes": [reason]})
+        return jobs
+    for line in plan.lines():
+        log.info("%s", line)
+    by_key = {(j["condition"], j["profile"]): j for j in jobs}
+    planned = []
+    for chain in plan.chains:
+        job = dict(by_key[(chain["condition"], chain["profile"])])
+        train = chain["predicted_minutes"]["train"]
+        job.update(
+            planned_mode=chain["mode"],
+            planned_epochs=chain["epochs"] if chain["epochs"] < chain["epochs_asked"] else None,
+            train_deadline_minutes=round(
+                train * (1 + config.night.deadline_margin) + config.night.deadline_slack_minutes, 1
+            ),
+        )
+        planned.append(job)
+    write_json(run.plan_json, {**plan.to_dict(), "planned_at": _now()})
+    return planned
 
 
 def jobs_by_slots(jobs: list[Job], slots: Iterable[int]) -> dict[str, list[Job]]:
@@ -262,6 +315,8 @@ def train(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
         profile, warm_start = _with(profile, weights="none"), None
     else:
         warm_start = _warm_start(config, condition.name, profile.weights)
+    epochs = _budgeted_epochs(job, plan["mode"], epochs)
+    deadline = time.monotonic() + 60 * job["train_deadline_minutes"] if job.get("train_deadline_minutes") else None
     split = _split(paths)
     crossval = needs_cross_validation(split, config.evaluation)
     if crossval:  # too few test patients to measure anything: estimate out of fold, ship a model of all the data
@@ -277,9 +332,12 @@ def train(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
         split = all_data_split(split)
     else:
         paths.crossval_csv.unlink(missing_ok=True)
-    record = train_model(config, profile, split, paths, epochs=epochs, warm_start=warm_start)
+    record = train_model(config, profile, split, paths, epochs=epochs, warm_start=warm_start, deadline=deadline)
     record.update(
         {
+            "machine": _machine(),
+            "planned_epochs": job.get("planned_epochs"),
+            "train_deadline_minutes": job.get("train_deadline_minutes"),
             "dataset_fingerprint": read_json(paths.validation_json)["fingerprint"],
             "nightly_mode": plan["mode"],
             "nightly_reason": plan.get("reason"),
@@ -289,6 +347,31 @@ def train(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     )
     write_json(paths.training_json, record)
     return job
+
+
+def _budgeted_epochs(job: Job, mode: str, epochs: int) -> int:
+    """The epochs tonight's budget allows: the plan's cut where it planned this mode, else the profile's.
+
+    The plan is made before validation decides the mode from the registry; a chain that turns out to
+    retrain where a warm start was planned (or the other way) keeps its own epochs, and the log says so.
+    """
+    planned = job.get("planned_epochs")
+    if not planned:
+        return epochs
+    if job.get("planned_mode") not in (None, mode):
+        log.warning(
+            "%s/%s: planned as %s but trains as %s; the budget's %d epochs do not apply, %d do",
+            job["condition"], job["profile"], job["planned_mode"], mode, planned, epochs,
+        )  # fmt: skip
+        return epochs
+    return min(epochs, int(planned))
+
+
+def _machine() -> dict[str, Any]:
+    """The CPU kind a training ran on: what the night planner keys its speed figures by."""
+    from medcore.budget import cpu_id
+
+    return {"cpu_id": cpu_id(), "cores": os.cpu_count()}
 
 
 def _with(profile, **changes):
@@ -612,15 +695,22 @@ def run_all(
     conditions: Iterable[str] = (),
     profiles: Iterable[str] = (),
     epochs: int | None = None,
+    budget_minutes: float | None = None,
 ) -> dict[str, Any]:
-    """Plan, run every chain in this process, and write the report: `medcore run` without Airflow."""
+    """Plan (the same night budget as the DAG's), run every chain in this process, and write the report."""
     jobs = plan_run(
         config_path,
         run_id,
         conditions,
         profiles,
         epochs,
-        params={"conditions": list(conditions), "profiles": list(profiles), "epochs": epochs},
+        params={
+            "conditions": list(conditions),
+            "profiles": list(profiles),
+            "epochs": epochs,
+            "budget_minutes": budget_minutes,
+        },
+        budget_minutes=budget_minutes,
     )
     for job in jobs:
         run_chain(job)

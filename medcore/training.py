@@ -244,6 +244,27 @@ def _progress_callback(total_epochs: int, seconds: list[float], cpu_seconds: lis
     return ProgressLog()
 
 
+def _deadline_callback(deadline: float, clock: Clock):
+    """Stop after an epoch when another as long as the slowest so far would end past `deadline` (monotonic).
+
+    The night plan sets the deadline from its prediction with a margin. Airflow's execution_timeout is fixed
+    when the DAG is parsed, the same for every mapped chain, and a timeout kills the task for a retry that
+    resumes the same epochs; this ends the training itself, on a finished epoch, and the best val epoch is
+    kept as always. training.json says it happened (`deadline_stopped`).
+    """
+    import keras
+
+    class StopAtDeadline(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            longest = max(clock.epoch_seconds[-3:], default=0.0)
+            if time.monotonic() + longest > deadline:
+                log.warning("the night plan's deadline: stopping after epoch %d (next would end past it)", epoch + 1)
+                clock.deadline_stopped = True
+                self.model.stop_training = True
+
+    return StopAtDeadline()
+
+
 def _finished_epochs(backup_dir: Path) -> int:
     """Epochs a killed earlier attempt finished, from Keras' BackupAndRestore metadata (0 if none)."""
     for name in ("training_metadata.json", "training_metadata.json.bkp"):
@@ -345,6 +366,7 @@ class Clock:
     epoch_seconds: list[float] = field(default_factory=list)
     epoch_cpu_seconds: list[float] = field(default_factory=list)
     cpu_seconds: float | None = None  # set when the attempt ends
+    deadline_stopped: bool = False  # the night plan's deadline ended the training early
 
     def step_done(self) -> None:
         if not self.first_step:
@@ -358,11 +380,13 @@ def train_model(
     paths: ModelLayout,
     epochs: int | None = None,
     warm_start: Path | None = None,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """Fit DenseNet121 on the train split, select on val, save `model.keras`; return the training record.
 
     `warm_start` (for `weights: champion` or `shared`) is a saved model whose weights start this one.
-    A retried attempt resumes after the last epoch an earlier one finished.
+    A retried attempt resumes after the last epoch an earlier one finished. `deadline` (time.monotonic()):
+    the night plan's end for this training; no epoch starts that its predecessors say would pass it.
     """
     import keras
 
@@ -394,7 +418,7 @@ def train_model(
         )
         phases = _phases(profile, epochs, weights_used)
         stoppers = [
-            _fit_phase(model, phase, profile, paths, data_at, weights, epochs, clock, keeper, config.seed)
+            _fit_phase(model, phase, profile, paths, data_at, weights, epochs, clock, keeper, config.seed, deadline)
             for phase in phases
         ]
         best = restore_best_epoch(model, keeper)  # the saved model is the epoch the record reports
@@ -513,6 +537,7 @@ def _fit_phase(
     clock: Clock,
     keeper,
     seed: int,
+    deadline: float | None = None,
 ):
     """Train one phase (resuming where a killed attempt stopped); return its early-stopping callback (None if the
     phase had already finished or selects no epoch)."""
@@ -550,6 +575,7 @@ def _fit_phase(
         keras.callbacks.BackupAndRestore(str(paths.backup_dir / phase.name), double_checkpoint=True),
         _progress_callback(epochs, clock.epoch_seconds, clock.epoch_cpu_seconds),
         keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: clock.step_done()),
+        *([_deadline_callback(deadline, clock)] if deadline else []),
     ]
     fitted.fit(
         train_data,
@@ -611,6 +637,7 @@ def _training_record(
         "epochs_run": epochs_run,
         "resumed_from_epoch": resumed_from,
         "early_stopped": any(s.stopped_epoch for s in stoppers if s is not None),
+        "deadline_stopped": clock.deadline_stopped,
         # The epoch whose weights model.keras holds (0-based, as history.csv's `epoch`), and its val AUC.
         "best_epoch": best["epoch"] if best else None,
         "best_val_auc": best["val_auc"] if best else None,

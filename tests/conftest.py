@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 REAL_DATA = Path(os.environ.get("MEDCORE_REAL_DATA", ROOT.parent / "shared" / "datasets"))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# No 30 s TensorFlow probe in a test's night plan (tests of the planner give it their figures); children inherit it.
+os.environ.setdefault("MEDCORE_PROBE", "0")
 
 TINY_PROFILES = """
 profiles:

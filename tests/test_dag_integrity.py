@@ -82,7 +82,14 @@ def test_dag_shape(tmp_path):
     assert tasks["model_chain.train"]["retries"] >= 1
     assert tasks["model_chain.train"]["pool"] == "training" and tasks["model_chain.train"]["queue"] == "training"
     for dag_id in ("medical_training", "medical_training_manual"):
-        assert sorted(result[dag_id]["params"]) == ["conditions", "epochs", "profiles", "recipients", "smtp_conn_id"]
+        assert sorted(result[dag_id]["params"]) == [
+            "budget_minutes",
+            "conditions",
+            "epochs",
+            "profiles",
+            "recipients",
+            "smtp_conn_id",
+        ]
         assert "medcore" in result[dag_id]["tags"] and result[dag_id]["doc"]
 
 
@@ -98,8 +105,8 @@ def test_schedule_never_catches_up(tmp_path):
 
 def test_trigger_form_offers_choices_and_nothing_required(tmp_path):
     """Names are a multi-select of the config's (the form reads `examples`; the API checks `items.enum`); every
-    field accepts empty (a "null" type, which the form reads as not required); no bound the number box would
-    silently clamp."""
+    field accepts empty (a "null" type, which the form reads as not required); no bound the epochs box would
+    silently clamp; the budget's bounds are plan_run's."""
     from medcore.config import load_config
 
     config = load_config(ROOT / "conditions.yaml")
@@ -111,6 +118,11 @@ def test_trigger_form_offers_choices_and_nothing_required(tmp_path):
     assert all("null" in p["schema"]["type"] for p in params.values())
     assert all(p["value"] is None for p in params.values())
     assert "minimum" not in params["epochs"]["schema"] and "pattern" not in params["recipients"]["schema"]["items"]
+    # The night budget is the one bounded number: the planner's own bounds, so the form refuses what plan_run would.
+    from medcore.pipeline import MAX_BUDGET, MIN_BUDGET
+
+    budget = params["budget_minutes"]["schema"]
+    assert (budget["minimum"], budget["maximum"]) == (MIN_BUDGET, MAX_BUDGET)
 
 
 def test_broken_config_does_not_break_parsing(tmp_path):
