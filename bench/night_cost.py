@@ -60,6 +60,7 @@ def recorded_night(name: str) -> dict[str, Any]:
         "name": name,
         "machine": result["machine"],
         "minutes": result["run"]["wall_seconds"] / 60.0,
+        "date": result["machine"]["date"][:10],
         "chains": chains,
         "note": result.get("note"),
     }
@@ -168,6 +169,31 @@ def avx2_speed(reference: dict[str, Any]) -> tuple[Speed, str]:
     return speed, result["machine"]["date"][:10]
 
 
+ISSUE_AVX2_SOURCE = (
+    "issue 33's text (another session, not a file here): limb standard alone, an epoch of 1,082 images plus val in "
+    "234-244 CPU s; 239 CPU s taken as one core's wall in a night; other stages: the Zen 5 night's, scaled by speed"
+)
+
+
+def issue_avx2(reference: dict[str, Any]) -> tuple[str, Speed]:
+    """The AVX2-only EPYC of issue 33 (family 25 model 1): its CPU seconds per epoch as one core's night speed."""
+    per = 239.0 / 1082
+    ref = night_speed(reference)
+    ratio = per / ref.per_image_epoch(128)
+    label = "AMD EPYC (family 25 model 1), AVX2"
+    return label, Speed(
+        cpu_id=label,
+        source=ISSUE_AVX2_SOURCE,
+        seconds_per_image_epoch={128: per},
+        startup_seconds=ref.startup_seconds * ratio,
+        validate_seconds=ref.validate_seconds,
+        evaluate_seconds=ref.evaluate_seconds * ratio,
+        gradcam_seconds=ref.gradcam_seconds * ratio,
+        train_task_seconds=ref.train_task_seconds,
+        measured={k: {s: v * (1 if s == "validate" else ratio) for s, v in m.items()} for k, m in ref.measured.items()},
+    )
+
+
 def cost_row(label: str, speed: Speed, shipped: list[Chain], measured: float | None, source: str) -> dict[str, Any]:
     plan = fit_night(shipped, speed, BUDGET, SLOTS)
     return {
@@ -194,11 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     shipped = [chain_of(c) for c in amx["chains"]]
     avx2, avx2_date = avx2_speed(zen5)
     rows = [
-        cost_row(cpu_label(amx["machine"]), night_speed(amx), shipped, amx["minutes"], f"nightly.json ({amx['machine']['date'][:10]})"),
-        cost_row(cpu_label(zen5["machine"]), night_speed(zen5), shipped, zen5["minutes"],
-                 f"nightly_amd_20261130.json ({zen5['machine']['date'][:10]})"),
-        cost_row(avx2.cpu_id, avx2, shipped, None, f"{avx2.source} ({avx2_date})"),
-    ]  # fmt: skip
+        cost_row(cpu_label(n["machine"]), night_speed(n), shipped, n["minutes"], f"{n['name']} ({n['date']})")
+        for n in (amx, zen5)
+    ]
+    rows.append(cost_row(avx2.cpu_id, avx2, shipped, None, f"{avx2.source} ({avx2_date})"))
+    rows.append(cost_row(*issue_avx2(zen5), shipped, None, ISSUE_AVX2_SOURCE))
     tests = [
         {**backtest(n, lambda c, n=n: night_speed(n, (c["condition"], c["profile"]))), "kind": "leave one out"}
         for n in (amx, zen5, following)
