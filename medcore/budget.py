@@ -287,8 +287,8 @@ def fit_night(
             epochs[longest.key] -= 1
 
     def give_back() -> None:
-        """Return epochs cut at rung 2 while the night still fits, the least-cut chain first."""
-        for c in sorted(active.values(), key=lambda c: c.epochs - epochs[c.key]):
+        """Return epochs cut at rung 2 while the night still fits, the chain cut hardest (by share) first."""
+        for c in sorted(active.values(), key=lambda c: epochs[c.key] / c.epochs):
             while epochs[c.key] < c.epochs:
                 epochs[c.key] += 1
                 if night() > budget_minutes:
@@ -350,10 +350,11 @@ def fit_night(
                     break
         if night() > budget_minutes:  # the last resort: rung 2 again, past its floor, down to one epoch
             cut_epochs(lambda c: 1)
-            if any(epochs[k] < c.min_epochs for k, c in active.items()):
-                notes.append(
-                    "every rung was used and the night still did not fit: epochs were cut below night.min_epoch_share"
-                )
+        give_back()  # one epoch at a time from the longest chain can overshoot: return what the budget allows
+        if any(epochs[k] < c.min_epochs for k, c in active.items()):
+            notes.append(
+                "the ladder's rungs were not enough: epochs were cut below night.min_epoch_share, the last resort"
+            )
         for c in chains:  # the epoch cuts that remain, one line per chain
             if c.key in active and epochs[c.key] < c.epochs:
                 cost = epoch_cost(c, epochs[c.key]) if epoch_cost else None

@@ -16,6 +16,7 @@ from medcore.layout import RunLayout
 
 __all__ = [
     "gather_run",
+    "night_budget_view",
     "render_report",
     "write_report",
     "render_html",
@@ -84,6 +85,7 @@ def gather_run(run: RunLayout) -> dict[str, Any]:
         "training_method": _training_method(models),
         "artifact_tree": artifact_tree(run.root, written_now=(run.report_md.name, run.summary_json.name)),
     }
+    view["night"] = night_budget_view(run, info, view["wall_minutes"])
     from medcore.nightly import nights_view
 
     view["nights"] = nights_view(run, info, models, (promotion or {}).get("conditions") or {})
@@ -96,6 +98,48 @@ def gather_run(run: RunLayout) -> dict[str, Any]:
     steps = next_steps(view)
     view["next_steps"], view["more_steps"] = steps[:FIRST_SCREEN_STEPS], steps[FIRST_SCREEN_STEPS:]
     return view
+
+
+def night_budget_view(run: RunLayout, info: dict[str, Any], took_minutes: float) -> dict[str, Any] | None:
+    """The night plan against what happened: planned and actual minutes, per chain and for the night, and the cuts.
+
+    A chain's actual minutes are its stages' seconds (timings.json); its error is predicted / actual - 1.
+    None for a run planned before the planner existed (no plan.json).
+    """
+    plan = _maybe(run.plan_json)
+    if plan is None:
+        return None
+    chains = []
+    for c in plan.get("chains", []):
+        timings = _maybe(run.model(c["condition"], c["profile"]).timings_json) or {}
+        actual = sum(t.get("seconds") or 0.0 for t in timings.values()) / 60.0 if timings else None
+        predicted = (c.get("predicted_minutes") or {}).get("total")
+        error = predicted / actual - 1 if actual and predicted else None
+        chains.append(
+            {
+                "label": f"{c['condition']}/{c['profile']}",
+                "epochs": c.get("epochs"),
+                "epochs_asked": c.get("epochs_asked"),
+                "predicted_minutes": predicted,
+                "actual_minutes": actual,
+                "error": error,
+                "stages": sorted(timings),
+            }
+        )
+    measured = [c for c in chains if c["error"] is not None]
+    return {
+        "budget_minutes": plan.get("budget_minutes"),
+        "planned_minutes": plan.get("predicted_minutes"),
+        "full_plan_minutes": plan.get("full_plan_minutes"),
+        "took_minutes": took_minutes,
+        "fits": plan.get("fits"),
+        "cpu_id": plan.get("cpu_id"),
+        "speed_source": plan.get("speed_source"),
+        "cuts": plan.get("cuts", []),
+        "notes": plan.get("notes", []),
+        "chains": chains,
+        "worst_chain_error": max((abs(c["error"]) for c in measured), default=None),
+    }
 
 
 def _model_view(run: RunLayout, condition: str, profile: str) -> dict[str, Any]:
@@ -325,6 +369,7 @@ def write_report(run: RunLayout) -> dict[str, Any]:
             if m["failed"]
         ],
         "nights": {n["condition"]: n["summary"] for n in context["nights"]},
+        "night": context["night"],
     }
     write_json(run.summary_json, summary)
     return to_jsonable(summary)  # XCom and callers get plain JSON types
