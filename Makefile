@@ -116,6 +116,7 @@ bench: install ## measure everything in bench/ on the real sets (~4 h on 2 cores
 	$(PY) bench/deletion_baselines.py; \
 	$(PY) bench/nightly.py --config configs/following-night.yaml --after bench/results/nightly.json \
 	  --name nightly_following; \
+	$(PY) bench/night_cost.py; \
 	$(PY) bench/resize.py; \
 	MEDCORE_REGISTRY_ROOT=$(CURDIR)/runs/bench/shared-backbone $(VENV)/bin/medcore pretrain; \
 	$(PY) bench/nightly.py --config configs/shared-backbone.yaml --name nightly_shared \

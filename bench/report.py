@@ -1061,6 +1061,43 @@ def resize_table(resize: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def night_cost_tables(result: dict[str, Any]) -> str:
+    """bench/night_cost.py: the shipped cold night per CPU kind, and the planner's per-chain backtests."""
+    lines = [
+        f"From recorded figures only (`bench/night_cost.py`), {result['slots']} cores, budget "
+        f"{result['budget_minutes']:.0f} min. *Predicted*: the planner (`medcore.budget`) on that CPU's figures; "
+        "*planned*: the night it fits into the budget, and what it cuts.",
+        "",
+        "| CPU | source | s per image-epoch 128 / 160 px | shipped cold night: predicted | measured | planned | cuts |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        measured = f"{r['full_night_measured']} min" if r["full_night_measured"] else "not measured"
+        cuts = "; ".join(r["cuts"]) or "none"
+        lines.append(
+            f"| {r['cpu']} | {r['source']} | {r['seconds_per_image_epoch_128']} / {r['seconds_per_image_epoch_160']} "
+            f"| {r['full_night_predicted']} min | {measured} | {r['planned_for_240']} min | {cuts} |"
+        )
+    lines += [
+        "",
+        "The planner's prediction against recorded nights, per chain (validate + train + evaluate + Grad-CAM task "
+        "minutes) and for the night. *Leave one out*: each chain from the speed of the night's other chains; "
+        "*from the evening before*: the following night from the cold night's figures, as the planner would have "
+        "predicted it.",
+        "",
+        "| night | CPU | how | night: predicted / measured | worst chain | chains within 20 % |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in result["backtests"]:
+        worst = max(t["chains"], key=lambda r: abs(r["error"]))
+        within = sum(abs(r["error"]) <= 0.20 for r in t["chains"])
+        lines.append(
+            f"| `{t['night']}` | {t['cpu']} | {t['kind']} | {t['night_predicted']} / {t['night_actual']} min "
+            f"({t['night_error']:+.1%}) | {worst['chain']} {worst['error']:+.1%} | {within} of {len(t['chains'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def render(results: Path) -> str:
     loaded = {name: _load(results, name) for name in MAKES}
     stamp = next(
@@ -1150,6 +1187,13 @@ def render(results: Path) -> str:
         out += ["### The same nights with other seeds", "", seeds_table(runs)]
     out += ["## 7. Resize: squash against pad (aspect kept)", ""]
     out.append(resize_table(loaded["resize"]) if loaded["resize"] else _missing("resize"))
+    out += ["## 8. What a night costs per CPU kind, and the night planner's predictions", ""]
+    night_cost = _load(results, "night_cost")
+    out.append(
+        night_cost_tables(night_cost)
+        if night_cost
+        else "_Not measured yet: `.venv/bin/python bench/night_cost.py` writes `bench/results/night_cost.json`._\n"
+    )
     notes = ROOT / "bench" / "notes.md"
     if notes.exists():
         out += ["## Reading these numbers", "", notes.read_text().strip(), ""]
