@@ -503,3 +503,41 @@ def test_calibration_studies_and_cross_validation_are_shown(tmp_path):
         report,
     )
     assert "**Estimated by cross-validation**" in report and "2 × 5-fold" in report
+
+
+def test_first_screen_says_planned_and_took_and_lists_the_cuts(tmp_path):
+    """With a night plan: "planned N min, took M min" and every cut with its reason come before Next steps; the
+    Night plan section gives each chain's predicted and actual minutes and its error; summary.json carries it."""
+    config_path = write_config(tmp_path)
+    run = write_run(tmp_path / "runs", "planned", {("pneumonia", "standard"): "ok"}, config_path)
+    cut = {"rung": "standard_only", "condition": "limb_abnormalities", "profile": "intensive", "cost": None,
+           "what": "not trained tonight (only standard)", "why": "the full plan is predicted at 834 min, over the "
+           "240-min budget, and fewer epochs alone did not fit it"}  # fmt: skip
+    epochs = {"rung": "epochs", "condition": "pneumonia", "profile": "standard", "what": "3 epochs instead of 6",
+              "why": "over the budget", "cost": "best val AUC in its first 3 epochs: 0.910 against 0.930"}  # fmt: skip
+    write_json(
+        run.plan_json,
+        {"budget_minutes": 240, "predicted_minutes": 231.4, "full_plan_minutes": 834.2, "fits": True,
+         "cpu_id": "amd family 23 model 1 stepping 2 avx2", "speed_source": "training.json of run(s) night0",
+         "cuts": [epochs, cut], "notes": ["cold night: budget 240 min"],
+         "chains": [{"condition": "pneumonia", "profile": "standard", "epochs": 3, "epochs_asked": 6,
+                     "predicted_minutes": {"total": 20.0}}]},
+    )  # fmt: skip
+    write_json(run.model("pneumonia", "standard").timings_json, {s: {"seconds": 300.0} for s in pipeline.STAGES})
+    summary = write_report(run)
+    report = run.report_md.read_text()
+    first_screen = report[: report.index("## Next steps")]
+    took = summary["night"]["took_minutes"]
+    assert f"planned 231 min, took {took:.0f} min" in first_screen and "budget 240 min" in first_screen
+    assert (
+        "limb_abnormalities/intensive: not trained tonight (only standard) — the full plan is predicted" in first_screen
+    )
+    assert "pneumonia/standard: 3 epochs instead of 6" in first_screen and "cost: best val AUC" in first_screen
+    assert _row(_section(report, "Night plan"), "pneumonia/standard") == [
+        "pneumonia/standard",
+        "3 (6)",
+        "20.0",
+        "20.0",
+        "+0 %",
+    ]
+    assert summary["night"]["chains"][0]["actual_minutes"] == 20.0 and summary["night"]["worst_chain_error"] == 0.0
