@@ -320,3 +320,29 @@ def test_batch_norm_momentum_reaches_every_batch_norm_layer_and_the_saved_model(
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
     assert {layer.momentum for layer in loaded.layers if isinstance(layer, keras.layers.BatchNormalization)} == {0.9}
+
+
+def test_the_night_plan_caps_epochs_and_its_deadline_stops_training_after_a_finished_epoch(tiny_config):
+    """A job planned at 3 of its 4 epochs with a deadline already near: training stops after its first epoch, keeps
+    that epoch's model, and training.json says so (and on which CPU id it ran, for the next night's plan)."""
+    from medcore.budget import cpu_id
+
+    job = {**_job(tiny_config, "deadline-test", epochs=4), "planned_mode": "retrain", "planned_epochs": 3}
+    job["train_deadline_minutes"] = 0.001
+    pipeline.validate(job)
+    pipeline.train(job)
+    paths = RunLayout(job["runs_root"], job["run_id"]).model(job["condition"], job["profile"])
+    record = read_json(paths.training_json)
+    assert record["epochs_planned"] == 3 and record["planned_epochs"] == 3
+    assert record["epochs_run"] == 1 and record["deadline_stopped"] is True
+    assert paths.model.exists() and record["machine"]["cpu_id"] == cpu_id()
+    assert set(read_json(paths.timings_json)) == {"validate", "train"}
+
+
+def test_a_plan_made_for_another_mode_does_not_cap_the_epochs(tiny_config):
+    """Planned as a warm start (1 epoch) but validation found no champion: the retrain keeps its own epochs."""
+    job = {**_job(tiny_config, "mode-test", epochs=2), "planned_mode": "continue", "planned_epochs": 1}
+    pipeline.validate(job)
+    pipeline.train(job)
+    paths = RunLayout(job["runs_root"], job["run_id"]).model(job["condition"], job["profile"])
+    assert read_json(paths.training_json)["epochs_run"] == 2
