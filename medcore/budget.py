@@ -655,7 +655,8 @@ def good_champions(config: Any, conditions: Iterable[str]) -> dict[str, str]:
     good = {}
     for name in conditions:
         champion = read_record(registry, name).get("champion") or {}
-        tier = (champion.get("metrics") or {}).get("tier")
+        metrics = champion.get("metrics") or {}
+        tier = metrics.get("quality_tier") or metrics.get("tier")  # the registry keeps `quality_tier`
         if tier in TIER_ORDER and floor in TIER_ORDER and TIER_ORDER.index(tier) <= TIER_ORDER.index(floor):
             good[name] = f"{champion.get('run_id')}/{champion.get('profile')}, tier {tier}"
     return good

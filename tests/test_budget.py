@@ -195,3 +195,20 @@ def test_the_following_night_is_predicted_from_the_cold_night_before_it():
     result = backtest(recorded_night("nightly_following.json"), lambda c: cold)
     assert result["worst_abs_error"] <= 0.20, result
     assert abs(result["night_error"]) <= 0.20
+
+
+def test_only_a_champion_at_the_minimum_tier_or_better_may_be_skipped(tiny_config):
+    """Rung 5's candidates come from the registry: a `moderate` champion qualifies (min_tier moderate), a champion
+    rated `insufficient` and a condition without one do not."""
+    from medcore.budget import good_champions
+    from medcore.config import load_config
+    from medcore.registry import registry_of
+
+    config = load_config(tiny_config)
+    registry = registry_of(config)
+    for condition, tier in (("pneumonia", "moderate"), ("cardiomegaly", "insufficient")):
+        registry.record(condition).parent.mkdir(parents=True, exist_ok=True)
+        champion = {"run_id": "n1", "profile": "standard", "metrics": {"quality_tier": tier}}
+        registry.record(condition).write_text(json.dumps({"condition": condition, "champion": champion}))
+    good = good_champions(config, ["pneumonia", "cardiomegaly", "limb_abnormalities"])
+    assert good == {"pneumonia": "n1/standard, tier moderate"}
