@@ -212,3 +212,26 @@ def test_only_a_champion_at_the_minimum_tier_or_better_may_be_skipped(tiny_confi
         registry.record(condition).write_text(json.dumps({"condition": condition, "champion": champion}))
     good = good_champions(config, ["pneumonia", "cardiomegaly", "limb_abnormalities"])
     assert good == {"pneumonia": "n1/standard, tier moderate"}
+
+
+def test_the_probe_is_measured_once_per_cpu_id_and_a_failed_probe_gives_no_speed(tmp_path):
+    """The child's JSON becomes a speed (val share added) and is cached under the runs root by CPU id; a probe that
+    fails or times out gives None, so the plan keeps the full night and says why."""
+    from medcore.budget import SPEED_DIR, probe_speed
+
+    calls = []
+
+    def child(command, timeout):
+        calls.append(command)
+        return 'noise\n{"image_size": 128, "seconds_per_image": 0.3, "steps": 4, "precision": "float32"}\n'
+
+    speed = probe_speed(tmp_path, "amd family 23 model 1 stepping 2 avx2", run=child)
+    assert speed.per_image_epoch(128) == pytest.approx(0.3 * (1 + 0.2 / 3))
+    assert "probe" in speed.source and len(calls) == 1 and "medcore.probe" in calls[0]
+    assert (tmp_path / SPEED_DIR / "amd_family_23_model_1_stepping_2_avx2.json").is_file()
+    assert probe_speed(tmp_path, "amd family 23 model 1 stepping 2 avx2", run=child) == speed and len(calls) == 1
+
+    def broken(command, timeout):
+        raise RuntimeError("probe took over 90 s")
+
+    assert probe_speed(tmp_path, "another cpu", run=broken) is None
