@@ -19,6 +19,7 @@ After rungs 4 and 5 the epoch cuts of rung 2 are given back as far as the night 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,6 +39,8 @@ __all__ = [
     "epoch_cost_from_history",
     "LADDER",
 ]
+
+log = logging.getLogger(__name__)
 
 # The ladder's rungs, in the order they are tried; the words the plan and the report use for them.
 LADDER = (
@@ -472,6 +475,7 @@ def epoch_cost_from_history(history: Mapping[str, Sequence[float]] | None, epoch
 
 # --- this machine's records: what the planner reads before a night -------------------------------------
 __all__ += ["machine_speed", "probe_speed", "last_chain_records", "chains_for", "plan_for_run", "SPEED_DIR"]
+PROBE_KILL_SECONDS = 300.0
 SPEED_DIR = ".speed"  # under the runs root: the probe's figure per CPU id (no run.json: not a run)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".bmp", ".tif", ".tiff"}
 
@@ -541,8 +545,11 @@ def probe_speed(
     if not found:
         command = [sys.executable, "-m", "medcore.probe", "--seconds", str(seconds)]
         try:
-            found = json.loads((run or _run_child)(command, seconds * 3).strip().splitlines()[-1])
-        except (OSError, ValueError, IndexError, RuntimeError):
+            # The probe times itself for `seconds`; the hard limit only ends a hung child. On a loaded machine
+            # importing TensorFlow alone can take a minute (107-125 s in all were measured at load 15-21).
+            found = json.loads((run or _run_child)(command, PROBE_KILL_SECONDS).strip().splitlines()[-1])
+        except (OSError, ValueError, IndexError, RuntimeError) as exc:
+            log.warning("night plan: the speed probe gave no figure (%s)", exc)
             return None
         found = {**found, "cpu_id": cpu}
         try:

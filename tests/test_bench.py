@@ -243,8 +243,8 @@ def test_shared_backbone_section_compares_each_model_with_its_scratch_run(tmp_pa
 def test_report_regenerates_without_any_results(tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     assert report.main(["--results", str(tmp_path / "none"), "--out", str(out)]) == 0
-    # nightly.json feeds two sections (accuracy, and the whole night), each saying so
-    assert out.read_text().count("_Not measured yet") == 12
+    # nightly.json feeds two sections (accuracy, and the whole night), each saying so; night_cost.json one more
+    assert out.read_text().count("_Not measured yet") == 13
 
 
 def test_cpu_sampler_reads_a_busy_fraction():
@@ -1314,3 +1314,27 @@ def test_machines_that_share_a_name_are_told_apart_by_family_and_model():
     lines = report.machine_lines({"a": {"machine": old}, "b": {"machine": new}})
     assert len(lines) == 2 and lines[1].startswith("- **Machines**: AMD EPYC (family 23 model 1 stepping 2), ")
     assert lines[0].startswith("- **Machines**: AMD EPYC, ") and lines[1].endswith("measured here: b")
+
+
+@pytest.mark.skipif(not (ROOT / "bench" / "results" / "nightly.json").exists(), reason="recorded nights absent")
+def test_night_cost_gives_each_cpu_kind_a_row_and_fits_the_avx2_nights(tmp_path, capsys):
+    """bench/night_cost.py from the recorded nights: the bf16 rows keep the full plan, the AVX2 rows are fitted into
+    240 min with their cuts named, and BENCHMARKS.md's section 8 renders every row and backtest."""
+    from bench import night_cost
+
+    assert night_cost.main(["--out", str(tmp_path / "nc")]) == 0
+    result = json.loads((tmp_path / "nc.json").read_text())
+    rows = {r["cpu"].split(",")[-1].strip(): r for r in result["rows"]}
+    assert {"AMX", "AVX512-BF16", "AVX2"} <= set(rows)
+    for row in result["rows"]:
+        assert row["source"] and row["planned_for_240"] <= 240
+        if "AVX2" in row["cpu"]:
+            assert row["full_night_predicted"] > 240 and row["cuts"] and row["full_night_measured"] is None
+        else:
+            assert row["cuts"] == [] and abs(row["full_night_predicted"] / row["full_night_measured"] - 1) <= 0.2
+    section = report.night_cost_tables(result)
+    assert (
+        "| AMD EPYC (family 23 model 1 stepping 2), AVX2 |" in section
+        and "| AMD EPYC (family 25 model 1), AVX2 |" in section
+    )
+    assert "from nightly.json (the evening before)" in section
