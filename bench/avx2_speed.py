@@ -64,21 +64,14 @@ class Worker:
 
 
 def workers() -> list[Worker]:
-    """The grid. Today's night: each standard-profile task holds one `training` pool slot, so MEDCORE_THREADS=1,
-    which medcore.compute turns into intra 1 / inter 2, with the fused batch norm on (the profile's default)."""
+    """The grid, one option a process. Today's night: each standard-profile task holds one `training` pool slot,
+    so MEDCORE_THREADS=1, which medcore.compute turns into intra 1 / inter 2, with the fused batch norm on (the
+    profile's default)."""
     return [
-        Worker(
-            "1 slot (as shipped)",
-            1,
-            2,
-            {},
-            (
-                Option(BASELINE),
-                Option("Keras batch norm (fused off), batch 32", fused=False),
-                Option("fused BN, batch 64", batch=64),
-            ),
-        ),
-        Worker("1 slot, XLA", 1, 2, {}, (Option("XLA jit_compile, fused BN, batch 32", jit=True),)),
+        Worker("shipped", 1, 2, {}, (Option(BASELINE),)),
+        Worker("fused off", 1, 2, {}, (Option("Keras batch norm (fused off), batch 32", fused=False),)),
+        Worker("batch 64", 1, 2, {}, (Option("fused BN, batch 64", batch=64),)),
+        Worker("XLA", 1, 2, {}, (Option("XLA jit_compile, fused BN, batch 32", jit=True),)),
         Worker("both cores", 2, 2, {}, (Option("fused BN, batch 32, intra 2 / inter 2 (one task, both cores)"),)),
         Worker(
             "oneDNN off",
@@ -239,21 +232,26 @@ def run(args) -> dict:
                     "rounds": [],
                 }
         load_before = load_average()
+        active = [w for w in workers() if w.label not in failed]
         for r in range(args.rounds):
-            for worker in workers():
-                if worker.label in failed:
-                    continue
-                for option in worker.options:
-                    proc = procs[worker.label]
-                    proc.stdin.write(option.name + "\n")
-                    proc.stdin.flush()
-                    got = _read(proc, "RESULT")
-                    rows[option.name]["rounds"].append(got)
-                    print(
-                        f"round {r + 1} {option.name}: {args.images / got['wall']:.2f} img/s, "
-                        f"{args.images / got['cpu']:.2f} img/CPU-s",
-                        flush=True,
-                    )
+            if r and time.perf_counter() - started > args.minutes * 60:
+                break  # out of time: every option has the same number of rounds
+            # --together: every worker trains at once (same load for all, measured per CPU-second);
+            # otherwise one option at a time, in turn.
+            batches = [active] if args.together else [[w] for w in active]
+            for batch in batches:
+                for worker in batch:
+                    procs[worker.label].stdin.write("".join(o.name + "\n" for o in worker.options))
+                    procs[worker.label].stdin.flush()
+                for worker in batch:
+                    for option in worker.options:
+                        got = _read(procs[worker.label], "RESULT")
+                        rows[option.name]["rounds"].append(got)
+                        print(
+                            f"round {r + 1} {option.name}: {args.images / got['wall']:.2f} img/s, "
+                            f"{args.images / got['cpu']:.2f} img/CPU-s",
+                            flush=True,
+                        )
         load_after = load_average()
     finally:
         for label, proc in procs.items():
@@ -307,6 +305,7 @@ def summarise(rows: dict[str, dict], args, load_before, load_after, seconds: flo
         "image_size": args.size,
         "images_per_round": args.images,
         "rounds": args.rounds,
+        "together": args.together,
         "baseline": BASELINE,
         "load_average_before": load_before,
         "load_average_after": load_after,
@@ -323,6 +322,8 @@ def main() -> None:
     parser.add_argument("--isa", default="AVX2", help="ONEDNN_MAX_CPU_ISA and --xla_cpu_max_isa ('' for none)")
     parser.add_argument("--stagger", type=float, default=0.0, help="seconds between worker starts")
     parser.add_argument("--out", default="avx2_speed")
+    parser.add_argument("--together", action="store_true", help="every option trains at once in each round")
+    parser.add_argument("--minutes", type=float, default=40, help="start no round after this many minutes")
     parser.add_argument(
         "--data-root", default=os.environ.get("MEDCORE_DATA_ROOT") or str(ROOT.parent / "shared" / "datasets")
     )

@@ -32,6 +32,8 @@ __all__ = [
     "AUTO_PRECISION",
     "cpu_flags",
     "cpu_supports_bf16",
+    "capped_flags",
+    "effective_cpu_flags",
     "choose_precision",
     "precision_mode",
     "task_cores",
@@ -76,9 +78,48 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     return frozenset()
 
 
+# oneDNN's ISA levels, lowest first, with the CPU flags each adds (`ONEDNN_MAX_CPU_ISA` caps its kernels at one).
+ONEDNN_ISAS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("SSE41",), ()),
+    (("AVX",), ("avx",)),
+    (("AVX2",), ("avx2", "fma")),
+    (("AVX2_VNNI",), ("avx_vnni",)),
+    (("AVX2_VNNI_2",), ("avx_vnni_int8", "avx_ne_convert")),
+    (("AVX512_CORE",), ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd")),
+    (("AVX512_CORE_VNNI",), ("avx512_vnni",)),
+    (("AVX512_CORE_BF16",), ("avx512_bf16",)),
+    (("AVX10_1_512", "AVX512_CORE_FP16"), ("avx512_fp16",)),
+    (("AVX10_1_512_AMX", "AVX512_CORE_AMX"), ("amx_bf16", "amx_tile", "amx_int8")),
+    (("AVX10_1_512_AMX_FP16", "AVX512_CORE_AMX_FP16"), ("amx_fp16",)),
+)
+
+
+def capped_flags(flags: frozenset[str], max_isa: str | None) -> frozenset[str]:
+    """`flags` without what oneDNN may not use under `ONEDNN_MAX_CPU_ISA=max_isa` (None, ALL, unknown: no cap).
+
+    A capped CPU (how an AVX2-only one is emulated on a newer one) trains as that CPU would, so the
+    choices made from its flags (precision, float32 settings) must be that CPU's too.
+    """
+    names = [names for names, _ in ONEDNN_ISAS]
+    level = next((i for i, aliases in enumerate(names) if (max_isa or "").upper() in aliases), None)
+    if level is None:
+        return flags
+    dropped = {flag for _, added in ONEDNN_ISAS[level + 1 :] for flag in added}
+    if level < names.index(("AVX512_CORE",)):
+        dropped |= {flag for flag in flags if flag.startswith("avx512")}
+    if level < names.index(("AVX10_1_512_AMX", "AVX512_CORE_AMX")):
+        dropped |= {flag for flag in flags if flag.startswith("amx")}
+    return frozenset(flags - dropped)
+
+
+def effective_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """This CPU's flags as oneDNN may use them: /proc/cpuinfo's, capped by `ONEDNN_MAX_CPU_ISA` where set."""
+    return capped_flags(cpu_flags(cpuinfo), os.environ.get("ONEDNN_MAX_CPU_ISA"))
+
+
 def cpu_supports_bf16(flags: frozenset[str] | None = None) -> bool:
     """True where the CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX); else bf16 is emulated and slow."""
-    return bool(set(BF16_FLAGS) & (cpu_flags() if flags is None else flags))
+    return bool(set(BF16_FLAGS) & (effective_cpu_flags() if flags is None else flags))
 
 
 def choose_precision(requested: str, flags: frozenset[str] | None = None) -> dict[str, str]:
@@ -88,7 +129,7 @@ def choose_precision(requested: str, flags: frozenset[str] | None = None) -> dic
     """
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {requested!r}")
-    flags = cpu_flags() if flags is None else flags
+    flags = effective_cpu_flags() if flags is None else flags
     if requested == "auto":
         for flag, mode, why in AUTO_PRECISION:
             if flag in flags:
