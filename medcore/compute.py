@@ -35,6 +35,8 @@ __all__ = [
     "capped_flags",
     "effective_cpu_flags",
     "choose_precision",
+    "choose_float32_speed",
+    "FLOAT32_SPEED",
     "precision_mode",
     "task_cores",
     "chain_slots",
@@ -138,6 +140,43 @@ def choose_precision(requested: str, flags: frozenset[str] | None = None) -> dic
     if requested != "float32" and not cpu_supports_bf16(flags):
         return {"requested": requested, "mode": "float32", "reason": f"{requested} refused: {NO_BF16}"}
     return {"requested": requested, "mode": requested, "reason": "asked for by the profile"}
+
+
+# How float32 trains fastest, per CPU kind: (CPU flag, settings, the measurement behind them). The first flag
+# this CPU has wins. Only float32 is chosen here: under bf16 the fused batch norm is what makes bf16 pay
+# (AUTO_PRECISION's rows), and the profile's setting stands.
+FLOAT32_SPEED: tuple[tuple[str, dict[str, bool], str], ...] = (
+    (
+        "avx512f",
+        {"fused_batch_norm": True},
+        "AVX-512 (AMD EPYC Zen 5, 2026-11-30, bench/train_throughput.py): the fused batch norm ran 1.33-1.50x "
+        "Keras' in float32 plain fits; an XLA-compiled step ran 0.6x (PLATFORM.md)",
+    ),
+    (
+        "avx2",
+        {"fused_batch_norm": True},
+        "AVX2 only (AVX2_SPEED_RESULT)",
+    ),
+)
+NO_ROW = "no measurement for this CPU kind: the profile's settings"
+
+
+def choose_float32_speed(mode: str, fused_requested: bool, flags: frozenset[str] | None = None) -> dict[str, Any]:
+    """How to train in `mode` on a CPU with `flags`: {fused_batch_norm, reason}.
+
+    In float32 the first FLOAT32_SPEED row whose flag the CPU has decides (`avx512f` before `avx2`, so a
+    CPU with AVX-512 never takes the AVX2 row); a profile that turns the fused batch norm off keeps it off.
+    In any other mode, or on a CPU no row covers, the profile's setting applies.
+    """
+    flags = effective_cpu_flags() if flags is None else flags
+    row = next(((flag, chosen, why) for flag, chosen, why in FLOAT32_SPEED if flag in flags), None)
+    if mode != "float32" or row is None:
+        why = NO_ROW if mode == "float32" else f"{mode}: the profile's settings"
+        return {"fused_batch_norm": fused_requested, "reason": why}
+    flag, chosen, why = row
+    fused = chosen["fused_batch_norm"] and fused_requested
+    off = "" if fused or not chosen["fused_batch_norm"] else "; the profile turned the fused batch norm off"
+    return {"fused_batch_norm": fused, "reason": f"float32 on {flag}: {why}{off}"}
 
 
 @contextlib.contextmanager
