@@ -1,16 +1,18 @@
 """Float32 training speed where the CPU has no bf16: every option side by side, in one run (issue 33).
 
-Usage: nice -n 10 .venv/bin/python bench/avx2_speed.py [--images 128] [--rounds 3] [--size 128] [--isa AVX2]
+Usage: nice -n 10 .venv/bin/python bench/avx2_speed.py [--images 128] [--rounds 3] [--together] [--minutes 40]
+       [--size 128] [--isa AVX2]
 
 Each option is one way to run medcore's float32 training step: DenseNet121 as `medcore.training.build_model`
 builds and compiles it, fed by `medcore.datasets.image_dataset` (decoded once, cached, shuffled, prefetched:
-the pipeline's tf.data) from real pneumonia files, with the pipeline's class weights. Options that are a
-process's settings (threads, `TF_ENABLE_ONEDNN_OPTS`, oneDNN's primitive cache) get a worker process each;
-options inside a process (fused batch norm, XLA, batch size) are models in one worker. Every worker builds
-and traces its models first (a warm-up fit of two batches each; the tf.data cache is filled before), then the options
-take turns, one epoch of `--images` training images each, for `--rounds` rounds (A B C A B C ...), one at a
-time, so load from anything else on the machine meets every option alike. An option's speed is the median
-of its rounds, in images per wall second and per CPU second of its own process (every thread).
+the pipeline's tf.data) from real pneumonia files, with the pipeline's class weights. Each option gets a
+worker process of its own (threads, `TF_ENABLE_ONEDNN_OPTS` are a process's settings). Every worker builds
+and traces its model first (the tf.data cache is filled, then a warm-up fit of two batches), then the
+options train one epoch of `--images` images per round, for `--rounds` rounds or until `--minutes` have
+passed: in turn (A B C A B C ...), or with `--together` all at once, so that on a machine shared with
+other work every option meets the same load. An option's speed is the median of its rounds, in images
+per wall second and per CPU second of its own process (every thread); with `--together` the per-CPU-second
+figure is the one to compare (wall speed then depends on how the scheduler shares the cores out).
 
 The CPU is capped with `ONEDNN_MAX_CPU_ISA` (oneDNN's kernels) and XLA's `--xla_cpu_max_isa` (its code
 generator). TensorFlow's Eigen kernels are not capped by either, but this TensorFlow binary is built without
