@@ -120,6 +120,7 @@ def _worker_main(args) -> None:
     data: dict[str, Any] = {}
     options = {o["name"]: Option(**o) for o in spec["options"]}
     trace: dict[str, float] = {}
+    jit: dict[str, bool] = {}
     for name, option in options.items():
         start = time.perf_counter()
         with compute.precision_mode("float32"), compute.fused_batch_norm(option.fused):
@@ -150,7 +151,9 @@ def _worker_main(args) -> None:
             model.fit(warm, epochs=1, verbose=0, class_weight=weights)
         models[name] = model
         trace[name] = time.perf_counter() - start
-    print("READY" + json.dumps({"trace_seconds": trace, "threads": threads}), flush=True)
+        # Keras turns jit_compile off, silently, when a layer does not support XLA (RandomZoom does not).
+        jit[name] = bool(model.jit_compile)
+    print("READY" + json.dumps({"trace_seconds": trace, "threads": threads, "jit_compile": jit}), flush=True)
     for line in sys.stdin:
         name = line.strip()
         if not name:
@@ -229,6 +232,7 @@ def run(args) -> dict:
                     "batch": option.batch,
                     "fused_batch_norm": option.fused,
                     "jit_compile": option.jit,
+                    "jit_compile_applied": ready["jit_compile"][option.name],
                     "threads_applied": ready["threads"],
                     "trace_seconds": ready["trace_seconds"][option.name],
                     "rounds": [],
@@ -307,6 +311,7 @@ def summarise(rows: dict[str, dict], args, load_before, load_after, seconds: flo
         "image_size": args.size,
         "images_per_round": args.images,
         "rounds": args.rounds,
+        "rounds_done": min((len(r["rounds"]) for r in rows.values()), default=0),
         "together": args.together,
         "baseline": BASELINE,
         "load_average_before": load_before,
