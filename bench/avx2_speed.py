@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 BASELINE = "shipped: fused BN, batch 32, intra 1 / inter 2"
+GRID = None  # workers() or batch_workers(), set from --grid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +64,16 @@ class Worker:
     inter: int
     env: dict[str, str]
     options: tuple[Option, ...]
+
+
+def batch_workers() -> list[Worker]:
+    """`--grid batch`: batch size per image size, beside two copies of the shipped step (the run's own noise)."""
+    return [
+        Worker("shipped", 1, 2, {}, (Option(BASELINE),)),
+        Worker("shipped again", 1, 2, {}, (Option("shipped again (noise)"),)),
+        Worker("batch 16", 1, 2, {}, (Option("fused BN, batch 16", batch=16),)),
+        Worker("batch 64", 1, 2, {}, (Option("fused BN, batch 64", batch=64),)),
+    ]
 
 
 def workers() -> list[Worker]:
@@ -183,7 +194,7 @@ def run(args) -> dict:
     procs: dict[str, subprocess.Popen] = {}
     logs = {}
     started = time.perf_counter()
-    for worker in workers():
+    for worker in GRID():
         spec = {
             "intra": worker.intra,
             "inter": worker.inter,
@@ -214,7 +225,7 @@ def run(args) -> dict:
     rows: dict[str, dict] = {}
     failed: dict[str, str] = {}
     try:
-        for worker in workers():
+        for worker in GRID():
             try:
                 ready = _read(procs[worker.label], "READY")
             except RuntimeError as exc:
@@ -238,7 +249,7 @@ def run(args) -> dict:
                     "rounds": [],
                 }
         load_before = load_average()
-        active = [w for w in workers() if w.label not in failed]
+        active = [w for w in GRID() if w.label not in failed]
         for r in range(args.rounds):
             if r and time.perf_counter() - started > args.minutes * 60:
                 break  # out of time: every option has the same number of rounds
@@ -313,6 +324,7 @@ def summarise(rows: dict[str, dict], args, load_before, load_after, seconds: flo
         "rounds": args.rounds,
         "rounds_done": min((len(r["rounds"]) for r in rows.values()), default=0),
         "together": args.together,
+        "grid": args.grid,
         "baseline": BASELINE,
         "load_average_before": load_before,
         "load_average_after": load_after,
@@ -329,6 +341,7 @@ def main() -> None:
     parser.add_argument("--isa", default="AVX2", help="ONEDNN_MAX_CPU_ISA and --xla_cpu_max_isa ('' for none)")
     parser.add_argument("--stagger", type=float, default=0.0, help="seconds between worker starts")
     parser.add_argument("--out", default="avx2_speed")
+    parser.add_argument("--grid", choices=["all", "batch"], default="all", help="which options (see batch_workers)")
     parser.add_argument("--together", action="store_true", help="every option trains at once in each round")
     parser.add_argument("--minutes", type=float, default=40, help="start no round after this many minutes")
     parser.add_argument(
@@ -336,6 +349,8 @@ def main() -> None:
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global GRID
+    GRID = batch_workers if args.grid == "batch" else workers
     if args.worker:
         _worker_main(args)
         return
