@@ -32,7 +32,11 @@ __all__ = [
     "AUTO_PRECISION",
     "cpu_flags",
     "cpu_supports_bf16",
+    "capped_flags",
+    "effective_cpu_flags",
     "choose_precision",
+    "choose_float32_speed",
+    "FLOAT32_SPEED",
     "precision_mode",
     "task_cores",
     "chain_slots",
@@ -76,9 +80,48 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     return frozenset()
 
 
+# oneDNN's ISA levels, lowest first, with the CPU flags each adds (`ONEDNN_MAX_CPU_ISA` caps its kernels at one).
+ONEDNN_ISAS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("SSE41",), ()),
+    (("AVX",), ("avx",)),
+    (("AVX2",), ("avx2", "fma")),
+    (("AVX2_VNNI",), ("avx_vnni",)),
+    (("AVX2_VNNI_2",), ("avx_vnni_int8", "avx_ne_convert")),
+    (("AVX512_CORE",), ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd")),
+    (("AVX512_CORE_VNNI",), ("avx512_vnni",)),
+    (("AVX512_CORE_BF16",), ("avx512_bf16",)),
+    (("AVX10_1_512", "AVX512_CORE_FP16"), ("avx512_fp16",)),
+    (("AVX10_1_512_AMX", "AVX512_CORE_AMX"), ("amx_bf16", "amx_tile", "amx_int8")),
+    (("AVX10_1_512_AMX_FP16", "AVX512_CORE_AMX_FP16"), ("amx_fp16",)),
+)
+
+
+def capped_flags(flags: frozenset[str], max_isa: str | None) -> frozenset[str]:
+    """`flags` without what oneDNN may not use under `ONEDNN_MAX_CPU_ISA=max_isa` (None, ALL, unknown: no cap).
+
+    A capped CPU (how an AVX2-only one is emulated on a newer one) trains as that CPU would, so the
+    choices made from its flags (precision, float32 settings) must be that CPU's too.
+    """
+    names = [names for names, _ in ONEDNN_ISAS]
+    level = next((i for i, aliases in enumerate(names) if (max_isa or "").upper() in aliases), None)
+    if level is None:
+        return flags
+    dropped = {flag for _, added in ONEDNN_ISAS[level + 1 :] for flag in added}
+    if level < names.index(("AVX512_CORE",)):
+        dropped |= {flag for flag in flags if flag.startswith("avx512")}
+    if level < names.index(("AVX10_1_512_AMX", "AVX512_CORE_AMX")):
+        dropped |= {flag for flag in flags if flag.startswith("amx")}
+    return frozenset(flags - dropped)
+
+
+def effective_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """This CPU's flags as oneDNN may use them: /proc/cpuinfo's, capped by `ONEDNN_MAX_CPU_ISA` where set."""
+    return capped_flags(cpu_flags(cpuinfo), os.environ.get("ONEDNN_MAX_CPU_ISA"))
+
+
 def cpu_supports_bf16(flags: frozenset[str] | None = None) -> bool:
     """True where the CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX); else bf16 is emulated and slow."""
-    return bool(set(BF16_FLAGS) & (cpu_flags() if flags is None else flags))
+    return bool(set(BF16_FLAGS) & (effective_cpu_flags() if flags is None else flags))
 
 
 def choose_precision(requested: str, flags: frozenset[str] | None = None) -> dict[str, str]:
@@ -88,7 +131,7 @@ def choose_precision(requested: str, flags: frozenset[str] | None = None) -> dic
     """
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {requested!r}")
-    flags = cpu_flags() if flags is None else flags
+    flags = effective_cpu_flags() if flags is None else flags
     if requested == "auto":
         for flag, mode, why in AUTO_PRECISION:
             if flag in flags:
@@ -97,6 +140,45 @@ def choose_precision(requested: str, flags: frozenset[str] | None = None) -> dic
     if requested != "float32" and not cpu_supports_bf16(flags):
         return {"requested": requested, "mode": "float32", "reason": f"{requested} refused: {NO_BF16}"}
     return {"requested": requested, "mode": requested, "reason": "asked for by the profile"}
+
+
+# How float32 trains fastest, per CPU kind: (CPU flag, settings, the measurement behind them). The first flag
+# this CPU has wins. Only float32 is chosen here: under bf16 the fused batch norm is what makes bf16 pay
+# (AUTO_PRECISION's rows), and the profile's setting stands.
+FLOAT32_SPEED: tuple[tuple[str, dict[str, bool], str], ...] = (
+    (
+        "avx512f",
+        {"fused_batch_norm": True},
+        "AVX-512 (AMD EPYC Zen 5, 2026-11-30, bench/train_throughput.py): the fused batch norm ran 1.33-1.50x "
+        "Keras' in float32 plain fits; an XLA-compiled step ran 0.6x (PLATFORM.md)",
+    ),
+    (
+        "avx2",
+        {"fused_batch_norm": True},
+        "AVX2 only (emulated, ONEDNN_MAX_CPU_ISA=AVX2 on a Zen 5, 2026-12-07, bench/avx2_speed.py, one slot, 128 px, "
+        "per CPU-second): Keras' batch norm ran 0.82x the fused one, TF_ENABLE_ONEDNN_OPTS=0 0.73x, one task on "
+        "both cores 0.93x, batch 64 1.02x, batch 16 0.96x; nothing tried ran measurably faster than this",
+    ),
+)
+NO_ROW = "no measurement for this CPU kind: the profile's settings"
+
+
+def choose_float32_speed(mode: str, fused_requested: bool, flags: frozenset[str] | None = None) -> dict[str, Any]:
+    """How to train in `mode` on a CPU with `flags`: {fused_batch_norm, reason}.
+
+    In float32 the first FLOAT32_SPEED row whose flag the CPU has decides (`avx512f` before `avx2`, so a
+    CPU with AVX-512 never takes the AVX2 row); a profile that turns the fused batch norm off keeps it off.
+    In any other mode, or on a CPU no row covers, the profile's setting applies.
+    """
+    flags = effective_cpu_flags() if flags is None else flags
+    row = next(((flag, chosen, why) for flag, chosen, why in FLOAT32_SPEED if flag in flags), None)
+    if mode != "float32" or row is None:
+        why = NO_ROW if mode == "float32" else f"{mode}: the profile's settings"
+        return {"fused_batch_norm": fused_requested, "reason": why}
+    flag, chosen, why = row
+    fused = chosen["fused_batch_norm"] and fused_requested
+    off = "" if fused or not chosen["fused_batch_norm"] else "; the profile turned the fused batch norm off"
+    return {"fused_batch_norm": fused, "reason": f"float32 on {flag}: {why}{off}"}
 
 
 @contextlib.contextmanager

@@ -408,8 +408,10 @@ def train_model(
     paths.root.mkdir(parents=True, exist_ok=True)
     resumed_from = _resume_point(paths, profile)
 
+    # How float32 trains fastest on this CPU kind (medcore.compute.FLOAT32_SPEED); bf16 keeps the profile's.
+    speed = compute.choose_float32_speed(compute.choose_precision(profile.precision)["mode"], profile.fused_batch_norm)
     clock = Clock()
-    with precision_policy(profile) as chosen, compute.fused_batch_norm(profile.fused_batch_norm) as fused:
+    with precision_policy(profile) as chosen, compute.fused_batch_norm(speed["fused_batch_norm"]) as fused:
         model, weights_used = _initial_model(profile, config.seed, warm_start)
         weights = class_weights(train["label"].to_numpy()) if profile.class_weighting else None
         # Epochs history.csv holds (trimmed above): the best of those may be kept from an earlier attempt.
@@ -457,9 +459,12 @@ def train_model(
     record["compute"] = {
         "precision": chosen,
         "fused_batch_norm": fused,
+        "speed": speed,
         "cores": profile.cores,
         "threads": threads,
         "cpu_bf16": compute.cpu_supports_bf16(),
+        # Set where an older CPU is emulated on a newer one; the choices above were made from the capped flags.
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
     }
     return record
 

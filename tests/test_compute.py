@@ -42,6 +42,56 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     assert compute.cpu_supports_bf16(compute.cpu_flags(info)) and not compute.cpu_supports_bf16(PLAIN)
 
 
+ZEN5 = frozenset({"avx", "avx2", "fma", "avx_vnni", "avx512f", "avx512bw", "avx512vbmi", "avx512_vnni", "avx512_bf16"})
+
+
+@pytest.mark.parametrize("cap", ["AVX2", "avx2"])
+def test_an_avx2_cap_leaves_an_avx2_cpu_so_auto_trains_in_float32(cap):
+    capped = compute.capped_flags(ZEN5, cap)
+    assert capped == {"avx", "avx2", "fma"}
+    assert compute.choose_precision("auto", capped)["mode"] == "float32"
+
+
+def test_a_cap_keeps_what_its_level_allows_and_no_cap_keeps_everything():
+    assert "avx512_bf16" in compute.capped_flags(ZEN5, "AVX512_CORE_BF16")
+    assert compute.capped_flags(AMX, "AVX512_CORE_BF16") == AMX - {"amx_bf16", "amx_tile"}
+    assert compute.capped_flags(AMX, "AVX512_CORE_AMX") == AMX
+    for cap in (None, "", "ALL", "DEFAULT", "NOT_AN_ISA"):
+        assert compute.capped_flags(ZEN5, cap) == ZEN5
+
+
+def test_the_cap_in_the_environment_applies_to_this_machines_flags(tmp_path, monkeypatch):
+    info = tmp_path / "cpuinfo"
+    info.write_text("flags\t\t: fpu avx2 fma avx512f avx512_bf16\n")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert compute.effective_cpu_flags(info) == {"fpu", "avx2", "fma"}
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert compute.effective_cpu_flags(info) == compute.cpu_flags(info)
+
+
+def test_float32_speed_follows_the_row_of_the_first_flag_the_cpu_has_and_says_why():
+    table = {flag: chosen for flag, chosen, _ in compute.FLOAT32_SPEED}
+    avx2 = compute.choose_float32_speed("float32", True, PLAIN)
+    assert avx2["fused_batch_norm"] is table["avx2"]["fused_batch_norm"] and avx2["reason"].startswith(
+        "float32 on avx2"
+    )
+    # A CPU with AVX-512 takes its own row, never the AVX2 one, though it has avx2 too.
+    zen5 = compute.choose_float32_speed("float32", True, ZEN5)
+    assert zen5["fused_batch_norm"] is table["avx512f"]["fused_batch_norm"] and "on avx512f" in zen5["reason"]
+    # ... and capped to AVX2 it is an AVX2 CPU.
+    assert compute.choose_float32_speed("float32", True, compute.capped_flags(ZEN5, "AVX2")) == avx2
+
+
+def test_float32_speed_never_turns_on_what_the_profile_turned_off_and_leaves_bf16_alone():
+    for flags in (PLAIN, ZEN5, AMX):
+        assert compute.choose_float32_speed("float32", False, flags)["fused_batch_norm"] is False
+    for requested in (True, False):
+        chosen = compute.choose_float32_speed("mixed_bfloat16", requested, AMX)
+        assert chosen == {"fused_batch_norm": requested, "reason": "mixed_bfloat16: the profile's settings"}
+    unknown = compute.choose_float32_speed("float32", True, frozenset({"sse4_2"}))
+    assert unknown["fused_batch_norm"] is True and unknown["reason"] == compute.NO_ROW
+
+
 def test_cores_zero_means_every_core_and_never_more_than_there_are():
     assert compute.task_cores(0, available=4) == 4
     assert compute.task_cores(1, available=4) == 1

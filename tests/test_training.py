@@ -287,7 +287,7 @@ def test_a_crash_between_model_and_contract_never_pairs_a_new_model_with_the_old
 
 
 def test_training_json_records_the_precision_chosen_for_this_cpu_and_why(tiny_config, tmp_path):
-    from medcore.compute import choose_precision
+    from medcore.compute import choose_float32_speed, choose_precision
 
     config = tmp_path / "auto.yaml"
     config.write_text(
@@ -302,6 +302,8 @@ def test_training_json_records_the_precision_chosen_for_this_cpu_and_why(tiny_co
     assert record["compute"]["precision"]["mode"] == expected["mode"] == record["precision"]
     assert record["compute"]["precision"]["reason"] == expected["reason"] and record["compute"]["cores"] == 1
     assert record["compute"]["fused_batch_norm"] is True  # the profile default
+    # The float32 speed choice for this CPU, with its reason, as medcore.compute makes it.
+    assert record["compute"]["speed"] == choose_float32_speed(expected["mode"], True)
     # The process's CPU seconds beside the wall clock, per epoch and for the attempt.
     assert len(record["epoch_cpu_seconds"]) == len(record["epoch_seconds"]) == 1
     assert 0 < record["epoch_cpu_seconds"][0] <= record["cpu_seconds"]
