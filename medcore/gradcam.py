@@ -251,7 +251,8 @@ class GradCam:
                 score = tf.reduce_sum(tf.cast(logits, tf.float32))  # each logit depends on its own image only
             grads = tf.cast(tape.gradient(score, activations), tf.float32)
             weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-            maps = tf.nn.relu(tf.reduce_sum(weights * tf.cast(activations, tf.float32), axis=-1))
+            # Signed: the ReLU is applied outside, so the sanity check (medcore.probes) can read the same trace.
+            maps = tf.reduce_sum(weights * tf.cast(activations, tf.float32), axis=-1)
             return maps, tf.cast(logits[:, 0], tf.float32)
 
         @tf.function(input_signature=spec)
@@ -270,11 +271,17 @@ class GradCam:
         """Return (heatmaps in [0, 1] at the layer's resolution, logits) for a stack of images."""
         if len(images) == 0:
             return np.zeros((0, *self.map_shape), np.float32), np.zeros(0, np.float32)
-        parts = self._batched(self._cams, images)
-        maps = np.concatenate([m.numpy() for m, _ in parts])
-        logits = np.concatenate([z.numpy() for _, z in parts])
+        maps, logits = self.signed_maps(images)
+        maps = np.maximum(maps, 0.0)
         peaks = maps.reshape(len(maps), -1).max(axis=1).reshape(-1, 1, 1)
         return maps / (peaks + EPSILON), logits  # an all-zero map stays zero instead of dividing by zero
+
+    def signed_maps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(Grad-CAM before its ReLU and unnormalised, logits): the sign and scale the sanity check compares."""
+        if len(images) == 0:
+            return np.zeros((0, *self.map_shape), np.float32), np.zeros(0, np.float32)
+        parts = self._batched(self._cams, images)
+        return np.concatenate([m.numpy() for m, _ in parts]), np.concatenate([z.numpy() for _, z in parts])
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """The model's logit for a stack of images, in batches (float64)."""
