@@ -212,9 +212,9 @@ def border_probe(
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(above > 0, (auc["border"] - 0.5) / above, np.nan)
         centre_share = np.where(above > 0, (auc["centre"] - 0.5) / above, np.nan)
-    border_low = interval(auc["border"][1:])["low"]
     retained = float(share[0]) if np.isfinite(share[0]) else None
-    fires = bool(above[0] > 0 and border_low > 0.5 and retained is not None and retained >= keep)
+    share_low = interval(share[1:])["low"] if retained is not None else None
+    fires = bool(above[0] > 0 and share_low is not None and share_low >= keep)
     return {
         "images": int(len(labels)),
         "positive": int(labels.sum()),
@@ -231,8 +231,8 @@ def border_probe(
         "resamples": resamples,
         "confidence": confidence,
         "unit": "patient" if groups is not None else "image",
-        "rule": f"fires when the border-only ROC AUC interval lies above 0.5 and the border keeps at least "
-        f"{keep:.0%} of the model's AUC above chance, (AUC_border - 0.5) / (AUC - 0.5)",
+        "rule": f"fires when the lower bound of the border's share of the model's AUC above chance, "
+        f"(AUC_border - 0.5) / (AUC - 0.5), is at least {keep:.0%}",
         "fires": fires,
     }
 
