@@ -116,7 +116,9 @@ def test_border_probe_fires_on_a_planted_shortcut_and_not_on_clean_phantoms():
     # The clean models did learn the finding: the probe was not silent for want of an AUC to keep.
     assert np.median([r["roc_auc"]["full"]["low"] for r in clean]) > 0.5
     first = shortcut[0]
-    assert first["roc_auc"]["border"]["low"] <= first["roc_auc"]["border"]["value"] <= first["roc_auc"]["border"]["high"]
+    assert (
+        first["roc_auc"]["border"]["low"] <= first["roc_auc"]["border"]["value"] <= first["roc_auc"]["border"]["high"]
+    )
     assert probe_findings({"border": first})[0]["code"] == "border_shortcut"
 
 
@@ -164,9 +166,12 @@ def test_randomised_restores_the_weights():
 def test_unknown_randomisation_layer_is_a_clear_error():
     from medcore.errors import MedcoreError
 
-    with pytest.raises(MedcoreError, match=r"sanity_stages: 'conv5_\*' matches no layer"):
-        with randomised(_cnn(16, seed=0), ["conv5_*"], np.random.default_rng(0)):
-            pass
+    model = _cnn(16, seed=0)
+    with (
+        pytest.raises(MedcoreError, match=r"sanity_stages: 'conv5_\*' matches no layer"),
+        randomised(model, ["conv5_*"], np.random.default_rng(0)),
+    ):
+        pass
 
 
 def test_sanity_check_fires_when_the_maps_cannot_depend_on_the_head():
@@ -228,3 +233,113 @@ def test_border_probe_on_grad_cam_shaped_cnns():
             )["fires"]
         fired[name] = count
     assert fired["shortcut"] >= 9 and fired["clean"] <= 1, fired
+
+
+# --------------------------------------------------------------------------- the Grad-CAM stage, DenseNet121
+
+
+@pytest.mark.slow
+def test_gradcam_stage_runs_the_probes_on_densenet121(tmp_path):
+    """The stage on the production network (64 px, untrained): gradcam.json holds each probe's figures, rule and
+    findings, probes.png is written, and the model card has a Shortcut probes section."""
+    import cv2
+
+    from medcore.config import GradcamSettings, ProbeSettings, Profile
+    from medcore.gradcam import explain_model
+    from medcore.jsonio import read_json
+    from medcore.layout import ModelLayout
+    from medcore.training import build_model
+
+    rng = np.random.default_rng(0)
+    images, labels, _ = shortcut_phantoms(rng, 16, 64, **SHORTCUT, strength=0.5)
+    rows = []
+    for i, (image, label) in enumerate(zip(images, labels)):
+        path = tmp_path / "images" / f"{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(path), image)
+        rows.append({"relpath": path.name, "path": str(path), "label": int(label)})
+    paths = ModelLayout(tmp_path / "pneumonia" / "standard", "pneumonia", "standard")
+    paths.root.mkdir(parents=True)
+    model = build_model(Profile("t", image_size=64), seed=0)
+    model.save(paths.model)
+    frame = pd.DataFrame(rows)
+    frame["logit"] = model.predict(_rgb(images), verbose=0).reshape(-1)
+    frame["probability"] = 1 / (1 + np.exp(-frame["logit"]))
+    frame["predicted"] = (frame["probability"] >= 0.5).astype(int)
+    frame.to_csv(paths.predictions_csv, index=False)
+    settings = GradcamSettings(
+        samples=1,
+        deletion_images=4,
+        deletion_steps=2,
+        deletion_random_maps=1,
+        seed=0,
+        probes=ProbeSettings(images=16, empty_film_images=2, sanity_images=4, sanity_draws=1),
+    )
+    record = explain_model(paths, settings, "pneumonia/standard")
+    stored = read_json(paths.gradcam_json)
+    probes = stored["probes"]
+    assert set(probes) >= {"empty_film", "border", "sanity", "findings", "seconds", "plot"}
+    assert probes["border"]["images"] == 16 and probes["border"]["rule"]
+    assert [s["stage"] for s in probes["sanity"]["stages"]] == ["classifier head", "last dense block"]
+    assert set(probes["empty_film"]["kinds"]) == {"grey", "mean_image", "blurred", "noise"}
+    assert paths.gradcam_probes_png.stat().st_size > 1000
+    assert 0 < probes["seconds"] < record["stage_seconds"]
+    assert ("the maps barely change" in " ".join(stored["not_evidence"])) == probes["sanity"]["fires"]
+
+    from medcore.config import load_config
+    from medcore.model_card import render_model_card
+    from tests.conftest import ROOT
+
+    config = load_config(ROOT / "conditions.yaml")
+    card = render_model_card(config, config.conditions["pneumonia"], config.profiles["standard"], paths)
+    assert "## Shortcut probes" in card and "Border vs centre" in card and "Model randomisation" in card
+
+
+# --------------------------------------------------------------------------- the report and the card
+
+
+def test_fired_probes_reach_the_first_screen_issues_model_section_and_card(tmp_path):
+    """A model whose border probe, empty-film probe and randomisation check fired: the first screen names the
+    shortcut in plain words, Issues lists each finding with its severity, the model section shows the figures and
+    marks the overlays "not evidence", and the model card carries them as caveats."""
+    from medcore.gradcam import GradCam
+    from medcore.jsonio import read_json, write_json
+    from medcore.model_card import render_model_card
+    from medcore.report import gather_run, render_report
+    from tests.fakes import write_config, write_run
+
+    labels = np.array([0, 0, 1, 1])
+    images = np.full((4, 8, 8, 3), 100.0, np.float32)
+    empty = empty_film_probe(lambda films: np.full(len(films), 0.97), images, np.array([0.1, 0.2, 0.8, 0.9]), labels)
+    rng = np.random.default_rng(0)
+    phantoms, _, _ = shortcut_phantoms(rng, 4, 32, **CLEAN, strength=0.5)
+    sanity = sanity_check(
+        GradCam(_cnn(32, 0, channels=1, head_initializer="ones"), "relu"), _rgb(phantoms), STAGES[:1], seed=0
+    )
+    probes = {"empty_film": empty, "border": _linear_run(0, SHORTCUT), "sanity": sanity}
+    probes["findings"] = probe_findings(probes)
+    assert [f["code"] for f in probes["findings"]] == ["empty_film_positive", "border_shortcut", "saliency_insensitive"]
+
+    config_path = write_config(tmp_path)
+    run = write_run(tmp_path / "runs", "r", {("pneumonia", "standard"): "ok"}, config_path)
+    paths = run.model("pneumonia", "standard")
+    record = read_json(paths.gradcam_json)
+    plot = paths.gradcam_probes_png
+    write_json(paths.gradcam_json, {**record, "probes": {**probes, "plot": plot}, "not_evidence": ["randomised"]})
+
+    view = gather_run(run)
+    needs = view["overview"][0]["needs"]
+    assert "shortcut probes fired: border_shortcut, empty_film_positive, saliency_insensitive" in needs
+    first_screen = " ".join(view["next_steps"])
+    assert "the film's border alone" in first_screen and "empty film" in first_screen
+    codes = {(i["code"], i["severity"]) for i in view["issues"]}
+    assert {("border_shortcut", "warning"), ("saliency_insensitive", "warning")} <= codes
+    text = render_report(view)
+    assert "Grad-CAM fails the randomisation check" in text and "Do not read these heatmaps as evidence" in text
+    assert "Border vs centre (100 test images" in text and "(pneumonia/standard/gradcam/probes.png)" in text
+
+    from medcore.config import load_config
+
+    config = load_config(config_path)
+    card = render_model_card(config, config.conditions["pneumonia"], config.profiles["standard"], paths)
+    assert "Shortcut probe `border_shortcut`" in card and "**fires**, the overlays are not evidence" in card
