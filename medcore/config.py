@@ -410,6 +410,11 @@ class Augmentation:
     zoom: float = _number(0.0, 0.0, 0.9, "random zoom, as a fraction of the image")
     contrast: float = _number(0.0, 0.0, 0.9, "random contrast change, as a fraction")
     horizontal_flip: bool = _flag(False, "random left-right flip; never for chest films (the heart's side matters)")
+    # A mitigation for the border shortcut (medcore.probes): markers, text and rulers sit in the band.
+    border_erase: float = _number(
+        0.0, 0.0, 1.0, "share of training images whose outer band is replaced by the image's mean (0: off)"
+    )
+    border_band: float = _number(0.125, 0.01, 0.45, "width of the erased band, as a fraction of the image side")
 
 
 @dataclass(frozen=True, config=_SETTINGS)

@@ -215,7 +215,14 @@ def render_model_card(config: Config, condition: Condition, profile: Profile, pa
         + (f"; here: {dicom}." if dicom else "; this set holds no DICOM."),
         f"- Augmentation in training only: rotation {profile.augmentation.rotation}, zoom "
         f"{profile.augmentation.zoom}, contrast {profile.augmentation.contrast}, horizontal flip "
-        f"{'on' if profile.augmentation.horizontal_flip else 'off'}.",
+        f"{'on' if profile.augmentation.horizontal_flip else 'off'}"
+        + (
+            f", outer {profile.augmentation.border_band:.0%} band erased on {profile.augmentation.border_erase:.0%} "
+            "of images"
+            if profile.augmentation.border_erase
+            else ""
+        )
+        + ".",
         "",
     ]
 

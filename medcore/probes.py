@@ -60,6 +60,7 @@ __all__ = [
     "run_probes",
     "render_probes_plot",
     "probe_sample",
+    "weighted_auc",
 ]
 
 EMPTY_KINDS = ("grey", "mean_image", "blurred", "noise")
@@ -164,6 +165,23 @@ def probe_sample(predictions: pd.DataFrame, count: int, seed: int) -> pd.DataFra
     return pd.concat(parts).sort_index(kind="stable").reset_index(drop=True)
 
 
+def weighted_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC under each row of `weights` (resamples x images, as evaluation.bootstrap_weights draws them).
+
+    The weighted Mann-Whitney statistic, ties counted half, as `evaluation.weighted_metrics` computes it,
+    without the other figures: over 1000 resamples of 200 images it takes milliseconds, not seconds.
+    """
+    labels = np.asarray(labels).astype(bool)
+    _, level = np.unique(np.asarray(scores, dtype=np.float64), return_inverse=True)
+    levels = np.zeros((len(level), level.max() + 1))
+    levels[np.arange(len(level)), level] = 1.0  # image -> its score's rank among the distinct scores
+    positive, negative = (weights * labels) @ levels, (weights * ~labels) @ levels
+    below = np.cumsum(negative, axis=1) - negative
+    pairs = positive.sum(axis=1) * negative.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(pairs > 0, (positive * (below + 0.5 * negative)).sum(axis=1) / pairs, np.nan)
+
+
 def border_probe(
     logits: Callable[[np.ndarray], np.ndarray],
     images: np.ndarray,
@@ -179,9 +197,7 @@ def border_probe(
 ) -> dict[str, Any]:
     """ROC AUC with only the border band kept and with only the centre kept, against the intact images' (`intact`
     scores), on one paired stratified bootstrap; the rule in the module docstring."""
-    from scipy.stats import rankdata
-
-    from medcore.evaluation import bootstrap_weights, weighted_metrics
+    from medcore.evaluation import bootstrap_weights
 
     labels = np.asarray(labels).astype(int)
     if len(np.unique(labels)) < 2:
@@ -196,12 +212,7 @@ def border_probe(
     }
     rng = np.random.default_rng(seed)
     weights = np.vstack([np.ones((1, len(labels))), bootstrap_weights(len(labels), resamples, rng, groups, labels)])
-    # weighted_metrics reads probabilities; ranks in (0, 1) keep every ROC AUC of the logits (ties too) and never
-    # saturate as a sigmoid of a logit of 40 would.
-    auc = {
-        name: weighted_metrics(labels, rankdata(s) / (len(s) + 1), 0.5, weights)["roc_auc"]
-        for name, s in scores.items()
-    }
+    auc = {name: weighted_auc(labels, s, weights) for name, s in scores.items()}
     tail = 100.0 * (1.0 - confidence) / 2.0
 
     def interval(sample: np.ndarray) -> dict[str, float]:
@@ -574,8 +585,10 @@ def render_probes_plot(probes: dict[str, Any], title: str = "") -> bytes:
         errors = np.array(
             [[v - border["roc_auc"][n]["low"], border["roc_auc"][n]["high"] - v] for n, v in zip(names, values)]
         ).T
-        left.bar(["whole film", f"border {border['band']:.0%}", "centre"], values, yerr=errors, capsize=4,
-                 color=["tab:blue", "tab:red" if border["fires"] else "tab:grey", "tab:green"])  # fmt: skip
+        colours = ["tab:blue", "tab:red" if border["fires"] else "tab:grey", "tab:green"]
+        left.bar(
+            ["whole film", f"border {border['band']:.0%}", "centre"], values, yerr=errors, capsize=4, color=colours
+        )
         left.axhline(0.5, color="black", lw=0.8, ls="--")
         left.set(ylim=(0, 1), ylabel="test ROC AUC", title="Where the evidence lies")
     empty = probes.get("empty_film") or {}

@@ -80,6 +80,19 @@ def test_global_ssim_is_one_for_equal_maps_and_lower_otherwise():
     assert (global_ssim(a, rng.random((3, 7, 7))) < 0.5).all()
 
 
+def test_weighted_auc_is_evaluations_roc_auc_on_every_resample():
+    """The probe's fast AUC equals evaluation.weighted_metrics' ROC AUC, ties and bootstrap weights included."""
+    from medcore.evaluation import bootstrap_weights, weighted_metrics
+    from medcore.probes import weighted_auc
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(60) % 2
+    scores = np.round(rng.normal(size=60) + labels, 1)  # rounded: many ties
+    weights = np.vstack([np.ones((1, 60)), bootstrap_weights(60, 40, rng, None, labels)])
+    expected = weighted_metrics(labels, 1 / (1 + np.exp(-scores)), 0.5, weights)["roc_auc"]
+    np.testing.assert_allclose(weighted_auc(labels, scores, weights), expected, atol=1e-12)
+
+
 def test_probe_sample_keeps_both_classes_in_proportion():
     frame = pd.DataFrame({"label": [0] * 300 + [1] * 100, "path": [f"{i}" for i in range(400)]})
     sample = probe_sample(frame, 100, seed=0)
