@@ -604,7 +604,7 @@ class ProbeSettings:
     """Shortcut probes and the saliency sanity check run in the Grad-CAM stage (medcore.probes states each rule)."""
 
     enabled: bool = _flag(True, "run the empty-film, border/centre and model-randomisation probes")
-    images: int = _integer(200, 10, 100000, "test images (drawn within each class) the border/centre probe scores")
+    images: int = _integer(100, 10, 100000, "test images (drawn within each class) the border/centre probe scores")
     border_band: float = _number(0.125, 0.01, 0.45, "width of the outer band, as a fraction of the image side")
     border_keep: float = _number(
         0.5, 0.05, 1.0, "share of the model's ROC AUC above chance the border alone must keep for the probe to fire"

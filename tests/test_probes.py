@@ -356,3 +356,18 @@ def test_fired_probes_reach_the_first_screen_issues_model_section_and_card(tmp_p
     config = load_config(config_path)
     card = render_model_card(config, config.conditions["pneumonia"], config.profiles["standard"], paths)
     assert "Shortcut probe `border_shortcut`" in card and "**fires**, the overlays are not evidence" in card
+
+
+def test_sanity_check_fires_on_blank_maps():
+    """A head that weighs every channel negatively leaves nothing after Grad-CAM's ReLU: blank maps are no evidence.
+    (A DenseNet121 with random weights gave such maps for 1 of 2 seeds at 128 px, measured.)"""
+    import keras
+
+    from medcore.gradcam import GradCam
+
+    rng = np.random.default_rng(0)
+    images, _, _ = shortcut_phantoms(rng, 6, 32, **CLEAN, strength=0.5)
+    model = _cnn(32, seed=0, head_initializer=keras.initializers.Constant(-1.0))
+    result = sanity_check(GradCam(model, "relu"), _rgb(images), STAGES[:1], seed=0)
+    assert result["blank"] and result["fires"] and result["fired_stage"] is None
+    assert "blank" in probe_findings({"sanity": result})[0]["message"]
