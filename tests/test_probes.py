@@ -371,3 +371,22 @@ def test_sanity_check_fires_on_blank_maps():
     result = sanity_check(GradCam(model, "relu"), _rgb(images), STAGES[:1], seed=0)
     assert result["blank"] and result["fires"] and result["fired_stage"] is None
     assert "blank" in probe_findings({"sanity": result})[0]["message"]
+
+
+def test_probe_settings_are_validated_with_the_key_named(tmp_path):
+    """`gradcam.probes` keeps its defaults from the shipped config; a bad value names its key and file."""
+    from medcore.config import load_config
+    from medcore.errors import ConfigError
+    from tests.conftest import ROOT, write_yaml
+
+    base = f"extends: {ROOT / 'conditions.yaml'}\n"
+    config = load_config(write_yaml(tmp_path / "a.yaml", base + "gradcam: {probes: {sanity_stages: {head: logit}}}\n"))
+    assert config.gradcam.probes.sanity_stages == {"head": ("logit",)} and config.gradcam.probes.images == 100
+    for section, key in (
+        ("{border_band: 0.6}", "gradcam.probes.border_band"),
+        ("{sanity_stages: [logit]}", "gradcam.probes.sanity_stages"),
+        ("{sanity_stages: {head: []}}", "gradcam.probes.sanity_stages"),
+        ("{colour: red}", "gradcam.probes.colour"),
+    ):
+        with pytest.raises(ConfigError, match=rf"b\.yaml: {key}"):
+            load_config(write_yaml(tmp_path / "b.yaml", base + f"gradcam: {{probes: {section}}}\n"))
