@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_CONFIG",
     "EvaluationSettings",
     "GradcamSettings",
+    "ProbeSettings",
     "SplitSettings",
     "Tiers",
     "canonical_label",
@@ -409,6 +410,11 @@ class Augmentation:
     zoom: float = _number(0.0, 0.0, 0.9, "random zoom, as a fraction of the image")
     contrast: float = _number(0.0, 0.0, 0.9, "random contrast change, as a fraction")
     horizontal_flip: bool = _flag(False, "random left-right flip; never for chest films (the heart's side matters)")
+    # A mitigation for the border shortcut (medcore.probes): markers, text and rulers sit in the band.
+    border_erase: float = _number(
+        0.0, 0.0, 1.0, "share of training images whose outer band is replaced by the image's mean (0: off)"
+    )
+    border_band: float = _number(0.125, 0.01, 0.45, "width of the erased band, as a fraction of the image side")
 
 
 @dataclass(frozen=True, config=_SETTINGS)
@@ -576,6 +582,51 @@ class EvaluationSettings:
     crossval_repeats: int = _integer(2, 1, 20, "repeats of it, each with its own shuffle; out-of-fold logits averaged")
 
 
+def _sanity_stages(value: Any) -> dict[str, tuple[str, ...]]:
+    if not isinstance(value, Mapping) or not value:
+        raise ValueError("must map each stage's name to a list of layer-name patterns, e.g. {head: [logit]}")
+    stages = {}
+    for name, patterns in value.items():
+        if isinstance(patterns, str):
+            patterns = [patterns]
+        if (
+            not isinstance(patterns, (list, tuple))
+            or not patterns
+            or not all(isinstance(p, str) and p for p in patterns)
+        ):
+            raise ValueError(f"stage {name!r} must list layer-name patterns (fnmatch), e.g. [logit]")
+        stages[str(name)] = tuple(patterns)
+    return stages
+
+
+@dataclass(frozen=True, config=_SETTINGS)
+class ProbeSettings:
+    """Shortcut probes and the saliency sanity check run in the Grad-CAM stage (medcore.probes states each rule)."""
+
+    enabled: bool = _flag(True, "run the empty-film, border/centre and model-randomisation probes")
+    images: int = _integer(100, 10, 100000, "test images (drawn within each class) the border/centre probe scores")
+    border_band: float = _number(0.125, 0.01, 0.45, "width of the outer band, as a fraction of the image side")
+    border_keep: float = _number(
+        0.5, 0.05, 1.0, "share of the model's ROC AUC above chance the border alone must keep for the probe to fire"
+    )
+    empty_film_images: int = _integer(16, 1, 1024, "films the blurred and noise empty films are made from")
+    sanity_images: int = _integer(16, 2, 1024, "most positive test images the randomisation check compares maps on")
+    # DenseNet121: the classifier head, then its fourth (last) dense block and the batch norm after it.
+    sanity_stages: dict[str, tuple[str, ...]] = Field(
+        default_factory=lambda: {"classifier head": ("logit",), "last dense block": ("conv5_*", "bn")},
+        description="randomisation stages, top first, each a list of layer-name patterns (cumulative)",
+    )
+    sanity_max_similarity: float = _number(
+        0.5, 0.0, 1.0, "median rank correlation of maps (trained vs randomised) at which the sanity check fires"
+    )
+    sanity_draws: int = _integer(3, 1, 20, "independent randomisations per stage the model's maps are compared with")
+
+    @field_validator("sanity_stages", mode="before")
+    @classmethod
+    def _stages(cls, value: Any) -> dict[str, tuple[str, ...]]:
+        return _sanity_stages(value)
+
+
 @dataclass(frozen=True, config=_SETTINGS)
 class GradcamSettings:
     """Grad-CAM target, overlays, and the deletion test of faithfulness."""
@@ -591,6 +642,7 @@ class GradcamSettings:
     deletion_random_maps: int = _integer(5, 1, 100, "random maps per image the deletion curve is compared with")
     deletion_alpha: float = _number(0.05, 0.001, 0.5, "level of the paired one-sided test that Grad-CAM beats random")
     seed: int | None = _integer(None, 0, _SEED_MAX, "seeds the random-map baseline; null: the top-level seed")
+    probes: ProbeSettings = Field(default_factory=ProbeSettings)
 
 
 # The figures evaluation measures with a point estimate and an interval, and the report shows.

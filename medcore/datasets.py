@@ -45,6 +45,7 @@ __all__ = [
     "assign_splits",
     "cap_per_split",
     "make_dataset",
+    "border_eraser",
     "image_dataset",
     "padded_box",
     "content_masks",
@@ -463,7 +464,7 @@ def make_dataset(frame: pd.DataFrame, profile: Profile, *, training: bool, seed:
     Decodes each file once (caching the resized tensors), turns grayscale into three channels,
     and prefetches, so training does not wait on disk or JPEG decoding.
     """
-    return image_dataset(
+    data = image_dataset(
         frame["path"].to_numpy(dtype=str),
         frame["label"].to_numpy(dtype=np.float32),
         profile.image_size,
@@ -472,6 +473,30 @@ def make_dataset(frame: pd.DataFrame, profile: Profile, *, training: bool, seed:
         seed=seed,
         resize=profile.resize,
     )
+    erase = profile.augmentation.border_erase
+    if training and erase > 0:
+        data = data.map(border_eraser(profile.image_size, profile.augmentation.border_band, erase, seed))
+    return data
+
+
+def border_eraser(size: int, band: float, share: float, seed: int):
+    """A batch map: each image's outer band (`band` of the side) becomes the image's mean, with probability `share`.
+
+    Training only: the mitigation for the border shortcut the probes look for (medcore.probes).
+    """
+    import tensorflow as tf
+
+    from medcore.probes import band_mask
+
+    mask = tf.constant(band_mask(size, band)[None, :, :, None])
+    generator = tf.random.Generator.from_seed(seed)
+
+    def erase(images, *rest):
+        hit = generator.uniform((tf.shape(images)[0], 1, 1, 1)) < share
+        mean = tf.reduce_mean(images, axis=(1, 2, 3), keepdims=True)
+        return (tf.where(tf.logical_and(hit, mask), mean, images), *rest)
+
+    return erase
 
 
 def padded_box(height: int, width: int, size: int) -> tuple[int, int, int, int]:

@@ -70,6 +70,7 @@ def explain_model(paths: ModelLayout, settings: GradcamSettings, title: str) -> 
     from medcore.contract import contract_resize, contract_temperature
     from medcore.evaluation import load_model
 
+    stage_start = time.perf_counter()
     model = load_model(paths.model)
     explainer = GradCam(model, settings.layer, settings.batch_size)  # checks the layer before any work
     size = explainer.image_shape[0]
@@ -103,6 +104,7 @@ def explain_model(paths: ModelLayout, settings: GradcamSettings, title: str) -> 
     atomic_write_bytes(paths.gradcam_deletion_png, render_deletion_plot(faithful, title))
     if not faithful["better_than_random"]:
         log.warning("%s: %s", title, faithful["flag"])
+    probes = _probes(explainer, predictions, settings, paths, resize, temperature, (images, maps), title)
     record = {
         "layer": settings.layer,
         "map_shape": explainer.map_shape,
@@ -113,9 +115,55 @@ def explain_model(paths: ModelLayout, settings: GradcamSettings, title: str) -> 
         "temperature": temperature,
         **overlays,
         "faithfulness": faithful,
+        "probes": probes,
+        "not_evidence": _not_evidence(faithful, probes),
+        "stage_seconds": time.perf_counter() - stage_start,
     }
     write_json(paths.gradcam_json, record)
     return record
+
+
+def _probes(
+    explainer: GradCam,
+    predictions: pd.DataFrame,
+    settings: GradcamSettings,
+    paths: ModelLayout,
+    resize: str,
+    temperature: float,
+    strongest: tuple[np.ndarray, np.ndarray],
+    title: str,
+) -> dict[str, Any] | None:
+    """The shortcut probes and the sanity check (medcore.probes), their plot written; None when switched off."""
+    from medcore.probes import render_probes_plot, run_probes
+
+    if not settings.probes.enabled:
+        return None
+    images, _ = strongest
+    signed, _ = explainer.signed_maps(images[: settings.probes.sanity_images])
+    probes = run_probes(
+        explainer,
+        predictions,
+        settings.probes,
+        resize=resize,
+        temperature=temperature,
+        strongest=(images, signed),
+        seed=settings.seed or 0,
+    )
+    probes["plot"] = atomic_write_bytes(paths.gradcam_probes_png, render_probes_plot(probes, title))
+    for finding in probes["findings"]:
+        if finding["severity"] == "warning":
+            log.warning("%s: %s: %s", title, finding["code"], finding["message"])
+    return probes
+
+
+def _not_evidence(faithful: dict[str, Any], probes: dict[str, Any] | None) -> list[str]:
+    """Why the overlays must not be read as evidence of what the model looks at (empty: no known reason)."""
+    reasons = []
+    if not faithful.get("better_than_random"):
+        reasons.append("deleting where Grad-CAM points lowers the score no faster than deleting at random")
+    if probes and (probes.get("sanity") or {}).get("fires"):
+        reasons.append("the maps barely change when the model's weights are randomised (or show nothing)")
+    return reasons
 
 
 def deletion_inputs(
@@ -251,7 +299,8 @@ class GradCam:
                 score = tf.reduce_sum(tf.cast(logits, tf.float32))  # each logit depends on its own image only
             grads = tf.cast(tape.gradient(score, activations), tf.float32)
             weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-            maps = tf.nn.relu(tf.reduce_sum(weights * tf.cast(activations, tf.float32), axis=-1))
+            # Signed: the ReLU is applied outside, so the sanity check (medcore.probes) can read the same trace.
+            maps = tf.reduce_sum(weights * tf.cast(activations, tf.float32), axis=-1)
             return maps, tf.cast(logits[:, 0], tf.float32)
 
         @tf.function(input_signature=spec)
@@ -270,11 +319,17 @@ class GradCam:
         """Return (heatmaps in [0, 1] at the layer's resolution, logits) for a stack of images."""
         if len(images) == 0:
             return np.zeros((0, *self.map_shape), np.float32), np.zeros(0, np.float32)
-        parts = self._batched(self._cams, images)
-        maps = np.concatenate([m.numpy() for m, _ in parts])
-        logits = np.concatenate([z.numpy() for _, z in parts])
+        maps, logits = self.signed_maps(images)
+        maps = np.maximum(maps, 0.0)
         peaks = maps.reshape(len(maps), -1).max(axis=1).reshape(-1, 1, 1)
         return maps / (peaks + EPSILON), logits  # an all-zero map stays zero instead of dividing by zero
+
+    def signed_maps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(Grad-CAM before its ReLU and unnormalised, logits): the sign and scale the sanity check compares."""
+        if len(images) == 0:
+            return np.zeros((0, *self.map_shape), np.float32), np.zeros(0, np.float32)
+        parts = self._batched(self._cams, images)
+        return np.concatenate([m.numpy() for m, _ in parts]), np.concatenate([z.numpy() for _, z in parts])
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """The model's logit for a stack of images, in batches (float64)."""

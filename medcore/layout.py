@@ -149,6 +149,11 @@ class ModelLayout:
         return self.gradcam_dir / "deletion_curve.png"
 
     @property
+    def gradcam_probes_png(self) -> Path:
+        """The shortcut probes and the randomisation check in one figure (medcore.probes)."""
+        return self.gradcam_dir / "probes.png"
+
+    @property
     def plots_dir(self) -> Path:
         return self.root / "plots"
 

@@ -78,7 +78,44 @@ def _caveats(condition: Condition, validation: dict, metrics: dict, gradcam: dic
     faith = gradcam.get("faithfulness") or {}
     if faith and not faith.get("better_than_random"):
         found.append(f"{faith.get('flag') or 'Grad-CAM deletes no better than a random map'}.")
+    for finding in (gradcam.get("probes") or {}).get("findings") or []:
+        if finding.get("severity") == "warning":
+            found.append(f"Shortcut probe `{finding['code']}`: {finding['message']}.")
     return found
+
+
+def _probe_lines(probes: dict[str, Any]) -> list[str]:
+    """The shortcut probes' figures and verdicts (medcore.probes states each rule)."""
+    border, empty, sanity = probes.get("border"), probes.get("empty_film") or {}, probes.get("sanity") or {}
+    lines = []
+    if border:
+        auc = border["roc_auc"]
+        shown = {k: f"{_f(v['value'])} ({_f(v['low'])}–{_f(v['high'])})" for k, v in auc.items()}
+        lines.append(
+            f"- Border vs centre, {border['images']} test images, outer {border['band']:.0%} band: ROC AUC whole "
+            f"{shown['full']}, border only {shown['border']}, centre only {shown['centre']}: "
+            + ("**fires**" if border["fires"] else "does not fire")
+            + f" ({border['rule']})."
+        )
+    if empty.get("kinds"):
+        kinds = ", ".join(f"{k} {_f(v['median_probability'], 2)}" for k, v in empty["kinds"].items())
+        lines.append(
+            f"- Empty films (median calibrated probability): {kinds}; real positives "
+            f"{_f(empty['real_positive_median'], 2)}, real negatives {_f(empty['real_negative_median'], 2)} "
+            f"({empty['rule']})."
+        )
+    if sanity.get("stages"):
+        stages = "; ".join(
+            f"{s['stage']} randomised: Spearman {_f(s['spearman_median'], 2)}, SSIM {_f(s['ssim_median'], 2)}"
+            for s in sanity["stages"]
+        )
+        lines.append(
+            f"- Model randomisation ({sanity['images']} images): {stages}: "
+            + ("**fires**, the overlays are not evidence" if sanity["fires"] else "does not fire")
+            + f" ({sanity['rule']})."
+        )
+    lines += [f"- Finding `{f['code']}` ({f['severity']}): {f['message']}." for f in probes.get("findings") or []]
+    return lines
 
 
 def _scored(metrics: dict[str, Any]) -> str:
@@ -178,7 +215,14 @@ def render_model_card(config: Config, condition: Condition, profile: Profile, pa
         + (f"; here: {dicom}." if dicom else "; this set holds no DICOM."),
         f"- Augmentation in training only: rotation {profile.augmentation.rotation}, zoom "
         f"{profile.augmentation.zoom}, contrast {profile.augmentation.contrast}, horizontal flip "
-        f"{'on' if profile.augmentation.horizontal_flip else 'off'}.",
+        f"{'on' if profile.augmentation.horizontal_flip else 'off'}"
+        + (
+            f", outer {profile.augmentation.border_band:.0%} band erased on {profile.augmentation.border_erase:.0%} "
+            "of images"
+            if profile.augmentation.border_erase
+            else ""
+        )
+        + ".",
         "",
     ]
 
@@ -240,6 +284,11 @@ def render_model_card(config: Config, condition: Condition, profile: Profile, pa
         ]
     else:
         lines += ["Not measured yet (no gradcam.json).", ""]
+    probes = gradcam.get("probes")
+    lines += ["## Shortcut probes", ""]
+    lines += (
+        _probe_lines(probes) if probes else ["Not run (no gradcam.json, or `gradcam.probes.enabled` is false)."]
+    ) + [""]
 
     lines += [
         "## Ethical considerations",

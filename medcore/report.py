@@ -27,6 +27,7 @@ __all__ = [
     "with_contents",
     "anchor",
     "TEMPLATES_DIR",
+    "shortcut_findings",
 ]
 
 TEMPLATES_DIR = Path(os.environ.get("MEDCORE_TEMPLATES", Path(__file__).resolve().parent.parent / "templates"))
@@ -188,6 +189,8 @@ def _model_view(run: RunLayout, condition: str, profile: str) -> dict[str, Any]:
             "layer": (gradcam or {}).get("layer"),
             "overlays": overlays,
             "faithfulness": _relative_paths((gradcam or {}).get("faithfulness"), run_root, ("plot",)),
+            "probes": _relative_paths((gradcam or {}).get("probes"), run_root, ("plot",)),
+            "not_evidence": (gradcam or {}).get("not_evidence") or [],
         },
         "plots": {name: _relative(file, run_root) for name, file in ((metrics or {}).get("plots") or {}).items()},
         "model_path": paths.model if paths.model.exists() else None,
@@ -768,6 +771,8 @@ def _more_issues(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
             found.setdefault(("gradcam_not_faithful", "warning"), []).append(
                 f"{where}: Grad-CAM is no better than random maps in the deletion test"
             )
+        for finding in shortcut_findings(m, severity="warning"):
+            found.setdefault((finding["code"], finding["severity"]), []).append(f"{where}: {finding['message']}")
     return [{"code": c, "severity": s, "where": w} for (c, s), w in found.items()]
 
 
@@ -885,6 +890,8 @@ def next_steps(context: dict[str, Any]) -> list[str]:
         faith = m["gradcam"].get("faithfulness") or {}
         if faith and faith.get("better_than_random") is False:
             say("{who}: do not read the Grad-CAM heatmaps as evidence (no better than random).", m["label"])
+        for finding in shortcut_findings(m, severity="warning"):
+            say(f"{{who}}: {finding['sentence']} (`{finding['code']}`, see its Shortcut probes).", m["label"])
         previous = m.get("previous") or {}
         drop = previous.get("delta_roc_auc")
         if drop is not None and previous.get("same_test_split") and drop < -FELL:
@@ -976,10 +983,19 @@ def _needs_a_person(c: dict[str, Any], mine: list[dict[str, Any]], best: dict[st
     ]
     if unfaithful:
         needs.append(f"Grad-CAM no better than random ({', '.join(unfaithful)})")
+    shortcuts = sorted({f["code"] for m in mine if m["succeeded"] for f in shortcut_findings(m, severity="warning")})
+    if shortcuts:
+        needs.append(f"shortcut probe{'s' if len(shortcuts) > 1 else ''} fired: {', '.join(shortcuts)}")
     warned = sum(1 for m in mine for f in (m["validation"] or {}).get("findings", []) if f.get("severity") == "warning")
     if warned:
         needs.append(f"{warned} data warning{'s' if warned != 1 else ''}")
     return needs
+
+
+def shortcut_findings(m: dict[str, Any], severity: str | None = None) -> list[dict[str, Any]]:
+    """The shortcut probes' findings of one model's view (medcore.probes), those of `severity` if given."""
+    probes = (m.get("gradcam") or {}).get("probes") or {}
+    return [f for f in probes.get("findings") or [] if severity is None or f.get("severity") == severity]
 
 
 def _champion_words(champion: dict[str, Any], c: dict[str, Any], run_id: str) -> str:

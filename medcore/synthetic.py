@@ -15,7 +15,15 @@ import pandas as pd
 
 from medcore.jsonio import atomic_write_bytes, atomic_write_text
 
-__all__ = ["phantom", "drawn_phantom", "finding_region", "write_demo_data", "dicom_bytes", "FINDING_CENTRE"]
+__all__ = [
+    "phantom",
+    "drawn_phantom",
+    "finding_region",
+    "write_demo_data",
+    "dicom_bytes",
+    "FINDING_CENTRE",
+    "shortcut_phantoms",
+]
 
 FINDING_CENTRE = (0.68, 0.66)  # (x, y) as fractions of the image size
 
@@ -33,11 +41,12 @@ def finding_region(size: int, where: tuple[float, float, float]) -> np.ndarray:
 
 
 def drawn_phantom(
-    rng: np.random.Generator, size: int = 64, finding: bool = False
+    rng: np.random.Generator, size: int = 64, finding: bool = False, strength: float = 0.5
 ) -> tuple[np.ndarray, tuple[float, float, float] | None]:
     """A phantom and where its finding is, (x, y, radius) as fractions of the image (None without one).
 
     The radius is where the finding's brightness falls to 1/e of its peak: inside it a reader sees it.
+    `strength` is the finding's peak brightness (fraction of white) above the body.
     """
     import cv2
 
@@ -51,10 +60,38 @@ def drawn_phantom(
         cy = FINDING_CENTRE[1] + rng.uniform(-0.05, 0.05)
         radius = rng.uniform(0.09, 0.13)
         disc = np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2) / (radius**2)))
-        image += 0.5 * disc
+        image += strength * disc
     image = cv2.GaussianBlur(image, (3, 3), 0)
     where = (float(cx), float(cy), float(radius)) if finding else None
     return np.clip(image * 255.0, 0, 255).astype(np.uint8), where
+
+
+def shortcut_phantoms(
+    rng: np.random.Generator,
+    count: int,
+    size: int = 48,
+    *,
+    marker_on_positive: float = 0.8,
+    marker_on_negative: float = 0.1,
+    strength: float = 0.15,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Phantoms with a planted shortcut: (images (N, size, size) uint8, labels, marker present).
+
+    Half are positive, with a weak finding (`strength`); a bright square marker, like a hospital's
+    L/R token, sits in the top-left corner of `marker_on_positive` of the positives and
+    `marker_on_negative` of the negatives, so the corner predicts the label better than the lesion.
+    With both shares 0 these are clean phantoms with a weak finding.
+    """
+    labels = np.arange(count) % 2
+    marked = np.where(labels == 1, rng.random(count) < marker_on_positive, rng.random(count) < marker_on_negative)
+    side, at = max(2, size // 10), max(1, size // 32)
+    images = []
+    for label, mark in zip(labels, marked):
+        image = drawn_phantom(rng, size, bool(label), strength)[0]
+        if mark:
+            image[at : at + side, at : at + side] = 250
+        images.append(image)
+    return np.stack(images), labels, marked
 
 
 def _encode(image: np.ndarray, suffix: str) -> bytes:

@@ -117,7 +117,7 @@ BAD_VALUES = [
         "learning_rate: 0.001",
         "learning_rate: 0.001, augmentation: {spin: 0.1}",
         "profiles.standard.augmentation.spin",
-        "unknown key (allowed: rotation, zoom, contrast, horizontal_flip)",
+        "unknown key (allowed: rotation, zoom, contrast, horizontal_flip, border_erase, border_band)",
     ),
     ("seed: 1", "evaluation: {tiers: {great: 0.99}}", "evaluation.tiers.great", "unknown key"),
     ("seed: 1", "registry: {gates: {auc: 0.7}}", "registry.gates.auc", "unknown key (allowed: accuracy, precision"),

@@ -284,3 +284,27 @@ def test_datasets_that_feed_a_model_do_not_autotune_and_still_read_every_image(t
     for _ in range(2):  # a fresh iterator per epoch, as Keras makes them
         labels = np.concatenate([y.numpy() for _, y in data])
         assert sorted(labels.tolist()) == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_border_erase_replaces_the_band_in_training_batches_only(tmp_path):
+    """augmentation.border_erase 1.0: every training image's outer band is its mean; evaluation images are untouched."""
+    import cv2
+
+    from medcore.config import Augmentation, Profile
+    from medcore.datasets import make_dataset
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"{i}.png")
+        cv2.imwrite(str(paths[-1]), rng.integers(0, 255, (32, 32), dtype=np.uint8))
+    frame = pd.DataFrame({"path": [str(p) for p in paths], "label": [0.0, 1.0, 0.0, 1.0]})
+    profile = Profile("t", image_size=32, batch_size=4, augmentation=Augmentation(border_erase=1.0, border_band=0.125))
+    erased = next(iter(make_dataset(frame, profile, training=True, seed=0)))[0].numpy()
+    intact = next(iter(make_dataset(frame, profile, training=False, seed=0)))[0].numpy()
+    band = np.ones((32, 32), bool)
+    band[4:28, 4:28] = False
+    for image in erased:
+        assert np.ptp(image[band]) == 0 and abs(image[band][0, 0] - 127.5) < 5  # the mean of uniform noise
+        assert np.ptp(image[~band]) > 100  # the centre is the film's own
+    assert all(np.ptp(image[band]) > 100 for image in intact)
