@@ -92,6 +92,8 @@ __all__ += [
 POLICIES = ("error", "drop", "warn")  # stop the run / drop the offending rows and warn / keep them and warn
 LeakSide = Literal["heldout", "train"]  # which side of a cross-split leak loses its rows under `drop`
 NightlyPolicy = Literal["auto", "retrain", "continue"]  # auto: continue once a champion exists, else retrain
+WarmStartMethod = Literal["continue", "shrink_perturb"]  # medcore.warmstart
+BatchNormHandling = Literal["reestimate", "keep"]
 
 
 # What the report suggests for a finding whose rule names no fix of its own.
@@ -780,6 +782,26 @@ class NightlySettings:
         "warm starts in a row, since the last training from scratch, before a night retrains (0: no limit)",
     )
     skip_unchanged: bool = _flag(True, "train nothing when data, condition config and code equal the champion's")
+    warm_start: WarmStartMethod = _choice(
+        "continue",
+        "`continue`: the champion's weights as they are; `shrink_perturb`: shrink x w + perturb x a fresh "
+        "initialisation (Ash & Adams 2020, medcore.warmstart)",
+    )
+    shrink: float = _number(0.4, 0.0, 1.0, "shrink_perturb: the factor every trainable weight is scaled by")
+    perturb: float = _number(0.01, 0.0, 1.0, "shrink_perturb: the share of a fresh initialisation added")
+    batch_norm: BatchNormHandling = _choice(
+        "reestimate", "shrink_perturb: batch norm's moving statistics `reestimate`d on the train split, or `keep`"
+    )
+    epochs_by_growth: bool = _flag(
+        False, "a warm start trains at least the share of epochs that its train split's new images are"
+    )
+    rewarm: float = _number(
+        0.0,
+        0.0,
+        1.0,
+        "share of a warm start's steps spent raising the rate from continue_learning_rate back to the "
+        "profile's, then cosine (0: no re-warm)",
+    )
 
 
 @dataclass(frozen=True, config=_SETTINGS)

@@ -155,6 +155,7 @@ def render_model_card(config: Config, condition: Condition, profile: Profile, pa
         f"{training.get('epochs_planned', profile.epochs)} epochs, weights from "
         f"`{training.get('weights_used') or training.get('weights') or profile.weights}`, seed "
         f"{training.get('seed', config.seed)}, {training.get('precision', profile.precision)}.",
+        *_warm_start_line(training.get("warm_start")),
         f"- Decision threshold {_f(contract.get('threshold'))} ({contract.get('threshold_rule', 'n/a')}, chosen "
         f"on {contract.get('threshold_split', 'val')}); files: `model.keras`, `model.json` beside this card.",
         "",
@@ -310,3 +311,23 @@ def render_model_card(config: Config, condition: Condition, profile: Profile, pa
 def write_model_card(config: Config, condition: Condition, profile: Profile, paths: ModelLayout) -> Path:
     """Write `model_card.md` beside the model (atomically) and return its path."""
     return atomic_write_text(paths.model_card, render_model_card(config, condition, profile, paths))
+
+
+def _warm_start_line(warm: dict[str, Any] | None) -> list[str]:
+    """How a warm start treated the champion's weights (medcore.warmstart), or nothing for a scratch training."""
+    if not warm:
+        return []
+    if warm.get("method") == "shrink_perturb":
+        bn = (
+            f"batch norm statistics re-estimated on {warm.get('batch_norm_batches')} train batches"
+            if warm.get("batch_norm") == "reestimate"
+            else "batch norm statistics kept"
+        )
+        shrink, perturb = warm.get("shrink"), warm.get("perturb")
+        how = f"shrink and perturb (weights × {shrink} + {perturb} × a fresh initialisation; {bn})"
+    else:
+        how = "the champion's weights as they were"
+    growth = warm.get("growth")
+    new = f"; {growth:.0%} of the train images were new to it" if growth is not None else ""
+    rewarm = f"; rate re-warmed over {warm['rewarm']:.0%} of the steps" if warm.get("rewarm") else ""
+    return [f"- Warm-started from the champion: {how}{new}{rewarm}."]

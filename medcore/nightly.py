@@ -33,6 +33,8 @@ __all__ = [
     "nights_view",
     "plan_night",
     "continue_epochs",
+    "growth_share",
+    "warm_epochs",
     "read_split",
     "read_trained_on",
     "TREND_COLUMNS",
@@ -133,6 +135,25 @@ def contamination(trained_on: Iterable[str] | None, split: pd.DataFrame) -> dict
 def continue_epochs(epochs: int, share: float) -> int:
     """Epochs of a warm start: `share` of the planned epochs, rounded up, at least one."""
     return max(1, math.ceil(epochs * share - 1e-9))
+
+
+def growth_share(champion_images: Iterable[str] | None, tonight_images: Iterable[str]) -> float | None:
+    """Share of tonight's train images the champion never trained on (None where its images are unknown)."""
+    if champion_images is None:
+        return None
+    tonight = set(tonight_images)
+    if not tonight:
+        return 0.0
+    return len(tonight - set(champion_images)) / len(tonight)
+
+
+def warm_epochs(epochs: int, share: float, growth: float | None, by_growth: bool) -> int:
+    """Epochs of a warm start: `share` of the profile's `epochs`, or the share of new train images if larger.
+
+    A night whose train split is half new images is half a new training problem, so it gets half the epochs;
+    one with a few new images keeps the fixed share (`continue_epochs`).
+    """
+    return continue_epochs(epochs, max(share, growth or 0.0) if by_growth else share)
 
 
 def plan_night(

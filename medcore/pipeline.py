@@ -298,17 +298,23 @@ def train(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     (fold models first) and the model trained here sees all the data (medcore.crossval).
     """
     from medcore.crossval import all_data_split, cross_validate, needs_cross_validation
-    from medcore.nightly import CONTINUE, SKIP, continue_epochs
+    from medcore.nightly import CONTINUE, SKIP, growth_share, read_trained_on, warm_epochs
     from medcore.training import train_model
+    from medcore.warmstart import WarmStartPlan
 
     plan = read_json(paths.nightly_json) if paths.nightly_json.exists() else {"mode": "retrain"}
     if plan["mode"] == SKIP:
         raise Skipped(f"{condition.name}: {plan['reason']}")
     epochs = job.get("epochs") or profile.epochs
-    source = None
+    source = warm = None
+    split = _split(paths)
     if plan["mode"] == CONTINUE:
         source = plan["champion"]
-        epochs = continue_epochs(epochs, config.nightly.continue_epochs)
+        growth = growth_share(
+            read_trained_on(source.get("trained_on_path")), split.loc[split["split"] == "train", "sha256"]
+        )
+        warm = WarmStartPlan.from_settings(config.nightly, profile.learning_rate, growth)
+        epochs = warm_epochs(epochs, config.nightly.continue_epochs, growth, config.nightly.epochs_by_growth)
         profile = _warm_started(profile, config.nightly.continue_learning_rate)
         warm_start = Path(source["model_path"])
     elif profile.weights == "champion":  # a profile asking for the champion gets none when the plan says scratch
@@ -317,7 +323,6 @@ def train(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
         warm_start = _warm_start(config, condition.name, profile.weights)
     epochs = _budgeted_epochs(job, plan["mode"], epochs)
     deadline = time.monotonic() + 60 * job["train_deadline_minutes"] if job.get("train_deadline_minutes") else None
-    split = _split(paths)
     crossval = needs_cross_validation(split, config.evaluation)
     if crossval:  # too few test patients to measure anything: estimate out of fold, ship a model of all the data
         log.info(
@@ -332,7 +337,9 @@ def train(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
         split = all_data_split(split)
     else:
         paths.crossval_csv.unlink(missing_ok=True)
-    record = train_model(config, profile, split, paths, epochs=epochs, warm_start=warm_start, deadline=deadline)
+    record = train_model(
+        config, profile, split, paths, epochs=epochs, warm_start=warm_start, warm=warm, deadline=deadline
+    )
     record.update(
         {
             "machine": _machine(),

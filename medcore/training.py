@@ -7,6 +7,7 @@ is only ever replaced whole, so a crash never leaves half a model where a good o
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -28,6 +29,7 @@ from medcore.datasets import make_dataset
 from medcore.errors import MedcoreError
 from medcore.jsonio import atomic_write_text, write_json
 from medcore.layout import ModelLayout
+from medcore.warmstart import WarmStartPlan, reestimate_batch_norm, rewarm_callback, shrink_and_perturb
 
 __all__ = [
     "build_model",
@@ -380,11 +382,13 @@ def train_model(
     paths: ModelLayout,
     epochs: int | None = None,
     warm_start: Path | None = None,
+    warm: WarmStartPlan | None = None,
     deadline: float | None = None,
 ) -> dict[str, Any]:
     """Fit DenseNet121 on the train split, select on val, save `model.keras`; return the training record.
 
-    `warm_start` (for `weights: champion` or `shared`) is a saved model whose weights start this one.
+    `warm_start` (for `weights: champion` or `shared`) is a saved model whose weights start this one;
+    `warm` says how a night's warm start treats the champion's weights and rate (medcore.warmstart).
     A retried attempt resumes after the last epoch an earlier one finished. `deadline` (time.monotonic()):
     the night plan's end for this training; no epoch starts that its predecessors say would pass it.
     """
@@ -413,15 +417,21 @@ def train_model(
     clock = Clock()
     with precision_policy(profile) as chosen, compute.fused_batch_norm(speed["fused_batch_norm"]) as fused:
         model, weights_used = _initial_model(profile, config.seed, warm_start)
+        warm_record = None
+        if warm is not None and warm_start is not None:
+            # A resumed attempt restores its own weights from the backup: the champion's are prepared only once.
+            batches = 0 if resumed_from else _prepare_warm_start(model, profile, warm, config.seed, data_at)
+            warm_record = warm.record(batches)
         weights = class_weights(train["label"].to_numpy()) if profile.class_weighting else None
         # Epochs history.csv holds (trimmed above): the best of those may be kept from an earlier attempt.
         keeper = _best_epoch_callback(
             paths.backup_dir / "best.weights.h5", paths.backup_dir / "best.json", len(_history_rows(paths.history_csv))
         )
         phases = _phases(profile, epochs, weights_used)
+        steps = max(1, math.ceil(len(train) / profile.batch_size))
+        fit = functools.partial(_fit_phase, deadline=deadline, warm=warm, steps_per_epoch=steps)
         stoppers = [
-            _fit_phase(model, phase, profile, paths, data_at, weights, epochs, clock, keeper, config.seed, deadline)
-            for phase in phases
+            fit(model, phase, profile, paths, data_at, weights, epochs, clock, keeper, config.seed) for phase in phases
         ]
         best = restore_best_epoch(model, keeper)  # the saved model is the epoch the record reports
     wall = time.perf_counter() - clock.start
@@ -452,6 +462,7 @@ def train_model(
         best=best,
     )
     small = [p for p in phases if p.name == "small"]
+    record["warm_start"] = warm_record
     record["progressive"] = (
         {"image_size": small[0].image_size, "epochs": small[0].last - small[0].first} if small else None
     )
@@ -505,6 +516,21 @@ def _initial_model(profile: Profile, seed: int, warm_start: Path | None) -> tupl
     return model, f"{profile.weights} {warm_start} ({copied} layers)"
 
 
+def _prepare_warm_start(
+    model, profile: Profile, warm: WarmStartPlan, seed: int, data_at: Callable[[int], tuple[Any, Any]]
+) -> int:
+    """Shrink and perturb the champion's weights in `model` (if the plan says so); return the batches batch norm's
+    statistics were re-estimated on (0: kept)."""
+    if warm.method != "shrink_perturb":
+        return 0
+    fresh = build_network(profile, seed)  # the next draw of the same initialisers: the perturbation
+    changed = shrink_and_perturb(model, fresh, warm.shrink, warm.perturb)
+    log.info("warm start: shrink %.2f, perturb %.3f on %d weight tensors", warm.shrink, warm.perturb, changed)
+    if warm.batch_norm != "reestimate":
+        return 0
+    return reestimate_batch_norm(model, data_at(profile.image_size)[0])
+
+
 def _at_size(profile: Profile, size: int) -> Profile:
     """The profile's model and data at another image size (no progressive resizing of its own)."""
     return profile if size == profile.image_size else replace(profile, image_size=size, progressive=Progressive())
@@ -543,6 +569,8 @@ def _fit_phase(
     keeper,
     seed: int,
     deadline: float | None = None,
+    warm: WarmStartPlan | None = None,
+    steps_per_epoch: int = 1,
 ):
     """Train one phase (resuming where a killed attempt stopped); return its early-stopping callback (None if the
     phase had already finished or selects no epoch)."""
@@ -572,7 +600,11 @@ def _fit_phase(
     callbacks = [
         *([stopper] if phase.selects else []),
         # Before the CSV logger, so history.csv records the rate each epoch trained at.
-        *_schedule_callbacks(profile, phase.learning_rate, *phase.schedule),
+        *(
+            [rewarm_callback(warm, phase.learning_rate, steps_per_epoch, phase.first, phase.last)]
+            if warm is not None and warm.rewarm > 0 and phase.name == "fine_tune"
+            else _schedule_callbacks(profile, phase.learning_rate, *phase.schedule)
+        ),
         keras.callbacks.CSVLogger(str(paths.history_csv), append=True),
         *([keeper] if phase.selects else []),
         # Last, so an epoch counts as finished only once everything above has been written.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -19,8 +20,11 @@ from medcore.nightly import (
     code_version,
     contamination,
     continue_epochs,
+    growth_share,
     plan_night,
+    read_trained_on,
     split_changes,
+    warm_epochs,
 )
 from tests.test_validation import _encode, phantom
 
@@ -102,6 +106,17 @@ def _manifest(rows: list[tuple[str, int, str]]) -> pd.DataFrame:
             for r, label, split in rows
         ]
     )
+
+
+def test_warm_epochs_follow_the_growth_of_the_train_split_when_asked():
+    """Half the train images new: half the epochs; a few new: the fixed share; unknown lineage: the fixed share."""
+    assert growth_share({"a", "b"}, ["a", "b", "c", "d"]) == 0.5
+    assert growth_share(None, ["a"]) is None and growth_share({"a"}, []) == 0.0
+    assert warm_epochs(6, 0.16, 0.5, by_growth=True) == 3
+    assert warm_epochs(6, 0.16, 0.05, by_growth=True) == 1
+    assert warm_epochs(6, 0.16, 0.5, by_growth=False) == 1
+    assert warm_epochs(6, 0.16, None, by_growth=True) == 1
+    assert warm_epochs(6, 0.16, 1.0, by_growth=True) == 6
 
 
 def test_changes_since_the_champion_are_counted_by_content():
@@ -260,7 +275,13 @@ def test_a_second_night_continues_from_the_champion_on_grown_data(tmp_path, tiny
         "registry: {gates: {roc_auc_low: null, recall: null, specificity: null}, min_tier: null}\n"
     )
 
-    def night(run_id: str) -> RunLayout:
+    # Night 2 warm-starts by shrink and perturb (medcore.warmstart), with epochs by the train split's growth.
+    shrunk = tmp_path / "shrink.yaml"
+    shrunk.write_text(
+        f"extends: {config}\nnightly: {{warm_start: shrink_perturb, shrink: 0.5, epochs_by_growth: true}}\n"
+    )
+
+    def night(run_id: str, config: Path = config) -> RunLayout:
         done = subprocess.run(
             [
                 sys.executable,
@@ -290,7 +311,7 @@ def test_a_second_night_continues_from_the_champion_on_grown_data(tmp_path, tiny
     for folder in held_back.iterdir():
         for image in folder.iterdir():
             shutil.move(image, data / "knee_osteoporosis" / folder.name / image.name)
-    second = night("night2")
+    second = night("night2", shrunk)
 
     paths = second.model("knee_osteoporosis", "standard")
     plan = read_json(paths.nightly_json)
@@ -298,6 +319,14 @@ def test_a_second_night_continues_from_the_champion_on_grown_data(tmp_path, tiny
     assert plan["changes"]["moved"] == 0 and plan["changes"]["removed"] == plan["changes"]["relabelled"] == 0
     training = read_json(paths.training_json)
     assert training["epochs_planned"] == 1 and training["weights_used"].startswith("champion ")
+    warm = training["warm_start"]
+    new_train = pd.read_csv(paths.split_csv).query("split == 'train'")
+    trained_before = read_trained_on(plan["champion"]["trained_on_path"])
+    assert warm["growth"] == pytest.approx((~new_train["sha256"].isin(trained_before)).mean())
+    assert 0 < warm["growth"] < 0.5, "a fifth of the images came back: a share under half, so one epoch of two"
+    assert (warm["method"], warm["shrink"], warm["batch_norm"]) == ("shrink_perturb", 0.5, "reestimate")
+    assert warm["batch_norm_batches"] > 0
+    assert "shrink and perturb (weights × 0.5" in paths.model_card.read_text()
     loaded = load_config(config)
     warm_rate = loaded.profiles["standard"].learning_rate * loaded.nightly.continue_learning_rate
     assert training["learning_rate"] == pytest.approx(warm_rate), "a warm start trains at a share of the rate"
