@@ -103,7 +103,10 @@ def test_report_arrives_with_html_and_attachments(tmp_path, monkeypatch, airflow
 
     message = email.message_from_bytes(envelope.content, policy=policy.default)
     assert message["Subject"] == record["subject"]
-    assert message["Subject"].startswith("[medcore] PARTIAL: 2/3 models succeeded")
+    # The report's one verdict, word for word, then the conditions that need a person.
+    summary = read_json(run.summary_json)
+    assert message["Subject"].startswith(f"[medcore] {summary['verdict']}: {', '.join(summary['needs'])} · ")
+    assert summary["verdict"] == "failed" and "2/3 models succeeded" in message["Subject"]
     assert "new champion: pneumonia, limb" in message["Subject"]
     html = message.get_body(preferencelist=("html",)).get_content()
     assert "<table>" in html and "0.91 (0.72–1.00)" in html, "the body is the report, metrics with intervals"
@@ -126,7 +129,9 @@ def test_report_arrives_with_html_and_attachments(tmp_path, monkeypatch, airflow
         assert part["Content-ID"] == f"<{name}>" and part.get_content_disposition() == "inline"
         assert f'src="cid:{name}"' in html
     # Overlays that are not inline would need the server: their alt text stands in, and every <img> is inline.
-    assert "gradcam/tp_01.png" not in html and "tp p=0.90 (image)" in html
+    # Without notify.report_url no link could lead anywhere: each names its file in the run folder instead.
+    assert 'href="pneumonia/' not in html and "tp p=0.90 (image)" in html
+    assert f"<code>{run.root.name}/pneumonia/standard/gradcam/tp_01.png</code>" in html
     assert re.findall(r'<img src="([^":]+):', html) == ["cid"] * len(images)
     assert run.report_md.read_bytes() == report_before, "sending never rewrites the report"
 

@@ -154,7 +154,7 @@ def test_all_succeeded(tmp_path):
     key = _section(report, "Key figures")
     assert "Best model: **pneumonia/intensive**, test ROC AUC 0.930; weakest: limb/standard, 0.740" in key
     assert f"ROC AUC {sum(aucs.values()) / 4:.3f}" in key
-    assert "Models per quality tier: excellent 1, moderate 1, insufficient 2" in key
+    assert "Models per test tier: excellent 1, moderate 1, insufficient 2" in key
     # where each model's weights started, ending its own line (not run into the next bullet)
     assert (
         len(
@@ -419,8 +419,11 @@ def test_next_steps_grouped_and_few(tmp_path):
     steps = [line for line in _section(report, "Next steps").splitlines() if re.match(r"^\d+\. ", line)]
     assert 1 <= len(steps) <= 5
     more = _section(report, "More next steps").splitlines() if "## More next steps" in report else []
-    insufficient = [s for s in steps + more if "insufficient tier" in s]
+    insufficient = [s for s in steps + more if "test tier insufficient" in s]
+    # The tier fails for want of positive test images, and the advice says so instead of "train longer".
     assert len(insufficient) == 1 and "pneumonia/standard, pneumonia/intensive and limb/standard" in insufficient[0]
+    assert "only 5 positive images" in insufficient[0] and "training longer would not" in insufficient[0]
+    assert not any("more epochs may help" in s for s in steps + more), "epochs cannot lift a tier capped by positives"
 
 
 def test_contents_link_every_section_and_html_collapses_models(tmp_path):
