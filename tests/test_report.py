@@ -506,3 +506,72 @@ def test_calibration_studies_and_cross_validation_are_shown(tmp_path):
         report,
     )
     assert "**Estimated by cross-validation**" in report and "2 × 5-fold" in report
+
+
+# --------------------------------------------------------------------------- one verdict, and why
+
+
+def test_every_condition_at_look_is_one_look_verdict(tmp_path):
+    """Two models that succeed but meet no gate: the verdict is "look" in summary.json, the title, the first screen,
+    the e-mail subject and the verdict task alike; each row names the failing gate with figure and threshold and what
+    would change it (here the number of positive val images, not training)."""
+    from medcore.notify import _subject
+
+    outcomes = {
+        ("pneumonia", "standard"): {"metrics": metrics_with(0.75), "seed": 1},
+        ("limb", "standard"): {"metrics": metrics_with(0.74), "seed": 2},
+    }
+    run, summary, report = _report(tmp_path, outcomes, gates="{roc_auc_low: 0.70}")
+    assert summary["verdict"] == "look" and summary["needs"] == ["pneumonia", "limb"]
+    assert report.startswith("# medcore training status report: look\n")
+    pneumonia = _row(_section(report, "This morning"), "pneumonia")
+    assert pneumonia[1] == "⚠️ look"
+    assert "no model meets the gates: val AUC lower bound 0.56 < 0.70" in pneumonia[6]
+    assert "only 4 positive val images" in pneumonia[6] and "not more training" in pneumonia[6]
+    assert _subject(run).startswith("[medcore] look: pneumonia, limb · 2/2 models succeeded")
+    assert pipeline.verdict(summary).startswith("look: pneumonia (no model meets the gates: val AUC lower bound 0.56")
+    assert "| test tier |" in report, "the Models table's tier is the test split's, and says so"
+
+
+def test_worse_than_chance_is_said_and_its_maps_are_no_evidence(tmp_path):
+    """A test AUC interval wholly below 0.5 is called worse than chance, and a deletion test that favours its
+    Grad-CAM does not make the maps evidence."""
+    run, _summary, _ = _report(tmp_path, {("pneumonia", "standard"): {"metrics": metrics_with(0.30), "seed": 1}})
+    paths = run.model("pneumonia", "standard")
+    record = read_json(paths.gradcam_json)
+    record["faithfulness"] = {
+        "better_than_random": True,
+        "gradcam_deletion_auc": 0.2,
+        "random_deletion_auc": 0.4,
+        "p_value": 0.0039,
+        "images": 8,
+        "steps": 8,
+        "baseline": "blur",
+    }
+    write_json(paths.gradcam_json, record)
+    write_report(run)
+    report = run.report_md.read_text()
+    assert "is worse than chance (test AUC 0.30 (0.11–0.45))" in _row(_section(report, "This morning"), "pneumonia")[6]
+    assert "**Worse than chance**" in report and "— better than random" not in report
+    assert "not evidence" in report
+    assert any("worse than chance" in s for s in _section(report, "Next steps").splitlines())
+
+
+def test_a_refused_plan_leaves_a_short_report_and_one_verdict(tmp_path):
+    """epochs 0 refused by plan: run.json records why, promote decides nothing, the report says the run did not
+    start and why, and the verdict fails with that one sentence."""
+    from medcore.errors import ConfigError, StageError
+
+    config = write_config(tmp_path)
+    with pytest.raises(ConfigError, match="epochs override must be 1 to 1000"):
+        pipeline.plan_run(config, "refused", epochs=0, params={"epochs": 0})
+    run = RunLayout(tmp_path / "runs", "refused")
+    assert read_json(run.run_json)["jobs"] == [] and "got 0" in read_json(run.run_json)["plan_error"]
+    assert pipeline.promote("refused", run.runs_root)["decisions"] == {} and not run.promotion_json.exists()
+    summary = pipeline.report("refused", run.runs_root)
+    report = run.report_md.read_text()
+    assert report.startswith("# medcore training status report: failed, the run did not start")
+    assert "The run did not start: **epochs override must be 1 to 1000" in report
+    assert summary["verdict"] == "failed" and summary["planned"] == 0
+    with pytest.raises(StageError, match="the run did not start: epochs override must be 1 to 1000"):
+        pipeline.verdict(summary)
