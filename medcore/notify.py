@@ -142,7 +142,8 @@ def build_email(run: RunLayout, settings: NotifySettings) -> Email:
     for name, source, model in key_images(run, settings.max_images):
         inline[source.resolve()] = name
         if source.resolve().is_relative_to(run.root.resolve()):
-            shown.append(f"**{model}**\n\n![{name}]({source.resolve().relative_to(run.root.resolve()).as_posix()})")
+            relative = source.resolve().relative_to(run.root.resolve()).as_posix()
+            shown.append(f"**{model}**\n\n![{model} Grad-CAM {Path(name).stem.rsplit('-', 1)[-1]}]({relative})")
 
     def link(relative: str) -> str | None:
         # Inline images show by Content-ID; anything else links to the UI page when its address is configured,

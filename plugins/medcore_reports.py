@@ -129,7 +129,9 @@ def _trend_section(rows: list[dict[str, Any]]) -> list[str]:
                 f"Champion and challenger ROC AUC by night with their intervals, from run `{r['run_id']}`.",
                 "",
             ]
-            return lines + [f"![{p.stem}](runs/{quote(r['folder'])}/files/trend/{quote(p.name)})" for p in plots]
+            return lines + [
+                f"![{p.stem} ROC AUC by night](runs/{quote(r['folder'])}/files/trend/{quote(p.name)})" for p in plots
+            ]
     return []
 
 
