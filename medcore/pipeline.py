@@ -634,7 +634,12 @@ def verdict(summary: dict[str, Any]) -> str:
     if problems:
         raise StageError(f"{summary.get('verdict_words') or 'failed'}; " + "; ".join(problems))
     words = summary.get("verdict_words") or "OK"
-    log.warning("verdict %s", words) if summary.get("verdict") == "look" else log.info("verdict %s", words)
+    log.log(
+        logging.WARNING if summary.get("verdict") == "look" else logging.INFO,
+        "verdict %s (%s)",
+        words,
+        summary.get("verdict_why") or "nothing needs a person",
+    )
     return words
 
 

@@ -119,7 +119,8 @@ def _not_started_view(run: RunLayout, info: dict[str, Any]) -> dict[str, Any]:
         "verdict": {
             "state": FAILED,
             "needs": [],
-            "words": f"failed: the run did not start ({info['plan_error']})",
+            "words": "failed: the run did not start",
+            "why": info["plan_error"],
         },
     }
 
@@ -131,14 +132,13 @@ OK, LOOK, FAILED = "OK", "look", "failed"
 
 def run_verdict(overview: list[dict[str, Any]], failed: int = 0) -> dict[str, Any]:
     """OK / look / failed from the first screen's rows: failed if a model failed, look if a condition needs a
-    person, else OK; `needs` names the conditions that need one and `words` is the line every rendering shows."""
+    person, else OK; `needs` names the conditions that need one, `words` is the line every rendering shows
+    ("look: pneumonia, limb") and `why` what each needs, as the first screen says it."""
     needs = [r["condition"] for r in overview if r["state"] != "ok"]
     state = FAILED if failed or any(r["state"] == "failed" for r in overview) else LOOK if needs else OK
-    if state == OK:
-        words = "OK: nothing needs a person"
-    else:
-        words = f"{state}: " + "; ".join(f"{r['condition']} ({r['needs']})" for r in overview if r["state"] != "ok")
-    return {"state": state, "needs": needs, "words": words}
+    words = "OK: nothing needs a person" if state == OK else f"{state}: {', '.join(needs) or 'see the report'}"
+    why = "; ".join(f"{r['condition']}: {r['needs']}" for r in overview if r["state"] != "ok")
+    return {"state": state, "needs": needs, "words": words, "why": why}
 
 
 def _model_view(run: RunLayout, condition: str, profile: str) -> dict[str, Any]:
@@ -362,6 +362,7 @@ def write_report(run: RunLayout) -> dict[str, Any]:
         "report": run.report_md,
         "verdict": context["verdict"]["state"],
         "verdict_words": context["verdict"]["words"],
+        "verdict_why": context["verdict"]["why"],
         "needs": context["verdict"]["needs"],
         "plan_error": context.get("plan_error"),
         "planned": context["planned"],

@@ -529,7 +529,8 @@ def test_every_condition_at_look_is_one_look_verdict(tmp_path):
     assert "no model meets the gates: val AUC lower bound 0.56 < 0.70" in pneumonia[6]
     assert "only 4 positive val images" in pneumonia[6] and "not more training" in pneumonia[6]
     assert _subject(run).startswith("[medcore] look: pneumonia, limb · 2/2 models succeeded")
-    assert pipeline.verdict(summary).startswith("look: pneumonia (no model meets the gates: val AUC lower bound 0.56")
+    assert pipeline.verdict(summary) == "look: pneumonia, limb" == summary["verdict_words"]
+    assert summary["verdict_why"].startswith("pneumonia: no model meets the gates: val AUC lower bound 0.56 < 0.70")
     assert "| test tier |" in report, "the Models table's tier is the test split's, and says so"
 
 
