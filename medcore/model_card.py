@@ -86,7 +86,7 @@ def _caveats(condition: Condition, validation: dict, metrics: dict, gradcam: dic
         found.append(f"Kept despite warnings: {', '.join(kept)} (see validation.json).")
     quality = metrics.get("quality") or {}
     if quality.get("tier") == "insufficient" and quality.get("reason"):
-        found.append(f"Quality tier insufficient: {quality['reason']}.")
+        found.append(f"Test tier insufficient: {quality['reason']}.")
     faith = gradcam.get("faithfulness") or {}
     if faith and not faith.get("better_than_random") and not worse_than_chance(metrics):
         found.append(f"{faith.get('flag') or 'Grad-CAM deletes no better than a random map'}.")

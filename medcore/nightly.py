@@ -283,6 +283,8 @@ def render_trend(rows: pd.DataFrame, title: str) -> bytes:
         ax.set_xlim(-0.6, len(x) - 0.4)
         ax.set_xticks(x, labels, rotation=45 if len(x) > 6 else 0, fontsize=9)
         ax.tick_params(axis="y", labelsize=9)
+        low, high = ax.get_ylim()
+        ax.set_ylim(max(low, 0.0), min(high, 1.01))  # an AUC lies in 0-1: no axis above 1 round a perfect score
         ax.set(title=heading, ylabel="ROC AUC" if i == 0 else None)
         ax.grid(alpha=0.3)
         if i == 0 and ax.get_legend_handles_labels()[0]:

@@ -146,9 +146,9 @@ def test_all_succeeded(tmp_path):
     assert "**all models succeeded**" in report and "## Failed models" not in report
     assert "4 models planned, 4 succeeded, 0 failed (100.0 %)" in report
     # per-model sections come grouped by tier, best tier first, each model under its own tier
-    headings = re.findall(r"^## Quality tier: (\w+) \((\d+) models?\)", report, flags=re.M)
+    headings = re.findall(r"^## Test tier: (\w+) \((\d+) models?\)", report, flags=re.M)
     assert headings == [("excellent", "1"), ("moderate", "1"), ("insufficient", "2")]
-    insufficient = _section(report, "Quality tier: insufficient (2 models)")
+    insufficient = _section(report, "Test tier: insufficient (2 models)")
     assert "### limb / standard" in insufficient and "### limb / intensive" in insufficient
     assert "### pneumonia" not in insufficient
     key = _section(report, "Key figures")
