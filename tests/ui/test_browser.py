@@ -443,6 +443,6 @@ def test_make_resend_with_a_connection_made_through_the_rest_api(stack):
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.startswith("sent: [medcore] look: pneumonia"), done.stdout
+    assert done.stdout.splitlines()[-1].startswith("sent: [medcore] look: pneumonia"), done.stdout
     envelope = stack.inbox.envelopes[before]
     assert envelope.rcpt_tos == ["night@hospital.example"] and envelope.mail_from == "ui@lab.example"
