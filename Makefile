@@ -91,11 +91,9 @@ airflow-ui: airflow-init ## start the embedded Airflow (scheduler, dag-processor
 	echo "serving config $$config (data: $$data); set MEDCORE_CONFIG=... or MEDCORE_DATA_ROOT=... to change"; \
 	MEDCORE_CONFIG="$$config" exec bin/airflow-local airflow standalone
 
-resend: install ## e-mail a run's report again: make resend RUN=<run id> (SMTP connection of the embedded Airflow)
-	@test -n "$(RUN)" || { echo "usage: make resend RUN=<run id>  (a folder name under runs/)"; exit 2; }
-	@bin/airflow-local $(PY) -c 'import sys; from medcore.config import load_config; from medcore.pipeline import notify; \
-	r = notify(sys.argv[1], load_config().runs_root); print(r["status"], r.get("error") or r.get("reason") or r.get("subject")); \
-	sys.exit(r["status"] == "failed")' "$(RUN)"
+resend: install ## e-mail a run's report again: make resend RUN=<run id or folder under runs/> [TO="a@x b@y"]
+	@test -n "$(RUN)" || { echo "usage: make resend RUN=<run id or folder name under runs/> [TO=\"a@x b@y\"]"; exit 2; }
+	@bin/airflow-local $(VENV)/bin/medcore resend "$(RUN)" $(foreach to,$(TO),--to "$(to)")
 
 # The real sets: MEDCORE_DATA_ROOT, default ../shared/datasets beside the checkout.
 BENCH_DATA ?= $(or $(MEDCORE_DATA_ROOT),$(abspath ../shared/datasets))

@@ -89,16 +89,18 @@ def _choice_list(kind: str, title: str, description: str) -> Param:
     )
 
 
-# Only checks the trigger form can show next to its field are in the schemas: the choices above, and the
-# budget's bounds. A bound such as `minimum` makes the form's number box change 0 to 1 silently, which would
-# turn an epochs override into another; a budget clamped to 10..1440 minutes is still the budget meant. A
-# `pattern` failing after Trigger shows as a raw schema dump; `plan` checks those and fails with one sentence.
+# What a schema can say is in the schemas, so the form and the REST API refuse it before a run exists: the
+# choices above, the epochs bounds (the form's number box holds its value to 1-1000; the API answers 400) and
+# the budget's (10-1440 minutes). A `pattern` failing after Trigger shows as a raw schema dump, so addresses
+# are checked by `plan`, which fails alone with one sentence, and the report of a run that did not start says it.
 PARAMS = {
     "conditions": _choice_list("conditions", "Conditions", "Conditions to train; none selected trains all of them."),
     "profiles": _choice_list("profiles", "Profiles", "Training profiles; none selected uses all of them."),
     "epochs": Param(
         None,
         type=["null", "integer"],
+        minimum=1,
+        maximum=MAX_EPOCHS,
         title="Epochs override",
         description=f"Train every model for this many epochs (1 to {MAX_EPOCHS}) instead of its "
         "profile's; empty keeps each profile's.",
@@ -146,16 +148,17 @@ COMMON = dict(  # noqa: C408 reads as the DAG(...) keyword arguments it is sprea
 def training_pipeline() -> None:
     """The tasks and their wiring, shared by the nightly and the manual DAG."""
 
-    @task(execution_timeout=_minutes(TASKS.report_minutes))
+    @task(retries=0, execution_timeout=_minutes(TASKS.report_minutes))
     def plan(params=None, run_id=None) -> list[dict]:
         """Expand the run parameters into one job per (condition, profile) and fit them into the night's budget.
 
-        The log shows the plan: predicted minutes per chain, the budget, and each cut with its reason.
+        The log shows the plan: predicted minutes per chain, the budget, and each cut with its reason. A refused
+        parameter fails this task alone, in one sentence.
         """
-        from medcore.airflow_adapter import call_stage
+        from medcore.airflow_adapter import call_refusing
         from medcore.pipeline import plan_run
 
-        return call_stage(
+        return call_refusing(
             plan_run,
             CONFIG,
             run_id,
@@ -215,19 +218,22 @@ def training_pipeline() -> None:
         return jobs_by_slots(jobs, slots)[f"slots_{mine}"]
 
     @task(trigger_rule="all_done", retries=0)
-    def promote(jobs: list[dict]) -> dict:
+    def promote(jobs: list[dict] | None, run_id=None) -> dict:
         """Decide per condition whether this run's best model replaces the champion (gates, same-split AUC)."""
         from medcore.airflow_adapter import call_stage
+        from medcore.pipeline import nothing_planned
         from medcore.pipeline import promote as promote_models
 
-        return call_stage(promote_models, jobs[0]["run_id"], jobs[0]["runs_root"])
+        where = (jobs[0]["run_id"], jobs[0]["runs_root"]) if jobs else nothing_planned(run_id, CONFIG)
+        return call_stage(promote_models, *where)
 
     @task(trigger_rule="all_done", retries=0)
-    def report(jobs: list[dict]) -> dict:
-        """Render the status report from whatever the chains left behind."""
+    def report(jobs: list[dict] | None, run_id=None) -> dict:
+        """Render the status report from whatever the chains left behind (a short one if nothing was planned)."""
+        from medcore.pipeline import nothing_planned
         from medcore.pipeline import report as write_report
 
-        return write_report(jobs[0]["run_id"], jobs[0]["runs_root"])
+        return write_report(*((jobs[0]["run_id"], jobs[0]["runs_root"]) if jobs else nothing_planned(run_id, CONFIG)))
 
     @task(retries=0)
     def notify(jobs: list[dict]) -> dict:
@@ -242,13 +248,15 @@ def training_pipeline() -> None:
             raise AirflowFailException(f"report e-mail not sent via {record['conn_id']!r}: {record['error']}")
         return record
 
-    @task(trigger_rule="all_done", retries=0)
-    def verdict(summary: dict) -> None:
-        """Fail the run, after the report exists (and was sent or not), if any model or the e-mail failed."""
+    # none_failed: after a refused plan or a failed e-mail this is upstream_failed, so the run fails with one
+    # red task (the one that says why); otherwise it shows the report's verdict and fails the run on "failed".
+    @task(trigger_rule="none_failed", retries=0)
+    def verdict(summary: dict) -> str:
+        """The run's verdict as the report computed it: OK or look (its return value), or failed (fails the run)."""
         from medcore.airflow_adapter import call_stage
         from medcore.pipeline import verdict as judge
 
-        call_stage(judge, summary)
+        return call_stage(judge, summary)
 
     jobs = plan()
     slots = _chain_slots()
@@ -262,7 +270,7 @@ def training_pipeline() -> None:
     summary = report(jobs)
     sent = notify(jobs)
     chains >> promoted >> summary >> sent
-    sent >> verdict(summary)
+    [jobs, sent] >> verdict(summary)
 
 
 # No start_date: NightlyCron's first run is the next slot after the schedule is enabled. catchup=False:

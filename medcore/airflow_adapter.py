@@ -19,7 +19,7 @@ from airflow.timetables.trigger import CronTriggerTimetable
 
 from medcore.errors import MedcoreError, Skipped
 
-__all__ = ["call_stage", "call_training", "NightlyCron"]
+__all__ = ["call_stage", "call_refusing", "call_training", "NightlyCron"]
 
 TRAINING_POOL = "training"
 
@@ -34,6 +34,19 @@ def call_stage(stage: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise AirflowSkipException(str(exc)) from exc
     except MedcoreError as exc:
         raise AirflowFailException(str(exc)) from exc
+
+
+def call_refusing(stage: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a stage whose MedcoreError is the user's mistake (a refused trigger parameter): log its one sentence and
+    end the task failed without a traceback (Airflow logs one for every exception but SystemExit). Give the task
+    retries=0: a retry cannot fix the parameters."""
+    import logging
+
+    try:
+        return stage(*args, **kwargs)
+    except MedcoreError as exc:
+        logging.getLogger("medcore").error("%s", exc)
+        raise SystemExit(str(exc)) from None
 
 
 def call_training(stage: Callable[..., Any], job: dict, pool_slots: int) -> Any:

@@ -152,6 +152,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_resend(args: argparse.Namespace) -> int:
+    """E-mail a run's report again, through the DAG's notify code and the same Airflow connection."""
+    from medcore.config import load_config
+    from medcore.pipeline import notify, run_of
+
+    config = load_config(args.config)
+    run = run_of(config.runs_root, args.run)
+    to = [a for given in args.to or () for a in given.replace(",", " ").split()]
+    record = notify(run.run_id, config.runs_root, to=to, config_path=args.config)
+    shown = record.get("error") or record.get("reason") or record.get("subject")
+    print(f"{record['status']}: {shown}" + (" (the earlier success stays recorded)" if record.get("kept") else ""))
+    return 1 if record["status"] == "failed" else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from medcore.pretraining import TASK_SHARES
 
@@ -208,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--batch-size", type=int, default=32)
     predict.set_defaults(func=_cmd_predict)
+
+    resend = commands.add_parser("resend", help="e-mail a run's report again, through the DAG's SMTP connection")
+    resend.add_argument("run", help="the run id, or its folder name under the runs root")
+    resend.add_argument("--to", action="append", help="recipient(s), repeat or separate by commas (default: the run's)")
+    resend.add_argument("--config", default=None)
+    resend.set_defaults(func=_cmd_resend)
     return parser
 
 

@@ -500,6 +500,7 @@ def evaluate_scores(
                 "value": auc_low,
                 "reason": reason,
                 "tiers": dict(settings.tiers),
+                "min_per_class": settings.min_per_class,
                 "note": CLINICAL_NOTE,
             },
         }

@@ -47,9 +47,21 @@ def _share(counts: dict[str, int]) -> float | None:
     return counts.get("positive", 0) / total if total else None
 
 
+def worse_than_chance(metrics: dict[str, Any]) -> bool:
+    """The whole test ROC AUC interval below 0.5: the model ranks positives below negatives."""
+    high = ((metrics.get("intervals") or {}).get("roc_auc") or {}).get("high")
+    return isinstance(high, (int, float)) and high < 0.5
+
+
 def _caveats(condition: Condition, validation: dict, metrics: dict, gradcam: dict) -> list[str]:
     """What a reader must know before trusting the figures: configured facts first, then measured ones."""
     found = list(condition.caveats)
+    if worse_than_chance(metrics):
+        found.insert(
+            0,
+            f"Worse than chance: test ROC AUC {_with_interval(metrics, 'roc_auc')}, the whole interval below 0.5. "
+            "Do not use this model; check its labels and data.",
+        )
     counts = validation.get("counts") or {}
     train, test = _share(counts.get("train") or {}), _share(counts.get("test") or {})
     if train is not None and test is not None and abs(train - test) > PREVALENCE_SHIFT:
@@ -74,9 +86,9 @@ def _caveats(condition: Condition, validation: dict, metrics: dict, gradcam: dic
         found.append(f"Kept despite warnings: {', '.join(kept)} (see validation.json).")
     quality = metrics.get("quality") or {}
     if quality.get("tier") == "insufficient" and quality.get("reason"):
-        found.append(f"Quality tier insufficient: {quality['reason']}.")
+        found.append(f"Test tier insufficient: {quality['reason']}.")
     faith = gradcam.get("faithfulness") or {}
-    if faith and not faith.get("better_than_random"):
+    if faith and not faith.get("better_than_random") and not worse_than_chance(metrics):
         found.append(f"{faith.get('flag') or 'Grad-CAM deletes no better than a random map'}.")
     for finding in (gradcam.get("probes") or {}).get("findings") or []:
         if finding.get("severity") == "warning":
@@ -233,9 +245,14 @@ def render_model_card(config: Config, condition: Condition, profile: Profile, pa
         lines += [
             f"{_scored(metrics)}; {int(100 * boot.get('confidence', 0.95))} % intervals from "
             f"{boot.get('resamples', '?')} bootstrap resamples of {boot.get('unit', 'image')}s; threshold fixed on "
-            f"{metrics.get('threshold_split') or 'val'}. Quality tier: "
-            f"**{(metrics.get('quality') or {}).get('tier', 'n/a')}** (on the ROC AUC interval's lower "
-            "bound).",
+            f"{metrics.get('threshold_split') or 'val'}. Test tier: "
+            f"**{(metrics.get('quality') or {}).get('tier', 'n/a')}** (on the test ROC AUC interval's lower "
+            "bound)."
+            + (
+                " **Worse than chance**: the whole ROC AUC interval lies below 0.5."
+                if worse_than_chance(metrics)
+                else ""
+            ),
             "",
             "| figure | value (interval) |",
             "|---|---|",
@@ -277,7 +294,9 @@ def render_model_card(config: Config, condition: Condition, profile: Profile, pa
             f"{faith.get('baseline')} baseline (lower area = more faithful): Grad-CAM "
             f"{_f(faith.get('gradcam_deletion_auc'))} vs random maps {_f(faith.get('random_deletion_auc'))}: "
             + (
-                "better than random."
+                "better than random, but the model is worse than chance, so its heatmaps are not evidence of anything."
+                if faith.get("better_than_random") and worse_than_chance(metrics)
+                else "better than random."
                 if faith.get("better_than_random")
                 else "**not better than random**; its heatmaps are not evidence of what the model looks at."
             ),

@@ -300,11 +300,16 @@ def render_trend(rows: pd.DataFrame, title: str) -> bytes:
         promoted = [v for v, d in zip(x, rows["decision"]) if d == "promoted"]
         for v in promoted:
             ax.axvline(v, color="tab:green", alpha=0.15, lw=6)
-        ax.set_xticks(x, labels, rotation=45, fontsize=7)
+        # One or two nights: centred, with room either side, rather than a point on the frame's edge.
+        ax.set_xlim(-0.6, len(x) - 0.4)
+        ax.set_xticks(x, labels, rotation=45 if len(x) > 6 else 0, fontsize=9)
+        ax.tick_params(axis="y", labelsize=9)
+        low, high = ax.get_ylim()
+        ax.set_ylim(max(low, 0.0), min(high, 1.01))  # an AUC lies in 0-1: no axis above 1 round a perfect score
         ax.set(title=heading, ylabel="ROC AUC" if i == 0 else None)
         ax.grid(alpha=0.3)
         if i == 0 and ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="lower left")
+            ax.legend(fontsize=8, loc="lower left")
     fig.suptitle(f"{title}: ROC AUC by night (green: promoted)", fontsize=10)
     fig.subplots_adjust(top=0.84, wspace=0.25)
     return png_bytes(fig)

@@ -110,12 +110,20 @@ def key_images(run: RunLayout, limit: int) -> list[tuple[str, Path, str]]:
 
 
 def _subject(run: RunLayout) -> str:
+    """The run's verdict as the report wrote it (summary.json), the conditions that need a person, the run id:
+    "[medcore] look: pneumonia, cardiomegaly · 1/1 models succeeded · run <id>"."""
     summary = read_json(run.summary_json) if run.summary_json.exists() else {}
     promotion = read_json(run.promotion_json) if run.promotion_json.exists() else {}
     planned, succeeded = summary.get("planned", 0), summary.get("succeeded", 0)
-    state = "OK" if planned and succeeded == planned else "FAILED" if not succeeded else "PARTIAL"
+    state, needs = summary.get("verdict") or "failed", summary.get("needs") or []
+    if summary.get("plan_error"):
+        head = f"[medcore] {state}: the run did not start"
+    else:
+        head = f"[medcore] {state}" + (f": {', '.join(needs)}" if needs else "")
+    parts = [head]
+    if not summary.get("plan_error"):
+        parts.append(f"{succeeded}/{planned} models succeeded")
     promoted = [c for c, d in (promotion.get("conditions") or {}).items() if d.get("decision") == "promoted"]
-    parts = [f"[medcore] {state}: {succeeded}/{planned} models succeeded"]
     if promoted:
         parts.append(f"new champion: {', '.join(promoted)}")
     parts.append(f"run {run.run_id}")
@@ -134,7 +142,8 @@ def build_email(run: RunLayout, settings: NotifySettings) -> Email:
     for name, source, model in key_images(run, settings.max_images):
         inline[source.resolve()] = name
         if source.resolve().is_relative_to(run.root.resolve()):
-            shown.append(f"**{model}**\n\n![{name}]({source.resolve().relative_to(run.root.resolve()).as_posix()})")
+            relative = source.resolve().relative_to(run.root.resolve()).as_posix()
+            shown.append(f"**{model}**\n\n![{model} Grad-CAM {Path(name).stem.rsplit('-', 1)[-1]}]({relative})")
 
     def link(relative: str) -> str | None:
         # Inline images show by Content-ID; anything else links to the UI page when its address is configured,
@@ -150,6 +159,17 @@ def build_email(run: RunLayout, settings: NotifySettings) -> Email:
         return match.group(0) if (run.root / target).resolve() in inline else f"[{alt} (image)]({target})"
 
     markdown = re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)", offline, markdown)
+    if not settings.report_url:
+        # Without the UI's address a relative link leads nowhere from a mail client: name the file instead.
+        markdown = re.sub(
+            r"(?<!!)\[([^\]]+)\]\(([^)\s#][^)\s]*)\)",
+            lambda m: (
+                m.group(0)
+                if "://" in m.group(2) or m.group(2).startswith(("/", "mailto:", "#"))
+                else f"{m.group(1)} (`{run.root.name}/{m.group(2)}`)"
+            ),
+            markdown,
+        )
     if settings.report_url:
         markdown = f"[Open this report in Airflow]({report_page_url(settings.report_url, run.run_id)})\n\n{markdown}"
     if shown:
@@ -165,12 +185,34 @@ def build_email(run: RunLayout, settings: NotifySettings) -> Email:
     )
 
 
+def connection(conn_id: str) -> Any:
+    """The Airflow connection `conn_id`, wherever it is defined: the UI (metadata database), an AIRFLOW_CONN_
+    environment variable or the secrets backend. Inside a task the Task SDK asks the API server, which reads all
+    three; outside one (`medcore resend`) the Task SDK's own lookup sees only the environment and the secrets
+    backend, so the lookup goes through airflow.models, which reads the same three, the metadata database too."""
+    from airflow.sdk.execution_time import task_runner
+
+    if getattr(task_runner, "SUPERVISOR_COMMS", None) is not None:
+        from airflow.sdk import Connection
+
+        return Connection.get(conn_id)
+    from airflow.models.connection import Connection as StoredConnection
+
+    return StoredConnection.get_connection_from_secrets(conn_id)
+
+
 def deliver(email: Email, conn_id: str, recipients: tuple[str, ...], from_email: str | None = None) -> None:
     """Send through the Airflow connection `conn_id` (host, port, TLS and login live there), opened by the SMTP
-    provider's hook; the message itself is ours (Email.mime), since the hook's own builder cannot inline images."""
+    provider's hook; the message itself is ours (Email.mime), since the hook's own builder cannot inline images.
+    The DAG's notify task and `medcore resend` both come here, and find the connection through `connection`."""
     from airflow.providers.smtp.hooks.smtp import SmtpHook
 
-    with SmtpHook(smtp_conn_id=conn_id) as hook:
+    class Hook(SmtpHook):
+        @classmethod
+        def get_connection(cls, conn_id: str) -> Any:
+            return connection(conn_id)
+
+    with Hook(smtp_conn_id=conn_id) as hook:
         sender = from_email or hook.from_email or DEFAULT_SENDER
         hook._smtp_client.send_message(email.mime(sender, recipients), from_addr=sender, to_addrs=list(recipients))
 
@@ -212,5 +254,11 @@ def send_report(run: RunLayout, settings: NotifySettings) -> dict[str, Any]:
                 run.report_md,
                 exc_info=True,
             )
+    earlier = read_json(run.notify_json) if run.notify_json.exists() else {}
+    if record["status"] != "sent" and earlier.get("status") == "sent":
+        # A failed (or skipped) resend must not make a delivered report look undelivered: keep the success,
+        # note the attempt beside it.
+        write_json(run.notify_json, {**earlier, "later_attempts": [*earlier.get("later_attempts", []), record]})
+        return {**record, "kept": "sent"}
     write_json(run.notify_json, record)
     return record

@@ -37,6 +37,8 @@ __all__ = [
     "report",
     "notify",
     "verdict",
+    "run_of",
+    "nothing_planned",
     "run_all",
 ]
 
@@ -127,19 +129,38 @@ def plan_run(
     log say what it predicted and what it cut, and why.
     """
     config = load_config(config_path)
-    conditions, profiles = list(conditions or config.conditions), list(profiles or config.profiles)
-    for kind, names, known in (("condition", conditions, config.conditions), ("profile", profiles, config.profiles)):
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise ConfigError(f"{config.path}: unknown {kind} {unknown[0]!r} (known: {', '.join(known)})")
-    if epochs is not None and not 1 <= epochs <= MAX_EPOCHS:
-        raise ConfigError(f"epochs override must be 1 to {MAX_EPOCHS} (empty keeps each profile's), got {epochs}")
-    if budget_minutes is not None and not MIN_BUDGET <= budget_minutes <= MAX_BUDGET:
-        raise ConfigError(
-            f"budget must be {MIN_BUDGET} to {MAX_BUDGET} minutes (empty keeps the config's), got {budget_minutes}"
-        )
-    params = {**params, "recipients": recipients(params.get("recipients"))} if params else {}
     run = RunLayout(config.runs_root, run_id)
+    conditions, profiles = list(conditions or config.conditions), list(profiles or config.profiles)
+    try:
+        for kind, names, known in (
+            ("condition", conditions, config.conditions),
+            ("profile", profiles, config.profiles),
+        ):
+            unknown = [n for n in names if n not in known]
+            if unknown:
+                raise ConfigError(f"{config.path}: unknown {kind} {unknown[0]!r} (known: {', '.join(known)})")
+        if epochs is not None and not 1 <= epochs <= MAX_EPOCHS:
+            raise ConfigError(f"epochs override must be 1 to {MAX_EPOCHS} (empty keeps each profile's), got {epochs}")
+        if budget_minutes is not None and not MIN_BUDGET <= budget_minutes <= MAX_BUDGET:
+            raise ConfigError(
+                f"budget must be {MIN_BUDGET} to {MAX_BUDGET} minutes (empty keeps the config's), got {budget_minutes}"
+            )
+        params = {**params, "recipients": recipients(params.get("recipients"))} if params else {}
+    except ConfigError as exc:
+        # Nothing was planned: run.json says why, so promote, report and verdict can say it too.
+        write_json(
+            run.run_json,
+            {
+                "run_id": run_id,
+                "started": _now(),
+                "config": config.path,
+                "data_root": config.data_root,
+                "params": {k: v for k, v in (params or {}).items() if k != "recipients"},
+                "jobs": [],
+                "plan_error": str(exc),
+            },
+        )
+        raise
     jobs = [
         {
             "run_id": run_id,
@@ -598,6 +619,9 @@ def promote(run_id: str, runs_root: str | os.PathLike[str]) -> dict[str, Any]:
 
     run = RunLayout(Path(runs_root), run_id)
     info = read_json(run.run_json)
+    if not info["jobs"]:  # the plan was refused: nothing to decide, and promotion.json would claim a decision
+        log.info("promote: nothing was planned (%s)", info.get("plan_error"))
+        return {"run_id": run_id, "promotion": None, "decisions": {}}
     config = load_config(info["config"])
     registry = registry_of(config)
     profiles: dict[str, list[str]] = {}
@@ -644,11 +668,13 @@ def report(run_id: str, runs_root: str | os.PathLike[str]) -> dict[str, Any]:
     return write_report(RunLayout(Path(runs_root), run_id))
 
 
-def notify(run_id: str, runs_root: str | os.PathLike[str]) -> dict[str, Any]:
+def notify(
+    run_id: str, runs_root: str | os.PathLike[str], to: Iterable[str] = (), config_path: str | None = None
+) -> dict[str, Any]:
     """E-mail the written report; return what happened (also in notify.json). Never raises for a failed send.
 
-    Recipients and the SMTP connection id come from the trigger parameters (`recipients`,
-    `smtp_conn_id`) when given, else from the config's `notify` section.
+    Recipients: `to` (`medcore resend --to`), else the trigger parameter `recipients`, else the config's
+    `notify.recipients`; the SMTP connection id: the trigger parameter `smtp_conn_id`, else the config's.
     """
     import dataclasses
 
@@ -657,18 +683,35 @@ def notify(run_id: str, runs_root: str | os.PathLike[str]) -> dict[str, Any]:
 
     run = RunLayout(Path(runs_root), run_id)
     info = read_json(run.run_json)
-    settings = load_config(info["config"]).notify
+    settings = load_config(config_path or info["config"]).notify
     params = info.get("params") or {}
-    if recipients(params.get("recipients")):
-        settings = dataclasses.replace(settings, recipients=tuple(recipients(params["recipients"])))
+    chosen = recipients(to) or recipients(params.get("recipients"))
+    if chosen:
+        settings = dataclasses.replace(settings, recipients=tuple(chosen))
     if params.get("smtp_conn_id"):
         settings = dataclasses.replace(settings, conn_id=str(params["smtp_conn_id"]))
     return to_jsonable(send_report(run, settings))
 
 
-def verdict(summary: dict[str, Any]) -> None:
-    """Raise StageError if any model failed or the report e-mail failed; the report exists by now either way."""
+def run_of(runs_root: str | os.PathLike[str], name: str) -> RunLayout:
+    """The run named by its run id or by its folder name under `runs_root`; DataError naming both otherwise."""
+    from medcore.layout import is_run_folder_name
+
+    root = Path(runs_root)
+    if is_run_folder_name(name) and (root / name / "run.json").is_file():
+        return RunLayout(root, read_json(root / name / "run.json")["run_id"])
+    run = RunLayout(root, name)
+    if run.run_json.is_file():
+        return run
+    raise DataError(f"{root}: no run with id or folder name {name!r} (the folder holds no {name}/run.json)")
+
+
+def verdict(summary: dict[str, Any]) -> str:
+    """The run's verdict as the report computed it (summary.json): raise StageError if it is "failed" or the
+    report e-mail failed; return its words otherwise ("look: ..." or "OK: ...")."""
     problems = []
+    if summary.get("plan_error"):
+        problems.append(f"the run did not start: {summary['plan_error']}")
     if summary["failed"]:
         names = ", ".join(f"{f['condition']}/{f['profile']} ({f['stage']})" for f in summary["failures"])
         problems.append(f"{summary['failed']} of {summary['planned']} models failed: {names}")
@@ -679,7 +722,20 @@ def verdict(summary: dict[str, Any]) -> None:
             f"the report e-mail was not sent ({delivery.get('error')}); the report is at {summary['report']}"
         )
     if problems:
-        raise StageError("; ".join(problems))
+        raise StageError(f"{summary.get('verdict_words') or 'failed'}; " + "; ".join(problems))
+    words = summary.get("verdict_words") or "OK"
+    log.log(
+        logging.WARNING if summary.get("verdict") == "look" else logging.INFO,
+        "verdict %s (%s)",
+        words,
+        summary.get("verdict_why") or "nothing needs a person",
+    )
+    return words
+
+
+def nothing_planned(run_id: str, config_path: str | None) -> tuple[str, str]:
+    """(run id, runs root) for the tasks after a refused plan, which got no jobs from it."""
+    return run_id, str(load_config(config_path).runs_root)
 
 
 def run_chain(job: Job) -> bool:

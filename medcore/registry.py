@@ -157,7 +157,9 @@ def _gate_text(rows: list[dict[str, Any]]) -> str:
     parts = []
     for row in rows:
         if row["gate"] == "tier":
-            parts.append(f"tier {row['value'] or 'n/a'} {'at least' if row['passed'] else 'below'} {row['minimum']}")
+            parts.append(
+                f"val tier {row['value'] or 'n/a'} {'at least' if row['passed'] else 'below'} {row['minimum']}"
+            )
             continue
         value = "n/a" if row["value"] is None else f"{row['value']:.3f}"
         parts.append(f"{row['gate']} {value} {'≥' if row['passed'] else '<'} {row['minimum']:.2f}")

@@ -45,6 +45,8 @@ def _maybe(path: Path) -> Any:
 def gather_run(run: RunLayout) -> dict[str, Any]:
     """Everything the report shows, computed from the files the stages wrote."""
     info = read_json(run.run_json)
+    if info.get("plan_error"):
+        return _not_started_view(run, info)
     models = [_model_view(run, j["condition"], j["profile"]) for j in info["jobs"]]
     champions, promotion = _champions(run, info, models)
     key_figures = _key_figures(models, champions)
@@ -98,6 +100,7 @@ def gather_run(run: RunLayout) -> dict[str, Any]:
             row["trend"] = f"{row['trend']} · [plot]({plot})"
     steps = next_steps(view)
     view["next_steps"], view["more_steps"] = steps[:FIRST_SCREEN_STEPS], steps[FIRST_SCREEN_STEPS:]
+    view["verdict"] = run_verdict(view["overview"], failed=view["failed"])
     return view
 
 
@@ -141,6 +144,46 @@ def night_budget_view(run: RunLayout, info: dict[str, Any], took_minutes: float)
         "chains": chains,
         "worst_chain_error": max((abs(c["error"]) for c in measured), default=None),
     }
+
+
+def _not_started_view(run: RunLayout, info: dict[str, Any]) -> dict[str, Any]:
+    """The view of a run whose plan was refused: nothing trained, the one sentence why."""
+    return {
+        "run_id": info["run_id"],
+        "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "started": info["started"],
+        "config": info.get("config"),
+        "params": info.get("params") or {},
+        "plan_error": info["plan_error"],
+        "models": [],
+        "planned": 0,
+        "succeeded": 0,
+        "failed": 0,
+        "skipped": 0,
+        "nights": [],
+        "verdict": {
+            "state": FAILED,
+            "needs": [],
+            "words": "failed: the run did not start",
+            "why": info["plan_error"],
+        },
+    }
+
+
+# The run's one verdict: the e-mail subject, the report's title and first screen, the Reports list and the DAG's
+# verdict task all read it from summary.json, so none of them can say "OK" while another says "look".
+OK, LOOK, FAILED = "OK", "look", "failed"
+
+
+def run_verdict(overview: list[dict[str, Any]], failed: int = 0) -> dict[str, Any]:
+    """OK / look / failed from the first screen's rows: failed if a model failed, look if a condition needs a
+    person, else OK; `needs` names the conditions that need one, `words` is the line every rendering shows
+    ("look: pneumonia, limb") and `why` what each needs, as the first screen says it."""
+    needs = [r["condition"] for r in overview if r["state"] != "ok"]
+    state = FAILED if failed or any(r["state"] == "failed" for r in overview) else LOOK if needs else OK
+    words = "OK: nothing needs a person" if state == OK else f"{state}: {', '.join(needs) or 'see the report'}"
+    why = "; ".join(f"{r['condition']}: {r['needs']}" for r in overview if r["state"] != "ok")
+    return {"state": state, "needs": needs, "words": words, "why": why}
 
 
 def _model_view(run: RunLayout, condition: str, profile: str) -> dict[str, Any]:
@@ -216,6 +259,7 @@ def _model_view(run: RunLayout, condition: str, profile: str) -> dict[str, Any]:
             "diagnosis": diagnose(m) if m["failed"] else None,
         }
     )
+    m["worse_than_chance"] = worse_than_chance(m)
     return m
 
 
@@ -358,10 +402,16 @@ def render_report(context: dict[str, Any], template: str = "status_report.md.j2"
 def write_report(run: RunLayout) -> dict[str, Any]:
     """Gather, render and atomically write `report.md` and `summary.json`; return the summary."""
     context = gather_run(run)
-    atomic_write_text(run.report_md, with_contents(render_report(context)))
+    template = "not_started.md.j2" if context.get("plan_error") else "status_report.md.j2"
+    atomic_write_text(run.report_md, with_contents(render_report(context, template)))
     summary = {
         "run_id": context["run_id"],
         "report": run.report_md,
+        "verdict": context["verdict"]["state"],
+        "verdict_words": context["verdict"]["words"],
+        "verdict_why": context["verdict"]["why"],
+        "needs": context["verdict"]["needs"],
+        "plan_error": context.get("plan_error"),
         "planned": context["planned"],
         "succeeded": context["succeeded"],
         "failed": context["failed"],
@@ -863,10 +913,12 @@ def next_steps(context: dict[str, Any]) -> list[str]:
                 c["condition"],
             )
         elif c["decision"] == "no champion" and c.get("candidate"):
-            say(
-                "{who}: still no champion (no model meets the gates); more data or the intensive profile may help.",
-                c["condition"],
-            )
+            mine = [m for m in models if m["condition"] == c["condition"]]
+            gates = failed_gates(c, mine)
+            if gates:
+                say(f"{{who}}: still no champion: {gates}.", c["condition"])
+            else:
+                say("{who}: still no champion (no model meets the gates); more data may help.", c["condition"])
     undecided = [c["condition"] for c in context["champions"] if c["decision"] in ("error", "not decided")]
     for condition in undecided:
         say(
@@ -877,12 +929,30 @@ def next_steps(context: dict[str, Any]) -> list[str]:
     for m in models:
         if not m["succeeded"]:
             continue
-        tier = (m["metrics"].get("quality") or {}).get("tier")
-        if tier == "insufficient":
-            say("{who}: insufficient tier; add data, train longer or use the intensive profile.", m["label"])
+        quality = m["metrics"].get("quality") or {}
+        minimum = int(quality.get("min_per_class") or MIN_PER_CLASS)
+        few = few_positives(m, "test", minimum)
+        if worse_than_chance(m):
+            say(
+                f"{{who}}: worse than chance (test ROC AUC {_with_interval(m['figures']['roc_auc'])}, the whole "
+                "interval below 0.5): check the labels and the data before reading anything else of it.",
+                m["label"],
+            )
+        elif quality.get("tier") == "insufficient" and few is not None:
+            say(
+                f"{{who}}: test tier insufficient because the test split has only {few} positive images (a tier "
+                f"needs {minimum} of each class); more positive cases would change it, training longer would not.",
+                m["label"],
+            )
+        elif quality.get("tier") == "insufficient":
+            more = ["add data", "train longer"]
+            if m["profile"] != "intensive":  # advice must not ask for what the model already had
+                more.append("use the intensive profile")
+            say(f"{{who}}: test tier insufficient; {_names(more).replace(' and ', ' or ')}.", m["label"])
         training = m["training"] or {}
         if (
-            training.get("epochs_run")
+            few is None
+            and training.get("epochs_run")
             and training.get("epochs_run") == training.get("epochs_planned")
             and not training.get("early_stopped")
         ):
@@ -890,6 +960,8 @@ def next_steps(context: dict[str, Any]) -> list[str]:
         faith = m["gradcam"].get("faithfulness") or {}
         if faith and faith.get("better_than_random") is False:
             say("{who}: do not read the Grad-CAM heatmaps as evidence (no better than random).", m["label"])
+        elif faith and worse_than_chance(m):
+            say("{who}: do not read the Grad-CAM heatmaps as evidence (the model is worse than chance).", m["label"])
         for finding in shortcut_findings(m, severity="warning"):
             say(f"{{who}}: {finding['sentence']} (`{finding['code']}`, see its Shortcut probes).", m["label"])
         previous = m.get("previous") or {}
@@ -921,6 +993,7 @@ def _names(names: Sequence[str]) -> str:
 # --------------------------------------------------------------------------- the first screen
 
 FIRST_SCREEN_STEPS = 5  # grouped next steps shown first; the rest follow under "More next steps"
+MIN_PER_CLASS = 10  # evaluation.min_per_class's default, when a record does not say
 FELL = 0.02  # a drop in test ROC AUC on the same split larger than this needs a person
 TREND_RUNS = 7  # runs (this one included) the trend looks back over
 # Every glyph is followed by its word: without an emoji font the glyph is an empty box, the word still reads.
@@ -941,11 +1014,12 @@ def conditions_overview(
         skipped = [m for m in mine if m["status"] == "skipped"]  # nothing changed since the champion
         best = max(done, key=lambda m: m["roc_auc"]) if done else None
         needs = _needs_a_person(c, mine, best)
-        state = "failed" if not done and not skipped else "look" if needs else "ok"
+        state = "failed" if any(m["failed"] for m in mine) or not (done or skipped) else "look" if needs else "ok"
         champion = c.get("champion") or {}
         rows.append(
             {
                 "condition": c["condition"],
+                "state": state,
                 "status": STATUS[state],
                 "champion": _champion_words(champion, c, info["run_id"]),
                 "auc": _auc_words(champion),
@@ -973,8 +1047,15 @@ def _needs_a_person(c: dict[str, Any], mine: list[dict[str, Any]], best: dict[st
         )
     if c["decision"] in ("error", "not decided"):
         needs.append("no champion decision recorded")
-    elif c["decision"] == "no champion" and c.get("candidate"):
-        needs.append("no model meets the gates")
+    elif c["decision"] in ("no champion", "kept champion") and c.get("candidate"):
+        gates = failed_gates(c, mine)
+        if gates:
+            needs.append(("no model meets the gates: " if c["decision"] == "no champion" else "") + gates)
+        elif c["decision"] == "no champion":
+            needs.append("no model meets the gates")
+    for m in mine:
+        if worse_than_chance(m):
+            needs.append(f"{m['profile']} is worse than chance (test AUC {_with_interval(m['figures']['roc_auc'])})")
     previous = (best or {}).get("previous") or {}
     if previous.get("same_test_split") and (previous.get("delta_roc_auc") or 0.0) < -FELL:
         needs.append(f"test ROC AUC fell {-previous['delta_roc_auc']:.3f}")
@@ -996,6 +1077,64 @@ def shortcut_findings(m: dict[str, Any], severity: str | None = None) -> list[di
     """The shortcut probes' findings of one model's view (medcore.probes), those of `severity` if given."""
     probes = (m.get("gradcam") or {}).get("probes") or {}
     return [f for f in probes.get("findings") or [] if severity is None or f.get("severity") == severity]
+
+
+# A gate's figure in a reader's words; every gate is checked on the validation split.
+GATE_WORDS = {
+    "roc_auc_low": "val AUC lower bound",
+    "roc_auc": "val AUC",
+    "recall": "val recall",
+    "specificity": "val specificity",
+    "precision": "val precision",
+    "accuracy": "val accuracy",
+    "pr_auc": "val PR AUC",
+    "tier": "val tier",
+}
+
+
+def worse_than_chance(m: dict[str, Any]) -> bool:
+    """True if the model's whole test ROC AUC interval lies below 0.5: it ranks positives below negatives."""
+    shown = (m.get("figures") or {}).get("roc_auc") or {}
+    return m.get("succeeded", False) and shown.get("high") is not None and shown["high"] < 0.5
+
+
+def few_positives(m: dict[str, Any] | None, split: str, minimum: int) -> int | None:
+    """The positives of `split` when fewer than `minimum` (a tier needs that many of each class), else None."""
+    counts = ((m or {}).get("split_counts") or {}).get(split)
+    if counts is None:
+        return None
+    return counts["positive"] if counts["positive"] < minimum else None
+
+
+def failed_gates(c: dict[str, Any], mine: list[dict[str, Any]]) -> str:
+    """The gates the condition's candidate failed, each with figure and threshold, and what would change them:
+    "val AUC lower bound 0.41 < 0.70 (only 3 positive val images: more positive cases would change it, ...)"."""
+    rows = [g for g in c.get("gates") or [] if not g.get("passed")]
+    if not rows:
+        return ""
+    profile = (c.get("candidate") or {}).get("profile")
+    m = next((x for x in mine if x["profile"] == profile), None)
+    minimum = int(((m or {}).get("quality") or {}).get("min_per_class") or MIN_PER_CLASS)
+    parts = []
+    for g in rows:
+        label = GATE_WORDS.get(g["gate"], f"val {g['gate']}")
+        if g["gate"] == "tier":
+            parts.append(f"{label} {g['value'] or 'n/a'} < {g['minimum']}")
+        else:
+            value = "n/a" if g["value"] is None else f"{g['value']:.2f}"
+            parts.append(f"{label} {value} < {g['minimum']:.2f}")
+    few = few_positives(m, "val", minimum)
+    interval_gates = {"roc_auc_low", "tier"} & {g["gate"] for g in rows}
+    if few is not None and interval_gates:
+        fix = (
+            f"only {few} positive val images, a tier needs {minimum} of each class: more positive cases "
+            "(data, or a larger split.val_fraction) would change it, not more training"
+        )
+    elif interval_gates:
+        fix = "a better-separating model, or more val patients to narrow the interval, would change it"
+    else:
+        fix = "a better-separating model would change it"
+    return f"{', '.join(parts)} ({fix})"
 
 
 def _champion_words(champion: dict[str, Any], c: dict[str, Any], run_id: str) -> str:

@@ -40,6 +40,9 @@ SERVED = {
 }
 
 
+VERDICT_GLYPH = {"OK": "✅", "look": "⚠️", "failed": "❌"}  # beside the verdict's own words (medcore.report)
+
+
 def _runs_root() -> Path:
     from fastapi import HTTPException
 
@@ -101,6 +104,8 @@ def _run_rows() -> list[dict[str, Any]]:
                 "run_id": info.get("run_id", folder.name),
                 "started": info.get("started", ""),
                 "models": f"{summary['succeeded']}/{summary['planned']}" if summary else "running or no report",
+                "verdict": summary.get("verdict_words") or ("—" if summary else "running or no report"),
+                "state": summary.get("verdict"),
                 "failed": summary.get("failed"),
                 "report": (folder / "report.md").is_file(),
                 "champions": ", ".join(decisions) or "—",
@@ -124,7 +129,9 @@ def _trend_section(rows: list[dict[str, Any]]) -> list[str]:
                 f"Champion and challenger ROC AUC by night with their intervals, from run `{r['run_id']}`.",
                 "",
             ]
-            return lines + [f"![{p.stem}](runs/{quote(r['folder'])}/files/trend/{quote(p.name)})" for p in plots]
+            return lines + [
+                f"![{p.stem} ROC AUC by night](runs/{quote(r['folder'])}/files/trend/{quote(p.name)})" for p in plots
+            ]
     return []
 
 
@@ -203,17 +210,20 @@ def build_app() -> Any:
             "",
             f"Runs of `{DAG_ID}` in `{_runs_root()}`, newest first. Research use only.",
             "",
-            "| run | started | models succeeded | champions | e-mail | model cards |",
-            "|---|---|---|---|---|---|",
+            "| run | started | verdict | models succeeded | champions | e-mail | model cards |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             name = f"[{r['run_id']}](runs/{quote(r['folder'])}/)" if r["report"] else f"{r['run_id']} (no report yet)"
             state = f" ❌ {r['failed']} failed" if r["failed"] else ""  # the word too: the glyph may not render
             mail = "⚠️ failed" if r["mail"] == "failed" else r["mail"]
             cards = f"[{r['cards']}](runs/{quote(r['folder'])}/cards/)" if r["cards"] else "—"
-            lines.append(f"| {name} | {r['started']} | {r['models']}{state} | {r['champions']} | {mail} | {cards} |")
+            verdict = f"{VERDICT_GLYPH.get(r['state'], '')} {r['verdict']}".strip()  # the glyph, then its word
+            lines.append(
+                f"| {name} | {r['started']} | {verdict} | {r['models']}{state} | {r['champions']} | {mail} | {cards} |"
+            )
         if not rows:
-            lines.append("| no runs yet | | | | | |")
+            lines.append("| no runs yet | | | | | | |")
         lines += _trend_section(rows)
         return _page("\n".join(lines) + "\n", "Training reports", link=lambda url: url)
 

@@ -71,14 +71,16 @@ def test_dag_shape(tmp_path):
     assert all(tasks[t]["mapped_group"] for t in chain)
     assert not tasks["report"]["mapped_group"]
     assert tasks["model_chain.gradcam"]["down"] == ["promote"]
-    assert set(tasks["plan"]["down"]) == {"model_chain.validate", "promote", "report", "notify"}
+    assert set(tasks["plan"]["down"]) == {"model_chain.validate", "promote", "report", "notify", "verdict"}
     # promote and report run whatever the chains did; the report exists before it is sent, and the
-    # verdict (the only leaf) runs after both, so a failed model or e-mail fails the run only at the end.
+    # verdict (the only leaf) runs after both, so a failed model fails the run only at the end. After a refused
+    # plan or a failed e-mail it is upstream_failed (none_failed): the run fails with one red task, the one saying why.
     assert tasks["promote"]["down"] == ["report"] and tasks["promote"]["trigger"] == "all_done"
     assert tasks["report"]["down"] == ["notify", "verdict"]
     assert tasks["report"]["trigger"] == "all_done"
     assert tasks["notify"]["down"] == ["verdict"]
-    assert tasks["verdict"]["down"] == [] and tasks["verdict"]["trigger"] == "all_done"
+    assert tasks["verdict"]["down"] == [] and tasks["verdict"]["trigger"] == "none_failed"
+    assert tasks["plan"]["retries"] == 0, "a refused parameter cannot be fixed by a retry"
     assert tasks["model_chain.train"]["retries"] >= 1
     assert tasks["model_chain.train"]["pool"] == "training" and tasks["model_chain.train"]["queue"] == "training"
     for dag_id in ("medical_training", "medical_training_manual"):
@@ -105,8 +107,8 @@ def test_schedule_never_catches_up(tmp_path):
 
 def test_trigger_form_offers_choices_and_nothing_required(tmp_path):
     """Names are a multi-select of the config's (the form reads `examples`; the API checks `items.enum`); every
-    field accepts empty (a "null" type, which the form reads as not required); no bound the epochs box would
-    silently clamp; the budget's bounds are plan_run's."""
+    field accepts empty (a "null" type, which the form reads as not required); epochs and the budget bounded as
+    plan_run bounds them."""
     from medcore.config import load_config
 
     config = load_config(ROOT / "conditions.yaml")
@@ -117,8 +119,9 @@ def test_trigger_form_offers_choices_and_nothing_required(tmp_path):
         assert "array" in schema["type"]
     assert all("null" in p["schema"]["type"] for p in params.values())
     assert all(p["value"] is None for p in params.values())
-    assert "minimum" not in params["epochs"]["schema"] and "pattern" not in params["recipients"]["schema"]["items"]
-    # The night budget is the one bounded number: the planner's own bounds, so the form refuses what plan_run would.
+    # Bounds the schema can state are in it: the form holds the box to them and the REST API refuses the rest.
+    assert params["epochs"]["schema"]["minimum"] == 1 and params["epochs"]["schema"]["maximum"] == 1000
+    assert "pattern" not in params["recipients"]["schema"]["items"]
     from medcore.pipeline import MAX_BUDGET, MIN_BUDGET
 
     budget = params["budget_minutes"]["schema"]

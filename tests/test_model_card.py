@@ -159,3 +159,21 @@ def test_cross_validated_figures_are_called_out_of_fold_images(tmp_path):
     write_json(paths.metrics_json, metrics)
     card = render_model_card(config, config.conditions["pneumonia"], config.profiles["standard"], paths)
     assert "12 images scored out of fold by cross-validation (6 positive)" in card and "test images" not in card
+
+
+def test_a_model_worse_than_chance_is_called_so_and_its_maps_no_evidence(tmp_path):
+    """Test AUC interval below 0.5: the card says worse than chance (metrics and caveats), and a deletion test that
+    favours its Grad-CAM is not read as evidence."""
+    from tests.fakes import metrics_with
+
+    config, paths, _ = _card(tmp_path)
+    write_json(paths.metrics_json, metrics_with(0.30))
+    gradcam = read_json(paths.gradcam_json)
+    gradcam["faithfulness"] = {"better_than_random": True, "gradcam_deletion_auc": 0.2, "random_deletion_auc": 0.4}
+    write_json(paths.gradcam_json, gradcam)
+    card = render_model_card(config, config.conditions["pneumonia"], config.profiles["standard"], paths)
+    assert "**Worse than chance**: the whole ROC AUC interval lies below 0.5." in card
+    caveats = card.split("## Caveats and recommendations", 1)[1]
+    assert caveats.lstrip().startswith("- Worse than chance: test ROC AUC 0.300 (0.108–0.448)")
+    assert "the model is worse than chance, so its heatmaps are not evidence" in card
+    assert ": better than random." not in card

@@ -103,7 +103,10 @@ def test_report_arrives_with_html_and_attachments(tmp_path, monkeypatch, airflow
 
     message = email.message_from_bytes(envelope.content, policy=policy.default)
     assert message["Subject"] == record["subject"]
-    assert message["Subject"].startswith("[medcore] PARTIAL: 2/3 models succeeded")
+    # The report's one verdict, word for word, then the conditions that need a person.
+    summary = read_json(run.summary_json)
+    assert message["Subject"].startswith(f"[medcore] {summary['verdict']}: {', '.join(summary['needs'])} · ")
+    assert summary["verdict"] == "failed" and "2/3 models succeeded" in message["Subject"]
     assert "new champion: pneumonia, limb" in message["Subject"]
     html = message.get_body(preferencelist=("html",)).get_content()
     assert "<table>" in html and "0.91 (0.72–1.00)" in html, "the body is the report, metrics with intervals"
@@ -126,7 +129,9 @@ def test_report_arrives_with_html_and_attachments(tmp_path, monkeypatch, airflow
         assert part["Content-ID"] == f"<{name}>" and part.get_content_disposition() == "inline"
         assert f'src="cid:{name}"' in html
     # Overlays that are not inline would need the server: their alt text stands in, and every <img> is inline.
-    assert "gradcam/tp_01.png" not in html and "tp p=0.90 (image)" in html
+    # Without notify.report_url no link could lead anywhere: each names its file in the run folder instead.
+    assert 'href="pneumonia/' not in html and "tp p=0.90 (image)" in html
+    assert f"<code>{run.root.name}/pneumonia/standard/gradcam/tp_01.png</code>" in html
     assert re.findall(r'<img src="([^":]+):', html) == ["cid"] * len(images)
     assert run.report_md.read_bytes() == report_before, "sending never rewrites the report"
 
@@ -165,3 +170,34 @@ def test_no_recipients_skips_without_failing(tmp_path, airflow_env):
     with pytest.raises(StageError) as failed:
         pipeline.verdict(read_json(run.summary_json))
     assert "e-mail" not in str(failed.value)
+
+
+def test_failed_resend_keeps_the_recorded_success(tmp_path, monkeypatch, airflow_env, smtp_server):
+    """Sent once; a resend through a server that is gone fails, and notify.json still says sent (the attempt noted)."""
+    port, _inbox = smtp_server
+    _connection(monkeypatch, "smtp_test", port)
+    run = _run(tmp_path, notify="notify: {recipients: [ward@hospital.example], conn_id: smtp_test}\n")
+    assert pipeline.notify(run.run_id, run.runs_root)["status"] == "sent"
+    _connection(monkeypatch, "smtp_test", _free_port())  # nothing listens there now
+    again = pipeline.notify(run.run_id, run.runs_root)
+    assert again["status"] == "failed" and again["kept"] == "sent"
+    saved = read_json(run.notify_json)
+    assert saved["status"] == "sent" and saved["later_attempts"][0]["status"] == "failed"
+    pipeline.verdict({**read_json(run.summary_json), "failed": 0, "failures": []})  # the e-mail counts as sent
+
+
+def test_resend_by_folder_name_to_given_recipients(tmp_path, monkeypatch, airflow_env, smtp_server, capsys):
+    """`medcore resend <folder name> --to ...`: the run found by its folder, the report sent to those addresses."""
+    from medcore.cli import main
+
+    port, inbox = smtp_server
+    _connection(monkeypatch, "smtp_test", port)
+    run = _run(tmp_path, notify="notify: {recipients: [config@example.org], conn_id: smtp_test}\n")
+    config = str(tmp_path / "medcore.yaml")
+    assert run.root.name != run.run_id, "the folder name differs from the run id (':' and '+' are cleaned)"
+    assert main(["resend", run.root.name, "--to", "a@x.example, b@y.example", "--config", config]) == 0
+    [envelope] = inbox.envelopes
+    assert sorted(envelope.rcpt_tos) == ["a@x.example", "b@y.example"]
+    assert capsys.readouterr().out.startswith("sent: [medcore] failed: ")
+    assert main(["resend", "no-such-run", "--config", config]) == 2
+    assert "no run with id or folder name 'no-such-run'" in capsys.readouterr().err

@@ -146,15 +146,15 @@ def test_all_succeeded(tmp_path):
     assert "**all models succeeded**" in report and "## Failed models" not in report
     assert "4 models planned, 4 succeeded, 0 failed (100.0 %)" in report
     # per-model sections come grouped by tier, best tier first, each model under its own tier
-    headings = re.findall(r"^## Quality tier: (\w+) \((\d+) models?\)", report, flags=re.M)
+    headings = re.findall(r"^## Test tier: (\w+) \((\d+) models?\)", report, flags=re.M)
     assert headings == [("excellent", "1"), ("moderate", "1"), ("insufficient", "2")]
-    insufficient = _section(report, "Quality tier: insufficient (2 models)")
+    insufficient = _section(report, "Test tier: insufficient (2 models)")
     assert "### limb / standard" in insufficient and "### limb / intensive" in insufficient
     assert "### pneumonia" not in insufficient
     key = _section(report, "Key figures")
     assert "Best model: **pneumonia/intensive**, test ROC AUC 0.930; weakest: limb/standard, 0.740" in key
     assert f"ROC AUC {sum(aucs.values()) / 4:.3f}" in key
-    assert "Models per quality tier: excellent 1, moderate 1, insufficient 2" in key
+    assert "Models per test tier: excellent 1, moderate 1, insufficient 2" in key
     # where each model's weights started, ending its own line (not run into the next bullet)
     assert (
         len(
@@ -419,8 +419,11 @@ def test_next_steps_grouped_and_few(tmp_path):
     steps = [line for line in _section(report, "Next steps").splitlines() if re.match(r"^\d+\. ", line)]
     assert 1 <= len(steps) <= 5
     more = _section(report, "More next steps").splitlines() if "## More next steps" in report else []
-    insufficient = [s for s in steps + more if "insufficient tier" in s]
+    insufficient = [s for s in steps + more if "test tier insufficient" in s]
+    # The tier fails for want of positive test images, and the advice says so instead of "train longer".
     assert len(insufficient) == 1 and "pneumonia/standard, pneumonia/intensive and limb/standard" in insufficient[0]
+    assert "only 5 positive images" in insufficient[0] and "training longer would not" in insufficient[0]
+    assert not any("more epochs may help" in s for s in steps + more), "epochs cannot lift a tier capped by positives"
 
 
 def test_contents_link_every_section_and_html_collapses_models(tmp_path):
@@ -541,3 +544,73 @@ def test_first_screen_says_planned_and_took_and_lists_the_cuts(tmp_path):
         "+0 %",
     ]
     assert summary["night"]["chains"][0]["actual_minutes"] == 20.0 and summary["night"]["worst_chain_error"] == 0.0
+
+
+# --------------------------------------------------------------------------- one verdict, and why
+
+
+def test_every_condition_at_look_is_one_look_verdict(tmp_path):
+    """Two models that succeed but meet no gate: the verdict is "look" in summary.json, the title, the first screen,
+    the e-mail subject and the verdict task alike; each row names the failing gate with figure and threshold and what
+    would change it (here the number of positive val images, not training)."""
+    from medcore.notify import _subject
+
+    outcomes = {
+        ("pneumonia", "standard"): {"metrics": metrics_with(0.75), "seed": 1},
+        ("limb", "standard"): {"metrics": metrics_with(0.74), "seed": 2},
+    }
+    run, summary, report = _report(tmp_path, outcomes, gates="{roc_auc_low: 0.70}")
+    assert summary["verdict"] == "look" and summary["needs"] == ["pneumonia", "limb"]
+    assert report.startswith("# medcore training status report: look\n")
+    pneumonia = _row(_section(report, "This morning"), "pneumonia")
+    assert pneumonia[1] == "⚠️ look"
+    assert "no model meets the gates: val AUC lower bound 0.56 < 0.70" in pneumonia[6]
+    assert "only 4 positive val images" in pneumonia[6] and "not more training" in pneumonia[6]
+    assert _subject(run).startswith("[medcore] look: pneumonia, limb · 2/2 models succeeded")
+    assert pipeline.verdict(summary) == "look: pneumonia, limb" == summary["verdict_words"]
+    assert summary["verdict_why"].startswith("pneumonia: no model meets the gates: val AUC lower bound 0.56 < 0.70")
+    assert "| test tier |" in report, "the Models table's tier is the test split's, and says so"
+
+
+def test_worse_than_chance_is_said_and_its_maps_are_no_evidence(tmp_path):
+    """A test AUC interval wholly below 0.5 is called worse than chance, and a deletion test that favours its
+    Grad-CAM does not make the maps evidence."""
+    run, _summary, _ = _report(tmp_path, {("pneumonia", "standard"): {"metrics": metrics_with(0.30), "seed": 1}})
+    paths = run.model("pneumonia", "standard")
+    record = read_json(paths.gradcam_json)
+    record["faithfulness"] = {
+        "better_than_random": True,
+        "gradcam_deletion_auc": 0.2,
+        "random_deletion_auc": 0.4,
+        "p_value": 0.0039,
+        "images": 8,
+        "steps": 8,
+        "baseline": "blur",
+    }
+    write_json(paths.gradcam_json, record)
+    write_report(run)
+    report = run.report_md.read_text()
+    assert "is worse than chance (test AUC 0.30 (0.11–0.45))" in _row(_section(report, "This morning"), "pneumonia")[6]
+    assert "**Worse than chance**" in report and "— better than random" not in report
+    assert "not evidence" in report
+    assert any("worse than chance" in s for s in _section(report, "Next steps").splitlines())
+
+
+def test_a_refused_plan_leaves_a_short_report_and_one_verdict(tmp_path):
+    """epochs 0 refused by plan: run.json records why, promote decides nothing, the report says the run did not
+    start and why, and the verdict fails with that one sentence."""
+    from medcore.errors import ConfigError, StageError
+
+    config = write_config(tmp_path)
+    with pytest.raises(ConfigError, match="epochs override must be 1 to 1000"):
+        pipeline.plan_run(config, "refused", epochs=0, params={"epochs": 0})
+    run = RunLayout(tmp_path / "runs", "refused")
+    assert read_json(run.run_json)["jobs"] == [] and "got 0" in read_json(run.run_json)["plan_error"]
+    assert pipeline.promote("refused", run.runs_root)["decisions"] == {} and not run.promotion_json.exists()
+    summary = pipeline.report("refused", run.runs_root)
+    report = run.report_md.read_text()
+    assert report.startswith("# medcore training status report: failed, the run did not start")
+    assert "The run did not start: **epochs override must be 1 to 1000" in report
+    assert summary["verdict"] == "failed" and summary["planned"] == 0
+    with pytest.raises(StageError, match="the run did not start: epochs override must be 1 to 1000"):
+        pipeline.verdict(summary)

@@ -141,6 +141,8 @@ def test_reports_page_behind_airflow_login(tmp_path, api_server):
     assert listing.status_code == 200 and listing.headers["content-type"].startswith("text/html")
     assert f'href="runs/{folder}/"' in listing.text and RUN_ID in listing.text
     assert "1/2" in listing.text and "pneumonia: promoted" in listing.text and "⚠️ failed" in listing.text
+    verdict = read_json(run.summary_json)["verdict_words"]
+    assert f"❌ {verdict}" in listing.text and verdict.startswith("failed: "), "the report's verdict, word for word"
     assert f'href="runs/{folder}/cards/"' in listing.text, "the run's model cards are one click away"
     assert f'<img src="runs/{folder}/files/trend/pneumonia.png"' in listing.text, "the trend per condition"
 

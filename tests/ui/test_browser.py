@@ -13,6 +13,7 @@ import re
 import shutil
 import time
 from email import policy
+from html import escape
 from urllib.parse import urlparse
 
 import httpx
@@ -122,8 +123,8 @@ def test_nav_label_is_whole(stack, browser):
 
 
 def test_trigger_form_offers_choices_and_runs_what_it_says(stack, browser):
-    """The manual DAG's form: no unpause box, nothing required, names picked from a list, epochs 0 left as typed;
-    a tiny run triggered from it finishes without the nightly DAG ever running."""
+    """The manual DAG's form: no unpause box, nothing required, names picked from a list, epochs 0 refused (the box
+    holds to the schema's 1-1000); a tiny run triggered from it finishes without the nightly DAG ever running."""
     from selenium.webdriver.common.keys import Keys
 
     browser.get(f"{stack.base}/dags/medical_training_manual")
@@ -151,8 +152,8 @@ def test_trigger_form_offers_choices_and_runs_what_it_says(stack, browser):
 
     epochs = find(browser, "input[name=element_epochs]")
     epochs.send_keys("0")
-    find(browser, "#element_smtp_conn_id").click()  # blur: a bounded box would now show 1
-    assert epochs.get_attribute("value") == "0", "epochs 0 is left as typed, for plan to refuse in one sentence"
+    find(browser, "#element_smtp_conn_id").click()  # blur: the bounded box refuses 0
+    assert epochs.get_attribute("value") == "1", "the form holds epochs to the schema's minimum: 0 cannot be sent"
     epochs.send_keys(Keys.BACKSPACE, "1")
     find(browser, "#element_recipients").send_keys(RECIPIENT, Keys.ENTER)  # the trailing blank line people type
     find(browser, "#element_smtp_conn_id").send_keys(SMTP_CONN)
@@ -185,9 +186,16 @@ def test_trigger_form_offers_choices_and_runs_what_it_says(stack, browser):
 
 
 def _report_url(stack) -> str:
-    [run] = api(stack, "/dags/medical_training_manual/dagRuns")["dag_runs"][:1]
-    folder = next(p.name for p in stack.runs_root.iterdir() if (p / "report.md").is_file())
-    assert run["dag_run_id"] in (stack.runs_root / folder / "run.json").read_text()
+    """The report page of the tiny run the form triggered (the first run; later tests trigger others)."""
+    import json
+
+    runs = api(stack, "/dags/medical_training_manual/dagRuns")["dag_runs"]
+    first = min(runs, key=lambda r: r["run_after"])["dag_run_id"]
+    folder = next(
+        p.name
+        for p in stack.runs_root.iterdir()
+        if (p / "report.md").is_file() and json.loads((p / "run.json").read_text())["run_id"] == first
+    )
     return f"{stack.base}/medcore-reports/runs/{folder}/"
 
 
@@ -261,8 +269,10 @@ def test_email_renders_offline_with_its_images(stack, browser, tmp_path):
     for cid, part in inline.items():  # what a mail client does with cid: links
         data = base64.b64encode(part.get_payload(decode=True)).decode()
         html = html.replace(f"cid:{cid}", f"data:{part.get_content_type()};base64,{data}")
+    # Above the body, as a mail client shows them: the subject (the run's verdict) and the addressee.
+    heading = f"<p><b>Subject:</b> {escape(message['Subject'])}<br><b>To:</b> {escape(message['To'])}</p><hr>"
     page = ARTIFACTS / "email.html"
-    page.write_text(html, encoding="utf-8")
+    page.write_text(html.replace("<main>", "<main>" + heading, 1), encoding="utf-8")
     browser.get(page.as_uri())
     images = images_decoded(browser)
     assert len(images) == len(cids) and all(i["width"] > 0 for i in images), images
@@ -287,24 +297,152 @@ def test_email_link_goes_through_login_to_the_report(stack, tmp_path):
         fresh.quit()
 
 
-def test_epochs_zero_fails_the_run_in_one_sentence(stack):
-    """What the form cannot check (epochs 0) fails `plan` at once, its log saying why in one sentence."""
-    token = stack.token()
-    answer = httpx.post(
+def test_the_morning_says_look_everywhere_and_why(stack, browser):
+    """The tiny run meets no promotion gate, so every condition is "look": the e-mail subject, the report's title,
+    its first screen, the Reports list and the verdict task all say "look", and the first screen names the failing
+    gate with its figure and threshold."""
+    message = email.message_from_bytes(stack.inbox.envelopes[0].content, policy=policy.default)
+    assert message["Subject"].startswith("[medcore] look: pneumonia · 1/1 models succeeded"), message["Subject"]
+    browser.get(_report_url(stack))
+    assert find(browser, "h1").text == "medcore training status report: look"
+    rows = browser.execute_script(
+        "const t = document.querySelector('h2#this-morning ~ table');"
+        "return [...t.querySelectorAll('tbody tr')].map(r => [...r.cells].map(c => c.textContent))"
+    )
+    assert rows and all(r[1] == "⚠️ look" for r in rows), rows
+    needs = rows[0][6]
+    assert re.search(r"val (AUC lower bound \d\.\d\d < 0\.70|tier \w+ < moderate)", needs), needs
+    assert "would change it" in needs, needs
+    shot(browser, "08-first-screen-why")
+    browser.get(f"{stack.base}/medcore-reports/")
+    verdict = browser.execute_script(
+        "return [...document.querySelectorAll('tbody tr')].map(r => r.cells[2].textContent)"
+    )
+    assert verdict[0] == "⚠️ look: pneumonia", verdict
+    [run] = api(stack, "/dags/medical_training_manual/dagRuns")["dag_runs"][:1]
+    xcom = api(
+        stack,
+        f"/dags/medical_training_manual/dagRuns/{run['dag_run_id']}/taskInstances/verdict/xcomEntries/return_value",
+    )
+    assert xcom["value"] == "look: pneumonia", xcom
+
+
+def test_trend_plot_and_contact_sheet_are_shown_readable(stack, browser):
+    """The Reports list shows the trend plot at its own size (its text readable), never shrunk to a thumbnail;
+    the e-mail shows its contact sheets at their own size too."""
+    browser.get(f"{stack.base}/medcore-reports/")
+    plot = find(browser, "img[src*='trend']")
+    images_decoded(browser)
+    natural, shown = browser.execute_script("return [arguments[0].naturalWidth, arguments[0].width]", plot)
+    assert natural >= 600 and shown == natural, (natural, shown)
+    browser.execute_script("arguments[0].scrollIntoView()", plot)
+    plot.screenshot(str(ARTIFACTS / "09-trend-plot.png"))
+    browser.get((ARTIFACTS / "email.html").as_uri())
+    sheets = browser.execute_script(
+        "return [...document.images].filter(i => i.alt.endsWith('contact_sheet')).map(i => [i.naturalWidth, i.width])"
+    )
+    assert sheets and all(natural == shown for natural, shown in sheets), sheets
+
+
+def _trigger(stack, conf: dict) -> httpx.Response:
+    return httpx.post(
         f"{stack.base}/api/v2/dags/medical_training_manual/dagRuns",
-        headers={"Authorization": f"Bearer {token}"},
-        json={"logical_date": None, "conf": {"epochs": 0, "conditions": ["pneumonia"]}},
+        headers={"Authorization": f"Bearer {stack.token()}"},
+        json={"logical_date": None, "conf": conf},
         timeout=30,
     )
+
+
+def test_epochs_zero_is_refused_before_a_run_exists(stack):
+    """The REST API checks the same schema as the form: epochs 0 is refused with 400, naming the parameter."""
+    before = api(stack, "/dags/medical_training_manual/dagRuns")["total_entries"]
+    answer = _trigger(stack, {"epochs": 0, "conditions": ["pneumonia"]})
+    assert answer.status_code == 400 and "epochs" in answer.text, answer.text
+    assert api(stack, "/dags/medical_training_manual/dagRuns")["total_entries"] == before
+
+
+def test_a_refused_plan_is_one_red_task_and_a_report(stack, browser):
+    """What no schema can check (an address that is not one) fails `plan` alone, in one sentence without a
+    traceback; the tasks after it handle "nothing was planned", and the Reports page lists the run with a short
+    report saying it did not start and why."""
+    answer = _trigger(stack, {"recipients": ["not-an-address"], "conditions": ["pneumonia"]})
     assert answer.status_code == 200, answer.text
-    path = f"/dags/medical_training_manual/dagRuns/{answer.json()['dag_run_id']}"
+    run_id = answer.json()["dag_run_id"]
+    path = f"/dags/medical_training_manual/dagRuns/{run_id}"
     wait_for(lambda: api(stack, path)["state"] in FINISHED, 300, "the refused run to end", interval=3)
+    assert api(stack, path)["state"] == "failed"
     tasks = {t["task_id"]: t["state"] for t in api(stack, f"{path}/taskInstances")["task_instances"]}
-    assert tasks["plan"] == "failed"
+    assert [t for t, state in tasks.items() if state == "failed"] == ["plan"], tasks
+    assert tasks["report"] == "success" and tasks["promote"] == "success", tasks
     log = httpx.get(
         f"{stack.base}/api/v2{path}/taskInstances/plan/logs/1",
         params={"full_content": True},
-        headers={"Authorization": f"Bearer {token}"},
+        headers={"Authorization": f"Bearer {stack.token()}"},
         timeout=30,
     ).text
-    assert "epochs override must be 1 to 1000 (empty keeps each profile's), got 0" in log
+    sentence = "recipients: 'not-an-address' is not an e-mail address (name@host, one per line)"
+    assert sentence in log and "Traceback" not in log, log[-3000:]
+    browser.get(f"{stack.base}/medcore-reports/")
+    row = wait_for(
+        lambda: browser.execute_script(
+            "return [...document.querySelectorAll('tbody tr')].map(r => r.textContent)"
+            ".find(t => t.includes(arguments[0]))",
+            run_id,
+        ),
+        30,
+        "the refused run on the Reports page",
+    )
+    assert "❌ failed: the run did not start" in row, row
+    browser.execute_script(
+        "[...document.querySelectorAll('tbody a')].find(a => a.textContent.includes(arguments[0])).click()", run_id
+    )
+    find(browser, "h1")
+    assert "The run did not start: " + sentence in browser.find_element("css selector", "main").text
+    shot(browser, "10-refused-run-report")
+
+
+def test_make_resend_with_a_connection_made_through_the_rest_api(stack):
+    """`make resend RUN=<folder name> TO=...` finds the SMTP connection the DAG used, here created through the REST
+    API (the metadata database) and known to the resend by nothing else, and sends to the given address."""
+    import json
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    folder = urlparse(_report_url(stack)).path.rstrip("/").rsplit("/", 1)[1]
+    smtp_port = urlparse(stack.env[f"AIRFLOW_CONN_{SMTP_CONN.upper()}"]).port
+    created = httpx.post(
+        f"{stack.base}/api/v2/connections",
+        headers={"Authorization": f"Bearer {stack.token()}"},
+        json={
+            "connection_id": SMTP_CONN,
+            "conn_type": "smtp",
+            "host": "127.0.0.1",
+            "port": smtp_port,
+            "extra": json.dumps(
+                {
+                    "disable_ssl": True,
+                    "disable_tls": True,
+                    "retry_limit": 0,
+                    "timeout": 10,
+                    "from_email": "ui@lab.example",
+                }
+            ),
+        },
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    env = {k: v for k, v in stack.env.items() if k != f"AIRFLOW_CONN_{SMTP_CONN.upper()}"}  # the database's only
+    before = len(stack.inbox.envelopes)
+    done = subprocess.run(
+        ["make", "--no-print-directory", "resend", f"RUN={folder}", "TO=night@hospital.example"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1].startswith("sent: [medcore] look: pneumonia"), done.stdout
+    envelope = stack.inbox.envelopes[before]
+    assert envelope.rcpt_tos == ["night@hospital.example"] and envelope.mail_from == "ui@lab.example"
