@@ -422,7 +422,7 @@ def write_report(run: RunLayout) -> dict[str, Any]:
             if m["failed"]
         ],
         "nights": {n["condition"]: n["summary"] for n in context["nights"]},
-        "night": context["night"],
+        "night": context.get("night"),
     }
     write_json(run.summary_json, summary)
     return to_jsonable(summary)  # XCom and callers get plain JSON types
