@@ -11,7 +11,9 @@ from pathlib import Path
 from medcore.errors import MedcoreError
 from medcore.logs import setup_logging
 
-__all__ = ["main"]
+__all__ = ["main", "PREDICT_COLUMNS"]
+
+PREDICT_COLUMNS = ("path", "probability", "predicted")
 
 
 def _quiet_tensorflow() -> None:
@@ -117,7 +119,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from medcore.contract import contract_resize, contract_temperature, contract_threshold
     from medcore.evaluation import list_images, load_model, predict_files
-    from medcore.jsonio import atomic_write_text
+    from medcore.jsonio import atomic_write_text, check_output_file
 
     model_path = Path(args.model)
     if not model_path.is_file() or model_path.suffix != ".keras":
@@ -126,9 +128,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise MedcoreError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise MedcoreError(f"--threshold must be between 0 and 1, got {args.threshold}")
-    out = Path(args.out)
-    if out.is_dir():
-        raise MedcoreError(f"{out}: is a folder; --out names the CSV file to write")
+    images = Path(args.images)
+    # Never replace what is not ours: absent, or a CSV this command wrote before (its header line says so).
+    out = check_output_file(Path(args.out), ",".join(PREDICT_COLUMNS), (images,) if images.is_dir() else ())
     files = list_images(args.images, args.column)  # before loading the model: a bad path fails in a second
     if args.threshold is not None:
         threshold, source = args.threshold, f"threshold {args.threshold:.4f} from --threshold"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -579,3 +582,60 @@ def test_predict_refuses_files_keras_cannot_build_in_one_line(saved_model, capsy
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("medcore: error:") and words in err[0], err
     assert not (bad / "o.csv").exists()
+
+
+def _predict_argv(saved_model, out) -> list[str]:
+    model = saved_model / "model" / "model.keras"
+    return ["predict", "--model", str(model), "--images", str(saved_model / "images"), "--out", str(out)]
+
+
+def _one_error_line(capsys, words: str) -> None:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("medcore: error:") and words in err[0], err
+
+
+def test_predict_out_never_replaces_what_is_not_its_own(saved_model, tmp_path, capsys):
+    """--out refuses a symlink, a FIFO, a folder, a file it did not write and a path among the images;
+    each target is left exactly as it was. Its own earlier CSV is replaced (issue 39)."""
+    from medcore.cli import main
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(victim)
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    (tmp_path / "folder.csv").mkdir()
+    inside = saved_model / "images" / "scores.csv"
+    for out, words in (
+        (link, "is a symlink"),
+        (fifo, "is a FIFO"),
+        (tmp_path / "folder.csv", "folder"),
+        (other, "not written by this command"),
+        (inside, "inside the input folder"),
+        (tmp_path / "missing" / "o.csv", "does not exist"),
+    ):
+        assert main(_predict_argv(saved_model, out)) == 2, out
+        _one_error_line(capsys, words)
+    assert link.is_symlink() and victim.read_text() == "keep me\n"
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and other.read_text() == "a,b\n1,2\n"
+    assert not inside.exists()
+    mine = tmp_path / "mine.csv"
+    assert main(_predict_argv(saved_model, mine)) == 0
+    assert main(_predict_argv(saved_model, mine)) == 0, "its own earlier output may be replaced"
+    assert len(pd.read_csv(mine)) == 3
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a device node needs root")
+def test_predict_out_refuses_a_device(saved_model, tmp_path, capsys):
+    """As root, --out naming a character device (like /dev/full) leaves the device in place."""
+    from medcore.cli import main
+
+    device = tmp_path / "full"
+    os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 7))  # /dev/full's numbers, made in a scratch folder
+    assert main(_predict_argv(saved_model, device)) == 2
+    _one_error_line(capsys, "is a device")
+    assert stat.S_ISCHR(os.lstat(device).st_mode)
