@@ -21,9 +21,16 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def _within(flag: str, value: int, low: int, high: int) -> None:
+    """A command-line number in its range, else one line naming the flag (no pydantic or numpy traceback later)."""
+    if not low <= value <= high:
+        raise MedcoreError(f"{flag} must be between {low} and {high}, got {value}")
+
+
 def _cmd_demo_data(args: argparse.Namespace) -> int:
     from medcore.synthetic import write_demo_data
 
+    _within("--seed", args.seed, 0, 2**32 - 1)
     counts = write_demo_data(Path(args.dir), per_class=args.per_class, size=args.size, seed=args.seed)
     for name, n in counts.items():
         print(f"{name}: {n} images")
@@ -92,8 +99,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.profile not in config.profiles:
         raise MedcoreError(f"{config.path}: no profile named {args.profile!r} (have {', '.join(config.profiles)})")
-    if args.epochs is not None and args.epochs < 1:
-        raise MedcoreError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.epochs is not None:
+        _within("--epochs", args.epochs, 1, 1000)
     registry = registry_of(config)
     record = pretrain_backbone(
         config,
@@ -124,8 +131,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     model_path = Path(args.model)
     if not model_path.is_file() or model_path.suffix != ".keras":
         raise MedcoreError(f"{model_path}: no such .keras model file")
-    if args.batch_size < 1:
-        raise MedcoreError(f"--batch-size must be at least 1, got {args.batch_size}")
+    _within("--batch-size", args.batch_size, 1, 4096)  # a profile's batch_size range
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise MedcoreError(f"--threshold must be between 0 and 1, got {args.threshold}")
     images = Path(args.images)

@@ -639,3 +639,13 @@ def test_predict_out_refuses_a_device(saved_model, tmp_path, capsys):
     assert main(_predict_argv(saved_model, device)) == 2
     _one_error_line(capsys, "is a device")
     assert stat.S_ISCHR(os.lstat(device).st_mode)
+
+
+@pytest.mark.parametrize("value", ["0", "1000000000", "-5"])
+def test_predict_batch_size_is_bounded_in_one_line(saved_model, tmp_path, capsys, value):
+    """--batch-size outside 1..4096 (a profile's range) is one line naming the flag, not a pydantic traceback."""
+    from medcore.cli import main
+
+    assert main([*_predict_argv(saved_model, tmp_path / "o.csv"), "--batch-size", value]) == 2
+    _one_error_line(capsys, "--batch-size must be between 1 and 4096")
+    assert not (tmp_path / "o.csv").exists()
