@@ -13,7 +13,7 @@ from medcore.logs import setup_logging
 
 __all__ = ["main", "PREDICT_COLUMNS"]
 
-PREDICT_COLUMNS = ("path", "probability", "predicted")
+PREDICT_COLUMNS = ("path", "probability", "predicted", "refused")
 
 
 def _quiet_tensorflow() -> None:
@@ -125,7 +125,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from medcore.contract import contract_resize, contract_temperature, contract_threshold
-    from medcore.evaluation import list_images, load_model, predict_files
+    from medcore.evaluation import list_images, load_model, predict_files, refusals
     from medcore.jsonio import atomic_write_text, check_output_file
 
     model_path = Path(args.model)
@@ -143,21 +143,28 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     else:
         threshold, source = contract_threshold(model_path)
     model = load_model(model_path)  # a file Keras cannot build a model from is a one-line MedcoreError
-    # Calibrated and resized as in the report: the threshold in model.json is on the same scale.
-    probabilities = predict_files(
-        model, files, args.batch_size, contract_temperature(model_path), contract_resize(model_path)
-    )
-    table = pd.DataFrame(
-        {
-            "path": [str(f) for f in files],
-            "probability": probabilities,
-            "predicted": (probabilities >= threshold).astype(int),
-        }
-    )
+    # The images validation would drop are rows with their reason, never scored as garbage nor a failed batch.
+    reasons = refusals(files)
+    usable = [f for f, why in zip(files, reasons, strict=True) if not why]
+    table = pd.DataFrame({"path": [str(f) for f in files], "refused": reasons})
+    table["probability"], table["predicted"] = pd.Series(dtype=float), pd.Series(dtype="Int64")
+    if usable:
+        # Calibrated and resized as in the report: the threshold in model.json is on the same scale.
+        probabilities = predict_files(
+            model, usable, args.batch_size, contract_temperature(model_path), contract_resize(model_path)
+        )
+        scored = table["refused"] == ""
+        table.loc[scored, "probability"] = probabilities
+        table.loc[scored, "predicted"] = (probabilities >= threshold).astype(int)
+    table = table[list(PREDICT_COLUMNS)]
     atomic_write_text(out, table.to_csv(index=False))
     print(source, file=sys.stderr)
-    print(f"{len(table)} images scored, {int(table['predicted'].sum())} predicted positive; written to {out}")
-    return 0
+    refused = len(files) - len(usable)
+    print(
+        f"{len(usable)} images scored, {int(table['predicted'].sum())} predicted positive"
+        f"{f', {refused} refused (reason in the refused column)' if refused else ''}; written to {out}"
+    )
+    return 0 if usable else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -319,8 +319,10 @@ def load_pixels(path: str | bytes) -> np.ndarray:
     name = path.decode() if isinstance(path, bytes) else str(path)
     with open(name, "rb") as handle:
         data = handle.read()
+    from medcore.validation import MAX_DECODED_BYTES
+
     try:
-        _, unit = read_dicom(data, b"")
+        _, unit = read_dicom(data, b"", max_bytes=MAX_DECODED_BYTES)  # validate's limit, from the header
     except DicomReadError as exc:
         raise ValueError(f"{name}: {exc.detail}") from None
     return np.repeat((unit * 255.0)[..., None], 3, axis=2).astype(np.float32)

@@ -49,6 +49,7 @@ __all__ = [
     "METRICS",
     "list_images",
     "predict_files",
+    "refusals",
     "contract_threshold",
     "read_contract",
     "file_sha256",
@@ -877,6 +878,15 @@ def list_images(source: str | Path, column: str | None = None) -> list[Path]:
     if not files:
         raise MedcoreError(f"{source}: the CSV lists no images")
     return files
+
+
+def refusals(files: Sequence[Path]) -> list[str]:
+    """Why each file cannot be scored ("" if it can), by validation's own guards: the same strict JPEG decode,
+    size limits read from the header before decoding (PNG, JPEG, DICOM incl. compressed) and decoding budget."""
+    from medcore.validation import scan_files
+
+    scans = scan_files([str(f) for f in files], [True] * len(files))
+    return ["" if s.status == "ok" else f"{s.status}: {s.detail}".rstrip(": ") for s in scans]
 
 
 def _first_undecodable(files: Sequence[Path]) -> Path | None:

@@ -19,6 +19,7 @@ import hashlib
 import io
 import os
 import stat
+import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -326,6 +327,8 @@ def _header(data: bytes, fmt: str) -> tuple[tuple[int, int], str, bool] | str | 
     """Return ((width, height), mode, has transparency) from the header, "too large", or None if unreadable."""
     from PIL import Image
 
+    # The size limit below is medcore's own; Pillow's bomb warning would print one more line per file.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     try:
         with Image.open(io.BytesIO(data), formats=[fmt]) as image:
             return image.size, image.mode, "transparency" in image.info
