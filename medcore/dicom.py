@@ -15,6 +15,7 @@ which quote offending values, are silenced, and no pydicom exception text is pas
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import io
@@ -23,6 +24,7 @@ import os
 import re
 import secrets
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -290,12 +292,17 @@ def to_unit(ds, info: DicomInfo) -> np.ndarray:
 
 
 def read_dicom(
-    data: bytes, key: bytes, pixels: bool = True, max_bytes: int | None = None
+    data: bytes,
+    key: bytes,
+    pixels: bool = True,
+    max_bytes: int | None = None,
+    budget: Callable[[int], contextlib.AbstractContextManager] | None = None,
 ) -> tuple[DicomInfo, np.ndarray | None]:
     """Parse a DICOM file's bytes: its PHI-free facts and, with `pixels`, its first frame in [0, 1].
 
     Raises DicomReadError (code and one PHI-free line) for a file that cannot give pixels, or whose
     first frame would take more than `max_bytes` as float32 (judged from the header, before decoding).
+    `budget(nbytes)`, if given, is held while the frame decodes (validation's decoding budget).
     """
     ds = _parse(data)
     info = describe(ds, key)
@@ -311,7 +318,11 @@ def read_dicom(
         problem = _decoder_problem(syntax)
         if problem:
             raise DicomReadError("dicom_transfer_syntax_unsupported", problem)
-    return info, (to_unit(ds, info) if pixels else None)
+    if not pixels:
+        return info, None
+    # The frame is decoded, then carried as float32 through the LUTs: held against the caller's budget.
+    with budget(2 * size) if budget is not None else contextlib.nullcontext():
+        return info, to_unit(ds, info)
 
 
 def load_pixels(path: str | bytes) -> np.ndarray:

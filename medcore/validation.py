@@ -13,14 +13,16 @@ size, and nothing in the dataset folder is ever written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import hashlib
 import io
 import os
 import stat
+import threading
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +65,10 @@ MAX_FILE_BYTES = 512 * 2**20
 # pixels: a 12k x 12k 16-bit RGBA PNG of 1 MB has fewer pixels than a 12k x 12k film but decodes to
 # 1.1 GB. 512 MiB still admits a 12k x 12k 8-bit RGB film; with at most 4 reading threads, 2 GiB in all.
 MAX_DECODED_BYTES = 512 * 2**20
+# Decoding allocates about twice what it yields (the decoder's buffers, then the reduced copy): measured
+# 1.0 GiB for one 7999^2 RGBA16 PNG of 512 MB. Threads decode at once only while their sum fits this budget.
+DECODE_BUDGET_BYTES = 2 * MAX_DECODED_BYTES
+DECODE_OVERHEAD = 2
 LARGE_PIXELS = 4096 * 4096  # counted as "very large", still used
 MIN_SIDE = 16
 HASH_SIDE = 64  # the perceptual hash is taken from the 16x16 lowest frequencies of a 64x64 DCT
@@ -238,6 +244,30 @@ def _printable(text: object, limit: int = 300) -> str:
 # --- the single pass over the files ------------------------------------------------------------
 
 
+class _DecodeBudget:
+    """Bytes that decoding threads may hold at once; a decode larger than the whole budget runs alone."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.used = capacity, 0
+        self._free = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, nbytes: int) -> Iterator[None]:
+        nbytes = max(0, min(int(nbytes), self.capacity))
+        with self._free:
+            self._free.wait_for(lambda: self.used + nbytes <= self.capacity)
+            self.used += nbytes
+        try:
+            yield
+        finally:
+            with self._free:
+                self.used -= nbytes
+                self._free.notify_all()
+
+
+DECODE_BUDGET = _DecodeBudget(DECODE_BUDGET_BYTES)
+
+
 @dataclass(frozen=True)
 class FileScan:
     """What one read of a file tells: whether it is usable, its hashes, and its encoding."""
@@ -393,7 +423,9 @@ def _scan_dicom(data: bytes, sha256: str, key: Callable[[], bytes] | bytes) -> F
     from medcore.dicom import DicomReadError, read_dicom
 
     try:
-        info, unit = read_dicom(data, key() if callable(key) else key, max_bytes=MAX_DECODED_BYTES)
+        info, unit = read_dicom(
+            data, key() if callable(key) else key, max_bytes=MAX_DECODED_BYTES, budget=DECODE_BUDGET.hold
+        )
     except DicomReadError as problem:
         return FileScan(problem.code, problem.detail, sha256)
     scan = _describe(unit, "DICOM", None, sha256)
@@ -448,17 +480,19 @@ def scan_file(path: str, decode: bool = True, key: Callable[[], bytes] | bytes =
         damage = _jpeg_damage(data)
         if damage:
             return FileScan("image_truncated", f"JPEG: {damage}", sha256)
-    try:
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    except cv2.error:
-        image = None
-    if image is None or image.size == 0:
+    # Unknown size (no readable header): charged as a limit-sized decode, the most it may be allowed.
+    with DECODE_BUDGET.hold(DECODE_OVERHEAD * (decoded if decoded is not None else MAX_DECODED_BYTES)):
+        try:
+            image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            image = None
+        if image is None or image.size == 0:
+            if fmt is None:
+                return FileScan("image_not_an_image", "", sha256)
+            return FileScan("image_truncated" if _looks_truncated(data, fmt) else "image_corrupt", fmt, sha256)
         if fmt is None:
-            return FileScan("image_not_an_image", "", sha256)
-        return FileScan("image_truncated" if _looks_truncated(data, fmt) else "image_corrupt", fmt, sha256)
-    if fmt is None:
-        return FileScan("image_format_unsupported", "decodable, but not by the training loader", sha256)
-    return _describe(image, fmt, header, sha256)
+            return FileScan("image_format_unsupported", "decodable, but not by the training loader", sha256)
+        return _describe(image, fmt, header, sha256)
 
 
 def _workers() -> int:

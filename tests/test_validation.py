@@ -787,3 +787,44 @@ def test_cli_validate_refuses_an_out_that_is_a_file_or_inside_the_dataset(tmp_pa
         assert code == 2 and len(error) == 1 and words in error[0], (out, error)
     assert taken.read_text() == "keep me"
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+
+
+def _png_of_zeros(path: Path, side: int) -> None:
+    """A real RGBA 16-bit PNG of side x side (decodes to side^2 x 8 bytes), written compressed row by row."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packer = zlib.compressobj(9)
+    row = b"\0" + b"\x12\x34" * (side * 4)
+    idat = b"".join([packer.compress(row) for _ in range(side)] + [packer.flush()])
+    header = struct.pack(">IIBBBBB", side, side, 16, 6, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_concurrent_decodes_share_one_memory_budget(tmp_path):
+    """Two 7999^2 RGBA16 PNGs just under the 512 MiB decode limit, scanned by two threads: the decoding budget
+    lets one decode at a time, so the peak stays near one decode's (it was 1981 MiB with both at once, issue 39)."""
+    import subprocess
+    import sys
+
+    for name in ("a.png", "b.png"):
+        _png_of_zeros(tmp_path / name, 7999)
+    script = (
+        "import resource, sys\n"
+        "from medcore.validation import scan_files\n"
+        "scans = scan_files(sys.argv[1:], [True, True], workers=2)\n"
+        "print(*[s.status for s in scans], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "a.png"), str(tmp_path / "b.png")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, second, peak_mib = done.stdout.split()
+    assert (first, second) == ("ok", "ok")  # under the limit: both decode, one after the other
+    assert int(peak_mib) < 1400, f"peak {peak_mib} MiB"
