@@ -727,3 +727,24 @@ def test_predict_with_every_image_refused_writes_the_reasons_and_exits_1(saved_m
     argv = ["predict", "--model", model, "--images", str(images), "--out", str(out)]
     assert main(argv) == 1
     assert pd.read_csv(out)["refused"].str.startswith("image_too_large").all()
+
+
+def test_a_keras_archive_that_inflates_too_far_is_refused_before_keras_opens_it(saved_model, tmp_path, monkeypatch):
+    """A .keras whose weights member inflates 1000:1, or whose members sum past the limit, is one MedcoreError
+    from the zip directory alone (a 14 MB file inflating to 3 GiB peaked at 7.1 GB, issue 39)."""
+    import zipfile
+
+    real = saved_model / "model" / "model.keras"
+    bomb = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(real) as source, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        for item in source.infolist():
+            if not item.filename.endswith(".h5"):
+                archive.writestr(item.filename, source.read(item))
+        archive.writestr("model.weights.h5", bytes(64 * 2**20))
+    with pytest.raises(MedcoreError, match="inflates") as refused:
+        evaluation.load_model(bomb)
+    assert str(bomb) in str(refused.value) and "\n" not in str(refused.value)
+    assert evaluation.load_model(real) is not None  # a real model passes the same check
+    monkeypatch.setattr(evaluation, "MAX_MODEL_BYTES", 1000)
+    with pytest.raises(MedcoreError, match="uncompressed"):
+        evaluation.load_model(real)
