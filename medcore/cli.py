@@ -11,7 +11,7 @@ from pathlib import Path
 from medcore.errors import MedcoreError
 from medcore.logs import setup_logging
 
-__all__ = ["main", "PREDICT_COLUMNS"]
+__all__ = ["main", "PREDICT_COLUMNS", "default_run_id"]
 
 PREDICT_COLUMNS = ("path", "probability", "predicted", "refused")
 
@@ -79,10 +79,20 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_run_id() -> str:
+    """`cli__<UTC time to the microsecond>__<host>__<4 hex>`: unique across quick reruns and machines."""
+    import re
+    import secrets
+    import socket
+
+    host = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname().split(".")[0]).strip("-")[:40] or "host"
+    return f"cli__{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%f')}__{host}__{secrets.token_hex(2)}"
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from medcore.pipeline import run_all
 
-    run_id = args.run_id or "cli__" + dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    run_id = args.run_id or default_run_id()
     summary = run_all(args.config, run_id, args.condition or (), args.profile or (), args.epochs)
     for failure in summary["failures"]:
         print(f"FAILED {failure['condition']}/{failure['profile']} at {failure['stage']}: {failure['error']}")
