@@ -183,9 +183,27 @@ def _decoder_problem(syntax) -> str:
     return f"transfer syntax {syntax.name} ({syntax}): install one of: {needs}"
 
 
+def _syntax(ds):
+    """The file's transfer syntax UID; DicomReadError if the UID names no transfer syntax pydicom knows.
+
+    pydicom's UID properties raise ValueError for those ("1.2.3.4", a SOP class UID, text), and
+    its message would quote the value, so the finding says only what is wrong.
+    """
+    syntax = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) is not None else None
+    if syntax is None:
+        return None
+    try:
+        syntax.is_compressed, syntax.name  # noqa: B018 both raise for a UID that is not a transfer syntax
+    except (ValueError, AttributeError, TypeError):
+        raise DicomReadError(
+            "dicom_transfer_syntax_unsupported", "TransferSyntaxUID is not a transfer syntax pydicom knows"
+        ) from None
+    return syntax
+
+
 def describe(ds, key: bytes) -> DicomInfo:
     """The PHI-free facts of a parsed dataset (no pixel decoding)."""
-    syntax = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) is not None else None
+    syntax = _syntax(ds)
     patient, study = str(ds.get("PatientID", "") or "").strip(), str(ds.get("StudyInstanceUID", "") or "").strip()
     windowing = (
         "VOI LUT"
@@ -313,7 +331,7 @@ def read_dicom(
         if "Rows" in ds or "BitsAllocated" in ds:  # an image's header without its pixels: the file was cut short
             raise DicomReadError("image_truncated", "DICOM image header without Pixel Data")
         raise DicomReadError("dicom_pixel_data_missing", f"no Pixel Data (modality {info.modality or 'unknown'})")
-    syntax = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) is not None else None
+    syntax = _syntax(ds)
     if syntax is not None:
         problem = _decoder_problem(syntax)
         if problem:

@@ -346,3 +346,17 @@ def test_a_huge_frame_is_refused_from_its_header_before_decoding():
     with pytest.raises(DicomReadError) as refused:
         read_dicom(data, KEY, max_bytes=512 * 2**20)
     assert refused.value.code == "image_too_large"
+
+
+@pytest.mark.parametrize("uid", ["1.2.3.4", "1.2.840.10008.1.1", "not a uid"])
+def test_a_transfer_syntax_uid_that_is_no_transfer_syntax_is_a_finding_not_a_traceback(uid):
+    """An unknown UID, a UID of something else (Verification SOP class) or garbage as TransferSyntaxUID: the file
+    is refused with dicom_transfer_syntax_unsupported and a PHI-free line (it was a ValueError, issue 39)."""
+    # pydicom will not write a known non-syntax UID: write a placeholder of the same length, then swap the bytes.
+    placeholder = "9" * len(uid)
+    data = _with(dicom_bytes(_ramp(), patient_id="a", study_uid="1.2.3"), TransferSyntaxUID=placeholder)
+    data = data.replace(placeholder.encode(), uid.encode(), 1)
+    with pytest.raises(DicomReadError) as refused:
+        read_dicom(data, KEY)
+    assert refused.value.code == "dicom_transfer_syntax_unsupported"
+    assert "not a transfer syntax" in refused.value.detail and uid not in refused.value.detail
