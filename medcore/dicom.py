@@ -55,7 +55,26 @@ _CODE = re.compile(r"[^A-Z0-9_ ]")  # coded strings (CS) are upper case; anythin
 # What would decode a syntax pydicom has no decoder for at all (it names the missing plugins itself).
 _NO_DECODER = "no decoder exists for it in pydicom 3; export the images uncompressed or as JPEG/JPEG 2000"
 
-logging.getLogger("pydicom").setLevel(logging.ERROR)  # its warnings may quote header values
+log = logging.getLogger(__name__)
+
+
+class _OneLine(logging.Handler):
+    """pydicom's records (its decoders log each failed plugin with a full traceback) re-logged by medcore as
+    one warning line each: the first line of the message, no traceback, whoever owns logging (CLI or Airflow)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = " ".join(record.getMessage().split())[:160]
+        except Exception:  # noqa: BLE001 a record pydicom could not format is still one line
+            text = "(unformattable message)"
+        log.warning("pydicom: %s", text)
+
+
+_PYDICOM = logging.getLogger("pydicom")
+_PYDICOM.setLevel(logging.ERROR)  # its warnings may quote header values
+if not any(isinstance(h, _OneLine) for h in _PYDICOM.handlers):
+    _PYDICOM.addHandler(_OneLine())
+_PYDICOM.propagate = False  # its children (pydicom.pixels.decoders.base, ...) reach only the handler above
 
 
 class DicomReadError(Exception):

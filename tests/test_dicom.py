@@ -360,3 +360,33 @@ def test_a_transfer_syntax_uid_that_is_no_transfer_syntax_is_a_finding_not_a_tra
         read_dicom(data, KEY)
     assert refused.value.code == "dicom_transfer_syntax_unsupported"
     assert "not a transfer syntax" in refused.value.detail and uid not in refused.value.detail
+
+
+def test_pydicom_logs_one_line_per_failure_through_medcore_logging_not_tracebacks(tmp_path):
+    """Corrupt JPEG 2000 pixel data: the file is refused, and what pydicom logs reaches stderr through medcore's
+    logging as single lines, with no traceback (it printed six full tracebacks, issue 39)."""
+    import subprocess
+    import sys
+
+    import pydicom
+    from pydicom.encaps import encapsulate
+
+    ramp = np.tile(np.arange(64, dtype=np.uint16) * 60, (64, 1))
+    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(ramp, patient_id="a", study_uid="1.2", compress=True)))
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(range(256)) * 4])
+    ds.save_as(tmp_path / "bad.dcm")
+    script = (
+        "import sys\n"
+        "from medcore.logs import setup_logging\n"
+        "from medcore.dicom import read_dicom, DicomReadError\n"
+        "setup_logging()\n"
+        "try:\n"
+        "    read_dicom(open(sys.argv[1], 'rb').read(), b'k')\n"
+        "except DicomReadError as exc:\n"
+        "    print(exc.code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "bad.dcm")], capture_output=True, text=True)
+    assert done.stdout.strip() == "image_corrupt", done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr and lines, done.stderr[-2000:]
+    assert all(" medcore.dicom: pydicom: " in line for line in lines), lines
