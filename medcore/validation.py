@@ -1093,6 +1093,21 @@ def _lazy_group_key(config: Config) -> Callable[[], bytes]:
     return key
 
 
+def _nothing_left(result: ValidationResult, otherwise: str) -> str:
+    """Why no row is left: "every image was dropped (n code, ...)" when findings removed them, else `otherwise`."""
+    removed: dict[str, int] = {}
+    for f in result.findings:
+        rule = CHECKS.get(f.code)
+        unusable = rule is not None and bool(rule.allowed) and "warn" not in rule.allowed
+        n = f.dropped or (f.count if unusable and f.severity is not Severity.INFO else 0)
+        if n:
+            removed[f.code] = removed.get(f.code, 0) + n
+    if not removed:
+        return f"{result.dataset_dir}: {otherwise}"
+    counts = ", ".join(f"{n} {code}" for code, n in sorted(removed.items(), key=lambda item: -item[1]))
+    return f"every image was dropped ({counts}) in {result.dataset_dir}"
+
+
 def validate_condition(
     config: Config, condition: Condition, profile: Profile | None = None, *, workers: int | None = None
 ) -> ValidationResult:
@@ -1135,10 +1150,13 @@ def validate_condition(
     frame, excluded = _scan(v, frame, excluded, workers, _lazy_group_key(config))
     frame = _check_dicom(v, frame)
     if frame.empty:
-        v.error("no_usable_images", f"{result.dataset_dir}: no usable labelled images")
+        v.error("no_usable_images", _nothing_left(result, "no usable labelled images"))
         return _finish(result, listed, n_excluded, v.dropped)
     frame = _check_images(v, frame)
     frame = _check_conflicting_duplicates(v, frame, excluded)
+    if frame.empty:  # the image checks can drop the last rows (blank, tiny, contradicting copies)
+        v.error("no_usable_images", _nothing_left(result, "no usable labelled images"))
+        return _finish(result, listed, n_excluded, v.dropped)
     _check_groups_known(v, frame)
     # Cross-split checks judge the source's own splits; rows without one are training candidates.
     frame = frame.assign(
@@ -1148,7 +1166,7 @@ def validate_condition(
     )
     frame = _check_cross_split(v, frame)
     if frame.empty:
-        v.error("no_usable_images", f"{result.dataset_dir}: no usable labelled images are left after the checks")
+        v.error("no_usable_images", _nothing_left(result, "no usable labelled images are left after the checks"))
         return _finish(result, listed, n_excluded, v.dropped)
 
     try:

@@ -828,3 +828,28 @@ def test_concurrent_decodes_share_one_memory_budget(tmp_path):
     first, second, peak_mib = done.stdout.split()
     assert (first, second) == ("ok", "ok")  # under the limit: both decode, one after the other
     assert int(peak_mib) < 1400, f"peak {peak_mib} MiB"
+
+
+def test_a_set_whose_every_image_is_dropped_after_decoding_is_not_trainable_with_counts(tmp_path, capsys):
+    """Every image decodes but is blank or tiny, so the image checks drop them all: `validate` ends in one line
+    "not trainable: every image was dropped (...)" with the counts by reason, not np.stack([]) (issue 39)."""
+    from medcore.cli import main
+
+    for split in ("train", "test"):
+        for label in ("pos", "neg"):
+            folder = tmp_path / "data" / "set" / split / label
+            folder.mkdir(parents=True)
+            for i in range(3):
+                cv2.imwrite(str(folder / f"blank{i}.png"), np.full((32, 32), 90 + i, np.uint8))
+            cv2.imwrite(str(folder / "tiny.png"), phantom(np.random.default_rng(1), 8))
+    config = write_yaml(
+        tmp_path / "c.yaml",
+        f"data_root: {tmp_path / 'data'}\nruns_root: {tmp_path / 'runs'}\n"
+        "conditions:\n  c: {dataset: set, layout: folders, positive: [pos], negative: [neg]}\n"
+        "profiles:\n  p: {image_size: 32}\n",
+    )
+    code = main(["validate", "--config", str(config), "--condition", "c", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1, err
+    assert err[-1].startswith("medcore: c: not trainable: every image was dropped (")
+    assert "12 image_blank" in err[-1] and "4 image_too_small" in err[-1]
