@@ -64,7 +64,8 @@ FUZZ_EXAMPLES ?= 200
 FUZZ_MAX_MIB ?= 2048
 fuzz: install ## hypothesis fuzzing, >= 1,000 generated cases (~3 min): findings or one-line errors, never a traceback
 	MEDCORE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) MEDCORE_FUZZ_MIN_CASES=1000 MEDCORE_FUZZ_MAX_MIB=$(FUZZ_MAX_MIB) \
-	  $(PY) -m pytest -q -p no:cacheprovider tests/test_validation_fuzz.py tests/test_config_fuzz.py tests/test_layout.py
+	  $(PY) -m pytest -q -p no:cacheprovider tests/test_validation_fuzz.py tests/test_config_fuzz.py tests/test_layout.py \
+	  tests/test_dicom_fuzz.py
 
 test-integration: install ## CeleryExecutor on this machine's PostgreSQL and Redis, for real (skips without them)
 	$(PY) -m pytest -q --durations=10 tests/integration
