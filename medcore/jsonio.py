@@ -145,6 +145,11 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def _printable(path: Path) -> str:
+    """`path` with control characters escaped: a newline in a name must not break a one-line error."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))
+
+
 def check_output_file(path: Path, header: str, inside: tuple[Path, ...] = ()) -> Path:
     """`path` if it may be written: absent, or a regular file whose first line is `header` (ours from before).
 
@@ -155,19 +160,20 @@ def check_output_file(path: Path, header: str, inside: tuple[Path, ...] = ()) ->
     from medcore.errors import MedcoreError
 
     path = Path(path)
+    shown = _printable(path)
     target = path.parent.resolve() / path.name
     for folder in inside:
         folder = Path(folder).resolve()
         if target == folder or target.is_relative_to(folder):
-            raise MedcoreError(f"{path}: inside the input folder {folder}; write the output elsewhere")
+            raise MedcoreError(f"{shown}: inside the input folder {_printable(folder)}; write the output elsewhere")
     try:
         info = os.lstat(path)
     except FileNotFoundError:
         if not path.parent.is_dir():
-            raise MedcoreError(f"{path}: the folder {path.parent} does not exist") from None
+            raise MedcoreError(f"{shown}: the folder {_printable(path.parent)} does not exist") from None
         return path
     except OSError as exc:
-        raise MedcoreError(f"{path}: cannot check the output path: {exc.strerror or exc}") from None
+        raise MedcoreError(f"{shown}: cannot check the output path: {exc.strerror or exc}") from None
     kind = (
         "a symlink"
         if stat.S_ISLNK(info.st_mode)
@@ -182,12 +188,12 @@ def check_output_file(path: Path, header: str, inside: tuple[Path, ...] = ()) ->
         else ""
     )
     if kind:
-        raise MedcoreError(f"{path}: exists and is {kind}; name a new file")
+        raise MedcoreError(f"{shown}: exists and is {kind}; name a new file")
     try:
         with open(path, "rb") as handle:
             first = handle.readline(len(header.encode()) + 2)
     except OSError as exc:
-        raise MedcoreError(f"{path}: exists and cannot be read: {exc.strerror or exc}") from None
+        raise MedcoreError(f"{shown}: exists and cannot be read: {exc.strerror or exc}") from None
     if first.rstrip(b"\r\n") != header.encode():
-        raise MedcoreError(f"{path}: exists and was not written by this command; name a new file or remove it")
+        raise MedcoreError(f"{shown}: exists and was not written by this command; name a new file or remove it")
     return path
