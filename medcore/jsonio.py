@@ -161,6 +161,10 @@ def check_output_file(path: Path, header: str, inside: tuple[Path, ...] = ()) ->
 
     path = Path(path)
     shown = _printable(path)
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:  # a lone surrogate: no file can have this name
+        raise MedcoreError(f"{shown}: not a file name this system can write") from None
     target = path.parent.resolve() / path.name
     for folder in inside:
         folder = Path(folder).resolve()
