@@ -326,7 +326,8 @@ def _jpeg_damage(data: bytes) -> str:
     except ValueError as exc:
         message = " ".join(str(exc).split())
         # Only the warnings of damaged coded data; other refusals (e.g. an unsupported variant) are left to OpenCV.
-        if "premature end" in message.lower() or message.startswith("Corrupt JPEG data"):
+        # "Unsupported marker": a stray marker in the coded data, which OpenCV decodes and TensorFlow refuses.
+        if "premature end" in message.lower() or message.startswith(("Corrupt JPEG data", "Unsupported marker")):
             return message[:120]
     return ""
 

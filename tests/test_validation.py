@@ -853,3 +853,16 @@ def test_a_set_whose_every_image_is_dropped_after_decoding_is_not_trainable_with
     assert code == 1, err
     assert err[-1].startswith("medcore: c: not trainable: every image was dropped (")
     assert "12 image_blank" in err[-1] and "4 image_too_small" in err[-1]
+
+
+def test_a_jpeg_with_a_stray_marker_in_its_scan_is_refused_as_training_would(tmp_path):
+    """OpenCV decodes a JPEG with an unknown marker in its coded data, TensorFlow (training, predict) does not:
+    the strict decode refuses it, so validation never accepts a file the model cannot read (found by make fuzz)."""
+    from medcore.validation import scan_file
+
+    data = cv2.imencode(".jpg", phantom(np.random.default_rng(0), 32))[1].tobytes()
+    at = data.index(b"\xff\xda")
+    at += 2 + int.from_bytes(data[at + 2 : at + 4], "big") + 4
+    (tmp_path / "x.jpg").write_bytes(data[:at] + b"\xff\x43" + data[at:])
+    scan = scan_file(str(tmp_path / "x.jpg"))
+    assert scan.status == "image_truncated" and "Unsupported marker" in scan.detail
