@@ -58,13 +58,15 @@ lint: install ## ruff check and ruff format --check, with the rules in pyproject
 test-fast: install ## skip the tests that train real models
 	$(PY) -m pytest -q -m "not slow"
 
-# Every fuzz target of tests/ (manifests, label cells, config values and bytes, image bytes, run ids)
+# Every fuzz target of tests/ (manifests, label cells, config values and bytes, image bytes, run ids, DICOM
+# headers, predict inputs and --out targets, registry writes killed, runs of one id at once)
 # with FUZZ_EXAMPLES cases each; fails if fewer than 1,000 finish or the run's memory passes FUZZ_MAX_MIB.
 FUZZ_EXAMPLES ?= 200
 FUZZ_MAX_MIB ?= 2048
 fuzz: install ## hypothesis fuzzing, >= 1,000 generated cases (~3 min): findings or one-line errors, never a traceback
 	MEDCORE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) MEDCORE_FUZZ_MIN_CASES=1000 MEDCORE_FUZZ_MAX_MIB=$(FUZZ_MAX_MIB) \
-	  $(PY) -m pytest -q -p no:cacheprovider tests/test_validation_fuzz.py tests/test_config_fuzz.py tests/test_layout.py
+	  $(PY) -m pytest -q -p no:cacheprovider tests/test_validation_fuzz.py tests/test_config_fuzz.py tests/test_layout.py \
+	  tests/test_dicom_fuzz.py tests/test_evaluation_fuzz.py tests/test_registry_fuzz.py
 
 test-integration: install ## CeleryExecutor on this machine's PostgreSQL and Redis, for real (skips without them)
 	$(PY) -m pytest -q --durations=10 tests/integration

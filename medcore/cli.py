@@ -11,7 +11,9 @@ from pathlib import Path
 from medcore.errors import MedcoreError
 from medcore.logs import setup_logging
 
-__all__ = ["main"]
+__all__ = ["main", "PREDICT_COLUMNS", "default_run_id"]
+
+PREDICT_COLUMNS = ("path", "probability", "predicted", "refused")
 
 
 def _quiet_tensorflow() -> None:
@@ -19,9 +21,16 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def _within(flag: str, value: int, low: int, high: int) -> None:
+    """A command-line number in its range, else one line naming the flag (no pydantic or numpy traceback later)."""
+    if not low <= value <= high:
+        raise MedcoreError(f"{flag} must be between {low} and {high}, got {value}")
+
+
 def _cmd_demo_data(args: argparse.Namespace) -> int:
     from medcore.synthetic import write_demo_data
 
+    _within("--seed", args.seed, 0, 2**32 - 1)
     counts = write_demo_data(Path(args.dir), per_class=args.per_class, size=args.size, seed=args.seed)
     for name, n in counts.items():
         print(f"{name}: {n} images")
@@ -70,10 +79,20 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_run_id() -> str:
+    """`cli__<UTC time to the microsecond>__<host>__<4 hex>`: unique across quick reruns and machines."""
+    import re
+    import secrets
+    import socket
+
+    host = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname().split(".")[0]).strip("-")[:40] or "host"
+    return f"cli__{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%f')}__{host}__{secrets.token_hex(2)}"
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from medcore.pipeline import run_all
 
-    run_id = args.run_id or "cli__" + dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    run_id = args.run_id or default_run_id()
     summary = run_all(args.config, run_id, args.condition or (), args.profile or (), args.epochs, args.budget)
     for failure in summary["failures"]:
         print(f"FAILED {failure['condition']}/{failure['profile']} at {failure['stage']}: {failure['error']}")
@@ -90,8 +109,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.profile not in config.profiles:
         raise MedcoreError(f"{config.path}: no profile named {args.profile!r} (have {', '.join(config.profiles)})")
-    if args.epochs is not None and args.epochs < 1:
-        raise MedcoreError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.epochs is not None:
+        _within("--epochs", args.epochs, 1, 1000)
     registry = registry_of(config)
     record = pretrain_backbone(
         config,
@@ -116,40 +135,46 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from medcore.contract import contract_resize, contract_temperature, contract_threshold
-    from medcore.evaluation import list_images, load_model, predict_files
-    from medcore.jsonio import atomic_write_text
+    from medcore.evaluation import list_images, load_model, predict_files, refusals
+    from medcore.jsonio import atomic_write_text, check_output_file
 
     model_path = Path(args.model)
     if not model_path.is_file() or model_path.suffix != ".keras":
         raise MedcoreError(f"{model_path}: no such .keras model file")
-    if args.batch_size < 1:
-        raise MedcoreError(f"--batch-size must be at least 1, got {args.batch_size}")
+    _within("--batch-size", args.batch_size, 1, 4096)  # a profile's batch_size range
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise MedcoreError(f"--threshold must be between 0 and 1, got {args.threshold}")
-    out = Path(args.out)
-    if out.is_dir():
-        raise MedcoreError(f"{out}: is a folder; --out names the CSV file to write")
+    images = Path(args.images)
+    # Never replace what is not ours: absent, or a CSV this command wrote before (its header line says so).
+    out = check_output_file(Path(args.out), ",".join(PREDICT_COLUMNS), (images,) if images.is_dir() else ())
     files = list_images(args.images, args.column)  # before loading the model: a bad path fails in a second
     if args.threshold is not None:
         threshold, source = args.threshold, f"threshold {args.threshold:.4f} from --threshold"
     else:
         threshold, source = contract_threshold(model_path)
     model = load_model(model_path)  # a file Keras cannot build a model from is a one-line MedcoreError
-    # Calibrated and resized as in the report: the threshold in model.json is on the same scale.
-    probabilities = predict_files(
-        model, files, args.batch_size, contract_temperature(model_path), contract_resize(model_path)
-    )
-    table = pd.DataFrame(
-        {
-            "path": [str(f) for f in files],
-            "probability": probabilities,
-            "predicted": (probabilities >= threshold).astype(int),
-        }
-    )
+    # The images validation would drop are rows with their reason, never scored as garbage nor a failed batch.
+    reasons = refusals(files)
+    usable = [f for f, why in zip(files, reasons, strict=True) if not why]
+    table = pd.DataFrame({"path": [str(f) for f in files], "refused": reasons})
+    table["probability"], table["predicted"] = pd.Series(dtype=float), pd.Series(dtype="Int64")
+    if usable:
+        # Calibrated and resized as in the report: the threshold in model.json is on the same scale.
+        probabilities = predict_files(
+            model, usable, args.batch_size, contract_temperature(model_path), contract_resize(model_path)
+        )
+        scored = table["refused"] == ""
+        table.loc[scored, "probability"] = probabilities
+        table.loc[scored, "predicted"] = (probabilities >= threshold).astype(int)
+    table = table[list(PREDICT_COLUMNS)]
     atomic_write_text(out, table.to_csv(index=False))
     print(source, file=sys.stderr)
-    print(f"{len(table)} images scored, {int(table['predicted'].sum())} predicted positive; written to {out}")
-    return 0
+    refused = len(files) - len(usable)
+    print(
+        f"{len(usable)} images scored, {int(table['predicted'].sum())} predicted positive"
+        f"{f', {refused} refused (reason in the refused column)' if refused else ''}; written to {out}"
+    )
+    return 0 if usable else 1
 
 
 def _cmd_resend(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import stat
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -1013,12 +1014,33 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
     return merged
 
 
+MAX_CONFIG_BYTES = 1 * 2**20  # conditions.yaml is under 10 kB: a bigger "config" is a mistake or an attack
+
+
+def _bounded_text(path: Path) -> str:
+    """The UTF-8 text of `path`, only if it is a regular file of at most MAX_CONFIG_BYTES.
+
+    Opened without blocking (a FIFO would wait for a writer forever) and checked on the open file
+    (no swap between check and read); never reads more than the limit plus one byte (`/dev/zero`).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"{path}: not a regular file (a device, FIFO or socket); name the YAML config file")
+        data = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 2**20} MiB; not a config file")
+    return data.decode("utf-8")
+
+
 def _read_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
     """`path` and every file it `extends`, nearest first, each as (file, mapping without `extends`)."""
     if path in seen:
         raise ConfigError(f"{path}: extends: circular reference")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _bounded_text(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except IsADirectoryError:

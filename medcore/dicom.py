@@ -15,6 +15,7 @@ which quote offending values, are silenced, and no pydicom exception text is pas
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import io
@@ -23,6 +24,7 @@ import os
 import re
 import secrets
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +55,26 @@ _CODE = re.compile(r"[^A-Z0-9_ ]")  # coded strings (CS) are upper case; anythin
 # What would decode a syntax pydicom has no decoder for at all (it names the missing plugins itself).
 _NO_DECODER = "no decoder exists for it in pydicom 3; export the images uncompressed or as JPEG/JPEG 2000"
 
-logging.getLogger("pydicom").setLevel(logging.ERROR)  # its warnings may quote header values
+log = logging.getLogger(__name__)
+
+
+class _OneLine(logging.Handler):
+    """pydicom's records (its decoders log each failed plugin with a full traceback) re-logged by medcore as
+    one warning line each: the first line of the message, no traceback, whoever owns logging (CLI or Airflow)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = " ".join(record.getMessage().split())[:160]
+        except Exception:  # noqa: BLE001 a record pydicom could not format is still one line
+            text = "(unformattable message)"
+        log.warning("pydicom: %s", text)
+
+
+_PYDICOM = logging.getLogger("pydicom")
+_PYDICOM.setLevel(logging.ERROR)  # its warnings may quote header values
+if not any(isinstance(h, _OneLine) for h in _PYDICOM.handlers):
+    _PYDICOM.addHandler(_OneLine())
+_PYDICOM.propagate = False  # its children (pydicom.pixels.decoders.base, ...) reach only the handler above
 
 
 class DicomReadError(Exception):
@@ -140,7 +161,7 @@ def _integer(ds, keyword: str, default: int) -> int:
     try:
         value = ds.get(keyword)
         return int(value) if value not in (None, "") else default
-    except (TypeError, ValueError):
+    except Exception:  # noqa: BLE001 a damaged element (unknown VR, wrong length) reads as absent
         return default
 
 
@@ -152,18 +173,9 @@ def _parse(data: bytes):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return pydicom.dcmread(io.BytesIO(data), force=False)
-    except (
-        InvalidDicomError,
-        EOFError,
-        ValueError,
-        KeyError,
-        TypeError,
-        OverflowError,
-        NotImplementedError,
-        AttributeError,
-        IndexError,
-        OSError,
-    ) as exc:
+    # Hostile headers raise many types (fuzzing found BytesLengthException, a RuntimeError, for a file meta
+    # group length cut to 0); none of their texts is passed on.
+    except (InvalidDicomError, Exception) as exc:  # noqa: BLE001
         raise DicomReadError("image_corrupt", f"DICOM header unreadable ({type(exc).__name__})") from None
 
 
@@ -181,9 +193,27 @@ def _decoder_problem(syntax) -> str:
     return f"transfer syntax {syntax.name} ({syntax}): install one of: {needs}"
 
 
+def _syntax(ds):
+    """The file's transfer syntax UID; DicomReadError if the UID names no transfer syntax pydicom knows.
+
+    pydicom's UID properties raise ValueError for those ("1.2.3.4", a SOP class UID, text), and
+    its message would quote the value, so the finding says only what is wrong.
+    """
+    syntax = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) is not None else None
+    if syntax is None:
+        return None
+    try:
+        syntax.is_compressed, syntax.name  # noqa: B018 both raise for a UID that is not a transfer syntax
+    except (ValueError, AttributeError, TypeError):
+        raise DicomReadError(
+            "dicom_transfer_syntax_unsupported", "TransferSyntaxUID is not a transfer syntax pydicom knows"
+        ) from None
+    return syntax
+
+
 def describe(ds, key: bytes) -> DicomInfo:
     """The PHI-free facts of a parsed dataset (no pixel decoding)."""
-    syntax = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) is not None else None
+    syntax = _syntax(ds)
     patient, study = str(ds.get("PatientID", "") or "").strip(), str(ds.get("StudyInstanceUID", "") or "").strip()
     windowing = (
         "VOI LUT"
@@ -290,15 +320,26 @@ def to_unit(ds, info: DicomInfo) -> np.ndarray:
 
 
 def read_dicom(
-    data: bytes, key: bytes, pixels: bool = True, max_bytes: int | None = None
+    data: bytes,
+    key: bytes,
+    pixels: bool = True,
+    max_bytes: int | None = None,
+    budget: Callable[[int], contextlib.AbstractContextManager] | None = None,
 ) -> tuple[DicomInfo, np.ndarray | None]:
     """Parse a DICOM file's bytes: its PHI-free facts and, with `pixels`, its first frame in [0, 1].
 
     Raises DicomReadError (code and one PHI-free line) for a file that cannot give pixels, or whose
     first frame would take more than `max_bytes` as float32 (judged from the header, before decoding).
+    `budget(nbytes)`, if given, is held while the frame decodes (validation's decoding budget).
     """
     ds = _parse(data)
-    info = describe(ds, key)
+    try:
+        info = describe(ds, key)
+    except DicomReadError:
+        raise
+    # pydicom converts elements when first read: a damaged one raises then (NotImplementedError for an unknown VR).
+    except Exception as exc:  # noqa: BLE001
+        raise DicomReadError("image_corrupt", f"DICOM header unreadable ({type(exc).__name__})") from None
     size = _integer(ds, "Rows", 0) * _integer(ds, "Columns", 0) * max(1, _integer(ds, "SamplesPerPixel", 1)) * 4
     if max_bytes is not None and size > max_bytes:
         raise DicomReadError("image_too_large", f"DICOM frame decodes to over {max_bytes // 2**20} MiB")
@@ -306,12 +347,16 @@ def read_dicom(
         if "Rows" in ds or "BitsAllocated" in ds:  # an image's header without its pixels: the file was cut short
             raise DicomReadError("image_truncated", "DICOM image header without Pixel Data")
         raise DicomReadError("dicom_pixel_data_missing", f"no Pixel Data (modality {info.modality or 'unknown'})")
-    syntax = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) is not None else None
+    syntax = _syntax(ds)
     if syntax is not None:
         problem = _decoder_problem(syntax)
         if problem:
             raise DicomReadError("dicom_transfer_syntax_unsupported", problem)
-    return info, (to_unit(ds, info) if pixels else None)
+    if not pixels:
+        return info, None
+    # The frame is decoded, then carried as float32 through the LUTs: held against the caller's budget.
+    with budget(2 * size) if budget is not None else contextlib.nullcontext():
+        return info, to_unit(ds, info)
 
 
 def load_pixels(path: str | bytes) -> np.ndarray:
@@ -319,8 +364,10 @@ def load_pixels(path: str | bytes) -> np.ndarray:
     name = path.decode() if isinstance(path, bytes) else str(path)
     with open(name, "rb") as handle:
         data = handle.read()
+    from medcore.validation import MAX_DECODED_BYTES
+
     try:
-        _, unit = read_dicom(data, b"")
+        _, unit = read_dicom(data, b"", max_bytes=MAX_DECODED_BYTES)  # validate's limit, from the header
     except DicomReadError as exc:
         raise ValueError(f"{name}: {exc.detail}") from None
     return np.repeat((unit * 255.0)[..., None], 3, axis=2).astype(np.float32)

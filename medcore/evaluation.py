@@ -31,6 +31,7 @@ from medcore.errors import MedcoreError
 
 __all__ = [
     "load_model",
+    "check_model_archive",
     "predict_probabilities",
     "youden_threshold",
     "sensitivity_threshold",
@@ -49,6 +50,7 @@ __all__ = [
     "METRICS",
     "list_images",
     "predict_files",
+    "refusals",
     "contract_threshold",
     "read_contract",
     "file_sha256",
@@ -72,12 +74,42 @@ PLOTS = ("roc", "pr", "calibration", "confusion")
 CLINICAL_NOTE = "research-grade discrimination only, not fitness for clinical use"
 
 
+# DenseNet121's weights are 32 MB as float32; a .keras inflating past this, or a member inflating more than
+# MAX_MODEL_RATIO times (weights barely compress), is a decompression bomb, refused from the zip directory.
+MAX_MODEL_BYTES = 512 * 2**20
+MAX_MODEL_RATIO = 100
+
+
+def check_model_archive(path) -> None:
+    """Refuse a .keras zip whose members would inflate too far, before Keras extracts anything."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # not a zip at all: Keras' own error says so
+    total = sum(m.file_size for m in members)
+    if total > MAX_MODEL_BYTES:
+        raise MedcoreError(
+            f"{path}: not a loadable .keras model (members sum to {total} bytes uncompressed, "
+            f"over {MAX_MODEL_BYTES // 2**20} MiB)"
+        )
+    for member in members:
+        if member.file_size > 2**20 and member.file_size > MAX_MODEL_RATIO * max(member.compress_size, 1):
+            raise MedcoreError(
+                f"{path}: not a loadable .keras model ({member.filename[:60]!r} inflates "
+                f"{member.file_size // max(member.compress_size, 1)}:1, over {MAX_MODEL_RATIO}:1)"
+            )
+
+
 def load_model(path, eager: bool = False):
-    """Load a `.keras` model in Keras safe mode (no arbitrary code from the file)."""
+    """Load a `.keras` model in Keras safe mode (no arbitrary code from the file), after checking its zip sizes."""
     import zipfile
 
     import keras
 
+    check_model_archive(path)
     try:
         model = keras.models.load_model(path, safe_mode=True, compile=False)
     # What Keras raises for a file that is not a model it can build: no config.json in the zip (KeyError),
@@ -878,6 +910,15 @@ def list_images(source: str | Path, column: str | None = None) -> list[Path]:
     if not files:
         raise MedcoreError(f"{source}: the CSV lists no images")
     return files
+
+
+def refusals(files: Sequence[Path]) -> list[str]:
+    """Why each file cannot be scored ("" if it can), by validation's own guards: the same strict JPEG decode,
+    size limits read from the header before decoding (PNG, JPEG, DICOM incl. compressed) and decoding budget."""
+    from medcore.validation import scan_files
+
+    scans = scan_files([str(f) for f in files], [True] * len(files))
+    return ["" if s.status == "ok" else f"{s.status}: {s.detail}".rstrip(": ") for s in scans]
 
 
 def _first_undecodable(files: Sequence[Path]) -> Path | None:

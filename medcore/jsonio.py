@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = [
     "file_mode",
     "fsync_dir",
     "fsync_file",
+    "check_output_file",
 ]
 
 
@@ -141,3 +143,61 @@ def write_json(path: Path, value: Any) -> Path:
 def read_json(path: Path) -> Any:
     """Read a JSON file written by `write_json`."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _printable(path: Path) -> str:
+    """`path` with control characters escaped: a newline in a name must not break a one-line error."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))
+
+
+def check_output_file(path: Path, header: str, inside: tuple[Path, ...] = ()) -> Path:
+    """`path` if it may be written: absent, or a regular file whose first line is `header` (ours from before).
+
+    Anything else is a MedcoreError naming it: a device, FIFO, socket, symlink or folder, a file this
+    command did not write, a path inside one of the `inside` folders (the inputs), or a missing folder.
+    Checked with lstat, so a symlink is refused rather than followed.
+    """
+    from medcore.errors import MedcoreError
+
+    path = Path(path)
+    shown = _printable(path)
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:  # a lone surrogate: no file can have this name
+        raise MedcoreError(f"{shown}: not a file name this system can write") from None
+    target = path.parent.resolve() / path.name
+    for folder in inside:
+        folder = Path(folder).resolve()
+        if target == folder or target.is_relative_to(folder):
+            raise MedcoreError(f"{shown}: inside the input folder {_printable(folder)}; write the output elsewhere")
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        if not path.parent.is_dir():
+            raise MedcoreError(f"{shown}: the folder {_printable(path.parent)} does not exist") from None
+        return path
+    except OSError as exc:
+        raise MedcoreError(f"{shown}: cannot check the output path: {exc.strerror or exc}") from None
+    kind = (
+        "a symlink"
+        if stat.S_ISLNK(info.st_mode)
+        else "a folder"
+        if stat.S_ISDIR(info.st_mode)
+        else "a device"
+        if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)
+        else "a FIFO"
+        if stat.S_ISFIFO(info.st_mode)
+        else "a socket"
+        if stat.S_ISSOCK(info.st_mode)
+        else ""
+    )
+    if kind:
+        raise MedcoreError(f"{shown}: exists and is {kind}; name a new file")
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(len(header.encode()) + 2)
+    except OSError as exc:
+        raise MedcoreError(f"{shown}: exists and cannot be read: {exc.strerror or exc}") from None
+    if first.rstrip(b"\r\n") != header.encode():
+        raise MedcoreError(f"{shown}: exists and was not written by this command; name a new file or remove it")
+    return path

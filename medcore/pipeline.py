@@ -7,6 +7,7 @@ returns it, so Airflow passes nothing heavier than that through XCom. Each stage
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -14,7 +15,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -752,6 +753,36 @@ def run_chain(job: Job) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def run_lock(run: RunLayout) -> Iterator[None]:
+    """Hold the run folder for the life of a run: a second run of the same id is refused, not interleaved.
+
+    flock on `<run>/.lock`, released by the kernel when this process ends, however it ends.
+    """
+    import fcntl
+    import socket
+
+    run.root.mkdir(parents=True, exist_ok=True)
+    path = run.root / ".lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = " ".join(handle.read(200).split()) or "unknown"
+            raise StageError(
+                f"run {run.run_id}: already running ({path} held by {holder}); wait for it or pick another --run-id"
+            ) from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"host {socket.gethostname()} pid {os.getpid()} since {_now()}\n")
+            handle.flush()
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def run_all(
     config_path: str | None,
     run_id: str,
@@ -760,25 +791,31 @@ def run_all(
     epochs: int | None = None,
     budget_minutes: float | None = None,
 ) -> dict[str, Any]:
-    """Plan (the same night budget as the DAG's), run every chain in this process, and write the report."""
-    jobs = plan_run(
-        config_path,
-        run_id,
-        conditions,
-        profiles,
-        epochs,
-        params={
-            "conditions": list(conditions),
-            "profiles": list(profiles),
-            "epochs": epochs,
-            "budget_minutes": budget_minutes,
-        },
-        budget_minutes=budget_minutes,
-    )
-    for job in jobs:
-        run_chain(job)
-    try:
-        promote(run_id, jobs[0]["runs_root"])
-    except Exception as exc:  # noqa: BLE001 as in the DAG: the report is written whatever promotion did
-        log.error("promotion failed: %s", one_line(exc))
-    return report(run_id, jobs[0]["runs_root"])
+    """Plan (the same night budget as the DAG's), run every chain in this process, and write the report:
+    `medcore run` without Airflow.
+
+    The run folder is locked throughout (`run_lock`): a second run of the same id is a one-line StageError.
+    """
+    runs_root = load_config(config_path).runs_root
+    with run_lock(RunLayout(runs_root, run_id)):
+        jobs = plan_run(
+            config_path,
+            run_id,
+            conditions,
+            profiles,
+            epochs,
+            params={
+                "conditions": list(conditions),
+                "profiles": list(profiles),
+                "epochs": epochs,
+                "budget_minutes": budget_minutes,
+            },
+            budget_minutes=budget_minutes,
+        )
+        for job in jobs:
+            run_chain(job)
+        try:
+            promote(run_id, runs_root)
+        except Exception as exc:  # noqa: BLE001 as in the DAG: the report is written whatever promotion did
+            log.error("promotion failed: %s", one_line(exc))
+        return report(run_id, runs_root)

@@ -504,6 +504,38 @@ def _write_trend(registry: RegistryLayout, condition: str, row: dict[str, Any]) 
     atomic_write_bytes(path, trend_csv([{k: r.get(k) for k in TREND_COLUMNS} for r in rows]).encode())
 
 
+def _champion_files(*champions: dict[str, Any] | None) -> set[Path]:
+    keys = ("model_path", "contract_path", "card_path", "split_path", "trained_on_path")
+    return {Path(c[k]).resolve() for c in champions if c for k in keys if c.get(k)}
+
+
+def _repair(registry: RegistryLayout, condition: str, record: dict[str, Any]) -> None:
+    """Finish or undo what a promotion killed half way left (called under the condition's lock).
+
+    Temporary files of interrupted writes are deleted; copies no recorded champion names (a promotion
+    killed before its record was written) are pruned; a recorded decision whose trend row is missing or
+    stale (killed between the record and the trend) gets the row the record kept for it.
+    """
+    root = Path(registry.root)
+    for pattern in (f".{registry.record(condition).name}.*.tmp", f".{registry.trend(condition).name}.*.tmp"):
+        for stale in root.glob(pattern):
+            stale.unlink(missing_ok=True)
+    folder = registry.models_dir(condition)
+    for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
+        stale.unlink(missing_ok=True)
+    _prune(registry, condition, _champion_files(record.get("champion"), record.get("previous_champion")))
+    latest = next(iter(record["history"]), None)
+    if not latest or not latest.get("trend_row"):
+        return
+    import pandas as pd
+
+    path = registry.trend(condition)
+    rows = pd.read_csv(path, dtype={"run_id": str}) if path.is_file() else pd.DataFrame(columns=["run_id"])
+    mine = rows[rows["run_id"] == latest["run_id"]]
+    if mine.empty or mine["decision"].iloc[-1] != latest["decision"]:
+        _write_trend(registry, condition, latest["trend_row"])
+
+
 def promote_condition(
     registry: RegistryLayout,
     condition: str,
@@ -521,6 +553,7 @@ def promote_condition(
     """
     with _locked(registry.lock(condition), settings.lock_timeout):
         record = read_record(registry, condition)
+        _repair(registry, condition, record)
         mine = [i for i, h in enumerate(record["history"]) if h.get("run_id") == run_id]
         if mine and mine[0] != 0:
             return {**record["history"][mine[0]]["decision_record"], "repeated": True}
@@ -629,8 +662,11 @@ def promote_condition(
         record["history"] = [entry, *record["history"]][: settings.history]
         record["updated"] = now
         plan = next((read_json(m.nightly_json) for m in models if m.nightly_json.exists()), {})
-        _write_trend(registry, condition, _trend_row(decision, candidate, now, run_id, test_nights, plan))
-        write_json(registry.record(condition), record)  # atomic: readers see the old champion or the new one
+        entry["trend_row"] = _trend_row(decision, candidate, now, run_id, test_nights, plan)
+        # The record first (atomic: readers see the old champion or the new one), the trend row last: a crash
+        # between them leaves a decision whose row `_repair` writes from the record on the next start.
+        write_json(registry.record(condition), record)
+        _write_trend(registry, condition, entry["trend_row"])
         if decision["decision"] == PROMOTED:
             keep = {
                 Path(p).resolve()

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medcore.errors import MedcoreError
 from medcore.jsonio import atomic_write_bytes, atomic_write_text
 
 __all__ = [
@@ -199,6 +200,28 @@ def _write_dicom_set(root: Path, per_class: int, rng: np.random.Generator, size:
     return written
 
 
+DEMO_SETS = ("pneumonia", "knee_oa", "knee_osteoporosis", "cardiomegaly", "limb")
+MARKER = ".medcore-demo-data"  # says the folder holds demo-data's own output, which a rerun may replace
+PER_CLASS_RANGE = (4, 5000)  # fewer leaves some demo sets empty
+SIZE_RANGE = (32, 2048)  # JPEG 2000 cannot encode the DICOM set below 32 px
+
+
+def _claim_folder(out: Path) -> None:
+    """Make `out` ours: absent or empty, or holding only demo-data's marked output; else a one-line error."""
+    if out.exists() and not out.is_dir():
+        raise MedcoreError(f"{out}: exists and is not a folder; demo-data writes into a folder")
+    if out.is_dir():
+        entries = sorted(p.name for p in out.iterdir())
+        foreign = [name for name in entries if name not in (*DEMO_SETS, MARKER)]
+        if entries and (MARKER not in entries or foreign):
+            shown = ", ".join(foreign[:3]) or ", ".join(entries[:3])
+            raise MedcoreError(
+                f"{out}: not empty and not written by medcore demo-data (holds {shown}); name a new or empty folder"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by medcore demo-data; a rerun may replace this folder's demo sets\n")
+
+
 @dataclass(frozen=True)
 class _Sample:
     relpath: str
@@ -224,6 +247,10 @@ def write_demo_data(out: Path, per_class: int = 40, size: int = 64, seed: int = 
     - limb: `labels.csv` with string labels, patient and study ids, a train/valid split column
     """
     out = Path(out)
+    for name, value, (low, high) in (("--per-class", per_class, PER_CLASS_RANGE), ("--size", size, SIZE_RANGE)):
+        if not low <= value <= high:
+            raise MedcoreError(f"{name} must be between {low} and {high}, got {value}")
+    _claim_folder(out)
     rng = np.random.default_rng(seed)
     written: dict[str, int] = {}
 

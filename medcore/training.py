@@ -170,6 +170,9 @@ def warm_start_from(model, source: Path) -> int:
     """
     import keras
 
+    from medcore.evaluation import check_model_archive
+
+    check_model_archive(source)
     saved = keras.models.load_model(source, safe_mode=True, compile=False)
     theirs = {layer.name: layer for layer in saved.layers}
     copied = 0

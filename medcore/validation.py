@@ -13,13 +13,16 @@ size, and nothing in the dataset folder is ever written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import hashlib
 import io
 import os
 import stat
-from collections.abc import Callable, Iterable
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +65,10 @@ MAX_FILE_BYTES = 512 * 2**20
 # pixels: a 12k x 12k 16-bit RGBA PNG of 1 MB has fewer pixels than a 12k x 12k film but decodes to
 # 1.1 GB. 512 MiB still admits a 12k x 12k 8-bit RGB film; with at most 4 reading threads, 2 GiB in all.
 MAX_DECODED_BYTES = 512 * 2**20
+# Decoding allocates about twice what it yields (the decoder's buffers, then the reduced copy): measured
+# 1.0 GiB for one 7999^2 RGBA16 PNG of 512 MB. Threads decode at once only while their sum fits this budget.
+DECODE_BUDGET_BYTES = 2 * MAX_DECODED_BYTES
+DECODE_OVERHEAD = 2
 LARGE_PIXELS = 4096 * 4096  # counted as "very large", still used
 MIN_SIDE = 16
 HASH_SIDE = 64  # the perceptual hash is taken from the 16x16 lowest frequencies of a 64x64 DCT
@@ -237,6 +244,30 @@ def _printable(text: object, limit: int = 300) -> str:
 # --- the single pass over the files ------------------------------------------------------------
 
 
+class _DecodeBudget:
+    """Bytes that decoding threads may hold at once; a decode larger than the whole budget runs alone."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.used = capacity, 0
+        self._free = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, nbytes: int) -> Iterator[None]:
+        nbytes = max(0, min(int(nbytes), self.capacity))
+        with self._free:
+            self._free.wait_for(lambda: self.used + nbytes <= self.capacity)
+            self.used += nbytes
+        try:
+            yield
+        finally:
+            with self._free:
+                self.used -= nbytes
+                self._free.notify_all()
+
+
+DECODE_BUDGET = _DecodeBudget(DECODE_BUDGET_BYTES)
+
+
 @dataclass(frozen=True)
 class FileScan:
     """What one read of a file tells: whether it is usable, its hashes, and its encoding."""
@@ -295,7 +326,8 @@ def _jpeg_damage(data: bytes) -> str:
     except ValueError as exc:
         message = " ".join(str(exc).split())
         # Only the warnings of damaged coded data; other refusals (e.g. an unsupported variant) are left to OpenCV.
-        if "premature end" in message.lower() or message.startswith("Corrupt JPEG data"):
+        # "Unsupported marker": a stray marker in the coded data, which OpenCV decodes and TensorFlow refuses.
+        if "premature end" in message.lower() or message.startswith(("Corrupt JPEG data", "Unsupported marker")):
             return message[:120]
     return ""
 
@@ -326,6 +358,8 @@ def _header(data: bytes, fmt: str) -> tuple[tuple[int, int], str, bool] | str | 
     """Return ((width, height), mode, has transparency) from the header, "too large", or None if unreadable."""
     from PIL import Image
 
+    # The size limit below is medcore's own; Pillow's bomb warning would print one more line per file.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     try:
         with Image.open(io.BytesIO(data), formats=[fmt]) as image:
             return image.size, image.mode, "transparency" in image.info
@@ -390,7 +424,9 @@ def _scan_dicom(data: bytes, sha256: str, key: Callable[[], bytes] | bytes) -> F
     from medcore.dicom import DicomReadError, read_dicom
 
     try:
-        info, unit = read_dicom(data, key() if callable(key) else key, max_bytes=MAX_DECODED_BYTES)
+        info, unit = read_dicom(
+            data, key() if callable(key) else key, max_bytes=MAX_DECODED_BYTES, budget=DECODE_BUDGET.hold
+        )
     except DicomReadError as problem:
         return FileScan(problem.code, problem.detail, sha256)
     scan = _describe(unit, "DICOM", None, sha256)
@@ -445,17 +481,19 @@ def scan_file(path: str, decode: bool = True, key: Callable[[], bytes] | bytes =
         damage = _jpeg_damage(data)
         if damage:
             return FileScan("image_truncated", f"JPEG: {damage}", sha256)
-    try:
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    except cv2.error:
-        image = None
-    if image is None or image.size == 0:
+    # Unknown size (no readable header): charged as a limit-sized decode, the most it may be allowed.
+    with DECODE_BUDGET.hold(DECODE_OVERHEAD * (decoded if decoded is not None else MAX_DECODED_BYTES)):
+        try:
+            image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            image = None
+        if image is None or image.size == 0:
+            if fmt is None:
+                return FileScan("image_not_an_image", "", sha256)
+            return FileScan("image_truncated" if _looks_truncated(data, fmt) else "image_corrupt", fmt, sha256)
         if fmt is None:
-            return FileScan("image_not_an_image", "", sha256)
-        return FileScan("image_truncated" if _looks_truncated(data, fmt) else "image_corrupt", fmt, sha256)
-    if fmt is None:
-        return FileScan("image_format_unsupported", "decodable, but not by the training loader", sha256)
-    return _describe(image, fmt, header, sha256)
+            return FileScan("image_format_unsupported", "decodable, but not by the training loader", sha256)
+        return _describe(image, fmt, header, sha256)
 
 
 def _workers() -> int:
@@ -1056,6 +1094,21 @@ def _lazy_group_key(config: Config) -> Callable[[], bytes]:
     return key
 
 
+def _nothing_left(result: ValidationResult, otherwise: str) -> str:
+    """Why no row is left: "every image was dropped (n code, ...)" when findings removed them, else `otherwise`."""
+    removed: dict[str, int] = {}
+    for f in result.findings:
+        rule = CHECKS.get(f.code)
+        unusable = rule is not None and bool(rule.allowed) and "warn" not in rule.allowed
+        n = f.dropped or (f.count if unusable and f.severity is not Severity.INFO else 0)
+        if n:
+            removed[f.code] = removed.get(f.code, 0) + n
+    if not removed:
+        return f"{result.dataset_dir}: {otherwise}"
+    counts = ", ".join(f"{n} {code}" for code, n in sorted(removed.items(), key=lambda item: -item[1]))
+    return f"every image was dropped ({counts}) in {result.dataset_dir}"
+
+
 def validate_condition(
     config: Config, condition: Condition, profile: Profile | None = None, *, workers: int | None = None
 ) -> ValidationResult:
@@ -1098,10 +1151,13 @@ def validate_condition(
     frame, excluded = _scan(v, frame, excluded, workers, _lazy_group_key(config))
     frame = _check_dicom(v, frame)
     if frame.empty:
-        v.error("no_usable_images", f"{result.dataset_dir}: no usable labelled images")
+        v.error("no_usable_images", _nothing_left(result, "no usable labelled images"))
         return _finish(result, listed, n_excluded, v.dropped)
     frame = _check_images(v, frame)
     frame = _check_conflicting_duplicates(v, frame, excluded)
+    if frame.empty:  # the image checks can drop the last rows (blank, tiny, contradicting copies)
+        v.error("no_usable_images", _nothing_left(result, "no usable labelled images"))
+        return _finish(result, listed, n_excluded, v.dropped)
     _check_groups_known(v, frame)
     # Cross-split checks judge the source's own splits; rows without one are training candidates.
     frame = frame.assign(
@@ -1111,7 +1167,7 @@ def validate_condition(
     )
     frame = _check_cross_split(v, frame)
     if frame.empty:
-        v.error("no_usable_images", f"{result.dataset_dir}: no usable labelled images are left after the checks")
+        v.error("no_usable_images", _nothing_left(result, "no usable labelled images are left after the checks"))
         return _finish(result, listed, n_excluded, v.dropped)
 
     try:

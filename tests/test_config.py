@@ -295,3 +295,30 @@ def test_config_that_is_a_folder_or_not_utf8_is_one_line(tmp_path):
         with pytest.raises(ConfigError) as caught:
             load_config(path)
         assert words in str(caught.value) and str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_config_is_read_only_from_a_regular_file_of_bounded_size(tmp_path):
+    """A config or an `extends` that is a device, a FIFO or larger than the limit is one line naming the file,
+    read without blocking and without reading it all (`--config /dev/zero` read 9.9 GB, issue 39)."""
+    import os
+
+    from medcore.config import MAX_CONFIG_BYTES
+
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * (MAX_CONFIG_BYTES // 10 + 1) + "seed: 1\n")
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    child = tmp_path / "child.yaml"
+    for target, words in (
+        (big, f"larger than {MAX_CONFIG_BYTES // 2**20} MiB"),
+        (fifo, "not a regular file"),
+        (tmp_path / "zero.yaml", "not a regular file"),
+    ):
+        if target.name == "zero.yaml":
+            target.symlink_to("/dev/zero")
+        with pytest.raises(ConfigError, match=words) as refused:
+            load_config(target)
+        assert target.stem in str(refused.value) and "\n" not in str(refused.value)  # /dev/zero once resolved
+        child.write_text(f"extends: {target}\n")
+        with pytest.raises(ConfigError, match=words):
+            load_config(child)

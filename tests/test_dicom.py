@@ -346,3 +346,47 @@ def test_a_huge_frame_is_refused_from_its_header_before_decoding():
     with pytest.raises(DicomReadError) as refused:
         read_dicom(data, KEY, max_bytes=512 * 2**20)
     assert refused.value.code == "image_too_large"
+
+
+@pytest.mark.parametrize("uid", ["1.2.3.4", "1.2.840.10008.1.1", "not a uid"])
+def test_a_transfer_syntax_uid_that_is_no_transfer_syntax_is_a_finding_not_a_traceback(uid):
+    """An unknown UID, a UID of something else (Verification SOP class) or garbage as TransferSyntaxUID: the file
+    is refused with dicom_transfer_syntax_unsupported and a PHI-free line (it was a ValueError, issue 39)."""
+    # pydicom will not write a known non-syntax UID: write a placeholder of the same length, then swap the bytes.
+    placeholder = "9" * len(uid)
+    data = _with(dicom_bytes(_ramp(), patient_id="a", study_uid="1.2.3"), TransferSyntaxUID=placeholder)
+    data = data.replace(placeholder.encode(), uid.encode(), 1)
+    with pytest.raises(DicomReadError) as refused:
+        read_dicom(data, KEY)
+    assert refused.value.code == "dicom_transfer_syntax_unsupported"
+    assert "not a transfer syntax" in refused.value.detail and uid not in refused.value.detail
+
+
+def test_pydicom_logs_one_line_per_failure_through_medcore_logging_not_tracebacks(tmp_path):
+    """Corrupt JPEG 2000 pixel data: the file is refused, and what pydicom logs reaches stderr through medcore's
+    logging as single lines, with no traceback (it printed six full tracebacks, issue 39)."""
+    import subprocess
+    import sys
+
+    import pydicom
+    from pydicom.encaps import encapsulate
+
+    ramp = np.tile(np.arange(64, dtype=np.uint16) * 60, (64, 1))
+    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(ramp, patient_id="a", study_uid="1.2", compress=True)))
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(range(256)) * 4])
+    ds.save_as(tmp_path / "bad.dcm")
+    script = (
+        "import sys\n"
+        "from medcore.logs import setup_logging\n"
+        "from medcore.dicom import read_dicom, DicomReadError\n"
+        "setup_logging()\n"
+        "try:\n"
+        "    read_dicom(open(sys.argv[1], 'rb').read(), b'k')\n"
+        "except DicomReadError as exc:\n"
+        "    print(exc.code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "bad.dcm")], capture_output=True, text=True)
+    assert done.stdout.strip() == "image_corrupt", done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr and lines, done.stderr[-2000:]
+    assert all(" medcore.dicom: pydicom: " in line for line in lines), lines

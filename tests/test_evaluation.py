@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -365,7 +369,7 @@ def test_predict_scores_a_folder_like_evaluation_does(saved_model, capsys):
     images = str(saved_model / "images")
     assert main(["predict", "--model", str(model_path), "--images", images, "--out", str(out)]) == 0
     table = pd.read_csv(out)
-    assert list(table.columns) == ["path", "probability", "predicted"] and len(table) == 3
+    assert list(table.columns) == ["path", "probability", "predicted", "refused"] and len(table) == 3
     assert "threshold 0.2500 from" in capsys.readouterr().err
     assert list(table["predicted"]) == list((table["probability"] >= 0.25).astype(int))
     frame = pd.DataFrame({"path": table["path"], "label": 0})
@@ -579,3 +583,168 @@ def test_predict_refuses_files_keras_cannot_build_in_one_line(saved_model, capsy
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("medcore: error:") and words in err[0], err
     assert not (bad / "o.csv").exists()
+
+
+def _predict_argv(saved_model, out) -> list[str]:
+    model = saved_model / "model" / "model.keras"
+    return ["predict", "--model", str(model), "--images", str(saved_model / "images"), "--out", str(out)]
+
+
+def _one_error_line(capsys, words: str) -> None:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("medcore: error:") and words in err[0], err
+
+
+def test_predict_out_never_replaces_what_is_not_its_own(saved_model, tmp_path, capsys):
+    """--out refuses a symlink, a FIFO, a folder, a file it did not write and a path among the images;
+    each target is left exactly as it was. Its own earlier CSV is replaced (issue 39)."""
+    from medcore.cli import main
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(victim)
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    (tmp_path / "folder.csv").mkdir()
+    inside = saved_model / "images" / "scores.csv"
+    for out, words in (
+        (link, "is a symlink"),
+        (fifo, "is a FIFO"),
+        (tmp_path / "folder.csv", "folder"),
+        (other, "not written by this command"),
+        (inside, "inside the input folder"),
+        (tmp_path / "missing" / "o.csv", "does not exist"),
+    ):
+        assert main(_predict_argv(saved_model, out)) == 2, out
+        _one_error_line(capsys, words)
+    assert link.is_symlink() and victim.read_text() == "keep me\n"
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and other.read_text() == "a,b\n1,2\n"
+    assert not inside.exists()
+    mine = tmp_path / "mine.csv"
+    assert main(_predict_argv(saved_model, mine)) == 0
+    assert main(_predict_argv(saved_model, mine)) == 0, "its own earlier output may be replaced"
+    assert len(pd.read_csv(mine)) == 3
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a device node needs root")
+def test_predict_out_refuses_a_device(saved_model, tmp_path, capsys):
+    """As root, --out naming a character device (like /dev/full) leaves the device in place."""
+    from medcore.cli import main
+
+    device = tmp_path / "full"
+    os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 7))  # /dev/full's numbers, made in a scratch folder
+    assert main(_predict_argv(saved_model, device)) == 2
+    _one_error_line(capsys, "is a device")
+    assert stat.S_ISCHR(os.lstat(device).st_mode)
+
+
+@pytest.mark.parametrize("value", ["0", "1000000000", "-5"])
+def test_predict_batch_size_is_bounded_in_one_line(saved_model, tmp_path, capsys, value):
+    """--batch-size outside 1..4096 (a profile's range) is one line naming the flag, not a pydantic traceback."""
+    from medcore.cli import main
+
+    assert main([*_predict_argv(saved_model, tmp_path / "o.csv"), "--batch-size", value]) == 2
+    _one_error_line(capsys, "--batch-size must be between 1 and 4096")
+    assert not (tmp_path / "o.csv").exists()
+
+
+def _png_header_only(width: int, height: int, depth: int = 16, colour: int = 6) -> bytes:
+    """A PNG whose IHDR declares width x height and whose image data is a few zero rows: decodes to GBs if tried."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    rows = zlib.compress(b"\0" * (1 + width * 8) * 4)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def _rle_dicom_declaring(side: int) -> bytes:
+    """An RLE Lossless DICOM of 32 px whose header is then made to declare side x side."""
+    import io
+
+    import pydicom
+    from pydicom.uid import RLELossless
+
+    from medcore.synthetic import dicom_bytes
+
+    ramp = np.tile(np.arange(32, dtype=np.uint16) * 100, (32, 1))
+    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(ramp, patient_id="p", study_uid="1.2.3")))
+    ds.compress(RLELossless)
+    ds.Rows = ds.Columns = side
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
+
+
+def test_predict_refuses_what_validate_refuses_and_scores_the_rest(saved_model, tmp_path, capsys):
+    """A JPEG cut in half with an EOI appended, a PNG declaring 12000^2 RGBA16 and an RLE DICOM declaring 12000^2
+    are rows with a reason, from their headers and a strict decode; the good images are still scored (issue 39)."""
+    import shutil
+
+    import cv2
+
+    from medcore.cli import main
+    from medcore.synthetic import phantom
+
+    images = tmp_path / "images"
+    shutil.copytree(saved_model / "images", images)
+    whole = cv2.imencode(".jpg", phantom(np.random.default_rng(1), 64))[1].tobytes()
+    (images / "half.jpg").write_bytes(whole[: len(whole) // 2] + b"\xff\xd9")
+    (images / "huge.png").write_bytes(_png_header_only(12000, 12000))
+    (images / "huge.dcm").write_bytes(_rle_dicom_declaring(12000))
+    out = tmp_path / "scores.csv"
+    model = str(saved_model / "model" / "model.keras")
+    argv = ["predict", "--model", model, "--images", str(images), "--out", str(out)]
+    assert main(argv) == 0
+    table = pd.read_csv(out, keep_default_na=False).set_index(pd.read_csv(out)["path"].map(lambda p: Path(p).name))
+    assert list(table.columns) == ["path", "probability", "predicted", "refused"]
+    assert table.loc["half.jpg", "refused"].startswith("image_truncated")
+    assert table.loc["huge.png", "refused"].startswith("image_too_large")
+    assert table.loc["huge.dcm", "refused"].startswith("image_too_large")
+    for name in ("half.jpg", "huge.png", "huge.dcm"):
+        assert table.loc[name, "probability"] == "" and table.loc[name, "predicted"] == ""
+    scored = table.loc[[f"x{i}.png" for i in range(3)]]
+    assert (scored["refused"] == "").all() and scored["probability"].astype(float).between(0, 1).all()
+    assert "3 images scored" in capsys.readouterr().out
+
+
+def test_predict_with_every_image_refused_writes_the_reasons_and_exits_1(saved_model, tmp_path, capsys):
+    """Nothing scorable: the CSV still says why for each image, and the exit status says nothing was scored."""
+    from medcore.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "huge.png").write_bytes(_png_header_only(12000, 12000))
+    out = tmp_path / "scores.csv"
+    model = str(saved_model / "model" / "model.keras")
+    argv = ["predict", "--model", model, "--images", str(images), "--out", str(out)]
+    assert main(argv) == 1
+    assert pd.read_csv(out)["refused"].str.startswith("image_too_large").all()
+
+
+def test_a_keras_archive_that_inflates_too_far_is_refused_before_keras_opens_it(saved_model, tmp_path, monkeypatch):
+    """A .keras whose weights member inflates 1000:1, or whose members sum past the limit, is one MedcoreError
+    from the zip directory alone (a 14 MB file inflating to 3 GiB peaked at 7.1 GB, issue 39)."""
+    import zipfile
+
+    real = saved_model / "model" / "model.keras"
+    bomb = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(real) as source, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        for item in source.infolist():
+            if not item.filename.endswith(".h5"):
+                archive.writestr(item.filename, source.read(item))
+        archive.writestr("model.weights.h5", bytes(64 * 2**20))
+    with pytest.raises(MedcoreError, match="inflates") as refused:
+        evaluation.load_model(bomb)
+    assert str(bomb) in str(refused.value) and "\n" not in str(refused.value)
+    assert evaluation.load_model(real) is not None  # a real model passes the same check
+    monkeypatch.setattr(evaluation, "MAX_MODEL_BYTES", 1000)
+    with pytest.raises(MedcoreError, match="uncompressed"):
+        evaluation.load_model(real)

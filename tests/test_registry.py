@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -424,3 +425,85 @@ def test_registry_lock_gives_up_after_its_timeout_naming_the_holder(tmp_path):
     assert "\n" not in message
     with _locked(lock, timeout=0.3):  # released: the next one gets it at once
         pass
+
+
+class _Killed(BaseException):
+    """The process dying mid-promotion: not an Exception, so nothing on the way catches it."""
+
+
+def _kill_at_write(monkeypatch, registry_root, at: int) -> list[str]:
+    """Make the `at`-th write into the registry die half way: a partial temporary file, no rename, no clean-up."""
+    import medcore.jsonio
+    import medcore.registry
+
+    real, seen = medcore.jsonio.atomic_write_bytes, []
+
+    def dying(path, data):
+        if Path(path).resolve().is_relative_to(Path(registry_root).resolve()):
+            seen.append(Path(path).name)
+            if len(seen) == at:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                (Path(path).parent / f".{Path(path).name}.dead.tmp").write_bytes(data[: len(data) // 2])
+                raise _Killed(path)
+        return real(path, data)
+
+    monkeypatch.setattr(medcore.jsonio, "atomic_write_bytes", dying)
+    monkeypatch.setattr(medcore.registry, "atomic_write_bytes", dying)
+    return seen
+
+
+def _agree(registry: RegistryLayout, runs, condition: str, last_run) -> None:
+    """Registry record, trend and the last run's promotion.json (what the report shows) tell one story."""
+    import pandas as pd
+
+    record = read_json(registry.record(condition))
+    trend = pd.read_csv(registry.trend(condition), dtype={"run_id": str})
+    history = {h["run_id"]: h["decision"] for h in record["history"]}
+    assert dict(zip(trend["run_id"], trend["decision"])) == history, "one trend row per decision, the same decision"
+    promoted = [h["run_id"] for h in record["history"] if h["decision"] == PROMOTED]
+    assert record["champion"]["run_id"] == promoted[0], "the champion is the latest promoted run"
+    assert Path(record["champion"]["model_path"]).is_file()
+    shown = read_json(last_run.promotion_json)["conditions"][condition]["champion"]
+    assert shown["run_id"] == record["champion"]["run_id"]
+    leftovers = [p.name for p in Path(registry.root).rglob("*") if p.name.endswith(".tmp")]
+    assert not leftovers, leftovers
+
+
+@pytest.mark.parametrize("restart", ["retry", "next night"])
+def test_a_promotion_killed_at_every_write_is_repaired_by_a_restart(tmp_path, monkeypatch, restart):
+    """Kill the promotion of a better model at each registry write in turn; after a restart (the same promote
+    retried, or the next night's run) the record, the trend and the report agree and no .tmp is left (issue 39)."""
+    monkeypatch.delenv("MEDCORE_REGISTRY_ROOT", raising=False)
+    config = write_config(tmp_path)
+    registry = RegistryLayout(tmp_path / "registry")
+    runs = tmp_path / "runs"
+    base = write_run(runs, "base", {("knee", "standard"): {"metrics": metrics_with(0.80), "seed": 1}}, config)
+    _promote(runs, base)
+    better = {"metrics": metrics_with(0.90, versus=paired("base/standard", 0.90, 0.80)), "seed": 2}
+    run = write_run(runs, "run", {("knee", "standard"): better}, config, started="2026-11-28T01:00:00+00:00")
+    pristine = tmp_path / "pristine"
+    shutil.copytree(tmp_path / "registry", pristine)
+    with monkeypatch.context() as patch:
+        writes = _kill_at_write(patch, registry.root, 0)
+        _promote(runs, run)
+    assert len(writes) >= 4, writes  # model, split, lineage, trend and record at least
+    for at in range(1, len(writes) + 1):
+        shutil.rmtree(tmp_path / "registry")
+        shutil.copytree(pristine, tmp_path / "registry")
+        with monkeypatch.context() as patch:
+            _kill_at_write(patch, registry.root, at)
+            with pytest.raises(_Killed):
+                _promote(runs, run)
+        if restart == "retry":
+            _promote(runs, run)
+            _agree(registry, runs, "knee", run)
+        else:
+            night = write_run(
+                runs,
+                f"night{at}",
+                {("knee", "standard"): {"metrics": metrics_with(0.70), "seed": 3}},
+                config,
+                started="2026-11-29T01:00:00+00:00",
+            )
+            _promote(runs, night)
+            _agree(registry, runs, "knee", night)

@@ -20,3 +20,45 @@ def test_demo_sets_are_trainable_without_errors(tmp_path, monkeypatch, per_class
     for condition in config.conditions.values():
         result = validate_condition(config, condition)
         assert result.ok, result.summary()
+
+
+def _demo_cli(capsys, *argv: str) -> tuple[int, list[str]]:
+    from medcore.cli import main
+
+    code = main(["demo-data", *argv])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_demo_data_never_overwrites_a_folder_it_did_not_write(tmp_path, capsys):
+    """A folder holding anything but demo-data's own earlier output is refused in one line and left as it was;
+    its own output (marked) is rewritten; a file given as DIR is one line, not NotADirectoryError (issue 39)."""
+    real = tmp_path / "real"
+    (real / "cardiomegaly").mkdir(parents=True)
+    (real / "cardiomegaly" / "labels.csv").write_text("image,cardiomegaly\nreal.png,1\n")
+    code, err = _demo_cli(capsys, str(real), "--per-class", "8", "--size", "32")
+    assert code == 2 and len(err) == 1 and "not written by medcore demo-data" in err[0], err
+    assert (real / "cardiomegaly" / "labels.csv").read_text() == "image,cardiomegaly\nreal.png,1\n"
+    assert sorted(p.name for p in real.rglob("*")) == ["cardiomegaly", "labels.csv"]
+
+    file = tmp_path / "file"
+    file.write_text("x")
+    code, err = _demo_cli(capsys, str(file))
+    assert code == 2 and len(err) == 1 and "not a folder" in err[0], err
+
+    ours = tmp_path / "ours"
+    assert _demo_cli(capsys, str(ours), "--per-class", "8", "--size", "32")[0] == 0
+    assert _demo_cli(capsys, str(ours), "--per-class", "8", "--size", "32")[0] == 0, "its own output is rewritten"
+    (ours / "notes.txt").write_text("mine")
+    code, err = _demo_cli(capsys, str(ours), "--per-class", "8", "--size", "32")
+    assert code == 2 and "notes.txt" in err[0], err
+    assert not list(ours.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "flag, value", [("--per-class", "0"), ("--per-class", "100000000"), ("--size", "7"), ("--size", "1000000")]
+)
+def test_demo_data_numbers_are_bounded(tmp_path, capsys, flag, value):
+    """--per-class and --size out of range: one line naming the flag and its range, nothing written."""
+    code, err = _demo_cli(capsys, str(tmp_path / "d"), flag, value)
+    assert code == 2 and len(err) == 1 and flag in err[0] and "between" in err[0], err
+    assert not (tmp_path / "d").exists()

@@ -787,3 +787,82 @@ def test_cli_validate_refuses_an_out_that_is_a_file_or_inside_the_dataset(tmp_pa
         assert code == 2 and len(error) == 1 and words in error[0], (out, error)
     assert taken.read_text() == "keep me"
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+
+
+def _png_of_zeros(path: Path, side: int) -> None:
+    """A real RGBA 16-bit PNG of side x side (decodes to side^2 x 8 bytes), written compressed row by row."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packer = zlib.compressobj(9)
+    row = b"\0" + b"\x12\x34" * (side * 4)
+    idat = b"".join([packer.compress(row) for _ in range(side)] + [packer.flush()])
+    header = struct.pack(">IIBBBBB", side, side, 16, 6, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_concurrent_decodes_share_one_memory_budget(tmp_path):
+    """Two 7999^2 RGBA16 PNGs just under the 512 MiB decode limit, scanned by two threads: the decoding budget
+    lets one decode at a time, so the peak stays near one decode's (it was 1981 MiB with both at once, issue 39)."""
+    import subprocess
+    import sys
+
+    for name in ("a.png", "b.png"):
+        _png_of_zeros(tmp_path / name, 7999)
+    script = (
+        "import resource, sys\n"
+        "from medcore.validation import scan_files\n"
+        "scans = scan_files(sys.argv[1:], [True, True], workers=2)\n"
+        "print(*[s.status for s in scans], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "a.png"), str(tmp_path / "b.png")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, second, peak_mib = done.stdout.split()
+    assert (first, second) == ("ok", "ok")  # under the limit: both decode, one after the other
+    assert int(peak_mib) < 1400, f"peak {peak_mib} MiB"
+
+
+def test_a_set_whose_every_image_is_dropped_after_decoding_is_not_trainable_with_counts(tmp_path, capsys):
+    """Every image decodes but is blank or tiny, so the image checks drop them all: `validate` ends in one line
+    "not trainable: every image was dropped (...)" with the counts by reason, not np.stack([]) (issue 39)."""
+    from medcore.cli import main
+
+    for split in ("train", "test"):
+        for label in ("pos", "neg"):
+            folder = tmp_path / "data" / "set" / split / label
+            folder.mkdir(parents=True)
+            for i in range(3):
+                cv2.imwrite(str(folder / f"blank{i}.png"), np.full((32, 32), 90 + i, np.uint8))
+            cv2.imwrite(str(folder / "tiny.png"), phantom(np.random.default_rng(1), 8))
+    config = write_yaml(
+        tmp_path / "c.yaml",
+        f"data_root: {tmp_path / 'data'}\nruns_root: {tmp_path / 'runs'}\n"
+        "conditions:\n  c: {dataset: set, layout: folders, positive: [pos], negative: [neg]}\n"
+        "profiles:\n  p: {image_size: 32}\n",
+    )
+    code = main(["validate", "--config", str(config), "--condition", "c", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1, err
+    assert err[-1].startswith("medcore: c: not trainable: every image was dropped (")
+    assert "12 image_blank" in err[-1] and "4 image_too_small" in err[-1]
+
+
+def test_a_jpeg_with_a_stray_marker_in_its_scan_is_refused_as_training_would(tmp_path):
+    """OpenCV decodes a JPEG with an unknown marker in its coded data, TensorFlow (training, predict) does not:
+    the strict decode refuses it, so validation never accepts a file the model cannot read (found by make fuzz)."""
+    from medcore.validation import scan_file
+
+    data = cv2.imencode(".jpg", phantom(np.random.default_rng(0), 32))[1].tobytes()
+    at = data.index(b"\xff\xda")
+    at += 2 + int.from_bytes(data[at + 2 : at + 4], "big") + 4
+    (tmp_path / "x.jpg").write_bytes(data[:at] + b"\xff\x43" + data[at:])
+    scan = scan_file(str(tmp_path / "x.jpg"))
+    assert scan.status == "image_truncated" and "Unsupported marker" in scan.detail

@@ -289,3 +289,23 @@ def test_hostile_label_cells_and_label_lists_end_in_findings(positive, negative,
                 labels_of = dict(zip(result.manifest["relpath"], result.manifest["label"]))
                 assert set(labels_of.values()) <= {0, 1}
     count("label cells")
+
+
+def test_two_images_just_under_the_decode_limit_stay_under_the_fuzz_memory_limit(tmp_path):
+    """The probe's memory case, in this process so `make fuzz` measures it: two 7999^2 RGBA16 PNGs (511 MB decoded
+    each, just under the limit) in one dataset validate as usable, decoded one at a time by the budget."""
+    from tests.test_validation import _png_of_zeros
+
+    data = tmp_path / "data" / "set"
+    rng = np.random.default_rng(3)
+    for folder in ("train/pos", "train/neg", "test/pos", "test/neg"):
+        (data / folder).mkdir(parents=True)
+        for i in range(4):
+            (data / folder / f"ok{i}.png").write_bytes(cv2.imencode(".png", phantom(rng, 32, "pos" in folder))[1])
+    _png_of_zeros(data / "train" / "pos" / "big1.png", 7999)
+    _png_of_zeros(data / "train" / "neg" / "big2.png", 7999)
+    config = load_config(_write_config(tmp_path, "{dataset: set, layout: folders, positive: [pos], negative: [neg]}"))
+    result = validate_condition(config, config.conditions["c"], workers=2)
+    _check(result)
+    assert result.totals["listed"] == 18
+    count("memory bombs")
