@@ -332,6 +332,29 @@ def _jpeg_damage(data: bytes) -> str:
     return ""
 
 
+def _png_damage(data: bytes) -> str:
+    """Why a PNG's chunks are damaged ("" if they are not): the first chunk whose CRC does not match.
+
+    libpng in OpenCV only warns on a bad CRC and decodes; TensorFlow's loader refuses the file. Checking every
+    chunk's CRC (zlib, no decode) makes validate and predict refuse what training could not read.
+    """
+    import zlib
+
+    at = 8
+    while at + 12 <= len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        end = at + 8 + length
+        if end + 4 > len(data):
+            return ""  # cut short: OpenCV's decode says so, as image_truncated
+        kind = data[at + 4 : at + 8]
+        if zlib.crc32(data[at + 4 : end]) != int.from_bytes(data[end : end + 4], "big"):
+            return f"chunk {kind.decode('latin-1')!r} at byte {at} fails its CRC"
+        if kind == b"IEND":
+            break
+        at = end + 4
+    return ""
+
+
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 4, 4: 4, 6: 4}  # by colour type; palette and gray+alpha decode to 4 in OpenCV
 
 
@@ -481,6 +504,10 @@ def scan_file(path: str, decode: bool = True, key: Callable[[], bytes] | bytes =
         damage = _jpeg_damage(data)
         if damage:
             return FileScan("image_truncated", f"JPEG: {damage}", sha256)
+    if fmt == "PNG":
+        damage = _png_damage(data)
+        if damage:
+            return FileScan("image_corrupt", f"PNG: {damage}", sha256)
     # Unknown size (no readable header): charged as a limit-sized decode, the most it may be allowed.
     with DECODE_BUDGET.hold(DECODE_OVERHEAD * (decoded if decoded is not None else MAX_DECODED_BYTES)):
         try:

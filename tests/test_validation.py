@@ -866,3 +866,27 @@ def test_a_jpeg_with_a_stray_marker_in_its_scan_is_refused_as_training_would(tmp
     (tmp_path / "x.jpg").write_bytes(data[:at] + b"\xff\x43" + data[at:])
     scan = scan_file(str(tmp_path / "x.jpg"))
     assert scan.status == "image_truncated" and "Unsupported marker" in scan.detail
+
+
+def test_a_png_whose_chunk_fails_its_crc_is_refused_as_training_would(tmp_path):
+    """libpng in OpenCV only warns on a bad CRC, TensorFlow's loader refuses the file: validation checks every
+    chunk's CRC, so predict never hands the model a file it cannot read (found by make fuzz)."""
+    import tensorflow as tf
+
+    from medcore.validation import scan_file
+
+    data = cv2.imencode(".png", phantom(np.random.default_rng(0), 32))[1].tobytes()
+    assert scan_file_status(tmp_path / "good.png", data) == "ok"
+    bad = data[:-4] + b"\x00B`\x82"  # IEND's CRC damaged
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.io.decode_image(bad, channels=3, expand_animations=False)
+    (tmp_path / "x.png").write_bytes(bad)
+    scan = scan_file(str(tmp_path / "x.png"))
+    assert scan.status == "image_corrupt" and "IEND" in scan.detail and "CRC" in scan.detail
+
+
+def scan_file_status(path, data: bytes) -> str:
+    from medcore.validation import scan_file
+
+    path.write_bytes(data)
+    return scan_file(str(path)).status
