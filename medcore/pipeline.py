@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from medcore.config import Config, load_config
 from medcore.errors import ConfigError, DataError, MedcoreError, Skipped, StageError, one_line
 from medcore.jsonio import atomic_write_text, read_json, write_json
 from medcore.layout import ModelLayout, RunLayout
+from medcore.progress import eta_text
 
 __all__ = [
     "STAGES",
@@ -622,7 +624,11 @@ def run_all(
         epochs,
         params={"conditions": list(conditions), "profiles": list(profiles), "epochs": epochs},
     )
-    for job in jobs:
+    started = time.perf_counter()
+    for done, job in enumerate(jobs):
+        spent = time.perf_counter() - started
+        left = f"; {eta_text(spent, done / len(jobs))}" if done else ""
+        log.info("model %d/%d: %s/%s (%d done%s)", done + 1, len(jobs), job["condition"], job["profile"], done, left)
         run_chain(job)
     try:
         promote(run_id, jobs[0]["runs_root"])
