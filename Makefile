@@ -18,6 +18,7 @@ help: ## list the targets
 
 # Reinstalls only when the dependency pins change, so a second `make test` starts at once.
 $(STAMP): pyproject.toml requirements.lock
+	@echo "setting up $(VENV) with the locked dependencies (once; later calls skip this)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 	$(UV) pip install --python $(PY) -q -r requirements.lock
@@ -52,8 +53,11 @@ $(DEMO_DATA)/.stamp: medcore/synthetic.py | $(STAMP)
 	$(VENV)/bin/medcore demo-data $(DEMO_DATA)
 	@touch $@
 
-test: install ## run the whole test suite (what CI runs)
-	$(PY) -m pytest -q --durations=25
+# One pytest worker per core (pytest-xdist): most tests wait on one thread (eager TensorFlow on tiny images,
+# subprocesses, Airflow), so two run side by side; tests sharing a trained fixture share an xdist_group.
+TEST_WORKERS ?= $(shell nproc)
+test: install ## run the whole test suite (what CI runs), the 25 slowest tests listed at the end
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 lint: install ## ruff check and ruff format --check, with the rules in pyproject.toml (changes nothing)
 	$(VENV)/bin/ruff check .

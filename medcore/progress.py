@@ -190,7 +190,12 @@ def _newest_run(runs_root: Path, since: float) -> RunLayout | None:
             continue
         if written >= best_time:
             best, best_time = folder, written
-    return RunLayout(runs_root, best.name) if best else None
+    if best is None:
+        return None
+    try:  # the folder name is safe_run_id(run id); RunLayout wants the id itself
+        return RunLayout(runs_root, str(read_json(best / "run.json")["run_id"]))
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _why_it_failed(log: Path) -> str | None:
@@ -221,11 +226,8 @@ def watch(
     """
     start = time.time()
     log.parent.mkdir(parents=True, exist_ok=True)
-    print(
-        f"[0:00] started: {' '.join(Path(c).name if i == 0 else c for i, c in enumerate(command))} (log: {log})",
-        file=out,
-        flush=True,
-    )
+    shown = " ".join([Path(command[0]).name, *command[1:4]]).replace("\n", " ")[:80]
+    print(f"[0:00] started: {shown} (log: {log})", file=out, flush=True)
     with open(log, "wb") as sink:
         child = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
         try:
