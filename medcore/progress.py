@@ -148,8 +148,8 @@ def running_tasks(db: Path, run_id: str, jobs: list[dict]) -> list[str]:
 
 
 def eta_text(elapsed: float, share_done: float) -> str:
-    """'about 3 min left' from the time so far and the share of the work done ('estimating' before 5 %)."""
-    if share_done < 0.05:
+    """'about 3 min left' from the time so far and the share of the work done ("estimating" before 4 %)."""
+    if share_done < 0.04:
         return "estimating time left"
     left = elapsed * (1 - share_done) / share_done
     return f"about {left / 60:.0f} min left" if left >= 90 else f"about {max(5, round(left / 5) * 5):.0f} s left"
@@ -174,6 +174,11 @@ def progress_line(progress: RunProgress, elapsed: float, running: list[str] = ()
         estimate = eta_text(elapsed, progress.share_done)
     parts = [f"[{_clock(elapsed)}] {progress.finished}/{total} models done{failed}", now, estimate]
     return " · ".join(p for p in parts if p)
+
+
+def _what(line: str) -> str:
+    """A progress line without its clock and estimate: a new line is printed when this changes."""
+    return line.split("] ", 1)[-1].rsplit(" · ", 1)[0]
 
 
 def _newest_run(runs_root: Path, since: float) -> RunLayout | None:
@@ -264,7 +269,7 @@ def _follow(child, log, runs_root, airflow_db, start, interval, heartbeat, out) 
             jobs = read_json(run.run_json).get("jobs", []) if airflow_db else []
             running = running_tasks(airflow_db, progress.run_id, jobs) if airflow_db else []
             line = progress_line(progress, elapsed, running)
-        if line.split("] ", 1)[-1] != last_line.split("] ", 1)[-1] or time.time() - last_print >= heartbeat:
+        if _what(line) != _what(last_line) or time.time() - last_print >= heartbeat:
             print(line, file=out, flush=True)
             last_line, last_print = line, time.time()
 

@@ -20,3 +20,25 @@ def test_demo_sets_are_trainable_without_errors(tmp_path, monkeypatch, per_class
     for condition in config.conditions.values():
         result = validate_condition(config, condition)
         assert result.ok, result.summary()
+
+
+def test_make_demo_data_gives_four_conditions_enough_test_patients_for_a_tier(tmp_path, monkeypatch):
+    """`medcore demo-data`'s defaults under configs/demo.yaml: every condition but knee_osteoporosis has at least
+    evaluation.min_per_class test patients of each class (a tier, so a champion, is possible); knee_osteoporosis,
+    the demo's deliberate problem, has fewer. Splits do not depend on image size, so 32 px stands in for 128."""
+    from medcore.cli import build_parser
+
+    args = build_parser().parse_args(["demo-data", str(tmp_path)])
+    write_demo_data(tmp_path, per_class=args.per_class, size=32, seed=args.seed, dicom_per_class=args.dicom_per_class)
+    monkeypatch.setenv("MEDCORE_DATA_ROOT", str(tmp_path))
+    monkeypatch.setenv("MEDCORE_REGISTRY_ROOT", str(tmp_path / "registry"))
+    config = load_config(ROOT / "configs" / "demo.yaml")
+    enough = {}
+    for condition in config.conditions.values():
+        profile = config.profiles["standard"].for_condition(condition)
+        result = validate_condition(config, condition, profile)
+        assert result.ok, result.summary()
+        test = result.manifest[result.manifest["split"] == "test"]
+        patients = test.groupby("label")["group"].nunique()
+        enough[condition.name] = len(patients) == 2 and patients.min() >= config.evaluation.min_per_class
+    assert enough == {name: name != "knee_osteoporosis" for name in config.conditions}
