@@ -42,3 +42,14 @@ def test_make_demo_data_gives_four_conditions_enough_test_patients_for_a_tier(tm
         patients = test.groupby("label")["group"].nunique()
         enough[condition.name] = len(patients) == 2 and patients.min() >= config.evaluation.min_per_class
     assert enough == {name: name != "knee_osteoporosis" for name in config.conditions}
+
+
+def test_every_demo_model_trains_at_most_two_epochs_at_128_px():
+    """A per-condition epoch count in conditions.yaml (knee_osteoarthritis' 15) must not leak into the demo."""
+    config = load_config(ROOT / "configs" / "demo.yaml")
+    trained = {
+        (c.name, p.name): (p.for_condition(c).epochs, p.for_condition(c).image_size)
+        for c in config.conditions.values()
+        for p in config.profiles.values()
+    }
+    assert len(trained) == 10 and all(epochs <= 2 and size == 128 for epochs, size in trained.values()), trained
