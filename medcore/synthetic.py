@@ -199,7 +199,7 @@ def write_demo_data(
     # Test shares are large on purpose: a quality tier needs evaluation.min_per_class (10) test patients of each
     # class, and with ten models to train the demo would rather spend its images on judging than on training.
     samples = []
-    for split, share in (("train", 0.6), ("test", 0.4)):
+    for split, share in (("train", 0.75), ("test", 0.25)):
         for label, positive in (("NORMAL", False), ("PNEUMONIA", True)):
             for i in range(int(per_class * share)):
                 patient = f"person{len(samples) // 2}"
@@ -209,7 +209,7 @@ def write_demo_data(
     written["pneumonia"] = len(samples)
 
     samples, patient = [], 9000000
-    for split, share in (("train", 0.45), ("val", 0.2), ("test", 0.35)):
+    for split, share in (("train", 0.3), ("val", 0.35), ("test", 0.35)):
         for grade in range(5):
             # Grades 0-1 are the negatives and 2-4 the positives: each side gets `per_class * share` images.
             for i in range(max(2, round(per_class * share / (2 if grade < 2 else 3)))):

@@ -24,12 +24,16 @@ def test_demo_sets_are_trainable_without_errors(tmp_path, monkeypatch, per_class
 
 def test_make_demo_data_gives_four_conditions_enough_test_patients_for_a_tier(tmp_path, monkeypatch):
     """`medcore demo-data`'s defaults under configs/demo.yaml: every condition but knee_osteoporosis has at least
-    evaluation.min_per_class test patients of each class (a tier, so a champion, is possible); knee_osteoporosis,
-    the demo's deliberate problem, has fewer. Splits do not depend on image size, so 32 px stands in for 128."""
+    evaluation.min_per_class val and test patients of each class (promotion reads a tier on val, the report on
+    test, so a champion is possible); knee_osteoporosis,
+    the demo's deliberate problem, has fewer. At the demo's 128 px: made splits keep near-duplicates together,
+    and at 32 px more phantoms count as near-duplicates, so the splits differ."""
     from medcore.cli import build_parser
 
     args = build_parser().parse_args(["demo-data", str(tmp_path)])
-    write_demo_data(tmp_path, per_class=args.per_class, size=32, seed=args.seed, dicom_per_class=args.dicom_per_class)
+    write_demo_data(
+        tmp_path, per_class=args.per_class, size=args.size, seed=args.seed, dicom_per_class=args.dicom_per_class
+    )
     monkeypatch.setenv("MEDCORE_DATA_ROOT", str(tmp_path))
     monkeypatch.setenv("MEDCORE_REGISTRY_ROOT", str(tmp_path / "registry"))
     config = load_config(ROOT / "configs" / "demo.yaml")
@@ -38,9 +42,9 @@ def test_make_demo_data_gives_four_conditions_enough_test_patients_for_a_tier(tm
         profile = config.profiles["standard"].for_condition(condition)
         result = validate_condition(config, condition, profile)
         assert result.ok, result.summary()
-        test = result.manifest[result.manifest["split"] == "test"]
-        patients = test.groupby("label")["group"].nunique()
-        enough[condition.name] = len(patients) == 2 and patients.min() >= config.evaluation.min_per_class
+        judged = result.manifest[result.manifest["split"].isin(["val", "test"])]
+        patients = judged.groupby(["split", "label"])["group"].nunique()
+        enough[condition.name] = len(patients) == 4 and patients.min() >= config.evaluation.min_per_class
     assert enough == {name: name != "knee_osteoporosis" for name in config.conditions}
 
 
