@@ -18,6 +18,7 @@ help: ## list the targets
 
 # Reinstalls only when the dependency pins change, so a second `make test` starts at once.
 $(STAMP): pyproject.toml requirements.lock
+	@echo "setting up $(VENV) with the locked dependencies (once; later calls skip this)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 	$(UV) pip install --python $(PY) -q -r requirements.lock
@@ -30,26 +31,33 @@ lock: ## re-resolve requirements.lock after changing pyproject.toml
 	$(UV) pip compile pyproject.toml --extra test --python-version 3.11 -q -o requirements.lock
 
 airflow-init: install ## create or migrate the embedded Airflow's database and the training pool
+	@echo "embedded Airflow: migrating its database in $${AIRFLOW_HOME:-airflow_home}/ (a minute the first time)"
 	@bin/airflow-local airflow db migrate > /dev/null
 	@bin/airflow-local airflow pools set training $$(nproc) "DenseNet training: one slot per core" > /dev/null
 
+# `medcore watch` runs `airflow dags test` with its output in the log and prints which model and stage
+# runs, how many are done and an estimate, at least every 20 s; on failure the one line saying why.
 demo: airflow-init ## synthetic data -> embedded Airflow -> all 10 models -> report (MEDCORE_DATA_ROOT=... for real data)
 	@if [ -z "$$MEDCORE_DATA_ROOT" ]; then $(MAKE) --no-print-directory $(DEMO_DATA)/.stamp; fi
-	@echo "running DAG medical_training (log: runs/demo-airflow.log)"
 	@mkdir -p runs; rc=0; \
-	MEDCORE_THREADS=0 MEDCORE_CONFIG=configs/demo.yaml bin/airflow-local airflow dags test medical_training > runs/demo-airflow.log 2>&1 || rc=$$?; \
+	MEDCORE_THREADS=0 MEDCORE_CONFIG=configs/demo.yaml bin/airflow-local $(VENV)/bin/medcore watch \
+	  --config configs/demo.yaml --log runs/demo-airflow.log -- airflow dags test medical_training || rc=$$?; \
 	report=$$(ls -t runs/*/report.md 2>/dev/null | head -1); \
-	grep -E '^\| (models planned|succeeded|failed) ' "$$report" || true; \
-	echo "report: $$(pwd)/$$report"; exit $$rc
+	if [ -n "$$report" ]; then awk '/^## This morning/{on=1; next} /^## /{on=0} on && NF' "$$report" | cut -d'|' -f2-4,8; \
+	  echo "report: $$(pwd)/$$report"; fi; exit $$rc
 
 # Regenerated whenever the phantom generator changes, so a checkout never demos stale data.
 $(DEMO_DATA)/.stamp: medcore/synthetic.py | $(STAMP)
-	rm -rf $(DEMO_DATA)
+	@echo "writing the synthetic demo data to $(DEMO_DATA)/"
+	@rm -rf $(DEMO_DATA)
 	$(VENV)/bin/medcore demo-data $(DEMO_DATA)
 	@touch $@
 
-test: install ## run the whole test suite (what CI runs)
-	$(PY) -m pytest -q --durations=25
+# One pytest worker per core (pytest-xdist): most tests wait on one thread (eager TensorFlow on tiny images,
+# subprocesses, Airflow), so two run side by side; tests sharing a trained fixture share an xdist_group.
+TEST_WORKERS ?= $(shell nproc)
+test: install ## run the whole test suite (what CI runs), the 25 slowest tests listed at the end
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 lint: install ## ruff check and ruff format --check, with the rules in pyproject.toml (changes nothing)
 	$(VENV)/bin/ruff check .

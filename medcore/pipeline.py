@@ -26,6 +26,7 @@ from medcore.config import Config, load_config
 from medcore.errors import ConfigError, DataError, MedcoreError, Skipped, StageError, one_line
 from medcore.jsonio import atomic_write_text, read_json, write_json
 from medcore.layout import ModelLayout, RunLayout
+from medcore.progress import eta_text
 
 __all__ = [
     "STAGES",
@@ -812,7 +813,13 @@ def run_all(
             },
             budget_minutes=budget_minutes,
         )
-        for job in jobs:
+        started = time.perf_counter()
+        for done, job in enumerate(jobs):
+            spent = time.perf_counter() - started
+            left = f"; {eta_text(spent, done / len(jobs))}" if done else ""
+            log.info(
+                "model %d/%d: %s/%s (%d done%s)", done + 1, len(jobs), job["condition"], job["profile"], done, left
+            )
             run_chain(job)
         try:
             promote(run_id, runs_root)

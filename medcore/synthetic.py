@@ -236,13 +236,19 @@ def _write(root: Path, samples: list[_Sample], rng: np.random.Generator, size: i
         atomic_write_bytes(root / sample.relpath, _encode(image, Path(sample.relpath).suffix))
 
 
-def write_demo_data(out: Path, per_class: int = 40, size: int = 64, seed: int = 7) -> dict[str, int]:
+def write_demo_data(
+    out: Path, per_class: int = 40, size: int = 64, seed: int = 7, dicom_per_class: int | None = None
+) -> dict[str, int]:
     """Write five small datasets under `out` matching `conditions.yaml`; return images per dataset.
 
     - pneumonia: `train|test/NORMAL|PNEUMONIA/personN_*.jpeg` (folders with splits, patient ids)
     - knee_oa: `train|val|test/0..4/*.jpg` (folders with all splits, five grades)
     - knee_osteoporosis: `normal|osteopenia|osteoporosis/*.dcm` (folders, no splits, an excluded class), as
-      12-bit DICOM with patient and study ids in the headers, some MONOCHROME1, one JPEG 2000 compressed
+      12-bit DICOM with patient and study ids in the headers, some MONOCHROME1, one JPEG 2000 compressed;
+      `dicom_per_class` films per class (default `per_class`). `make demo` makes it a small PACS export on
+      purpose, its deliberate problem: two films a patient and no split of its own, so the test split made
+      from it holds fewer than evaluation.min_per_class patients of each class; its tier is "insufficient",
+      it gets no champion and the report says to add data. The other four sets are sized to earn a tier.
     - cardiomegaly: `labels.csv` with float-coded labels `1.0`/`0.0` and a train/test split column
     - limb: `labels.csv` with string labels, patient and study ids, a train/valid split column
     """
@@ -254,8 +260,10 @@ def write_demo_data(out: Path, per_class: int = 40, size: int = 64, seed: int = 
     rng = np.random.default_rng(seed)
     written: dict[str, int] = {}
 
+    # Test shares are large on purpose: a quality tier needs evaluation.min_per_class (10) test patients of each
+    # class, and with ten models to train the demo would rather spend its images on judging than on training.
     samples = []
-    for split, share in (("train", 0.8), ("test", 0.2)):
+    for split, share in (("train", 0.75), ("test", 0.25)):
         for label, positive in (("NORMAL", False), ("PNEUMONIA", True)):
             for i in range(int(per_class * share)):
                 patient = f"person{len(samples) // 2}"
@@ -265,18 +273,20 @@ def write_demo_data(out: Path, per_class: int = 40, size: int = 64, seed: int = 
     written["pneumonia"] = len(samples)
 
     samples, patient = [], 9000000
-    for split, share in (("train", 0.7), ("val", 0.15), ("test", 0.15)):
+    for split, share in (("train", 0.3), ("val", 0.35), ("test", 0.35)):
         for grade in range(5):
-            for i in range(max(2, int(per_class * share * 2 / 5))):
+            # Grades 0-1 are the negatives and 2-4 the positives: each side gets `per_class * share` images.
+            for i in range(max(2, round(per_class * share / (2 if grade < 2 else 3)))):
                 patient += i % 2 == 0  # both knees of a patient, never across two splits (OAI-style ids)
                 samples.append(_Sample(f"{split}/{grade}/{patient:07d}{'LR'[i % 2]}.jpg", grade >= 2))
     _write(out / "knee_oa", samples, rng, size)
     written["knee_oa"] = len(samples)
 
-    written["knee_osteoporosis"] = _write_dicom_set(out / "knee_osteoporosis", per_class, rng, size)
+    dicom_per_class = per_class if dicom_per_class is None else dicom_per_class
+    written["knee_osteoporosis"] = _write_dicom_set(out / "knee_osteoporosis", dicom_per_class, rng, size)
 
     rows, samples = [], []
-    for split, share in (("train", 0.8), ("test", 0.2)):
+    for split, share in (("train", 0.65), ("test", 0.35)):
         for label, positive in (("true", True), ("false", False)):
             for i in range(int(per_class * share)):
                 relpath = f"images/{split}/{label}/{i + 1}.jpg"  # same names in every folder, as in the real set
@@ -287,9 +297,11 @@ def write_demo_data(out: Path, per_class: int = 40, size: int = 64, seed: int = 
     written["cardiomegaly"] = len(samples)
 
     rows, samples = [], []
-    for split, share in (("train", 0.8), ("valid", 0.2)):
+    for split, share in (("train", 0.7), ("valid", 0.3)):
         for finding, positive in (("positive", True), ("negative", False)):
-            for _study in range(int(per_class * share / 2)):
+            # Two films a study and one study a patient: `per_class` studies, so the test split made from
+            # train (MURA ships none) can hold evaluation.min_per_class patients of each class.
+            for _study in range(int(per_class * share)):
                 patient = f"patient{len(rows) // 2 + 1:05d}"
                 study_id = f"{patient}/study1_{finding}"
                 for image in (1, 2):

@@ -230,11 +230,11 @@ def versions() -> dict[str, str]:
     }
 
 
-def _progress_callback(total_epochs: int, seconds: list[float], cpu_seconds: list[float]):
+def _progress_callback(total_epochs: int, seconds: list[float], cpu_seconds: list[float], images: int = 0):
     import keras
 
     class ProgressLog(keras.callbacks.Callback):
-        """One readable line per epoch in the task log, with its wall and CPU seconds."""
+        """One readable line per epoch in the task log: wall and CPU seconds, images per second, time left."""
 
         def on_epoch_begin(self, epoch, logs=None):
             self._start, self._cpu = time.perf_counter(), time.process_time()
@@ -244,7 +244,12 @@ def _progress_callback(total_epochs: int, seconds: list[float], cpu_seconds: lis
             seconds.append(took)
             cpu_seconds.append(cpu)
             shown = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()) if isinstance(v, (int, float)))
-            log.info("epoch %d/%d %.1fs (CPU %.1fs) %s", epoch + 1, total_epochs, took, cpu, shown)
+            # Images per second over the whole epoch (validation included); time left from this attempt's mean epoch.
+            speed = f" {images / took:.1f} img/s" if images and took > 0 else ""
+            left = (total_epochs - epoch - 1) * sum(seconds) / len(seconds)
+            log.info(
+                "epoch %d/%d %.1fs (CPU %.1fs)%s, ETA %.0fs %s", epoch + 1, total_epochs, took, cpu, speed, left, shown
+            )
 
     return ProgressLog()
 
@@ -372,6 +377,7 @@ class Clock:
     epoch_cpu_seconds: list[float] = field(default_factory=list)
     cpu_seconds: float | None = None  # set when the attempt ends
     deadline_stopped: bool = False  # the night plan's deadline ended the training early
+    images_per_epoch: int = 0  # training images one epoch reads, for the progress line's img/s
 
     def step_done(self) -> None:
         if not self.first_step:
@@ -417,7 +423,7 @@ def train_model(
 
     # How float32 trains fastest on this CPU kind (medcore.compute.FLOAT32_SPEED); bf16 keeps the profile's.
     speed = compute.choose_float32_speed(compute.choose_precision(profile.precision)["mode"], profile.fused_batch_norm)
-    clock = Clock()
+    clock = Clock(images_per_epoch=len(train))
     with precision_policy(profile) as chosen, compute.fused_batch_norm(speed["fused_batch_norm"]) as fused:
         model, weights_used = _initial_model(profile, config.seed, warm_start)
         warm_record = None
@@ -613,7 +619,7 @@ def _fit_phase(
         # Last, so an epoch counts as finished only once everything above has been written.
         # A retried task (killed worker, reboot) resumes after the last finished epoch.
         keras.callbacks.BackupAndRestore(str(paths.backup_dir / phase.name), double_checkpoint=True),
-        _progress_callback(epochs, clock.epoch_seconds, clock.epoch_cpu_seconds),
+        _progress_callback(epochs, clock.epoch_seconds, clock.epoch_cpu_seconds, clock.images_per_epoch),
         keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: clock.step_done()),
         *([_deadline_callback(deadline, clock)] if deadline else []),
     ]

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from medcore.layout import RunLayout
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_DATA = Path(os.environ.get("MEDCORE_REAL_DATA", ROOT.parent / "shared" / "datasets"))
@@ -45,6 +51,53 @@ def tiny_config(tmp_path, demo_data, monkeypatch) -> Path:
         + textwrap.dedent(TINY_PROFILES)
     )
     return path
+
+
+@dataclass(frozen=True)
+class NightOne:
+    """One finished tiny `medcore run` shared by the tests that read a whole run (see `night_one`)."""
+
+    root: Path  # data/, later/, runs/, registry/ and the two configs, all inside
+    config: Path
+    run: RunLayout
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="session")
+def night_one(tmp_path_factory, demo_data) -> NightOne:
+    """`medcore run` of knee_osteoporosis/standard (32 px, 2 epochs) on four fifths of its DICOMs, trained once
+    per test session: the `medcore run` end-to-end test reads its artefacts, the two-nights test copies it and
+    runs the second night on the grown set. The fifth held back is in `later/`. Promotion gates are off, so the
+    first night is promoted. Tests that use it share the xdist group "night_one" (one worker trains it)."""
+    root = tmp_path_factory.mktemp("night-one")
+    data = root / "data"
+    shutil.copytree(demo_data, data)
+    for folder in sorted(p for p in (data / "knee_osteoporosis").iterdir() if p.is_dir()):
+        for image in sorted(folder.iterdir())[::5]:  # a fifth of each class arrives on night 2
+            (root / "later" / folder.name).mkdir(parents=True, exist_ok=True)
+            shutil.move(image, root / "later" / folder.name / image.name)
+    tiny = root / "tiny.yaml"
+    tiny.write_text(
+        f"extends: {ROOT / 'conditions.yaml'}\ndata_root: {data}\nruns_root: {root / 'runs'}\n"
+        + textwrap.dedent(TINY_PROFILES)
+    )
+    config = root / "nights.yaml"
+    config.write_text(
+        f"extends: {tiny}\n"
+        "registry: {gates: {roc_auc_low: null, recall: null, specificity: null}, min_tier: null}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCORE_")}
+    args = ["run", "--config", str(config), "--condition", "knee_osteoporosis", "--profile", "standard"]
+    done = subprocess.run(
+        [sys.executable, "-m", "medcore.cli", *args, "--epochs", "2", "--run-id", "night1"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return NightOne(root, config, RunLayout(root / "runs", "night1"), done.stdout, done.stderr)
 
 
 def write_yaml(path: Path, text: str) -> Path:

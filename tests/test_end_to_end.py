@@ -91,33 +91,19 @@ def test_dag_run_with_one_broken_dataset(tmp_path, demo_data, tiny_config):
     assert "1 of 2 models failed: cardiomegaly/standard (validate)" in log
 
 
-def test_medcore_run_writes_every_artefact(tmp_path, tiny_config):
-    """`medcore run` uses the same stages: model, contract, metrics, predictions, overlays, report."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medcore.cli",
-            "run",
-            "--config",
-            str(tiny_config),
-            "--condition",
-            "knee_osteoporosis",
-            "--profile",
-            "intensive",
-            "--run-id",
-            "cli-test",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+@pytest.mark.xdist_group("night_one")
+def test_medcore_run_writes_every_artefact(tmp_path, night_one):
+    """`medcore run` uses the same stages: model, contract, metrics, predictions, overlays, report.
+
+    The run is the session's shared one (`night_one` in conftest: knee_osteoporosis/standard, 2 epochs)."""
+    done = night_one
     assert "1/1 models succeeded" in done.stdout
     logged = [line for line in done.stderr.splitlines() if " medcore." in line or " tensorflow:" in line]
-    assert any("INFO medcore.pipeline: gradcam: knee_osteoporosis/intensive" in line for line in logged)
+    assert any("INFO medcore.pipeline: gradcam: knee_osteoporosis/standard" in line for line in logged)
+    assert any("img/s, ETA" in line for line in logged), "a progress line per epoch, with speed and time left"
     assert len(logged) == len(set(logged)), "a log line was printed twice"
-    model_dir = tmp_path / "runs" / "cli-test" / "knee_osteoporosis" / "intensive"
+    run_dir = night_one.run.root
+    model_dir = night_one.run.model("knee_osteoporosis", "standard").root
     for name in (
         "validation.json",
         "split.csv",
@@ -135,7 +121,7 @@ def test_medcore_run_writes_every_artefact(tmp_path, tiny_config):
     predictions = pd.read_csv(model_dir / "predictions.csv")
     assert set(predictions["relpath"]) == set(split.loc[split["split"] == "test", "relpath"])
     training = read_json(model_dir / "training.json")
-    assert training["epochs_run"] == 1 and training["dataset_fingerprint"]
+    assert training["epochs_run"] == 2 and training["dataset_fingerprint"]
     assert not list(model_dir.glob(".*tmp*")), "no temporary files may be left behind"
 
     import keras
@@ -144,13 +130,13 @@ def test_medcore_run_writes_every_artefact(tmp_path, tiny_config):
     assert model.get_layer("relu").output.shape[-1] == 1024
 
     # The report's Grad-CAM snippet names the real layer and model, and runs as printed.
-    report = (tmp_path / "runs" / "cli-test" / "report.md").read_text()
+    report = (run_dir / "report.md").read_text()
     snippet = report.split("## Grad-CAM on a new image", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     assert 'layer="relu"' in snippet and (str(model_dir / "model.keras") in snippet or "registry" in snippet)
     image, out = predictions["path"].iloc[0], tmp_path / "overlay.png"
     exec(snippet.replace('"xray.png"', repr(image)).replace('"xray_gradcam.png"', repr(str(out))), {})
     assert out.stat().st_size > 0
-    assert read_json(tmp_path / "runs" / "cli-test" / "promotion.json")["conditions"]["knee_osteoporosis"]["decision"]
+    assert read_json(run_dir / "promotion.json")["conditions"]["knee_osteoporosis"]["decision"]
 
     # Evaluation: intervals, plots, and the val-chosen threshold recorded in the model contract.
     metrics = read_json(model_dir / "metrics.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -253,27 +254,24 @@ def test_unchanged_data_config_and_code_skip_the_night(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_second_night_continues_from_the_champion_on_grown_data(tmp_path, tiny_config, demo_data):
+@pytest.mark.xdist_group("night_one")
+def test_a_second_night_continues_from_the_champion_on_grown_data(tmp_path, night_one):
     """Night 1 trains from scratch on 80 % of the images and is promoted; night 2 sees all of them, moves no image
     between splits, warm-starts from the champion with half the epochs, re-scores the champion on the same images,
-    and the report carries the changes and the trend plot."""
+    and the report carries the changes and the trend plot.
+
+    Night 1 is the session's shared run (`night_one` in conftest), copied here with its registry, so this test
+    adds images and promotes without touching what other tests read."""
     import shutil
     import subprocess
     import sys
 
-    data = tmp_path / "data"
-    shutil.copytree(demo_data, data)
-    held_back = tmp_path / "later"
-    held_back.mkdir()
-    for folder in sorted(p for p in (data / "knee_osteoporosis").iterdir() if p.is_dir()):
-        for image in sorted(folder.iterdir())[::5]:  # a fifth of each class arrives on night 2
-            (held_back / folder.name).mkdir(exist_ok=True)
-            shutil.move(image, held_back / folder.name / image.name)
-    config = tmp_path / "nights.yaml"
-    config.write_text(
-        f"extends: {tiny_config}\ndata_root: {data}\n"
-        "registry: {gates: {roc_auc_low: null, recall: null, specificity: null}, min_tier: null}\n"
-    )
+    shutil.copytree(night_one.root, tmp_path, dirs_exist_ok=True)
+    for name in ("tiny.yaml", "nights.yaml"):
+        path = tmp_path / name
+        path.write_text(path.read_text().replace(str(night_one.root), str(tmp_path)))
+    data, held_back, config = tmp_path / "data", tmp_path / "later", tmp_path / "nights.yaml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCORE_")}
 
     # Night 2 warm-starts by shrink and perturb (medcore.warmstart), with epochs by the train split's growth.
     shrunk = tmp_path / "shrink.yaml"
@@ -302,11 +300,12 @@ def test_a_second_night_continues_from_the_champion_on_grown_data(tmp_path, tiny
             capture_output=True,
             text=True,
             timeout=900,
+            env=env,
         )
         assert done.returncode == 0, done.stderr[-3000:]
         return RunLayout(tmp_path / "runs", run_id)
 
-    first = night("night1")
+    first = RunLayout(tmp_path / "runs", "night1")
     assert read_json(first.promotion_json)["conditions"]["knee_osteoporosis"]["decision"] == "promoted"
     for folder in held_back.iterdir():
         for image in folder.iterdir():
