@@ -827,7 +827,8 @@ def test_concurrent_decodes_share_one_memory_budget(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     first, second, peak_mib = done.stdout.split()
     assert (first, second) == ("ok", "ok")  # under the limit: both decode, one after the other
-    assert int(peak_mib) < 1400, f"peak {peak_mib} MiB"
+    # One decode at a time peaked at 1093-1423 MiB (load, allocator); both at once at 1981: the bound between.
+    assert int(peak_mib) < 1750, f"peak {peak_mib} MiB"
 
 
 def test_a_set_whose_every_image_is_dropped_after_decoding_is_not_trainable_with_counts(tmp_path, capsys):
