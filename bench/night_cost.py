@@ -153,11 +153,20 @@ def avx2_speed(reference: dict[str, Any]) -> tuple[Speed, str]:
     ref = night_speed(reference)
     ratio = per / ref.per_image_epoch(128)
     # Fixed stage seconds scale with the training speed: an upper bound (bootstrap and I/O do not slow with the ISA).
-    speed = Speed(
-        cpu_id=cpu_label(result["machine"]),
-        source="nights30_s7_retrain_last.json: pneumonia/standard, 6 epochs of 1,098 images, train_minutes 37.4 "
+    source = (
+        "nights30_s7_retrain_last.json: pneumonia/standard, 6 epochs of 1,098 images, train_minutes 37.4 "
         "(start-up included), another training beside it; 160 px scaled by pixels; other stages: "
-        f"{reference['name']}'s x {ratio:.1f}",
+        f"{reference['name']}'s x {ratio:.1f}"
+    )
+    return _scaled(ref, per, ratio, cpu_label(result["machine"]), source), result["machine"]["date"][:10]
+
+
+def _scaled(ref: Speed, per: float, ratio: float, cpu_id: str, source: str) -> Speed:
+    """`ref`'s night at another training speed `per` (s per image-epoch at 128 px): every stage but validate
+    (file reading) slows by `ratio`."""
+    return Speed(
+        cpu_id=cpu_id,
+        source=source,
         seconds_per_image_epoch={128: per},
         startup_seconds=ref.startup_seconds * ratio,
         validate_seconds=ref.validate_seconds,
@@ -166,7 +175,6 @@ def avx2_speed(reference: dict[str, Any]) -> tuple[Speed, str]:
         train_task_seconds=ref.train_task_seconds,
         measured={k: {s: v * (1 if s == "validate" else ratio) for s, v in m.items()} for k, m in ref.measured.items()},
     )
-    return speed, result["machine"]["date"][:10]
 
 
 ISSUE_AVX2_SOURCE = (
@@ -181,17 +189,7 @@ def issue_avx2(reference: dict[str, Any]) -> tuple[str, Speed]:
     ref = night_speed(reference)
     ratio = per / ref.per_image_epoch(128)
     label = "AMD EPYC (family 25 model 1), AVX2"
-    return label, Speed(
-        cpu_id=label,
-        source=ISSUE_AVX2_SOURCE,
-        seconds_per_image_epoch={128: per},
-        startup_seconds=ref.startup_seconds * ratio,
-        validate_seconds=ref.validate_seconds,
-        evaluate_seconds=ref.evaluate_seconds * ratio,
-        gradcam_seconds=ref.gradcam_seconds * ratio,
-        train_task_seconds=ref.train_task_seconds,
-        measured={k: {s: v * (1 if s == "validate" else ratio) for s, v in m.items()} for k, m in ref.measured.items()},
-    )
+    return label, _scaled(ref, per, ratio, label, ISSUE_AVX2_SOURCE)
 
 
 def cost_row(label: str, speed: Speed, shipped: list[Chain], measured: float | None, source: str) -> dict[str, Any]:
