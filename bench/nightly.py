@@ -1,7 +1,8 @@
 """The whole nightly run on the real sets, through the DAG under a real scheduler: wall time, CPU use, figures.
 
 Usage: .venv/bin/python bench/nightly.py [--config conditions.yaml] [--condition pneumonia ...]
-       [--profile standard ...] [--epochs N] [--name nightly] [--shared-backbone registry/shared_backbone.keras]
+       [--profile standard ...] [--epochs N] [--budget MIN] [--name nightly]
+       [--shared-backbone registry/shared_backbone.keras]
 
 Trains every (condition, profile) of the config exactly as the scheduled DAG does (embedded Airflow,
 LocalExecutor, the `training` pool sharing the cores), from an empty champion registry: the first
@@ -62,6 +63,12 @@ def earlier_night(result: Path) -> tuple[Path, dict]:
     return registry, {"result": os.path.relpath(result.resolve(), ROOT), "run_id": earlier["run"]["run_id"]}
 
 
+def night_plan_against_actual(folder: Path) -> dict | None:
+    """The planner's prediction against the night, per chain, as the report's summary.json holds it."""
+    summary = folder / "summary.json"
+    return read_json(summary).get("night") if summary.is_file() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(ROOT / "conditions.yaml"))
@@ -69,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="append", default=[])
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--name", default="nightly")
+    parser.add_argument("--budget", type=float, default=None, help="the night budget in minutes (trigger Param)")
     parser.add_argument(
         "--shared-backbone",
         type=Path,
@@ -93,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir, stamp = bench_workdir(args.name)
     runs_root = workdir / "runs"
     conf = {"conditions": args.condition, "profiles": args.profile, "epochs": args.epochs}
+    if args.budget is not None:
+        conf["budget_minutes"] = args.budget
     backbone = (
         place_shared_backbone(args.shared_backbone, RegistryLayout(workdir / "registry"))
         if args.shared_backbone
@@ -118,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             "shared_backbone": backbone,
             "after": after,
             "ensembles": ensemble_rows(runs_root, run["run_id"]),
+            "night": night_plan_against_actual(runs_root / run["run_id"]),
             "run_folder": str((runs_root / run["run_id"]).relative_to(ROOT)),
         },
     )
