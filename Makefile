@@ -47,7 +47,7 @@ demo: airflow-init ## synthetic data -> embedded Airflow -> all 10 models -> rep
 	  echo "report: $$(pwd)/$$report"; fi; exit $$rc
 
 # Regenerated whenever the phantom generator changes, so a checkout never demos stale data.
-$(DEMO_DATA)/.stamp: medcore/synthetic.py | $(STAMP)
+$(DEMO_DATA)/.stamp: medcore/data/synthetic.py | $(STAMP)
 	@echo "writing the synthetic demo data to $(DEMO_DATA)/"
 	@rm -rf $(DEMO_DATA)
 	$(VENV)/bin/medcore demo-data $(DEMO_DATA)
@@ -73,8 +73,8 @@ FUZZ_EXAMPLES ?= 200
 FUZZ_MAX_MIB ?= 2048
 fuzz: install ## hypothesis fuzzing, >= 1,000 generated cases (~3 min): findings or one-line errors, never a traceback
 	MEDCORE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) MEDCORE_FUZZ_MIN_CASES=1000 MEDCORE_FUZZ_MAX_MIB=$(FUZZ_MAX_MIB) \
-	  $(PY) -m pytest -q -p no:cacheprovider tests/test_validation_fuzz.py tests/test_config_fuzz.py tests/test_layout.py \
-	  tests/test_dicom_fuzz.py tests/test_evaluation_fuzz.py tests/test_registry_fuzz.py
+	  $(PY) -m pytest -q -p no:cacheprovider tests/data/test_validation_fuzz.py tests/test_config_fuzz.py tests/test_layout.py \
+	  tests/data/test_dicom_fuzz.py tests/assess/test_evaluation_fuzz.py tests/nights/test_registry_fuzz.py
 
 test-integration: install ## CeleryExecutor on this machine's PostgreSQL and Redis, for real (skips without them)
 	$(PY) -m pytest -q --durations=10 tests/integration

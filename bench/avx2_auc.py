@@ -3,7 +3,7 @@
 Usage: nice -n 10 .venv/bin/python bench/avx2_auc.py --new fused_batch_norm=false [--new batch_size=64]
        [--size 128] [--train 800] [--val 200] [--test 400] [--epochs 4] [--isa AVX2] [--name avx2_auc]
 
-Both runs are `medcore.training.train_model` in float32 (what `precision: auto` picks without bf16) on the
+Both runs are `medcore.model.training.train_model` in float32 (what `precision: auto` picks without bf16) on the
 same seeded sample of real pneumonia images, same seed and epochs; `old` is the standard profile as shipped,
 `new` the same profile with each `--new KEY=VALUE` applied (profile fields). Each model then scores the same
 test sample; the record holds both ROC AUCs, the paired difference (new - old) and its 95 % bootstrap
@@ -68,10 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.metrics import roc_auc_score
 
     from medcore.config import load_config
-    from medcore.datasets import make_dataset
+    from medcore.data.datasets import make_dataset
+    from medcore.data.validation import validate_condition
     from medcore.layout import RunLayout
-    from medcore.training import train_model
-    from medcore.validation import validate_condition
+    from medcore.model.training import train_model
 
     new = overrides(args.new)
     tmp = Path(tempfile.mkdtemp(prefix="medcore-avx2-auc-"))

@@ -3,8 +3,8 @@
 Usage: nice -n 10 .venv/bin/python bench/avx2_speed.py [--images 128] [--rounds 3] [--together] [--minutes 40]
        [--size 128] [--isa AVX2]
 
-Each option is one way to run medcore's float32 training step: DenseNet121 as `medcore.training.build_model`
-builds and compiles it, fed by `medcore.datasets.image_dataset` (decoded once, cached, shuffled, prefetched:
+Each option is one way to run medcore's float32 training step: DenseNet121 as `medcore.model.training.build_model`
+builds and compiles it, fed by `medcore.data.datasets.image_dataset` (decoded once, cached, shuffled, prefetched:
 the pipeline's tf.data) from real pneumonia files, with the pipeline's class weights. Each option gets a
 worker process of its own (threads, `TF_ENABLE_ONEDNN_OPTS` are a process's settings). Every worker builds
 and traces its model first (the tf.data cache is filled, then a warm-up fit of two batches), then the
@@ -78,7 +78,7 @@ def batch_workers() -> list[Worker]:
 
 def workers() -> list[Worker]:
     """The grid, one option a process. Today's night: each standard-profile task holds one `training` pool slot,
-    so MEDCORE_THREADS=1, which medcore.compute turns into intra 1 / inter 2, with the fused batch norm on (the
+    so MEDCORE_THREADS=1, which medcore.model.compute turns into intra 1 / inter 2, with the fused batch norm on (the
     profile's default)."""
     return [
         Worker("shipped", 1, 2, {}, (Option(BASELINE),)),
@@ -114,10 +114,10 @@ def _worker_main(args) -> None:
     import keras
     import numpy as np
 
-    from medcore import compute
     from medcore.config import load_config
-    from medcore.datasets import image_dataset
-    from medcore.training import build_model, class_weights
+    from medcore.data.datasets import image_dataset
+    from medcore.model import compute
+    from medcore.model.training import build_model, class_weights
 
     spec = json.loads(args.worker)
     threads = compute.configure_threads(spec["intra"], spec["inter"])

@@ -319,7 +319,7 @@ def scheduler_run(
 def model_rows(runs_root: Path, run_id: str) -> list[dict[str, Any]]:
     """Per (condition, profile): status, test figures with intervals, and training cost, from the run's own files."""
     from medcore.layout import RunLayout
-    from medcore.report import gather_run
+    from medcore.report.render import gather_run
 
     context = gather_run(RunLayout(runs_root, run_id))
     decisions = (context.get("promotion") or {}).get("conditions") or {}
@@ -387,7 +387,7 @@ def ensemble_rows(runs_root: Path, run_id: str, seed: int = 1337) -> list[dict[s
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from medcore.evaluation import bootstrap_intervals
+    from medcore.assess.evaluation import bootstrap_intervals
     from medcore.layout import RunLayout
 
     run = RunLayout(runs_root, run_id)

@@ -51,9 +51,9 @@ def baseline_figures(paths: ModelLayout, settings: Any, baselines: list[str]) ->
     """The deletion test of one trained model under each baseline, on the images the Grad-CAM stage used."""
     import pandas as pd
 
-    from medcore.contract import contract_resize
-    from medcore.evaluation import load_model
-    from medcore.gradcam import GradCam, deletion_inputs, faithfulness
+    from medcore.assess.evaluation import load_model
+    from medcore.assess.gradcam import GradCam, deletion_inputs, faithfulness
+    from medcore.model.contract import contract_resize
 
     explainer = GradCam(load_model(paths.model), settings.layer, settings.batch_size)
     resize = contract_resize(paths.model)

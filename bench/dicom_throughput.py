@@ -5,7 +5,7 @@ Usage: .venv/bin/python bench/dicom_throughput.py [--images 96] [--size 64] [--e
 Each image is written twice: as an 8-bit JPEG and as a 12-bit DICOM of the same pixels (every
 third MONOCHROME1, a window on each), from the real pneumonia set when it is there, else from
 phantoms. Both sets go through validation, then one DenseNet121 per format trains on
-`medcore.datasets.make_dataset` (the path training uses), the two alternating epoch by epoch, so
+`medcore.data.datasets.make_dataset` (the path training uses), the two alternating epoch by epoch, so
 each pair of epochs runs under the same (shared, noisy) CPU load. Reported:
   - input only: images/s of the tf.data pipeline in its first pass (decode + resize) and second
     pass (from the cache), per format
@@ -35,7 +35,7 @@ def _sources(images: int, seed: int = 0) -> list[tuple[object, bool]]:
     import numpy as np
 
     from bench.common import data_root_or_none
-    from medcore.synthetic import phantom
+    from medcore.data.synthetic import phantom
 
     root = data_root_or_none()
     if root is not None:
@@ -54,7 +54,7 @@ def _write_sets(root: Path, images: int) -> None:
     import cv2
     import numpy as np
 
-    from medcore.synthetic import dicom_bytes
+    from medcore.data.synthetic import dicom_bytes
 
     for i, (image, positive) in enumerate(_sources(images)):
         label = "pos" if positive else "neg"
@@ -78,7 +78,7 @@ def _input_rates(frame, size: int) -> dict[str, float]:
     """Images/s of the tf.data pipeline alone: first pass (decode + resize) and second (cache)."""
     import numpy as np
 
-    from medcore.datasets import image_dataset
+    from medcore.data.datasets import image_dataset
 
     data = image_dataset(
         frame["path"].to_numpy(str), frame["label"].to_numpy(np.float32), size, 32, training=True, seed=0
@@ -95,8 +95,8 @@ def _paired_epochs(config, profile, frames: dict, epochs: int) -> dict[str, list
     """Train one model per format through make_dataset, alternating epoch by epoch, so both see the same load."""
     import keras
 
-    from medcore.datasets import make_dataset
-    from medcore.training import build_model, configure_threads
+    from medcore.data.datasets import make_dataset
+    from medcore.model.training import build_model, configure_threads
 
     configure_threads(profile)
     keras.utils.set_random_seed(config.seed)
@@ -128,8 +128,8 @@ def main() -> int:
 
     from bench.common import RESULTS, machine
     from medcore.config import load_config
+    from medcore.data.validation import validate_condition
     from medcore.jsonio import write_json
-    from medcore.validation import validate_condition
 
     results: dict = {
         "machine": machine(),

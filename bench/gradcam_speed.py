@@ -2,7 +2,7 @@
 
 Budget (issue 5): Grad-CAM of 32 images at 224 px under 15 s on the 2-core CI machine, first call
 included: it carries the `tf.function` trace every nightly gradcam stage pays once per model.
-Inference goes through `medcore.evaluation.predict_files`, the path `medcore predict` and the
+Inference goes through `medcore.assess.evaluation.predict_files`, the path `medcore predict` and the
 evaluate stage use: files decoded and resized as in training, batched through the model. Files are
 real pneumonia test images when $MEDCORE_DATA_ROOT (default ../shared/datasets) has them, else
 synthetic phantoms. Not a test: run it by hand or from `make bench`; raw figures go to
@@ -33,7 +33,7 @@ def _files(count: int, tmp: Path) -> tuple[list[Path], str]:
         files = sorted((root / "pneumonia" / "test").glob("*/*.jpeg"))[::3][:count]
         if len(files) == count:
             return files, "real pneumonia test images"
-    from medcore.synthetic import write_demo_data
+    from medcore.data.synthetic import write_demo_data
 
     write_demo_data(tmp, per_class=count, size=256)
     return sorted(tmp.rglob("*.png"))[:count], "synthetic phantoms"
@@ -42,10 +42,10 @@ def _files(count: int, tmp: Path) -> tuple[list[Path], str]:
 def _measure(size: int, files: list[Path], images: int, repeats: int) -> dict:
     import numpy as np
 
+    from medcore.assess.evaluation import predict_files
+    from medcore.assess.gradcam import GradCam
     from medcore.config import Profile
-    from medcore.evaluation import predict_files
-    from medcore.gradcam import GradCam
-    from medcore.training import build_model
+    from medcore.model.training import build_model
 
     model = build_model(Profile("bench", image_size=size), seed=0)  # weights=None: none are reachable here
     start = time.perf_counter()

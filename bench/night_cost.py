@@ -24,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from medcore.budget import Chain, Speed, fit_night, pack, predict_chain, speed_from_records  # noqa: E402
+from medcore.nights.budget import Chain, Speed, fit_night, pack, predict_chain, speed_from_records  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 STAGES = ("validate", "train", "evaluate", "gradcam")

@@ -56,7 +56,7 @@ def _rounded(value: float | None) -> float | None:
 
 def reference_splits(config, conditions: list[str]) -> dict[str, pd.DataFrame]:
     """Each condition's split of the full real set, as tonight's validate stage would make it."""
-    from medcore.validation import validate_condition
+    from medcore.data.validation import validate_condition
 
     splits = {}
     for name in conditions:
@@ -69,7 +69,7 @@ def reference_splits(config, conditions: list[str]) -> dict[str, pd.DataFrame]:
 
 def night_rows(split: pd.DataFrame, step: float, fraction: float, seed: int) -> pd.DataFrame:
     """The images present on a night: all val and test, and the first `step` of the train groups (nested)."""
-    from medcore.datasets import split_draw
+    from medcore.data.datasets import split_draw
 
     groups = split["group"].astype(str)
     kept = split[split_draw("keep:" + groups, seed) < fraction] if fraction < 1.0 else split
@@ -222,7 +222,7 @@ def final_champion_test(policy: str, record: dict[str, Any], condition: str) -> 
 def paired_finals(policies: dict[str, Any], resamples: int, seed: int) -> dict[str, Any]:
     """Per condition, continue's final champion against retrain's on the same locked test images: the AUC
     difference (continue - retrain) with its paired bootstrap interval, patients resampled."""
-    from medcore.evaluation import paired_auc_difference
+    from medcore.assess.evaluation import paired_auc_difference
 
     if not {"retrain", "continue"} <= set(policies):
         return {}

@@ -7,7 +7,7 @@ starts), in float32 and in bfloat16 with float32 accumulation (what mixed_bfloat
 A matmul of n x n by n x n is 2 n^3 floating-point operations.
 
 FLOPs: TensorFlow's own cost model (`tf.compat.v1.profiler`, float_operation) over the frozen
-inference graph of the model medcore trains (`medcore.training.build_network`, one image, training
+inference graph of the model medcore trains (`medcore.model.training.build_network`, one image, training
 layers such as augmentation and dropout inactive). Convolutions and matmuls count 2 per
 multiply-add; batch norm, ReLU and pooling add what TF registers for them. Training is taken as 3x
 the forward pass (the backward pass computes a gradient for the input and one for the weights of
@@ -72,7 +72,7 @@ def forward_flops(size: int) -> float:
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     from medcore.config import Profile
-    from medcore.training import build_network
+    from medcore.model.training import build_network
 
     model = build_network(Profile(name="flops", image_size=size), seed=0)
     concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         "training_factor": TRAINING_FACTOR,
         "training_flops_per_image": {s: TRAINING_FACTOR * f for s, f in forward.items()},
         "flops_method": "tf.compat.v1.profiler float_operation on the frozen inference graph of "
-        "medcore.training.build_network (batch 1); training = 3 x forward",
+        "medcore.model.training.build_network (batch 1); training = 3 x forward",
         "load": os.getloadavg(),
     }
     if not args.no_write:

@@ -3,7 +3,7 @@
 Usage: .venv/bin/python bench/precision_auc.py [--size 64] [--train 800] [--test 400] [--epochs 4]
        [--mode mixed_bfloat16] [--fused]
 
-Both runs use `medcore.training.train_model` on the same real pneumonia images (a seeded sample of
+Both runs use `medcore.model.training.train_model` on the same real pneumonia images (a seeded sample of
 the train split, the val split for selection), the same seed and epochs; only the precision (and,
 with --fused, the fused batch norm) differs. Each model then scores the same sample of the test
 split; the record holds both ROC AUCs, their paired difference and its 95 % bootstrap interval
@@ -49,10 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.metrics import roc_auc_score
 
     from medcore.config import load_config
-    from medcore.datasets import make_dataset
+    from medcore.data.datasets import make_dataset
+    from medcore.data.validation import validate_condition
     from medcore.layout import RunLayout
-    from medcore.training import train_model
-    from medcore.validation import validate_condition
+    from medcore.model.training import train_model
 
     tmp = Path(tempfile.mkdtemp(prefix="medcore-precision-auc-"))
     config_path = tmp / "auc.yaml"

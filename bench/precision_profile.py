@@ -5,15 +5,15 @@ Usage: .venv/bin/python bench/precision_profile.py [--size 128] [--steps 4]
 
 Each variant runs in its own process with ONEDNN_VERBOSE=1, so oneDNN prints every primitive it
 executes with its implementation (e.g. `brgconv_1x1:avx512_core_bf16`, `jit:avx512_core_amx`) and
-its time. The model (`medcore.training.build_model`) is built and traced first; then `--steps`
+its time. The model (`medcore.model.training.build_model`) is built and traced first; then `--steps`
 training steps run under TensorFlow's profiler, between two markers. From the lines between the
 markers it reports oneDNN time per primitive kind and implementation, and from the profiler's trace
 the time of TensorFlow ops by kind: convolutions (oneDNN), batch norm (the ops of the `_bn` layers),
 concatenations, casts, ReLU, pooling, the optimizer, everything else. Op times are summed over
 TensorFlow's inter-op threads, so they are shares of the work, not of wall time.
 
-Variants: a precision of medcore.compute (float32, mixed_bfloat16, onednn_amp), optionally with
-`+fused_bn` (medcore.compute.fused_batch_norm) or `+fpmath_bf16` (oneDNN's
+Variants: a precision of medcore.model.compute (float32, mixed_bfloat16, onednn_amp), optionally with
+`+fused_bn` (medcore.model.compute.fused_batch_norm) or `+fpmath_bf16` (oneDNN's
 ONEDNN_DEFAULT_FPMATH_MODE=BF16: float32 primitives may compute in bfloat16).
 Writes bench/results/precision_profile.json.
 """
@@ -125,9 +125,9 @@ def child(args) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from medcore import compute
     from medcore.config import Profile
-    from medcore.training import build_model
+    from medcore.model import compute
+    from medcore.model.training import build_model
 
     mode, *extras = args.variant.split("+")
     profile = Profile(name="profile", image_size=args.size, batch_size=args.batch, precision="float32")

@@ -1,7 +1,7 @@
 """What the shortcut probes and the randomisation check add to the Grad-CAM stage, as a ratio measured in one run.
 
 Goal (issue 37): the probes add at most 20 % to a model's Grad-CAM stage. This runs the stage itself
-(`medcore.gradcam.explain_model`, with the shipped `gradcam:` settings of conditions.yaml) once on a
+(`medcore.assess.gradcam.explain_model`, with the shipped `gradcam:` settings of conditions.yaml) once on a
 DenseNet121 at the profile's size, and reads from its gradcam.json the stage's wall time and the
 probes' share of it; the ratio is probes / (stage - probes): what the probes add to the stage as it
 was before them. Images are real pneumonia test films when $MEDCORE_DATA_ROOT (default
@@ -37,7 +37,7 @@ def _test_files(count: int, size: int, tmp: Path) -> tuple[list[tuple[Path, int]
     import cv2
     import numpy as np
 
-    from medcore.synthetic import phantom
+    from medcore.data.synthetic import phantom
 
     rng, files = np.random.default_rng(0), []
     for i in range(count):
@@ -60,11 +60,12 @@ def main() -> None:
     import numpy as np
     import pandas as pd
 
+    from medcore.assess.gradcam import explain_model
     from medcore.config import Profile, load_config
-    from medcore.gradcam import explain_model, load_images
+    from medcore.data.datasets import load_images
     from medcore.jsonio import read_json
     from medcore.layout import ModelLayout
-    from medcore.training import build_model
+    from medcore.model.training import build_model
 
     settings = load_config(ROOT / "conditions.yaml").gradcam
     with tempfile.TemporaryDirectory() as tmp:

@@ -359,7 +359,7 @@ def throughput_tables(tp: dict[str, Any], peak: dict[str, Any] | None = None) ->
             "",
             f"Target pipeline / plain ≥ 0.95 at every size: {verdict} "
             f"(worst {worst:.3f}). Both in float32 with TensorFlow's default threads. The pipeline is "
-            "`medcore.training.train_model` reading files through tf.data with every callback (checkpoints "
+            "`medcore.model.training.train_model` reading files through tf.data with every callback (checkpoints "
             "included); plain is `model.fit` on the same images as in-memory tensors. ± is the larger "
             "relative min–max spread of the two sides' steady epochs.",
             "",
@@ -442,7 +442,7 @@ def pairs_table(tp: dict[str, Any], name: str = "train_pairs") -> str:
     cache = tp.get("primitive_cache_capacity")
     lines = [
         f"From `bench/results/{name}.json` (`{tp['command']}`): at each size, {tp['pairs']} pairs of runs, each run a "
-        f"fresh process training {tp['epochs']} epochs; a pair is the pipeline (`medcore.training.train_model`: "
+        f"fresh process training {tp['epochs']} epochs; a pair is the pipeline (`medcore.model.training.train_model`: "
         "tf.data from files, callbacks, checkpoints) and a plain `model.fit` on the same images as in-memory "
         "tensors, same model, precision and batch, "
         + (
@@ -1065,7 +1065,7 @@ def night_cost_tables(result: dict[str, Any]) -> str:
     """bench/night_cost.py: the shipped cold night per CPU kind, and the planner's per-chain backtests."""
     lines = [
         f"From recorded figures only (`bench/night_cost.py`), {result['slots']} cores, budget "
-        f"{result['budget_minutes']:.0f} min. *Predicted*: the planner (`medcore.budget`) on that CPU's figures; "
+        f"{result['budget_minutes']:.0f} min. *Predicted*: the planner (`medcore.nights.budget`) on that CPU's figures; "
         "*planned*: the night it fits into the budget, and what it cuts.",
         "",
         "| CPU | source | s per image-epoch 128 / 160 px | shipped cold night: predicted | measured | planned | cuts |",

@@ -143,8 +143,8 @@ def variant_record(run: RunLayout, condition: str, profile: str) -> dict[str, An
 
 def paired_record(runs: dict[str, RunLayout], condition: str, profile: str, config) -> dict[str, Any] | None:
     """pad − squash ROC AUC on the test images (and studies) both variants scored, by paired bootstrap."""
+    from medcore.assess.evaluation import aggregate_studies, paired_auc_difference
     from medcore.errors import MedcoreError
-    from medcore.evaluation import aggregate_studies, paired_auc_difference
 
     files = {v: runs[v].model(condition, profile).predictions_csv for v in VARIANTS}
     if not all(f.exists() for f in files.values()):

@@ -1,4 +1,4 @@
-"""The shortcut probes and the randomisation check (medcore.probes) on a night's trained models, inference only.
+"""The shortcut probes and the randomisation check (medcore.assess.probes) on a night's trained models, inference only.
 
 Usage: nice -n 10 .venv/bin/python bench/shortcut_probes.py [--after bench/results/nightly.json]
        [--condition pneumonia ...] [--profile standard ...] [--images 624] [--name shortcut_probes]
@@ -34,11 +34,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import pandas as pd
 
+    from medcore.assess.evaluation import load_model
+    from medcore.assess.gradcam import GradCam, deletion_inputs
+    from medcore.assess.probes import run_probes
     from medcore.config import load_config
-    from medcore.contract import contract_resize, contract_temperature
-    from medcore.evaluation import load_model
-    from medcore.gradcam import GradCam, deletion_inputs
-    from medcore.probes import run_probes
+    from medcore.model.contract import contract_resize, contract_temperature
 
     config_name, run, trained = night_models(args.after)
     config = load_config(ROOT / config_name)

@@ -11,11 +11,11 @@ median of its steady epochs (all after tracing), with the spread (min-max) state
 
 For each image size it records
   - decode: reading, decoding and resizing the training files once (tf.data, no training)
-  - pipeline: `medcore.training.train_model` (tf.data from files, callbacks, checkpoints, validation),
+  - pipeline: `medcore.model.training.train_model` (tf.data from files, callbacks, checkpoints, validation),
     in float32 with TensorFlow's default threads (today's settings) and in each `--pipeline-modes` mode
   - plain: `model.fit` on the same images as in-memory tensors, same model and batch, for each
     precision in `--modes` (float32, mixed_bfloat16, onednn_amp), each also with the fused batch norm
-    (`medcore.compute.fused_batch_norm`) unless --no-fused
+    (`medcore.model.compute.fused_batch_norm`) unless --no-fused
   - the share of the CPU's matmul peak each speed reaches (bench/results/peak.json, bench/peak.py)
   - for `--thread-sizes`: intra x inter-op settings in one process, and two processes at once
     (tasks x threads), each a plain float32 fit in a subprocess, run one after another
@@ -94,8 +94,8 @@ def _split(data_root: Path, images: int, size: int, tmp: Path, execution: str = 
     import pandas as pd
 
     from medcore.config import load_config
-    from medcore.synthetic import write_demo_data
-    from medcore.validation import validate_condition
+    from medcore.data.synthetic import write_demo_data
+    from medcore.data.validation import validate_condition
 
     # Absolute: the path is written into a config in `tmp`, where a relative one would resolve elsewhere.
     data_root = data_root.resolve()
@@ -123,7 +123,7 @@ def _split(data_root: Path, images: int, size: int, tmp: Path, execution: str = 
 def _tensors(frame, profile):
     import numpy as np
 
-    from medcore.datasets import make_dataset
+    from medcore.data.datasets import make_dataset
 
     images, labels = [], []
     for x, y in make_dataset(frame, profile, training=False, seed=0):
@@ -136,12 +136,12 @@ def in_memory(x, y, batch_size: int, shuffle: bool, seed: int = 0):
     """In-memory tensors as the batches a plain fit reads, with the pipeline's tf.data options.
 
     Keras' own reader for numpy arrays autotunes, and dropping an autotuned iterator at an epoch's end
-    could stall the process for tens of seconds here (medcore.datasets.input_options); both sides of a
+    could stall the process for tens of seconds here (medcore.data.datasets.input_options); both sides of a
     comparison read with the same options, so neither pays a stall the other does not.
     """
     import tensorflow as tf
 
-    from medcore.datasets import PREFETCH_BATCHES, input_options
+    from medcore.data.datasets import PREFETCH_BATCHES, input_options
 
     data = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
@@ -153,7 +153,7 @@ def decode_rate(frame, size: int) -> dict:
     """Images/s of reading, decoding and resizing the files once, as the pipeline's first epoch does."""
     import numpy as np
 
-    from medcore.datasets import image_dataset
+    from medcore.data.datasets import image_dataset
 
     paths = frame["path"].to_numpy(dtype=str)
     data = image_dataset(paths, np.zeros(len(paths), np.float32), size, 32, training=False, seed=0)
@@ -176,8 +176,8 @@ def plain_variants(config, profile, split, variants: list[str], rounds: int) -> 
     """
     import keras
 
-    from medcore import compute
-    from medcore.training import build_model
+    from medcore.model import compute
+    from medcore.model.training import build_model
 
     x, y = _tensors(split[split["split"] == "train"], profile)
     vx, vy = _tensors(split[split["split"] == "val"], profile)
@@ -219,13 +219,13 @@ def plain_variants(config, profile, split, variants: list[str], rounds: int) -> 
 def pipeline_fit(
     config, profile, split, epochs: int, tmp: Path, mode: str = "float32", fused: bool | None = None
 ) -> dict:
-    """`medcore.training.train_model` as a night runs it, in precision `mode`; per-epoch seconds.
+    """`medcore.model.training.train_model` as a night runs it, in precision `mode`; per-epoch seconds.
 
     `fused` sets the profile's fused batch norm (None keeps the profile's own, on by default). train_model
     applies that setting itself, so a `compute.fused_batch_norm(False)` block around this call cannot turn it off.
     """
     from medcore.layout import RunLayout
-    from medcore.training import train_model
+    from medcore.model.training import train_model
 
     profile = dataclasses.replace(profile, precision=mode)
     if fused is not None:
@@ -414,7 +414,7 @@ def _timed_pipeline() -> Iterator[Any]:
     at an epoch's end; the pipeline's own clock (ProgressLog) stops after the checkpoints, so the gap
     between the two is what the epoch-end callbacks cost. Nothing else about the pipeline changes.
     """
-    from medcore import training
+    from medcore.model import training
 
     timer = _epoch_timer()
     schedule = training._schedule_callbacks
@@ -429,8 +429,8 @@ def plain_fit(config, profile, split, epochs: int, mode: str, fused: bool) -> di
     """One plain `model.fit` of `epochs` epochs on in-memory tensors: the pipeline's model, batch and images."""
     import keras
 
-    from medcore import compute
-    from medcore.training import build_model, configure_threads
+    from medcore.model import compute
+    from medcore.model.training import build_model, configure_threads
 
     threads = configure_threads(profile)  # the same pools train_model would set up
     x, y = _tensors(split[split["split"] == "train"], profile)
@@ -584,7 +584,7 @@ def run_pair(
 def paired(args) -> dict:
     """--pairs: pipeline / plain in pairs of fresh processes, alternating order, per size; returns the results."""
     from bench.common import write_result
-    from medcore import compute
+    from medcore.model import compute
 
     choice = compute.choose_precision(args.pair_mode)
     env = dict(os.environ)
@@ -669,7 +669,7 @@ def merge(names: list[str], out: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from medcore.compute import PRECISIONS
+    from medcore.model.compute import PRECISIONS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224])
@@ -776,7 +776,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.merge is not None:
         return merge(args.merge, args.out)
     from bench.peak import load_peak, share_of_peak
-    from medcore import compute
+    from medcore.model import compute
 
     peak = load_peak()
     modes = [m for m in args.modes if m == "float32" or compute.cpu_supports_bf16()]

@@ -38,7 +38,7 @@ def _child(condition_name: str, data_root: str, workers: int | None) -> None:
     import sklearn.model_selection  # noqa: F401
 
     from medcore.config import load_config
-    from medcore.validation import validate_condition
+    from medcore.data.validation import validate_condition
 
     config = load_config(CONFIG)
     baseline = _peak_rss_mb()
@@ -75,7 +75,7 @@ def _half_copy(condition_name: str, data_root: Path, out: Path) -> None:
 
     os.environ["MEDCORE_DATA_ROOT"] = str(data_root)
     from medcore.config import load_config
-    from medcore.datasets import read_manifest
+    from medcore.data.datasets import read_manifest
 
     config = load_config(CONFIG)
     condition = config.conditions[condition_name]

@@ -46,8 +46,8 @@ def _names(kind: str) -> list[str]:
 
 def _chain_slots() -> list[int]:
     """Pool slots of each model chain: one chain per distinct profile `cores` (1 if the config is unreadable)."""
-    from medcore.compute import chain_slots
     from medcore.config import load_config
+    from medcore.model.compute import chain_slots
 
     try:
         return chain_slots(p.cores for p in load_config(CONFIG).trained_profiles().values())

@@ -18,6 +18,7 @@ from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from medcore.errors import MedcoreError, Skipped
+from medcore.report.notify import DEFAULT_SENDER, Email
 
 __all__ = ["call_stage", "call_refusing", "call_training", "NightlyCron"]
 
@@ -114,3 +115,38 @@ class NightlyCron(CronTriggerTimetable):
         if restriction.latest is not None and restriction.latest < start:
             return None
         return DagRunInfo.interval(pendulum.instance(start - self._interval), pendulum.instance(start))
+
+
+# --- e-mail: the SMTP provider's hook and Airflow's connections ---------------------------------------------
+
+
+def connection(conn_id: str) -> Any:
+    """The Airflow connection `conn_id`, wherever it is defined: the UI (metadata database), an AIRFLOW_CONN_
+    environment variable or the secrets backend. Inside a task the Task SDK asks the API server, which reads all
+    three; outside one (`medcore resend`) the Task SDK's own lookup sees only the environment and the secrets
+    backend, so the lookup goes through airflow.models, which reads the same three, the metadata database too."""
+    from airflow.sdk.execution_time import task_runner
+
+    if getattr(task_runner, "SUPERVISOR_COMMS", None) is not None:
+        from airflow.sdk import Connection
+
+        return Connection.get(conn_id)
+    from airflow.models.connection import Connection as StoredConnection
+
+    return StoredConnection.get_connection_from_secrets(conn_id)
+
+
+def deliver(email: Email, conn_id: str, recipients: tuple[str, ...], from_email: str | None = None) -> None:
+    """Send through the Airflow connection `conn_id` (host, port, TLS and login live there), opened by the SMTP
+    provider's hook; the message itself is ours (Email.mime), since the hook's own builder cannot inline images.
+    The DAG's notify task and `medcore resend` both come here, and find the connection through `connection`."""
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+    class Hook(SmtpHook):
+        @classmethod
+        def get_connection(cls, conn_id: str) -> Any:
+            return connection(conn_id)
+
+    with Hook(smtp_conn_id=conn_id) as hook:
+        sender = from_email or hook.from_email or DEFAULT_SENDER
+        hook._smtp_client.send_message(email.mime(sender, recipients), from_addr=sender, to_addrs=list(recipients))

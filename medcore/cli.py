@@ -28,7 +28,7 @@ def _within(flag: str, value: int, low: int, high: int) -> None:
 
 
 def _cmd_demo_data(args: argparse.Namespace) -> int:
-    from medcore.synthetic import write_demo_data
+    from medcore.data.synthetic import write_demo_data
 
     _within("--seed", args.seed, 0, 2**32 - 1)
     counts = write_demo_data(
@@ -57,8 +57,8 @@ def _output_folder(out: Path, config) -> Path:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from medcore.config import load_config
+    from medcore.data.validation import validate_condition
     from medcore.jsonio import atomic_write_text, write_json
-    from medcore.validation import validate_condition
 
     config = load_config(args.config)
     if args.condition not in config.conditions:
@@ -118,8 +118,8 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from medcore.config import load_config
-    from medcore.pretraining import pretrain_backbone
-    from medcore.registry import registry_of
+    from medcore.model.pretraining import pretrain_backbone
+    from medcore.nights.registry import registry_of
 
     config = load_config(args.config)
     if args.profile not in config.profiles:
@@ -149,9 +149,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from medcore.contract import contract_resize, contract_temperature, contract_threshold
-    from medcore.evaluation import list_images, load_model, predict_files, refusals
+    from medcore.assess.evaluation import list_images, load_model, predict_files, refusals
     from medcore.jsonio import atomic_write_text, check_output_file
+    from medcore.model.contract import contract_resize, contract_temperature, contract_threshold
 
     model_path = Path(args.model)
     if not model_path.is_file() or model_path.suffix != ".keras":
@@ -207,7 +207,7 @@ def _cmd_resend(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from medcore.pretraining import TASK_SHARES
+    from medcore.model.pretraining import TASK_SHARES
 
     parser = argparse.ArgumentParser(prog="medcore", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)

@@ -93,7 +93,7 @@ __all__ += [
 POLICIES = ("error", "drop", "warn")  # stop the run / drop the offending rows and warn / keep them and warn
 LeakSide = Literal["heldout", "train"]  # which side of a cross-split leak loses its rows under `drop`
 NightlyPolicy = Literal["auto", "retrain", "continue"]  # auto: continue once a champion exists, else retrain
-WarmStartMethod = Literal["continue", "shrink_perturb"]  # medcore.warmstart
+WarmStartMethod = Literal["continue", "shrink_perturb"]  # medcore.model.warmstart
 BatchNormHandling = Literal["reestimate", "keep"]
 
 
@@ -115,7 +115,7 @@ _UNUSABLE = ("error", "drop")  # a row that cannot be trained on can be dropped 
 _FIXED = ("error",)
 
 # Every finding code validation can report, in one table (as cleanvision keeps its issue types), with the
-# fix the report suggests when it stops a model. It lives here rather than in medcore.validation because
+# fix the report suggests when it stops a model. It lives here rather than in medcore.data.validation because
 # the config parser must reject unknown codes and policies, and loading the config (at DAG parse time)
 # must not import pandas. Adding a finding code is one row here plus the check that reports it.
 CHECKS: dict[str, CheckRule] = {
@@ -198,7 +198,7 @@ CHECKS: dict[str, CheckRule] = {
         "a patient or group in two splits",
         "fix the patient ids, or set `validation_policy: {group_leakage: drop}` and `leak_drop_from`",
     ),
-    # DICOM (medcore.dicom)
+    # DICOM (medcore.data.dicom)
     "dicom_pixel_data_missing": CheckRule(
         "drop",
         _UNUSABLE,
@@ -413,7 +413,7 @@ class Augmentation:
     zoom: float = _number(0.0, 0.0, 0.9, "random zoom, as a fraction of the image")
     contrast: float = _number(0.0, 0.0, 0.9, "random contrast change, as a fraction")
     horizontal_flip: bool = _flag(False, "random left-right flip; never for chest films (the heart's side matters)")
-    # A mitigation for the border shortcut (medcore.probes): markers, text and rulers sit in the band.
+    # A mitigation for the border shortcut (medcore.assess.probes): markers, text and rulers sit in the band.
     border_erase: float = _number(
         0.0, 0.0, 1.0, "share of training images whose outer band is replaced by the image's mean (0: off)"
     )
@@ -464,7 +464,7 @@ class Profile:
     )
     precision: Literal["auto", "float32", "mixed_bfloat16", "onednn_amp"] = _choice(
         "auto",
-        "`auto` picks per CPU from medcore.compute's measured table; `mixed_bfloat16` (Keras policy) and "
+        "`auto` picks per CPU from medcore.model.compute's measured table; `mixed_bfloat16` (Keras policy) and "
         "`onednn_amp` (TF's oneDNN bf16 graph rewrite) only where the CPU has native bf16",
     )
     # On by default: measured 1.3-1.5x in float32 and what makes bf16 pay at all (bench/notes.md).
@@ -604,7 +604,7 @@ def _sanity_stages(value: Any) -> dict[str, tuple[str, ...]]:
 
 @dataclass(frozen=True, config=_SETTINGS)
 class ProbeSettings:
-    """Shortcut probes and the saliency sanity check run in the Grad-CAM stage (medcore.probes states each rule)."""
+    """Shortcut probes and the saliency sanity check run in the Grad-CAM stage (the rules: medcore.assess.probes)."""
 
     enabled: bool = _flag(True, "run the empty-film, border/centre and model-randomisation probes")
     images: int = _integer(100, 10, 100000, "test images (drawn within each class) the border/centre probe scores")
@@ -786,7 +786,7 @@ class NightlySettings:
     warm_start: WarmStartMethod = _choice(
         "continue",
         "`continue`: the champion's weights as they are; `shrink_perturb`: shrink x w + perturb x a fresh "
-        "initialisation (Ash & Adams 2020, medcore.warmstart)",
+        "initialisation (Ash & Adams 2020, medcore.model.warmstart)",
     )
     shrink: float = _number(0.4, 0.0, 1.0, "shrink_perturb: the factor every trainable weight is scaled by")
     perturb: float = _number(0.01, 0.0, 1.0, "shrink_perturb: the share of a fresh initialisation added")
@@ -837,7 +837,7 @@ class NightBudget:
 
 @dataclass(frozen=True, config=_SETTINGS)
 class NightSettings:
-    """The night budget planner (medcore.budget): what a night may cost and how it is cut to fit."""
+    """The night budget planner (medcore.nights.budget): what a night may cost and how it is cut to fit."""
 
     budget_minutes: NightBudget = Field(default_factory=NightBudget)
     # Rung 2 of the ladder never trains a chain for fewer than this share of its epochs; rungs 4 and 5 follow.

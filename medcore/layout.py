@@ -72,7 +72,7 @@ class ModelLayout:
 
     @property
     def model_card(self) -> Path:
-        """What the model is for and not for, its data, figures and caveats (medcore.model_card)."""
+        """What the model is for and not for, its data, figures and caveats (medcore.assess.model_card)."""
         return self.root / "model_card.md"
 
     @property
@@ -150,7 +150,7 @@ class ModelLayout:
 
     @property
     def gradcam_probes_png(self) -> Path:
-        """The shortcut probes and the randomisation check in one figure (medcore.probes)."""
+        """The shortcut probes and the randomisation check in one figure (medcore.assess.probes)."""
         return self.gradcam_dir / "probes.png"
 
     @property
@@ -192,7 +192,7 @@ class RunLayout:
 
     @property
     def plan_json(self) -> Path:
-        """The night plan (medcore.budget): predicted minutes per chain, the budget, what was cut and why."""
+        """The night plan (medcore.nights.budget): predicted minutes per chain, the budget, what was cut and why."""
         return self.root / "plan.json"
 
     @property

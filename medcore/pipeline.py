@@ -17,16 +17,19 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from medcore.compute import task_cores
 from medcore.config import Config, load_config
 from medcore.errors import ConfigError, DataError, MedcoreError, Skipped, StageError, one_line
 from medcore.jsonio import atomic_write_text, read_json, write_json
 from medcore.layout import ModelLayout, RunLayout
+from medcore.model.compute import task_cores
 from medcore.progress import eta_text
+
+if TYPE_CHECKING:
+    from medcore.report.notify import Deliver
 
 __all__ = [
     "STAGES",
@@ -126,7 +129,7 @@ def plan_run(
     """Return one job per (condition, profile) the night budget keeps, in pool order; record it in `run.json`.
 
     Empty `conditions` or `profiles` mean all of them. Unknown names raise ConfigError. The night planner
-    (medcore.budget) predicts each chain's minutes on this machine and fits the night into `budget_minutes`
+    (medcore.nights.budget) predicts each chain's minutes on this machine and fits the night into `budget_minutes`
     (default: the config's `night.budget_minutes` for a cold or following night); plan.json and this task's
     log say what it predicted and what it cut, and why.
     """
@@ -197,7 +200,7 @@ def plan_run(
 
 def _fit_to_budget(config: Config, run: RunLayout, jobs: list[Job], budget_minutes: float | None) -> list[Job]:
     """The jobs the night plan keeps, longest first, each with its planned epochs and training deadline."""
-    from medcore.budget import plan_for_run
+    from medcore.nights.budget import plan_for_run
 
     plan = plan_for_run(config, jobs, budget_minutes)
     if plan is None:
@@ -241,7 +244,7 @@ def jobs_by_slots(jobs: list[Job], slots: Iterable[int]) -> dict[str, list[Job]]
 @_stage("validate")
 def validate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     """Check the dataset, write validation.json, the summary and the split manifest; fail if untrainable."""
-    from medcore.validation import validate_condition
+    from medcore.data.validation import validate_condition
 
     result = validate_condition(config, condition, profile)
     write_json(paths.validation_json, result.to_dict())
@@ -257,7 +260,7 @@ def validate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
 
 def plan_condition(config: Config, condition: str, split: pd.DataFrame, fingerprint: str) -> dict[str, Any]:
     """Tonight's plan for `condition`: what changed since the champion, whether it may be warm-started, the mode."""
-    from medcore.nightly import (
+    from medcore.nights.nightly import (
         code_version,
         config_digest,
         contamination,
@@ -266,7 +269,7 @@ def plan_condition(config: Config, condition: str, split: pd.DataFrame, fingerpr
         read_trained_on,
         split_changes,
     )
-    from medcore.registry import read_record, registry_of
+    from medcore.nights.registry import read_record, registry_of
 
     champion = read_record(registry_of(config), condition).get("champion")
     policy = config.conditions[condition].nightly_policy or config.nightly.policy
@@ -318,12 +321,12 @@ def train(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     """Train the model on the saved split as tonight's plan says (scratch, warm start or skip); write training.json.
 
     Where the test split holds too few patients of a class, the estimate comes from cross-validation
-    (fold models first) and the model trained here sees all the data (medcore.crossval).
+    (fold models first) and the model trained here sees all the data (medcore.assess.crossval).
     """
-    from medcore.crossval import all_data_split, cross_validate, needs_cross_validation
-    from medcore.nightly import CONTINUE, SKIP, growth_share, read_trained_on, warm_epochs
-    from medcore.training import train_model
-    from medcore.warmstart import WarmStartPlan
+    from medcore.assess.crossval import all_data_split, cross_validate, needs_cross_validation
+    from medcore.model.training import train_model
+    from medcore.model.warmstart import WarmStartPlan
+    from medcore.nights.nightly import CONTINUE, SKIP, growth_share, read_trained_on, warm_epochs
 
     plan = read_json(paths.nightly_json) if paths.nightly_json.exists() else {"mode": "retrain"}
     if plan["mode"] == SKIP:
@@ -399,7 +402,7 @@ def _budgeted_epochs(job: Job, mode: str, epochs: int) -> int:
 
 def _machine() -> dict[str, Any]:
     """The CPU kind a training ran on: what the night planner keys its speed figures by."""
-    from medcore.budget import cpu_id
+    from medcore.nights.budget import cpu_id
 
     return {"cpu_id": cpu_id(), "cores": os.cpu_count()}
 
@@ -431,7 +434,7 @@ def _warm_started(profile, rate_share: float):
 def _warm_start(config: Config, condition: str, weights: str) -> Path | None:
     """The shared backbone a profile's `weights: shared` starts from, if `medcore pretrain` wrote it yet."""
     if weights == "shared":
-        from medcore.registry import registry_of
+        from medcore.nights.registry import registry_of
 
         path = registry_of(config).shared_backbone
         return path if path.is_file() else None
@@ -445,10 +448,16 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     The chosen threshold also goes into the model contract (model.json), so `medcore predict`
     and anyone scoring new images apply the same decision rule the metrics describe.
     """
-    from medcore.contract import read_contract, record_evaluation
-    from medcore.datasets import read_studies
-    from medcore.evaluation import choose_threshold, evaluate_model_splits, load_model, render_plots, selection_figures
+    from medcore.assess.evaluation import (
+        choose_threshold,
+        evaluate_model_splits,
+        load_model,
+        render_plots,
+        selection_figures,
+    )
+    from medcore.data.datasets import read_studies
     from medcore.jsonio import atomic_write_bytes
+    from medcore.model.contract import read_contract, record_evaluation
 
     # Checked first: the threshold chosen here is written into this contract, which must be this model's.
     contract = read_contract(_require(paths.model, "train"), paths.model_contract)
@@ -460,8 +469,8 @@ def evaluate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     if studies:  # MURA labels studies: the figures that compare with its published ones are per study
         split["study"] = split["relpath"].map(studies).fillna(split["relpath"])
     if paths.crossval_csv.exists():  # a small set: figures from the pooled out-of-fold predictions
-        from medcore.crossval import crossval_metrics
-        from medcore.evaluation import calibration_report, fit_temperature, predict_logits, sigmoid
+        from medcore.assess.crossval import crossval_metrics
+        from medcore.assess.evaluation import calibration_report, fit_temperature, predict_logits, sigmoid
 
         metrics, predictions = crossval_metrics(
             pd.read_csv(paths.crossval_csv, dtype={"group": str, "relpath": str}), config.evaluation, seed=config.seed
@@ -534,8 +543,8 @@ def _versus_champion(
     The selection comparison decides promotion; the test comparison is only reported. None when
     there is no champion; `champion_missing` says why when its model cannot be scored.
     """
-    from medcore.evaluation import load_model, paired_auc_difference, predict_probabilities
-    from medcore.registry import champion_id, read_record, registry_of
+    from medcore.assess.evaluation import load_model, paired_auc_difference, predict_probabilities
+    from medcore.nights.registry import champion_id, read_record, registry_of
 
     champion = read_record(registry_of(config), condition).get("champion")
     if not champion:
@@ -549,7 +558,7 @@ def _versus_champion(
         return {**result, "champion_missing": f"{path}: {one_line(exc)}"}
     scorer = _with_size(config.profiles[paths.profile], size)
     try:  # the champion is scored as it was trained: its own resize (squash or pad), from its contract
-        from medcore.contract import read_contract
+        from medcore.model.contract import read_contract
 
         resize = (read_contract(path, champion.get("contract_path")) or {}).get("resize", "squash")
         scorer = dataclasses.replace(scorer, resize=resize if resize in ("squash", "pad") else "squash")
@@ -593,7 +602,7 @@ def _with_size(profile, size: int):
 
 def _write_card(config: Config, condition, profile, paths: ModelLayout) -> None:
     """model_card.md from the artefacts so far; written after evaluate and again after Grad-CAM."""
-    from medcore.model_card import write_model_card
+    from medcore.assess.model_card import write_model_card
 
     write_model_card(config, condition, profile, paths)
 
@@ -601,7 +610,7 @@ def _write_card(config: Config, condition, profile, paths: ModelLayout) -> None:
 @_stage("gradcam")
 def gradcam(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
     """Overlays of the most confident TP/TN/FP/FN test images, a contact sheet, and the deletion test."""
-    from medcore.gradcam import explain_model
+    from medcore.assess.gradcam import explain_model
 
     _require(paths.model, "train")
     _require(paths.predictions_csv, "evaluate")
@@ -617,7 +626,7 @@ def promote(run_id: str, runs_root: str | os.PathLike[str]) -> dict[str, Any]:
     too ("kept champion" or "no champion"). One condition's registry error never stops the others;
     the stage still fails afterwards so the error is visible, and the report shows it.
     """
-    from medcore.registry import promote_condition, registry_of
+    from medcore.nights.registry import promote_condition, registry_of
 
     run = RunLayout(Path(runs_root), run_id)
     info = read_json(run.run_json)
@@ -665,13 +674,17 @@ def promote(run_id: str, runs_root: str | os.PathLike[str]) -> dict[str, Any]:
 
 def report(run_id: str, runs_root: str | os.PathLike[str]) -> dict[str, Any]:
     """Render the run's status report; return its path and the count of failed models."""
-    from medcore.report import write_report
+    from medcore.report.render import write_report
 
     return write_report(RunLayout(Path(runs_root), run_id))
 
 
 def notify(
-    run_id: str, runs_root: str | os.PathLike[str], to: Iterable[str] = (), config_path: str | None = None
+    run_id: str,
+    runs_root: str | os.PathLike[str],
+    to: Iterable[str] = (),
+    config_path: str | None = None,
+    deliver: Deliver | None = None,
 ) -> dict[str, Any]:
     """E-mail the written report; return what happened (also in notify.json). Never raises for a failed send.
 
@@ -681,7 +694,10 @@ def notify(
     import dataclasses
 
     from medcore.jsonio import to_jsonable
-    from medcore.notify import send_report
+    from medcore.report.notify import send_report
+
+    if deliver is None:  # mail goes through the adapter, the one module that meets Airflow (its SMTP hook)
+        from medcore.airflow_adapter import deliver
 
     run = RunLayout(Path(runs_root), run_id)
     info = read_json(run.run_json)
@@ -692,7 +708,7 @@ def notify(
         settings = dataclasses.replace(settings, recipients=tuple(chosen))
     if params.get("smtp_conn_id"):
         settings = dataclasses.replace(settings, conn_id=str(params["smtp_conn_id"]))
-    return to_jsonable(send_report(run, settings))
+    return to_jsonable(send_report(run, settings, deliver))
 
 
 def run_of(runs_root: str | os.PathLike[str], name: str) -> RunLayout:

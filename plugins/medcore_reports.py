@@ -27,7 +27,7 @@ from airflow.plugins_manager import AirflowPlugin
 __all__ = ["MedcoreReportsPlugin", "DAG_ID", "URL_PREFIX", "build_app"]
 
 DAG_ID = "medical_training"
-URL_PREFIX = "/medcore-reports"  # medcore.notify.UI_PREFIX builds e-mail links to these pages
+URL_PREFIX = "/medcore-reports"  # medcore.report.notify.UI_PREFIX builds e-mail links to these pages
 # What the file route serves, by suffix; anything else (models, hidden temporary files) is refused.
 SERVED = {
     ".png": "image/png",
@@ -40,7 +40,7 @@ SERVED = {
 }
 
 
-VERDICT_GLYPH = {"OK": "✅", "look": "⚠️", "failed": "❌"}  # beside the verdict's own words (medcore.report)
+VERDICT_GLYPH = {"OK": "✅", "look": "⚠️", "failed": "❌"}  # beside the verdict's own words (medcore.report.render)
 
 
 def _runs_root() -> Path:
@@ -147,7 +147,7 @@ def _cards(folder: Path) -> list[tuple[str, str]]:
 def _page(markdown: str, title: str, link: Callable[[str], str | None], banners: list[str] | None = None):
     from fastapi.responses import HTMLResponse
 
-    from medcore.report import render_html
+    from medcore.report.render import render_html
 
     return HTMLResponse(render_html(markdown, title=title, link=link, banners=banners or []))
 

@@ -33,7 +33,7 @@ evaluation: {small_sets: test_split}   # every tiny test split is small: cross-v
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> Path:
     """The five synthetic datasets, small (shared by tests that only read them)."""
-    from medcore.synthetic import write_demo_data
+    from medcore.data.synthetic import write_demo_data
 
     root = tmp_path_factory.mktemp("demo-data")
     write_demo_data(root, per_class=24, size=32, seed=3)

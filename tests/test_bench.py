@@ -834,8 +834,8 @@ def test_resize_bench_trains_both_variants_and_pairs_them_on_the_same_studies(
 
     from bench import common
     from bench import resize as bench_resize
-    from medcore.contract import contract_resize
     from medcore.layout import RunLayout
+    from medcore.model.contract import contract_resize
 
     data = tmp_path / "data"
     shutil.copytree(demo_data, data)
@@ -1055,7 +1055,7 @@ def test_paired_mode_runs_each_side_in_its_own_process_in_alternating_order(tmp_
     """Two pairs on 32 px phantoms: fresh processes, ABBA order, same images, ratios of the same pair's runs."""
     from bench import common
     from bench import train_throughput as tt
-    from medcore.compute import choose_precision
+    from medcore.model.compute import choose_precision
 
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
     argv = ["--pairs", "2", "--pair-sizes", "32", "--images", "16", "--pair-epochs", "2"]
@@ -1152,9 +1152,10 @@ def test_deletion_baselines_rerun_the_stage_test_on_a_saved_model_once_per_fill(
     import pandas as pd
 
     from bench.deletion_baselines import baseline_figures
+    from medcore.assess.evaluation import load_model
+    from medcore.assess.gradcam import GradCam, deletion_inputs, faithfulness
     from medcore.config import GradcamSettings
-    from medcore.evaluation import load_model
-    from medcore.gradcam import GradCam, deletion_inputs, faithfulness, load_images
+    from medcore.data.datasets import load_images
     from medcore.layout import ModelLayout
     from tests.test_gradcam import _phantom_cnn, _phantoms
 

@@ -21,8 +21,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from medcore.config import load_config
+from medcore.data.synthetic import phantom
 from medcore.errors import ConfigError
-from medcore.synthetic import phantom
 from tests.fuzzing import FUZZ, count
 
 BASE = {

@@ -56,7 +56,7 @@ def test_plan_fits_the_night_into_the_budget_from_this_cpus_last_night(tiny_conf
     planned epochs and training deadlines; plan.json and the plan task's log say what was cut and why."""
     import logging
 
-    from medcore.budget import cpu_id
+    from medcore.nights.budget import cpu_id
 
     _earlier_night(tmp_path / "runs", cpu_id(), seconds_per_image_epoch=10.0)  # 40 images a split: 27 min a chain
     caplog.set_level(logging.INFO, logger="medcore.pipeline")
@@ -74,7 +74,7 @@ def test_plan_fits_the_night_into_the_budget_from_this_cpus_last_night(tiny_conf
 
 def test_plan_keeps_everything_when_it_fits(tiny_config, tmp_path):
     """A fast earlier night: every job is kept, nothing is cut."""
-    from medcore.budget import cpu_id
+    from medcore.nights.budget import cpu_id
 
     _earlier_night(tmp_path / "runs", cpu_id(), seconds_per_image_epoch=0.001)
     jobs = plan_run(tiny_config, "roomy", budget_minutes=240)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from medcore.config import load_config
-from medcore.validation import validate_condition
+from medcore.data.validation import validate_condition
 from tests.conftest import REAL_DATA, ROOT
 
 pytestmark = [
@@ -143,7 +143,7 @@ def test_every_real_set_loads_through_the_training_input_pipeline(results):
     import numpy as np
 
     from medcore.config import Profile
-    from medcore.datasets import make_dataset
+    from medcore.data.datasets import make_dataset
 
     profile = Profile("probe", image_size=64, batch_size=12)
     for name, result in results.items():

@@ -15,7 +15,7 @@ import pytest
 
 from medcore import pipeline
 from medcore.jsonio import read_json, write_json
-from medcore.report import write_report
+from medcore.report.render import write_report
 from tests.conftest import ROOT
 from tests.fakes import metrics_with, write_config, write_run
 

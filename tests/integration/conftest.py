@@ -18,7 +18,7 @@ HAPPY_CONDITIONS = ["pneumonia", "knee_osteoporosis"]
 
 @pytest.fixture(scope="session")
 def integration_data(tmp_path_factory):
-    from medcore.synthetic import write_demo_data
+    from medcore.data.synthetic import write_demo_data
 
     root = tmp_path_factory.mktemp("integration-data")
     write_demo_data(root, per_class=24, size=32, seed=3)

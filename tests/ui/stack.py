@@ -72,7 +72,7 @@ def tiny_config(folder: Path, data: Path, base: str) -> Path:
 
 def start_stack(folder: Path, smtp_port: int, inbox: Inbox) -> Stack:
     """Migrate a fresh AIRFLOW_HOME, create the training pool, start the three components, wait for health."""
-    from medcore.synthetic import write_demo_data
+    from medcore.data.synthetic import write_demo_data
 
     data = folder / "data"
     write_demo_data(data, per_class=24, size=32, seed=3)

@@ -1,0 +1,627 @@
+"""Grad-CAM on DenseNet121's final activation, overlays a reader can check, and a faithfulness test.
+
+Contract. Images are float32 arrays (N, H, W, 3) of raw 0-255 pixels, decoded and resized exactly
+as in training (`load_images`); the model does its own preprocessing and emits one logit. Heatmaps
+are float32 (N, h, w) in [0, 1] at the target layer's resolution (7 x 7 for `relu` at 224 px).
+
+Faithfulness is measured with a deletion curve: the most salient pixels are replaced by a
+baseline (the blurred image, or its mean) in equal steps while the model's logit is recorded. A
+map that points at what the model uses makes the score fall early (small area under the curve);
+the curves of several random maps of the same resolution are the chance level it has to beat,
+image by image, with a paired one-sided Wilcoxon test. The logit, not P(positive): a confident
+model's probability stays at 0.9999 whatever is deleted, and the verdict would be float noise.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from medcore.data.datasets import load_images
+from medcore.errors import MedcoreError
+from medcore.jsonio import atomic_write_bytes, write_json
+
+if TYPE_CHECKING:
+    from medcore.config import GradcamSettings
+    from medcore.layout import ModelLayout
+
+__all__ = [
+    "explain_model",
+    "deletion_inputs",
+    "GradCam",
+    "gradcam_heatmaps",
+    "check_layer",
+    "overlay",
+    "pick_examples",
+    "contact_sheet",
+    "load_rgb",
+    "upsample",
+    "random_maps",
+    "deletion_order",
+    "baseline_images",
+    "deletion_curves",
+    "curve_area",
+    "faithfulness",
+    "heatmap_centre",
+    "render_deletion_plot",
+    "KINDS",
+    "pointing_game",
+    "mask_padding",
+]
+
+log = logging.getLogger(__name__)
+EPSILON = 1e-8
+KINDS = ("tp", "tn", "fp", "fn")
+
+
+def explain_model(paths: ModelLayout, settings: GradcamSettings, title: str) -> dict[str, Any]:
+    """The Grad-CAM stage: overlays of the most confident TP/TN/FP/FN test images, a contact sheet, and the
+    deletion test; writes them and gradcam.json beside the model and returns that record.
+
+    The deletion test runs on the test images the model scores most positive and compares Grad-CAM
+    with random maps; the record flags a model whose Grad-CAM does no better than chance.
+    """
+    from medcore.assess.evaluation import load_model
+    from medcore.model.contract import contract_resize, contract_temperature
+
+    stage_start = time.perf_counter()
+    model = load_model(paths.model)
+    explainer = GradCam(model, settings.layer, settings.batch_size)  # checks the layer before any work
+    size = explainer.image_shape[0]
+    # Preprocessed and calibrated exactly as the model was trained and evaluated (its contract).
+    resize, temperature = contract_resize(paths.model), contract_temperature(paths.model)
+    predictions = pd.read_csv(paths.predictions_csv)
+    for stale in paths.gradcam_dir.glob("*.png"):  # a retry may pick fewer examples than the last attempt
+        stale.unlink()
+    overlays = _write_overlays(explainer, predictions, settings, paths, resize, temperature)
+    start = time.perf_counter()
+    strongest, images, maps, masks = deletion_inputs(explainer, predictions, settings, resize)
+    faithful = faithfulness(
+        explainer,
+        images,
+        maps,
+        steps=settings.deletion_steps,
+        baseline=settings.deletion_baseline,
+        seed=settings.seed,
+        random_maps_per_image=settings.deletion_random_maps,
+        alpha=settings.deletion_alpha,
+        masks=masks,
+    )
+    faithful.update(
+        {
+            "seconds": time.perf_counter() - start,
+            "plot": paths.gradcam_deletion_png,
+            "predicted_positive": int(strongest["predicted"].sum()),
+            "labelled_positive": int(strongest["label"].sum()),
+        }
+    )
+    atomic_write_bytes(paths.gradcam_deletion_png, render_deletion_plot(faithful, title))
+    if not faithful["better_than_random"]:
+        log.warning("%s: %s", title, faithful["flag"])
+    probes = _probes(explainer, predictions, settings, paths, resize, temperature, (images, maps), title)
+    record = {
+        "layer": settings.layer,
+        "map_shape": explainer.map_shape,
+        "image_size": size,
+        "model_path": paths.model,
+        "resize": resize,
+        "padding_masked": resize == "pad",
+        "temperature": temperature,
+        **overlays,
+        "faithfulness": faithful,
+        "probes": probes,
+        "not_evidence": _not_evidence(faithful, probes),
+        "stage_seconds": time.perf_counter() - stage_start,
+    }
+    write_json(paths.gradcam_json, record)
+    return record
+
+
+def _probes(
+    explainer: GradCam,
+    predictions: pd.DataFrame,
+    settings: GradcamSettings,
+    paths: ModelLayout,
+    resize: str,
+    temperature: float,
+    strongest: tuple[np.ndarray, np.ndarray],
+    title: str,
+) -> dict[str, Any] | None:
+    """The shortcut probes and the sanity check (medcore.assess.probes), their plot written; None when switched off."""
+    from medcore.assess.probes import render_probes_plot, run_probes
+
+    if not settings.probes.enabled:
+        return None
+    images, _ = strongest
+    signed, _ = explainer.signed_maps(images[: settings.probes.sanity_images])
+    probes = run_probes(
+        explainer,
+        predictions,
+        settings.probes,
+        resize=resize,
+        temperature=temperature,
+        strongest=(images, signed),
+        seed=settings.seed or 0,
+    )
+    probes["plot"] = atomic_write_bytes(paths.gradcam_probes_png, render_probes_plot(probes, title))
+    for finding in probes["findings"]:
+        if finding["severity"] == "warning":
+            log.warning("%s: %s: %s", title, finding["code"], finding["message"])
+    return probes
+
+
+def _not_evidence(faithful: dict[str, Any], probes: dict[str, Any] | None) -> list[str]:
+    """Why the overlays must not be read as evidence of what the model looks at (empty: no known reason)."""
+    reasons = []
+    if not faithful.get("better_than_random"):
+        reasons.append("deleting where Grad-CAM points lowers the score no faster than deleting at random")
+    if probes and (probes.get("sanity") or {}).get("fires"):
+        reasons.append("the maps barely change when the model's weights are randomised (or show nothing)")
+    return reasons
+
+
+def deletion_inputs(
+    explainer: GradCam, predictions: pd.DataFrame, settings: GradcamSettings, resize: str
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray | None]:
+    """What the deletion test runs on: the test images the model scores highest (their rows, pixels, Grad-CAM
+    maps, and where `resize` is pad the masks of their content)."""
+    from medcore.data.datasets import content_masks
+
+    size = explainer.image_shape[0]
+    strongest = predictions.sort_values("probability", ascending=False, kind="stable").head(settings.deletion_images)
+    images = load_images(strongest["path"].tolist(), size, settings.batch_size, resize)
+    maps, _ = explainer.heatmaps(images)
+    masks = content_masks(strongest["path"].tolist(), size, resize) if resize == "pad" else None
+    return strongest, images, maps, masks
+
+
+def _write_overlays(
+    explainer: GradCam,
+    predictions: pd.DataFrame,
+    settings: GradcamSettings,
+    paths: ModelLayout,
+    resize: str = "squash",
+    temperature: float = 1.0,
+) -> dict[str, Any]:
+    """Overlay PNGs of the picked examples and their contact sheet; their entries for gradcam.json."""
+    from medcore.data.datasets import content_masks
+
+    start = time.perf_counter()
+    picked = pick_examples(predictions, settings.samples)
+    size = explainer.image_shape[0]
+    images = load_images(picked["path"].tolist(), size, settings.batch_size, resize)
+    heatmaps, logits = explainer.heatmaps(images)
+    if resize == "pad":  # the padding holds no anatomy: no heat may be shown there
+        heatmaps = mask_padding(heatmaps, content_masks(picked["path"].tolist(), size, resize))
+    seconds = time.perf_counter() - start
+    # The same pipeline decoded these images for predictions.csv: a drift here means the overlays lie.
+    calibrated = 1 / (1 + np.exp(-logits / temperature))
+    drift = float(np.abs(calibrated - picked["probability"].to_numpy()).max()) if len(picked) else 0.0
+    entries, tiles = [], {kind: [] for kind in KINDS}
+    for i, row in picked.iterrows():
+        rank = len(tiles[row.kind]) + 1
+        target = paths.gradcam_overlay(row.kind, rank)
+        caption = f"{row.kind.upper()} p={row.probability:.2f} true={'pos' if row.label else 'neg'}"
+        tiles[row.kind].append(overlay(images[i], heatmaps[i], caption))
+        _write_png(tiles[row.kind][-1], target)
+        entries.append(
+            {
+                "file": target,
+                "image": row.relpath,
+                "kind": row.kind,
+                "probability": row.probability,
+                "label": int(row.label),
+                "heat_centre": heatmap_centre(heatmaps[i]),
+            }
+        )
+    rows = [tiles[kind] for kind in KINDS if tiles[kind]]
+    sheet = _write_png(contact_sheet(rows), paths.gradcam_contact_sheet) if rows else None
+    return {"overlays": entries, "contact_sheet": sheet, "heatmap_seconds": seconds, "max_probability_drift": drift}
+
+
+def _write_png(image: np.ndarray, target: Path) -> Path:
+    import cv2
+
+    ok, png = cv2.imencode(".png", image)
+    if not ok:
+        raise MedcoreError(f"{target}: cannot encode image")
+    return atomic_write_bytes(target, png.tobytes())
+
+
+def check_layer(model, layer: str):
+    """Return `model`'s layer `layer` if it yields a spatial (batch, h, w, channels) map; else MedcoreError."""
+    try:
+        target = model.get_layer(layer)
+    except ValueError:
+        raise MedcoreError(
+            f"Grad-CAM layer {layer!r} not found in model {model.name!r}; set gradcam.layer "
+            f"to a convolutional block's output (DenseNet121: 'relu')"
+        ) from None
+    shape = tuple(target.output.shape)
+    if len(shape) != 4:
+        raise MedcoreError(
+            f"Grad-CAM layer {layer!r} of model {model.name!r} has output shape {shape}; "
+            f"it needs a spatial (batch, height, width, channels) map"
+        )
+    return target
+
+
+def _check_logit_output(model) -> None:
+    # Grad-CAM of the sigmoid vanishes for confident predictions; insist on the raw logit.
+    shape = tuple(model.outputs[0].shape)
+    activation = getattr(model.layers[-1], "activation", None)
+    name = getattr(activation, "__name__", "linear")
+    if shape[-1] != 1 or name not in ("linear", None):
+        raise MedcoreError(
+            f"model {model.name!r} must emit one logit (output {shape}, activation {name!r}); "
+            f"Grad-CAM takes gradients of the logit, not of a probability"
+        )
+
+
+class GradCam:
+    """Batched Grad-CAM and forward scores for one model, compiled once and reused.
+
+    Both computations run inside `tf.function` with a fixed input signature, so every batch size
+    reuses one graph: on two cores this is ~5x faster than eager execution.
+    """
+
+    def __init__(self, model, layer: str = "relu", batch_size: int = 32):
+        import keras
+        import tensorflow as tf
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        target = check_layer(model, layer)
+        _check_logit_output(model)
+        self.model, self.layer, self.batch_size = model, layer, batch_size
+        if any(d is None for d in model.inputs[0].shape[1:]):
+            raise MedcoreError(
+                f"model {model.name!r} has input shape {tuple(model.inputs[0].shape)}; "
+                f"Grad-CAM needs a fixed image size"
+            )
+        self.image_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+        self.map_shape = tuple(int(d) for d in target.output.shape[1:3])
+        probe = keras.Model(model.inputs, [target.output, model.outputs[0]])
+        spec = [tf.TensorSpec((None, *self.image_shape), tf.float32)]
+
+        @tf.function(input_signature=spec)
+        def cams(images):
+            with tf.GradientTape() as tape:
+                # Watching the input records every op, so frozen (non-trainable) layers still get gradients.
+                tape.watch(images)
+                activations, logits = probe(images, training=False)
+                score = tf.reduce_sum(tf.cast(logits, tf.float32))  # each logit depends on its own image only
+            grads = tf.cast(tape.gradient(score, activations), tf.float32)
+            weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+            # Signed: the ReLU is applied outside, so the sanity check (medcore.assess.probes) can read the same trace.
+            maps = tf.reduce_sum(weights * tf.cast(activations, tf.float32), axis=-1)
+            return maps, tf.cast(logits[:, 0], tf.float32)
+
+        @tf.function(input_signature=spec)
+        def logits(images):
+            return tf.cast(model(images, training=False)[:, 0], tf.float32)
+
+        self._cams, self._logits = cams, logits
+
+    def _batched(self, fn: Callable, images: np.ndarray) -> list:
+        images = np.asarray(images, dtype=np.float32)
+        if images.ndim != 4 or images.shape[1:] != self.image_shape:
+            raise ValueError(f"images must have shape (N, {', '.join(map(str, self.image_shape))}), got {images.shape}")
+        return [fn(images[i : i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
+
+    def heatmaps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (heatmaps in [0, 1] at the layer's resolution, logits) for a stack of images."""
+        if len(images) == 0:
+            return np.zeros((0, *self.map_shape), np.float32), np.zeros(0, np.float32)
+        maps, logits = self.signed_maps(images)
+        maps = np.maximum(maps, 0.0)
+        peaks = maps.reshape(len(maps), -1).max(axis=1).reshape(-1, 1, 1)
+        return maps / (peaks + EPSILON), logits  # an all-zero map stays zero instead of dividing by zero
+
+    def signed_maps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(Grad-CAM before its ReLU and unnormalised, logits): the sign and scale the sanity check compares."""
+        if len(images) == 0:
+            return np.zeros((0, *self.map_shape), np.float32), np.zeros(0, np.float32)
+        parts = self._batched(self._cams, images)
+        return np.concatenate([m.numpy() for m, _ in parts]), np.concatenate([z.numpy() for _, z in parts])
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """The model's logit for a stack of images, in batches (float64)."""
+        if len(images) == 0:
+            return np.zeros(0, np.float64)
+        return np.concatenate([z.numpy() for z in self._batched(self._logits, images)]).astype(np.float64)
+
+    def probabilities(self, images: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+        """P(positive) = sigmoid(logit / temperature) for a stack of images, in batches."""
+        return 1.0 / (1.0 + np.exp(-self.logits(images) / temperature))
+
+
+def gradcam_heatmaps(model, images: np.ndarray, layer: str = "relu", batch_size: int = 32) -> np.ndarray:
+    """Return one heatmap in [0, 1] per image, at the target layer's resolution.
+
+    Gradients are taken of the logit, not the sigmoid, so confident predictions do not saturate
+    to zero gradient. For repeated calls on one model build a `GradCam` once instead.
+    """
+    return GradCam(model, layer, batch_size).heatmaps(images)[0]
+
+
+# --------------------------------------------------------------------------- images and overlays
+
+
+def load_rgb(path: str | Path, size: int) -> np.ndarray:
+    """Decode an image file to RGB uint8 at `size` x `size` with OpenCV (for display only)."""
+    import cv2
+
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise MedcoreError(f"{path}: cannot decode image")
+    return cv2.cvtColor(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, caption: str, alpha: float = 0.4) -> np.ndarray:
+    """Blend a JET-coloured heatmap onto an RGB uint8 image and write `caption` on it; return BGR."""
+    import cv2
+
+    image = np.clip(np.asarray(image), 0, 255).astype(np.uint8)
+    height, width = image.shape[:2]
+    scale = max(1, 256 // max(height, width))  # tiny images get upscaled so the caption is legible
+    base = cv2.resize(image, (width * scale, height * scale), interpolation=cv2.INTER_NEAREST)
+    heat = cv2.resize(heatmap.astype(np.float32), (base.shape[1], base.shape[0]), interpolation=cv2.INTER_LINEAR)
+    colour = cv2.applyColorMap(np.uint8(255 * np.clip(heat, 0, 1)), cv2.COLORMAP_JET)
+    blended = cv2.addWeighted(cv2.cvtColor(base, cv2.COLOR_RGB2BGR), 1 - alpha, colour, alpha, 0)
+    cv2.rectangle(blended, (0, 0), (blended.shape[1], 18), (0, 0, 0), thickness=-1)
+    cv2.putText(blended, caption, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    return blended
+
+
+def contact_sheet(rows: Sequence[Sequence[np.ndarray | None]], pad: int = 4) -> np.ndarray:
+    """Tile equally sized BGR images into one grid (one row per list); None leaves a blank cell."""
+    tiles = [t for row in rows for t in row if t is not None]
+    if not tiles:
+        raise ValueError("a contact sheet needs at least one image")
+    height, width = tiles[0].shape[:2]
+    columns = max(len(row) for row in rows)
+    sheet = np.zeros((len(rows) * (height + pad) + pad, columns * (width + pad) + pad, 3), np.uint8)
+    for r, row in enumerate(rows):
+        for c, tile in enumerate(row):
+            if tile is not None:
+                top, left = pad + r * (height + pad), pad + c * (width + pad)
+                sheet[top : top + height, left : left + width] = tile
+    return sheet
+
+
+def pick_examples(predictions: pd.DataFrame, per_kind: int) -> pd.DataFrame:
+    """The most confident true/false positives/negatives, `per_kind` of each where they exist."""
+    frame = predictions.copy()
+    frame["kind"] = np.select(
+        [
+            (frame.label == 1) & (frame.predicted == 1),
+            (frame.label == 0) & (frame.predicted == 0),
+            (frame.label == 0) & (frame.predicted == 1),
+            (frame.label == 1) & (frame.predicted == 0),
+        ],
+        ["tp", "tn", "fp", "fn"],
+        default="?",
+    )
+    frame["confidence"] = np.where(frame.predicted == 1, frame.probability, 1 - frame.probability)
+    picked = frame.sort_values("confidence", ascending=False).groupby("kind", sort=False).head(per_kind)
+    return picked.sort_values(["kind", "confidence"], ascending=[True, False]).reset_index(drop=True)
+
+
+def heatmap_centre(heatmap: np.ndarray) -> tuple[float, float] | None:
+    """The heatmap's centre of mass as (x, y) fractions of its width and height; None if it is all zero."""
+    heat = np.clip(np.asarray(heatmap, dtype=np.float64), 0, None)
+    total = heat.sum()
+    if total <= 0:
+        return None
+    height, width = heat.shape
+    ys, xs = np.mgrid[0:height, 0:width]
+    return float(((xs + 0.5) * heat).sum() / total / width), float(((ys + 0.5) * heat).sum() / total / height)
+
+
+# --------------------------------------------------------------------------- deletion (faithfulness)
+
+
+def upsample(heatmaps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinearly resize (N, h, w) maps to (N, height, width), as the overlay shows them."""
+    import cv2
+
+    height, width = size
+    return (
+        np.stack([cv2.resize(m.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR) for m in heatmaps])
+        if len(heatmaps)
+        else np.zeros((0, height, width), np.float32)
+    )
+
+
+def random_maps(rng: np.random.Generator, count: int, shape: tuple[int, int]) -> np.ndarray:
+    """Uniform random maps at the heatmap's own resolution: the same blockiness, no information."""
+    return rng.random((count, *shape), dtype=np.float32)
+
+
+def deletion_order(saliency: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per image, each pixel's rank by saliency (0 = most salient); ties broken at random.
+
+    Random tie-breaking matters: a flat (all-zero) map then deletes like a random map instead of
+    sweeping the image top-left first, which would favour whatever the model ignores there.
+    """
+    flat = saliency.reshape(len(saliency), -1).astype(np.float64)
+    jitter = rng.random(flat.shape) * 1e-6  # far below the 1/255 steps of an upsampled map
+    order = np.argsort(-(flat + jitter), axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(flat.shape[1])[None, :].repeat(len(flat), axis=0), axis=1)
+    return ranks.reshape(saliency.shape)
+
+
+def baseline_images(images: np.ndarray, kind: str = "blur") -> np.ndarray:
+    """What deleted pixels become: a heavily blurred copy (keeps overall brightness) or the image mean."""
+    import cv2
+
+    images = np.asarray(images, dtype=np.float32)
+    if kind == "mean":
+        return np.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape).copy()
+    if kind != "blur":
+        raise ValueError(f"deletion baseline must be 'blur' or 'mean', got {kind!r}")
+    sigma = max(1.0, images.shape[1] / 8.0)  # wide enough to erase a finding, not the body outline
+    return np.stack([cv2.GaussianBlur(image, (0, 0), sigma) for image in images])
+
+
+def deletion_curves(
+    score: Callable[[np.ndarray], np.ndarray],
+    images: np.ndarray,
+    ranks: np.ndarray,
+    baseline: np.ndarray,
+    steps: int,
+    ends: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Score after deleting the top 0, 1/steps, ..., all of each image's pixels; shape (N, steps + 1).
+
+    `ends` are the scores of the intact and of the fully deleted images, which do not depend on the
+    map: pass them to skip recomputing them for every map compared on the same images.
+    """
+    pixels = ranks.shape[1] * ranks.shape[2]
+    curves = []
+    for k in range(steps + 1):
+        if ends is not None and k in (0, steps):
+            curves.append(ends[0] if k == 0 else ends[1])
+            continue
+        deleted = (ranks < round(pixels * k / steps))[..., None]
+        curves.append(score(np.where(deleted, baseline, images).astype(np.float32)))
+    return np.stack(curves, axis=1)
+
+
+def curve_area(curves: np.ndarray) -> np.ndarray:
+    """Trapezoid area under each curve over the deleted fraction 0..1 (lower = faster fall)."""
+    steps = curves.shape[1] - 1
+    return (curves[:, 1:] + curves[:, :-1]).sum(axis=1) / (2.0 * steps)
+
+
+def faithfulness(
+    gradcam: GradCam,
+    images: np.ndarray,
+    heatmaps: np.ndarray,
+    *,
+    steps: int = 10,
+    baseline: str = "blur",
+    seed: int = 0,
+    random_maps_per_image: int = 5,
+    alpha: float = 0.05,
+    masks: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Deletion curves (on the logit) of Grad-CAM against random maps on the same images, and a paired verdict.
+
+    Each image's Grad-CAM area is compared with the mean area of `random_maps_per_image` random
+    maps on that image; Grad-CAM is "better than random" when a one-sided Wilcoxon signed-rank
+    test over images finds its areas lower at level `alpha`. `masks` (N, H, W), where given, marks
+    the image content: padding is deleted last by every map, so no map gains by deleting nothing.
+    """
+    from scipy.stats import wilcoxon
+
+    rng = np.random.default_rng(seed)
+    size = images.shape[1:3]
+    fill = baseline_images(images, baseline)
+
+    def ranks(saliency: np.ndarray) -> np.ndarray:
+        saliency = upsample(saliency, size)
+        if masks is not None:
+            saliency = np.where(masks, saliency, -1.0)
+        return deletion_order(saliency, rng)
+
+    ends = (gradcam.logits(images), gradcam.logits(fill))
+    cam = deletion_curves(gradcam.logits, images, ranks(heatmaps), fill, steps, ends)
+    chance = np.stack(
+        [
+            deletion_curves(
+                gradcam.logits, images, ranks(random_maps(rng, len(images), heatmaps.shape[1:])), fill, steps, ends
+            )
+            for _ in range(random_maps_per_image)
+        ]
+    )  # (maps, images, steps + 1)
+    cam_area, chance_area = (
+        curve_area(cam),
+        curve_area(chance.reshape(-1, steps + 1)).reshape(random_maps_per_image, len(images)).mean(axis=0),
+    )
+    difference = cam_area - chance_area
+    if len(images) and np.any(difference != 0):
+        p_value = float(wilcoxon(difference, alternative="less", zero_method="zsplit").pvalue)
+    else:
+        p_value = 1.0
+    better = bool(p_value < alpha and difference.mean() < 0)
+    return {
+        "images": int(len(images)),
+        "steps": steps,
+        "baseline": baseline,
+        "score": "logit",
+        "random_maps_per_image": random_maps_per_image,
+        "gradcam_deletion_auc": float(cam_area.mean()),
+        "random_deletion_auc": float(chance_area.mean()),
+        "mean_area_difference": float(difference.mean()) if len(images) else None,
+        "images_gradcam_better": int((difference < 0).sum()),
+        "test": "one-sided Wilcoxon signed-rank over images, paired (Grad-CAM vs mean of random maps)",
+        "p_value": p_value,
+        "alpha": alpha,
+        "better_than_random": better,
+        "flag": None
+        if better
+        else (
+            f"Grad-CAM deletes no better than a random map (p = {p_value:.2g} over "
+            f"{len(images)} images): its heatmaps are not evidence"
+        ),
+        "fraction_deleted": [k / steps for k in range(steps + 1)],
+        "gradcam_curve": cam.mean(axis=0).tolist(),
+        "random_curve": chance.mean(axis=(0, 1)).tolist(),
+    }
+
+
+def mask_padding(heatmaps: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Heatmaps upsampled to the masks' (image) size, zero on padding, rescaled to peak at 1 within the image."""
+    maps = upsample(heatmaps, masks.shape[1:3]) * masks
+    peaks = maps.reshape(len(maps), -1).max(axis=1).reshape(-1, 1, 1) if len(maps) else 1.0
+    return (maps / (peaks + EPSILON)).astype(np.float32)
+
+
+def pointing_game(heatmaps: np.ndarray, regions: np.ndarray, tolerance: float = 0.0) -> np.ndarray:
+    """Per image, whether the heatmap's peak (upsampled as the overlay shows it) falls within `tolerance` pixels
+    of `regions` (N, H, W).
+
+    Zhang et al.'s pointing game allows 15 px. A bilinearly upsampled map peaks at the centre of one of
+    its cells, so half a cell (image size / map size / 2) is the tolerance its resolution implies.
+    """
+    regions = np.asarray(regions, dtype=bool)
+    maps = upsample(heatmaps, regions.shape[1:3])
+    peaks = np.stack(np.unravel_index(maps.reshape(len(maps), -1).argmax(axis=1), regions.shape[1:3]), axis=1)
+    hits = []
+    for peak, region in zip(peaks, regions):
+        inside = np.argwhere(region)
+        hits.append(bool(len(inside)) and float(np.sqrt(((inside - peak) ** 2).sum(axis=1)).min()) <= tolerance)
+    return np.array(hits, dtype=bool)
+
+
+def render_deletion_plot(result: dict[str, Any], title: str = "") -> bytes:
+    """The mean deletion curves of Grad-CAM and the random baseline as PNG bytes."""
+    from matplotlib.figure import Figure
+
+    from medcore.assess.evaluation import png_bytes
+
+    fig = Figure(figsize=(4.5, 3.6))
+    ax = fig.add_subplot()
+    x = result["fraction_deleted"]
+    ax.plot(x, result["gradcam_curve"], "o-", label=f"Grad-CAM (AUC {result['gradcam_deletion_auc']:.3f})")
+    ax.plot(
+        x, result["random_curve"], "s--", color="grey", label=f"random map (AUC {result['random_deletion_auc']:.3f})"
+    )
+    ax.set(
+        xlabel="fraction of pixels deleted (most salient first)",
+        ylabel=f"mean {result.get('score', 'logit')}",
+        title=f"Deletion curve {title}".strip(),
+        xlim=(0, 1),
+    )
+    ax.legend(fontsize=8)
+    return png_bytes(fig)

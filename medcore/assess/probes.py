@@ -1,0 +1,617 @@
+"""Does the model look at the patient? Shortcut probes and a saliency sanity check, run in the Grad-CAM stage.
+
+Three probes, each with a stated rule and, when it fires, a finding (code, severity, count, message,
+examples) that the report and the model card show:
+
+- Empty film (`empty_film_positive`, warning; `empty_film_negative`, info). The calibrated probability
+  of images with the patient removed: uniform grey at the set's mean, the set's mean image, each film
+  blurred until no structure remains (Gaussian, sigma = half the side), and grey noise with the set's
+  mean and spread. It fires when a kind's median probability is at least the median of the real
+  positive films (the model calls an empty film diseased as surely as a typical diseased one); the
+  negative direction (as surely normal as a typical normal film) is only information: "no finding"
+  on an empty film is what a detector of findings should say, but then "normal" is no evidence of a
+  normal lung.
+- Border against centre (`border_shortcut`, warning). The test images (up to `images`, drawn within
+  each class) scored with only the outer band kept (where text, markers and rulers sit) and with only
+  the centre kept, the rest replaced by the set's mean image; ROC AUC of each with intervals from one
+  paired, stratified bootstrap over patients (evaluation.bootstrap_weights). The border keeps a share
+  (AUC_border - 0.5) / (AUC - 0.5) of the model's AUC above chance. It fires when the lower bound of
+  that share's interval is at least `border_keep` (0.5): the border alone carries most of what the
+  model uses, beyond sampling noise. On phantoms with a planted corner marker it fired in 20 of 20
+  seeded runs, on clean phantoms in 0 of 20 (tests/assess/test_probes.py).
+- Model randomisation (`saliency_insensitive`, warning), after Adebayo et al., "Sanity Checks for
+  Saliency Maps" (NeurIPS 2018). Grad-CAM of the trained model against Grad-CAM after re-initialising
+  (as Keras initialises them) the classifier head, then the head and the last dense block, `sanity_draws`
+  times each. Per image, Spearman's rank correlation and SSIM between the maps as shown. It fires when,
+  at any stage, the median rank correlation is at least `sanity_max_similarity` (the maps barely change:
+  they do not show what the trained weights do), or when the model's own maps are blank (all zero after
+  Grad-CAM's ReLU) on at least half the images; the overlays are then marked "not evidence". A model
+  whose weights are random is not what this check catches: its Grad-CAM depends on its (random) head as
+  much as a trained model's does on its trained one, so randomising it again changes the maps too; such
+  a model shows up as blank maps (here) or in the deletion test (medcore.assess.gradcam).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from medcore.data.datasets import band_mask
+from medcore.errors import MedcoreError
+
+if TYPE_CHECKING:
+    from medcore.assess.gradcam import GradCam
+    from medcore.config import ProbeSettings
+
+__all__ = [
+    "EMPTY_KINDS",
+    "empty_films",
+    "empty_film_probe",
+    "keep_region",
+    "border_probe",
+    "randomised",
+    "map_similarity",
+    "global_ssim",
+    "sanity_check",
+    "probe_findings",
+    "run_probes",
+    "render_probes_plot",
+    "probe_sample",
+    "weighted_auc",
+]
+
+EMPTY_KINDS = ("grey", "mean_image", "blurred", "noise")
+EMPTY_WORDS = {
+    "grey": "a uniform grey film",
+    "mean_image": "the test set's mean image",
+    "blurred": "films blurred until no structure remains",
+    "noise": "grey noise",
+}
+
+
+# --------------------------------------------------------------------------- 1. empty films
+
+
+def empty_films(images: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Images with the patient removed, at the statistics of `images` (N, H, W, 3) in 0-255."""
+    import cv2
+
+    images = np.asarray(images, dtype=np.float32)
+    mean, spread = float(images.mean()), float(images.std())
+    size = images.shape[1]
+    sigma = size / 2.0  # at half the side no edge, rib or finding survives; the overall brightness does
+    grey = np.full((1, *images.shape[1:]), mean, np.float32)
+    noise = rng.normal(mean, spread, (len(images), *images.shape[1:3], 1)).astype(np.float32)
+    return {
+        "grey": grey,
+        "mean_image": images.mean(axis=0, keepdims=True),
+        "blurred": np.stack([cv2.GaussianBlur(image, (0, 0), sigma) for image in images]).reshape(images.shape),
+        "noise": np.clip(np.repeat(noise, images.shape[3], axis=3), 0, 255),
+    }
+
+
+def empty_film_probe(
+    probabilities: Callable[[np.ndarray], np.ndarray],
+    images: np.ndarray,
+    real: np.ndarray,
+    labels: np.ndarray,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The calibrated probability of each kind of empty film against the real films' (`real`, with `labels`).
+
+    A kind fires `positive` when its median probability is at least the median of the real positive
+    films, `negative` when at most the median of the real negative films.
+    """
+    real, labels = np.asarray(real, dtype=np.float64), np.asarray(labels).astype(int)
+    positive = float(np.median(real[labels == 1])) if (labels == 1).any() else None
+    negative = float(np.median(real[labels == 0])) if (labels == 0).any() else None
+    kinds = {}
+    for kind, films in empty_films(images, np.random.default_rng(seed)).items():
+        scores = np.asarray(probabilities(films), dtype=np.float64)
+        median = float(np.median(scores))
+        kinds[kind] = {
+            "images": int(len(films)),
+            "median_probability": median,
+            "probabilities": [float(p) for p in scores[:16]],
+            # Where the empty film would rank among the real films of each class (1.0: above every one).
+            "above_real_positives": float((real[labels == 1] <= median).mean()) if positive is not None else None,
+            "below_real_negatives": float((real[labels == 0] >= median).mean()) if negative is not None else None,
+            "fires": "positive"
+            if positive is not None and median >= positive
+            else "negative"
+            if negative is not None and median <= negative
+            else None,
+        }
+    return {
+        "rule": "a kind fires when its median calibrated probability is at least the real positive films' median "
+        "(positive) or at most the real negative films' median (negative)",
+        "real_positive_median": positive,
+        "real_negative_median": negative,
+        "real_films": int(len(real)),
+        "kinds": kinds,
+        "fires_positive": [k for k, v in kinds.items() if v["fires"] == "positive"],
+        "fires_negative": [k for k, v in kinds.items() if v["fires"] == "negative"],
+    }
+
+
+# --------------------------------------------------------------------------- 2. border against centre
+
+
+def keep_region(images: np.ndarray, keep: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """`images` where `keep` (H, W) is True, `fill` (H, W, C) elsewhere."""
+    return np.where(keep[None, :, :, None], images, fill[None]).astype(np.float32)
+
+
+def probe_sample(predictions: pd.DataFrame, count: int, seed: int) -> pd.DataFrame:
+    """At most `count` test rows, drawn within each class in proportion (seeded); all of them if fewer."""
+    if len(predictions) <= count:
+        return predictions.reset_index(drop=True)
+    share = count / len(predictions)
+    parts = [
+        rows.sample(n=max(1, int(round(len(rows) * share))), random_state=seed)
+        for _, rows in predictions.groupby("label", sort=True)
+    ]
+    return pd.concat(parts).sort_index(kind="stable").reset_index(drop=True)
+
+
+def weighted_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC under each row of `weights` (resamples x images, as evaluation.bootstrap_weights draws them).
+
+    The weighted Mann-Whitney statistic, ties counted half, as `evaluation.weighted_metrics` computes it,
+    without the other figures: over 1000 resamples of 200 images it takes milliseconds, not seconds.
+    """
+    labels = np.asarray(labels).astype(bool)
+    _, level = np.unique(np.asarray(scores, dtype=np.float64), return_inverse=True)
+    levels = np.zeros((len(level), level.max() + 1))
+    levels[np.arange(len(level)), level] = 1.0  # image -> its score's rank among the distinct scores
+    positive, negative = (weights * labels) @ levels, (weights * ~labels) @ levels
+    below = np.cumsum(negative, axis=1) - negative
+    pairs = positive.sum(axis=1) * negative.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(pairs > 0, (positive * (below + 0.5 * negative)).sum(axis=1) / pairs, np.nan)
+
+
+def border_probe(
+    logits: Callable[[np.ndarray], np.ndarray],
+    images: np.ndarray,
+    labels: np.ndarray,
+    intact: np.ndarray,
+    *,
+    groups: Sequence | None = None,
+    band: float = 0.125,
+    keep: float = 0.5,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """ROC AUC with only the border band kept and with only the centre kept, against the intact images' (`intact`
+    scores), on one paired stratified bootstrap; the rule in the module docstring."""
+    from medcore.assess.evaluation import bootstrap_weights
+
+    labels = np.asarray(labels).astype(int)
+    if len(np.unique(labels)) < 2:
+        raise MedcoreError("the border probe needs test images of both classes")
+    images = np.asarray(images, dtype=np.float32)
+    mask = band_mask(images.shape[1], band)
+    fill = images.mean(axis=0)
+    scores = {
+        "full": np.asarray(intact, dtype=np.float64),
+        "border": logits(keep_region(images, mask, fill)),
+        "centre": logits(keep_region(images, ~mask, fill)),
+    }
+    rng = np.random.default_rng(seed)
+    weights = np.vstack([np.ones((1, len(labels))), bootstrap_weights(len(labels), resamples, rng, groups, labels)])
+    auc = {name: weighted_auc(labels, s, weights) for name, s in scores.items()}
+    tail = 100.0 * (1.0 - confidence) / 2.0
+
+    def interval(sample: np.ndarray) -> dict[str, float]:
+        low, high = np.nanpercentile(sample, [tail, 100.0 - tail])
+        return {"low": float(low), "high": float(high)}
+
+    above = auc["full"] - 0.5
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(above > 0, (auc["border"] - 0.5) / above, np.nan)
+        centre_share = np.where(above > 0, (auc["centre"] - 0.5) / above, np.nan)
+    retained = float(share[0]) if np.isfinite(share[0]) else None
+    share_low = interval(share[1:])["low"] if retained is not None else None
+    fires = bool(above[0] > 0 and share_low is not None and share_low >= keep)
+    return {
+        "images": int(len(labels)),
+        "positive": int(labels.sum()),
+        "band": band,
+        "band_pixels": int(max(1, round(band * images.shape[1]))),
+        "band_share_of_image": float(mask.mean()),
+        "fill": "the probe images' mean image",
+        "roc_auc": {name: {"value": float(a[0]), **interval(a[1:])} for name, a in auc.items()},
+        "border_share": {"value": retained, **interval(share[1:])} if retained is not None else None,
+        "centre_share": {"value": float(centre_share[0]), **interval(centre_share[1:])}
+        if np.isfinite(centre_share[0])
+        else None,
+        "keep": keep,
+        "resamples": resamples,
+        "confidence": confidence,
+        "unit": "patient" if groups is not None else "image",
+        "rule": f"fires when the lower bound of the border's share of the model's AUC above chance, "
+        f"(AUC_border - 0.5) / (AUC - 0.5), is at least {keep:.0%}",
+        "fires": fires,
+    }
+
+
+# --------------------------------------------------------------------------- 3. model randomisation
+
+
+def _matching_layers(model, patterns: Sequence[str]) -> list:
+    found = []
+    for pattern in patterns:
+        layers = [layer for layer in model.layers if fnmatch.fnmatchcase(layer.name, pattern) and layer.weights]
+        if not layers:
+            raise MedcoreError(
+                f"gradcam.probes.sanity_stages: {pattern!r} matches no layer with weights in model {model.name!r}"
+            )
+        found += [layer for layer in layers if layer not in found]
+    return found
+
+
+def _fresh(layer, variable, rng: np.random.Generator) -> np.ndarray:
+    """A new value for `variable` of `layer`, drawn as Keras initialises it (the layer's own initializer, seeded)."""
+    import keras
+
+    shape, dtype = tuple(variable.shape), str(variable.dtype)
+    name = str(getattr(variable, "name", "")).split("/")[-1].split(":")[0]
+    initializer = getattr(layer, f"{name}_initializer", None)
+    if initializer is None:  # no initializer to follow: centred noise at the trained tensor's spread
+        value = np.asarray(variable.numpy())
+        return rng.normal(0.0, float(value.std()) or 1.0, shape).astype(dtype)
+    config = initializer.get_config()
+    if "seed" in config:
+        config["seed"] = int(rng.integers(2**31 - 1))
+    return np.asarray(keras.ops.convert_to_numpy(initializer.__class__.from_config(config)(shape, dtype=dtype)))
+
+
+@contextlib.contextmanager
+def randomised(model, patterns: Sequence[str], rng: np.random.Generator) -> Iterator[int]:
+    """Within the block, every weight of the layers `patterns` match is re-initialised as Keras initialises it
+    (Adebayo et al.'s randomisation); restored after.
+
+    Re-initialised, not permuted: a permuted head keeps the sum of its weights, and with it the part
+    of Grad-CAM that every channel shares. The variables are assigned in place, so a `GradCam`
+    compiled on `model` sees the change without a new trace. Yields how many weights were drawn.
+    """
+    layers = _matching_layers(model, patterns)
+    saved = [(layer, v, np.array(v.numpy())) for layer in layers for v in layer.weights]
+    try:
+        for layer, variable, _ in saved:
+            variable.assign(_fresh(layer, variable, rng))
+        yield int(sum(value.size for _, _, value in saved))
+    finally:
+        for _, variable, value in saved:
+            variable.assign(value)
+
+
+def global_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> np.ndarray:
+    """SSIM of each pair of maps over the whole map as one window (Wang et al. 2004, constants K1=0.01, K2=0.03).
+
+    Grad-CAM maps are 7 x 7 at 224 px: the usual 7 x 7 sliding window is the whole map anyway.
+    """
+    a = np.asarray(a, np.float64).reshape(len(a), -1)
+    b = np.asarray(b, np.float64).reshape(len(b), -1)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    ma, mb = a.mean(axis=1), b.mean(axis=1)
+    va, vb = a.var(axis=1), b.var(axis=1)
+    cov = ((a - ma[:, None]) * (b - mb[:, None])).mean(axis=1)
+    return ((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per pair of maps, Spearman's rank correlation; 1 if both are flat, 0 if one is."""
+    from scipy.stats import spearmanr
+
+    rho = []
+    for x, y in zip(np.asarray(a).reshape(len(a), -1), np.asarray(b).reshape(len(b), -1)):
+        flat_x, flat_y = np.ptp(x) == 0, np.ptp(y) == 0
+        rho.append((1.0 if flat_x and flat_y else 0.0) if flat_x or flat_y else float(spearmanr(x, y).statistic))
+    return np.array(rho)
+
+
+def map_similarity(trained: np.ndarray, randomised: np.ndarray) -> dict[str, np.ndarray]:
+    """Per pair of signed Grad-CAM maps (before the ReLU): Spearman of their absolute values (Adebayo et al.'s
+    measure, blind to the arbitrary sign a random head gives), Spearman and SSIM of the maps as shown (ReLU,
+    peak 1)."""
+    shown = []
+    for maps in (trained, randomised):
+        positive = np.maximum(np.asarray(maps, np.float64), 0.0)
+        peaks = positive.reshape(len(positive), -1).max(axis=1).reshape(-1, 1, 1)
+        shown.append(positive / np.where(peaks > 0, peaks, 1.0))
+    return {
+        "spearman_abs": _spearman(np.abs(trained), np.abs(randomised)),
+        "spearman_shown": _spearman(*shown),
+        "ssim_shown": global_ssim(*shown),
+    }
+
+
+def _blank(maps: np.ndarray) -> np.ndarray:
+    """Per map, whether Grad-CAM shows nothing: no positive value after its ReLU."""
+    return np.asarray(maps).reshape(len(maps), -1).max(axis=1) <= 0
+
+
+def sanity_check(
+    explainer: GradCam,
+    images: np.ndarray,
+    stages: Sequence[tuple[str, Sequence[str]]],
+    *,
+    trained: np.ndarray | None = None,
+    max_similarity: float = 0.5,
+    draws: int = 3,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Grad-CAM of the model against Grad-CAM after cascading randomisation of `stages` (name, layer patterns),
+    top first, `draws` independent randomisations per stage; the rule in the module docstring. `trained`: the
+    model's own signed maps of `images`, if already made.
+
+    A blank map (all zero after the ReLU) has no ranks to compare: a pair with one is left out. Where the
+    model's own maps are blank on at least half the images the check fires outright: they show nothing.
+    """
+    if trained is None:
+        trained = explainer.signed_maps(images)[0]
+    rng = np.random.default_rng(seed)
+    own_blank = _blank(trained)
+    results, patterns = [], []
+    for name, stage in stages:
+        patterns += list(stage)
+        rho, ssim, absolute = [], [], []
+        for _ in range(draws):
+            with contextlib.ExitStack() as stack:
+                for earlier in patterns:  # cumulative: this stage and every one above it, drawn afresh
+                    stack.enter_context(randomised(explainer.model, [earlier], rng))
+                maps = explainer.signed_maps(images)[0]
+            similarity = map_similarity(trained, maps)
+            usable = ~(own_blank | _blank(maps))
+            rho.append(np.where(usable, similarity["spearman_shown"], np.nan))
+            ssim.append(np.where(usable, similarity["ssim_shown"], np.nan))
+            absolute.append(similarity["spearman_abs"])
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an image with no usable pair is NaN, as meant
+            per_image, per_image_ssim = np.nanmean(rho, axis=0), np.nanmean(ssim, axis=0)
+            median = float(np.nanmedian(per_image)) if np.isfinite(per_image).any() else None
+        results.append(
+            {
+                "stage": name,
+                "layers": list(patterns),
+                "draws": draws,
+                "compared_pairs": int(np.isfinite(rho).sum()),
+                "spearman_median": median,
+                "ssim_median": float(np.nanmedian(per_image_ssim)) if np.isfinite(per_image_ssim).any() else None,
+                "spearman_abs_median": float(np.median(np.mean(absolute, axis=0))),
+                "unchanged": bool(median is not None and median >= max_similarity),
+                "spearman": [None if not np.isfinite(x) else round(float(x), 4) for x in per_image],
+            }
+        )
+    blank_share = float(own_blank.mean()) if len(own_blank) else 0.0
+    fired = [r["stage"] for r in results if r["unchanged"]]
+    return {
+        "images": int(len(images)),
+        "method": "cascading randomisation (Adebayo et al. 2018): each stage re-initialises its layers and every one "
+        f"above it as Keras initialises them, {draws} independent draws; maps compared as shown (after Grad-CAM's "
+        "ReLU), pairs with a blank map left out",
+        "stages": results,
+        "max_similarity": max_similarity,
+        "blank_share": blank_share,
+        "rule": f"fires when, at any stage, the median Spearman rank correlation between the model's maps and the "
+        f"randomised models' maps is at least {max_similarity:g} (the maps barely change), or the model's own maps "
+        "are blank on at least half the images",
+        "blank": blank_share >= 0.5,
+        "fires": bool(fired) or blank_share >= 0.5,
+        "fired_stage": fired[0] if fired else None,
+    }
+
+
+# --------------------------------------------------------------------------- findings, the stage part, the plot
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def probe_findings(probes: dict[str, Any]) -> list[dict[str, Any]]:
+    """The probes' findings as data (code, severity, count, message, examples, sentence): `sentence` is the
+    plain-language line for the report's first screen."""
+    found = []
+    empty = probes.get("empty_film") or {}
+    for direction, severity in (("positive", "warning"), ("negative", "info")):
+        kinds = empty.get(f"fires_{direction}") or []
+        if not kinds:
+            continue
+        median = empty[f"real_{direction}_median"]
+        shown = ", ".join(f"{k} p={empty['kinds'][k]['median_probability']:.2f}" for k in kinds)
+        found.append(
+            {
+                "code": f"empty_film_{direction}",
+                "severity": severity,
+                "count": len(kinds),
+                "examples": kinds,
+                "message": f"films with no patient score as {direction} as a typical real {direction} film "
+                f"(median p = {median:.2f}): {shown}",
+                "sentence": "the model calls an empty film (no patient in it) diseased as surely as a real diseased "
+                "film: it has learnt something other than the lung"
+                if direction == "positive"
+                else "an empty film scores as normal as a real normal film, so a 'normal' call is no evidence of a "
+                "normal lung",
+            }
+        )
+    border = probes.get("border") or {}
+    if border.get("fires"):
+        auc, share = border["roc_auc"], border["border_share"]
+        found.append(
+            {
+                "code": "border_shortcut",
+                "severity": "warning",
+                "count": border["images"],
+                "examples": [],
+                "message": f"the outer {border['band']:.0%} band alone gives ROC AUC {auc['border']['value']:.2f} "
+                f"({auc['border']['low']:.2f}–{auc['border']['high']:.2f}) against {auc['full']['value']:.2f} for the "
+                f"whole film: it keeps {share['value']:.0%} of the AUC above chance; the centre alone gives "
+                f"{auc['centre']['value']:.2f}",
+                "sentence": "the film's border alone (where text, markers and rulers sit) gives most of the model's "
+                "accuracy: it may be reading the hospital, not the patient",
+            }
+        )
+    sanity = probes.get("sanity") or {}
+    if sanity.get("fires"):
+        stage = next((s for s in sanity["stages"] if s["stage"] == sanity["fired_stage"]), None)
+        why = (
+            f"barely change when the {stage['stage']} is randomised (median Spearman {stage['spearman_median']:.2f}, "
+            f"SSIM {_fmt(stage['ssim_median'])})"
+            if stage
+            else f"are blank (nothing after Grad-CAM's ReLU) on {sanity['blank_share']:.0%} of the images"
+        )
+        found.append(
+            {
+                "code": "saliency_insensitive",
+                "severity": "warning",
+                "count": sanity["images"],
+                "examples": [stage["stage"]] if stage else [],
+                "message": f"Grad-CAM maps {why}, on {sanity['images']} images: the heatmaps are not evidence",
+                "sentence": "its heatmaps look the same after the model's weights are scrambled (or show nothing), so "
+                "they do not show what the model used",
+            }
+        )
+    return found
+
+
+def run_probes(
+    explainer: GradCam,
+    predictions: pd.DataFrame,
+    settings: ProbeSettings,
+    *,
+    resize: str,
+    temperature: float,
+    strongest: tuple[np.ndarray, np.ndarray],
+    seed: int,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """The three probes on one model's test predictions; `strongest` are the deletion test's images and Grad-CAM
+    maps (reused by the sanity check)."""
+    from medcore.data.datasets import load_images
+
+    start = time.perf_counter()
+    size = explainer.image_shape[0]
+    sample = probe_sample(predictions, settings.images, seed)
+    images = load_images(sample["path"].tolist(), size, explainer.batch_size, resize)
+    labels = sample["label"].to_numpy().astype(int)
+    groups = sample["group"].astype(str).to_numpy() if "group" in sample.columns else None
+    intact = (
+        sample["logit"].to_numpy(np.float64)
+        if "logit" in sample.columns
+        else temperature * np.log(sample["probability"] / (1 - sample["probability"]))
+    )
+    timings = {}
+    mark = time.perf_counter()
+    empty = empty_film_probe(
+        lambda films: explainer.probabilities(films, temperature),
+        images[: settings.empty_film_images],
+        predictions["probability"].to_numpy(),
+        predictions["label"].to_numpy(),
+        seed,
+    )
+    timings["empty_film"], mark = time.perf_counter() - mark, time.perf_counter()
+    border = (
+        border_probe(
+            explainer.logits,
+            images,
+            labels,
+            intact,
+            groups=groups,
+            band=settings.border_band,
+            keep=settings.border_keep,
+            resamples=resamples,
+            confidence=confidence,
+            seed=seed,
+        )
+        if len(np.unique(labels)) == 2
+        else None
+    )
+    timings["border"], mark = time.perf_counter() - mark, time.perf_counter()
+    strong_images, strong_maps = strongest
+    count = settings.sanity_images
+    sanity = sanity_check(
+        explainer,
+        strong_images[:count],
+        [(name, patterns) for name, patterns in settings.sanity_stages.items()],
+        trained=strong_maps[:count],
+        max_similarity=settings.sanity_max_similarity,
+        draws=settings.sanity_draws,
+        seed=seed,
+    )
+    timings["sanity"] = time.perf_counter() - mark
+    record = {
+        "empty_film": empty,
+        "border": border,
+        "sanity": sanity,
+        "padding_note": "images are padded (resize: pad): the border band holds padding as well as film edges"
+        if resize == "pad"
+        else None,
+        "seconds": time.perf_counter() - start,
+        "seconds_by_probe": timings,
+    }
+    record["findings"] = probe_findings(record)
+    return record
+
+
+def render_probes_plot(probes: dict[str, Any], title: str = "") -> bytes:
+    """Three panels as PNG bytes: AUC whole/border/centre with intervals, empty-film probabilities against the real
+    films', and map similarity per randomisation stage."""
+    from matplotlib.figure import Figure
+
+    from medcore.assess.evaluation import png_bytes
+
+    fig = Figure(figsize=(11, 3.6))
+    left, middle, right = fig.subplots(1, 3)
+    border = probes.get("border")
+    if border:
+        names = ["full", "border", "centre"]
+        values = [border["roc_auc"][n]["value"] for n in names]
+        errors = np.array(
+            [[v - border["roc_auc"][n]["low"], border["roc_auc"][n]["high"] - v] for n, v in zip(names, values)]
+        ).T
+        colours = ["tab:blue", "tab:red" if border["fires"] else "tab:grey", "tab:green"]
+        left.bar(
+            ["whole film", f"border {border['band']:.0%}", "centre"], values, yerr=errors, capsize=4, color=colours
+        )
+        left.axhline(0.5, color="black", lw=0.8, ls="--")
+        left.set(ylim=(0, 1), ylabel="test ROC AUC", title="Where the evidence lies")
+    empty = probes.get("empty_film") or {}
+    if empty.get("kinds"):
+        kinds = list(empty["kinds"])
+        middle.bar(kinds, [empty["kinds"][k]["median_probability"] for k in kinds], color="tab:purple")
+        lines = (
+            ("real_positive_median", "r", "--", "real positives"),
+            ("real_negative_median", "b", ":", "real negatives"),
+        )
+        for key, colour, style, label in lines:
+            if empty.get(key) is not None:
+                middle.axhline(empty[key], color=colour, ls=style, label=f"{label} (median)")
+        middle.set(ylim=(0, 1), ylabel="calibrated P(positive), median", title="Empty films")
+        middle.legend(fontsize=7)
+        middle.tick_params(axis="x", labelsize=7)
+    sanity = probes.get("sanity") or {}
+    if sanity.get("stages"):
+        stages = [s["stage"] for s in sanity["stages"]]
+        x = np.arange(len(stages))
+        right.bar(x - 0.2, [s["spearman_median"] or 0.0 for s in sanity["stages"]], 0.4, label="Spearman")
+        right.bar(x + 0.2, [s["ssim_median"] or 0.0 for s in sanity["stages"]], 0.4, label="SSIM")
+        right.axhline(sanity["max_similarity"], color="black", lw=0.8, ls="--", label="fires at")
+        right.set_xticks(x, [f"{s}\nrandomised" for s in stages], fontsize=7)
+        right.set(ylim=(-0.5, 1), ylabel="median similarity to trained maps", title="Randomisation check")
+        right.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return png_bytes(fig)

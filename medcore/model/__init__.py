@@ -1,0 +1,1 @@
+"""Training: the network, compute settings, warm starts, pretraining and the model contract."""

@@ -1,0 +1,1 @@
+"""The morning: the report and the e-mail that carries it."""
