@@ -19,17 +19,17 @@ Configuration: `$MEDCORE_CONFIG` (default: `conditions.yaml` beside `dags/`).
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from pathlib import Path
 
 from airflow.sdk import Param, dag, task, task_group
 
 from medcore.airflow_adapter import NightlyCron
+from medcore.config import settings
 
-CONFIG = os.environ.get("MEDCORE_CONFIG") or str(Path(__file__).resolve().parent.parent / "conditions.yaml")
+CONFIG = settings().config or str(Path(__file__).resolve().parent.parent / "conditions.yaml")
 # MEDCORE_SCHEDULE: a cron expression in UTC; the scheduler tests move it next to the present.
-SCHEDULE = os.environ.get("MEDCORE_SCHEDULE") or "0 1 * * *"
+SCHEDULE = settings().schedule
 MAX_EPOCHS = 1000  # the bound medcore.pipeline.plan_run checks (imported there with pandas, so restated here)
 MIN_BUDGET, MAX_BUDGET = 10, 1440  # likewise medcore.pipeline's night budget bounds, in minutes
 
@@ -136,9 +136,7 @@ COMMON = dict(  # noqa: C408 reads as the DAG(...) keyword arguments it is sprea
     default_args={
         "retries": TASKS.retries,
         "retry_exponential_backoff": True,
-        "retry_delay": timedelta(
-            seconds=int(os.environ.get("MEDCORE_RETRY_DELAY_SECONDS") or TASKS.retry_delay_seconds)
-        ),
+        "retry_delay": timedelta(seconds=settings().retry_delay_seconds or TASKS.retry_delay_seconds),
         "execution_timeout": _minutes(TASKS.report_minutes),
     },
     params=PARAMS,

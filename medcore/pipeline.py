@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from medcore.config import Config, load_config
+from medcore.config import Config, load_config, settings
 from medcore.errors import ConfigError, DataError, MedcoreError, Skipped, StageError, one_line
 from medcore.jsonio import atomic_write_text, read_json, write_json
 from medcore.layout import ModelLayout, RunLayout
@@ -60,7 +60,7 @@ def _config(path: str, _env: tuple) -> Config:
 
 
 def _load(job: Job) -> tuple[Config, ModelLayout]:
-    env = tuple(os.environ.get(k) for k in ("MEDCORE_DATA_ROOT", "MEDCORE_RUNS_ROOT"))
+    env = (settings().data_root, settings().runs_root)
     config = _config(job["config"], env)
     paths = RunLayout(Path(job["runs_root"]), job["run_id"]).model(job["condition"], job["profile"])
     return config, paths

@@ -16,7 +16,6 @@ heavy: FastAPI and the API server's security code load when the first request ar
 
 # No `from __future__ import annotations`: FastAPI reads the route and dependency signatures at run
 # time, and their types are imported inside build_app, where string annotations could not be resolved.
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,9 +45,10 @@ VERDICT_GLYPH = {"OK": "✅", "look": "⚠️", "failed": "❌"}  # beside the v
 def _runs_root() -> Path:
     from fastapi import HTTPException
 
-    if os.environ.get("MEDCORE_RUNS_ROOT"):
-        return Path(os.environ["MEDCORE_RUNS_ROOT"]).expanduser().resolve()
-    from medcore.config import load_config
+    from medcore.config import load_config, settings
+
+    if settings().runs_root:
+        return settings().runs_root.expanduser().resolve()
     from medcore.errors import MedcoreError
 
     try:

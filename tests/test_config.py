@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from medcore.config import Config, Profile, config_reference, load_config, readme_with_reference
+from medcore.config import Config, Profile, config_reference, load_config, reference_document
 from medcore.errors import ConfigError
 from tests.conftest import ROOT, write_yaml
 
@@ -264,17 +264,18 @@ def test_settings_built_in_code_are_validated_too():
         Profile("p", learning_rate=float("nan"))
 
 
-def test_every_setting_has_a_description_and_the_readme_reference_is_current():
-    """Each row of the generated reference has a meaning, and README.md holds exactly the generated table."""
+def test_every_setting_has_a_description_and_the_reference_document_is_current():
+    """Each row of the generated reference has a meaning, and docs/configuration.md is exactly the generated text."""
     rows = config_reference().splitlines()[2:]
     assert len(rows) > 60
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert len(cells) == 4 and all(cells), row
     assert "`profiles.<name>.learning_rate` | `0.001` | number 1e-08–1.0 |" in config_reference()
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert readme_with_reference(readme) == readme, (
-        "README.md's config reference is stale: run `.venv/bin/python -m medcore.config --readme README.md`"
+    assert config_reference() in reference_document()
+    written = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert written == reference_document(), (
+        "docs/configuration.md is stale: run `.venv/bin/python -m medcore.config --reference docs/configuration.md`"
     )
 
 

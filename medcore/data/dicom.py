@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medcore.config import settings
+
 __all__ = [
     "DICOM_SUFFIXES",
     "RADIOGRAPH_MODALITIES",
@@ -125,8 +127,9 @@ def group_key(registry_root: Path) -> bytes:
     It lives beside the champions because splits must stay the same from night to night, and every
     worker of a Celery deployment already shares the registry.
     """
-    if os.environ.get(KEY_ENV):
-        return os.environ[KEY_ENV].encode()
+    key = settings().group_key  # $MEDCORE_GROUP_KEY (KEY_ENV)
+    if key:
+        return key.encode()
     path = Path(registry_root) / _KEY_FILE
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from medcore.config import settings
+
 __all__ = [
     "PRECISIONS",
     "AUTO_PRECISION",
@@ -236,8 +238,8 @@ def configure_threads(intra: int = 0, inter: int = 0) -> dict[str, Any]:
     """
     import tensorflow as tf
 
-    intra = intra or int(os.environ.get("MEDCORE_THREADS") or 0)
-    inter = inter or int(os.environ.get("MEDCORE_INTER_THREADS") or 0)
+    intra = intra or settings().threads
+    inter = inter or settings().inter_threads
     wanted = thread_settings(intra, inter)
     try:
         if wanted["intra_op"]:

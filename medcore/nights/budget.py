@@ -717,11 +717,13 @@ def plan_for_run(
     """The night plan for `jobs` on this machine, or None when no speed is known (no night, no probe)."""
     import os
 
+    from medcore.config import settings
+
     cpu = cpu or cpu_id()
     runs_root = Path(config.runs_root)
     speed = machine_speed(runs_root, cpu)
     # MEDCORE_PROBE=0: never probe (tests; a machine where a 30 s TensorFlow child is unwelcome).
-    if speed is None and config.night.probe and os.environ.get("MEDCORE_PROBE", "1") != "0":
+    if speed is None and config.night.probe and settings().probe:
         speed = (probe or probe_speed)(runs_root, cpu)
     if speed is None:
         return None

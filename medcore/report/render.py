@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from markupsafe import Markup
 
-from medcore.config import CHECKS, DEFAULT_FIX, METRICS, TIER_ORDER
+from medcore.config import CHECKS, DEFAULT_FIX, METRICS, TIER_ORDER, settings
 from medcore.jsonio import atomic_write_text, read_json, to_jsonable, write_json
 from medcore.layout import RunLayout
 
@@ -30,7 +29,7 @@ __all__ = [
     "shortcut_findings",
 ]
 
-TEMPLATES_DIR = Path(os.environ.get("MEDCORE_TEMPLATES", Path(__file__).resolve().parents[2] / "templates"))
+TEMPLATES_DIR = settings().templates or Path(__file__).resolve().parents[2] / "templates"
 
 
 def _maybe(path: Path) -> Any:

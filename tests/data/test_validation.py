@@ -259,7 +259,7 @@ def test_broken_files_are_decoded_for_real_not_judged_by_name(tmp_path):
 
 def test_manifest_paths_that_escape_are_rejected_and_never_opened(tmp_path, monkeypatch):
     """`..`, absolute, symlinked-out and empty/NUL paths are findings; the files they name are never opened."""
-    import medcore.data.validation as validation
+    import medcore.data.validation.scanning as validation  # scan_file opens the files
 
     rows = _csv_rows()
     root = _csv_set(tmp_path, rows)
@@ -688,7 +688,7 @@ def test_scan_never_opens_special_files(tmp_path):
 
 def test_folder_links_out_of_the_dataset_are_refused_and_never_opened(tmp_path, monkeypatch):
     """As in the CSV layout: a linked image or class folder outside the dataset is a finding, never opened or read."""
-    import medcore.data.validation as validation
+    import medcore.data.validation.scanning as validation  # scan_file opens the files
 
     root = _folders(tmp_path)
     outside = tmp_path / "elsewhere"
@@ -746,7 +746,7 @@ def test_decompression_bombs_are_bounded_by_decoded_bytes_not_pixels(tmp_path):
     film = tmp_path / "film.png"  # same pixels, 8-bit gray: 144 MB decoded, a real film size, still read
     film.write_bytes(_png_bomb(12000, 12000, 8, 0))
     assert scan_file(str(film), decode=False).status == "ok"
-    from medcore.data.validation import _decoded_bytes, _header
+    from medcore.data.validation.scanning import _decoded_bytes, _header
 
     data = film.read_bytes()
     assert _decoded_bytes(data, "PNG", _header(data, "PNG")) == 12000 * 12000 <= MAX_DECODED_BYTES
