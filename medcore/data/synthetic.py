@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -148,9 +149,7 @@ def dicom_bytes(
     ds.SeriesInstanceUID = generate_uid(entropy_srcs=[seed, "series"])
     ds.Modality, ds.ViewPosition, ds.BodyPartExamined = modality, view, body_part
     ds.BurnedInAnnotation = "YES" if burned_in else "NO"
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1" if monochrome1 else "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
+    _set_pixel_module(ds, stored.shape, bits_stored, monochrome1)
     if rescale is not None:
         ds.RescaleSlope, ds.RescaleIntercept = f"{rescale[0]:g}", f"{rescale[1]:g}"
     if window is not None:
@@ -165,6 +164,13 @@ def dicom_bytes(
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def _set_pixel_module(ds: Any, shape: tuple[int, ...], bits_stored: int, monochrome1: bool) -> None:
+    """The Image Pixel module of a one-sample, unsigned, 16-bit-allocated film of `shape`."""
+    ds.Rows, ds.Columns = shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1" if monochrome1 else "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
 
 
 def _write_dicom_set(root: Path, per_class: int, rng: np.random.Generator, size: int) -> int:
@@ -260,6 +266,17 @@ def write_demo_data(
     rng = np.random.default_rng(seed)
     written: dict[str, int] = {}
 
+    written["pneumonia"] = _write_pneumonia(out / "pneumonia", per_class, rng, size)
+    written["knee_oa"] = _write_knee_oa(out / "knee_oa", per_class, rng, size)
+    dicom_per_class = per_class if dicom_per_class is None else dicom_per_class
+    written["knee_osteoporosis"] = _write_dicom_set(out / "knee_osteoporosis", dicom_per_class, rng, size)
+    written["cardiomegaly"] = _write_cardiomegaly(out / "cardiomegaly", per_class, rng, size)
+    written["limb"] = _write_limb(out / "limb", per_class, rng, size)
+    return written
+
+
+def _write_pneumonia(root: Path, per_class: int, rng: np.random.Generator, size: int) -> int:
+    """Folders with train/test splits and patient ids in the file names; return the images written."""
     # Test shares are large on purpose: a quality tier needs evaluation.min_per_class (10) test patients of each
     # class, and with ten models to train the demo would rather spend its images on judging than on training.
     samples = []
@@ -269,9 +286,12 @@ def write_demo_data(
                 patient = f"person{len(samples) // 2}"
                 kind = "bacteria" if positive else "normal"
                 samples.append(_Sample(f"{split}/{label}/{patient}_{kind}_{i}.jpeg", positive))
-    _write(out / "pneumonia", samples, rng, size)
-    written["pneumonia"] = len(samples)
+    _write(root, samples, rng, size)
+    return len(samples)
 
+
+def _write_knee_oa(root: Path, per_class: int, rng: np.random.Generator, size: int) -> int:
+    """Folders with every split and five grades (0-1 negative, 2-4 positive); return the images written."""
     samples, patient = [], 9000000
     for split, share in (("train", 0.3), ("val", 0.35), ("test", 0.35)):
         for grade in range(5):
@@ -279,12 +299,12 @@ def write_demo_data(
             for i in range(max(2, round(per_class * share / (2 if grade < 2 else 3)))):
                 patient += i % 2 == 0  # both knees of a patient, never across two splits (OAI-style ids)
                 samples.append(_Sample(f"{split}/{grade}/{patient:07d}{'LR'[i % 2]}.jpg", grade >= 2))
-    _write(out / "knee_oa", samples, rng, size)
-    written["knee_oa"] = len(samples)
+    _write(root, samples, rng, size)
+    return len(samples)
 
-    dicom_per_class = per_class if dicom_per_class is None else dicom_per_class
-    written["knee_osteoporosis"] = _write_dicom_set(out / "knee_osteoporosis", dicom_per_class, rng, size)
 
+def _write_cardiomegaly(root: Path, per_class: int, rng: np.random.Generator, size: int) -> int:
+    """A CSV manifest with float-coded labels and a train/test split column; return the images written."""
     rows, samples = [], []
     for split, share in (("train", 0.65), ("test", 0.35)):
         for label, positive in (("true", True), ("false", False)):
@@ -292,10 +312,13 @@ def write_demo_data(
                 relpath = f"images/{split}/{label}/{i + 1}.jpg"  # same names in every folder, as in the real set
                 samples.append(_Sample(relpath, positive))
                 rows.append({"image": relpath, "cardiomegaly": 1.0 if positive else 0.0, "split": split})
-    _write(out / "cardiomegaly", samples, rng, size)
-    _write_csv(out / "cardiomegaly" / "labels.csv", rows)
-    written["cardiomegaly"] = len(samples)
+    _write(root, samples, rng, size)
+    _write_csv(root / "labels.csv", rows)
+    return len(samples)
 
+
+def _write_limb(root: Path, per_class: int, rng: np.random.Generator, size: int) -> int:
+    """A CSV manifest with string labels, patient and study ids, a train/valid split; return the images written."""
     rows, samples = [], []
     for split, share in (("train", 0.7), ("valid", 0.3)):
         for finding, positive in (("positive", True), ("negative", False)):
@@ -317,10 +340,9 @@ def write_demo_data(
                             "body_part": "XR_HUMERUS",
                         }
                     )
-    _write(out / "limb", samples, rng, size)
-    _write_csv(out / "limb" / "labels.csv", rows)
-    written["limb"] = len(samples)
-    return written
+    _write(root, samples, rng, size)
+    _write_csv(root / "labels.csv", rows)
+    return len(samples)
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
