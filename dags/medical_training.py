@@ -136,7 +136,11 @@ COMMON = dict(  # noqa: C408 reads as the DAG(...) keyword arguments it is sprea
     default_args={
         "retries": TASKS.retries,
         "retry_exponential_backoff": True,
-        "retry_delay": timedelta(seconds=settings().retry_delay_seconds or TASKS.retry_delay_seconds),
+        "retry_delay": timedelta(
+            seconds=TASKS.retry_delay_seconds
+            if settings().retry_delay_seconds is None
+            else settings().retry_delay_seconds  # 0 counts
+        ),
         "execution_timeout": _minutes(TASKS.report_minutes),
     },
     params=PARAMS,

@@ -47,8 +47,9 @@ def _runs_root() -> Path:
 
     from medcore.config import load_config, settings
 
-    if settings().runs_root:
-        return settings().runs_root.expanduser().resolve()
+    runs_root = settings().runs_root  # $MEDCORE_RUNS_ROOT
+    if runs_root:
+        return runs_root.expanduser().resolve()
     from medcore.errors import MedcoreError
 
     try:
