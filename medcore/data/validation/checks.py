@@ -12,13 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medcore.config import (
-    CHECKS,
-    Condition,
-    ValidationSettings,
-)
-from medcore.data.datasets import SPLITS, classify_labels
+from medcore.config import CHECKS, Condition, ValidationSettings
 from medcore.data.limits import MAX_DECODED_BYTES, MAX_FILE_BYTES
+from medcore.data.splits import SPLITS, classify_labels
 from medcore.data.validation.scanning import MIN_SIDE, scan_files
 from medcore.data.validation.types import _SEVERITY_OF_POLICY, FileScan, Severity, ValidationResult, _printable
 

@@ -10,14 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from medcore.config import (
-    CHECKS,
-    Condition,
-    Config,
-    Profile,
-    ValidationSettings,
-)
-from medcore.data.datasets import SPLITS, assign_splits, cap_per_split, read_source, split_balance
+from medcore.config import CHECKS, Condition, Config, Profile, ValidationSettings
+from medcore.data.sources import read_source
+from medcore.data.splits import SPLITS, assign_splits, cap_per_split, split_balance
 from medcore.data.validation.checks import (
     _check_dicom,
     _check_images,

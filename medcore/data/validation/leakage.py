@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from medcore.config import (
-    canonical_label,
-)
-from medcore.data.datasets import SPLITS
+from medcore.config import canonical_label
+from medcore.data.splits import SPLITS
 from medcore.data.validation.checks import _split_counts, _Validation
 from medcore.data.validation.duplicates import _cross_split
 from medcore.data.validation.types import Severity, _printable

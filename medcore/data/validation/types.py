@@ -10,9 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from medcore.config import (
-    MIN_PER_CLASS_DEFAULT,
-)
+from medcore.config import MIN_PER_CLASS_DEFAULT
 
 MIN_PER_CLASS = MIN_PER_CLASS_DEFAULT
 # The split manifest saved with a run: the datasets.COLUMNS plus each file's content hash and the split
