@@ -34,6 +34,8 @@ from medcore.data.validation.leakage import (
 from medcore.data.validation.types import MANIFEST_COLUMNS, Severity, ValidationResult
 from medcore.errors import DataError
 
+__all__ = ["validate_condition"]
+
 
 def _fingerprint(frame: pd.DataFrame) -> str:
     """Hash of the file list, labels and every file's bytes, so a model can be traced to its exact data."""

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+__all__ = ["near_duplicate_components"]
+
 
 def _kept_split(present: Iterable[str], side: str) -> str:
     """The split whose copies survive a cross-split leak: train unless `side` says to drop from train."""

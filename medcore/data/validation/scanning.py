@@ -24,6 +24,8 @@ import numpy as np
 from medcore.data.limits import MAX_DECODED_BYTES, MAX_FILE_BYTES
 from medcore.data.validation.types import FileScan
 
+__all__ = ["scan_file", "scan_files", "DECODE_BUDGET"]
+
 # Decoding allocates about twice what it yields (the decoder's buffers, then the reduced copy): measured
 # 1.0 GiB for one 7999^2 RGBA16 PNG of 512 MB. Threads decode at once only while their sum fits this budget.
 DECODE_BUDGET_BYTES = 2 * MAX_DECODED_BYTES

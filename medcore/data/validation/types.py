@@ -12,6 +12,8 @@ import pandas as pd
 
 from medcore.config import MIN_PER_CLASS_DEFAULT
 
+__all__ = ["Severity", "Finding", "ValidationResult", "FileScan", "balance_text", "MIN_PER_CLASS", "MANIFEST_COLUMNS"]
+
 MIN_PER_CLASS = MIN_PER_CLASS_DEFAULT
 # The split manifest saved with a run: the datasets.COLUMNS plus each file's content hash and the split
 # the source gave it, so a model traces to the exact bytes it saw and to where its splits came from.
