@@ -294,7 +294,7 @@ def test_hostile_label_cells_and_label_lists_end_in_findings(positive, negative,
 def test_two_images_just_under_the_decode_limit_stay_under_the_fuzz_memory_limit(tmp_path):
     """The probe's memory case, in this process so `make fuzz` measures it: two 7999^2 RGBA16 PNGs (511 MB decoded
     each, just under the limit) in one dataset validate as usable, decoded one at a time by the budget."""
-    from tests.test_validation import _png_of_zeros
+    from tests.data.test_validation import _png_of_zeros
 
     data = tmp_path / "data" / "set"
     rng = np.random.default_rng(3)
