@@ -67,7 +67,7 @@ def explain_model(paths: ModelLayout, settings: GradcamSettings, title: str) -> 
     The deletion test runs on the test images the model scores most positive and compares Grad-CAM
     with random maps; the record flags a model whose Grad-CAM does no better than chance.
     """
-    from medcore.assess.evaluation import load_model
+    from medcore.assess.predict import load_model
     from medcore.model.contract import contract_resize, contract_temperature
 
     stage_start = time.perf_counter()
@@ -608,7 +608,7 @@ def render_deletion_plot(result: dict[str, Any], title: str = "") -> bytes:
     """The mean deletion curves of Grad-CAM and the random baseline as PNG bytes."""
     from matplotlib.figure import Figure
 
-    from medcore.assess.evaluation import png_bytes
+    from medcore.assess.plots import png_bytes
 
     fig = Figure(figsize=(4.5, 3.6))
     ax = fig.add_subplot()

@@ -193,7 +193,7 @@ def border_probe(
 ) -> dict[str, Any]:
     """ROC AUC with only the border band kept and with only the centre kept, against the intact images' (`intact`
     scores), on one paired stratified bootstrap; the rule in the module docstring."""
-    from medcore.assess.evaluation import bootstrap_weights
+    from medcore.assess.metrics import bootstrap_weights
 
     labels = np.asarray(labels).astype(int)
     if len(np.unique(labels)) < 2:
@@ -570,7 +570,7 @@ def render_probes_plot(probes: dict[str, Any], title: str = "") -> bytes:
     films', and map similarity per randomisation stage."""
     from matplotlib.figure import Figure
 
-    from medcore.assess.evaluation import png_bytes
+    from medcore.assess.plots import png_bytes
 
     fig = Figure(figsize=(11, 3.6))
     left, middle, right = fig.subplots(1, 3)

@@ -170,7 +170,7 @@ def warm_start_from(model, source: Path) -> int:
     """
     import keras
 
-    from medcore.assess.evaluation import check_model_archive
+    from medcore.assess.predict import check_model_archive
 
     check_model_archive(source)
     saved = keras.models.load_model(source, safe_mode=True, compile=False)
