@@ -55,7 +55,7 @@ def calibration_report(
     logits: np.ndarray,
     temperature: float,
     *,
-    groups: Sequence | None = None,
+    groups: Sequence | np.ndarray | None = None,
     settings: EvaluationSettings = EvaluationSettings(),
     seed: int = 0,
 ) -> dict[str, Any]:

@@ -100,7 +100,7 @@ def evaluate_scores(
     val_probabilities: np.ndarray,
     test_labels: np.ndarray,
     test_probabilities: np.ndarray,
-    test_groups: Sequence | None = None,
+    test_groups: Sequence | np.ndarray | None = None,
     settings: EvaluationSettings = EvaluationSettings(),
     seed: int = 0,
 ) -> dict[str, Any]:

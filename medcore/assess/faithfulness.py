@@ -112,7 +112,7 @@ def faithfulness(
     *,
     steps: int = 10,
     baseline: str = "blur",
-    seed: int = 0,
+    seed: int | None = 0,
     random_maps_per_image: int = 5,
     alpha: float = 0.05,
     masks: np.ndarray | None = None,

@@ -229,7 +229,8 @@ def _write_overlays(
     # The same pipeline decoded these images for predictions.csv: a drift here means the overlays lie.
     calibrated = 1 / (1 + np.exp(-logits / temperature))
     drift = float(np.abs(calibrated - picked["probability"].to_numpy()).max()) if len(picked) else 0.0
-    entries, tiles = [], {kind: [] for kind in KINDS}
+    entries: list[dict[str, Any]] = []
+    tiles: dict[str, list[np.ndarray]] = {kind: [] for kind in KINDS}
     for i, row in picked.iterrows():
         rank = len(tiles[row.kind]) + 1
         target = paths.gradcam_overlay(row.kind, rank)
@@ -400,7 +401,7 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, caption: str, alpha: float =
     scale = max(1, 256 // max(height, width))  # tiny images get upscaled so the caption is legible
     base = cv2.resize(image, (width * scale, height * scale), interpolation=cv2.INTER_NEAREST)
     heat = cv2.resize(heatmap.astype(np.float32), (base.shape[1], base.shape[0]), interpolation=cv2.INTER_LINEAR)
-    colour = cv2.applyColorMap(np.uint8(255 * np.clip(heat, 0, 1)), cv2.COLORMAP_JET)
+    colour = cv2.applyColorMap((255 * np.clip(heat, 0, 1)).astype(np.uint8), cv2.COLORMAP_JET)
     blended = cv2.addWeighted(cv2.cvtColor(base, cv2.COLOR_RGB2BGR), 1 - alpha, colour, alpha, 0)
     cv2.rectangle(blended, (0, 0), (blended.shape[1], 18), (0, 0, 0), thickness=-1)
     cv2.putText(blended, caption, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)

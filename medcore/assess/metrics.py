@@ -211,7 +211,7 @@ def binary_metrics(
     }
 
 
-def group_codes(n: int, groups: Sequence | None) -> np.ndarray:
+def group_codes(n: int, groups: Sequence | np.ndarray | None) -> np.ndarray:
     """The group (patient) number of each of `n` images, 0..groups-1; each image its own group without `groups`."""
     if groups is None:
         return np.arange(n)
@@ -221,7 +221,11 @@ def group_codes(n: int, groups: Sequence | None) -> np.ndarray:
 
 
 def bootstrap_weights(
-    n: int, resamples: int, rng: np.random.Generator, groups: Sequence | None = None, strata: Sequence | None = None
+    n: int,
+    resamples: int,
+    rng: np.random.Generator,
+    groups: Sequence | np.ndarray | None = None,
+    strata: Sequence | np.ndarray | None = None,
 ) -> np.ndarray:
     """How often each of `n` images is drawn in each resample (resamples x n).
 
@@ -250,7 +254,7 @@ def bootstrap_intervals(
     probabilities: np.ndarray,
     threshold: float,
     *,
-    groups: Sequence | None = None,
+    groups: Sequence | np.ndarray | None = None,
     resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
@@ -268,7 +272,8 @@ def bootstrap_intervals(
     weights = bootstrap_weights(len(labels), resamples, rng, groups, labels if stratified else None)
     values = weighted_metrics(labels, probabilities, threshold, weights, calibration_bins)
     tail = 100.0 * (1.0 - confidence) / 2.0
-    intervals, undefined = {}, {}
+    intervals: dict[str, dict[str, float] | None] = {}
+    undefined: dict[str, int] = {}
     for name in (*METRICS, *COUNTS):
         sample = values[name]
         missing = int(np.isnan(sample).sum())
@@ -282,7 +287,7 @@ def bootstrap_intervals(
     return {"intervals": intervals, "undefined": undefined}
 
 
-def units_per_class(labels: np.ndarray, groups: Sequence | None = None) -> dict[str, int]:
+def units_per_class(labels: np.ndarray, groups: Sequence | np.ndarray | None = None) -> dict[str, int]:
     """Independent units of evidence per class: patients with a positive / a negative image, else images."""
     labels = np.asarray(labels).astype(int)
     codes = group_codes(len(labels), groups)
@@ -303,7 +308,7 @@ def paired_auc_difference(
     labels: np.ndarray,
     challenger: np.ndarray,
     champion: np.ndarray,
-    groups: Sequence | None = None,
+    groups: Sequence | np.ndarray | None = None,
     resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 __all__ = ["PLOTS", "png_bytes", "render_plots"]
 
 PLOTS = ("roc", "pr", "calibration", "confusion")
+# Where a plot's legend goes (matplotlib's names).
+LegendPlace = Literal["lower right", "lower left", "upper left"]
 
 
 def png_bytes(figure) -> bytes:
@@ -56,7 +58,9 @@ def render_plots(
     }
 
 
-def _plot(draw: Callable[[Any], None], title: str, legend: str | None, size: tuple[float, float] = (4.5, 4.5)) -> bytes:
+def _plot(
+    draw: Callable[[Any], None], title: str, legend: LegendPlace | None, size: tuple[float, float] = (4.5, 4.5)
+) -> bytes:
     """One figure: `draw` fills its axes, then the title and legend (at `legend`, if any) go on; PNG bytes."""
     from matplotlib.figure import Figure
 

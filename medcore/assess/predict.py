@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -147,7 +148,11 @@ def _first_undecodable(files: Sequence[Path]) -> Path | None:
 
 
 def predict_files(
-    model, files: Sequence[Path], batch_size: int = 32, temperature: float = 1.0, resize: str = "squash"
+    model,
+    files: Sequence[Path],
+    batch_size: int = 32,
+    temperature: float = 1.0,
+    resize: Literal["squash", "pad"] = "squash",
 ) -> np.ndarray:
     """P(positive) = sigmoid(logit / temperature) for each file, decoded and resized exactly as in training."""
     import tensorflow as tf

@@ -182,7 +182,7 @@ def border_probe(
     labels: np.ndarray,
     intact: np.ndarray,
     *,
-    groups: Sequence | None = None,
+    groups: Sequence | np.ndarray | None = None,
     band: float = 0.125,
     keep: float = 0.5,
     resamples: int = 1000,
@@ -387,7 +387,7 @@ def run_probes(
     timings["border"], mark = time.perf_counter() - mark, time.perf_counter()
     sanity = _sanity(explainer, strongest, settings, seed)
     timings["sanity"] = time.perf_counter() - mark
-    record = {
+    record: dict[str, Any] = {
         "empty_film": empty,
         "border": border,
         "sanity": sanity,

@@ -107,7 +107,7 @@ def map_similarity(trained: np.ndarray, randomised: np.ndarray) -> dict[str, np.
     return {
         "spearman_abs": _spearman(np.abs(trained), np.abs(randomised)),
         "spearman_shown": _spearman(*shown),
-        "ssim_shown": global_ssim(*shown),
+        "ssim_shown": global_ssim(shown[0], shown[1]),
     }
 
 

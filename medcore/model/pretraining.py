@@ -87,6 +87,7 @@ def pretraining_set(config: Config, profile: Profile, conditions: list[str] | No
             skipped[name] = result.reason
             log.warning("pre-training skips %s: %s", name, result.reason)
             continue
+        assert result.manifest is not None  # an ok validation always has its manifest
         frames.append(result.manifest[["path", "label", "split"]].assign(condition=name))
     if not frames:
         raise DataError(

@@ -111,8 +111,9 @@ def predict_chain(chain: Chain, speed: Speed, epochs: int | None = None) -> dict
         retrain = speed.measured[(*chain.key, "retrain")]
         measured = {**retrain, "evaluate": retrain.get("evaluate", 0.0) * CHAMPION_RESCORING}
     for stage in ("validate", "evaluate", "gradcam"):  # this chain's own last timing beats the formula
-        if (measured or {}).get(stage):
-            stages[stage] = float(measured[stage])
+        timed = (measured or {}).get(stage)
+        if timed:
+            stages[stage] = float(timed)
     if rescored and not measured:
         stages["evaluate"] *= CHAMPION_RESCORING
     minutes = {stage: seconds / 60.0 for stage, seconds in stages.items()}

@@ -62,7 +62,7 @@ def config_digest(config: Any, condition: str) -> str:
             return value.model_dump(mode="json")
         import dataclasses
 
-        return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        return dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
 
     shaping = {
         "condition": plain(config.conditions[condition]),
@@ -110,7 +110,7 @@ def split_changes(before: pd.DataFrame | None, after: pd.DataFrame) -> dict[str,
     ]
     moved = new.loc[common][old.loc[common, "split"].to_numpy() != new.loc[common, "split"].to_numpy()]
     added, removed = new.loc[new.index.difference(old.index)], old.loc[old.index.difference(new.index)]
-    result = {"before": int(len(old)), "after": int(len(new))}
+    result: dict[str, Any] = {"before": int(len(old)), "after": int(len(new))}
     for name, rows in (("added", added), ("removed", removed), ("relabelled", relabelled), ("moved", moved)):
         result[name] = int(len(rows))
         result[f"{name}_examples"] = _examples(rows)
