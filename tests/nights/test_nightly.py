@@ -27,7 +27,7 @@ from medcore.nights.nightly import (
     split_changes,
     warm_epochs,
 )
-from tests.test_validation import _encode, phantom
+from tests.data.test_validation import _encode, phantom
 
 TONIGHT = {"dataset_fingerprint": "d1", "config_digest": "c1", "code_version": "v1"}
 CLEAN = {"images": 0, "by_split": {}, "examples": []}
