@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 DEMO_DATA := data/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help install lock lint airflow-init demo test test-fast fuzz test-integration test-ui run pretrain airflow-ui resend bench bench-report clean
+.PHONY: help install lock lint typecheck airflow-init demo test test-fast fuzz test-integration test-ui run pretrain airflow-ui resend bench bench-report clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-17s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ test: install ## run the whole test suite (what CI runs), the 25 slowest tests l
 lint: install ## ruff check and ruff format --check, with the rules in pyproject.toml (changes nothing)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+typecheck: install ## mypy on medcore/, with the settings in pyproject.toml ([tool.mypy])
+	$(VENV)/bin/mypy
 
 test-fast: install ## skip the tests that train real models
 	$(PY) -m pytest -q -m "not slow"

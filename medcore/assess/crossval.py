@@ -94,7 +94,7 @@ def cross_validate(
     config: Config, profile: Profile, split: pd.DataFrame, paths: ModelLayout, epochs: int | None = None
 ) -> pd.DataFrame:
     """Train one model per (repeat, fold); return every held-out and inner-val logit with its role."""
-    from medcore.assess.evaluation import load_model, predict_logits
+    from medcore.assess.predict import load_model, predict_logits
     from medcore.model.training import train_model
 
     settings = config.evaluation
@@ -126,7 +126,8 @@ def crossval_metrics(
     The temperature and threshold come from the inner val predictions; each image's out-of-fold
     logit is the mean over repeats.
     """
-    from medcore.assess.evaluation import evaluate_scores, fit_temperature, sigmoid
+    from medcore.assess.calibration import fit_temperature, sigmoid
+    from medcore.assess.evaluation import evaluate_scores
 
     inner = predictions[predictions["role"] == "inner_val"]
     held = predictions[predictions["role"] == "held_out"]

@@ -1,4 +1,5 @@
-"""Grad-CAM on DenseNet121's final activation, overlays a reader can check, and a faithfulness test.
+"""Grad-CAM on DenseNet121's final activation, overlays a reader can check, and a faithfulness test
+(the deletion curves live in medcore.assess.faithfulness; their names are re-exported here).
 
 Contract. Images are float32 arrays (N, H, W, 3) of raw 0-255 pixels, decoded and resized exactly
 as in training (`load_images`); the model does its own preprocessing and emits one logit. Heatmaps
@@ -23,6 +24,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from medcore.assess.faithfulness import (
+    baseline_images,
+    curve_area,
+    deletion_curves,
+    deletion_order,
+    faithfulness,
+    pointing_game,
+    random_maps,
+    render_deletion_plot,
+    upsample,
+)
 from medcore.data.datasets import load_images
 from medcore.errors import MedcoreError
 from medcore.jsonio import atomic_write_bytes, write_json
@@ -67,7 +79,7 @@ def explain_model(paths: ModelLayout, settings: GradcamSettings, title: str) -> 
     The deletion test runs on the test images the model scores most positive and compares Grad-CAM
     with random maps; the record flags a model whose Grad-CAM does no better than chance.
     """
-    from medcore.assess.evaluation import load_model
+    from medcore.assess.predict import load_model
     from medcore.model.contract import contract_resize, contract_temperature
 
     stage_start = time.perf_counter()
@@ -80,6 +92,36 @@ def explain_model(paths: ModelLayout, settings: GradcamSettings, title: str) -> 
     for stale in paths.gradcam_dir.glob("*.png"):  # a retry may pick fewer examples than the last attempt
         stale.unlink()
     overlays = _write_overlays(explainer, predictions, settings, paths, resize, temperature)
+    faithful, images, maps = _deletion_test(explainer, predictions, settings, paths, resize, title)
+    probes = _probes(explainer, predictions, settings, paths, resize, temperature, (images, maps), title)
+    record = {
+        "layer": settings.layer,
+        "map_shape": explainer.map_shape,
+        "image_size": size,
+        "model_path": paths.model,
+        "resize": resize,
+        "padding_masked": resize == "pad",
+        "temperature": temperature,
+        **overlays,
+        "faithfulness": faithful,
+        "probes": probes,
+        "not_evidence": _not_evidence(faithful, probes),
+        "stage_seconds": time.perf_counter() - stage_start,
+    }
+    write_json(paths.gradcam_json, record)
+    return record
+
+
+def _deletion_test(
+    explainer: GradCam,
+    predictions: pd.DataFrame,
+    settings: GradcamSettings,
+    paths: ModelLayout,
+    resize: str,
+    title: str,
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """The deletion test on the most positive test images, its plot written; the record and the images and maps
+    it ran on (the probes reuse them)."""
     start = time.perf_counter()
     strongest, images, maps, masks = deletion_inputs(explainer, predictions, settings, resize)
     faithful = faithfulness(
@@ -104,23 +146,7 @@ def explain_model(paths: ModelLayout, settings: GradcamSettings, title: str) -> 
     atomic_write_bytes(paths.gradcam_deletion_png, render_deletion_plot(faithful, title))
     if not faithful["better_than_random"]:
         log.warning("%s: %s", title, faithful["flag"])
-    probes = _probes(explainer, predictions, settings, paths, resize, temperature, (images, maps), title)
-    record = {
-        "layer": settings.layer,
-        "map_shape": explainer.map_shape,
-        "image_size": size,
-        "model_path": paths.model,
-        "resize": resize,
-        "padding_masked": resize == "pad",
-        "temperature": temperature,
-        **overlays,
-        "faithfulness": faithful,
-        "probes": probes,
-        "not_evidence": _not_evidence(faithful, probes),
-        "stage_seconds": time.perf_counter() - stage_start,
-    }
-    write_json(paths.gradcam_json, record)
-    return record
+    return faithful, images, maps
 
 
 def _probes(
@@ -203,7 +229,8 @@ def _write_overlays(
     # The same pipeline decoded these images for predictions.csv: a drift here means the overlays lie.
     calibrated = 1 / (1 + np.exp(-logits / temperature))
     drift = float(np.abs(calibrated - picked["probability"].to_numpy()).max()) if len(picked) else 0.0
-    entries, tiles = [], {kind: [] for kind in KINDS}
+    entries: list[dict[str, Any]] = []
+    tiles: dict[str, list[np.ndarray]] = {kind: [] for kind in KINDS}
     for i, row in picked.iterrows():
         rank = len(tiles[row.kind]) + 1
         target = paths.gradcam_overlay(row.kind, rank)
@@ -374,7 +401,7 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, caption: str, alpha: float =
     scale = max(1, 256 // max(height, width))  # tiny images get upscaled so the caption is legible
     base = cv2.resize(image, (width * scale, height * scale), interpolation=cv2.INTER_NEAREST)
     heat = cv2.resize(heatmap.astype(np.float32), (base.shape[1], base.shape[0]), interpolation=cv2.INTER_LINEAR)
-    colour = cv2.applyColorMap(np.uint8(255 * np.clip(heat, 0, 1)), cv2.COLORMAP_JET)
+    colour = cv2.applyColorMap((255 * np.clip(heat, 0, 1)).astype(np.uint8), cv2.COLORMAP_JET)
     blended = cv2.addWeighted(cv2.cvtColor(base, cv2.COLOR_RGB2BGR), 1 - alpha, colour, alpha, 0)
     cv2.rectangle(blended, (0, 0), (blended.shape[1], 18), (0, 0, 0), thickness=-1)
     cv2.putText(blended, caption, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
@@ -426,202 +453,8 @@ def heatmap_centre(heatmap: np.ndarray) -> tuple[float, float] | None:
     return float(((xs + 0.5) * heat).sum() / total / width), float(((ys + 0.5) * heat).sum() / total / height)
 
 
-# --------------------------------------------------------------------------- deletion (faithfulness)
-
-
-def upsample(heatmaps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinearly resize (N, h, w) maps to (N, height, width), as the overlay shows them."""
-    import cv2
-
-    height, width = size
-    return (
-        np.stack([cv2.resize(m.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR) for m in heatmaps])
-        if len(heatmaps)
-        else np.zeros((0, height, width), np.float32)
-    )
-
-
-def random_maps(rng: np.random.Generator, count: int, shape: tuple[int, int]) -> np.ndarray:
-    """Uniform random maps at the heatmap's own resolution: the same blockiness, no information."""
-    return rng.random((count, *shape), dtype=np.float32)
-
-
-def deletion_order(saliency: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Per image, each pixel's rank by saliency (0 = most salient); ties broken at random.
-
-    Random tie-breaking matters: a flat (all-zero) map then deletes like a random map instead of
-    sweeping the image top-left first, which would favour whatever the model ignores there.
-    """
-    flat = saliency.reshape(len(saliency), -1).astype(np.float64)
-    jitter = rng.random(flat.shape) * 1e-6  # far below the 1/255 steps of an upsampled map
-    order = np.argsort(-(flat + jitter), axis=1, kind="stable")
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(flat.shape[1])[None, :].repeat(len(flat), axis=0), axis=1)
-    return ranks.reshape(saliency.shape)
-
-
-def baseline_images(images: np.ndarray, kind: str = "blur") -> np.ndarray:
-    """What deleted pixels become: a heavily blurred copy (keeps overall brightness) or the image mean."""
-    import cv2
-
-    images = np.asarray(images, dtype=np.float32)
-    if kind == "mean":
-        return np.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape).copy()
-    if kind != "blur":
-        raise ValueError(f"deletion baseline must be 'blur' or 'mean', got {kind!r}")
-    sigma = max(1.0, images.shape[1] / 8.0)  # wide enough to erase a finding, not the body outline
-    return np.stack([cv2.GaussianBlur(image, (0, 0), sigma) for image in images])
-
-
-def deletion_curves(
-    score: Callable[[np.ndarray], np.ndarray],
-    images: np.ndarray,
-    ranks: np.ndarray,
-    baseline: np.ndarray,
-    steps: int,
-    ends: tuple[np.ndarray, np.ndarray] | None = None,
-) -> np.ndarray:
-    """Score after deleting the top 0, 1/steps, ..., all of each image's pixels; shape (N, steps + 1).
-
-    `ends` are the scores of the intact and of the fully deleted images, which do not depend on the
-    map: pass them to skip recomputing them for every map compared on the same images.
-    """
-    pixels = ranks.shape[1] * ranks.shape[2]
-    curves = []
-    for k in range(steps + 1):
-        if ends is not None and k in (0, steps):
-            curves.append(ends[0] if k == 0 else ends[1])
-            continue
-        deleted = (ranks < round(pixels * k / steps))[..., None]
-        curves.append(score(np.where(deleted, baseline, images).astype(np.float32)))
-    return np.stack(curves, axis=1)
-
-
-def curve_area(curves: np.ndarray) -> np.ndarray:
-    """Trapezoid area under each curve over the deleted fraction 0..1 (lower = faster fall)."""
-    steps = curves.shape[1] - 1
-    return (curves[:, 1:] + curves[:, :-1]).sum(axis=1) / (2.0 * steps)
-
-
-def faithfulness(
-    gradcam: GradCam,
-    images: np.ndarray,
-    heatmaps: np.ndarray,
-    *,
-    steps: int = 10,
-    baseline: str = "blur",
-    seed: int = 0,
-    random_maps_per_image: int = 5,
-    alpha: float = 0.05,
-    masks: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """Deletion curves (on the logit) of Grad-CAM against random maps on the same images, and a paired verdict.
-
-    Each image's Grad-CAM area is compared with the mean area of `random_maps_per_image` random
-    maps on that image; Grad-CAM is "better than random" when a one-sided Wilcoxon signed-rank
-    test over images finds its areas lower at level `alpha`. `masks` (N, H, W), where given, marks
-    the image content: padding is deleted last by every map, so no map gains by deleting nothing.
-    """
-    from scipy.stats import wilcoxon
-
-    rng = np.random.default_rng(seed)
-    size = images.shape[1:3]
-    fill = baseline_images(images, baseline)
-
-    def ranks(saliency: np.ndarray) -> np.ndarray:
-        saliency = upsample(saliency, size)
-        if masks is not None:
-            saliency = np.where(masks, saliency, -1.0)
-        return deletion_order(saliency, rng)
-
-    ends = (gradcam.logits(images), gradcam.logits(fill))
-    cam = deletion_curves(gradcam.logits, images, ranks(heatmaps), fill, steps, ends)
-    chance = np.stack(
-        [
-            deletion_curves(
-                gradcam.logits, images, ranks(random_maps(rng, len(images), heatmaps.shape[1:])), fill, steps, ends
-            )
-            for _ in range(random_maps_per_image)
-        ]
-    )  # (maps, images, steps + 1)
-    cam_area, chance_area = (
-        curve_area(cam),
-        curve_area(chance.reshape(-1, steps + 1)).reshape(random_maps_per_image, len(images)).mean(axis=0),
-    )
-    difference = cam_area - chance_area
-    if len(images) and np.any(difference != 0):
-        p_value = float(wilcoxon(difference, alternative="less", zero_method="zsplit").pvalue)
-    else:
-        p_value = 1.0
-    better = bool(p_value < alpha and difference.mean() < 0)
-    return {
-        "images": int(len(images)),
-        "steps": steps,
-        "baseline": baseline,
-        "score": "logit",
-        "random_maps_per_image": random_maps_per_image,
-        "gradcam_deletion_auc": float(cam_area.mean()),
-        "random_deletion_auc": float(chance_area.mean()),
-        "mean_area_difference": float(difference.mean()) if len(images) else None,
-        "images_gradcam_better": int((difference < 0).sum()),
-        "test": "one-sided Wilcoxon signed-rank over images, paired (Grad-CAM vs mean of random maps)",
-        "p_value": p_value,
-        "alpha": alpha,
-        "better_than_random": better,
-        "flag": None
-        if better
-        else (
-            f"Grad-CAM deletes no better than a random map (p = {p_value:.2g} over "
-            f"{len(images)} images): its heatmaps are not evidence"
-        ),
-        "fraction_deleted": [k / steps for k in range(steps + 1)],
-        "gradcam_curve": cam.mean(axis=0).tolist(),
-        "random_curve": chance.mean(axis=(0, 1)).tolist(),
-    }
-
-
 def mask_padding(heatmaps: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """Heatmaps upsampled to the masks' (image) size, zero on padding, rescaled to peak at 1 within the image."""
     maps = upsample(heatmaps, masks.shape[1:3]) * masks
     peaks = maps.reshape(len(maps), -1).max(axis=1).reshape(-1, 1, 1) if len(maps) else 1.0
     return (maps / (peaks + EPSILON)).astype(np.float32)
-
-
-def pointing_game(heatmaps: np.ndarray, regions: np.ndarray, tolerance: float = 0.0) -> np.ndarray:
-    """Per image, whether the heatmap's peak (upsampled as the overlay shows it) falls within `tolerance` pixels
-    of `regions` (N, H, W).
-
-    Zhang et al.'s pointing game allows 15 px. A bilinearly upsampled map peaks at the centre of one of
-    its cells, so half a cell (image size / map size / 2) is the tolerance its resolution implies.
-    """
-    regions = np.asarray(regions, dtype=bool)
-    maps = upsample(heatmaps, regions.shape[1:3])
-    peaks = np.stack(np.unravel_index(maps.reshape(len(maps), -1).argmax(axis=1), regions.shape[1:3]), axis=1)
-    hits = []
-    for peak, region in zip(peaks, regions):
-        inside = np.argwhere(region)
-        hits.append(bool(len(inside)) and float(np.sqrt(((inside - peak) ** 2).sum(axis=1)).min()) <= tolerance)
-    return np.array(hits, dtype=bool)
-
-
-def render_deletion_plot(result: dict[str, Any], title: str = "") -> bytes:
-    """The mean deletion curves of Grad-CAM and the random baseline as PNG bytes."""
-    from matplotlib.figure import Figure
-
-    from medcore.assess.evaluation import png_bytes
-
-    fig = Figure(figsize=(4.5, 3.6))
-    ax = fig.add_subplot()
-    x = result["fraction_deleted"]
-    ax.plot(x, result["gradcam_curve"], "o-", label=f"Grad-CAM (AUC {result['gradcam_deletion_auc']:.3f})")
-    ax.plot(
-        x, result["random_curve"], "s--", color="grey", label=f"random map (AUC {result['random_deletion_auc']:.3f})"
-    )
-    ax.set(
-        xlabel="fraction of pixels deleted (most salient first)",
-        ylabel=f"mean {result.get('score', 'logit')}",
-        title=f"Deletion curve {title}".strip(),
-        xlim=(0, 1),
-    )
-    ax.legend(fontsize=8)
-    return png_bytes(fig)

@@ -33,16 +33,14 @@ examples) that the report and the model card show:
 
 from __future__ import annotations
 
-import contextlib
-import fnmatch
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from medcore.assess.randomisation import global_ssim, map_similarity, randomised, sanity_check
 from medcore.data.datasets import band_mask
 from medcore.errors import MedcoreError
 
@@ -184,7 +182,7 @@ def border_probe(
     labels: np.ndarray,
     intact: np.ndarray,
     *,
-    groups: Sequence | None = None,
+    groups: Sequence | np.ndarray | None = None,
     band: float = 0.125,
     keep: float = 0.5,
     resamples: int = 1000,
@@ -193,19 +191,14 @@ def border_probe(
 ) -> dict[str, Any]:
     """ROC AUC with only the border band kept and with only the centre kept, against the intact images' (`intact`
     scores), on one paired stratified bootstrap; the rule in the module docstring."""
-    from medcore.assess.evaluation import bootstrap_weights
+    from medcore.assess.metrics import bootstrap_weights
 
     labels = np.asarray(labels).astype(int)
     if len(np.unique(labels)) < 2:
         raise MedcoreError("the border probe needs test images of both classes")
     images = np.asarray(images, dtype=np.float32)
     mask = band_mask(images.shape[1], band)
-    fill = images.mean(axis=0)
-    scores = {
-        "full": np.asarray(intact, dtype=np.float64),
-        "border": logits(keep_region(images, mask, fill)),
-        "centre": logits(keep_region(images, ~mask, fill)),
-    }
+    scores = _region_scores(logits, images, intact, mask)
     rng = np.random.default_rng(seed)
     weights = np.vstack([np.ones((1, len(labels))), bootstrap_weights(len(labels), resamples, rng, groups, labels)])
     auc = {name: weighted_auc(labels, s, weights) for name, s in scores.items()}
@@ -244,171 +237,16 @@ def border_probe(
     }
 
 
-# --------------------------------------------------------------------------- 3. model randomisation
-
-
-def _matching_layers(model, patterns: Sequence[str]) -> list:
-    found = []
-    for pattern in patterns:
-        layers = [layer for layer in model.layers if fnmatch.fnmatchcase(layer.name, pattern) and layer.weights]
-        if not layers:
-            raise MedcoreError(
-                f"gradcam.probes.sanity_stages: {pattern!r} matches no layer with weights in model {model.name!r}"
-            )
-        found += [layer for layer in layers if layer not in found]
-    return found
-
-
-def _fresh(layer, variable, rng: np.random.Generator) -> np.ndarray:
-    """A new value for `variable` of `layer`, drawn as Keras initialises it (the layer's own initializer, seeded)."""
-    import keras
-
-    shape, dtype = tuple(variable.shape), str(variable.dtype)
-    name = str(getattr(variable, "name", "")).split("/")[-1].split(":")[0]
-    initializer = getattr(layer, f"{name}_initializer", None)
-    if initializer is None:  # no initializer to follow: centred noise at the trained tensor's spread
-        value = np.asarray(variable.numpy())
-        return rng.normal(0.0, float(value.std()) or 1.0, shape).astype(dtype)
-    config = initializer.get_config()
-    if "seed" in config:
-        config["seed"] = int(rng.integers(2**31 - 1))
-    return np.asarray(keras.ops.convert_to_numpy(initializer.__class__.from_config(config)(shape, dtype=dtype)))
-
-
-@contextlib.contextmanager
-def randomised(model, patterns: Sequence[str], rng: np.random.Generator) -> Iterator[int]:
-    """Within the block, every weight of the layers `patterns` match is re-initialised as Keras initialises it
-    (Adebayo et al.'s randomisation); restored after.
-
-    Re-initialised, not permuted: a permuted head keeps the sum of its weights, and with it the part
-    of Grad-CAM that every channel shares. The variables are assigned in place, so a `GradCam`
-    compiled on `model` sees the change without a new trace. Yields how many weights were drawn.
-    """
-    layers = _matching_layers(model, patterns)
-    saved = [(layer, v, np.array(v.numpy())) for layer in layers for v in layer.weights]
-    try:
-        for layer, variable, _ in saved:
-            variable.assign(_fresh(layer, variable, rng))
-        yield int(sum(value.size for _, _, value in saved))
-    finally:
-        for _, variable, value in saved:
-            variable.assign(value)
-
-
-def global_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> np.ndarray:
-    """SSIM of each pair of maps over the whole map as one window (Wang et al. 2004, constants K1=0.01, K2=0.03).
-
-    Grad-CAM maps are 7 x 7 at 224 px: the usual 7 x 7 sliding window is the whole map anyway.
-    """
-    a = np.asarray(a, np.float64).reshape(len(a), -1)
-    b = np.asarray(b, np.float64).reshape(len(b), -1)
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    ma, mb = a.mean(axis=1), b.mean(axis=1)
-    va, vb = a.var(axis=1), b.var(axis=1)
-    cov = ((a - ma[:, None]) * (b - mb[:, None])).mean(axis=1)
-    return ((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per pair of maps, Spearman's rank correlation; 1 if both are flat, 0 if one is."""
-    from scipy.stats import spearmanr
-
-    rho = []
-    for x, y in zip(np.asarray(a).reshape(len(a), -1), np.asarray(b).reshape(len(b), -1)):
-        flat_x, flat_y = np.ptp(x) == 0, np.ptp(y) == 0
-        rho.append((1.0 if flat_x and flat_y else 0.0) if flat_x or flat_y else float(spearmanr(x, y).statistic))
-    return np.array(rho)
-
-
-def map_similarity(trained: np.ndarray, randomised: np.ndarray) -> dict[str, np.ndarray]:
-    """Per pair of signed Grad-CAM maps (before the ReLU): Spearman of their absolute values (Adebayo et al.'s
-    measure, blind to the arbitrary sign a random head gives), Spearman and SSIM of the maps as shown (ReLU,
-    peak 1)."""
-    shown = []
-    for maps in (trained, randomised):
-        positive = np.maximum(np.asarray(maps, np.float64), 0.0)
-        peaks = positive.reshape(len(positive), -1).max(axis=1).reshape(-1, 1, 1)
-        shown.append(positive / np.where(peaks > 0, peaks, 1.0))
+def _region_scores(
+    logits: Callable[[np.ndarray], np.ndarray], images: np.ndarray, intact: np.ndarray, mask: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The logits of the whole films (`intact`), of the border band alone and of the centre alone, the rest of
+    each filled with the probe images' mean image."""
+    fill = images.mean(axis=0)
     return {
-        "spearman_abs": _spearman(np.abs(trained), np.abs(randomised)),
-        "spearman_shown": _spearman(*shown),
-        "ssim_shown": global_ssim(*shown),
-    }
-
-
-def _blank(maps: np.ndarray) -> np.ndarray:
-    """Per map, whether Grad-CAM shows nothing: no positive value after its ReLU."""
-    return np.asarray(maps).reshape(len(maps), -1).max(axis=1) <= 0
-
-
-def sanity_check(
-    explainer: GradCam,
-    images: np.ndarray,
-    stages: Sequence[tuple[str, Sequence[str]]],
-    *,
-    trained: np.ndarray | None = None,
-    max_similarity: float = 0.5,
-    draws: int = 3,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Grad-CAM of the model against Grad-CAM after cascading randomisation of `stages` (name, layer patterns),
-    top first, `draws` independent randomisations per stage; the rule in the module docstring. `trained`: the
-    model's own signed maps of `images`, if already made.
-
-    A blank map (all zero after the ReLU) has no ranks to compare: a pair with one is left out. Where the
-    model's own maps are blank on at least half the images the check fires outright: they show nothing.
-    """
-    if trained is None:
-        trained = explainer.signed_maps(images)[0]
-    rng = np.random.default_rng(seed)
-    own_blank = _blank(trained)
-    results, patterns = [], []
-    for name, stage in stages:
-        patterns += list(stage)
-        rho, ssim, absolute = [], [], []
-        for _ in range(draws):
-            with contextlib.ExitStack() as stack:
-                for earlier in patterns:  # cumulative: this stage and every one above it, drawn afresh
-                    stack.enter_context(randomised(explainer.model, [earlier], rng))
-                maps = explainer.signed_maps(images)[0]
-            similarity = map_similarity(trained, maps)
-            usable = ~(own_blank | _blank(maps))
-            rho.append(np.where(usable, similarity["spearman_shown"], np.nan))
-            ssim.append(np.where(usable, similarity["ssim_shown"], np.nan))
-            absolute.append(similarity["spearman_abs"])
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an image with no usable pair is NaN, as meant
-            per_image, per_image_ssim = np.nanmean(rho, axis=0), np.nanmean(ssim, axis=0)
-            median = float(np.nanmedian(per_image)) if np.isfinite(per_image).any() else None
-        results.append(
-            {
-                "stage": name,
-                "layers": list(patterns),
-                "draws": draws,
-                "compared_pairs": int(np.isfinite(rho).sum()),
-                "spearman_median": median,
-                "ssim_median": float(np.nanmedian(per_image_ssim)) if np.isfinite(per_image_ssim).any() else None,
-                "spearman_abs_median": float(np.median(np.mean(absolute, axis=0))),
-                "unchanged": bool(median is not None and median >= max_similarity),
-                "spearman": [None if not np.isfinite(x) else round(float(x), 4) for x in per_image],
-            }
-        )
-    blank_share = float(own_blank.mean()) if len(own_blank) else 0.0
-    fired = [r["stage"] for r in results if r["unchanged"]]
-    return {
-        "images": int(len(images)),
-        "method": "cascading randomisation (Adebayo et al. 2018): each stage re-initialises its layers and every one "
-        f"above it as Keras initialises them, {draws} independent draws; maps compared as shown (after Grad-CAM's "
-        "ReLU), pairs with a blank map left out",
-        "stages": results,
-        "max_similarity": max_similarity,
-        "blank_share": blank_share,
-        "rule": f"fires when, at any stage, the median Spearman rank correlation between the model's maps and the "
-        f"randomised models' maps is at least {max_similarity:g} (the maps barely change), or the model's own maps "
-        "are blank on at least half the images",
-        "blank": blank_share >= 0.5,
-        "fires": bool(fired) or blank_share >= 0.5,
-        "fired_stage": fired[0] if fired else None,
+        "full": np.asarray(intact, dtype=np.float64),
+        "border": logits(keep_region(images, mask, fill)),
+        "centre": logits(keep_region(images, ~mask, fill)),
     }
 
 
@@ -422,8 +260,15 @@ def _fmt(value: float | None) -> str:
 def probe_findings(probes: dict[str, Any]) -> list[dict[str, Any]]:
     """The probes' findings as data (code, severity, count, message, examples, sentence): `sentence` is the
     plain-language line for the report's first screen."""
+    return [
+        *_empty_film_findings(probes.get("empty_film") or {}),
+        *_border_findings(probes.get("border") or {}),
+        *_sanity_findings(probes.get("sanity") or {}),
+    ]
+
+
+def _empty_film_findings(empty: dict[str, Any]) -> list[dict[str, Any]]:
     found = []
-    empty = probes.get("empty_film") or {}
     for direction, severity in (("positive", "warning"), ("negative", "info")):
         kinds = empty.get(f"fires_{direction}") or []
         if not kinds:
@@ -445,7 +290,11 @@ def probe_findings(probes: dict[str, Any]) -> list[dict[str, Any]]:
                 "normal lung",
             }
         )
-    border = probes.get("border") or {}
+    return found
+
+
+def _border_findings(border: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
     if border.get("fires"):
         auc, share = border["roc_auc"], border["border_share"]
         found.append(
@@ -462,7 +311,11 @@ def probe_findings(probes: dict[str, Any]) -> list[dict[str, Any]]:
                 "accuracy: it may be reading the hospital, not the patient",
             }
         )
-    sanity = probes.get("sanity") or {}
+    return found
+
+
+def _sanity_findings(sanity: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
     if sanity.get("fires"):
         stage = next((s for s in sanity["stages"] if s["stage"] == sanity["fired_stage"]), None)
         why = (
@@ -507,11 +360,7 @@ def run_probes(
     images = load_images(sample["path"].tolist(), size, explainer.batch_size, resize)
     labels = sample["label"].to_numpy().astype(int)
     groups = sample["group"].astype(str).to_numpy() if "group" in sample.columns else None
-    intact = (
-        sample["logit"].to_numpy(np.float64)
-        if "logit" in sample.columns
-        else temperature * np.log(sample["probability"] / (1 - sample["probability"]))
-    )
+    intact = _intact_logits(sample, temperature)
     timings = {}
     mark = time.perf_counter()
     empty = empty_film_probe(
@@ -529,19 +378,55 @@ def run_probes(
             labels,
             intact,
             groups=groups,
-            band=settings.border_band,
-            keep=settings.border_keep,
-            resamples=resamples,
-            confidence=confidence,
             seed=seed,
+            **_border_settings(settings, resamples, confidence),
         )
         if len(np.unique(labels)) == 2
         else None
     )
     timings["border"], mark = time.perf_counter() - mark, time.perf_counter()
+    sanity = _sanity(explainer, strongest, settings, seed)
+    timings["sanity"] = time.perf_counter() - mark
+    record: dict[str, Any] = {
+        "empty_film": empty,
+        "border": border,
+        "sanity": sanity,
+        "padding_note": PADDING_NOTE if resize == "pad" else None,
+        "seconds": time.perf_counter() - start,
+        "seconds_by_probe": timings,
+    }
+    record["findings"] = probe_findings(record)
+    return record
+
+
+PADDING_NOTE = "images are padded (resize: pad): the border band holds padding as well as film edges"
+
+
+def _intact_logits(sample: pd.DataFrame, temperature: float) -> np.ndarray:
+    """The sampled images' logits as scored in evaluation (from the calibrated probability where none is kept)."""
+    return (
+        sample["logit"].to_numpy(np.float64)
+        if "logit" in sample.columns
+        else temperature * np.log(sample["probability"] / (1 - sample["probability"]))
+    )
+
+
+def _border_settings(settings: ProbeSettings, resamples: int, confidence: float) -> dict[str, Any]:
+    return {
+        "band": settings.border_band,
+        "keep": settings.border_keep,
+        "resamples": resamples,
+        "confidence": confidence,
+    }
+
+
+def _sanity(
+    explainer: GradCam, strongest: tuple[np.ndarray, np.ndarray], settings: ProbeSettings, seed: int
+) -> dict[str, Any]:
+    """The sanity check on the deletion test's images and Grad-CAM maps (`strongest`), as many as settings say."""
     strong_images, strong_maps = strongest
     count = settings.sanity_images
-    sanity = sanity_check(
+    return sanity_check(
         explainer,
         strong_images[:count],
         [(name, patterns) for name, patterns in settings.sanity_stages.items()],
@@ -550,19 +435,6 @@ def run_probes(
         draws=settings.sanity_draws,
         seed=seed,
     )
-    timings["sanity"] = time.perf_counter() - mark
-    record = {
-        "empty_film": empty,
-        "border": border,
-        "sanity": sanity,
-        "padding_note": "images are padded (resize: pad): the border band holds padding as well as film edges"
-        if resize == "pad"
-        else None,
-        "seconds": time.perf_counter() - start,
-        "seconds_by_probe": timings,
-    }
-    record["findings"] = probe_findings(record)
-    return record
 
 
 def render_probes_plot(probes: dict[str, Any], title: str = "") -> bytes:
@@ -570,7 +442,7 @@ def render_probes_plot(probes: dict[str, Any], title: str = "") -> bytes:
     films', and map similarity per randomisation stage."""
     from matplotlib.figure import Figure
 
-    from medcore.assess.evaluation import png_bytes
+    from medcore.assess.plots import png_bytes
 
     fig = Figure(figsize=(11, 3.6))
     left, middle, right = fig.subplots(1, 3)

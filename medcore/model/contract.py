@@ -17,7 +17,7 @@ import hashlib
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from medcore.config import Profile
 from medcore.errors import MedcoreError
@@ -146,7 +146,7 @@ def record_evaluation(path: Path, contract: dict[str, Any], metrics: dict[str, A
     )
 
 
-def contract_resize(model_path: str | Path) -> str:
+def contract_resize(model_path: str | Path) -> Literal["squash", "pad"]:
     """How the model's images were made square (`squash` or `pad`), from its contract (`squash` if none)."""
     contract = read_contract(model_path) or {}
     value = contract.get("resize", "squash")

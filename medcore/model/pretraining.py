@@ -19,6 +19,7 @@ import resource
 import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,6 +87,7 @@ def pretraining_set(config: Config, profile: Profile, conditions: list[str] | No
             skipped[name] = result.reason
             log.warning("pre-training skips %s: %s", name, result.reason)
             continue
+        assert result.manifest is not None  # an ok validation always has its manifest
         frames.append(result.manifest[["path", "label", "split"]].assign(condition=name))
     if not frames:
         raise DataError(
@@ -186,16 +188,9 @@ def pretrain_backbone(
     """
     import keras
 
-    from medcore.data.datasets import image_dataset
-    from medcore.model.training import (
-        _finished_epochs,
-        _history_rows,
-        _progress_callback,
-        _schedule_callbacks,
-        build_network,
-        configure_threads,
-        versions,
-    )
+    from medcore.model.callbacks import progress_callback
+    from medcore.model.network import build_network
+    from medcore.model.training import _schedule_callbacks, configure_threads
 
     epochs = epochs or profile.epochs
     data = pretraining_set(config, profile, conditions)
@@ -203,16 +198,67 @@ def pretrain_backbone(
     val = data.rows[data.rows["split"] == "val"].reset_index(drop=True)
     if train.empty or val.empty:
         raise DataError("pre-training needs train and val images; the splits left none")
-    n_tasks = len(data.tasks)
     threads = configure_threads(profile)
     keras.utils.set_random_seed(config.seed)
+    train_data, val_data = _pretraining_datasets(train, val, len(data.tasks), profile, config.seed, task_shares)
+    work = registry.shared_backbone_work
+    best, history_csv, best_so_far = _resume_pretraining(work)
+
+    model = build_network(profile, config.seed, outputs=len(data.tasks), head="task_logits")
+    model.compile(
+        optimizer=keras.optimizers.Adam(profile.learning_rate),
+        loss=_masked_loss,
+        run_eagerly=profile.execution == "eager",
+    )
+    scores: list[dict[str, float]] = []
+    seconds: list[float] = []
+    cpu_seconds: list[float] = []
+    start = time.perf_counter()
+    callbacks = [
+        _task_auc_callback(val_data, val, data.tasks, scores),  # first: the callbacks below read its figure
+        *_schedule_callbacks(profile, profile.learning_rate, 0, epochs),
+        *_checkpoint_callbacks(work, best, history_csv, best_so_far),
+        progress_callback(epochs, seconds, cpu_seconds),
+    ]
+    model.fit(train_data, validation_data=val_data, epochs=epochs, verbose=0, callbacks=callbacks)
+    wall = time.perf_counter() - start
+    history = pd.read_csv(history_csv)
+    _publish_backbone(best, registry)
+    timing = {"wall_seconds": wall, "epoch_seconds": seconds, "epoch_cpu_seconds": cpu_seconds}
+    record = _pretraining_record(
+        config, profile, registry, data, task_shares, history, scores, timing, len(train), threads
+    )
+    write_json(registry.shared_backbone_record, record)
+    shutil.rmtree(work, ignore_errors=True)  # finished: a new pre-training starts from scratch
+    return record
+
+
+def _checkpoint_callbacks(work: Path, best: Path, history_csv: Path, best_so_far: float | None) -> list:
+    """history.csv, the best epoch's model and the backup a killed attempt resumes from, in that order."""
+    import keras
+
+    return [
+        keras.callbacks.CSVLogger(str(history_csv), append=True),
+        keras.callbacks.ModelCheckpoint(
+            str(best), monitor="val_mean_auc", mode="max", save_best_only=True, initial_value_threshold=best_so_far
+        ),
+        keras.callbacks.BackupAndRestore(str(work / "backup"), double_checkpoint=True),
+    ]
+
+
+def _pretraining_datasets(
+    train: pd.DataFrame, val: pd.DataFrame, n_tasks: int, profile: Profile, seed: int, task_shares: str
+) -> tuple[Any, Any]:
+    """The train and val datasets of pre-training: one masked target per condition, train weighted by task share."""
+    from medcore.data.datasets import image_dataset
+
     train_data = image_dataset(
         train["path"].to_numpy(dtype=str),
         masked_targets(train, n_tasks),
         profile.image_size,
         profile.batch_size,
         training=True,
-        seed=config.seed,
+        seed=seed,
         sample_weights=task_weights(train, task_shares),
     )
     val_data = image_dataset(
@@ -221,13 +267,20 @@ def pretrain_backbone(
         profile.image_size,
         profile.batch_size,
         training=False,
-        seed=config.seed,
+        seed=seed,
     )
-    work = registry.shared_backbone_work
+    return train_data, val_data
+
+
+def _resume_pretraining(work: Path) -> tuple[Path, Path, float | None]:
+    """The best-epoch model and history.csv paths under `work`, cleared for a fresh start or trimmed for a resumed
+    one, and the best val mean AUC a resumed attempt must beat (None: any epoch will do)."""
+    from medcore.model.callbacks import finished_epochs, history_rows
+
     work.mkdir(parents=True, exist_ok=True)
     best, history_csv = work / "best.keras", work / "history.csv"
-    resumed_from = _finished_epochs(work / "backup")
-    history = _history_rows(history_csv).iloc[:resumed_from]  # rows of epochs a killed attempt finished
+    resumed_from = finished_epochs(work / "backup")
+    history = history_rows(history_csv).iloc[:resumed_from]  # rows of epochs a killed attempt finished
     if resumed_from == 0:
         best.unlink(missing_ok=True)
         history_csv.unlink(missing_ok=True)
@@ -238,43 +291,37 @@ def pretrain_backbone(
     best_so_far = (
         float(history["val_mean_auc"].max()) if resumed_from and best.exists() and "val_mean_auc" in history else None
     )
+    return best, history_csv, best_so_far
 
-    model = build_network(profile, config.seed, outputs=n_tasks, head="task_logits")
-    model.compile(
-        optimizer=keras.optimizers.Adam(profile.learning_rate),
-        loss=_masked_loss,
-        run_eagerly=profile.execution == "eager",
-    )
-    scores: list[dict[str, float]] = []
-    seconds: list[float] = []
-    cpu_seconds: list[float] = []
-    start = time.perf_counter()
-    model.fit(
-        train_data,
-        validation_data=val_data,
-        epochs=epochs,
-        verbose=0,
-        callbacks=[
-            _task_auc_callback(val_data, val, data.tasks, scores),  # first: the callbacks below read its figure
-            *_schedule_callbacks(profile, profile.learning_rate, 0, epochs),
-            keras.callbacks.CSVLogger(str(history_csv), append=True),
-            keras.callbacks.ModelCheckpoint(
-                str(best), monitor="val_mean_auc", mode="max", save_best_only=True, initial_value_threshold=best_so_far
-            ),
-            keras.callbacks.BackupAndRestore(str(work / "backup"), double_checkpoint=True),
-            _progress_callback(epochs, seconds, cpu_seconds),
-        ],
-    )
-    wall = time.perf_counter() - start
-    history = pd.read_csv(history_csv)
-    best_epoch = int(history["val_mean_auc"].idxmax())
-    registry.root.mkdir(parents=True, exist_ok=True)
+
+def _publish_backbone(best: Path, registry: RegistryLayout) -> None:
+    """Make the best epoch's model the registry's shared backbone, atomically and on disk."""
     from medcore.jsonio import fsync_dir, fsync_file
 
+    registry.root.mkdir(parents=True, exist_ok=True)
     fsync_file(best)  # on disk before the rename makes it the backbone every profile starts from
     os.replace(best, registry.shared_backbone)  # same folder tree, so the rename is atomic
     fsync_dir(registry.root)
-    record = {
+
+
+def _pretraining_record(
+    config: Config,
+    profile: Profile,
+    registry: RegistryLayout,
+    data: Any,
+    task_shares: str,
+    history: pd.DataFrame,
+    scores: list[dict[str, float]],
+    timing: dict[str, Any],
+    train_images: int,
+    threads: dict[str, int | None],
+) -> dict[str, Any]:
+    """shared_backbone.json: what the backbone learnt from, its best epoch's val AUC per condition, its cost."""
+    from medcore.model.training import versions
+
+    best_epoch = int(history["val_mean_auc"].idxmax())
+    wall, seconds = timing["wall_seconds"], timing["epoch_seconds"]
+    return {
         "model_path": registry.shared_backbone,
         "profile": profile.name,
         "image_size": profile.image_size,
@@ -291,13 +338,10 @@ def pretrain_backbone(
         "val_auc_by_epoch": scores,
         "wall_seconds": wall,
         "epoch_seconds": seconds,
-        "epoch_cpu_seconds": cpu_seconds,
-        "images_per_second": len(train) * len(seconds) / wall if wall > 0 else None,
+        "epoch_cpu_seconds": timing["epoch_cpu_seconds"],
+        "images_per_second": train_images * len(seconds) / wall if wall > 0 else None,
         "threads": threads,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "seed": config.seed,
         "versions": versions(),
     }
-    write_json(registry.shared_backbone_record, record)
-    shutil.rmtree(work, ignore_errors=True)  # finished: a new pre-training starts from scratch
-    return record

@@ -62,7 +62,7 @@ def config_digest(config: Any, condition: str) -> str:
             return value.model_dump(mode="json")
         import dataclasses
 
-        return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        return dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
 
     shaping = {
         "condition": plain(config.conditions[condition]),
@@ -110,7 +110,7 @@ def split_changes(before: pd.DataFrame | None, after: pd.DataFrame) -> dict[str,
     ]
     moved = new.loc[common][old.loc[common, "split"].to_numpy() != new.loc[common, "split"].to_numpy()]
     added, removed = new.loc[new.index.difference(old.index)], old.loc[old.index.difference(new.index)]
-    result = {"before": int(len(old)), "after": int(len(new))}
+    result: dict[str, Any] = {"before": int(len(old)), "after": int(len(new))}
     for name, rows in (("added", added), ("removed", removed), ("relabelled", relabelled), ("moved", moved)):
         result[name] = int(len(rows))
         result[f"{name}_examples"] = _examples(rows)
@@ -189,6 +189,20 @@ def plan_night(
         }
     if policy == RETRAIN:
         return {"mode": RETRAIN, "warm_start": False, "reason": "policy retrain: training from scratch"}
+    refused = _no_warm_start(champion, name, contaminated, max_warm_starts)
+    if refused is not None:
+        return refused
+    return {
+        "mode": CONTINUE,
+        "warm_start": True,
+        "reason": f"continuing from champion {name} (promoted {since}) with fewer epochs",
+    }
+
+
+def _no_warm_start(
+    champion: Mapping[str, Any], name: str, contaminated: Mapping[str, Any] | None, max_warm_starts: int
+) -> dict[str, Any] | None:
+    """The retrain plan, with its reason, when the champion may not start tonight's model; None when it may."""
     chain = int(champion.get("warm_starts") or 0)
     if max_warm_starts and chain >= max_warm_starts:
         # Warm-started models can generalise worse than ones trained from scratch on the same data (Ash &
@@ -222,11 +236,7 @@ def plan_night(
             f"({where}; e.g. {', '.join(contaminated['examples'][:2])}): no warm start, "
             "training from scratch",
         }
-    return {
-        "mode": CONTINUE,
-        "warm_start": True,
-        "reason": f"continuing from champion {name} (promoted {since}) with fewer epochs",
-    }
+    return None
 
 
 # --------------------------------------------------------------------------- the report's view
@@ -260,6 +270,17 @@ def _trend_line(rows: pd.DataFrame) -> str | None:
     return f"{len(rows)} night(s) recorded, {promoted} promotion(s); {span}"
 
 
+def _trend_rows(registry: Any, condition: str) -> pd.DataFrame:
+    """The condition's trend rows from the registry; none where there is no registry or no readable trend."""
+    rows = pd.DataFrame(columns=TREND_COLUMNS)
+    if registry is not None and registry.trend(condition).is_file():
+        try:
+            rows = pd.read_csv(registry.trend(condition))
+        except (OSError, ValueError, pd.errors.ParserError):
+            pass
+    return rows
+
+
 def nights_view(
     run: Any, info: Mapping[str, Any], models: list[dict[str, Any]], decisions: Mapping[str, Any]
 ) -> list[dict[str, Any]]:
@@ -279,12 +300,7 @@ def nights_view(
         decision = decisions.get(condition) or {}
         versus = decision.get("versus_champion") or {}
         test_split = decision.get("test_split") or {}
-        rows = pd.DataFrame(columns=TREND_COLUMNS)
-        if registry is not None and registry.trend(condition).is_file():
-            try:
-                rows = pd.read_csv(registry.trend(condition))
-            except (OSError, ValueError, pd.errors.ParserError):
-                pass
+        rows = _trend_rows(registry, condition)
         plot = None
         if len(rows):
             plot = atomic_write_bytes(run.trend_png(condition), render_trend(rows.tail(60), condition))

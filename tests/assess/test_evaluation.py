@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from medcore.assess import evaluation
+from medcore.assess import evaluation, predict
 from medcore.assess.evaluation import (
     binary_metrics,
     bootstrap_intervals,
@@ -745,6 +745,6 @@ def test_a_keras_archive_that_inflates_too_far_is_refused_before_keras_opens_it(
         evaluation.load_model(bomb)
     assert str(bomb) in str(refused.value) and "\n" not in str(refused.value)
     assert evaluation.load_model(real) is not None  # a real model passes the same check
-    monkeypatch.setattr(evaluation, "MAX_MODEL_BYTES", 1000)
+    monkeypatch.setattr(predict, "MAX_MODEL_BYTES", 1000)
     with pytest.raises(MedcoreError, match="uncompressed"):
         evaluation.load_model(real)

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from medcore.errors import MedcoreError
 from medcore.jsonio import check_output_file
+from tests.data.test_dicom_fuzz import CHANGES, COMPRESSED, PLAIN, SYNTAXES, _mutated
+from tests.data.test_validation_fuzz import file_bytes
 from tests.fuzzing import EXAMPLES, FUZZ, count
-from tests.test_dicom_fuzz import CHANGES, COMPRESSED, PLAIN, SYNTAXES, _mutated
-from tests.test_validation_fuzz import file_bytes
 
 # A case here promotes several nights or runs a model: a quarter of the cases, still > 50 under `make fuzz`.
 LIGHTER = settings(FUZZ, max_examples=max(10, EXAMPLES // 4))

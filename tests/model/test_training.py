@@ -86,7 +86,7 @@ def test_best_epoch_is_kept_across_attempts_and_restored(tmp_path):
     import keras
     import numpy as np
 
-    from medcore.model.training import _best_epoch_callback, restore_best_epoch
+    from medcore.model.callbacks import best_epoch_callback, restore_best_epoch
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     weights, record = tmp_path / "best.weights.h5", tmp_path / "best.json"
@@ -95,20 +95,20 @@ def test_best_epoch_is_kept_across_attempts_and_restored(tmp_path):
         model.set_weights([np.full_like(w, fill) for w in model.get_weights()])
         keeper.on_epoch_end(index, {"val_auc": value})
 
-    keeper = _best_epoch_callback(weights, record, finished=0)
+    keeper = best_epoch_callback(weights, record, finished=0)
     keeper.set_model(model)
     epoch(keeper, 0, 0.6, 1.0)
     epoch(keeper, 1, 0.9, 2.0)  # the best
     epoch(keeper, 2, 0.7, 3.0)  # the last, worse
     # A second attempt resumed after 3 finished epochs keeps epoch 1 and is not fooled by a worse epoch 3.
-    resumed = _best_epoch_callback(weights, record, finished=3)
+    resumed = best_epoch_callback(weights, record, finished=3)
     resumed.set_model(model)
     epoch(resumed, 3, 0.8, 4.0)
     epoch(resumed, 4, float("nan"), 5.0)  # undefined AUC selects nothing
     assert restore_best_epoch(model, resumed) == {"epoch": 1, "val_auc": pytest.approx(0.9)}
     assert all(np.all(w == 2.0) for w in model.get_weights())
     # A record of an epoch the backup does not hold (killed before BackupAndRestore) is dropped.
-    assert _best_epoch_callback(weights, record, finished=1).best is None
+    assert best_epoch_callback(weights, record, finished=1).best is None
     assert not weights.exists() and not record.exists()
 
 

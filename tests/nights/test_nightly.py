@@ -27,7 +27,7 @@ from medcore.nights.nightly import (
     split_changes,
     warm_epochs,
 )
-from tests.test_validation import _encode, phantom
+from tests.data.test_validation import _encode, phantom
 
 TONIGHT = {"dataset_fingerprint": "d1", "config_digest": "c1", "code_version": "v1"}
 CLEAN = {"images": 0, "by_split": {}, "examples": []}
@@ -253,6 +253,47 @@ def test_unchanged_data_config_and_code_skip_the_night(tmp_path, monkeypatch):
 # --- two real nights: the set grows, the second night continues from the first night's champion -------------
 
 
+def _copy_night(root: Path, to: Path) -> None:
+    """A copy of the shared night's folder (data, runs, registry, configs) whose configs name the copy."""
+    import shutil
+
+    shutil.copytree(root, to, dirs_exist_ok=True)
+    for name in ("tiny.yaml", "nights.yaml"):
+        path = to / name
+        path.write_text(path.read_text().replace(str(root), str(to)))
+
+
+def _night_by_cli(root: Path, run_id: str, config: Path, env: dict[str, str]) -> RunLayout:
+    """One night of knee osteoporosis (standard, 2 epochs) through `medcore run` in a child process."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medcore.cli",
+            "run",
+            "--config",
+            str(config),
+            "--condition",
+            "knee_osteoporosis",
+            "--profile",
+            "standard",
+            "--epochs",
+            "2",
+            "--run-id",
+            run_id,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return RunLayout(root / "runs", run_id)
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("night_one")
 def test_a_second_night_continues_from_the_champion_on_grown_data(tmp_path, night_one):
@@ -263,13 +304,8 @@ def test_a_second_night_continues_from_the_champion_on_grown_data(tmp_path, nigh
     Night 1 is the session's shared run (`night_one` in conftest), copied here with its registry, so this test
     adds images and promotes without touching what other tests read."""
     import shutil
-    import subprocess
-    import sys
 
-    shutil.copytree(night_one.root, tmp_path, dirs_exist_ok=True)
-    for name in ("tiny.yaml", "nights.yaml"):
-        path = tmp_path / name
-        path.write_text(path.read_text().replace(str(night_one.root), str(tmp_path)))
+    _copy_night(night_one.root, tmp_path)
     data, held_back, config = tmp_path / "data", tmp_path / "later", tmp_path / "nights.yaml"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCORE_")}
 
@@ -279,38 +315,12 @@ def test_a_second_night_continues_from_the_champion_on_grown_data(tmp_path, nigh
         f"extends: {config}\nnightly: {{warm_start: shrink_perturb, shrink: 0.5, epochs_by_growth: true}}\n"
     )
 
-    def night(run_id: str, config: Path = config) -> RunLayout:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "medcore.cli",
-                "run",
-                "--config",
-                str(config),
-                "--condition",
-                "knee_osteoporosis",
-                "--profile",
-                "standard",
-                "--epochs",
-                "2",
-                "--run-id",
-                run_id,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env=env,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        return RunLayout(tmp_path / "runs", run_id)
-
     first = RunLayout(tmp_path / "runs", "night1")
     assert read_json(first.promotion_json)["conditions"]["knee_osteoporosis"]["decision"] == "promoted"
     for folder in held_back.iterdir():
         for image in folder.iterdir():
             shutil.move(image, data / "knee_osteoporosis" / folder.name / image.name)
-    second = night("night2", shrunk)
+    second = _night_by_cli(tmp_path, "night2", shrunk, env)
 
     paths = second.model("knee_osteoporosis", "standard")
     plan = read_json(paths.nightly_json)
