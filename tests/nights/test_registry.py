@@ -105,9 +105,9 @@ def _champion(auc: float = 0.80) -> dict:
 def test_decision_table(candidate, champion, best, decision, words):
     """Every branch: gates on the selection split, then the paired lower bound against the best figure minus margin."""
     result = decide(candidate, champion, SETTINGS, best=best)
-    assert result["decision"] == decision, result["reason"]
-    assert words in result["reason"], result["reason"]
-    assert "0.500" not in result["reason"] and "0.100" not in result["reason"], "test figures never decide"
+    assert result.decision == decision, result.reason
+    assert words in result.reason, result.reason
+    assert "0.500" not in result.reason and "0.100" not in result.reason, "test figures never decide"
 
 
 def _nights(deltas: list[float], half: float = 0.004, start: float = 0.90, margin: float = 0.02) -> list[dict]:
@@ -119,9 +119,9 @@ def _nights(deltas: list[float], half: float = 0.004, start: float = 0.90, margi
         candidate = _candidate(challenger, versus=_versus(challenger, champion_auc, half, against=f"n{i}/standard"))
         champion = {"run_id": f"n{i}", "profile": "standard", "metrics": {}}
         result = decide(candidate, champion, settings, best=(best or {}).get("roc_auc"))
-        best = next_best(best, "val-images", champion_auc, result["decision"], challenger)
-        nights.append({"decision": result["decision"], "champion_before": champion_auc, "best": best["roc_auc"]})
-        if result["decision"] == PROMOTED:
+        best = next_best(best, "val-images", champion_auc, result.decision, challenger)
+        nights.append({"decision": result.decision, "champion_before": champion_auc, "best": best["roc_auc"]})
+        if result.decision == PROMOTED:
             champion_auc = challenger
     return nights
 
@@ -164,11 +164,11 @@ def test_quality_tier_gate():
     weak = _candidate()
     weak["selection"]["quality_tier"] = "insufficient"
     result = decide(weak, None, strict)
-    assert result["decision"] == NO_CHAMPION and "tier insufficient below moderate" in result["reason"]
+    assert result.decision == NO_CHAMPION and "tier insufficient below moderate" in result.reason
     good = _candidate()
     good["selection"]["quality_tier"] = "good"
-    assert decide(good, None, strict)["decision"] == PROMOTED
-    assert decide(weak, None, SETTINGS)["decision"] == PROMOTED, "no tier gate unless configured"
+    assert decide(good, None, strict).decision == PROMOTED
+    assert decide(weak, None, SETTINGS).decision == PROMOTED, "no tier gate unless configured"
 
 
 def test_split_fingerprint_is_the_test_rows_only(tmp_path):
