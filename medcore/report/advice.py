@@ -158,7 +158,7 @@ Say = Callable[..., None]  # say(sentence with a {who} slot, who): one line of a
 def next_steps(context: dict[str, Any]) -> list[str]:
     """What to do after reading this report, most urgent first; advice that fits several models is given once,
     naming them all (ten models that all used every epoch make one step, not ten)."""
-    from medcore.nights.registry import figure
+    from medcore.nights.decision import figure
 
     advice: dict[str, list[str]] = {}  # sentence with a {who} slot -> the models or conditions it is for
 

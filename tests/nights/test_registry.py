@@ -110,6 +110,19 @@ def test_decision_table(candidate, champion, best, decision, words):
     assert "0.500" not in result.reason and "0.100" not in result.reason, "test figures never decide"
 
 
+def test_promotion_is_decided_before_any_file_is_touched():
+    """`promotion` is pure: tonight's decision, its record and its trend row, from the registry record as data."""
+    from medcore.nights.decision import Tonight, promotion
+
+    candidate = {**_candidate(), "run_id": "new"}
+    empty = {"condition": "pneumonia", "champion": None, "history": []}
+    outcome = promotion(empty, Tonight([candidate]), "pneumonia", "new", SETTINGS, "2026-01-01T00:00:00Z")
+    assert outcome.decision.decision == PROMOTED and outcome.record["decision"] == PROMOTED
+    assert outcome.record["reason"] == outcome.decision.reason and "first champion" in outcome.decision.reason
+    assert outcome.trend_row["decision"] == PROMOTED and outcome.trend_row["run_id"] == "new"
+    assert empty == {"condition": "pneumonia", "champion": None, "history": []}, "the record is not changed"
+
+
 def _nights(deltas: list[float], half: float = 0.004, start: float = 0.90, margin: float = 0.02) -> list[dict]:
     """Run `decide` and `next_best` night after night on unchanged selection images, as promote does."""
     settings = RegistrySettings(gates=(), margin=margin)
