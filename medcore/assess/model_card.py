@@ -17,8 +17,9 @@ from typing import Any
 from medcore.config import Condition, Config, Profile
 from medcore.jsonio import atomic_write_text, read_json
 from medcore.layout import ModelLayout
+from medcore.report.jinja import environment
 
-__all__ = ["render_model_card", "write_model_card", "PREVALENCE_SHIFT"]
+__all__ = ["render_model_card", "card_view", "write_model_card", "PREVALENCE_SHIFT"]
 
 PREVALENCE_SHIFT = 0.05  # a positive share differing by more than this between train and test is named
 
@@ -144,187 +145,129 @@ def _scored(metrics: dict[str, Any]) -> str:
 
 
 def render_model_card(config: Config, condition: Condition, profile: Profile, paths: ModelLayout) -> str:
-    """The card as Markdown, from whatever artefacts of the model exist now."""
+    """The card as Markdown, from whatever artefacts of the model exist now (templates/model_card.md.j2)."""
+    env = environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    return env.get_template("model_card.md.j2").render(**card_view(config, condition, profile, paths))
+
+
+def card_view(config: Config, condition: Condition, profile: Profile, paths: ModelLayout) -> dict[str, Any]:
+    """Every value the card shows, as the template prints it, read from the model's files."""
     validation, training = _read(paths.validation_json), _read(paths.training_json)
-    metrics, gradcam, contract = _read(paths.metrics_json), _read(paths.gradcam_json), _read(paths.model_contract)
-    counts, totals = validation.get("counts") or {}, validation.get("totals") or {}
-    stats, groups = validation.get("image_stats") or {}, validation.get("groups") or {}
-    size = training.get("image_size") or profile.image_size
-    lines = [
-        f"# Model card: {condition.name} / {profile.name}",
-        "",
-        f"Run `{paths.root.parent.parent.name}`. After Mitchell et al. 2019, *Model Cards for Model Reporting*. "
-        "**Research use only.**",
-        "",
-    ]
+    metrics, gradcam = _read(paths.metrics_json), _read(paths.gradcam_json)
+    groups, totals = validation.get("groups") or {}, validation.get("totals") or {}
+    return {
+        **_details_view(config, profile, training, _read(paths.model_contract)),
+        "run_id": paths.root.parent.parent.name,
+        "condition": condition.name,
+        "condition_words": condition.name.replace("_", " "),
+        "dataset": condition.dataset,
+        "positive": ", ".join(condition.positive),
+        "negative": ", ".join(condition.negative),
+        "excluded": ", ".join(condition.exclude),
+        "groups_source": groups.get("source", "n/a"),
+        "groups": groups.get("groups"),
+        "fingerprint": validation.get("fingerprint") or training.get("dataset_fingerprint", "n/a"),
+        "totals": {key: totals.get(key, "n/a") for key in ("listed", "excluded", "dropped", "in_manifest")},
+        "splits": [
+            (split, c.get("positive", 0), c.get("negative", 0)) for split, c in (validation.get("counts") or {}).items()
+        ],
+        **_preprocessing_view(profile, training, validation),
+        "metrics": _metrics_view(metrics) if metrics else None,
+        "faithfulness": _faithfulness_view(gradcam.get("faithfulness") or {}, metrics),
+        "probes": _probe_lines(gradcam["probes"]) if gradcam.get("probes") else [],
+        "caveats": _caveats(condition, validation, metrics, gradcam),
+    }
 
-    lines += [
-        "## Model details",
-        "",
-        f"- {contract.get('architecture', 'DenseNet121')} binary classifier, one logit (sigmoid = P(positive)), "
-        f"input {size}×{size}×3 in 0–255, {contract.get('preprocessing', 'normalisation inside the model')}.",
-        f"- Trained by medcore: profile `{profile.name}`, {training.get('epochs_run', '?')} of "
-        f"{training.get('epochs_planned', profile.epochs)} epochs, weights from "
-        f"`{training.get('weights_used') or training.get('weights') or profile.weights}`, seed "
-        f"{training.get('seed', config.seed)}, {training.get('precision', profile.precision)}.",
-        *_warm_start_line(training.get("warm_start")),
-        f"- Decision threshold {_f(contract.get('threshold'))} ({contract.get('threshold_rule', 'n/a')}, chosen "
-        f"on {contract.get('threshold_split', 'val')}); files: `model.keras`, `model.json` beside this card.",
-        "",
-    ]
 
-    lines += [
-        "## Intended use",
-        "",
-        f"- Primary: research on automated {condition.name.replace('_', ' ')} classification of radiographs like "
-        f"the training set (dataset `{condition.dataset}`), and on the retraining pipeline itself.",
-        "- Out of scope: diagnosis, triage, screening or any decision about a patient; images from other "
-        "populations, body parts, views, devices or hospitals than the training data; use without checking "
-        "the caveats below. No figure here shows fitness for clinical use.",
-        "",
-    ]
+def _details_view(config: Config, profile: Profile, training: dict, contract: dict) -> dict[str, Any]:
+    """The model details: architecture, input, training and the decision threshold."""
+    return {
+        "profile": profile.name,
+        "architecture": contract.get("architecture", "DenseNet121"),
+        "size": training.get("image_size") or profile.image_size,
+        "preprocessing": contract.get("preprocessing", "normalisation inside the model"),
+        "epochs_run": training.get("epochs_run", "?"),
+        "epochs_planned": training.get("epochs_planned", profile.epochs),
+        "weights": training.get("weights_used") or training.get("weights") or profile.weights,
+        "seed": training.get("seed", config.seed),
+        "precision": training.get("precision", profile.precision),
+        "warm_start": _warm_start_words(training.get("warm_start")),
+        "threshold": _f(contract.get("threshold")),
+        "threshold_rule": contract.get("threshold_rule", "n/a"),
+        "threshold_split": contract.get("threshold_split", "val"),
+    }
 
-    lines += [
-        "## Labels and factors",
-        "",
-        f"- Positive: {', '.join(condition.positive)}; negative: {', '.join(condition.negative)}"
-        + (f"; excluded (never seen): {', '.join(condition.exclude)}" if condition.exclude else "")
-        + ".",
-        f"- Groups (patients): {groups.get('source', 'n/a')}"
-        + (f", {groups['groups']} groups" if groups.get("groups") else "")
-        + "; splits keep each group whole.",
-        "- Not evaluated per subgroup (age, sex, device, site): the data carry no such fields.",
-        "",
-    ]
 
-    lines += [
-        "## Training and evaluation data",
-        "",
-        f"- Dataset fingerprint `{validation.get('fingerprint') or training.get('dataset_fingerprint', 'n/a')}` "
-        "(file list, labels and every file's bytes).",
-        f"- Listed {totals.get('listed', 'n/a')}, excluded {totals.get('excluded', 'n/a')}, dropped by "
-        "validation "
-        f"{totals.get('dropped', 'n/a')}, used {totals.get('in_manifest', 'n/a')}.",
-        "",
-        "| split | positive | negative |",
-        "|---|---:|---:|",
-    ]
-    lines += [f"| {split} | {c.get('positive', 0)} | {c.get('negative', 0)} |" for split, c in counts.items()]
-    dicom = next((f["message"] for f in validation.get("findings") or [] if f["code"] == "dicom_summary"), None)
-    lines += [
-        "",
-        "## Preprocessing",
-        "",
-        f"- Decoded once, resized to {size}×{size} (antialiased bilinear; "
-        + (
-            "the aspect ratio is kept and the rest of the square padded with black, which Grad-CAM masks out: "
-            if (training.get("resize") or profile.resize) == "pad"
-            else "the aspect ratio is not kept: "
+def _preprocessing_view(profile: Profile, training: dict, validation: dict) -> dict[str, Any]:
+    """Resizing, the source images' median size, DICOM handling and the training augmentation, as the card says it."""
+    stats, augmentation = validation.get("image_stats") or {}, profile.augmentation
+    erased = (
+        f", outer {augmentation.border_band:.0%} band erased on {augmentation.border_erase:.0%} of images"
+        if augmentation.border_erase
+        else ""
+    )
+    return {
+        "padded": (training.get("resize") or profile.resize) == "pad",
+        "source_size": f"{_f(stats.get('median_width'), 0)}×{_f(stats.get('median_height'), 0)}",
+        "dicom": next((f["message"] for f in validation.get("findings") or [] if f["code"] == "dicom_summary"), None),
+        "augmentation": f"rotation {augmentation.rotation}, zoom {augmentation.zoom}, contrast "
+        f"{augmentation.contrast}, horizontal flip {'on' if augmentation.horizontal_flip else 'off'}{erased}",
+    }
+
+
+# The test figures the card's table shows, in its order, with the names a reader knows them by.
+CARD_FIGURES = (
+    ("roc_auc", "ROC AUC"),
+    ("pr_auc", "PR AUC"),
+    ("recall", "sensitivity"),
+    ("specificity", "specificity"),
+    ("precision", "precision"),
+    ("accuracy", "accuracy"),
+    ("f1", "F1"),
+)
+
+
+def _metrics_view(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The test figures with their intervals, what they count, and calibration."""
+    boot = metrics.get("bootstrap") or {}
+    rows = [(label, _with_interval(metrics, name)) for name, label in CARD_FIGURES]
+    image_level = metrics.get("image_level")
+    if isinstance(image_level, dict) and image_level.get("roc_auc") is not None:
+        rows.append((f"ROC AUC per image ({image_level.get('n', '?')} images)", _with_interval(image_level, "roc_auc")))
+    return {
+        "scored": _scored(metrics),
+        "percent": int(100 * boot.get("confidence", 0.95)),
+        "resamples": boot.get("resamples", "?"),
+        "unit": boot.get("unit", "image"),
+        "threshold_split": metrics.get("threshold_split") or "val",
+        "tier": (metrics.get("quality") or {}).get("tier", "n/a"),
+        "worse_than_chance": worse_than_chance(metrics),
+        "rows": rows,
+        "brier": _with_interval(metrics, "brier"),
+        "calibration_error": _with_interval(metrics, "calibration_error"),
+    }
+
+
+def _faithfulness_view(faith: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The deletion test's figures and what they mean (nothing, if the model is worse than chance)."""
+    if not faith:
+        return None
+    if faith.get("better_than_random") and worse_than_chance(metrics):
+        verdict = (
+            "better than random, but the model is worse than chance, so its heatmaps are not evidence of anything."
         )
-        + f"source images are {_f(stats.get('median_width'), 0)}×{_f(stats.get('median_height'), 0)} px median), "
-        "gray copied to three channels, pixel values 0–255.",
-        "- DICOM: Rescale Slope/Intercept, then the VOI LUT or first window (else the image's own range), "
-        "MONOCHROME1 inverted, in float32 until this scaling"
-        + (f"; here: {dicom}." if dicom else "; this set holds no DICOM."),
-        f"- Augmentation in training only: rotation {profile.augmentation.rotation}, zoom "
-        f"{profile.augmentation.zoom}, contrast {profile.augmentation.contrast}, horizontal flip "
-        f"{'on' if profile.augmentation.horizontal_flip else 'off'}"
-        + (
-            f", outer {profile.augmentation.border_band:.0%} band erased on {profile.augmentation.border_erase:.0%} "
-            "of images"
-            if profile.augmentation.border_erase
-            else ""
-        )
-        + ".",
-        "",
-    ]
-
-    lines += ["## Metrics on the test split", ""]
-    if metrics:
-        boot = metrics.get("bootstrap") or {}
-        lines += [
-            f"{_scored(metrics)}; {int(100 * boot.get('confidence', 0.95))} % intervals from "
-            f"{boot.get('resamples', '?')} bootstrap resamples of {boot.get('unit', 'image')}s; threshold fixed on "
-            f"{metrics.get('threshold_split') or 'val'}. Test tier: "
-            f"**{(metrics.get('quality') or {}).get('tier', 'n/a')}** (on the test ROC AUC interval's lower "
-            "bound)."
-            + (
-                " **Worse than chance**: the whole ROC AUC interval lies below 0.5."
-                if worse_than_chance(metrics)
-                else ""
-            ),
-            "",
-            "| figure | value (interval) |",
-            "|---|---|",
-        ]
-        lines += [
-            f"| {label} | {_with_interval(metrics, name)} |"
-            for name, label in (
-                ("roc_auc", "ROC AUC"),
-                ("pr_auc", "PR AUC"),
-                ("recall", "sensitivity"),
-                ("specificity", "specificity"),
-                ("precision", "precision"),
-                ("accuracy", "accuracy"),
-                ("f1", "F1"),
-            )
-        ]
-        image_level = metrics.get("image_level")
-        if isinstance(image_level, dict) and image_level.get("roc_auc") is not None:
-            lines.append(
-                f"| ROC AUC per image ({image_level.get('n', '?')} images) | {_with_interval(image_level, 'roc_auc')} |"
-            )
-        lines += [
-            "",
-            "## Calibration",
-            "",
-            f"- Brier score {_with_interval(metrics, 'brier')}, expected calibration error "
-            f"{_with_interval(metrics, 'calibration_error')} (lower is better); reliability plot "
-            "`plots/calibration.png` in the run.",
-            "",
-        ]
+    elif faith.get("better_than_random"):
+        verdict = "better than random."
     else:
-        lines += ["Not evaluated yet (no metrics.json).", ""]
-
-    faith = gradcam.get("faithfulness") or {}
-    lines += ["## Grad-CAM faithfulness", ""]
-    if faith:
-        lines += [
-            f"Deletion test on the {faith.get('images')} most positive test images, {faith.get('steps')} steps, "
-            f"{faith.get('baseline')} baseline (lower area = more faithful): Grad-CAM "
-            f"{_f(faith.get('gradcam_deletion_auc'))} vs random maps {_f(faith.get('random_deletion_auc'))}: "
-            + (
-                "better than random, but the model is worse than chance, so its heatmaps are not evidence of anything."
-                if faith.get("better_than_random") and worse_than_chance(metrics)
-                else "better than random."
-                if faith.get("better_than_random")
-                else "**not better than random**; its heatmaps are not evidence of what the model looks at."
-            ),
-            "",
-        ]
-    else:
-        lines += ["Not measured yet (no gradcam.json).", ""]
-    probes = gradcam.get("probes")
-    lines += ["## Shortcut probes", ""]
-    lines += (
-        _probe_lines(probes) if probes else ["Not run (no gradcam.json, or `gradcam.probes.enabled` is false)."]
-    ) + [""]
-
-    lines += [
-        "## Ethical considerations",
-        "",
-        "- Patient data: DICOM headers are reduced to coded values; patient and study ids exist here only as "
-        "keyed hashes. Pixels are shown in Grad-CAM overlays, so files declaring burned-in annotation are "
-        "dropped by default.",
-        "- A model trained from scratch on a few thousand images at low resolution can rely on shortcuts "
-        "(text markers, devices, positioning); Grad-CAM and the deletion test are a first check, not proof.",
-        "",
-    ]
-
-    caveats = _caveats(condition, validation, metrics, gradcam)
-    lines += ["## Caveats and recommendations", ""]
-    lines += [f"- {c}" for c in caveats] or ["- None recorded beyond the out-of-scope uses above."]
-    return "\n".join(lines) + "\n"
+        verdict = "**not better than random**; its heatmaps are not evidence of what the model looks at."
+    return {
+        "images": faith.get("images"),
+        "steps": faith.get("steps"),
+        "baseline": faith.get("baseline"),
+        "gradcam": _f(faith.get("gradcam_deletion_auc")),
+        "random": _f(faith.get("random_deletion_auc")),
+        "verdict": verdict,
+    }
 
 
 def write_model_card(config: Config, condition: Condition, profile: Profile, paths: ModelLayout) -> Path:
@@ -332,10 +275,10 @@ def write_model_card(config: Config, condition: Condition, profile: Profile, pat
     return atomic_write_text(paths.model_card, render_model_card(config, condition, profile, paths))
 
 
-def _warm_start_line(warm: dict[str, Any] | None) -> list[str]:
-    """How a warm start treated the champion's weights (medcore.model.warmstart), or nothing for a scratch training."""
+def _warm_start_words(warm: dict[str, Any] | None) -> str | None:
+    """How a warm start treated the champion's weights (medcore.model.warmstart), or None for a scratch training."""
     if not warm:
-        return []
+        return None
     if warm.get("method") == "shrink_perturb":
         bn = (
             f"batch norm statistics re-estimated on {warm.get('batch_norm_batches')} train batches"
@@ -349,4 +292,4 @@ def _warm_start_line(warm: dict[str, Any] | None) -> list[str]:
     growth = warm.get("growth")
     new = f"; {growth:.0%} of the train images were new to it" if growth is not None else ""
     rewarm = f"; rate re-warmed over {warm['rewarm']:.0%} of the steps" if warm.get("rewarm") else ""
-    return [f"- Warm-started from the champion: {how}{new}{rewarm}."]
+    return f"{how}{new}{rewarm}"

@@ -6,18 +6,10 @@ when it was promoted and why), the best selection ROC AUC any champion reached o
 selection images, how many nights the current test split has been reported on, and a short
 history of decisions. `<condition>.trend.csv` beside it keeps one row per night for the trend.
 
-Decisions never read the test split. The candidate is the run's best successful model of a
-condition by its selection (val) figures, and it replaces the champion only if
-
-1. it reaches every absolute gate of `registry.gates` on the selection split, and
-2. the champion, re-scored tonight on the very same selection images, is not meaningfully better:
-   the lower bound of the paired bootstrap interval of (challenger - best) ROC AUC is above
-   `-registry.margin`, where "best" is the best figure any champion reached on these images. A
-   champion that slipped below the best has used up that much of the margin, so no sequence of
-   small losses can add up to more than one margin.
-
-A run whose models all failed or were skipped, or whose candidate fails a gate or is worse, never
-touches the champion. Every change to a registry file is atomic and made under a per-condition lock.
+`medcore.nights.decision` decides (pure, never reading the test split); this module reads tonight's
+models, and applies the decision to the files. Every change to a registry file is atomic and made under
+a per-condition lock, the champion record before the trend row, so a killed promotion is repaired on the
+next start.
 """
 
 from __future__ import annotations
@@ -35,6 +27,22 @@ from medcore.config import TIER_ORDER, Config, RegistrySettings, canonical_label
 from medcore.errors import StageError
 from medcore.jsonio import atomic_write_bytes, read_json, write_json
 from medcore.layout import ModelLayout, RegistryLayout
+from medcore.nights.decision import (
+    KEPT,
+    NO_CHAMPION,
+    PROMOTED,
+    Promotion,
+    Tonight,
+    champion_id,
+    champion_summary,
+    check_gates,
+    decide,
+    figure,
+    interval,
+    next_best,
+    pick_candidate,
+    promotion,
+)
 from medcore.nights.trend import TREND_COLUMNS, trend_csv
 
 __all__ = [
@@ -60,7 +68,6 @@ __all__ = [
     "registry_of",
 ]
 
-PROMOTED, KEPT, NO_CHAMPION = "promoted", "kept champion", "no champion"
 # Figures copied into the registry with the champion, so its record stands alone once old runs are deleted.
 KEPT_FIGURES = (
     "n",
@@ -107,66 +114,6 @@ def split_fingerprint(split_csv: Path, split: str) -> str | None:
     return digest.hexdigest()[:16]
 
 
-def interval(metrics: dict[str, Any], name: str) -> tuple[float, float] | None:
-    """The (low, high) interval of `name`, whether stored as {"low", "high"} or as a pair; else None."""
-    value = (metrics.get("intervals") or {}).get(name)
-    if isinstance(value, dict) and value.get("low") is not None and value.get("high") is not None:
-        return float(value["low"]), float(value["high"])
-    if isinstance(value, (list, tuple)) and len(value) == 2 and None not in value:
-        return float(value[0]), float(value[1])
-    return None
-
-
-def figure(metrics: dict[str, Any], name: str) -> float | None:
-    """A gate's figure: a metric, or `<metric>_low` for the lower bound of its interval."""
-    if name.endswith("_low"):
-        bounds = interval(metrics, name[:-4])
-        return bounds[0] if bounds else None
-    value = metrics.get(name)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def check_gates(
-    metrics: dict[str, Any], gates: Sequence[tuple[str, float]], min_tier: str | None = None
-) -> list[dict[str, Any]]:
-    """One row per gate: name, minimum, the candidate's value, passed. A missing figure fails its gate.
-
-    `min_tier` adds a gate on the evaluation's quality tier (best first: excellent, good, moderate,
-    insufficient), which also stands for "enough test patients to judge".
-    """
-    rows = []
-    for name, minimum in gates:
-        value = figure(metrics, name)
-        rows.append(
-            {"gate": name, "minimum": minimum, "value": value, "passed": value is not None and value >= minimum}
-        )
-    if min_tier is not None:
-        tier = metrics.get("quality_tier") or (metrics.get("quality") or {}).get("tier")
-        rows.append(
-            {
-                "gate": "tier",
-                "minimum": min_tier,
-                "value": tier,
-                "passed": tier in TIER_ORDER and TIER_ORDER.index(tier) <= TIER_ORDER.index(min_tier),
-            }
-        )
-    return rows
-
-
-def _gate_text(rows: list[dict[str, Any]]) -> str:
-    """ "recall 0.420 < 0.50, roc_auc n/a < 0.70": the gates as a reader checks them."""
-    parts = []
-    for row in rows:
-        if row["gate"] == "tier":
-            parts.append(
-                f"val tier {row['value'] or 'n/a'} {'at least' if row['passed'] else 'below'} {row['minimum']}"
-            )
-            continue
-        value = "n/a" if row["value"] is None else f"{row['value']:.3f}"
-        parts.append(f"{row['gate']} {value} {'≥' if row['passed'] else '<'} {row['minimum']:.2f}")
-    return ", ".join(parts)
-
-
 def succeeded(paths: ModelLayout) -> bool:
     """The report's notion of success: no failure recorded and every stage, Grad-CAM included, done."""
     return not paths.failure_json.exists() and paths.gradcam_json.exists() and paths.metrics_json.exists()
@@ -208,151 +155,6 @@ def candidate_from(paths: ModelLayout, run_id: str) -> dict[str, Any] | None:
         # Warm starts in a row since the last training from scratch: nightly.max_warm_starts bounds the chain.
         "warm_starts": int(source.get("warm_starts") or 0) + 1 if training.get("nightly_mode") == "continue" else 0,
     }
-
-
-def pick_candidate(
-    candidates: Sequence[dict[str, Any]], gates: Sequence[tuple[str, float]], min_tier: str | None = None
-) -> dict[str, Any] | None:
-    """The run's one candidate for a condition: gate-passing first, then best selection ROC AUC, then its lower bound.
-
-    Selection figures come from the val split; the test split is never consulted. Ties keep plan
-    order (the first profile wins), so the choice is repeatable.
-    """
-
-    def rank(c: dict[str, Any]) -> tuple:
-        metrics = c.get("selection") or {}
-        passes = all(r["passed"] for r in check_gates(metrics, gates, min_tier))
-        return passes, figure(metrics, "roc_auc") or -1.0, figure(metrics, "roc_auc_low") or -1.0
-
-    return max(candidates, key=rank) if candidates else None
-
-
-def champion_summary(champion: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The few fields of a champion the report shows."""
-    if not champion:
-        return None
-    metrics = champion.get("metrics") or {}
-    return {
-        "run_id": champion["run_id"],
-        "profile": champion["profile"],
-        "roc_auc": figure(metrics, "roc_auc"),
-        "roc_auc_interval": interval(metrics, "roc_auc"),
-        "metrics": metrics,
-        "model_path": champion.get("model_path"),
-        "promoted": champion.get("promoted"),
-        "selection_roc_auc": figure(champion.get("selection") or {}, "roc_auc"),
-        "test_split_fingerprint": champion.get("test_split_fingerprint"),
-        "dataset_fingerprint": champion.get("dataset_fingerprint"),
-    }
-
-
-def champion_id(champion: dict[str, Any] | None) -> str | None:
-    """`run/profile`: which champion a paired comparison was made against."""
-    return f"{champion['run_id']}/{champion['profile']}" if champion else None
-
-
-def decide(
-    candidate: dict[str, Any] | None,
-    champion: dict[str, Any] | None,
-    settings: RegistrySettings,
-    no_candidate_reason: str = "no model of this run succeeded",
-    best: float | None = None,
-) -> dict[str, Any]:
-    """The promotion decision for one condition, as data: decision, a one-sentence reason, and the evidence.
-
-    `candidate["selection"]` holds its selection (val) figures, `candidate["versus_champion"]` the
-    paired comparison with the champion re-scored on the same images; `best` is the best
-    selection ROC AUC any champion reached on these images before tonight. Pure: reads and writes
-    nothing, so every branch is a table-driven test.
-    """
-    result: dict[str, Any] = {
-        "gates": [],
-        "paired": None,
-        "margin": settings.margin,
-        "best_selection_auc": best,
-        "delta_roc_auc": None,
-        "gap_to_best_low": None,
-    }
-    if candidate is None:
-        if champion:
-            return {**result, "decision": KEPT, "reason": f"{no_candidate_reason}; the champion stays"}
-        return {**result, "decision": NO_CHAMPION, "reason": f"no champion yet, and {no_candidate_reason}"}
-
-    name = f"{candidate['condition']}/{candidate['profile']}"
-    gates = check_gates(candidate.get("selection") or {}, settings.gates, settings.min_tier)
-    result["gates"] = gates
-    failed = [g for g in gates if not g["passed"]]
-    if failed:
-        verdict = f"candidate {name} fails the gates on the selection split: {_gate_text(failed)}"
-        return {
-            **result,
-            "decision": KEPT if champion else NO_CHAMPION,
-            "reason": f"{verdict}; the champion stays" if champion else f"no champion yet: {verdict}",
-        }
-    passed = f"meets every gate on the selection split ({_gate_text(gates)})" if gates else "no gates are configured"
-    if not champion:
-        return {**result, "decision": PROMOTED, "reason": f"first champion: {name} {passed}"}
-
-    versus = candidate.get("versus_champion") or {}
-    paired = versus.get("selection")
-    if versus.get("champion") != champion_id(champion) or not paired:
-        if versus.get("champion") == champion_id(champion) and versus.get("champion_missing"):
-            return {
-                **result,
-                "decision": PROMOTED,
-                "reason": f"{name} {passed}; the champion could not be re-scored ({versus['champion_missing']}), "
-                "so the gates alone decided",
-            }
-        against = versus.get("champion") or "no champion"
-        return {
-            **result,
-            "decision": KEPT,
-            "reason": f"{name} was not compared with champion {champion_id(champion)} on the same images "
-            f"(its evaluation compared it with {against}); the champion stays",
-        }
-    tonight = paired["champion_auc"]
-    best = max(tonight, best) if best is not None else tonight
-    used = best - tonight  # how far the champion already trails the best figure on these images
-    gap_low = paired["low"] - used
-    result.update(
-        {"paired": paired, "best_selection_auc": best, "delta_roc_auc": paired["delta"], "gap_to_best_low": gap_low}
-    )
-    evidence = (
-        f"selection ROC AUC {paired['challenger_auc']:.3f} vs champion {tonight:.3f} on the same "
-        f"{paired['n']} val images ({paired['delta']:+.3f}, {paired['confidence']:.0%} paired interval "
-        f"{paired['low']:+.3f} to {paired['high']:+.3f})"
-    )
-    if used > 1e-12:
-        evidence += f"; the champion already trails the best figure on these images ({best:.3f}) by {used:.3f}"
-    rule = f"lower bound versus the best {gap_low:+.3f}, margin {settings.margin:.3f}"
-    if gap_low > -settings.margin:
-        return {**result, "decision": PROMOTED, "reason": f"{name}: {evidence}; {rule}; {passed}"}
-    # Kept also when the point estimate is better: on a small val split the interval is too wide to show
-    # that the challenger is not more than the margin worse, and only what is shown may replace a champion.
-    return {
-        **result,
-        "decision": KEPT,
-        "reason": f"{name} is not shown to be within the margin of the best figure: {evidence}; {rule}",
-    }
-
-
-def next_best(
-    best: dict[str, Any] | None,
-    fingerprint: str | None,
-    champion_auc: float | None,
-    decision: str,
-    candidate_auc: float | None,
-) -> dict[str, Any] | None:
-    """The best selection ROC AUC any champion reached on the selection images `fingerprint`, after tonight.
-
-    A new set of selection images starts afresh from the champion's figure on it. Pure.
-    """
-    if fingerprint is None:
-        return best
-    figures = [best["roc_auc"]] if best and best.get("fingerprint") == fingerprint else []
-    figures += [champion_auc] if champion_auc is not None else []
-    figures += [candidate_auc] if decision == PROMOTED and candidate_auc is not None else []
-    return {"fingerprint": fingerprint, "roc_auc": max(figures)} if figures else None
 
 
 def read_record(registry: RegistryLayout, condition: str) -> dict[str, Any]:
@@ -444,56 +246,6 @@ def _lineage(candidate: dict[str, Any]) -> str | None:
     return "".join(f"{h}\n" for h in sorted(hashes))
 
 
-def _test_nights(
-    before: dict[str, Any] | None, fingerprint: str | None, run_id: str, now: str
-) -> dict[str, Any] | None:
-    """How many nights the current test split has been reported on, counting this run once."""
-    if fingerprint is None:
-        return before
-    if before and before.get("fingerprint") == fingerprint:
-        return {**before, "nights": before["nights"] + 1, "last_run": run_id}
-    return {"fingerprint": fingerprint, "since": now, "nights": 1, "last_run": run_id}
-
-
-def _trend_row(
-    decision: dict[str, Any],
-    candidate: dict[str, Any] | None,
-    now: str,
-    run_id: str,
-    test_nights: dict[str, Any] | None,
-    plan: dict[str, Any],
-) -> dict[str, Any]:
-    """Tonight's row of the trend: challenger and champion ROC AUC with intervals, selection and test."""
-    row: dict[str, Any] = {
-        "night": now,
-        "run_id": run_id,
-        "decision": decision["decision"],
-        "policy": plan.get("policy"),
-        "mode": plan.get("mode"),
-        "candidate": candidate["profile"] if candidate else None,
-        "best_selection_auc": decision.get("best_selection_auc"),
-        "test_nights": (test_nights or {}).get("nights"),
-    }
-    versus = (candidate or {}).get("versus_champion") or {}
-    for split in ("selection", "test"):
-        paired = versus.get(split)
-        figures = (
-            (candidate or {}).get("selection") if split == "selection" else (candidate or {}).get("metrics")
-        ) or {}
-        bounds = interval(figures, "roc_auc")
-        row[f"challenger_{split}_auc"] = figure(figures, "roc_auc")
-        row[f"challenger_{split}_low"], row[f"challenger_{split}_high"] = bounds or (None, None)
-        if paired:
-            row[f"champion_{split}_auc"] = paired["champion_auc"]
-            row[f"champion_{split}_low"], row[f"champion_{split}_high"] = paired["champion_interval"]
-            if split == "selection":
-                row["paired_selection_low"], row["paired_selection_high"] = paired["low"], paired["high"]
-    if candidate:
-        row["selection_split"] = candidate.get("selection_split_fingerprint")
-        row["test_split"] = candidate.get("test_split_fingerprint")
-    return row
-
-
 def _write_trend(registry: RegistryLayout, condition: str, row: dict[str, Any]) -> None:
     import pandas as pd
 
@@ -557,141 +309,120 @@ def promote_condition(
         if mine and mine[0] != 0:
             return {**record["history"][mine[0]]["decision_record"], "repeated": True}
         if mine:
-            undone = record["history"].pop(0)
-            if undone["decision"] == PROMOTED:
-                record["champion"], record["previous_champion"] = record.get("previous_champion"), None
-            before = undone["decision_record"]
-            record["best"], record["test_split"] = before.get("best_before"), before.get("test_split_before")
-        champion = record.get("champion")
+            _undo_latest(record)
+        outcome = promotion(record, _tonight(models, run_id), condition, run_id, settings, now, redecided=bool(mine))
+        undone = {m.profile for m in models} if mine else set()
+        return _apply(registry, record, outcome, settings.history, undone)
 
-        candidates = [c for c in (candidate_from(m, run_id) for m in models) if c is not None]
-        failed = [m.profile for m in models if not succeeded(m)]
-        skipped = _skipped_since(models)
-        candidate = pick_candidate(candidates, settings.gates, settings.min_tier)
-        why_none = skipped or (
-            f"no model of this run succeeded ({', '.join(failed)} failed)"
-            if failed
-            else "this run trained no model of it"
-        )
-        fingerprint = (candidate or {}).get("selection_split_fingerprint")
-        prior = record.get("best") if (record.get("best") or {}).get("fingerprint") == fingerprint else None
-        decision = decide(candidate, champion, settings, why_none, best=(prior or {}).get("roc_auc"))
-        paired = ((candidate or {}).get("versus_champion") or {}).get("selection") or {}
-        best = next_best(
-            record.get("best"),
-            fingerprint,
-            paired.get("champion_auc"),
-            decision["decision"],
-            figure((candidate or {}).get("selection") or {}, "roc_auc"),
-        )
-        reported = next((c.get("test_split_fingerprint") for c in candidates), None)
-        test_nights = _test_nights(record.get("test_split"), reported, run_id, now)
-        decision.update(
-            {
-                "condition": condition,
-                "run_id": run_id,
-                "decided": now,
-                "candidate": champion_summary(candidate),
-                "champion_before": champion_summary(champion),
-                "versus_champion": (candidate or {}).get("versus_champion"),
-                "other_candidates": [
-                    f"{c['profile']} (selection ROC AUC {figure(c.get('selection') or {}, 'roc_auc')})"
-                    for c in candidates
-                    if c is not candidate
-                ],
-                "failed_profiles": failed,
-                "skipped": bool(skipped),
-                "redecided": bool(mine),
-                "best_before": record.get("best"),
-                "test_split_before": record.get("test_split"),
-                "best": best,
-                "test_split": test_nights,
-            }
-        )
-        if decision["decision"] == PROMOTED:
-            profile = candidate["profile"]
-            if candidate.get("contract_path"):
-                from medcore.model.contract import read_contract
 
-                read_contract(candidate["model_path"], candidate["contract_path"])  # never pair a model with another's
-            model_copy = registry.model(condition, run_id, profile)
-            sha = _copy_in(Path(candidate["model_path"]), model_copy)
-            contract_copy = None
-            if candidate.get("contract_path"):
-                contract_copy = registry.contract(condition, run_id, profile)
-                _copy_in(Path(candidate["contract_path"]), contract_copy)
-            split_copy = registry.split(condition, run_id, profile)
-            _copy_in(Path(candidate["split_path"]), split_copy)
-            lineage = _lineage(candidate)
-            trained_on = (
-                None
-                if lineage is None
-                else atomic_write_bytes(registry.trained_on(condition, run_id, profile), lineage.encode())
-            )
-            card = Path(candidate["model_path"]).with_name("model_card.md")
-            card_copy = registry.card(condition, run_id, profile) if card.is_file() else None
-            if card_copy:
-                _copy_in(card, card_copy)
-            new = {
-                **candidate,
-                "source_model_path": candidate["model_path"],
-                "model_path": str(model_copy),
-                "contract_path": str(contract_copy) if contract_copy else None,
-                "card_path": str(card_copy) if card_copy else None,
-                "model_sha256": sha,
-                "split_path": str(split_copy),
-                "trained_on_path": str(trained_on) if trained_on else None,
-                "promoted": now,
-                "reason": decision["reason"],
-            }
-            new.pop("versus_champion", None)  # tonight's comparison belongs to the decision, not the champion
-            record["champion"] = new
-            record["previous_champion"] = champion
-        record["best"], record["test_split"] = best, test_nights
-        decision["champion"] = champion_summary(record.get("champion"))
-        entry = {
-            "time": now,
-            "run_id": run_id,
-            "decision": decision["decision"],
-            "reason": decision["reason"],
-            "profile": candidate["profile"] if candidate else None,
-            "roc_auc": figure(candidate["metrics"], "roc_auc") if candidate else None,
-            "decision_record": decision,
-        }
-        record["history"] = [entry, *record["history"]][: settings.history]
-        record["updated"] = now
-        plan = next((read_json(m.nightly_json) for m in models if m.nightly_json.exists()), {})
-        entry["trend_row"] = _trend_row(decision, candidate, now, run_id, test_nights, plan)
-        # The record first (atomic: readers see the old champion or the new one), the trend row last: a crash
-        # between them leaves a decision whose row `_repair` writes from the record on the next start.
-        write_json(registry.record(condition), record)
-        _write_trend(registry, condition, entry["trend_row"])
-        if decision["decision"] == PROMOTED:
-            keep = {
-                Path(p).resolve()
-                for c in (record["champion"], champion)
-                if c
-                for p in (
-                    c.get("model_path"),
-                    c.get("contract_path"),
-                    c.get("card_path"),
-                    c.get("split_path"),
-                    c.get("trained_on_path"),
-                )
-                if p
-            }
-            _prune(registry, condition, keep)
-        elif mine:  # an undone promotion of this run leaves no copy behind
-            for profile in {m.profile for m in models}:
-                for path in (
-                    registry.model(condition, run_id, profile),
-                    registry.contract(condition, run_id, profile),
-                    registry.card(condition, run_id, profile),
-                    registry.split(condition, run_id, profile),
-                    registry.trained_on(condition, run_id, profile),
-                ):
-                    path.unlink(missing_ok=True)
-        return decision
+def _undo_latest(record: dict[str, Any]) -> None:
+    """Take this run's own decision, the latest, back out of `record` (in memory): champion, best figure, test split."""
+    undone = record["history"].pop(0)
+    if undone["decision"] == PROMOTED:
+        record["champion"], record["previous_champion"] = record.get("previous_champion"), None
+    before = undone["decision_record"]
+    record["best"], record["test_split"] = before.get("best_before"), before.get("test_split_before")
+
+
+def _tonight(models: Sequence[ModelLayout], run_id: str) -> Tonight:
+    """What the run's chains of one condition hold: candidates, failed profiles, a skip's reason, the night plan."""
+    return Tonight(
+        candidates=[c for c in (candidate_from(m, run_id) for m in models) if c is not None],
+        failed=[m.profile for m in models if not succeeded(m)],
+        skipped=_skipped_since(models),
+        plan=next((read_json(m.nightly_json) for m in models if m.nightly_json.exists()), {}),
+    )
+
+
+def _apply(
+    registry: RegistryLayout, record: dict[str, Any], outcome: Promotion, history: int, undone: set[str]
+) -> dict[str, Any]:
+    """Write `outcome` into the registry and return its decision record (as promotion.json keeps it).
+
+    A promoted candidate's files are copied in first; then the record (atomic: readers see the old champion or
+    the new one); the trend row last: a crash between them leaves a decision whose row `_repair` writes from the
+    record on the next start. `undone` names the profiles of an undone decision of this run, whose copies go.
+    """
+    shown = outcome.record
+    condition, run_id, now = shown["condition"], shown["run_id"], shown["decided"]
+    champion = record.get("champion")
+    if outcome.decision.decision == PROMOTED:
+        record["champion"] = _champion_copy(registry, condition, run_id, outcome, now)
+        record["previous_champion"] = champion
+    record["best"], record["test_split"] = outcome.best, outcome.test_split
+    shown = {**shown, "champion": champion_summary(record.get("champion"))}
+    candidate = outcome.candidate
+    entry = {
+        "time": now,
+        "run_id": run_id,
+        "decision": shown["decision"],
+        "reason": shown["reason"],
+        "profile": candidate["profile"] if candidate else None,
+        "roc_auc": figure(candidate["metrics"], "roc_auc") if candidate else None,
+        "decision_record": shown,
+        "trend_row": outcome.trend_row,
+    }
+    record["history"] = [entry, *record["history"]][:history]
+    record["updated"] = now
+    write_json(registry.record(condition), record)
+    _write_trend(registry, condition, entry["trend_row"])
+    if outcome.decision.decision == PROMOTED:
+        _prune(registry, condition, _champion_files(record["champion"], champion))
+    else:  # an undone promotion of this run leaves no copy behind
+        for profile in undone:
+            for path in (
+                registry.model(condition, run_id, profile),
+                registry.contract(condition, run_id, profile),
+                registry.card(condition, run_id, profile),
+                registry.split(condition, run_id, profile),
+                registry.trained_on(condition, run_id, profile),
+            ):
+                path.unlink(missing_ok=True)
+    return shown
+
+
+def _champion_copy(
+    registry: RegistryLayout, condition: str, run_id: str, outcome: Promotion, now: str
+) -> dict[str, Any]:
+    """Copy the promoted candidate's model, contract, split, lineage and card into the registry; its new record."""
+    candidate = outcome.candidate or {}
+    profile = candidate["profile"]
+    if candidate.get("contract_path"):
+        from medcore.model.contract import read_contract
+
+        read_contract(candidate["model_path"], candidate["contract_path"])  # never pair a model with another's
+    model_copy = registry.model(condition, run_id, profile)
+    sha = _copy_in(Path(candidate["model_path"]), model_copy)
+    contract_copy = None
+    if candidate.get("contract_path"):
+        contract_copy = registry.contract(condition, run_id, profile)
+        _copy_in(Path(candidate["contract_path"]), contract_copy)
+    split_copy = registry.split(condition, run_id, profile)
+    _copy_in(Path(candidate["split_path"]), split_copy)
+    lineage = _lineage(candidate)
+    trained_on = (
+        None
+        if lineage is None
+        else atomic_write_bytes(registry.trained_on(condition, run_id, profile), lineage.encode())
+    )
+    card = Path(candidate["model_path"]).with_name("model_card.md")
+    card_copy = registry.card(condition, run_id, profile) if card.is_file() else None
+    if card_copy:
+        _copy_in(card, card_copy)
+    new = {
+        **candidate,
+        "source_model_path": candidate["model_path"],
+        "model_path": str(model_copy),
+        "contract_path": str(contract_copy) if contract_copy else None,
+        "card_path": str(card_copy) if card_copy else None,
+        "model_sha256": sha,
+        "split_path": str(split_copy),
+        "trained_on_path": str(trained_on) if trained_on else None,
+        "promoted": now,
+        "reason": outcome.decision.reason,
+    }
+    new.pop("versus_champion", None)  # tonight's comparison belongs to the decision, not the champion
+    return new
 
 
 def registry_for(root: str | os.PathLike[str]) -> RegistryLayout:

@@ -105,9 +105,22 @@ def _champion(auc: float = 0.80) -> dict:
 def test_decision_table(candidate, champion, best, decision, words):
     """Every branch: gates on the selection split, then the paired lower bound against the best figure minus margin."""
     result = decide(candidate, champion, SETTINGS, best=best)
-    assert result["decision"] == decision, result["reason"]
-    assert words in result["reason"], result["reason"]
-    assert "0.500" not in result["reason"] and "0.100" not in result["reason"], "test figures never decide"
+    assert result.decision == decision, result.reason
+    assert words in result.reason, result.reason
+    assert "0.500" not in result.reason and "0.100" not in result.reason, "test figures never decide"
+
+
+def test_promotion_is_decided_before_any_file_is_touched():
+    """`promotion` is pure: tonight's decision, its record and its trend row, from the registry record as data."""
+    from medcore.nights.decision import Tonight, promotion
+
+    candidate = {**_candidate(), "run_id": "new"}
+    empty = {"condition": "pneumonia", "champion": None, "history": []}
+    outcome = promotion(empty, Tonight([candidate]), "pneumonia", "new", SETTINGS, "2026-01-01T00:00:00Z")
+    assert outcome.decision.decision == PROMOTED and outcome.record["decision"] == PROMOTED
+    assert outcome.record["reason"] == outcome.decision.reason and "first champion" in outcome.decision.reason
+    assert outcome.trend_row["decision"] == PROMOTED and outcome.trend_row["run_id"] == "new"
+    assert empty == {"condition": "pneumonia", "champion": None, "history": []}, "the record is not changed"
 
 
 def _nights(deltas: list[float], half: float = 0.004, start: float = 0.90, margin: float = 0.02) -> list[dict]:
@@ -119,9 +132,9 @@ def _nights(deltas: list[float], half: float = 0.004, start: float = 0.90, margi
         candidate = _candidate(challenger, versus=_versus(challenger, champion_auc, half, against=f"n{i}/standard"))
         champion = {"run_id": f"n{i}", "profile": "standard", "metrics": {}}
         result = decide(candidate, champion, settings, best=(best or {}).get("roc_auc"))
-        best = next_best(best, "val-images", champion_auc, result["decision"], challenger)
-        nights.append({"decision": result["decision"], "champion_before": champion_auc, "best": best["roc_auc"]})
-        if result["decision"] == PROMOTED:
+        best = next_best(best, "val-images", champion_auc, result.decision, challenger)
+        nights.append({"decision": result.decision, "champion_before": champion_auc, "best": best["roc_auc"]})
+        if result.decision == PROMOTED:
             champion_auc = challenger
     return nights
 
@@ -164,11 +177,11 @@ def test_quality_tier_gate():
     weak = _candidate()
     weak["selection"]["quality_tier"] = "insufficient"
     result = decide(weak, None, strict)
-    assert result["decision"] == NO_CHAMPION and "tier insufficient below moderate" in result["reason"]
+    assert result.decision == NO_CHAMPION and "tier insufficient below moderate" in result.reason
     good = _candidate()
     good["selection"]["quality_tier"] = "good"
-    assert decide(good, None, strict)["decision"] == PROMOTED
-    assert decide(weak, None, SETTINGS)["decision"] == PROMOTED, "no tier gate unless configured"
+    assert decide(good, None, strict).decision == PROMOTED
+    assert decide(weak, None, SETTINGS).decision == PROMOTED, "no tier gate unless configured"
 
 
 def test_split_fingerprint_is_the_test_rows_only(tmp_path):

@@ -16,7 +16,7 @@ from medcore.errors import StageError
 from medcore.layout import RegistryLayout, RunLayout
 from tests.fakes import metrics_with, paired, write_config, write_run
 from tests.fuzzing import EXAMPLES, FUZZ, count
-from tests.test_registry import _agree, _kill_at_write, _Killed, _promote
+from tests.nights.test_registry import _agree, _kill_at_write, _Killed, _promote
 
 # A case here promotes several nights or runs a model: a quarter of the cases, still > 50 under `make fuzz`.
 LIGHTER = settings(FUZZ, max_examples=max(10, EXAMPLES // 4))
