@@ -27,6 +27,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, Validation
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
+from medcore.artefacts import GATE_METRICS, METRICS  # noqa: F401 METRICS is read from here by report.render
 from medcore.errors import ConfigError
 
 __all__ = [
@@ -648,22 +649,8 @@ class GradcamSettings:
     probes: ProbeSettings = Field(default_factory=ProbeSettings)
 
 
-# The figures evaluation measures with a point estimate and an interval, and the report shows.
-METRICS = (
-    "accuracy",
-    "precision",
-    "recall",
-    "specificity",
-    "f1",
-    "roc_auc",
-    "pr_auc",
-    "brier",
-    "calibration_error",
-    "kappa",
-)
-
-# Figures a gate may name, each "higher is better"; `<metric>_low` gates the lower bound of its interval.
-GATE_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc")
+# METRICS: the figures evaluation measures with an interval; GATE_METRICS: those a gate may name, each
+# "higher is better"; `<metric>_low` gates the lower bound of its interval. Both declared in medcore.artefacts.
 GateName = Literal[
     "accuracy",
     "precision",

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medcore.config import METRICS, EvaluationSettings, Profile
+from medcore.artefacts import METRICS, SELECTION_FIGURES
+from medcore.config import EvaluationSettings, Profile
 from medcore.data.datasets import IMAGE_SUFFIXES, make_dataset
 from medcore.errors import MedcoreError
 
@@ -617,21 +618,6 @@ def evaluate_model_splits(
         val_frame = val.assign(probability=val_probabilities)
         metrics = study_level(val_frame, predictions, metrics, settings, seed, study_aggregation)
     return metrics, predictions, _predictions(val, val_probabilities, logits=val_logits)
-
-
-SELECTION_FIGURES = (
-    "n",
-    "n_positive",
-    "accuracy",
-    "precision",
-    "recall",
-    "specificity",
-    "f1",
-    "roc_auc",
-    "pr_auc",
-    "threshold",
-    "intervals",
-)
 
 
 def selection_figures(

@@ -31,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from medcore.artefacts import KEPT_FIGURES  # figures copied into the registry with the champion
 from medcore.config import TIER_ORDER, Config, RegistrySettings, canonical_label
 from medcore.errors import StageError
 from medcore.jsonio import atomic_write_bytes, read_json, write_json
@@ -61,22 +62,6 @@ __all__ = [
 ]
 
 PROMOTED, KEPT, NO_CHAMPION = "promoted", "kept champion", "no champion"
-# Figures copied into the registry with the champion, so its record stands alone once old runs are deleted.
-KEPT_FIGURES = (
-    "n",
-    "n_positive",
-    "accuracy",
-    "precision",
-    "recall",
-    "specificity",
-    "f1",
-    "roc_auc",
-    "pr_auc",
-    "brier",
-    "calibration_error",
-    "threshold",
-    "threshold_rule",
-)
 
 
 def test_split_fingerprint(split_csv: Path) -> str | None:
