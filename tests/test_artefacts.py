@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +91,7 @@ def test_no_other_module_lists_the_metric_names_again():
     root = Path(__file__).resolve().parent.parent
     copies = []
     for path in [*(root / "medcore").rglob("*.py"), root / "tests" / "fakes.py"]:
-        if path.name == "artefacts.py":
+        if path.parent.name == "artefacts":
             continue
         tree = ast.parse(path.read_text())
         literal_types = {id(node.slice) for node in ast.walk(tree) if isinstance(node, ast.Subscript)}
@@ -290,12 +291,12 @@ def test_a_newer_version_is_refused_in_one_line(tmp_path, model, data):
     """A file from a newer medcore is refused, naming the file; the same file unversioned, or at 1, loads."""
     path = tmp_path / "artefact.json"
     path.write_text(json.dumps(data))
-    assert artefacts._load(model, path).schema_version == 1
+    assert artefacts.load_artefact(model, path).schema_version == 1
     path.write_text(json.dumps({**data, "schema_version": 1}))
-    assert artefacts._load(model, path).schema_version == 1
+    assert artefacts.load_artefact(model, path).schema_version == 1
     path.write_text(json.dumps({**data, "schema_version": 2}))
     with pytest.raises(MedcoreError) as caught:
-        artefacts._load(model, path)
+        artefacts.load_artefact(model, path)
     message = str(caught.value)
     assert message == f"{path}: schema_version 2 is newer than this medcore reads (1); update medcore"
 
@@ -341,7 +342,7 @@ def test_a_file_that_is_not_an_artefact_is_one_line(tmp_path, text, words):
     """Not JSON, or JSON but no object: one line naming the file."""
     path = tmp_path / "metrics.json"
     path.write_text(text)
-    with pytest.raises(ArtefactError, match=words) as caught:
+    with pytest.raises(ArtefactError, match=re.escape(words)) as caught:
         artefacts.load_metrics(path)
     assert str(caught.value).startswith(str(path)) and "\n" not in str(caught.value)
 
