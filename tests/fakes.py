@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from medcore.artefacts import SELECTION_FIGURES
 from medcore.jsonio import atomic_write_bytes, write_json
 from medcore.layout import ModelLayout, RunLayout
 
@@ -96,23 +97,7 @@ def metrics_with(
     metrics["roc_auc"] = roc_auc
     metrics["intervals"]["roc_auc"] = {"low": round(0.62 + shift, 4), "high": round(min(1.0, 0.96 + shift), 4)}
     metrics.update(figures)
-    selection = copy.deepcopy(
-        {
-            k: metrics[k]
-            for k in (
-                "n",
-                "n_positive",
-                "accuracy",
-                "precision",
-                "recall",
-                "specificity",
-                "f1",
-                "roc_auc",
-                "threshold",
-                "intervals",
-            )
-        }
-    )
+    selection = copy.deepcopy({k: metrics[k] for k in SELECTION_FIGURES if k in metrics})  # no pr_auc here
     if selection_auc is not None:
         move = selection_auc - roc_auc
         selection["roc_auc"] = selection_auc

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medcore.artefacts import METRICS, SELECTION_FIGURES
 from medcore.assess.calibration import calibration_report, fit_temperature, sigmoid
 from medcore.assess.metrics import (
     ThresholdChoice,
@@ -44,7 +45,7 @@ from medcore.assess.predict import (
     predict_probabilities,
     refusals,
 )
-from medcore.config import METRICS, EvaluationSettings, Profile
+from medcore.config import EvaluationSettings, Profile
 from medcore.errors import MedcoreError
 
 # Re-exported for existing callers.
@@ -245,21 +246,6 @@ def evaluate_model_splits(
         val_frame = val.assign(probability=val_probabilities)
         metrics = study_level(val_frame, predictions, metrics, settings, seed, study_aggregation)
     return metrics, predictions, _predictions(val, val_probabilities, logits=val_logits)
-
-
-SELECTION_FIGURES = (
-    "n",
-    "n_positive",
-    "accuracy",
-    "precision",
-    "recall",
-    "specificity",
-    "f1",
-    "roc_auc",
-    "pr_auc",
-    "threshold",
-    "intervals",
-)
 
 
 def selection_figures(

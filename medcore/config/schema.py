@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
+from medcore.artefacts import GATE_METRICS, METRICS
 from medcore.config.checks import ValidationSettings
 from medcore.config.conditions import Condition, Profile
 from medcore.config.fields import (
@@ -166,22 +167,8 @@ class GradcamSettings:
     probes: ProbeSettings = Field(default_factory=ProbeSettings)
 
 
-# The figures evaluation measures with a point estimate and an interval, and the report shows.
-METRICS = (
-    "accuracy",
-    "precision",
-    "recall",
-    "specificity",
-    "f1",
-    "roc_auc",
-    "pr_auc",
-    "brier",
-    "calibration_error",
-    "kappa",
-)
-
-# Figures a gate may name, each "higher is better"; `<metric>_low` gates the lower bound of its interval.
-GATE_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc")
+# METRICS: the figures evaluation measures with an interval; GATE_METRICS: those a gate may name, each
+# "higher is better"; `<metric>_low` gates the lower bound of its interval. Both declared in medcore.artefacts.
 GateName = Literal[
     "accuracy",
     "precision",

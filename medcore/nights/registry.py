@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from medcore.artefacts import KEPT_FIGURES  # figures copied into the registry with the champion
 from medcore.config import TIER_ORDER, Config, RegistrySettings, canonical_label
 from medcore.errors import StageError
 from medcore.jsonio import atomic_write_bytes, read_json, write_json
@@ -67,23 +68,6 @@ __all__ = [
     "registry_for",
     "registry_of",
 ]
-
-# Figures copied into the registry with the champion, so its record stands alone once old runs are deleted.
-KEPT_FIGURES = (
-    "n",
-    "n_positive",
-    "accuracy",
-    "precision",
-    "recall",
-    "specificity",
-    "f1",
-    "roc_auc",
-    "pr_auc",
-    "brier",
-    "calibration_error",
-    "threshold",
-    "threshold_rule",
-)
 
 
 def test_split_fingerprint(split_csv: Path) -> str | None:
