@@ -250,8 +250,7 @@ def test_report_regenerates_without_any_results(tmp_path):
 def test_cpu_sampler_reads_a_busy_fraction():
     sampler = CpuSampler()
     sum(i * i for i in range(300_000))
-    sampler.sample()
-    assert 0.0 <= sampler.busy() <= 1.0 and len(sampler.timeline) == 1
+    assert 0.0 <= sampler.busy() <= 1.0
 
 
 @pytest.mark.parametrize("script", ["bench/nightly.py", "bench/overhead.py", "bench/nights.py", "bench/resize.py"])
