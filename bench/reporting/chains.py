@@ -8,9 +8,7 @@ from typing import Any
 from bench.reporting.common import _cpu_id, _num, _with_interval
 
 
-def nights_table(nights: dict[str, Any]) -> str:
-    """Four nights per policy: cost, plan, decision and champion per night; then the targets, judged on the figures."""
-    policies = nights["policies"]
+def _nights_intro(nights: dict[str, Any]) -> str:
     scale = (
         "the full sets"
         if nights["fraction"] >= 1.0
@@ -19,14 +17,16 @@ def nights_table(nights: dict[str, Any]) -> str:
     epochs = f"{nights['epochs']} epochs per model" if nights.get("epochs") else "each profile's epochs"
     share = nights.get("continue_learning_rate")  # recorded since the warm start's rate became a setting
     rate = f" at {share:.0%} of the profile's learning rate" if share is not None else ""
-    lines = [
+    return (
         f"Run: `{nights['command']}` on {scale}: {', '.join(nights['conditions'])} × "
         f"{', '.join(nights['profiles'])}, {epochs} (a warm start trains {nights['continue_epochs']:.0%} of "
         f"them{rate}), train images arriving in steps of {', '.join(f'{s:.0%}' for s in nights['steps'])}; val and "
-        "test fixed (the locked test split). Each night runs `medcore run`; CPU minutes are the night "
-        "process's own (user + system), so they compare the policies fairly; wall time also counts waiting for "
-        "cores other jobs (or the other policy, when run side by side) held.",
-        "",
+        "test fixed. CPU minutes are the night process's own (user + system)."
+    )
+
+
+def _night_rows(policies: dict[str, Any]) -> list[str]:
+    lines = [
         "| policy | night | condition | train / val / test images | wall min | CPU min | plan | decision | "
         "challenger test AUC (95 % CI) | champion test AUC before → after | images moved (last night / full split) |",
         "|---|--:|---|---|--:|--:|---|---|---|---|---|",
@@ -43,62 +43,60 @@ def nights_table(nights: dict[str, Any]) -> str:
                     f"{_num(c['champion_before_test_auc'])} → {_num(c['champion_after_test_auc'])} | "
                     f"{c['moved_since_last_night']} / {c['moved_since_full_split']} |"
                 )
-    lines += [
-        "",
-        "| policy | CPU min, all nights | wall min, all nights | final champion test AUC |",
-        "|---|--:|--:|---|",
-    ]
-    for policy, record in policies.items():
-        last = record["nights"][-1]["conditions"]
-        finals = ", ".join(f"{c} {_num(r['champion_after_test_auc'])}" for c, r in last.items())
-        lines.append(f"| {policy} | {record['cpu_minutes']:.1f} | {record['wall_minutes']:.1f} | {finals} |")
-    lines.append("")
-    moved = [
-        c["moved_since_last_night"] or 0
-        for r in policies.values()
-        for n in r["nights"]
-        for c in n["conditions"].values()
-    ] + [
-        c["moved_since_full_split"] or 0
-        for r in policies.values()
-        for n in r["nights"]
-        for c in n["conditions"].values()
-    ]
+    return lines
+
+
+def _gate_verdicts(nights: dict[str, Any]) -> list[str]:
+    """No image changed split; no promotion lowered the champion by more than the margin."""
+    found = [c for r in nights["policies"].values() for n in r["nights"] for c in n["conditions"].values()]
+    moved = [c["moved_since_last_night"] or 0 for c in found] + [c["moved_since_full_split"] or 0 for c in found]
     deltas = [
         c["paired_selection_delta"]
-        for r in policies.values()
-        for n in r["nights"]
-        for c in n["conditions"].values()
+        for c in found
         if c["decision"] == "promoted" and c["paired_selection_delta"] is not None
     ]
-    verdicts = [
+    return [
         f"no image changed split: {'met' if not any(moved) else f'missed ({sum(moved)} moves)'}",
         "no promotion lowered the champion's selection AUC by more than the margin "
         f"({nights['margin']:.2f}): "
         + ("met" if all(d >= -nights["margin"] for d in deltas) else "missed")
         + (f" (worst paired difference {min(deltas):+.3f})" if deltas else " (no promotion over a champion)"),
     ]
-    if {"retrain", "continue"} <= set(policies):
-        cheap = policies["continue"]["cpu_minutes"] <= policies["retrain"]["cpu_minutes"] / 2
-        ratio = policies["continue"]["cpu_minutes"] / policies["retrain"]["cpu_minutes"]
-        verdicts.append(
-            f"continue used {ratio:.2f}× retrain's CPU minutes (target ≤ 0.5): {'met' if cheap else 'missed'}"
-        )
-        finals = {p: policies[p]["nights"][-1]["conditions"] for p in ("retrain", "continue")}
-        paired = nights.get("final_paired") or {}
-        for condition in finals["retrain"]:
-            a, b = (
-                finals["continue"][condition]["champion_after_test_auc"],
-                finals["retrain"][condition]["champion_after_test_auc"],
+
+
+def _policy_verdicts(nights: dict[str, Any]) -> list[str]:
+    """Continue against retrain: CPU minutes, and each condition's final champions."""
+    policies = nights["policies"]
+    cheap = policies["continue"]["cpu_minutes"] <= policies["retrain"]["cpu_minutes"] / 2
+    ratio = policies["continue"]["cpu_minutes"] / policies["retrain"]["cpu_minutes"]
+    verdicts = [f"continue used {ratio:.2f}× retrain's CPU minutes (target ≤ 0.5): {'met' if cheap else 'missed'}"]
+    finals = {p: policies[p]["nights"][-1]["conditions"] for p in ("retrain", "continue")}
+    paired = nights.get("final_paired") or {}
+    for condition in finals["retrain"]:
+        a = finals["continue"][condition]["champion_after_test_auc"]
+        b = finals["retrain"][condition]["champion_after_test_auc"]
+        if condition in paired:
+            verdicts.append(f"{condition}: {_final_pair(paired[condition])}")
+        elif a is not None and b is not None:
+            verdicts.append(
+                f"{condition}: continue's final champion {a:.3f} vs retrain's {b:.3f} ({'reached' if a >= b else 'below'})"
             )
-            if condition in paired:
-                verdicts.append(f"{condition}: {_final_pair(paired[condition])}")
-            elif a is not None and b is not None:
-                verdicts.append(
-                    f"{condition}: continue's final champion {a:.3f} vs retrain's {b:.3f} "
-                    f"({'reached' if a >= b else 'below'})"
-                )
-    lines += [f"- {v}" for v in verdicts]
+    return verdicts
+
+
+def nights_table(nights: dict[str, Any]) -> str:
+    """Four nights per policy: cost, plan, decision and champion per night; then the targets, judged on the figures."""
+    policies = nights["policies"]
+    lines = [_nights_intro(nights), "", *_night_rows(policies), ""]
+    lines += ["| policy | CPU min, all nights | wall min, all nights | final champion test AUC |", "|---|--:|--:|---|"]
+    for policy, record in policies.items():
+        last = record["nights"][-1]["conditions"]
+        finals = ", ".join(f"{c} {_num(r['champion_after_test_auc'])}" for c, r in last.items())
+        lines.append(f"| {policy} | {record['cpu_minutes']:.1f} | {record['wall_minutes']:.1f} | {finals} |")
+    verdicts = _gate_verdicts(nights)
+    if {"retrain", "continue"} <= set(policies):
+        verdicts += _policy_verdicts(nights)
+    lines += ["", *[f"- {v}" for v in verdicts]]
     return "\n".join(lines) + "\n"
 
 
@@ -234,8 +232,18 @@ def resize_table(resize: dict[str, Any]) -> str:
             f"{a['square_within_5pct']:.0%} within 5 % of square; a padded input is {a['padding']:.0%} padding "
             "on average."
         )
+    lines += ["", *_resize_rows(resize), ""]
+    lines += _paired_lines(resize)
     lines += [
         "",
+        "Run wall time covers the whole `medcore run` (validate, train, evaluate, Grad-CAM, report); "
+        "intervals are 95 % bootstrap intervals resampled by patient.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _resize_rows(resize: dict[str, Any]) -> list[str]:
+    lines = [
         "| condition | resize | test AUC per image (95 % CI) | per study (95 % CI) | study kappa (95 % CI) "
         "| epochs | train min | run wall min |",
         "|---|---|---|---|---|--:|--:|--:|",
@@ -256,7 +264,11 @@ def resize_table(resize: dict[str, Any]) -> str:
                 f"| {_with_interval(study.get('kappa'), study.get('kappa_interval'))} | {epochs} "
                 f"| {_num(r['train_minutes'], 1)} | {_run_wall(record)} |"
             )
-    lines += ["", "Paired, pad − squash ROC AUC (each bootstrap draw scores both models on the same patients):", ""]
+    return lines
+
+
+def _paired_lines(resize: dict[str, Any]) -> list[str]:
+    lines = ["Paired, pad − squash ROC AUC (each bootstrap draw scores both models on the same patients):", ""]
     for condition, p in resize["paired"].items():
         if not p or not p.get("image"):
             why = (p or {}).get("error") or "a variant has no test predictions"
@@ -273,9 +285,4 @@ def resize_table(resize: dict[str, Any]) -> str:
                 f"- {condition}, per study ({p['study']['aggregation']} of its images): "
                 f"{_difference(p['study'], 'studies')}."
             )
-    lines += [
-        "",
-        "Run wall time covers the whole `medcore run` (validate, train, evaluate, Grad-CAM, report); "
-        "intervals are 95 % bootstrap intervals resampled by patient.",
-    ]
-    return "\n".join(lines) + "\n"
+    return lines

@@ -21,32 +21,59 @@ def pair_verdict(low: float, high: float, pairs: int, target: float = PAIR_TARGE
     return "noise exceeds the margin"
 
 
+def _pairs_intro(tp: dict[str, Any], name: str) -> str:
+    """What one pairs file measured: pairs, epochs, side by side or in turn, threads, oneDNN's cache."""
+    cache = tp.get("primitive_cache_capacity")
+    threads = (
+        f"{tp['threads']} (`MEDCORE_THREADS`, as a task holding {tp['threads']} `training` pool slot(s) gets in a night)"
+        + (f", inter-op {tp['inter_threads']} (`MEDCORE_INTER_THREADS`). " if tp.get("inter_threads") else ". ")
+        if tp.get("threads")
+        else "TensorFlow's default pools (every core). "
+    )
+    return (
+        f"From `bench/results/{name}.json` (`{tp['command']}`): {tp['pairs']} pairs of fresh processes per size, "
+        f"{tp['epochs']} epochs each, the pipeline (`train_model`: tf.data, callbacks, checkpoints) against plain "
+        "`model.fit` on in-memory tensors, "
+        + ("side by side, as two one-slot trainings in a night. " if tp.get("together") else "in turn. ")
+        + "Speed: median of the epochs after the first. Threads per run: "
+        + threads
+        + "ONEDNN_PRIMITIVE_CACHE_CAPACITY: "
+        + (f"{cache}." if cache else "unset (oneDNN's default, 1024).")
+        + (f" **{tp['note']}**" if tp.get("note") else "")
+    )
+
+
+def _pairs_row(size: str, r: dict[str, Any], epochs: int, verdict: str) -> str:
+    pipe, plain = r["epoch_parts"]["pipeline"], r["epoch_parts"]["plain"]
+    precision = f"`{r['mode']}`" + (" + fused BN" if r.get("fused_batch_norm") else "")
+    return (
+        f"| {size} px | {precision} | {r['images']} × {epochs} | {_rate(r['pipeline'])} | {_rate(r['plain'])} "
+        f"| **{r['ratio']:.3f}** ({r['ratio_min']:.3f}–{r['ratio_max']:.3f}) | {r['n_pairs']} | {verdict} "
+        f"| {_spread(r.get('train_ratio'), r.get('train_ratio_min'), r.get('train_ratio_max'))} "
+        f"| {_seconds(pipe['epoch_seconds'])}: {_seconds(pipe['train_seconds'])} + "
+        f"{_seconds(pipe['validation_seconds'])} + {_seconds(pipe['callbacks_seconds'])} "
+        f"| {_seconds(plain['epoch_seconds'])}: {_seconds(plain['train_seconds'])} + "
+        f"{_seconds(plain['validation_seconds'])} |"
+    )
+
+
+def pairs_overall(verdicts: dict[int, str], shipped: list[int]) -> str:
+    """met, missed at some shipped size, or not shown (a size's noise spans the target, or it was not measured)."""
+    unmeasured = [s for s in shipped if s not in verdicts]
+    judged = {s: v for s, v in verdicts.items() if s in shipped} if shipped else verdicts
+    if any(v == "missed" for v in judged.values()):
+        return "missed at " + ", ".join(f"{s} px" for s, v in judged.items() if v == "missed")
+    if unmeasured or not judged or any(v != "met" for v in judged.values()):
+        open_sizes = [f"{s} px" for s, v in judged.items() if v != "met"]
+        return "not shown: " + ", ".join(open_sizes + [f"{s} px (not measured)" for s in unmeasured])
+    return "met"
+
+
 def pairs_table(tp: dict[str, Any], name: str = "train_pairs") -> str:
     """Pipeline / plain from pairs of fresh processes (bench/train_throughput.py --pairs): ratio, spread, verdict."""
     sizes = sorted(tp["sizes"].items(), key=lambda kv: int(kv[0]))
-    cache = tp.get("primitive_cache_capacity")
     lines = [
-        f"From `bench/results/{name}.json` (`{tp['command']}`): at each size, {tp['pairs']} pairs of runs, each run a "
-        f"fresh process training {tp['epochs']} epochs; a pair is the pipeline (`medcore.model.training.train_model`: "
-        "tf.data from files, callbacks, checkpoints) and a plain `model.fit` on the same images as in-memory "
-        "tensors, same model, precision and batch, "
-        + (
-            "started at once and running side by side, as two one-slot trainings share the machine in a night. "
-            if tp.get("together")
-            else "one after the other, the order alternating from pair to pair. "
-        )
-        + "A run's speed is the median of its epochs after the first (the trace); a pair's ratio is its pipeline "
-        "run over its plain run. Threads per run: "
-        + (
-            f"{tp['threads']} (`MEDCORE_THREADS`, as a task holding {tp['threads']} `training` pool slot(s) gets "
-            "in a night)"
-            + (f", inter-op {tp['inter_threads']} (`MEDCORE_INTER_THREADS`). " if tp.get("inter_threads") else ". ")
-            if tp.get("threads")
-            else "TensorFlow's default pools (every core). "
-        )
-        + "ONEDNN_PRIMITIVE_CACHE_CAPACITY: "
-        + (f"{cache}." if cache else "unset (oneDNN's default, 1024).")
-        + (f" **{tp['note']}**" if tp.get("note") else ""),
+        _pairs_intro(tp, name),
         "",
         "| size | precision | images × epochs | pipeline img/s (runs min–max) | plain img/s (runs min–max) "
         "| pipeline / plain: median (pairs min–max) | pairs | ≥ 0.95 | train steps only: median (min–max) "
@@ -56,29 +83,8 @@ def pairs_table(tp: dict[str, Any], name: str = "train_pairs") -> str:
     verdicts = {}
     for size, r in sizes:
         verdicts[int(size)] = verdict = pair_verdict(r["ratio_min"], r["ratio_max"], r["n_pairs"])
-        pipe, plain = r["epoch_parts"]["pipeline"], r["epoch_parts"]["plain"]
-        precision = f"`{r['mode']}`" + (" + fused BN" if r.get("fused_batch_norm") else "")
-        lines.append(
-            f"| {size} px | {precision} | {r['images']} × {tp['epochs']} | {_rate(r['pipeline'])} | {_rate(r['plain'])} "
-            f"| **{r['ratio']:.3f}** ({r['ratio_min']:.3f}–{r['ratio_max']:.3f}) | {r['n_pairs']} | {verdict} "
-            f"| {_spread(r.get('train_ratio'), r.get('train_ratio_min'), r.get('train_ratio_max'))} "
-            f"| {_seconds(pipe['epoch_seconds'])}: {_seconds(pipe['train_seconds'])} + "
-            f"{_seconds(pipe['validation_seconds'])} + {_seconds(pipe['callbacks_seconds'])} "
-            f"| {_seconds(plain['epoch_seconds'])}: {_seconds(plain['train_seconds'])} + "
-            f"{_seconds(plain['validation_seconds'])} |"
-        )
+        lines.append(_pairs_row(size, r, tp["epochs"], verdict))
     shipped = tp.get("shipped_sizes") or []
-    unmeasured = [s for s in shipped if s not in verdicts]
-    judged = {s: v for s, v in verdicts.items() if s in shipped} if shipped else verdicts
-    if any(v == "missed" for v in judged.values()):
-        overall = "missed at " + ", ".join(f"{s} px" for s, v in judged.items() if v == "missed")
-    elif unmeasured or not judged or any(v != "met" for v in judged.values()):
-        open_sizes = [f"{s} px" for s, v in judged.items() if v != "met"] + [
-            f"{s} px (not measured)" for s in unmeasured
-        ]
-        overall = "not shown: " + ", ".join(open_sizes)
-    else:
-        overall = "met"
     orders = "; ".join(
         f"{size} px {' / '.join(f'{k} {v:.3f}' for k, v in r['ratio_by_order'].items() if v is not None)}"
         for size, r in sizes
@@ -86,18 +92,28 @@ def pairs_table(tp: dict[str, Any], name: str = "train_pairs") -> str:
     lines += [
         "",
         f"Target pipeline / plain ≥ {PAIR_TARGET:.2f} at every shipped size "
-        f"({', '.join(f'{s} px' for s in shipped) or 'not recorded'}): **{overall}**. A size meets it when every "
-        "pair's ratio is at least 0.95, misses it when every pair's ratio is below, and otherwise the spread of the "
-        "pairs (their noise) is wider than the median's margin to 0.95, so the run does not decide. "
-        "Epoch seconds are medians of the steady epochs: train steps, validation (the same val images on both sides) "
-        "and, for the pipeline, its epoch-end callbacks (CSV log, best-epoch weights, BackupAndRestore's "
-        "checkpoint), which cost the same per epoch however many images it holds, so their share here "
-        'is larger than in a night whose epochs hold more images; "train steps only" is each pair\'s ratio '
-        "over the train steps alone, without them. Median ratio by which side ran first (drift would "
-        f"separate them): {orders}.",
+        f"({', '.join(f'{s} px' for s in shipped) or 'not recorded'}): **{pairs_overall(verdicts, shipped)}** "
+        "(met: every pair at least 0.95; missed: every pair below; otherwise the noise spans the target). "
+        "Epoch seconds: medians of steady epochs. Median ratio by which side ran first: "
+        f"{orders}.",
     ]
     lines += _cpu_pairs_lines(sizes, shipped)
     lines += _load_lines(tp, f"wall time {(tp.get('wall_seconds') or 0) / 60:.0f} min")
+    return "\n".join(lines) + "\n"
+
+
+def other_settings_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
+    """Earlier settings of the same pairs (superseded): one row per file and size."""
+    lines = [
+        "| file | size | pipeline / plain (pairs min–max) | ≥ 0.95 | date |",
+        "|---|--:|---|---|---|",
+    ]
+    for stem, tp in runs:
+        for size, r in sorted(tp["sizes"].items(), key=lambda kv: int(kv[0])):
+            lines.append(
+                f"| `{stem}` | {size} px | {r['ratio']:.3f} ({r['ratio_min']:.3f}–{r['ratio_max']:.3f}) "
+                f"| {pair_verdict(r['ratio_min'], r['ratio_max'], r['n_pairs'])} | {tp['machine']['date'][:10]} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -113,11 +129,8 @@ def _cpu_pairs_lines(sizes: list[tuple[str, dict[str, Any]]], shipped: list[int]
 
     lines = [
         "",
-        "The same pairs per CPU-second: each run's images over its own process's CPU seconds (every thread, "
-        "tf.data's included) from one epoch's start to the next, so what the pipeline computes beyond the plain "
-        "fit counts and time a run spent off the CPU does not. CPU share is a run's CPU seconds over its "
-        "wall seconds per epoch (medians of steady epochs); idle and steal are the whole machine's shares of "
-        "CPU time over the same epochs, from /proc/stat (steal: time the host kept this VM's vCPUs).",
+        "The same pairs per CPU-second of each run's own process (every thread); idle and steal: the whole "
+        "machine's, from /proc/stat.",
         "",
         "| size | pipeline img per CPU-s | plain img per CPU-s | pipeline / plain per CPU-second: median (pairs "
         "min–max) | ≥ 0.95 | CPU share of wall: pipeline / plain | machine idle | machine steal |",

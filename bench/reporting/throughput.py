@@ -88,35 +88,48 @@ def throughput_tables(tp: dict[str, Any], peak: dict[str, Any] | None = None) ->
             "relative min–max spread of the two sides' steady epochs.",
             "",
         ]
-        variants = list(dict.fromkeys(v for _, r in main for v in r["plain"]))
-        lines += [
-            "Precision, plain fit, every variant's model traced first and then taking turns one epoch each "
-            "(img/s, min–max, × float32 of the same round):",
-            "",
-            "| size | " + " | ".join(f"`{v}`" for v in variants) + " |",
-            "|--:|" + "--:|" * len(variants),
+        lines += _precision_lines(tp, main)
+    lines += _thread_lines(sizes)
+    lines += _load_lines(tp, f"{tp['rounds']} steady epochs per variant")
+    return "\n".join(lines) + "\n"
+
+
+def _precision_lines(tp: dict[str, Any], main: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Every precision of the plain fit side by side, and the pipeline in another precision."""
+    variants = list(dict.fromkeys(v for _, r in main for v in r["plain"]))
+    lines = [
+        "Precision, plain fit, every variant's model traced first and then taking turns one epoch each "
+        "(img/s, min–max, × float32 of the same round):",
+        "",
+        "| size | " + " | ".join(f"`{v}`" for v in variants) + " |",
+        "|--:|" + "--:|" * len(variants),
+    ]
+    for size, r in main:
+        base = r["plain"]["float32"]["images_per_second"]
+        cells = [
+            f"{_rate(r['plain'][v])} ×{r['plain'][v]['images_per_second'] / base:.2f}" if v in r["plain"] else "–"
+            for v in variants
         ]
-        for size, r in main:
-            base = r["plain"]["float32"]["images_per_second"]
-            cells = [
-                f"{_rate(r['plain'][v])} ×{r['plain'][v]['images_per_second'] / base:.2f}" if v in r["plain"] else "–"
-                for v in variants
-            ]
-            lines.append(f"| {size} px | " + " | ".join(cells) + " |")
-        extra = [(size, name, row) for size, r in main for name, row in r["pipeline"].items() if name != "float32"]
-        if extra:
-            lines += [
-                "",
-                "The pipeline in another precision against today's pipeline (float32), same run, one after "
-                "the other (not interleaved, so a change of load between them shows up here):",
-                "",
-            ]
-            for size, name, row in extra:
-                base = tp["sizes"][size]["pipeline"]["float32"]["images_per_second"]
-                lines.append(
-                    f"- {size} px: `{name}` {_rate(row)} img/s against {base:.1f}: "
-                    f"**×{row['images_per_second'] / base:.2f}**"
-                )
+        lines.append(f"| {size} px | " + " | ".join(cells) + " |")
+    extra = [(size, name, row) for size, r in main for name, row in r["pipeline"].items() if name != "float32"]
+    if extra:
+        lines += [
+            "",
+            "The pipeline in another precision against today's pipeline (float32), same run, one after "
+            "the other (not interleaved, so a change of load between them shows up here):",
+            "",
+        ]
+        for size, name, row in extra:
+            base = tp["sizes"][size]["pipeline"]["float32"]["images_per_second"]
+            lines.append(
+                f"- {size} px: `{name}` {_rate(row)} img/s against {base:.1f}: **×{row['images_per_second'] / base:.2f}**"
+            )
+    return lines
+
+
+def _thread_lines(sizes: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Threads: one task against two, plain float32 fit in subprocesses."""
+    lines: list[str] = []
     grids = [(s, r["threads"]) for s, r in sizes if r.get("threads")]
     if grids:
         labels = list(grids[0][1])
@@ -133,5 +146,4 @@ def throughput_tables(tp: dict[str, Any], peak: dict[str, Any] | None = None) ->
                 + " | ".join(_num(grid[label]["images_per_second"], 1) if label in grid else "–" for label in labels)
                 + " |"
             )
-    lines += _load_lines(tp, f"{tp['rounds']} steady epochs per variant")
-    return "\n".join(lines) + "\n"
+    return lines
