@@ -63,9 +63,7 @@ def accuracy_table(nightly: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Test figures are on each set's own test split (never used for training, threshold or early "
-        "stopping); intervals are 95 % bootstrap intervals resampled by patient where the set has patient ids. "
-        "Sensitivity and specificity are at the threshold fitted on the validation split (Youden).",
+        "Each set's own test split; 95 % bootstrap intervals by patient; threshold fitted on val (Youden).",
         "",
         "Published references for the same original data (`../shared/datasets/README.md`):",
         "",
@@ -102,9 +100,7 @@ def study_calibration_table(nightly: dict[str, Any]) -> str:
     if not rows:
         return ""
     lines = [
-        "What each row of table 1 counts, Cohen's kappa at the val-fitted threshold, the per-image ROC AUC a "
-        "study-level set keeps as its second table, and calibration on the test split: ECE and Brier of the raw "
-        "probabilities → after temperature scaling fitted on val (with the 95 % interval of the calibrated figure).",
+        "Unit, kappa, and calibration on test: ECE and Brier raw → after temperature scaling fitted on val.",
         "",
         "| condition | profile | unit | ROC AUC (95 % CI) | kappa (95 % CI) | per image ROC AUC (95 % CI) | temperature "
         "| ECE before → after | Brier before → after |",
@@ -134,8 +130,7 @@ def ensemble_table(nightly: dict[str, Any]) -> str:
     if not rows:
         return ""
     lines = [
-        "Tried at no training cost: the mean logit of the run's profiles for the same condition, on the same "
-        "test images (ROC AUC only: an ensemble threshold would need validation scores the run does not keep).",
+        "The mean logit of the run's profiles, on the same test images:",
         "",
         "| condition | ensemble of | test AUC (95 % CI) | best single profile | target |",
         "|---|---|---|--:|---|",

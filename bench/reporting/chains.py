@@ -87,7 +87,7 @@ def _policy_verdicts(nights: dict[str, Any]) -> list[str]:
 def nights_table(nights: dict[str, Any]) -> str:
     """Four nights per policy: cost, plan, decision and champion per night; then the targets, judged on the figures."""
     policies = nights["policies"]
-    lines = [_nights_intro(nights), "", *_night_rows(policies), ""]
+    lines = [_nights_intro(nights), ""]
     lines += ["| policy | CPU min, all nights | wall min, all nights | final champion test AUC |", "|---|--:|--:|---|"]
     for policy, record in policies.items():
         last = record["nights"][-1]["conditions"]
@@ -116,12 +116,8 @@ def seeds_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
     """The same nights repeated with other seeds: per seed and condition, the cost ratio and the final champions
     compared paired; then the spread of the differences, which one seed cannot show."""
     lines = [
-        "Training is deterministic for a given seed and machine, so one pair of chains measures one seed's luck "
-        "as much as the policy. Each row is a pair of chains (`bench/nights.py --seed N`, merged with `--merge`), or "
-        "a continue chain and retrain's last night alone, which trains the same model as the full retrain "
-        "chain's last night (`--policies retrain --steps 1.0`; it saves three scratch trainings but cannot "
-        "give retrain's CPU minutes). The seed keys the drawn val split, the order train images arrive in and every draw of "
-        "training. The locked test split is the set's own wherever it ships one.",
+        "One pair of chains per seed (`bench/nights.py --seed N`, merged with `--merge`); retrain may run its "
+        "last night only (`--steps 1.0`), which trains the same model but gives no CPU minutes.",
         "",
         "| seed | scale | CPU | file | condition | CPU min retrain / continue (ratio) | "
         "final test AUC retrain / continue | continue − retrain (95 % CI) | reading |",

@@ -53,12 +53,8 @@ def nightly_table(nightly: dict[str, Any], following: dict[str, Any] | None = No
         verdicts.append(f"A following night: {_missing('nightly_following').strip()}")
     lines += [
         "",
-        "Targets: " + " ".join(verdicts) + " Measured by `bench/nightly.py`: one run of the `medical_training` DAG "
-        f"under the embedded Airflow ({nightly['run']['executor']}, {nightly['run']['database']}, the `training` pool "
-        "with one slot per core), from trigger to the run's final state, CPU from /proc/stat over the same interval "
-        "(machine-wide). Summed training time exceeds wall time when two models train at once. The following night "
-        "uses the champions the cold night left; `configs/following-night.yaml` skips nothing, as after a night on "
-        "which every set changed, so it is the dearest following night.",
+        "Targets: " + " ".join(verdicts) + " One DAG run under the embedded Airflow "
+        f"({nightly['run']['executor']}, {nightly['run']['database']}), trigger to final state.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -85,8 +81,7 @@ def night_cost_tables(result: dict[str, Any]) -> str:
     """bench/night_cost.py: the shipped cold night per CPU kind, and the planner's per-chain backtests."""
     lines = [
         f"From recorded figures only (`bench/night_cost.py`), {result['slots']} cores, budget "
-        f"{result['budget_minutes']:.0f} min. *Predicted*: the planner (`medcore.nights.budget`) on that CPU's figures; "
-        "*planned*: the night it fits into the budget, and what it cuts.",
+        f"{result['budget_minutes']:.0f} min; *planned*: the night the planner fits into it.",
         "",
         "| CPU | source | s per image-epoch 128 / 160 px | shipped cold night: predicted | measured | planned | cuts |",
         "|---|---|---|---|---|---|---|",
@@ -100,10 +95,7 @@ def night_cost_tables(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "The planner's prediction against recorded nights, per chain (validate + train + evaluate + Grad-CAM task "
-        "minutes) and for the night. *Leave one out*: each chain from the speed of the night's other chains; "
-        "*from the evening before*: the following night from the cold night's figures, as the planner would have "
-        "predicted it.",
+        "The planner against recorded nights, per chain and for the night.",
         "",
         "| night | CPU | how | night: predicted / measured | worst chain | chains within 20 % |",
         "|---|---|---|---|---|---|",
