@@ -1319,7 +1319,7 @@ def test_machines_that_share_a_name_are_told_apart_by_family_and_model():
 @pytest.mark.skipif(not (ROOT / "bench" / "results" / "nightly.json").exists(), reason="recorded nights absent")
 def test_night_cost_gives_each_cpu_kind_a_row_and_fits_the_avx2_nights(tmp_path, capsys):
     """bench/night_cost.py from the recorded nights: the bf16 rows keep the full plan, the AVX2 rows are fitted into
-    240 min with their cuts named, and BENCHMARKS.md's section 8 renders every row and backtest."""
+    240 min with their cuts named, and docs/benchmarks/nights.md renders every row and backtest."""
     from bench import night_cost
 
     assert night_cost.main(["--out", str(tmp_path / "nc")]) == 0
