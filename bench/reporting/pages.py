@@ -125,8 +125,12 @@ def summary_page(results: Path, loaded: Loaded) -> list[str]:
         "accuracy.md",
         _missing("nightly"),
     )
+    budgeted = night_results(results)
     out += _question(
-        "Does the night fit its budget, per CPU kind?", fit_table(night_results(results)).splitlines(), "nights.md", ""
+        "Does the night fit its budget, per CPU kind?",
+        fit_table(budgeted).splitlines() if budgeted else None,
+        "nights.md",
+        fit_table([]),
     )
     out += _question(
         "Does the shipped night fit 240 min cold, 90 min the night after?",
