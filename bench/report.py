@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 from bench.reporting import render, render_pages  # noqa: E402
 from medcore.jsonio import atomic_write_bytes  # noqa: E402
 
-__all__ = ["main", "render"]
+__all__ = ["main", "render", "render_pages"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1353,3 +1353,36 @@ def test_night_cost_gives_each_cpu_kind_a_row_and_fits_the_avx2_nights(tmp_path,
         and "| AMD EPYC (family 25 model 1), AVX2 |" in section
     )
     assert "from nightly.json (the evening before)" in section
+
+
+def test_the_summary_asks_whether_each_budgeted_night_fits_on_its_cpu(tmp_path):
+    """Every result with a `night` block gets a row: CPU family/model, budget, planned, took, error, worst chain."""
+    results = tmp_path / "results"
+
+    def budgeted(name: str, cpu_id: str, flags: list[str], took: float, chains: list[tuple[str, float, float]]) -> None:
+        night = {
+            "budget_minutes": 95.0,
+            "planned_minutes": 93.9,
+            "took_minutes": took,
+            "chains": [
+                {"label": label, "predicted_minutes": p, "actual_minutes": a, "error": p / a - 1}
+                for label, p, a in chains
+            ],
+        }
+        m = {**machine(), "cpu": "AMD EPYC", "cpu_id": cpu_id, "flags": flags, "date": "2026-12-07T08:44:52+00:00"}
+        _write(results, name, {"machine": m, "night": night})
+
+    budgeted("avx2_standard_b95", "family 23 model 49 stepping 0", ["avx2", "fma"], 106.5, [("a/standard", 5.0, 20.0)])
+    budgeted("avx2emu_standard_b60", "family 26 model 2 stepping 1", ["avx2"], 90.0, [("b/standard", 11.0, 10.0)])
+    _write(results, "deletion_baselines", {"night": "bench_nightly_x"})  # a `night` that is no budgeted night
+
+    text = report.render_pages(results)["BENCHMARKS.md"]
+    section = text.split("## Does the night fit its budget, per CPU kind?")[1].split("##")[0]
+    assert (
+        "| `avx2_standard_b95` | AMD EPYC family 23 model 49, AVX2 | 2026-12-07 | 95 min | 93.9 min | 106.5 min "
+        "| -11.8% | a/standard -75.0% |" in section
+    )
+    assert (
+        "| `avx2emu_standard_b60` | AMD EPYC family 26 model 2, AVX2 |" in section and "b/standard +10.0% |" in section
+    )
+    assert "deletion_baselines" not in section
