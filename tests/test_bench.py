@@ -414,10 +414,10 @@ def test_results_from_an_amx_machine_get_their_own_section_and_machine_line(tmp_
 
     text = report.render(results)
 
-    assert "### Precision on a CPU with AMX" in text and "Measured on Intel(R) Xeon(R) Processor (AMX)" in text
+    assert "## Precision on a CPU with AMX" in text and "Measured on Intel(R) Xeon(R) Processor (AMX)" in text
     assert "matmul peak 330 GFLOP/s in float32 and 1360 GFLOP/s in bfloat16" in text
     assert "| `mixed_bfloat16+fused_bn` | 40.0 | avx512_core_amx | 75% | 25% |" in text
-    assert "_Not measured yet" in text.split("### Precision on a CPU with AMX")[1].split("###")[0]
+    assert "_Not measured yet" in text.split("## Precision on a CPU with AMX")[1].split("\n#")[0]
     assert text.count("- **Machines**:") == 2
     assert "measured here: peak_amx, precision_profile_amx" in text
     assert "measured here: overhead" in text
@@ -432,7 +432,7 @@ def test_one_machine_gets_one_machine_line_and_no_amx_section(tmp_path):
     )
     text = report.render(results)
     assert text.count("- **Machine**:") == 1 and "; measured here:" not in text
-    assert "### Precision on a CPU with AMX" not in text
+    assert "## Precision on a CPU with AMX" not in text
 
 
 def test_deletion_baselines_table_shows_what_each_fill_removes_and_its_verdict(tmp_path):
@@ -579,7 +579,7 @@ def test_nights_section_judges_the_targets_on_the_recorded_figures(tmp_path):
         | {"fraction": 0.1, "continue_epochs": 0.5},
     )
     text = report.render(results)
-    assert "## 6. Nights that build on each other" in text and "a keyed-hash 10% of each set's patients" in text
+    assert "## Nights that build on each other" in text and "a keyed-hash 10% of each set's patients" in text
     assert (
         "| continue | 2 | pneumonia | 200 / 50 / 60 | 4.0 | 4.0 | continue | promoted | 0.920 (0.900–0.940) "
         "| 0.900 → 0.920 | 1 / 0 |" in text
@@ -731,7 +731,7 @@ def test_resize_section_shows_both_variants_the_aspect_and_the_paired_difference
         },
     )
     text = report.render(results)
-    assert "## 7. Resize: squash against pad (aspect kept)" in text
+    assert "# Resize: squash against pad (aspect kept)" in text
     assert (
         "a keyed-hash 50% of each set's patients (reduced scale)" in text
         and "(128 px, limb_abnormalities 18 epochs)" in text
@@ -997,7 +997,7 @@ def test_pairs_table_states_median_spread_pairs_and_an_honest_verdict(tmp_path):
     }
     _write(results, "train_pairs", payload)
     text = report.render(results)
-    assert "### Training: the pipeline against plain Keras, in pairs of fresh processes" in text
+    assert "## Training: the pipeline against plain Keras, in pairs of fresh processes" in text
     assert (
         "| 128 px | `mixed_bfloat16` + fused BN | 256 × 3 | 19.5 (19.2–19.8) | 20.0 (20.0–20.0) "
         "| **0.975** (0.960–0.990) | 4 | met | 0.973 (0.957–0.989) | 13.1: 12.1 + 0.5 + 0.5 | 12.8: 11.8 + 0.5 |"
@@ -1008,7 +1008,7 @@ def test_pairs_table_states_median_spread_pairs_and_an_honest_verdict(tmp_path):
     assert "160 px pipeline first 0.935 / plain first 0.965" in text
     assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY: unset (oneDNN's default, 1024)" in text
     assert "Threads per run: TensorFlow's default pools (every core)." in text
-    assert "one after the other, the order alternating from pair to pair." in text
+    assert "plain `model.fit` on in-memory tensors, in turn." in text
 
     # One shipped size wholly below the target is a miss, whatever the other does; a size left out is not met.
     payload["sizes"]["160"] = _pairs_size([0.90, 0.93, 0.94, 0.91])
@@ -1018,11 +1018,15 @@ def test_pairs_table_states_median_spread_pairs_and_an_honest_verdict(tmp_path):
     del payload["sizes"]["160"]
     _write(results, "train_pairs", payload)
     text = report.render(results)
-    assert "**missed at 160 px**" in text and "ONEDNN_PRIMITIVE_CACHE_CAPACITY: 4096." in text
+    assert "| `train_pairs_cache4096` | 160 px |" in text and "ONEDNN_PRIMITIVE_CACHE_CAPACITY: 4096." in text
+    assert (
+        text.split("| `train_pairs_cache4096` | 160 px |")[1]
+        .split("\n")[0]
+        .endswith("| missed | " + machine()["date"][:10] + " |")
+    )
     assert "**not shown: 160 px (not measured)**" in text
-    assert "From `bench/results/train_pairs_cache4096.json`" in text
     threads = "Threads per run: 1 (`MEDCORE_THREADS`, as a task holding 1 `training` pool slot(s) gets in a night)."
-    assert threads in text and "started at once and running side by side, as two one-slot trainings" in text
+    assert threads in text and "side by side, as two one-slot trainings in a night" in text
     payload["inter_threads"] = 1
     _write(results, "train_pairs", payload)
     assert "gets in a night), inter-op 1 (`MEDCORE_INTER_THREADS`)." in report.render(results)
@@ -1374,7 +1378,7 @@ def test_the_summary_asks_whether_each_budgeted_night_fits_on_its_cpu(tmp_path):
 
     budgeted("avx2_standard_b95", "family 23 model 49 stepping 0", ["avx2", "fma"], 106.5, [("a/standard", 5.0, 20.0)])
     budgeted("avx2emu_standard_b60", "family 26 model 2 stepping 1", ["avx2"], 90.0, [("b/standard", 11.0, 10.0)])
-    _write(results, "deletion_baselines", {"night": "bench_nightly_x"})  # a `night` that is no budgeted night
+    _write(results, "shortcut_probes", {"night": "bench_nightly_x"})  # a `night` that is no budgeted night
 
     text = report.render_pages(results)["BENCHMARKS.md"]
     section = text.split("## Does the night fit its budget, per CPU kind?")[1].split("##")[0]
@@ -1385,4 +1389,4 @@ def test_the_summary_asks_whether_each_budgeted_night_fits_on_its_cpu(tmp_path):
     assert (
         "| `avx2emu_standard_b60` | AMD EPYC family 26 model 2, AVX2 |" in section and "b/standard +10.0% |" in section
     )
-    assert "deletion_baselines" not in section
+    assert "shortcut_probes" not in section

@@ -87,7 +87,7 @@ def _policy_verdicts(nights: dict[str, Any]) -> list[str]:
 def nights_table(nights: dict[str, Any]) -> str:
     """Four nights per policy: cost, plan, decision and champion per night; then the targets, judged on the figures."""
     policies = nights["policies"]
-    lines = [_nights_intro(nights), ""]
+    lines = [_nights_intro(nights), "", *_night_rows(policies), ""]
     lines += ["| policy | CPU min, all nights | wall min, all nights | final champion test AUC |", "|---|--:|--:|---|"]
     for policy, record in policies.items():
         last = record["nights"][-1]["conditions"]

@@ -83,7 +83,7 @@ def resize_rows(resize: dict[str, Any]) -> list[str]:
     lines = ["| condition | unit | pad − squash AUC (95 % CI) | CPU | date |", "|---|---|---|---|---|"]
     for condition, paired in (resize.get("paired") or {}).items():
         for unit in ("image", "study"):
-            d = paired.get(unit)
+            d = (paired or {}).get(unit)
             if d:
                 lines.append(
                     f"| {condition} | {unit} | {d['delta']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f}) {stamp(resize)}"
@@ -107,9 +107,9 @@ def planner_rows(results: Path, night_cost: dict[str, Any]) -> list[str]:
 def overhead_rows(overhead: dict[str, Any]) -> list[str]:
     """The same workload as one `medcore run` and as a DAG run under the scheduler."""
     modes = overhead["modes"]
+    wall = [f"{modes[m]['wall_seconds']:.0f} s" if m in modes else "–" for m in ("medcore_run", "scheduler")]
     return [
         "| `medcore run` | scheduler | ratio (target ≤ 1.10) | CPU | date |",
         "|--:|--:|--:|---|---|",
-        f"| {modes['medcore_run']['wall_seconds']:.0f} s | {modes['scheduler']['wall_seconds']:.0f} s "
-        f"| {overhead['ratio']:.2f} {stamp(overhead)}",
+        f"| {wall[0]} | {wall[1]} | {overhead['ratio']:.2f} {stamp(overhead)}",
     ]
