@@ -133,16 +133,14 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
 
 
 class CpuSampler:
-    """Machine-wide CPU busy fraction from /proc/stat, overall and per interval, and the host's steal share.
+    """Machine-wide CPU busy fraction from /proc/stat since the sampler started, and the host's steal share.
 
     Busy counts steal (time the host gave this VM's vCPUs to someone else) as busy, as the VM saw it;
     `steal()` says how much of it that was, so a slow run on a busy host shows as such.
     """
 
     def __init__(self) -> None:
-        self.first = self.last = self._read()
-        self.timeline: list[tuple[float, float]] = []
-        self.t0 = time.monotonic()
+        self.first = self._read()
 
     @staticmethod
     def _read() -> tuple[int, int, int]:
@@ -154,11 +152,6 @@ class CpuSampler:
     def _busy(a: tuple[int, ...], b: tuple[int, ...]) -> float:
         total, idle = b[0] - a[0], b[1] - a[1]
         return 1.0 - idle / total if total else 0.0
-
-    def sample(self) -> None:
-        now = self._read()
-        self.timeline.append((round(time.monotonic() - self.t0, 1), round(self._busy(self.last, now), 3)))
-        self.last = now
 
     def busy(self) -> float:
         return self._busy(self.first, self._read())
@@ -288,7 +281,6 @@ def scheduler_run(
             if dead:
                 raise RuntimeError(f"{', '.join(dead)} exited during the run; see {logs}")
             time.sleep(5)
-            cpu.sample()
         wall = time.monotonic() - started
         # Each Airflow service's own CPU (its main process; task processes are counted in the tasks' records).
         services = {p.args[2]: process_cpu_seconds(p.pid) for p in procs}
@@ -305,7 +297,6 @@ def scheduler_run(
             "wall_seconds": round(wall, 1),
             "cpu_busy": round(cpu.busy(), 3),
             "cpu_steal": round(cpu.steal(), 4),
-            "cpu_timeline": cpu.timeline,
             "service_cpu_seconds": services,
             "executor": "LocalExecutor",
             "database": "sqlite",

@@ -20,7 +20,7 @@ smaller run; `--epochs` overrides every profile's epochs (a warm start trains `n
 of them). `--seed N` replaces the config's seed, which keys the drawn splits, the order the train groups
 arrive in and every random draw of training: training is deterministic for a given seed and machine, so
 one pair of chains measures one seed's luck as much as the policy, and repeating it with other seeds
-tells the two apart. Writes bench/results/<name>.json; `bench/report.py` turns it into a BENCHMARKS.md section.
+tells the two apart. Writes bench/results/<name>.json; `bench/report.py` turns it into docs/benchmarks/nights.md.
 Skips (exit 0) when the real sets are not there ($MEDCORE_DATA_ROOT, default ../shared/datasets).
 """
 

@@ -25,7 +25,7 @@ record still says which resize its training used, and the pairing counts the tes
 
 `--fraction F` keeps a keyed-hash share F of each set's groups (train, val and test alike; as
 bench/nights.py does) for a quicker run. Writes bench/results/<name>.json; `bench/report.py` turns
-it into a BENCHMARKS.md section. Skips (exit 0) when the real sets are not there ($MEDCORE_DATA_ROOT,
+it into docs/benchmarks/resize.md. Skips (exit 0) when the real sets are not there ($MEDCORE_DATA_ROOT,
 default ../shared/datasets).
 """
 

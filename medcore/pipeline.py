@@ -420,7 +420,7 @@ def _warm_started(profile, rate_share: float):
     """The profile a warm start from the champion trains: its weights, at a share of the profile's rates.
 
     The champion has converged; a first epoch at the scratch rate (1e-3) threw that away (val AUC 0.99 -> 0.70
-    on a 30 % pneumonia set, bench/notes.md) and the night paid an epoch to get it back.
+    on a 30 % pneumonia set, docs/decisions/0009-warm-start-continue.md) and the night paid an epoch to get it back.
     """
     tuned = profile.fine_tune_learning_rate
     return _with(

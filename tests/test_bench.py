@@ -17,6 +17,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench import report  # noqa: E402
 from bench.common import CpuSampler, machine  # noqa: E402
+from bench.reporting import accuracy as r_accuracy  # noqa: E402
+from bench.reporting import night as r_night  # noqa: E402
+from bench.reporting import pairs as r_pairs  # noqa: E402
+from bench.reporting import profile as r_profile  # noqa: E402
 
 
 def _model(condition: str, profile: str, auc: float | None, status: str = "succeeded") -> dict:
@@ -66,7 +70,8 @@ def test_study_level_and_calibration_table_reads_units_kappa_and_calibration():
     }
     limb["intervals"] = {**limb["intervals"], "kappa": {"low": 0.4, "high": 0.64}}
     small = _model("knee_osteoporosis", "standard", 0.6) | {"unit": "image", "estimate": "cross-validation"}
-    text = report.study_calibration_table({"models": [limb, small, _model("pneumonia", "standard", None, "failed")]})
+    failed = _model("pneumonia", "standard", None, "failed")
+    text = r_accuracy.study_calibration_table({"models": [limb, small, failed]})
     assert (
         "| limb_abnormalities | standard | per study | 0.800 (0.620–0.960) | 0.520 (0.400–0.640) "
         "| 0.770 (0.700–0.830) | 1.80 | 0.150 → 0.050 (0.030–0.090) | 0.220 → 0.190 (0.170–0.210) |" in text
@@ -74,7 +79,7 @@ def test_study_level_and_calibration_table_reads_units_kappa_and_calibration():
     assert "| knee_osteoporosis | standard | out of fold (cross-validation) |" in text
     assert "pneumonia" not in text  # a failed model has no figures to show
     # Results written before these fields existed render no table rather than failing.
-    assert report.study_calibration_table({"models": [_model("pneumonia", "standard", 0.9)]}) == ""
+    assert r_accuracy.study_calibration_table({"models": [_model("pneumonia", "standard", 0.9)]}) == ""
 
 
 def test_report_tables_come_from_the_raw_results(tmp_path):
@@ -163,7 +168,7 @@ def test_following_night_is_held_to_its_own_budget_beside_the_cold_one():
         "models": [continued, skipped],
     }
 
-    text = report.nightly_table(cold, following)
+    text = r_night.nightly_table(cold, following)
 
     assert "| cold (no champions) | 1/1 succeeded | success | 150.0 min | 97% |" in text and "| retrain |" in text
     following_row = (
@@ -242,16 +247,25 @@ def test_shared_backbone_section_compares_each_model_with_its_scratch_run(tmp_pa
 
 def test_report_regenerates_without_any_results(tmp_path):
     out = tmp_path / "BENCHMARKS.md"
-    assert report.main(["--results", str(tmp_path / "none"), "--out", str(out)]) == 0
-    # nightly.json feeds two sections (accuracy, and the whole night), each saying so; night_cost.json one more
-    assert out.read_text().count("_Not measured yet") == 13
+    docs = tmp_path / "docs"
+    assert report.main(["--results", str(tmp_path / "none"), "--out", str(out), "--docs", str(docs)]) == 0
+    assert sorted(p.name for p in docs.iterdir()) == [
+        "accuracy.md",
+        "nights.md",
+        "resize.md",
+        "stages.md",
+        "throughput.md",
+    ]
+    # nightly.json feeds two sections (accuracy, and the whole night), each saying so; night_cost.json one more;
+    # budgeted nights one more; the summary says so once per question.
+    assert sum(p.read_text().count("_Not measured yet") for p in docs.iterdir()) == 14
+    assert out.read_text().count("_Not measured yet") == 8
 
 
 def test_cpu_sampler_reads_a_busy_fraction():
     sampler = CpuSampler()
     sum(i * i for i in range(300_000))
-    sampler.sample()
-    assert 0.0 <= sampler.busy() <= 1.0 and len(sampler.timeline) == 1
+    assert 0.0 <= sampler.busy() <= 1.0
 
 
 @pytest.mark.parametrize("script", ["bench/nightly.py", "bench/overhead.py", "bench/nights.py", "bench/resize.py"])
@@ -400,10 +414,10 @@ def test_results_from_an_amx_machine_get_their_own_section_and_machine_line(tmp_
 
     text = report.render(results)
 
-    assert "### Precision on a CPU with AMX" in text and "Measured on Intel(R) Xeon(R) Processor (AMX)" in text
+    assert "## Precision on a CPU with AMX" in text and "Measured on Intel(R) Xeon(R) Processor (AMX)" in text
     assert "matmul peak 330 GFLOP/s in float32 and 1360 GFLOP/s in bfloat16" in text
     assert "| `mixed_bfloat16+fused_bn` | 40.0 | avx512_core_amx | 75% | 25% |" in text
-    assert "_Not measured yet" in text.split("### Precision on a CPU with AMX")[1].split("###")[0]
+    assert "_Not measured yet" in text.split("## Precision on a CPU with AMX")[1].split("\n#")[0]
     assert text.count("- **Machines**:") == 2
     assert "measured here: peak_amx, precision_profile_amx" in text
     assert "measured here: overhead" in text
@@ -418,7 +432,7 @@ def test_one_machine_gets_one_machine_line_and_no_amx_section(tmp_path):
     )
     text = report.render(results)
     assert text.count("- **Machine**:") == 1 and "; measured here:" not in text
-    assert "### Precision on a CPU with AMX" not in text
+    assert "## Precision on a CPU with AMX" not in text
 
 
 def test_deletion_baselines_table_shows_what_each_fill_removes_and_its_verdict(tmp_path):
@@ -491,9 +505,9 @@ def test_profile_table_takes_the_executors_container_event_out_of_older_results(
         "ms_by_category": {"convolution": 40.0, "batch norm": 40.0, "other": 120.0},
         "top_ops": [{"op": "Process", "ms": 100.0}, {"op": "Mul", "ms": 30.0}],
     }
-    assert report.op_ms_by_category(old) == {"convolution": 40.0, "batch norm": 40.0, "other": 20.0}
+    assert r_profile.op_ms_by_category(old) == {"convolution": 40.0, "batch norm": 40.0, "other": 20.0}
     new = {"ms_by_category": {"convolution": 40.0, "other": 20.0}, "top_ops": [{"op": "Mul", "ms": 20.0}]}
-    assert report.op_ms_by_category(new) == new["ms_by_category"]
+    assert r_profile.op_ms_by_category(new) == new["ms_by_category"]
 
 
 def _night(
@@ -565,7 +579,7 @@ def test_nights_section_judges_the_targets_on_the_recorded_figures(tmp_path):
         | {"fraction": 0.1, "continue_epochs": 0.5},
     )
     text = report.render(results)
-    assert "## 6. Nights that build on each other" in text and "a keyed-hash 10% of each set's patients" in text
+    assert "## Nights that build on each other" in text and "a keyed-hash 10% of each set's patients" in text
     assert (
         "| continue | 2 | pneumonia | 200 / 50 / 60 | 4.0 | 4.0 | continue | promoted | 0.920 (0.900–0.940) "
         "| 0.900 → 0.920 | 1 / 0 |" in text
@@ -717,7 +731,7 @@ def test_resize_section_shows_both_variants_the_aspect_and_the_paired_difference
         },
     )
     text = report.render(results)
-    assert "## 7. Resize: squash against pad (aspect kept)" in text
+    assert "# Resize: squash against pad (aspect kept)" in text
     assert (
         "a keyed-hash 50% of each set's patients (reduced scale)" in text
         and "(128 px, limb_abnormalities 18 epochs)" in text
@@ -902,7 +916,7 @@ def _pair_side(rate: float, epoch: float, callbacks: float | None = None) -> dic
 
 def _pairs_size(ratios: list[float], plain: float = 20.0) -> dict:
     """A size of train_pairs.json whose pairs have these ratios (pipeline first in even pairs)."""
-    from bench.train_throughput import summarise_pairs
+    from bench.train_pairs import summarise_pairs
 
     pairs = [
         {
@@ -920,7 +934,7 @@ def _pairs_size(ratios: list[float], plain: float = 20.0) -> dict:
 
 def test_pairs_table_judges_the_cpu_ratio_apart_from_the_wall_clock_one():
     """Noisy wall clocks with steady CPU seconds: the wall verdict stays open, the per-CPU one decides."""
-    from bench.train_throughput import summarise_pairs
+    from bench.train_pairs import summarise_pairs
 
     def side(images: int, wall: float, cpu: float) -> dict:
         row = _pair_side(images / wall, wall)
@@ -943,13 +957,13 @@ def test_pairs_table_judges_the_cpu_ratio_apart_from_the_wall_clock_one():
     assert size["cpu_ratio_min"] == pytest.approx(10 / 10.4) and size["cpu_ratio_max"] == pytest.approx(10 / 10.1)
     assert size["pipeline"]["images_per_cpu_second"] == pytest.approx((256 / 10.2 + 256 / 10.3) / 2)
     payload = {"command": "x", "pairs": 4, "epochs": 3, "shipped_sizes": [128, 160], "sizes": {"128": size}}
-    table = report.pairs_table(payload)
+    table = r_pairs.pairs_table(payload)
     assert "| **0.995** (0.625–1.111) | 4 | noise exceeds the margin |" in table
     assert "| 128 px | 25.0 | 25.6 | **0.976** (0.962–0.990) | met | 102% / 100% | 10% | 0.0% |" in table
     assert "Per CPU-second, pipeline / plain ≥ 0.95: **128 px met; 160 px not measured**." in table
     # Results from before the CPU stamps have no per-CPU table at all.
     del payload["sizes"]["128"]["cpu_ratio"]
-    assert "per CPU-second" not in report.pairs_table(payload)
+    assert "per CPU-second" not in r_pairs.pairs_table(payload)
 
 
 @pytest.mark.parametrize(
@@ -964,7 +978,7 @@ def test_pairs_table_judges_the_cpu_ratio_apart_from_the_wall_clock_one():
 )
 def test_pair_verdict_needs_the_whole_spread_on_one_side_of_the_target(low, high, pairs, verdict):
     """Met or missed only when every pair ratio is on the same side of 0.95; one pair is never judged."""
-    assert report.pair_verdict(low, high, pairs) == verdict
+    assert r_pairs.pair_verdict(low, high, pairs) == verdict
 
 
 def test_pairs_table_states_median_spread_pairs_and_an_honest_verdict(tmp_path):
@@ -983,7 +997,7 @@ def test_pairs_table_states_median_spread_pairs_and_an_honest_verdict(tmp_path):
     }
     _write(results, "train_pairs", payload)
     text = report.render(results)
-    assert "### Training: the pipeline against plain Keras, in pairs of fresh processes" in text
+    assert "## Training: the pipeline against plain Keras, in pairs of fresh processes" in text
     assert (
         "| 128 px | `mixed_bfloat16` + fused BN | 256 × 3 | 19.5 (19.2–19.8) | 20.0 (20.0–20.0) "
         "| **0.975** (0.960–0.990) | 4 | met | 0.973 (0.957–0.989) | 13.1: 12.1 + 0.5 + 0.5 | 12.8: 11.8 + 0.5 |"
@@ -994,7 +1008,7 @@ def test_pairs_table_states_median_spread_pairs_and_an_honest_verdict(tmp_path):
     assert "160 px pipeline first 0.935 / plain first 0.965" in text
     assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY: unset (oneDNN's default, 1024)" in text
     assert "Threads per run: TensorFlow's default pools (every core)." in text
-    assert "one after the other, the order alternating from pair to pair." in text
+    assert "plain `model.fit` on in-memory tensors, in turn." in text
 
     # One shipped size wholly below the target is a miss, whatever the other does; a size left out is not met.
     payload["sizes"]["160"] = _pairs_size([0.90, 0.93, 0.94, 0.91])
@@ -1004,11 +1018,15 @@ def test_pairs_table_states_median_spread_pairs_and_an_honest_verdict(tmp_path):
     del payload["sizes"]["160"]
     _write(results, "train_pairs", payload)
     text = report.render(results)
-    assert "**missed at 160 px**" in text and "ONEDNN_PRIMITIVE_CACHE_CAPACITY: 4096." in text
+    assert "| `train_pairs_cache4096` | 160 px |" in text and "ONEDNN_PRIMITIVE_CACHE_CAPACITY: 4096." in text
+    assert (
+        text.split("| `train_pairs_cache4096` | 160 px |")[1]
+        .split("\n")[0]
+        .endswith("| missed | " + machine()["date"][:10] + " |")
+    )
     assert "**not shown: 160 px (not measured)**" in text
-    assert "From `bench/results/train_pairs_cache4096.json`" in text
     threads = "Threads per run: 1 (`MEDCORE_THREADS`, as a task holding 1 `training` pool slot(s) gets in a night)."
-    assert threads in text and "started at once and running side by side, as two one-slot trainings" in text
+    assert threads in text and "side by side, as two one-slot trainings in a night" in text
     payload["inter_threads"] = 1
     _write(results, "train_pairs", payload)
     assert "gets in a night), inter-op 1 (`MEDCORE_INTER_THREADS`)." in report.render(results)
@@ -1016,7 +1034,7 @@ def test_pairs_table_states_median_spread_pairs_and_an_honest_verdict(tmp_path):
 
 def test_epoch_cpu_spans_epoch_starts_and_reads_idle_and_steal_from_proc_stat():
     """Each epoch's CPU runs to the next epoch's start (the last to train end); idle counts iowait too."""
-    from bench.train_throughput import epoch_cpu
+    from bench.train_pairs import epoch_cpu
 
     # /proc/stat order: user nice system idle iowait irq softirq steal
     stamps = [
@@ -1034,7 +1052,7 @@ def test_epoch_cpu_spans_epoch_starts_and_reads_idle_and_steal_from_proc_stat():
 
 def test_epoch_parts_split_an_epoch_at_validation_and_at_the_timer():
     """Train, validation and the callbacks after the timer add up to the pipeline's own epoch clock."""
-    from bench.train_throughput import epoch_parts
+    from bench.train_pairs import epoch_parts
 
     stamps = [{"begin": 10.0, "test_begin": 17.0, "test_end": 18.5, "end": 18.6}]
     assert epoch_parts(stamps, [9.6]) == {
@@ -1101,7 +1119,7 @@ def test_paired_mode_runs_each_side_in_its_own_process_in_alternating_order(tmp_
     ratios = [p["ratio"] for p in pairs]
     assert row["ratio"] == pytest.approx(sum(ratios) / 2)
     assert (row["ratio_min"], row["ratio_max"]) == (min(ratios), max(ratios))
-    assert "| 32 px | `" in report.pairs_table(result, "pairs_test")
+    assert "| 32 px | `" in r_pairs.pairs_table(result, "pairs_test")
 
     # --pair-together: both sides of a pair start at once and overlap, so load that comes and goes hits both.
     argv[argv.index("--pairs") + 1] = "1"
@@ -1114,7 +1132,7 @@ def test_paired_mode_runs_each_side_in_its_own_process_in_alternating_order(tmp_
     assert pair["together"] is True and pipe["started_at_seconds"] == plain["started_at_seconds"]
     assert pipe["pid"] != plain["pid"]
     assert max(pipe["lived"][0], plain["lived"][0]) < min(pipe["lived"][1], plain["lived"][1])  # they overlapped
-    assert "started at once and running side by side" in report.pairs_table(together, "pairs_together")
+    assert "started at once and running side by side" in r_pairs.pairs_table(together, "pairs_together")
 
 
 def test_cpu_sampler_reports_steal_and_services_their_own_cpu(tmp_path):
@@ -1312,7 +1330,7 @@ def test_machines_that_share_a_name_are_told_apart_by_family_and_model():
         assert here["cpu_id"].startswith("family ") and " model " in here["cpu_id"]
     old = {**here, "cpu": "AMD EPYC", "cpu_id": None, "flags": ["avx2", "fma"]}
     new = {**old, "cpu_id": "family 23 model 1 stepping 2"}
-    lines = report.machine_lines({"a": {"machine": old}, "b": {"machine": new}})
+    lines = r_profile.machine_lines({"a": {"machine": old}, "b": {"machine": new}})
     assert len(lines) == 2 and lines[1].startswith("- **Machines**: AMD EPYC (family 23 model 1 stepping 2), ")
     assert lines[0].startswith("- **Machines**: AMD EPYC, ") and lines[1].endswith("measured here: b")
 
@@ -1320,7 +1338,7 @@ def test_machines_that_share_a_name_are_told_apart_by_family_and_model():
 @pytest.mark.skipif(not (ROOT / "bench" / "results" / "nightly.json").exists(), reason="recorded nights absent")
 def test_night_cost_gives_each_cpu_kind_a_row_and_fits_the_avx2_nights(tmp_path, capsys):
     """bench/night_cost.py from the recorded nights: the bf16 rows keep the full plan, the AVX2 rows are fitted into
-    240 min with their cuts named, and BENCHMARKS.md's section 8 renders every row and backtest."""
+    240 min with their cuts named, and docs/benchmarks/nights.md renders every row and backtest."""
     from bench import night_cost
 
     assert night_cost.main(["--out", str(tmp_path / "nc")]) == 0
@@ -1333,9 +1351,42 @@ def test_night_cost_gives_each_cpu_kind_a_row_and_fits_the_avx2_nights(tmp_path,
             assert row["full_night_predicted"] > 240 and row["cuts"] and row["full_night_measured"] is None
         else:
             assert row["cuts"] == [] and abs(row["full_night_predicted"] / row["full_night_measured"] - 1) <= 0.2
-    section = report.night_cost_tables(result)
+    section = r_night.night_cost_tables(result)
     assert (
         "| AMD EPYC (family 23 model 1 stepping 2), AVX2 |" in section
         and "| AMD EPYC (family 25 model 1), AVX2 |" in section
     )
     assert "from nightly.json (the evening before)" in section
+
+
+def test_the_summary_asks_whether_each_budgeted_night_fits_on_its_cpu(tmp_path):
+    """Every result with a `night` block gets a row: CPU family/model, budget, planned, took, error, worst chain."""
+    results = tmp_path / "results"
+
+    def budgeted(name: str, cpu_id: str, flags: list[str], took: float, chains: list[tuple[str, float, float]]) -> None:
+        night = {
+            "budget_minutes": 95.0,
+            "planned_minutes": 93.9,
+            "took_minutes": took,
+            "chains": [
+                {"label": label, "predicted_minutes": p, "actual_minutes": a, "error": p / a - 1}
+                for label, p, a in chains
+            ],
+        }
+        m = {**machine(), "cpu": "AMD EPYC", "cpu_id": cpu_id, "flags": flags, "date": "2026-12-07T08:44:52+00:00"}
+        _write(results, name, {"machine": m, "night": night})
+
+    budgeted("avx2_standard_b95", "family 23 model 49 stepping 0", ["avx2", "fma"], 106.5, [("a/standard", 5.0, 20.0)])
+    budgeted("avx2emu_standard_b60", "family 26 model 2 stepping 1", ["avx2"], 90.0, [("b/standard", 11.0, 10.0)])
+    _write(results, "shortcut_probes", {"night": "bench_nightly_x"})  # a `night` that is no budgeted night
+
+    text = report.render_pages(results)["BENCHMARKS.md"]
+    section = text.split("## Does the night fit its budget, per CPU kind?")[1].split("##")[0]
+    assert (
+        "| `avx2_standard_b95` | AMD EPYC family 23 model 49, AVX2 | 2026-12-07 | 95 min | 93.9 min | 106.5 min "
+        "| -11.8% | a/standard -75.0% |" in section
+    )
+    assert (
+        "| `avx2emu_standard_b60` | AMD EPYC family 26 model 2, AVX2 |" in section and "b/standard +10.0% |" in section
+    )
+    assert "shortcut_probes" not in section

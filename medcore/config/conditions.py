@@ -159,14 +159,16 @@ class Profile:
         "`auto` picks per CPU from medcore.model.compute's measured table; `mixed_bfloat16` (Keras policy) and "
         "`onednn_amp` (TF's oneDNN bf16 graph rewrite) only where the CPU has native bf16",
     )
-    # On by default: measured 1.3-1.5x in float32 and what makes bf16 pay at all (bench/notes.md).
+    # On by default: measured 1.3-1.5x in float32 and what makes bf16 pay at all
+    # (docs/decisions/0004-precision-auto-bf16.md).
     fused_batch_norm: bool = _flag(
         True,
         "train batch norm through TensorFlow's fused kernel (same maths, fewer ops; the saved model is unchanged)",
     )
     # Keras' 0.99 averages batch statistics over ~100 steps, so a network trained from scratch on a small set
     # (limb: 34 steps an epoch) is judged on val with statistics of weights long gone: limb's val AUC after 6
-    # epochs was 0.59 at 0.99 and 0.78 at 0.9, from identical training (bench/notes.md). 0.9 is PyTorch's default.
+    # epochs was 0.59 at 0.99 and 0.78 at 0.9, from identical training
+    # (docs/decisions/0001-batch-norm-momentum.md). 0.9 is PyTorch's default.
     batch_norm_momentum: float = _number(
         0.9, 0.0, 0.999, "weight of the old moving mean and variance at each step of every batch norm layer"
     )

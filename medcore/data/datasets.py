@@ -231,7 +231,7 @@ def input_options():
     With autotuning on, each iterator runs a model thread that sleeps between tuning rounds, and Keras
     drops the epoch's iterator at every epoch end; on these VMs that drop often waited for the thread's
     sleep to end, with the process's threads all blocked and the CPU idle for up to tens of seconds an
-    epoch (bench/notes.md, issue 16). Decoding happens once (the cache), so fixed parallelism and a
+    epoch (docs/decisions/0006-tf-data-autotune-off.md, issue 16). Decoding happens once (the cache), so fixed parallelism and a
     fixed read-ahead lose nothing that tuning would find.
     """
     import tensorflow as tf

@@ -64,8 +64,9 @@ log = logging.getLogger(__name__)
 def cpu_id(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """This CPU's kind as `<vendor> family F model M stepping S <isa>`: what speed figures are keyed by.
 
-    The model name alone could not tell a Zen 5 from a Zen 1 ("AMD EPYC" both, bench/notes.md); the ISA tag
-    (amx / avx512_bf16 / avx512 / avx2) also tells an `ONEDNN_MAX_CPU_ISA=AVX2` emulation apart.
+    The model name alone could not tell a Zen 5 from a Zen 1 ("AMD EPYC" both,
+    docs/decisions/0014-night-planner.md); the ISA tag (amx / avx512_bf16 / avx512 / avx2) also tells an
+    `ONEDNN_MAX_CPU_ISA=AVX2` emulation apart.
     """
     import os
 

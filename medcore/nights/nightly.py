@@ -206,7 +206,8 @@ def _no_warm_start(
     chain = int(champion.get("warm_starts") or 0)
     if max_warm_starts and chain >= max_warm_starts:
         # Warm-started models can generalise worse than ones trained from scratch on the same data (Ash &
-        # Adams 2020); bench/notes.md (issue 15) measured it on pneumonia's shifted test split.
+        # Adams 2020); docs/decisions/0009-warm-start-continue.md (issue 15) measured it on pneumonia's
+        # shifted test split.
         return {
             "mode": RETRAIN,
             "warm_start": False,

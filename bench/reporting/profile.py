@@ -1,0 +1,134 @@
+"""Machines, where a training step spends its time, AMX, the other stages' speed and Grad-CAM's deletion test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.reporting.common import _cpu_id, _missing
+from bench.reporting.throughput import ceiling_lines, throughput_tables
+
+AMX_RESULTS = ("peak_amx", "train_throughput_amx", "precision_profile_amx")
+
+
+def machine_lines(loaded: dict[str, dict[str, Any] | None]) -> list[str]:
+    """One line per CPU the loaded results were measured on, naming the results measured there."""
+    by_machine: dict[tuple[str, str | None, tuple[str, ...]], tuple[dict[str, Any], list[str]]] = {}
+    for name, result in loaded.items():
+        m = (result or {}).get("machine")
+        if m:
+            by_machine.setdefault((m["cpu"], m.get("cpu_id"), tuple(m["flags"])), (m, []))[1].append(name)
+    label = "Machine" if len(by_machine) == 1 else "Machines"
+    return [
+        f"- **{label}**: {m['cpu']}{_cpu_id(m)}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; flags: "
+        f"{', '.join(m['flags']) or 'none of note'}; {m['os']}, Python {m['python']}"
+        + ("" if len(by_machine) == 1 else f"; measured here: {', '.join(names)}")
+        for m, names in by_machine.values()
+    ]
+
+
+def amx_section(loaded: dict[str, dict[str, Any] | None]) -> str:
+    """Ceiling, precisions side by side and the kernel profile, from the results measured on an AMX machine."""
+    peak, tp, prof = (loaded[name] for name in AMX_RESULTS)
+    cpu = next(r["machine"]["cpu"] for r in (peak, tp, prof) if r)
+    parts = [f"Measured on {cpu} (AMX), one machine, one session; compare these with each other only.\n"]
+    parts.append(ceiling_lines(peak) if peak else _missing("peak_amx"))
+    parts.append(throughput_tables(tp, peak) if tp else _missing("train_throughput_amx"))
+    parts.append(precision_profile_table(prof) if prof else _missing("precision_profile_amx"))
+    return "\n".join(parts)
+
+
+def op_ms_by_category(row: dict[str, Any]) -> dict[str, float]:
+    """A profiled variant's op time by kind, without the executor's container events.
+
+    Results written before bench/precision_profile.py skipped them counted `Process` (which spans every op it
+    runs) under "other"; its total is in `top_ops`, so it is taken back out here.
+    """
+    from bench.precision_profile import CONTAINER_OPS
+
+    cats = dict(row.get("ms_by_category") or {})
+    counted = sum(op["ms"] for op in row.get("top_ops", []) if op["op"] in CONTAINER_OPS)
+    if counted and cats.get("other", 0) >= counted:
+        cats["other"] -= counted
+    return cats
+
+
+def precision_profile_table(prof: dict[str, Any]) -> str:
+    from bench.precision_profile import CATEGORIES
+
+    lines = [
+        f"One training step at {prof['size']} px, batch {prof['batch']}, {prof['steps']} steps under "
+        "TensorFlow's profiler with `ONEDNN_VERBOSE=1` (`bench/precision_profile.py`); op time by kind as a "
+        "share of all op time:",
+        "",
+        "| variant | img/s (profiled) | oneDNN ISA | " + " | ".join(CATEGORIES) + " |",
+        "|---|--:|---|" + "--:|" * len(CATEGORIES),
+    ]
+    for name, row in prof["variants"].items():
+        cats = op_ms_by_category(row)
+        total = sum(cats.values()) or 1
+        lines.append(
+            f"| `{name}` | {row['images_per_second']:.1f} | {', '.join(row['onednn']['isas']) or '–'} | "
+            + " | ".join(f"{cats.get(c, 0) / total:.0%}" for c in CATEGORIES)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def deletion_baselines_table(result: dict[str, Any]) -> str:
+    """Grad-CAM's deletion test on a night's models under each fill: what the fill removes, and the verdict."""
+    s = result["settings"]
+    lines = [
+        f"The Grad-CAM stage's deletion test run again on the night's trained models (`{result['run_folder']}`), "
+        f"once per fill for the deleted pixels: the {s['deletion_images']} test images each model scores "
+        f"highest, {s['deletion_steps']} steps, {s['random_maps']} random maps per image, seed {s['seed']}. "
+        "Logits are means over those images; the verdict is the paired one-sided Wilcoxon test of Grad-CAM's "
+        f"area against the random maps' at level {s['alpha']}.",
+        "",
+        "| model | map | fill | logit intact → all deleted | Grad-CAM area | random area | Grad-CAM wins | p | verdict |",
+        "|---|---|---|---|--:|--:|--:|--:|---|",
+    ]
+    for m in result["models"]:
+        for fill in ("blur", "mean"):
+            row = m.get(fill)
+            if not row:
+                continue
+            lines.append(
+                f"| {m['condition']} {m['profile']} | {'×'.join(map(str, m['map_shape']))} | {fill} "
+                f"| {row['intact_logit']:.2f} → {row['deleted_logit']:.2f} | {row['gradcam_deletion_auc']:.2f} "
+                f"| {row['random_deletion_auc']:.2f} | {row['images_gradcam_better']}/{m['images']} "
+                f"| {row['p_value']:.2g} | {'beats random' if row['better_than_random'] else 'not evidence'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def stages_table(stages: dict[str, Any] | None, validate: dict[str, Any] | None) -> str:
+    lines = []
+    if stages:
+        lines += [
+            "| size | inference img/s (`predict_files`) | Grad-CAM img/s | Grad-CAM first call |",
+            "|--:|--:|--:|--:|",
+        ]
+        for size, row in sorted(stages["sizes"].items(), key=lambda kv: int(kv[0])):
+            lines.append(
+                f"| {size} px | {row['inference_images_per_second']:.1f} | {row['gradcam_images_per_second']:.1f} "
+                f"| {row['gradcam_first_call_seconds']:.1f} s ({row['gradcam_images']} images) |"
+            )
+        lines += [
+            "",
+            f"Inference on {stages['inference_source']} (decode and resize included); Grad-CAM on layer "
+            "`relu` in batches of 32.",
+            "",
+        ]
+    else:
+        lines.append(_missing("stages_speed"))
+    if validate:
+        full = validate["full"]
+        lines.append(
+            f"Validation ({validate['condition']}, {full['images']} images, one decode pass): "
+            f"{validate['images_per_second']:.0f} img/s on {validate['cpus']} CPUs, peak RSS "
+            f"{full['peak_mb']:.0f} MB; a half-size copy peaks at {validate['half']['peak_mb']:.0f} MB "
+            f"(ratio {validate['peak_rss_ratio']:.2f}: memory does not grow with the set)."
+        )
+    else:
+        lines.append(_missing("validate_speed"))
+    return "\n".join(lines) + "\n"
