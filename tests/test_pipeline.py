@@ -24,7 +24,7 @@ def test_a_failed_validation_removes_the_split_of_an_earlier_pass(tiny_config, d
     for folder in (data / "knee_osteoporosis").iterdir():
         if folder.is_dir() and folder.name == "osteoporosis":
             shutil.rmtree(folder)  # one class gone: not trainable any more
-    pipeline._config.cache_clear()
+    pipeline.clear_config_cache()
     with pytest.raises(DataError):
         pipeline.validate(job)
     assert not paths.split_csv.exists(), "train would have used the previous split"
