@@ -193,7 +193,9 @@ def run_all(
         summary = report(jobs, run_id, config_path)
         attempt("report e-mail", notify, jobs, run_id, config_path)
         judged = attempt("verdict", verdict, summary)
-    return {**summary, "notify": read_json(run.notify_json), "verdict_ok": judged != "failed"}
+    # notify.json is written whatever the send did; only an error before it (logged above) leaves none.
+    sent = read_json(run.notify_json) if run.notify_json.exists() else {"status": "failed", "error": "see the log"}
+    return {**summary, "notify": sent, "verdict_ok": judged != "failed"}
 
 
 def _run_chains(jobs: list[Job]) -> None:
