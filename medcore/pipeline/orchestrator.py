@@ -195,7 +195,7 @@ def run_all(
         judged = attempt("verdict", verdict, summary)
     # notify.json is written whatever the send did; only an error before it (logged above) leaves none.
     sent = read_json(run.notify_json) if run.notify_json.exists() else {"status": "failed", "error": "see the log"}
-    return {**summary, "notify": sent, "verdict_ok": judged != "failed"}
+    return {**summary, "notify": sent, "verdict_ok": judged != "failed" and sent["status"] != "failed"}
 
 
 def _run_chains(jobs: list[Job]) -> None:
