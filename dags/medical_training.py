@@ -24,33 +24,48 @@ from pathlib import Path
 
 from airflow.sdk import Param, dag, task, task_group
 
-from medcore.airflow_adapter import NightlyCron
+from medcore.airflow_adapter import (
+    DAG_ID,
+    TRAINING_POOL,
+    NightlyCron,
+    call_refusing,
+    call_stage,
+    call_training,
+)
 from medcore.config import settings
+from medcore.pipeline import orchestrator
+from medcore.pipeline.orchestrator import MAX_BUDGET, MAX_EPOCHS, MIN_BUDGET
 
 CONFIG = settings().config or str(Path(__file__).resolve().parent.parent / "conditions.yaml")
 # MEDCORE_SCHEDULE: a cron expression in UTC; the scheduler tests move it next to the present.
 SCHEDULE = settings().schedule
-MAX_EPOCHS = 1000  # the bound medcore.pipeline.plan_run checks (imported there with pandas, so restated here)
-MIN_BUDGET, MAX_BUDGET = 10, 1440  # likewise medcore.pipeline's night budget bounds, in minutes
+
+
+def _parsed_config():
+    """The config, loaded once per parse; None if unreadable: the plan task reports that with file and key, and
+    parsing must not fail, so the form offers free text, one chain and the default timeouts meanwhile."""
+    from medcore.config import load_config
+
+    try:
+        return load_config(CONFIG)
+    except Exception:  # noqa: BLE001 - see above
+        return None
+
+
+PARSED = _parsed_config()
 
 
 def _names(kind: str) -> list[str]:
     """Condition or profile names for the trigger form; empty (free text) if the config is unreadable."""
-    from medcore.config import load_config
-
-    try:
-        return list(getattr(load_config(CONFIG), kind))
-    except Exception:  # noqa: BLE001 - the plan task reports the config error with file and key; parsing must not fail
-        return []
+    return list(getattr(PARSED, kind)) if PARSED is not None else []
 
 
 def _chain_slots() -> list[int]:
     """Pool slots of each model chain: one chain per distinct profile `cores` (1 if the config is unreadable)."""
-    from medcore.config import load_config
     from medcore.model.compute import chain_slots
 
     try:
-        return chain_slots(p.cores for p in load_config(CONFIG).trained_profiles().values())
+        return chain_slots(p.cores for p in PARSED.trained_profiles().values()) if PARSED is not None else [1]
     except Exception:  # noqa: BLE001 - the plan task reports the config error with file and key; parsing must not fail
         return [1]
 
@@ -62,13 +77,14 @@ def _chain_id(slots: int) -> str:
 
 def _task_settings():
     """Retries and per-task timeouts from the config (its defaults if the config is unreadable at parse time)."""
-    from medcore.config import TaskSettings, load_config
+    from medcore.config import TaskSettings
 
     try:
-        config = load_config(CONFIG)
-        return config.tasks, config.tasks.train_minutes(config.trained_profiles())
-    except Exception:  # noqa: BLE001 - as for _names: the plan task reports the config error
-        return TaskSettings(), TaskSettings().train_minutes({})
+        if PARSED is not None:
+            return PARSED.tasks, PARSED.tasks.train_minutes(PARSED.trained_profiles())
+    except Exception:  # noqa: BLE001 - as for _chain_slots: the plan task reports the config error
+        pass
+    return TaskSettings(), TaskSettings().train_minutes({})
 
 
 TASKS, TRAIN_MINUTES = _task_settings()
@@ -147,119 +163,87 @@ COMMON = dict(  # noqa: C408 reads as the DAG(...) keyword arguments it is sprea
 )
 
 
+# --- the tasks: each is one call into a step of medcore.pipeline.orchestrator --------------------------------
+
+
+@task(retries=0, execution_timeout=_minutes(TASKS.report_minutes))
+def plan(params=None, run_id=None) -> list[dict]:
+    """Expand the run parameters into one job per (condition, profile) and fit them into the night's budget.
+
+    The log shows the plan: predicted minutes per chain, the budget, and each cut with its reason. A refused
+    parameter fails this task alone, in one sentence.
+    """
+    return call_refusing(orchestrator.plan, CONFIG, run_id, dict(params))
+
+
+@task(execution_timeout=_minutes(TASKS.validate_minutes))
+def validate(job: dict) -> dict:
+    """Check the dataset and save the split manifest."""
+    return call_stage(orchestrator.validate, job)
+
+
+@task(pool=TRAINING_POOL, pool_slots=1, queue="training", execution_timeout=_minutes(TRAIN_MINUTES))
+def train(job: dict, task=None) -> dict:
+    """Train DenseNet121 and save model.keras (pool slots = the profile's cores, threads to match; resumes)."""
+    return call_training(orchestrator.train, job, task.pool_slots)
+
+
+@task(execution_timeout=_minutes(TASKS.evaluate_minutes))
+def evaluate(job: dict) -> dict:
+    """Measure the model on the held-out test split."""
+    return call_stage(orchestrator.evaluate, job)
+
+
+@task(execution_timeout=_minutes(TASKS.gradcam_minutes))
+def gradcam(job: dict) -> dict:
+    """Write Grad-CAM overlays of confident hits and misses."""
+    return call_stage(orchestrator.gradcam, job)
+
+
+@task(retries=0, execution_timeout=_minutes(TASKS.report_minutes))
+def route(jobs: list[dict], slots: list[int], mine: int) -> list[dict]:
+    """The jobs for the chain holding `mine` pool slots (each job goes to exactly one chain)."""
+    return call_stage(orchestrator.route, jobs, slots, mine)
+
+
+@task(trigger_rule="all_done", retries=0)
+def promote(jobs: list[dict] | None, run_id=None) -> dict:
+    """Decide per condition whether this run's best model replaces the champion (gates, same-split AUC)."""
+    return call_stage(orchestrator.promote, jobs, run_id, CONFIG)
+
+
+@task(trigger_rule="all_done", retries=0)
+def report(jobs: list[dict] | None, run_id=None) -> dict:
+    """Render the status report from whatever the chains left behind (a short one if nothing was planned)."""
+    return call_stage(orchestrator.report, jobs, run_id, CONFIG)
+
+
+@task(retries=0)
+def notify(jobs: list[dict], run_id=None) -> dict:
+    """E-mail the written report; a failed send is recorded in notify.json and fails this task, never the report."""
+    return call_stage(orchestrator.notify, jobs, run_id, CONFIG)
+
+
+# none_failed: after a refused plan or a failed e-mail this is upstream_failed, so the run fails with one
+# red task (the one that says why); otherwise it shows the report's verdict and fails the run on "failed".
+@task(trigger_rule="none_failed", retries=0)
+def verdict(summary: dict) -> str:
+    """The run's verdict as the report computed it: OK or look (its return value), or failed (fails the run)."""
+    return call_stage(orchestrator.verdict, summary)
+
+
+def model_chain(slots: int):
+    """The chain for profiles taking `slots` cores: its train task holds that many `training` pool slots."""
+
+    @task_group(group_id=_chain_id(slots))
+    def chain(job: dict):
+        return gradcam(evaluate(train.override(pool_slots=slots)(validate(job))))
+
+    return chain
+
+
 def training_pipeline() -> None:
-    """The tasks and their wiring, shared by the nightly and the manual DAG."""
-
-    @task(retries=0, execution_timeout=_minutes(TASKS.report_minutes))
-    def plan(params=None, run_id=None) -> list[dict]:
-        """Expand the run parameters into one job per (condition, profile) and fit them into the night's budget.
-
-        The log shows the plan: predicted minutes per chain, the budget, and each cut with its reason. A refused
-        parameter fails this task alone, in one sentence.
-        """
-        from medcore.airflow_adapter import call_refusing
-        from medcore.pipeline import plan_run
-
-        return call_refusing(
-            plan_run,
-            CONFIG,
-            run_id,
-            params["conditions"] or (),
-            params["profiles"] or (),
-            params["epochs"],
-            params=dict(params),
-            budget_minutes=params.get("budget_minutes"),
-        )
-
-    @task(execution_timeout=_minutes(TASKS.validate_minutes))
-    def validate(job: dict) -> dict:
-        """Check the dataset and save the split manifest."""
-        from medcore import pipeline
-        from medcore.airflow_adapter import call_stage
-
-        return call_stage(pipeline.validate, job)
-
-    @task(pool="training", pool_slots=1, queue="training", execution_timeout=_minutes(TRAIN_MINUTES))
-    def train(job: dict, task=None) -> dict:
-        """Train DenseNet121 and save model.keras (pool slots = the profile's cores, threads to match; resumes)."""
-        from medcore import pipeline
-        from medcore.airflow_adapter import call_training
-
-        return call_training(pipeline.train, job, task.pool_slots)
-
-    @task(execution_timeout=_minutes(TASKS.evaluate_minutes))
-    def evaluate(job: dict) -> dict:
-        """Measure the model on the held-out test split."""
-        from medcore import pipeline
-        from medcore.airflow_adapter import call_stage
-
-        return call_stage(pipeline.evaluate, job)
-
-    @task(execution_timeout=_minutes(TASKS.gradcam_minutes))
-    def gradcam(job: dict) -> dict:
-        """Write Grad-CAM overlays of confident hits and misses."""
-        from medcore import pipeline
-        from medcore.airflow_adapter import call_stage
-
-        return call_stage(pipeline.gradcam, job)
-
-    def model_chain(slots: int):
-        """The chain for profiles taking `slots` cores: its train task holds that many `training` pool slots."""
-
-        @task_group(group_id=_chain_id(slots))
-        def chain(job: dict):
-            return gradcam(evaluate(train.override(pool_slots=slots)(validate(job))))
-
-        return chain
-
-    @task(retries=0, execution_timeout=_minutes(TASKS.report_minutes))
-    def route(jobs: list[dict], slots: list[int], mine: int) -> list[dict]:
-        """The jobs for the chain holding `mine` pool slots (each job goes to exactly one chain)."""
-        from medcore.pipeline import jobs_by_slots
-
-        return jobs_by_slots(jobs, slots)[f"slots_{mine}"]
-
-    @task(trigger_rule="all_done", retries=0)
-    def promote(jobs: list[dict] | None, run_id=None) -> dict:
-        """Decide per condition whether this run's best model replaces the champion (gates, same-split AUC)."""
-        from medcore.airflow_adapter import call_stage
-        from medcore.pipeline import nothing_planned
-        from medcore.pipeline import promote as promote_models
-
-        where = (jobs[0]["run_id"], jobs[0]["runs_root"]) if jobs else nothing_planned(run_id, CONFIG)
-        return call_stage(promote_models, *where)
-
-    @task(trigger_rule="all_done", retries=0)
-    def report(jobs: list[dict] | None, run_id=None) -> dict:
-        """Render the status report from whatever the chains left behind (a short one if nothing was planned)."""
-        from medcore.pipeline import nothing_planned
-        from medcore.pipeline import report as write_report
-
-        return write_report(*((jobs[0]["run_id"], jobs[0]["runs_root"]) if jobs else nothing_planned(run_id, CONFIG)))
-
-    @task(retries=0)
-    def notify(jobs: list[dict]) -> dict:
-        """E-mail the written report; a failed send is recorded in notify.json and fails this task, never the report."""
-        from airflow.exceptions import AirflowFailException
-
-        from medcore.airflow_adapter import call_stage
-        from medcore.pipeline import notify as send_report
-
-        record = call_stage(send_report, jobs[0]["run_id"], jobs[0]["runs_root"])
-        if record["status"] == "failed":
-            raise AirflowFailException(f"report e-mail not sent via {record['conn_id']!r}: {record['error']}")
-        return record
-
-    # none_failed: after a refused plan or a failed e-mail this is upstream_failed, so the run fails with one
-    # red task (the one that says why); otherwise it shows the report's verdict and fails the run on "failed".
-    @task(trigger_rule="none_failed", retries=0)
-    def verdict(summary: dict) -> str:
-        """The run's verdict as the report computed it: OK or look (its return value), or failed (fails the run)."""
-        from medcore.airflow_adapter import call_stage
-        from medcore.pipeline import verdict as judge
-
-        return call_stage(judge, summary)
-
+    """The wiring, shared by the nightly and the manual DAG."""
     jobs = plan()
     slots = _chain_slots()
     if slots == [1]:
@@ -278,7 +262,7 @@ def training_pipeline() -> None:
 # No start_date: NightlyCron's first run is the next slot after the schedule is enabled. catchup=False:
 # slots missed while it was off are never run (not even the latest, unlike Airflow's own cron timetables).
 dag(
-    dag_id="medical_training",
+    dag_id=DAG_ID,
     doc_md=__doc__,
     schedule=NightlyCron(SCHEDULE, timezone="UTC"),
     catchup=False,
@@ -288,7 +272,7 @@ dag(
 # The same tasks without a schedule and enabled from the start: its Trigger runs now, and can never start
 # the nightly backlog, whatever the trigger dialog's "unpause" box says.
 dag(
-    dag_id="medical_training_manual",
+    dag_id=f"{DAG_ID}_manual",
     doc_md=__doc__,
     schedule=None,
     is_paused_upon_creation=False,

@@ -20,13 +20,15 @@ from airflow.timetables.trigger import CronTriggerTimetable
 from medcore.errors import MedcoreError, Skipped
 from medcore.report.notify import DEFAULT_SENDER, Email
 
-__all__ = ["call_stage", "call_refusing", "call_training", "NightlyCron"]
+__all__ = ["DAG_ID", "call_stage", "call_refusing", "call_training", "NightlyCron", "deliver"]
 
+DAG_ID = "medical_training"  # the nightly DAG; the manual one is f"{DAG_ID}_manual" (the UI plugin reads its runs)
 TRAINING_POOL = "training"
 
 
 def call_stage(stage: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a medcore stage; re-raise MedcoreError as AirflowFailException (no retry), Skipped as a skip."""
+    """Run a step of medcore.pipeline.orchestrator: the DAG's one handler of Skipped (a skip) and MedcoreError
+    (AirflowFailException: failed, no retry); anything else keeps Airflow's retries."""
     from airflow.exceptions import AirflowFailException, AirflowSkipException
 
     try:

@@ -92,7 +92,8 @@ def default_run_id() -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from medcore.pipeline import run_all
+    """Every step the DAG runs, here: plan, chains, promote, report, notify, verdict (exit 1: failed)."""
+    from medcore.pipeline.orchestrator import run_all
 
     run_id = args.run_id or default_run_id()
     summary = run_all(args.config, run_id, args.condition or (), args.profile or (), args.epochs, args.budget)
@@ -100,7 +101,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"FAILED {failure['condition']}/{failure['profile']} at {failure['stage']}: {failure['error']}")
     print(f"{summary['succeeded']}/{summary['planned']} models succeeded")
     print(f"report: {summary['report']}")
-    return 0 if summary["failed"] == 0 else 1
+    print(f"e-mail {_sent(summary['notify'])}")
+    return 0 if summary["verdict_ok"] else 1
+
+
+def _sent(record: dict) -> str:
+    """The notify record in one line: "skipped: no recipients: ...", "sent: <subject>" or "failed: <error>"."""
+    shown = record.get("error") or record.get("reason") or record.get("subject")
+    return f"{record['status']}: {shown}" + (" (the earlier success stays recorded)" if record.get("kept") else "")
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
@@ -125,7 +133,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     if args.profile not in config.profiles:
         raise MedcoreError(f"{config.path}: no profile named {args.profile!r} (have {', '.join(config.profiles)})")
     if args.epochs is not None:
-        _within("--epochs", args.epochs, 1, 1000)
+        from medcore.pipeline.jobs import MAX_EPOCHS
+
+        _within("--epochs", args.epochs, 1, MAX_EPOCHS)
     registry = registry_of(config)
     record = pretrain_backbone(
         config,
@@ -194,24 +204,27 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_resend(args: argparse.Namespace) -> int:
     """E-mail a run's report again, through the DAG's notify code and the same Airflow connection."""
-    from medcore.config import load_config
-    from medcore.pipeline import notify, run_of
+    from medcore.pipeline.orchestrator import resend
 
-    config = load_config(args.config)
-    run = run_of(config.runs_root, args.run)
     to = [a for given in args.to or () for a in given.replace(",", " ").split()]
-    record = notify(run.run_id, config.runs_root, to=to, config_path=args.config)
-    shown = record.get("error") or record.get("reason") or record.get("subject")
-    print(f"{record['status']}: {shown}" + (" (the earlier success stays recorded)" if record.get("kept") else ""))
+    record = resend(args.config, args.run, to)
+    print(_sent(record))
     return 1 if record["status"] == "failed" else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from medcore.model.pretraining import TASK_SHARES
-
     parser = argparse.ArgumentParser(prog="medcore", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
+    _data_commands(commands)
+    _run_commands(commands)
+    _pretrain_command(commands)
+    _model_commands(commands)
+    return parser
+
+
+def _data_commands(commands) -> None:
+    """demo-data and validate: data to try medcore on, and one condition's check."""
     demo = commands.add_parser("demo-data", help="write small synthetic datasets in every supported layout")
     demo.add_argument("dir")
     demo.add_argument("--per-class", type=int, default=60)
@@ -232,7 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--out", required=True, help="folder for validation.json, validation.txt and split.csv")
     validate.set_defaults(func=_cmd_validate)
 
-    run = commands.add_parser("run", help="validate, train, evaluate and explain every model, then report")
+
+def _run_commands(commands) -> None:
+    """run and watch: every step without Airflow, and `airflow dags test` with its progress."""
+    run = commands.add_parser(
+        "run",
+        help="validate, train, evaluate and explain every model, then promote, report and e-mail: the DAG's steps",
+    )
     run.add_argument("--config", default=None)
     run.add_argument("--condition", action="append", help="repeat to pick several (default: all)")
     run.add_argument("--profile", action="append", help="repeat to pick several (default: all)")
@@ -251,6 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     watched.add_argument("command", nargs=argparse.REMAINDER, help="-- and the command to run")
     watched.set_defaults(func=_cmd_watch)
 
+
+def _pretrain_command(commands) -> None:
+    """pretrain: the shared backbone."""
+    from medcore.model.pretraining import TASK_SHARES
+
     pretrain = commands.add_parser("pretrain", help="learn one shared backbone from every condition's train split")
     pretrain.add_argument("--config", default=None)
     pretrain.add_argument("--profile", default="standard", help="image size, augmentation and rate to learn with")
@@ -264,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pretrain.set_defaults(func=_cmd_pretrain)
 
+
+def _model_commands(commands) -> None:
+    """predict and resend: a trained model's scores, a run's report e-mailed again."""
     predict = commands.add_parser("predict", help="score new images with a trained model (path, probability, label)")
     predict.add_argument("--model", required=True, help="a model.keras written by training")
     predict.add_argument("--images", required=True, help="a folder of images, or a CSV with a path column")
@@ -283,7 +310,6 @@ def build_parser() -> argparse.ArgumentParser:
     resend.add_argument("--to", action="append", help="recipient(s), repeat or separate by commas (default: the run's)")
     resend.add_argument("--config", default=None)
     resend.set_defaults(func=_cmd_resend)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,9 +23,8 @@ from urllib.parse import quote
 
 from airflow.plugins_manager import AirflowPlugin
 
-__all__ = ["MedcoreReportsPlugin", "DAG_ID", "URL_PREFIX", "build_app"]
+__all__ = ["MedcoreReportsPlugin", "URL_PREFIX", "build_app"]
 
-DAG_ID = "medical_training"
 URL_PREFIX = "/medcore-reports"  # medcore.report.notify.UI_PREFIX builds e-mail links to these pages
 # What the file route serves, by suffix; anything else (models, hidden temporary files) is refused.
 SERVED = {
@@ -167,10 +166,9 @@ def _login_url(request: Any) -> str:
     return f"{airflow_root}/api/v2/auth/login?{urlencode({'next': str(request.url)})}"
 
 
-def build_app() -> Any:
-    """The FastAPI app: the run list, one page per report, and the files of a run; all behind Airflow's login."""
-    from fastapi import Depends, FastAPI, HTTPException, Request
-    from fastapi.responses import FileResponse, HTMLResponse
+def _access_check() -> Callable:
+    """The dependency every route has: Airflow's own check, made as its core routes make it."""
+    from fastapi import Depends, HTTPException, Request
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
     bearer = HTTPBearer(auto_error=False)
@@ -178,11 +176,13 @@ def build_app() -> Any:
     async def require_run_access(
         request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
     ) -> None:
-        """Airflow's own check, made as its core routes make it: the user behind the bearer token or the UI's
-        session cookie (`get_user`: 401 without one, 403 for a bad one), allowed to read runs of DAG_ID (403)."""
+        """The user behind the bearer token or the UI's session cookie (`get_user`: 401 without one, 403 for a
+        bad one), allowed to read runs of DAG_ID (403)."""
         from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
         from airflow.api_fastapi.core_api.security import get_user, requires_access_dag
         from starlette.concurrency import run_in_threadpool
+
+        from medcore.airflow_adapter import DAG_ID
 
         try:
             user = await get_user(request=request, _oauth_token=None, bearer_credentials=credentials)
@@ -194,9 +194,119 @@ def build_app() -> Any:
         # The permission check reads the metadata database: keep it off the event loop, as FastAPI would.
         await run_in_threadpool(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=DAG_ID), request, user)
 
+    return require_run_access
+
+
+def _run_list() -> str:
+    """The front page's Markdown: every run with a run.json, newest first, and the trend plots."""
+    from medcore.airflow_adapter import DAG_ID
+
+    rows = _run_rows()
+    lines = [
+        "# Training reports",
+        "",
+        f"Runs of `{DAG_ID}` in `{_runs_root()}`, newest first. Research use only.",
+        "",
+        "| run | started | verdict | models succeeded | champions | e-mail | model cards |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        name = f"[{r['run_id']}](runs/{quote(r['folder'])}/)" if r["report"] else f"{r['run_id']} (no report yet)"
+        state = f" ❌ {r['failed']} failed" if r["failed"] else ""  # the word too: the glyph may not render
+        mail = "⚠️ failed" if r["mail"] == "failed" else r["mail"]
+        cards = f"[{r['cards']}](runs/{quote(r['folder'])}/cards/)" if r["cards"] else "—"
+        verdict = f"{VERDICT_GLYPH.get(r['state'], '')} {r['verdict']}".strip()  # the glyph, then its word
+        lines.append(
+            f"| {name} | {r['started']} | {verdict} | {r['models']}{state} | {r['champions']} | {mail} | {cards} |"
+        )
+    if not rows:
+        lines.append("| no runs yet | | | | | | |")
+    lines += _trend_section(rows)
+    return "\n".join(lines) + "\n"
+
+
+def _banners(folder: Path) -> list[str]:
+    """What went wrong after the report was written: a failed e-mail, a condition without a champion decision."""
+    banners = []
+    mail = _read(folder / "notify.json")
+    if mail.get("status") == "failed":
+        banners.append(
+            f"The report e-mail was not sent ({mail.get('error')}); this page and report.md are the "
+            f"report. Connection: {mail.get('conn_id')}, {mail.get('time')}."
+        )
+    for condition, decision in (_read(folder / "promotion.json").get("conditions") or {}).items():
+        if decision.get("decision") == "error":
+            banners.append(f"No champion decision for {condition}: {decision.get('reason')}")
+    return banners
+
+
+def _report_link(url: str) -> str:
+    """A link in report.md (relative to the run folder) as seen from its page at runs/<id>/."""
+    if url.endswith("/model_card.md") and url.count("/") == 2:  # <condition>/<profile>/model_card.md
+        return "cards/" + quote(url.rsplit("/", 1)[0])
+    return url if url.startswith(("../", "files/")) else f"files/{quote(url)}"
+
+
+def _report_page(run_id: str):
+    """One run's report.md as HTML, images served from the run folder; problems after the report as banners."""
+    from fastapi import HTTPException
+
+    folder = _run_folder(run_id)
+    report = folder / "report.md"
+    if not report.is_file():
+        raise HTTPException(404, "this run has no report yet (it may still be running)")
+    header = "[← all training reports](../../) · [report.md](files/report.md)\n\n"
+    text = header + report.read_text(encoding="utf-8")
+    return _page(text, f"medcore report {run_id}", _report_link, _banners(folder))
+
+
+def _cards_page(run_id: str):
+    """The model cards of one run, one per (condition, profile) that got as far as evaluation."""
+    cards = _cards(_run_folder(run_id))
+    lines = [f"# Model cards of {run_id}", "", "[← all training reports](../../../) · [report](../)", ""]
+    lines += [f"- [{c}/{p}]({quote(c)}/{quote(p)})" for c, p in cards] or ["No model of this run has a card yet."]
+    return _page("\n".join(lines) + "\n", f"model cards {run_id}", link=lambda url: url)
+
+
+def _card_page(run_id: str, condition: str, profile: str):
+    """One model's model_card.md as HTML."""
+    from fastapi import HTTPException
+
+    folder = _run_folder(run_id)
+    if (condition, profile) not in _cards(folder):
+        raise HTTPException(404, "no model card for this model")
+    card = folder / condition / profile / "model_card.md"
+    header = "[← model cards of this run](./) · [report](../../) · [all training reports](../../../../)\n\n"
+    return _page(header + card.read_text(encoding="utf-8"), f"model card {condition}/{profile}", link=lambda url: url)
+
+
+def _run_file(run_id: str, path: str):
+    """A file inside the run folder (images, report.md, JSON, CSV); 404 for anything outside it or not served."""
+    from fastapi import HTTPException
+    from fastapi.responses import FileResponse
+
+    folder = _run_folder(run_id).resolve()
+    target = (folder / path).resolve()
+    # Resolving first means "..", absolute paths and symlinks pointing out of the run all land outside it.
+    inside = target.is_relative_to(folder)
+    hidden = inside and any(part.startswith(".") for part in target.relative_to(folder).parts)
+    if not inside or hidden or not target.is_file() or target.suffix.lower() not in SERVED:
+        raise HTTPException(404, "no such file in this run")
+    return FileResponse(
+        target,
+        media_type=SERVED[target.suffix.lower()],
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=60"},
+    )
+
+
+def build_app() -> Any:
+    """The FastAPI app: the run list, one page per report, and the files of a run; all behind Airflow's login."""
+    from fastapi import Depends, FastAPI
+    from fastapi.responses import FileResponse, HTMLResponse
+
     app = FastAPI(
         title="medcore training reports",
-        dependencies=[Depends(require_run_access)],
+        dependencies=[Depends(_access_check())],
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
@@ -205,91 +315,23 @@ def build_app() -> Any:
     @app.get("/", response_class=HTMLResponse)
     def list_runs() -> HTMLResponse:
         """Every run with a run.json, newest first: models succeeded, champion decisions, e-mail status."""
-        rows = _run_rows()
-        lines = [
-            "# Training reports",
-            "",
-            f"Runs of `{DAG_ID}` in `{_runs_root()}`, newest first. Research use only.",
-            "",
-            "| run | started | verdict | models succeeded | champions | e-mail | model cards |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for r in rows:
-            name = f"[{r['run_id']}](runs/{quote(r['folder'])}/)" if r["report"] else f"{r['run_id']} (no report yet)"
-            state = f" ❌ {r['failed']} failed" if r["failed"] else ""  # the word too: the glyph may not render
-            mail = "⚠️ failed" if r["mail"] == "failed" else r["mail"]
-            cards = f"[{r['cards']}](runs/{quote(r['folder'])}/cards/)" if r["cards"] else "—"
-            verdict = f"{VERDICT_GLYPH.get(r['state'], '')} {r['verdict']}".strip()  # the glyph, then its word
-            lines.append(
-                f"| {name} | {r['started']} | {verdict} | {r['models']}{state} | {r['champions']} | {mail} | {cards} |"
-            )
-        if not rows:
-            lines.append("| no runs yet | | | | | | |")
-        lines += _trend_section(rows)
-        return _page("\n".join(lines) + "\n", "Training reports", link=lambda url: url)
+        return _page(_run_list(), "Training reports", link=lambda url: url)
 
     @app.get("/runs/{run_id}/", response_class=HTMLResponse)
     def show_report(run_id: str) -> HTMLResponse:
-        """One run's report.md as HTML, images served from the run folder; problems after the report as banners."""
-        folder = _run_folder(run_id)
-        report = folder / "report.md"
-        if not report.is_file():
-            raise HTTPException(404, "this run has no report yet (it may still be running)")
-        banners = []
-        mail = _read(folder / "notify.json")
-        if mail.get("status") == "failed":
-            banners.append(
-                f"The report e-mail was not sent ({mail.get('error')}); this page and report.md are the "
-                f"report. Connection: {mail.get('conn_id')}, {mail.get('time')}."
-            )
-        for condition, decision in (_read(folder / "promotion.json").get("conditions") or {}).items():
-            if decision.get("decision") == "error":
-                banners.append(f"No champion decision for {condition}: {decision.get('reason')}")
-        header = "[← all training reports](../../) · [report.md](files/report.md)\n\n"
-
-        def link(url: str) -> str:
-            # Paths in report.md are relative to the run folder; this page lives at runs/<id>/.
-            if url.endswith("/model_card.md") and url.count("/") == 2:  # <condition>/<profile>/model_card.md
-                return "cards/" + quote(url.rsplit("/", 1)[0])
-            return url if url.startswith(("../", "files/")) else f"files/{quote(url)}"
-
-        return _page(header + report.read_text(encoding="utf-8"), f"medcore report {run_id}", link, banners)
+        return _report_page(run_id)
 
     @app.get("/runs/{run_id}/cards/", response_class=HTMLResponse)
     def list_cards(run_id: str) -> HTMLResponse:
-        """The model cards of one run, one per (condition, profile) that got as far as evaluation."""
-        cards = _cards(_run_folder(run_id))
-        lines = [f"# Model cards of {run_id}", "", "[← all training reports](../../../) · [report](../)", ""]
-        lines += [f"- [{c}/{p}]({quote(c)}/{quote(p)})" for c, p in cards] or ["No model of this run has a card yet."]
-        return _page("\n".join(lines) + "\n", f"model cards {run_id}", link=lambda url: url)
+        return _cards_page(run_id)
 
     @app.get("/runs/{run_id}/cards/{condition}/{profile}", response_class=HTMLResponse)
     def show_card(run_id: str, condition: str, profile: str) -> HTMLResponse:
-        """One model's model_card.md as HTML."""
-        folder = _run_folder(run_id)
-        if (condition, profile) not in _cards(folder):
-            raise HTTPException(404, "no model card for this model")
-        card = folder / condition / profile / "model_card.md"
-        header = "[← model cards of this run](./) · [report](../../) · [all training reports](../../../../)\n\n"
-        return _page(
-            header + card.read_text(encoding="utf-8"), f"model card {condition}/{profile}", link=lambda url: url
-        )
+        return _card_page(run_id, condition, profile)
 
     @app.get("/runs/{run_id}/files/{path:path}")
     def run_file(run_id: str, path: str) -> FileResponse:
-        """A file inside the run folder (images, report.md, JSON, CSV); 404 for anything outside it or not served."""
-        folder = _run_folder(run_id).resolve()
-        target = (folder / path).resolve()
-        # Resolving first means "..", absolute paths and symlinks pointing out of the run all land outside it.
-        inside = target.is_relative_to(folder)
-        hidden = inside and any(part.startswith(".") for part in target.relative_to(folder).parts)
-        if not inside or hidden or not target.is_file() or target.suffix.lower() not in SERVED:
-            raise HTTPException(404, "no such file in this run")
-        return FileResponse(
-            target,
-            media_type=SERVED[target.suffix.lower()],
-            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=60"},
-        )
+        return _run_file(run_id, path)
 
     return app
 

@@ -59,6 +59,35 @@ def test_dag_imports_without_errors_or_tensorflow(tmp_path):
     assert result["tensorflow"] is False
 
 
+COUNT_LOADS = r"""
+import sys
+import medcore.config
+real, calls = medcore.config.load_config, []
+medcore.config.load_config = lambda *args, **kwargs: calls.append(args) or real(*args, **kwargs)
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+print("LOADS", len(calls), len(bag.dags))
+"""
+
+
+def test_one_parse_loads_the_config_once(tmp_path):
+    """Parsing the DAG file (both DAGs) reads the config once: the form's names, chains and timeouts share it."""
+    environment = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/nothing.db",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", COUNT_LOADS, str(ROOT / "dags")],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=180,
+    )
+    assert "LOADS 1 2" in done.stdout, done.stdout[-1000:] + done.stderr[-3000:]
+
+
 def test_dag_shape(tmp_path):
     """A mapped validate->train->evaluate->gradcam chain, then promote and report (all_done), notify, verdict."""
     result = _parse(tmp_path)

@@ -24,7 +24,7 @@ def test_a_failed_validation_removes_the_split_of_an_earlier_pass(tiny_config, d
     for folder in (data / "knee_osteoporosis").iterdir():
         if folder.is_dir() and folder.name == "osteoporosis":
             shutil.rmtree(folder)  # one class gone: not trainable any more
-    pipeline._config.cache_clear()
+    pipeline.clear_config_cache()
     with pytest.raises(DataError):
         pipeline.validate(job)
     assert not paths.split_csv.exists(), "train would have used the previous split"
@@ -78,3 +78,28 @@ def test_default_run_ids_are_unique_to_the_sub_second_and_the_host():
     assert len(ids) == 50
     host = socket.gethostname().split(".")[0]
     assert all(safe_run_id(i) == i and host[:20] in i for i in ids)
+
+
+def test_medcore_runs_one_handler_of_skips_and_errors(caplog):
+    """`attempt` is `medcore run`'s Skipped/error handling: a skip is done and logged, an error is one logged line."""
+    import logging
+
+    from medcore.errors import Skipped, StageError
+    from medcore.pipeline.orchestrator import attempt
+
+    def skip(job):
+        raise Skipped("unchanged since the champion")
+
+    def fail(job):
+        raise StageError("boom\nsecond line")
+
+    caplog.set_level(logging.INFO, logger="medcore.pipeline")
+    assert attempt("pneumonia/standard", skip, {}, at="train") == "skipped"
+    assert attempt("pneumonia/standard", fail, {}, at="validate") == "failed"
+    assert attempt("promotion", fail, {}) == "failed"
+    assert attempt("report", lambda job: job, {}) == "done"
+    assert [r.getMessage() for r in caplog.records] == [
+        "pneumonia/standard skipped: unchanged since the champion",
+        "pneumonia/standard failed at validate: boom second line",
+        "promotion failed: boom second line",
+    ]
