@@ -253,7 +253,12 @@ def write_demo_data(
     - limb: `labels.csv` with string labels, patient and study ids, a train/valid split column
     """
     out = Path(out)
-    for name, value, (low, high) in (("--per-class", per_class, PER_CLASS_RANGE), ("--size", size, SIZE_RANGE)):
+    dicom_per_class = per_class if dicom_per_class is None else dicom_per_class
+    for name, value, (low, high) in (
+        ("--per-class", per_class, PER_CLASS_RANGE),
+        ("--dicom-per-class", dicom_per_class, PER_CLASS_RANGE),
+        ("--size", size, SIZE_RANGE),
+    ):
         if not low <= value <= high:
             raise MedcoreError(f"{name} must be between {low} and {high}, got {value}")
     _claim_folder(out)
@@ -282,7 +287,6 @@ def write_demo_data(
     _write(out / "knee_oa", samples, rng, size)
     written["knee_oa"] = len(samples)
 
-    dicom_per_class = per_class if dicom_per_class is None else dicom_per_class
     written["knee_osteoporosis"] = _write_dicom_set(out / "knee_osteoporosis", dicom_per_class, rng, size)
 
     rows, samples = [], []
