@@ -176,7 +176,12 @@ def plan(params=None, run_id=None) -> list[dict]:
     return call_refusing(orchestrator.plan, CONFIG, run_id, dict(params))
 
 
-@task(execution_timeout=_minutes(TASKS.validate_minutes))
+# Validation takes a `training` slot too. The plan hands the chains to the pool longest first (map index
+# order), but the scheduler can only queue what is ready: free, a quick validation's training took the pool
+# before a slower one's (an emulated AVX2 night started knee OA, its longest chain, 23 min late). In the pool,
+# every validation (the higher priority weight) runs before any training, so the trainings then queue
+# together and the scheduler takes them by map index: the plan's order.
+@task(pool=TRAINING_POOL, pool_slots=1, execution_timeout=_minutes(TASKS.validate_minutes))
 def validate(job: dict) -> dict:
     """Check the dataset and save the split manifest."""
     return call_stage(orchestrator.validate, job)

@@ -23,7 +23,7 @@ for dag_id, dag in bag.dags.items():
                            "trigger": getattr(t.trigger_rule, "value", str(t.trigger_rule)),
                            "mapped_group": t.get_closest_mapped_task_group() is not None, "retries": t.retries,
                            "pool": t.pool, "queue": t.queue,
-                           "pool_slots": t.pool_slots,
+                           "pool_slots": t.pool_slots, "weight_rule": type(t.weight_rule).__name__,
                            "timeout": t.execution_timeout.total_seconds() if t.execution_timeout else None}
                for t in dag.tasks},
         timetable=type(dag.timetable).__name__, summary=dag.timetable.summary, catchup=dag.catchup,
@@ -112,6 +112,13 @@ def test_dag_shape(tmp_path):
     assert tasks["plan"]["retries"] == 0, "a refused parameter cannot be fixed by a retry"
     assert tasks["model_chain.train"]["retries"] >= 1
     assert tasks["model_chain.train"]["pool"] == "training" and tasks["model_chain.train"]["queue"] == "training"
+    # Validations hold the training pool and outrank trainings, so the trainings queue together, in the plan's
+    # order (map index), not in the order their validations happen to finish.
+    assert tasks["model_chain.validate"]["pool"] == "training"
+    # (The downstream rule sums the weights of what follows a task: a validation has its training after it.)
+    assert {tasks[f"model_chain.{t}"]["weight_rule"] for t in ("validate", "train")} == {
+        "_DownstreamPriorityWeightStrategy"
+    }
     for dag_id in ("medical_training", "medical_training_manual"):
         assert sorted(result[dag_id]["params"]) == [
             "budget_minutes",

@@ -259,7 +259,12 @@ def write_demo_data(
     - limb: `labels.csv` with string labels, patient and study ids, a train/valid split column
     """
     out = Path(out)
-    for name, value, (low, high) in (("--per-class", per_class, PER_CLASS_RANGE), ("--size", size, SIZE_RANGE)):
+    dicom_per_class = per_class if dicom_per_class is None else dicom_per_class
+    for name, value, (low, high) in (
+        ("--per-class", per_class, PER_CLASS_RANGE),
+        ("--dicom-per-class", dicom_per_class, PER_CLASS_RANGE),
+        ("--size", size, SIZE_RANGE),
+    ):
         if not low <= value <= high:
             raise MedcoreError(f"{name} must be between {low} and {high}, got {value}")
     _claim_folder(out)
@@ -268,7 +273,6 @@ def write_demo_data(
 
     written["pneumonia"] = _write_pneumonia(out / "pneumonia", per_class, rng, size)
     written["knee_oa"] = _write_knee_oa(out / "knee_oa", per_class, rng, size)
-    dicom_per_class = per_class if dicom_per_class is None else dicom_per_class
     written["knee_osteoporosis"] = _write_dicom_set(out / "knee_osteoporosis", dicom_per_class, rng, size)
     written["cardiomegaly"] = _write_cardiomegaly(out / "cardiomegaly", per_class, rng, size)
     written["limb"] = _write_limb(out / "limb", per_class, rng, size)

@@ -142,6 +142,7 @@ def speed_from_records(
         validate_seconds=_median(fixed["validate"], 10.0),
         evaluate_seconds=_median(fixed["evaluate"], 30.0),
         gradcam_seconds=_median(fixed["gradcam"], 40.0),
+        gradcam_image_epochs=0.0 if fixed["gradcam"] else Speed.gradcam_image_epochs,
         train_task_seconds=max(0.0, _median(fixed["train"], 20.0)),
         measured=measured,
     )

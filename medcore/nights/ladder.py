@@ -57,6 +57,11 @@ class Speed:
     validate_seconds: float = 10.0
     evaluate_seconds: float = 30.0  # fixed part: loading, bootstrap, plots
     gradcam_seconds: float = 40.0  # fixed part: overlays, contact sheet
+    # Grad-CAM's work that does not grow with the test split (the deletion test's and the probes' passes), in
+    # training image-epochs so that it scales with the CPU: 570-730 on the real AVX2 night of 2026-12-07 (family
+    # 23; pneumonia, cardiomegaly, limb), where the stage took 154-172 s against 45-69 s from the rest of the
+    # formula. Zero once the stage itself was measured on this machine (`gradcam_seconds` is then that median).
+    gradcam_image_epochs: float = 600.0
     train_task_seconds: float = 20.0  # a train task beyond its training: start-up, split, record
     # (condition, profile, mode) -> {stage: seconds} of that chain's last measured run in that mode.
     measured: Mapping[tuple[str, str, str], Mapping[str, float]] = dataclasses.field(default_factory=dict)
@@ -103,7 +108,8 @@ def predict_chain(chain: Chain, speed: Speed, epochs: int | None = None) -> dict
         "validate": speed.validate_seconds,
         "train": train,
         "evaluate": speed.evaluate_seconds + inference,
-        "gradcam": speed.gradcam_seconds + chain.test_images * per * INFERENCE_SHARE * 0.5,
+        "gradcam": speed.gradcam_seconds
+        + (chain.test_images * INFERENCE_SHARE * 0.5 + speed.gradcam_image_epochs) * per,
     }
     measured = speed.measured.get((*chain.key, chain.mode))
     rescored = chain.mode == "continue" and not chain.crossval_trainings  # evaluate re-scores the champion

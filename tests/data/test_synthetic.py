@@ -55,10 +55,19 @@ def test_demo_data_never_overwrites_a_folder_it_did_not_write(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "flag, value", [("--per-class", "0"), ("--per-class", "100000000"), ("--size", "7"), ("--size", "1000000")]
+    "flag, value",
+    [
+        ("--per-class", "0"),
+        ("--per-class", "100000000"),
+        ("--size", "7"),
+        ("--size", "1000000"),
+        ("--dicom-per-class", "-1"),
+        ("--dicom-per-class", "1000000000"),
+    ],
 )
 def test_demo_data_numbers_are_bounded(tmp_path, capsys, flag, value):
-    """--per-class and --size out of range: one line naming the flag and its range, nothing written."""
+    """--per-class, --dicom-per-class and --size out of range: one line naming the flag and its range, nothing
+    written (--dicom-per-class took any number: 1000000000 was a billion films a class)."""
     code, err = _demo_cli(capsys, str(tmp_path / "d"), flag, value)
     assert code == 2 and len(err) == 1 and flag in err[0] and "between" in err[0], err
     assert not (tmp_path / "d").exists()
