@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import Any
 
 
-def cpu_label(m: dict[str, Any]) -> str:
-    """The CPU a result was measured on: name, family/model where recorded, and its widest matrix unit."""
+def cpu_label(m: dict[str, Any], planner_cpu: str = "") -> str:
+    """The CPU a result was measured on: name, family/model where recorded, and its widest matrix unit (or the
+    ISA oneDNN was held to, when the planner's CPU id says `->onednn_avx2`)."""
     flags = set(m.get("flags") or [])
     kind = "AMX" if "amx_tile" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "AVX2"
+    if "->onednn_" in planner_cpu:
+        kind = f"{kind} emulating {planner_cpu.split('->onednn_')[1].upper()} (ONEDNN_MAX_CPU_ISA)"
     cpu_id = m.get("cpu_id") or ""
     family = " ".join(cpu_id.split()[:4])  # "family 23 model 49": the stepping tells no kind apart
     return f"{m.get('cpu', '?')}{f' {family}' if family else ''}, {kind}"
@@ -46,18 +49,19 @@ def fit_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
         error = night["planned_minutes"] / night["took_minutes"] - 1
         worst_text = f"{worst['label']} {worst['error']:+.1%}" if worst else "–"
         lines.append(
-            f"| `{stem}` | {cpu_label(m)} | {m.get('date', '')[:10]} | {night['budget_minutes']:.0f} min "
-            f"| {night['planned_minutes']:.1f} min | {night['took_minutes']:.1f} min | {error:+.1%} "
-            f"| {worst_text} |"
+            f"| `{stem}` | {cpu_label(m, night.get('cpu_id', ''))} | {m.get('date', '')[:10]} "
+            f"| {night['budget_minutes']:.0f} min | {night['planned_minutes']:.1f} min | {night['took_minutes']:.1f} min "
+            f"| {error:+.1%} | {worst_text} |"
         )
-    return "\n".join(lines) + "\n"
+    notes = [f"- `{stem}`: {result['night']['note']}" for stem, result in runs if result["night"].get("note")]
+    return "\n".join(lines) + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
 
 
 def chains_table(stem: str, result: dict[str, Any]) -> str:
     """One budgeted night's chains: epochs run against asked, predicted and actual minutes."""
     night = result["night"]
     lines = [
-        f"`{stem}` ({cpu_label(result.get('machine') or {})}): budget {night['budget_minutes']:.0f} min, "
+        f"`{stem}` ({cpu_label(result.get('machine') or {}, night.get('cpu_id', ''))}): budget {night['budget_minutes']:.0f} min, "
         f"full plan {night.get('full_plan_minutes', '–')} min, planned {night['planned_minutes']:.1f}, "
         f"took {night['took_minutes']:.1f}.",
         "",
