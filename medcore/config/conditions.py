@@ -41,8 +41,11 @@ class Condition:
     """One binary task: which dataset folder, how it is laid out, which labels are positive."""
 
     name: str = Field(description="the condition's key under `conditions`")
-    dataset: str = _text(..., "folder under data_root holding the images (and manifest)")
-    layout: Literal["folders", "csv"] = _choice(..., "class folders (`folders`) or a CSV manifest (`csv`)")
+    # Required fields are plain `Field` calls (what `_text(..., doc)` and `_choice(..., doc)` build), so mypy's
+    # dataclass model sees them as required, not defaulted; for the same reason a `Field` default is passed as
+    # `default=` (mypy counts only that keyword as a default).
+    dataset: str = Field(strict=True, description="folder under data_root holding the images (and manifest)")
+    layout: Literal["folders", "csv"] = Field(description="class folders (`folders`) or a CSV manifest (`csv`)")
     positive: _Labels = Field(description="labels (folder names or manifest values) of the positive class")
     negative: _Labels = Field(description="labels of the negative class")
     manifest: str | None = _text(None, "the CSV manifest inside the dataset folder (required for `csv`)")
@@ -51,14 +54,16 @@ class Condition:
     split_column: str | None = _text("split", "manifest column holding train/val/test, if any")
     group_column: str | None = _text(None, "manifest column holding the patient id, if any")
     group_pattern: str | None = _text(None, "regex on the file name; group 1 (or the match) is the patient")
-    exclude: _Labels = Field((), description="known other classes: left out of the task and counted, not flagged")
+    exclude: _Labels = Field(
+        default=(), description="known other classes: left out of the task and counted, not flagged"
+    )
     validation_policy: Mapping[str, str] = Field(
         default_factory=dict, description="finding code -> policy, over `validation.policy`"
     )
     leak_drop_from: LeakSide | None = _choice(None, "overrides `validation.leak_drop_from` for this condition")
     nightly_policy: NightlyPolicy | None = _choice(None, "overrides `nightly.policy` for this condition")
     caveats: tuple[str, ...] = Field(
-        (),
+        default=(),
         description="known limits of the data (e.g. a train/test shift), listed in every model card of this condition",
     )
     resize: Literal["squash", "pad"] | None = _choice(None, "overrides every profile's `resize` for this condition")

@@ -6,7 +6,7 @@ import dataclasses
 import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass
@@ -197,14 +197,16 @@ class RegistrySettings:
     # Relative to the file loaded, not to one it extends: configs/demo.yaml then keeps its own registry
     # (configs/registry), so a demo model never becomes the champion of a real run.
     root: Path | None = Field(
-        None,
+        default=None,
         description="registry folder, relative to the loaded config "
         "(default `registry`); MEDCORE_REGISTRY_ROOT overrides it",
     )
     # A `gates` mapping replaces the defaults as a whole (a null value drops one gate inherited via
     # `extends`), so what a model must pass is always what the file says. Stored as (figure, minimum) pairs.
+    # The default is stored as is: (figure, minimum) pairs, as `_pairs` returns; the cast only states the
+    # annotation pydantic validates a loaded mapping against. Readers get pairs (see medcore.nights.decision).
     gates: Mapping[GateName, _Fraction | None] = Field(
-        DEFAULT_GATES,
+        default=cast("Mapping[GateName, float | None]", DEFAULT_GATES),
         description="figure -> minimum (0-1) on the candidate's selection (val) split; `<figure>_low` "
         "gates its interval's lower bound",
     )
@@ -257,7 +259,9 @@ class NotifySettings:
     """Who gets the report by e-mail, through which Airflow SMTP connection."""
 
     conn_id: str = _text("smtp_default", "Airflow SMTP connection; credentials live there, never here")
-    recipients: tuple[str, ...] = Field((), description="e-mail addresses; none: the report is written, not sent")
+    recipients: tuple[str, ...] = Field(
+        default=(), description="e-mail addresses; none: the report is written, not sent"
+    )
     from_email: str | None = _text(None, "sender; default: the connection's `from_email` extra, else medcore@localhost")
     max_images: int = _integer(8, 0, 100, "Grad-CAM images attached (and shown inline); report.md always is")
     report_url: str | None = _text(None, "the Airflow UI's base URL, so links in the e-mail open the report page")
@@ -385,11 +389,11 @@ class Config:
     """Everything a run needs to know, with paths already resolved (by `load_config`)."""
 
     data_root: Path = Field(
-        Path("data"),
+        default=Path("data"),
         description="folder holding the datasets, relative to the file that sets it; MEDCORE_DATA_ROOT overrides it",
     )
     runs_root: Path = Field(
-        Path("runs"),
+        default=Path("runs"),
         description="folder runs are written to, relative to the file that sets it; MEDCORE_RUNS_ROOT overrides it",
     )
     seed: int = _integer(1337, 0, _SEED_MAX, "seeds splits, training, bootstrap and Grad-CAM's random baseline")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -99,9 +100,9 @@ def load_images(paths: Sequence[str | Path], size: int, batch_size: int = 32, re
     if len(paths) == 0:
         return np.zeros((0, size, size, 3), np.float32)
     frame = pd.DataFrame({"path": [str(p) for p in paths], "label": np.zeros(len(paths), np.float32)})
-    data = make_dataset(
-        frame, Profile("gradcam", image_size=size, batch_size=batch_size, resize=resize), training=False, seed=0
-    )
+    # Profile validates `resize` at run time (anything but squash/pad still raises there); the cast is typing only.
+    profile = Profile("gradcam", image_size=size, batch_size=batch_size, resize=cast("Literal['squash', 'pad']", resize))
+    data = make_dataset(frame, profile, training=False, seed=0)
     return np.concatenate([images.numpy() for images, _ in data]).astype(np.float32)
 
 

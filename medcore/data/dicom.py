@@ -127,9 +127,9 @@ def group_key(registry_root: Path) -> bytes:
     It lives beside the champions because splits must stay the same from night to night, and every
     worker of a Celery deployment already shares the registry.
     """
-    key = settings().group_key  # $MEDCORE_GROUP_KEY (KEY_ENV)
-    if key:
-        return key.encode()
+    configured = settings().group_key  # $MEDCORE_GROUP_KEY (KEY_ENV)
+    if configured:
+        return configured.encode()
     path = Path(registry_root) / _KEY_FILE
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -373,4 +373,5 @@ def load_pixels(path: str | bytes) -> np.ndarray:
         _, unit = read_dicom(data, b"", max_bytes=MAX_DECODED_BYTES)  # validate's limit, from the header
     except DicomReadError as exc:
         raise ValueError(f"{name}: {exc.detail}") from None
+    assert unit is not None  # cannot fire: with pixels (the default) read_dicom returns the frame or raises
     return np.repeat((unit * 255.0)[..., None], 3, axis=2).astype(np.float32)

@@ -54,7 +54,7 @@ def drawn_phantom(
 
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     body = ((xx - 0.5) / 0.42) ** 2 + ((yy - 0.52) / 0.46) ** 2 < 1.0
-    image = np.where(body, 0.35, 0.05).astype(np.float32)
+    image: np.ndarray = np.where(body, 0.35, 0.05).astype(np.float32)
     image += 0.08 * np.sin(yy * rng.uniform(18, 26) + rng.uniform(0, np.pi)) * body
     image += rng.normal(0.0, 0.04, size=image.shape).astype(np.float32)
     if finding:
@@ -130,14 +130,14 @@ def dicom_bytes(
     `extra` sets further header keywords (the no-PHI test fills them with identifying values).
     """
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 
     top = 2**bits_stored - 1
     stored = np.clip(values, 0, top).astype(np.uint16)
     if monochrome1:
         stored = (top - stored).astype(np.uint16)
     seed = uid_seed or f"{patient_id}/{study_uid}/{int(values.sum())}"
-    sop_class = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
+    sop_class = UID("1.2.840.10008.5.1.4.1.1.1.1")  # Digital X-Ray Image Storage - For Presentation
     sop = generate_uid(entropy_srcs=[seed, "sop"])
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, sop
@@ -283,7 +283,7 @@ def _write_pneumonia(root: Path, per_class: int, rng: np.random.Generator, size:
     """Folders with train/test splits and patient ids in the file names; return the images written."""
     # Test shares are large on purpose: a quality tier needs evaluation.min_per_class (10) test patients of each
     # class, and with ten models to train the demo would rather spend its images on judging than on training.
-    samples = []
+    samples: list[_Sample] = []
     for split, share in (("train", 0.75), ("test", 0.25)):
         for label, positive in (("NORMAL", False), ("PNEUMONIA", True)):
             for i in range(int(per_class * share)):
@@ -296,7 +296,8 @@ def _write_pneumonia(root: Path, per_class: int, rng: np.random.Generator, size:
 
 def _write_knee_oa(root: Path, per_class: int, rng: np.random.Generator, size: int) -> int:
     """Folders with every split and five grades (0-1 negative, 2-4 positive); return the images written."""
-    samples, patient = [], 9000000
+    samples: list[_Sample] = []
+    patient = 9000000
     for split, share in (("train", 0.3), ("val", 0.35), ("test", 0.35)):
         for grade in range(5):
             # Grades 0-1 are the negatives and 2-4 the positives: each side gets `per_class * share` images.
@@ -309,7 +310,8 @@ def _write_knee_oa(root: Path, per_class: int, rng: np.random.Generator, size: i
 
 def _write_cardiomegaly(root: Path, per_class: int, rng: np.random.Generator, size: int) -> int:
     """A CSV manifest with float-coded labels and a train/test split column; return the images written."""
-    rows, samples = [], []
+    rows: list[dict[str, Any]] = []
+    samples: list[_Sample] = []
     for split, share in (("train", 0.65), ("test", 0.35)):
         for label, positive in (("true", True), ("false", False)):
             for i in range(int(per_class * share)):
@@ -323,7 +325,8 @@ def _write_cardiomegaly(root: Path, per_class: int, rng: np.random.Generator, si
 
 def _write_limb(root: Path, per_class: int, rng: np.random.Generator, size: int) -> int:
     """A CSV manifest with string labels, patient and study ids, a train/valid split; return the images written."""
-    rows, samples = [], []
+    rows: list[dict[str, Any]] = []
+    samples: list[_Sample] = []
     for split, share in (("train", 0.7), ("valid", 0.3)):
         for finding, positive in (("positive", True), ("negative", False)):
             # Two films a study and one study a patient: `per_class` studies, so the test split made from

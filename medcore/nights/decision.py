@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from medcore.config import TIER_ORDER, RegistrySettings
 
@@ -99,6 +99,12 @@ def figure(metrics: dict[str, Any], name: str) -> float | None:
         return bounds[0] if bounds else None
     value = metrics.get(name)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _gate_pairs(settings: RegistrySettings) -> Sequence[tuple[str, float]]:
+    """`settings.gates` as stored: its after-validator (and its default) hold (figure, minimum) pairs, not the
+    mapping its annotation validates a loaded config against. A cast only: typing, no conversion."""
+    return cast("Sequence[tuple[str, float]]", settings.gates)
 
 
 def check_gates(
@@ -211,7 +217,7 @@ def decide(
         return Decision(NO_CHAMPION, f"no champion yet, and {no_candidate_reason}", figures)
 
     name = f"{candidate['condition']}/{candidate['profile']}"
-    gates = check_gates(candidate.get("selection") or {}, settings.gates, settings.min_tier)
+    gates = check_gates(candidate.get("selection") or {}, _gate_pairs(settings), settings.min_tier)
     figures["gates"] = gates
     failed = [g for g in gates if not g["passed"]]
     if failed:
@@ -312,7 +318,7 @@ def promotion(
     this run already undone): the candidate, the decision, the best figure and test-split count after tonight,
     and the records to write. Pure."""
     champion, candidates = record.get("champion"), tonight.candidates
-    candidate = pick_candidate(candidates, settings.gates, settings.min_tier)
+    candidate = pick_candidate(candidates, _gate_pairs(settings), settings.min_tier)
     why_none = tonight.skipped or (
         f"no model of this run succeeded ({', '.join(tonight.failed)} failed)"
         if tonight.failed

@@ -73,9 +73,9 @@ def _more_issues(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
             found.setdefault(("training_warning", "warning"), []).append(f"{where}: {text}")
         for text in (m["metrics"] or {}).get("warnings") or []:
             found.setdefault(("evaluation_warning", "warning"), []).append(f"{where}: {text}")
-        undefined = ((m["metrics"] or {}).get("bootstrap") or {}).get("undefined_resamples") or {}
+        undefined: dict[str, int] = ((m["metrics"] or {}).get("bootstrap") or {}).get("undefined_resamples") or {}
         if undefined:
-            worst = max(undefined, key=undefined.get)
+            worst = max(undefined, key=undefined.__getitem__)
             found.setdefault(("bootstrap_undefined", "warning"), []).append(
                 f"{where}: some bootstrap resamples left metrics undefined (most: {worst}, {undefined[worst]})"
             )

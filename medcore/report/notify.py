@@ -20,7 +20,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,11 @@ class Email:
         message["Date"] = formatdate(localtime=True)
         message.set_content(self.text or "This report is HTML; open it in a mail client that shows HTML.")
         message.add_alternative(self.html, subtype="html")
-        html_part = message.get_payload()[1]
+        parts = message.get_payload()
+        # Cannot fire: after set_content and add_alternative the payload is [text part, html part], both of the
+        # message's own class (typeshed types get_payload() as str | Message | list, so narrow it here).
+        assert isinstance(parts, list) and isinstance(parts[1], MIMEPart)
+        html_part = parts[1]
         for name, path in self.inline:
             kind = "jpeg" if path.suffix.lower() in (".jpg", ".jpeg") else "png"
             html_part.add_related(

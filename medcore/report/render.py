@@ -129,7 +129,8 @@ def _collapsible(tokens: list) -> list:
         token.content = content
         return token
 
-    out, open_levels, in_summary = [], [], False
+    out, in_summary = [], False
+    open_levels: list[int] = []
     for i, token in enumerate(tokens):
         if token.type == "heading_open" and token.tag in ("h2", "h3"):
             level = int(token.tag[1])

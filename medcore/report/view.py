@@ -383,7 +383,7 @@ def _key_figures(models: list[dict[str, Any]], champions: list[dict[str, Any]]) 
     }
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -230,6 +230,7 @@ def _scan_dicom(data: bytes, sha256: str, key: Callable[[], bytes] | bytes) -> F
         )
     except DicomReadError as problem:
         return FileScan(problem.code, problem.detail, sha256)
+    assert unit is not None  # cannot fire: with pixels (the default) read_dicom returns the frame or raises
     scan = _describe(unit, "DICOM", None, sha256)
     # Bit depth is the stored one (10-16), not the float32 the pixels are carried in.
     return dataclasses.replace(
