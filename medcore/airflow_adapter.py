@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction
 from airflow.timetables.trigger import CronTriggerTimetable
@@ -81,7 +81,7 @@ class NightlyCron(CronTriggerTimetable):
 
     @classmethod
     def deserialize(cls, data: dict[str, Any]) -> NightlyCron:
-        base = CronTriggerTimetable.deserialize(data)
+        base: Any = CronTriggerTimetable.deserialize(data)  # a CronTriggerTimetable; typed as its base class
         timetable = cls(data["expression"], timezone=base._timezone, interval=base._interval)
         timetable._grace = dt.timedelta(seconds=data.get("grace_seconds", 300))
         return timetable
@@ -95,7 +95,7 @@ class NightlyCron(CronTriggerTimetable):
 
     def next_slot(self, now: dt.datetime, last_end: dt.datetime | None) -> dt.datetime:
         """The slot to run next, seen at `now`, when the last scheduled run ended its interval at `last_end`."""
-        due = self._align_to_prev(now)
+        due = self._align_to_prev(cast(Any, now))  # typed for pendulum; any aware datetime works
         window = min(self._grace, (self._get_next(due) - due) / 10)
         if (last_end is None or last_end < due) and now - due <= window:
             return due
@@ -151,4 +151,5 @@ def deliver(email: Email, conn_id: str, recipients: tuple[str, ...], from_email:
 
     with Hook(smtp_conn_id=conn_id) as hook:
         sender = from_email or hook.from_email or DEFAULT_SENDER
-        hook._smtp_client.send_message(email.mime(sender, recipients), from_addr=sender, to_addrs=list(recipients))
+        client: Any = hook._smtp_client  # smtplib.SMTP(_SSL) once the hook is entered (typed with async and None)
+        client.send_message(email.mime(sender, recipients), from_addr=sender, to_addrs=list(recipients))

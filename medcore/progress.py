@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -159,7 +160,7 @@ def _clock(seconds: float) -> str:
     return f"{int(seconds) // 60:d}:{int(seconds) % 60:02d}"
 
 
-def progress_line(progress: RunProgress, elapsed: float, running: list[str] = ()) -> str:
+def progress_line(progress: RunProgress, elapsed: float, running: Sequence[str] = ()) -> str:
     """One terminal line: elapsed time, models done of planned, what is running, the estimate."""
     total = len(progress.models)
     failed = f", {len(progress.failed)} failed" if progress.failed else ""
@@ -266,7 +267,7 @@ def _follow(child, log, runs_root, airflow_db, start, interval, heartbeat, out) 
                     print(
                         f"✗ {model.name} failed at {model.failed_at}: {model.error} (log: {log})", file=out, flush=True
                     )
-            jobs = read_json(run.run_json).get("jobs", []) if airflow_db else []
+            jobs = read_json(run.run_json).get("jobs", []) if airflow_db and run is not None else []
             running = running_tasks(airflow_db, progress.run_id, jobs) if airflow_db else []
             line = progress_line(progress, elapsed, running)
         if _what(line) != _what(last_line) or time.time() - last_print >= heartbeat:

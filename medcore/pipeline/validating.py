@@ -29,6 +29,7 @@ def validate(job: Job, config, condition, profile, paths: ModelLayout) -> Job:
         # A split from an earlier, passing validation must not outlive this verdict: train would use it.
         paths.split_csv.unlink(missing_ok=True)
         raise DataError(f"{condition.name}: {result.reason}")
+    assert result.manifest is not None  # a validation that passed always carries its manifest
     atomic_write_text(paths.split_csv, result.manifest.to_csv(index=False))
     write_json(paths.nightly_json, plan_condition(config, condition.name, result.manifest, result.fingerprint))
     return job
