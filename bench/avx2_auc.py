@@ -39,7 +39,7 @@ def overrides(pairs: list[str]) -> dict[str, object]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--new", action="append", default=[], help="profile KEY=VALUE of the new settings")
     parser.add_argument("--size", type=int, default=128)
@@ -53,28 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data-root", default=os.environ.get("MEDCORE_DATA_ROOT", str(ROOT.parent / "shared" / "datasets"))
     )
-    args = parser.parse_args(argv)
-    if args.isa:
-        os.environ["ONEDNN_MAX_CPU_ISA"] = args.isa
-        os.environ["XLA_FLAGS"] = f"--xla_cpu_max_isa={args.isa}"
+    return parser
 
-    from bench.common import NO_DATA, write_result
 
-    if not (Path(args.data_root) / "pneumonia").is_dir():
-        print(NO_DATA)
-        return 0
-    import numpy as np
-    import pandas as pd
-    from sklearn.metrics import roc_auc_score
-
+def _config_and_samples(args: argparse.Namespace, tmp: Path):
+    """The config over the real sets, and the seeded train, val and test samples of pneumonia images."""
     from medcore.config import load_config
-    from medcore.data.datasets import make_dataset
     from medcore.data.validation import validate_condition
-    from medcore.layout import RunLayout
-    from medcore.model.training import train_model
 
-    new = overrides(args.new)
-    tmp = Path(tempfile.mkdtemp(prefix="medcore-avx2-auc-"))
     config_path = tmp / "auc.yaml"
     config_path.write_text(
         f"extends: {ROOT / 'conditions.yaml'}\ndata_root: {Path(args.data_root).resolve()}\n"
@@ -87,34 +73,43 @@ def main(argv: list[str] | None = None) -> int:
         frame[frame["split"] == s].sample(n=min(n, int((frame["split"] == s).sum())), random_state=0)
         for s, n in (("train", args.train), ("val", args.val), ("test", args.test))
     ]
-    split, test = pd.concat(parts[:2]), parts[2]
-    old = dataclasses.replace(
-        config.profiles["standard"], image_size=args.size, epochs=args.epochs, patience=99, precision="float32"
-    )
-    runs = {"old": old, "new": dataclasses.replace(old, **new)}
-    labels = test["label"].to_numpy()
-    scores, records = {}, {}
-    for name, profile in runs.items():
-        import keras
+    return config, parts
 
-        paths = RunLayout(tmp / "runs", name).model("pneumonia", "standard")
-        started = time.perf_counter()
-        record = train_model(config, profile, split, paths, epochs=args.epochs)
-        model = keras.models.load_model(paths.model, compile=False, safe_mode=True)
-        scores[name] = np.concatenate(
-            [model.predict_on_batch(x) for x, _ in make_dataset(test, profile, training=False, seed=0)]
-        ).ravel()
-        records[name] = {
-            "test_auc": round(float(roc_auc_score(labels, scores[name])), 4),
-            "best_val_auc": record["best_val_auc"],
-            "wall_seconds": round(time.perf_counter() - started, 1),
-            "images_per_second": record["images_per_second"],
-            "cpu_seconds": record["cpu_seconds"],
-            "compute": record["compute"],
-            "batch_size": profile.batch_size,
-            "fused_batch_norm": profile.fused_batch_norm,
-        }
-        print(f"{name}: test AUC {records[name]['test_auc']:.3f}, {records[name]['wall_seconds']:.0f}s", flush=True)
+
+def _train_and_score(config, name: str, profile, split, test, tmp: Path, epochs: int, labels):
+    """Train one variant, score the test sample: its scores and its record."""
+    import keras
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from medcore.data.datasets import make_dataset
+    from medcore.layout import RunLayout
+    from medcore.model.training import train_model
+
+    paths = RunLayout(tmp / "runs", name).model("pneumonia", "standard")
+    started = time.perf_counter()
+    record = train_model(config, profile, split, paths, epochs=epochs)
+    model = keras.models.load_model(paths.model, compile=False, safe_mode=True)
+    scores = np.concatenate(
+        [model.predict_on_batch(x) for x, _ in make_dataset(test, profile, training=False, seed=0)]
+    ).ravel()
+    return scores, {
+        "test_auc": round(float(roc_auc_score(labels, scores)), 4),
+        "best_val_auc": record["best_val_auc"],
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "images_per_second": record["images_per_second"],
+        "cpu_seconds": record["cpu_seconds"],
+        "compute": record["compute"],
+        "batch_size": profile.batch_size,
+        "fused_batch_norm": profile.fused_batch_norm,
+    }
+
+
+def _bootstrap_interval(labels, scores: dict):
+    """The 95 % bootstrap interval of new - old test AUC, both models resampled together."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
     rng = np.random.default_rng(0)
     deltas = []
     for _ in range(2000):
@@ -123,8 +118,37 @@ def main(argv: list[str] | None = None) -> int:
             deltas.append(
                 roc_auc_score(labels[pick], scores["new"][pick]) - roc_auc_score(labels[pick], scores["old"][pick])
             )
+    return np.percentile(deltas, [2.5, 97.5])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.isa:
+        os.environ["ONEDNN_MAX_CPU_ISA"] = args.isa
+        os.environ["XLA_FLAGS"] = f"--xla_cpu_max_isa={args.isa}"
+
+    from bench.common import NO_DATA, write_result
+
+    if not (Path(args.data_root) / "pneumonia").is_dir():
+        print(NO_DATA)
+        return 0
+    import pandas as pd
+
+    new = overrides(args.new)
+    tmp = Path(tempfile.mkdtemp(prefix="medcore-avx2-auc-"))
+    config, parts = _config_and_samples(args, tmp)
+    split, test = pd.concat(parts[:2]), parts[2]
+    old = dataclasses.replace(
+        config.profiles["standard"], image_size=args.size, epochs=args.epochs, patience=99, precision="float32"
+    )
+    runs = {"old": old, "new": dataclasses.replace(old, **new)}
+    labels = test["label"].to_numpy()
+    scores, records = {}, {}
+    for name, profile in runs.items():
+        scores[name], records[name] = _train_and_score(config, name, profile, split, test, tmp, args.epochs, labels)
+        print(f"{name}: test AUC {records[name]['test_auc']:.3f}, {records[name]['wall_seconds']:.0f}s", flush=True)
     delta = records["new"]["test_auc"] - records["old"]["test_auc"]
-    low, high = np.percentile(deltas, [2.5, 97.5])
+    low, high = _bootstrap_interval(labels, scores)
     print(f"new - old: {delta:+.3f} (95 % CI {low:+.3f} to {high:+.3f})")
     payload = {
         "command": "bench/avx2_auc.py " + " ".join(sys.argv[1:] if argv is None else argv),

@@ -109,15 +109,69 @@ def pneumonia_files(data_root: Path, images: int, seed: int = 0) -> tuple[list[s
     return [rows[i][0] for i in picked], [rows[i][1] for i in picked]
 
 
-def _worker_main(args) -> None:
-    """Subprocess mode: build and trace the worker's options, then train one epoch of the one named on stdin."""
+def _build_option(profile, option: Option, paths: list[str], labels_array, weights, size: int):
+    """Build one option's model, cache its data and trace its step: model, data, trace seconds, jit applied."""
     import keras
     import numpy as np
 
-    from medcore.config import load_config
     from medcore.data.datasets import image_dataset
     from medcore.model import compute
-    from medcore.model.training import build_model, class_weights
+    from medcore.model.training import build_model
+
+    start = time.perf_counter()
+    with compute.precision_mode("float32"), compute.fused_batch_norm(option.fused):
+        keras.utils.set_random_seed(0)
+        model = build_model(dataclasses.replace(profile, batch_size=option.batch), 0)
+        if option.jit:  # the shipped compile (loss, Adam, AUC and accuracy metrics) with an XLA step
+            model.compile(
+                optimizer=keras.optimizers.Adam(profile.learning_rate),
+                loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                metrics=[
+                    keras.metrics.AUC(from_logits=True, name="auc"),
+                    keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy"),
+                ],
+                jit_compile=True,
+            )
+        data = image_dataset(np.array(paths), labels_array, size, option.batch, training=True, seed=0)
+        for _ in data:  # decode once into the cache, as the pipeline's first epoch does
+            pass
+        # Trace on two batches of the same shape (the step is traced once per input shape).
+        warm = image_dataset(
+            np.array(paths[: 2 * option.batch]),
+            labels_array[: 2 * option.batch],
+            size,
+            option.batch,
+            training=True,
+            seed=0,
+        )
+        model.fit(warm, epochs=1, verbose=0, class_weight=weights)
+    # Keras turns jit_compile off, silently, when a layer does not support XLA (RandomZoom does not).
+    return model, data, time.perf_counter() - start, bool(model.jit_compile)
+
+
+def _serve(options: dict[str, Option], models: dict, data: dict, weights) -> None:
+    """Train one epoch of each option named on stdin, printing its RESULT line."""
+    from medcore.model import compute
+
+    for line in sys.stdin:
+        name = line.strip()
+        if not name:
+            continue
+        option = options[name]
+        with compute.precision_mode("float32"), compute.fused_batch_norm(option.fused):
+            wall, cpu = time.perf_counter(), time.process_time()
+            history = models[name].fit(data[name], epochs=1, verbose=0, class_weight=weights)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        print("RESULT" + json.dumps({"wall": wall, "cpu": cpu, "loss": history.history["loss"][-1]}), flush=True)
+
+
+def _worker_main(args) -> None:
+    """Subprocess mode: build and trace the worker's options, then train one epoch of the one named on stdin."""
+    import numpy as np
+
+    from medcore.config import load_config
+    from medcore.model import compute
+    from medcore.model.training import class_weights
 
     spec = json.loads(args.worker)
     threads = compute.configure_threads(spec["intra"], spec["inter"])
@@ -133,48 +187,11 @@ def _worker_main(args) -> None:
     trace: dict[str, float] = {}
     jit: dict[str, bool] = {}
     for name, option in options.items():
-        start = time.perf_counter()
-        with compute.precision_mode("float32"), compute.fused_batch_norm(option.fused):
-            keras.utils.set_random_seed(0)
-            model = build_model(dataclasses.replace(profile, batch_size=option.batch), 0)
-            if option.jit:  # the shipped compile (loss, Adam, AUC and accuracy metrics) with an XLA step
-                model.compile(
-                    optimizer=keras.optimizers.Adam(profile.learning_rate),
-                    loss=keras.losses.BinaryCrossentropy(from_logits=True),
-                    metrics=[
-                        keras.metrics.AUC(from_logits=True, name="auc"),
-                        keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy"),
-                    ],
-                    jit_compile=True,
-                )
-            data[name] = image_dataset(np.array(paths), labels_array, args.size, option.batch, training=True, seed=0)
-            for _ in data[name]:  # decode once into the cache, as the pipeline's first epoch does
-                pass
-            # Trace on two batches of the same shape (the step is traced once per input shape).
-            warm = image_dataset(
-                np.array(paths[: 2 * option.batch]),
-                labels_array[: 2 * option.batch],
-                args.size,
-                option.batch,
-                training=True,
-                seed=0,
-            )
-            model.fit(warm, epochs=1, verbose=0, class_weight=weights)
-        models[name] = model
-        trace[name] = time.perf_counter() - start
-        # Keras turns jit_compile off, silently, when a layer does not support XLA (RandomZoom does not).
-        jit[name] = bool(model.jit_compile)
+        models[name], data[name], trace[name], jit[name] = _build_option(
+            profile, option, paths, labels_array, weights, args.size
+        )
     print("READY" + json.dumps({"trace_seconds": trace, "threads": threads, "jit_compile": jit}), flush=True)
-    for line in sys.stdin:
-        name = line.strip()
-        if not name:
-            continue
-        option = options[name]
-        with compute.precision_mode("float32"), compute.fused_batch_norm(option.fused):
-            wall, cpu = time.perf_counter(), time.process_time()
-            history = models[name].fit(data[name], epochs=1, verbose=0, class_weight=weights)
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        print("RESULT" + json.dumps({"wall": wall, "cpu": cpu, "loss": history.history["loss"][-1]}), flush=True)
+    _serve(options, models, data, weights)
 
 
 def _read(proc: subprocess.Popen, prefix: str) -> dict:
@@ -188,19 +205,16 @@ def load_average() -> list[float]:
     return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
 
 
-def run(args) -> dict:
-    """Start every worker (they trace at once), then give each option one epoch per round, in turn."""
+def _start_workers(args, procs: dict[str, subprocess.Popen], logs: dict) -> None:
+    """Start every worker process (they trace at once), its stderr to a temporary file."""
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": args.isa, "XLA_FLAGS": f"--xla_cpu_max_isa={args.isa}"}
-    procs: dict[str, subprocess.Popen] = {}
-    logs = {}
-    started = time.perf_counter()
     for worker in GRID():
         spec = {
             "intra": worker.intra,
             "inter": worker.inter,
             "options": [dataclasses.asdict(o) for o in worker.options],
         }
-        logs[worker.label] = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 closed below
+        logs[worker.label] = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 closed in _stop_workers
         procs[worker.label] = subprocess.Popen(
             [
                 sys.executable,
@@ -222,67 +236,93 @@ def run(args) -> dict:
         )
         if args.stagger:
             time.sleep(args.stagger)
+
+
+def _option_row(worker, option: Option, ready: dict) -> dict:
+    return {
+        "worker": worker.label,
+        "intra_op": worker.intra,
+        "inter_op": worker.inter,
+        "env": worker.env,
+        "batch": option.batch,
+        "fused_batch_norm": option.fused,
+        "jit_compile": option.jit,
+        "jit_compile_applied": ready["jit_compile"][option.name],
+        "threads_applied": ready["threads"],
+        "trace_seconds": ready["trace_seconds"][option.name],
+        "rounds": [],
+    }
+
+
+def _await_ready(procs: dict, logs: dict, rows: dict[str, dict], failed: dict[str, str]) -> None:
+    """Wait for each worker's READY line: a row per option, or the worker's failure."""
+    for worker in GRID():
+        try:
+            ready = _read(procs[worker.label], "READY")
+        except RuntimeError as exc:
+            logs[worker.label].seek(0)
+            failed[worker.label] = f"{exc}: {logs[worker.label].read()[-400:]}"
+            print(f"{worker.label}: failed", failed[worker.label], flush=True)
+            continue
+        print(f"{worker.label}: traced {ready['trace_seconds']}", flush=True)
+        for option in worker.options:
+            rows[option.name] = _option_row(worker, option, ready)
+
+
+def _rounds(args, procs: dict, rows: dict[str, dict], failed: dict[str, str], started: float) -> None:
+    """Give each working option one epoch per round, until --rounds or --minutes."""
+    active = [w for w in GRID() if w.label not in failed]
+    for r in range(args.rounds):
+        if r and time.perf_counter() - started > args.minutes * 60:
+            break  # out of time: every option has the same number of rounds
+        # --together: every worker trains at once (same load for all, measured per CPU-second);
+        # otherwise one option at a time, in turn.
+        batches = [active] if args.together else [[w] for w in active]
+        for batch in batches:
+            for worker in batch:
+                procs[worker.label].stdin.write("".join(o.name + "\n" for o in worker.options))
+                procs[worker.label].stdin.flush()
+            for worker in batch:
+                for option in worker.options:
+                    got = _read(procs[worker.label], "RESULT")
+                    rows[option.name]["rounds"].append(got)
+                    print(
+                        f"round {r + 1} {option.name}: {args.images / got['wall']:.2f} img/s, "
+                        f"{args.images / got['cpu']:.2f} img/CPU-s",
+                        flush=True,
+                    )
+
+
+def _stop_workers(procs: dict[str, subprocess.Popen], logs: dict) -> None:
+    for label, proc in procs.items():
+        if proc.poll() is None:
+            proc.stdin.close()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        logs[label].seek(0)
+        tail = logs[label].read()[-600:]
+        if proc.returncode:
+            print(f"{label} exited {proc.returncode}: {tail}", file=sys.stderr)
+        logs[label].close()
+
+
+def run(args) -> dict:
+    """Start every worker (they trace at once), then give each option one epoch per round, in turn."""
+    procs: dict[str, subprocess.Popen] = {}
+    logs: dict = {}
+    started = time.perf_counter()
     rows: dict[str, dict] = {}
     failed: dict[str, str] = {}
     try:
-        for worker in GRID():
-            try:
-                ready = _read(procs[worker.label], "READY")
-            except RuntimeError as exc:
-                logs[worker.label].seek(0)
-                failed[worker.label] = f"{exc}: {logs[worker.label].read()[-400:]}"
-                print(f"{worker.label}: failed", failed[worker.label], flush=True)
-                continue
-            print(f"{worker.label}: traced {ready['trace_seconds']}", flush=True)
-            for option in worker.options:
-                rows[option.name] = {
-                    "worker": worker.label,
-                    "intra_op": worker.intra,
-                    "inter_op": worker.inter,
-                    "env": worker.env,
-                    "batch": option.batch,
-                    "fused_batch_norm": option.fused,
-                    "jit_compile": option.jit,
-                    "jit_compile_applied": ready["jit_compile"][option.name],
-                    "threads_applied": ready["threads"],
-                    "trace_seconds": ready["trace_seconds"][option.name],
-                    "rounds": [],
-                }
+        _start_workers(args, procs, logs)
+        _await_ready(procs, logs, rows, failed)
         load_before = load_average()
-        active = [w for w in GRID() if w.label not in failed]
-        for r in range(args.rounds):
-            if r and time.perf_counter() - started > args.minutes * 60:
-                break  # out of time: every option has the same number of rounds
-            # --together: every worker trains at once (same load for all, measured per CPU-second);
-            # otherwise one option at a time, in turn.
-            batches = [active] if args.together else [[w] for w in active]
-            for batch in batches:
-                for worker in batch:
-                    procs[worker.label].stdin.write("".join(o.name + "\n" for o in worker.options))
-                    procs[worker.label].stdin.flush()
-                for worker in batch:
-                    for option in worker.options:
-                        got = _read(procs[worker.label], "RESULT")
-                        rows[option.name]["rounds"].append(got)
-                        print(
-                            f"round {r + 1} {option.name}: {args.images / got['wall']:.2f} img/s, "
-                            f"{args.images / got['cpu']:.2f} img/CPU-s",
-                            flush=True,
-                        )
+        _rounds(args, procs, rows, failed, started)
         load_after = load_average()
     finally:
-        for label, proc in procs.items():
-            if proc.poll() is None:
-                proc.stdin.close()
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            logs[label].seek(0)
-            tail = logs[label].read()[-600:]
-            if proc.returncode:
-                print(f"{label} exited {proc.returncode}: {tail}", file=sys.stderr)
-            logs[label].close()
+        _stop_workers(procs, logs)
     result = summarise(rows, args, load_before, load_after, time.perf_counter() - started)
     result["failed"] = failed
     return result

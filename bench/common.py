@@ -227,6 +227,75 @@ def airflow(env: dict[str, str], *args: str, timeout: float = 600) -> str:
     return done.stdout
 
 
+def _start_services(env: dict[str, str], logs: Path, procs: list[subprocess.Popen]) -> None:
+    """Start the API server, scheduler and DAG processor, each logging to its own file under `logs`."""
+    for name, args in (
+        (
+            "api-server",
+            ["api-server", "--host", "127.0.0.1", "--port", env["AIRFLOW__API__PORT"], "--workers", "1"],
+        ),
+        ("scheduler", ["scheduler"]),
+        ("dag-processor", ["dag-processor"]),
+    ):
+        log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 the child process owns it until it exits
+        procs.append(
+            subprocess.Popen(
+                [str(AIRFLOW_LOCAL), "airflow", *args],
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+
+
+def _wait_parsed(db: Path, procs: list[subprocess.Popen], logs: Path) -> None:
+    deadline = time.monotonic() + 300
+    while not _query(db, "select 1 from serialized_dag where dag_id = ?", DAG_ID):
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            raise RuntimeError(f"{DAG_ID} was not parsed within 300 s; see {logs}")
+        time.sleep(2)
+
+
+def _wait_run(db: Path, procs: list[subprocess.Popen], logs: Path, run_id: str, started: float, timeout: float):
+    """The DAG run's final state, or a timeout note; an error if a service dies meanwhile."""
+    while True:
+        rows = _query(db, "select state from dag_run where dag_id = ? and run_id = ?", DAG_ID, run_id)
+        state = rows[0][0] if rows else None
+        if state in ("success", "failed"):
+            return state
+        if time.monotonic() - started > timeout:
+            return f"timed out after {timeout:.0f} s"
+        dead = [p.args[2] for p in procs if p.poll() is not None]
+        if dead:
+            raise RuntimeError(f"{', '.join(dead)} exited during the run; see {logs}")
+        time.sleep(5)
+
+
+def _run_record(db: Path, procs: list[subprocess.Popen], run_id: str, state, wall: float, cpu) -> dict[str, Any]:
+    # Each Airflow service's own CPU (its main process; task processes are counted in the tasks' records).
+    services = {p.args[2]: process_cpu_seconds(p.pid) for p in procs}
+    tasks = _query(
+        db,
+        "select task_id, map_index, state, start_date, end_date, try_number from task_instance "
+        "where dag_id = ? and run_id = ?",
+        DAG_ID,
+        run_id,
+    )
+    return {
+        "run_id": run_id,
+        "state": state,
+        "wall_seconds": round(wall, 1),
+        "cpu_busy": round(cpu.busy(), 3),
+        "cpu_steal": round(cpu.steal(), 4),
+        "service_cpu_seconds": services,
+        "executor": "LocalExecutor",
+        "database": "sqlite",
+        "tasks": [dict(zip(("task_id", "map_index", "state", "start", "end", "tries"), t)) for t in tasks],
+    }
+
+
 def scheduler_run(
     workdir: Path, medcore_env: dict[str, str], conf: dict[str, Any], run_id: str, timeout: float = 4 * 3600
 ) -> dict[str, Any]:
@@ -239,69 +308,16 @@ def scheduler_run(
     airflow(env, "pools", "set", "training", str(os.cpu_count() or 1), "DenseNet training: one slot per core")
     procs: list[subprocess.Popen] = []
     try:
-        for name, args in (
-            (
-                "api-server",
-                ["api-server", "--host", "127.0.0.1", "--port", env["AIRFLOW__API__PORT"], "--workers", "1"],
-            ),
-            ("scheduler", ["scheduler"]),
-            ("dag-processor", ["dag-processor"]),
-        ):
-            log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 the child process owns it until it exits
-            procs.append(
-                subprocess.Popen(
-                    [str(AIRFLOW_LOCAL), "airflow", *args],
-                    env=env,
-                    cwd=ROOT,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
+        _start_services(env, logs, procs)
         db = home / "airflow.db"
-        deadline = time.monotonic() + 300
-        while not _query(db, "select 1 from serialized_dag where dag_id = ?", DAG_ID):
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                raise RuntimeError(f"{DAG_ID} was not parsed within 300 s; see {logs}")
-            time.sleep(2)
+        _wait_parsed(db, procs, logs)
         airflow(env, "dags", "unpause", DAG_ID)
         cpu = CpuSampler()
         started = time.monotonic()
         airflow(env, "dags", "trigger", DAG_ID, "--run-id", run_id, "--conf", json.dumps(conf))
-        state = None
-        while True:
-            rows = _query(db, "select state from dag_run where dag_id = ? and run_id = ?", DAG_ID, run_id)
-            state = rows[0][0] if rows else None
-            if state in ("success", "failed"):
-                break
-            if time.monotonic() - started > timeout:
-                state = f"timed out after {timeout:.0f} s"
-                break
-            dead = [p.args[2] for p in procs if p.poll() is not None]
-            if dead:
-                raise RuntimeError(f"{', '.join(dead)} exited during the run; see {logs}")
-            time.sleep(5)
+        state = _wait_run(db, procs, logs, run_id, started, timeout)
         wall = time.monotonic() - started
-        # Each Airflow service's own CPU (its main process; task processes are counted in the tasks' records).
-        services = {p.args[2]: process_cpu_seconds(p.pid) for p in procs}
-        tasks = _query(
-            db,
-            "select task_id, map_index, state, start_date, end_date, try_number from task_instance "
-            "where dag_id = ? and run_id = ?",
-            DAG_ID,
-            run_id,
-        )
-        return {
-            "run_id": run_id,
-            "state": state,
-            "wall_seconds": round(wall, 1),
-            "cpu_busy": round(cpu.busy(), 3),
-            "cpu_steal": round(cpu.steal(), 4),
-            "service_cpu_seconds": services,
-            "executor": "LocalExecutor",
-            "database": "sqlite",
-            "tasks": [dict(zip(("task_id", "map_index", "state", "start", "end", "tries"), t)) for t in tasks],
-        }
+        return _run_record(db, procs, run_id, state, wall, cpu)
     finally:
         for proc in reversed(procs):
             _stop(proc)

@@ -113,7 +113,7 @@ def _paired_epochs(config, profile, frames: dict, epochs: int) -> dict[str, list
     return seconds
 
 
-def main() -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=192, help="training images per format")
     parser.add_argument("--size", type=int, default=64, help="training image size")
@@ -124,21 +124,14 @@ def main() -> int:
         default="eager",
         help="eager skips two ~3 min graph traces on a loaded 2-core machine; graph is what nights use",
     )
-    args = parser.parse_args()
+    return parser
 
-    from bench.common import RESULTS, machine
+
+def _measure(args: argparse.Namespace, results: dict) -> dict[str, list[float]]:
+    """Write both sets, measure each format's input rates into `results`, then train both: epoch seconds."""
     from medcore.config import load_config
     from medcore.data.validation import validate_condition
-    from medcore.jsonio import write_json
 
-    results: dict = {
-        "machine": machine(),
-        "images": args.images,
-        "size": args.size,
-        "epochs": args.epochs,
-        "execution": args.execution,
-        "formats": {},
-    }
     with tempfile.TemporaryDirectory(prefix="medcore-dicom-bench-") as tmp:
         tmp = Path(tmp)
         _write_sets(tmp / "data", args.images)
@@ -162,7 +155,10 @@ def main() -> int:
                 "images": len(frames[kind]),
                 "input_images_per_second": _input_rates(frames[kind], args.size),
             }
-        seconds = _paired_epochs(config, config.profiles["bench"], frames, args.epochs)
+        return _paired_epochs(config, config.profiles["bench"], frames, args.epochs)
+
+
+def _format_rows(results: dict, seconds: dict[str, list[float]]) -> None:
     for kind, row in results["formats"].items():
         row["epoch_seconds"] = seconds[kind]
         row["first_epoch_images_per_second"] = row["images"] / seconds[kind][0]
@@ -175,6 +171,24 @@ def main() -> int:
             + ", ".join(f"{s:.1f}" for s in seconds[kind])
             + " s)"
         )
+
+
+def main() -> int:
+    args = _parser().parse_args()
+
+    from bench.common import RESULTS, machine
+    from medcore.jsonio import write_json
+
+    results: dict = {
+        "machine": machine(),
+        "images": args.images,
+        "size": args.size,
+        "epochs": args.epochs,
+        "execution": args.execution,
+        "formats": {},
+    }
+    seconds = _measure(args, results)
+    _format_rows(results, seconds)
     # Epoch k of both formats ran back to back, so their ratio is taken under the same load.
     paired = [j / d for j, d in zip(seconds["jpeg"][1:], seconds["dicom"][1:])]
     results["paired_epoch_ratios"] = paired

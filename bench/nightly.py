@@ -69,7 +69,7 @@ def night_plan_against_actual(folder: Path) -> dict | None:
     return read_json(summary).get("night") if summary.is_file() else None
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(ROOT / "conditions.yaml"))
     parser.add_argument("--condition", action="append", default=[])
@@ -89,6 +89,25 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="an earlier nightly result (bench/results/nightly.json): run the night after it, on its champions",
     )
+    return parser
+
+
+def _print_summary(run: dict, models: list[dict], path: Path) -> None:
+    done = sum(m["status"] == "succeeded" for m in models)
+    print(
+        f"{run['state']}: {done}/{len(models)} models in {run['wall_seconds'] / 60:.1f} min, "
+        f"CPU busy {run['cpu_busy']:.0%}; raw figures in {path.relative_to(ROOT)}"
+    )
+    for m in models:
+        auc = m["test"]["roc_auc"]
+        print(
+            f"  {m['condition']:<20} {m['profile']:<10} {m['status']:<10} test AUC "
+            f"{'-' if auc is None else f'{auc:.3f}'}  {(m['training']['wall_seconds'] or 0) / 60:.1f} train min"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.shared_backbone and not args.shared_backbone.is_file():
         parser.error(f"{args.shared_backbone}: no such file")
@@ -133,17 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     shutil.rmtree(workdir / "airflow_home", ignore_errors=True)  # keep the run folder, not a dead metadata DB
-    done = sum(m["status"] == "succeeded" for m in models)
-    print(
-        f"{run['state']}: {done}/{len(models)} models in {run['wall_seconds'] / 60:.1f} min, "
-        f"CPU busy {run['cpu_busy']:.0%}; raw figures in {path.relative_to(ROOT)}"
-    )
-    for m in models:
-        auc = m["test"]["roc_auc"]
-        print(
-            f"  {m['condition']:<20} {m['profile']:<10} {m['status']:<10} test AUC "
-            f"{'-' if auc is None else f'{auc:.3f}'}  {(m['training']['wall_seconds'] or 0) / 60:.1f} train min"
-        )
+    _print_summary(run, models, path)
     return 0
 
 

@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -312,7 +313,7 @@ def merge(paths: list[Path], name: str) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(ROOT / "conditions.yaml"))
     parser.add_argument("--condition", action="append", default=[])
@@ -339,7 +340,135 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="combine the results of runs made one policy each (e.g. side by side) into --name",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+@dataclass
+class _Run:
+    """What every night of every policy shares: the arguments, the base config and the full splits."""
+
+    args: argparse.Namespace
+    argv: list[str] | None
+    data_root: Any
+    base: Any
+    config_file: Path
+    conditions: list[str]
+    profiles: list[str]
+    splits: dict
+    references: dict
+    policies: dict[str, Any] = field(default_factory=dict)
+
+
+def _save(run: _Run) -> Path:
+    """Write the results so far (after every night, so an interrupted run keeps what it measured)."""
+    args, base, policies = run.args, run.base, run.policies
+    all_nights = all(len(p["nights"]) == len(args.steps) for p in policies.values())
+    return write_result(
+        args.name,
+        {
+            "config": os.path.relpath(Path(args.config).resolve(), ROOT),
+            "data_root": str(run.data_root),
+            "conditions": run.conditions,
+            "profiles": run.profiles,
+            "epochs": args.epochs,
+            "steps": args.steps,
+            "fraction": args.fraction,
+            "image_size": args.image_size,
+            "eager": args.eager,
+            "no_gates": args.no_gates,
+            "margin": base.registry.margin,
+            "seed": base.seed,
+            "continue_epochs": base.nightly.continue_epochs,
+            "continue_learning_rate": base.nightly.continue_learning_rate,
+            "command": "bench/nights.py " + " ".join(run.argv if run.argv is not None else sys.argv[1:]),
+            "full_split_images": {c: len(s) for c, s in run.splits.items()},
+            "policies": policies,
+            "complete": all_nights and len(policies) == len(args.policies),
+            "final_paired": paired_finals(policies, PAIRED_RESAMPLES, PAIRED_SEED) if all_nights else {},
+        },
+    )
+
+
+def _policy_config(run: _Run, policy: str, folder: Path) -> Path:
+    """Write the config one policy's nights run with, extending the base one; return its path."""
+    args = run.args
+    config_path = folder / "nights.yaml"
+    folder.mkdir(parents=True, exist_ok=True)
+    overrides = {
+        **({"image_size": args.image_size} if args.image_size else {}),
+        **({"execution": "eager"} if args.eager else {}),
+    }
+    shrink = "".join(f"  {p}: {json.dumps(overrides)}\n" for p in run.profiles) if overrides else ""
+    config_path.write_text(
+        f"extends: {run.config_file}\ndata_root: {folder / 'data'}\n"
+        f"runs_root: {folder / 'runs'}\nnightly: {{policy: {policy}}}\n"
+        + (f"profiles:\n{shrink}" if shrink else "")
+        + (
+            "registry: {gates: {roc_auc_low: null, recall: null, specificity: null, roc_auc: null}, min_tier: null}\n"
+            if args.no_gates
+            else ""
+        )
+    )
+    return config_path
+
+
+def _night(run: _Run, policy: str, folder: Path, config_path: Path, env: dict, i: int, step: float, previous: dict):
+    """Stage night `i`'s rows, run it and record each condition; updates `previous` in place."""
+    args, base = run.args, run.base
+    present = {}
+    for c in run.conditions:
+        rows = night_rows(run.splits[c], step, args.fraction, base.seed)
+        stage(base, c, rows, folder / "data")
+        present[c] = {s: int((rows["split"] == s).sum()) for s in ("train", "val", "test")}
+    run_id = f"{policy}-night{i}"
+    print(f"  {policy} night {i} ({step:.0%} of train): running", flush=True)
+    night = {
+        "night": i,
+        "step": step,
+        "images": present,
+        **run_night(config_path, env, run_id, run.conditions, run.profiles, args.epochs),
+    }
+    layout = RunLayout(folder / "runs", run_id)
+    night["conditions"] = {}
+    for c in run.conditions:
+        night["conditions"][c], split = condition_record(layout, c, run.profiles, previous[c], run.references[c])
+        previous[c] = split if split is not None else previous[c]
+    return night
+
+
+def _print_night(night: dict) -> None:
+    shown = "; ".join(
+        f"{c} {r['mode']}/{r['decision']} test AUC champion {_rounded(r['champion_after_test_auc'])}"
+        for c, r in night["conditions"].items()
+    )
+    print(f"    {night['wall_seconds'] / 60:.1f} min wall, {night['cpu_minutes']:.1f} CPU min: {shown}", flush=True)
+
+
+def _run_policy(run: _Run, policy: str, workdir: Path) -> None:
+    folder = workdir / policy
+    config_path = _policy_config(run, policy, folder)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MEDCORE_")},
+        "MEDCORE_REGISTRY_ROOT": str(folder / "registry"),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    nights, previous = [], dict.fromkeys(run.conditions)
+    for i, step in enumerate(run.args.steps, start=1):
+        night = _night(run, policy, folder, config_path, env, i, step, previous)
+        nights.append(night)
+        run.policies[policy] = {
+            "nights": nights,
+            "cpu_minutes": round(sum(n["cpu_minutes"] for n in nights), 2),
+            "wall_minutes": round(sum(n["wall_seconds"] for n in nights) / 60, 2),
+            "run_folder": str((folder / "runs").relative_to(ROOT)),
+        }
+        _save(run)
+        _print_night(night)
+    shutil.rmtree(folder / "data", ignore_errors=True)  # links to the real sets; the runs stay
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.merge:
         return merge(args.merge, args.name)
     found = real_sets_config(args.config)
@@ -357,100 +486,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.name}: splitting the full sets of {', '.join(conditions)}", flush=True)
     splits = reference_splits(base, conditions)
     references = {c: s.drop_duplicates("sha256").set_index("sha256")["split"] for c, s in splits.items()}
-    policies: dict[str, Any] = {}
-
-    def save() -> Path:  # after every night, so an interrupted run keeps what it measured
-        return write_result(
-            args.name,
-            {
-                "config": os.path.relpath(Path(args.config).resolve(), ROOT),
-                "data_root": str(data_root),
-                "conditions": conditions,
-                "profiles": profiles,
-                "epochs": args.epochs,
-                "steps": args.steps,
-                "fraction": args.fraction,
-                "image_size": args.image_size,
-                "eager": args.eager,
-                "no_gates": args.no_gates,
-                "margin": base.registry.margin,
-                "seed": base.seed,
-                "continue_epochs": base.nightly.continue_epochs,
-                "continue_learning_rate": base.nightly.continue_learning_rate,
-                "command": "bench/nights.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                "full_split_images": {c: len(s) for c, s in splits.items()},
-                "policies": policies,
-                "complete": all(len(p["nights"]) == len(args.steps) for p in policies.values())
-                and len(policies) == len(args.policies),
-                "final_paired": paired_finals(policies, PAIRED_RESAMPLES, PAIRED_SEED)
-                if all(len(p["nights"]) == len(args.steps) for p in policies.values())
-                else {},
-            },
-        )
-
+    run = _Run(args, argv, data_root, base, config_file, conditions, profiles, splits, references)
     for policy in args.policies:
-        folder = workdir / policy
-        config_path = folder / "nights.yaml"
-        folder.mkdir(parents=True, exist_ok=True)
-        overrides = {
-            **({"image_size": args.image_size} if args.image_size else {}),
-            **({"execution": "eager"} if args.eager else {}),
-        }
-        shrink = "".join(f"  {p}: {json.dumps(overrides)}\n" for p in profiles) if overrides else ""
-        config_path.write_text(
-            f"extends: {config_file}\ndata_root: {folder / 'data'}\n"
-            f"runs_root: {folder / 'runs'}\nnightly: {{policy: {policy}}}\n"
-            + (f"profiles:\n{shrink}" if shrink else "")
-            + (
-                "registry: {gates: {roc_auc_low: null, recall: null, specificity: null, roc_auc: null},"
-                " min_tier: null}\n"
-                if args.no_gates
-                else ""
-            )
-        )
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("MEDCORE_")},
-            "MEDCORE_REGISTRY_ROOT": str(folder / "registry"),
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-        }
-        nights, previous = [], dict.fromkeys(conditions)
-        for i, step in enumerate(args.steps, start=1):
-            present = {}
-            for c in conditions:
-                rows = night_rows(splits[c], step, args.fraction, base.seed)
-                stage(base, c, rows, folder / "data")
-                present[c] = {s: int((rows["split"] == s).sum()) for s in ("train", "val", "test")}
-            run_id = f"{policy}-night{i}"
-            print(f"  {policy} night {i} ({step:.0%} of train): running", flush=True)
-            night = {
-                "night": i,
-                "step": step,
-                "images": present,
-                **run_night(config_path, env, run_id, conditions, profiles, args.epochs),
-            }
-            run = RunLayout(folder / "runs", run_id)
-            night["conditions"] = {}
-            for c in conditions:
-                night["conditions"][c], split = condition_record(run, c, profiles, previous[c], references[c])
-                previous[c] = split if split is not None else previous[c]
-            nights.append(night)
-            policies[policy] = {
-                "nights": nights,
-                "cpu_minutes": round(sum(n["cpu_minutes"] for n in nights), 2),
-                "wall_minutes": round(sum(n["wall_seconds"] for n in nights) / 60, 2),
-                "run_folder": str((folder / "runs").relative_to(ROOT)),
-            }
-            save()
-            shown = "; ".join(
-                f"{c} {r['mode']}/{r['decision']} test AUC champion {_rounded(r['champion_after_test_auc'])}"
-                for c, r in night["conditions"].items()
-            )
-            print(
-                f"    {night['wall_seconds'] / 60:.1f} min wall, {night['cpu_minutes']:.1f} CPU min: {shown}",
-                flush=True,
-            )
-        shutil.rmtree(folder / "data", ignore_errors=True)  # links to the real sets; the runs stay
-    path = save()
+        _run_policy(run, policy, workdir)
+    path = _save(run)
     print(f"raw figures in {path.relative_to(ROOT)}")
     return 0
 

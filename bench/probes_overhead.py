@@ -48,53 +48,50 @@ def _test_files(count: int, size: int, tmp: Path) -> tuple[list[tuple[Path, int]
     return files, "synthetic phantoms"
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=128, help="image size (conditions.yaml's standard profile: 128)")
     parser.add_argument("--test-images", type=int, default=624, help="test images (pneumonia's test split: 624)")
     parser.add_argument("--name", default="probes_overhead")
-    args = parser.parse_args()
+    return parser
 
-    import dataclasses
 
+def _untrained_model(files: list[tuple[Path, int]], size: int, tmp: Path):
+    """Save an untrained DenseNet121 and its test predictions where the Grad-CAM stage reads them."""
     import numpy as np
     import pandas as pd
 
-    from medcore.assess.gradcam import explain_model
-    from medcore.config import Profile, load_config
+    from medcore.config import Profile
     from medcore.data.datasets import load_images
-    from medcore.jsonio import read_json
     from medcore.layout import ModelLayout
     from medcore.model.training import build_model
 
-    settings = load_config(ROOT / "conditions.yaml").gradcam
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        files, source = _test_files(args.test_images, args.size, tmp)
-        paths = ModelLayout(tmp / "pneumonia" / "standard", "pneumonia", "standard")
-        paths.root.mkdir(parents=True)
-        model = build_model(Profile("bench", image_size=args.size), seed=0)
-        model.save(paths.model)
-        images = load_images([str(p) for p, _ in files], args.size)
-        logits = model.predict(images, batch_size=32, verbose=0).reshape(-1)
-        frame = pd.DataFrame(
-            {
-                "relpath": [p.name for p, _ in files],
-                "path": [str(p) for p, _ in files],
-                "label": [label for _, label in files],
-                "logit": logits,
-            }
-        )
-        frame["probability"] = 1 / (1 + np.exp(-logits.astype(np.float64)))
-        frame["predicted"] = (frame["probability"] >= frame["probability"].median()).astype(int)
-        frame.to_csv(paths.predictions_csv, index=False)
-        start = time.perf_counter()
-        explain_model(paths, settings, "pneumonia/bench")
-        wall = time.perf_counter() - start
-        record = read_json(paths.gradcam_json)
+    paths = ModelLayout(tmp / "pneumonia" / "standard", "pneumonia", "standard")
+    paths.root.mkdir(parents=True)
+    model = build_model(Profile("bench", image_size=size), seed=0)
+    model.save(paths.model)
+    images = load_images([str(p) for p, _ in files], size)
+    logits = model.predict(images, batch_size=32, verbose=0).reshape(-1)
+    frame = pd.DataFrame(
+        {
+            "relpath": [p.name for p, _ in files],
+            "path": [str(p) for p, _ in files],
+            "label": [label for _, label in files],
+            "logit": logits,
+        }
+    )
+    frame["probability"] = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    frame["predicted"] = (frame["probability"] >= frame["probability"].median()).astype(int)
+    frame.to_csv(paths.predictions_csv, index=False)
+    return paths
+
+
+def _result(args: argparse.Namespace, settings, source: str, record: dict, wall: float) -> dict:
+    import dataclasses
+
     probes = record["probes"]
     stage, added = record["stage_seconds"], probes["seconds"]
-    result = {
+    return {
         "source": source,
         "image_size": args.size,
         "test_images": args.test_images,
@@ -112,9 +109,30 @@ def main() -> None:
         "ratio": added / (stage - added),
         "goal": 0.20,
     }
+
+
+def main() -> None:
+    args = _parser().parse_args()
+
+    from medcore.assess.gradcam import explain_model
+    from medcore.config import load_config
+    from medcore.jsonio import read_json
+
+    settings = load_config(ROOT / "conditions.yaml").gradcam
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        files, source = _test_files(args.test_images, args.size, tmp)
+        paths = _untrained_model(files, args.size, tmp)
+        start = time.perf_counter()
+        explain_model(paths, settings, "pneumonia/bench")
+        wall = time.perf_counter() - start
+        record = read_json(paths.gradcam_json)
+    result = _result(args, settings, source, record, wall)
     path = write_result(args.name, result)
+    stage, added = result["stage_seconds"], result["probes_seconds"]
     print(
-        f"{path}: stage {stage:.1f} s, probes {added:.1f} s ({probes['seconds_by_probe']}), ratio {result['ratio']:.3f}"
+        f"{path}: stage {stage:.1f} s, probes {added:.1f} s ({result['probes_seconds_by_probe']}), "
+        f"ratio {result['ratio']:.3f}"
     )
     print(f"ratio={result['ratio']:.3f}")
 

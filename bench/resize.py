@@ -35,6 +35,7 @@ import argparse
 import os
 import shutil
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -141,9 +142,56 @@ def variant_record(run: RunLayout, condition: str, profile: str) -> dict[str, An
     return record
 
 
+def _compare(frame: pd.DataFrame, config) -> dict[str, Any]:
+    """pad − squash ROC AUC on `frame`'s paired probabilities, by paired bootstrap."""
+    from medcore.assess.evaluation import paired_auc_difference
+
+    settings = config.evaluation
+    result = paired_auc_difference(
+        frame["label"].to_numpy(),
+        frame["probability_pad"].to_numpy(),
+        frame["probability_squash"].to_numpy(),
+        groups=frame["group"].astype(str).to_numpy() if "group" in frame.columns else None,
+        resamples=settings.bootstrap_resamples,
+        confidence=settings.confidence,
+        seed=config.seed,
+    )
+    # paired_auc_difference speaks of a challenger and a champion: here pad and squash.
+    return {
+        "n": result["n"],
+        "n_positive": result["n_positive"],
+        "unit": result["unit"],
+        "units": result["units"],
+        "pad_auc": result["challenger_auc"],
+        "squash_auc": result["champion_auc"],
+        "delta": result["delta"],
+        "low": result["low"],
+        "high": result["high"],
+        "confidence": result["confidence"],
+        "resamples": result["resamples"],
+    }
+
+
+def _study_comparison(merged: pd.DataFrame, condition: str, config) -> dict[str, Any]:
+    """The paired comparison on the studies, each variant's images aggregated as the condition says."""
+    from medcore.assess.evaluation import aggregate_studies
+
+    how = config.conditions[condition].study_aggregation
+    studies = {
+        v: aggregate_studies(
+            merged.rename(columns={f"probability_{v}": "probability"})[
+                [c for c in ("study", "label", "group") if c in merged.columns] + ["probability"]
+            ],
+            how,
+        )
+        for v in VARIANTS
+    }
+    both = studies["squash"].merge(studies["pad"][["study", "probability"]], on="study", suffixes=("_squash", "_pad"))
+    return {**_compare(both, config), "aggregation": how}
+
+
 def paired_record(runs: dict[str, RunLayout], condition: str, profile: str, config) -> dict[str, Any] | None:
     """pad − squash ROC AUC on the test images (and studies) both variants scored, by paired bootstrap."""
-    from medcore.assess.evaluation import aggregate_studies, paired_auc_difference
     from medcore.errors import MedcoreError
 
     files = {v: runs[v].model(condition, profile).predictions_csv for v in VARIANTS}
@@ -154,57 +202,17 @@ def paired_record(runs: dict[str, RunLayout], condition: str, profile: str, conf
     merged = frames["squash"][keep].merge(
         frames["pad"][["relpath", "probability"]], on="relpath", suffixes=("_squash", "_pad")
     )
-    settings = config.evaluation
     out: dict[str, Any] = {
         "images_squash": len(frames["squash"]),
         "images_pad": len(frames["pad"]),
         "images_paired": len(merged),
     }
-
-    def compare(frame: pd.DataFrame) -> dict[str, Any]:
-        result = paired_auc_difference(
-            frame["label"].to_numpy(),
-            frame["probability_pad"].to_numpy(),
-            frame["probability_squash"].to_numpy(),
-            groups=frame["group"].astype(str).to_numpy() if "group" in frame.columns else None,
-            resamples=settings.bootstrap_resamples,
-            confidence=settings.confidence,
-            seed=config.seed,
-        )
-        # paired_auc_difference speaks of a challenger and a champion: here pad and squash.
-        return {
-            "n": result["n"],
-            "n_positive": result["n_positive"],
-            "unit": result["unit"],
-            "units": result["units"],
-            "pad_auc": result["challenger_auc"],
-            "squash_auc": result["champion_auc"],
-            "delta": result["delta"],
-            "low": result["low"],
-            "high": result["high"],
-            "confidence": result["confidence"],
-            "resamples": result["resamples"],
-        }
-
     try:
-        out["image"] = compare(merged)
+        out["image"] = _compare(merged, config)
     except MedcoreError as exc:  # e.g. a reduced run whose test split kept one class: say so, do not guess
         return {**out, "error": str(exc)}
     if "study" in merged.columns:
-        how = config.conditions[condition].study_aggregation
-        studies = {
-            v: aggregate_studies(
-                merged.rename(columns={f"probability_{v}": "probability"})[
-                    [c for c in ("study", "label", "group") if c in merged.columns] + ["probability"]
-                ],
-                how,
-            )
-            for v in VARIANTS
-        }
-        both = studies["squash"].merge(
-            studies["pad"][["study", "probability"]], on="study", suffixes=("_squash", "_pad")
-        )
-        out["study"] = {**compare(both), "aggregation": how}
+        out["study"] = _study_comparison(merged, condition, config)
     return out
 
 
@@ -238,7 +246,7 @@ def variant_config(folder: Path, base_config: Path, data: Path, conditions: list
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(ROOT / "conditions.yaml"))
     parser.add_argument(
@@ -255,118 +263,174 @@ def main(argv: list[str] | None = None) -> int:
         metavar="VARIANT=RUN_FOLDER",
         help="take this variant's models from a run folder that trained them (repeat for both)",
     )
-    args = parser.parse_args(argv)
-    reused = reused_runs(parser, args.reuse)
+    return parser
+
+
+@dataclass
+class _Bench:
+    """One resize comparison: its arguments, inputs and the figures gathered so far."""
+
+    args: argparse.Namespace
+    argv: list[str] | None
+    data_root: Any
+    base: Any
+    conditions: list[str]
+    data: Any = None
+    variants: dict[str, Any] = field(default_factory=dict)
+    runs: dict[str, RunLayout] = field(default_factory=dict)
+    aspect: dict[str, Any] = field(default_factory=dict)
+    paired: dict[str, Any] = field(default_factory=dict)
+
+
+def _save(bench: _Bench) -> Path:
+    """Write the figures so far (after each variant, so an interrupted run keeps what it measured)."""
+    args, base, conditions = bench.args, bench.base, bench.conditions
+    return write_result(
+        args.name,
+        {
+            "config": os.path.relpath(Path(args.config).resolve(), ROOT),
+            "data_root": str(bench.data_root),
+            "command": "bench/resize.py " + " ".join(bench.argv if bench.argv is not None else sys.argv[1:]),
+            "conditions": conditions,
+            "profile": args.profile,
+            "image_size": base.profiles[args.profile].image_size,
+            # per condition: a condition may override the profile's epochs (limb trains 18 of standard's 6)
+            "epochs": {
+                c: args.epochs or base.profiles[args.profile].for_condition(base.conditions[c]).epochs
+                for c in conditions
+            },
+            "fraction": args.fraction,
+            "seed": base.seed,
+            "variants": bench.variants,
+            "aspect": bench.aspect,
+            "paired": bench.paired,
+            "complete": len(bench.variants) == len(VARIANTS) and len(bench.paired) == len(conditions),
+        },
+    )
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if not 0.0 < args.fraction <= 1.0:
         parser.error(f"--fraction must be in (0, 1], got {args.fraction}")
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs must be at least 1, got {args.epochs}")
+
+
+def _check_names(parser: argparse.ArgumentParser, args: argparse.Namespace, base, conditions: list[str]) -> None:
+    unknown = [f"condition {c!r}" for c in conditions if c not in base.conditions]
+    unknown += [f"profile {args.profile!r}"] if args.profile not in base.profiles else []
+    if unknown:
+        parser.error(f"{', '.join(unknown)} not in {args.config}")
+
+
+def _stage_data(bench: _Bench, workdir: Path):
+    """The data root the variants train on: the real sets, or a keyed-hash share of their groups as links."""
+    args, base = bench.args, bench.base
+    if args.fraction >= 1.0:
+        return bench.data_root
+    data = workdir / "data"
+    print(f"{args.name}: keeping {args.fraction:.0%} of the groups of {', '.join(bench.conditions)}", flush=True)
+    for c, split in reference_splits(base, bench.conditions).items():
+        stage(base, c, night_rows(split, 1.0, args.fraction, base.seed), data)
+    return data
+
+
+def _reuse_variant(bench: _Bench, resize: str, run: RunLayout) -> None:
+    bench.runs[resize] = run
+    print(f"  {resize}: reusing {os.path.relpath(run.root, ROOT)}", flush=True)
+    bench.variants[resize] = {
+        "reused": True,
+        "wall_seconds": None,
+        "cpu_minutes": None,
+        "exit": None,
+        "run_folder": os.path.relpath(run.root, ROOT),
+        "conditions": {c: variant_record(run, c, bench.args.profile) for c in bench.conditions},
+    }
+
+
+def _train_variant(bench: _Bench, resize: str, workdir: Path, env: dict) -> None:
+    args, conditions = bench.args, bench.conditions
+    folder = workdir / resize
+    folder.mkdir(parents=True, exist_ok=True)
+    config_path = variant_config(folder, Path(args.config), bench.data, conditions, resize)
+    run_id = f"resize-{resize}"
+    print(f"  {resize}: medcore run of {', '.join(conditions)} / {args.profile}", flush=True)
+    night = run_night(
+        config_path,
+        {**env, "MEDCORE_REGISTRY_ROOT": str(folder / "registry")},
+        run_id,
+        conditions,
+        [args.profile],
+        args.epochs,
+    )
+    run = bench.runs[resize] = RunLayout(folder / "runs", run_id)
+    bench.variants[resize] = {
+        **night,
+        "run_folder": os.path.relpath(run.root, ROOT),
+        "conditions": {c: variant_record(run, c, args.profile) for c in conditions},
+    }
+
+
+def _print_variant(variant: dict[str, Any]) -> None:
+    for c, r in variant["conditions"].items():
+        shown = (r["image"] or {}).get("roc_auc")
+        study = (r["study"] or {}).get("roc_auc")
+        print(
+            f"    {c}: {r['status']}, resize {r['resize']}, test AUC {shown if shown is None else f'{shown:.3f}'}"
+            + (f", per study {study:.3f}" if study is not None else "")
+            + f", {r['epochs_run']} epochs, {r['train_minutes']} train min",
+            flush=True,
+        )
+
+
+def _compare_variants(bench: _Bench) -> None:
+    for c in bench.conditions:
+        split = bench.runs["squash"].model(c, bench.args.profile).split_csv
+        if split.exists():
+            bench.aspect[c] = aspect_figures(pd.read_csv(split, dtype={"path": str})["path"].tolist(), bench.base.seed)
+        bench.paired[c] = paired_record(bench.runs, c, bench.args.profile, bench.base)
+
+
+def _print_paired(paired: dict[str, Any]) -> None:
+    for c, p in paired.items():
+        for unit in ("image", "study"):
+            if p and p.get(unit):
+                d = p[unit]
+                print(f"  {c} pad − squash per {unit}: {d['delta']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    reused = reused_runs(parser, args.reuse)
+    _check_args(parser, args)
     found = real_sets_config(args.config)
     if found is None:
         print(NO_DATA)
         return 0
     data_root, base = found
     conditions = args.condition or ["limb_abnormalities"]
-    unknown = [f"condition {c!r}" for c in conditions if c not in base.conditions]
-    unknown += [f"profile {args.profile!r}"] if args.profile not in base.profiles else []
-    if unknown:
-        parser.error(f"{', '.join(unknown)} not in {args.config}")
+    _check_names(parser, args, base, conditions)
     workdir, _ = bench_workdir(args.name)
-    data = data_root
-    if args.fraction < 1.0:  # a keyed-hash share of the groups, staged as links in the sets' own layout
-        data = workdir / "data"
-        print(f"{args.name}: keeping {args.fraction:.0%} of the groups of {', '.join(conditions)}", flush=True)
-        for c, split in reference_splits(base, conditions).items():
-            stage(base, c, night_rows(split, 1.0, args.fraction, base.seed), data)
+    bench = _Bench(args, argv, data_root, base, conditions)
+    bench.data = _stage_data(bench, workdir)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MEDCORE_")},
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
-    variants: dict[str, Any] = {}
-    runs: dict[str, RunLayout] = {}
-    aspect: dict[str, Any] = {}
-    paired: dict[str, Any] = {}
-
-    def save() -> Path:  # after each variant, so an interrupted run keeps what it measured
-        return write_result(
-            args.name,
-            {
-                "config": os.path.relpath(Path(args.config).resolve(), ROOT),
-                "data_root": str(data_root),
-                "command": "bench/resize.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                "conditions": conditions,
-                "profile": args.profile,
-                "image_size": base.profiles[args.profile].image_size,
-                # per condition: a condition may override the profile's epochs (limb trains 18 of standard's 6)
-                "epochs": {
-                    c: args.epochs or base.profiles[args.profile].for_condition(base.conditions[c]).epochs
-                    for c in conditions
-                },
-                "fraction": args.fraction,
-                "seed": base.seed,
-                "variants": variants,
-                "aspect": aspect,
-                "paired": paired,
-                "complete": len(variants) == len(VARIANTS) and len(paired) == len(conditions),
-            },
-        )
-
     for resize in VARIANTS:
         if resize in reused:
-            runs[resize] = reused[resize]
-            print(f"  {resize}: reusing {os.path.relpath(runs[resize].root, ROOT)}", flush=True)
-            variants[resize] = {
-                "reused": True,
-                "wall_seconds": None,
-                "cpu_minutes": None,
-                "exit": None,
-                "run_folder": os.path.relpath(runs[resize].root, ROOT),
-                "conditions": {c: variant_record(runs[resize], c, args.profile) for c in conditions},
-            }
-            save()
+            _reuse_variant(bench, resize, reused[resize])
+            _save(bench)
             continue
-        folder = workdir / resize
-        folder.mkdir(parents=True, exist_ok=True)
-        config_path = variant_config(folder, Path(args.config), data, conditions, resize)
-        run_id = f"resize-{resize}"
-        print(f"  {resize}: medcore run of {', '.join(conditions)} / {args.profile}", flush=True)
-        night = run_night(
-            config_path,
-            {**env, "MEDCORE_REGISTRY_ROOT": str(folder / "registry")},
-            run_id,
-            conditions,
-            [args.profile],
-            args.epochs,
-        )
-        runs[resize] = RunLayout(folder / "runs", run_id)
-        variants[resize] = {
-            **night,
-            "run_folder": os.path.relpath(runs[resize].root, ROOT),
-            "conditions": {c: variant_record(runs[resize], c, args.profile) for c in conditions},
-        }
-        save()
-        for c, r in variants[resize]["conditions"].items():
-            shown = (r["image"] or {}).get("roc_auc")
-            study = (r["study"] or {}).get("roc_auc")
-            print(
-                f"    {c}: {r['status']}, resize {r['resize']}, test AUC {shown if shown is None else f'{shown:.3f}'}"
-                + (f", per study {study:.3f}" if study is not None else "")
-                + f", {r['epochs_run']} epochs, {r['train_minutes']} train min",
-                flush=True,
-            )
-    for c in conditions:
-        split = runs["squash"].model(c, args.profile).split_csv
-        if split.exists():
-            aspect[c] = aspect_figures(pd.read_csv(split, dtype={"path": str})["path"].tolist(), base.seed)
-        paired[c] = paired_record(runs, c, args.profile, base)
-    path = save()
-    if data != data_root:
-        shutil.rmtree(data, ignore_errors=True)  # links to the real sets; the runs stay
-    for c, p in paired.items():
-        for unit in ("image", "study"):
-            if p and p.get(unit):
-                d = p[unit]
-                print(f"  {c} pad − squash per {unit}: {d['delta']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f})")
+        _train_variant(bench, resize, workdir, env)
+        _save(bench)
+        _print_variant(bench.variants[resize])
+    _compare_variants(bench)
+    path = _save(bench)
+    if bench.data != data_root:
+        shutil.rmtree(bench.data, ignore_errors=True)  # links to the real sets; the runs stay
+    _print_paired(bench.paired)
     print(f"raw figures in {os.path.relpath(path, ROOT)}")
     return 0
 

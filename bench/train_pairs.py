@@ -281,18 +281,59 @@ def run_pair(
     return pair
 
 
-def paired(args) -> dict:
-    """--pairs: pipeline / plain in pairs of fresh processes, alternating order, per size; returns the results."""
-    from bench.common import write_result
-    from medcore.model import compute
-
-    choice = compute.choose_precision(args.pair_mode)
+def _pair_env(args) -> dict:
+    """The environment of every paired run: this one's, with the primitive cache and thread count asked for."""
     env = dict(os.environ)
     if args.primitive_cache is not None:
         env[CACHE_ENV] = str(args.primitive_cache)
     if args.pair_threads is not None:
         # What the DAG does for a task holding this many `training` pool slots (medcore.airflow_adapter).
         env["MEDCORE_THREADS"] = str(args.pair_threads)
+    return env
+
+
+def _print_pair(size: int, i: int, total: int, pair: dict) -> None:
+    print(
+        f"{size}px pair {i + 1}/{total} ({' then '.join(pair['order'])}): pipeline "
+        f"{pair['pipeline']['images_per_second']:.1f} img/s, plain {pair['plain']['images_per_second']:.1f}"
+        f" img/s, ratio {pair['ratio']:.3f}"
+        + (f", per CPU-second {pair['cpu_ratio']:.3f}" if pair.get("cpu_ratio") else ""),
+        flush=True,
+    )
+
+
+def _size_pairs(args, size: int, tmp: Path, choice: dict, env: dict, started: float) -> dict:
+    """--pairs pairs at one size, alternating order; their summary row."""
+    images = args.images or PAIR_IMAGES
+    config, profile, split = _split(Path(args.data_root), images, size, tmp, args.execution)
+    fused = profile.fused_batch_norm if args.pair_fused is None else args.pair_fused
+    fused_flag = ["--fused"] if fused else []
+    common = ["--size", str(size), "--images", str(images), "--data-root", str(config.data_root)]
+    common += ["--mode", choice["mode"], "--pair-epochs", str(args.pair_epochs), *fused_flag]
+    common += ["--execution", args.execution]
+    pairs = []
+    for i in range(args.pairs):
+        pair = run_pair(SIDES if i % 2 == 0 else SIDES[::-1], common, env, started, args.pair_together)
+        if {pair[name]["split"] for name in SIDES} != {_fingerprint(split)}:
+            raise RuntimeError(f"{size} px pair {i + 1}: the two runs did not train on the same images")
+        pairs.append(pair)
+        _print_pair(size, i, args.pairs, pair)
+    row = {"images": images, "mode": choice["mode"], "fused_batch_norm": fused, **summarise_pairs(pairs)}
+    print(
+        f"{size}px: pipeline / plain {row['ratio']:.3f} (pairs {row['ratio_min']:.3f}-{row['ratio_max']:.3f},"
+        f" {len(pairs)} pairs)",
+        flush=True,
+    )
+    return row
+
+
+def paired(args) -> dict:
+    """--pairs: pipeline / plain in pairs of fresh processes, alternating order, per size; returns the results."""
+    from bench.common import write_result
+    from medcore.model import compute
+
+    choice = compute.choose_precision(args.pair_mode)
+    env = _pair_env(args)
     shipped = shipped_sizes()
     results: dict = {
         "command": "bench/train_throughput.py " + " ".join(args.argv),
@@ -313,33 +354,7 @@ def paired(args) -> dict:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.pair_sizes or shipped:
-            images = args.images or PAIR_IMAGES
-            config, profile, split = _split(Path(args.data_root), images, size, Path(tmp), args.execution)
-            fused = profile.fused_batch_norm if args.pair_fused is None else args.pair_fused
-            fused_flag = ["--fused"] if fused else []
-            common = ["--size", str(size), "--images", str(images), "--data-root", str(config.data_root)]
-            common += ["--mode", choice["mode"], "--pair-epochs", str(args.pair_epochs), *fused_flag]
-            common += ["--execution", args.execution]
-            pairs = []
-            for i in range(args.pairs):
-                pair = run_pair(SIDES if i % 2 == 0 else SIDES[::-1], common, env, started, args.pair_together)
-                if {pair[name]["split"] for name in SIDES} != {_fingerprint(split)}:
-                    raise RuntimeError(f"{size} px pair {i + 1}: the two runs did not train on the same images")
-                pairs.append(pair)
-                print(
-                    f"{size}px pair {i + 1}/{args.pairs} ({' then '.join(pair['order'])}): pipeline "
-                    f"{pair['pipeline']['images_per_second']:.1f} img/s, plain {pair['plain']['images_per_second']:.1f}"
-                    f" img/s, ratio {pair['ratio']:.3f}"
-                    + (f", per CPU-second {pair['cpu_ratio']:.3f}" if pair.get("cpu_ratio") else ""),
-                    flush=True,
-                )
-            row = {"images": images, "mode": choice["mode"], "fused_batch_norm": fused, **summarise_pairs(pairs)}
-            results["sizes"][size] = row
-            print(
-                f"{size}px: pipeline / plain {row['ratio']:.3f} (pairs {row['ratio_min']:.3f}-{row['ratio_max']:.3f},"
-                f" {len(pairs)} pairs)",
-                flush=True,
-            )
+            results["sizes"][size] = _size_pairs(args, size, Path(tmp), choice, env, started)
     results["load_after"] = os.getloadavg()
     results["wall_seconds"] = time.perf_counter() - started
     print(f"raw results: {write_result(args.out, results)}")

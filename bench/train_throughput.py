@@ -200,10 +200,17 @@ def merge(names: list[str], out: str) -> None:
     print(f"merged into {write_result(out, merged)}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     from medcore.model.compute import PRECISIONS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_fit_args(parser)
+    _add_pair_args(parser, PRECISIONS)
+    _add_worker_args(parser)
+    return parser
+
+
+def _add_fit_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224])
     parser.add_argument(
         "--images", type=int, default=None, help=f"train images per epoch (default: by size; --pairs: {PAIR_IMAGES})"
@@ -239,6 +246,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--data-root", default=os.environ.get("MEDCORE_DATA_ROOT", str(ROOT.parent / "shared" / "datasets"))
     )
+
+
+def _add_pair_args(parser: argparse.ArgumentParser, precisions) -> None:
     parser.add_argument(
         "--pairs",
         type=int,
@@ -251,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--pair-mode",
         default="auto",
-        choices=PRECISIONS,
+        choices=precisions,
         help="precision of both sides (default: what `auto` picks on this CPU)",
     )
     parser.add_argument(
@@ -284,6 +294,9 @@ def main(argv: list[str] | None = None) -> None:
         default="graph",
         help="paired mode: `eager` skips the graph trace (the tests' tiny runs; never for a measurement)",
     )
+
+
+def _add_worker_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--pair-worker", choices=SIDES, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--intra", type=int, default=0, help=argparse.SUPPRESS)
@@ -291,6 +304,114 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=128, help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--fused", action="store_true", help=argparse.SUPPRESS)
+
+
+def _plain_variants_for(args, compute) -> tuple[list[str], list[str]]:
+    """The precisions to measure and the plain-fit variants, float32 first."""
+    modes = [m for m in args.modes if m == "float32" or compute.cpu_supports_bf16()]
+    fused_options = [False] if args.no_fused else [False, True]
+    variants = args.variants or [variant_name(m, f) for m in modes for f in fused_options]
+    variants = ["float32"] + [
+        v for v in variants if v != "float32" and (v.startswith("float32") or compute.cpu_supports_bf16())
+    ]
+    return modes, variants
+
+
+def _fit_row(args, row: dict, size: int, inputs: tuple, variants: list[str], peak) -> None:
+    """Decode rate, pipeline and plain fits of one size into `row`, with their shares of peak."""
+    from bench.peak import share_of_peak
+
+    config, profile, split, tmp = inputs
+    row["decode"] = decode_rate(split[split["split"] == "train"], size)
+    print(f"{size}px: decode+resize {row['decode']['images_per_second']:.0f} img/s", flush=True)
+    # Unfused, like the plain `float32` it is divided by: the profile's default (fused) would make
+    # the ratio compare two different models of batch norm.
+    row["pipeline"] = {"float32": pipeline_fit(config, profile, split, args.rounds + 1, tmp, fused=False)}
+    for mode in args.pipeline_modes:
+        key = variant_name(mode, args.pipeline_fused)
+        row["pipeline"][key] = pipeline_fit(
+            config, profile, split, args.rounds + 1, tmp, mode, fused=args.pipeline_fused
+        )
+    row["plain"] = plain_variants(config, profile, split, variants, args.rounds)
+    pipe, plain = row["pipeline"]["float32"], row["plain"]["float32"]
+    row["ratio"] = pipe["images_per_second"] / plain["images_per_second"]
+    # What the ratio could be off by: the relative spread of either side's steady epochs.
+    row["ratio_noise"] = max(pipe["spread"] or 0, plain["spread"] or 0)
+    for name, r in [*row["plain"].items(), *(("pipeline " + k, v) for k, v in row["pipeline"].items())]:
+        dtype = "bfloat16" if ("bfloat16" in name or "amp" in name) else "float32"
+        r["share_of_peak"] = share_of_peak(r["images_per_second"], size, peak, "float32")
+        r["share_of_own_peak"] = share_of_peak(r["images_per_second"], size, peak, dtype)
+
+
+def _print_fit_row(size: int, row: dict) -> None:
+    pipe, plain = row["pipeline"]["float32"], row["plain"]["float32"]
+    print(
+        f"{size}px: pipeline {pipe['images_per_second']:.1f} img/s, plain {plain['images_per_second']:.1f}"
+        f" img/s, ratio {row['ratio']:.3f} (noise {row['ratio_noise']:.2f})",
+        flush=True,
+    )
+    for name, r in row["plain"].items():
+        print(
+            f"{size}px: plain {name}: {r['images_per_second']:.1f} img/s ({r['min']:.1f}-{r['max']:.1f})"
+            f", x{r['images_per_second'] / plain['images_per_second']:.2f} float32",
+            flush=True,
+        )
+    for name, r in row["pipeline"].items():
+        print(
+            f"{size}px: pipeline {name}: {r['images_per_second']:.1f} img/s ({r['min']:.1f}-{r['max']:.1f})",
+            flush=True,
+        )
+
+
+def _thread_row(args, row: dict, size: int, images: int) -> None:
+    row["threads"] = {}
+    for label, intra, inter, processes in THREAD_GRID:
+        row["threads"][label] = concurrent(args, size, intra, inter, processes, images // processes)
+        print(f"{size}px: {label}: {row['threads'][label]['images_per_second']:.1f} img/s", flush=True)
+
+
+def _measure_sizes(args, results: dict, variants: list[str], peak) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sorted(set(args.sizes) | set(args.thread_sizes)):
+            images = images_for(size, args.images)
+            config, profile, split = _split(Path(args.data_root), images, size, Path(tmp))
+            row: dict = {"images": images, "load_before": os.getloadavg()}
+            if size in args.sizes:
+                _fit_row(args, row, size, (config, profile, split, Path(tmp)), variants, peak)
+                _print_fit_row(size, row)
+            if size in args.thread_sizes:
+                _thread_row(args, row, size, images)
+            row["load_after"] = os.getloadavg()
+            results["sizes"][size] = row
+
+
+def _throughput(args) -> None:
+    from bench.common import write_result
+    from bench.peak import load_peak
+    from medcore.model import compute
+
+    peak = load_peak()
+    modes, variants = _plain_variants_for(args, compute)
+    results: dict = {
+        "rounds": args.rounds,
+        "modes": modes,
+        "load_before": os.getloadavg(),
+        "sizes": {},
+        "auto_precision": compute.choose_precision("auto"),
+    }
+    started = time.perf_counter()
+    _measure_sizes(args, results, variants, peak)
+    results["load_after"] = os.getloadavg()
+    results["wall_seconds"] = time.perf_counter() - started
+    out = write_result(args.out, results)
+    print(f"raw results: {out}")
+    ratios = [r["ratio"] for r in results["sizes"].values() if "ratio" in r]
+    if ratios:
+        print(f"ratio={min(ratios):.3f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
     if args.worker:
@@ -304,87 +425,9 @@ def main(argv: list[str] | None = None) -> None:
         paired(args)
         return None
     args.out = args.out or "train_throughput"
-
     if args.merge is not None:
         return merge(args.merge, args.out)
-    from bench.peak import load_peak, share_of_peak
-    from medcore.model import compute
-
-    peak = load_peak()
-    modes = [m for m in args.modes if m == "float32" or compute.cpu_supports_bf16()]
-    fused_options = [False] if args.no_fused else [False, True]
-    variants = args.variants or [variant_name(m, f) for m in modes for f in fused_options]
-    variants = ["float32"] + [
-        v for v in variants if v != "float32" and (v.startswith("float32") or compute.cpu_supports_bf16())
-    ]
-    results: dict = {
-        "rounds": args.rounds,
-        "modes": modes,
-        "load_before": os.getloadavg(),
-        "sizes": {},
-        "auto_precision": compute.choose_precision("auto"),
-    }
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        for size in sorted(set(args.sizes) | set(args.thread_sizes)):
-            images = images_for(size, args.images)
-            config, profile, split = _split(Path(args.data_root), images, size, Path(tmp))
-            row: dict = {"images": images, "load_before": os.getloadavg()}
-            if size in args.sizes:
-                row["decode"] = decode_rate(split[split["split"] == "train"], size)
-                print(f"{size}px: decode+resize {row['decode']['images_per_second']:.0f} img/s", flush=True)
-                # Unfused, like the plain `float32` it is divided by: the profile's default (fused) would make
-                # the ratio compare two different models of batch norm.
-                row["pipeline"] = {
-                    "float32": pipeline_fit(config, profile, split, args.rounds + 1, Path(tmp), fused=False)
-                }
-                for mode in args.pipeline_modes:
-                    key = variant_name(mode, args.pipeline_fused)
-                    row["pipeline"][key] = pipeline_fit(
-                        config, profile, split, args.rounds + 1, Path(tmp), mode, fused=args.pipeline_fused
-                    )
-                row["plain"] = plain_variants(config, profile, split, variants, args.rounds)
-                pipe, plain = row["pipeline"]["float32"], row["plain"]["float32"]
-                row["ratio"] = pipe["images_per_second"] / plain["images_per_second"]
-                # What the ratio could be off by: the relative spread of either side's steady epochs.
-                row["ratio_noise"] = max(pipe["spread"] or 0, plain["spread"] or 0)
-                for name, r in [*row["plain"].items(), *(("pipeline " + k, v) for k, v in row["pipeline"].items())]:
-                    dtype = "bfloat16" if ("bfloat16" in name or "amp" in name) else "float32"
-                    r["share_of_peak"] = share_of_peak(r["images_per_second"], size, peak, "float32")
-                    r["share_of_own_peak"] = share_of_peak(r["images_per_second"], size, peak, dtype)
-                print(
-                    f"{size}px: pipeline {pipe['images_per_second']:.1f} img/s, plain {plain['images_per_second']:.1f}"
-                    f" img/s, ratio {row['ratio']:.3f} (noise {row['ratio_noise']:.2f})",
-                    flush=True,
-                )
-                for name, r in row["plain"].items():
-                    print(
-                        f"{size}px: plain {name}: {r['images_per_second']:.1f} img/s ({r['min']:.1f}-{r['max']:.1f})"
-                        f", x{r['images_per_second'] / plain['images_per_second']:.2f} float32",
-                        flush=True,
-                    )
-                for name, r in row["pipeline"].items():
-                    print(
-                        f"{size}px: pipeline {name}: {r['images_per_second']:.1f} img/s "
-                        f"({r['min']:.1f}-{r['max']:.1f})",
-                        flush=True,
-                    )
-            if size in args.thread_sizes:
-                row["threads"] = {}
-                for label, intra, inter, processes in THREAD_GRID:
-                    row["threads"][label] = concurrent(args, size, intra, inter, processes, images // processes)
-                    print(f"{size}px: {label}: {row['threads'][label]['images_per_second']:.1f} img/s", flush=True)
-            row["load_after"] = os.getloadavg()
-            results["sizes"][size] = row
-    results["load_after"] = os.getloadavg()
-    results["wall_seconds"] = time.perf_counter() - started
-    from bench.common import write_result
-
-    out = write_result(args.out, results)
-    print(f"raw results: {out}")
-    ratios = [r["ratio"] for r in results["sizes"].values() if "ratio" in r]
-    if ratios:
-        print(f"ratio={min(ratios):.3f}")
+    return _throughput(args)
 
 
 if __name__ == "__main__":
