@@ -1069,7 +1069,7 @@ def test_epoch_parts_split_an_epoch_at_validation_and_at_the_timer():
 
 
 @pytest.mark.slow
-def test_paired_mode_runs_each_side_in_its_own_process_in_alternating_order(tmp_path, demo_data, monkeypatch):
+def test_paired_mode_runs_each_side_in_its_own_process_in_alternating_order(tmp_path, demo_data, monkeypatch):  # noqa: PLR0915 one scenario, asserted step by step
     """Two pairs on 32 px phantoms: fresh processes, ABBA order, same images, ratios of the same pair's runs."""
     from bench import common
     from bench import train_throughput as tt

@@ -72,7 +72,7 @@ def _shown(value: Any) -> str:
     return repr(value)
 
 
-def _message(error: Mapping[str, Any], loc: tuple[Any, ...], root: type) -> str:
+def _message(error: Mapping[str, Any], loc: tuple[Any, ...], root: type) -> str:  # noqa: C901 one flat case per pydantic error type
     """What is wrong with `loc` below `root` (the Config class), in words a config author can act on.
 
     pydantic's own words are the last resort.

@@ -88,7 +88,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def kill_tree(pid: int, sig: int = signal.SIGKILL, timeout: float = 15.0) -> list[tuple[int, float]]:
+def kill_tree(pid: int, sig: int = signal.SIGKILL, timeout: float = 15.0) -> list[tuple[int, float]]:  # noqa: C901 each race of /proc is a branch
     """Signal `pid` and every process below it, whatever process group each is in; return (PID, start time)s.
 
     Airflow 3's task supervisor puts each task process in a process group of its own, so killing the
