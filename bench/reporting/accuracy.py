@@ -40,9 +40,8 @@ def _target_verdict(condition: str, auc: float | None, interval: dict[str, Any] 
 
 def accuracy_table(nightly: dict[str, Any]) -> str:
     lines = [
-        "| condition | profile | px | test AUC (95 % CI) | accuracy | sensitivity | specificity | epochs "
-        "| train min | img/s | peak MB | target |",
-        "|---|---|--:|---|---|---|---|--:|--:|--:|--:|---|",
+        "| condition | profile | px | test AUC (95 % CI) | sens / spec | epochs | train min | target |",
+        "|---|---|--:|---|---|--:|--:|---|",
     ]
     for m in nightly["models"]:
         t, iv, tr = m["test"], m["intervals"], m["training"]
@@ -50,22 +49,20 @@ def accuracy_table(nightly: dict[str, Any]) -> str:
             stage = (m.get("failure") or {}).get("stage", "?")
             lines.append(
                 f"| {m['condition']} | {m['profile']} | {tr.get('image_size') or '–'} | {m['status']} at "
-                f"{stage} | | | | | | | | |"
+                f"{stage} | | | | |"
             )
             continue
         epochs = f"{tr['epochs_run']}/{tr['epochs_planned']}" + (" (early stop)" if tr.get("early_stopped") else "")
         lines.append(
             f"| {m['condition']} | {m['profile']} | {tr['image_size']} | {_with_interval(t['roc_auc'], iv.get('roc_auc'))} "
-            f"| {_with_interval(t['accuracy'], iv.get('accuracy'))} | {_with_interval(t['recall'], iv.get('recall'))} "
-            f"| {_with_interval(t['specificity'], iv.get('specificity'))} | {epochs} "
-            f"| {_num((tr['wall_seconds'] or 0) / 60, 1)} | {_num(tr['images_per_second'], 1)} "
-            f"| {_num(tr['peak_memory_mb'], 0)} | {_target_verdict(m['condition'], t['roc_auc'], iv.get('roc_auc'))} |"
+            f"| {_num(t['recall'], 2)} / {_num(t['specificity'], 2)} | {epochs} "
+            f"| {_num((tr['wall_seconds'] or 0) / 60, 1)} | {_target_verdict(m['condition'], t['roc_auc'], iv.get('roc_auc'))} |"
         )
     lines += [
         "",
-        "Each set's own test split; 95 % bootstrap intervals by patient; threshold fitted on val (Youden).",
+        "Own test splits; 95 % bootstrap intervals by patient; threshold fitted on val (Youden).",
         "",
-        "Published references for the same original data (`../shared/datasets/README.md`):",
+        "Published references (`../shared/datasets/README.md`):",
         "",
     ]
     seen = []
@@ -100,7 +97,7 @@ def study_calibration_table(nightly: dict[str, Any]) -> str:
     if not rows:
         return ""
     lines = [
-        "Unit, kappa, and calibration on test: ECE and Brier raw → after temperature scaling fitted on val.",
+        "Unit, kappa, calibration on test (ECE, Brier: raw → after temperature scaling fitted on val).",
         "",
         "| condition | profile | unit | ROC AUC (95 % CI) | kappa (95 % CI) | per image ROC AUC (95 % CI) | temperature "
         "| ECE before → after | Brier before → after |",
@@ -130,15 +127,15 @@ def ensemble_table(nightly: dict[str, Any]) -> str:
     if not rows:
         return ""
     lines = [
-        "The mean logit of the run's profiles, on the same test images:",
+        "Ensembles (mean logit of the run's profiles):",
         "",
-        "| condition | ensemble of | test AUC (95 % CI) | best single profile | target |",
-        "|---|---|---|--:|---|",
+        "| condition | test AUC (95 % CI) | best single profile | target |",
+        "|---|---|--:|---|",
     ]
     for r in rows:
         best = max(r["members"].values())
         lines.append(
-            f"| {r['condition']} | {' + '.join(r['profiles'])} | {_with_interval(r['roc_auc'], r['interval'])} "
+            f"| {r['condition']} | {_with_interval(r['roc_auc'], r['interval'])} "
             f"| {best:.3f} | {_target_verdict(r['condition'], r['roc_auc'], r['interval'])} |"
         )
     return "\n".join(lines) + "\n"
@@ -175,36 +172,26 @@ def shared_backbone_table(scratch: dict[str, Any] | None, shared: dict[str, Any]
     if shared.get("shared_backbone"):
         lines += [pretraining_summary(shared["shared_backbone"]), ""]
     lines += [
-        "| condition | profile | from scratch (table 1) | shared backbone: test AUC (95 % CI) | change "
-        "| epochs | train min | target |",
-        "|---|---|--:|---|--:|--:|--:|---|",
+        "| condition | profile | from scratch | shared backbone: test AUC (95 % CI) | change | target |",
+        "|---|---|--:|---|--:|---|",
     ]
     for m in shared["models"]:
-        t, iv, tr = m["test"], m["intervals"], m["training"]
+        t, iv = m["test"], m["intervals"]
         old = before.get((m["condition"], m["profile"]))
         if m["status"] != "succeeded":
-            lines.append(f"| {m['condition']} | {m['profile']} | {_num(old)} | {m['status']} | | | | |")
+            lines.append(f"| {m['condition']} | {m['profile']} | {_num(old)} | {m['status']} | | |")
             continue
         change = "–" if old is None or t["roc_auc"] is None else f"{t['roc_auc'] - old:+.3f}"
         lines.append(
             f"| {m['condition']} | {m['profile']} | {_num(old)} | "
             f"{_with_interval(t['roc_auc'], iv.get('roc_auc'))} | {change} | "
-            f"{tr['epochs_run']}/{tr['epochs_planned']} | {_num((tr['wall_seconds'] or 0) / 60, 1)} | "
             f"{_target_verdict(m['condition'], t['roc_auc'], iv.get('roc_auc'))} |"
         )
     run = shared["run"]
     done = sum(m["status"] == "succeeded" for m in shared["models"])
     lines += [
         "",
-        f"The night itself (`{shared['config']}`, same DAG under the scheduler): {done}/{len(shared['models'])} "
+        f"The night (`{shared['config']}`): {done}/{len(shared['models'])} "
         f"models in {run['wall_seconds'] / 60:.1f} min wall, CPU busy {run['cpu_busy']:.0%}.",
     ]
-    rows = shared.get("ensembles") or []
-    if rows:
-        lines += [
-            "",
-            "Ensembles of the two profiles (mean logit, as above): "
-            + "; ".join(f"{r['condition']} {_with_interval(r['roc_auc'], r['interval'])}" for r in rows)
-            + ".",
-        ]
     return "\n".join(lines) + "\n"

@@ -88,9 +88,11 @@ def night_cost_tables(result: dict[str, Any]) -> str:
     ]
     for r in result["rows"]:
         measured = f"{r['full_night_measured']} min" if r["full_night_measured"] else "not measured"
-        cuts = "; ".join(r["cuts"]) or "none"
+        dropped = sum("not trained" in c for c in r["cuts"])
+        cuts = f"{len(r['cuts']) - dropped} shortened, {dropped} not trained" if r["cuts"] else "none"
+        source = r["source"].split(":")[0].split(" (")[0]
         lines.append(
-            f"| {r['cpu']} | {r['source']} | {r['seconds_per_image_epoch_128']} / {r['seconds_per_image_epoch_160']} "
+            f"| {r['cpu']} | {source} | {r['seconds_per_image_epoch_128']} / {r['seconds_per_image_epoch_160']} "
             f"| {r['full_night_predicted']} min | {measured} | {r['planned_for_240']} min | {cuts} |"
         )
     lines += [

@@ -102,21 +102,6 @@ def pairs_table(tp: dict[str, Any], name: str = "train_pairs") -> str:
     return "\n".join(lines) + "\n"
 
 
-def other_settings_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
-    """Earlier settings of the same pairs (superseded): one row per file and size."""
-    lines = [
-        "| file | size | pipeline / plain (pairs min–max) | ≥ 0.95 | date |",
-        "|---|--:|---|---|---|",
-    ]
-    for stem, tp in runs:
-        for size, r in sorted(tp["sizes"].items(), key=lambda kv: int(kv[0])):
-            lines.append(
-                f"| `{stem}` | {size} px | {r['ratio']:.3f} ({r['ratio_min']:.3f}–{r['ratio_max']:.3f}) "
-                f"| {pair_verdict(r['ratio_min'], r['ratio_max'], r['n_pairs'])} | {tp['machine']['date'][:10]} |"
-            )
-    return "\n".join(lines) + "\n"
-
-
 def _cpu_pairs_lines(sizes: list[tuple[str, dict[str, Any]]], shipped: list[int]) -> list[str]:
     """The same pairs per CPU-second of each process, where the runs recorded their CPU time."""
     rows = [(size, r) for size, r in sizes if r.get("cpu_ratio") is not None]

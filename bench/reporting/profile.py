@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.reporting.common import _cpu_id, _missing
-from bench.reporting.throughput import ceiling_lines, throughput_tables
+from bench.reporting.throughput import throughput_tables
 
 AMX_RESULTS = ("peak_amx", "train_throughput_amx", "precision_profile_amx")
 
@@ -27,12 +27,11 @@ def machine_lines(loaded: dict[str, dict[str, Any] | None]) -> list[str]:
 
 
 def amx_section(loaded: dict[str, dict[str, Any] | None]) -> str:
-    """Ceiling, precisions side by side and the kernel profile, from the results measured on an AMX machine."""
+    """Precisions and the kernel profile, from the results measured on an AMX machine (peak_amx: in its JSON)."""
     peak, tp, prof = (loaded[name] for name in AMX_RESULTS)
     cpu = next(r["machine"]["cpu"] for r in (peak, tp, prof) if r)
-    parts = [f"Measured on {cpu} (AMX), one machine, one session; compare these with each other only.\n"]
-    parts.append(ceiling_lines(peak) if peak else _missing("peak_amx"))
-    parts.append(throughput_tables(tp, peak) if tp else _missing("train_throughput_amx"))
+    parts = [f"Measured on {cpu} (AMX), one session; compare these with each other only.\n"]
+    parts.append(throughput_tables(tp) if tp else _missing("train_throughput_amx"))
     parts.append(precision_profile_table(prof) if prof else _missing("precision_profile_amx"))
     return "\n".join(parts)
 
@@ -52,13 +51,17 @@ def op_ms_by_category(row: dict[str, Any]) -> dict[str, float]:
     return cats
 
 
+def _base_isas(isas: list[str]) -> list[str]:
+    """oneDNN's ISAs without the per-kernel variants (`x+brg_conv_fwd:x`), `gemm:jit` and `uni`."""
+    return [i for i in isas if "+" not in i and ":" not in i and i != "uni"]
+
+
 def precision_profile_table(prof: dict[str, Any]) -> str:
     from bench.precision_profile import CATEGORIES
 
     lines = [
-        f"One training step at {prof['size']} px, batch {prof['batch']}, {prof['steps']} steps under "
-        "TensorFlow's profiler with `ONEDNN_VERBOSE=1` (`bench/precision_profile.py`); op time by kind as a "
-        "share of all op time:",
+        f"Op time by kind, {prof['size']} px, batch {prof['batch']}, {prof['steps']} profiled steps "
+        "(`bench/precision_profile.py`):",
         "",
         "| variant | img/s (profiled) | oneDNN ISA | " + " | ".join(CATEGORIES) + " |",
         "|---|--:|---|" + "--:|" * len(CATEGORIES),
@@ -67,7 +70,7 @@ def precision_profile_table(prof: dict[str, Any]) -> str:
         cats = op_ms_by_category(row)
         total = sum(cats.values()) or 1
         lines.append(
-            f"| `{name}` | {row['images_per_second']:.1f} | {', '.join(row['onednn']['isas']) or '–'} | "
+            f"| `{name}` | {row['images_per_second']:.1f} | {', '.join(_base_isas(row['onednn']['isas'])) or '–'} | "
             + " | ".join(f"{cats.get(c, 0) / total:.0%}" for c in CATEGORIES)
             + " |"
         )
