@@ -17,7 +17,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench import report  # noqa: E402
 from bench.common import CpuSampler, machine  # noqa: E402
-from bench.reporting import accuracy as r_accuracy  # noqa: E402
 from bench.reporting import night as r_night  # noqa: E402
 from bench.reporting import pairs as r_pairs  # noqa: E402
 from bench.reporting import profile as r_profile  # noqa: E402
@@ -49,37 +48,6 @@ def _write(results: Path, name: str, payload: dict) -> None:
     (results / f"{name}.json").write_text(
         json.dumps({"benchmark": name, "machine": machine(), "versions": {"keras": "3"}, **payload})
     )
-
-
-def test_study_level_and_calibration_table_reads_units_kappa_and_calibration():
-    """Issue 17's table: a study-level set shows its unit, kappa, per-image AUC and the calibration change."""
-    limb = _model("limb_abnormalities", "standard", 0.8)
-    limb |= {
-        "unit": "study",
-        "estimate": "test split",
-        "kappa": 0.52,
-        "image_level": {"n": 259, "roc_auc": 0.77, "intervals": {"roc_auc": {"low": 0.7, "high": 0.83}}},
-        "calibration": {
-            "temperature": 1.8,
-            "before": {"calibration_error": {"value": 0.15}, "brier": {"value": 0.22}},
-            "after": {
-                "calibration_error": {"value": 0.05, "interval": {"low": 0.03, "high": 0.09}},
-                "brier": {"value": 0.19, "interval": {"low": 0.17, "high": 0.21}},
-            },
-        },
-    }
-    limb["intervals"] = {**limb["intervals"], "kappa": {"low": 0.4, "high": 0.64}}
-    small = _model("knee_osteoporosis", "standard", 0.6) | {"unit": "image", "estimate": "cross-validation"}
-    failed = _model("pneumonia", "standard", None, "failed")
-    text = r_accuracy.study_calibration_table({"models": [limb, small, failed]})
-    assert (
-        "| limb_abnormalities | standard | per study | 0.800 (0.620–0.960) | 0.520 (0.400–0.640) "
-        "| 0.770 (0.700–0.830) | 1.80 | 0.150 → 0.050 (0.030–0.090) | 0.220 → 0.190 (0.170–0.210) |" in text
-    )
-    assert "| knee_osteoporosis | standard | out of fold (cross-validation) |" in text
-    assert "pneumonia" not in text  # a failed model has no figures to show
-    # Results written before these fields existed render no table rather than failing.
-    assert r_accuracy.study_calibration_table({"models": [_model("pneumonia", "standard", 0.9)]}) == ""
 
 
 def test_report_tables_come_from_the_raw_results(tmp_path):

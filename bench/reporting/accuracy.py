@@ -73,55 +73,6 @@ def accuracy_table(nightly: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _unit(m: dict[str, Any]) -> str:
-    """What a model's test figures count: studies, images scored out of fold, or test images."""
-    if m.get("unit") == "study":
-        return "per study"
-    if m.get("estimate") == "cross-validation":
-        return "out of fold (cross-validation)"
-    return "per image"
-
-
-def _calibration_change(calibration: dict[str, Any] | None, metric: str) -> str:
-    if not calibration:
-        return "–"
-    before, after = (calibration.get(k, {}).get(metric) or {} for k in ("before", "after"))
-    if before.get("value") is None or after.get("value") is None:
-        return "–"
-    return f"{before['value']:.3f} → {_with_interval(after['value'], after.get('interval'))}"
-
-
-def study_calibration_table(nightly: dict[str, Any]) -> str:
-    """Issue 17's second table: what each model's figures count, kappa, per-image figures, and calibration."""
-    rows = [m for m in nightly["models"] if m["status"] == "succeeded" and "unit" in m]
-    if not rows:
-        return ""
-    lines = [
-        "Unit, kappa, calibration on test (ECE, Brier: raw → after temperature scaling fitted on val).",
-        "",
-        "| condition | profile | unit | ROC AUC (95 % CI) | kappa (95 % CI) | per image ROC AUC (95 % CI) | temperature "
-        "| ECE before → after | Brier before → after |",
-        "|---|---|---|---|---|---|--:|---|---|",
-    ]
-    for m in rows:
-        image = m.get("image_level") or {}
-        calibration = m.get("calibration") or {}
-        lines.append(
-            f"| {m['condition']} | {m['profile']} | {_unit(m)} "
-            f"| {_with_interval(m['test']['roc_auc'], m['intervals'].get('roc_auc'))} "
-            f"| {_with_interval(m.get('kappa'), m['intervals'].get('kappa'))} "
-            f"| {_with_interval(image.get('roc_auc'), (image.get('intervals') or {}).get('roc_auc')) if image else '–'} "
-            f"| {_num(calibration.get('temperature'), 2)} "
-            f"| {_calibration_change(calibration, 'calibration_error')} | {_calibration_change(calibration, 'brier')} |"
-        )
-    lines += [
-        "",
-        "MURA's per-study humerus kappas (datasets README): about 0.44 for a CNN trained from scratch, "
-        "0.60-0.73 for ImageNet-pretrained DenseNets.",
-    ]
-    return "\n".join(lines) + "\n"
-
-
 def ensemble_table(nightly: dict[str, Any]) -> str:
     rows = nightly.get("ensembles") or []
     if not rows:

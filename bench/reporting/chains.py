@@ -159,19 +159,16 @@ def resize_table(resize: dict[str, Any]) -> str:
     # per condition: a condition may override its profile's epochs
     epochs_text = ", ".join(f"{c} {n} epoch{'s' if n != 1 else ''}" for c, n in resize["epochs"].items())
     lines = [
-        f"Run: `{resize['command']}` on {scale}: profile `{resize['profile']}` ({resize['image_size']} px, "
-        f"{epochs_text}) trained from scratch twice, once with `resize: squash` (stretched "
-        "to the square) and once with `resize: pad` (aspect kept, padded with black, the padding masked out of "
-        "Grad-CAM), each by a `medcore run` with a registry of its own unless reused below. Both variants see "
-        "the same images in the same split.",
+        f"On {scale}: profile `{resize['profile']}` ({resize['image_size']} px, {epochs_text}) trained from "
+        "scratch with `resize: squash` (stretched) and with `resize: pad` (aspect kept, black padding masked out "
+        "of Grad-CAM), same images and split.",
         "",
     ]
     for variant, record in resize["variants"].items():
         if record.get("reused"):
             lines[-1:-1] = [
-                f"The `{variant}` models were not trained again: they are those of `{record['run_folder']}`, "
-                "which trained them from an empty registry with the same profile, data and seed (`--reuse`); "
-                "its run wall time is that of everything it ran.",
+                f"The `{variant}` models were not trained again: they are those of `{record['run_folder']}` "
+                "(same profile, data and seed; its wall time covers all it ran).",
             ]
     for condition, a in resize["aspect"].items():
         w = a.get("width_over_height")
@@ -181,15 +178,13 @@ def resize_table(resize: dict[str, Any]) -> str:
         lines.append(
             f"- **{condition}** images, width / height: mean {w['mean']:.2f}, median {w['median']:.2f}, "
             f"{w['min']:.2f}–{w['max']:.2f} ({a['read']:,} of {a['images']:,} read); "
-            f"{a['square_within_5pct']:.0%} within 5 % of square; a padded input is {a['padding']:.0%} padding "
-            "on average."
+            f"{a['square_within_5pct']:.0%} within 5 % of square; {a['padding']:.0%} padding on average."
         )
     lines += ["", *_resize_rows(resize), ""]
     lines += _paired_lines(resize)
     lines += [
         "",
-        "Run wall time covers the whole `medcore run` (validate, train, evaluate, Grad-CAM, report); "
-        "intervals are 95 % bootstrap intervals resampled by patient.",
+        "Run wall: the whole `medcore run`; 95 % bootstrap intervals by patient.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -220,7 +215,7 @@ def _resize_rows(resize: dict[str, Any]) -> list[str]:
 
 
 def _paired_lines(resize: dict[str, Any]) -> list[str]:
-    lines = ["Paired, pad − squash ROC AUC (each bootstrap draw scores both models on the same patients):", ""]
+    lines = ["Paired pad − squash ROC AUC:", ""]
     for condition, p in resize["paired"].items():
         if not p or not p.get("image"):
             why = (p or {}).get("error") or "a variant has no test predictions"

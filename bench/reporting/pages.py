@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.reporting import summary
-from bench.reporting.accuracy import accuracy_table, ensemble_table, shared_backbone_table, study_calibration_table
+from bench.reporting.accuracy import accuracy_table, ensemble_table, shared_backbone_table
 from bench.reporting.chains import nights_table, resize_table, seeds_table
 from bench.reporting.common import MAKES, _load, _missing
 from bench.reporting.fit import chains_table, fit_table, night_results
@@ -37,8 +37,6 @@ def accuracy_page(loaded: Loaded) -> list[str]:
     nightly = loaded["nightly"]
     out = ["# Accuracy per condition and profile (real sets)", "", HEADER, ""]
     out.append(accuracy_table(nightly) if nightly else _missing("nightly"))
-    if nightly and study_calibration_table(nightly):
-        out.append(study_calibration_table(nightly))
     if nightly and nightly.get("ensembles"):
         out.append(ensemble_table(nightly))
     out += ["## In-domain pre-training: one shared backbone", ""]
@@ -84,7 +82,8 @@ def nights_page(results: Path, loaded: Loaded) -> list[str]:
     nightly = loaded["nightly"]
     out.append(nightly_table(nightly, loaded["nightly_following"]) if nightly else _missing("nightly"))
     out += ["## Budgeted nights, per chain", ""]
-    out += [chains_table(stem, result) for stem, result in night_results(results)] or [fit_table([])]
+    budgeted = night_results(results)
+    out += ["".join(chains_table(stem, result) for stem, result in budgeted) or fit_table([])]
     out += ["## What a night costs per CPU kind, and the planner's predictions", ""]
     night_cost = _load(results, "night_cost")
     out.append(night_cost_tables(night_cost) if night_cost else NIGHT_COST_MISSING)

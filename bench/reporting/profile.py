@@ -81,11 +81,9 @@ def deletion_baselines_table(result: dict[str, Any]) -> str:
     """Grad-CAM's deletion test on a night's models under each fill: what the fill removes, and the verdict."""
     s = result["settings"]
     lines = [
-        f"The Grad-CAM stage's deletion test run again on the night's trained models (`{result['run_folder']}`), "
-        f"once per fill for the deleted pixels: the {s['deletion_images']} test images each model scores "
-        f"highest, {s['deletion_steps']} steps, {s['random_maps']} random maps per image, seed {s['seed']}. "
-        "Logits are means over those images; the verdict is the paired one-sided Wilcoxon test of Grad-CAM's "
-        f"area against the random maps' at level {s['alpha']}.",
+        f"The deletion test rerun per fill on `{result['run_folder']}`: top {s['deletion_images']} test images, "
+        f"{s['deletion_steps']} steps, {s['random_maps']} random maps each, seed {s['seed']}; mean logits; "
+        f"one-sided paired Wilcoxon, level {s['alpha']}.",
         "",
         "| model | map | fill | logit intact → all deleted | Grad-CAM area | random area | Grad-CAM wins | p | verdict |",
         "|---|---|---|---|--:|--:|--:|--:|---|",
