@@ -159,7 +159,7 @@ def resize_table(resize: dict[str, Any]) -> str:
     # per condition: a condition may override its profile's epochs
     epochs_text = ", ".join(f"{c} {n} epoch{'s' if n != 1 else ''}" for c, n in resize["epochs"].items())
     lines = [
-        f"On {scale}: profile `{resize['profile']}` ({resize['image_size']} px, {epochs_text}) trained from "
+        f"Profile `{resize['profile']}` ({resize['image_size']} px, {epochs_text}) on {scale}, trained from "
         "scratch with `resize: squash` (stretched) and with `resize: pad` (aspect kept, black padding masked out "
         "of Grad-CAM), same images and split.",
         "",
