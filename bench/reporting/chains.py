@@ -21,7 +21,7 @@ def _nights_intro(nights: dict[str, Any]) -> str:
         f"On {scale}: {', '.join(nights['conditions'])} × "
         f"{', '.join(nights['profiles'])}, {epochs} (a warm start trains {nights['continue_epochs']:.0%} of "
         f"them{rate}), train images arriving in steps of {', '.join(f'{s:.0%}' for s in nights['steps'])}; val and "
-        "test fixed. CPU minutes: the night process's own (user + system). Per-night figures: the JSON file."
+        "test fixed. CPU: the night process's own minutes. Per-night rows: the JSON file."
     )
 
 

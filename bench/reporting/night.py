@@ -97,16 +97,15 @@ def night_cost_tables(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "The planner against recorded nights, per chain and for the night.",
+        "The planner's backtests per chain (the night's error: BENCHMARKS.md).",
         "",
-        "| night | CPU | how | night: predicted / measured | worst chain | chains within 20 % |",
-        "|---|---|---|---|---|---|",
+        "| night | how | worst chain | chains within 20 % |",
+        "|---|---|---|---|",
     ]
     for t in result["backtests"]:
         worst = max(t["chains"], key=lambda r: abs(r["error"]))
         within = sum(abs(r["error"]) <= 0.20 for r in t["chains"])
         lines.append(
-            f"| `{t['night']}` | {t['cpu']} | {t['kind']} | {t['night_predicted']} / {t['night_actual']} min "
-            f"({t['night_error']:+.1%}) | {worst['chain']} {worst['error']:+.1%} | {within} of {len(t['chains'])} |"
+            f"| `{t['night']}` | {t['kind']} | {worst['chain']} {worst['error']:+.1%} | {within} of {len(t['chains'])} |"
         )
     return "\n".join(lines) + "\n"

@@ -31,7 +31,7 @@ def _pairs_intro(tp: dict[str, Any], name: str) -> str:
         else "TensorFlow's default pools (every core). "
     )
     return (
-        f"From `bench/results/{name}.json` (`{tp['command']}`): {tp['pairs']} pairs of fresh processes per size, "
+        f"`{name}.json`: {tp['pairs']} pairs of fresh processes per size, "
         f"{tp['epochs']} epochs each, the pipeline (`train_model`: tf.data, callbacks, checkpoints) against plain "
         "`model.fit` on in-memory tensors, "
         + ("side by side, as two one-slot trainings in a night. " if tp.get("together") else "in turn. ")
@@ -93,8 +93,7 @@ def pairs_table(tp: dict[str, Any], name: str = "train_pairs") -> str:
         "",
         f"Target pipeline / plain ≥ {PAIR_TARGET:.2f} at every shipped size "
         f"({', '.join(f'{s} px' for s in shipped) or 'not recorded'}): **{pairs_overall(verdicts, shipped)}** "
-        "(met: every pair at least 0.95; missed: every pair below; otherwise the noise spans the target). "
-        "Epoch seconds: medians of steady epochs. Median ratio by which side ran first: "
+        "(met: every pair ≥ 0.95; missed: every pair below). Median ratio by which side ran first: "
         f"{orders}.",
     ]
     lines += _cpu_pairs_lines(sizes, shipped)
@@ -114,8 +113,7 @@ def _cpu_pairs_lines(sizes: list[tuple[str, dict[str, Any]]], shipped: list[int]
 
     lines = [
         "",
-        "The same pairs per CPU-second of each run's own process (every thread); idle and steal: the whole "
-        "machine's, from /proc/stat.",
+        "Per CPU-second of each run's own process; idle and steal: the whole machine's.",
         "",
         "| size | pipeline img per CPU-s | plain img per CPU-s | pipeline / plain per CPU-second: median (pairs "
         "min–max) | ≥ 0.95 | CPU share of wall: pipeline / plain | machine idle | machine steal |",

@@ -8,6 +8,7 @@ from bench.reporting.common import _cpu_id, _missing
 from bench.reporting.throughput import throughput_tables
 
 AMX_RESULTS = ("peak_amx", "train_throughput_amx", "precision_profile_amx")
+WIDEST = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")  # a machine's widest vector extension names it
 
 
 def machine_lines(loaded: dict[str, dict[str, Any] | None]) -> list[str]:
@@ -19,8 +20,8 @@ def machine_lines(loaded: dict[str, dict[str, Any] | None]) -> list[str]:
             by_machine.setdefault((m["cpu"], m.get("cpu_id"), tuple(m["flags"])), (m, []))[1].append(name)
     label = "Machine" if len(by_machine) == 1 else "Machines"
     return [
-        f"- **{label}**: {m['cpu']}{_cpu_id(m)}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; flags: "
-        f"{', '.join(m['flags']) or 'none of note'}; {m['os']}, Python {m['python']}"
+        f"- **{label}**: {m['cpu']}{_cpu_id(m)}, {m['cores']} cores, no GPU, "
+        f"{next((f for f in WIDEST if f in m['flags']), 'no AVX2')}"
         + ("" if len(by_machine) == 1 else f"; measured here: {', '.join(names)}")
         for m, names in by_machine.values()
     ]
@@ -31,7 +32,7 @@ def amx_section(loaded: dict[str, dict[str, Any] | None]) -> str:
     peak, tp, prof = (loaded[name] for name in AMX_RESULTS)
     cpu = next(r["machine"]["cpu"] for r in (peak, tp, prof) if r)
     parts = [f"Measured on {cpu} (AMX), one session; compare these with each other only.\n"]
-    parts.append(throughput_tables(tp) if tp else _missing("train_throughput_amx"))
+    parts.append(throughput_tables(tp, threads=False) if tp else _missing("train_throughput_amx"))
     parts.append(precision_profile_table(prof) if prof else _missing("precision_profile_amx"))
     return "\n".join(parts)
 

@@ -32,15 +32,16 @@ def throughput_table(tp: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def throughput_tables(tp: dict[str, Any]) -> str:
+def throughput_tables(tp: dict[str, Any], threads: bool = True) -> str:
     """The pipeline in bf16 against float32, and threads: from one train_throughput.json. The single-process
     pipeline / plain ratios and the plain fit's precisions are superseded (docs/decisions/0005, 0006) and stay
     in the JSON file."""
     sizes = sorted(tp["sizes"].items(), key=lambda kv: int(kv[0]))
     main = [(s, r) for s, r in sizes if "pipeline" in r]
     lines = _precision_lines(tp, main) if main else []
-    lines += _thread_lines(sizes)
-    lines += _load_lines(tp, f"{tp['rounds']} steady epochs per variant")
+    if threads:  # docs/decisions/0007 rests on one machine's grid; another's stays in its JSON file
+        lines += _thread_lines(sizes)
+        lines += _load_lines(tp, f"{tp['rounds']} steady epochs per variant")
     return "\n".join(lines) + "\n"
 
 
