@@ -40,8 +40,8 @@ def _target_verdict(condition: str, auc: float | None, interval: dict[str, Any] 
 
 def accuracy_table(nightly: dict[str, Any]) -> str:
     lines = [
-        "| condition | profile | px | test AUC (95 % CI) | sens / spec | epochs | train min | target |",
-        "|---|---|--:|---|---|--:|--:|---|",
+        "| condition | profile | px | test AUC (95 % CI) | sens / spec | epochs | target |",
+        "|---|---|--:|---|---|--:|---|",
     ]
     for m in nightly["models"]:
         t, iv, tr = m["test"], m["intervals"], m["training"]
@@ -49,14 +49,13 @@ def accuracy_table(nightly: dict[str, Any]) -> str:
             stage = (m.get("failure") or {}).get("stage", "?")
             lines.append(
                 f"| {m['condition']} | {m['profile']} | {tr.get('image_size') or '–'} | {m['status']} at "
-                f"{stage} | | | | |"
+                f"{stage} | | | |"
             )
             continue
         epochs = f"{tr['epochs_run']}/{tr['epochs_planned']}" + (" (early stop)" if tr.get("early_stopped") else "")
         lines.append(
             f"| {m['condition']} | {m['profile']} | {tr['image_size']} | {_with_interval(t['roc_auc'], iv.get('roc_auc'))} "
-            f"| {_num(t['recall'], 2)} / {_num(t['specificity'], 2)} | {epochs} "
-            f"| {_num((tr['wall_seconds'] or 0) / 60, 1)} | {_target_verdict(m['condition'], t['roc_auc'], iv.get('roc_auc'))} |"
+            f"| {_num(t['recall'], 2)} / {_num(t['specificity'], 2)} | {epochs} | {_target_verdict(m['condition'], t['roc_auc'], iv.get('roc_auc'))} |"
         )
     lines += [
         "",
@@ -73,25 +72,6 @@ def accuracy_table(nightly: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ensemble_table(nightly: dict[str, Any]) -> str:
-    rows = nightly.get("ensembles") or []
-    if not rows:
-        return ""
-    lines = [
-        "Ensembles (mean logit of the run's profiles):",
-        "",
-        "| condition | test AUC (95 % CI) | best single profile | target |",
-        "|---|---|--:|---|",
-    ]
-    for r in rows:
-        best = max(r["members"].values())
-        lines.append(
-            f"| {r['condition']} | {_with_interval(r['roc_auc'], r['interval'])} "
-            f"| {best:.3f} | {_target_verdict(r['condition'], r['roc_auc'], r['interval'])} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
 def pretraining_summary(record: dict[str, Any]) -> str:
     images = record["images"]
     train = sum(c.get("train", 0) for c in images.values())
@@ -102,9 +82,7 @@ def pretraining_summary(record: dict[str, Any]) -> str:
         f"The backbone (`medcore pretrain --profile {record['profile']}`, {record['image_size']} px) learnt from "
         f"{train:,} train images of {len(record['conditions'])} conditions, picking its best epoch "
         f"({record['best_epoch']} of {record['epochs']}) on {val:,} val images by mean per-condition val AUC"
-        f"{f' ({scores})' if scores else ''}. It took {record['wall_seconds'] / 60:.1f} min at "
-        f"{_num(record.get('images_per_second'), 1)} img/s on {record['threads'].get('intra_op') or 'all'} "
-        "threads. No test image of any condition was read, and "
+        f"{f' ({scores})' if scores else ''}. No test image of any condition was read, and "
         + (
             f"{dropped} train/val images that were near duplicates of a test image were left out."
             if dropped

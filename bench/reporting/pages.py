@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.reporting import summary
-from bench.reporting.accuracy import accuracy_table, ensemble_table, shared_backbone_table
+from bench.reporting.accuracy import accuracy_table, shared_backbone_table
 from bench.reporting.chains import nights_table, resize_table, seeds_table
 from bench.reporting.common import MAKES, _load, _missing
 from bench.reporting.fit import chains_table, fit_table, night_results
@@ -33,12 +33,10 @@ NIGHT_COST_MISSING = (
 
 
 def accuracy_page(loaded: Loaded) -> list[str]:
-    """Accuracy per condition and profile, calibration, ensembles, and the shared backbone."""
+    """Accuracy per condition and profile, and the shared backbone."""
     nightly = loaded["nightly"]
     out = ["# Accuracy per condition and profile (real sets)", "", HEADER, ""]
     out.append(accuracy_table(nightly) if nightly else _missing("nightly"))
-    if nightly and nightly.get("ensembles"):
-        out.append(ensemble_table(nightly))
     out += ["## In-domain pre-training: one shared backbone", ""]
     shared = loaded["nightly_shared"]
     out.append(shared_backbone_table(nightly, shared) if shared else _missing("nightly_shared"))
