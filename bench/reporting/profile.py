@@ -107,18 +107,18 @@ def stages_table(stages: dict[str, Any] | None, validate: dict[str, Any] | None)
     lines = []
     if stages:
         lines += [
-            "| size | inference img/s (`predict_files`) | Grad-CAM img/s | Grad-CAM first call |",
+            "| size | inference img/s | Grad-CAM img/s | Grad-CAM first call |",
             "|--:|--:|--:|--:|",
         ]
         for size, row in sorted(stages["sizes"].items(), key=lambda kv: int(kv[0])):
             lines.append(
                 f"| {size} px | {row['inference_images_per_second']:.1f} | {row['gradcam_images_per_second']:.1f} "
-                f"| {row['gradcam_first_call_seconds']:.1f} s ({row['gradcam_images']} images) |"
+                f"| {row['gradcam_first_call_seconds']:.1f} s |"
             )
         lines += [
             "",
-            f"Inference on {stages['inference_source']} (decode and resize included); Grad-CAM on layer "
-            "`relu` in batches of 32.",
+            f"Inference (`predict_files`, decode included) on {stages['inference_source']}; Grad-CAM on `relu`, "
+            "batches of 32.",
             "",
         ]
     else:
@@ -126,10 +126,9 @@ def stages_table(stages: dict[str, Any] | None, validate: dict[str, Any] | None)
     if validate:
         full = validate["full"]
         lines.append(
-            f"Validation ({validate['condition']}, {full['images']} images, one decode pass): "
-            f"{validate['images_per_second']:.0f} img/s on {validate['cpus']} CPUs, peak RSS "
-            f"{full['peak_mb']:.0f} MB; a half-size copy peaks at {validate['half']['peak_mb']:.0f} MB "
-            f"(ratio {validate['peak_rss_ratio']:.2f}: memory does not grow with the set)."
+            f"Validation ({validate['condition']}, {full['images']} images): {validate['images_per_second']:.0f} "
+            f"img/s on {validate['cpus']} CPUs, peak RSS {full['peak_mb']:.0f} MB, half the set "
+            f"{validate['half']['peak_mb']:.0f} MB."
         )
     else:
         lines.append(_missing("validate_speed"))
