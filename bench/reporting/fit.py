@@ -61,7 +61,4 @@ def chains_table(stem: str, result: dict[str, Any]) -> str:
     """One budgeted night's chains, one line: each chain's error (budget, planned and took: the summary's row)."""
     night = result["night"]
     errors = ", ".join(f"{c['label']} {c['error']:+.1%}" for c in night.get("chains") or [])
-    return (
-        f"- `{stem}`: full plan {night.get('full_plan_minutes', '–')} min; per chain, predicted / actual − 1: "
-        f"{errors or '–'}.\n"
-    )
+    return f"- `{stem}`: full plan {night.get('full_plan_minutes', '–')} min; chain errors: {errors or '–'}.\n"

@@ -40,7 +40,7 @@ def _budget_verdict(label: str, nightly: dict[str, Any], minutes: int) -> str:
 
 def nightly_table(nightly: dict[str, Any], following: dict[str, Any] | None = None) -> str:
     lines = [
-        "| night | models | run state | wall | CPU busy (both cores) | summed training time | nightly mode | config |",
+        "| night | models | state | wall | CPU busy | summed training | mode | config |",
         "|---|---|---|--:|--:|--:|---|---|",
         _night_row("cold (no champions)", nightly),
     ]
@@ -53,8 +53,9 @@ def nightly_table(nightly: dict[str, Any], following: dict[str, Any] | None = No
         verdicts.append(f"A following night: {_missing('nightly_following').strip()}")
     lines += [
         "",
-        "Targets: " + " ".join(verdicts) + " One DAG run under the embedded Airflow "
-        f"({nightly['run']['executor']}, {nightly['run']['database']}), trigger to final state.",
+        "Targets: "
+        + " ".join(verdicts)
+        + f" One DAG run ({nightly['run']['executor']}, {nightly['run']['database']}).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -83,7 +84,7 @@ def night_cost_tables(result: dict[str, Any]) -> str:
         f"From recorded figures only (`bench/night_cost.py`), {result['slots']} cores, budget "
         f"{result['budget_minutes']:.0f} min; *planned*: the night the planner fits into it.",
         "",
-        "| CPU | source | s per image-epoch 128 / 160 px | shipped cold night: predicted | measured | planned | cuts |",
+        "| CPU | source | s per image-epoch 128 / 160 px | cold night: predicted | measured | planned | cuts |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:

@@ -32,10 +32,10 @@ def _pairs_intro(tp: dict[str, Any], name: str) -> str:
     )
     return (
         f"`{name}.json`: {tp['pairs']} pairs of fresh processes per size, "
-        f"{tp['epochs']} epochs each, the pipeline (`train_model`: tf.data, callbacks, checkpoints) against plain "
+        f"{tp['epochs']} epochs each, the pipeline (`train_model`) against plain "
         "`model.fit` on in-memory tensors, "
         + ("side by side, as two one-slot trainings in a night. " if tp.get("together") else "in turn. ")
-        + "Speed: median of the epochs after the first. Threads per run: "
+        + "Threads per run: "
         + threads
         + "ONEDNN_PRIMITIVE_CACHE_CAPACITY: "
         + (f"{cache}." if cache else "unset (oneDNN's default, 1024).")
@@ -75,9 +75,8 @@ def pairs_table(tp: dict[str, Any], name: str = "train_pairs") -> str:
     lines = [
         _pairs_intro(tp, name),
         "",
-        "| size | precision | images × epochs | pipeline img/s (runs min–max) | plain img/s (runs min–max) "
-        "| pipeline / plain: median (pairs min–max) | pairs | ≥ 0.95 | train steps only: median (min–max) "
-        "| pipeline epoch s: train + val + callbacks | plain epoch s: train + val |",
+        "| size | precision | images × epochs | pipeline img/s | plain img/s | pipeline / plain (pairs min–max) "
+        "| pairs | ≥ 0.95 | train steps only | pipeline epoch s: train + val + callbacks | plain epoch s: train + val |",
         "|--:|---|--:|--:|--:|--:|--:|---|--:|--:|--:|",
     ]
     verdicts = {}
@@ -115,8 +114,8 @@ def _cpu_pairs_lines(sizes: list[tuple[str, dict[str, Any]]], shipped: list[int]
         "",
         "Per CPU-second of each run's own process; idle and steal: the whole machine's.",
         "",
-        "| size | pipeline img per CPU-s | plain img per CPU-s | pipeline / plain per CPU-second: median (pairs "
-        "min–max) | ≥ 0.95 | CPU share of wall: pipeline / plain | machine idle | machine steal |",
+        "| size | pipeline img/CPU-s | plain img/CPU-s | ratio per CPU-s (pairs min–max) | ≥ 0.95 "
+        "| CPU / wall: pipeline / plain | idle | steal |",
         "|--:|--:|--:|--:|---|--:|--:|--:|",
     ]
     verdicts = {}
