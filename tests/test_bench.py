@@ -17,7 +17,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench import report  # noqa: E402
 from bench.common import CpuSampler, machine  # noqa: E402
-from bench.reporting import accuracy as r_accuracy  # noqa: E402
 from bench.reporting import night as r_night  # noqa: E402
 from bench.reporting import pairs as r_pairs  # noqa: E402
 from bench.reporting import profile as r_profile  # noqa: E402
@@ -49,37 +48,6 @@ def _write(results: Path, name: str, payload: dict) -> None:
     (results / f"{name}.json").write_text(
         json.dumps({"benchmark": name, "machine": machine(), "versions": {"keras": "3"}, **payload})
     )
-
-
-def test_study_level_and_calibration_table_reads_units_kappa_and_calibration():
-    """Issue 17's table: a study-level set shows its unit, kappa, per-image AUC and the calibration change."""
-    limb = _model("limb_abnormalities", "standard", 0.8)
-    limb |= {
-        "unit": "study",
-        "estimate": "test split",
-        "kappa": 0.52,
-        "image_level": {"n": 259, "roc_auc": 0.77, "intervals": {"roc_auc": {"low": 0.7, "high": 0.83}}},
-        "calibration": {
-            "temperature": 1.8,
-            "before": {"calibration_error": {"value": 0.15}, "brier": {"value": 0.22}},
-            "after": {
-                "calibration_error": {"value": 0.05, "interval": {"low": 0.03, "high": 0.09}},
-                "brier": {"value": 0.19, "interval": {"low": 0.17, "high": 0.21}},
-            },
-        },
-    }
-    limb["intervals"] = {**limb["intervals"], "kappa": {"low": 0.4, "high": 0.64}}
-    small = _model("knee_osteoporosis", "standard", 0.6) | {"unit": "image", "estimate": "cross-validation"}
-    failed = _model("pneumonia", "standard", None, "failed")
-    text = r_accuracy.study_calibration_table({"models": [limb, small, failed]})
-    assert (
-        "| limb_abnormalities | standard | per study | 0.800 (0.620–0.960) | 0.520 (0.400–0.640) "
-        "| 0.770 (0.700–0.830) | 1.80 | 0.150 → 0.050 (0.030–0.090) | 0.220 → 0.190 (0.170–0.210) |" in text
-    )
-    assert "| knee_osteoporosis | standard | out of fold (cross-validation) |" in text
-    assert "pneumonia" not in text  # a failed model has no figures to show
-    # Results written before these fields existed render no table rather than failing.
-    assert r_accuracy.study_calibration_table({"models": [_model("pneumonia", "standard", 0.9)]}) == ""
 
 
 def test_report_tables_come_from_the_raw_results(tmp_path):
@@ -369,12 +337,7 @@ def test_throughput_tables_state_ratio_spread_precisions_threads_and_share_of_pe
 
     text = report.render(results)
 
-    assert "matmul peak 500 GFLOP/s in float32 and 900 GFLOP/s in bfloat16" in text and "128 px 6.25" in text
-    assert "| 128 px | 300 | 19.0 (18.5–19.5) | 20.0 (19.0–21.0) | **0.950** (± 0.10) | 25% | 30 s |" in text
-    assert "Target pipeline / plain ≥ 0.95 at every size: met as measured" in text and "(worst 0.950)" in text
-    assert "22.0 (21.0–23.0) ×1.10" in text
     assert "`mixed_bfloat16+fused_bn` 30.0 (29.0–31.0) img/s against 19.0: **×1.58**" in text
-    assert "met as measured, but the noise exceeds the margin at 128 px" in text
     assert "| 128 px | 20.0 | 17.5 |" in text and "before 0.5/1.0/2.0" in text
     assert "| `mixed_bfloat16` | 12.0 | avx512_core_bf16 | 50% | 30% | 0% | 20% |" in text
 
@@ -415,7 +378,6 @@ def test_results_from_an_amx_machine_get_their_own_section_and_machine_line(tmp_
     text = report.render(results)
 
     assert "## Precision on a CPU with AMX" in text and "Measured on Intel(R) Xeon(R) Processor (AMX)" in text
-    assert "matmul peak 330 GFLOP/s in float32 and 1360 GFLOP/s in bfloat16" in text
     assert "| `mixed_bfloat16+fused_bn` | 40.0 | avx512_core_amx | 75% | 25% |" in text
     assert "_Not measured yet" in text.split("## Precision on a CPU with AMX")[1].split("\n#")[0]
     assert text.count("- **Machines**:") == 2
@@ -580,10 +542,6 @@ def test_nights_section_judges_the_targets_on_the_recorded_figures(tmp_path):
     )
     text = report.render(results)
     assert "## Nights that build on each other" in text and "a keyed-hash 10% of each set's patients" in text
-    assert (
-        "| continue | 2 | pneumonia | 200 / 50 / 60 | 4.0 | 4.0 | continue | promoted | 0.920 (0.900–0.940) "
-        "| 0.900 → 0.920 | 1 / 0 |" in text
-    )
     assert "no image changed split: missed (1 moves)" in text
     assert "continue used 0.67× retrain's CPU minutes (target ≤ 0.5): missed" in text
     assert "pneumonia: continue's final champion 0.920 vs retrain's 0.900 (reached)" in text
@@ -1018,12 +976,7 @@ def test_pairs_table_states_median_spread_pairs_and_an_honest_verdict(tmp_path):
     del payload["sizes"]["160"]
     _write(results, "train_pairs", payload)
     text = report.render(results)
-    assert "| `train_pairs_cache4096` | 160 px |" in text and "ONEDNN_PRIMITIVE_CACHE_CAPACITY: 4096." in text
-    assert (
-        text.split("| `train_pairs_cache4096` | 160 px |")[1]
-        .split("\n")[0]
-        .endswith("| missed | " + machine()["date"][:10] + " |")
-    )
+    assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY: 4096." in text
     assert "**not shown: 160 px (not measured)**" in text
     threads = "Threads per run: 1 (`MEDCORE_THREADS`, as a task holding 1 `training` pool slot(s) gets in a night)."
     assert threads in text and "side by side, as two one-slot trainings in a night" in text
@@ -1244,22 +1197,14 @@ def test_the_seeds_section_lists_each_pair_of_chains_and_the_spread_of_their_dif
     text = report.render(results)
     assert "### The same nights with other seeds" in text
     assert (
-        f"| the config’s | 100% | {machine()['cpu']}" in text
-        and "| `nights.json` | pneumonia | 20.0 / 9.0 (0.45×) | 0.930 / 0.910 | -0.020 (-0.033 to -0.010) | worse |"
-        in text
-    )
-    assert "| `nights_seed7.json` | pneumonia | 20.0 / 9.0 (0.45×) | 0.930 / 0.934 | +0.004" in text
-    assert "| `nights_seed42.json` |" in text and "(-0.020 to +0.008) | below, not shown worse |" in text
-    assert (
         "- pneumonia at 100% scale: over 3 seeds continue − retrain averaged -0.007 "
         "(95 % t interval over seeds -0.037 to +0.023; from -0.020 to +0.004); continue below retrain in 2 of 3" in text
     )
     _write(results, "nights_seed9", {**run(9, 0.01, -0.004, 0.024), "retrain_last_night_only": True})
     _write(results, "nights_reduced", {**run(None, -0.07, -0.12, -0.03), "fraction": 0.3})
     text = report.render(results)
-    assert "| `nights_seed9.json` | pneumonia | — / 9.0 (retrain ran its last night only) | 0.930 / 0.940 |" in text
     assert "at 100% scale: over 4 seeds" in text and "continue below retrain in 2 of 4" in text
-    assert "| the config’s | 30% |" in text and "at 30% scale" not in text  # one seed there: no spread
+    assert "at 30% scale" not in text  # one seed there: no spread
 
 
 def test_merge_takes_retrain_run_for_only_the_last_night_and_nothing_else_that_differs(tmp_path, monkeypatch):

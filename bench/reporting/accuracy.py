@@ -40,9 +40,8 @@ def _target_verdict(condition: str, auc: float | None, interval: dict[str, Any] 
 
 def accuracy_table(nightly: dict[str, Any]) -> str:
     lines = [
-        "| condition | profile | px | test AUC (95 % CI) | accuracy | sensitivity | specificity | epochs "
-        "| train min | img/s | peak MB | target |",
-        "|---|---|--:|---|---|---|---|--:|--:|--:|--:|---|",
+        "| condition | profile | px | test AUC (95 % CI) | sens / spec | epochs | target |",
+        "|---|---|--:|---|---|--:|---|",
     ]
     for m in nightly["models"]:
         t, iv, tr = m["test"], m["intervals"], m["training"]
@@ -50,22 +49,19 @@ def accuracy_table(nightly: dict[str, Any]) -> str:
             stage = (m.get("failure") or {}).get("stage", "?")
             lines.append(
                 f"| {m['condition']} | {m['profile']} | {tr.get('image_size') or '–'} | {m['status']} at "
-                f"{stage} | | | | | | | | |"
+                f"{stage} | | | |"
             )
             continue
         epochs = f"{tr['epochs_run']}/{tr['epochs_planned']}" + (" (early stop)" if tr.get("early_stopped") else "")
         lines.append(
             f"| {m['condition']} | {m['profile']} | {tr['image_size']} | {_with_interval(t['roc_auc'], iv.get('roc_auc'))} "
-            f"| {_with_interval(t['accuracy'], iv.get('accuracy'))} | {_with_interval(t['recall'], iv.get('recall'))} "
-            f"| {_with_interval(t['specificity'], iv.get('specificity'))} | {epochs} "
-            f"| {_num((tr['wall_seconds'] or 0) / 60, 1)} | {_num(tr['images_per_second'], 1)} "
-            f"| {_num(tr['peak_memory_mb'], 0)} | {_target_verdict(m['condition'], t['roc_auc'], iv.get('roc_auc'))} |"
+            f"| {_num(t['recall'], 2)} / {_num(t['specificity'], 2)} | {epochs} | {_target_verdict(m['condition'], t['roc_auc'], iv.get('roc_auc'))} |"
         )
     lines += [
         "",
-        "Each set's own test split; 95 % bootstrap intervals by patient; threshold fitted on val (Youden).",
+        "Own test splits; 95 % bootstrap intervals by patient; threshold fitted on val (Youden).",
         "",
-        "Published references for the same original data (`../shared/datasets/README.md`):",
+        "Published references (`../shared/datasets/README.md`):",
         "",
     ]
     seen = []
@@ -73,74 +69,6 @@ def accuracy_table(nightly: dict[str, Any]) -> str:
         if m["condition"] not in seen and m["condition"] in REFERENCES:
             seen.append(m["condition"])
             lines.append(f"- **{m['condition']}**: {REFERENCES[m['condition']]}")
-    return "\n".join(lines) + "\n"
-
-
-def _unit(m: dict[str, Any]) -> str:
-    """What a model's test figures count: studies, images scored out of fold, or test images."""
-    if m.get("unit") == "study":
-        return "per study"
-    if m.get("estimate") == "cross-validation":
-        return "out of fold (cross-validation)"
-    return "per image"
-
-
-def _calibration_change(calibration: dict[str, Any] | None, metric: str) -> str:
-    if not calibration:
-        return "–"
-    before, after = (calibration.get(k, {}).get(metric) or {} for k in ("before", "after"))
-    if before.get("value") is None or after.get("value") is None:
-        return "–"
-    return f"{before['value']:.3f} → {_with_interval(after['value'], after.get('interval'))}"
-
-
-def study_calibration_table(nightly: dict[str, Any]) -> str:
-    """Issue 17's second table: what each model's figures count, kappa, per-image figures, and calibration."""
-    rows = [m for m in nightly["models"] if m["status"] == "succeeded" and "unit" in m]
-    if not rows:
-        return ""
-    lines = [
-        "Unit, kappa, and calibration on test: ECE and Brier raw → after temperature scaling fitted on val.",
-        "",
-        "| condition | profile | unit | ROC AUC (95 % CI) | kappa (95 % CI) | per image ROC AUC (95 % CI) | temperature "
-        "| ECE before → after | Brier before → after |",
-        "|---|---|---|---|---|---|--:|---|---|",
-    ]
-    for m in rows:
-        image = m.get("image_level") or {}
-        calibration = m.get("calibration") or {}
-        lines.append(
-            f"| {m['condition']} | {m['profile']} | {_unit(m)} "
-            f"| {_with_interval(m['test']['roc_auc'], m['intervals'].get('roc_auc'))} "
-            f"| {_with_interval(m.get('kappa'), m['intervals'].get('kappa'))} "
-            f"| {_with_interval(image.get('roc_auc'), (image.get('intervals') or {}).get('roc_auc')) if image else '–'} "
-            f"| {_num(calibration.get('temperature'), 2)} "
-            f"| {_calibration_change(calibration, 'calibration_error')} | {_calibration_change(calibration, 'brier')} |"
-        )
-    lines += [
-        "",
-        "MURA's per-study humerus kappas (datasets README): about 0.44 for a CNN trained from scratch, "
-        "0.60-0.73 for ImageNet-pretrained DenseNets.",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def ensemble_table(nightly: dict[str, Any]) -> str:
-    rows = nightly.get("ensembles") or []
-    if not rows:
-        return ""
-    lines = [
-        "The mean logit of the run's profiles, on the same test images:",
-        "",
-        "| condition | ensemble of | test AUC (95 % CI) | best single profile | target |",
-        "|---|---|---|--:|---|",
-    ]
-    for r in rows:
-        best = max(r["members"].values())
-        lines.append(
-            f"| {r['condition']} | {' + '.join(r['profiles'])} | {_with_interval(r['roc_auc'], r['interval'])} "
-            f"| {best:.3f} | {_target_verdict(r['condition'], r['roc_auc'], r['interval'])} |"
-        )
     return "\n".join(lines) + "\n"
 
 
@@ -154,9 +82,7 @@ def pretraining_summary(record: dict[str, Any]) -> str:
         f"The backbone (`medcore pretrain --profile {record['profile']}`, {record['image_size']} px) learnt from "
         f"{train:,} train images of {len(record['conditions'])} conditions, picking its best epoch "
         f"({record['best_epoch']} of {record['epochs']}) on {val:,} val images by mean per-condition val AUC"
-        f"{f' ({scores})' if scores else ''}. It took {record['wall_seconds'] / 60:.1f} min at "
-        f"{_num(record.get('images_per_second'), 1)} img/s on {record['threads'].get('intra_op') or 'all'} "
-        "threads. No test image of any condition was read, and "
+        f"{f' ({scores})' if scores else ''}. No test image of any condition was read, and "
         + (
             f"{dropped} train/val images that were near duplicates of a test image were left out."
             if dropped
@@ -175,36 +101,26 @@ def shared_backbone_table(scratch: dict[str, Any] | None, shared: dict[str, Any]
     if shared.get("shared_backbone"):
         lines += [pretraining_summary(shared["shared_backbone"]), ""]
     lines += [
-        "| condition | profile | from scratch (table 1) | shared backbone: test AUC (95 % CI) | change "
-        "| epochs | train min | target |",
-        "|---|---|--:|---|--:|--:|--:|---|",
+        "| condition | profile | from scratch | shared backbone: test AUC (95 % CI) | change | target |",
+        "|---|---|--:|---|--:|---|",
     ]
     for m in shared["models"]:
-        t, iv, tr = m["test"], m["intervals"], m["training"]
+        t, iv = m["test"], m["intervals"]
         old = before.get((m["condition"], m["profile"]))
         if m["status"] != "succeeded":
-            lines.append(f"| {m['condition']} | {m['profile']} | {_num(old)} | {m['status']} | | | | |")
+            lines.append(f"| {m['condition']} | {m['profile']} | {_num(old)} | {m['status']} | | |")
             continue
         change = "–" if old is None or t["roc_auc"] is None else f"{t['roc_auc'] - old:+.3f}"
         lines.append(
             f"| {m['condition']} | {m['profile']} | {_num(old)} | "
             f"{_with_interval(t['roc_auc'], iv.get('roc_auc'))} | {change} | "
-            f"{tr['epochs_run']}/{tr['epochs_planned']} | {_num((tr['wall_seconds'] or 0) / 60, 1)} | "
             f"{_target_verdict(m['condition'], t['roc_auc'], iv.get('roc_auc'))} |"
         )
     run = shared["run"]
     done = sum(m["status"] == "succeeded" for m in shared["models"])
     lines += [
         "",
-        f"The night itself (`{shared['config']}`, same DAG under the scheduler): {done}/{len(shared['models'])} "
+        f"The night (`{shared['config']}`): {done}/{len(shared['models'])} "
         f"models in {run['wall_seconds'] / 60:.1f} min wall, CPU busy {run['cpu_busy']:.0%}.",
     ]
-    rows = shared.get("ensembles") or []
-    if rows:
-        lines += [
-            "",
-            "Ensembles of the two profiles (mean logit, as above): "
-            + "; ".join(f"{r['condition']} {_with_interval(r['roc_auc'], r['interval'])}" for r in rows)
-            + ".",
-        ]
     return "\n".join(lines) + "\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from bench.reporting.common import _cpu_id, _num, _with_interval
+from bench.reporting.common import _num, _with_interval
 
 
 def _nights_intro(nights: dict[str, Any]) -> str:
@@ -18,32 +18,11 @@ def _nights_intro(nights: dict[str, Any]) -> str:
     share = nights.get("continue_learning_rate")  # recorded since the warm start's rate became a setting
     rate = f" at {share:.0%} of the profile's learning rate" if share is not None else ""
     return (
-        f"Run: `{nights['command']}` on {scale}: {', '.join(nights['conditions'])} × "
+        f"On {scale}: {', '.join(nights['conditions'])} × "
         f"{', '.join(nights['profiles'])}, {epochs} (a warm start trains {nights['continue_epochs']:.0%} of "
         f"them{rate}), train images arriving in steps of {', '.join(f'{s:.0%}' for s in nights['steps'])}; val and "
-        "test fixed. CPU minutes are the night process's own (user + system)."
+        "test fixed. CPU: the night process's own minutes. Per-night rows: the JSON file."
     )
-
-
-def _night_rows(policies: dict[str, Any]) -> list[str]:
-    lines = [
-        "| policy | night | condition | train / val / test images | wall min | CPU min | plan | decision | "
-        "challenger test AUC (95 % CI) | champion test AUC before → after | images moved (last night / full split) |",
-        "|---|--:|---|---|--:|--:|---|---|---|---|---|",
-    ]
-    for policy, record in policies.items():
-        for night in record["nights"]:
-            for condition, c in night["conditions"].items():
-                images = night["images"][condition]
-                chosen = c["profiles"].get(c["candidate"] or "", {})
-                lines.append(
-                    f"| {policy} | {night['night']} | {condition} | {images['train']} / {images['val']} / "
-                    f"{images['test']} | {night['wall_seconds'] / 60:.1f} | {night['cpu_minutes']:.1f} | {c['mode']} | "
-                    f"{c['decision']} | {_with_interval(c['challenger_test_auc'], chosen.get('test_interval'))} | "
-                    f"{_num(c['champion_before_test_auc'])} → {_num(c['champion_after_test_auc'])} | "
-                    f"{c['moved_since_last_night']} / {c['moved_since_full_split']} |"
-                )
-    return lines
 
 
 def _gate_verdicts(nights: dict[str, Any]) -> list[str]:
@@ -87,7 +66,7 @@ def _policy_verdicts(nights: dict[str, Any]) -> list[str]:
 def nights_table(nights: dict[str, Any]) -> str:
     """Four nights per policy: cost, plan, decision and champion per night; then the targets, judged on the figures."""
     policies = nights["policies"]
-    lines = [_nights_intro(nights), "", *_night_rows(policies), ""]
+    lines = [_nights_intro(nights), ""]
     lines += ["| policy | CPU min, all nights | wall min, all nights | final champion test AUC |", "|---|--:|--:|---|"]
     for policy, record in policies.items():
         last = record["nights"][-1]["conditions"]
@@ -113,40 +92,17 @@ def mean_with_t_interval(values: list[float], confidence: float = 0.95) -> tuple
 
 
 def seeds_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
-    """The same nights repeated with other seeds: per seed and condition, the cost ratio and the final champions
-    compared paired; then the spread of the differences, which one seed cannot show."""
-    lines = [
-        "One pair of chains per seed (`bench/nights.py --seed N`, merged with `--merge`); retrain may run its "
-        "last night only (`--steps 1.0`), which trains the same model but gives no CPU minutes.",
-        "",
-        "| seed | scale | CPU | file | condition | CPU min retrain / continue (ratio) | "
-        "final test AUC retrain / continue | continue − retrain (95 % CI) | reading |",
-        "|---|--:|---|---|---|---|---|---|---|",
-    ]
+    """The same nights repeated with other seeds: the spread of continue − retrain over seeds, which one seed
+    cannot show. Per-seed figures stay in the JSON files."""
     deltas: dict[tuple[str, float], list[float]] = {}
-    for name, run in runs:
-        policies = run["policies"]
-        if not ({"retrain", "continue"} <= set(policies) and run.get("final_paired")):
-            continue
-        cpu = policies["retrain"]["cpu_minutes"], policies["continue"]["cpu_minutes"]
-        costs = (
-            f"— / {cpu[1]:.1f} (retrain ran its last night only)"
-            if run.get("retrain_last_night_only")
-            else f"{cpu[0]:.1f} / {cpu[1]:.1f} ({cpu[1] / cpu[0]:.2f}×)"
-        )
-        where = run.get("machine") or {}
-        widest = next((f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in where.get("flags", [])), None)
-        cpu_name = f"{where.get('cpu', '?')}{_cpu_id(where)}" + (f", {widest}" if widest else "")
-        for condition, d in run["final_paired"].items():
-            deltas.setdefault((condition, run["fraction"]), []).append(d["delta"])
-            reading = "reached" if d["delta"] >= 0 else "below, not shown worse" if d["high"] >= 0 else "worse"
-            lines.append(
-                f"| {run.get('seed', 'the config’s')} | {run['fraction']:.0%} | {cpu_name} | `{name}` | {condition} "
-                f"| {costs} "
-                f"| {d['retrain_auc']:.3f} / {d['continue_auc']:.3f} | {d['delta']:+.3f} "
-                f"({d['low']:+.3f} to {d['high']:+.3f}) | {reading} |"
-            )
-    lines.append("")
+    for _name, run in runs:
+        if {"retrain", "continue"} <= set(run["policies"]) and run.get("final_paired"):
+            for condition, d in run["final_paired"].items():
+                deltas.setdefault((condition, run["fraction"]), []).append(d["delta"])
+    lines = [
+        f"Final champions, continue − retrain, paired on test; seeds from {', '.join(f'`{n}`' for n, _ in runs)}.",
+        "",
+    ]
     for (condition, fraction), values in deltas.items():
         if len(values) > 1:
             mean, low, high = mean_with_t_interval(values)
@@ -203,19 +159,16 @@ def resize_table(resize: dict[str, Any]) -> str:
     # per condition: a condition may override its profile's epochs
     epochs_text = ", ".join(f"{c} {n} epoch{'s' if n != 1 else ''}" for c, n in resize["epochs"].items())
     lines = [
-        f"Run: `{resize['command']}` on {scale}: profile `{resize['profile']}` ({resize['image_size']} px, "
-        f"{epochs_text}) trained from scratch twice, once with `resize: squash` (stretched "
-        "to the square) and once with `resize: pad` (aspect kept, padded with black, the padding masked out of "
-        "Grad-CAM), each by a `medcore run` with a registry of its own unless reused below. Both variants see "
-        "the same images in the same split.",
+        f"Profile `{resize['profile']}` ({resize['image_size']} px, {epochs_text}) on {scale}, trained from "
+        "scratch with `resize: squash` (stretched) and with `resize: pad` (aspect kept, black padding masked out "
+        "of Grad-CAM), same images and split.",
         "",
     ]
     for variant, record in resize["variants"].items():
         if record.get("reused"):
             lines[-1:-1] = [
-                f"The `{variant}` models were not trained again: they are those of `{record['run_folder']}`, "
-                "which trained them from an empty registry with the same profile, data and seed (`--reuse`); "
-                "its run wall time is that of everything it ran.",
+                f"The `{variant}` models were not trained again: they are those of `{record['run_folder']}` "
+                "(same profile, data and seed; its wall time covers all it ran).",
             ]
     for condition, a in resize["aspect"].items():
         w = a.get("width_over_height")
@@ -225,15 +178,13 @@ def resize_table(resize: dict[str, Any]) -> str:
         lines.append(
             f"- **{condition}** images, width / height: mean {w['mean']:.2f}, median {w['median']:.2f}, "
             f"{w['min']:.2f}–{w['max']:.2f} ({a['read']:,} of {a['images']:,} read); "
-            f"{a['square_within_5pct']:.0%} within 5 % of square; a padded input is {a['padding']:.0%} padding "
-            "on average."
+            f"{a['square_within_5pct']:.0%} within 5 % of square; {a['padding']:.0%} padding on average."
         )
     lines += ["", *_resize_rows(resize), ""]
     lines += _paired_lines(resize)
     lines += [
         "",
-        "Run wall time covers the whole `medcore run` (validate, train, evaluate, Grad-CAM, report); "
-        "intervals are 95 % bootstrap intervals resampled by patient.",
+        "Run wall: the whole `medcore run`; 95 % bootstrap intervals by patient.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -264,7 +215,7 @@ def _resize_rows(resize: dict[str, Any]) -> list[str]:
 
 
 def _paired_lines(resize: dict[str, Any]) -> list[str]:
-    lines = ["Paired, pad − squash ROC AUC (each bootstrap draw scores both models on the same patients):", ""]
+    lines = ["Paired pad − squash ROC AUC:", ""]
     for condition, p in resize["paired"].items():
         if not p or not p.get("image"):
             why = (p or {}).get("error") or "a variant has no test predictions"

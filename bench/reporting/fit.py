@@ -58,19 +58,7 @@ def fit_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
 
 
 def chains_table(stem: str, result: dict[str, Any]) -> str:
-    """One budgeted night's chains: epochs run against asked, predicted and actual minutes."""
+    """One budgeted night's chains, one line: each chain's error (budget, planned and took: the summary's row)."""
     night = result["night"]
-    lines = [
-        f"`{stem}` ({cpu_label(result.get('machine') or {}, night.get('cpu_id', ''))}): budget {night['budget_minutes']:.0f} min, "
-        f"full plan {night.get('full_plan_minutes', '–')} min, planned {night['planned_minutes']:.1f}, "
-        f"took {night['took_minutes']:.1f}.",
-        "",
-        "| chain | epochs / asked | predicted min | actual min | error |",
-        "|---|--:|--:|--:|--:|",
-    ]
-    for c in night.get("chains") or []:
-        lines.append(
-            f"| {c['label']} | {c.get('epochs', '–')}/{c.get('epochs_asked', '–')} | {c['predicted_minutes']:.1f} "
-            f"| {c['actual_minutes']:.1f} | {c['error']:+.1%} |"
-        )
-    return "\n".join(lines) + "\n"
+    errors = ", ".join(f"{c['label']} {c['error']:+.1%}" for c in night.get("chains") or [])
+    return f"- `{stem}`: full plan {night.get('full_plan_minutes', '–')} min; chain errors: {errors or '–'}.\n"

@@ -40,7 +40,7 @@ def _budget_verdict(label: str, nightly: dict[str, Any], minutes: int) -> str:
 
 def nightly_table(nightly: dict[str, Any], following: dict[str, Any] | None = None) -> str:
     lines = [
-        "| night | models | run state | wall | CPU busy (both cores) | summed training time | nightly mode | config |",
+        "| night | models | state | wall | CPU busy | summed training | mode | config |",
         "|---|---|---|--:|--:|--:|---|---|",
         _night_row("cold (no champions)", nightly),
     ]
@@ -53,8 +53,9 @@ def nightly_table(nightly: dict[str, Any], following: dict[str, Any] | None = No
         verdicts.append(f"A following night: {_missing('nightly_following').strip()}")
     lines += [
         "",
-        "Targets: " + " ".join(verdicts) + " One DAG run under the embedded Airflow "
-        f"({nightly['run']['executor']}, {nightly['run']['database']}), trigger to final state.",
+        "Targets: "
+        + " ".join(verdicts)
+        + f" One DAG run ({nightly['run']['executor']}, {nightly['run']['database']}).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -83,28 +84,29 @@ def night_cost_tables(result: dict[str, Any]) -> str:
         f"From recorded figures only (`bench/night_cost.py`), {result['slots']} cores, budget "
         f"{result['budget_minutes']:.0f} min; *planned*: the night the planner fits into it.",
         "",
-        "| CPU | source | s per image-epoch 128 / 160 px | shipped cold night: predicted | measured | planned | cuts |",
+        "| CPU | source | s per image-epoch 128 / 160 px | cold night: predicted | measured | planned | cuts |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         measured = f"{r['full_night_measured']} min" if r["full_night_measured"] else "not measured"
-        cuts = "; ".join(r["cuts"]) or "none"
+        dropped = sum("not trained" in c for c in r["cuts"])
+        cuts = f"{len(r['cuts']) - dropped} shortened, {dropped} not trained" if r["cuts"] else "none"
+        source = r["source"].split(":")[0].split(" (")[0]
         lines.append(
-            f"| {r['cpu']} | {r['source']} | {r['seconds_per_image_epoch_128']} / {r['seconds_per_image_epoch_160']} "
+            f"| {r['cpu']} | {source} | {r['seconds_per_image_epoch_128']} / {r['seconds_per_image_epoch_160']} "
             f"| {r['full_night_predicted']} min | {measured} | {r['planned_for_240']} min | {cuts} |"
         )
     lines += [
         "",
-        "The planner against recorded nights, per chain and for the night.",
+        "The planner's backtests per chain (the night's error: BENCHMARKS.md).",
         "",
-        "| night | CPU | how | night: predicted / measured | worst chain | chains within 20 % |",
-        "|---|---|---|---|---|---|",
+        "| night | how | worst chain | chains within 20 % |",
+        "|---|---|---|---|",
     ]
     for t in result["backtests"]:
         worst = max(t["chains"], key=lambda r: abs(r["error"]))
         within = sum(abs(r["error"]) <= 0.20 for r in t["chains"])
         lines.append(
-            f"| `{t['night']}` | {t['cpu']} | {t['kind']} | {t['night_predicted']} / {t['night_actual']} min "
-            f"({t['night_error']:+.1%}) | {worst['chain']} {worst['error']:+.1%} | {within} of {len(t['chains'])} |"
+            f"| `{t['night']}` | {t['kind']} | {worst['chain']} {worst['error']:+.1%} | {within} of {len(t['chains'])} |"
         )
     return "\n".join(lines) + "\n"

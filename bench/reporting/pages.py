@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.reporting import summary
-from bench.reporting.accuracy import accuracy_table, ensemble_table, shared_backbone_table, study_calibration_table
+from bench.reporting.accuracy import accuracy_table, shared_backbone_table
 from bench.reporting.chains import nights_table, resize_table, seeds_table
 from bench.reporting.common import MAKES, _load, _missing
 from bench.reporting.fit import chains_table, fit_table, night_results
 from bench.reporting.night import night_cost_tables, nightly_table, overhead_table
-from bench.reporting.pairs import other_settings_table, pairs_table
+from bench.reporting.pairs import pairs_table
 from bench.reporting.profile import (
     AMX_RESULTS,
     amx_section,
@@ -21,7 +21,7 @@ from bench.reporting.profile import (
     precision_profile_table,
     stages_table,
 )
-from bench.reporting.throughput import ceiling_lines, throughput_table, throughput_tables
+from bench.reporting.throughput import throughput_table, throughput_tables
 
 Loaded = dict[str, dict[str, Any] | None]
 
@@ -33,14 +33,10 @@ NIGHT_COST_MISSING = (
 
 
 def accuracy_page(loaded: Loaded) -> list[str]:
-    """Accuracy per condition and profile, calibration, ensembles, and the shared backbone."""
+    """Accuracy per condition and profile, and the shared backbone."""
     nightly = loaded["nightly"]
     out = ["# Accuracy per condition and profile (real sets)", "", HEADER, ""]
     out.append(accuracy_table(nightly) if nightly else _missing("nightly"))
-    if nightly and study_calibration_table(nightly):
-        out.append(study_calibration_table(nightly))
-    if nightly and nightly.get("ensembles"):
-        out.append(ensemble_table(nightly))
     out += ["## In-domain pre-training: one shared backbone", ""]
     shared = loaded["nightly_shared"]
     out.append(shared_backbone_table(nightly, shared) if shared else _missing("nightly_shared"))
@@ -52,15 +48,10 @@ def throughput_page(results: Path, loaded: Loaded) -> list[str]:
     out = ["# Throughput", "", HEADER, "", *machine_lines(loaded), ""]
     out += ["## Training: the pipeline against plain Keras, in pairs of fresh processes", ""]
     out.append(pairs_table(loaded["train_pairs"]) if loaded["train_pairs"] else _missing("train_pairs"))
-    # The same pairs under other settings (e.g. `--primitive-cache 4096 --out train_pairs_cache4096`); the earlier
-    # ones are superseded (docs/decisions/0005, 0006), so one row per file and size.
-    extras = [(path.stem, json.loads(path.read_text())) for path in sorted(results.glob("train_pairs_*.json"))]
-    if extras:
-        out += ["### The same pairs under other settings", "", other_settings_table(extras)]
-    out += ["## Training in one process: precisions and threads", ""]
+    out += ["## Training in one process: precision and threads", ""]
     tp = loaded["train_throughput"]
     if tp and any("decode" in row for row in tp["sizes"].values()):
-        out += [ceiling_lines(loaded["peak"]), throughput_tables(tp, loaded["peak"])]
+        out.append(throughput_tables(tp))
     else:
         out.append(throughput_table(tp) if tp else _missing("train_throughput"))
     out += ["## Where a training step spends its time", ""]
@@ -89,7 +80,8 @@ def nights_page(results: Path, loaded: Loaded) -> list[str]:
     nightly = loaded["nightly"]
     out.append(nightly_table(nightly, loaded["nightly_following"]) if nightly else _missing("nightly"))
     out += ["## Budgeted nights, per chain", ""]
-    out += [chains_table(stem, result) for stem, result in night_results(results)] or [fit_table([])]
+    budgeted = night_results(results)
+    out += ["".join(chains_table(stem, result) for stem, result in budgeted) or fit_table([])]
     out += ["## What a night costs per CPU kind, and the planner's predictions", ""]
     night_cost = _load(results, "night_cost")
     out.append(night_cost_tables(night_cost) if night_cost else NIGHT_COST_MISSING)

@@ -31,11 +31,11 @@ def _pairs_intro(tp: dict[str, Any], name: str) -> str:
         else "TensorFlow's default pools (every core). "
     )
     return (
-        f"From `bench/results/{name}.json` (`{tp['command']}`): {tp['pairs']} pairs of fresh processes per size, "
-        f"{tp['epochs']} epochs each, the pipeline (`train_model`: tf.data, callbacks, checkpoints) against plain "
+        f"`{name}.json`: {tp['pairs']} pairs of fresh processes per size, "
+        f"{tp['epochs']} epochs each, the pipeline (`train_model`) against plain "
         "`model.fit` on in-memory tensors, "
         + ("side by side, as two one-slot trainings in a night. " if tp.get("together") else "in turn. ")
-        + "Speed: median of the epochs after the first. Threads per run: "
+        + "Threads per run: "
         + threads
         + "ONEDNN_PRIMITIVE_CACHE_CAPACITY: "
         + (f"{cache}." if cache else "unset (oneDNN's default, 1024).")
@@ -75,9 +75,8 @@ def pairs_table(tp: dict[str, Any], name: str = "train_pairs") -> str:
     lines = [
         _pairs_intro(tp, name),
         "",
-        "| size | precision | images × epochs | pipeline img/s (runs min–max) | plain img/s (runs min–max) "
-        "| pipeline / plain: median (pairs min–max) | pairs | ≥ 0.95 | train steps only: median (min–max) "
-        "| pipeline epoch s: train + val + callbacks | plain epoch s: train + val |",
+        "| size | precision | images × epochs | pipeline img/s | plain img/s | pipeline / plain (pairs min–max) "
+        "| pairs | ≥ 0.95 | train steps only | pipeline epoch s: train + val + callbacks | plain epoch s: train + val |",
         "|--:|---|--:|--:|--:|--:|--:|---|--:|--:|--:|",
     ]
     verdicts = {}
@@ -93,27 +92,11 @@ def pairs_table(tp: dict[str, Any], name: str = "train_pairs") -> str:
         "",
         f"Target pipeline / plain ≥ {PAIR_TARGET:.2f} at every shipped size "
         f"({', '.join(f'{s} px' for s in shipped) or 'not recorded'}): **{pairs_overall(verdicts, shipped)}** "
-        "(met: every pair at least 0.95; missed: every pair below; otherwise the noise spans the target). "
-        "Epoch seconds: medians of steady epochs. Median ratio by which side ran first: "
+        "(met: every pair ≥ 0.95; missed: every pair below). Median ratio by which side ran first: "
         f"{orders}.",
     ]
     lines += _cpu_pairs_lines(sizes, shipped)
     lines += _load_lines(tp, f"wall time {(tp.get('wall_seconds') or 0) / 60:.0f} min")
-    return "\n".join(lines) + "\n"
-
-
-def other_settings_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
-    """Earlier settings of the same pairs (superseded): one row per file and size."""
-    lines = [
-        "| file | size | pipeline / plain (pairs min–max) | ≥ 0.95 | date |",
-        "|---|--:|---|---|---|",
-    ]
-    for stem, tp in runs:
-        for size, r in sorted(tp["sizes"].items(), key=lambda kv: int(kv[0])):
-            lines.append(
-                f"| `{stem}` | {size} px | {r['ratio']:.3f} ({r['ratio_min']:.3f}–{r['ratio_max']:.3f}) "
-                f"| {pair_verdict(r['ratio_min'], r['ratio_max'], r['n_pairs'])} | {tp['machine']['date'][:10]} |"
-            )
     return "\n".join(lines) + "\n"
 
 
@@ -129,11 +112,10 @@ def _cpu_pairs_lines(sizes: list[tuple[str, dict[str, Any]]], shipped: list[int]
 
     lines = [
         "",
-        "The same pairs per CPU-second of each run's own process (every thread); idle and steal: the whole "
-        "machine's, from /proc/stat.",
+        "Per CPU-second of each run's own process; idle and steal: the whole machine's.",
         "",
-        "| size | pipeline img per CPU-s | plain img per CPU-s | pipeline / plain per CPU-second: median (pairs "
-        "min–max) | ≥ 0.95 | CPU share of wall: pipeline / plain | machine idle | machine steal |",
+        "| size | pipeline img/CPU-s | plain img/CPU-s | ratio per CPU-s (pairs min–max) | ≥ 0.95 "
+        "| CPU / wall: pipeline / plain | idle | steal |",
         "|--:|--:|--:|--:|---|--:|--:|--:|",
     ]
     verdicts = {}

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from bench.reporting.common import _cpu_id, _missing
-from bench.reporting.throughput import ceiling_lines, throughput_tables
+from bench.reporting.throughput import throughput_tables
 
 AMX_RESULTS = ("peak_amx", "train_throughput_amx", "precision_profile_amx")
+WIDEST = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")  # a machine's widest vector extension names it
 
 
 def machine_lines(loaded: dict[str, dict[str, Any] | None]) -> list[str]:
@@ -19,20 +20,19 @@ def machine_lines(loaded: dict[str, dict[str, Any] | None]) -> list[str]:
             by_machine.setdefault((m["cpu"], m.get("cpu_id"), tuple(m["flags"])), (m, []))[1].append(name)
     label = "Machine" if len(by_machine) == 1 else "Machines"
     return [
-        f"- **{label}**: {m['cpu']}{_cpu_id(m)}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; flags: "
-        f"{', '.join(m['flags']) or 'none of note'}; {m['os']}, Python {m['python']}"
+        f"- **{label}**: {m['cpu']}{_cpu_id(m)}, {m['cores']} cores, no GPU, "
+        f"{next((f for f in WIDEST if f in m['flags']), 'no AVX2')}"
         + ("" if len(by_machine) == 1 else f"; measured here: {', '.join(names)}")
         for m, names in by_machine.values()
     ]
 
 
 def amx_section(loaded: dict[str, dict[str, Any] | None]) -> str:
-    """Ceiling, precisions side by side and the kernel profile, from the results measured on an AMX machine."""
+    """Precisions and the kernel profile, from the results measured on an AMX machine (peak_amx: in its JSON)."""
     peak, tp, prof = (loaded[name] for name in AMX_RESULTS)
     cpu = next(r["machine"]["cpu"] for r in (peak, tp, prof) if r)
-    parts = [f"Measured on {cpu} (AMX), one machine, one session; compare these with each other only.\n"]
-    parts.append(ceiling_lines(peak) if peak else _missing("peak_amx"))
-    parts.append(throughput_tables(tp, peak) if tp else _missing("train_throughput_amx"))
+    parts = [f"Measured on {cpu} (AMX), one session; compare these with each other only.\n"]
+    parts.append(throughput_tables(tp, threads=False) if tp else _missing("train_throughput_amx"))
     parts.append(precision_profile_table(prof) if prof else _missing("precision_profile_amx"))
     return "\n".join(parts)
 
@@ -52,13 +52,17 @@ def op_ms_by_category(row: dict[str, Any]) -> dict[str, float]:
     return cats
 
 
+def _base_isas(isas: list[str]) -> list[str]:
+    """oneDNN's ISAs without the per-kernel variants (`x+brg_conv_fwd:x`), `gemm:jit` and `uni`."""
+    return [i for i in isas if "+" not in i and ":" not in i and i != "uni"]
+
+
 def precision_profile_table(prof: dict[str, Any]) -> str:
     from bench.precision_profile import CATEGORIES
 
     lines = [
-        f"One training step at {prof['size']} px, batch {prof['batch']}, {prof['steps']} steps under "
-        "TensorFlow's profiler with `ONEDNN_VERBOSE=1` (`bench/precision_profile.py`); op time by kind as a "
-        "share of all op time:",
+        f"Op time by kind, {prof['size']} px, batch {prof['batch']}, {prof['steps']} profiled steps "
+        "(`bench/precision_profile.py`):",
         "",
         "| variant | img/s (profiled) | oneDNN ISA | " + " | ".join(CATEGORIES) + " |",
         "|---|--:|---|" + "--:|" * len(CATEGORIES),
@@ -67,7 +71,7 @@ def precision_profile_table(prof: dict[str, Any]) -> str:
         cats = op_ms_by_category(row)
         total = sum(cats.values()) or 1
         lines.append(
-            f"| `{name}` | {row['images_per_second']:.1f} | {', '.join(row['onednn']['isas']) or '–'} | "
+            f"| `{name}` | {row['images_per_second']:.1f} | {', '.join(_base_isas(row['onednn']['isas'])) or '–'} | "
             + " | ".join(f"{cats.get(c, 0) / total:.0%}" for c in CATEGORIES)
             + " |"
         )
@@ -78,11 +82,9 @@ def deletion_baselines_table(result: dict[str, Any]) -> str:
     """Grad-CAM's deletion test on a night's models under each fill: what the fill removes, and the verdict."""
     s = result["settings"]
     lines = [
-        f"The Grad-CAM stage's deletion test run again on the night's trained models (`{result['run_folder']}`), "
-        f"once per fill for the deleted pixels: the {s['deletion_images']} test images each model scores "
-        f"highest, {s['deletion_steps']} steps, {s['random_maps']} random maps per image, seed {s['seed']}. "
-        "Logits are means over those images; the verdict is the paired one-sided Wilcoxon test of Grad-CAM's "
-        f"area against the random maps' at level {s['alpha']}.",
+        f"The deletion test rerun per fill on `{result['run_folder']}`: top {s['deletion_images']} test images, "
+        f"{s['deletion_steps']} steps, {s['random_maps']} random maps each, seed {s['seed']}; mean logits; "
+        f"one-sided paired Wilcoxon, level {s['alpha']}.",
         "",
         "| model | map | fill | logit intact → all deleted | Grad-CAM area | random area | Grad-CAM wins | p | verdict |",
         "|---|---|---|---|--:|--:|--:|--:|---|",
@@ -105,18 +107,18 @@ def stages_table(stages: dict[str, Any] | None, validate: dict[str, Any] | None)
     lines = []
     if stages:
         lines += [
-            "| size | inference img/s (`predict_files`) | Grad-CAM img/s | Grad-CAM first call |",
+            "| size | inference img/s | Grad-CAM img/s | Grad-CAM first call |",
             "|--:|--:|--:|--:|",
         ]
         for size, row in sorted(stages["sizes"].items(), key=lambda kv: int(kv[0])):
             lines.append(
                 f"| {size} px | {row['inference_images_per_second']:.1f} | {row['gradcam_images_per_second']:.1f} "
-                f"| {row['gradcam_first_call_seconds']:.1f} s ({row['gradcam_images']} images) |"
+                f"| {row['gradcam_first_call_seconds']:.1f} s |"
             )
         lines += [
             "",
-            f"Inference on {stages['inference_source']} (decode and resize included); Grad-CAM on layer "
-            "`relu` in batches of 32.",
+            f"Inference (`predict_files`, decode included) on {stages['inference_source']}; Grad-CAM on `relu`, "
+            "batches of 32.",
             "",
         ]
     else:
@@ -124,10 +126,9 @@ def stages_table(stages: dict[str, Any] | None, validate: dict[str, Any] | None)
     if validate:
         full = validate["full"]
         lines.append(
-            f"Validation ({validate['condition']}, {full['images']} images, one decode pass): "
-            f"{validate['images_per_second']:.0f} img/s on {validate['cpus']} CPUs, peak RSS "
-            f"{full['peak_mb']:.0f} MB; a half-size copy peaks at {validate['half']['peak_mb']:.0f} MB "
-            f"(ratio {validate['peak_rss_ratio']:.2f}: memory does not grow with the set)."
+            f"Validation ({validate['condition']}, {full['images']} images): {validate['images_per_second']:.0f} "
+            f"img/s on {validate['cpus']} CPUs, peak RSS {full['peak_mb']:.0f} MB, half the set "
+            f"{validate['half']['peak_mb']:.0f} MB."
         )
     else:
         lines.append(_missing("validate_speed"))
