@@ -108,6 +108,7 @@ def variant_name(mode: str, fused: bool) -> str:
     return f"{mode}+fused_bn" if fused else mode
 
 
+@dataclasses.dataclass
 class Worker:
     """This script running again as a worker process, with the file its stderr goes to."""
 

@@ -1085,7 +1085,7 @@ def test_paired_mode_runs_each_side_in_its_own_process_in_alternating_order(tmp_
     assert pair["together"] is True and pipe["started_at_seconds"] == plain["started_at_seconds"]
     assert pipe["pid"] != plain["pid"]
     assert max(pipe["lived"][0], plain["lived"][0]) < min(pipe["lived"][1], plain["lived"][1])  # they overlapped
-    assert "started at once and running side by side" in r_pairs.pairs_table(together, "pairs_together")
+    assert "side by side, as two one-slot trainings in a night" in r_pairs.pairs_table(together, "pairs_together")
 
 
 def test_cpu_sampler_reports_steal_and_services_their_own_cpu(tmp_path):
@@ -1128,7 +1128,7 @@ def test_deletion_baselines_rerun_the_stage_test_on_a_saved_model_once_per_fill(
     from medcore.config import GradcamSettings
     from medcore.data.datasets import load_images
     from medcore.layout import ModelLayout
-    from tests.test_gradcam import _phantom_cnn, _phantoms
+    from tests.assess.test_gradcam import _phantom_cnn, _phantoms
 
     images, labels = _phantoms(0, 160, 64)
     model = _phantom_cnn(64, seed=0)
