@@ -40,9 +40,14 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+VALIDATE_OUTPUTS = ("validation.json", "validation.txt", "split.csv")
+VALIDATE_MARKER = ".medcore-validate"  # says the folder's validation files are validate's own, which a rerun replaces
+
+
 def _output_folder(out: Path, config) -> Path:
-    """`--out` as a folder to write into: not an existing file, and never inside a dataset (data stays read-only)."""
-    if out.exists() and not out.is_dir():
+    """`--out` as a folder to write into: not an existing file, never inside a dataset (data stays read-only),
+    and never over a validation.json, validation.txt or split.csv that an earlier `validate` did not write."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise MedcoreError(f"{out}: exists and is not a folder; --out names a folder for validation.json")
     resolved = out.resolve()
     for condition in config.conditions.values():
@@ -51,6 +56,13 @@ def _output_folder(out: Path, config) -> Path:
             raise MedcoreError(
                 f"{out}: inside the dataset folder of {condition.name} ({dataset}); "
                 "validation never writes into data, pick a folder elsewhere"
+            )
+    ours = (out / VALIDATE_MARKER).is_file()
+    for name in VALIDATE_OUTPUTS:
+        target = out / name
+        if target.is_symlink() or (target.exists() and not (ours and target.is_file())):
+            raise MedcoreError(
+                f"{target}: exists and was not written by medcore validate; name a new folder or remove it"
             )
     return out
 
@@ -68,6 +80,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     out = _output_folder(Path(args.out), config)
     result = validate_condition(config, config.conditions[args.condition])
     try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / VALIDATE_MARKER, "written by medcore validate; a rerun replaces its files here\n")
         write_json(out / "validation.json", result.to_dict())
         atomic_write_text(out / "validation.txt", result.summary())
         if result.manifest is not None:  # the split a run would train on, to inspect without training

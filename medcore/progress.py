@@ -7,6 +7,7 @@ imports Airflow or TensorFlow: `medcore watch` runs beside `airflow dags test` a
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from medcore.jsonio import read_json
+from medcore.jsonio import check_output_file, file_mode, read_json
 from medcore.layout import ModelLayout, RunLayout, is_run_folder_name
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 STAGES = ("validate", "train", "evaluate", "gradcam")
+WATCH_LOG_HEADER = "# medcore watch: the watched command's output follows"
 # Share of a demo chain's time each stage takes (measured on the demo, 128 px): the estimate weighs by it.
 STAGE_WEIGHTS = {"validate": 0.05, "train": 0.6, "evaluate": 0.1, "gradcam": 0.25}
 
@@ -232,9 +234,15 @@ def watch(
     """
     start = time.time()
     log.parent.mkdir(parents=True, exist_ok=True)
+    # Never truncate what is not ours: absent, or a log this command wrote before (its first line says so);
+    # O_NOFOLLOW closes the gap between that check and the open for a symlink planted in between.
+    check_output_file(log, WATCH_LOG_HEADER)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, file_mode())
     shown = " ".join([Path(command[0]).name, *command[1:4]]).replace("\n", " ")[:80]
     print(f"[0:00] started: {shown} (log: {log})", file=out, flush=True)
-    with open(log, "wb") as sink:
+    with os.fdopen(fd, "wb") as sink:
+        sink.write(f"{WATCH_LOG_HEADER}\n".encode())
+        sink.flush()
         child = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
         try:
             _follow(child, log, runs_root, airflow_db, start, interval, heartbeat, out)

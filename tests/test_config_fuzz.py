@@ -29,7 +29,7 @@ BASE = {
     "seed": 7,
     "split": {"val_fraction": 0.2, "test_fraction": 0.2},
     "gradcam": {"layer": "relu", "samples": 2},
-    "evaluation": {"bootstrap_resamples": 200, "confidence": 0.95, "threshold_rule": "youden", "min_per_class": 5},
+    "evaluation": {"bootstrap_resamples": 1000, "confidence": 0.95, "threshold_rule": "youden", "min_per_class": 5},
     "validation": {
         "min_class_fraction": 0.05,
         "near_duplicate_distance": 16,

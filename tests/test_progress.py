@@ -7,6 +7,8 @@ import sqlite3
 import sys
 import textwrap
 
+import pytest
+
 from medcore.jsonio import write_json
 from medcore.layout import RunLayout
 from medcore.progress import eta_text, progress_line, read_progress, running_tasks, watch
@@ -97,3 +99,24 @@ def test_watch_prints_at_once_names_a_failure_and_where_the_log_is(tmp_path):
     )
     assert lines[-1] == f"log: {log}"
     assert "ERROR" in log.read_text()
+
+
+def test_watch_writes_only_a_log_it_owns(tmp_path):
+    """--log over a file someone else wrote, or over a symlink, is refused before the command starts and
+    leaves both as they were; over its own earlier log it starts again."""
+    from medcore.errors import MedcoreError
+
+    (tmp_path / "precious").write_text("keep\n")
+    foreign, link, own = tmp_path / "foreign.log", tmp_path / "link.log", tmp_path / "own.log"
+    foreign.write_text("not medcore's\n")
+    link.symlink_to(tmp_path / "precious")
+    marker = tmp_path / "ran"
+    command = [sys.executable, "-c", f"open({str(marker)!r}, 'w').write('x'); print('hello')"]
+    for path in (foreign, link):
+        with pytest.raises(MedcoreError, match=r"not written by this command|is a symlink"):
+            watch(command, path, tmp_path / "runs", interval=0.1, out=io.StringIO())
+    assert not marker.exists(), "a refused log must stop the command from starting"
+    assert foreign.read_text() == "not medcore's\n" and (tmp_path / "precious").read_text() == "keep\n"
+    for _ in range(2):
+        assert watch(command, own, tmp_path / "runs", interval=0.1, out=io.StringIO()) == 0
+    assert own.read_text().splitlines()[1:] == ["hello"]
