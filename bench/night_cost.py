@@ -177,19 +177,8 @@ def _scaled(ref: Speed, per: float, ratio: float, cpu_id: str, source: str) -> S
     )
 
 
-ISSUE_AVX2_SOURCE = (
-    "issue 33's text (another session, not a file here): limb standard alone, an epoch of 1,082 images plus val in "
-    "234-244 CPU s; 239 CPU s taken as one core's wall in a night; other stages: the Zen 5 night's, scaled by speed"
-)
-
-
-def issue_avx2(reference: dict[str, Any]) -> tuple[str, Speed]:
-    """The AVX2-only EPYC of issue 33 (family 25 model 1): its CPU seconds per epoch as one core's night speed."""
-    per = 239.0 / 1082
-    ref = night_speed(reference)
-    ratio = per / ref.per_image_epoch(128)
-    label = "AMD EPYC (family 25 model 1), AVX2"
-    return label, _scaled(ref, per, ratio, label, ISSUE_AVX2_SOURCE)
+# Measured nights on AVX2-only CPUs (bench/nightly.py): real CPUs only, not ONEDNN_MAX_CPU_ISA emulations.
+AVX2_NIGHTS = ("avx2_standard_b95.json", "avx2_zen3_standard_b90.json")
 
 
 def cost_row(label: str, speed: Speed, shipped: list[Chain], measured: float | None, source: str) -> dict[str, Any]:
@@ -222,10 +211,13 @@ def main(argv: list[str] | None = None) -> int:
         for n in (amx, zen5)
     ]
     rows.append(cost_row(avx2.cpu_id, avx2, shipped, None, f"{avx2.source} ({avx2_date})"))
-    rows.append(cost_row(*issue_avx2(zen5), shipped, None, ISSUE_AVX2_SOURCE))
+    avx2_nights = [recorded_night(n) for n in AVX2_NIGHTS if (RESULTS / n).is_file()]
+    for night in avx2_nights:  # the shipped night at the speed a real AVX2 night measured (5 standard chains)
+        rows.append(cost_row(cpu_label(night["machine"]), night_speed(night), shipped, None,
+                             f"{night['name']} ({night['date']}), its own chains' speed"))  # fmt: skip
     tests = [
         {**backtest(n, lambda c, n=n: night_speed(n, (c["condition"], c["profile"]))), "kind": "leave one out"}
-        for n in (amx, zen5, following)
+        for n in (amx, zen5, following, *avx2_nights)
     ]
     cold = night_speed(amx)
     tests.append({**backtest(following, lambda c: cold), "kind": f"from {amx['name']} (the evening before)"})

@@ -101,7 +101,9 @@ def load_images(paths: Sequence[str | Path], size: int, batch_size: int = 32, re
         return np.zeros((0, size, size, 3), np.float32)
     frame = pd.DataFrame({"path": [str(p) for p in paths], "label": np.zeros(len(paths), np.float32)})
     # Profile validates `resize` at run time (anything but squash/pad still raises there); the cast is typing only.
-    profile = Profile("gradcam", image_size=size, batch_size=batch_size, resize=cast("Literal['squash', 'pad']", resize))
+    profile = Profile(
+        "gradcam", image_size=size, batch_size=batch_size, resize=cast("Literal['squash', 'pad']", resize)
+    )
     data = make_dataset(frame, profile, training=False, seed=0)
     return np.concatenate([images.numpy() for images, _ in data]).astype(np.float32)
 
@@ -196,13 +198,28 @@ def image_dataset(
     def decode(path):
         return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
 
+    def within_resize_budget(image):
+        """float32 for the antialiased resize, which copies its input as float32 (4 bytes a sample): an image
+        over RESIZE_INPUT_PIXELS is first area-averaged to that many pixels straight from uint8, so a film
+        validation let through at its decode limit is not copied at four times that size. Below it the
+        cast is exact and the resize reads the same values as before."""
+        height, width = tf.shape(image)[0], tf.shape(image)[1]
+        pixels = tf.cast(height, tf.float64) * tf.cast(width, tf.float64)
+
+        def reduced():
+            scale = tf.sqrt(RESIZE_INPUT_PIXELS / pixels)
+            shape = tf.cast(tf.math.ceil(tf.cast(tf.stack([height, width]), tf.float64) * scale), tf.int32)
+            return tf.image.resize(image, shape, method="area")
+
+        return tf.cond(pixels > RESIZE_INPUT_PIXELS, reduced, lambda: tf.cast(image, tf.float32))
+
     def load(path, is_dicom, *rest):
         if not dicom.any():
-            image = decode(path)  # the JPEG/PNG path stays exactly what it was
+            image = within_resize_budget(decode(path))
         elif dicom.all():
             image = read_dicom(path)
         else:
-            image = tf.cond(is_dicom, lambda: read_dicom(path), lambda: tf.cast(decode(path), tf.float32))
+            image = tf.cond(is_dicom, lambda: read_dicom(path), lambda: within_resize_budget(decode(path)))
         if resize == "pad":
             image = tf.image.resize_with_pad(image, size, size, antialias=True)
         else:
@@ -224,6 +241,9 @@ def image_dataset(
 
 # Batches read ahead: the cached, decoded tensors are ready at once, so a step never waits for more.
 PREFETCH_BATCHES = 2
+# Above this many pixels (4096^2; the real sets here are about 256 px a side) an image is area-averaged down
+# before the antialiased resize, whose float32 copy of its input is the largest allocation in decoding.
+RESIZE_INPUT_PIXELS = 4096.0 * 4096.0
 
 
 def input_options():
@@ -232,8 +252,8 @@ def input_options():
     With autotuning on, each iterator runs a model thread that sleeps between tuning rounds, and Keras
     drops the epoch's iterator at every epoch end; on these VMs that drop often waited for the thread's
     sleep to end, with the process's threads all blocked and the CPU idle for up to tens of seconds an
-    epoch (docs/decisions/0006-tf-data-autotune-off.md, issue 16). Decoding happens once (the cache), so fixed parallelism and a
-    fixed read-ahead lose nothing that tuning would find.
+    epoch (docs/decisions/0006-tf-data-autotune-off.md, issue 16). Decoding happens once (the cache), so
+    fixed parallelism and a fixed read-ahead lose nothing that tuning would find.
     """
     import tensorflow as tf
 
