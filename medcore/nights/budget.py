@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-# The prediction and the ladder (pure arithmetic) live in medcore.nights.ladder; re-exported for callers.
 from medcore.nights.ladder import (
     CHAMPION_RESCORING,
     INFERENCE_SHARE,
@@ -40,6 +39,9 @@ from medcore.nights.ladder import (
     pack,
     predict_chain,
 )
+
+# The prediction and the ladder (pure arithmetic) live in medcore.nights.ladder; re-exported for callers.
+from medcore.nights.speed_probe import PROBE_VERSION
 
 __all__ = [
     "Chain",
@@ -241,7 +243,7 @@ def probe_speed(
 
     cache = Path(runs_root) / SPEED_DIR / (re.sub(r"[^A-Za-z0-9._-]+", "_", cpu) + ".json")
     found = _read(cache)
-    if not found:
+    if not found or found.get("version") != PROBE_VERSION:  # an older probe's figure: measured again
         command = [sys.executable, "-m", "medcore.nights.speed_probe", "--seconds", str(seconds)]
         try:
             # The probe times itself for `seconds`; the hard limit only ends a hung child. On a loaded machine

@@ -223,13 +223,19 @@ def test_the_probe_is_measured_once_per_cpu_id_and_a_failed_probe_gives_no_speed
 
     def child(command, timeout):
         calls.append(command)
-        return 'noise\n{"image_size": 128, "seconds_per_image": 0.3, "steps": 4, "precision": "float32"}\n'
+        return (
+            'noise\n{"image_size": 128, "seconds_per_image": 0.3, "steps": 6, "precision": "float32", "version": 2}\n'
+        )
 
     speed = probe_speed(tmp_path, "amd family 23 model 1 stepping 2 avx2", run=child)
     assert speed.per_image_epoch(128) == pytest.approx(0.3 * (1 + 0.2 / 3))
     assert "probe" in speed.source and len(calls) == 1 and "medcore.nights.speed_probe" in calls[0]
     assert (tmp_path / SPEED_DIR / "amd_family_23_model_1_stepping_2_avx2.json").is_file()
     assert probe_speed(tmp_path, "amd family 23 model 1 stepping 2 avx2", run=child) == speed and len(calls) == 1
+    # A figure the earlier probe cached (small batches, one step each: 39 % high on an AVX2 EPYC) is measured again.
+    (tmp_path / SPEED_DIR / "old_cpu.json").write_text('{"image_size": 128, "seconds_per_image": 0.9, "steps": 2}')
+    assert probe_speed(tmp_path, "old cpu", run=child).per_image_epoch(128) == speed.per_image_epoch(128)
+    assert len(calls) == 2
 
     def broken(command, timeout):
         raise RuntimeError("probe took over 90 s")
