@@ -2,7 +2,7 @@
 
 Pure: no Airflow, no TensorFlow (the probe runs in a child process, `medcore.nights.speed_probe`). The speed comes from
 this machine's own measurements: the last nights' `training.json` and stage timings for the same CPU id,
-else a probe of at most 30 s cached per CPU id. A chain is validate + train + evaluate + Grad-CAM; the
+else a probe of about a minute cached per CPU id. A chain is validate + train + evaluate + Grad-CAM; the
 night is the chains packed longest-first onto the training pool's slots (one per core).
 
 When the predicted night is over budget it is cut by a ladder, per condition, only as far as it must and
@@ -178,6 +178,11 @@ def epoch_cost_from_history(history: Mapping[str, Sequence[float]] | None, epoch
 # --- this machine's records: what the planner reads before a night -------------------------------------
 __all__ += ["machine_speed", "probe_speed", "last_chain_records", "chains_for", "plan_for_run", "SPEED_DIR"]
 PROBE_KILL_SECONDS = 300.0
+# The probe times one training alone, in CPU seconds; in a night each training shares the cores with the other
+# slot's evaluation and Grad-CAM and with Airflow's own processes. On the AVX2 EPYC night of 2026-12-07
+# (bench/results/avx2_zen3_standard_b90.json) the four large trainings took 1.18x their CPU seconds in wall
+# time (1.12-1.24 each), while the probe's CPU figure matched their CPU seconds within 2 %.
+PROBE_WALL_PER_CPU = 1.18
 SPEED_DIR = ".speed"  # under the runs root: the probe's figure per CPU id (no run.json: not a run)
 
 
@@ -263,7 +268,7 @@ def probe_speed(
         cpu_id=cpu,
         source=f"a {found.get('steps', '?')}-step probe ({found.get('execution', 'eager')}, {found.get('precision')})",
         # An epoch also passes over val (a fifth of train, forward only): about 7 % on top of the training images.
-        seconds_per_image_epoch={size: per_image * (1 + 0.2 * INFERENCE_SHARE)},
+        seconds_per_image_epoch={size: per_image * (1 + 0.2 * INFERENCE_SHARE) * PROBE_WALL_PER_CPU},
     )
 
 

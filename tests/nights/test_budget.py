@@ -217,7 +217,7 @@ def test_only_a_champion_at_the_minimum_tier_or_better_may_be_skipped(tiny_confi
 def test_the_probe_is_measured_once_per_cpu_id_and_a_failed_probe_gives_no_speed(tmp_path):
     """The child's JSON becomes a speed (val share added) and is cached under the runs root by CPU id; a probe that
     fails or times out gives None, so the plan keeps the full night and says why."""
-    from medcore.nights.budget import SPEED_DIR, probe_speed
+    from medcore.nights.budget import PROBE_WALL_PER_CPU, SPEED_DIR, probe_speed
 
     calls = []
 
@@ -228,7 +228,7 @@ def test_the_probe_is_measured_once_per_cpu_id_and_a_failed_probe_gives_no_speed
         )
 
     speed = probe_speed(tmp_path, "amd family 23 model 1 stepping 2 avx2", run=child)
-    assert speed.per_image_epoch(128) == pytest.approx(0.3 * (1 + 0.2 / 3))
+    assert speed.per_image_epoch(128) == pytest.approx(0.3 * (1 + 0.2 / 3) * PROBE_WALL_PER_CPU)
     assert "probe" in speed.source and len(calls) == 1 and "medcore.nights.speed_probe" in calls[0]
     assert (tmp_path / SPEED_DIR / "amd_family_23_model_1_stepping_2_avx2.json").is_file()
     assert probe_speed(tmp_path, "amd family 23 model 1 stepping 2 avx2", run=child) == speed and len(calls) == 1
