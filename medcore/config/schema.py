@@ -354,7 +354,7 @@ class NightSettings:
     # A training stops at the end of the epoch that would overrun (predicted x (1 + margin) + slack).
     deadline_margin: float = _number(0.5, 0.0, 10.0, "a chain's training deadline: its prediction times 1 + this")
     deadline_slack_minutes: float = _number(10.0, 0.0, 1440.0, "plus these minutes (start-up varies most)")
-    probe: bool = _flag(True, "time a <= 30 s DenseNet121 probe when no night on this CPU kind has been measured")
+    probe: bool = _flag(True, "time a DenseNet121 probe (about 1 min) when no night on this CPU kind was measured")
 
 
 @dataclass(frozen=True, config=_SETTINGS)
