@@ -335,7 +335,7 @@ class _Ladder:
                 epochs = self.epochs[c.key]
                 cost = epoch_cost(c, epochs) if epoch_cost else None
                 below = " (below the floor of the ladder: the last resort)" if epochs < c.min_epochs else ""
-                what = f"{epochs} epochs instead of {c.epochs}{below}"
+                what = f"{epochs} epoch{'s' if epochs != 1 else ''} instead of {c.epochs}{below}"
                 why = f"{self.over}; early stopping on val still keeps the best epoch"
                 self.cuts.insert(0, Cut("epochs", c.condition, c.profile, what, why, cost))
 
