@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+# The prediction and the ladder (pure arithmetic) live in medcore.nights.ladder; re-exported for callers.
 from medcore.nights.ladder import (
     CHAMPION_RESCORING,
     INFERENCE_SHARE,
@@ -39,9 +40,7 @@ from medcore.nights.ladder import (
     pack,
     predict_chain,
 )
-
-# The prediction and the ladder (pure arithmetic) live in medcore.nights.ladder; re-exported for callers.
-from medcore.nights.speed_probe import PROBE_VERSION
+from medcore.nights.speed_probe import PROBE_VERSION  # no TensorFlow at import: it loads inside probe()
 
 __all__ = [
     "Chain",
