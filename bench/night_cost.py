@@ -178,7 +178,7 @@ def _scaled(ref: Speed, per: float, ratio: float, cpu_id: str, source: str) -> S
 
 
 # Measured nights on AVX2-only CPUs (bench/nightly.py): real CPUs only, not ONEDNN_MAX_CPU_ISA emulations.
-AVX2_NIGHTS = ("avx2_standard_b95.json", "avx2_zen3_standard_b90.json")
+AVX2_NIGHTS = ("avx2_standard_b95.json", "avx2_zen3_standard_b90.json")  # b55 is the same CPU: one row is enough
 
 
 def cost_row(label: str, speed: Speed, shipped: list[Chain], measured: float | None, source: str) -> dict[str, Any]:
