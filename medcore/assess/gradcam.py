@@ -37,7 +37,7 @@ from medcore.assess.faithfulness import (
 )
 from medcore.data.datasets import load_images
 from medcore.errors import MedcoreError
-from medcore.jsonio import atomic_write_bytes, write_json
+from medcore.jsonio import atomic_write_bytes, read_json, write_json
 
 if TYPE_CHECKING:
     from medcore.config import GradcamSettings
@@ -174,6 +174,7 @@ def _probes(
         temperature=temperature,
         strongest=(images, signed),
         seed=settings.seed or 0,
+        model_auc=_test_auc(paths),
     )
     probes["plot"] = atomic_write_bytes(paths.gradcam_probes_png, render_probes_plot(probes, title))
     for finding in probes["findings"]:
@@ -182,13 +183,27 @@ def _probes(
     return probes
 
 
+def _test_auc(paths: ModelLayout) -> dict[str, Any] | None:
+    """The evaluation's test ROC AUC and its interval ({value, low, high}), None where it recorded none."""
+    if not paths.metrics_json.exists():
+        return None
+    metrics = read_json(paths.metrics_json)
+    value, bounds = metrics.get("roc_auc"), (metrics.get("intervals") or {}).get("roc_auc") or {}
+    if not isinstance(value, (int, float)) or bounds.get("low") is None or bounds.get("high") is None:
+        return None
+    return {"value": float(value), "low": float(bounds["low"]), "high": float(bounds["high"])}
+
+
 def _not_evidence(faithful: dict[str, Any], probes: dict[str, Any] | None) -> list[str]:
     """Why the overlays must not be read as evidence of what the model looks at (empty: no known reason)."""
     reasons = []
     if not faithful.get("better_than_random"):
         reasons.append("deleting where Grad-CAM points lowers the score no faster than deleting at random")
     if probes and (probes.get("sanity") or {}).get("fires"):
-        reasons.append("the maps barely change when the model's weights are randomised (or show nothing)")
+        reasons.append(
+            "the maps barely change when the model's weights are randomised (or show nothing, or explain a model "
+            "at chance)"
+        )
     return reasons
 
 

@@ -124,11 +124,21 @@ def _probe_lines(probes: dict[str, Any]) -> list[str]:
         )
         lines.append(
             f"- Model randomisation ({sanity['images']} images): {stages}: "
+            + _model_auc_clause(sanity)
             + ("**fires**, the overlays are not evidence" if sanity["fires"] else "does not fire")
             + f" ({sanity['rule']})."
         )
     lines += [f"- Finding `{f['code']}` ({f['severity']}): {f['message']}." for f in probes.get("findings") or []]
     return lines
+
+
+def _model_auc_clause(sanity: dict[str, Any]) -> str:
+    """The check's premise as read: the model's test ROC AUC interval, and whether it reaches down to chance."""
+    auc = sanity.get("model_auc")
+    if not auc:
+        return ""
+    where = "reaches chance" if sanity.get("at_chance") else "above chance"
+    return f"model ROC AUC {_f(auc['value'])} ({_f(auc['low'])}–{_f(auc['high'])}, {where}): "
 
 
 def _scored(metrics: dict[str, Any]) -> str:

@@ -25,10 +25,12 @@ examples) that the report and the model card show:
   times each. Per image, Spearman's rank correlation and SSIM between the maps as shown. It fires when,
   at any stage, the median rank correlation is at least `sanity_max_similarity` (the maps barely change:
   they do not show what the trained weights do), or when the model's own maps are blank (all zero after
-  Grad-CAM's ReLU) on at least half the images; the overlays are then marked "not evidence". A model
-  whose weights are random is not what this check catches: its Grad-CAM depends on its (random) head as
-  much as a trained model's does on its trained one, so randomising it again changes the maps too; such
-  a model shows up as blank maps (here) or in the deletion test (medcore.assess.gradcam).
+  Grad-CAM's ReLU) on at least half the images; the overlays are then marked "not evidence". Map
+  similarity alone cannot catch a model whose weights are themselves random: its Grad-CAM depends on its
+  random head as much as a trained model's does on its trained one (four untrained DenseNet121s at 128 px:
+  median Spearman against a fresh head -0.26 to 0.12, or blank maps). So the check also has a premise:
+  it fires when the model's test ROC AUC interval (evaluation's, else the border probe's whole-film
+  figure) reaches down to 0.5, for maps of a model at chance explain nothing about the films.
 """
 
 from __future__ import annotations
@@ -318,12 +320,19 @@ def _sanity_findings(sanity: dict[str, Any]) -> list[dict[str, Any]]:
     found = []
     if sanity.get("fires"):
         stage = next((s for s in sanity["stages"] if s["stage"] == sanity["fired_stage"]), None)
-        why = (
-            f"barely change when the {stage['stage']} is randomised (median Spearman {stage['spearman_median']:.2f}, "
-            f"SSIM {_fmt(stage['ssim_median'])})"
-            if stage
-            else f"are blank (nothing after Grad-CAM's ReLU) on {sanity['blank_share']:.0%} of the images"
-        )
+        auc = sanity.get("model_auc") or {}
+        if stage:
+            why = (
+                f"barely change when the {stage['stage']} is randomised (median Spearman "
+                f"{stage['spearman_median']:.2f}, SSIM {_fmt(stage['ssim_median'])})"
+            )
+        elif sanity.get("blank"):
+            why = f"are blank (nothing after Grad-CAM's ReLU) on {sanity['blank_share']:.0%} of the images"
+        else:
+            why = (
+                f"explain a model that ranks the test images no better than chance (ROC AUC {_fmt(auc.get('value'))}, "
+                f"{_fmt(auc.get('low'))}–{_fmt(auc.get('high'))}), as a model with random weights does"
+            )
         found.append(
             {
                 "code": "saliency_insensitive",
@@ -331,8 +340,8 @@ def _sanity_findings(sanity: dict[str, Any]) -> list[dict[str, Any]]:
                 "count": sanity["images"],
                 "examples": [stage["stage"]] if stage else [],
                 "message": f"Grad-CAM maps {why}, on {sanity['images']} images: the heatmaps are not evidence",
-                "sentence": "its heatmaps look the same after the model's weights are scrambled (or show nothing), so "
-                "they do not show what the model used",
+                "sentence": "its heatmaps look the same after the model's weights are scrambled (or show nothing, or "
+                "explain a model at chance), so they do not show what the model used",
             }
         )
     return found
@@ -349,9 +358,11 @@ def run_probes(
     seed: int,
     resamples: int = 1000,
     confidence: float = 0.95,
+    model_auc: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The three probes on one model's test predictions; `strongest` are the deletion test's images and Grad-CAM
-    maps (reused by the sanity check)."""
+    maps (reused by the sanity check); `model_auc` the evaluation's test ROC AUC {value, low, high}, the sanity
+    check's premise (without it, the border probe's whole-film AUC)."""
     from medcore.data.datasets import load_images
 
     start = time.perf_counter()
@@ -385,7 +396,8 @@ def run_probes(
         else None
     )
     timings["border"], mark = time.perf_counter() - mark, time.perf_counter()
-    sanity = _sanity(explainer, strongest, settings, seed)
+    whole = (border or {}).get("roc_auc", {}).get("full") if border else None
+    sanity = _sanity(explainer, strongest, settings, seed, model_auc or whole)
     timings["sanity"] = time.perf_counter() - mark
     record: dict[str, Any] = {
         "empty_film": empty,
@@ -421,7 +433,11 @@ def _border_settings(settings: ProbeSettings, resamples: int, confidence: float)
 
 
 def _sanity(
-    explainer: GradCam, strongest: tuple[np.ndarray, np.ndarray], settings: ProbeSettings, seed: int
+    explainer: GradCam,
+    strongest: tuple[np.ndarray, np.ndarray],
+    settings: ProbeSettings,
+    seed: int,
+    model_auc: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """The sanity check on the deletion test's images and Grad-CAM maps (`strongest`), as many as settings say."""
     strong_images, strong_maps = strongest
@@ -434,6 +450,7 @@ def _sanity(
         max_similarity=settings.sanity_max_similarity,
         draws=settings.sanity_draws,
         seed=seed,
+        model_auc=model_auc,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -141,6 +141,12 @@ def _stage_similarity(
     return rho, ssim, absolute
 
 
+def _at_chance(model_auc: Mapping[str, Any] | None) -> bool:
+    """Whether the model's ROC AUC interval reaches down to 0.5 (False when no interval is known)."""
+    low = (model_auc or {}).get("low")
+    return low is not None and float(low) <= 0.5
+
+
 def sanity_check(
     explainer: GradCam,
     images: np.ndarray,
@@ -150,6 +156,7 @@ def sanity_check(
     max_similarity: float = 0.5,
     draws: int = 3,
     seed: int = 0,
+    model_auc: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Grad-CAM of the model against Grad-CAM after cascading randomisation of `stages` (name, layer patterns),
     top first, `draws` independent randomisations per stage; the rule in the module docstring. `trained`: the
@@ -157,6 +164,9 @@ def sanity_check(
 
     A blank map (all zero after the ReLU) has no ranks to compare: a pair with one is left out. Where the
     model's own maps are blank on at least half the images the check fires outright: they show nothing.
+    `model_auc` ({value, low, high}: the model's test ROC AUC and its interval) is the check's premise: a
+    model that ranks the test images no better than chance (low <= 0.5) is indistinguishable from one with
+    random weights, whose maps change under randomisation like any other's; the check fires for it too.
     """
     if trained is None:
         trained = explainer.signed_maps(images)[0]
@@ -185,6 +195,7 @@ def sanity_check(
         )
     blank_share = float(own_blank.mean()) if len(own_blank) else 0.0
     fired = [r["stage"] for r in results if r["unchanged"]]
+    at_chance = _at_chance(model_auc)
     return {
         "images": int(len(images)),
         "method": "cascading randomisation (Adebayo et al. 2018): each stage re-initialises its layers and every one "
@@ -195,8 +206,11 @@ def sanity_check(
         "blank_share": blank_share,
         "rule": f"fires when, at any stage, the median Spearman rank correlation between the model's maps and the "
         f"randomised models' maps is at least {max_similarity:g} (the maps barely change), or the model's own maps "
-        "are blank on at least half the images",
+        "are blank on at least half the images, or the model's test ROC AUC interval reaches down to 0.5 (it ranks "
+        "no better than chance, as a model with random weights does)",
         "blank": blank_share >= 0.5,
-        "fires": bool(fired) or blank_share >= 0.5,
+        "model_auc": dict(model_auc) if model_auc else None,
+        "at_chance": at_chance,
+        "fires": bool(fired) or blank_share >= 0.5 or at_chance,
         "fired_stage": fired[0] if fired else None,
     }

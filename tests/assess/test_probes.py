@@ -220,9 +220,39 @@ def test_sanity_check_passes_the_phantom_model_that_points_at_the_finding():
     maps, _ = explainer.heatmaps(test)
     regions = np.stack([finding_region(size, where) for _, where in drawn])
     assert pointing_game(maps, regions, tolerance=size / 16 / 2).mean() >= 0.8
-    result = sanity_check(explainer, test, STAGES, seed=0)
+    model_auc = _whole_film_auc(explainer.logits, rng, size, strength=0.5)
+    assert model_auc["low"] > 0.5, model_auc
+    result = sanity_check(explainer, test, STAGES, seed=0, model_auc=model_auc)
     assert not result["fires"], result["stages"]
-    assert all(stage["spearman_median"] < 0.5 for stage in result["stages"])
+    assert not result["at_chance"] and all(stage["spearman_median"] < 0.5 for stage in result["stages"])
+
+
+def _whole_film_auc(logits, rng: np.random.Generator, size: int, strength: float) -> dict:
+    """The model's ROC AUC with its interval on 60 fresh clean phantoms (the border probe's whole-film figure, as
+    the Grad-CAM stage uses when evaluation recorded none)."""
+    x, y, _ = shortcut_phantoms(rng, 60, size, **CLEAN, strength=strength)
+    images = _rgb(x)
+    return border_probe(logits, images, y, logits(images), resamples=300, seed=0)["roc_auc"]["full"]
+
+
+def test_sanity_check_fires_on_models_with_random_weights():
+    """10 untrained CNNs on weak-finding phantoms: their maps change when the head is drawn again (as a trained
+    model's do), but each ranks the phantoms no better than chance, so the check fires, saying why. Measured: 10 of
+    10. (With a strong finding, 4 of 10 random CNNs ranked the phantoms above chance by brightness alone, and
+    were not flagged: the premise is chance-level ranking, not how the weights were made.)"""
+    from medcore.assess.gradcam import GradCam
+
+    fired = []
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        explainer = GradCam(_cnn(32, seed), "relu")
+        images, _, _ = shortcut_phantoms(rng, 6, 32, **CLEAN, strength=0.5)
+        model_auc = _whole_film_auc(explainer.logits, rng, 32, strength=0.06)
+        result = sanity_check(explainer, _rgb(images), STAGES[:1], draws=1, seed=seed, model_auc=model_auc)
+        fired.append(result["fires"] and result["at_chance"])
+    assert sum(fired) >= 9, fired
+    finding = probe_findings({"sanity": result})[0]
+    assert finding["code"] == "saliency_insensitive" and "no better than chance" in finding["message"]
 
 
 @pytest.mark.slow
@@ -298,6 +328,9 @@ def test_gradcam_stage_runs_the_probes_on_densenet121(tmp_path):
     assert paths.gradcam_probes_png.stat().st_size > 1000
     assert 0 < probes["seconds"] < record["stage_seconds"]
     assert ("the maps barely change" in " ".join(stored["not_evidence"])) == probes["sanity"]["fires"]
+    # Untrained (random weights), with no evaluation: the premise is the border probe's whole-film AUC.
+    assert probes["sanity"]["model_auc"] == probes["border"]["roc_auc"]["full"]
+    assert probes["sanity"]["at_chance"] and probes["sanity"]["fires"]
 
     from medcore.assess.model_card import render_model_card
     from medcore.config import load_config
@@ -390,3 +423,37 @@ def test_probe_settings_are_validated_with_the_key_named(tmp_path):
     ):
         with pytest.raises(ConfigError, match=rf"b\.yaml: {key}"):
             load_config(write_yaml(tmp_path / "b.yaml", base + f"gradcam: {{probes: {section}}}\n"))
+
+
+def test_a_check_fired_at_chance_says_so_in_the_report_and_the_card(tmp_path):
+    """Fired by its premise (the model ranks at chance), not by a stage: the report's warning and the model card
+    say that, with the interval, instead of naming a stage that did not fire."""
+    from medcore.assess.gradcam import GradCam
+    from medcore.assess.model_card import render_model_card
+    from medcore.config import load_config
+    from medcore.jsonio import read_json, write_json
+    from medcore.report.render import gather_run, render_report
+    from tests.fakes import write_config, write_run
+
+    rng = np.random.default_rng(0)
+    phantoms, _, _ = shortcut_phantoms(rng, 4, 32, **CLEAN, strength=0.5)
+    chance = {"value": 0.52, "low": 0.41, "high": 0.63}
+    sanity = sanity_check(GradCam(_cnn(32, 0), "relu"), _rgb(phantoms), STAGES[:1], draws=1, model_auc=chance)
+    assert sanity["fires"] and sanity["at_chance"] and sanity["fired_stage"] is None and not sanity["blank"]
+    images = np.full((4, 8, 8, 3), 100.0, np.float32)
+    empty = empty_film_probe(lambda f: np.full(len(f), 0.5), images, np.array([0.1, 0.2, 0.8, 0.9]), np.arange(4) // 2)
+    probes = {"empty_film": empty, "border": None, "sanity": sanity, "findings": probe_findings({"sanity": sanity})}
+    assert "no better than chance (ROC AUC 0.52, 0.41–0.63)" in probes["findings"][0]["message"]
+
+    config_path = write_config(tmp_path)
+    run = write_run(tmp_path / "runs", "r", {("pneumonia", "standard"): "ok"}, config_path)
+    paths = run.model("pneumonia", "standard")
+    record = read_json(paths.gradcam_json)
+    probes["plot"] = paths.gradcam_probes_png
+    write_json(paths.gradcam_json, {**record, "probes": probes, "not_evidence": ["at chance"]})
+    text = render_report(gather_run(run))
+    assert "explain a model that ranks the test images no better than chance (ROC AUC 0.41–0.63)" in text
+    assert "None is randomised" not in text and "the model's ROC AUC 0.52 (0.41–0.63), at chance" in text
+    config = load_config(config_path)
+    card = render_model_card(config, config.conditions["pneumonia"], config.profiles["standard"], paths)
+    assert "model ROC AUC 0.520 (0.410–0.630, reaches chance): **fires**" in card
