@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -55,8 +56,39 @@ def check_model_archive(path) -> None:
             )
 
 
+# `medcore run` evaluates and explains a model in one process: the second load of the same file is the first's
+# model (rebuilding DenseNet121 from a .keras takes seconds). Keyed on the file's identity, so a rewritten model is
+# read afresh; two entries hold a candidate and the champion it is compared with.
+_LOADED: OrderedDict[tuple[str, int, int, int], Any] = OrderedDict()
+_LOADED_MAX = 2
+
+
 def load_model(path, eager: bool = False):
-    """Load a `.keras` model in Keras safe mode (no arbitrary code from the file), after checking its zip sizes."""
+    """Load a `.keras` model in Keras safe mode (no arbitrary code from the file), after checking its zip sizes.
+
+    A file loaded before in this process, unchanged since (same inode, size and modification time), gives
+    the same model object: callers must leave its weights as they found them (the sanity check restores
+    what it randomises)."""
+    try:
+        stat = Path(path).stat()
+        key = (str(Path(path).resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        key = None
+    if key in _LOADED:
+        _LOADED.move_to_end(key)
+        model = _LOADED[key]
+        model.run_eagerly = eager
+        return model
+    model = _load_model(path)
+    if key is not None:
+        _LOADED[key] = model
+        while len(_LOADED) > _LOADED_MAX:
+            _LOADED.popitem(last=False)
+    model.run_eagerly = eager
+    return model
+
+
+def _load_model(path):
     import zipfile
 
     import keras
@@ -69,7 +101,6 @@ def load_model(path, eager: bool = False):
     except (KeyError, TypeError, ValueError, OSError, AttributeError, zipfile.BadZipFile) as exc:
         problem = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise MedcoreError(f"{path}: not a loadable .keras model ({type(exc).__name__}: {problem})") from None
-    model.run_eagerly = eager
     return model
 
 

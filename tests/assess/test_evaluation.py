@@ -748,3 +748,22 @@ def test_a_keras_archive_that_inflates_too_far_is_refused_before_keras_opens_it(
     monkeypatch.setattr(predict, "MAX_MODEL_BYTES", 1000)
     with pytest.raises(MedcoreError, match="uncompressed"):
         evaluation.load_model(real)
+
+
+def test_a_model_file_loaded_again_unchanged_is_the_same_model_and_a_rewritten_one_is_read_afresh(saved_model):
+    """evaluate and gradcam in one `medcore run` process share one load; a file saved again is a new model."""
+    import shutil
+
+    from medcore.assess.predict import load_model
+
+    path = saved_model / "reload" / "model.keras"
+    path.parent.mkdir(exist_ok=True)
+    shutil.copy(saved_model / "model" / "model.keras", path)
+    first = load_model(path)
+    assert load_model(path, eager=True) is first and first.run_eagerly
+    other = load_model(saved_model / "model" / "model.keras")
+    assert other is not first and load_model(path) is first  # two entries: a candidate and its champion
+    first.save(path)  # rewritten (a retried train stage): same path, new file
+    again = load_model(path)
+    assert again is not first and not again.run_eagerly
+    np.testing.assert_array_equal(again.get_layer("logit").get_weights()[0], first.get_layer("logit").get_weights()[0])

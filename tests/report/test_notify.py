@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import hashlib
+import logging
 import re
 import socket
 from email import policy
@@ -39,6 +40,9 @@ def smtp_server():
     """A real SMTP server on 127.0.0.1 and a free port, stopped after the test."""
     from aiosmtpd.controller import Controller
 
+    # aiosmtpd logs each dropped connection at INFO from its own thread, after pytest has closed the captured
+    # stream: "--- Logging error ---" tracebacks in the test output. Its warnings still show.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     inbox = _Inbox()
     controller = Controller(inbox, hostname="127.0.0.1", port=_free_port())
     controller.start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import email
+import logging
 import re
 import shutil
 import time
@@ -35,6 +36,7 @@ FINISHED = ("success", "failed")
 def stack(tmp_path_factory):
     from aiosmtpd.controller import Controller
 
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # no INFO from aiosmtpd's thread after capture closes
     inbox = Inbox()
     smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
     smtp.start()
