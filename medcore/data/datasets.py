@@ -198,28 +198,13 @@ def image_dataset(
     def decode(path):
         return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
 
-    def within_resize_budget(image):
-        """float32 for the antialiased resize, which copies its input as float32 (4 bytes a sample): an image
-        over RESIZE_INPUT_PIXELS is first area-averaged to that many pixels straight from uint8, so a film
-        validation let through at its decode limit is not copied at four times that size. Below it the
-        cast is exact and the resize reads the same values as before."""
-        height, width = tf.shape(image)[0], tf.shape(image)[1]
-        pixels = tf.cast(height, tf.float64) * tf.cast(width, tf.float64)
-
-        def reduced():
-            scale = tf.sqrt(RESIZE_INPUT_PIXELS / pixels)
-            shape = tf.cast(tf.math.ceil(tf.cast(tf.stack([height, width]), tf.float64) * scale), tf.int32)
-            return tf.image.resize(image, shape, method="area")
-
-        return tf.cond(pixels > RESIZE_INPUT_PIXELS, reduced, lambda: tf.cast(image, tf.float32))
-
     def load(path, is_dicom, *rest):
         if not dicom.any():
-            image = within_resize_budget(decode(path))
+            image = decode(path)  # uint8 into the antialiased resize: measured leaner than any float copy first
         elif dicom.all():
             image = read_dicom(path)
         else:
-            image = tf.cond(is_dicom, lambda: read_dicom(path), lambda: within_resize_budget(decode(path)))
+            image = tf.cond(is_dicom, lambda: read_dicom(path), lambda: tf.cast(decode(path), tf.float32))
         if resize == "pad":
             image = tf.image.resize_with_pad(image, size, size, antialias=True)
         else:
@@ -241,9 +226,6 @@ def image_dataset(
 
 # Batches read ahead: the cached, decoded tensors are ready at once, so a step never waits for more.
 PREFETCH_BATCHES = 2
-# Above this many pixels (4096^2; the real sets here are about 256 px a side) an image is area-averaged down
-# before the antialiased resize, whose float32 copy of its input is the largest allocation in decoding.
-RESIZE_INPUT_PIXELS = 4096.0 * 4096.0
 
 
 def input_options():

@@ -309,28 +309,3 @@ def test_border_erase_replaces_the_band_in_training_batches_only(tmp_path):
         assert np.ptp(image[~band]) > 100  # the centre is the film's own
     assert all(np.ptp(image[band]) > 100 for image in intact)
 
-
-def test_a_film_past_the_resize_budget_is_area_averaged_first_and_smaller_ones_read_as_before(tmp_path):
-    """A small film gives exactly the antialiased resize of its uint8 pixels (behaviour kept); one over
-    RESIZE_INPUT_PIXELS gives the same picture within a few grey levels, through the area-averaged copy."""
-    import cv2
-    import tensorflow as tf
-
-    from medcore.data.datasets import RESIZE_INPUT_PIXELS, image_dataset
-
-    rng = np.random.default_rng(0)
-    small = rng.integers(0, 256, (300, 200), np.uint8)
-    side = int(RESIZE_INPUT_PIXELS**0.5) + 64
-    ramp = np.linspace(0, 255, side, dtype=np.float32)
-    large = ((ramp[:, None] + ramp[None, :]) / 2).astype(np.uint8)  # smooth, so area and antialias agree
-    for name, image in (("small.png", small), ("large.png", large)):
-        cv2.imwrite(str(tmp_path / name), image)
-    for name, image, tolerance in (("small.png", small, 0.0), ("large.png", large, 2.0)):
-        got = next(
-            iter(
-                image_dataset(np.array([str(tmp_path / name)]), np.zeros(1, np.float32), 64, 1, training=False, seed=0)
-            )
-        )[0].numpy()[0]
-        rgb = np.repeat(image[..., None], 3, axis=2)
-        expected = tf.image.resize(rgb, (64, 64), antialias=True).numpy()
-        assert np.abs(got - expected).max() <= tolerance, name
