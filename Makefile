@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 DEMO_DATA := data/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help install lock lint typecheck airflow-init demo test test-fast fuzz test-integration test-ui run pretrain airflow-ui resend bench bench-report clean
+.PHONY: help install lock lint typecheck airflow-init demo test test-bench test-fast fuzz test-integration test-ui run pretrain airflow-ui resend bench bench-report clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-17s %s\n", $$1, $$2}'
@@ -56,8 +56,11 @@ $(DEMO_DATA)/.stamp: medcore/data/synthetic.py | $(STAMP)
 # One pytest worker per core (pytest-xdist): most tests wait on one thread (eager TensorFlow on tiny images,
 # subprocesses, Airflow), so two run side by side; tests sharing a trained fixture share an xdist_group.
 TEST_WORKERS ?= $(shell nproc)
-test: install ## run the whole test suite (what CI runs), the 25 slowest tests listed at the end
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
+test: install ## run the product's test suite (CI runs it), the 25 slowest tests listed at the end
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25 -m "not bench"
+
+test-bench: install ## the tests of bench/ scripts that train real models (CI runs them; ~2 min)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=5 -m bench tests/test_bench.py
 
 lint: install ## ruff check and ruff format --check, with the rules in pyproject.toml (changes nothing)
 	$(VENV)/bin/ruff check .

@@ -798,6 +798,7 @@ def _non_square_limb(data: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_resize_bench_trains_both_variants_and_pairs_them_on_the_same_studies(
     tmp_path, demo_data, tiny_config, monkeypatch
 ):
@@ -1022,6 +1023,7 @@ def test_epoch_parts_split_an_epoch_at_validation_and_at_the_timer():
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_paired_mode_runs_each_side_in_its_own_process_in_alternating_order(tmp_path, demo_data, monkeypatch):  # noqa: PLR0915 one scenario, asserted step by step
     """Two pairs on 32 px phantoms: fresh processes, ABBA order, same images, ratios of the same pair's runs."""
     from bench import common
@@ -1116,6 +1118,7 @@ def test_cpu_sampler_reports_steal_and_services_their_own_cpu(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_deletion_baselines_rerun_the_stage_test_on_a_saved_model_once_per_fill(tmp_path):
     """Same images and seed as the Grad-CAM stage, one test per fill; the blur figures equal the stage's own."""
     import cv2
