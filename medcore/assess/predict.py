@@ -71,19 +71,22 @@ def load_model(path, eager: bool = False):
     what it randomises)."""
     try:
         stat = Path(path).stat()
-        key = (str(Path(path).resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
     except OSError:
-        key = None
+        stat = None  # not there: loading it gives Keras' own error, in one line
+    if stat is None:
+        model = _load_model(path)
+        model.run_eagerly = eager
+        return model
+    key = (str(Path(path).resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
     if key in _LOADED:
         _LOADED.move_to_end(key)
         model = _LOADED[key]
         model.run_eagerly = eager
         return model
     model = _load_model(path)
-    if key is not None:
-        _LOADED[key] = model
-        while len(_LOADED) > _LOADED_MAX:
-            _LOADED.popitem(last=False)
+    _LOADED[key] = model
+    while len(_LOADED) > _LOADED_MAX:
+        _LOADED.popitem(last=False)
     model.run_eagerly = eager
     return model
 
