@@ -68,7 +68,8 @@ def load_model(path, eager: bool = False):
 
     A file loaded before in this process, unchanged since (same inode, size and modification time), gives
     the same model object: callers must leave its weights as they found them (the sanity check restores
-    what it randomises)."""
+    what it randomises). The zip sizes are checked on every call, cached or not: the limits are what they are now."""
+    check_model_archive(path)
     try:
         stat = Path(path).stat()
     except OSError:
@@ -96,7 +97,6 @@ def _load_model(path):
 
     import keras
 
-    check_model_archive(path)
     try:
         model = keras.models.load_model(path, safe_mode=True, compile=False)
     # What Keras raises for a file that is not a model it can build: no config.json in the zip (KeyError),
