@@ -70,26 +70,26 @@ def load_model(path, eager: bool = False):
     the same model object: callers must leave its weights as they found them (the sanity check restores
     what it randomises). The zip sizes are checked on every call, cached or not: the limits are what they are now."""
     check_model_archive(path)
+    key = _file_key(path)
+    model = _LOADED.get(key) if key else None
+    if model is None:
+        model = _load_model(path)
+    if key:
+        _LOADED[key] = model
+        _LOADED.move_to_end(key)
+        while len(_LOADED) > _LOADED_MAX:
+            _LOADED.popitem(last=False)
+    model.run_eagerly = eager
+    return model
+
+
+def _file_key(path) -> tuple[str, int, int, int] | None:
+    """The file's identity (path, inode, size, modification time); None if it is not there (Keras then says so)."""
     try:
         stat = Path(path).stat()
     except OSError:
-        stat = None  # not there: loading it gives Keras' own error, in one line
-    if stat is None:
-        model = _load_model(path)
-        model.run_eagerly = eager
-        return model
-    key = (str(Path(path).resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    if key in _LOADED:
-        _LOADED.move_to_end(key)
-        model = _LOADED[key]
-        model.run_eagerly = eager
-        return model
-    model = _load_model(path)
-    _LOADED[key] = model
-    while len(_LOADED) > _LOADED_MAX:
-        _LOADED.popitem(last=False)
-    model.run_eagerly = eager
-    return model
+        return None
+    return str(Path(path).resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _load_model(path):

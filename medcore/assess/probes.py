@@ -396,7 +396,7 @@ def run_probes(
         else None
     )
     timings["border"], mark = time.perf_counter() - mark, time.perf_counter()
-    whole = (border or {}).get("roc_auc", {}).get("full") if border else None
+    whole = border["roc_auc"]["full"] if border else None
     sanity = _sanity(explainer, strongest, settings, seed, model_auc or whole)
     timings["sanity"] = time.perf_counter() - mark
     record: dict[str, Any] = {
