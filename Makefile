@@ -59,7 +59,7 @@ TEST_WORKERS ?= $(shell nproc)
 test: install ## run the product's test suite (CI runs it), the 25 slowest tests listed at the end
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25 -m "not bench"
 
-test-bench: install ## the tests of bench/ scripts that train real models (CI runs them; ~2 min)
+test-bench: install ## the tests of bench/ scripts that train real models (CI runs them; 3 min)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=5 -m bench tests/test_bench.py
 
 lint: install ## ruff check and ruff format --check, with the rules in pyproject.toml (changes nothing)

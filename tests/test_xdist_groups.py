@@ -1,7 +1,7 @@
 """The suite's shared trained fixtures rely on `--dist loadgroup` keeping an `xdist_group` on one worker.
 
 pytest 9.2 with pytest-xdist 3.8 silently dropped that (pytest-dev/pytest-xdist#1386): `night_one` then
-trained once per worker. This runs a two-test group under two workers and asks where each test ran.
+trained once per worker. This runs a four-test group under two workers and asks where each test ran.
 """
 
 from __future__ import annotations
