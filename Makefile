@@ -35,13 +35,13 @@ airflow-init: install ## create or migrate the embedded Airflow's database and t
 	@bin/airflow-local airflow db migrate > /dev/null
 	@bin/airflow-local airflow pools set training $$(nproc) "DenseNet training: one slot per core" > /dev/null
 
-# `medcore watch` runs `airflow dags test` with its output in the log and prints which model and stage
-# runs, how many are done and an estimate, at least every 20 s; on failure the one line saying why.
+# `medcore watch` runs `airflow dags test` (on every core: bin/airflow-dags-test) with its output in the log and
+# prints which model and stage runs, how many are done and an estimate, at least every 20 s; on failure why.
 demo: airflow-init ## synthetic data -> embedded Airflow -> all 10 models -> report (MEDCORE_DATA_ROOT=... for real data)
 	@if [ -z "$$MEDCORE_DATA_ROOT" ]; then $(MAKE) --no-print-directory $(DEMO_DATA)/.stamp; fi
 	@mkdir -p runs; rc=0; \
-	MEDCORE_THREADS=0 MEDCORE_CONFIG=configs/demo.yaml bin/airflow-local $(VENV)/bin/medcore watch \
-	  --config configs/demo.yaml --log runs/demo-airflow.log -- airflow dags test medical_training || rc=$$?; \
+	MEDCORE_CONFIG=configs/demo.yaml bin/airflow-local $(VENV)/bin/medcore watch \
+	  --config configs/demo.yaml --log runs/demo-airflow.log -- bin/airflow-dags-test medical_training || rc=$$?; \
 	report=$$(ls -t runs/*/report.md 2>/dev/null | head -1); \
 	if [ -n "$$report" ]; then awk '/^## This morning/{on=1; next} /^## /{on=0} on && NF' "$$report" | cut -d'|' -f2-4,8; \
 	  echo "report: $$(pwd)/$$report"; fi; exit $$rc

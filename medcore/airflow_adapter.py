@@ -20,7 +20,7 @@ from airflow.timetables.trigger import CronTriggerTimetable
 from medcore.errors import MedcoreError, Skipped
 from medcore.report.notify import DEFAULT_SENDER, Email
 
-__all__ = ["DAG_ID", "call_stage", "call_refusing", "call_training", "NightlyCron", "deliver"]
+__all__ = ["DAG_ID", "call_stage", "call_refusing", "call_training", "NightlyCron", "deliver", "airflow_main"]
 
 DAG_ID = "medical_training"  # the nightly DAG; the manual one is f"{DAG_ID}_manual" (the UI plugin reads its runs)
 TRAINING_POOL = "training"
@@ -153,3 +153,26 @@ def deliver(email: Email, conn_id: str, recipients: tuple[str, ...], from_email:
         sender = from_email or hook.from_email or DEFAULT_SENDER
         client: Any = hook._smtp_client  # smtplib.SMTP(_SSL) once the hook is entered (typed with async and None)
         client.send_message(email.mime(sender, recipients), from_addr=sender, to_addrs=list(recipients))
+
+
+def airflow_main(argv: list[str]) -> None:
+    """Airflow's command line with TensorFlow imported first (bin/airflow-dags-test).
+
+    Under `dags test --use-executor` the LocalExecutor forks its workers, and they their task processes,
+    from this process: each inherits the import instead of paying it (several seconds of CPU per task,
+    40 tasks in the demo). No TensorFlow op runs in this process, so no thread pool or runtime exists yet to
+    be forked half-way. The DAG file itself still parses without TensorFlow (tests/test_dag_integrity.py).
+    """
+    import sys
+
+    import tensorflow  # noqa: F401 - see above
+    from airflow.__main__ import main
+
+    sys.argv = ["airflow", *argv]
+    main()
+
+
+if __name__ == "__main__":
+    import sys
+
+    airflow_main(sys.argv[1:])
