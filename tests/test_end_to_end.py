@@ -47,16 +47,20 @@ def test_dag_run_with_one_broken_dataset(tmp_path, demo_data, tiny_config):
         "MEDCORE_CONFIG": str(tiny_config),
         "MEDCORE_DATA_ROOT": str(data),
         "MEDCORE_RUNS_ROOT": str(runs),
-        "MEDCORE_THREADS": "0",
-    }  # `dags test` runs tasks one at a time: let TensorFlow use every core
+    }
     migrated = _airflow(["airflow", "db", "migrate"], env)
     assert migrated.returncode == 0, migrated.stderr[-2000:]
 
     conf = {"conditions": ["pneumonia", "cardiomegaly"], "profiles": ["standard"], "epochs": 1}
-    done = _airflow(["airflow", "dags", "test", "medical_training", "-c", json.dumps(conf)], env)
+    # Through the LocalExecutor and an API server, as `make demo` runs (bin/airflow-dags-test).
+    done = subprocess.run(
+        [str(ROOT / "bin" / "airflow-dags-test"), "medical_training", "-c", json.dumps(conf)],
+        env=env, capture_output=True, text=True, timeout=900, cwd=ROOT,
+    )  # fmt: skip
     log = done.stdout + done.stderr
     assert done.returncode != 0, "a run with a failed model must end failed"
     assert "DagRun Finished" in log and "state=failed" in log
+    assert "executor=LocalExecutor" in log, "the tasks ran through the executor, not in the dags test process"
 
     [run_dir] = [p for p in runs.iterdir() if p.is_dir()]
     summary = read_json(run_dir / "summary.json")
