@@ -33,8 +33,10 @@ __all__ = [
 
 STAGES = ("validate", "train", "evaluate", "gradcam")
 WATCH_LOG_HEADER = "# medcore watch: the watched command's output follows"
-# Share of a demo chain's time each stage takes (measured on the demo, 128 px): the estimate weighs by it.
-STAGE_WEIGHTS = {"validate": 0.05, "train": 0.6, "evaluate": 0.1, "gradcam": 0.25}
+# Share of a demo chain's time each stage takes: the estimate weighs by it. Measured on `make demo` (128 px, one
+# task per core; timings.json summed over the ten models, 2026-12-07). Validate is nearly free: weighed more, its
+# ten quick finishes at the start made the first estimates two to three times too long.
+STAGE_WEIGHTS = {"validate": 0.005, "train": 0.58, "evaluate": 0.135, "gradcam": 0.28}
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,16 @@ def test_the_estimate_waits_for_data_then_scales_the_time_so_far():
     assert eta_text(600, 0.25) == "about 30 min left"
 
 
+def test_every_model_validated_is_too_little_to_estimate_from(tmp_path):
+    """All validates finish in the first seconds; an estimate made from them alone was minutes too long."""
+    run = _run(tmp_path)
+    for job in JOBS:
+        _finish(run, job["condition"], job["profile"], "validate")
+    assert progress_line(read_progress(run), 35.0).endswith("estimating time left")
+    _finish(run, "pneumonia", "standard", "train")
+    assert "min left" in progress_line(read_progress(run), 65.0)
+
+
 def test_running_tasks_name_the_model_and_stage_from_airflows_database(tmp_path):
     db = tmp_path / "airflow.db"
     with sqlite3.connect(db) as connection:
