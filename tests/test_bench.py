@@ -225,9 +225,9 @@ def test_report_regenerates_without_any_results(tmp_path):
         "throughput.md",
     ]
     # nightly.json feeds two sections (accuracy, and the whole night), each saying so; night_cost.json one more;
-    # budgeted nights one more; the summary says so once per question.
-    assert sum(p.read_text().count("_Not measured yet") for p in docs.iterdir()) == 14
-    assert out.read_text().count("_Not measured yet") == 8
+    # budgeted nights one more; the shortcut probes (border_erase.json) one more; the summary says so once per question.
+    assert sum(p.read_text().count("_Not measured yet") for p in docs.iterdir()) == 15
+    assert out.read_text().count("_Not measured yet") == 9
 
 
 def test_cpu_sampler_reads_a_busy_fraction():

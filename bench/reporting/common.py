@@ -28,6 +28,7 @@ MAKES = {
     "nights": "`make bench` (or `.venv/bin/python bench/nights.py`)",
     "deletion_baselines": "`make bench` (or `.venv/bin/python bench/deletion_baselines.py`, after a night)",
     "resize": "`make bench` (or `.venv/bin/python bench/resize.py`)",
+    "border_erase": "`.venv/bin/python bench/border_erase.py` (trains pneumonia standard twice on the real sets)",
     "nightly_following": "`make bench` (or `.venv/bin/python bench/nightly.py --config configs/following-night.yaml "
     "--after bench/results/nightly.json --name nightly_following`)",
 }

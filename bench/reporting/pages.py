@@ -13,6 +13,7 @@ from bench.reporting.common import MAKES, _load, _missing
 from bench.reporting.fit import chains_table, fit_table, night_results
 from bench.reporting.night import night_cost_tables, nightly_table, overhead_table
 from bench.reporting.pairs import pairs_table
+from bench.reporting.probes import erase_lines, probes_rows, probes_section
 from bench.reporting.profile import (
     AMX_RESULTS,
     amx_section,
@@ -69,6 +70,9 @@ def stages_page(loaded: Loaded) -> list[str]:
     out += ["## Grad-CAM's deletion test: what the deleted pixels become", ""]
     deletion = loaded["deletion_baselines"]
     out.append(deletion_baselines_table(deletion) if deletion else _missing("deletion_baselines"))
+    out += ["## Does the model look at the patient? Shortcut probes on real models", ""]
+    probes = loaded["border_erase"]
+    out.append(probes_section(probes) if probes else _missing("border_erase"))
     out += ["## Orchestration overhead", ""]
     out.append(overhead_table(loaded["overhead"]) if loaded["overhead"] else _missing("overhead"))
     return out
@@ -149,6 +153,13 @@ def summary_page(results: Path, loaded: Loaded) -> list[str]:
         summary.policy_rows(nights) if nights else None,
         "nights.md",
         _missing("nights"),
+    )
+    probes = loaded["border_erase"]
+    out += _question(
+        "Does the model look at the patient (shortcut probes), and does erasing the border help?",
+        [*probes_rows(probes), "", *erase_lines(probes)] if probes else None,
+        "stages.md",
+        _missing("border_erase"),
     )
     out += _question("Squash or pad?", summary.resize_rows(resize) if resize else None, "resize.md", _missing("resize"))
     out += _question(
