@@ -16,12 +16,14 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-17s %s\n", $$1, $$2}'
 
-# Reinstalls only when the dependency pins change, so a second `make test` starts at once.
+# Reinstalls only when the dependency pins change, so a second `make test` starts at once. Bytecode is compiled
+# here, once (about half a minute): where PYTHONDONTWRITEBYTECODE is set, as on our machines, Python otherwise
+# compiles TensorFlow, Keras and Airflow again in every process, 8 CPU-s each, and tests and the demo start dozens.
 $(STAMP): pyproject.toml requirements.lock
 	@echo "setting up $(VENV) with the locked dependencies (once; later calls skip this)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
-	$(UV) pip install --python $(PY) -q -r requirements.lock
+	$(UV) pip install --python $(PY) -q --compile-bytecode -r requirements.lock
 	$(UV) pip install --python $(PY) -q --no-deps -e .
 	@touch $(STAMP)
 
