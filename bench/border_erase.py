@@ -8,8 +8,9 @@ MEDCORE_THREADS=1, each with an empty registry of its own, so both train from sc
 shipped ("shipped"), and the same with `augmentation.border_erase` on ("erased"). The seed and the stable
 splits are the same, so both score the very same test images, and the difference in test ROC AUC is paired
 (evaluation's patient bootstrap). The probes are the Grad-CAM stage's own (empty film, border against centre,
-randomisation check) as the night runs them. `--reuse DIR` reads DIR/<arm>/runs/<arm>/ of an earlier call
-instead of training. Writes bench/results/<name>.json.
+randomisation check) as the night runs them. `--reuse DIR` reads the runs under DIR/<arm>/runs/ of an earlier
+call (or made by hand the same way, one run per condition if need be) instead of training.
+Writes bench/results/<name>.json.
 """
 
 from __future__ import annotations
@@ -70,6 +71,15 @@ def train_arms(workdir: Path, data_root: Path, args: argparse.Namespace) -> dict
     return walls
 
 
+def trained_run(runs_root: Path, condition: str, profile: str) -> RunLayout | None:
+    """The first run under `runs_root` (by name) that evaluated `condition`/`profile`, if any."""
+    for folder in sorted(p for p in runs_root.glob("*") if p.is_dir()):
+        run = RunLayout(runs_root, folder.name)
+        if run.model(condition, profile).metrics_json.exists():
+            return run
+    return None
+
+
 def model_figures(run: RunLayout, condition: str, profile: str) -> dict[str, Any]:
     """Test AUC with its interval, and each probe's headline figures and verdict, from one trained model."""
     paths = run.model(condition, profile)
@@ -77,7 +87,7 @@ def model_figures(run: RunLayout, condition: str, profile: str) -> dict[str, Any
     probes = gradcam.get("probes") or {}
     empty, border, sanity = probes.get("empty_film") or {}, probes.get("border") or {}, probes.get("sanity") or {}
     return {
-        "test_auc": metrics["test"]["roc_auc"],
+        "test_auc": metrics["roc_auc"],
         "test_auc_interval": metrics.get("intervals", {}).get("roc_auc"),
         "empty_film": {
             "real_positive_median": empty.get("real_positive_median"),
@@ -141,15 +151,14 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("the real sets are not there (set MEDCORE_DATA_ROOT, default ../shared/datasets)")
         workdir, _ = bench_workdir(args.name)
         walls = train_arms(workdir, data_root, args)
-    runs = {arm: RunLayout(workdir / arm / "runs", arm) for arm in ARMS}
     models = []
     for condition in args.condition:
         for profile in args.profile:
             record: dict[str, Any] = {"condition": condition, "profile": profile}
+            runs = {arm: run for arm in ARMS if (run := trained_run(workdir / arm / "runs", condition, profile))}
             for arm, run in runs.items():
-                if run.model(condition, profile).metrics_json.exists():
-                    record[arm] = model_figures(run, condition, profile)
-            if all(arm in record for arm in ARMS):
+                record[arm] = {"run": run.run_id, **model_figures(run, condition, profile)}
+            if len(runs) == len(ARMS):
                 record["erased_minus_shipped"] = paired_test_auc(runs["shipped"], runs["erased"], condition, profile)
             models.append(record)
             print(f"{condition}/{profile}: " + ", ".join(f"{a} {record[a]['findings']}" for a in ARMS if a in record))
