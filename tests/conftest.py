@@ -100,6 +100,26 @@ def night_one(tmp_path_factory, demo_data) -> NightOne:
     return NightOne(root, config, RunLayout(root / "runs", "night1"), done.stdout, done.stderr)
 
 
+@pytest.fixture(scope="session")
+def migrated_airflow_db(tmp_path_factory) -> Path:
+    """An embedded Airflow's SQLite database after `airflow db migrate`, run once per test worker: each test that
+    starts Airflow copies it into its own AIRFLOW_HOME (`airflow_home_from`) instead of migrating again."""
+    home = tmp_path_factory.mktemp("airflow-migrated")
+    done = subprocess.run(
+        [str(ROOT / "bin" / "airflow-local"), "airflow", "db", "migrate"],
+        env={**os.environ, "AIRFLOW_HOME": str(home)}, capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return home / "airflow.db"
+
+
+def airflow_home_from(db: Path, home: Path) -> Path:
+    """`home` as a new AIRFLOW_HOME holding a copy of the migrated database `db`."""
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(db, home / "airflow.db")
+    return home
+
+
 def write_yaml(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text))
     return path

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from medcore.jsonio import read_json
-from tests.conftest import ROOT
+from tests.conftest import ROOT, airflow_home_from
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,7 @@ def _airflow(args: list[str], env: dict[str, str], timeout: int = 900) -> subpro
     )
 
 
-def test_dag_run_with_one_broken_dataset(tmp_path, demo_data, tiny_config):
+def test_dag_run_with_one_broken_dataset(tmp_path, demo_data, tiny_config, migrated_airflow_db):
     """The healthy condition trains; the broken one fails at validate; the report says so; the run fails."""
     data = tmp_path / "data"
     shutil.copytree(demo_data, data)
@@ -43,13 +43,11 @@ def test_dag_run_with_one_broken_dataset(tmp_path, demo_data, tiny_config):
     runs = tmp_path / "runs"
     env = {
         **os.environ,
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW_HOME": str(airflow_home_from(migrated_airflow_db, tmp_path / "airflow")),
         "MEDCORE_CONFIG": str(tiny_config),
         "MEDCORE_DATA_ROOT": str(data),
         "MEDCORE_RUNS_ROOT": str(runs),
     }
-    migrated = _airflow(["airflow", "db", "migrate"], env)
-    assert migrated.returncode == 0, migrated.stderr[-2000:]
 
     conf = {"conditions": ["pneumonia", "cardiomegaly"], "profiles": ["standard"], "epochs": 1}
     # Through the LocalExecutor and an API server, as `make demo` runs (bin/airflow-dags-test).
@@ -200,7 +198,7 @@ def test_cli_user_mistakes_are_one_line(tmp_path):
         assert "Traceback" not in done.stderr
 
 
-def test_a_hung_training_task_times_out_and_the_run_still_reports(tmp_path, tiny_config):
+def test_a_hung_training_task_times_out_and_the_run_still_reports(tmp_path, tiny_config, migrated_airflow_db):
     """Real Airflow (`dags test`): training that runs past its execution_timeout (here 45.6 s, from the config's
     `tasks` section) is ended, fails, and promote and the report still run. Retries are left to the integration
     suite: `dags test` runs a retry in the same process, where a Keras resume is not what a real worker does."""
@@ -212,14 +210,12 @@ def test_a_hung_training_task_times_out_and_the_run_still_reports(tmp_path, tiny
     runs = tmp_path / "runs"
     env = {
         **os.environ,
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW_HOME": str(airflow_home_from(migrated_airflow_db, tmp_path / "airflow")),
         "MEDCORE_CONFIG": str(config),
         "MEDCORE_RUNS_ROOT": str(runs),
         "MEDCORE_THREADS": "0",
         "MEDCORE_RETRY_DELAY_SECONDS": "1",
     }
-    migrated = _airflow(["airflow", "db", "migrate"], env)
-    assert migrated.returncode == 0, migrated.stderr[-2000:]
     # The timeout must fall inside `fit`, not inside `import tensorflow`: `dags test` runs every try in one
     # process, and an import cut short leaves TensorFlow half-registered for the retry (a real executor starts
     # each try afresh). 1000 epochs of a 32 px model, never stopped early, outlast 45 s; the import does not.

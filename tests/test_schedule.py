@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, airflow_home_from
 from tests.servers import airflow, start, stop, wait_for
 
 pytestmark = pytest.mark.slow  # a scheduler and a DAG processor for about a minute
@@ -34,7 +34,7 @@ def _rows(db, sql: str, *args) -> list[tuple]:
         return connection.execute(sql, args).fetchall()
 
 
-def test_enabling_schedule_and_triggering_start_only_what_was_asked(tmp_path):
+def test_enabling_schedule_and_triggering_start_only_what_was_asked(tmp_path, migrated_airflow_db):
     """Ten minutes after today's slot: unpausing the nightly DAG starts no run (the control DAG's starts at once);
     the manual DAG's trigger runs at once with the nightly DAG paused; a trigger of the nightly DAG with the
     dialog's unpause box ticked (trigger, then unpause) leaves exactly that one manual run."""
@@ -54,7 +54,7 @@ def test_enabling_schedule_and_triggering_start_only_what_was_asked(tmp_path):
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
     }
     db = tmp_path / "airflow" / "airflow.db"
-    airflow(["airflow", "db", "migrate"], env)
+    airflow_home_from(migrated_airflow_db, tmp_path / "airflow")
     processes = [
         start(["airflow", "dag-processor"], env, tmp_path / "dag-processor.log"),
         start(["airflow", "scheduler"], env, tmp_path / "scheduler.log"),

@@ -16,11 +16,11 @@ import pytest
 from medcore import pipeline
 from medcore.jsonio import read_json, write_json
 from medcore.report.render import write_report
-from tests.conftest import ROOT
+from tests.conftest import ROOT, airflow_home_from
 from tests.fakes import metrics_with, write_config, write_run
 
 RUN_ID = "manual__2026-11-27T01:00:00+00:00"
-pytestmark = pytest.mark.slow  # `airflow db migrate` and the server's start-up take ~40 s on two cores
+pytestmark = pytest.mark.slow  # the API server's start-up takes ~20 s on two cores
 
 
 def _free_port() -> int:
@@ -47,22 +47,18 @@ def _stop(server: subprocess.Popen) -> None:
 
 
 @pytest.fixture()
-def api_server(tmp_path, monkeypatch):
+def api_server(tmp_path, monkeypatch, migrated_airflow_db):
     """`airflow api-server` on a free 127.0.0.1 port with a fresh AIRFLOW_HOME and this project's plugins folder."""
     monkeypatch.delenv("MEDCORE_REGISTRY_ROOT", raising=False)
     port = _free_port()
     env = {
         **os.environ,
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW_HOME": str(airflow_home_from(migrated_airflow_db, tmp_path / "airflow")),
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "MEDCORE_RUNS_ROOT": str(tmp_path / "runs"),
     }
     airflow = str(ROOT / "bin" / "airflow-local")
-    migrated = subprocess.run(
-        [airflow, "airflow", "db", "migrate"], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
-    )
-    assert migrated.returncode == 0, migrated.stderr[-2000:]
     log = (tmp_path / "api-server.log").open("w")
     server = subprocess.Popen(
         [airflow, "airflow", "api-server", "--host", "127.0.0.1", "--port", str(port)],

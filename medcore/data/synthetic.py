@@ -21,6 +21,7 @@ __all__ = [
     "phantom",
     "drawn_phantom",
     "finding_region",
+    "bones",
     "write_demo_data",
     "dicom_bytes",
     "FINDING_CENTRE",
@@ -30,9 +31,9 @@ __all__ = [
 FINDING_CENTRE = (0.68, 0.66)  # (x, y) as fractions of the image size
 
 
-def phantom(rng: np.random.Generator, size: int = 64, finding: bool = False) -> np.ndarray:
-    """Return one grayscale uint8 image: a body outline, rib-like bands, noise, and maybe the finding."""
-    return drawn_phantom(rng, size, finding)[0]
+def phantom(rng: np.random.Generator, size: int = 64, finding: bool = False, anatomy: bool = True) -> np.ndarray:
+    """Return one grayscale uint8 image: a body outline, rib-like bands, bones, noise, and maybe the finding."""
+    return drawn_phantom(rng, size, finding, anatomy=anatomy)[0]
 
 
 def finding_region(size: int, where: tuple[float, float, float]) -> np.ndarray:
@@ -43,12 +44,13 @@ def finding_region(size: int, where: tuple[float, float, float]) -> np.ndarray:
 
 
 def drawn_phantom(
-    rng: np.random.Generator, size: int = 64, finding: bool = False, strength: float = 0.5
+    rng: np.random.Generator, size: int = 64, finding: bool = False, strength: float = 0.5, anatomy: bool = True
 ) -> tuple[np.ndarray, tuple[float, float, float] | None]:
     """A phantom and where its finding is, (x, y, radius) as fractions of the image (None without one).
 
     The radius is where the finding's brightness falls to 1/e of its peak: inside it a reader sees it.
-    `strength` is the finding's peak brightness (fraction of white) above the body.
+    `strength` is the finding's peak brightness (fraction of white) above the body. `anatomy` adds
+    bone-like bars (`bones`).
     """
     import cv2
 
@@ -56,6 +58,8 @@ def drawn_phantom(
     body = ((xx - 0.5) / 0.42) ** 2 + ((yy - 0.52) / 0.46) ** 2 < 1.0
     image: np.ndarray = np.where(body, 0.35, 0.05).astype(np.float32)
     image += 0.08 * np.sin(yy * rng.uniform(18, 26) + rng.uniform(0, np.pi)) * body
+    if anatomy:
+        image += bones(rng, xx, yy) * body
     image += rng.normal(0.0, 0.04, size=image.shape).astype(np.float32)
     if finding:
         cx = FINDING_CENTRE[0] + rng.uniform(-0.05, 0.05)
@@ -66,6 +70,23 @@ def drawn_phantom(
     image = cv2.GaussianBlur(image, (3, 3), 0)
     where = (float(cx), float(cy), float(radius)) if finding else None
     return np.clip(image * 255.0, 0, 255).astype(np.uint8), where
+
+
+def bones(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray, count: int = 3) -> np.ndarray:
+    """Bright bone-like bars, each at a random place and angle: structure every film has, in either class.
+
+    Without it the finding was a phantom's only local structure, so any network's late features, trained
+    or random, lit up there, and Grad-CAM's randomisation check (medcore.assess.probes) rightly could not
+    tell a trained map from a random one. The bars are as many and as long in every film, so they add no
+    brightness a model could count instead of the finding.
+    """
+    layer = np.zeros_like(xx)
+    for _ in range(count):
+        cx, cy, angle = rng.uniform(0.25, 0.75), rng.uniform(0.2, 0.8), rng.uniform(0.0, np.pi)
+        along = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
+        across = (yy - cy) * np.cos(angle) - (xx - cx) * np.sin(angle)
+        layer += 0.22 * np.exp(-((across / 0.025) ** 2)) * (np.abs(along) < 0.18)
+    return layer
 
 
 def shortcut_phantoms(
@@ -82,14 +103,15 @@ def shortcut_phantoms(
     Half are positive, with a weak finding (`strength`); a bright square marker, like a hospital's
     L/R token, sits in the top-left corner of `marker_on_positive` of the positives and
     `marker_on_negative` of the negatives, so the corner predicts the label better than the lesion.
-    With both shares 0 these are clean phantoms with a weak finding.
+    With both shares 0 these are clean phantoms with a weak finding. No bones: the probes' rules were
+    measured on these phantoms without them.
     """
     labels = np.arange(count) % 2
     marked = np.where(labels == 1, rng.random(count) < marker_on_positive, rng.random(count) < marker_on_negative)
     side, at = max(2, size // 10), max(1, size // 32)
     images = []
     for label, mark in zip(labels, marked):
-        image = drawn_phantom(rng, size, bool(label), strength)[0]
+        image = drawn_phantom(rng, size, bool(label), strength, anatomy=False)[0]
         if mark:
             image[at : at + side, at : at + side] = 250
         images.append(image)
