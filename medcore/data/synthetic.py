@@ -75,10 +75,10 @@ def drawn_phantom(
 def bones(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray, count: int = 3) -> np.ndarray:
     """Bright bone-like bars, each at a random place and angle: structure every film has, in either class.
 
-    Without it the finding was a phantom's only local structure, so any network's late features, trained
-    or random, lit up there, and Grad-CAM's randomisation check (medcore.assess.probes) rightly could not
-    tell a trained map from a random one. The bars are as many and as long in every film, so they add no
-    brightness a model could count instead of the finding.
+    Real films have anatomy besides the finding; without it a map that lights up on any bright structure
+    would point at the finding by default (the pointing game and the randomisation check would be too easy).
+    The bars are as many and as long in every film, so they add no brightness a model could count instead
+    of the finding.
     """
     layer = np.zeros_like(xx)
     for _ in range(count):
