@@ -31,9 +31,9 @@ __all__ = [
 FINDING_CENTRE = (0.68, 0.66)  # (x, y) as fractions of the image size
 
 
-def phantom(rng: np.random.Generator, size: int = 64, finding: bool = False, anatomy: bool = True) -> np.ndarray:
+def phantom(rng: np.random.Generator, size: int = 64, finding: bool = False) -> np.ndarray:
     """Return one grayscale uint8 image: a body outline, rib-like bands, bones, noise, and maybe the finding."""
-    return drawn_phantom(rng, size, finding, anatomy=anatomy)[0]
+    return drawn_phantom(rng, size, finding)[0]
 
 
 def finding_region(size: int, where: tuple[float, float, float]) -> np.ndarray:
